@@ -1,0 +1,147 @@
+// Package cpu implements engine.Device on the host: matrix products through
+// oneDNN (cgo, Debian libdnnl-dev), every other kernel in Go, split across
+// cores. Kernels never run at the same time as a oneDNN call, so the two
+// thread pools do not compete. Reductions are split by fixed blocks, not by
+// thread count, so results are the same for any GOMAXPROCS.
+package cpu
+
+import (
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"hone/engine"
+)
+
+// Device is the CPU backend. The zero value is not usable; call New.
+type Device struct {
+	threads int
+	mm      matmuls
+}
+
+var _ engine.Device = (*Device)(nil)
+
+// New returns a CPU device using up to threads goroutines for Go kernels
+// (0 = GOMAXPROCS).
+func New(threads int) *Device {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	return &Device{threads: threads}
+}
+
+func (d *Device) Name() string { return "cpu (oneDNN matmul)" }
+
+func (d *Device) Alloc(n int) []float32 { return make([]float32, n) }
+
+// MatMul runs on oneDNN in fp32.
+func (d *Device) MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool) {
+	if m == 0 || n == 0 || k == 0 {
+		if !acc {
+			clear(c[:m*n])
+		}
+		return
+	}
+	_, _ = a[m*k-1], b[k*n-1] // bounds: fail in Go, not in C
+	_ = c[m*n-1]
+	d.mm.run(mmKey{m: m, n: n, k: k, ta: transA, tb: transB, acc: acc}, c, unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
+}
+
+// parallel splits [0,n) into contiguous ranges, one per worker, and waits.
+func (d *Device) parallel(n int, fn func(lo, hi int)) {
+	w := min(d.threads, n)
+	if w <= 1 {
+		if n > 0 {
+			fn(0, n)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		lo, hi := i*n/w, (i+1)*n/w
+		wg.Add(1)
+		go func() { defer wg.Done(); fn(lo, hi) }()
+	}
+	wg.Wait()
+}
+
+// blocks is the fixed reduction granularity that keeps sums deterministic.
+const blocks = 1 << 14
+
+func (d *Device) Copy(dst, src []float32) { copy(dst[:len(src)], src) }
+
+func (d *Device) Zero(x []float32) {
+	d.parallel((len(x)+blocks-1)/blocks, func(lo, hi int) { clear(x[lo*blocks : min(hi*blocks, len(x))]) })
+}
+
+func (d *Device) Scale(x []float32, s float32) {
+	d.parallel((len(x)+blocks-1)/blocks, func(lo, hi int) {
+		for i := lo * blocks; i < min(hi*blocks, len(x)); i++ {
+			x[i] *= s
+		}
+	})
+}
+
+func (d *Device) SumSquares(x []float32) float64 {
+	nb := (len(x) + blocks - 1) / blocks
+	part := make([]float64, nb)
+	d.parallel(nb, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			var s float64
+			for _, v := range x[b*blocks : min((b+1)*blocks, len(x))] {
+				s += float64(v) * float64(v)
+			}
+			part[b] = s
+		}
+	})
+	var s float64
+	for _, p := range part {
+		s += p
+	}
+	return s
+}
+
+func (d *Device) Embedding(out []float32, ids []int32, table []float32, n, dim int) {
+	d.parallel(n, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			id := int(ids[i])
+			copy(out[i*dim:(i+1)*dim], table[id*dim:(id+1)*dim])
+		}
+	})
+}
+
+// EmbeddingBackward splits by columns so tokens sharing an id never race.
+func (d *Device) EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int) {
+	d.parallel(dim, func(lo, hi int) {
+		for i := 0; i < n; i++ {
+			id := int(ids[i])
+			row, src := dtable[id*dim+lo:id*dim+hi], dout[i*dim+lo:i*dim+hi]
+			for j := range row {
+				row[j] += src[j]
+			}
+		}
+	})
+}
+
+func (d *Device) AddBias(y, b []float32, n, dim int) {
+	d.parallel(n, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := y[i*dim : (i+1)*dim]
+			for j := range row {
+				row[j] += b[j]
+			}
+		}
+	})
+}
+
+func (d *Device) BiasBackward(db, dy []float32, n, dim int) {
+	d.parallel(dim, func(lo, hi int) {
+		for i := 0; i < n; i++ {
+			src := dy[i*dim+lo : i*dim+hi]
+			dst := db[lo:hi]
+			for j := range dst {
+				dst[j] += src[j]
+			}
+		}
+	})
+}

@@ -1,0 +1,134 @@
+package cpu
+
+/*
+#cgo LDFLAGS: -ldnnl
+#include <stdlib.h>
+#include <oneapi/dnnl/dnnl.h>
+
+// A matmul primitive for one shape, with memory objects whose data handles
+// are swapped per call, so nothing is allocated on the hot path.
+typedef struct {
+	dnnl_primitive_t prim;
+	dnnl_memory_t a, b, c;
+} hone_mm;
+
+static dnnl_engine_t hone_engine;
+static dnnl_stream_t hone_stream;
+
+static int hone_init(void) {
+	dnnl_status_t s = dnnl_engine_create(&hone_engine, dnnl_cpu, 0);
+	if (s != dnnl_success) return (int)s;
+	return (int)dnnl_stream_create(&hone_stream, hone_engine, dnnl_stream_default_flags);
+}
+
+// hone_mm_create builds c(m,n) = op(a)·op(b) (+ c when acc). Operand types
+// are f32 or bf16 (dt_ab), the output is always f32.
+static int hone_mm_create(hone_mm *mm, long m, long n, long k, int ta, int tb, int acc, dnnl_data_type_t dt_ab) {
+	dnnl_memory_desc_t amd, bmd, cmd;
+	dnnl_dims_t ad = {m, k}, bd = {k, n}, cd = {m, n};
+	dnnl_dims_t as = {k, 1}, bs = {n, 1}, cs = {n, 1};
+	if (ta) { as[0] = 1; as[1] = m; }
+	if (tb) { bs[0] = 1; bs[1] = k; }
+	dnnl_status_t s;
+	if ((s = dnnl_memory_desc_init_by_strides(&amd, 2, ad, dt_ab, as)) != dnnl_success) return (int)s;
+	if ((s = dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dt_ab, bs)) != dnnl_success) return (int)s;
+	if ((s = dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs)) != dnnl_success) return (int)s;
+	dnnl_matmul_desc_t md;
+	if ((s = dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd)) != dnnl_success) return (int)s;
+	dnnl_primitive_attr_t attr = NULL;
+	if ((s = dnnl_primitive_attr_create(&attr)) != dnnl_success) return (int)s;
+	if (acc) {
+		dnnl_post_ops_t po;
+		dnnl_post_ops_create(&po);
+		dnnl_post_ops_append_sum(po, 1.0f);
+		dnnl_primitive_attr_set_post_ops(attr, po);
+		dnnl_post_ops_destroy(po);
+	}
+	dnnl_primitive_desc_t pd;
+	s = dnnl_primitive_desc_create(&pd, &md, attr, hone_engine, NULL);
+	dnnl_primitive_attr_destroy(attr);
+	if (s != dnnl_success) return (int)s;
+	s = dnnl_primitive_create(&mm->prim, pd);
+	dnnl_primitive_desc_destroy(pd);
+	if (s != dnnl_success) return (int)s;
+	if ((s = dnnl_memory_create(&mm->a, &amd, hone_engine, DNNL_MEMORY_NONE)) != dnnl_success) return (int)s;
+	if ((s = dnnl_memory_create(&mm->b, &bmd, hone_engine, DNNL_MEMORY_NONE)) != dnnl_success) return (int)s;
+	return (int)dnnl_memory_create(&mm->c, &cmd, hone_engine, DNNL_MEMORY_NONE);
+}
+
+static int hone_mm_exec(hone_mm *mm, void *a, void *b, void *c) {
+	dnnl_memory_set_data_handle(mm->a, a);
+	dnnl_memory_set_data_handle(mm->b, b);
+	dnnl_memory_set_data_handle(mm->c, c);
+	dnnl_exec_arg_t args[3] = {
+		{DNNL_ARG_SRC, mm->a}, {DNNL_ARG_WEIGHTS, mm->b}, {DNNL_ARG_DST, mm->c},
+	};
+	dnnl_status_t s = dnnl_primitive_execute(mm->prim, hone_stream, 3, args);
+	if (s != dnnl_success) return (int)s;
+	return (int)dnnl_stream_wait(hone_stream);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+)
+
+type mmKey struct {
+	m, n, k          int
+	ta, tb, acc, b16 bool
+}
+
+// matmuls caches one oneDNN primitive per shape: creating one costs far more
+// than running a small one.
+type matmuls struct {
+	once    sync.Once
+	initErr error
+	mu      sync.Mutex
+	prims   map[mmKey]*C.hone_mm
+}
+
+func (mm *matmuls) get(key mmKey) *C.hone_mm {
+	mm.once.Do(func() {
+		if s := C.hone_init(); s != 0 {
+			mm.initErr = fmt.Errorf("oneDNN: create CPU engine: status %d", int(s))
+		}
+		mm.prims = map[mmKey]*C.hone_mm{}
+	})
+	if mm.initErr != nil {
+		panic(mm.initErr)
+	}
+	if p, ok := mm.prims[key]; ok {
+		return p
+	}
+	p := (*C.hone_mm)(C.calloc(1, C.sizeof_hone_mm))
+	dt := C.dnnl_data_type_t(C.dnnl_f32)
+	if key.b16 {
+		dt = C.dnnl_bf16
+	}
+	if s := C.hone_mm_create(p, C.long(key.m), C.long(key.n), C.long(key.k), cbool(key.ta), cbool(key.tb), cbool(key.acc), dt); s != 0 {
+		// Shapes come from a validated config; failure here is a broken install.
+		panic(fmt.Sprintf("oneDNN: create matmul %+v: status %d", key, int(s)))
+	}
+	mm.prims[key] = p
+	return p
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// run executes c = op(a)·op(b) (+c). a and b point at f32 or bf16 data.
+func (mm *matmuls) run(key mmKey, c []float32, a, b unsafe.Pointer) {
+	mm.mu.Lock()
+	defer mm.mu.Unlock()
+	p := mm.get(key)
+	if s := C.hone_mm_exec(p, a, b, unsafe.Pointer(&c[0])); s != 0 {
+		panic(fmt.Sprintf("oneDNN: execute matmul %+v: status %d", key, int(s)))
+	}
+}

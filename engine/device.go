@@ -1,0 +1,81 @@
+package engine
+
+// Device is the seam between the model and the hardware. Layer code in this
+// package calls only these methods; a backend (engine/cpu today, CUDA later)
+// implements them. Buffers are plain []float32 handed out by Alloc, so a GPU
+// backend can return device-visible (managed) memory without the layers
+// knowing.
+//
+// Argument order follows llm.c: outputs, inputs, weights, then sizes. Shapes
+// use the legend of model.go. Methods whose name ends in Backward add (+=) into
+// parameter gradients and into the residual-stream gradient where documented,
+// so micro-batches accumulate after one explicit zeroing; other outputs are
+// overwritten. Methods are called from one goroutine at a time.
+type Device interface {
+	// Name describes the device for logs and benchmarks.
+	Name() string
+	// Alloc returns n zeroed floats.
+	Alloc(n int) []float32
+
+	// MatMul computes c(m,n) = op(a)(m,k) · op(b)(k,n), or adds it to c when
+	// acc is set. op transposes a row-major operand when its flag is set:
+	// a is then stored (k,m), b stored (n,k).
+	MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool)
+
+	// Embedding gathers rows: out(N,C) = table[ids].
+	Embedding(out []float32, ids []int32, table []float32, n, dim int)
+	// EmbeddingBackward scatters: dtable[ids] += dout.
+	EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int)
+
+	// RMSNorm: out = x * rstd * w with rstd = 1/sqrt(mean(x²)+eps) per row,
+	// computed in fp32. rstd(N) is saved for the backward pass.
+	RMSNorm(out, rstd, x, w []float32, n, dim int, eps float32)
+	// RMSNormBackward adds into dx(N,C) and dw(C).
+	RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
+
+	// AddBias adds b(C) to every row of y(N,C).
+	AddBias(y, b []float32, n, dim int)
+	// BiasBackward adds the column sums of dy(N,C) into db(C).
+	BiasBackward(db, dy []float32, n, dim int)
+
+	// RoPE rotates x(N,heads,hd) in place in the HF rotate_half layout, token i
+	// at position pos[i]; cos and sin are (maxPos, hd/2) tables.
+	RoPE(x []float32, pos []int32, cos, sin []float32, n, heads, hd int)
+	// RoPEBackward applies the inverse rotation to the gradient dx in place.
+	RoPEBackward(dx []float32, pos []int32, cos, sin []float32, n, heads, hd int)
+
+	// Attention computes causal softmax attention scaled by 1/sqrt(hd) over
+	// q(B,T,NH,hd), k,v(B,T,NKV,hd) into out(B,T,NH,hd), where query t sees
+	// keys docStart[b*T+t] .. t only (packed documents), and saves the
+	// log-sum-exp of each score row in lse(B,NH,T).
+	Attention(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int)
+	// AttentionBackward overwrites dq, dk, dv.
+	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int)
+
+	// SwiGLU: h = silu(gate) * up, all (N,F).
+	SwiGLU(h, gate, up []float32, n int)
+	// SwiGLUBackward overwrites dgate and dup.
+	SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
+
+	// CrossEntropy takes logits(N,V) and targets(N) (-1 = not scored) and
+	// returns the summed loss over scored rows. When dlogits is non-nil it is
+	// overwritten with scale * d(loss sum)/d(logits); it may alias logits.
+	CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) float64
+
+	// Copy copies src into dst; Zero clears x; Scale multiplies x by s.
+	Copy(dst, src []float32)
+	Zero(x []float32)
+	Scale(x []float32, s float32)
+	// SumSquares returns the sum of squares of x, accumulated in float64.
+	SumSquares(x []float32) float64
+
+	// AdamW updates p in place from gradient g and moments m, v (all the same
+	// length) with decoupled weight decay; see AdamWStep.
+	AdamW(p, g, m, v []float32, s AdamWStep)
+}
+
+// AdamWStep holds the scalars of one AdamW update of one parameter range.
+type AdamWStep struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float32
+	Step                               int // 1-based, for bias correction
+}

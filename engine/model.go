@@ -1,0 +1,327 @@
+// Package engine computes the Llama (LlamaForCausalLM) forward and backward
+// passes exactly as Hugging Face transformers defines them, with explicit
+// per-layer gradients in the style of llm.c.
+//
+// Legend for the shapes written on buffers:
+//
+//	B batch rows, T tokens per row, N = B*T, C hidden_size, F intermediate_size,
+//	V vocab_size, NH attention heads, NKV key/value heads, HD head_dim,
+//	QD = NH*HD, KVD = NKV*HD, L layers.
+//
+// The model never touches hardware directly: every kernel goes through
+// Device. A Model is not safe for concurrent use.
+package engine
+
+import (
+	"fmt"
+	"math"
+)
+
+// Options tune memory use without changing the math.
+type Options struct {
+	// Recompute keeps only each layer's input during the forward pass and
+	// recomputes the layer's activations in the backward pass.
+	Recompute bool
+	// LossChunk is how many tokens' logits exist at once in the loss; the
+	// full (N,V) logits matrix is never materialised. Default 256.
+	LossChunk int
+}
+
+// Model holds parameters, gradients and activation buffers for one config.
+type Model struct {
+	Config *Config
+	Dev    Device
+	Opt    Options
+
+	Params *Weights // arena of NumParams floats
+	Grads  *Weights // same layout as Params
+
+	ropeCos, ropeSin []float32 // (maxPos, HD/2)
+	acts             *activations
+}
+
+// acts for one micro-batch shape; reallocated only when B*T grows.
+type activations struct {
+	n      int
+	res    [][]float32 // L+1 x (N,C): residual stream entering each layer, and leaving the last
+	layer  []layerActs // L entries, or one shared entry when recomputing
+	lnf    []float32   // (N,C) final norm output
+	rstdf  []float32   // (N)
+	logits []float32   // (chunk,V)
+	scr    scratch
+}
+
+type layerActs struct {
+	ln1, rstd1 []float32 // (N,C) (N)
+	q, k, v    []float32 // (N,QD) (N,KVD) (N,KVD), after RoPE
+	att, lse   []float32 // (N,QD) (B,NH,T)
+	mid        []float32 // (N,C) residual after attention
+	ln2, rstd2 []float32 // (N,C) (N)
+	gate, up   []float32 // (N,F)
+	h          []float32 // (N,F) silu(gate)*up
+}
+
+// scratch buffers for the backward pass, shared by all layers.
+type scratch struct {
+	dres, dln        []float32 // (N,C)
+	dq, dk, dv, datt []float32 // (N,QD) (N,KVD) (N,KVD) (N,QD)
+	dgate, dup, dh   []float32 // (N,F)
+}
+
+// New allocates a model with zeroed parameters and gradients on dev.
+func New(c *Config, dev Device, opt Options) *Model {
+	if opt.LossChunk <= 0 {
+		opt.LossChunk = 256
+	}
+	n := int(c.NumParams())
+	m := &Model{Config: c, Dev: dev, Opt: opt,
+		Params: NewWeights(c, dev.Alloc(n)), Grads: NewWeights(c, dev.Alloc(n))}
+	return m
+}
+
+// ensure sizes activation buffers and rotary tables for a batch.
+func (m *Model) ensure(B, T int) {
+	c := m.Config
+	if len(m.ropeCos) < T*c.HeadDim/2 {
+		m.buildRope(T)
+	}
+	N := B * T
+	if m.acts != nil && m.acts.n >= N {
+		return
+	}
+	d := m.Dev
+	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
+	a := &activations{n: N}
+	a.res = make([][]float32, c.NumHiddenLayers+1)
+	for i := range a.res {
+		a.res[i] = d.Alloc(N * C)
+	}
+	nl := c.NumHiddenLayers
+	if m.Opt.Recompute {
+		nl = 1
+	}
+	a.layer = make([]layerActs, nl)
+	for i := range a.layer {
+		a.layer[i] = layerActs{
+			ln1: d.Alloc(N * C), rstd1: d.Alloc(N),
+			q: d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
+			att: d.Alloc(N * QD), lse: d.Alloc(N * c.NumAttentionHeads),
+			mid: d.Alloc(N * C), ln2: d.Alloc(N * C), rstd2: d.Alloc(N),
+			gate: d.Alloc(N * F), up: d.Alloc(N * F), h: d.Alloc(N * F),
+		}
+	}
+	a.lnf, a.rstdf = d.Alloc(N*C), d.Alloc(N)
+	a.logits = d.Alloc(min(m.Opt.LossChunk, N) * c.VocabSize)
+	a.scr = scratch{
+		dres: d.Alloc(N * C), dln: d.Alloc(N * C),
+		dq: d.Alloc(N * QD), dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: d.Alloc(N * QD),
+		dgate: d.Alloc(N * F), dup: d.Alloc(N * F), dh: d.Alloc(N * F),
+	}
+	m.acts = a
+}
+
+// buildRope fills the cos/sin tables for positions [0, T) from the
+// config's (scaled) inverse frequencies, computed in float64.
+func (m *Model) buildRope(T int) {
+	inv := m.Config.InvFreq()
+	half := len(inv)
+	m.ropeCos, m.ropeSin = m.Dev.Alloc(T*half), m.Dev.Alloc(T*half)
+	for p := 0; p < T; p++ {
+		for i, f := range inv {
+			s, c := math.Sincos(float64(p) * f)
+			m.ropeCos[p*half+i], m.ropeSin[p*half+i] = float32(c), float32(s)
+		}
+	}
+}
+
+func (m *Model) layerActs(l int) *layerActs {
+	if m.Opt.Recompute {
+		return &m.acts.layer[0]
+	}
+	return &m.acts.layer[l]
+}
+
+// linear computes y(N,out) = x(N,in) · W(out,in)ᵀ (+ b), adding to y when acc.
+func (m *Model) linear(y, x, w, b []float32, n, in, out int, acc bool) {
+	m.Dev.MatMul(y, x, w, n, out, in, false, true, acc)
+	if b != nil {
+		m.Dev.AddBias(y, b, n, out)
+	}
+}
+
+// linearBackward adds dx(N,in) += dy·W when dx is non-nil (overwrites when
+// !accX), dW += dyᵀ·x and db += colsum(dy).
+func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, n, in, out int, accX bool) {
+	if dx != nil {
+		m.Dev.MatMul(dx, dy, w, n, in, out, false, false, accX)
+	}
+	m.Dev.MatMul(dw, dy, x, out, in, n, true, false, true)
+	if db != nil {
+		m.Dev.BiasBackward(db, dy, n, out)
+	}
+}
+
+// layerForward runs decoder layer l from res[l] into res[l+1].
+func (m *Model) layerForward(l int, bt *Batch) {
+	c, d, a := m.Config, m.Dev, m.acts
+	p, la := &m.Params.Layers[l], m.layerActs(l)
+	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
+	eps := float32(c.RMSNormEps)
+	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
+
+	d.RMSNorm(la.ln1, la.rstd1, in, p.LN1, N, C, eps)
+	m.linear(la.q, la.ln1, p.WQ, p.BQ, N, C, QD, false)
+	m.linear(la.k, la.ln1, p.WK, p.BK, N, C, KVD, false)
+	m.linear(la.v, la.ln1, p.WV, p.BV, N, C, KVD, false)
+	d.RoPE(la.q, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
+	d.RoPE(la.k, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
+	d.Attention(la.att, la.lse, la.q, la.k, la.v, bt.DocStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	// The residual add is fused into the projection: mid = in + att·Woᵀ.
+	d.Copy(la.mid[:N*C], in)
+	m.linear(la.mid, la.att, p.WO, p.BO, N, QD, C, true)
+
+	d.RMSNorm(la.ln2, la.rstd2, la.mid, p.LN2, N, C, eps)
+	m.linear(la.gate, la.ln2, p.WGate, p.BGate, N, C, F, false)
+	m.linear(la.up, la.ln2, p.WUp, p.BUp, N, C, F, false)
+	d.SwiGLU(la.h, la.gate, la.up, N*F)
+	d.Copy(out, la.mid[:N*C])
+	m.linear(out, la.h, p.WDown, p.BDown, N, F, C, true)
+}
+
+// layerBackward propagates scr.dres (the gradient w.r.t. res[l+1]) back to
+// res[l] in place, adding parameter gradients into m.Grads.
+func (m *Model) layerBackward(l int, bt *Batch) {
+	c, d, a := m.Config, m.Dev, m.acts
+	p, g, la, s := &m.Params.Layers[l], &m.Grads.Layers[l], m.layerActs(l), &a.scr
+	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
+	dres := s.dres[:N*C]
+
+	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)).
+	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, N, F, C, false)
+	d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
+	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, N, C, F, false)
+	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, N, C, F, true)
+	d.RMSNormBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
+
+	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
+	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, N, QD, C, false)
+	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, bt.DocStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	d.RoPEBackward(s.dq, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
+	d.RoPEBackward(s.dk, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
+	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, N, C, QD, false)
+	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, N, C, KVD, true)
+	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, N, C, KVD, true)
+	d.RMSNormBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
+}
+
+// forwardTrunk embeds the batch and runs every layer and the final norm.
+func (m *Model) forwardTrunk(bt *Batch) {
+	c, a := m.Config, m.acts
+	N, C := bt.B*bt.T, c.HiddenSize
+	m.Dev.Embedding(a.res[0], bt.IDs, m.Params.Embed, N, C)
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		m.layerForward(l, bt)
+	}
+	m.Dev.RMSNorm(a.lnf, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
+}
+
+// Logits runs the forward pass and returns all logits (N,V). It materialises
+// the full matrix, so it is for tests, evaluation of short rows and decoding.
+func (m *Model) Logits(bt *Batch) []float32 {
+	m.ensure(bt.B, bt.T)
+	m.forwardTrunk(bt)
+	c := m.Config
+	N := bt.B * bt.T
+	out := make([]float32, N*c.VocabSize)
+	m.Dev.MatMul(out, m.acts.lnf, m.Params.LMHead, N, c.VocabSize, c.HiddenSize, false, true, false)
+	return out
+}
+
+// Loss runs the forward pass only and returns the summed cross-entropy over
+// scored positions and their count (for evaluation).
+func (m *Model) Loss(bt *Batch) (sum float64, count int) {
+	m.ensure(bt.B, bt.T)
+	m.forwardTrunk(bt)
+	return m.head(bt, 0, false), bt.Scored()
+}
+
+// head runs lm_head and the cross-entropy in chunks of tokens. With grad it
+// also back-propagates scale·d(loss sum) into the lm_head gradient and into
+// scr.dres (overwritten) as the gradient w.r.t. the final norm's output.
+func (m *Model) head(bt *Batch, scale float32, grad bool) float64 {
+	c, d, a := m.Config, m.Dev, m.acts
+	N, C, V := bt.B*bt.T, c.HiddenSize, c.VocabSize
+	var total float64
+	for s := 0; s < N; s += m.Opt.LossChunk {
+		n := min(m.Opt.LossChunk, N-s)
+		x := a.lnf[s*C : (s+n)*C]
+		logits := a.logits[:n*V]
+		if !grad {
+			if !anyScored(bt.Targets[s : s+n]) {
+				continue
+			}
+			d.MatMul(logits, x, m.Params.LMHead, n, V, C, false, true, false)
+			total += d.CrossEntropy(nil, logits, bt.Targets[s:s+n], n, V, 0)
+			continue
+		}
+		dx := a.scr.dln[s*C : (s+n)*C]
+		if !anyScored(bt.Targets[s : s+n]) {
+			d.Zero(dx)
+			continue
+		}
+		d.MatMul(logits, x, m.Params.LMHead, n, V, C, false, true, false)
+		total += d.CrossEntropy(logits, logits, bt.Targets[s:s+n], n, V, scale)
+		d.MatMul(dx, logits, m.Params.LMHead, n, C, V, false, false, false)
+		d.MatMul(m.Grads.LMHead, logits, x, V, C, n, true, false, true)
+	}
+	return total
+}
+
+func anyScored(t []int32) bool {
+	for _, v := range t {
+		if v >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ForwardBackward runs one micro-batch and adds scale·d(loss sum)/dθ into
+// m.Grads. With gradient accumulation, pass scale = 1/(scored tokens of the
+// whole optimizer step) so the result is the per-token mean over the step,
+// not a mean of per-micro-batch means. It returns the summed loss and the
+// number of scored positions of this micro-batch.
+func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count int) {
+	m.ensure(bt.B, bt.T)
+	c, d, a := m.Config, m.Dev, m.acts
+	N, C := bt.B*bt.T, c.HiddenSize
+	m.forwardTrunk(bt)
+	sum = m.head(bt, scale, true)
+
+	// Final norm: the head left d(lnf) in scr.dln.
+	dres := a.scr.dres[:N*C]
+	d.Zero(dres)
+	d.RMSNormBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
+	for l := c.NumHiddenLayers - 1; l >= 0; l-- {
+		if m.Opt.Recompute {
+			m.layerForward(l, bt)
+		}
+		m.layerBackward(l, bt)
+	}
+	d.EmbeddingBackward(m.Grads.Embed, bt.IDs, dres, N, C)
+	return sum, bt.Scored()
+}
+
+// ZeroGrad clears every gradient.
+func (m *Model) ZeroGrad() { m.Dev.Zero(m.Grads.Arena) }
+
+// GradNorm returns the global L2 norm of the gradients.
+func (m *Model) GradNorm() float64 { return math.Sqrt(m.Dev.SumSquares(m.Grads.Arena)) }
+
+// CheckBatch verifies a batch fits the model's positional range.
+func (m *Model) CheckBatch(bt *Batch) error {
+	if bt.T > m.Config.MaxPositionEmbeddings {
+		return fmt.Errorf("batch rows of %d tokens exceed max_position_embeddings %d", bt.T, m.Config.MaxPositionEmbeddings)
+	}
+	return nil
+}

@@ -1,0 +1,206 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+
+	"hone/safetensors"
+)
+
+// Load reads an HF model directory (config.json and single or sharded
+// safetensors in f32, bf16 or f16) into a new model on dev. Every expected
+// tensor must be present with its exact shape; an unexpected tensor is
+// refused by name, since it means the checkpoint is not the architecture the
+// config describes.
+func Load(dir string, dev Device, opt Options) (*Model, error) {
+	c, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := safetensors.OpenModel(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	defer st.Close()
+	m := New(c, dev, opt)
+	if err := loadWeights(m, st); err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+func loadWeights(m *Model, st *safetensors.Model) error {
+	specs := m.Config.ParamSpecs()
+	want := map[string]bool{}
+	for _, s := range specs {
+		want[s.Name] = true
+		info, ok := st.Info(s.Name)
+		if !ok {
+			return fmt.Errorf("tensor %q is missing from the checkpoint (config %s)", s.Name, m.Config.describe())
+		}
+		if !slices.Equal(info.Shape, s.Shape) {
+			return fmt.Errorf("tensor %q has shape %v, config.json implies %v", s.Name, info.Shape, s.Shape)
+		}
+		if err := st.Float32(s.Name, m.Params.Arena[s.Offset:s.Offset+s.Size()]); err != nil {
+			return err
+		}
+	}
+	for _, info := range st.Tensors() {
+		if want[info.Name] || ignorableTensor(info.Name, m.Config) {
+			continue
+		}
+		return fmt.Errorf("unexpected tensor %q in checkpoint: not part of a Llama model with this config.json (%s)", info.Name, m.Config.describe())
+	}
+	return nil
+}
+
+// ignorableTensor: buffers some exporters save, and a duplicate head in tied checkpoints.
+func ignorableTensor(name string, c *Config) bool {
+	return strings.HasSuffix(name, ".rotary_emb.inv_freq") || (c.TieWordEmbeddings && name == "lm_head.weight")
+}
+
+func (c *Config) describe() string {
+	return fmt.Sprintf("%d layers, hidden %d, heads %d/%d, head_dim %d, tied %v, attention_bias %v, mlp_bias %v",
+		c.NumHiddenLayers, c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.TieWordEmbeddings, c.AttentionBias, c.MLPBias)
+}
+
+// SaveOptions control how Save writes weights.
+type SaveOptions struct {
+	DType         safetensors.DType // default BF16, as HF releases Llama weights
+	MaxShardBytes int64             // default safetensors.DefaultMaxShardBytes
+	// SourceDir, when set, is the model directory whose config.json fields,
+	// tokenizer files and generation_config.json are carried over.
+	SourceDir string
+}
+
+// filesCopied are the non-weight files of an HF model directory that make the
+// output load unchanged wherever the source loaded.
+var filesCopied = []string{
+	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+	"generation_config.json", "chat_template.jinja", "chat_template.json", "LICENSE", "USE_POLICY.md",
+}
+
+// Save writes the model's parameters as an HF model directory.
+func (m *Model) Save(dir string, opt SaveOptions) error {
+	if opt.DType == "" {
+		opt.DType = safetensors.BF16
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	var tensors []safetensors.Tensor
+	for _, s := range m.Config.ParamSpecs() {
+		tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: m.Params.Arena[s.Offset : s.Offset+s.Size()]})
+	}
+	if err := safetensors.WriteModel(dir, tensors, safetensors.WriteOptions{DType: opt.DType, MaxShardBytes: opt.MaxShardBytes}); err != nil {
+		return fmt.Errorf("save model %s: %w", dir, err)
+	}
+	if err := m.writeConfig(dir, opt); err != nil {
+		return err
+	}
+	if opt.SourceDir != "" && opt.SourceDir != dir {
+		for _, name := range filesCopied {
+			if err := copyFileAtomic(filepath.Join(opt.SourceDir, name), filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("save model %s: copy %s: %w", dir, name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// writeConfig keeps every field of the source config.json (so nothing HF
+// needs is lost) and sets torch_dtype to what was written.
+func (m *Model) writeConfig(dir string, opt SaveOptions) error {
+	raw := map[string]any{}
+	if opt.SourceDir != "" {
+		if b, err := os.ReadFile(filepath.Join(opt.SourceDir, "config.json")); err == nil {
+			if err := json.Unmarshal(b, &raw); err != nil {
+				return fmt.Errorf("save model: parse %s: %w", filepath.Join(opt.SourceDir, "config.json"), err)
+			}
+		}
+	}
+	if len(raw) == 0 {
+		b, _ := json.Marshal(m.Config)
+		_ = json.Unmarshal(b, &raw)
+	}
+	raw["torch_dtype"] = map[safetensors.DType]string{safetensors.BF16: "bfloat16", safetensors.F16: "float16", safetensors.F32: "float32"}[opt.DType]
+	b, err := json.MarshalIndent(raw, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'))
+}
+
+// WriteFileAtomic writes data to path via a temp file, fsync and rename, so a
+// crash leaves either the old file or the new one.
+func WriteFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func copyFileAtomic(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	b, err := io.ReadAll(in)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(dst, b)
+}
+
+// InitRandom fills parameters as hone dev init does: matrices normal(0, 0.02),
+// norms 1, biases 0. Each tensor draws from its own stream seeded by (seed,
+// index), so tensors fill in parallel and the result depends only on seed.
+func (m *Model) InitRandom(seed uint64) {
+	specs := m.Config.ParamSpecs()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, s := range specs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			dst := m.Params.Arena[s.Offset : s.Offset+s.Size()]
+			switch {
+			case strings.HasSuffix(s.Name, "norm.weight"):
+				for j := range dst {
+					dst[j] = 1
+				}
+			case strings.HasSuffix(s.Name, ".bias"):
+				clear(dst)
+			default:
+				r := rand.New(rand.NewPCG(seed, uint64(i)))
+				for j := range dst {
+					dst[j] = float32(0.02 * r.NormFloat64())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,124 @@
+package engine
+
+import "fmt"
+
+// ParamSpec names one parameter tensor as Hugging Face does and gives its
+// shape and place in the parameter arena.
+type ParamSpec struct {
+	Name   string
+	Shape  []int
+	Offset int  // into the arena, in elements
+	Decay  bool // weight decay applies (matrices); norms and biases are excluded
+}
+
+// Size is the number of elements.
+func (s ParamSpec) Size() int {
+	n := 1
+	for _, d := range s.Shape {
+		n *= d
+	}
+	return n
+}
+
+// ParamSpecs lists every parameter in arena order, with offsets filled.
+func (c *Config) ParamSpecs() []ParamSpec {
+	C, F, V, Q, KV := c.HiddenSize, c.IntermediateSize, c.VocabSize, c.QDim(), c.KVDim()
+	var specs []ParamSpec
+	off := 0
+	add := func(name string, decay bool, shape ...int) {
+		s := ParamSpec{Name: name, Shape: shape, Offset: off, Decay: decay}
+		off += s.Size()
+		specs = append(specs, s)
+	}
+	add("model.embed_tokens.weight", true, V, C)
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"input_layernorm.weight", false, C)
+		for _, pr := range []struct {
+			n   string
+			out int
+		}{{"q_proj", Q}, {"k_proj", KV}, {"v_proj", KV}} {
+			add(p+"self_attn."+pr.n+".weight", true, pr.out, C)
+			if c.AttentionBias {
+				add(p+"self_attn."+pr.n+".bias", false, pr.out)
+			}
+		}
+		add(p+"self_attn.o_proj.weight", true, C, Q)
+		if c.AttentionBias {
+			add(p+"self_attn.o_proj.bias", false, C)
+		}
+		add(p+"post_attention_layernorm.weight", false, C)
+		add(p+"mlp.gate_proj.weight", true, F, C)
+		if c.MLPBias {
+			add(p+"mlp.gate_proj.bias", false, F)
+		}
+		add(p+"mlp.up_proj.weight", true, F, C)
+		if c.MLPBias {
+			add(p+"mlp.up_proj.bias", false, F)
+		}
+		add(p+"mlp.down_proj.weight", true, C, F)
+		if c.MLPBias {
+			add(p+"mlp.down_proj.bias", false, C)
+		}
+	}
+	add("model.norm.weight", false, C)
+	if !c.TieWordEmbeddings {
+		add("lm_head.weight", true, V, C)
+	}
+	return specs
+}
+
+// Layer holds views of one decoder layer's tensors inside an arena. The same
+// struct serves parameters and their gradients. Bias views are nil when the
+// config has no biases.
+type Layer struct {
+	LN1        []float32 // (C)
+	WQ, WK, WV []float32 // (QD,C) (KVD,C) (KVD,C)
+	BQ, BK, BV []float32 // (QD) (KVD) (KVD)
+	WO         []float32 // (C,QD)
+	BO         []float32 // (C)
+	LN2        []float32 // (C)
+	WGate, WUp []float32 // (F,C)
+	BGate, BUp []float32 // (F)
+	WDown      []float32 // (C,F)
+	BDown      []float32 // (C)
+}
+
+// Weights are named views into one contiguous arena, laid out by ParamSpecs.
+type Weights struct {
+	Arena  []float32
+	Embed  []float32 // (V,C)
+	Layers []Layer
+	NormF  []float32 // (C)
+	LMHead []float32 // (V,C); aliases Embed when embeddings are tied
+}
+
+// NewWeights carves arena (len NumParams) into named views.
+func NewWeights(c *Config, arena []float32) *Weights {
+	specs := c.ParamSpecs()
+	view := map[string][]float32{}
+	for _, s := range specs {
+		view[s.Name] = arena[s.Offset : s.Offset+s.Size() : s.Offset+s.Size()]
+	}
+	w := &Weights{Arena: arena, Embed: view["model.embed_tokens.weight"], NormF: view["model.norm.weight"]}
+	w.LMHead = view["lm_head.weight"]
+	if c.TieWordEmbeddings {
+		w.LMHead = w.Embed
+	}
+	w.Layers = make([]Layer, c.NumHiddenLayers)
+	for l := range w.Layers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		w.Layers[l] = Layer{
+			LN1: view[p+"input_layernorm.weight"],
+			WQ:  view[p+"self_attn.q_proj.weight"], BQ: view[p+"self_attn.q_proj.bias"],
+			WK: view[p+"self_attn.k_proj.weight"], BK: view[p+"self_attn.k_proj.bias"],
+			WV: view[p+"self_attn.v_proj.weight"], BV: view[p+"self_attn.v_proj.bias"],
+			WO: view[p+"self_attn.o_proj.weight"], BO: view[p+"self_attn.o_proj.bias"],
+			LN2:   view[p+"post_attention_layernorm.weight"],
+			WGate: view[p+"mlp.gate_proj.weight"], BGate: view[p+"mlp.gate_proj.bias"],
+			WUp: view[p+"mlp.up_proj.weight"], BUp: view[p+"mlp.up_proj.bias"],
+			WDown: view[p+"mlp.down_proj.weight"], BDown: view[p+"mlp.down_proj.bias"],
+		}
+	}
+	return w
+}

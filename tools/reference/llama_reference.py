@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""Independent float64 PyTorch reference for the Llama causal-LM forward/backward.
+
+Re-implements the math of Hugging Face LlamaForCausalLM from first principles in
+plain torch (transformers is deliberately not used) and writes small parity
+fixtures: config.json, model.safetensors, batch.json, grads.safetensors and
+logits.safetensors for each case.
+
+Usage:
+    /usr/bin/python3 tools/reference/llama_reference.py --out engine/testdata/parity
+
+Deterministic: fixed seeds, single-threaded torch, sorted safetensors headers;
+re-running produces byte-identical files.
+"""
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------
+
+def base_config(**kw):
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": None,
+        "hidden_size": None,
+        "intermediate_size": None,
+        "num_hidden_layers": None,
+        "num_attention_heads": None,
+        "num_key_value_heads": None,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+    }
+    head_dim = kw.pop("head_dim", None)
+    cfg.update(kw)
+    if head_dim is not None:
+        # insert head_dim right after num_key_value_heads for readability
+        out = {}
+        for k, v in cfg.items():
+            out[k] = v
+            if k == "num_key_value_heads":
+                out["head_dim"] = head_dim
+        cfg = out
+    for k, v in cfg.items():
+        if v is None and k != "rope_scaling":
+            raise ValueError("config key %s unset" % k)
+    return cfg
+
+
+def random_ids(gen, b, t, vocab):
+    return torch.randint(0, vocab, (b, t), generator=gen, dtype=torch.int64)
+
+
+def make_cases():
+    cases = []
+
+    # 1. gqa
+    cfg = base_config(vocab_size=96, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, rope_theta=10000.0,
+                      rms_norm_eps=1e-5)
+    g = torch.Generator().manual_seed(1001)
+    ids = random_ids(g, 2, 12, cfg["vocab_size"])
+    labels = ids.clone()
+    labels[0, :3] = IGNORE_INDEX
+    cases.append(("gqa", cfg, 11, ids, labels, None))
+
+    # 2. tied_llama3
+    cfg = base_config(vocab_size=80, hidden_size=48, intermediate_size=96,
+                      num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16,
+                      tie_word_embeddings=True, rope_theta=500000.0,
+                      rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                    "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0,
+                                    "original_max_position_embeddings": 64},
+                      max_position_embeddings=512, rms_norm_eps=1e-6,
+                      eos_token_id=[2, 3])
+    g = torch.Generator().manual_seed(1002)
+    ids = random_ids(g, 2, 24, cfg["vocab_size"])
+    labels = ids.clone()
+    labels[1, 20:] = IGNORE_INDEX
+    cases.append(("tied_llama3", cfg, 12, ids, labels, None))
+
+    # 3. bias_packed
+    cfg = base_config(vocab_size=64, hidden_size=32, intermediate_size=48,
+                      num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=1, attention_bias=True,
+                      mlp_bias=True,
+                      rope_scaling={"type": "linear", "factor": 2.0},
+                      rope_theta=10000.0)
+    g = torch.Generator().manual_seed(1003)
+    ids = random_ids(g, 2, 16, cfg["vocab_size"])
+    seg = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2],
+                        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]],
+                       dtype=torch.int64)
+    labels = ids.clone()
+    labels[0, 7] = IGNORE_INDEX    # inside document 1 of row 0
+    labels[0, 12] = IGNORE_INDEX   # second token of document 2 of row 0
+    labels[1, 3] = IGNORE_INDEX    # inside document 0 of row 1
+    labels[1, 10] = IGNORE_INDEX   # second token of document 1 of row 1
+    cases.append(("bias_packed", cfg, 13, ids, labels, seg))
+
+    # 4. single
+    cfg = base_config(vocab_size=32, hidden_size=16, intermediate_size=32,
+                      num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2)
+    g = torch.Generator().manual_seed(1004)
+    ids = random_ids(g, 1, 5, cfg["vocab_size"])
+    labels = ids.clone()
+    cases.append(("single", cfg, 14, ids, labels, None))
+
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------
+
+def head_dim_of(cfg):
+    if cfg.get("head_dim") is not None:
+        return int(cfg["head_dim"])
+    return cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+def param_shapes(cfg):
+    """Ordered list of (HF name, shape) for every parameter."""
+    V, H, I = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"]
+    nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
+    out = [("model.embed_tokens.weight", (V, H))]
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        out.append((p + "input_layernorm.weight", (H,)))
+        for name, rows in (("q", nH * hd), ("k", nKV * hd), ("v", nKV * hd)):
+            out.append((p + "self_attn.%s_proj.weight" % name, (rows, H)))
+            if cfg["attention_bias"]:
+                out.append((p + "self_attn.%s_proj.bias" % name, (rows,)))
+        out.append((p + "self_attn.o_proj.weight", (H, nH * hd)))
+        if cfg["attention_bias"]:
+            out.append((p + "self_attn.o_proj.bias", (H,)))
+        out.append((p + "post_attention_layernorm.weight", (H,)))
+        for name, shape in (("gate", (I, H)), ("up", (I, H)), ("down", (H, I))):
+            out.append((p + "mlp.%s_proj.weight" % name, shape))
+            if cfg["mlp_bias"]:
+                out.append((p + "mlp.%s_proj.bias" % name, (shape[0],)))
+    out.append(("model.norm.weight", (H,)))
+    if not cfg["tie_word_embeddings"]:
+        out.append(("lm_head.weight", (V, H)))
+    return out
+
+
+def init_params(cfg, seed):
+    """float32 weights from a seeded generator (generated in module order)."""
+    g = torch.Generator().manual_seed(seed)
+    params = {}
+    for name, shape in param_shapes(cfg):
+        noise = torch.randn(shape, generator=g, dtype=torch.float32)
+        if name.endswith("layernorm.weight") or name == "model.norm.weight":
+            params[name] = 1.0 + 0.1 * noise
+        else:
+            params[name] = 0.02 * noise
+    return params
+
+
+# ---------------------------------------------------------------------------
+# Model math (float64)
+# ---------------------------------------------------------------------------
+
+def rope_inv_freq(cfg, verbose=False):
+    d = head_dim_of(cfg)
+    theta = float(cfg["rope_theta"])
+    inv = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rs = cfg.get("rope_scaling")
+    regimes = None
+    if rs is not None:
+        kind = rs.get("rope_type", rs.get("type"))
+        if kind == "default":
+            pass
+        elif kind == "linear":
+            inv = inv / float(rs["factor"])
+        elif kind == "llama3":
+            factor = float(rs["factor"])
+            lo = float(rs["low_freq_factor"])
+            hi = float(rs["high_freq_factor"])
+            orig = float(rs["original_max_position_embeddings"])
+            low_freq_wavelen = orig / lo
+            high_freq_wavelen = orig / hi
+            new = []
+            regimes = []
+            for f in inv.tolist():
+                wavelen = 2.0 * math.pi / f
+                if wavelen > low_freq_wavelen:
+                    new.append(f / factor)
+                    regimes.append("low")
+                elif wavelen < high_freq_wavelen:
+                    new.append(f)
+                    regimes.append("high")
+                else:
+                    smooth = (orig / wavelen - lo) / (hi - lo)
+                    new.append((1.0 - smooth) * f / factor + smooth * f)
+                    regimes.append("mid")
+            inv = torch.tensor(new, dtype=torch.float64)
+        else:
+            raise ValueError("unsupported rope_scaling %r" % (rs,))
+    return inv, regimes
+
+
+def document_ids(segment_ids, B, T):
+    """Document index per position: a document is a run of equal consecutive ids."""
+    if segment_ids is None:
+        return torch.zeros((B, T), dtype=torch.int64)
+    seg = segment_ids
+    change = torch.zeros((B, T), dtype=torch.int64)
+    change[:, 1:] = (seg[:, 1:] != seg[:, :-1]).to(torch.int64)
+    return torch.cumsum(change, dim=1)
+
+
+def position_ids(doc):
+    B, T = doc.shape
+    pos = torch.zeros((B, T), dtype=torch.int64)
+    for b in range(B):
+        p = 0
+        for t in range(T):
+            if t > 0 and doc[b, t] != doc[b, t - 1]:
+                p = 0
+            pos[b, t] = p
+            p += 1
+    return pos
+
+
+def rms_norm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * w
+
+
+def linear(x, w, b=None):
+    y = x @ w.t()
+    if b is not None:
+        y = y + b
+    return y
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def forward(cfg, P, input_ids, segment_ids=None):
+    """Return logits (B,T,V) float64. P maps HF names to float64 tensors."""
+    B, T = input_ids.shape
+    H = cfg["hidden_size"]
+    nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
+    eps = float(cfg["rms_norm_eps"])
+    doc = document_ids(segment_ids, B, T)
+    pos = position_ids(doc).to(torch.float64)
+
+    inv_freq, _ = rope_inv_freq(cfg)
+    freqs = pos[..., None] * inv_freq[None, None, :]          # (B,T,hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)                   # (B,T,hd)
+    cos = emb.cos()[:, None, :, :]                            # (B,1,T,hd)
+    sin = emb.sin()[:, None, :, :]
+
+    causal = torch.tril(torch.ones((T, T), dtype=torch.bool))
+    same_doc = doc[:, :, None] == doc[:, None, :]             # (B,T,T)
+    allowed = (causal[None] & same_doc)[:, None, :, :]        # (B,1,T,T)
+
+    def opt(name):
+        return P.get(name)
+
+    x = P["model.embed_tokens.weight"][input_ids]            # (B,T,H)
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        h = rms_norm(x, P[p + "input_layernorm.weight"], eps)
+        q = linear(h, P[p + "self_attn.q_proj.weight"], opt(p + "self_attn.q_proj.bias"))
+        k = linear(h, P[p + "self_attn.k_proj.weight"], opt(p + "self_attn.k_proj.bias"))
+        v = linear(h, P[p + "self_attn.v_proj.weight"], opt(p + "self_attn.v_proj.bias"))
+        q = q.view(B, T, nH, hd).transpose(1, 2)              # (B,nH,T,hd)
+        k = k.view(B, T, nKV, hd).transpose(1, 2)             # (B,nKV,T,hd)
+        v = v.view(B, T, nKV, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = nH // nKV
+        k = k.repeat_interleave(rep, dim=1)                   # head j uses kv head j // rep
+        v = v.repeat_interleave(rep, dim=1)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)    # (B,nH,T,T)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        attn = torch.softmax(scores, dim=-1)
+        o = (attn @ v).transpose(1, 2).reshape(B, T, nH * hd)
+        o = linear(o, P[p + "self_attn.o_proj.weight"], opt(p + "self_attn.o_proj.bias"))
+        x = x + o
+        h = rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
+        gate = linear(h, P[p + "mlp.gate_proj.weight"], opt(p + "mlp.gate_proj.bias"))
+        up = linear(h, P[p + "mlp.up_proj.weight"], opt(p + "mlp.up_proj.bias"))
+        act = gate * torch.sigmoid(gate) * up
+        x = x + linear(act, P[p + "mlp.down_proj.weight"], opt(p + "mlp.down_proj.bias"))
+    x = rms_norm(x, P["model.norm.weight"], eps)
+    head = P["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else P["lm_head.weight"]
+    return x @ head.t()
+
+
+def loss_terms(logits, labels, segment_ids=None):
+    """(sum of CE over counted positions, number of counted positions)."""
+    B, T, V = logits.shape
+    doc = document_ids(segment_ids, B, T)
+    tgt = labels[:, 1:]
+    counted = (tgt != IGNORE_INDEX) & (doc[:, :-1] == doc[:, 1:])
+    lg = logits[:, :-1, :]
+    logz = torch.logsumexp(lg, dim=-1)
+    safe_tgt = torch.where(counted, tgt, torch.zeros_like(tgt))
+    picked = lg.gather(-1, safe_tgt[..., None])[..., 0]
+    ce = (logz - picked) * counted.to(logits.dtype)
+    return ce.sum(), int(counted.sum().item())
+
+
+def run_case(cfg, params32, input_ids, labels, segment_ids):
+    P = {k: v.to(torch.float64).requires_grad_(True) for k, v in params32.items()}
+    logits = forward(cfg, P, input_ids, segment_ids)
+    total, n = loss_terms(logits, labels, segment_ids)
+    loss = total / n
+    names = sorted(P)
+    grads = torch.autograd.grad(loss, [P[k] for k in names])
+    return logits.detach(), loss.detach(), n, dict(zip(names, grads))
+
+
+# ---------------------------------------------------------------------------
+# Self-check: packing == separate documents
+# ---------------------------------------------------------------------------
+
+def check_packing(cfg, params32, input_ids, labels, segment_ids, logits, loss, grads):
+    B, T = input_ids.shape
+    doc = document_ids(segment_ids, B, T)
+    P = {k: v.to(torch.float64).requires_grad_(True) for k, v in params32.items()}
+    total = None
+    count = 0
+    ndocs = 0
+    max_diff = 0.0
+    for b in range(B):
+        t = 0
+        while t < T:
+            e = t
+            while e < T and doc[b, e] == doc[b, t]:
+                e += 1
+            ids = input_ids[b:b + 1, t:e]
+            lab = labels[b:b + 1, t:e]
+            lg = forward(cfg, P, ids, None)           # unpacked, positions from 0
+            diff = (lg.detach() - logits[b:b + 1, t:e]).abs().max().item()
+            max_diff = max(max_diff, diff)
+            assert diff < 1e-10, "packed vs separate logits differ by %g" % diff
+            s, c = loss_terms(lg, lab, None)
+            total = s if total is None else total + s
+            count += c
+            ndocs += 1
+            t = e
+    sep_loss = total / count
+    ldiff = abs(sep_loss.item() - loss.item())
+    assert ldiff < 1e-12, "packed vs separate loss differ by %g" % ldiff
+    names = sorted(P)
+    sep_grads = torch.autograd.grad(sep_loss, [P[k] for k in names])
+    gdiff = max((g - grads[k]).abs().max().item() for k, g in zip(names, sep_grads))
+    assert gdiff < 1e-12, "packed vs separate grads differ by %g" % gdiff
+    return ndocs, count, max_diff, ldiff, gdiff
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+def write_safetensors(path, tensors):
+    """Minimal safetensors writer: F32 only, tensors in sorted name order."""
+    header = {"__metadata__": {"format": "pt"}}
+    blobs = []
+    off = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to(torch.float32).contiguous()
+        data = t.numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape),
+                        "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hj += b" " * ((8 - len(hj) % 8) % 8)   # pad header so data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)))
+        f.write(hj)
+        for d in blobs:
+            f.write(d)
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def write_batch(path, input_ids, labels, segment_ids):
+    obj = {"input_ids": input_ids.tolist(), "labels": labels.tolist()}
+    if segment_ids is not None:
+        obj["segment_ids"] = segment_ids.tolist()
+    # one row per line keeps the file compact and readable
+    lines = ["{"]
+    keys = list(obj)
+    for i, k in enumerate(keys):
+        rows = ",\n    ".join(json.dumps(r) for r in obj[k])
+        lines.append('  "%s": [\n    %s\n  ]%s' % (k, rows, "," if i + 1 < len(keys) else ""))
+    lines.append("}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="engine/testdata/parity")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    for name, cfg, seed, ids, labels, seg in make_cases():
+        d = os.path.join(args.out, name)
+        os.makedirs(d, exist_ok=True)
+        params = init_params(cfg, seed)
+        logits, loss, n, grads = run_case(cfg, params, ids, labels, seg)
+
+        B, T = ids.shape
+        extra = ""
+        _, regimes = rope_inv_freq(cfg)
+        if regimes is not None:
+            kinds = sorted(set(regimes))
+            extra += " llama3 bands=%s" % ",".join(regimes)
+            assert kinds == ["high", "low", "mid"], "llama3 case must hit all three regimes"
+        if seg is not None:
+            ndocs, cnt, ldiff, lossdiff, gdiff = check_packing(
+                cfg, params, ids, labels, seg, logits, loss, grads)
+            assert cnt == n
+            extra += (" packing-check OK (%d docs, max|dlogits|=%.1e, |dloss|=%.1e, max|dgrad|=%.1e)"
+                      % (ndocs, ldiff, lossdiff, gdiff))
+
+        write_json(os.path.join(d, "config.json"), cfg)
+        write_safetensors(os.path.join(d, "model.safetensors"), params)
+        write_batch(os.path.join(d, "batch.json"), ids, labels, seg)
+        out_grads = {"loss": loss.reshape(())}
+        out_grads.update(grads)
+        write_safetensors(os.path.join(d, "grads.safetensors"), out_grads)
+        write_safetensors(os.path.join(d, "logits.safetensors"), {"logits": logits})
+
+        print("%-12s B=%d T=%d V=%d params=%d counted=%d loss=%.9f%s"
+              % (name, B, T, cfg["vocab_size"], len(params), n, loss.item(), extra))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
