@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"hone/engine"
+	"hone/engine/cpu"
+	"hone/safetensors"
+)
+
+func devCmd() *cobra.Command {
+	dev := &cobra.Command{Use: "dev", Short: "Developer tools: random models and gradient dumps"}
+	dev.AddCommand(devInitCmd(), devGradCmd())
+	return dev
+}
+
+func devInitCmd() *cobra.Command {
+	var configPath, out string
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "init --config CONFIG.json --out DIR [--seed N]",
+		Short: "Write a randomly initialised model directory in Hugging Face layout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			raw, err := os.ReadFile(configPath)
+			if err != nil {
+				return err
+			}
+			c, err := engine.ParseConfig(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			m := engine.New(c, cpu.New(0), engine.Options{})
+			m.InitRandom(seed)
+			// Keep the user's config.json verbatim, tokenizer files beside it too.
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			if err := engine.WriteFileAtomic(filepath.Join(out, "config.json"), raw); err != nil {
+				return err
+			}
+			dtype := safetensors.F32
+			if c.TorchDtype == "bfloat16" {
+				dtype = safetensors.BF16
+			}
+			if err := m.Save(out, engine.SaveOptions{DType: dtype, SourceDir: out}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d parameters (%s)\n", out, c.NumParams(), dtype)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "HF config.json of a LlamaForCausalLM (required)")
+	cmd.Flags().StringVar(&out, "out", "", "output model directory (required)")
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed")
+	cmd.MarkFlagRequired("config")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func devGradCmd() *cobra.Command {
+	var modelDir, batchPath, out string
+	cmd := &cobra.Command{
+		Use:   "grad --model DIR --batch BATCH.json --out GRADS.safetensors",
+		Short: "Compute the loss and every parameter's gradient for one batch",
+		Long: `Reads {"input_ids": [[...]], "labels": [[...]], "segment_ids": [[...]]} (segment_ids optional;
+labels have the shape of input_ids, the logits at position t are scored against labels[t+1], -100 is
+ignored) and writes f32 tensors: "loss" (a scalar, the mean over scored tokens) and each parameter's
+gradient under its Hugging Face name.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := engine.Load(modelDir, cpu.New(0), engine.Options{})
+			if err != nil {
+				return err
+			}
+			raw, err := os.ReadFile(batchPath)
+			if err != nil {
+				return err
+			}
+			var b struct {
+				InputIDs   [][]int `json:"input_ids"`
+				Labels     [][]int `json:"labels"`
+				SegmentIDs [][]int `json:"segment_ids"`
+			}
+			if err := json.Unmarshal(raw, &b); err != nil {
+				return fmt.Errorf("%s: %w", batchPath, err)
+			}
+			if b.Labels == nil {
+				return fmt.Errorf("%s: field \"labels\" is missing; give labels of the shape of input_ids (-100 where not scored)", batchPath)
+			}
+			bt, err := engine.NewBatch(b.InputIDs, b.Labels, b.SegmentIDs, m.Config.VocabSize)
+			if err != nil {
+				return fmt.Errorf("%s: %w", batchPath, err)
+			}
+			if err := m.CheckBatch(bt); err != nil {
+				return fmt.Errorf("%s: %w", batchPath, err)
+			}
+			n := bt.Scored()
+			if n == 0 {
+				return fmt.Errorf("%s: no position is scored (every label is -100 or crosses a document boundary)", batchPath)
+			}
+			m.ZeroGrad()
+			sum, _ := m.ForwardBackward(bt, 1/float32(n))
+			tensors := []safetensors.Tensor{{Name: "loss", Shape: []int{}, Data: []float32{float32(sum / float64(n))}}}
+			for _, s := range m.Config.ParamSpecs() {
+				tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: m.Grads.Arena[s.Offset : s.Offset+s.Size()]})
+			}
+			if err := safetensors.WriteFile(out, tensors, safetensors.F32, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "loss %.6f over %d tokens; wrote %s\n", sum/float64(n), n, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&modelDir, "model", "", "HF model directory (required)")
+	cmd.Flags().StringVar(&batchPath, "batch", "", "batch JSON file (required)")
+	cmd.Flags().StringVar(&out, "out", "", "output .safetensors file (required)")
+	for _, f := range []string{"model", "batch", "out"} {
+		cmd.MarkFlagRequired(f)
+	}
+	return cmd
+}
