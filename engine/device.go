@@ -17,10 +17,17 @@ type Device interface {
 	// Alloc returns n zeroed floats.
 	Alloc(n int) []float32
 
+	// AllocBF16 returns n zeroed bf16 values (raw bits).
+	AllocBF16(n int) []uint16
+	// ToBF16 rounds src to bf16 (nearest even) into dst.
+	ToBF16(dst []uint16, src []float32)
+
 	// MatMul computes c(m,n) = op(a)(m,k) · op(b)(k,n), or adds it to c when
 	// acc is set. op transposes a row-major operand when its flag is set:
 	// a is then stored (k,m), b stored (n,k).
 	MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool)
+	// MatMulBF16 is MatMul with bf16 operands and fp32 accumulation and output.
+	MatMulBF16(c []float32, a, b []uint16, m, n, k int, transA, transB, acc bool)
 
 	// Embedding gathers rows: out(N,C) = table[ids].
 	Embedding(out []float32, ids []int32, table []float32, n, dim int)

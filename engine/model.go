@@ -25,6 +25,10 @@ type Options struct {
 	// LossChunk is how many tokens' logits exist at once in the loss; the
 	// full (N,V) logits matrix is never materialised. Default 256.
 	LossChunk int
+	// BF16 runs every matrix product with bf16 operands (fp32 accumulation);
+	// master weights, gradients, optimizer state, norms, softmax and loss
+	// stay fp32.
+	BF16 bool
 }
 
 // Model holds parameters, gradients and activation buffers for one config.
@@ -35,6 +39,9 @@ type Model struct {
 
 	Params *Weights // arena of NumParams floats
 	Grads  *Weights // same layout as Params
+	// w16 is the bf16 copy of Params used by matrix products in BF16 mode
+	// (nil otherwise), refreshed at the start of every forward pass.
+	w16 *WeightSet[uint16]
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
@@ -49,6 +56,8 @@ type activations struct {
 	rstdf  []float32   // (N)
 	logits []float32   // (chunk,V)
 	scr    scratch
+	a16    []uint16 // bf16 casts of matmul operands (BF16 mode only)
+	b16    []uint16
 }
 
 type layerActs struct {
@@ -76,6 +85,9 @@ func New(c *Config, dev Device, opt Options) *Model {
 	n := int(c.NumParams())
 	m := &Model{Config: c, Dev: dev, Opt: opt,
 		Params: NewWeights(c, dev.Alloc(n)), Grads: NewWeights(c, dev.Alloc(n))}
+	if opt.BF16 {
+		m.w16 = newWeightSet(c, dev.AllocBF16(n))
+	}
 	return m
 }
 
@@ -117,6 +129,10 @@ func (m *Model) ensure(B, T int) {
 		dq: d.Alloc(N * QD), dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: d.Alloc(N * QD),
 		dgate: d.Alloc(N * F), dup: d.Alloc(N * F), dh: d.Alloc(N * F),
 	}
+	if m.Opt.BF16 {
+		n16 := max(N*max(C, F, QD), min(m.Opt.LossChunk, N)*c.VocabSize)
+		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
+	}
 	m.acts = a
 }
 
@@ -141,9 +157,30 @@ func (m *Model) layerActs(l int) *layerActs {
 	return &m.acts.layer[l]
 }
 
-// linear computes y(N,out) = x(N,in) · W(out,in)ᵀ (+ b), adding to y when acc.
-func (m *Model) linear(y, x, w, b []float32, n, in, out int, acc bool) {
-	m.Dev.MatMul(y, x, w, n, out, in, false, true, acc)
+// cast rounds x to bf16 into dst in BF16 mode; in fp32 mode it returns nil
+// and matmul uses the fp32 operands.
+func (m *Model) cast(dst []uint16, x []float32) []uint16 {
+	if m.w16 == nil {
+		return nil
+	}
+	dst = dst[:len(x)]
+	m.Dev.ToBF16(dst, x)
+	return dst
+}
+
+// matmul is Device.MatMul, or MatMulBF16 on the bf16 operands in BF16 mode.
+func (m *Model) matmul(c, a []float32, a16 []uint16, b []float32, b16 []uint16, M, N, K int, ta, tb, acc bool) {
+	if m.w16 != nil {
+		m.Dev.MatMulBF16(c, a16, b16, M, N, K, ta, tb, acc)
+		return
+	}
+	m.Dev.MatMul(c, a, b, M, N, K, ta, tb, acc)
+}
+
+// linear computes y(N,out) = x(N,in) · W(out,in)ᵀ (+ b), adding to y when
+// acc. x16 and w16 are the bf16 forms (nil in fp32 mode).
+func (m *Model) linear(y, x []float32, x16 []uint16, w []float32, w16 []uint16, b []float32, n, in, out int, acc bool) {
+	m.matmul(y, x, x16, w, w16, n, out, in, false, true, acc)
 	if b != nil {
 		m.Dev.AddBias(y, b, n, out)
 	}
@@ -151,66 +188,79 @@ func (m *Model) linear(y, x, w, b []float32, n, in, out int, acc bool) {
 
 // linearBackward adds dx(N,in) += dy·W when dx is non-nil (overwrites when
 // !accX), dW += dyᵀ·x and db += colsum(dy).
-func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, n, in, out int, accX bool) {
+func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, in, out int, accX bool) {
+	a := m.acts
+	dy16 := m.cast(a.a16, dy[:n*out])
 	if dx != nil {
-		m.Dev.MatMul(dx, dy, w, n, in, out, false, false, accX)
+		m.matmul(dx, dy, dy16, w, w16, n, in, out, false, false, accX)
 	}
-	m.Dev.MatMul(dw, dy, x, out, in, n, true, false, true)
+	x16 := m.cast(a.b16, x[:n*in])
+	m.matmul(dw, dy, dy16, x, x16, out, in, n, true, false, true)
 	if db != nil {
 		m.Dev.BiasBackward(db, dy, n, out)
 	}
 }
 
+// w16Layer is layer l's bf16 weight copy, or an empty one in fp32 mode.
+func (m *Model) w16Layer(l int) *Layer[uint16] {
+	if m.w16 == nil {
+		return &Layer[uint16]{}
+	}
+	return &m.w16.Layers[l]
+}
+
 // layerForward runs decoder layer l from res[l] into res[l+1].
 func (m *Model) layerForward(l int, bt *Batch) {
 	c, d, a := m.Config, m.Dev, m.acts
-	p, la := &m.Params.Layers[l], m.layerActs(l)
+	p, h, la := &m.Params.Layers[l], m.w16Layer(l), m.layerActs(l)
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	eps := float32(c.RMSNormEps)
 	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
 
 	d.RMSNorm(la.ln1, la.rstd1, in, p.LN1, N, C, eps)
-	m.linear(la.q, la.ln1, p.WQ, p.BQ, N, C, QD, false)
-	m.linear(la.k, la.ln1, p.WK, p.BK, N, C, KVD, false)
-	m.linear(la.v, la.ln1, p.WV, p.BV, N, C, KVD, false)
+	x16 := m.cast(a.a16, la.ln1[:N*C])
+	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, false)
+	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, false)
+	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, false)
 	d.RoPE(la.q, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	d.Attention(la.att, la.lse, la.q, la.k, la.v, bt.DocStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	// The residual add is fused into the projection: mid = in + att·Woᵀ.
 	d.Copy(la.mid[:N*C], in)
-	m.linear(la.mid, la.att, p.WO, p.BO, N, QD, C, true)
+	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, true)
 
 	d.RMSNorm(la.ln2, la.rstd2, la.mid, p.LN2, N, C, eps)
-	m.linear(la.gate, la.ln2, p.WGate, p.BGate, N, C, F, false)
-	m.linear(la.up, la.ln2, p.WUp, p.BUp, N, C, F, false)
+	x16 = m.cast(a.a16, la.ln2[:N*C])
+	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, false)
+	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, false)
 	d.SwiGLU(la.h, la.gate, la.up, N*F)
 	d.Copy(out, la.mid[:N*C])
-	m.linear(out, la.h, p.WDown, p.BDown, N, F, C, true)
+	m.linear(out, la.h, m.cast(a.a16, la.h[:N*F]), p.WDown, h.WDown, p.BDown, N, F, C, true)
 }
 
 // layerBackward propagates scr.dres (the gradient w.r.t. res[l+1]) back to
 // res[l] in place, adding parameter gradients into m.Grads.
 func (m *Model) layerBackward(l int, bt *Batch) {
 	c, d, a := m.Config, m.Dev, m.acts
-	p, g, la, s := &m.Params.Layers[l], &m.Grads.Layers[l], m.layerActs(l), &a.scr
+	p, h, g, la, s := &m.Params.Layers[l], m.w16Layer(l), &m.Grads.Layers[l], m.layerActs(l), &a.scr
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	dres := s.dres[:N*C]
 
 	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)).
-	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, N, F, C, false)
+	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, false)
 	d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
-	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, N, C, F, false)
-	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, N, C, F, true)
+	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, false)
+	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, true)
 	d.RMSNormBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
-	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, N, QD, C, false)
+	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, false)
 	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, bt.DocStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	d.RoPEBackward(s.dq, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, N, C, QD, false)
-	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, N, C, KVD, true)
-	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, N, C, KVD, true)
+	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, false)
+	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, true)
+	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, true)
 	d.RMSNormBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
@@ -218,6 +268,9 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 func (m *Model) forwardTrunk(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
+	if m.w16 != nil {
+		m.Dev.ToBF16(m.w16.Arena, m.Params.Arena)
+	}
 	m.Dev.Embedding(a.res[0], bt.IDs, m.Params.Embed, N, C)
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
@@ -233,7 +286,13 @@ func (m *Model) Logits(bt *Batch) []float32 {
 	c := m.Config
 	N := bt.B * bt.T
 	out := make([]float32, N*c.VocabSize)
-	m.Dev.MatMul(out, m.acts.lnf, m.Params.LMHead, N, c.VocabSize, c.HiddenSize, false, true, false)
+	x := m.acts.lnf[:N*c.HiddenSize]
+	if m.w16 != nil {
+		x16 := m.cast(m.Dev.AllocBF16(len(x)), x)
+		m.Dev.MatMulBF16(out, x16, m.w16.LMHead, N, c.VocabSize, c.HiddenSize, false, true, false)
+		return out
+	}
+	m.Dev.MatMul(out, x, m.Params.LMHead, N, c.VocabSize, c.HiddenSize, false, true, false)
 	return out
 }
 
@@ -247,32 +306,36 @@ func (m *Model) Loss(bt *Batch) (sum float64, count int) {
 
 // head runs lm_head and the cross-entropy in chunks of tokens. With grad it
 // also back-propagates scale·d(loss sum) into the lm_head gradient and into
-// scr.dres (overwritten) as the gradient w.r.t. the final norm's output.
+// scr.dln (overwritten) as the gradient w.r.t. the final norm's output.
 func (m *Model) head(bt *Batch, scale float32, grad bool) float64 {
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C, V := bt.B*bt.T, c.HiddenSize, c.VocabSize
+	var w16 []uint16
+	if m.w16 != nil {
+		w16 = m.w16.LMHead
+	}
 	var total float64
 	for s := 0; s < N; s += m.Opt.LossChunk {
 		n := min(m.Opt.LossChunk, N-s)
 		x := a.lnf[s*C : (s+n)*C]
 		logits := a.logits[:n*V]
-		if !grad {
-			if !anyScored(bt.Targets[s : s+n]) {
-				continue
+		scored := anyScored(bt.Targets[s : s+n])
+		if !scored {
+			if grad {
+				d.Zero(a.scr.dln[s*C : (s+n)*C])
 			}
-			d.MatMul(logits, x, m.Params.LMHead, n, V, C, false, true, false)
+			continue
+		}
+		x16 := m.cast(a.b16, x)
+		m.matmul(logits, x, x16, m.Params.LMHead, w16, n, V, C, false, true, false)
+		if !grad {
 			total += d.CrossEntropy(nil, logits, bt.Targets[s:s+n], n, V, 0)
 			continue
 		}
-		dx := a.scr.dln[s*C : (s+n)*C]
-		if !anyScored(bt.Targets[s : s+n]) {
-			d.Zero(dx)
-			continue
-		}
-		d.MatMul(logits, x, m.Params.LMHead, n, V, C, false, true, false)
 		total += d.CrossEntropy(logits, logits, bt.Targets[s:s+n], n, V, scale)
-		d.MatMul(dx, logits, m.Params.LMHead, n, C, V, false, false, false)
-		d.MatMul(m.Grads.LMHead, logits, x, V, C, n, true, false, true)
+		dl16 := m.cast(a.a16, logits)
+		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, false, false, false)
+		m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, true, false, true)
 	}
 	return total
 }

@@ -69,46 +69,51 @@ func (c *Config) ParamSpecs() []ParamSpec {
 }
 
 // Layer holds views of one decoder layer's tensors inside an arena. The same
-// struct serves parameters and their gradients. Bias views are nil when the
-// config has no biases.
-type Layer struct {
-	LN1        []float32 // (C)
-	WQ, WK, WV []float32 // (QD,C) (KVD,C) (KVD,C)
-	BQ, BK, BV []float32 // (QD) (KVD) (KVD)
-	WO         []float32 // (C,QD)
-	BO         []float32 // (C)
-	LN2        []float32 // (C)
-	WGate, WUp []float32 // (F,C)
-	BGate, BUp []float32 // (F)
-	WDown      []float32 // (C,F)
-	BDown      []float32 // (C)
+// struct serves parameters, their gradients and (with T = uint16) their bf16
+// copies. Bias views are nil when the config has no biases.
+type Layer[T float32 | uint16] struct {
+	LN1        []T // (C)
+	WQ, WK, WV []T // (QD,C) (KVD,C) (KVD,C)
+	BQ, BK, BV []T // (QD) (KVD) (KVD)
+	WO         []T // (C,QD)
+	BO         []T // (C)
+	LN2        []T // (C)
+	WGate, WUp []T // (F,C)
+	BGate, BUp []T // (F)
+	WDown      []T // (C,F)
+	BDown      []T // (C)
 }
 
-// Weights are named views into one contiguous arena, laid out by ParamSpecs.
-type Weights struct {
-	Arena  []float32
-	Embed  []float32 // (V,C)
-	Layers []Layer
-	NormF  []float32 // (C)
-	LMHead []float32 // (V,C); aliases Embed when embeddings are tied
+// WeightSet is named views into one contiguous arena, laid out by ParamSpecs.
+type WeightSet[T float32 | uint16] struct {
+	Arena  []T
+	Embed  []T // (V,C)
+	Layers []Layer[T]
+	NormF  []T // (C)
+	LMHead []T // (V,C); aliases Embed when embeddings are tied
 }
+
+// Weights are float32 parameters or gradients.
+type Weights = WeightSet[float32]
 
 // NewWeights carves arena (len NumParams) into named views.
-func NewWeights(c *Config, arena []float32) *Weights {
+func NewWeights(c *Config, arena []float32) *Weights { return newWeightSet(c, arena) }
+
+func newWeightSet[T float32 | uint16](c *Config, arena []T) *WeightSet[T] {
 	specs := c.ParamSpecs()
-	view := map[string][]float32{}
+	view := map[string][]T{}
 	for _, s := range specs {
 		view[s.Name] = arena[s.Offset : s.Offset+s.Size() : s.Offset+s.Size()]
 	}
-	w := &Weights{Arena: arena, Embed: view["model.embed_tokens.weight"], NormF: view["model.norm.weight"]}
+	w := &WeightSet[T]{Arena: arena, Embed: view["model.embed_tokens.weight"], NormF: view["model.norm.weight"]}
 	w.LMHead = view["lm_head.weight"]
 	if c.TieWordEmbeddings {
 		w.LMHead = w.Embed
 	}
-	w.Layers = make([]Layer, c.NumHiddenLayers)
+	w.Layers = make([]Layer[T], c.NumHiddenLayers)
 	for l := range w.Layers {
 		p := fmt.Sprintf("model.layers.%d.", l)
-		w.Layers[l] = Layer{
+		w.Layers[l] = Layer[T]{
 			LN1: view[p+"input_layernorm.weight"],
 			WQ:  view[p+"self_attn.q_proj.weight"], BQ: view[p+"self_attn.q_proj.bias"],
 			WK: view[p+"self_attn.k_proj.weight"], BK: view[p+"self_attn.k_proj.bias"],

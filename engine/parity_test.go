@@ -110,3 +110,44 @@ func TestParityWithReference(t *testing.T) {
 		}
 	}
 }
+
+// BF16 mode rounds matmul operands to bf16 (8 mantissa bits, relative
+// rounding error 2⁻⁹ per operand), so it is held to a stated tolerance
+// against the same float64 reference: loss within 1%, logits and every
+// gradient within 3% of the tensor's largest magnitude.
+func TestBF16AgainstReference(t *testing.T) {
+	const lossTol, tensorTol = 1e-2, 3e-2
+	for _, name := range parityCases {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join("testdata", "parity", name)
+			m, err := engine.Load(dir, cpu.New(0), engine.Options{BF16: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+			lf, _ := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
+			defer lf.Close()
+			if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > tensorTol {
+				t.Errorf("bf16 logits: relative error %.3g > %g", e, tensorTol)
+			}
+			gf, _ := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
+			defer gf.Close()
+			m.ZeroGrad()
+			sum, n := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+			want := float64(readTensor(t, gf, "loss")[0])
+			if got := sum / float64(n); math.Abs(got-want) > lossTol*want {
+				t.Errorf("bf16 loss = %.6f, reference %.6f", got, want)
+			}
+			worst, worstName := 0.0, ""
+			for _, s := range m.Config.ParamSpecs() {
+				if e := relErr(m.Grads.Arena[s.Offset:s.Offset+s.Size()], readTensor(t, gf, s.Name)); e > worst {
+					worst, worstName = e, s.Name
+				}
+			}
+			if worst > tensorTol {
+				t.Errorf("bf16 grad %s: relative error %.3g > %g", worstName, worst, tensorTol)
+			}
+			t.Logf("worst bf16 gradient error %.3g (%s)", worst, worstName)
+		})
+	}
+}

@@ -1,7 +1,128 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+
+	"github.com/spf13/cobra"
+
+	"hone/bench"
+	"hone/engine"
+)
 
 func benchCmd() *cobra.Command {
-	return &cobra.Command{Use: "bench", Short: "Measure training speed and memory"}
+	var steps, threads int
+	var python, script, configs string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Compare training speed and memory with the PyTorch peer, side by side",
+		Long: `Runs hone and the PyTorch reference (tools/bench/torch_train.py with Debian's python3-torch)
+on the same configs, sequence, batch and thread counts, each in a fresh process, and prints tokens/s,
+GFLOP/s, peak RSS and the ratios.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if threads <= 0 {
+				threads = runtime.NumCPU()
+			}
+			var cases []bench.Case
+			for _, th := range uniq(1, threads) {
+				for _, p := range []string{"fp32", "bf16"} {
+					cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: th})
+				}
+			}
+			for _, p := range []string{"fp32", "bf16"} {
+				cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
+			}
+			rows, err := bench.Compare(cmd.Context(), exe, python, script, cases, cmd.ErrOrStderr())
+			bench.WriteTable(cmd.OutOrStdout(), rows)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&steps, "steps", 5, "timed steps per case (after one warm-up step)")
+	cmd.Flags().IntVar(&threads, "threads", 0, "threads (0 = all cores); cases also run at 1 thread")
+	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "python with torch for the peer")
+	cmd.Flags().StringVar(&script, "torch-script", "tools/bench/torch_train.py", "PyTorch peer script")
+	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
+	cmd.AddCommand(benchTrainCmd())
+	return cmd
+}
+
+func uniq(a, b int) []int {
+	if a == b {
+		return []int{a}
+	}
+	return []int{a, b}
+}
+
+func benchTrainCmd() *cobra.Command {
+	var s bench.TrainSpec
+	var configPath string
+	var asJSON bool
+	var profile string
+	var kernelTimes bool
+	cmd := &cobra.Command{
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--json]",
+		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			raw, err := os.ReadFile(configPath)
+			if err != nil {
+				return err
+			}
+			if s.Config, err = engine.ParseConfig(raw); err != nil {
+				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			if profile != "" {
+				f, err := os.Create(profile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				pprof.StartCPUProfile(f)
+				defer pprof.StopCPUProfile()
+			}
+			if kernelTimes {
+				s.KernelTimes = func(lines []string) {
+					for _, l := range lines {
+						fmt.Fprintln(cmd.ErrOrStderr(), l)
+					}
+				}
+			}
+			res, err := bench.Train(cmd.Context(), s)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				b, _ := json.Marshal(res)
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %d params, seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
+				configPath, res.Precision, res.Params, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
+				float64(res.PeakRSSBytes)/(1<<30), res.Losses[0], res.Losses[len(res.Losses)-1])
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "HF config.json (required)")
+	f.IntVar(&s.Seq, "seq", 256, "tokens per row")
+	f.IntVar(&s.Batch, "batch", 4, "rows per optimizer step")
+	f.IntVar(&s.Steps, "steps", 5, "timed steps after one warm-up step")
+	f.StringVar(&s.Precision, "precision", "bf16", "bf16 (bf16 matmuls, fp32 master weights) or fp32")
+	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
+	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
+	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
+	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel (all steps, warm-up included) on stderr")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
+	cmd.MarkFlagRequired("config")
+	return cmd
 }

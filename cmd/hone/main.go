@@ -23,6 +23,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(devCmd(), benchCmd())
+	root.AddCommand(dataCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hone:", err)
 		os.Exit(1)

@@ -2,102 +2,220 @@ package cpu
 
 import (
 	"math"
+	"unsafe"
 )
 
-// Attention is causal softmax attention restricted to each query's document,
-// computed one query row at a time: only a T-long score row per worker
-// exists, never a (T,T) matrix, so memory is linear in the row length.
+// Attention runs in query blocks. For each row b and block of queries
+// [i0,i1), the keys it can see are [k0,i1) with k0 the block's first
+// document start (rounded down to a block boundary so few matmul shapes
+// exist). Scores for the block, (NH, tq, nk), come from one batched oneDNN
+// matmul that reads K in place (grouped-query heads batch over the kv head),
+// are masked and soft-maxed in Go, and multiply V in a second matmul. Memory
+// is NH·tq·T floats, linear in the row length for long rows.
+//
+// Buffers (per block): qc, oc (NKV, group·tq, HD) contiguous gathers of the
+// block's queries and outputs; sc (NKV, group·tq, nk) scores/probabilities.
 func (d *Device) Attention(out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd int) {
-	group := nh / nkv
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	d.parallel(B*nh, func(lo, hi int) {
-		scores := make([]float32, T)
-		acc := make([]float32, hd)
-		for bh := lo; bh < hi; bh++ {
-			b, h := bh/nh, bh%nh
-			kh := h / group
-			for t := 0; t < T; t++ {
-				qi := q[((b*T+t)*nh+h)*hd:][:hd]
-				s0 := int(docStart[b*T+t])
-				mx := float32(math.Inf(-1))
-				for j := s0; j <= t; j++ {
-					s := dot(qi, k[((b*T+j)*nkv+kh)*hd:][:hd]) * scale
-					scores[j] = s
-					mx = max(mx, s)
-				}
-				var sum float64
-				clear(acc)
-				for j := s0; j <= t; j++ {
-					p := float32(math.Exp(float64(scores[j] - mx)))
-					sum += float64(p)
-					axpy(acc, p, v[((b*T+j)*nkv+kh)*hd:][:hd])
-				}
-				inv := float32(1 / sum)
-				o := out[((b*T+t)*nh+h)*hd:][:hd]
-				for i := range o {
-					o[i] = acc[i] * inv
-				}
-				lse[(b*nh+h)*T+t] = mx + float32(math.Log(sum))
-			}
+	g := d.attnGeom(B, T, nh, nkv, hd)
+	qc, oc := d.scratch(0, g.tq*nh*hd), d.scratch(1, g.tq*nh*hd)
+	sc := d.scratch(2, nh*g.tq*T)
+	for b := 0; b < B; b++ {
+		for i0 := 0; i0 < T; i0 += g.tq {
+			i1 := min(i0+g.tq, T)
+			tq, k0 := i1-i0, g.keyStart(docStart, b, i0)
+			nk := i1 - k0
+			g.gather(qc, q, b, i0, tq)
+			kb, vb := k[(b*T+k0)*g.kvd:], v[(b*T+k0)*g.kvd:]
+			d.mm.run(g.scoresKey(tq, nk), ptr(sc), ptr(qc), ptr(kb))
+			d.softmaxBlock(sc, lse, docStart, g, b, i0, tq, k0, nk)
+			d.mm.run(g.pvKey(tq, nk), ptr(oc), ptr(sc), ptr(vb))
+			g.scatter(out, oc, b, i0, tq)
 		}
-	})
+	}
 }
 
-// AttentionBackward recomputes each probability from the saved log-sum-exp.
-// Work is split by (row, key/value head) so that all query heads sharing a
-// key/value head run in one worker and dk, dv never race.
+// AttentionBackward recomputes each block's probabilities from the saved
+// log-sum-exp, then: dV += Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − rowsum(dO∘O))·scale,
+// dQ = dS·K, dK += dSᵀ·Q, each a batched matmul over the kv heads (the
+// group's query rows are the reduction dimension of dK and dV).
 func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd int) {
-	group := nh / nkv
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	d.parallel(B*nkv, func(lo, hi int) {
-		for bk := lo; bk < hi; bk++ {
-			b, kh := bk/nkv, bk%nkv
-			for t := 0; t < T; t++ {
-				clear(dk[((b*T+t)*nkv+kh)*hd:][:hd])
-				clear(dv[((b*T+t)*nkv+kh)*hd:][:hd])
-			}
-			for h := kh * group; h < (kh+1)*group; h++ {
-				for t := 0; t < T; t++ {
-					off := ((b*T+t)*nh + h) * hd
-					qi, doi, dqi := q[off:][:hd], dout[off:][:hd], dq[off:][:hd]
-					clear(dqi)
-					D := dot(doi, out[off:][:hd])
-					l := lse[(b*nh+h)*T+t]
-					for j := int(docStart[b*T+t]); j <= t; j++ {
-						ko := ((b*T+j)*nkv + kh) * hd
-						kj, vj := k[ko:][:hd], v[ko:][:hd]
-						p := float32(math.Exp(float64(dot(qi, kj)*scale - l)))
-						axpy(dv[ko:][:hd], p, doi)
-						ds := p * (dot(doi, vj) - D) * scale
-						axpy(dqi, ds, kj)
-						axpy(dk[ko:][:hd], ds, qi)
+	g := d.attnGeom(B, T, nh, nkv, hd)
+	n := g.tq * nh * hd
+	qc, oc, doc, dqc := d.scratch(0, n), d.scratch(1, n), d.scratch(3, n), d.scratch(4, n)
+	sc, dsc := d.scratch(2, nh*g.tq*T), d.scratch(5, nh*g.tq*T)
+	delta := d.scratch(6, nh*g.tq)
+	d.Zero(dk[:B*T*g.kvd])
+	d.Zero(dv[:B*T*g.kvd])
+	for b := 0; b < B; b++ {
+		for i0 := 0; i0 < T; i0 += g.tq {
+			i1 := min(i0+g.tq, T)
+			tq, k0 := i1-i0, g.keyStart(docStart, b, i0)
+			nk := i1 - k0
+			g.gather(qc, q, b, i0, tq)
+			g.gather(oc, out, b, i0, tq)
+			g.gather(doc, dout, b, i0, tq)
+			rows := nh * tq
+			d.parallel(rows, func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					delta[r] = dot(doc[r*hd:(r+1)*hd], oc[r*hd:(r+1)*hd])
+				}
+			})
+			off := (b*T + k0) * g.kvd
+			kb, vb, dkb, dvb := k[off:], v[off:], dk[off:], dv[off:]
+			d.mm.run(g.scoresKey(tq, nk), ptr(sc), ptr(qc), ptr(kb))
+			d.probsBlock(sc, lse, docStart, g, b, i0, tq, k0, nk)
+			d.mm.run(g.dvKey(tq, nk), ptr(dvb), ptr(sc), ptr(doc))
+			d.mm.run(g.scoresKey(tq, nk), ptr(dsc), ptr(doc), ptr(vb))
+			scale := g.scale
+			d.parallel(rows, func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					p, ds := sc[r*nk:(r+1)*nk], dsc[r*nk:(r+1)*nk]
+					dl := delta[r]
+					for j := range p {
+						ds[j] = p[j] * (ds[j] - dl) * scale
 					}
 				}
+			})
+			d.mm.run(g.pvKey(tq, nk), ptr(dqc), ptr(dsc), ptr(kb))
+			d.mm.run(g.dvKey(tq, nk), ptr(dkb), ptr(dsc), ptr(qc))
+			g.scatter(dq, dqc, b, i0, tq)
+		}
+	}
+}
+
+// geom holds the sizes of one attention call.
+type geom struct {
+	B, T, nh, nkv, hd, group, qd, kvd, tq int
+	scale                                 float32
+}
+
+// attnGeom picks the query block: the whole row when all heads' scores fit
+// in 8M floats, else blocks of 128 queries (or d.attnBlock, for tests).
+func (d *Device) attnGeom(B, T, nh, nkv, hd int) geom {
+	tq := T
+	if nh*T*T > 8<<20 {
+		tq = 128
+	}
+	if d.attnBlock > 0 {
+		tq = min(T, d.attnBlock)
+	}
+	return geom{B: B, T: T, nh: nh, nkv: nkv, hd: hd, group: nh / nkv, qd: nh * hd, kvd: nkv * hd, tq: tq,
+		scale: float32(1 / math.Sqrt(float64(hd)))}
+}
+
+// keyStart is the first key a block of queries can see, rounded down to a
+// multiple of the block size (masking hides the extra keys).
+func (g geom) keyStart(docStart []int32, b, i0 int) int {
+	k0 := int(docStart[b*g.T+i0])
+	return k0 / g.tq * g.tq
+}
+
+// gather copies queries [i0,i0+tq) of row b from token-major x (N, NH·HD) into
+// dst laid out (NH, tq, HD) = (NKV, group·tq, HD).
+func (g geom) gather(dst, x []float32, b, i0, tq int) {
+	for h := 0; h < g.nh; h++ {
+		for t := 0; t < tq; t++ {
+			copy(dst[(h*tq+t)*g.hd:(h*tq+t+1)*g.hd], x[(b*g.T+i0+t)*g.qd+h*g.hd:][:g.hd])
+		}
+	}
+}
+
+// scatter is the inverse of gather.
+func (g geom) scatter(x, src []float32, b, i0, tq int) {
+	for h := 0; h < g.nh; h++ {
+		for t := 0; t < tq; t++ {
+			copy(x[(b*g.T+i0+t)*g.qd+h*g.hd:][:g.hd], src[(h*tq+t)*g.hd:(h*tq+t+1)*g.hd])
+		}
+	}
+}
+
+// scoresKey: c(NKV, M, nk) = a(NKV, M, HD) · bᵀ where b is keys (or values)
+// read in place from the token-major buffer: element (kh, j, e) at
+// j·KVD + kh·HD + e. M = group·tq.
+func (g geom) scoresKey(tq, nk int) mmKey {
+	M := g.group * tq
+	return mmKey{nd: 3,
+		a: [4]int{g.nkv, M, g.hd}, as: [4]int{M * g.hd, g.hd, 1},
+		b: [4]int{g.nkv, g.hd, nk}, bs: [4]int{g.hd, 1, g.kvd},
+		c: [4]int{g.nkv, M, nk}, cs: [4]int{M * nk, nk, 1}}
+}
+
+// pvKey: c(NKV, M, HD) = a(NKV, M, nk) · b(NKV, nk, HD) with b read in place.
+func (g geom) pvKey(tq, nk int) mmKey {
+	M := g.group * tq
+	return mmKey{nd: 3,
+		a: [4]int{g.nkv, M, nk}, as: [4]int{M * nk, nk, 1},
+		b: [4]int{g.nkv, nk, g.hd}, bs: [4]int{g.hd, g.kvd, 1},
+		c: [4]int{g.nkv, M, g.hd}, cs: [4]int{M * g.hd, g.hd, 1}}
+}
+
+// dvKey: c(NKV, nk, HD) += a(NKV, M, nk)ᵀ · b(NKV, M, HD), c written in place
+// in the token-major gradient buffer.
+func (g geom) dvKey(tq, nk int) mmKey {
+	M := g.group * tq
+	return mmKey{nd: 3, acc: true,
+		a: [4]int{g.nkv, nk, M}, as: [4]int{M * nk, 1, nk},
+		b: [4]int{g.nkv, M, g.hd}, bs: [4]int{M * g.hd, g.hd, 1},
+		c: [4]int{g.nkv, nk, g.hd}, cs: [4]int{g.hd, g.kvd, 1}}
+}
+
+// softmaxBlock turns raw scores into probabilities in place, masking keys
+// outside [docStart(t), t], and records each row's log-sum-exp.
+func (d *Device) softmaxBlock(sc, lse []float32, docStart []int32, g geom, b, i0, tq, k0, nk int) {
+	d.parallel(g.nh*tq, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			h, t := r/tq, i0+r%tq
+			row := sc[r*nk : (r+1)*nk]
+			j0, j1 := int(docStart[b*g.T+t])-k0, t-k0+1
+			mx := float32(math.Inf(-1))
+			for j := j0; j < j1; j++ {
+				row[j] *= g.scale
+				mx = max(mx, row[j])
 			}
+			var sum float32
+			for j := j0; j < j1; j++ {
+				e := exp32(row[j] - mx)
+				row[j] = e
+				sum += e
+			}
+			inv := 1 / sum
+			clear(row[:j0])
+			for j := j0; j < j1; j++ {
+				row[j] *= inv
+			}
+			clear(row[j1:])
+			lse[(b*g.nh+h)*g.T+t] = mx + float32(math.Log(float64(sum)))
 		}
 	})
 }
 
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
+// probsBlock recomputes probabilities from raw scores and the saved lse.
+func (d *Device) probsBlock(sc, lse []float32, docStart []int32, g geom, b, i0, tq, k0, nk int) {
+	d.parallel(g.nh*tq, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			h, t := r/tq, i0+r%tq
+			row := sc[r*nk : (r+1)*nk]
+			j0, j1 := int(docStart[b*g.T+t])-k0, t-k0+1
+			l := lse[(b*g.nh+h)*g.T+t]
+			clear(row[:j0])
+			for j := j0; j < j1; j++ {
+				row[j] = exp32(row[j]*g.scale - l)
+			}
+			clear(row[j1:])
+		}
+	})
 }
 
-// axpy: y += a·x.
-func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += a * x[i]
+// scratch returns reusable buffer i with at least n floats; buffers grow and
+// are kept, so steady-state steps allocate nothing.
+func (d *Device) scratch(i, n int) []float32 {
+	for len(d.bufs) <= i {
+		d.bufs = append(d.bufs, nil)
 	}
+	if len(d.bufs[i]) < n {
+		d.bufs[i] = make([]float32, n)
+	}
+	return d.bufs[i][:n]
 }
+
+func ptr(x []float32) unsafe.Pointer { return unsafe.Pointer(&x[0]) }

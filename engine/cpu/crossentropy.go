@@ -21,16 +21,24 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 			for _, v := range row {
 				mx = max(mx, v)
 			}
+			// Partial sums in float32 over short runs, accumulated in
+			// float64: exact enough for 128k vocabularies, and fast.
 			var sum float64
-			for _, v := range row {
-				sum += math.Exp(float64(v - mx))
+			for j := 0; j < len(row); j += 64 {
+				var part float32
+				for _, v := range row[j:min(j+64, len(row))] {
+					part += exp32(v - mx)
+				}
+				sum += float64(part)
 			}
 			lse := float64(mx) + math.Log(sum)
 			loss[i] = lse - float64(row[t])
 			if dlogits != nil {
 				out := dlogits[i*vocab : (i+1)*vocab]
+				shift, invSum := mx, float32(scale)/float32(sum)
+				out = out[:len(row)]
 				for j, v := range row {
-					out[j] = scale * float32(math.Exp(float64(v)-lse))
+					out[j] = exp32(v-shift) * invSum
 				}
 				out[t] -= scale
 			}

@@ -6,6 +6,7 @@
 package cpu
 
 import (
+	"math"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -17,6 +18,9 @@ import (
 type Device struct {
 	threads int
 	mm      matmuls
+	bufs    [][]float32 // kernel scratch, see scratch
+
+	attnBlock int // query block of Attention; 0 = chosen by size
 }
 
 var _ engine.Device = (*Device)(nil)
@@ -44,7 +48,7 @@ func (d *Device) MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool
 	}
 	_, _ = a[m*k-1], b[k*n-1] // bounds: fail in Go, not in C
 	_ = c[m*n-1]
-	d.mm.run(mmKey{m: m, n: n, k: k, ta: transA, tb: transB, acc: acc}, c, unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
+	d.mm.run(key2D(m, n, k, transA, transB, acc, false), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
 }
 
 // parallel splits [0,n) into contiguous ranges, one per worker, and waits.
@@ -145,3 +149,40 @@ func (d *Device) BiasBackward(db, dy []float32, n, dim int) {
 		}
 	})
 }
+
+func (d *Device) AllocBF16(n int) []uint16 { return make([]uint16, n) }
+
+// MatMulBF16 runs on oneDNN: AMX or AVX-512 BF16 where the CPU has them.
+func (d *Device) MatMulBF16(c []float32, a, b []uint16, m, n, k int, transA, transB, acc bool) {
+	if m == 0 || n == 0 || k == 0 {
+		if !acc {
+			clear(c[:m*n])
+		}
+		return
+	}
+	_, _, _ = a[m*k-1], b[k*n-1], c[m*n-1]
+	d.mm.run(key2D(m, n, k, transA, transB, acc, true), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
+}
+
+// ToBF16 rounds to nearest even; NaN stays NaN.
+func (d *Device) ToBF16(dst []uint16, src []float32) {
+	d.parallel((len(src)+blocks-1)/blocks, func(lo, hi int) {
+		lo, hi = lo*blocks, min(hi*blocks, len(src))
+		s, o := src[lo:hi], dst[lo:hi]
+		o = o[:len(s)]
+		for i, v := range s {
+			o[i] = toBF16(v)
+		}
+	})
+}
+
+func toBF16(f float32) uint16 {
+	u := math.Float32bits(f)
+	if u&0x7fffffff > 0x7f800000 {
+		return uint16(u>>16) | 0x40
+	}
+	return uint16((u + 0x7fff + (u>>16)&1) >> 16)
+}
+
+// Threads is the number of goroutines kernels use.
+func (d *Device) Threads() int { return d.threads }

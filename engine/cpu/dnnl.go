@@ -21,18 +21,21 @@ static int hone_init(void) {
 	return (int)dnnl_stream_create(&hone_stream, hone_engine, dnnl_stream_default_flags);
 }
 
-// hone_mm_create builds c(m,n) = op(a)·op(b) (+ c when acc). Operand types
-// are f32 or bf16 (dt_ab), the output is always f32.
-static int hone_mm_create(hone_mm *mm, long m, long n, long k, int ta, int tb, int acc, dnnl_data_type_t dt_ab) {
+// hone_mm_create builds a (batched) matmul c = a·b (+ c when acc) over
+// ndims-dimensional operands given by dims and strides in elements, so
+// transposes, head slices and broadcast batches need no copies. Operand
+// types are f32 or bf16 (dt_ab); the output is always f32.
+static int hone_mm_create(hone_mm *mm, int nd, const long *ad, const long *as, const long *bd, const long *bs,
+		const long *cd, const long *cs, int acc, dnnl_data_type_t dt_ab) {
 	dnnl_memory_desc_t amd, bmd, cmd;
-	dnnl_dims_t ad = {m, k}, bd = {k, n}, cd = {m, n};
-	dnnl_dims_t as = {k, 1}, bs = {n, 1}, cs = {n, 1};
-	if (ta) { as[0] = 1; as[1] = m; }
-	if (tb) { bs[0] = 1; bs[1] = k; }
+	dnnl_dims_t a_d, a_s, b_d, b_s, c_d, c_s;
+	for (int i = 0; i < nd; i++) {
+		a_d[i] = ad[i]; a_s[i] = as[i]; b_d[i] = bd[i]; b_s[i] = bs[i]; c_d[i] = cd[i]; c_s[i] = cs[i];
+	}
 	dnnl_status_t s;
-	if ((s = dnnl_memory_desc_init_by_strides(&amd, 2, ad, dt_ab, as)) != dnnl_success) return (int)s;
-	if ((s = dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dt_ab, bs)) != dnnl_success) return (int)s;
-	if ((s = dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs)) != dnnl_success) return (int)s;
+	if ((s = dnnl_memory_desc_init_by_strides(&amd, nd, a_d, dt_ab, a_s)) != dnnl_success) return (int)s;
+	if ((s = dnnl_memory_desc_init_by_strides(&bmd, nd, b_d, dt_ab, b_s)) != dnnl_success) return (int)s;
+	if ((s = dnnl_memory_desc_init_by_strides(&cmd, nd, c_d, dnnl_f32, c_s)) != dnnl_success) return (int)s;
 	dnnl_matmul_desc_t md;
 	if ((s = dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd)) != dnnl_success) return (int)s;
 	dnnl_primitive_attr_t attr = NULL;
@@ -76,9 +79,28 @@ import (
 	"unsafe"
 )
 
+// mmKey identifies a matmul primitive: up to 4 dimensions of a, b and c with
+// their strides (unused trailing entries zero), accumulation and dtype.
 type mmKey struct {
-	m, n, k          int
-	ta, tb, acc, b16 bool
+	nd           int
+	a, as, b, bs [4]int
+	c, cs        [4]int
+	acc, b16     bool
+}
+
+// key2D describes c(m,n) = op(a)(m,k)·op(b)(k,n) on row-major operands.
+func key2D(m, n, k int, ta, tb, acc, b16 bool) mmKey {
+	key := mmKey{nd: 2, acc: acc, b16: b16}
+	key.a, key.as = [4]int{m, k}, [4]int{k, 1}
+	if ta {
+		key.as = [4]int{1, m}
+	}
+	key.b, key.bs = [4]int{k, n}, [4]int{n, 1}
+	if tb {
+		key.bs = [4]int{1, k}
+	}
+	key.c, key.cs = [4]int{m, n}, [4]int{n, 1}
+	return key
 }
 
 // matmuls caches one oneDNN primitive per shape: creating one costs far more
@@ -108,7 +130,19 @@ func (mm *matmuls) get(key mmKey) *C.hone_mm {
 	if key.b16 {
 		dt = C.dnnl_bf16
 	}
-	if s := C.hone_mm_create(p, C.long(key.m), C.long(key.n), C.long(key.k), cbool(key.ta), cbool(key.tb), cbool(key.acc), dt); s != 0 {
+	arr := func(v [4]int) *C.long {
+		a := (*[4]C.long)(C.malloc(4 * C.sizeof_long))
+		for i := range v {
+			a[i] = C.long(v[i])
+		}
+		return &a[0]
+	}
+	ptrs := []*C.long{arr(key.a), arr(key.as), arr(key.b), arr(key.bs), arr(key.c), arr(key.cs)}
+	s := C.hone_mm_create(p, C.int(key.nd), ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], cbool(key.acc), dt)
+	for _, q := range ptrs {
+		C.free(unsafe.Pointer(q))
+	}
+	if s != 0 {
 		// Shapes come from a validated config; failure here is a broken install.
 		panic(fmt.Sprintf("oneDNN: create matmul %+v: status %d", key, int(s)))
 	}
@@ -123,12 +157,13 @@ func cbool(b bool) C.int {
 	return 0
 }
 
-// run executes c = op(a)·op(b) (+c). a and b point at f32 or bf16 data.
-func (mm *matmuls) run(key mmKey, c []float32, a, b unsafe.Pointer) {
+// run executes the primitive for key on base pointers a, b, c (f32 or bf16
+// operands as the key says; c is f32).
+func (mm *matmuls) run(key mmKey, c, a, b unsafe.Pointer) {
 	mm.mu.Lock()
 	defer mm.mu.Unlock()
 	p := mm.get(key)
-	if s := C.hone_mm_exec(p, a, b, unsafe.Pointer(&c[0])); s != 0 {
+	if s := C.hone_mm_exec(p, a, b, c); s != 0 {
 		panic(fmt.Sprintf("oneDNN: execute matmul %+v: status %d", key, int(s)))
 	}
 }

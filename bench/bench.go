@@ -1,0 +1,142 @@
+// Package bench measures training throughput and memory of the engine on
+// random data, in the same shape as the PyTorch reference script
+// tools/bench/torch_train.py, so the two can be compared side by side.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"hone/engine"
+	"hone/engine/cpu"
+	"hone/optim"
+)
+
+// TrainSpec describes one training benchmark.
+type TrainSpec struct {
+	Config    *engine.Config
+	Seq       int
+	Batch     int
+	Steps     int // timed steps, after one warm-up step
+	Precision string
+	Threads   int
+	Recompute bool
+	Seed      uint64
+	// KernelTimes, when non-nil, receives time per device method.
+	KernelTimes func(lines []string)
+}
+
+// TrainResult is what `hone bench train --json` prints.
+type TrainResult struct {
+	Engine       string    `json:"engine"`
+	Precision    string    `json:"precision"`
+	Threads      int       `json:"threads"`
+	Params       int64     `json:"params"`
+	Seq          int       `json:"seq"`
+	Batch        int       `json:"batch"`
+	Steps        int       `json:"steps"`
+	TokensPerS   float64   `json:"tokens_per_s"`
+	StepSeconds  []float64 `json:"step_seconds"`
+	GFLOPs       float64   `json:"gflop_per_s"`
+	PeakRSSBytes int64     `json:"peak_rss_bytes"`
+	Losses       []float64 `json:"losses"`
+}
+
+// FLOPsPerToken is 6·params (forward and backward of every matmul) plus the
+// attention products (QKᵀ and PV, causal so half of T², three passes).
+func FLOPsPerToken(c *engine.Config, seq int) float64 {
+	attn := 6 * float64(c.NumHiddenLayers) * float64(seq) * float64(c.QDim())
+	return 6*float64(c.NumParams()) + attn
+}
+
+// Train runs the benchmark: random tokens, AdamW with clipping, one optimizer
+// step per batch.
+func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
+	if s.Precision == "" {
+		s.Precision = "fp32"
+	}
+	if s.Precision != "fp32" && s.Precision != "bf16" {
+		return nil, fmt.Errorf("bench: precision %q: want fp32 or bf16", s.Precision)
+	}
+	if s.Seq <= 0 || s.Batch <= 0 || s.Steps <= 0 {
+		return nil, fmt.Errorf("bench: seq, batch and steps must be positive")
+	}
+	cpuDev := cpu.New(s.Threads)
+	var dev engine.Device = cpuDev
+	var timed *engine.TimedDevice
+	if s.KernelTimes != nil {
+		timed = engine.NewTimedDevice(cpuDev)
+		dev = timed
+	}
+	m := engine.New(s.Config, dev, engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16"})
+	m.InitRandom(s.Seed)
+	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	if err != nil {
+		return nil, err
+	}
+	r := rand.New(rand.NewPCG(s.Seed, 1))
+	ids := make([][]int, s.Batch)
+	for i := range ids {
+		ids[i] = make([]int, s.Seq)
+		for j := range ids[i] {
+			ids[i][j] = r.IntN(s.Config.VocabSize)
+		}
+	}
+	bt, err := engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+	if err != nil {
+		return nil, err
+	}
+	res := &TrainResult{Engine: "hone", Precision: s.Precision, Threads: cpuDev.Threads(), Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps}
+	scale := 1 / float32(bt.Scored())
+	for i := 0; i <= s.Steps; i++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		m.ZeroGrad()
+		sum, n := m.ForwardBackward(bt, scale)
+		if _, err := opt.Step(m, 1e-4); err != nil {
+			return nil, err
+		}
+		if i > 0 { // step 0 warms up primitives and page faults
+			res.StepSeconds = append(res.StepSeconds, time.Since(start).Seconds())
+			res.Losses = append(res.Losses, sum/float64(n))
+		}
+	}
+	sorted := slices.Clone(res.StepSeconds)
+	slices.Sort(sorted)
+	med := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+	}
+	res.TokensPerS = float64(s.Seq*s.Batch) / med
+	res.GFLOPs = res.TokensPerS * FLOPsPerToken(s.Config, s.Seq) / 1e9
+	res.PeakRSSBytes = PeakRSS()
+	if timed != nil {
+		s.KernelTimes(timed.Report())
+	}
+	runtime.KeepAlive(m)
+	return res, nil
+}
+
+// PeakRSS reads the process's peak resident set (VmHWM) from /proc.
+func PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}

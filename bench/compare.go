@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+)
+
+// Case is one line of the side-by-side comparison.
+type Case struct {
+	ConfigPath string
+	Seq, Batch int
+	Steps      int
+	Precision  string
+	Threads    int
+}
+
+// Row pairs hone's result with the PyTorch peer's for one Case (Torch is nil
+// when the peer could not run, with TorchErr saying why).
+type Row struct {
+	Case     Case
+	Hone     *TrainResult
+	Torch    *TrainResult
+	TorchErr string
+}
+
+// Compare runs every case in fresh processes (so each peak RSS is its own):
+// hone through `exe bench train --json`, PyTorch through torchScript with
+// python. A missing python3-torch is reported per row, not fatal.
+func Compare(ctx context.Context, exe, python, torchScript string, cases []Case, log io.Writer) ([]Row, error) {
+	var rows []Row
+	for _, c := range cases {
+		args := []string{"bench", "train", "--config", c.ConfigPath, "--seq", fmt.Sprint(c.Seq), "--batch", fmt.Sprint(c.Batch),
+			"--steps", fmt.Sprint(c.Steps), "--precision", c.Precision, "--threads", fmt.Sprint(c.Threads), "--json"}
+		fmt.Fprintf(log, "hone    %s %s seq %d batch %d threads %d ...\n", filepath.Base(c.ConfigPath), c.Precision, c.Seq, c.Batch, c.Threads)
+		h, err := runJSON(ctx, exe, args, nil)
+		if err != nil {
+			return rows, fmt.Errorf("bench hone %s: %w", c.ConfigPath, err)
+		}
+		row := Row{Case: c, Hone: h}
+		fmt.Fprintf(log, "pytorch %s %s seq %d batch %d threads %d ...\n", filepath.Base(c.ConfigPath), c.Precision, c.Seq, c.Batch, c.Threads)
+		env := []string{fmt.Sprintf("OMP_NUM_THREADS=%d", c.Threads)}
+		t, err := runJSON(ctx, python, []string{torchScript, "--config", c.ConfigPath, "--seq", fmt.Sprint(c.Seq), "--batch", fmt.Sprint(c.Batch),
+			"--steps", fmt.Sprint(c.Steps), "--precision", c.Precision, "--threads", fmt.Sprint(c.Threads)}, env)
+		if err != nil {
+			row.TorchErr = err.Error()
+		} else {
+			row.Torch = t
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func runJSON(ctx context.Context, name string, args, env []string) (*TrainResult, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(lastLine(errb.String())))
+	}
+	var r TrainResult
+	if err := json.Unmarshal([]byte(lastLine(out.String())), &r); err != nil {
+		return nil, fmt.Errorf("%s: parse output: %w", name, err)
+	}
+	return &r, nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// WriteTable prints the comparison with hone/PyTorch ratios.
+func WriteTable(w io.Writer, rows []Row) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "config\tprecision\tseq×batch\tthreads\thone tok/s\ttorch tok/s\tspeed ratio\thone GFLOP/s\thone peak RSS\ttorch peak RSS\tRSS ratio\t")
+	for _, r := range rows {
+		c := r.Case
+		tt, tr, sr, rr := "-", "-", "-", "-"
+		if r.Torch != nil {
+			tt = fmt.Sprintf("%.1f", r.Torch.TokensPerS)
+			tr = gib(r.Torch.PeakRSSBytes)
+			sr = fmt.Sprintf("%.2fx", r.Hone.TokensPerS/r.Torch.TokensPerS)
+			rr = fmt.Sprintf("%.2f", float64(r.Hone.PeakRSSBytes)/float64(r.Torch.PeakRSSBytes))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d×%d\t%d\t%.1f\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", filepath.Base(c.ConfigPath), c.Precision, c.Seq, c.Batch, c.Threads,
+			r.Hone.TokensPerS, tt, sr, r.Hone.GFLOPs, gib(r.Hone.PeakRSSBytes), tr, rr)
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if r.TorchErr != "" {
+			fmt.Fprintf(w, "pytorch did not run for %s %s: %s\n", filepath.Base(r.Case.ConfigPath), r.Case.Precision, r.TorchErr)
+		}
+	}
+}
+
+func gib(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }

@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"sort"
+	"time"
+)
+
+// TimedDevice wraps a Device and accumulates wall time per method, for
+// finding where a training step goes (hone bench train --kernel-times).
+type TimedDevice struct {
+	Device
+	Times map[string]time.Duration
+	Calls map[string]int
+}
+
+// NewTimedDevice wraps d.
+func NewTimedDevice(d Device) *TimedDevice {
+	return &TimedDevice{Device: d, Times: map[string]time.Duration{}, Calls: map[string]int{}}
+}
+
+func (t *TimedDevice) since(name string, start time.Time) {
+	t.Times[name] += time.Since(start)
+	t.Calls[name]++
+}
+
+// Report lists methods by total time, largest first.
+func (t *TimedDevice) Report() []string {
+	names := make([]string, 0, len(t.Times))
+	for n := range t.Times {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return t.Times[names[i]] > t.Times[names[j]] })
+	var out []string
+	for _, n := range names {
+		out = append(out, n+": "+t.Times[n].Round(time.Millisecond).String()+" in "+itoa(t.Calls[n])+" calls")
+	}
+	return out
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 10 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+	}
+	return string(b)
+}
+
+func (td *TimedDevice) ToBF16(dst []uint16, src []float32) {
+	defer td.since("ToBF16", time.Now())
+	td.Device.ToBF16(dst, src)
+}
+
+func (td *TimedDevice) MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool) {
+	defer td.since("MatMul", time.Now())
+	td.Device.MatMul(c, a, b, m, n, k, transA, transB, acc)
+}
+
+func (td *TimedDevice) MatMulBF16(c []float32, a, b []uint16, m, n, k int, transA, transB, acc bool) {
+	defer td.since("MatMulBF16", time.Now())
+	td.Device.MatMulBF16(c, a, b, m, n, k, transA, transB, acc)
+}
+
+func (td *TimedDevice) Embedding(out []float32, ids []int32, table []float32, n, dim int) {
+	defer td.since("Embedding", time.Now())
+	td.Device.Embedding(out, ids, table, n, dim)
+}
+
+func (td *TimedDevice) EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int) {
+	defer td.since("EmbeddingBackward", time.Now())
+	td.Device.EmbeddingBackward(dtable, ids, dout, n, dim)
+}
+
+func (td *TimedDevice) RMSNorm(out, rstd, x, w []float32, n, dim int, eps float32) {
+	defer td.since("RMSNorm", time.Now())
+	td.Device.RMSNorm(out, rstd, x, w, n, dim, eps)
+}
+
+func (td *TimedDevice) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+	defer td.since("RMSNormBackward", time.Now())
+	td.Device.RMSNormBackward(dx, dw, dout, x, w, rstd, n, dim)
+}
+
+func (td *TimedDevice) AddBias(y, b []float32, n, dim int) {
+	defer td.since("AddBias", time.Now())
+	td.Device.AddBias(y, b, n, dim)
+}
+
+func (td *TimedDevice) BiasBackward(db, dy []float32, n, dim int) {
+	defer td.since("BiasBackward", time.Now())
+	td.Device.BiasBackward(db, dy, n, dim)
+}
+
+func (td *TimedDevice) RoPE(x []float32, pos []int32, cos, sin []float32, n, heads, hd int) {
+	defer td.since("RoPE", time.Now())
+	td.Device.RoPE(x, pos, cos, sin, n, heads, hd)
+}
+
+func (td *TimedDevice) RoPEBackward(dx []float32, pos []int32, cos, sin []float32, n, heads, hd int) {
+	defer td.since("RoPEBackward", time.Now())
+	td.Device.RoPEBackward(dx, pos, cos, sin, n, heads, hd)
+}
+
+func (td *TimedDevice) Attention(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int) {
+	defer td.since("Attention", time.Now())
+	td.Device.Attention(out, lse, q, k, v, docStart, b, t, nh, nkv, hd)
+}
+
+func (td *TimedDevice) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int) {
+	defer td.since("AttentionBackward", time.Now())
+	td.Device.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd)
+}
+
+func (td *TimedDevice) SwiGLU(h, gate, up []float32, n int) {
+	defer td.since("SwiGLU", time.Now())
+	td.Device.SwiGLU(h, gate, up, n)
+}
+
+func (td *TimedDevice) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int) {
+	defer td.since("SwiGLUBackward", time.Now())
+	td.Device.SwiGLUBackward(dgate, dup, dh, gate, up, n)
+}
+
+func (td *TimedDevice) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) float64 {
+	defer td.since("CrossEntropy", time.Now())
+	return td.Device.CrossEntropy(dlogits, logits, targets, n, vocab, scale)
+}
+
+func (td *TimedDevice) Copy(dst, src []float32) {
+	defer td.since("Copy", time.Now())
+	td.Device.Copy(dst, src)
+}
+
+func (td *TimedDevice) Zero(x []float32) {
+	defer td.since("Zero", time.Now())
+	td.Device.Zero(x)
+}
+
+func (td *TimedDevice) Scale(x []float32, s float32) {
+	defer td.since("Scale", time.Now())
+	td.Device.Scale(x, s)
+}
+
+func (td *TimedDevice) SumSquares(x []float32) float64 {
+	defer td.since("SumSquares", time.Now())
+	return td.Device.SumSquares(x)
+}
+
+func (td *TimedDevice) AdamW(p, g, m, v []float32, s AdamWStep) {
+	defer td.since("AdamW", time.Now())
+	td.Device.AdamW(p, g, m, v, s)
+}
