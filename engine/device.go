@@ -65,9 +65,10 @@ type Device interface {
 	SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
 
 	// CrossEntropy takes logits(N,V) and targets(N) (-1 = not scored) and
-	// returns the summed loss over scored rows. When dlogits is non-nil it is
+	// returns the summed loss over scored rows and how many of them have
+	// their target as the arg-max. When dlogits is non-nil it is
 	// overwritten with scale * d(loss sum)/d(logits); it may alias logits.
-	CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) float64
+	CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int)
 
 	// Copy copies src into dst; Zero clears x; Scale multiplies x by s.
 	Copy(dst, src []float32)

@@ -28,7 +28,7 @@ func TestFiniteDifferences(t *testing.T) {
 	m.ZeroGrad()
 	m.ForwardBackward(bt, 1/float32(n))
 	grads := append([]float32(nil), m.Grads.Arena...)
-	loss := func() float64 { s, c := m.Loss(bt); return s / float64(c) }
+	loss := func() float64 { e := m.Evaluate(bt); return e.LossSum / float64(e.Tokens) }
 	for _, s := range m.Config.ParamSpecs() {
 		// The coordinate with the largest gradient in each tensor.
 		best := s.Offset

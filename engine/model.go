@@ -296,18 +296,25 @@ func (m *Model) Logits(bt *Batch) []float32 {
 	return out
 }
 
-// Loss runs the forward pass only and returns the summed cross-entropy over
-// scored positions and their count (for evaluation).
-func (m *Model) Loss(bt *Batch) (sum float64, count int) {
+// Eval is the forward-only result on a batch.
+type Eval struct {
+	LossSum float64 // summed cross-entropy over scored positions
+	Tokens  int     // scored positions
+	Correct int     // scored positions whose arg-max logit is the target
+}
+
+// Evaluate runs the forward pass only (no gradients).
+func (m *Model) Evaluate(bt *Batch) Eval {
 	m.ensure(bt.B, bt.T)
 	m.forwardTrunk(bt)
-	return m.head(bt, 0, false), bt.Scored()
+	sum, correct := m.head(bt, 0, false)
+	return Eval{LossSum: sum, Tokens: bt.Scored(), Correct: correct}
 }
 
 // head runs lm_head and the cross-entropy in chunks of tokens. With grad it
 // also back-propagates scale·d(loss sum) into the lm_head gradient and into
 // scr.dln (overwritten) as the gradient w.r.t. the final norm's output.
-func (m *Model) head(bt *Batch, scale float32, grad bool) float64 {
+func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C, V := bt.B*bt.T, c.HiddenSize, c.VocabSize
 	var w16 []uint16
@@ -315,6 +322,7 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) float64 {
 		w16 = m.w16.LMHead
 	}
 	var total float64
+	var correct int
 	for s := 0; s < N; s += m.Opt.LossChunk {
 		n := min(m.Opt.LossChunk, N-s)
 		x := a.lnf[s*C : (s+n)*C]
@@ -329,15 +337,17 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) float64 {
 		x16 := m.cast(a.b16, x)
 		m.matmul(logits, x, x16, m.Params.LMHead, w16, n, V, C, false, true, false)
 		if !grad {
-			total += d.CrossEntropy(nil, logits, bt.Targets[s:s+n], n, V, 0)
+			l, c := d.CrossEntropy(nil, logits, bt.Targets[s:s+n], n, V, 0)
+			total, correct = total+l, correct+c
 			continue
 		}
-		total += d.CrossEntropy(logits, logits, bt.Targets[s:s+n], n, V, scale)
+		l, c := d.CrossEntropy(logits, logits, bt.Targets[s:s+n], n, V, scale)
+		total, correct = total+l, correct+c
 		dl16 := m.cast(a.a16, logits)
 		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, false, false, false)
 		m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, true, false, true)
 	}
-	return total
+	return total, correct
 }
 
 func anyScored(t []int32) bool {
@@ -359,7 +369,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.forwardTrunk(bt)
-	sum = m.head(bt, scale, true)
+	sum, _ = m.head(bt, scale, true)
 
 	// Final norm: the head left d(lnf) in scr.dln.
 	dres := a.scr.dres[:N*C]
@@ -387,4 +397,25 @@ func (m *Model) CheckBatch(bt *Batch) error {
 		return fmt.Errorf("batch rows of %d tokens exceed max_position_embeddings %d", bt.T, m.Config.MaxPositionEmbeddings)
 	}
 	return nil
+}
+
+// LastLogits runs the forward pass and returns the logits (V) of the last
+// position of each row, (B,V): what decoding needs, without the (N,V)
+// matrix.
+func (m *Model) LastLogits(bt *Batch) []float32 {
+	m.ensure(bt.B, bt.T)
+	m.forwardTrunk(bt)
+	c := m.Config
+	C, V := c.HiddenSize, c.VocabSize
+	out := make([]float32, bt.B*V)
+	for b := 0; b < bt.B; b++ {
+		x := m.acts.lnf[((b+1)*bt.T-1)*C : (b+1)*bt.T*C]
+		if m.w16 != nil {
+			x16 := m.cast(m.Dev.AllocBF16(C), x)
+			m.Dev.MatMulBF16(out[b*V:(b+1)*V], x16, m.w16.LMHead, 1, V, C, false, true, false)
+			continue
+		}
+		m.Dev.MatMul(out[b*V:(b+1)*V], x, m.Params.LMHead, 1, V, C, false, true, false)
+	}
+	return out
 }

@@ -123,7 +123,7 @@ func (td *TimedDevice) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
 	td.Device.SwiGLUBackward(dgate, dup, dh, gate, up, n)
 }
 
-func (td *TimedDevice) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) float64 {
+func (td *TimedDevice) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
 	defer td.since("CrossEntropy", time.Now())
 	return td.Device.CrossEntropy(dlogits, logits, targets, n, vocab, scale)
 }

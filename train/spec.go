@@ -84,4 +84,63 @@ type Spec struct {
 	Decay       string            // "linear" (default) or "cosine"
 	FinalLRMult float64           // default 0
 	Recompute   bool              // activation recomputation (less memory, ~30% more compute)
+	Precision   string            // "fp32" (default) or "bf16" (bf16 matmuls, fp32 master weights)
+	Threads     int               // 0 = all cores
+}
+
+// withDefaults fills zero fields and checks the rest, naming the field.
+func (s Spec) withDefaults() (Spec, error) {
+	if s.ModelDir == "" {
+		return s, fmt.Errorf("model: required")
+	}
+	if s.TrainData == "" {
+		return s, fmt.Errorf("train_data_path: required")
+	}
+	if s.Task == "" {
+		s.Task = "chat"
+	}
+	if s.Duration == (Duration{}) {
+		s.Duration = Duration{Epochs: 1}
+	}
+	if s.LearningRate == 0 {
+		s.LearningRate = 1e-5
+	}
+	if !(s.LearningRate > 0) || s.LearningRate > 1 {
+		return s, fmt.Errorf("learning_rate: %g must be in (0, 1]", s.LearningRate)
+	}
+	if s.ContextLength < 0 {
+		return s, fmt.Errorf("context_length: %d must be positive", s.ContextLength)
+	}
+	if s.BatchRows == 0 {
+		s.BatchRows = 1
+	}
+	if s.GradAccum == 0 {
+		s.GradAccum = 1
+	}
+	if s.BatchRows < 0 || s.GradAccum < 0 || s.CheckpointEvery < 0 || s.KeepCheckpoints < 0 {
+		return s, fmt.Errorf("batch_rows, grad_accum, checkpoint_every and keep_checkpoints must not be negative")
+	}
+	if s.KeepCheckpoints == 0 {
+		s.KeepCheckpoints = 3
+	}
+	if s.WarmupFrac == 0 {
+		s.WarmupFrac = 0.02
+	}
+	if s.WarmupFrac < 0 || s.WarmupFrac >= 1 {
+		return s, fmt.Errorf("warmup: fraction %g must be in [0, 1)", s.WarmupFrac)
+	}
+	switch s.Precision {
+	case "":
+		s.Precision = "fp32"
+	case "fp32", "bf16":
+	default:
+		return s, fmt.Errorf("precision: %q must be fp32 or bf16", s.Precision)
+	}
+	if s.AdamW == (optim.AdamWConfig{}) {
+		s.AdamW = optim.DefaultAdamW
+	}
+	if err := s.AdamW.Validate(); err != nil {
+		return s, err
+	}
+	return s, nil
 }

@@ -182,4 +182,3 @@ func progressPrinter(w io.Writer) func(done, total int64) {
 		}
 	}
 }
-

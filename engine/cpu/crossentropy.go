@@ -5,8 +5,9 @@ import "math"
 // CrossEntropy returns Σ over scored rows of logsumexp(logits) − logits[target]
 // and, when dlogits is non-nil, writes scale·(softmax − onehot) (zero rows for
 // unscored positions). The sum of exponentials is kept in float64.
-func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) float64 {
+func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
 	loss := make([]float64, n)
+	hit := make([]bool, n)
 	d.parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := logits[i*vocab : (i+1)*vocab]
@@ -17,10 +18,13 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 				}
 				continue
 			}
-			mx := row[0]
-			for _, v := range row {
-				mx = max(mx, v)
+			mx, arg := row[0], 0
+			for j, v := range row {
+				if v > mx {
+					mx, arg = v, j
+				}
 			}
+			hit[i] = arg == int(t)
 			// Partial sums in float32 over short runs, accumulated in
 			// float64: exact enough for 128k vocabularies, and fast.
 			var sum float64
@@ -45,8 +49,12 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 		}
 	})
 	var s float64
-	for _, l := range loss {
+	correct := 0
+	for i, l := range loss {
 		s += l
+		if hit[i] {
+			correct++
+		}
 	}
-	return s
+	return s, correct
 }

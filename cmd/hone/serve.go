@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"hone/catalog"
+	"hone/modelref"
+	"hone/runs"
+	"hone/server"
+	"hone/store"
+	"hone/worker"
+)
+
+// serviceFlags are shared by serve and worker.
+type serviceFlags struct {
+	home, db, hfHome string
+	dataRoots        []string
+	concurrency      int
+	leaseTTL         time.Duration
+}
+
+func (f *serviceFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.home, "home", "", "state directory (default $HONE_HOME or ~/.hone)")
+	cmd.Flags().StringVar(&f.db, "db", "", "database: postgres://... for PostgreSQL (default SQLite at HOME/hone.db)")
+	cmd.Flags().StringVar(&f.hfHome, "hf-home", "", "Hugging Face home whose hub/ cache resolves model ids (default $HF_HOME or ~/.cache/huggingface)")
+	cmd.Flags().StringArrayVar(&f.dataRoots, "data-root", nil, "directory request paths must lie in (repeatable; default: the current directory and HOME/data)")
+	cmd.Flags().IntVar(&f.concurrency, "concurrency", 1, "runs this process trains at once")
+	cmd.Flags().DurationVar(&f.leaseTTL, "lease-ttl", 30*time.Second, "a worker silent this long is presumed dead and its run resumes elsewhere")
+}
+
+type service struct {
+	st   *store.Store
+	cat  *catalog.Catalog
+	runs *runs.Service
+}
+
+func (f *serviceFlags) open(ctx context.Context, work bool) (*service, error) {
+	home := f.home
+	if home == "" {
+		home = os.Getenv("HONE_HOME")
+	}
+	if home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return nil, fmt.Errorf("no --home, no HONE_HOME and no home directory: %w", err)
+		}
+		home = filepath.Join(h, ".hone")
+	}
+	if err := os.MkdirAll(filepath.Join(home, "data"), 0o755); err != nil {
+		return nil, err
+	}
+	roots := f.dataRoots
+	if len(roots) == 0 {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		roots = []string{wd, filepath.Join(home, "data")}
+	}
+	dsn := f.db
+	if dsn == "" {
+		dsn = filepath.Join(home, "hone.db")
+	}
+	log := logger()
+	st, err := store.Open(ctx, store.Config{DSN: dsn})
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.New(catalog.Config{Store: st, Root: filepath.Join(home, "catalog"), Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	var svc *runs.Service
+	models, err := modelref.New(modelref.Config{HFHome: f.hfHome, Catalog: cat,
+		Confine: func(p string) (string, error) { return svc.Confine(p) }})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: models, Trainer: worker.Trainer{}, Home: home,
+		DataRoots: roots, Logger: log, Work: work, Concurrency: f.concurrency, LeaseTTL: f.leaseTTL,
+		DefaultUser: os.Getenv("USER")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &service{st: st, cat: cat, runs: svc}, nil
+}
+
+func (s *service) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.runs.Stop(ctx); err != nil {
+		logger().Warn("stop workers", "err", err)
+	}
+	s.st.Close()
+}
+
+func serveCmd() *cobra.Command {
+	var f serviceFlags
+	var addr, token string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the HTTP API and a training worker",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if token == "" {
+				token = os.Getenv("HONE_TOKEN")
+			}
+			if err := server.CheckListen(addr, token); err != nil {
+				return err
+			}
+			svc, err := f.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer svc.stop()
+			srv, err := server.New(server.Config{Runs: svc.runs, Catalog: svc.cat, Token: token, Logger: logger()})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			if err := svc.runs.Start(ctx); err != nil {
+				ln.Close()
+				return err
+			}
+			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+			errc := make(chan error, 1)
+			go func() { errc <- hs.Serve(ln) }()
+			logger().Info("hone serving", "addr", ln.Addr().String(), "auth", token != "")
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "listen address HOST:PORT")
+	cmd.Flags().StringVar(&token, "token", "", "bearer token clients must send (default $HONE_TOKEN); required beyond loopback")
+	return cmd
+}
+
+func workerCmd() *cobra.Command {
+	var f serviceFlags
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Train runs from a shared PostgreSQL queue (no HTTP API)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if store.DialectOf(f.db) != store.Postgres {
+				return errors.New("hone worker needs --db postgres://...: SQLite is only for a single hone serve")
+			}
+			svc, err := f.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer svc.stop()
+			if err := svc.runs.Start(ctx); err != nil {
+				return err
+			}
+			logger().Info("hone worker started")
+			<-ctx.Done()
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}

@@ -1,0 +1,165 @@
+package dataset
+
+import (
+	"context"
+	"runtime"
+	"sync"
+)
+
+// orderedMap runs work on every job produce emits, on n goroutines, and
+// hands the results to consume in the order the jobs were emitted. At most
+// about 2n jobs are in flight, so memory stays bounded. consume runs on the
+// calling goroutine; its first error (or ctx's) stops the pipeline.
+func orderedMap[J, R any](ctx context.Context, n int, produce func(ctx context.Context, emit func(J) error) error, work func(J) R, consume func(R) error) error {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type item struct {
+		job J
+		out chan R
+	}
+	jobs := make(chan item)
+	order := make(chan chan R, 2*n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for it := range jobs {
+				it.out <- work(it.job)
+			}
+		})
+	}
+	prodErr := make(chan error, 1)
+	go func() {
+		err := produce(ctx, func(j J) error {
+			out := make(chan R, 1)
+			select {
+			case order <- out:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			select {
+			case jobs <- item{j, out}:
+				return nil
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		})
+		close(jobs)
+		close(order)
+		prodErr <- err
+	}()
+	var cerr error
+	for out := range order {
+		if cerr != nil {
+			continue // drain
+		}
+		select {
+		case r := <-out:
+			if err := consume(r); err != nil {
+				cerr = err
+				cancel(err)
+			}
+		case <-ctx.Done():
+			cerr = context.Cause(ctx)
+		}
+	}
+	wg.Wait()
+	perr := <-prodErr
+	if cerr != nil {
+		return cerr
+	}
+	return perr
+}
+
+// scanner drives reading, validating and tokenizing a data set. Callbacks
+// run on the calling goroutine, in data order.
+type scanner struct {
+	m        *model
+	task     Task
+	opt      Options
+	progress func(n int64) // bytes of data consumed
+	// problem receives every bad record.
+	problem func(Problem)
+	// example receives each valid chat/instruct example (before any
+	// truncation), in file order.
+	example func(file string, line int, e encoded) error
+	// tokens receives the cpt token stream; docEnd marks the end of a
+	// document (its EOS is the last of ids).
+	tokens func(ids []int, docEnd bool) error
+	// maxTokens stops a cpt scan early with a problem once exceeded.
+	maxTokens int64
+}
+
+type jsonJob struct {
+	rec      record
+	problems []Problem
+	bytes    int64
+}
+
+type jsonResult struct {
+	rec      record
+	enc      encoded
+	problems []Problem
+	bytes    int64
+}
+
+// scanFiles runs the scanner over files.
+func (s *scanner) scanFiles(ctx context.Context, files []string) error {
+	if s.task == CPT {
+		return s.scanCPT(ctx, files)
+	}
+	parse := parseChat
+	if s.task == Instruct {
+		parse = parseInstruct
+	}
+	produce := func(ctx context.Context, emit func(jsonJob) error) error {
+		for _, f := range files {
+			var pending int64
+			probs, err := readJSONL(f, func(line int, b []byte) error {
+				rec, probs := parse(f, line, b)
+				n := pending
+				pending = 0
+				return emit(jsonJob{rec: rec, problems: probs, bytes: n})
+			}, func(n int64) { pending += n })
+			if err != nil {
+				return err
+			}
+			if len(probs) > 0 || pending > 0 {
+				if err := emit(jsonJob{problems: probs, bytes: pending}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	work := func(j jsonJob) jsonResult {
+		r := jsonResult{rec: j.rec, problems: j.problems, bytes: j.bytes}
+		if len(j.problems) > 0 || j.rec.file == "" {
+			return r
+		}
+		if s.task == Instruct {
+			r.enc = s.m.encodeInstruct(j.rec.prompt, j.rec.response)
+			return r
+		}
+		enc, err := s.m.encodeChat(j.rec.msgs, s.opt.ChatLoss)
+		if err != nil {
+			r.problems = []Problem{{File: j.rec.file, Line: j.rec.line, Field: "messages", Rule: RuleTemplate, Message: err.Error()}}
+			return r
+		}
+		r.enc = enc
+		return r
+	}
+	consume := func(r jsonResult) error {
+		s.progress(r.bytes)
+		for _, p := range r.problems {
+			s.problem(p)
+		}
+		if len(r.problems) > 0 || r.rec.file == "" {
+			return nil
+		}
+		return s.example(r.rec.file, r.rec.line, r.enc)
+	}
+	return orderedMap(ctx, s.opt.Workers, produce, work, consume)
+}

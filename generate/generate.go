@@ -1,0 +1,124 @@
+// Package generate decodes text from an engine model with the sampling
+// settings users know from hosted products: temperature, top-k, top-p, a
+// token budget and stop tokens. Sampling is deterministic for a seed.
+package generate
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+
+	"hone/engine"
+)
+
+// Params are the sampling settings. Temperature 0 decodes greedily.
+type Params struct {
+	MaxNewTokens int
+	Temperature  float64
+	TopK         int     // 0 = no limit
+	TopP         float64 // 0 or 1 = no limit
+	Seed         uint64
+	StopIDs      []int // generation ends after emitting one of these
+}
+
+// EvalPromptParams are the hosted product's settings for eval prompts.
+func EvalPromptParams(seed uint64, stop []int) Params {
+	return Params{MaxNewTokens: 100, Temperature: 1, TopK: 50, TopP: 0.95, Seed: seed, StopIDs: stop}
+}
+
+// Complete appends up to MaxNewTokens sampled tokens to prompt and returns
+// only the new ones (a stop token, when reached, is included). Each step
+// re-runs the forward pass over the whole sequence: simple and exact, and
+// fast enough for the short completions of eval prompts.
+func Complete(ctx context.Context, m *engine.Model, prompt []int, p Params) ([]int, error) {
+	if len(prompt) == 0 {
+		return nil, fmt.Errorf("generate: empty prompt")
+	}
+	r := rand.New(rand.NewPCG(p.Seed, 0x9e3779b97f4a7c15))
+	ids := slices.Clone(prompt)
+	var out []int
+	for len(out) < p.MaxNewTokens {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		if len(ids) >= m.Config.MaxPositionEmbeddings {
+			break
+		}
+		bt, err := engine.NewBatch([][]int{ids}, [][]int{make([]int, len(ids))}, nil, m.Config.VocabSize)
+		if err != nil {
+			return out, err
+		}
+		next := Sample(m.LastLogits(bt), p, r)
+		ids = append(ids, next)
+		out = append(out, next)
+		if slices.Contains(p.StopIDs, next) {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Sample draws one token id from logits as HF's sampling does: temperature,
+// then top-k, then top-p (nucleus) filtering.
+func Sample(logits []float32, p Params, r *rand.Rand) int {
+	if p.Temperature <= 0 {
+		best := 0
+		for i, v := range logits {
+			if v > logits[best] {
+				best = i
+			}
+		}
+		return best
+	}
+	type cand struct {
+		id int
+		l  float64
+	}
+	c := make([]cand, len(logits))
+	for i, v := range logits {
+		c[i] = cand{i, float64(v) / p.Temperature}
+	}
+	slices.SortFunc(c, func(a, b cand) int {
+		if a.l != b.l {
+			if a.l > b.l {
+				return -1
+			}
+			return 1
+		}
+		return a.id - b.id
+	})
+	if p.TopK > 0 && p.TopK < len(c) {
+		c = c[:p.TopK]
+	}
+	probs := make([]float64, len(c))
+	var sum float64
+	for i := range c {
+		probs[i] = math.Exp(c[i].l - c[0].l)
+		sum += probs[i]
+	}
+	keep := len(c)
+	if p.TopP > 0 && p.TopP < 1 {
+		var cum float64
+		for i := range probs {
+			cum += probs[i] / sum
+			if cum >= p.TopP {
+				keep = i + 1
+				break
+			}
+		}
+	}
+	var total float64
+	for _, q := range probs[:keep] {
+		total += q
+	}
+	u := r.Float64() * total
+	for i, q := range probs[:keep] {
+		u -= q
+		if u < 0 {
+			return c[i].id
+		}
+	}
+	return c[keep-1].id
+}

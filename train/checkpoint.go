@@ -1,0 +1,137 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"hone/engine"
+	"hone/optim"
+	"hone/safetensors"
+)
+
+// A checkpoint directory checkpoints/step-NNNNNNNN holds:
+//
+//	model/                 the weights in HF layout, f32 so resuming is exact
+//	optimizer.safetensors  AdamW moments exp_avg and exp_avg_sq, flat (P)
+//	state.json             the step and the fingerprints it belongs to
+//
+// It is written under a temporary name and renamed into place, so a crash
+// leaves either no checkpoint or a complete one.
+type ckptState struct {
+	Step            int     `json:"step"`
+	Epoch           float64 `json:"epoch"`
+	TokensSeen      int64   `json:"tokens_seen"`
+	DataFingerprint string  `json:"data_fingerprint"`
+	SpecFingerprint string  `json:"spec_fingerprint"`
+	LastLoss        float64 `json:"last_loss"`
+}
+
+const ckptPrefix = "step-"
+
+func ckptRoot(workDir string) string { return filepath.Join(workDir, "checkpoints") }
+
+func saveCheckpoint(workDir, sourceDir string, m *engine.Model, o *optim.AdamW, st ckptState, keep int) (string, error) {
+	root := ckptRoot(workDir)
+	final := filepath.Join(root, fmt.Sprintf("%s%08d", ckptPrefix, st.Step))
+	tmp := final + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	if err := m.Save(filepath.Join(tmp, "model"), engine.SaveOptions{DType: safetensors.F32, SourceDir: sourceDir}); err != nil {
+		return "", fmt.Errorf("save checkpoint: %w", err)
+	}
+	n := len(o.M)
+	if err := safetensors.WriteFile(filepath.Join(tmp, "optimizer.safetensors"), []safetensors.Tensor{
+		{Name: "exp_avg", Shape: []int{n}, Data: o.M}, {Name: "exp_avg_sq", Shape: []int{n}, Data: o.V},
+	}, safetensors.F32, map[string]string{"step": fmt.Sprint(o.Steps)}); err != nil {
+		return "", fmt.Errorf("save checkpoint: %w", err)
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := engine.WriteFileAtomic(filepath.Join(tmp, "state.json"), b); err != nil {
+		return "", fmt.Errorf("save checkpoint: %w", err)
+	}
+	if err := os.RemoveAll(final); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("save checkpoint: %w", err)
+	}
+	if d, err := os.Open(root); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	// Keep the newest `keep` checkpoints.
+	steps, _ := listCheckpoints(workDir)
+	for i := 0; i < len(steps)-keep; i++ {
+		os.RemoveAll(steps[i])
+	}
+	return final, nil
+}
+
+// listCheckpoints returns complete checkpoint dirs, oldest first, and
+// removes leftovers of interrupted writes.
+func listCheckpoints(workDir string) ([]string, error) {
+	entries, err := os.ReadDir(ckptRoot(workDir))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, ckptPrefix) {
+			continue
+		}
+		p := filepath.Join(ckptRoot(workDir), name)
+		if strings.HasSuffix(name, ".tmp") {
+			os.RemoveAll(p)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(p, "state.json")); err == nil {
+			dirs = append(dirs, p)
+		}
+	}
+	sort.Strings(dirs)
+	return dirs, nil
+}
+
+// loadCheckpoint restores weights and optimizer state into m and o.
+func loadCheckpoint(dir string, m *engine.Model, o *optim.AdamW) (ckptState, error) {
+	var st ckptState
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", filepath.Join(dir, "state.json"), err)
+	}
+	w, err := safetensors.OpenModel(filepath.Join(dir, "model"))
+	if err != nil {
+		return st, err
+	}
+	defer w.Close()
+	for _, s := range m.Config.ParamSpecs() {
+		if err := w.Float32(s.Name, m.Params.Arena[s.Offset:s.Offset+s.Size()]); err != nil {
+			return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
+		}
+	}
+	f, err := safetensors.Open(filepath.Join(dir, "optimizer.safetensors"))
+	if err != nil {
+		return st, err
+	}
+	defer f.Close()
+	if err := f.Float32("exp_avg", o.M); err != nil {
+		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
+	}
+	if err := f.Float32("exp_avg_sq", o.V); err != nil {
+		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
+	}
+	o.Steps = st.Step
+	return st, nil
+}

@@ -1,0 +1,488 @@
+package train
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"hone/chattemplate"
+	"hone/dataset"
+	"hone/engine"
+	"hone/engine/cpu"
+	"hone/generate"
+	"hone/optim"
+	"hone/tokenizer"
+)
+
+// ValidationReport is the data report of Validate.
+type ValidationReport = dataset.Report
+
+// Validate checks the spec and the data without training. Bad records are
+// in the report (report.OK() is false) and also returned as an error that
+// lists the first of them with file:line.
+func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
+	spec, err := spec.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	task, err := dataset.ParseTask(spec.Task)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := engine.LoadConfig(spec.ModelDir); err != nil {
+		return nil, err
+	}
+	rep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.TrainData, spec.dataOptions())
+	if err != nil {
+		return nil, err
+	}
+	if !rep.OK() {
+		return rep, &dataset.ProblemsError{Problems: rep.Problems, Count: rep.ProblemCount}
+	}
+	if spec.EvalData != "" {
+		erep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.EvalData, spec.dataOptions())
+		if err != nil {
+			return rep, fmt.Errorf("eval_data_path: %w", err)
+		}
+		if !erep.OK() {
+			return rep, fmt.Errorf("eval_data_path: %w", &dataset.ProblemsError{Problems: erep.Problems, Count: erep.ProblemCount})
+		}
+	}
+	return rep, nil
+}
+
+func (s Spec) dataOptions() dataset.Options {
+	return dataset.Options{ContextLength: s.ContextLength, BatchRows: s.BatchRows * s.GradAccum, EvalData: s.EvalData, EvalSeed: s.Seed}
+}
+
+// fingerprint identifies the settings that determine the weights, so a work
+// directory is never resumed under different settings.
+func (s Spec) fingerprint() string {
+	b, _ := json.Marshal(struct {
+		Spec
+		EvalPrompts, Threads, Keep, Every any
+	}{Spec: s})
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+// Run trains spec in workDir (created if needed), resuming from the newest
+// checkpoint there. See the package comment for the guarantees.
+func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result, error) {
+	if obs == nil {
+		obs = NopObserver{}
+	}
+	spec, err := spec.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	task, err := dataset.ParseTask(spec.Task)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(workDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create work dir: %w", err)
+	}
+
+	// Data first: it is the likeliest thing to be wrong.
+	obs.OnLog("preparing data " + spec.TrainData)
+	lastPct := -1
+	prep, err := dataset.Prepare(ctx, dataset.PrepareSpec{ModelDir: spec.ModelDir, Task: task, Data: spec.TrainData,
+		CacheDir: filepath.Join(workDir, "data"), Options: spec.dataOptions()}, func(done, total int64) {
+		if total > 0 {
+			if pct := int(100 * done / total); pct/10 != lastPct/10 {
+				lastPct = pct
+				obs.OnLog(fmt.Sprintf("preparing data: %d%%", pct))
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer prep.Close()
+	trainSet := prep.Train()
+	stats := trainSet.Stats()
+	R := trainSet.NumRows()
+	if R == 0 {
+		return nil, fmt.Errorf("train_data_path %s: no trainable rows after preparation", spec.TrainData)
+	}
+	if prep.FromCache {
+		obs.OnLog("data loaded from cache " + prep.Fingerprint())
+	}
+	obs.OnLog(fmt.Sprintf("data: %d examples, %d tokens (%d trained), %d rows of %d tokens, packing %.1f%%",
+		stats.Examples, stats.Tokens, stats.TrainedTokens, R, prep.ContextLength(), 100*stats.Efficiency))
+
+	// Model.
+	cfg, err := engine.LoadConfig(spec.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	ctxLen := prep.ContextLength()
+	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
+	if opts, err = fitMemory(cfg, opts, spec.BatchRows, ctxLen, obs); err != nil {
+		return nil, err
+	}
+	dev := cpu.New(spec.Threads)
+	weights := spec.ModelDir
+	if spec.InitWeights != "" {
+		weights = spec.InitWeights
+	}
+	m, err := engine.Load(weights, dev, opts)
+	if err != nil {
+		return nil, err
+	}
+	if spec.InitWeights != "" && !sameShape(m.Config, cfg) {
+		return nil, fmt.Errorf("custom_weights_path %s: its config (%d layers, hidden %d, vocab %d) does not match the base model's", spec.InitWeights, m.Config.NumHiddenLayers, m.Config.HiddenSize, m.Config.VocabSize)
+	}
+	m.Reserve(spec.BatchRows, ctxLen)
+	o, err := optim.NewAdamW(m, spec.AdamW)
+	if err != nil {
+		return nil, err
+	}
+
+	// Duration → optimizer steps.
+	rps := spec.BatchRows * spec.GradAccum
+	var totalRows int64
+	switch d := spec.Duration; {
+	case d.Batches > 0:
+		totalRows = int64(d.Batches) * int64(rps)
+	case d.Tokens > 0:
+		perRow := float64(stats.Tokens) / float64(R)
+		totalRows = int64(math.Ceil(float64(d.Tokens) / perRow))
+	default:
+		totalRows = int64(math.Ceil(d.Epochs * float64(R)))
+	}
+	totalSteps := int((totalRows + int64(rps) - 1) / int64(rps))
+	sched := optim.Schedule{Peak: spec.LearningRate, TotalSteps: totalSteps, Decay: spec.Decay, FinalMult: spec.FinalLRMult,
+		WarmupSteps: int(math.Ceil(spec.WarmupFrac * float64(totalSteps)))}
+	if err := sched.Validate(); err != nil {
+		return nil, err
+	}
+
+	// Resume.
+	fp := spec.fingerprint()
+	st := ckptState{DataFingerprint: prep.Fingerprint(), SpecFingerprint: fp}
+	ckpts, err := listCheckpoints(workDir)
+	if err != nil {
+		return nil, err
+	}
+	if len(ckpts) > 0 {
+		last := ckpts[len(ckpts)-1]
+		got, err := loadCheckpoint(last, m, o)
+		if err != nil {
+			return nil, err
+		}
+		if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
+			return nil, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", workDir)
+		}
+		st = got
+		obs.OnLog(fmt.Sprintf("resumed from checkpoint %s (step %d of %d)", last, st.Step, totalSteps))
+	}
+	obs.OnLog(fmt.Sprintf("training %d steps (%s) of %d rows × %d tokens, lr %g, %s, %d parameters",
+		totalSteps, spec.Duration, rps, ctxLen, spec.LearningRate, spec.Precision, cfg.NumParams()))
+
+	r := &runner{spec: spec, m: m, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: R, rps: rps,
+		totalRows: totalRows, workDir: workDir, orders: map[int][]int{}}
+	if len(spec.EvalPrompts) > 0 {
+		if r.prompts, err = newPromptEncoder(spec.ModelDir, task, cfg); err != nil {
+			return nil, err
+		}
+	}
+	start := time.Now()
+	startStep := st.Step
+	savedAt := st.Step
+	for st.Step < totalSteps {
+		if err := ctx.Err(); err != nil {
+			if st.Step > savedAt {
+				if _, serr := r.checkpoint(ctx, &st); serr != nil {
+					return nil, errors.Join(err, serr)
+				}
+			}
+			return nil, err
+		}
+		t0 := time.Now()
+		lr := sched.LR(st.Step)
+		loss, tokens, res, err := r.step(st.Step, lr)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", st.Step+1, err)
+		}
+		prevEpoch := r.epochAt(st.Step)
+		st.Step++
+		st.TokensSeen += tokens
+		st.LastLoss = loss
+		st.Epoch = r.epochAt(st.Step)
+		dt := time.Since(t0)
+		done := st.Step - startStep
+		elapsed := time.Since(start)
+		obs.OnStep(StepMetrics{Step: st.Step, TotalSteps: totalSteps, Epoch: st.Epoch, Loss: loss, LR: lr, GradNorm: res.GradNorm,
+			TokensPerSec: float64(tokens) / dt.Seconds(), TokensSeen: st.TokensSeen, Elapsed: elapsed,
+			ETA: time.Duration(float64(elapsed) / float64(done) * float64(totalSteps-st.Step))})
+		epochEnd := math.Floor(st.Epoch) > math.Floor(prevEpoch)
+		if st.Step == totalSteps || epochEnd || (spec.CheckpointEvery > 0 && st.Step%spec.CheckpointEvery == 0) {
+			if _, err := r.checkpoint(ctx, &st); err != nil {
+				return nil, err
+			}
+			savedAt = st.Step
+		}
+	}
+
+	final := filepath.Join(workDir, "final")
+	if err := os.RemoveAll(final); err != nil {
+		return nil, err
+	}
+	if err := m.Save(final+".tmp", engine.SaveOptions{SourceDir: spec.ModelDir}); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(final+".tmp", final); err != nil {
+		return nil, err
+	}
+	return &Result{ModelDir: final, Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
+		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}, nil
+}
+
+// runner holds the state of the training loop.
+type runner struct {
+	spec      Spec
+	m         *engine.Model
+	o         *optim.AdamW
+	obs       Observer
+	train     *dataset.Split
+	eval      *dataset.Split
+	prompts   *promptEncoder
+	R, rps    int
+	totalRows int64
+	workDir   string
+	orders    map[int][]int // epoch → row order
+	lastEval  float64
+}
+
+// epochAt is the fractional epoch after `steps` optimizer steps.
+func (r *runner) epochAt(steps int) float64 {
+	return float64(min(int64(steps)*int64(r.rps), r.totalRows)) / float64(r.R)
+}
+
+// row returns global row k of the run: rows are consumed epoch after epoch,
+// each epoch in its own seeded order, so the data position is a function of
+// the step alone and resuming needs no iterator state.
+func (r *runner) row(k int64) (dataset.Row, error) {
+	e := int(k / int64(r.R))
+	order, ok := r.orders[e]
+	if !ok {
+		clear(r.orders)
+		order = r.train.Epoch(e, r.spec.Seed)
+		r.orders[e] = order
+	}
+	return r.train.Row(order[k%int64(r.R)])
+}
+
+// step runs one optimizer step (all its micro-batches) at learning rate lr.
+func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res optim.StepResult, err error) {
+	first := int64(step) * int64(r.rps)
+	last := min(first+int64(r.rps), r.totalRows)
+	var batches []*engine.Batch
+	scored := 0
+	for k := first; k < last; k += int64(r.spec.BatchRows) {
+		var ids, labels, segs [][]int
+		for j := k; j < min(k+int64(r.spec.BatchRows), last); j++ {
+			row, err := r.row(j)
+			if err != nil {
+				return 0, 0, res, err
+			}
+			ids, labels, segs = append(ids, row.InputIDs), append(labels, row.Labels), append(segs, row.SegmentIDs)
+			for _, s := range row.SegmentIDs {
+				if s != 0 { // segment 0 is padding
+					tokens++
+				}
+			}
+		}
+		bt, err := engine.NewBatch(ids, labels, segs, r.m.Config.VocabSize)
+		if err != nil {
+			return 0, 0, res, err
+		}
+		scored += bt.Scored()
+		batches = append(batches, bt)
+	}
+	if scored == 0 {
+		return 0, tokens, res, nil
+	}
+	r.m.ZeroGrad()
+	var sum float64
+	for _, bt := range batches {
+		s, _ := r.m.ForwardBackward(bt, 1/float32(scored))
+		sum += s
+	}
+	loss = sum / float64(scored)
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return loss, tokens, res, fmt.Errorf("loss is %v: the learning rate may be too high", loss)
+	}
+	res, err = r.o.Step(r.m, lr)
+	return loss, tokens, res, err
+}
+
+// checkpoint evaluates, completes eval prompts and saves the state.
+func (r *runner) checkpoint(ctx context.Context, st *ckptState) (string, error) {
+	if r.eval != nil && r.eval.NumRows() > 0 {
+		em, err := r.evaluate()
+		if err != nil {
+			return "", err
+		}
+		em.Step = st.Step
+		r.lastEval = em.Loss
+		r.obs.OnEval(em)
+	}
+	if r.prompts != nil {
+		outs, err := r.prompts.complete(ctx, r.m, r.spec.EvalPrompts, r.spec.Seed+uint64(st.Step))
+		if err != nil {
+			return "", err
+		}
+		r.obs.OnPromptOutputs(st.Step, outs)
+	}
+	dir, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.o, *st, r.spec.KeepCheckpoints)
+	if err != nil {
+		return "", err
+	}
+	r.obs.OnCheckpoint(Checkpoint{Step: st.Step, Epoch: st.Epoch, Dir: dir})
+	return dir, nil
+}
+
+func (r *runner) evaluate() (EvalMetrics, error) {
+	var sum float64
+	var tokens, correct int
+	n := r.eval.NumRows()
+	for i := 0; i < n; i += r.spec.BatchRows {
+		var ids, labels, segs [][]int
+		for j := i; j < min(i+r.spec.BatchRows, n); j++ {
+			row, err := r.eval.Row(j)
+			if err != nil {
+				return EvalMetrics{}, err
+			}
+			ids, labels, segs = append(ids, row.InputIDs), append(labels, row.Labels), append(segs, row.SegmentIDs)
+		}
+		bt, err := engine.NewBatch(ids, labels, segs, r.m.Config.VocabSize)
+		if err != nil {
+			return EvalMetrics{}, err
+		}
+		e := r.m.Evaluate(bt)
+		sum, tokens, correct = sum+e.LossSum, tokens+e.Tokens, correct+e.Correct
+	}
+	if tokens == 0 {
+		return EvalMetrics{}, nil
+	}
+	loss := sum / float64(tokens)
+	return EvalMetrics{Loss: loss, Perplexity: math.Exp(loss), TokenAccuracy: float64(correct) / float64(tokens)}, nil
+}
+
+// fitMemory refuses a run that cannot fit, turning on activation
+// recomputation first when that is enough.
+func fitMemory(cfg *engine.Config, opts engine.Options, B, T int, obs Observer) (engine.Options, error) {
+	avail := memAvailable()
+	if avail <= 0 {
+		return opts, nil
+	}
+	need := cfg.MemoryEstimate(opts, B, T)
+	if need <= avail*9/10 {
+		return opts, nil
+	}
+	if !opts.Recompute {
+		opts.Recompute = true
+		if n := cfg.MemoryEstimate(opts, B, T); n <= avail*9/10 {
+			obs.OnLog(fmt.Sprintf("turning on activation recomputation: %.1f GiB needed without it, %.1f GiB available", gib(need), gib(avail)))
+			return opts, nil
+		}
+		need = cfg.MemoryEstimate(opts, B, T)
+	}
+	return opts, fmt.Errorf("not enough memory: training needs about %.1f GiB (batch_rows %d × context_length %d, %d parameters), %.1f GiB available; lower context_length or batch_rows, or use a smaller model",
+		gib(need), B, T, cfg.NumParams(), gib(avail))
+}
+
+func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+// memAvailable reads MemAvailable from /proc/meminfo (0 when unknown).
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func sameShape(a, b *engine.Config) bool {
+	return a.VocabSize == b.VocabSize && a.HiddenSize == b.HiddenSize && a.IntermediateSize == b.IntermediateSize &&
+		a.NumHiddenLayers == b.NumHiddenLayers && a.NumAttentionHeads == b.NumAttentionHeads &&
+		a.NumKeyValueHeads == b.NumKeyValueHeads && a.HeadDim == b.HeadDim && a.TieWordEmbeddings == b.TieWordEmbeddings
+}
+
+// promptEncoder turns eval prompts into token ids the way the task's data is
+// formatted, and completions back into text.
+type promptEncoder struct {
+	tok  *tokenizer.Tokenizer
+	tmpl *chattemplate.Template // chat task only
+	stop []int
+}
+
+func newPromptEncoder(modelDir string, task dataset.Task, cfg *engine.Config) (*promptEncoder, error) {
+	tok, err := tokenizer.LoadDir(modelDir)
+	if err != nil {
+		return nil, err
+	}
+	p := &promptEncoder{tok: tok, stop: slices.Clone(tok.Special().EOSIDs)}
+	for _, id := range cfg.EOSTokenID {
+		if !slices.Contains(p.stop, id) {
+			p.stop = append(p.stop, id)
+		}
+	}
+	if task == dataset.Chat {
+		if p.tmpl, err = chattemplate.FromModelDir(modelDir); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *promptEncoder) encode(prompt string) ([]int, error) {
+	if p.tmpl == nil {
+		return p.tok.Encode(prompt, true), nil
+	}
+	text, err := p.tmpl.Render([]chattemplate.Message{{Role: "user", Content: prompt}}, chattemplate.Options{AddGenerationPrompt: true})
+	if err != nil {
+		return nil, err
+	}
+	// As the chat data is encoded: BOS only when the template did not write it.
+	ids := p.tok.Encode(text, false)
+	if sp := p.tok.Special(); sp.AddBOS && sp.BOS >= 0 && !strings.HasPrefix(text, sp.BOSToken) {
+		ids = append([]int{sp.BOS}, ids...)
+	}
+	return ids, nil
+}
+
+func (p *promptEncoder) complete(ctx context.Context, m *engine.Model, prompts []string, seed uint64) ([]PromptOutput, error) {
+	var outs []PromptOutput
+	for i, prompt := range prompts {
+		ids, err := p.encode(prompt)
+		if err != nil {
+			return nil, fmt.Errorf("eval prompt %d: %w", i+1, err)
+		}
+		gen, err := generate.Complete(ctx, m, ids, generate.EvalPromptParams(seed+uint64(i), p.stop))
+		if err != nil {
+			return nil, fmt.Errorf("eval prompt %d: %w", i+1, err)
+		}
+		outs = append(outs, PromptOutput{Prompt: prompt, Output: p.tok.Decode(gen, true)})
+	}
+	return outs, nil
+}

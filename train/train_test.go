@@ -1,0 +1,199 @@
+package train_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"hone/engine"
+	"hone/engine/cpu"
+	"hone/internal/testassets"
+	"hone/train"
+)
+
+// tinyModel writes a random Llama model with the real Llama 3.1 tokenizer
+// and chat template into a temp dir.
+func tinyModel(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 32,
+		"intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+		"rms_norm_eps": 1e-5, "rope_theta": 500000, "max_position_embeddings": 2048, "tie_word_embeddings": true,
+		"bos_token_id": 128000, "eos_token_id": [128001, 128009]}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(testassets.Path(t, "tokenizer-llama3_1/package/models/"+f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	c, err := engine.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := engine.New(c, cpu.New(0), engine.Options{})
+	m.InitRandom(1)
+	if err := m.Save(dir, engine.SaveOptions{SourceDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func chatData(t *testing.T) string {
+	return filepath.Join(testassets.Root(t), "examples", "chat")
+}
+
+type recorder struct {
+	train.NopObserver
+	steps   []train.StepMetrics
+	evals   []train.EvalMetrics
+	ckpts   []train.Checkpoint
+	prompts map[int][]train.PromptOutput
+	onStep  func(train.StepMetrics)
+}
+
+func (r *recorder) OnStep(s train.StepMetrics) {
+	r.steps = append(r.steps, s)
+	if r.onStep != nil {
+		r.onStep(s)
+	}
+}
+func (r *recorder) OnEval(e train.EvalMetrics)      { r.evals = append(r.evals, e) }
+func (r *recorder) OnCheckpoint(c train.Checkpoint) { r.ckpts = append(r.ckpts, c) }
+func (r *recorder) OnPromptOutputs(step int, o []train.PromptOutput) {
+	if r.prompts == nil {
+		r.prompts = map[int][]train.PromptOutput{}
+	}
+	r.prompts[step] = o
+}
+
+func spec(model, data string) train.Spec {
+	return train.Spec{ModelDir: model, Task: "chat", TrainData: filepath.Join(data, "train.jsonl"),
+		EvalData: filepath.Join(data, "eval.jsonl"), Duration: train.Duration{Batches: 8}, LearningRate: 3e-3,
+		ContextLength: 256, BatchRows: 2, GradAccum: 2, Seed: 5, CheckpointEvery: 3}
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	model, data := tinyModel(t), chatData(t)
+	s := spec(model, data)
+	s.EvalPrompts = []string{"What is 12 + 30?"}
+	rec := &recorder{}
+	res, err := train.Run(context.Background(), s, t.TempDir(), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Steps != 8 || len(rec.steps) != 8 {
+		t.Fatalf("steps: result %d, observed %d, want 8", res.Steps, len(rec.steps))
+	}
+	first, last := rec.steps[0].Loss, rec.steps[len(rec.steps)-1].Loss
+	if !(last < first) {
+		t.Errorf("loss did not fall: %.4f -> %.4f", first, last)
+	}
+	// Checkpoints at steps 3, 6 and the end (8).
+	var got []int
+	for _, c := range rec.ckpts {
+		got = append(got, c.Step)
+	}
+	if len(got) != 3 || got[0] != 3 || got[1] != 6 || got[2] != 8 {
+		t.Errorf("checkpoint steps %v, want [3 6 8]", got)
+	}
+	if len(rec.evals) != 3 || !(rec.evals[0].Perplexity > 1) || rec.evals[2].TokenAccuracy < 0 {
+		t.Errorf("eval metrics %+v", rec.evals)
+	}
+	if outs := rec.prompts[8]; len(outs) != 1 || outs[0].Prompt != "What is 12 + 30?" {
+		t.Errorf("prompt outputs at step 8: %+v", rec.prompts)
+	}
+	if _, err := engine.Load(res.ModelDir, cpu.New(0), engine.Options{}); err != nil {
+		t.Fatalf("final model does not load: %v", err)
+	}
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "config.json"} {
+		if _, err := os.Stat(filepath.Join(res.ModelDir, f)); err != nil {
+			t.Errorf("final model dir lacks %s", f)
+		}
+	}
+}
+
+// Cancelled mid-run and resumed in the same work dir, a run ends with
+// byte-identical weights to an uninterrupted one.
+func TestResumeIsExact(t *testing.T) {
+	model, data := tinyModel(t), chatData(t)
+	s := spec(model, data)
+
+	full, err := train.Run(context.Background(), s, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	work := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := &recorder{onStep: func(m train.StepMetrics) {
+		if m.Step == 4 {
+			cancel()
+		}
+	}}
+	if _, err := train.Run(ctx, s, work, rec); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run returned %v, want context.Canceled", err)
+	}
+	if n := len(rec.steps); n != 4 {
+		t.Fatalf("cancelled run took %d steps after cancel at 4", n)
+	}
+	rec2 := &recorder{}
+	resumed, err := train.Run(context.Background(), s, work, rec2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec2.steps) != 4 || rec2.steps[0].Step != 5 {
+		t.Fatalf("resumed run did steps %+v, want 5..8", rec2.steps)
+	}
+	a, _ := os.ReadFile(filepath.Join(full.ModelDir, "model.safetensors"))
+	b, _ := os.ReadFile(filepath.Join(resumed.ModelDir, "model.safetensors"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Fatal("resumed run's final weights differ from the uninterrupted run's")
+	}
+}
+
+func TestBadDataRefused(t *testing.T) {
+	model := tinyModel(t)
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	os.WriteFile(bad, []byte(`{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}
+{"messages":[{"role":"assistant","content":"first"}]}
+not json
+`), 0o644)
+	s := train.Spec{ModelDir: model, Task: "chat", TrainData: bad}
+	_, err := train.Validate(context.Background(), s)
+	if err == nil || !strings.Contains(err.Error(), "bad.jsonl:2") || !strings.Contains(err.Error(), "bad.jsonl:3") {
+		t.Fatalf("Validate error %v, want problems at bad.jsonl:2 and :3", err)
+	}
+	work := t.TempDir()
+	if _, err := train.Run(context.Background(), s, work, nil); err == nil {
+		t.Fatal("Run accepted bad data")
+	}
+	if _, err := os.Stat(filepath.Join(work, "checkpoints")); !os.IsNotExist(err) {
+		t.Error("a refused run left checkpoints behind")
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want train.Duration
+	}{{"3ep", train.Duration{Epochs: 3}}, {"0.5ep", train.Duration{Epochs: 0.5}}, {"500ba", train.Duration{Batches: 500}},
+		{"2_000_000tok", train.Duration{Tokens: 2000000}}} {
+		got, err := train.ParseDuration(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseDuration(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "3", "ep", "-1ep", "1.5ba", "xtok", "3 epochs"} {
+		if _, err := train.ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", bad)
+		}
+	}
+}
