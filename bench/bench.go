@@ -105,6 +105,9 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		if _, err := opt.Step(m, 1e-4); err != nil {
 			return nil, err
 		}
+		if i == 0 && timed != nil {
+			timed.Reset()
+		}
 		if i > 0 { // step 0 warms up primitives and page faults
 			res.StepSeconds = append(res.StepSeconds, time.Since(start).Seconds())
 			res.Losses = append(res.Losses, sum/float64(n))

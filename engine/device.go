@@ -78,12 +78,17 @@ type Device interface {
 	SumSquares(x []float32) float64
 
 	// AdamW updates p in place from gradient g and moments m, v (all the same
-	// length) with decoupled weight decay; see AdamWStep.
-	AdamW(p, g, m, v []float32, s AdamWStep)
+	// length) with decoupled weight decay; see AdamWStep. When p16 is
+	// non-nil it also receives the updated p rounded to bf16, saving the
+	// separate pass over the weights that BF16 mode needs each step.
+	AdamW(p, g, m, v []float32, p16 []uint16, s AdamWStep)
 }
 
 // AdamWStep holds the scalars of one AdamW update of one parameter range.
 type AdamWStep struct {
 	LR, Beta1, Beta2, Eps, WeightDecay float32
 	Step                               int // 1-based, for bias correction
+	// GradScale multiplies every gradient as it is read (global-norm
+	// clipping without a separate pass); 0 means 1.
+	GradScale float32
 }

@@ -40,8 +40,10 @@ type Model struct {
 	Params *Weights // arena of NumParams floats
 	Grads  *Weights // same layout as Params
 	// w16 is the bf16 copy of Params used by matrix products in BF16 mode
-	// (nil otherwise), refreshed at the start of every forward pass.
-	w16 *WeightSet[uint16]
+	// (nil otherwise). The optimizer refreshes it as it updates Params;
+	// w16Stale marks it out of date otherwise (see ParamsChanged).
+	w16      *WeightSet[uint16]
+	w16Stale bool
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
@@ -87,6 +89,7 @@ func New(c *Config, dev Device, opt Options) *Model {
 		Params: NewWeights(c, dev.Alloc(n)), Grads: NewWeights(c, dev.Alloc(n))}
 	if opt.BF16 {
 		m.w16 = newWeightSet(c, dev.AllocBF16(n))
+		m.w16Stale = true
 	}
 	return m
 }
@@ -268,8 +271,9 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 func (m *Model) forwardTrunk(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
-	if m.w16 != nil {
+	if m.w16 != nil && m.w16Stale {
 		m.Dev.ToBF16(m.w16.Arena, m.Params.Arena)
+		m.w16Stale = false
 	}
 	m.Dev.Embedding(a.res[0], bt.IDs, m.Params.Embed, N, C)
 	for l := 0; l < c.NumHiddenLayers; l++ {
@@ -383,6 +387,19 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	}
 	d.EmbeddingBackward(m.Grads.Embed, bt.IDs, dres, N, C)
 	return sum, bt.Scored()
+}
+
+// ParamsChanged must be called after writing Params directly (loading,
+// initialising, tests), so BF16 mode refreshes its weight copy.
+func (m *Model) ParamsChanged() { m.w16Stale = true }
+
+// LowPrecisionParams returns the bf16 weight copy for an optimizer to write
+// as it updates Params (nil in fp32 mode). Writing it keeps it fresh.
+func (m *Model) LowPrecisionParams() []uint16 {
+	if m.w16 == nil {
+		return nil
+	}
+	return m.w16.Arena
 }
 
 // ZeroGrad clears every gradient.

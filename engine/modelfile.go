@@ -34,6 +34,7 @@ func Load(dir string, dev Device, opt Options) (*Model, error) {
 	if err := loadWeights(m, st); err != nil {
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
+	m.ParamsChanged()
 	return m, nil
 }
 
@@ -206,4 +207,5 @@ func (m *Model) InitRandom(seed uint64) {
 		}()
 	}
 	wg.Wait()
+	m.ParamsChanged()
 }

@@ -23,6 +23,12 @@ func (t *TimedDevice) since(name string, start time.Time) {
 	t.Calls[name]++
 }
 
+// Reset forgets the times so far (e.g. a warm-up step's).
+func (t *TimedDevice) Reset() {
+	clear(t.Times)
+	clear(t.Calls)
+}
+
 // Report lists methods by total time, largest first.
 func (t *TimedDevice) Report() []string {
 	names := make([]string, 0, len(t.Times))
@@ -148,7 +154,7 @@ func (td *TimedDevice) SumSquares(x []float32) float64 {
 	return td.Device.SumSquares(x)
 }
 
-func (td *TimedDevice) AdamW(p, g, m, v []float32, s AdamWStep) {
+func (td *TimedDevice) AdamW(p, g, m, v []float32, p16 []uint16, s AdamWStep) {
 	defer td.since("AdamW", time.Now())
-	td.Device.AdamW(p, g, m, v, s)
+	td.Device.AdamW(p, g, m, v, p16, s)
 }

@@ -96,20 +96,27 @@ func (o *AdamW) Step(m *engine.Model, lr float64) (StepResult, error) {
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return res, fmt.Errorf("adamw: gradient norm is %v; update skipped", norm)
 	}
+	gradScale := float32(1)
 	if c := o.Config.MaxGradNorm; c > 0 && norm > c {
-		// As torch.nn.utils.clip_grad_norm_.
-		m.Dev.Scale(m.Grads.Arena, float32(c/(norm+1e-6)))
+		// As torch.nn.utils.clip_grad_norm_, applied as the update reads
+		// each gradient (the gradients themselves are left as computed).
+		gradScale = float32(c / (norm + 1e-6))
 		res.Clipped = true
 	}
 	o.Steps++
+	p16 := m.LowPrecisionParams()
 	for _, g := range o.groups {
+		var g16 []uint16
+		if p16 != nil {
+			g16 = p16[g.lo:g.hi]
+		}
 		wd := 0.0
 		if g.decay {
 			wd = o.Config.WeightDecay
 		}
-		m.Dev.AdamW(m.Params.Arena[g.lo:g.hi], m.Grads.Arena[g.lo:g.hi], o.M[g.lo:g.hi], o.V[g.lo:g.hi], engine.AdamWStep{
+		m.Dev.AdamW(m.Params.Arena[g.lo:g.hi], m.Grads.Arena[g.lo:g.hi], o.M[g.lo:g.hi], o.V[g.lo:g.hi], g16, engine.AdamWStep{
 			LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
-			Eps: float32(o.Config.Eps), WeightDecay: float32(wd), Step: o.Steps,
+			Eps: float32(o.Config.Eps), WeightDecay: float32(wd), Step: o.Steps, GradScale: gradScale,
 		})
 	}
 	return res, nil

@@ -69,8 +69,12 @@ func TestClipping(t *testing.T) {
 	if math.Abs(res.GradNorm-wantNorm) > 1e-6*wantNorm || !res.Clipped {
 		t.Fatalf("Step: norm %v clipped %v, want %v true", res.GradNorm, res.Clipped, wantNorm)
 	}
-	if n := m.GradNorm(); math.Abs(n-0.5) > 1e-5 {
-		t.Fatalf("norm after clipping = %v, want 0.5", n)
+	// The update saw the clipped gradient: the first moment is (1-β1)·g·0.5/‖g‖.
+	want := 0.1 * 0.5 / wantNorm
+	for i, mi := range o.M {
+		if math.Abs(float64(mi)-want) > 1e-6*want {
+			t.Fatalf("exp_avg[%d] = %v after a clipped step, want %v", i, mi, want)
+		}
 	}
 }
 

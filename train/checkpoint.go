@@ -133,5 +133,6 @@ func loadCheckpoint(dir string, m *engine.Model, o *optim.AdamW) (ckptState, err
 		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
 	}
 	o.Steps = st.Step
+	m.ParamsChanged()
 	return st, nil
 }

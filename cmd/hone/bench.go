@@ -121,7 +121,7 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
-	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel (all steps, warm-up included) on stderr")
+	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("config")
 	return cmd

@@ -26,23 +26,32 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 			}
 			hit[i] = arg == int(t)
 			// Partial sums in float32 over short runs, accumulated in
-			// float64: exact enough for 128k vocabularies, and fast.
+			// float64: exact enough for 128k vocabularies, and fast. With
+			// a gradient to write, the exponentials are stored in it so
+			// each is computed once.
+			lt := row[t]
+			var out []float32
+			if dlogits != nil {
+				out = dlogits[i*vocab : (i+1)*vocab][:len(row)]
+			}
 			var sum float64
 			for j := 0; j < len(row); j += 64 {
 				var part float32
-				for _, v := range row[j:min(j+64, len(row))] {
-					part += exp32(v - mx)
+				for k, v := range row[j:min(j+64, len(row))] {
+					e := exp32(v - mx)
+					if out != nil {
+						out[j+k] = e
+					}
+					part += e
 				}
 				sum += float64(part)
 			}
 			lse := float64(mx) + math.Log(sum)
-			loss[i] = lse - float64(row[t])
-			if dlogits != nil {
-				out := dlogits[i*vocab : (i+1)*vocab]
-				shift, invSum := mx, float32(scale)/float32(sum)
-				out = out[:len(row)]
-				for j, v := range row {
-					out[j] = exp32(v-shift) * invSum
+			loss[i] = lse - float64(lt)
+			if out != nil {
+				f := scale / float32(sum)
+				for j := range out {
+					out[j] *= f
 				}
 				out[t] -= scale
 			}
