@@ -1,0 +1,380 @@
+// Package catalog is hone's model registry: three-level names
+// catalog.schema.model, catalogs and schemas created explicitly, numbered
+// versions with lineage (run, base model, data fingerprint, metrics, licence)
+// and aliases such as "champion". Every version is a complete Hugging Face
+// model directory in the artifact store, at
+// <Root>/<catalog>/<schema>/<model>/<version>/.
+//
+// A *Catalog is safe for concurrent use; rows live in a store.Store.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"hone/store"
+)
+
+// ErrInvalid marks a malformed name or request; the message says why.
+var ErrInvalid = errors.New("invalid")
+
+type invalidError struct{ msg string }
+
+func (e invalidError) Error() string        { return e.msg }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalidf(format string, a ...any) error { return invalidError{fmt.Sprintf(format, a...)} }
+
+// Config configures a Catalog.
+type Config struct {
+	Store  *store.Store
+	Root   string // artifact store root, e.g. $HONE_HOME/catalog
+	Logger *slog.Logger
+	Clock  func() time.Time
+}
+
+// Catalog registers and resolves model versions.
+type Catalog struct {
+	st    *store.Store
+	root  string
+	log   *slog.Logger
+	clock func() time.Time
+}
+
+// New validates cfg and fills defaults.
+func New(cfg Config) (*Catalog, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("catalog: Store is required")
+	}
+	if cfg.Root == "" {
+		return nil, errors.New("catalog: Root is required")
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: root: %w", err)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("catalog: root: %w", err)
+	}
+	// Leftovers of interrupted registrations.
+	os.RemoveAll(filepath.Join(root, ".staging"))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return &Catalog{st: cfg.Store, root: root, log: cfg.Logger, clock: cfg.Clock}, nil
+}
+
+// Root is the artifact store's absolute root.
+func (c *Catalog) Root() string { return c.root }
+
+var identRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$`)
+
+// Name is a catalog, schema or model name; trailing parts may be empty.
+type Name struct{ Catalog, Schema, Model string }
+
+func (n Name) String() string {
+	parts := []string{n.Catalog}
+	if n.Schema != "" {
+		parts = append(parts, n.Schema)
+	}
+	if n.Model != "" {
+		parts = append(parts, n.Model)
+	}
+	return strings.Join(parts, ".")
+}
+
+// ParseName splits a dotted name of 1 to 3 parts, each a letter, digit or
+// underscore followed by up to 127 of those or hyphens.
+func ParseName(s string) (Name, error) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 3 {
+		return Name{}, invalidf("name %q: want catalog, catalog.schema or catalog.schema.model", s)
+	}
+	for _, p := range parts {
+		if !identRE.MatchString(p) {
+			return Name{}, invalidf("name %q: part %q must be letters, digits, _ or - (not starting with -), at most 128", s, p)
+		}
+	}
+	n := Name{Catalog: parts[0]}
+	if len(parts) > 1 {
+		n.Schema = parts[1]
+	}
+	if len(parts) > 2 {
+		n.Model = parts[2]
+	}
+	return n, nil
+}
+
+// Ref is a reference to one version: "cat.schema.model/3" or
+// "cat.schema.model@alias".
+type Ref struct {
+	Name    Name
+	Version int
+	Alias   string
+}
+
+var refRE = regexp.MustCompile(`^([^/@]+\.[^/@]+\.[^/@]+)(?:/([0-9]+)|@([A-Za-z0-9_-]+))$`)
+
+// ParseRef reads a version reference; ok is false if s is not shaped like one.
+func ParseRef(s string) (ref Ref, ok bool, err error) {
+	m := refRE.FindStringSubmatch(s)
+	if m == nil {
+		return Ref{}, false, nil
+	}
+	n, err := ParseName(m[1])
+	if err != nil {
+		return Ref{}, true, err
+	}
+	ref = Ref{Name: n, Alias: m[3]}
+	if m[2] != "" {
+		if ref.Version, err = strconv.Atoi(m[2]); err != nil || ref.Version < 1 {
+			return Ref{}, true, invalidf("model version reference %q: version must be a positive integer", s)
+		}
+	}
+	return ref, true, nil
+}
+
+// CreateCatalog creates a top-level catalog.
+func (c *Catalog) CreateCatalog(ctx context.Context, name, comment string) error {
+	n, err := ParseName(name)
+	if err != nil {
+		return err
+	}
+	if n.Schema != "" {
+		return invalidf("catalog name %q must have one part", name)
+	}
+	return c.st.CreateCatalog(ctx, store.Catalog{Name: n.Catalog, Comment: comment, CreatedAt: c.clock()})
+}
+
+// CreateSchema creates "catalog.schema" in an existing catalog.
+func (c *Catalog) CreateSchema(ctx context.Context, name, comment string) error {
+	n, err := ParseName(name)
+	if err != nil {
+		return err
+	}
+	if n.Schema == "" || n.Model != "" {
+		return invalidf("schema name %q must have two parts, catalog.schema", name)
+	}
+	return c.st.CreateSchema(ctx, store.Schema{Catalog: n.Catalog, Name: n.Schema, Comment: comment, CreatedAt: c.clock()})
+}
+
+// CheckTarget validates register_to: "catalog.schema" (model named
+// defaultModel) or "catalog.schema.model", whose schema must exist.
+func (c *Catalog) CheckTarget(ctx context.Context, target, defaultModel string) (Name, error) {
+	n, err := ParseName(target)
+	if err != nil {
+		return Name{}, invalidf("register_to: %v", err)
+	}
+	if n.Schema == "" {
+		return Name{}, invalidf("register_to %q: want catalog.schema or catalog.schema.model", target)
+	}
+	if _, err := c.st.GetSchema(ctx, n.Catalog, n.Schema); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Name{}, invalidf("register_to %q: schema %s.%s does not exist (create it with: hone catalog create %s.%s)",
+				target, n.Catalog, n.Schema, n.Catalog, n.Schema)
+		}
+		return Name{}, err
+	}
+	if n.Model == "" {
+		n.Model = defaultModel
+		if !identRE.MatchString(n.Model) {
+			return Name{}, invalidf("register_to %q: model name %q is not valid", target, n.Model)
+		}
+	}
+	return n, nil
+}
+
+// Registration describes a model directory to register as a new version.
+type Registration struct {
+	Target          Name // full three-part name
+	SourceDir       string
+	Move            bool // rename SourceDir into the store instead of copying
+	Run             string
+	BaseModel       string
+	DataFingerprint string
+	Metrics         string // JSON object
+	License         string
+}
+
+// Register stores the directory as the model's next version and records
+// its lineage. The directory lands complete or not at all.
+func (c *Catalog) Register(ctx context.Context, r Registration) (*store.ModelVersion, error) {
+	if r.Target.Model == "" {
+		return nil, invalidf("register: model name is required")
+	}
+	if _, err := os.Stat(filepath.Join(r.SourceDir, "config.json")); err != nil {
+		return nil, fmt.Errorf("register %s: source is not a model directory: %w", r.Target, err)
+	}
+	staging := filepath.Join(c.root, ".staging", fmt.Sprintf("%s-%d", r.Run, c.clock().UnixNano()))
+	if err := os.MkdirAll(filepath.Dir(staging), 0o755); err != nil {
+		return nil, fmt.Errorf("register %s: %w", r.Target, err)
+	}
+	if err := moveOrCopy(r.SourceDir, staging, r.Move); err != nil {
+		os.RemoveAll(staging)
+		return nil, fmt.Errorf("register %s: %w", r.Target, err)
+	}
+	modelDir := filepath.Join(c.root, r.Target.Catalog, r.Target.Schema, r.Target.Model)
+	if err := os.MkdirAll(modelDir, 0o755); err != nil {
+		return nil, fmt.Errorf("register %s: %w", r.Target, err)
+	}
+	var out *store.ModelVersion
+	for attempt := 0; ; attempt++ {
+		err := c.st.InTx(ctx, func(tx *store.Tx) error {
+			next := 1
+			vs, err := tx.ListModelVersions(ctx, r.Target.Catalog, r.Target.Schema, r.Target.Model)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if len(vs) > 0 {
+				next = vs[len(vs)-1].Version + 1
+			}
+			dst := filepath.Join(modelDir, strconv.Itoa(next))
+			v := store.ModelVersion{Catalog: r.Target.Catalog, Schema: r.Target.Schema, Model: r.Target.Model,
+				Version: next, StorageLocation: dst, Run: r.Run, BaseModel: r.BaseModel,
+				DataFingerprint: r.DataFingerprint, Metrics: r.Metrics, License: r.License, CreatedAt: c.clock()}
+			if _, err := tx.AddModelVersion(ctx, v); err != nil {
+				return err
+			}
+			if err := os.Rename(staging, dst); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrExists, err)
+			}
+			v.Aliases = []string{}
+			out = &v
+			return nil
+		})
+		if err == nil {
+			c.log.Info("registered model version", "model", r.Target.String(), "version", out.Version, "run", r.Run)
+			return out, nil
+		}
+		if out != nil { // renamed but not committed: put it back
+			os.Rename(out.StorageLocation, staging)
+			out = nil
+		}
+		if !errors.Is(err, store.ErrExists) || attempt >= 4 {
+			os.RemoveAll(staging)
+			return nil, fmt.Errorf("register %s: %w", r.Target, err)
+		}
+	}
+}
+
+// Show returns a model's versions (with aliases), oldest first.
+func (c *Catalog) Show(ctx context.Context, name string) ([]store.ModelVersion, error) {
+	n, err := ParseName(name)
+	if err != nil {
+		return nil, err
+	}
+	if n.Model == "" {
+		return nil, invalidf("model name %q must have three parts, catalog.schema.model", name)
+	}
+	return c.st.ListModelVersions(ctx, n.Catalog, n.Schema, n.Model)
+}
+
+// SetAlias points alias at version of the model.
+func (c *Catalog) SetAlias(ctx context.Context, model string, version int, alias string) error {
+	n, err := c.modelName(model)
+	if err != nil {
+		return err
+	}
+	if !identRE.MatchString(alias) || isDigits(alias) {
+		return invalidf("alias %q: letters, digits, _ or -, not only digits", alias)
+	}
+	return c.st.SetAlias(ctx, n.Catalog, n.Schema, n.Model, alias, version)
+}
+
+// RemoveAlias deletes an alias.
+func (c *Catalog) RemoveAlias(ctx context.Context, model, alias string) error {
+	n, err := c.modelName(model)
+	if err != nil {
+		return err
+	}
+	return c.st.RemoveAlias(ctx, n.Catalog, n.Schema, n.Model, alias)
+}
+
+// Resolve finds the version a reference names.
+func (c *Catalog) Resolve(ctx context.Context, ref Ref) (*store.ModelVersion, error) {
+	v := ref.Version
+	if ref.Alias != "" {
+		var err error
+		if v, err = c.st.ResolveAlias(ctx, ref.Name.Catalog, ref.Name.Schema, ref.Name.Model, ref.Alias); err != nil {
+			return nil, err
+		}
+	}
+	return c.st.GetModelVersion(ctx, ref.Name.Catalog, ref.Name.Schema, ref.Name.Model, v)
+}
+
+func (c *Catalog) modelName(model string) (Name, error) {
+	n, err := ParseName(model)
+	if err != nil {
+		return Name{}, err
+	}
+	if n.Model == "" {
+		return Name{}, invalidf("model name %q must have three parts, catalog.schema.model", model)
+	}
+	return n, nil
+}
+
+func isDigits(s string) bool {
+	return strings.Trim(s, "0123456789") == ""
+}
+
+// moveOrCopy puts src's tree at dst (which must not exist).
+func moveOrCopy(src, dst string, move bool) error {
+	if move {
+		if err := os.Rename(src, dst); err == nil {
+			return nil
+		}
+	}
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			// Hugging Face cache snapshots link to blobs: copy the target.
+			if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+				return nil
+			}
+		}
+		return copyFile(path, target)
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

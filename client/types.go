@@ -1,0 +1,243 @@
+package client
+
+import "time"
+
+// Task types.
+const (
+	TaskChatCompletion      = "CHAT_COMPLETION"
+	TaskInstructionFinetune = "INSTRUCTION_FINETUNE"
+	TaskContinuedPretrain   = "CONTINUED_PRETRAIN"
+)
+
+// Run states.
+const (
+	StatusPending   = "PENDING"
+	StatusQueued    = "QUEUED"
+	StatusStarting  = "STARTING"
+	StatusRunning   = "RUNNING"
+	StatusCompleted = "COMPLETED"
+	StatusFailed    = "FAILED"
+	StatusStopping  = "STOPPING"
+	StatusStopped   = "STOPPED"
+)
+
+// Terminal reports whether a run in status will not change again.
+func Terminal(status string) bool {
+	return status == StatusCompleted || status == StatusFailed || status == StatusStopped
+}
+
+// CreateRunRequest is the hosted product's run parameters plus hone's own.
+type CreateRunRequest struct {
+	Model             string   `json:"model"`
+	TrainDataPath     string   `json:"train_data_path"`
+	RegisterTo        string   `json:"register_to"`
+	TaskType          string   `json:"task_type,omitempty"`         // default CHAT_COMPLETION
+	TrainingDuration  string   `json:"training_duration,omitempty"` // "3ep", "500ba", "2_000_000tok"; default 1ep
+	LearningRate      float64  `json:"learning_rate,omitempty"`
+	ContextLength     int      `json:"context_length,omitempty"`
+	EvalDataPath      string   `json:"eval_data_path,omitempty"`
+	EvalPrompts       []string `json:"eval_prompts,omitempty"`
+	CustomWeightsPath string   `json:"custom_weights_path,omitempty"`
+	ExperimentPath    string   `json:"experiment_path,omitempty"` // default /Users/<user>/hone
+	ValidateInputs    *bool    `json:"validate_inputs,omitempty"` // default true
+	User              string   `json:"user,omitempty"`
+
+	Seed            uint64     `json:"seed,omitempty"`
+	BatchRows       int        `json:"batch_rows,omitempty"`
+	GradAccum       int        `json:"grad_accum,omitempty"`
+	CheckpointEvery int        `json:"checkpoint_every,omitempty"`
+	KeepCheckpoints int        `json:"keep_checkpoints,omitempty"`
+	Optimizer       *Optimizer `json:"optimizer,omitempty"`
+}
+
+// Optimizer holds AdamW and schedule settings; zero fields take defaults.
+type Optimizer struct {
+	Beta1       float64 `json:"beta1,omitempty"`
+	Beta2       float64 `json:"beta2,omitempty"`
+	Eps         float64 `json:"eps,omitempty"`
+	WeightDecay float64 `json:"weight_decay,omitempty"`
+	MaxGradNorm float64 `json:"max_grad_norm,omitempty"`
+	WarmupFrac  float64 `json:"warmup_frac,omitempty"`
+	Decay       string  `json:"decay,omitempty"` // linear or cosine
+	FinalLRMult float64 `json:"final_lr_mult,omitempty"`
+}
+
+// Run is a run as the API reports it. Get fills Events, Checkpoints and
+// Metrics; List leaves them empty.
+type Run struct {
+	Name            string           `json:"name"`
+	User            string           `json:"user"`
+	ExperimentPath  string           `json:"experiment_path"`
+	Status          string           `json:"status"`
+	Config          CreateRunRequest `json:"config"`
+	BaseModel       string           `json:"base_model,omitempty"`
+	ModelDir        string           `json:"model_dir,omitempty"`
+	RegisterTo      string           `json:"register_to"`
+	RegisteredModel string           `json:"registered_model,omitempty"` // "catalog.schema.model/N"
+	Error           string           `json:"error,omitempty"`
+	CreatedAt       time.Time        `json:"created_at"`
+	StartedAt       *time.Time       `json:"started_at,omitempty"`
+	EstimatedEndAt  *time.Time       `json:"estimated_end_at,omitempty"`
+	CompletedAt     *time.Time       `json:"completed_at,omitempty"`
+	Validation      string           `json:"validation,omitempty"` // the data report summary
+	Events          []Event          `json:"events,omitempty"`
+	Checkpoints     []Checkpoint     `json:"checkpoints,omitempty"`
+	Metrics         *LatestMetrics   `json:"metrics,omitempty"`
+}
+
+// Event is one entry of a run's history.
+type Event struct {
+	ID      int64     `json:"id"`
+	Type    string    `json:"type"`
+	Time    time.Time `json:"time"`
+	Message string    `json:"message"`
+}
+
+// Checkpoint is a saved training state of a run.
+type Checkpoint struct {
+	Step  int       `json:"step"`
+	Epoch float64   `json:"epoch"`
+	Path  string    `json:"path"`
+	Time  time.Time `json:"time"`
+}
+
+// LatestMetrics are a run's most recent values. Pointers are nil when
+// nothing was measured (or the value was NaN).
+type LatestMetrics struct {
+	Step          int      `json:"step"`
+	TotalSteps    int      `json:"total_steps"`
+	Epoch         float64  `json:"epoch"`
+	Loss          *float64 `json:"loss,omitempty"`
+	LR            float64  `json:"lr"`
+	GradNorm      *float64 `json:"grad_norm,omitempty"`
+	TokensPerSec  float64  `json:"tokens_per_s"`
+	TokensSeen    int64    `json:"tokens_seen"`
+	ElapsedS      float64  `json:"elapsed_s"`
+	EvalLoss      *float64 `json:"eval_loss,omitempty"`
+	Perplexity    *float64 `json:"perplexity,omitempty"`
+	TokenAccuracy *float64 `json:"token_accuracy,omitempty"`
+}
+
+// StepMetric is one optimizer step's measurements.
+type StepMetric struct {
+	Step         int       `json:"step"`
+	TotalSteps   int       `json:"total_steps"`
+	Epoch        float64   `json:"epoch"`
+	Loss         *float64  `json:"loss"`
+	LR           float64   `json:"lr"`
+	GradNorm     *float64  `json:"grad_norm"`
+	TokensPerSec float64   `json:"tokens_per_s"`
+	TokensSeen   int64     `json:"tokens_seen"`
+	ElapsedS     float64   `json:"elapsed_s"`
+	Time         time.Time `json:"time"`
+}
+
+// EvalMetric is one evaluation.
+type EvalMetric struct {
+	Step          int       `json:"step"`
+	Loss          *float64  `json:"loss"`
+	Perplexity    *float64  `json:"perplexity"`
+	TokenAccuracy *float64  `json:"token_accuracy"`
+	Time          time.Time `json:"time"`
+}
+
+// Metrics are a run's series.
+type Metrics struct {
+	Steps []StepMetric `json:"steps"`
+	Evals []EvalMetric `json:"evals"`
+}
+
+// PromptOutput is an eval prompt's completion at a checkpoint.
+type PromptOutput struct {
+	Step   int       `json:"step"`
+	Index  int       `json:"index"`
+	Prompt string    `json:"prompt"`
+	Output string    `json:"output"`
+	Time   time.Time `json:"time"`
+}
+
+// ListRunsOptions filters and pages a listing; zero fields do not filter.
+type ListRunsOptions struct {
+	User           string
+	ExperimentPath string
+	Status         []string
+	CreatedAfter   time.Time
+	CreatedBefore  time.Time
+	Limit          int
+	PageToken      string
+}
+
+// RunList is one page of runs.
+type RunList struct {
+	Runs          []Run  `json:"runs"`
+	NextPageToken string `json:"next_page_token,omitempty"`
+}
+
+// CancelRequest names runs to cancel: Names, or every active run of
+// ExperimentPath.
+type CancelRequest struct {
+	Names          []string `json:"names,omitempty"`
+	ExperimentPath string   `json:"experiment_path,omitempty"`
+}
+
+// CancelResult lists the runs a cancel acted on, with their new status.
+type CancelResult struct {
+	Runs []Run `json:"runs"`
+}
+
+// Experiment groups runs.
+type Experiment struct {
+	Path      string    `json:"path"`
+	User      string    `json:"user"`
+	CreatedAt time.Time `json:"created_at"`
+	Runs      int       `json:"runs"`
+}
+
+// SupportedModel is one row of the supported base models table.
+type SupportedModel struct {
+	Name       string `json:"name"`
+	MaxContext int    `json:"max_context"`
+	License    string `json:"license"`
+	Retiring   bool   `json:"retiring,omitempty"`
+	Trainable  bool   `json:"trainable"`
+	Notes      string `json:"notes,omitempty"`
+}
+
+// CreateCatalogRequest creates "catalog" or "catalog.schema".
+type CreateCatalogRequest struct {
+	Name    string `json:"name"`
+	Comment string `json:"comment,omitempty"`
+}
+
+// Model is a registered model and its versions.
+type Model struct {
+	Name     string         `json:"name"`
+	Versions []ModelVersion `json:"versions"`
+}
+
+// ModelVersion is one registered model directory with its lineage.
+type ModelVersion struct {
+	Version         int            `json:"version"`
+	StorageLocation string         `json:"storage_location"`
+	Run             string         `json:"run,omitempty"`
+	BaseModel       string         `json:"base_model,omitempty"`
+	DataFingerprint string         `json:"data_fingerprint,omitempty"`
+	Metrics         map[string]any `json:"metrics,omitempty"`
+	License         string         `json:"license,omitempty"`
+	CreatedAt       time.Time      `json:"created_at"`
+	Aliases         []string       `json:"aliases"`
+}
+
+// AliasRequest points an alias at a version.
+type AliasRequest struct {
+	Version int `json:"version"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"error"`
+}
+
+func (e *Error) Error() string { return e.Message }

@@ -1,0 +1,304 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"time"
+
+	"hone/client"
+	"hone/store"
+)
+
+// Get returns the run with its events, checkpoints and latest metrics.
+func (s *Service) Get(ctx context.Context, name string) (*client.Run, error) {
+	r, err := s.st.GetRun(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := s.view(r)
+	evs, err := s.st.ListEvents(ctx, name, 0)
+	if err != nil {
+		return nil, err
+	}
+	out.Events = eventViews(evs)
+	cks, err := s.st.ListCheckpoints(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out.Checkpoints = checkpointViews(cks)
+	last, err := s.st.LatestStep(ctx, name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if last != nil {
+		m := &client.LatestMetrics{Step: last.Step, TotalSteps: last.TotalSteps, Epoch: last.Epoch, Loss: fp(last.Loss),
+			LR: last.LR, GradNorm: fp(last.GradNorm), TokensPerSec: last.TokensPerSec, TokensSeen: last.TokensSeen,
+			ElapsedS: last.Elapsed.Seconds()}
+		evals, err := s.st.ListEvals(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if n := len(evals); n > 0 {
+			e := evals[n-1]
+			m.EvalLoss, m.Perplexity, m.TokenAccuracy = fp(e.Loss), fp(e.Perplexity), fp(e.TokenAccuracy)
+		}
+		out.Metrics = m
+	}
+	return out, nil
+}
+
+func (s *Service) view(r *store.Run) *client.Run {
+	out := &client.Run{Name: r.Name, User: r.User, ExperimentPath: r.ExperimentPath, Status: string(r.Status),
+		RegisterTo: r.RegisterTo, RegisteredModel: r.ModelVersion, Error: r.Error, CreatedAt: r.CreatedAt,
+		StartedAt: tp(r.StartedAt), EstimatedEndAt: tp(r.EstimatedEndAt), CompletedAt: tp(r.CompletedAt)}
+	if p, err := decodeParams(r); err == nil {
+		out.Config, out.BaseModel, out.ModelDir, out.Validation = p.Request, p.Model.BaseModel, p.Model.Dir, p.Validation
+	}
+	return out
+}
+
+func tp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func fp(f float64) *float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil
+	}
+	return &f
+}
+
+func eventViews(evs []store.Event) []client.Event {
+	out := make([]client.Event, len(evs))
+	for i, e := range evs {
+		out[i] = client.Event{ID: e.ID, Type: e.Type, Time: e.Time, Message: e.Message}
+	}
+	return out
+}
+
+func checkpointViews(cks []store.Checkpoint) []client.Checkpoint {
+	out := make([]client.Checkpoint, len(cks))
+	for i, c := range cks {
+		out[i] = client.Checkpoint{Step: c.Step, Epoch: c.Epoch, Path: c.Dir, Time: c.Time}
+	}
+	return out
+}
+
+// List returns one page of runs, newest first.
+func (s *Service) List(ctx context.Context, o client.ListRunsOptions) (*client.RunList, error) {
+	f := store.RunFilter{User: o.User, ExperimentPath: o.ExperimentPath, CreatedAfter: o.CreatedAfter,
+		CreatedBefore: o.CreatedBefore, Limit: o.Limit, PageToken: o.PageToken}
+	for _, st := range o.Status {
+		if !store.RunStatus(st).Valid() {
+			return nil, invalidf("status %q is not a run state", st)
+		}
+		f.Statuses = append(f.Statuses, store.RunStatus(st))
+	}
+	if o.Limit < 0 || o.Limit > 1000 {
+		return nil, invalidf("limit %d must be in [1, 1000]", o.Limit)
+	}
+	rs, next, err := s.st.ListRuns(ctx, f)
+	if errors.Is(err, store.ErrBadPageToken) {
+		return nil, invalidf("page_token: %v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := &client.RunList{Runs: make([]client.Run, len(rs)), NextPageToken: next}
+	for i := range rs {
+		out.Runs[i] = *s.view(&rs[i])
+	}
+	return out, nil
+}
+
+// Events returns the run's events after the one with ID afterID.
+func (s *Service) Events(ctx context.Context, name string, afterID int64) ([]client.Event, error) {
+	if _, err := s.st.GetRun(ctx, name); err != nil {
+		return nil, err
+	}
+	evs, err := s.st.ListEvents(ctx, name, afterID)
+	if err != nil {
+		return nil, err
+	}
+	return eventViews(evs), nil
+}
+
+// Metrics returns the run's step and eval series.
+func (s *Service) Metrics(ctx context.Context, name string) (*client.Metrics, error) {
+	if _, err := s.st.GetRun(ctx, name); err != nil {
+		return nil, err
+	}
+	steps, err := s.st.ListSteps(ctx, name, 0)
+	if err != nil {
+		return nil, err
+	}
+	evals, err := s.st.ListEvals(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := &client.Metrics{Steps: make([]client.StepMetric, len(steps)), Evals: make([]client.EvalMetric, len(evals))}
+	for i, m := range steps {
+		out.Steps[i] = client.StepMetric{Step: m.Step, TotalSteps: m.TotalSteps, Epoch: m.Epoch, Loss: fp(m.Loss), LR: m.LR,
+			GradNorm: fp(m.GradNorm), TokensPerSec: m.TokensPerSec, TokensSeen: m.TokensSeen, ElapsedS: m.Elapsed.Seconds(), Time: m.Time}
+	}
+	for i, e := range evals {
+		out.Evals[i] = client.EvalMetric{Step: e.Step, Loss: fp(e.Loss), Perplexity: fp(e.Perplexity), TokenAccuracy: fp(e.TokenAccuracy), Time: e.Time}
+	}
+	return out, nil
+}
+
+// Checkpoints returns the run's checkpoints.
+func (s *Service) Checkpoints(ctx context.Context, name string) ([]client.Checkpoint, error) {
+	if _, err := s.st.GetRun(ctx, name); err != nil {
+		return nil, err
+	}
+	cks, err := s.st.ListCheckpoints(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return checkpointViews(cks), nil
+}
+
+// PromptOutputs returns the run's eval-prompt completions.
+func (s *Service) PromptOutputs(ctx context.Context, name string) ([]client.PromptOutput, error) {
+	if _, err := s.st.GetRun(ctx, name); err != nil {
+		return nil, err
+	}
+	pos, err := s.st.ListPromptOutputs(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]client.PromptOutput, len(pos))
+	for i, p := range pos {
+		out[i] = client.PromptOutput{Step: p.Step, Index: p.Index, Prompt: p.Prompt, Output: p.Output, Time: p.Time}
+	}
+	return out, nil
+}
+
+// Experiments lists the experiments.
+func (s *Service) Experiments(ctx context.Context) ([]client.Experiment, error) {
+	es, err := s.st.ListExperiments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]client.Experiment, len(es))
+	for i, e := range es {
+		out[i] = client.Experiment{Path: e.Path, User: e.User, CreatedAt: e.CreatedAt, Runs: e.Runs}
+	}
+	return out, nil
+}
+
+// Cancel stops the named runs, or every active run of an experiment.
+// Queued runs stop at once; running ones go to STOPPING and their worker
+// stops them within one optimizer step. Finished runs are left alone.
+func (s *Service) Cancel(ctx context.Context, req client.CancelRequest) (*client.CancelResult, error) {
+	names := req.Names
+	if (len(names) == 0) == (req.ExperimentPath == "") {
+		return nil, invalidf("cancel: name runs or an experiment_path (not both)")
+	}
+	if req.ExperimentPath != "" {
+		tok := ""
+		for {
+			page, next, err := s.st.ListRuns(ctx, store.RunFilter{ExperimentPath: req.ExperimentPath, Limit: 1000, PageToken: tok,
+				Statuses: []store.RunStatus{store.StatusPending, store.StatusQueued, store.StatusStarting, store.StatusRunning}})
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range page {
+				names = append(names, r.Name)
+			}
+			if next == "" {
+				break
+			}
+			tok = next
+		}
+	} else {
+		for _, n := range names { // all must exist before any is touched
+			if _, err := s.st.GetRun(ctx, n); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := &client.CancelResult{Runs: []client.Run{}}
+	for _, n := range names {
+		if err := s.cancelOne(ctx, n); err != nil {
+			return nil, err
+		}
+		r, err := s.st.GetRun(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out.Runs = append(out.Runs, *s.view(r))
+	}
+	return out, nil
+}
+
+func (s *Service) cancelOne(ctx context.Context, name string) error {
+	for range 5 {
+		r, err := s.st.GetRun(ctx, name)
+		if err != nil {
+			return err
+		}
+		now := s.clock()
+		switch r.Status {
+		case store.StatusCompleted, store.StatusFailed, store.StatusStopped, store.StatusStopping:
+			return nil
+		case store.StatusPending, store.StatusQueued:
+			stopped := store.StatusStopped
+			ok, err := s.st.UpdateRun(ctx, name, store.RunCond{JobID: r.JobID, Statuses: []store.RunStatus{r.Status}},
+				store.RunUpdate{Status: &stopped, CompletedAt: &now})
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue // a worker took it meanwhile
+			}
+			if r.JobID != 0 {
+				if err := s.q.cancel(ctx, r.JobID); err != nil {
+					s.log.Warn("cancel queue job", "run", name, "job", r.JobID, "err", err)
+				}
+			}
+			s.event(ctx, name, string(store.StatusStopped), "cancelled before training started")
+			return nil
+		case store.StatusStarting, store.StatusRunning:
+			stopping := store.StatusStopping
+			ok, err := s.st.UpdateRun(ctx, name, store.RunCond{JobID: r.JobID, Statuses: []store.RunStatus{r.Status}},
+				store.RunUpdate{Status: &stopping})
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			s.event(ctx, name, string(store.StatusStopping), "cancel requested; stopping within one optimizer step")
+			return nil
+		}
+	}
+	return fmt.Errorf("cancel %s: the run kept changing state", name)
+}
+
+// Delete removes a finished (or cancelled) run, its tracking and its files.
+// Catalog versions registered from it stay.
+func (s *Service) Delete(ctx context.Context, name string) error {
+	r, err := s.st.GetRun(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !r.Status.Terminal() {
+		return statef("run %s is %s: cancel it first (hone runs cancel %s)", name, r.Status, name)
+	}
+	if err := s.st.DeleteRun(ctx, name); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(s.runDir(name)); err != nil {
+		s.log.Warn("delete run files", "run", name, "err", err)
+	}
+	s.log.Info("run deleted", "run", name)
+	return nil
+}

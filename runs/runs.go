@@ -1,0 +1,263 @@
+// Package runs is hone's run service: it validates and creates fine-tuning
+// runs (the run row and its river job in one transaction), lists, cancels
+// and deletes them, and works them: a river worker claims a run under a
+// lease, calls the Trainer (train.Run in production, see package worker)
+// with a work directory under HONE_HOME/runs/<name>/work, records metrics,
+// checkpoints, eval-prompt outputs and events in the store, and registers
+// the final model in the catalog.
+//
+// Crash safety: a worker renews its run's lease while training. A reaper in
+// every working process re-queues runs whose lease expired (the worker was
+// killed); the new job resumes from the work directory's checkpoint. The
+// run's job_id fences stale jobs. Cancelling sets STOPPING; the worker
+// polls the run and cancels the training context, keeping the last
+// checkpoint, then sets STOPPED.
+//
+// A *Service is safe for concurrent use. Start/Stop bracket the workers.
+package runs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"hone/catalog"
+	"hone/modelref"
+	"hone/store"
+	"hone/train"
+)
+
+// ErrInvalid marks a request refused for its content (HTTP 400); the
+// message says precisely why (file:line for data).
+var ErrInvalid = errors.New("invalid request")
+
+// ErrState marks an operation the run's state forbids (HTTP 409), e.g.
+// deleting a run that is still running.
+var ErrState = errors.New("run state forbids this")
+
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e kindError) Error() string        { return e.msg }
+func (e kindError) Is(target error) bool { return target == e.kind }
+
+func invalidf(format string, a ...any) error {
+	return kindError{ErrInvalid, fmt.Sprintf(format, a...)}
+}
+
+func statef(format string, a ...any) error { return kindError{ErrState, fmt.Sprintf(format, a...)} }
+
+// Trainer is the seam to package train: Validate checks spec and data
+// without training (returning the data report's summary); Run trains in
+// workDir, resuming from a checkpoint there, and stops within one step of
+// ctx being cancelled, returning ctx's error.
+type Trainer interface {
+	Validate(ctx context.Context, spec train.Spec) (summary string, err error)
+	Run(ctx context.Context, spec train.Spec, workDir string, obs Observer) (*Result, error)
+}
+
+// Observer receives training progress (mirrors train.Observer).
+type Observer interface {
+	OnStep(Step)
+	OnEval(Eval)
+	OnCheckpoint(Checkpoint)
+	OnPromptOutputs(step int, outs []PromptOutput)
+	OnLog(msg string)
+}
+
+// Step mirrors train.StepMetrics.
+type Step struct {
+	Step, TotalSteps                 int
+	Epoch                            float64
+	Loss, LR, GradNorm, TokensPerSec float64
+	TokensSeen                       int64
+	Elapsed, ETA                     time.Duration
+}
+
+// Eval mirrors train.EvalMetrics.
+type Eval struct {
+	Step                            int
+	Loss, Perplexity, TokenAccuracy float64
+}
+
+// Checkpoint mirrors train.Checkpoint.
+type Checkpoint struct {
+	Step  int
+	Epoch float64
+	Dir   string
+}
+
+// PromptOutput mirrors train.PromptOutput.
+type PromptOutput struct{ Prompt, Output string }
+
+// Result mirrors train.Result.
+type Result struct {
+	ModelDir            string
+	Steps               int
+	TokensSeen          int64
+	TrainLoss, EvalLoss float64
+	DataFingerprint     string
+}
+
+// Config configures a Service.
+type Config struct {
+	Store   *store.Store
+	Catalog *catalog.Catalog
+	Models  *modelref.Resolver
+	Trainer Trainer
+	// Home is HONE_HOME: run state lives in Home/runs/<name>.
+	Home string
+	// DataRoots confine request paths (data, eval data, custom weights,
+	// local model directories); default Home/data.
+	DataRoots   []string
+	DefaultUser string // when a request names none; default "hone"
+	Logger      *slog.Logger
+	Clock       func() time.Time
+
+	// Work runs the training worker and reaper in this process.
+	Work        bool
+	Concurrency int           // runs trained at once by this process; default 1
+	WorkerID    string        // default host-pid-random
+	LeaseTTL    time.Duration // default 30s; a worker silent this long is presumed dead
+	PollEvery   time.Duration // cancel poll and lease renewal tick; default LeaseTTL/10, at most 1s
+	FetchPoll   time.Duration // queue poll interval; default 1s
+}
+
+// Service implements the runs API and worker.
+type Service struct {
+	cfg    Config
+	st     *store.Store
+	cat    *catalog.Catalog
+	models *modelref.Resolver
+	tr     Trainer
+	log    *slog.Logger
+	clock  func() time.Time
+	roots  []string
+	q      queue
+
+	mu      sync.Mutex
+	stopBG  context.CancelFunc
+	bgDone  chan struct{}
+	started bool
+}
+
+// New validates cfg, fills defaults and prepares the queue (migrating its
+// tables). Call Start to begin working.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Catalog == nil || cfg.Models == nil || cfg.Trainer == nil {
+		return nil, errors.New("runs: Store, Catalog, Models and Trainer are required")
+	}
+	if cfg.Home == "" {
+		return nil, errors.New("runs: Home is required")
+	}
+	home, err := filepath.Abs(cfg.Home)
+	if err != nil {
+		return nil, fmt.Errorf("runs: home: %w", err)
+	}
+	cfg.Home = home
+	if len(cfg.DataRoots) == 0 {
+		cfg.DataRoots = []string{filepath.Join(home, "data")}
+		if err := os.MkdirAll(cfg.DataRoots[0], 0o755); err != nil {
+			return nil, fmt.Errorf("runs: %w", err)
+		}
+	}
+	roots, err := resolveRoots(cfg.DataRoots)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DefaultUser == "" {
+		cfg.DefaultUser = "hone"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 30 * time.Second
+	}
+	if cfg.PollEvery == 0 {
+		cfg.PollEvery = min(cfg.LeaseTTL/10, time.Second)
+	}
+	if cfg.FetchPoll == 0 {
+		cfg.FetchPoll = time.Second
+	}
+	if cfg.Concurrency < 0 || cfg.LeaseTTL < 0 || cfg.PollEvery <= 0 || cfg.PollEvery >= cfg.LeaseTTL || cfg.FetchPoll < time.Millisecond {
+		return nil, fmt.Errorf("runs: bad timing config: concurrency %d, lease %s, poll %s, fetch poll %s",
+			cfg.Concurrency, cfg.LeaseTTL, cfg.PollEvery, cfg.FetchPoll)
+	}
+	if cfg.WorkerID == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		rand.Read(b[:])
+		cfg.WorkerID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	s := &Service{cfg: cfg, st: cfg.Store, cat: cfg.Catalog, models: cfg.Models, tr: cfg.Trainer,
+		log: cfg.Logger, clock: cfg.Clock, roots: roots}
+	q, err := newQueue(ctx, cfg.Store, queueConfig{work: cfg.Work, concurrency: cfg.Concurrency,
+		fetchPoll: cfg.FetchPoll, logger: cfg.Logger.With("component", "river"), id: cfg.WorkerID}, &trainWorker{s: s})
+	if err != nil {
+		return nil, err
+	}
+	s.q = q
+	return s, nil
+}
+
+// Confine is the service's path check, for the model resolver.
+func (s *Service) Confine(p string) (string, error) { return confine(s.roots, p) }
+
+// Start begins working jobs and reaping dead workers' runs (if Work).
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || !s.cfg.Work {
+		return nil
+	}
+	if err := s.q.start(ctx); err != nil {
+		return fmt.Errorf("runs: start queue: %w", err)
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopBG, s.bgDone, s.started = cancel, make(chan struct{}), true
+	go func() {
+		defer close(s.bgDone)
+		s.reapLoop(bg)
+	}()
+	s.log.Info("worker started", "worker", s.cfg.WorkerID, "concurrency", s.cfg.Concurrency)
+	return nil
+}
+
+// Stop cancels running training (each keeps its last checkpoint and is
+// re-queued to resume) and waits for the workers, at most until ctx ends.
+func (s *Service) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		return nil
+	}
+	s.started = false
+	s.stopBG()
+	<-s.bgDone
+	return s.q.stop(ctx)
+}
+
+func (s *Service) runDir(name string) string { return filepath.Join(s.cfg.Home, "runs", name) }
+
+func (s *Service) event(ctx context.Context, run, typ, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if err := s.st.AddEvent(ctx, run, store.Event{Time: s.clock(), Type: typ, Message: msg}); err != nil {
+		s.log.Error("record event", "run", run, "type", typ, "err", err)
+	}
+}

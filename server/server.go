@@ -1,0 +1,204 @@
+// Package server is hone's HTTP API: JSON over HTTP for runs, tracking,
+// the catalog and the supported-models table, described by the OpenAPI
+// document at /openapi.json. Its wire types are package client's, so the
+// public client and the server cannot drift apart.
+//
+// Every /api route requires "Authorization: Bearer <token>" when a token is
+// configured (compared in constant time, never logged); CheckListen refuses
+// to serve beyond loopback without one. Errors map to HTTP statuses in one
+// place (statusOf); every error body is client.Error.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"hone/catalog"
+	"hone/client"
+	"hone/modelref"
+	"hone/runs"
+	"hone/store"
+)
+
+// Config configures a Server.
+type Config struct {
+	Runs    *runs.Service
+	Catalog *catalog.Catalog
+	Token   string // bearer token; "" allows only loopback serving
+	Logger  *slog.Logger
+	// MaxBodyBytes bounds request bodies; default 1 MiB.
+	MaxBodyBytes int64
+}
+
+// Server serves the API.
+type Server struct {
+	runs  *runs.Service
+	cat   *catalog.Catalog
+	token []byte
+	log   *slog.Logger
+	max   int64
+	mux   *http.ServeMux
+}
+
+// New validates cfg and builds the routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.Runs == nil || cfg.Catalog == nil {
+		return nil, errors.New("server: Runs and Catalog are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{runs: cfg.Runs, cat: cfg.Catalog, token: []byte(cfg.Token), log: cfg.Logger, max: cfg.MaxBodyBytes, mux: http.NewServeMux()}
+	s.routes()
+	return s, nil
+}
+
+// CheckListen refuses an address beyond loopback when no token is set.
+func CheckListen(addr, token string) error {
+	if token != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("listening on %q reaches beyond this machine: set a bearer token with --token or HONE_TOKEN", addr)
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: 200}
+	if strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/api/health" && !s.authorized(r) {
+		sw.Header().Set("WWW-Authenticate", `Bearer realm="hone"`)
+		writeJSON(sw, http.StatusUnauthorized, &client.Error{Code: "unauthorized", Message: "missing or wrong bearer token"})
+	} else {
+		s.mux.ServeHTTP(sw, r)
+	}
+	s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if len(s.token) == 0 {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), s.token) == 1
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// handler adapts a function returning (body, error) to http.HandlerFunc.
+func (s *Server) handler(status int, fn func(r *http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := fn(r)
+		if err != nil {
+			code, name := statusOf(err)
+			if code >= 500 {
+				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeJSON(w, code, &client.Error{Code: name, Message: err.Error()})
+			return
+		}
+		if body == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeJSON(w, status, body)
+	}
+}
+
+// statusOf is the one mapping from errors to HTTP statuses.
+func statusOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, runs.ErrInvalid), errors.Is(err, catalog.ErrInvalid), errors.Is(err, modelref.ErrInvalid),
+		errors.Is(err, errBadRequest), errors.Is(err, store.ErrBadPageToken):
+		return http.StatusBadRequest, "invalid_argument"
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, store.ErrExists):
+		return http.StatusConflict, "already_exists"
+	case errors.Is(err, runs.ErrState):
+		return http.StatusConflict, "failed_precondition"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "unavailable"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+var errBadRequest = errors.New("bad request")
+
+type badRequest struct{ msg string }
+
+func (e badRequest) Error() string        { return e.msg }
+func (e badRequest) Is(target error) bool { return target == errBadRequest }
+
+func (s *Server) decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, s.max))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest{fmt.Sprintf("request body: %v", err)}
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v) //nolint:errcheck // the client went away
+}
+
+func queryTime(r *http.Request, key string) (time.Time, error) {
+	v := r.URL.Query().Get(key)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, badRequest{fmt.Sprintf("%s %q: want an RFC 3339 time, e.g. 2026-03-01T12:00:00Z", key, v)}
+	}
+	return t, nil
+}
+
+func queryInt(r *http.Request, key string) (int64, error) {
+	v := r.URL.Query().Get(key)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, badRequest{fmt.Sprintf("%s %q: want an integer", key, v)}
+	}
+	return n, nil
+}

@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// schemaV1 is hone's schema; {{ID}} is the dialect's auto-increment key.
+// Every statement is idempotent so concurrent first starts are harmless.
+var schemaV1 = []string{
+	`CREATE TABLE IF NOT EXISTS hone_runs (
+		name TEXT PRIMARY KEY,
+		user_name TEXT NOT NULL,
+		experiment_path TEXT NOT NULL,
+		status TEXT NOT NULL,
+		params TEXT NOT NULL,
+		register_to TEXT NOT NULL,
+		job_id BIGINT NOT NULL DEFAULT 0,
+		lease_owner TEXT NOT NULL DEFAULT '',
+		lease_until BIGINT NOT NULL DEFAULT 0,
+		created_at BIGINT NOT NULL,
+		started_at BIGINT NOT NULL DEFAULT 0,
+		estimated_end_at BIGINT NOT NULL DEFAULT 0,
+		completed_at BIGINT NOT NULL DEFAULT 0,
+		error TEXT NOT NULL DEFAULT '',
+		model_version TEXT NOT NULL DEFAULT ''
+	)`,
+	`CREATE INDEX IF NOT EXISTS hone_runs_created ON hone_runs (created_at, name)`,
+	`CREATE INDEX IF NOT EXISTS hone_runs_experiment ON hone_runs (experiment_path)`,
+	`CREATE TABLE IF NOT EXISTS hone_run_events (
+		id {{ID}},
+		run_name TEXT NOT NULL,
+		time BIGINT NOT NULL,
+		type TEXT NOT NULL,
+		message TEXT NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS hone_run_events_run ON hone_run_events (run_name, id)`,
+	`CREATE TABLE IF NOT EXISTS hone_step_metrics (
+		run_name TEXT NOT NULL,
+		step BIGINT NOT NULL,
+		total_steps BIGINT NOT NULL,
+		epoch DOUBLE PRECISION NOT NULL,
+		loss DOUBLE PRECISION,
+		lr DOUBLE PRECISION NOT NULL,
+		grad_norm DOUBLE PRECISION,
+		tokens_per_sec DOUBLE PRECISION NOT NULL,
+		tokens_seen BIGINT NOT NULL,
+		elapsed_us BIGINT NOT NULL,
+		time BIGINT NOT NULL,
+		PRIMARY KEY (run_name, step)
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_eval_metrics (
+		run_name TEXT NOT NULL,
+		step BIGINT NOT NULL,
+		loss DOUBLE PRECISION,
+		perplexity DOUBLE PRECISION,
+		token_accuracy DOUBLE PRECISION,
+		time BIGINT NOT NULL,
+		PRIMARY KEY (run_name, step)
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_checkpoints (
+		run_name TEXT NOT NULL,
+		step BIGINT NOT NULL,
+		epoch DOUBLE PRECISION NOT NULL,
+		dir TEXT NOT NULL,
+		time BIGINT NOT NULL,
+		PRIMARY KEY (run_name, step)
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_prompt_outputs (
+		run_name TEXT NOT NULL,
+		step BIGINT NOT NULL,
+		idx BIGINT NOT NULL,
+		prompt TEXT NOT NULL,
+		output TEXT NOT NULL,
+		time BIGINT NOT NULL,
+		PRIMARY KEY (run_name, step, idx)
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_experiments (
+		path TEXT PRIMARY KEY,
+		user_name TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_catalogs (
+		name TEXT PRIMARY KEY,
+		comment TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_schemas (
+		catalog TEXT NOT NULL,
+		name TEXT NOT NULL,
+		comment TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (catalog, name)
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_models (
+		catalog TEXT NOT NULL,
+		schema_name TEXT NOT NULL,
+		name TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (catalog, schema_name, name)
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_model_versions (
+		catalog TEXT NOT NULL,
+		schema_name TEXT NOT NULL,
+		model TEXT NOT NULL,
+		version BIGINT NOT NULL,
+		storage_location TEXT NOT NULL,
+		run_name TEXT NOT NULL,
+		base_model TEXT NOT NULL,
+		data_fingerprint TEXT NOT NULL,
+		metrics TEXT NOT NULL,
+		license TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (catalog, schema_name, model, version)
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_model_aliases (
+		catalog TEXT NOT NULL,
+		schema_name TEXT NOT NULL,
+		model TEXT NOT NULL,
+		alias TEXT NOT NULL,
+		version BIGINT NOT NULL,
+		PRIMARY KEY (catalog, schema_name, model, alias)
+	)`,
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	id := "INTEGER PRIMARY KEY AUTOINCREMENT"
+	if s.d == Postgres {
+		id = "BIGSERIAL PRIMARY KEY"
+	}
+	return s.InTx(ctx, func(tx *Tx) error {
+		if s.d == Postgres {
+			// Serialise concurrent first starts of several processes.
+			if _, err := tx.q.exec(ctx, "SELECT pg_advisory_xact_lock(7046384)"); err != nil {
+				return fmt.Errorf("store: migrate lock: %w", err)
+			}
+		}
+		for _, stmt := range schemaV1 {
+			if _, err := tx.q.exec(ctx, strings.ReplaceAll(stmt, "{{ID}}", id)); err != nil {
+				return fmt.Errorf("store: migrate: %w\n%s", err, stmt)
+			}
+		}
+		return nil
+	})
+}
