@@ -48,6 +48,9 @@ type CreateRunRequest struct {
 	CheckpointEvery int        `json:"checkpoint_every,omitempty"`
 	KeepCheckpoints int        `json:"keep_checkpoints,omitempty"`
 	Optimizer       *Optimizer `json:"optimizer,omitempty"`
+	// Precision is "fp32" (default) or "bf16": bf16 matrix products with
+	// fp32 master weights, optimizer state and loss.
+	Precision string `json:"precision,omitempty"`
 }
 
 // Optimizer holds AdamW and schedule settings; zero fields take defaults.

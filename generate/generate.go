@@ -24,8 +24,8 @@ type Params struct {
 }
 
 // EvalPromptParams are the hosted product's settings for eval prompts.
-func EvalPromptParams(seed uint64, stop []int) Params {
-	return Params{MaxNewTokens: 100, Temperature: 1, TopK: 50, TopP: 0.95, Seed: seed, StopIDs: stop}
+func EvalPromptParams(seed uint64) Params {
+	return Params{MaxNewTokens: 100, Temperature: 1, TopK: 50, TopP: 0.95, Seed: seed}
 }
 
 // Complete appends up to MaxNewTokens sampled tokens to prompt and returns

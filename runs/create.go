@@ -159,7 +159,10 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	}
 	spec := train.Spec{Task: task, Duration: dur, LearningRate: req.LearningRate, ContextLength: req.ContextLength,
 		BatchRows: req.BatchRows, GradAccum: req.GradAccum, Seed: req.Seed, CheckpointEvery: req.CheckpointEvery,
-		KeepCheckpoints: req.KeepCheckpoints, EvalPrompts: req.EvalPrompts}
+		KeepCheckpoints: req.KeepCheckpoints, EvalPrompts: req.EvalPrompts, Precision: req.Precision}
+	if req.Precision != "" && req.Precision != "fp32" && req.Precision != "bf16" {
+		return nil, invalidf("precision %q: want fp32 or bf16", req.Precision)
+	}
 	if spec.TrainData, err = s.confineField("train_data_path", req.TrainDataPath); err != nil {
 		return nil, err
 	}

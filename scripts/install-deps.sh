@@ -2,7 +2,7 @@
 # Installs the system packages hone needs to build and test. Idempotent:
 # packages already present are not reinstalled and apt is not updated.
 set -euo pipefail
-need=(libdnnl-dev gcc pkg-config nodejs npm)
+need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,7 +21,7 @@ const openAPIDoc = `{
         "learning_rate": {"type": "number"}, "context_length": {"type": "integer"}, "eval_data_path": {"type": "string"},
         "eval_prompts": {"type": "array", "items": {"type": "string"}}, "custom_weights_path": {"type": "string"},
         "experiment_path": {"type": "string"}, "validate_inputs": {"type": "boolean", "default": true}, "user": {"type": "string"},
-        "seed": {"type": "integer"}, "batch_rows": {"type": "integer"}, "grad_accum": {"type": "integer"},
+        "seed": {"type": "integer"}, "batch_rows": {"type": "integer"}, "grad_accum": {"type": "integer"}, "precision": {"type": "string", "enum": ["fp32", "bf16"]},
         "checkpoint_every": {"type": "integer"}, "keep_checkpoints": {"type": "integer"},
         "optimizer": {"$ref": "#/components/schemas/Optimizer"}}},
       "Event": {"type": "object", "properties": {"id": {"type": "integer"}, "type": {"type": "string"}, "time": {"type": "string", "format": "date-time"}, "message": {"type": "string"}}},

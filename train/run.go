@@ -10,18 +10,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"hone/chattemplate"
 	"hone/dataset"
 	"hone/engine"
 	"hone/engine/cpu"
 	"hone/generate"
 	"hone/optim"
-	"hone/tokenizer"
 )
 
 // ValidationReport is the data report of Validate.
@@ -194,7 +191,7 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	r := &runner{spec: spec, m: m, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: R, rps: rps,
 		totalRows: totalRows, workDir: workDir, orders: map[int][]int{}}
 	if len(spec.EvalPrompts) > 0 {
-		if r.prompts, err = newPromptEncoder(spec.ModelDir, task, cfg); err != nil {
+		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
 			return nil, err
 		}
 	}
@@ -258,7 +255,7 @@ type runner struct {
 	obs       Observer
 	train     *dataset.Split
 	eval      *dataset.Split
-	prompts   *promptEncoder
+	prompts   *generate.Prompter
 	R, rps    int
 	totalRows int64
 	workDir   string
@@ -341,9 +338,13 @@ func (r *runner) checkpoint(ctx context.Context, st *ckptState) (string, error) 
 		r.obs.OnEval(em)
 	}
 	if r.prompts != nil {
-		outs, err := r.prompts.complete(ctx, r.m, r.spec.EvalPrompts, r.spec.Seed+uint64(st.Step))
-		if err != nil {
-			return "", err
+		var outs []PromptOutput
+		for i, prompt := range r.spec.EvalPrompts {
+			text, err := r.prompts.Complete(ctx, r.m, prompt, generate.EvalPromptParams(r.spec.Seed+uint64(st.Step)+uint64(i)))
+			if err != nil {
+				return "", fmt.Errorf("eval prompt %d: %w", i+1, err)
+			}
+			outs = append(outs, PromptOutput{Prompt: prompt, Output: text})
 		}
 		r.obs.OnPromptOutputs(st.Step, outs)
 	}
@@ -426,63 +427,4 @@ func sameShape(a, b *engine.Config) bool {
 	return a.VocabSize == b.VocabSize && a.HiddenSize == b.HiddenSize && a.IntermediateSize == b.IntermediateSize &&
 		a.NumHiddenLayers == b.NumHiddenLayers && a.NumAttentionHeads == b.NumAttentionHeads &&
 		a.NumKeyValueHeads == b.NumKeyValueHeads && a.HeadDim == b.HeadDim && a.TieWordEmbeddings == b.TieWordEmbeddings
-}
-
-// promptEncoder turns eval prompts into token ids the way the task's data is
-// formatted, and completions back into text.
-type promptEncoder struct {
-	tok  *tokenizer.Tokenizer
-	tmpl *chattemplate.Template // chat task only
-	stop []int
-}
-
-func newPromptEncoder(modelDir string, task dataset.Task, cfg *engine.Config) (*promptEncoder, error) {
-	tok, err := tokenizer.LoadDir(modelDir)
-	if err != nil {
-		return nil, err
-	}
-	p := &promptEncoder{tok: tok, stop: slices.Clone(tok.Special().EOSIDs)}
-	for _, id := range cfg.EOSTokenID {
-		if !slices.Contains(p.stop, id) {
-			p.stop = append(p.stop, id)
-		}
-	}
-	if task == dataset.Chat {
-		if p.tmpl, err = chattemplate.FromModelDir(modelDir); err != nil {
-			return nil, err
-		}
-	}
-	return p, nil
-}
-
-func (p *promptEncoder) encode(prompt string) ([]int, error) {
-	if p.tmpl == nil {
-		return p.tok.Encode(prompt, true), nil
-	}
-	text, err := p.tmpl.Render([]chattemplate.Message{{Role: "user", Content: prompt}}, chattemplate.Options{AddGenerationPrompt: true})
-	if err != nil {
-		return nil, err
-	}
-	// As the chat data is encoded: BOS only when the template did not write it.
-	ids := p.tok.Encode(text, false)
-	if sp := p.tok.Special(); sp.AddBOS && sp.BOS >= 0 && !strings.HasPrefix(text, sp.BOSToken) {
-		ids = append([]int{sp.BOS}, ids...)
-	}
-	return ids, nil
-}
-
-func (p *promptEncoder) complete(ctx context.Context, m *engine.Model, prompts []string, seed uint64) ([]PromptOutput, error) {
-	var outs []PromptOutput
-	for i, prompt := range prompts {
-		ids, err := p.encode(prompt)
-		if err != nil {
-			return nil, fmt.Errorf("eval prompt %d: %w", i+1, err)
-		}
-		gen, err := generate.Complete(ctx, m, ids, generate.EvalPromptParams(seed+uint64(i), p.stop))
-		if err != nil {
-			return nil, fmt.Errorf("eval prompt %d: %w", i+1, err)
-		}
-		outs = append(outs, PromptOutput{Prompt: prompt, Output: p.tok.Decode(gen, true)})
-	}
-	return outs, nil
 }

@@ -85,6 +85,16 @@ func createCmd() *cobra.Command {
 	fl.StringVar(&req.ExperimentPath, "experiment-path", "", "tracking experiment (default /Users/<user>/hone)")
 	fl.IntVar(&req.BatchRows, "batch-rows", 0, "rows per micro-batch")
 	fl.IntVar(&req.GradAccum, "grad-accum", 0, "micro-batches per optimizer step")
+	fl.StringVar(&req.Precision, "precision", "", "fp32 (default) or bf16 (bf16 matrix products, fp32 master weights)")
+	opt := &client.Optimizer{}
+	req.Optimizer = opt
+	fl.Float64Var(&opt.WeightDecay, "weight-decay", 0, "AdamW weight decay (default 0.01; norms and biases never decay)")
+	fl.Float64Var(&opt.Beta1, "beta1", 0, "AdamW beta1 (default 0.9)")
+	fl.Float64Var(&opt.Beta2, "beta2", 0, "AdamW beta2 (default 0.999)")
+	fl.Float64Var(&opt.MaxGradNorm, "max-grad-norm", 0, "global gradient-norm clip (default 1.0)")
+	fl.Float64Var(&opt.WarmupFrac, "warmup-frac", 0, "fraction of steps of linear warmup (default 0.02)")
+	fl.StringVar(&opt.Decay, "lr-decay", "", "learning-rate decay after warmup: linear (default) or cosine")
+	fl.Float64Var(&opt.FinalLRMult, "final-lr-mult", 0, "learning-rate multiplier reached at the end (default 0)")
 	fl.StringVar(&req.User, "user", "", "user the run belongs to (default $USER)")
 	fl.BoolVar(&noValidate, "no-validate", false, "skip input validation (validate_inputs=false)")
 	fl.BoolVar(&wait, "wait", false, "follow the run; exit 0 only if it COMPLETED")

