@@ -28,6 +28,7 @@ type TrainSpec struct {
 	Precision string
 	Threads   int
 	Recompute bool
+	Compact   bool // bf16 weights converted per layer (engine.Options.CompactBF16)
 	Seed      uint64
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
@@ -75,7 +76,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		timed = engine.NewTimedDevice(cpuDev)
 		dev = timed
 	}
-	m := engine.New(s.Config, dev, engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16"})
+	m := engine.New(s.Config, dev, engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact})
 	m.InitRandom(s.Seed)
 	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
 	if err != nil {

@@ -8,8 +8,11 @@ package engine
 func (c *Config) MemoryEstimate(opt Options, B, T int) int64 {
 	P := c.NumParams()
 	bytes := 4 * P * 4 // params, grads, m, v
-	if opt.BF16 {
+	if opt.BF16 && !opt.CompactBF16 {
 		bytes += 2 * P
+	} else if opt.BF16 {
+		lo, hi := c.layerRange(0)
+		bytes += 2 * (int64(c.VocabSize*c.HiddenSize) + int64(hi-lo))
 	}
 	N := int64(B * T)
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)

@@ -29,6 +29,10 @@ type Options struct {
 	// master weights, gradients, optimizer state, norms, softmax and loss
 	// stay fp32.
 	BF16 bool
+	// CompactBF16 (with BF16) converts each layer's weights to bf16 as the
+	// layer runs instead of keeping a bf16 copy of every weight: 2 bytes
+	// per parameter less memory for a few percent more time.
+	CompactBF16 bool
 }
 
 // Model holds parameters, gradients and activation buffers for one config.
@@ -39,11 +43,18 @@ type Model struct {
 
 	Params *Weights // arena of NumParams floats
 	Grads  *Weights // same layout as Params
-	// w16 is the bf16 copy of Params used by matrix products in BF16 mode
-	// (nil otherwise). The optimizer refreshes it as it updates Params;
-	// w16Stale marks it out of date otherwise (see ParamsChanged).
-	w16      *WeightSet[uint16]
-	w16Stale bool
+	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
+	// all of Params, which the optimizer refreshes as it updates them. With
+	// CompactBF16, w16 is nil: lm16 holds the output head and layer16 one
+	// decoder layer (layer16Of, -1 for none), converted when needed.
+	// w16Stale marks the copies out of date (see ParamsChanged).
+	bf16      bool
+	w16       *WeightSet[uint16]
+	lm16      []uint16
+	layer16   Layer[uint16]
+	layer16b  []uint16 // the buffer layer16 views
+	layer16Of int
+	w16Stale  bool
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
@@ -87,9 +98,15 @@ func New(c *Config, dev Device, opt Options) *Model {
 	n := int(c.NumParams())
 	m := &Model{Config: c, Dev: dev, Opt: opt,
 		Params: NewWeights(c, dev.Alloc(n)), Grads: NewWeights(c, dev.Alloc(n))}
-	if opt.BF16 {
+	m.bf16, m.w16Stale, m.layer16Of = opt.BF16, true, -1
+	switch {
+	case opt.BF16 && opt.CompactBF16:
+		m.lm16 = dev.AllocBF16(c.VocabSize * c.HiddenSize)
+		lo, hi := c.layerRange(0)
+		m.layer16b = dev.AllocBF16(hi - lo)
+		m.layer16 = oneLayerViews(c, m.layer16b)
+	case opt.BF16:
 		m.w16 = newWeightSet(c, dev.AllocBF16(n))
-		m.w16Stale = true
 	}
 	return m
 }
@@ -163,7 +180,7 @@ func (m *Model) layerActs(l int) *layerActs {
 // cast rounds x to bf16 into dst in BF16 mode; in fp32 mode it returns nil
 // and matmul uses the fp32 operands.
 func (m *Model) cast(dst []uint16, x []float32) []uint16 {
-	if m.w16 == nil {
+	if !m.bf16 {
 		return nil
 	}
 	dst = dst[:len(x)]
@@ -173,7 +190,7 @@ func (m *Model) cast(dst []uint16, x []float32) []uint16 {
 
 // matmul is Device.MatMul, or MatMulBF16 on the bf16 operands in BF16 mode.
 func (m *Model) matmul(c, a []float32, a16 []uint16, b []float32, b16 []uint16, M, N, K int, ta, tb, acc bool) {
-	if m.w16 != nil {
+	if m.bf16 {
 		m.Dev.MatMulBF16(c, a16, b16, M, N, K, ta, tb, acc)
 		return
 	}
@@ -204,12 +221,47 @@ func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, 
 	}
 }
 
-// w16Layer is layer l's bf16 weight copy, or an empty one in fp32 mode.
+// w16Layer is layer l's bf16 weights (converted now in compact mode), or
+// an empty Layer in fp32 mode.
 func (m *Model) w16Layer(l int) *Layer[uint16] {
-	if m.w16 == nil {
-		return &Layer[uint16]{}
+	switch {
+	case m.w16 != nil:
+		return &m.w16.Layers[l]
+	case m.bf16:
+		if m.layer16Of != l {
+			lo, hi := m.Config.layerRange(l)
+			m.Dev.ToBF16(m.layer16b, m.Params.Arena[lo:hi])
+			m.layer16Of = l
+		}
+		return &m.layer16
 	}
-	return &m.w16.Layers[l]
+	return &Layer[uint16]{}
+}
+
+// lmHead16 is the output head's bf16 weights (nil in fp32 mode).
+func (m *Model) lmHead16() []uint16 {
+	switch {
+	case m.w16 != nil:
+		return m.w16.LMHead
+	case m.bf16:
+		return m.lm16
+	}
+	return nil
+}
+
+// refresh16 brings stale bf16 weight copies up to date.
+func (m *Model) refresh16() {
+	if !m.w16Stale {
+		return
+	}
+	switch {
+	case m.w16 != nil:
+		m.Dev.ToBF16(m.w16.Arena, m.Params.Arena)
+	case m.bf16:
+		m.Dev.ToBF16(m.lm16, m.Params.LMHead)
+		m.layer16Of = -1
+	}
+	m.w16Stale = false
 }
 
 // layerForward runs decoder layer l from res[l] into res[l+1].
@@ -271,10 +323,7 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 func (m *Model) forwardTrunk(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
-	if m.w16 != nil && m.w16Stale {
-		m.Dev.ToBF16(m.w16.Arena, m.Params.Arena)
-		m.w16Stale = false
-	}
+	m.refresh16()
 	m.Dev.Embedding(a.res[0], bt.IDs, m.Params.Embed, N, C)
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
@@ -291,9 +340,9 @@ func (m *Model) Logits(bt *Batch) []float32 {
 	N := bt.B * bt.T
 	out := make([]float32, N*c.VocabSize)
 	x := m.acts.lnf[:N*c.HiddenSize]
-	if m.w16 != nil {
+	if m.bf16 {
 		x16 := m.cast(m.Dev.AllocBF16(len(x)), x)
-		m.Dev.MatMulBF16(out, x16, m.w16.LMHead, N, c.VocabSize, c.HiddenSize, false, true, false)
+		m.Dev.MatMulBF16(out, x16, m.lmHead16(), N, c.VocabSize, c.HiddenSize, false, true, false)
 		return out
 	}
 	m.Dev.MatMul(out, x, m.Params.LMHead, N, c.VocabSize, c.HiddenSize, false, true, false)
@@ -321,10 +370,7 @@ func (m *Model) Evaluate(bt *Batch) Eval {
 func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C, V := bt.B*bt.T, c.HiddenSize, c.VocabSize
-	var w16 []uint16
-	if m.w16 != nil {
-		w16 = m.w16.LMHead
-	}
+	w16 := m.lmHead16()
 	var total float64
 	var correct int
 	for s := 0; s < N; s += m.Opt.LossChunk {
@@ -389,12 +435,17 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	return sum, bt.Scored()
 }
 
-// ParamsChanged must be called after writing Params directly (loading,
-// initialising, tests), so BF16 mode refreshes its weight copy.
-func (m *Model) ParamsChanged() { m.w16Stale = true }
+// ParamsChanged must be called after writing Params other than through
+// LowPrecisionParams (loading, initialising, an optimizer step in compact
+// mode), so BF16 mode refreshes its weight copies.
+func (m *Model) ParamsChanged() {
+	m.w16Stale = true
+	m.layer16Of = -1
+}
 
 // LowPrecisionParams returns the bf16 weight copy for an optimizer to write
-// as it updates Params (nil in fp32 mode). Writing it keeps it fresh.
+// as it updates Params; nil in fp32 and compact bf16 modes, where the
+// optimizer calls ParamsChanged instead.
 func (m *Model) LowPrecisionParams() []uint16 {
 	if m.w16 == nil {
 		return nil
@@ -427,9 +478,9 @@ func (m *Model) LastLogits(bt *Batch) []float32 {
 	out := make([]float32, bt.B*V)
 	for b := 0; b < bt.B; b++ {
 		x := m.acts.lnf[((b+1)*bt.T-1)*C : (b+1)*bt.T*C]
-		if m.w16 != nil {
+		if m.bf16 {
 			x16 := m.cast(m.Dev.AllocBF16(C), x)
-			m.Dev.MatMulBF16(out[b*V:(b+1)*V], x16, m.w16.LMHead, 1, V, C, false, true, false)
+			m.Dev.MatMulBF16(out[b*V:(b+1)*V], x16, m.lmHead16(), 1, V, C, false, true, false)
 			continue
 		}
 		m.Dev.MatMul(out[b*V:(b+1)*V], x, m.Params.LMHead, 1, V, C, false, true, false)

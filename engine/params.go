@@ -1,6 +1,9 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // ParamSpec names one parameter tensor as Hugging Face does and gives its
 // shape and place in the parameter arena.
@@ -112,18 +115,53 @@ func newWeightSet[T float32 | uint16](c *Config, arena []T) *WeightSet[T] {
 	}
 	w.Layers = make([]Layer[T], c.NumHiddenLayers)
 	for l := range w.Layers {
-		p := fmt.Sprintf("model.layers.%d.", l)
-		w.Layers[l] = Layer[T]{
-			LN1: view[p+"input_layernorm.weight"],
-			WQ:  view[p+"self_attn.q_proj.weight"], BQ: view[p+"self_attn.q_proj.bias"],
-			WK: view[p+"self_attn.k_proj.weight"], BK: view[p+"self_attn.k_proj.bias"],
-			WV: view[p+"self_attn.v_proj.weight"], BV: view[p+"self_attn.v_proj.bias"],
-			WO: view[p+"self_attn.o_proj.weight"], BO: view[p+"self_attn.o_proj.bias"],
-			LN2:   view[p+"post_attention_layernorm.weight"],
-			WGate: view[p+"mlp.gate_proj.weight"], BGate: view[p+"mlp.gate_proj.bias"],
-			WUp: view[p+"mlp.up_proj.weight"], BUp: view[p+"mlp.up_proj.bias"],
-			WDown: view[p+"mlp.down_proj.weight"], BDown: view[p+"mlp.down_proj.bias"],
-		}
+		w.Layers[l] = layerViews(view, fmt.Sprintf("model.layers.%d.", l))
 	}
 	return w
+}
+
+// layerViews builds a Layer from the views of the tensors named prefix+...;
+// absent tensors (biases of a bias-free config) give nil views.
+func layerViews[T float32 | uint16](view map[string][]T, p string) Layer[T] {
+	return Layer[T]{
+		LN1: view[p+"input_layernorm.weight"],
+		WQ:  view[p+"self_attn.q_proj.weight"], BQ: view[p+"self_attn.q_proj.bias"],
+		WK: view[p+"self_attn.k_proj.weight"], BK: view[p+"self_attn.k_proj.bias"],
+		WV: view[p+"self_attn.v_proj.weight"], BV: view[p+"self_attn.v_proj.bias"],
+		WO: view[p+"self_attn.o_proj.weight"], BO: view[p+"self_attn.o_proj.bias"],
+		LN2:   view[p+"post_attention_layernorm.weight"],
+		WGate: view[p+"mlp.gate_proj.weight"], BGate: view[p+"mlp.gate_proj.bias"],
+		WUp: view[p+"mlp.up_proj.weight"], BUp: view[p+"mlp.up_proj.bias"],
+		WDown: view[p+"mlp.down_proj.weight"], BDown: view[p+"mlp.down_proj.bias"],
+	}
+}
+
+// layerRange is the arena range [lo, hi) of decoder layer l: every layer's
+// tensors are contiguous and all layers have the same size.
+func (c *Config) layerRange(l int) (lo, hi int) {
+	var first, size int
+	for _, s := range c.ParamSpecs() {
+		if strings.HasPrefix(s.Name, "model.layers.0.") {
+			if size == 0 {
+				first = s.Offset
+			}
+			size += s.Size()
+		}
+	}
+	lo = first + l*size
+	return lo, lo + size
+}
+
+// oneLayerViews views a layer-sized buffer (laid out as any one layer's
+// arena range) as a Layer.
+func oneLayerViews[T float32 | uint16](c *Config, buf []T) Layer[T] {
+	view := map[string][]T{}
+	base, _ := c.layerRange(0)
+	for _, s := range c.ParamSpecs() {
+		if strings.HasPrefix(s.Name, "model.layers.0.") {
+			o := s.Offset - base
+			view[s.Name] = buf[o : o+s.Size() : o+s.Size()]
+		}
+	}
+	return layerViews(view, "model.layers.0.")
 }

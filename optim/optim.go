@@ -119,5 +119,8 @@ func (o *AdamW) Step(m *engine.Model, lr float64) (StepResult, error) {
 			Eps: float32(o.Config.Eps), WeightDecay: float32(wd), Step: o.Steps, GradScale: gradScale,
 		})
 	}
+	if p16 == nil {
+		m.ParamsChanged()
+	}
 	return res, nil
 }

@@ -144,3 +144,37 @@ func TestOverfitSmallBatch(t *testing.T) {
 	}
 	t.Logf("loss %.4f -> %.4f", first, last)
 }
+
+// Compact bf16 (per-layer conversion) must train exactly as the persistent
+// bf16 copy does: same bits after several steps, which also checks that no
+// stale bf16 weights are ever used after an update.
+func TestCompactBF16MatchesPersistent(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(`{"vocab_size": 48, "hidden_size": 32, "intermediate_size": 64,
+		"num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "tie_word_embeddings": true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := [][]int{{1, 5, 9, 13, 17, 21, 25, 29}, {2, 3, 5, 7, 11, 13, 17, 19}}
+	var arenas [][]float32
+	for _, opt := range []engine.Options{{BF16: true}, {BF16: true, CompactBF16: true}, {BF16: true, CompactBF16: true, Recompute: true}} {
+		m := engine.New(c, cpu.New(0), opt)
+		m.InitRandom(3)
+		bt, _ := engine.NewBatch(ids, ids, nil, c.VocabSize)
+		o, _ := optim.NewAdamW(m, optim.DefaultAdamW)
+		for i := 0; i < 4; i++ {
+			m.ZeroGrad()
+			m.ForwardBackward(bt, 1/float32(bt.Scored()))
+			if _, err := o.Step(m, 1e-2); err != nil {
+				t.Fatal(err)
+			}
+		}
+		arenas = append(arenas, m.Params.Arena)
+	}
+	for k := 1; k < len(arenas); k++ {
+		for i := range arenas[0] {
+			if math.Float32bits(arenas[0][i]) != math.Float32bits(arenas[k][i]) {
+				t.Fatalf("variant %d: parameter %d = %v, persistent bf16 gives %v", k, i, arenas[k][i], arenas[0][i])
+			}
+		}
+	}
+}

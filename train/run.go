@@ -394,14 +394,24 @@ func fitMemory(cfg *engine.Config, opts engine.Options, B, T int, obs Observer) 
 	if need <= avail*9/10 {
 		return opts, nil
 	}
-	if !opts.Recompute {
-		opts.Recompute = true
+	// Cheapest savings first: recomputing activations, then converting
+	// bf16 weights per layer.
+	for _, try := range []struct {
+		what  string
+		apply func(*engine.Options) bool
+	}{
+		{"activation recomputation", func(o *engine.Options) bool { r := !o.Recompute; o.Recompute = true; return r }},
+		{"per-layer bf16 weights", func(o *engine.Options) bool { r := o.BF16 && !o.CompactBF16; o.CompactBF16 = true; return r }},
+	} {
+		if !try.apply(&opts) {
+			continue
+		}
 		if n := cfg.MemoryEstimate(opts, B, T); n <= avail*9/10 {
-			obs.OnLog(fmt.Sprintf("turning on activation recomputation: %.1f GiB needed without it, %.1f GiB available", gib(need), gib(avail)))
+			obs.OnLog(fmt.Sprintf("turning on %s: %.1f GiB needed without it, %.1f GiB available", try.what, gib(need), gib(avail)))
 			return opts, nil
 		}
-		need = cfg.MemoryEstimate(opts, B, T)
 	}
+	need = cfg.MemoryEstimate(opts, B, T)
 	return opts, fmt.Errorf("not enough memory: training needs about %.1f GiB (batch_rows %d × context_length %d, %d parameters), %.1f GiB available; lower context_length or batch_rows, or use a smaller model",
 		gib(need), B, T, cfg.NumParams(), gib(avail))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,5 +196,43 @@ func TestParseDuration(t *testing.T) {
 		if _, err := train.ParseDuration(bad); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", bad)
 		}
+	}
+}
+
+// Issue 5's precision check: over 200 steps on real chat data, bf16 mode's
+// loss curve stays within 1% of fp32 mode's at every step.
+func TestBF16LossCurveTracksFP32(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 training steps twice")
+	}
+	model, data := tinyModel(t), chatData(t)
+	curves := map[string][]float64{}
+	for _, p := range []string{"fp32", "bf16"} {
+		s := train.Spec{ModelDir: model, Task: "chat", TrainData: filepath.Join(data, "train.jsonl"),
+			Duration: train.Duration{Batches: 200}, LearningRate: 3e-3, ContextLength: 128, BatchRows: 1, Seed: 3, Precision: p}
+		rec := &recorder{}
+		if _, err := train.Run(context.Background(), s, t.TempDir(), rec); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range rec.steps {
+			curves[p] = append(curves[p], st.Loss)
+		}
+	}
+	f, b := curves["fp32"], curves["bf16"]
+	if len(f) != 200 || len(b) != 200 {
+		t.Fatalf("got %d and %d steps, want 200", len(f), len(b))
+	}
+	worst, at := 0.0, 0
+	for i := range f {
+		if d := math.Abs(b[i]-f[i]) / f[i]; d > worst {
+			worst, at = d, i
+		}
+	}
+	t.Logf("loss %.3f -> %.3f (fp32), %.3f -> %.3f (bf16); largest relative gap %.4f at step %d", f[0], f[199], b[0], b[199], worst, at+1)
+	if worst > 0.01 {
+		t.Errorf("bf16 loss differs from fp32 by %.2f%% at step %d (%.4f vs %.4f); want within 1%%", 100*worst, at+1, b[at], f[at])
+	}
+	if !(f[199] < 0.5*f[0]) {
+		t.Errorf("fp32 loss only went from %.3f to %.3f in 200 steps", f[0], f[199])
 	}
 }

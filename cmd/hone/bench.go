@@ -119,6 +119,7 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&s.Precision, "precision", "bf16", "bf16 (bf16 matmuls, fp32 master weights) or fp32")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
+	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")

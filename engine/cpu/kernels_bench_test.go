@@ -1,0 +1,82 @@
+package cpu
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"hone/engine"
+)
+
+// Kernel benchmarks at the shapes of the 125M bench model (seq 256 × batch
+// 4, hidden 768, 12 heads / 4 kv heads, intermediate 2048, vocab 32000).
+const (
+	benchN, benchC, benchF, benchV   = 1024, 768, 2048, 32000
+	benchB, benchT, benchNH, benchKV = 4, 256, 12, 4
+	benchHD                          = 64
+)
+
+func BenchmarkAttentionForward(b *testing.B) {
+	d, r := New(0), rand.New(rand.NewPCG(1, 1))
+	q, k, v := randSlice(r, benchN*benchNH*benchHD), randSlice(r, benchN*benchKV*benchHD), randSlice(r, benchN*benchKV*benchHD)
+	out, lse, ds := make([]float32, len(q)), make([]float32, benchB*benchNH*benchT), make([]int32, benchN)
+	for i := 0; i < b.N; i++ {
+		d.Attention(out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD)
+	}
+}
+
+func BenchmarkAttentionBackward(b *testing.B) {
+	d, r := New(0), rand.New(rand.NewPCG(1, 1))
+	q, k, v := randSlice(r, benchN*benchNH*benchHD), randSlice(r, benchN*benchKV*benchHD), randSlice(r, benchN*benchKV*benchHD)
+	out, lse, ds := make([]float32, len(q)), make([]float32, benchB*benchNH*benchT), make([]int32, benchN)
+	d.Attention(out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD)
+	dout := randSlice(r, len(q))
+	dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+	for i := 0; i < b.N; i++ {
+		d.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD)
+	}
+}
+
+func BenchmarkCrossEntropy(b *testing.B) {
+	d, r := New(0), rand.New(rand.NewPCG(1, 1))
+	const n = 256
+	logits := randSlice(r, n*benchV)
+	targets := make([]int32, n)
+	for i := range targets {
+		targets[i] = int32(r.IntN(benchV))
+	}
+	dl := make([]float32, len(logits))
+	b.SetBytes(int64(4 * len(logits)))
+	for i := 0; i < b.N; i++ {
+		d.CrossEntropy(dl, logits, targets, n, benchV, 1)
+	}
+}
+
+func BenchmarkSwiGLU(b *testing.B) {
+	d, r := New(0), rand.New(rand.NewPCG(1, 1))
+	g, u, h := randSlice(r, benchN*benchF), randSlice(r, benchN*benchF), make([]float32, benchN*benchF)
+	b.SetBytes(int64(12 * len(h)))
+	for i := 0; i < b.N; i++ {
+		d.SwiGLU(h, g, u, len(h))
+	}
+}
+
+func BenchmarkRMSNormBackward(b *testing.B) {
+	d, r := New(0), rand.New(rand.NewPCG(1, 1))
+	x, w, dout := randSlice(r, benchN*benchC), randSlice(r, benchC), randSlice(r, benchN*benchC)
+	out, rstd, dx, dw := make([]float32, len(x)), make([]float32, benchN), make([]float32, len(x)), make([]float32, benchC)
+	d.RMSNorm(out, rstd, x, w, benchN, benchC, 1e-5)
+	for i := 0; i < b.N; i++ {
+		d.RMSNormBackward(dx, dw, dout, x, w, rstd, benchN, benchC)
+	}
+}
+
+func BenchmarkAdamW(b *testing.B) {
+	d, r := New(0), rand.New(rand.NewPCG(1, 1))
+	const n = 16 << 20
+	p, g := randSlice(r, n), randSlice(r, n)
+	m, v, p16 := make([]float32, n), make([]float32, n), make([]uint16, n)
+	b.SetBytes(4*7*n + 2*n)
+	for i := 0; i < b.N; i++ {
+		d.AdamW(p, g, m, v, p16, engine.AdamWStep{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: i + 1})
+	}
+}
