@@ -56,6 +56,10 @@ type Device interface {
 	// keys docStart[b*T+t] .. t only (packed documents), and saves the
 	// log-sum-exp of each score row in lse(B,NH,T).
 	Attention(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int)
+	// AttentionCached is attention for decoding: nq new queries q(nq,NH,hd)
+	// at positions start.. attend causally to the cached keys and values
+	// kc, vc (start+nq, NKV, hd) of one sequence; out is (nq,NH,hd).
+	AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd int)
 	// AttentionBackward overwrites dq, dk, dv.
 	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int)
 

@@ -114,6 +114,11 @@ func (td *TimedDevice) Attention(out, lse, q, k, v []float32, docStart []int32, 
 	td.Device.Attention(out, lse, q, k, v, docStart, b, t, nh, nkv, hd)
 }
 
+func (td *TimedDevice) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd int) {
+	defer td.since("AttentionCached", time.Now())
+	td.Device.AttentionCached(out, q, kc, vc, start, nq, nh, nkv, hd)
+}
+
 func (td *TimedDevice) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int) {
 	defer td.since("AttentionBackward", time.Now())
 	td.Device.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd)

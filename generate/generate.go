@@ -29,35 +29,41 @@ func EvalPromptParams(seed uint64) Params {
 }
 
 // Complete appends up to MaxNewTokens sampled tokens to prompt and returns
-// only the new ones (a stop token, when reached, is included). Each step
-// re-runs the forward pass over the whole sequence: simple and exact, and
-// fast enough for the short completions of eval prompts.
+// only the new ones (a stop token, when reached, is included). Decoding
+// keeps a key/value cache, so each new token costs one token's forward pass.
 func Complete(ctx context.Context, m *engine.Model, prompt []int, p Params) ([]int, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generate: empty prompt")
 	}
+	limit := min(len(prompt)+p.MaxNewTokens, m.Config.MaxPositionEmbeddings)
+	if len(prompt) >= limit {
+		return nil, nil
+	}
+	dec, err := m.NewDecoder(limit)
+	if err != nil {
+		return nil, err
+	}
 	r := rand.New(rand.NewPCG(p.Seed, 0x9e3779b97f4a7c15))
-	ids := slices.Clone(prompt)
+	logits, err := dec.Append(prompt)
+	if err != nil {
+		return nil, err
+	}
 	var out []int
-	for len(out) < p.MaxNewTokens {
+	for {
+		next := Sample(logits, p, r)
+		out = append(out, next)
+		// The token just sampled sits at position dec.Len(); stop when the
+		// budget or the context window has no room for another.
+		if slices.Contains(p.StopIDs, next) || dec.Len()+1 >= limit {
+			return out, nil
+		}
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		if len(ids) >= m.Config.MaxPositionEmbeddings {
-			break
-		}
-		bt, err := engine.NewBatch([][]int{ids}, [][]int{make([]int, len(ids))}, nil, m.Config.VocabSize)
-		if err != nil {
+		if logits, err = dec.Append([]int{next}); err != nil {
 			return out, err
 		}
-		next := Sample(m.LastLogits(bt), p, r)
-		ids = append(ids, next)
-		out = append(out, next)
-		if slices.Contains(p.StopIDs, next) {
-			break
-		}
 	}
-	return out, nil
 }
 
 // Sample draws one token id from logits as HF's sampling does: temperature,

@@ -1,9 +1,13 @@
 package generate
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"hone/engine"
+	"hone/engine/cpu"
 )
 
 // With top-k 2 only the two likeliest tokens are ever drawn, in proportion
@@ -38,5 +42,30 @@ func TestSample(t *testing.T) {
 		if Sample(logits, Params{Temperature: 0.7, TopK: 4, TopP: 0.9}, a) != Sample(logits, Params{Temperature: 0.7, TopK: 4, TopP: 0.9}, b) {
 			t.Fatal("sampling is not deterministic for a seed")
 		}
+	}
+}
+
+func TestCompleteBudgetAndStop(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(`{"vocab_size": 16, "hidden_size": 16, "intermediate_size": 32,
+		"num_hidden_layers": 1, "num_attention_heads": 2, "rms_norm_eps": 1e-5, "max_position_embeddings": 12}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := engine.New(c, cpu.New(1), engine.Options{})
+	m.InitRandom(1)
+	ctx := context.Background()
+	out, err := Complete(ctx, m, []int{1, 2, 3}, Params{MaxNewTokens: 4})
+	if err != nil || len(out) != 4 {
+		t.Fatalf("Complete with a budget of 4 = %v, %v", out, err)
+	}
+	// Greedy decoding is deterministic: stopping at its second token ends there.
+	stop, err := Complete(ctx, m, []int{1, 2, 3}, Params{MaxNewTokens: 4, StopIDs: []int{out[1]}})
+	if err != nil || len(stop) > 2 || stop[len(stop)-1] != out[1] {
+		t.Fatalf("Complete stopping at %d = %v, %v (unstopped %v)", out[1], stop, err, out)
+	}
+	// The context window (12) bounds the completion.
+	long, err := Complete(ctx, m, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, Params{MaxNewTokens: 50})
+	if err != nil || len(long) != 2 {
+		t.Fatalf("Complete near max_position_embeddings = %v, %v", long, err)
 	}
 }

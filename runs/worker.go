@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -360,7 +362,7 @@ func (s *Service) reap(ctx context.Context) error {
 		}
 		now := s.clock()
 		for _, r := range page {
-			if r.LeaseOwner != "" && r.LeaseUntil.Before(now) {
+			if r.LeaseOwner != "" && (r.LeaseUntil.Before(now) || s.deadLocalWorker(r.LeaseOwner)) {
 				orphans = append(orphans, r)
 			}
 		}
@@ -380,7 +382,7 @@ func (s *Service) reap(ctx context.Context) error {
 				return err
 			}
 			queued, empty, zero := store.StatusQueued, "", time.Time{}
-			ok, err := tx.UpdateRun(ctx, r.Name, store.RunCond{JobID: r.JobID, LeaseFreeAt: s.clock(),
+			ok, err := tx.UpdateRun(ctx, r.Name, store.RunCond{JobID: r.JobID, LeaseFreeAt: s.clock(), Owner: r.LeaseOwner,
 				Statuses: []store.RunStatus{store.StatusStarting, store.StatusRunning}},
 				store.RunUpdate{Status: &queued, JobID: &id, LeaseOwner: &empty, LeaseUntil: &zero})
 			if err != nil {
@@ -404,3 +406,23 @@ func (s *Service) reap(ctx context.Context) error {
 }
 
 var errNotOrphan = errors.New("run is no longer orphaned")
+
+// deadLocalWorker reports whether owner (a worker id "host-pid-random") is
+// a process of this host that no longer exists, such as the previous
+// `hone serve` killed before a restart: its runs need not wait for the
+// lease to expire.
+func (s *Service) deadLocalWorker(owner string) bool {
+	host, err := os.Hostname()
+	if err != nil || owner == s.cfg.WorkerID || !strings.HasPrefix(owner, host+"-") {
+		return false
+	}
+	parts := strings.Split(strings.TrimPrefix(owner, host+"-"), "-")
+	if len(parts) != 2 {
+		return false
+	}
+	pid, err := strconv.Atoi(parts[0])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
+}

@@ -13,37 +13,14 @@ import (
 	"hone/engine"
 	"hone/engine/cpu"
 	"hone/internal/testassets"
+	"hone/internal/testmodel"
 	"hone/train"
 )
 
-// tinyModel writes a random Llama model with the real Llama 3.1 tokenizer
-// and chat template into a temp dir.
+// tinyModel writes a random Llama 3-shaped model into a temp dir.
 func tinyModel(t *testing.T) string {
-	t.Helper()
 	dir := t.TempDir()
-	cfg := `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 32,
-		"intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-		"rms_norm_eps": 1e-5, "rope_theta": 500000, "max_position_embeddings": 2048, "tie_word_embeddings": true,
-		"bos_token_id": 128000, "eos_token_id": [128001, 128009]}`
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
-		b, err := os.ReadFile(testassets.Path(t, "tokenizer-llama3_1/package/models/"+f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, f), b, 0o644)
-	}
-	c, err := engine.LoadConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := engine.New(c, cpu.New(0), engine.Options{})
-	m.InitRandom(1)
-	if err := m.Save(dir, engine.SaveOptions{SourceDir: dir}); err != nil {
-		t.Fatal(err)
-	}
+	testmodel.Write(t, dir, testmodel.Llama3Tiny, 1)
 	return dir
 }
 

@@ -21,6 +21,7 @@ import (
 	"hone/engine"
 	"hone/engine/cpu"
 	"hone/internal/testassets"
+	"hone/internal/testmodel"
 	"hone/modelref"
 	"hone/runs"
 	"hone/server"
@@ -32,29 +33,10 @@ import (
 // tinyModel writes a random Llama model with the real Llama 3.1 tokenizer
 // into dir.
 func tinyModel(t *testing.T, dir string) {
-	t.Helper()
-	cfg := `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 16,
+	testmodel.Write(t, dir, `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 16,
 		"intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
 		"rms_norm_eps": 1e-5, "rope_theta": 500000, "max_position_embeddings": 2048, "tie_word_embeddings": true,
-		"bos_token_id": 128000, "eos_token_id": [128001, 128009]}`
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
-		copyFile(t, testassets.Path(t, "tokenizer-llama3_1/package/models/"+f), filepath.Join(dir, f))
-	}
-	c, err := engine.LoadConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := engine.New(c, cpu.New(0), engine.Options{})
-	m.InitRandom(1)
-	if err := m.Save(dir, engine.SaveOptions{SourceDir: dir}); err != nil {
-		t.Fatal(err)
-	}
+		"bos_token_id": 128000, "eos_token_id": [128001, 128009]}`, 1)
 }
 
 func copyFile(t *testing.T, src, dst string) {
@@ -185,18 +167,8 @@ func TestLifecycle(t *testing.T) {
 // run's: the safetensors files must be byte-equal.
 func TestSIGKILLResume(t *testing.T) {
 	home, data, model := fixture(t)
-	bin := filepath.Join(t.TempDir(), "hone")
-	build := exec.Command("go", "build", "-o", bin, "hone/cmd/hone")
-	build.Dir = testassets.Root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	bin := buildHone(t)
+	addr := freeAddr(t)
 	var logs bytes.Buffer
 	serve := func() *exec.Cmd {
 		cmd := exec.Command(bin, "serve", "--addr", addr, "--home", home, "--data-root", data, "--lease-ttl", "2s")
@@ -287,4 +259,94 @@ func TestSIGKILLResume(t *testing.T) {
 		}
 	}
 	fmt.Fprintln(os.Stderr, "weights equal after SIGKILL+resume")
+}
+
+// buildHone builds the hone binary for tests that run it as users do.
+func buildHone(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "hone")
+	build := exec.Command("go", "build", "-o", bin, "hone/cmd/hone")
+	build.Dir = testassets.Root(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Two machines sharing one PostgreSQL: `hone serve` and a `hone worker`
+// process, each working one run at a time, split two runs between them and
+// both complete and register.
+func TestTwoWorkersSharePostgres(t *testing.T) {
+	home, data, model := fixture(t)
+	_, dsn := storetest.OpenPostgres(t)
+	bin := buildHone(t)
+	addr := freeAddr(t)
+	var logs bytes.Buffer
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+		return cmd
+	}
+	common := []string{"--db", dsn, "--home", home, "--data-root", data, "--concurrency", "1"}
+	start(append([]string{"serve", "--addr", addr}, common...)...)
+	start(append([]string{"worker"}, common...)...)
+	c, _ := client.New(client.Config{Server: "http://" + addr})
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		if _, err := c.ListRuns(ctx, client.ListRunsOptions{Limit: 1}); err == nil {
+			break
+		}
+		if i > 300 {
+			t.Fatalf("server did not start:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, n := range []string{"main", "main.demo"} {
+		if err := c.CreateCatalog(ctx, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := request(data, model)
+	req.TrainingDuration = "10ba"
+	var names []string
+	for i := 0; i < 2; i++ {
+		r, err := c.CreateRun(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, r.Name)
+	}
+	workers := map[string]bool{}
+	for _, n := range names {
+		r := waitStatus(t, c, n, 5*time.Minute, client.StatusCompleted, client.StatusFailed)
+		if r.Status != client.StatusCompleted {
+			t.Fatalf("run %s: %s %s\n%s", n, r.Status, r.Error, logs.String())
+		}
+		for _, e := range r.Events {
+			if e.Type == client.StatusStarting {
+				workers[strings.Fields(strings.TrimPrefix(e.Message, "worker "))[0]] = true
+			}
+		}
+	}
+	if len(workers) != 2 {
+		t.Errorf("both runs were worked by %v; want the two processes to share them", workers)
+	}
+	m, err := c.ShowModel(ctx, "main.demo.bot")
+	if err != nil || len(m.Versions) != 2 {
+		t.Fatalf("ShowModel = %+v, %v", m, err)
+	}
 }

@@ -100,3 +100,36 @@ func axpy(y []float32, a float32, x []float32) {
 		y[i] += a * x[i]
 	}
 }
+
+// AttentionCached handles the few queries of a decoding step with plain
+// loops, one head per task: the work is tiny next to the projections.
+func (d *Device) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd int) {
+	group := nh / nkv
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	d.parallel(nq*nh, func(lo, hi int) {
+		scores := make([]float32, start+nq)
+		for r := lo; r < hi; r++ {
+			i, h := r/nh, r%nh
+			kh := h / group
+			qi := q[(i*nh+h)*hd:][:hd]
+			t := start + i
+			mx := float32(math.Inf(-1))
+			for j := 0; j <= t; j++ {
+				s := dot(qi, kc[(j*nkv+kh)*hd:][:hd]) * scale
+				scores[j] = s
+				mx = max(mx, s)
+			}
+			o := out[(i*nh+h)*hd:][:hd]
+			clear(o)
+			var sum float32
+			for j := 0; j <= t; j++ {
+				p := exp32(scores[j] - mx)
+				sum += p
+				axpy(o, p, vc[(j*nkv+kh)*hd:][:hd])
+			}
+			for e := range o {
+				o[e] /= sum
+			}
+		}
+	})
+}
