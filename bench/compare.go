@@ -40,7 +40,7 @@ func Compare(ctx context.Context, exe, python, torchScript string, cases []Case,
 		args := []string{"bench", "train", "--config", c.ConfigPath, "--seq", fmt.Sprint(c.Seq), "--batch", fmt.Sprint(c.Batch),
 			"--steps", fmt.Sprint(c.Steps), "--precision", c.Precision, "--threads", fmt.Sprint(c.Threads), "--json"}
 		fmt.Fprintf(log, "hone    %s %s seq %d batch %d threads %d ...\n", filepath.Base(c.ConfigPath), c.Precision, c.Seq, c.Batch, c.Threads)
-		h, err := runJSON(ctx, exe, args, nil)
+		h, err := runJSON(ctx, exe, args, []string{fmt.Sprintf("OMP_NUM_THREADS=%d", c.Threads)})
 		if err != nil {
 			return rows, fmt.Errorf("bench hone %s: %w", c.ConfigPath, err)
 		}

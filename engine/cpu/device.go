@@ -26,11 +26,13 @@ type Device struct {
 var _ engine.Device = (*Device)(nil)
 
 // New returns a CPU device using up to threads goroutines for Go kernels
-// (0 = GOMAXPROCS).
+// and threads OpenMP threads for oneDNN (0 = GOMAXPROCS). The OpenMP
+// setting is process-wide: the last device created sets it.
 func New(threads int) *Device {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
+	setMatmulThreads(threads)
 	return &Device{threads: threads}
 }
 

@@ -1,9 +1,12 @@
 package cpu
 
 /*
-#cgo LDFLAGS: -ldnnl
+#cgo LDFLAGS: -ldnnl -lgomp
 #include <stdlib.h>
 #include <oneapi/dnnl/dnnl.h>
+
+// From libgomp, which Debian's oneDNN uses for its threads.
+extern void omp_set_num_threads(int);
 
 // A matmul primitive for one shape, with memory objects whose data handles
 // are swapped per call, so nothing is allocated on the hot path.
@@ -149,6 +152,9 @@ func (mm *matmuls) get(key mmKey) *C.hone_mm {
 	mm.prims[key] = p
 	return p
 }
+
+// setMatmulThreads sets how many threads oneDNN's OpenMP pool uses.
+func setMatmulThreads(n int) { C.omp_set_num_threads(C.int(n)) }
 
 func cbool(b bool) C.int {
 	if b {
