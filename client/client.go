@@ -226,6 +226,13 @@ func (c *Client) RemoveAlias(ctx context.Context, model, alias string) error {
 	return c.do(ctx, http.MethodDelete, "/api/catalog/models/"+url.PathEscape(model)+"/aliases/"+url.PathEscape(alias), nil, nil, nil)
 }
 
+// Generate completes a prompt or a conversation with a registered model
+// version on the server.
+func (c *Client) Generate(ctx context.Context, req GenerateRequest) (*GenerateResponse, error) {
+	var out GenerateResponse
+	return &out, c.do(ctx, http.MethodPost, "/api/generate", nil, req, &out)
+}
+
 // WaitRun polls until the run reaches a terminal state, calling progress
 // (if non-nil) with each poll's run. It returns the final run.
 func (c *Client) WaitRun(ctx context.Context, name string, every time.Duration, progress func(*Run)) (*Run, error) {

@@ -244,3 +244,53 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Finish reasons of a completion.
+const (
+	FinishStop   = "stop"   // an end-of-generation token or a stop string
+	FinishLength = "length" // max_tokens or the context window ran out
+)
+
+// GenerateRequest asks a registered model version for one completion.
+// Model is "catalog.schema.model/N", "catalog.schema.model@alias" or
+// "catalog.schema.model" (the newest version). Exactly one of Messages
+// (formatted with the model's chat template, as its chat training data
+// was) and Prompt (raw text; the only choice for a model without a chat
+// template) is set.
+type GenerateRequest struct {
+	Model    string        `json:"model"`
+	Messages []ChatMessage `json:"messages,omitempty"`
+	Prompt   string        `json:"prompt,omitempty"`
+	// MaxTokens bounds the completion; 0 takes the server's default.
+	MaxTokens int `json:"max_tokens,omitempty"`
+	// Temperature defaults to 1 (0 decodes greedily), TopP to 1 (no
+	// limit); TopK 0 means no limit.
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	TopK        int      `json:"top_k,omitempty"`
+	// Seed makes sampling repeatable; unset, the server draws one.
+	Seed *uint64 `json:"seed,omitempty"`
+	// Stop ends the completion before the first of these strings (at most 4).
+	Stop []string `json:"stop,omitempty"`
+}
+
+// ChatMessage is one turn of a conversation.
+type ChatMessage struct {
+	Role    string `json:"role"` // system, user or assistant
+	Content string `json:"content"`
+}
+
+// GenerateResponse is a finished completion.
+type GenerateResponse struct {
+	Model        string `json:"model"` // the version that answered, "catalog.schema.model/N"
+	Text         string `json:"text"`
+	FinishReason string `json:"finish_reason"` // FinishStop or FinishLength
+	Usage        Usage  `json:"usage"`
+}
+
+// Usage counts the tokens of a completion.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"` // every sampled token, an end token included
+	TotalTokens      int `json:"total_tokens"`
+}

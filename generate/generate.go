@@ -32,6 +32,14 @@ func EvalPromptParams(seed uint64) Params {
 // only the new ones (a stop token, when reached, is included). Decoding
 // keeps a key/value cache, so each new token costs one token's forward pass.
 func Complete(ctx context.Context, m *engine.Model, prompt []int, p Params) ([]int, error) {
+	return Stream(ctx, m, prompt, p, nil)
+}
+
+// Stream is Complete that hands each new token to onToken (when non-nil)
+// as soon as it is sampled, a stop token included. onToken ends the
+// generation early by returning false; its error ends it too and is
+// returned. Stream returns the new tokens, the last one included.
+func Stream(ctx context.Context, m *engine.Model, prompt []int, p Params, onToken func(id int) (more bool, err error)) ([]int, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generate: empty prompt")
 	}
@@ -52,6 +60,12 @@ func Complete(ctx context.Context, m *engine.Model, prompt []int, p Params) ([]i
 	for {
 		next := Sample(logits, p, r)
 		out = append(out, next)
+		if onToken != nil {
+			more, err := onToken(next)
+			if err != nil || !more {
+				return out, err
+			}
+		}
 		// The token just sampled sits at position dec.Len(); stop when the
 		// budget or the context window has no room for another.
 		if slices.Contains(p.StopIDs, next) || dec.Len()+1 >= limit {

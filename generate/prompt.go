@@ -48,13 +48,19 @@ func (p *Prompter) Encode(prompt string) ([]int, error) {
 	if p.tmpl == nil {
 		return p.tok.Encode(prompt, true), nil
 	}
-	text, err := p.tmpl.Render([]chattemplate.Message{{Role: "user", Content: prompt}}, chattemplate.Options{AddGenerationPrompt: true})
+	return EncodeChat(p.tok, p.tmpl, []chattemplate.Message{{Role: "user", Content: prompt}})
+}
+
+// EncodeChat renders msgs with tmpl, the assistant's generation prompt
+// appended, and encodes the text as chat training data is encoded: BOS
+// first only when the tokenizer adds one and the template did not write it.
+func EncodeChat(tok *tokenizer.Tokenizer, tmpl *chattemplate.Template, msgs []chattemplate.Message) ([]int, error) {
+	text, err := tmpl.Render(msgs, chattemplate.Options{AddGenerationPrompt: true})
 	if err != nil {
 		return nil, err
 	}
-	// As chat data is encoded: BOS only when the template did not write it.
-	ids := p.tok.Encode(text, false)
-	if sp := p.tok.Special(); sp.AddBOS && sp.BOS >= 0 && !strings.HasPrefix(text, sp.BOSToken) {
+	ids := tok.Encode(text, false)
+	if sp := tok.Special(); sp.AddBOS && sp.BOS >= 0 && !strings.HasPrefix(text, sp.BOSToken) {
 		ids = append([]int{sp.BOS}, ids...)
 	}
 	return ids, nil

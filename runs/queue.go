@@ -68,12 +68,18 @@ type queueConfig struct {
 // newQueue migrates river's tables and builds a client for the store's
 // database: riversqlite on SQLite, riverpgxv5 on PostgreSQL.
 func newQueue(ctx context.Context, st *store.Store, cfg queueConfig, w river.Worker[TrainArgs]) (queue, error) {
-	switch st.Dialect() {
-	case store.Postgres:
-		return buildQueue(ctx, riverpgxv5.New(st.PgxPool()), func(tx *store.Tx) pgx.Tx { return tx.PgxTx() }, cfg, w, false)
-	default:
-		return buildQueue(ctx, riversqlite.New(st.SQLDB()), func(tx *store.Tx) *sql.Tx { return tx.SQLTx() }, cfg, w, true)
-	}
+	var q queue
+	err := st.WithMigrationLock(ctx, func() error {
+		var err error
+		switch st.Dialect() {
+		case store.Postgres:
+			q, err = buildQueue(ctx, riverpgxv5.New(st.PgxPool()), func(tx *store.Tx) pgx.Tx { return tx.PgxTx() }, cfg, w, false)
+		default:
+			q, err = buildQueue(ctx, riversqlite.New(st.SQLDB()), func(tx *store.Tx) *sql.Tx { return tx.SQLTx() }, cfg, w, true)
+		}
+		return err
+	})
+	return q, err
 }
 
 func buildQueue[TTx any](ctx context.Context, drv riverdriver.Driver[TTx], txOf func(*store.Tx) TTx,

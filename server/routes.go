@@ -102,6 +102,9 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /api/catalog/models/{name}/aliases/{alias}", s.handler(204, func(r *http.Request) (any, error) {
 		return nil, s.cat.RemoveAlias(r.Context(), r.PathValue("name"), r.PathValue("alias"))
 	}))
+
+	s.generateRoutes()
+	s.openAIRoutes()
 }
 
 func (s *Server) listRuns(r *http.Request) (any, error) {

@@ -3,10 +3,16 @@
 // document at /openapi.json. Its wire types are package client's, so the
 // public client and the server cannot drift apart.
 //
-// Every /api route requires "Authorization: Bearer <token>" when a token is
-// configured (compared in constant time, never logged); CheckListen refuses
-// to serve beyond loopback without one. Errors map to HTTP statuses in one
-// place (statusOf); every error body is client.Error.
+// Registered model versions answer prompts at POST /api/generate, the one
+// native completion API; the OpenAI-compatible routes under /v1 (models,
+// chat completions, completions, streaming as server-sent events) translate
+// to and from it.
+//
+// Every /api and /v1 route requires "Authorization: Bearer <token>" when a
+// token is configured (compared in constant time, never logged); CheckListen
+// refuses to serve beyond loopback without one. Errors map to HTTP statuses
+// in one place (statusOf); every /api error body is client.Error, every /v1
+// error body is OpenAI's {"error": {...}}.
 package server
 
 import (
@@ -26,6 +32,7 @@ import (
 	"hone/client"
 	"hone/modelref"
 	"hone/runs"
+	"hone/serving"
 	"hone/store"
 )
 
@@ -37,6 +44,10 @@ type Config struct {
 	Logger  *slog.Logger
 	// MaxBodyBytes bounds request bodies; default 1 MiB.
 	MaxBodyBytes int64
+	// Serving loads and runs models for the completion routes; default
+	// serving.New with its defaults (one model in memory).
+	Serving *serving.Service
+	Clock   func() time.Time
 }
 
 // Server serves the API.
@@ -47,6 +58,8 @@ type Server struct {
 	log   *slog.Logger
 	max   int64
 	mux   *http.ServeMux
+	serve *serving.Service
+	clock func() time.Time
 }
 
 // New validates cfg and builds the routes.
@@ -60,7 +73,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{runs: cfg.Runs, cat: cfg.Catalog, token: []byte(cfg.Token), log: cfg.Logger, max: cfg.MaxBodyBytes, mux: http.NewServeMux()}
+	if cfg.Serving == nil {
+		var err error
+		if cfg.Serving, err = serving.New(serving.Config{Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	s := &Server{runs: cfg.Runs, cat: cfg.Catalog, token: []byte(cfg.Token), log: cfg.Logger, max: cfg.MaxBodyBytes, mux: http.NewServeMux(),
+		serve: cfg.Serving, clock: cfg.Clock}
 	s.routes()
 	return s, nil
 }
@@ -87,9 +110,14 @@ func CheckListen(addr, token string) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: 200}
-	if strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/api/health" && !s.authorized(r) {
+	guarded := (strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/api/health") || strings.HasPrefix(r.URL.Path, "/v1/")
+	if guarded && !s.authorized(r) {
 		sw.Header().Set("WWW-Authenticate", `Bearer realm="hone"`)
-		writeJSON(sw, http.StatusUnauthorized, &client.Error{Code: "unauthorized", Message: "missing or wrong bearer token"})
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			writeOpenAIError(sw, http.StatusUnauthorized, "invalid_api_key", "missing or wrong API key (the server's bearer token)")
+		} else {
+			writeJSON(sw, http.StatusUnauthorized, &client.Error{Code: "unauthorized", Message: "missing or wrong bearer token"})
+		}
 	} else {
 		s.mux.ServeHTTP(sw, r)
 	}
@@ -141,7 +169,7 @@ func (s *Server) handler(status int, fn func(r *http.Request) (any, error)) http
 func statusOf(err error) (int, string) {
 	switch {
 	case errors.Is(err, runs.ErrInvalid), errors.Is(err, catalog.ErrInvalid), errors.Is(err, modelref.ErrInvalid),
-		errors.Is(err, errBadRequest), errors.Is(err, store.ErrBadPageToken):
+		errors.Is(err, errBadRequest), errors.Is(err, store.ErrBadPageToken), errors.Is(err, serving.ErrInvalid):
 		return http.StatusBadRequest, "invalid_argument"
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "not_found"

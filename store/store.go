@@ -206,3 +206,26 @@ func fromMicros(v int64) time.Time {
 	}
 	return time.UnixMicro(v).UTC()
 }
+
+// migrationLockKey serialises schema migrations of processes sharing one
+// PostgreSQL database (river's included), which would otherwise race when
+// `hone serve` and `hone worker` start together.
+const migrationLockKey = 7046385
+
+// WithMigrationLock runs fn holding a database-wide lock on PostgreSQL (a
+// session advisory lock on a dedicated connection); on SQLite it just runs fn.
+func (s *Store) WithMigrationLock(ctx context.Context, fn func() error) error {
+	if s.Dialect() != Postgres {
+		return fn()
+	}
+	conn, err := s.PgxPool().Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migration lock: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrationLockKey); err != nil {
+		return fmt.Errorf("store: migration lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLockKey)
+	return fn()
+}

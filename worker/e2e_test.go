@@ -331,19 +331,21 @@ func TestTwoWorkersSharePostgres(t *testing.T) {
 		names = append(names, r.Name)
 	}
 	workers := map[string]bool{}
+	var trail []string
 	for _, n := range names {
 		r := waitStatus(t, c, n, 5*time.Minute, client.StatusCompleted, client.StatusFailed)
 		if r.Status != client.StatusCompleted {
 			t.Fatalf("run %s: %s %s\n%s", n, r.Status, r.Error, logs.String())
 		}
 		for _, e := range r.Events {
+			trail = append(trail, n+" "+e.Time.Format("15:04:05.000")+" "+e.Type+" "+e.Message)
 			if e.Type == client.StatusStarting {
 				workers[strings.Fields(strings.TrimPrefix(e.Message, "worker "))[0]] = true
 			}
 		}
 	}
 	if len(workers) != 2 {
-		t.Errorf("both runs were worked by %v; want the two processes to share them", workers)
+		t.Errorf("both runs were worked by %v; want the two processes to share them:\n%s", workers, strings.Join(trail, "\n"))
 	}
 	m, err := c.ShowModel(ctx, "main.demo.bot")
 	if err != nil || len(m.Versions) != 2 {

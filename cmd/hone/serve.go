@@ -16,6 +16,7 @@ import (
 	"hone/modelref"
 	"hone/runs"
 	"hone/server"
+	"hone/serving"
 	"hone/store"
 	"hone/worker"
 )
@@ -109,6 +110,7 @@ func (s *service) stop() {
 func serveCmd() *cobra.Command {
 	var f serviceFlags
 	var addr, token string
+	var maxLoaded int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP API and a training worker",
@@ -126,7 +128,11 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			defer svc.stop()
-			srv, err := server.New(server.Config{Runs: svc.runs, Catalog: svc.cat, Token: token, Logger: logger()})
+			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, Logger: logger()})
+			if err != nil {
+				return err
+			}
+			srv, err := server.New(server.Config{Runs: svc.runs, Catalog: svc.cat, Token: token, Logger: logger(), Serving: models})
 			if err != nil {
 				return err
 			}
@@ -158,6 +164,7 @@ func serveCmd() *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "listen address HOST:PORT")
 	cmd.Flags().StringVar(&token, "token", "", "bearer token clients must send (default $HONE_TOKEN); required beyond loopback")
+	cmd.Flags().IntVar(&maxLoaded, "max-loaded-models", 1, "registered model versions kept in memory for /api/generate and /v1")
 	return cmd
 }
 

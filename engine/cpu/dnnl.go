@@ -18,7 +18,10 @@ typedef struct {
 static dnnl_engine_t hone_engine;
 static dnnl_stream_t hone_stream;
 
+// hone_init creates the process's one oneDNN engine and stream; later
+// calls keep them, so every device's primitives stay valid.
 static int hone_init(void) {
+	if (hone_engine) return 0;
 	dnnl_status_t s = dnnl_engine_create(&hone_engine, dnnl_cpu, 0);
 	if (s != dnnl_success) return (int)s;
 	return (int)dnnl_stream_create(&hone_stream, hone_engine, dnnl_stream_default_flags);
@@ -109,21 +112,19 @@ func key2D(m, n, k int, ta, tb, acc, b16 bool) mmKey {
 // matmuls caches one oneDNN primitive per shape: creating one costs far more
 // than running a small one.
 type matmuls struct {
-	once    sync.Once
-	initErr error
-	mu      sync.Mutex
-	prims   map[mmKey]*C.hone_mm
+	prims map[mmKey]*C.hone_mm
 }
 
+// dnnlMu serialises all oneDNN work of the process: devices share its one
+// engine, stream and OpenMP pool (training and serving in one process).
+var dnnlMu sync.Mutex
+
 func (mm *matmuls) get(key mmKey) *C.hone_mm {
-	mm.once.Do(func() {
+	if mm.prims == nil {
 		if s := C.hone_init(); s != 0 {
-			mm.initErr = fmt.Errorf("oneDNN: create CPU engine: status %d", int(s))
+			panic(fmt.Sprintf("oneDNN: create CPU engine: status %d", int(s)))
 		}
 		mm.prims = map[mmKey]*C.hone_mm{}
-	})
-	if mm.initErr != nil {
-		panic(mm.initErr)
 	}
 	if p, ok := mm.prims[key]; ok {
 		return p
@@ -166,8 +167,8 @@ func cbool(b bool) C.int {
 // run executes the primitive for key on base pointers a, b, c (f32 or bf16
 // operands as the key says; c is f32).
 func (mm *matmuls) run(key mmKey, c, a, b unsafe.Pointer) {
-	mm.mu.Lock()
-	defer mm.mu.Unlock()
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
 	p := mm.get(key)
 	if s := C.hone_mm_exec(p, a, b, c); s != 0 {
 		panic(fmt.Sprintf("oneDNN: execute matmul %+v: status %d", key, int(s)))

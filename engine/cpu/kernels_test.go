@@ -79,3 +79,18 @@ func TestExp32(t *testing.T) {
 		t.Fatal("exp32 out-of-range handling")
 	}
 }
+
+// Devices share the process's oneDNN engine: creating a second one must not
+// invalidate the first one's cached primitives (training and serving live
+// in one process).
+func TestDevicesCoexist(t *testing.T) {
+	a := New(1)
+	x, c := []float32{1, 2, 3, 4}, make([]float32, 4)
+	a.MatMul(c, x, x, 2, 2, 2, false, false, false)
+	b := New(1)
+	b.MatMul(c, x, x, 2, 2, 2, false, true, false)
+	a.MatMul(c, x, x, 2, 2, 2, false, false, false)
+	if c[0] != 7 || c[3] != 22 {
+		t.Fatalf("matmul after a second device = %v, want [7 10 15 22]", c)
+	}
+}

@@ -1,0 +1,460 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"hone/client"
+)
+
+// The OpenAI-compatible surface: /v1/models, /v1/chat/completions and
+// /v1/completions, translated to and from the native generate call. Only
+// what the native API can honour is accepted; requests for anything else
+// (n > 1, log probabilities, tools, penalties, echo, suffix) are refused
+// with 400 rather than silently ignored. Unknown fields are ignored, as
+// OpenAI-compatible servers do.
+
+// oaiStop is OpenAI's stop: a string or a list of strings.
+type oaiStop []string
+
+func (s *oaiStop) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*s = oaiStop{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("stop: want a string or a list of strings")
+	}
+	*s = many
+	return nil
+}
+
+// oaiContent is a message's content: a string or a list of text parts.
+type oaiContent string
+
+func (c *oaiContent) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*c = oaiContent(one)
+		return nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return errors.New("content: want a string or a list of text parts")
+	}
+	var sb strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return fmt.Errorf("content part of type %q: only text is supported", p.Type)
+		}
+		sb.WriteString(p.Text)
+	}
+	*c = oaiContent(sb.String())
+	return nil
+}
+
+// oaiCommon holds the fields chat and text completions share.
+type oaiCommon struct {
+	Model         string   `json:"model"`
+	MaxTokens     *int     `json:"max_tokens"`
+	Temperature   *float64 `json:"temperature"`
+	TopP          *float64 `json:"top_p"`
+	TopK          int      `json:"top_k"` // an extension, as other OpenAI-compatible servers offer
+	Seed          *int64   `json:"seed"`
+	Stop          oaiStop  `json:"stop"`
+	N             *int     `json:"n"`
+	Stream        bool     `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	PresencePenalty  *float64        `json:"presence_penalty"`
+	FrequencyPenalty *float64        `json:"frequency_penalty"`
+	Logprobs         json.RawMessage `json:"logprobs"`
+}
+
+type oaiChatRequest struct {
+	oaiCommon
+	Messages []struct {
+		Role    string     `json:"role"`
+		Content oaiContent `json:"content"`
+	} `json:"messages"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Tools               json.RawMessage `json:"tools"`
+}
+
+type oaiCompletionRequest struct {
+	oaiCommon
+	Prompt json.RawMessage `json:"prompt"`
+	Echo   bool            `json:"echo"`
+	Suffix string          `json:"suffix"`
+	BestOf *int            `json:"best_of"`
+}
+
+// native translates the shared fields; maxTokens is the request's budget.
+func (c *oaiCommon) native(maxTokens *int) (client.GenerateRequest, error) {
+	req := client.GenerateRequest{Model: c.Model, Temperature: c.Temperature, TopP: c.TopP, TopK: c.TopK, Stop: c.Stop}
+	switch {
+	case c.N != nil && *c.N != 1:
+		return req, badRequest{fmt.Sprintf("n=%d: only n=1 is supported", *c.N)}
+	case c.PresencePenalty != nil && *c.PresencePenalty != 0, c.FrequencyPenalty != nil && *c.FrequencyPenalty != 0:
+		return req, badRequest{"presence_penalty and frequency_penalty are not supported"}
+	case len(c.Logprobs) > 0 && string(c.Logprobs) != "null" && string(c.Logprobs) != "false":
+		return req, badRequest{"logprobs are not supported"}
+	case maxTokens != nil && *maxTokens < 1:
+		return req, badRequest{fmt.Sprintf("max_tokens %d must be at least 1", *maxTokens)}
+	}
+	if maxTokens != nil {
+		req.MaxTokens = *maxTokens
+	}
+	if c.Seed != nil {
+		seed := uint64(*c.Seed)
+		req.Seed = &seed
+	}
+	return req, nil
+}
+
+func (r *oaiChatRequest) native() (client.GenerateRequest, error) {
+	budget := r.MaxTokens
+	if r.MaxCompletionTokens != nil {
+		budget = r.MaxCompletionTokens
+	}
+	req, err := r.oaiCommon.native(budget)
+	if err != nil {
+		return req, err
+	}
+	if len(r.Tools) > 0 && string(r.Tools) != "null" && string(r.Tools) != "[]" {
+		return req, badRequest{"tools are not supported"}
+	}
+	if len(r.Messages) == 0 {
+		return req, badRequest{"messages is required"}
+	}
+	for _, m := range r.Messages {
+		role := m.Role
+		if role == "developer" { // OpenAI's newer name for the system role
+			role = "system"
+		}
+		req.Messages = append(req.Messages, client.ChatMessage{Role: role, Content: string(m.Content)})
+	}
+	return req, nil
+}
+
+func (r *oaiCompletionRequest) native() (client.GenerateRequest, error) {
+	budget := r.MaxTokens
+	if budget == nil {
+		sixteen := 16 // OpenAI's default for text completions
+		budget = &sixteen
+	}
+	req, err := r.oaiCommon.native(budget)
+	if err != nil {
+		return req, err
+	}
+	switch {
+	case r.Echo:
+		return req, badRequest{"echo is not supported"}
+	case r.Suffix != "":
+		return req, badRequest{"suffix is not supported"}
+	case r.BestOf != nil && *r.BestOf != 1:
+		return req, badRequest{"best_of: only 1 is supported"}
+	}
+	var one string
+	var many []string
+	if err := json.Unmarshal(r.Prompt, &one); err == nil {
+		req.Prompt = one
+	} else if err := json.Unmarshal(r.Prompt, &many); err == nil && len(many) == 1 {
+		req.Prompt = many[0]
+	} else {
+		return req, badRequest{"prompt: want one string (token arrays and several prompts are not supported)"}
+	}
+	if req.Prompt == "" {
+		return req, badRequest{"prompt must not be empty"}
+	}
+	return req, nil
+}
+
+// oaiUsage is OpenAI's token usage.
+type oaiUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+func usageOf(u client.Usage) *oaiUsage {
+	return &oaiUsage{u.PromptTokens, u.CompletionTokens, u.TotalTokens}
+}
+
+// oaiMessage is an assistant message or a streamed delta of one.
+type oaiMessage struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// oaiChoice is one choice of a response or a chunk: Message for chat
+// responses, Delta for chat chunks, Text for text completions.
+type oaiChoice struct {
+	Index        int         `json:"index"`
+	Message      *oaiMessage `json:"message,omitempty"`
+	Delta        *oaiMessage `json:"delta,omitempty"`
+	Text         *string     `json:"text,omitempty"`
+	Logprobs     any         `json:"logprobs"`
+	FinishReason *string     `json:"finish_reason"`
+}
+
+// oaiResponse is a response or a streamed chunk.
+type oaiResponse struct {
+	ID      string      `json:"id"`
+	Object  string      `json:"object"`
+	Created int64       `json:"created"`
+	Model   string      `json:"model"`
+	Choices []oaiChoice `json:"choices"`
+	Usage   *oaiUsage   `json:"usage,omitempty"`
+}
+
+type oaiModel struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (s *Server) openAIRoutes() {
+	s.mux.HandleFunc("GET /v1/models", s.listOpenAIModels)
+	s.mux.HandleFunc("GET /v1/models/{model...}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("model")
+		v, err := s.resolveModel(r.Context(), name)
+		if err != nil {
+			s.openAIFail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, oaiModel{ID: name, Object: "model", Created: v.CreatedAt.Unix(), OwnedBy: "hone"})
+	})
+	s.mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		var body oaiChatRequest
+		if err := s.decodeLoose(r, &body); err != nil {
+			s.openAIFail(w, r, err)
+			return
+		}
+		req, err := body.native()
+		if err != nil {
+			s.openAIFail(w, r, err)
+			return
+		}
+		s.complete(w, r, req, &body.oaiCommon, true)
+	})
+	s.mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) {
+		var body oaiCompletionRequest
+		if err := s.decodeLoose(r, &body); err != nil {
+			s.openAIFail(w, r, err)
+			return
+		}
+		req, err := body.native()
+		if err != nil {
+			s.openAIFail(w, r, err)
+			return
+		}
+		s.complete(w, r, req, &body.oaiCommon, false)
+	})
+}
+
+// listOpenAIModels lists every registered version ("c.s.m/N") and alias
+// ("c.s.m@alias") as a model id.
+func (s *Server) listOpenAIModels(w http.ResponseWriter, r *http.Request) {
+	vs, err := s.cat.List(r.Context())
+	if err != nil {
+		s.openAIFail(w, r, err)
+		return
+	}
+	data := []oaiModel{}
+	for _, v := range vs {
+		id := versionID(v)
+		data = append(data, oaiModel{ID: id, Object: "model", Created: v.CreatedAt.Unix(), OwnedBy: "hone"})
+		base, _, _ := strings.Cut(id, "/")
+		for _, a := range v.Aliases {
+			data = append(data, oaiModel{ID: base + "@" + a, Object: "model", Created: v.CreatedAt.Unix(), OwnedBy: "hone"})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+// complete answers a chat (chat true) or text completion, as one JSON
+// response or, when asked, as server-sent events ending with [DONE].
+func (s *Server) complete(w http.ResponseWriter, r *http.Request, req client.GenerateRequest, c *oaiCommon, chat bool) {
+	head := oaiResponse{ID: "cmpl-" + randomID(), Object: "text_completion", Created: s.clock().Unix()}
+	if chat {
+		head.ID, head.Object = "chatcmpl-"+randomID(), "chat.completion"
+	}
+	if !c.Stream {
+		res, err := s.generate(r.Context(), req, nil)
+		if err != nil {
+			s.openAIFail(w, r, err)
+			return
+		}
+		out := head
+		out.Model, out.Usage = res.Model, usageOf(res.Usage)
+		choice := oaiChoice{FinishReason: &res.FinishReason}
+		if chat {
+			choice.Message = &oaiMessage{Role: "assistant", Content: &res.Text}
+		} else {
+			choice.Text = &res.Text
+		}
+		out.Choices = []oaiChoice{choice}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+
+	if chat {
+		head.Object = "chat.completion.chunk"
+	}
+	ev := &eventStream{w: w}
+	// The stream starts with the first piece of text, so that a request
+	// refused before any text (unknown model, bad messages) still gets its
+	// HTTP status.
+	start := func(model string) {
+		if ev.started {
+			return
+		}
+		ev.begin()
+		head.Model = model
+		if chat {
+			empty := ""
+			ev.send(chunk(head, oaiChoice{Delta: &oaiMessage{Role: "assistant", Content: &empty}}))
+		}
+	}
+	res, err := s.generate(r.Context(), req, func(model, piece string) error {
+		start(model)
+		if chat {
+			ev.send(chunk(head, oaiChoice{Delta: &oaiMessage{Content: &piece}}))
+		} else {
+			ev.send(chunk(head, oaiChoice{Text: &piece}))
+		}
+		return ev.err
+	})
+	if err != nil {
+		if !ev.started {
+			s.openAIFail(w, r, err)
+			return
+		}
+		code, name := s.openAIStatus(r, err)
+		ev.send(map[string]any{"error": oaiError(code, name, err.Error())})
+		return
+	}
+	start(res.Model)
+	last := oaiChoice{FinishReason: &res.FinishReason}
+	if chat {
+		last.Delta = &oaiMessage{}
+	} else {
+		empty := ""
+		last.Text = &empty
+	}
+	ev.send(chunk(head, last))
+	if c.StreamOptions != nil && c.StreamOptions.IncludeUsage {
+		tail := head
+		tail.Choices, tail.Usage = []oaiChoice{}, usageOf(res.Usage)
+		ev.send(tail)
+	}
+	ev.done()
+}
+
+func chunk(head oaiResponse, c oaiChoice) oaiResponse {
+	head.Choices = []oaiChoice{c}
+	return head
+}
+
+// eventStream writes server-sent events; err is the first write error.
+type eventStream struct {
+	w       http.ResponseWriter
+	started bool
+	err     error
+}
+
+func (e *eventStream) begin() {
+	e.started = true
+	h := e.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	e.w.WriteHeader(http.StatusOK)
+}
+
+func (e *eventStream) send(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.err = err
+		return
+	}
+	e.write("data: " + string(b) + "\n\n")
+}
+
+func (e *eventStream) done() { e.write("data: [DONE]\n\n") }
+
+func (e *eventStream) write(s string) {
+	if e.err != nil {
+		return
+	}
+	if _, err := e.w.Write([]byte(s)); err != nil {
+		e.err = fmt.Errorf("stream to client: %w", err)
+		return
+	}
+	if f, ok := e.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// decodeLoose reads a JSON body, ignoring unknown fields.
+func (s *Server) decodeLoose(r *http.Request, v any) error {
+	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, s.max)).Decode(v); err != nil {
+		return badRequest{fmt.Sprintf("request body: %v", err)}
+	}
+	return nil
+}
+
+// openAIStatus maps err with statusOf and names it as OpenAI does.
+func (s *Server) openAIStatus(r *http.Request, err error) (int, string) {
+	code, name := statusOf(err)
+	if code >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if code == http.StatusNotFound {
+		name = "model_not_found" // models are the only resource under /v1
+	}
+	return code, name
+}
+
+func (s *Server) openAIFail(w http.ResponseWriter, r *http.Request, err error) {
+	code, name := s.openAIStatus(r, err)
+	writeOpenAIError(w, code, name, err.Error())
+}
+
+func oaiError(status int, code, msg string) map[string]any {
+	typ := "invalid_request_error"
+	if status >= 500 {
+		typ = "server_error"
+	}
+	return map[string]any{"message": msg, "type": typ, "param": nil, "code": code}
+}
+
+// writeOpenAIError writes OpenAI's error body.
+func writeOpenAIError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": oaiError(status, code, msg)})
+}
+
+func randomID() string {
+	b := make([]byte, 12)
+	rand.Read(b) //nolint:errcheck // never fails (crypto/rand panics instead)
+	return hex.EncodeToString(b)
+}
