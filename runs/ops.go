@@ -251,8 +251,8 @@ func (s *Service) cancelOne(ctx context.Context, name string) error {
 			return nil
 		case store.StatusPending, store.StatusQueued:
 			stopped := store.StatusStopped
-			ok, err := s.st.UpdateRun(ctx, name, store.RunCond{JobID: r.JobID, Statuses: []store.RunStatus{r.Status}},
-				store.RunUpdate{Status: &stopped, CompletedAt: &now})
+			ok, err := s.transition(ctx, name, store.RunCond{JobID: r.JobID, Statuses: []store.RunStatus{r.Status}},
+				store.RunUpdate{Status: &stopped, CompletedAt: &now}, string(store.StatusStopped), "cancelled before training started")
 			if err != nil {
 				return err
 			}
@@ -264,19 +264,17 @@ func (s *Service) cancelOne(ctx context.Context, name string) error {
 					s.log.Warn("cancel queue job", "run", name, "job", r.JobID, "err", err)
 				}
 			}
-			s.event(ctx, name, string(store.StatusStopped), "cancelled before training started")
 			return nil
 		case store.StatusStarting, store.StatusRunning:
 			stopping := store.StatusStopping
-			ok, err := s.st.UpdateRun(ctx, name, store.RunCond{JobID: r.JobID, Statuses: []store.RunStatus{r.Status}},
-				store.RunUpdate{Status: &stopping})
+			ok, err := s.transition(ctx, name, store.RunCond{JobID: r.JobID, Statuses: []store.RunStatus{r.Status}},
+				store.RunUpdate{Status: &stopping}, string(store.StatusStopping), "cancel requested; stopping within one optimizer step")
 			if err != nil {
 				return err
 			}
 			if !ok {
 				continue
 			}
-			s.event(ctx, name, string(store.StatusStopping), "cancel requested; stopping within one optimizer step")
 			return nil
 		}
 	}

@@ -255,6 +255,20 @@ func (s *Service) Stop(ctx context.Context) error {
 
 func (s *Service) runDir(name string) string { return filepath.Join(s.cfg.Home, "runs", name) }
 
+// transition applies up to run when cond holds and records its event in the
+// same transaction, so a reader who sees the new status also sees why.
+func (s *Service) transition(ctx context.Context, run string, cond store.RunCond, up store.RunUpdate, typ, msg string) (bool, error) {
+	var ok bool
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		if ok, err = tx.UpdateRun(ctx, run, cond, up); err != nil || !ok {
+			return err
+		}
+		return tx.AddEvent(ctx, run, store.Event{Time: s.clock(), Type: typ, Message: msg})
+	})
+	return ok, err
+}
+
 func (s *Service) event(ctx context.Context, run, typ, format string, a ...any) {
 	msg := fmt.Sprintf(format, a...)
 	if err := s.st.AddEvent(ctx, run, store.Event{Time: s.clock(), Type: typ, Message: msg}); err != nil {

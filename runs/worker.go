@@ -189,16 +189,16 @@ func (s *Service) finish(ctx context.Context, name string, jobID int64, status s
 	if reason != "" {
 		up.Error = &reason
 	}
-	ok, err := s.st.UpdateRun(ctx, name, store.RunCond{JobID: jobID,
-		Statuses: []store.RunStatus{store.StatusPending, store.StatusQueued, store.StatusStarting, store.StatusRunning, store.StatusStopping}}, up)
+	if message == "" {
+		message = reason
+	}
+	ok, err := s.transition(ctx, name, store.RunCond{JobID: jobID,
+		Statuses: []store.RunStatus{store.StatusPending, store.StatusQueued, store.StatusStarting, store.StatusRunning, store.StatusStopping}},
+		up, string(status), message)
 	if err != nil || !ok {
 		s.log.Warn("finish run", "run", name, "status", status, "updated", ok, "err", err)
 		return
 	}
-	if message == "" {
-		message = reason
-	}
-	s.event(ctx, name, string(status), "%s", message)
 	s.log.Info("run finished", "run", name, "status", status, "message", message)
 }
 
