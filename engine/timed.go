@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sort"
+	"strconv"
 	"time"
 )
 
@@ -38,21 +39,11 @@ func (t *TimedDevice) Report() []string {
 	sort.Slice(names, func(i, j int) bool { return t.Times[names[i]] > t.Times[names[j]] })
 	var out []string
 	for _, n := range names {
-		out = append(out, n+": "+t.Times[n].Round(time.Millisecond).String()+" in "+itoa(t.Calls[n])+" calls")
+		out = append(out, n+": "+t.Times[n].Round(time.Millisecond).String()+" in "+strconv.Itoa(t.Calls[n])+" calls")
 	}
 	return out
 }
 
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
-}
 
 func (td *TimedDevice) ToBF16(dst []uint16, src []float32) {
 	defer td.since("ToBF16", time.Now())
