@@ -44,7 +44,6 @@ func (t *TimedDevice) Report() []string {
 	return out
 }
 
-
 func (td *TimedDevice) ToBF16(dst []uint16, src []float32) {
 	defer td.since("ToBF16", time.Now())
 	td.Device.ToBF16(dst, src)

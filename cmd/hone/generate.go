@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,24 +95,15 @@ func resolveModelDir(cmd *cobra.Command, cf *clientFlags, ref string) (string, e
 	if err != nil {
 		return "", fmt.Errorf("model %q: not a directory, and the catalog lookup failed: %w", ref, err)
 	}
-	var best *struct {
-		v   int
-		dir string
-	}
+	best, dir := 0, ""
 	for _, v := range model.Versions {
-		match := (version == 0 && alias == "") || v.Version == version
-		for _, a := range v.Aliases {
-			match = match || (alias != "" && a == alias)
-		}
-		if match && (best == nil || v.Version > best.v) {
-			best = &struct {
-				v   int
-				dir string
-			}{v.Version, v.StorageLocation}
+		match := (version == 0 && alias == "") || v.Version == version || (alias != "" && slices.Contains(v.Aliases, alias))
+		if match && v.Version > best {
+			best, dir = v.Version, v.StorageLocation
 		}
 	}
-	if best == nil {
+	if dir == "" {
 		return "", fmt.Errorf("model %q: no such version of %s", ref, name)
 	}
-	return best.dir, nil
+	return dir, nil
 }
