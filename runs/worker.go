@@ -312,6 +312,17 @@ func (o *observer) OnCheckpoint(c Checkpoint) {
 	if err := o.s.st.RecordCheckpoint(ctx, o.run, store.Checkpoint{Step: c.Step, Epoch: c.Epoch, Dir: c.Dir, Time: o.s.clock()}); err != nil {
 		o.s.log.Error("record checkpoint", "run", o.run, "err", err)
 	}
+	// The trainer keeps only the newest few on disk: list only those. This
+	// runs where the files are, so a missing directory means pruned.
+	if all, err := o.s.st.ListCheckpoints(ctx, o.run); err == nil {
+		for _, old := range all {
+			if _, err := os.Stat(old.Dir); errors.Is(err, os.ErrNotExist) {
+				if err := o.s.st.DeleteCheckpoint(ctx, o.run, old.Step); err != nil {
+					o.s.log.Warn("forget pruned checkpoint", "run", o.run, "step", old.Step, "err", err)
+				}
+			}
+		}
+	}
 	o.s.event(ctx, o.run, "CHECKPOINT", "step %d (epoch %.3g) saved to %s", c.Step, c.Epoch, c.Dir)
 }
 

@@ -179,6 +179,14 @@ func (o ops) RecordCheckpoint(ctx context.Context, run string, c Checkpoint) err
 	return nil
 }
 
+// DeleteCheckpoint forgets the checkpoint of run at step.
+func (o ops) DeleteCheckpoint(ctx context.Context, run string, step int) error {
+	if _, err := o.q.exec(ctx, `DELETE FROM hone_checkpoints WHERE run_name = ? AND step = ?`, run, step); err != nil {
+		return fmt.Errorf("store: delete checkpoint %d of %s: %w", step, run, err)
+	}
+	return nil
+}
+
 // ListCheckpoints returns the run's checkpoints in step order.
 func (o ops) ListCheckpoints(ctx context.Context, run string) ([]Checkpoint, error) {
 	var out []Checkpoint

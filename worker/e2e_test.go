@@ -146,6 +146,11 @@ func TestLifecycle(t *testing.T) {
 		if done.Metrics == nil || done.Metrics.Step != 6 || done.Metrics.EvalLoss == nil || len(done.Checkpoints) < 3 {
 			t.Fatalf("completed run: metrics %+v, checkpoints %+v", done.Metrics, done.Checkpoints)
 		}
+		for _, c := range done.Checkpoints {
+			if _, err := os.Stat(c.Path); err != nil {
+				t.Errorf("listed checkpoint %d is not on disk: %v", c.Step, err)
+			}
+		}
 		ms, _ := c.Metrics(ctx, run.Name)
 		po, _ := c.PromptOutputs(ctx, run.Name)
 		if len(ms.Steps) != 6 || len(ms.Evals) < 3 || len(po) == 0 {
@@ -228,6 +233,10 @@ func TestSIGKILLResume(t *testing.T) {
 	done := waitStatus(t, c, run.Name, 5*time.Minute, client.StatusCompleted, client.StatusFailed)
 	if done.Status != client.StatusCompleted {
 		t.Fatalf("resumed run %s: %s\n%s", done.Status, done.Error, logs.String())
+	}
+	// 12 steps with a checkpoint every 2 leave the newest 3 (the default).
+	if n := len(done.Checkpoints); n != 3 || done.Checkpoints[2].Step != 12 {
+		t.Errorf("checkpoints listed after the run: %+v, want steps 8, 10, 12", done.Checkpoints)
 	}
 	resumed := false
 	for _, e := range done.Events {
