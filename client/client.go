@@ -148,6 +148,13 @@ func (c *Client) CancelRuns(ctx context.Context, req CancelRequest) (*CancelResu
 	return &out, c.do(ctx, http.MethodPost, "/api/runs/cancel", nil, req, &out)
 }
 
+// ResumeRun re-queues a STOPPED or FAILED run; it continues from its last
+// checkpoint.
+func (c *Client) ResumeRun(ctx context.Context, name string) (*Run, error) {
+	var out Run
+	return &out, c.do(ctx, http.MethodPost, "/api/runs/"+url.PathEscape(name)+"/resume", nil, nil, &out)
+}
+
 // DeleteRun deletes a finished or cancelled run.
 func (c *Client) DeleteRun(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/api/runs/"+url.PathEscape(name), nil, nil, nil)

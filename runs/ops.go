@@ -281,6 +281,40 @@ func (s *Service) cancelOne(ctx context.Context, name string) error {
 	return fmt.Errorf("cancel %s: the run kept changing state", name)
 }
 
+// Resume re-queues a STOPPED or FAILED run with its original settings;
+// training continues from its last checkpoint (or starts over if it never
+// saved one) and ends with the weights an uninterrupted run would have.
+func (s *Service) Resume(ctx context.Context, name string) (*client.Run, error) {
+	r, err := s.st.GetRun(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != store.StatusStopped && r.Status != store.StatusFailed {
+		return nil, statef("run %s is %s: only STOPPED or FAILED runs can be resumed", name, r.Status)
+	}
+	err = s.st.InTx(ctx, func(tx *store.Tx) error {
+		id, err := s.q.insertTx(ctx, tx, TrainArgs{Run: name})
+		if err != nil {
+			return err
+		}
+		queued, zero, empty := store.StatusQueued, time.Time{}, ""
+		ok, err := tx.UpdateRun(ctx, name, store.RunCond{JobID: r.JobID, Statuses: []store.RunStatus{r.Status}},
+			store.RunUpdate{Status: &queued, JobID: &id, CompletedAt: &zero, Error: &empty, LeaseOwner: &empty, LeaseUntil: &zero})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return statef("run %s changed state meanwhile; look again", name)
+		}
+		return tx.AddEvent(ctx, name, store.Event{Time: s.clock(), Type: string(store.StatusQueued),
+			Message: fmt.Sprintf("resumed after %s; training continues from the last checkpoint", r.Status)})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.Get(ctx, name)
+}
+
 // Delete removes a finished (or cancelled) run, its tracking and its files.
 // Catalog versions registered from it stay.
 func (s *Service) Delete(ctx context.Context, name string) error {

@@ -86,6 +86,8 @@ const openAPIDoc = `{
       "delete": {"summary": "delete a finished run (409 while it is active)", "responses": {"204": {"description": "deleted"}, "409": {"$ref": "#/components/responses/Error"}}}},
     "/api/runs/{name}/cancel": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
       "post": {"summary": "cancel one run", "responses": {"200": {"description": "runs acted on", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CancelResult"}}}}}}},
+    "/api/runs/{name}/resume": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+      "post": {"summary": "re-queue a STOPPED or FAILED run; it continues from its last checkpoint", "responses": {"200": {"description": "the run", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Run"}}}}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
     "/api/runs/{name}/events": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "after", "in": "query", "schema": {"type": "integer"}, "description": "only events with a larger id"}],
       "get": {"summary": "the run's events", "responses": {"200": {"description": "{events: [Event]}"}}}},

@@ -35,6 +35,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/runs/{name}/cancel", s.handler(200, func(r *http.Request) (any, error) {
 		return s.runs.Cancel(r.Context(), client.CancelRequest{Names: []string{r.PathValue("name")}})
 	}))
+	m.HandleFunc("POST /api/runs/{name}/resume", s.handler(200, func(r *http.Request) (any, error) {
+		return s.runs.Resume(r.Context(), r.PathValue("name"))
+	}))
 	m.HandleFunc("POST /api/runs/cancel", s.handler(200, func(r *http.Request) (any, error) {
 		var req client.CancelRequest
 		if err := s.decode(r, &req); err != nil {

@@ -222,6 +222,27 @@ func testCancelDelete(t *testing.T, h *harness) {
 	if _, err := os.Stat(stopped.Checkpoints[0].Path); err != nil {
 		t.Fatalf("checkpoint gone after stop: %v", err)
 	}
+	// A stopped run resumes from its checkpoint (the fake trainer logs the
+	// step it resumes from), and can be stopped again.
+	resumed, err := h.c.ResumeRun(ctx, long.Name)
+	if err != nil || resumed.Status != client.StatusQueued {
+		t.Fatalf("ResumeRun(stopped) = %+v, %v", resumed, err)
+	}
+	h.wait(t, long.Name, client.StatusRunning)
+	if _, err := h.c.CancelRuns(ctx, client.CancelRequest{Names: []string{long.Name}}); err != nil {
+		t.Fatal(err)
+	}
+	again := h.wait(t, long.Name, client.StatusStopped)
+	var sawResume bool
+	for _, e := range again.Events {
+		sawResume = sawResume || strings.Contains(e.Message, "resuming from step")
+	}
+	if !sawResume || again.Error != "" || again.CompletedAt == nil {
+		t.Fatalf("resumed run did not continue from its checkpoint: %+v", again.Events)
+	}
+	if _, err := h.c.ResumeRun(ctx, "nope"); client.StatusOf(err) != 404 {
+		t.Fatalf("ResumeRun(unknown) = %v, want 404", err)
+	}
 	// Cancelling a finished run is a no-op; an unknown one is 404.
 	if _, err := h.c.CancelRuns(ctx, client.CancelRequest{Names: []string{long.Name}}); err != nil {
 		t.Fatal(err)

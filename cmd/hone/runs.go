@@ -44,7 +44,7 @@ func runsCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{Use: "runs", Short: "List, inspect, cancel and delete runs"}
 	cf.register(cmd)
-	cmd.AddCommand(runsListCmd(&cf), runsGetCmd(&cf), runsEventsCmd(&cf), runsCancelCmd(&cf), runsDeleteCmd(&cf))
+	cmd.AddCommand(runsListCmd(&cf), runsGetCmd(&cf), runsEventsCmd(&cf), runsCancelCmd(&cf), runsResumeCmd(&cf), runsDeleteCmd(&cf))
 	return cmd
 }
 
@@ -232,6 +232,39 @@ func runsCancelCmd(cf *clientFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&experiment, "experiment", "", "cancel every active run of this experiment path")
+	return cmd
+}
+
+func runsResumeCmd(cf *clientFlags) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "resume NAME [--wait]",
+		Short: "Continue a STOPPED or FAILED run from its last checkpoint",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			run, err := c.ResumeRun(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", run.Name, run.Status)
+			if !wait {
+				return nil
+			}
+			final, err := follow(cmd, c, run.Name)
+			if err != nil {
+				return err
+			}
+			if final.Status != client.StatusCompleted {
+				return fmt.Errorf("run %s %s: %s", run.Name, final.Status, final.Error)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the run; exit 0 only if it COMPLETED")
 	return cmd
 }
 
