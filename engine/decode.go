@@ -72,7 +72,7 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 	dev.Embedding(x, tok, m.Params.Embed, n, C)
 	for l := range m.Params.Layers {
 		p := &m.Params.Layers[l]
-		dev.RMSNorm(ln, d.rstd, x, p.LN1, n, C, eps)
+		dev.RMSNorm(ln, nil, d.rstd, x, p.LN1, n, C, eps)
 		m.linearF32(d.q, ln, p.WQ, p.BQ, n, C, QD, false)
 		// New keys and values go straight into the cache rows.
 		kc, vc := d.k[l][d.n*KVD:(d.n+n)*KVD], d.v[l][d.n*KVD:(d.n+n)*KVD]
@@ -82,14 +82,14 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 		dev.RoPE(kc, d.pos, m.ropeCos, m.ropeSin, n, c.NumKeyValueHeads, c.HeadDim)
 		dev.AttentionCached(d.att, d.q[:n*QD], d.k[l], d.v[l], d.n, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 		m.linearF32(x, d.att, p.WO, p.BO, n, QD, C, true)
-		dev.RMSNorm(ln, d.rstd, x, p.LN2, n, C, eps)
+		dev.RMSNorm(ln, nil, d.rstd, x, p.LN2, n, C, eps)
 		m.linearF32(d.gate, ln, p.WGate, p.BGate, n, C, F, false)
 		m.linearF32(d.up, ln, p.WUp, p.BUp, n, C, F, false)
-		dev.SwiGLU(d.h, d.gate, d.up, n*F)
+		dev.SwiGLU(d.h, nil, d.gate, d.up, n*F)
 		m.linearF32(x, d.h, p.WDown, p.BDown, n, F, C, true)
 	}
 	last := x[(n-1)*C : n*C]
-	dev.RMSNorm(ln[:C], d.rstd, last, m.Params.NormF, 1, C, eps)
+	dev.RMSNorm(ln[:C], nil, d.rstd, last, m.Params.NormF, 1, C, eps)
 	logits := make([]float32, c.VocabSize)
 	dev.MatMul(logits, ln[:C], m.Params.LMHead, 1, c.VocabSize, C, false, true, false)
 	d.n += n

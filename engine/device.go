@@ -35,8 +35,10 @@ type Device interface {
 	EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int)
 
 	// RMSNorm: out = x * rstd * w with rstd = 1/sqrt(mean(x²)+eps) per row,
-	// computed in fp32. rstd(N) is saved for the backward pass.
-	RMSNorm(out, rstd, x, w []float32, n, dim int, eps float32)
+	// computed in fp32. rstd(N) is saved for the backward pass. When out16
+	// is non-nil it also receives out in bf16: the next matmul's input cast,
+	// fused.
+	RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32)
 	// RMSNormBackward adds into dx(N,C) and dw(C).
 	RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
 
@@ -63,8 +65,9 @@ type Device interface {
 	// AttentionBackward overwrites dq, dk, dv.
 	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int)
 
-	// SwiGLU: h = silu(gate) * up, all (N,F).
-	SwiGLU(h, gate, up []float32, n int)
+	// SwiGLU: h = silu(gate) * up, all (N,F); h16, when non-nil, receives h
+	// in bf16 for the down projection.
+	SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int)
 	// SwiGLUBackward overwrites dgate and dup.
 	SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
 

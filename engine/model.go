@@ -188,6 +188,14 @@ func (m *Model) cast(dst []uint16, x []float32) []uint16 {
 	return dst
 }
 
+// buf16 is the first n values of buf in BF16 mode, nil in fp32 mode.
+func (m *Model) buf16(buf []uint16, n int) []uint16 {
+	if !m.bf16 {
+		return nil
+	}
+	return buf[:n]
+}
+
 // matmul is Device.MatMul, or MatMulBF16 on the bf16 operands in BF16 mode.
 func (m *Model) matmul(c, a []float32, a16 []uint16, b []float32, b16 []uint16, M, N, K int, ta, tb, acc bool) {
 	if m.bf16 {
@@ -272,8 +280,8 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	eps := float32(c.RMSNormEps)
 	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
 
-	d.RMSNorm(la.ln1, la.rstd1, in, p.LN1, N, C, eps)
-	x16 := m.cast(a.a16, la.ln1[:N*C])
+	x16 := m.buf16(a.a16, N*C) // the norms and SwiGLU write their outputs' bf16 casts here
+	d.RMSNorm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
 	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, false)
 	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, false)
 	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, false)
@@ -284,13 +292,14 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	d.Copy(la.mid[:N*C], in)
 	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, true)
 
-	d.RMSNorm(la.ln2, la.rstd2, la.mid, p.LN2, N, C, eps)
-	x16 = m.cast(a.a16, la.ln2[:N*C])
+	x16 = m.buf16(a.a16, N*C)
+	d.RMSNorm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
 	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, false)
 	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, false)
-	d.SwiGLU(la.h, la.gate, la.up, N*F)
+	h16 := m.buf16(a.a16, N*F)
+	d.SwiGLU(la.h, h16, la.gate, la.up, N*F)
 	d.Copy(out, la.mid[:N*C])
-	m.linear(out, la.h, m.cast(a.a16, la.h[:N*F]), p.WDown, h.WDown, p.BDown, N, F, C, true)
+	m.linear(out, la.h, h16, p.WDown, h.WDown, p.BDown, N, F, C, true)
 }
 
 // layerBackward propagates scr.dres (the gradient w.r.t. res[l+1]) back to
@@ -328,7 +337,7 @@ func (m *Model) forwardTrunk(bt *Batch) {
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
 	}
-	m.Dev.RMSNorm(a.lnf, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
+	m.Dev.RMSNorm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
 }
 
 // Logits runs the forward pass and returns all logits (N,V). It materialises

@@ -69,9 +69,9 @@ func (td *TimedDevice) EmbeddingBackward(dtable []float32, ids []int32, dout []f
 	td.Device.EmbeddingBackward(dtable, ids, dout, n, dim)
 }
 
-func (td *TimedDevice) RMSNorm(out, rstd, x, w []float32, n, dim int, eps float32) {
+func (td *TimedDevice) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32) {
 	defer td.since("RMSNorm", time.Now())
-	td.Device.RMSNorm(out, rstd, x, w, n, dim, eps)
+	td.Device.RMSNorm(out, out16, rstd, x, w, n, dim, eps)
 }
 
 func (td *TimedDevice) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
@@ -114,9 +114,9 @@ func (td *TimedDevice) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []f
 	td.Device.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd)
 }
 
-func (td *TimedDevice) SwiGLU(h, gate, up []float32, n int) {
+func (td *TimedDevice) SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int) {
 	defer td.since("SwiGLU", time.Now())
-	td.Device.SwiGLU(h, gate, up, n)
+	td.Device.SwiGLU(h, h16, gate, up, n)
 }
 
 func (td *TimedDevice) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int) {

@@ -39,7 +39,7 @@ func TestRMSNormGradient(t *testing.T) {
 	const n, c = 5, 16
 	x, w, probe := randSlice(r, n*c), randSlice(r, c), randSlice(r, n*c)
 	out, rstd := make([]float32, n*c), make([]float32, n)
-	loss := func() float64 { d.RMSNorm(out, rstd, x, w, n, c, 1e-5); return dot64(out, probe) }
+	loss := func() float64 { d.RMSNorm(out, nil, rstd, x, w, n, c, 1e-5); return dot64(out, probe) }
 	loss()
 	dx, dw := make([]float32, n*c), make([]float32, c)
 	d.RMSNormBackward(dx, dw, probe, x, w, rstd, n, c)
@@ -52,7 +52,7 @@ func TestSwiGLUGradient(t *testing.T) {
 	const n = 64
 	g, u, probe := randSlice(r, n), randSlice(r, n), randSlice(r, n)
 	h := make([]float32, n)
-	loss := func() float64 { d.SwiGLU(h, g, u, n); return dot64(h, probe) }
+	loss := func() float64 { d.SwiGLU(h, nil, g, u, n); return dot64(h, probe) }
 	dg, du := make([]float32, n), make([]float32, n)
 	d.SwiGLUBackward(dg, du, probe, g, u, n)
 	fdCheck(t, "swiglu gate", loss, g, dg)

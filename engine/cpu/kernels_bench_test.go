@@ -56,7 +56,7 @@ func BenchmarkSwiGLU(b *testing.B) {
 	g, u, h := randSlice(r, benchN*benchF), randSlice(r, benchN*benchF), make([]float32, benchN*benchF)
 	b.SetBytes(int64(12 * len(h)))
 	for i := 0; i < b.N; i++ {
-		d.SwiGLU(h, g, u, len(h))
+		d.SwiGLU(h, nil, g, u, len(h))
 	}
 }
 
@@ -64,7 +64,7 @@ func BenchmarkRMSNormBackward(b *testing.B) {
 	d, r := New(0), rand.New(rand.NewPCG(1, 1))
 	x, w, dout := randSlice(r, benchN*benchC), randSlice(r, benchC), randSlice(r, benchN*benchC)
 	out, rstd, dx, dw := make([]float32, len(x)), make([]float32, benchN), make([]float32, len(x)), make([]float32, benchC)
-	d.RMSNorm(out, rstd, x, w, benchN, benchC, 1e-5)
+	d.RMSNorm(out, nil, rstd, x, w, benchN, benchC, 1e-5)
 	for i := 0; i < b.N; i++ {
 		d.RMSNormBackward(dx, dw, dout, x, w, rstd, benchN, benchC)
 	}

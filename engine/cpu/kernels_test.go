@@ -94,3 +94,20 @@ func TestDevicesCoexist(t *testing.T) {
 		t.Fatalf("matmul after a second device = %v, want [7 10 15 22]", c)
 	}
 }
+
+// The fused bf16 outputs are exactly the rounding of the fp32 outputs.
+func TestFusedCasts(t *testing.T) {
+	d, r := New(2), rand.New(rand.NewPCG(5, 6))
+	const n, c = 7, 24
+	x, w := randSlice(r, n*c), randSlice(r, c)
+	out, out16, rstd := make([]float32, n*c), make([]uint16, n*c), make([]float32, n)
+	d.RMSNorm(out, out16, rstd, x, w, n, c, 1e-5)
+	g, u := randSlice(r, n*c), randSlice(r, n*c)
+	h, h16 := make([]float32, n*c), make([]uint16, n*c)
+	d.SwiGLU(h, h16, g, u, n*c)
+	for i := range out {
+		if out16[i] != toBF16(out[i]) || h16[i] != toBF16(h[i]) {
+			t.Fatalf("element %d: fused bf16 %#x %#x, want %#x %#x", i, out16[i], h16[i], toBF16(out[i]), toBF16(h[i]))
+		}
+	}
+}

@@ -3,7 +3,7 @@ package cpu
 import "math"
 
 // RMSNorm: out(N,C) = x * rstd * w, rstd(N) = 1/sqrt(mean(x²) + eps).
-func (d *Device) RMSNorm(out, rstd, x, w []float32, n, dim int, eps float32) {
+func (d *Device) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32) {
 	d.parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xr, or := x[i*dim:(i+1)*dim], out[i*dim:(i+1)*dim]
@@ -15,6 +15,12 @@ func (d *Device) RMSNorm(out, rstd, x, w []float32, n, dim int, eps float32) {
 			rstd[i] = r
 			for j, v := range xr {
 				or[j] = v * r * w[j]
+			}
+			if out16 != nil {
+				o16 := out16[i*dim : (i+1)*dim]
+				for j, v := range or {
+					o16[j] = toBF16(v)
+				}
 			}
 		}
 	})

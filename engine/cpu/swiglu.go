@@ -3,13 +3,19 @@ package cpu
 const swigluBlock = 4096
 
 // SwiGLU: h = silu(gate)·up with silu(g) = g·σ(g).
-func (d *Device) SwiGLU(h, gate, up []float32, n int) {
+func (d *Device) SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int) {
 	d.parallel((n+swigluBlock-1)/swigluBlock, func(lo, hi int) {
 		lo, hi = lo*swigluBlock, min(hi*swigluBlock, n)
 		hh, gg, uu := h[lo:hi], gate[lo:hi], up[lo:hi]
 		gg, uu = gg[:len(hh)], uu[:len(hh)]
 		for i, g := range gg {
 			hh[i] = g / (1 + exp32(-g)) * uu[i]
+		}
+		if h16 != nil {
+			o := h16[lo:hi]
+			for i, v := range hh {
+				o[i] = toBF16(v)
+			}
 		}
 	})
 }
