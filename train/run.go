@@ -67,7 +67,7 @@ func (s Spec) dataOptions() dataset.Options {
 func (s Spec) fingerprint() string {
 	b, _ := json.Marshal(struct {
 		Spec
-		EvalPrompts, Threads, Keep, Every any
+		EvalPrompts, Threads, KeepCheckpoints, CheckpointEvery any // do not change the weights
 	}{Spec: s})
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
