@@ -3,13 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"hone/chattemplate"
+	"hone/client"
 	"hone/engine"
 	"hone/engine/cpu"
 	"hone/generate"
@@ -21,26 +19,26 @@ func generateCmd() *cobra.Command {
 	var p generate.Params
 	cmd := &cobra.Command{
 		Use:   "generate --model DIR|catalog.schema.model[/N|@alias] --prompt TEXT",
-		Short: "Complete a prompt with a local model directory or a registered model version",
-		Long: `Formats the prompt as the model was trained (its chat template for chat models, plain text
-otherwise) and samples a completion. A catalog name is looked up on the server (--server) and its
-version's storage location is read from this machine.`,
+		Short: "Complete a prompt with a registered model version (on the server) or a local model directory",
+		Long: `A registered name (main.demo.bot/1, main.demo.bot@champion, or main.demo.bot for the newest
+version) is completed by the server (--server), as its /api/generate and OpenAI-compatible routes
+would. A local HF model directory is loaded and completed here. Either way the prompt is formatted as
+the model was trained: its chat template for chat models, plain text otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := resolveModelDir(cmd, &cf, modelRef)
-			if err != nil {
-				return err
+			if st, err := os.Stat(modelRef); err != nil || !st.IsDir() {
+				return generateRemote(cmd, &cf, modelRef, prompt, format, p)
 			}
 			chat := format == "chat"
 			if format == "auto" {
-				_, err := chattemplate.FromModelDir(dir)
+				_, err := chattemplate.FromModelDir(modelRef)
 				chat = err == nil
 			}
-			pr, err := generate.NewPrompter(dir, chat)
+			pr, err := generate.NewPrompter(modelRef, chat)
 			if err != nil {
 				return err
 			}
-			m, err := engine.Load(dir, cpu.New(0), engine.Options{})
+			m, err := engine.Load(modelRef, cpu.New(0), engine.Options{})
 			if err != nil {
 				return err
 			}
@@ -54,7 +52,7 @@ version's storage location is read from this machine.`,
 	}
 	cf.register(cmd)
 	f := cmd.Flags()
-	f.StringVar(&modelRef, "model", "", "model directory or registered version (required)")
+	f.StringVar(&modelRef, "model", "", "registered version or local model directory (required)")
 	f.StringVar(&prompt, "prompt", "", "prompt text (required)")
 	f.StringVar(&format, "format", "auto", "auto (chat when the model has a chat template), chat or text")
 	f.IntVar(&p.MaxNewTokens, "max-new-tokens", 100, "largest number of tokens to generate")
@@ -67,43 +65,28 @@ version's storage location is read from this machine.`,
 	return cmd
 }
 
-// resolveModelDir accepts a local directory or a registered model
-// "catalog.schema.model" with an optional "/version" or "@alias" (newest
-// version otherwise).
-func resolveModelDir(cmd *cobra.Command, cf *clientFlags, ref string) (string, error) {
-	if st, err := os.Stat(ref); err == nil && st.IsDir() {
-		return ref, nil
-	}
-	name, version, alias := ref, 0, ""
-	if i := strings.LastIndexAny(ref, "/@"); i > 0 {
-		name = ref[:i]
-		if ref[i] == '@' {
-			alias = ref[i+1:]
-		} else {
-			v, err := strconv.Atoi(ref[i+1:])
-			if err != nil {
-				return "", fmt.Errorf("model %q: not a directory, and %q is not a version number", ref, ref[i+1:])
-			}
-			version = v
-		}
-	}
+// generateRemote asks the server to complete prompt with a registered model.
+func generateRemote(cmd *cobra.Command, cf *clientFlags, model, prompt, format string, p generate.Params) error {
 	c, err := cf.client()
 	if err != nil {
-		return "", err
+		return err
 	}
-	model, err := c.ShowModel(cmd.Context(), name)
+	req := client.GenerateRequest{Model: model, MaxTokens: p.MaxNewTokens, Temperature: &p.Temperature, TopP: &p.TopP,
+		TopK: p.TopK, Seed: &p.Seed}
+	if format == "text" {
+		req.Prompt = prompt
+	} else {
+		req.Messages = []client.ChatMessage{{Role: "user", Content: prompt}}
+	}
+	res, err := c.Generate(cmd.Context(), req)
+	if err != nil && format == "auto" && client.StatusOf(err) == 400 {
+		// A model without a chat template takes plain text.
+		req.Messages, req.Prompt = nil, prompt
+		res, err = c.Generate(cmd.Context(), req)
+	}
 	if err != nil {
-		return "", fmt.Errorf("model %q: not a directory, and the catalog lookup failed: %w", ref, err)
+		return fmt.Errorf("model %q: %w", model, err)
 	}
-	best, dir := 0, ""
-	for _, v := range model.Versions {
-		match := (version == 0 && alias == "") || v.Version == version || (alias != "" && slices.Contains(v.Aliases, alias))
-		if match && v.Version > best {
-			best, dir = v.Version, v.StorageLocation
-		}
-	}
-	if dir == "" {
-		return "", fmt.Errorf("model %q: no such version of %s", ref, name)
-	}
-	return dir, nil
+	fmt.Fprintln(cmd.OutOrStdout(), res.Text)
+	return nil
 }
