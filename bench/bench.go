@@ -47,6 +47,9 @@ type TrainResult struct {
 	StepSeconds  []float64 `json:"step_seconds"`
 	GFLOPs       float64   `json:"gflop_per_s"`
 	PeakRSSBytes int64     `json:"peak_rss_bytes"`
+	Recompute    bool      `json:"recompute"`
+	CompactBF16  bool      `json:"compact_bf16"`
+	Notes        []string  `json:"notes,omitempty"`
 	Losses       []float64 `json:"losses"`
 }
 
@@ -76,7 +79,13 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		timed = engine.NewTimedDevice(cpuDev)
 		dev = timed
 	}
-	m := engine.New(s.Config, dev, engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact})
+	// Like a training run, turn on memory savings when the model would not
+	// fit otherwise, and say so in the result.
+	opts, notes, err := s.Config.Fit(engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}, s.Batch, s.Seq, 0)
+	if err != nil {
+		return nil, err
+	}
+	m := engine.New(s.Config, dev, opts)
 	m.InitRandom(s.Seed)
 	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
 	if err != nil {
@@ -94,7 +103,8 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &TrainResult{Engine: "hone", Precision: s.Precision, Threads: cpuDev.Threads(), Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps}
+	res := &TrainResult{Engine: "hone", Precision: s.Precision, Threads: cpuDev.Threads(), Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
+		Recompute: opts.Recompute, CompactBF16: opts.CompactBF16, Notes: notes}
 	scale := 1 / float32(bt.Scored())
 	for i := 0; i <= s.Steps; i++ {
 		if err := ctx.Err(); err != nil {

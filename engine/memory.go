@@ -1,5 +1,12 @@
 package engine
 
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
 // MemoryEstimate returns the bytes a training model of this config needs for
 // micro-batches of B rows of T tokens: parameters, gradients and AdamW
 // moments (fp32), the bf16 weight copy in BF16 mode, activations and
@@ -44,3 +51,58 @@ func (c *Config) MemoryEstimate(opt Options, B, T int) int64 {
 // Reserve allocates every activation buffer for micro-batches of B rows of
 // T tokens now, so memory problems show at start-up.
 func (m *Model) Reserve(B, T int) { m.ensure(B, T) }
+
+// Fit adjusts opts so that training micro-batches of B rows of T tokens fits
+// in avail bytes (0: the machine's MemAvailable), keeping 10% and at least
+// 2 GiB for everything else on the machine. It
+// turns on the cheapest savings first, activation recomputation and then
+// per-layer bf16 weights, and says what it turned on. When nothing fits it
+// fails with the numbers, before anything is allocated.
+func (c *Config) Fit(opts Options, B, T int, avail int64) (Options, []string, error) {
+	if avail <= 0 {
+		if avail = MemAvailable(); avail <= 0 {
+			return opts, nil, nil
+		}
+	}
+	limit := min(avail/10*9, avail-2<<30)
+	need := c.MemoryEstimate(opts, B, T)
+	if need <= limit {
+		return opts, nil, nil
+	}
+	var notes []string
+	for _, try := range []struct {
+		what  string
+		apply func(*Options) bool
+	}{
+		{"activation recomputation", func(o *Options) bool { r := !o.Recompute; o.Recompute = true; return r }},
+		{"per-layer bf16 weights", func(o *Options) bool { r := o.BF16 && !o.CompactBF16; o.CompactBF16 = true; return r }},
+	} {
+		if !try.apply(&opts) {
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("turned on %s: %.1f GiB needed without it, %.1f GiB available", try.what, gib(need), gib(avail)))
+		if n := c.MemoryEstimate(opts, B, T); n <= limit {
+			return opts, notes, nil
+		}
+	}
+	need = c.MemoryEstimate(opts, B, T)
+	return opts, notes, fmt.Errorf("not enough memory: training needs about %.1f GiB (%d rows × %d tokens, %d parameters) and %.1f GiB is available; use shorter rows, fewer rows per micro-batch, or a smaller model",
+		gib(need), B, T, c.NumParams(), gib(avail))
+}
+
+func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+// MemAvailable reads MemAvailable from /proc/meminfo (0 when unknown).
+func MemAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}

@@ -10,8 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"hone/dataset"
@@ -126,7 +124,11 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	}
 	ctxLen := prep.ContextLength()
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
-	if opts, err = fitMemory(cfg, opts, spec.BatchRows, ctxLen, obs); err != nil {
+	opts, notes, err := cfg.Fit(opts, spec.BatchRows, ctxLen, 0)
+	for _, n := range notes {
+		obs.OnLog(n)
+	}
+	if err != nil {
 		return nil, err
 	}
 	dev := cpu.New(spec.Threads)
@@ -381,56 +383,6 @@ func (r *runner) evaluate() (EvalMetrics, error) {
 	}
 	loss := sum / float64(tokens)
 	return EvalMetrics{Loss: loss, Perplexity: math.Exp(loss), TokenAccuracy: float64(correct) / float64(tokens)}, nil
-}
-
-// fitMemory refuses a run that cannot fit, turning on activation
-// recomputation first when that is enough.
-func fitMemory(cfg *engine.Config, opts engine.Options, B, T int, obs Observer) (engine.Options, error) {
-	avail := memAvailable()
-	if avail <= 0 {
-		return opts, nil
-	}
-	need := cfg.MemoryEstimate(opts, B, T)
-	if need <= avail*9/10 {
-		return opts, nil
-	}
-	// Cheapest savings first: recomputing activations, then converting
-	// bf16 weights per layer.
-	for _, try := range []struct {
-		what  string
-		apply func(*engine.Options) bool
-	}{
-		{"activation recomputation", func(o *engine.Options) bool { r := !o.Recompute; o.Recompute = true; return r }},
-		{"per-layer bf16 weights", func(o *engine.Options) bool { r := o.BF16 && !o.CompactBF16; o.CompactBF16 = true; return r }},
-	} {
-		if !try.apply(&opts) {
-			continue
-		}
-		if n := cfg.MemoryEstimate(opts, B, T); n <= avail*9/10 {
-			obs.OnLog(fmt.Sprintf("turning on %s: %.1f GiB needed without it, %.1f GiB available", try.what, gib(need), gib(avail)))
-			return opts, nil
-		}
-	}
-	need = cfg.MemoryEstimate(opts, B, T)
-	return opts, fmt.Errorf("not enough memory: training needs about %.1f GiB (batch_rows %d × context_length %d, %d parameters), %.1f GiB available; lower context_length or batch_rows, or use a smaller model",
-		gib(need), B, T, cfg.NumParams(), gib(avail))
-}
-
-func gib(b int64) float64 { return float64(b) / (1 << 30) }
-
-// memAvailable reads MemAvailable from /proc/meminfo (0 when unknown).
-func memAvailable() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }
 
 func sameShape(a, b *engine.Config) bool {
