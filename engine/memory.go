@@ -81,11 +81,10 @@ func (c *Config) Fit(opts Options, B, T int, avail int64) (Options, []string, er
 			continue
 		}
 		notes = append(notes, fmt.Sprintf("turned on %s: %.1f GiB needed without it, %.1f GiB available", try.what, gib(need), gib(avail)))
-		if n := c.MemoryEstimate(opts, B, T); n <= limit {
+		if need = c.MemoryEstimate(opts, B, T); need <= limit {
 			return opts, notes, nil
 		}
 	}
-	need = c.MemoryEstimate(opts, B, T)
 	return opts, notes, fmt.Errorf("not enough memory: training needs about %.1f GiB (%d rows × %d tokens, %d parameters) and %.1f GiB is available; use shorter rows, fewer rows per micro-batch, or a smaller model",
 		gib(need), B, T, c.NumParams(), gib(avail))
 }
