@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -136,7 +135,6 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if timed != nil {
 		s.KernelTimes(timed.Report())
 	}
-	runtime.KeepAlive(m)
 	return res, nil
 }
 

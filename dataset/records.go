@@ -187,15 +187,21 @@ func jsonKind(b []byte) string {
 	return "a number"
 }
 
-// parseChat validates one chat line.
-func parseChat(file string, line int, b []byte) (record, []Problem) {
+// openLine checks that a line is UTF-8 holding a JSON object and returns
+// the object, or nil with the problem recorded in the checker.
+func openLine(file string, line int, b []byte) (*lineChecker, record, map[string]json.RawMessage) {
 	c := &lineChecker{file: file, line: line}
 	rec := record{file: file, line: line}
 	if !utf8.Valid(b) {
 		c.add("", RuleInvalidUTF8, "the line is not valid UTF-8 (at byte %d)", invalidUTF8At(b))
-		return rec, c.problems
+		return c, rec, nil
 	}
-	top := c.object("", b)
+	return c, rec, c.object("", b)
+}
+
+// parseChat validates one chat line.
+func parseChat(file string, line int, b []byte) (record, []Problem) {
+	c, rec, top := openLine(file, line, b)
 	if top == nil {
 		return rec, c.problems
 	}
@@ -285,13 +291,7 @@ func checkRoleOrder(c *lineChecker, msgs []chattemplate.Message) {
 
 // parseInstruct validates one instruct line.
 func parseInstruct(file string, line int, b []byte) (record, []Problem) {
-	c := &lineChecker{file: file, line: line}
-	rec := record{file: file, line: line}
-	if !utf8.Valid(b) {
-		c.add("", RuleInvalidUTF8, "the line is not valid UTF-8 (at byte %d)", invalidUTF8At(b))
-		return rec, c.problems
-	}
-	top := c.object("", b)
+	c, rec, top := openLine(file, line, b)
 	if top == nil {
 		return rec, c.problems
 	}

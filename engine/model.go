@@ -475,24 +475,3 @@ func (m *Model) CheckBatch(bt *Batch) error {
 	}
 	return nil
 }
-
-// LastLogits runs the forward pass and returns the logits (V) of the last
-// position of each row, (B,V): what decoding needs, without the (N,V)
-// matrix.
-func (m *Model) LastLogits(bt *Batch) []float32 {
-	m.ensure(bt.B, bt.T)
-	m.forwardTrunk(bt)
-	c := m.Config
-	C, V := c.HiddenSize, c.VocabSize
-	out := make([]float32, bt.B*V)
-	for b := 0; b < bt.B; b++ {
-		x := m.acts.lnf[((b+1)*bt.T-1)*C : (b+1)*bt.T*C]
-		if m.bf16 {
-			x16 := m.cast(m.Dev.AllocBF16(C), x)
-			m.Dev.MatMulBF16(out[b*V:(b+1)*V], x16, m.lmHead16(), 1, V, C, false, true, false)
-			continue
-		}
-		m.Dev.MatMul(out[b*V:(b+1)*V], x, m.Params.LMHead, 1, V, C, false, true, false)
-	}
-	return out
-}

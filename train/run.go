@@ -284,6 +284,27 @@ func (r *runner) row(k int64) (dataset.Row, error) {
 	return r.train.Row(order[k%int64(r.R)])
 }
 
+// batch builds the micro-batch of rows [lo, hi) and counts its input
+// tokens (segment 0 is padding).
+func (r *runner) batch(lo, hi int64, row func(int64) (dataset.Row, error)) (*engine.Batch, int64, error) {
+	var ids, labels, segs [][]int
+	var tokens int64
+	for j := lo; j < hi; j++ {
+		rw, err := row(j)
+		if err != nil {
+			return nil, 0, err
+		}
+		ids, labels, segs = append(ids, rw.InputIDs), append(labels, rw.Labels), append(segs, rw.SegmentIDs)
+		for _, s := range rw.SegmentIDs {
+			if s != 0 {
+				tokens++
+			}
+		}
+	}
+	bt, err := engine.NewBatch(ids, labels, segs, r.m.Config.VocabSize)
+	return bt, tokens, err
+}
+
 // step runs one optimizer step (all its micro-batches) at learning rate lr.
 func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res optim.StepResult, err error) {
 	first := int64(step) * int64(r.rps)
@@ -291,23 +312,11 @@ func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res opt
 	var batches []*engine.Batch
 	scored := 0
 	for k := first; k < last; k += int64(r.spec.BatchRows) {
-		var ids, labels, segs [][]int
-		for j := k; j < min(k+int64(r.spec.BatchRows), last); j++ {
-			row, err := r.row(j)
-			if err != nil {
-				return 0, 0, res, err
-			}
-			ids, labels, segs = append(ids, row.InputIDs), append(labels, row.Labels), append(segs, row.SegmentIDs)
-			for _, s := range row.SegmentIDs {
-				if s != 0 { // segment 0 is padding
-					tokens++
-				}
-			}
-		}
-		bt, err := engine.NewBatch(ids, labels, segs, r.m.Config.VocabSize)
+		bt, n, err := r.batch(k, min(k+int64(r.spec.BatchRows), last), r.row)
 		if err != nil {
 			return 0, 0, res, err
 		}
+		tokens += n
 		scored += bt.Scored()
 		batches = append(batches, bt)
 	}
@@ -361,17 +370,10 @@ func (r *runner) checkpoint(ctx context.Context, st *ckptState) (string, error) 
 func (r *runner) evaluate() (EvalMetrics, error) {
 	var sum float64
 	var tokens, correct int
-	n := r.eval.NumRows()
-	for i := 0; i < n; i += r.spec.BatchRows {
-		var ids, labels, segs [][]int
-		for j := i; j < min(i+r.spec.BatchRows, n); j++ {
-			row, err := r.eval.Row(j)
-			if err != nil {
-				return EvalMetrics{}, err
-			}
-			ids, labels, segs = append(ids, row.InputIDs), append(labels, row.Labels), append(segs, row.SegmentIDs)
-		}
-		bt, err := engine.NewBatch(ids, labels, segs, r.m.Config.VocabSize)
+	n := int64(r.eval.NumRows())
+	evalRow := func(i int64) (dataset.Row, error) { return r.eval.Row(int(i)) }
+	for i := int64(0); i < n; i += int64(r.spec.BatchRows) {
+		bt, _, err := r.batch(i, min(i+int64(r.spec.BatchRows), n), evalRow)
 		if err != nil {
 			return EvalMetrics{}, err
 		}
