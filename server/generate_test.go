@@ -165,6 +165,7 @@ func post(t *testing.T, h *harness, path, token, body string) (*http.Response, [
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

@@ -350,7 +350,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, req client.Gen
 			return
 		}
 		code, name := s.openAIStatus(r, err)
-		ev.send(map[string]any{"error": oaiError(code, name, err.Error())})
+		ev.send(map[string]any{"error": oaiError(code, name, s.publicMessage(r, code, err))})
 		return
 	}
 	start(res.Model)
@@ -426,9 +426,6 @@ func (s *Server) decodeLoose(r *http.Request, v any) error {
 // openAIStatus maps err with statusOf and names it as OpenAI does.
 func (s *Server) openAIStatus(r *http.Request, err error) (int, string) {
 	code, name := statusOf(err)
-	if code >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	}
 	if code == http.StatusNotFound {
 		name = "model_not_found" // models are the only resource under /v1
 	}
@@ -437,7 +434,7 @@ func (s *Server) openAIStatus(r *http.Request, err error) (int, string) {
 
 func (s *Server) openAIFail(w http.ResponseWriter, r *http.Request, err error) {
 	code, name := s.openAIStatus(r, err)
-	writeOpenAIError(w, code, name, err.Error())
+	writeOpenAIError(w, code, name, s.publicMessage(r, code, err))
 }
 
 func oaiError(status int, code, msg string) map[string]any {

@@ -17,7 +17,9 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,19 +111,65 @@ func CheckListen(addr, token string) error {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	id := newRequestID()
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 	sw := &statusWriter{ResponseWriter: w, status: 200}
-	guarded := (strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/api/health") || strings.HasPrefix(r.URL.Path, "/v1/")
-	if guarded && !s.authorized(r) {
+	sw.Header().Set("X-Request-Id", id)
+	api := strings.HasPrefix(r.URL.Path, "/api/") || strings.HasPrefix(r.URL.Path, "/v1/")
+	foreign, badType := s.checkBrowser(r), ""
+	if api {
+		badType = checkContentType(r)
+	}
+	switch {
+	case foreign != "":
+		s.refuse(sw, r, http.StatusForbidden, "forbidden", foreign)
+	case api && r.URL.Path != "/api/health" && !s.authorized(r):
 		sw.Header().Set("WWW-Authenticate", `Bearer realm="hone"`)
 		if strings.HasPrefix(r.URL.Path, "/v1/") {
-			writeOpenAIError(sw, http.StatusUnauthorized, "invalid_api_key", "missing or wrong API key (the server's bearer token)")
+			s.refuse(sw, r, http.StatusUnauthorized, "invalid_api_key", "missing or wrong API key (the server's bearer token)")
 		} else {
-			writeJSON(sw, http.StatusUnauthorized, &client.Error{Code: "unauthorized", Message: "missing or wrong bearer token"})
+			s.refuse(sw, r, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 		}
-	} else {
+	case badType != "":
+		s.refuse(sw, r, http.StatusUnsupportedMediaType, "unsupported_media_type", badType)
+	default:
 		s.mux.ServeHTTP(sw, r)
 	}
-	s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+	s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start), "request_id", id)
+}
+
+// refuse answers a request refused before its route: OpenAI's error body
+// under /v1, client.Error elsewhere.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		writeOpenAIError(w, status, code, msg)
+		return
+	}
+	writeJSON(w, status, &client.Error{Code: code, Message: msg})
+}
+
+type requestIDKey struct{}
+
+func newRequestID() string {
+	b := make([]byte, 8)
+	rand.Read(b) //nolint:errcheck // never fails (crypto/rand panics instead)
+	return hex.EncodeToString(b)
+}
+
+// publicMessage is what a client is told of err, answered with status: a
+// 5xx hides the cause (paths, SQL, internals) behind the request id, under
+// which the cause is logged.
+func (s *Server) publicMessage(r *http.Request, status int, err error) string {
+	if status < 500 {
+		return err.Error()
+	}
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "request_id", id, "err", err)
+	what := "internal error"
+	if status != http.StatusInternalServerError {
+		what = strings.ToLower(http.StatusText(status))
+	}
+	return fmt.Sprintf("%s (request id %s)", what, id)
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -151,10 +199,7 @@ func (s *Server) handler(status int, fn func(r *http.Request) (any, error)) http
 		body, err := fn(r)
 		if err != nil {
 			code, name := statusOf(err)
-			if code >= 500 {
-				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			}
-			writeJSON(w, code, &client.Error{Code: name, Message: err.Error()})
+			writeJSON(w, code, &client.Error{Code: name, Message: s.publicMessage(r, code, err)})
 			return
 		}
 		if body == nil {

@@ -1,0 +1,143 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"hone/client"
+	"hone/store/storetest"
+)
+
+type rawResponse struct {
+	status int
+	body   string
+}
+
+// send makes one request as a browser or a script would, without the
+// client package's headers.
+func send(t *testing.T, method, u, body string, header map[string]string) rawResponse {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return rawResponse{resp.StatusCode, string(b)}
+}
+
+// TestBrowserRequests: without a token, a web page cannot drive the API
+// (a foreign Origin, a DNS-rebound Host, a text/plain body), while hone's
+// client and a same-origin page still can.
+func TestBrowserRequests(t *testing.T) {
+	st, _ := storetest.OpenSQLite(t)
+	h := newHarness(t, st, harnessOpts{})
+	ctx := context.Background()
+	req := h.request(t, h.writeData(t, "chat.jsonl"))
+	req.TrainingDuration = "100000ba"
+	run, err := h.c.CreateRun(ctx, req)
+	if err != nil {
+		t.Fatalf("the legitimate client: %v", err)
+	}
+	t.Cleanup(func() { h.c.CancelRuns(ctx, client.CancelRequest{Names: []string{run.Name}}) })
+	h.wait(t, run.Name, client.StatusRunning)
+	port := mustPort(t, h.url)
+	cancel := `{"names":["` + run.Name + `"]}`
+
+	for _, tc := range []struct {
+		name, method, path, body string
+		header                   map[string]string
+		want                     int
+		wantMsg                  string
+	}{
+		{"cross-site form post", "POST", "/api/runs/cancel", cancel,
+			map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, 403, "Origin"},
+		{"cross-site JSON post", "POST", "/api/runs/cancel", cancel,
+			map[string]string{"Content-Type": "application/json", "Origin": "http://evil.example"}, 403, "Origin"},
+		{"opaque origin", "POST", "/api/runs/" + run.Name + "/cancel", "", map[string]string{"Origin": "null"}, 403, "Origin"},
+		{"loopback page on another port", "GET", "/api/runs", "", map[string]string{"Origin": "http://127.0.0.1:1"}, 403, "Origin"},
+		{"text/plain without origin", "POST", "/api/runs/cancel", cancel, map[string]string{"Content-Type": "text/plain"}, 415,
+			"Content-Type: application/json"},
+		{"no content type", "POST", "/api/runs/cancel", cancel, nil, 415, "application/json"},
+		{"DNS rebinding", "GET", "/api/runs", "", map[string]string{"Host": "evil.example:8080"}, 403, "Host"},
+		{"DNS rebinding without port", "POST", "/api/runs/cancel", cancel,
+			map[string]string{"Host": "evil.example", "Content-Type": "application/json"}, 403, "Host"},
+		{"DNS rebinding health", "GET", "/api/health", "", map[string]string{"Host": "evil.example:" + port}, 403, "Host"},
+		{"localhost", "GET", "/api/runs", "", map[string]string{"Host": "localhost:" + port}, 200, ""},
+		{"localhost without port", "GET", "/api/runs", "", map[string]string{"Host": "localhost"}, 200, ""},
+		{"same-origin page", "GET", "/api/runs", "", map[string]string{"Origin": "http://127.0.0.1:" + port}, 200, ""},
+		{"same-origin page by name", "GET", "/api/runs", "",
+			map[string]string{"Origin": "http://localhost:" + port, "Host": "localhost:" + port}, 200, ""},
+		{"JSON with charset", "POST", "/api/runs/cancel", `{"names":[]}`,
+			map[string]string{"Content-Type": "application/json; charset=utf-8"}, 400, "name runs"},
+	} {
+		got := send(t, tc.method, h.url+tc.path, tc.body, tc.header)
+		var e client.Error
+		json.Unmarshal([]byte(got.body), &e)
+		if got.status != tc.want || (tc.wantMsg != "" && !strings.Contains(e.Message, tc.wantMsg)) {
+			t.Errorf("%s: %s %s = %d %s, want %d with %q", tc.name, tc.method, tc.path, got.status, got.body, tc.want, tc.wantMsg)
+		}
+	}
+	if r, _ := h.c.GetRun(ctx, run.Name); r.Status != client.StatusRunning {
+		t.Fatalf("refused cancels changed the run: %s", r.Status)
+	}
+
+	// /v1 refuses with OpenAI's error body.
+	for _, hd := range []map[string]string{
+		{"Host": "evil.example:8080", "Content-Type": "application/json"},
+		{"Origin": "https://evil.example", "Content-Type": "application/json"},
+		{"Content-Type": "text/plain"},
+	} {
+		got := send(t, "POST", h.url+"/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[]}`, hd)
+		var oe struct {
+			Error struct{ Message, Type, Code string } `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(got.body), &oe); err != nil || (got.status != 403 && got.status != 415) || oe.Error.Message == "" {
+			t.Errorf("POST /v1/chat/completions with %v = %d %s, want 403/415 with an OpenAI error body", hd, got.status, got.body)
+		}
+	}
+}
+
+// TestBrowserRequestsWithToken: with a token, API clients are not held to
+// loopback names, but bodies must still be declared JSON.
+func TestBrowserRequestsWithToken(t *testing.T) {
+	st, _ := storetest.OpenSQLite(t)
+	h := newHarness(t, st, harnessOpts{token: testToken})
+	auth := "Bearer " + testToken
+	if got := send(t, "GET", h.url+"/api/runs", "", map[string]string{"Host": "hone.example:8080", "Authorization": auth}); got.status != 200 {
+		t.Errorf("token and a proxy's Host = %d %s, want 200", got.status, got.body)
+	}
+	if got := send(t, "POST", h.url+"/api/runs/cancel", `{"names":["x"]}`,
+		map[string]string{"Content-Type": "text/plain", "Authorization": auth}); got.status != 415 {
+		t.Errorf("token and text/plain = %d %s, want 415", got.status, got.body)
+	}
+}
+
+func mustPort(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Port()
+}
