@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"hone/client"
@@ -140,4 +142,49 @@ func mustPort(t *testing.T, raw string) string {
 		t.Fatal(err)
 	}
 	return u.Port()
+}
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestInternalErrorHidden: a 5xx tells the client a request id, not the
+// internal error (SQL, paths); the log has both.
+func TestInternalErrorHidden(t *testing.T) {
+	st, _ := storetest.OpenSQLite(t)
+	var logs syncBuffer
+	h := newHarness(t, st, harnessOpts{logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	st.Close() // every query now fails inside the store
+	for _, path := range []string{"/api/runs", "/api/experiments", "/v1/models"} {
+		req, _ := http.NewRequest("GET", h.url+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		id := resp.Header.Get("X-Request-Id")
+		body := string(b)
+		if resp.StatusCode != 500 || id == "" || !strings.Contains(body, "internal error (request id "+id+")") ||
+			strings.Contains(body, "closed") || strings.Contains(body, "store") || strings.Contains(body, h.home) {
+			t.Errorf("GET %s = %d %s (request id %q), want 500 saying only \"internal error\" and the request id", path, resp.StatusCode, body, id)
+		}
+		if !strings.Contains(logs.String(), "request_id="+id) || !strings.Contains(logs.String(), "database is closed") {
+			t.Errorf("GET %s: the log lacks request id %s with the real error:\n%s", path, id, logs.String())
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -124,6 +125,7 @@ type harnessOpts struct {
 	token     string
 	stepDelay time.Duration
 	trainer   runs.Trainer
+	logger    *slog.Logger // the server's; default discards
 }
 
 func newHarness(t *testing.T, st *store.Store, o harnessOpts) *harness {
@@ -169,7 +171,7 @@ func newHarness(t *testing.T, st *store.Store, o harnessOpts) *harness {
 		defer cancel()
 		svc.Stop(sctx)
 	})
-	srv, err := server.New(server.Config{Runs: svc, Catalog: cat, Token: o.token})
+	srv, err := server.New(server.Config{Runs: svc, Catalog: cat, Token: o.token, Logger: o.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
