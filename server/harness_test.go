@@ -112,6 +112,7 @@ const tinyConfig = `{"architectures":["LlamaForCausalLM"],"model_type":"llama","
 "max_position_embeddings":128,"tie_word_embeddings":true}`
 
 type harness struct {
+	srv   *server.Server
 	url   string
 	c     *client.Client
 	svc   *runs.Service
@@ -175,6 +176,7 @@ func newHarness(t *testing.T, st *store.Store, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.srv = srv
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	h.url = ts.URL

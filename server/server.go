@@ -10,9 +10,13 @@
 //
 // Every /api and /v1 route requires "Authorization: Bearer <token>" when a
 // token is configured (compared in constant time, never logged); CheckListen
-// refuses to serve beyond loopback without one. Errors map to HTTP statuses
-// in one place (statusOf); every /api error body is client.Error, every /v1
-// error body is OpenAI's {"error": {...}}.
+// refuses to serve beyond loopback without one of at least MinTokenLen
+// characters. Without a token, requests under a foreign Host (DNS
+// rebinding) or from a foreign Origin (another web page) are refused; every
+// request body must be declared application/json. Errors map to HTTP
+// statuses in one place (statusOf); every /api error body is client.Error,
+// every /v1 error body is OpenAI's {"error": {...}}; a 5xx body names the
+// request id (header X-Request-Id) under which the cause is logged.
 package server
 
 import (
@@ -24,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -88,24 +91,6 @@ func New(cfg Config) (*Server, error) {
 		serve: cfg.Serving, clock: cfg.Clock}
 	s.routes()
 	return s, nil
-}
-
-// CheckListen refuses an address beyond loopback when no token is set.
-func CheckListen(addr, token string) error {
-	if token != "" {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("listen address %q: %w", addr, err)
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("listening on %q reaches beyond this machine: set a bearer token with --token or HONE_TOKEN", addr)
 }
 
 // ServeHTTP implements http.Handler.

@@ -410,15 +410,18 @@ func TestToken(t *testing.T) {
 			t.Errorf("token %q: %v, want 401", tok, err)
 		}
 	}
+	long := strings.Repeat("k", server.MinTokenLen)
 	for _, tc := range []struct {
 		addr, token string
-		ok          bool
+		want        string // "" for no error
 	}{
-		{"127.0.0.1:8080", "", true}, {"localhost:8080", "", true}, {"[::1]:8080", "", true},
-		{"0.0.0.0:8080", "", false}, {":8080", "", false}, {"10.1.2.3:8080", "", false}, {"0.0.0.0:8080", "t", true},
+		{"127.0.0.1:8080", "", ""}, {"localhost:8080", "", ""}, {"[::1]:8080", "", ""}, {"127.0.0.1:8080", "short", ""},
+		{"0.0.0.0:8080", "", "set a bearer token"}, {":8080", "", "set a bearer token"}, {"10.1.2.3:8080", "", "set a bearer token"},
+		{"0.0.0.0:8080", "t", "needs at least 16"}, {"0.0.0.0:8080", long[1:], "has 15 characters"}, {"0.0.0.0:8080", long, ""},
 	} {
-		if err := server.CheckListen(tc.addr, tc.token); (err == nil) != tc.ok {
-			t.Errorf("CheckListen(%q, %q) = %v, want ok=%v", tc.addr, tc.token, err, tc.ok)
+		err := server.CheckListen(tc.addr, tc.token)
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("CheckListen(%q, %q) = %v, want %q", tc.addr, tc.token, err, tc.want)
 		}
 	}
 }

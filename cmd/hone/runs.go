@@ -15,21 +15,27 @@ import (
 	"hone/client"
 )
 
-// clientFlags reach the server: --server/HONE_SERVER, --token/HONE_TOKEN.
-type clientFlags struct{ server, token string }
+// clientFlags reach the server: --server/HONE_SERVER, and the token from
+// --token, --token-file or HONE_TOKEN.
+type clientFlags struct {
+	server string
+	token  tokenFlags
+}
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.server, "server", "", "hone server URL (default $HONE_SERVER or "+client.DefaultServer+")")
-	cmd.PersistentFlags().StringVar(&f.token, "token", "", "bearer token (default $HONE_TOKEN)")
+	cmd.PersistentFlags().StringVar(&f.token.token, "token", "", "bearer token (default $HONE_TOKEN)")
+	cmd.PersistentFlags().StringVar(&f.token.file, "token-file", "", "read the bearer token from this file")
 }
 
 func (f *clientFlags) client() (*client.Client, error) {
-	server, token := f.server, f.token
+	server := f.server
 	if server == "" {
 		server = os.Getenv("HONE_SERVER")
 	}
-	if token == "" {
-		token = os.Getenv("HONE_TOKEN")
+	token, err := f.token.resolve(func(msg string) { fmt.Fprintln(os.Stderr, "hone: warning:", msg) })
+	if err != nil {
+		return nil, err
 	}
 	return client.New(client.Config{Server: server, Token: token})
 }

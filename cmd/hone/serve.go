@@ -109,7 +109,8 @@ func (s *service) stop() {
 
 func serveCmd() *cobra.Command {
 	var f serviceFlags
-	var addr, token string
+	var addr, tlsCert, tlsKey string
+	var tf tokenFlags
 	var maxLoaded int
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -117,55 +118,79 @@ func serveCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if token == "" {
-				token = os.Getenv("HONE_TOKEN")
+			log := logger()
+			token, err := tf.resolve(func(msg string) { log.Warn(msg) })
+			if err != nil {
+				return err
 			}
 			if err := server.CheckListen(addr, token); err != nil {
 				return err
+			}
+			if tf.token != "" {
+				log.Warn("--token is visible to other users of this machine (ps): prefer --token-file or HONE_TOKEN")
 			}
 			svc, err := f.open(ctx, true)
 			if err != nil {
 				return err
 			}
 			defer svc.stop()
-			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, Logger: logger()})
+			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, Logger: log})
 			if err != nil {
 				return err
 			}
-			srv, err := server.New(server.Config{Runs: svc.runs, Catalog: svc.cat, Token: token, Logger: logger(), Serving: models})
+			srv, err := server.New(server.Config{Runs: svc.runs, Catalog: svc.cat, Token: token, Logger: log, Serving: models})
 			if err != nil {
 				return err
 			}
-			ln, err := net.Listen("tcp", addr)
+			hs, err := server.HTTPServer(srv, tlsCert, tlsKey)
 			if err != nil {
 				return err
 			}
-			if err := svc.runs.Start(ctx); err != nil {
-				ln.Close()
-				return err
-			}
-			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-			errc := make(chan error, 1)
-			go func() { errc <- hs.Serve(ln) }()
-			logger().Info("hone serving", "addr", ln.Addr().String(), "auth", token != "")
-			select {
-			case err := <-errc:
-				return err
-			case <-ctx.Done():
-			}
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
+			return listenAndServe(ctx, hs, addr, token != "", svc.runs.Start)
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "listen address HOST:PORT")
-	cmd.Flags().StringVar(&token, "token", "", "bearer token clients must send (default $HONE_TOKEN); required beyond loopback")
+	cmd.Flags().StringVar(&tf.token, "token", "", "bearer token clients must send (default $HONE_TOKEN); required beyond loopback, at least 16 characters")
+	cmd.Flags().StringVar(&tf.file, "token-file", "", "read the bearer token from this file (keeps it out of ps; chmod 600)")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain); needs --tls-key")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
 	cmd.Flags().IntVar(&maxLoaded, "max-loaded-models", 1, "registered model versions kept in memory for /api/generate and /v1")
 	return cmd
+}
+
+// listenAndServe listens on addr, starts the workers, serves until ctx ends
+// and then shuts down, letting requests finish for up to 10 s.
+func listenAndServe(ctx context.Context, hs *http.Server, addr string, auth bool, start func(context.Context) error) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	if err := start(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- server.Serve(hs, ln) }()
+	scheme := "http"
+	if hs.TLSConfig != nil {
+		scheme = "https"
+	}
+	logger().Info("hone serving", "url", scheme+"://"+ln.Addr().String(), "auth", auth)
+	if host, _, _ := net.SplitHostPort(addr); scheme == "http" && !server.IsLoopback(host) {
+		logger().Warn("serving plain HTTP beyond loopback: the token and data cross the network in clear; use --tls-cert and --tls-key")
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 func workerCmd() *cobra.Command {
