@@ -28,8 +28,13 @@ func (o ops) AddEvent(ctx context.Context, run string, e Event) error {
 
 // ListEvents returns the run's events with ID > afterID, oldest first.
 func (o ops) ListEvents(ctx context.Context, run string, afterID int64) ([]Event, error) {
-	var out []Event
-	err := o.all(ctx, `SELECT id, time, type, message FROM hone_run_events WHERE run_name = ? AND id > ? ORDER BY id`,
+	return o.events(ctx, run, afterID, 0)
+}
+
+// events lists at most limit events (limit <= 0: all).
+func (o ops) events(ctx context.Context, run string, afterID int64, limit int) ([]Event, error) {
+	out := []Event{}
+	err := o.all(ctx, `SELECT id, time, type, message FROM hone_run_events WHERE run_name = ? AND id > ? ORDER BY id`+limitSQL(limit),
 		[]any{run, afterID}, func(r rows) error {
 			var e Event
 			var t int64
@@ -90,9 +95,14 @@ func (o ops) RecordStep(ctx context.Context, run string, m StepMetric) error {
 // ListSteps returns the run's step metrics in step order; afterStep
 // skips steps <= afterStep.
 func (o ops) ListSteps(ctx context.Context, run string, afterStep int) ([]StepMetric, error) {
-	var out []StepMetric
+	return o.steps(ctx, run, afterStep, 0)
+}
+
+// steps lists at most limit steps (limit <= 0: all).
+func (o ops) steps(ctx context.Context, run string, afterStep, limit int) ([]StepMetric, error) {
+	out := []StepMetric{}
 	err := o.all(ctx, `SELECT step, total_steps, epoch, loss, lr, grad_norm, tokens_per_sec, tokens_seen, elapsed_us, time
-		FROM hone_step_metrics WHERE run_name = ? AND step > ? ORDER BY step`, []any{run, afterStep}, func(r rows) error {
+		FROM hone_step_metrics WHERE run_name = ? AND step > ? ORDER BY step`+limitSQL(limit), []any{run, afterStep}, func(r rows) error {
 		var m StepMetric
 		var loss, gn sql.NullFloat64
 		var el, t int64
@@ -143,9 +153,14 @@ func (o ops) RecordEval(ctx context.Context, run string, m EvalMetric) error {
 
 // ListEvals returns the run's evaluations in step order.
 func (o ops) ListEvals(ctx context.Context, run string) ([]EvalMetric, error) {
-	var out []EvalMetric
+	return o.evals(ctx, run, math.MinInt32, math.MaxInt32)
+}
+
+// evals lists the evaluations of steps in (after, upTo].
+func (o ops) evals(ctx context.Context, run string, after, upTo int) ([]EvalMetric, error) {
+	out := []EvalMetric{}
 	err := o.all(ctx, `SELECT step, loss, perplexity, token_accuracy, time FROM hone_eval_metrics
-		WHERE run_name = ? ORDER BY step`, []any{run}, func(r rows) error {
+		WHERE run_name = ? AND step > ? AND step <= ? ORDER BY step`, []any{run, after, upTo}, func(r rows) error {
 		var m EvalMetric
 		var l, p, a sql.NullFloat64
 		var t int64
@@ -189,9 +204,15 @@ func (o ops) DeleteCheckpoint(ctx context.Context, run string, step int) error {
 
 // ListCheckpoints returns the run's checkpoints in step order.
 func (o ops) ListCheckpoints(ctx context.Context, run string) ([]Checkpoint, error) {
-	var out []Checkpoint
-	err := o.all(ctx, `SELECT step, epoch, dir, time FROM hone_checkpoints WHERE run_name = ? ORDER BY step`,
-		[]any{run}, func(r rows) error {
+	return o.checkpoints(ctx, run, -1, 0)
+}
+
+// checkpoints lists at most limit checkpoints after afterStep (limit <= 0:
+// all).
+func (o ops) checkpoints(ctx context.Context, run string, afterStep, limit int) ([]Checkpoint, error) {
+	out := []Checkpoint{}
+	err := o.all(ctx, `SELECT step, epoch, dir, time FROM hone_checkpoints WHERE run_name = ? AND step > ? ORDER BY step`+limitSQL(limit),
+		[]any{run, afterStep}, func(r rows) error {
 			var c Checkpoint
 			var t int64
 			err := r.Scan(&c.Step, &c.Epoch, &c.Dir, &t)
@@ -229,9 +250,16 @@ func (o ops) RecordPromptOutputs(ctx context.Context, run string, outs []PromptO
 
 // ListPromptOutputs returns the run's completions by step, then index.
 func (o ops) ListPromptOutputs(ctx context.Context, run string) ([]PromptOutput, error) {
-	var out []PromptOutput
+	return o.promptOutputs(ctx, run, promptCursor{Step: -1}, 0)
+}
+
+// promptOutputs lists at most limit completions after the one at (step,
+// index) (limit <= 0: all).
+func (o ops) promptOutputs(ctx context.Context, run string, after promptCursor, limit int) ([]PromptOutput, error) {
+	out := []PromptOutput{}
 	err := o.all(ctx, `SELECT step, idx, prompt, output, time FROM hone_prompt_outputs WHERE run_name = ?
-		ORDER BY step, idx`, []any{run}, func(r rows) error {
+		AND (step > ? OR (step = ? AND idx > ?)) ORDER BY step, idx`+limitSQL(limit),
+		[]any{run, after.Step, after.Step, after.Index}, func(r rows) error {
 		var p PromptOutput
 		var t int64
 		err := r.Scan(&p.Step, &p.Index, &p.Prompt, &p.Output, &t)
@@ -265,10 +293,16 @@ func (o ops) EnsureExperiment(ctx context.Context, e Experiment) error {
 
 // ListExperiments returns the experiments by path, with their run counts.
 func (o ops) ListExperiments(ctx context.Context) ([]Experiment, error) {
-	var out []Experiment
+	return o.experiments(ctx, "", 0)
+}
+
+// experiments lists at most limit experiments with a path after afterPath
+// (limit <= 0: all).
+func (o ops) experiments(ctx context.Context, afterPath string, limit int) ([]Experiment, error) {
+	out := []Experiment{}
 	err := o.all(ctx, `SELECT e.path, e.user_name, e.created_at,
 		(SELECT COUNT(*) FROM hone_runs r WHERE r.experiment_path = e.path)
-		FROM hone_experiments e ORDER BY e.path`, nil, func(r rows) error {
+		FROM hone_experiments e WHERE e.path > ? ORDER BY e.path`+limitSQL(limit), []any{afterPath}, func(r rows) error {
 		var e Experiment
 		var t int64
 		err := r.Scan(&e.Path, &e.User, &t, &e.Runs)
