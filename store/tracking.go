@@ -260,13 +260,13 @@ func (o ops) promptOutputs(ctx context.Context, run string, after promptCursor, 
 	err := o.all(ctx, `SELECT step, idx, prompt, output, time FROM hone_prompt_outputs WHERE run_name = ?
 		AND (step > ? OR (step = ? AND idx > ?)) ORDER BY step, idx`+limitSQL(limit),
 		[]any{run, after.Step, after.Step, after.Index}, func(r rows) error {
-		var p PromptOutput
-		var t int64
-		err := r.Scan(&p.Step, &p.Index, &p.Prompt, &p.Output, &t)
-		p.Time = fromMicros(t)
-		out = append(out, p)
-		return err
-	})
+			var p PromptOutput
+			var t int64
+			err := r.Scan(&p.Step, &p.Index, &p.Prompt, &p.Output, &t)
+			p.Time = fromMicros(t)
+			out = append(out, p)
+			return err
+		})
 	if err != nil {
 		return nil, fmt.Errorf("store: list prompt outputs of %s: %w", run, err)
 	}
