@@ -160,54 +160,122 @@ func (c *Client) DeleteRun(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/api/runs/"+url.PathEscape(name), nil, nil, nil)
 }
 
-// Events returns the run's events with ID greater than after.
+// ListEvents returns one page of the run's events, oldest first.
+func (c *Client) ListEvents(ctx context.Context, name string, o ListEventsOptions) (*EventList, error) {
+	q := pageQuery(o.PageOptions)
+	if o.After > 0 {
+		q.Set("after", strconv.FormatInt(o.After, 10))
+	}
+	var out EventList
+	return &out, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/events", q, nil, &out)
+}
+
+// Events returns all of the run's events with ID greater than after.
 func (c *Client) Events(ctx context.Context, name string, after int64) ([]Event, error) {
-	var out struct {
-		Events []Event `json:"events"`
-	}
-	q := url.Values{}
-	if after > 0 {
-		q.Set("after", strconv.FormatInt(after, 10))
-	}
-	return out.Events, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/events", q, nil, &out)
+	return collect(func(tok string) ([]Event, string, error) {
+		l, err := c.ListEvents(ctx, name, ListEventsOptions{After: after, PageOptions: PageOptions{Limit: 1000, PageToken: tok}})
+		return l.Events, l.NextPageToken, err
+	})
 }
 
-// Metrics returns the run's step and eval series.
-func (c *Client) Metrics(ctx context.Context, name string) (*Metrics, error) {
+// ListMetrics returns one page of the run's step series with the
+// evaluations of the same steps.
+func (c *Client) ListMetrics(ctx context.Context, name string, o PageOptions) (*Metrics, error) {
 	var out Metrics
-	return &out, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/metrics", nil, nil, &out)
+	return &out, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/metrics", pageQuery(o), nil, &out)
 }
 
-// Checkpoints returns the run's checkpoints.
+// Metrics returns the run's whole step and eval series.
+func (c *Client) Metrics(ctx context.Context, name string) (*Metrics, error) {
+	out := &Metrics{Steps: []StepMetric{}, Evals: []EvalMetric{}}
+	o := PageOptions{Limit: 1000}
+	for {
+		page, err := c.ListMetrics(ctx, name, o)
+		if err != nil {
+			return nil, err
+		}
+		out.Steps, out.Evals = append(out.Steps, page.Steps...), append(out.Evals, page.Evals...)
+		if page.NextPageToken == "" || page.NextPageToken == o.PageToken {
+			return out, nil
+		}
+		o.PageToken = page.NextPageToken
+	}
+}
+
+// ListCheckpoints returns one page of the run's checkpoints.
+func (c *Client) ListCheckpoints(ctx context.Context, name string, o PageOptions) (*CheckpointList, error) {
+	var out CheckpointList
+	return &out, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/checkpoints", pageQuery(o), nil, &out)
+}
+
+// Checkpoints returns all of the run's checkpoints.
 func (c *Client) Checkpoints(ctx context.Context, name string) ([]Checkpoint, error) {
-	var out struct {
-		Checkpoints []Checkpoint `json:"checkpoints"`
-	}
-	return out.Checkpoints, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/checkpoints", nil, nil, &out)
+	return collect(func(tok string) ([]Checkpoint, string, error) {
+		l, err := c.ListCheckpoints(ctx, name, PageOptions{Limit: 1000, PageToken: tok})
+		return l.Checkpoints, l.NextPageToken, err
+	})
 }
 
-// PromptOutputs returns the run's eval-prompt completions.
+// ListPromptOutputs returns one page of the run's eval-prompt completions.
+func (c *Client) ListPromptOutputs(ctx context.Context, name string, o PageOptions) (*PromptOutputList, error) {
+	var out PromptOutputList
+	return &out, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/prompt-outputs", pageQuery(o), nil, &out)
+}
+
+// PromptOutputs returns all of the run's eval-prompt completions.
 func (c *Client) PromptOutputs(ctx context.Context, name string) ([]PromptOutput, error) {
-	var out struct {
-		PromptOutputs []PromptOutput `json:"prompt_outputs"`
-	}
-	return out.PromptOutputs, c.do(ctx, http.MethodGet, "/api/runs/"+url.PathEscape(name)+"/prompt-outputs", nil, nil, &out)
+	return collect(func(tok string) ([]PromptOutput, string, error) {
+		l, err := c.ListPromptOutputs(ctx, name, PageOptions{Limit: 1000, PageToken: tok})
+		return l.PromptOutputs, l.NextPageToken, err
+	})
 }
 
-// Experiments lists experiments.
+// ListExperiments returns one page of experiments.
+func (c *Client) ListExperiments(ctx context.Context, o PageOptions) (*ExperimentList, error) {
+	var out ExperimentList
+	return &out, c.do(ctx, http.MethodGet, "/api/experiments", pageQuery(o), nil, &out)
+}
+
+// Experiments returns all experiments.
 func (c *Client) Experiments(ctx context.Context) ([]Experiment, error) {
-	var out struct {
-		Experiments []Experiment `json:"experiments"`
-	}
-	return out.Experiments, c.do(ctx, http.MethodGet, "/api/experiments", nil, nil, &out)
+	return collect(func(tok string) ([]Experiment, string, error) {
+		l, err := c.ListExperiments(ctx, PageOptions{Limit: 1000, PageToken: tok})
+		return l.Experiments, l.NextPageToken, err
+	})
 }
 
 // SupportedModels returns the supported base models table.
 func (c *Client) SupportedModels(ctx context.Context) ([]SupportedModel, error) {
-	var out struct {
-		Models []SupportedModel `json:"models"`
-	}
+	var out SupportedModelList
 	return out.Models, c.do(ctx, http.MethodGet, "/api/models", nil, nil, &out)
+}
+
+func pageQuery(o PageOptions) url.Values {
+	q := url.Values{}
+	if o.Limit != 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.PageToken != "" {
+		q.Set("page_token", o.PageToken)
+	}
+	return q
+}
+
+// collect follows page tokens from the first page to the last.
+func collect[T any](page func(token string) ([]T, string, error)) ([]T, error) {
+	out := []T{}
+	tok := ""
+	for {
+		items, next, err := page(tok)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, items...)
+		if next == "" || next == tok {
+			return out, nil
+		}
+		tok = next
+	}
 }
 
 // CreateCatalog creates a catalog ("main") or a schema ("main.demo").

@@ -88,6 +88,16 @@ type Run struct {
 	Metrics         *LatestMetrics   `json:"metrics,omitempty"`
 }
 
+// Remaining is how long the run is expected to take from now on: never
+// negative (an estimate already past means any moment now), and false
+// when there is no estimate or the run has ended.
+func (r *Run) Remaining(now time.Time) (time.Duration, bool) {
+	if r.EstimatedEndAt == nil || Terminal(r.Status) {
+		return 0, false
+	}
+	return max(0, r.EstimatedEndAt.Sub(now)), true
+}
+
 // Event is one entry of a run's history.
 type Event struct {
 	ID      int64     `json:"id"`
@@ -144,10 +154,12 @@ type EvalMetric struct {
 	Time          time.Time `json:"time"`
 }
 
-// Metrics are a run's series.
+// Metrics are a run's series, or one page of them: the page's steps with
+// the evaluations of the same steps.
 type Metrics struct {
-	Steps []StepMetric `json:"steps"`
-	Evals []EvalMetric `json:"evals"`
+	Steps         []StepMetric `json:"steps"`
+	Evals         []EvalMetric `json:"evals"`
+	NextPageToken string       `json:"next_page_token,omitempty"`
 }
 
 // PromptOutput is an eval prompt's completion at a checkpoint.
@@ -157,6 +169,53 @@ type PromptOutput struct {
 	Prompt string    `json:"prompt"`
 	Output string    `json:"output"`
 	Time   time.Time `json:"time"`
+}
+
+// PageOptions asks for one page of a listing.
+type PageOptions struct {
+	Limit     int    // rows per page: default 100, at most 1000
+	PageToken string // the previous page's NextPageToken; "" for the first page
+}
+
+// ListEventsOptions pages a run's events, only those with ID > After.
+type ListEventsOptions struct {
+	After int64
+	PageOptions
+}
+
+// EventList is one page of a run's events, oldest first.
+type EventList struct {
+	Events        []Event `json:"events"`
+	NextPageToken string  `json:"next_page_token,omitempty"`
+}
+
+// CheckpointList is one page of a run's checkpoints, in step order.
+type CheckpointList struct {
+	Checkpoints   []Checkpoint `json:"checkpoints"`
+	NextPageToken string       `json:"next_page_token,omitempty"`
+}
+
+// PromptOutputList is one page of a run's eval-prompt completions, by
+// step and then prompt.
+type PromptOutputList struct {
+	PromptOutputs []PromptOutput `json:"prompt_outputs"`
+	NextPageToken string         `json:"next_page_token,omitempty"`
+}
+
+// ExperimentList is one page of experiments, by path.
+type ExperimentList struct {
+	Experiments   []Experiment `json:"experiments"`
+	NextPageToken string       `json:"next_page_token,omitempty"`
+}
+
+// SupportedModelList is the supported base models table.
+type SupportedModelList struct {
+	Models []SupportedModel `json:"models"`
+}
+
+// Health is the answer of GET /api/health.
+type Health struct {
+	Status string `json:"status"` // "ok"
 }
 
 // ListRunsOptions filters and pages a listing; zero fields do not filter.
@@ -208,6 +267,12 @@ type SupportedModel struct {
 
 // CreateCatalogRequest creates "catalog" or "catalog.schema".
 type CreateCatalogRequest struct {
+	Name    string `json:"name"`
+	Comment string `json:"comment,omitempty"`
+}
+
+// Catalog is a created catalog ("main") or schema ("main.demo").
+type Catalog struct {
 	Name    string `json:"name"`
 	Comment string `json:"comment,omitempty"`
 }

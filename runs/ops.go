@@ -117,32 +117,32 @@ func (s *Service) List(ctx context.Context, o client.ListRunsOptions) (*client.R
 	return out, nil
 }
 
-// Events returns the run's events after the one with ID afterID.
-func (s *Service) Events(ctx context.Context, name string, afterID int64) ([]client.Event, error) {
+// Events returns one page of the run's events after the one with ID
+// o.After.
+func (s *Service) Events(ctx context.Context, name string, o client.ListEventsOptions) (*client.EventList, error) {
 	if _, err := s.st.GetRun(ctx, name); err != nil {
 		return nil, err
 	}
-	evs, err := s.st.ListEvents(ctx, name, afterID)
+	evs, next, err := s.st.PageEvents(ctx, name, o.After, page(o.PageOptions))
 	if err != nil {
 		return nil, err
 	}
-	return eventViews(evs), nil
+	return &client.EventList{Events: eventViews(evs), NextPageToken: next}, nil
 }
 
-// Metrics returns the run's step and eval series.
-func (s *Service) Metrics(ctx context.Context, name string) (*client.Metrics, error) {
+func page(o client.PageOptions) store.Page { return store.Page{Limit: o.Limit, Token: o.PageToken} }
+
+// Metrics returns one page of the run's step series, with the evaluations
+// of the same steps.
+func (s *Service) Metrics(ctx context.Context, name string, o client.PageOptions) (*client.Metrics, error) {
 	if _, err := s.st.GetRun(ctx, name); err != nil {
 		return nil, err
 	}
-	steps, err := s.st.ListSteps(ctx, name, 0)
+	steps, evals, next, err := s.st.PageMetrics(ctx, name, page(o))
 	if err != nil {
 		return nil, err
 	}
-	evals, err := s.st.ListEvals(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	out := &client.Metrics{Steps: make([]client.StepMetric, len(steps)), Evals: make([]client.EvalMetric, len(evals))}
+	out := &client.Metrics{Steps: make([]client.StepMetric, len(steps)), Evals: make([]client.EvalMetric, len(evals)), NextPageToken: next}
 	for i, m := range steps {
 		out.Steps[i] = client.StepMetric{Step: m.Step, TotalSteps: m.TotalSteps, Epoch: m.Epoch, Loss: fp(m.Loss), LR: m.LR,
 			GradNorm: fp(m.GradNorm), TokensPerSec: m.TokensPerSec, TokensSeen: m.TokensSeen, ElapsedS: m.Elapsed.Seconds(), Time: m.Time}
@@ -153,43 +153,43 @@ func (s *Service) Metrics(ctx context.Context, name string) (*client.Metrics, er
 	return out, nil
 }
 
-// Checkpoints returns the run's checkpoints.
-func (s *Service) Checkpoints(ctx context.Context, name string) ([]client.Checkpoint, error) {
+// Checkpoints returns one page of the run's checkpoints.
+func (s *Service) Checkpoints(ctx context.Context, name string, o client.PageOptions) (*client.CheckpointList, error) {
 	if _, err := s.st.GetRun(ctx, name); err != nil {
 		return nil, err
 	}
-	cks, err := s.st.ListCheckpoints(ctx, name)
+	cks, next, err := s.st.PageCheckpoints(ctx, name, page(o))
 	if err != nil {
 		return nil, err
 	}
-	return checkpointViews(cks), nil
+	return &client.CheckpointList{Checkpoints: checkpointViews(cks), NextPageToken: next}, nil
 }
 
-// PromptOutputs returns the run's eval-prompt completions.
-func (s *Service) PromptOutputs(ctx context.Context, name string) ([]client.PromptOutput, error) {
+// PromptOutputs returns one page of the run's eval-prompt completions.
+func (s *Service) PromptOutputs(ctx context.Context, name string, o client.PageOptions) (*client.PromptOutputList, error) {
 	if _, err := s.st.GetRun(ctx, name); err != nil {
 		return nil, err
 	}
-	pos, err := s.st.ListPromptOutputs(ctx, name)
+	pos, next, err := s.st.PagePromptOutputs(ctx, name, page(o))
 	if err != nil {
 		return nil, err
 	}
-	out := make([]client.PromptOutput, len(pos))
+	out := &client.PromptOutputList{PromptOutputs: make([]client.PromptOutput, len(pos)), NextPageToken: next}
 	for i, p := range pos {
-		out[i] = client.PromptOutput{Step: p.Step, Index: p.Index, Prompt: p.Prompt, Output: p.Output, Time: p.Time}
+		out.PromptOutputs[i] = client.PromptOutput{Step: p.Step, Index: p.Index, Prompt: p.Prompt, Output: p.Output, Time: p.Time}
 	}
 	return out, nil
 }
 
-// Experiments lists the experiments.
-func (s *Service) Experiments(ctx context.Context) ([]client.Experiment, error) {
-	es, err := s.st.ListExperiments(ctx)
+// Experiments returns one page of the experiments.
+func (s *Service) Experiments(ctx context.Context, o client.PageOptions) (*client.ExperimentList, error) {
+	es, next, err := s.st.PageExperiments(ctx, page(o))
 	if err != nil {
 		return nil, err
 	}
-	out := make([]client.Experiment, len(es))
+	out := &client.ExperimentList{Experiments: make([]client.Experiment, len(es)), NextPageToken: next}
 	for i, e := range es {
-		out[i] = client.Experiment{Path: e.Path, User: e.User, CreatedAt: e.CreatedAt, Runs: e.Runs}
+		out.Experiments[i] = client.Experiment{Path: e.Path, User: e.User, CreatedAt: e.CreatedAt, Runs: e.Runs}
 	}
 	return out, nil
 }

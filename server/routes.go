@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -16,7 +17,7 @@ func (s *Server) routes() {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(openAPIDoc)) //nolint:errcheck // the client went away
 	})
-	m.HandleFunc("GET /api/health", s.handler(200, func(*http.Request) (any, error) { return map[string]string{"status": "ok"}, nil }))
+	m.HandleFunc("GET /api/health", s.handler(200, func(*http.Request) (any, error) { return &client.Health{Status: "ok"}, nil }))
 
 	m.HandleFunc("POST /api/runs", s.handler(201, func(r *http.Request) (any, error) {
 		var req client.CreateRunRequest
@@ -50,30 +51,30 @@ func (s *Server) routes() {
 		if err != nil {
 			return nil, err
 		}
-		evs, err := s.runs.Events(r.Context(), r.PathValue("name"), after)
-		return map[string]any{"events": evs}, err
-	}))
-	m.HandleFunc("GET /api/runs/{name}/metrics", s.handler(200, func(r *http.Request) (any, error) {
-		return s.runs.Metrics(r.Context(), r.PathValue("name"))
-	}))
-	m.HandleFunc("GET /api/runs/{name}/checkpoints", s.handler(200, func(r *http.Request) (any, error) {
-		cks, err := s.runs.Checkpoints(r.Context(), r.PathValue("name"))
-		return map[string]any{"checkpoints": cks}, err
-	}))
-	m.HandleFunc("GET /api/runs/{name}/prompt-outputs", s.handler(200, func(r *http.Request) (any, error) {
-		pos, err := s.runs.PromptOutputs(r.Context(), r.PathValue("name"))
-		return map[string]any{"prompt_outputs": pos}, err
-	}))
-	m.HandleFunc("GET /api/experiments", s.handler(200, func(r *http.Request) (any, error) {
-		es, err := s.runs.Experiments(r.Context())
-		return map[string]any{"experiments": es}, err
-	}))
-	m.HandleFunc("GET /api/models", s.handler(200, func(*http.Request) (any, error) {
-		var out []client.SupportedModel
-		for _, m := range modelref.SupportedModels() {
-			out = append(out, client.SupportedModel(m))
+		p, err := queryPage(r)
+		if err != nil {
+			return nil, err
 		}
-		return map[string]any{"models": out}, nil
+		return s.runs.Events(r.Context(), r.PathValue("name"), client.ListEventsOptions{After: after, PageOptions: p})
+	}))
+	m.HandleFunc("GET /api/runs/{name}/metrics", s.handler(200, paged(func(r *http.Request, p client.PageOptions) (any, error) {
+		return s.runs.Metrics(r.Context(), r.PathValue("name"), p)
+	})))
+	m.HandleFunc("GET /api/runs/{name}/checkpoints", s.handler(200, paged(func(r *http.Request, p client.PageOptions) (any, error) {
+		return s.runs.Checkpoints(r.Context(), r.PathValue("name"), p)
+	})))
+	m.HandleFunc("GET /api/runs/{name}/prompt-outputs", s.handler(200, paged(func(r *http.Request, p client.PageOptions) (any, error) {
+		return s.runs.PromptOutputs(r.Context(), r.PathValue("name"), p)
+	})))
+	m.HandleFunc("GET /api/experiments", s.handler(200, paged(func(r *http.Request, p client.PageOptions) (any, error) {
+		return s.runs.Experiments(r.Context(), p)
+	})))
+	m.HandleFunc("GET /api/models", s.handler(200, func(*http.Request) (any, error) {
+		out := &client.SupportedModelList{Models: []client.SupportedModel{}}
+		for _, m := range modelref.SupportedModels() {
+			out.Models = append(out.Models, client.SupportedModel(m))
+		}
+		return out, nil
 	}))
 
 	m.HandleFunc("POST /api/catalog", s.handler(201, func(r *http.Request) (any, error) {
@@ -87,7 +88,7 @@ func (s *Server) routes() {
 		} else {
 			err = s.cat.CreateCatalog(r.Context(), req.Name, req.Comment)
 		}
-		return map[string]string{"name": req.Name}, err
+		return &client.Catalog{Name: req.Name, Comment: req.Comment}, err
 	}))
 	m.HandleFunc("GET /api/catalog/models/{name}", s.handler(200, func(r *http.Request) (any, error) {
 		return s.showModel(r, r.PathValue("name"))
@@ -133,6 +134,28 @@ func (s *Server) listRuns(r *http.Request) (any, error) {
 	}
 	o.Limit = int(limit)
 	return s.runs.List(r.Context(), o)
+}
+
+// paged adapts a listing to the limit and page_token query parameters.
+func paged(fn func(*http.Request, client.PageOptions) (any, error)) func(*http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		p, err := queryPage(r)
+		if err != nil {
+			return nil, err
+		}
+		return fn(r, p)
+	}
+}
+
+func queryPage(r *http.Request) (client.PageOptions, error) {
+	limit, err := queryInt(r, "limit")
+	if err != nil {
+		return client.PageOptions{}, err
+	}
+	if limit < 0 || limit > 1000 {
+		return client.PageOptions{}, badRequest{fmt.Sprintf("limit %d: want 1 to 1000 (0 or none: 100)", limit)}
+	}
+	return client.PageOptions{Limit: int(limit), PageToken: r.URL.Query().Get("page_token")}, nil
 }
 
 func (s *Server) showModel(r *http.Request, name string) (*client.Model, error) {

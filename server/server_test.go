@@ -450,6 +450,40 @@ func TestOpenAPI(t *testing.T) {
 			t.Errorf("openapi.json lacks %s", p)
 		}
 	}
+	// Every $ref names something the document defines.
+	var whole any
+	json.Unmarshal(b, &whole) //nolint:errcheck // parsed above
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if ref, ok := x.(string); ok && k == "$ref" {
+					at := whole
+					for _, part := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+						m, _ := at.(map[string]any)
+						at = m[part]
+					}
+					if at == nil {
+						t.Errorf("openapi.json: %s is not defined", ref)
+					}
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(whole)
+	// Growing lists are documented as paged.
+	for _, p := range []string{"/api/runs/{name}/events", "/api/runs/{name}/checkpoints", "/api/runs/{name}/prompt-outputs",
+		"/api/runs/{name}/metrics", "/api/experiments"} {
+		if ps, _ := json.Marshal(doc.Paths[p]["parameters"]); !strings.Contains(string(ps), "page_token") {
+			t.Errorf("openapi.json: %s does not document page_token", p)
+		}
+	}
 }
 
 // TestDeadWorkerRequeued simulates a worker killed mid-run: its lease is

@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"hone/client"
 )
 
 func catalogCmd() *cobra.Command {
@@ -82,6 +84,7 @@ func catalogCmd() *cobra.Command {
 			return c.RemoveAlias(cmd.Context(), args[0], args[1])
 		},
 	}
+	var modelsJSON bool
 	models := &cobra.Command{
 		Use:   "models",
 		Short: "List the supported base models and their licences",
@@ -95,6 +98,9 @@ func catalogCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if modelsJSON {
+				return printJSON(cmd.OutOrStdout(), append([]client.SupportedModel{}, ms...))
+			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "MODEL\tCONTEXT\tLICENSE\tNOTES")
 			for _, m := range ms {
@@ -103,6 +109,7 @@ func catalogCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	models.Flags().BoolVar(&modelsJSON, "json", false, "print JSON")
 	cmd.AddCommand(create, show, alias, unalias, models)
 	return cmd
 }

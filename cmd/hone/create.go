@@ -138,9 +138,7 @@ func follow(cmd *cobra.Command, c *client.Client, name string) (*client.Run, err
 				progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond))
 		}
 		desc := fmt.Sprintf("step %d/%d %s", m.Step, m.TotalSteps, metricLine(m))
-		if r.EstimatedEndAt != nil {
-			desc += ", ETA " + time.Until(*r.EstimatedEndAt).Round(time.Second).String()
-		}
+		desc += etaText(r, time.Now())
 		if desc != last {
 			bar.Describe(desc)
 			bar.Set(m.Step) //nolint:errcheck // display only

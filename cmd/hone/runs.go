@@ -77,7 +77,7 @@ func runsListCmd(cf *clientFlags) *cobra.Command {
 					}
 				}
 			}
-			var out []client.Run
+			out := []client.Run{}
 			for {
 				page, err := c.ListRuns(cmd.Context(), o)
 				if err != nil {
@@ -139,7 +139,7 @@ func runsGetCmd(cf *clientFlags) *cobra.Command {
 				fmt.Fprintf(w, "error:     %s\n", r.Error)
 			}
 			if m := r.Metrics; m != nil {
-				fmt.Fprintf(w, "progress:  step %d/%d, %s\n", m.Step, m.TotalSteps, metricLine(m))
+				fmt.Fprintf(w, "progress:  step %d/%d, %s%s\n", m.Step, m.TotalSteps, metricLine(m), etaText(r, time.Now()))
 			}
 			for _, ck := range r.Checkpoints {
 				fmt.Fprintf(w, "checkpoint: step %d  %s\n", ck.Step, ck.Path)
@@ -166,22 +166,41 @@ func metricLine(m *client.LatestMetrics) string {
 	return strings.Join(parts, ", ")
 }
 
+// etaText is ", ETA 1m30s" for a run with an estimate, "" otherwise.
+func etaText(r *client.Run, now time.Time) string {
+	left, ok := r.Remaining(now)
+	if !ok {
+		return ""
+	}
+	return ", ETA " + left.Round(time.Second).String()
+}
+
 func printEvent(w io.Writer, e client.Event) {
 	fmt.Fprintf(w, "%s  %-10s %s\n", e.Time.Local().Format(time.DateTime), e.Type, e.Message)
 }
 
 func runsEventsCmd(cf *clientFlags) *cobra.Command {
-	var follow bool
+	var follow, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "events NAME",
 		Short: "Print a run's events",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if follow && asJSON {
+				return errors.New("--json prints the events so far: leave out --follow")
+			}
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
+			if asJSON {
+				evs, err := c.Events(ctx, args[0], 0)
+				if err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), evs)
+			}
 			var last int64
 			for {
 				evs, err := c.Events(ctx, args[0], last)
@@ -211,6 +230,7 @@ func runsEventsCmd(cf *clientFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the run ends")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
