@@ -4,6 +4,11 @@
 // A *Client is safe for concurrent use. Every method honours ctx. Non-2xx
 // responses are returned as *Error, whose Status is the HTTP status and
 // whose Message is the server's reason (file:line for refused data).
+//
+// Growing lists are paged: ListRuns, ListEvents, ListCheckpoints,
+// ListPromptOutputs, ListExperiments and ListMetrics return one page and
+// its NextPageToken; Events, Checkpoints, PromptOutputs, Experiments and
+// Metrics follow the pages to the end. Empty lists are empty slices.
 package client
 
 import (

@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 
 	"hone/client"
+	"hone/internal/testassets"
 	"hone/store/storetest"
 )
 
@@ -186,5 +189,39 @@ func TestInternalErrorHidden(t *testing.T) {
 		if !strings.Contains(logs.String(), "request_id="+id) || !strings.Contains(logs.String(), "database is closed") {
 			t.Errorf("GET %s: the log lacks request id %s with the real error:\n%s", path, id, logs.String())
 		}
+	}
+}
+
+// TestOpenAIClientPassesGuard: the official openai npm client (under node,
+// as TestOpenAIClient runs it) is neither a foreign Host nor a foreign
+// Origin to a server without a token, and declares its bodies JSON.
+func TestOpenAIClientPassesGuard(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is required for the OpenAI client test (scripts/install-deps.sh installs it): %v", err)
+	}
+	module := testassets.Path(t, "openai/package/index.mjs")
+	st, _ := storetest.OpenSQLite(t)
+	h := newHarness(t, st, harnessOpts{})
+	script := `import { pathToFileURL } from 'node:url';
+const { default: OpenAI } = await import(pathToFileURL(process.env.OPENAI_MODULE).href);
+const client = new OpenAI({ baseURL: process.env.HONE_BASE_URL, apiKey: 'unused', maxRetries: 0 });
+const ids = [];
+for await (const m of await client.models.list()) ids.push(m.id);
+try {
+  await client.chat.completions.create({ model: 'main.demo.nope/1', messages: [{ role: 'user', content: 'hi' }] });
+} catch (e) { console.log(JSON.stringify({ ids, status: e.status })); }`
+	cmd := exec.Command(node, "--input-type=module", "-e", script)
+	cmd.Env = append(os.Environ(), "OPENAI_MODULE="+module, "HONE_BASE_URL="+h.url+"/v1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	var got struct {
+		IDs    []string `json:"ids"`
+		Status int      `json:"status"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil || got.IDs == nil || got.Status != 404 {
+		t.Fatalf("openai client without a token saw %s (%v), want an empty model list and a 404 for an unknown model", out, err)
 	}
 }
