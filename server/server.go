@@ -45,7 +45,7 @@ import (
 type Config struct {
 	Runs    *runs.Service
 	Catalog *catalog.Catalog
-	Token   string // bearer token; "" allows only loopback serving
+	Token   string // bearer token; "" serves only loopback clients that no foreign web page sent
 	Logger  *slog.Logger
 	// MaxBodyBytes bounds request bodies; default 1 MiB.
 	MaxBodyBytes int64
