@@ -23,7 +23,7 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&f.server, "server", "", "hone server URL (default $HONE_SERVER or "+client.DefaultServer+")")
+	cmd.PersistentFlags().StringVar(&f.server, "server", "", "hone server URL (default $HONE_SERVER or "+client.DefaultServer+"); trust a private HTTPS certificate with SSL_CERT_FILE")
 	cmd.PersistentFlags().StringVar(&f.token.token, "token", "", "bearer token (default $HONE_TOKEN)")
 	cmd.PersistentFlags().StringVar(&f.token.file, "token-file", "", "read the bearer token from this file")
 }
@@ -84,6 +84,9 @@ func runsListCmd(cf *clientFlags) *cobra.Command {
 					return err
 				}
 				out = append(out, page.Runs...)
+				if page.NextPageToken != "" && !all {
+					fmt.Fprintf(cmd.ErrOrStderr(), "more runs: --page-token %s (or --all)\n", page.NextPageToken)
+				}
 				if !all || page.NextPageToken == "" {
 					break
 				}
