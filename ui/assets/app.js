@@ -19,6 +19,7 @@ const routes = [
 ];
 
 let cleanup = null;
+let first = true;
 
 async function route() {
   if (cleanup) { cleanup(); cleanup = null; }
@@ -39,9 +40,11 @@ async function route() {
     } catch (err) {
       main.append(errorBox(err));
     }
-    // Move focus to the new page's heading for keyboard and screen-reader users.
+    // Move focus to the new page's heading for keyboard and screen-reader
+    // users; on first load it stays at the top, before the skip link.
     const h1 = main.querySelector('h1');
-    if (h1) { h1.tabIndex = -1; h1.focus({ preventScroll: true }); }
+    if (h1 && !first) { h1.tabIndex = -1; h1.focus({ preventScroll: true }); }
+    first = false;
     return;
   }
   main.append(h('h1', {}, 'Not found'), h('p', {}, 'No page at ', h('code', {}, hash), '. ', h('a', { href: '#/runs' }, 'Go to Runs')));

@@ -21,19 +21,29 @@ export function ticks(lo, hi, n) {
   return out;
 }
 
+// tickLabel formats a tick with just the decimals its spacing needs.
+function tickLabel(v, all) {
+  const step = all.length > 1 ? Math.abs(all[1] - all[0]) : Math.abs(v) || 1;
+  const a = Math.max(...all.map(Math.abs));
+  if (a >= 1e6 || (a > 0 && a < 1e-3)) return v.toExponential(Math.max(0, Math.ceil(Math.log10(a / step))));
+  const decimals = Math.max(0, -Math.floor(Math.log10(step)));
+  return v.toLocaleString('en', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
 export function fmt(v) {
   if (v === 0) return '0';
   const a = Math.abs(v);
   if (a >= 1e6 || a < 1e-3) return v.toExponential(1);
   if (a >= 1000) return Math.round(v).toLocaleString('en');
-  return +v.toPrecision(3) + '';
+  return +v.toPrecision(4) + '';
 }
 
 // lineChart draws series ([{name, points: [[x, y]], dashed}]) and returns a
 // figure holding the SVG and its legend. Points with a non-finite y are
 // skipped.
 export function lineChart({ title, series, xLabel, yLabel }) {
-  const W = 640, H = 260, L = 58, R = 14, T = 14, B = 42;
+  // Narrow screens get a narrower drawing, so the text keeps its size.
+  const W = Math.round(Math.min(640, Math.max(320, window.innerWidth - 56))), H = W < 480 ? 230 : 260, L = 58, R = 14, T = 14, B = 42;
   const fig = document.createElement('figure');
   fig.className = 'chart';
   const pts = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y));
@@ -53,13 +63,14 @@ export function lineChart({ title, series, xLabel, yLabel }) {
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   const axes = el('g', { class: 'axes' });
-  for (const v of ticks(y0, y1, 5)) {
+  const yt = ticks(y0, y1, W < 480 ? 4 : 5), xt = ticks(x0, x1, W < 480 ? 4 : 6);
+  for (const v of yt) {
     axes.append(el('line', { x1: L, x2: W - R, y1: sy(v), y2: sy(v), class: 'grid' }));
-    axes.append(el('text', { x: L - 6, y: sy(v) + 4, 'text-anchor': 'end' }, fmt(v)));
+    axes.append(el('text', { x: L - 6, y: sy(v) + 4, 'text-anchor': 'end' }, tickLabel(v, yt)));
   }
-  for (const v of ticks(x0, x1, 6)) {
+  for (const v of xt) {
     axes.append(el('line', { x1: sx(v), x2: sx(v), y1: H - B, y2: H - B + 4, class: 'tick' }));
-    axes.append(el('text', { x: sx(v), y: H - B + 17, 'text-anchor': 'middle' }, fmt(v)));
+    axes.append(el('text', { x: sx(v), y: H - B + 17, 'text-anchor': 'middle' }, tickLabel(v, xt)));
   }
   axes.append(el('line', { x1: L, x2: W - R, y1: H - B, y2: H - B, class: 'axis' }));
   axes.append(el('line', { x1: L, x2: L, y1: T, y2: H - B, class: 'axis' }));

@@ -2,7 +2,7 @@
 // same checks as creating, data included) and shows the report; only a
 // request that passed, unchanged since, can be queued.
 import { get, post, enc } from './api.js';
-import { h, errorBox } from './dom.js';
+import { h, fill, errorBox } from './dom.js';
 import { reportView } from './report.js';
 
 function field(id, label, input, hint) {
@@ -93,7 +93,7 @@ export function createPage(main) {
       checked = req;
       result.classList.remove('stale');
       result.hidden = false;
-      result.replaceChildren(
+      fill(result,
         h('h2', { id: 'report-title', tabindex: -1 }, v.ok ? 'Data report: ready to queue' : 'Data report: refused'),
         v.ok ? null : h('p', { class: 'error', role: 'alert' }, v.error),
         reportView(v.report ?? null));

@@ -17,6 +17,11 @@ export function h(tag, attrs, ...children) {
   return e;
 }
 
+// fill replaces el's children, skipping false, null and undefined.
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== false && c !== null && c !== undefined));
+}
+
 export function statusBadge(status) {
   return h('span', { class: `status status-${(status || '').toLowerCase()}` }, status);
 }

@@ -1,7 +1,7 @@
 // Runs: the live list, a run's page with its curves, and the comparison.
 import { get, post, enc } from './api.js';
 import { lineChart, palette } from './chart.js';
-import { h, statusBadge, terminal, eta, progressBar, when, num, duration, errorBox, dl } from './dom.js';
+import { h, fill, statusBadge, terminal, eta, progressBar, when, num, duration, errorBox, dl } from './dom.js';
 import { reportView } from './report.js';
 
 const pollMs = 2000;
@@ -38,9 +38,10 @@ export function runsPage(main) {
       h('div', { class: 'actions' }, h('a', { class: 'button primary', href: '#/create' }, 'New run'), compare)),
     msg, empty,
     h('table', { class: 'runs stack' },
-      h('thead', {}, h('tr', {}, ['Compare', 'Name', 'Status', 'Model', 'Task', 'Progress', 'ETA', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Compare')), ['Name', 'Status', 'Model', 'Task', 'Progress', 'ETA', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
       tbody));
   const rows = new Map();
+  const done = new Map();
   const row = (name) => {
     if (rows.has(name)) return rows.get(name);
     const box = h('input', { type: 'checkbox', 'aria-label': `select ${name} to compare`, onchange: (e) => {
@@ -48,10 +49,10 @@ export function runsPage(main) {
       compare.disabled = selected.size < 1;
       compare.textContent = `Compare selected (${selected.size})`;
     } });
-    const cells = { status: h('td', { 'data-label': 'Status' }), model: h('td', { 'data-label': 'Model' }), task: h('td', { 'data-label': 'Task' }),
+    const cells = { status: h('td', { 'data-label': 'Status' }), model: h('td', { 'data-label': 'Model', class: 'long' }), task: h('td', { 'data-label': 'Task' }),
       progress: h('td', { 'data-label': 'Progress' }), eta: h('td', { 'data-label': 'ETA' }), created: h('td', { 'data-label': 'Created' }) };
     const tr = h('tr', { 'data-run': name }, h('td', { class: 'select' }, box),
-      h('th', { scope: 'row', 'data-label': 'Name' }, h('a', { href: '#/runs/' + enc(name) }, name)),
+      h('th', { scope: 'row', 'data-label': 'Name', class: 'long' }, h('a', { href: '#/runs/' + enc(name) }, name)),
       cells.status, cells.model, cells.task, cells.progress, cells.eta, cells.created);
     const r = { tr, cells };
     rows.set(name, r);
@@ -59,14 +60,24 @@ export function runsPage(main) {
   };
   return poller(async () => {
     const list = (await get('/api/runs?limit=200')).runs || [];
-    // The list has no metrics; active runs are fetched one by one for progress.
-    const full = await Promise.all(list.map((r) => (terminal(r.status) ? r : get('/api/runs/' + enc(r.name)).catch(() => r))));
+    // The list has no metrics: runs are fetched one by one for progress,
+    // finished ones only once.
+    const full = await Promise.all(list.map(async (r) => {
+      const key = r.name + ' ' + r.status;
+      if (done.has(key)) return done.get(key);
+      const d = await get('/api/runs/' + enc(r.name)).catch(() => r);
+      if (terminal(r.status)) done.set(key, d);
+      return d;
+    }));
     empty.hidden = full.length > 0;
     const order = [];
     for (const r of full) {
       const { tr, cells } = row(r.name);
       cells.status.replaceChildren(statusBadge(r.status));
-      cells.model.textContent = r.base_model || r.config?.model || '';
+      const model = r.base_model || r.config?.model || '';
+      // A local directory shows as its last element; the full path is the tooltip.
+      cells.model.textContent = model.startsWith('/') ? model.split('/').filter(Boolean).pop() : model;
+      cells.model.title = model;
       cells.task.textContent = taskName[r.config?.task_type] || r.config?.task_type || '';
       cells.progress.replaceChildren(progressBar(r));
       cells.eta.textContent = eta(r);
@@ -124,7 +135,7 @@ export function runPage(main, name) {
     if (actionsFor !== run.status) {
       actionsFor = run.status;
       badge.replaceChildren(statusBadge(run.status));
-      actions.replaceChildren(
+      fill(actions,
         !terminal(run.status) && h('button', { type: 'button', class: 'danger', onclick: () => act('cancel') }, 'Cancel run'),
         (run.status === 'STOPPED' || run.status === 'FAILED') && h('button', { type: 'button', onclick: () => act('resume') }, 'Resume run'),
         h('a', { class: 'button', href: '#/compare?runs=' + enc(name) }, 'Compare…'));
@@ -156,7 +167,7 @@ export function runPage(main, name) {
     checkpoints.replaceChildren((run.checkpoints || []).length === 0 ? h('p', { class: 'muted' }, 'None yet.') :
       h('table', { class: 'stack' }, h('thead', {}, h('tr', {}, ['Step', 'Epoch', 'Saved', 'Path'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, run.checkpoints.map((c) => h('tr', {}, h('td', { 'data-label': 'Step' }, c.step), h('td', { 'data-label': 'Epoch' }, num(c.epoch, 3)),
-          h('td', { 'data-label': 'Saved' }, when(c.time)), h('td', { 'data-label': 'Path' }, h('code', {}, c.path)))))));
+          h('td', { 'data-label': 'Saved' }, when(c.time)), h('td', { 'data-label': 'Path', class: 'long' }, h('code', {}, c.path)))))));
     for (const e of run.events || []) {
       if (e.id <= lastEvent) continue;
       lastEvent = e.id;
