@@ -8,7 +8,7 @@ export async function playgroundPage(main, q) {
   const want = q.get('model');
   const ids = models.map((m) => m.id);
   if (want && !ids.includes(want)) ids.unshift(want);
-  const log = h('div', { class: 'chat', role: 'log', 'aria-live': 'polite', 'aria-label': 'conversation' });
+  const log = h('div', { class: 'chat', role: 'log', 'aria-live': 'polite', 'aria-label': 'conversation', tabindex: 0 });
   const msg = h('div', { 'aria-live': 'assertive' });
   const settings = h('form', { class: 'settings', onsubmit: (e) => e.preventDefault() },
     h('div', { class: 'field' }, h('label', { for: 'pg-model' }, 'Model'),

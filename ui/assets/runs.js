@@ -105,7 +105,7 @@ export function runPage(main, name) {
   const charts = h('div', { class: 'charts' });
   const outputs = h('div');
   const checkpoints = h('div');
-  const events = h('ol', { class: 'events' });
+  const events = h('ol', { class: 'events', tabindex: 0, 'aria-label': 'events' });
   const config = h('div');
   const msg = h('div', { 'aria-live': 'polite' });
   const status = h('p', { class: 'sr-only', 'aria-live': 'polite' });

@@ -165,6 +165,8 @@ try {
   await nav('Runs');
   await h1('Runs');
   for (const name of [run, cfg.longRun]) await page.getByLabel(`select ${name} to compare`).check();
+  await page.locator(`tr[data-run="${run}"] .status`, { hasText: 'COMPLETED' }).waitFor();
+  await shot('runs-finished');
   await page.getByRole('button', { name: 'Compare selected (2)' }).click();
   await h1('Compare runs');
   await page.waitForFunction(() => document.querySelectorAll('figure.chart')[0]?.querySelectorAll('g.series path').length === 2);
