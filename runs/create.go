@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strings"
 
-	"hone/catalog"
 	"hone/client"
 	"hone/modelref"
 	"hone/optim"
@@ -45,28 +44,9 @@ var nameSlugRE = regexp.MustCompile(`[^a-z0-9]+`)
 // Create validates req, then inserts the run and its queue job in one
 // transaction. A refused request leaves nothing behind.
 func (s *Service) Create(ctx context.Context, req client.CreateRunRequest) (*client.Run, error) {
-	p, err := s.prepare(ctx, &req)
+	p, name, err := s.check(ctx, &req, req.ValidateInputs == nil || *req.ValidateInputs)
 	if err != nil {
 		return nil, err
-	}
-	name := runName(p.Model.BaseModel)
-	target, err := s.cat.CheckTarget(ctx, req.RegisterTo, name)
-	if err != nil {
-		if errors.Is(err, catalog.ErrInvalid) {
-			return nil, invalidf("%v", err)
-		}
-		return nil, err
-	}
-	p.Target = target.String()
-	if req.ValidateInputs == nil || *req.ValidateInputs {
-		summary, err := s.tr.Validate(ctx, p.Spec)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, invalidf("%v", err)
-		}
-		p.Validation = summary
 	}
 	raw, err := json.Marshal(p)
 	if err != nil {

@@ -57,7 +57,8 @@ func invalidf(format string, a ...any) error {
 func statef(format string, a ...any) error { return kindError{ErrState, fmt.Sprintf(format, a...)} }
 
 // Trainer is the seam to package train: Validate checks spec and data
-// without training (returning the data report's summary); Run trains in
+// without training (returning the data report's summary, also alongside
+// the error when the data is refused, if a report was made); Run trains in
 // workDir, resuming from a checkpoint there, and stops within one step of
 // ctx being cancelled, returning ctx's error.
 type Trainer interface {

@@ -2,7 +2,8 @@
 # Installs the system packages hone needs to build and test. Idempotent:
 # packages already present are not reinstalled and apt is not updated.
 set -euo pipefail
-need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm)
+# chromium: the web UI's browser tests drive it headless (no browser download).
+need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm chromium)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

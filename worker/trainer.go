@@ -17,20 +17,18 @@ type Trainer struct{}
 
 var _ runs.Trainer = Trainer{}
 
-// Validate runs train.Validate and summarises its data report as JSON.
+// Validate runs train.Validate and summarises its data report as JSON,
+// also when the data is refused (the report lists the bad records).
 func (Trainer) Validate(ctx context.Context, spec train.Spec) (string, error) {
 	rep, err := train.Validate(ctx, spec)
-	if err != nil {
+	if rep == nil {
 		return "", err
 	}
-	if rep == nil {
-		return "", nil
+	b, merr := json.Marshal(rep)
+	if merr != nil {
+		return "", err
 	}
-	b, err := json.Marshal(rep)
-	if err != nil {
-		return "", nil
-	}
-	return string(b), nil
+	return string(b), err
 }
 
 // Run runs train.Run.

@@ -1,0 +1,64 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"hone/catalog"
+	"hone/client"
+)
+
+// check validates req as Create does: the parameters, the register_to
+// target and, when data is set, the training and eval data. It returns the
+// resolved parameters and the new run's name. On refused data the returned
+// params still carry the data report's summary (when the trainer made one).
+func (s *Service) check(ctx context.Context, req *client.CreateRunRequest, data bool) (*params, string, error) {
+	p, err := s.prepare(ctx, req)
+	if err != nil {
+		return nil, "", err
+	}
+	name := runName(p.Model.BaseModel)
+	target, err := s.cat.CheckTarget(ctx, req.RegisterTo, name)
+	if err != nil {
+		if errors.Is(err, catalog.ErrInvalid) {
+			return nil, "", invalidf("%v", err)
+		}
+		return nil, "", err
+	}
+	p.Target = target.String()
+	if data {
+		summary, err := s.tr.Validate(ctx, p.Spec)
+		p.Validation = summary
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, "", ctx.Err()
+			}
+			return p, "", invalidf("%v", err)
+		}
+	}
+	return p, name, nil
+}
+
+// Validate checks req exactly as Create would, data included, without
+// creating anything. A request Create would refuse is reported in the
+// result (OK false, Error naming the field or file:line); the error is for
+// failures of the check itself.
+func (s *Service) Validate(ctx context.Context, req client.CreateRunRequest) (*client.RunValidation, error) {
+	p, _, err := s.check(ctx, &req, true)
+	out := &client.RunValidation{OK: err == nil, Request: req}
+	if p != nil && p.Validation != "" {
+		if json.Valid([]byte(p.Validation)) {
+			out.Report = json.RawMessage(p.Validation)
+		} else {
+			out.Report, _ = json.Marshal(p.Validation) // a trainer's plain-text summary
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, ErrInvalid) {
+			return nil, err
+		}
+		out.Error = err.Error()
+	}
+	return out, nil
+}
