@@ -131,6 +131,12 @@ func createCmd() *cobra.Command {
 	return cmd
 }
 
+// eta is the time left until end, whole seconds; a run past its estimate
+// shows 0s, never a negative time.
+func eta(end, now time.Time) string {
+	return max(0, end.Sub(now)).Round(time.Second).String()
+}
+
 // setIfChanged stores v in dst when its flag was given.
 func setIfChanged[T any](changed bool, dst *T, v T) {
 	if changed {
@@ -176,8 +182,7 @@ func follow(cmd *cobra.Command, c *client.Client, name string) (*client.Run, err
 		}
 		desc := fmt.Sprintf("step %d/%d %s", m.Step, m.TotalSteps, metricLine(m))
 		if r.EstimatedEndAt != nil {
-			// A run past its estimate shows ETA 0s, never a negative one.
-			desc += ", ETA " + max(0, time.Until(*r.EstimatedEndAt)).Round(time.Second).String()
+			desc += ", ETA " + eta(*r.EstimatedEndAt, time.Now())
 		}
 		if desc != last {
 			bar.Describe(desc)
