@@ -2,12 +2,16 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"hone/client"
 	"hone/internal/testmodel"
+	"hone/settings"
 	"hone/store/storetest"
 	"hone/worker"
 )
@@ -104,4 +108,64 @@ func TestRunSettings(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The API document states package settings' defaults and accepted values.
+func TestOpenAPISettingsDefaults(t *testing.T) {
+	st, _ := storetest.OpenSQLite(t)
+	h := newHarness(t, st, harnessOpts{})
+	resp, err := http.Get(h.serverURL() + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	type prop struct {
+		Default any   `json:"default"`
+		Enum    []any `json:"enum"`
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]prop `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	req, opt := doc.Components.Schemas["CreateRunRequest"].Properties, doc.Components.Schemas["Optimizer"].Properties
+	for _, tc := range []struct {
+		name string
+		p    prop
+		want any
+	}{
+		{"training_duration", req["training_duration"], settings.Duration},
+		{"learning_rate", req["learning_rate"], settings.LearningRate},
+		{"batch_rows", req["batch_rows"], float64(settings.BatchRows)},
+		{"grad_accum", req["grad_accum"], float64(settings.GradAccum)},
+		{"checkpoint_every", req["checkpoint_every"], float64(settings.CheckpointEvery)},
+		{"keep_checkpoints", req["keep_checkpoints"], float64(settings.KeepCheckpoints)},
+		{"precision", req["precision"], settings.Precision},
+		{"optimizer.beta1", opt["beta1"], settings.Beta1},
+		{"optimizer.beta2", opt["beta2"], settings.Beta2},
+		{"optimizer.eps", opt["eps"], settings.Eps},
+		{"optimizer.weight_decay", opt["weight_decay"], settings.WeightDecay},
+		{"optimizer.max_grad_norm", opt["max_grad_norm"], settings.MaxGradNorm},
+		{"optimizer.warmup_frac", opt["warmup_frac"], settings.WarmupFrac},
+		{"optimizer.decay", opt["decay"], settings.Decay},
+		{"optimizer.final_lr_mult", opt["final_lr_mult"], settings.FinalLRMult},
+	} {
+		if tc.p.Default != tc.want {
+			t.Errorf("openapi.json: %s default %v, want settings' %v", tc.name, tc.p.Default, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		got  []any
+		want []string
+	}{{"optimizer.decay", opt["decay"].Enum, settings.Decays()}, {"precision", req["precision"].Enum, settings.Precisions()}} {
+		if fmt.Sprint(tc.got) != fmt.Sprint(tc.want) {
+			t.Errorf("openapi.json: %s enum %v, want settings' %v", tc.name, tc.got, tc.want)
+		}
+	}
 }

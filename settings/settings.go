@@ -47,6 +47,12 @@ var (
 	precisions = []string{"fp32", "bf16"}
 )
 
+// Decays are the accepted learning-rate decays, the default first.
+func Decays() []string { return slices.Clone(decays) }
+
+// Precisions are the accepted precisions, the default first.
+func Precisions() []string { return slices.Clone(precisions) }
+
 // Error is a setting that cannot be used.
 type Error struct {
 	Setting string // API name, e.g. "optimizer.weight_decay"
