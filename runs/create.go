@@ -139,7 +139,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, invalidf("register_to is required: catalog.schema or catalog.schema.model")
 	}
 	if req.TrainDataPath == "" {
-		return nil, invalidf("train_data_path is required")
+		return nil, invalidf("train_data_path is required: a JSONL file (chat, instruct) or a folder of .txt files (continued pre-training)")
 	}
 	spec := train.Spec{Task: task, Duration: dur, LearningRate: req.LearningRate, ContextLength: req.ContextLength,
 		BatchRows: req.BatchRows, GradAccum: req.GradAccum, Seed: req.Seed, CheckpointEvery: req.CheckpointEvery,
@@ -173,7 +173,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, err
 	}
 	if req.ContextLength > m.MaxContext && m.MaxContext > 0 {
-		return nil, invalidf("context_length %d exceeds the model's maximum %d", req.ContextLength, m.MaxContext)
+		return nil, invalidf("context_length %d exceeds the model's maximum %d; use at most %d, or leave it unset for the default", req.ContextLength, m.MaxContext, m.MaxContext)
 	}
 	spec.ModelDir = m.Dir
 	return &params{Request: *req, Model: *m, Spec: spec}, nil
