@@ -65,7 +65,8 @@ func TestRunSettings(t *testing.T) {
 			tc.mod(&r)
 			_, err := h.c.CreateRun(ctx, r)
 			if client.StatusOf(err) != 400 || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("CreateRun(%+v) = %v, want 400 containing %q", r, err, tc.want)
+				t.Errorf("CreateRun(user %q, experiment_path %q, optimizer %s, ...) = %v, want 400 containing %q",
+					r.User, r.ExperimentPath, optimizerJSON(r.Optimizer), err, tc.want)
 			}
 		}
 		if l, _ := h.c.ListRuns(ctx, client.ListRunsOptions{}); len(l.Runs) != 0 {
@@ -168,4 +169,9 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 			t.Errorf("openapi.json: %s enum %v, want settings' %v", tc.name, tc.got, tc.want)
 		}
 	}
+}
+
+func optimizerJSON(o *client.Optimizer) string {
+	b, _ := json.Marshal(o)
+	return string(b)
 }
