@@ -81,8 +81,19 @@ func createCmd() *cobra.Command {
 	fl.StringVar(&req.CustomWeightsPath, "custom-weights-path", "", "start from this checkpoint's weights")
 	fl.StringVar(&req.ExperimentPath, "experiment-path", "", "tracking experiment (default /Users/<user>/hone)")
 	fl.Uint64Var(&req.Seed, "seed", 0, settings.Help("seed"))
-	// The run settings: defaults and help come from package settings. A flag
-	// left out sends nothing, so the server's defaults apply.
+	applySettings = settingFlags(cmd, &req)
+	fl.StringVar(&req.User, "user", "", "user the run belongs to (default $USER)")
+	fl.BoolVar(&noValidate, "no-validate", false, "skip input validation (validate_inputs=false)")
+	fl.BoolVar(&wait, "wait", false, "follow the run; exit 0 only if it COMPLETED")
+	return cmd
+}
+
+// settingFlags registers the run-settings flags of cmd, with defaults and
+// help from package settings, and returns the function that copies the
+// given ones into req. A flag left out sends nothing, so the server's
+// defaults apply; a flag given as 0 sends 0 (no decay, no clipping).
+func settingFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
+	fl := cmd.Flags()
 	opt := &client.Optimizer{}
 	var apply []func()
 	str := func(dst *string, flag, setting, def string) {
@@ -117,7 +128,7 @@ func createCmd() *cobra.Command {
 	float(&opt.Eps, "eps", "optimizer.eps", settings.Eps)
 	optional(&opt.WeightDecay, "weight-decay", "optimizer.weight_decay", settings.WeightDecay)
 	optional(&opt.MaxGradNorm, "max-grad-norm", "optimizer.max_grad_norm", settings.MaxGradNorm)
-	applySettings = func() {
+	return func() {
 		for _, f := range apply {
 			f()
 		}
@@ -125,10 +136,6 @@ func createCmd() *cobra.Command {
 			req.Optimizer = opt
 		}
 	}
-	fl.StringVar(&req.User, "user", "", "user the run belongs to (default $USER)")
-	fl.BoolVar(&noValidate, "no-validate", false, "skip input validation (validate_inputs=false)")
-	fl.BoolVar(&wait, "wait", false, "follow the run; exit 0 only if it COMPLETED")
-	return cmd
 }
 
 // eta is the time left until end, whole seconds; a run past its estimate
