@@ -9,10 +9,12 @@ const openAPIDoc = `{
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     "schemas": {
       "Error": {"type": "object", "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
-      "Optimizer": {"type": "object", "description": "unset fields take their defaults; 0 is a value (weight_decay 0: no decay, max_grad_norm 0: no clipping, warmup_frac 0: no warmup)", "properties": {
+      "Optimizer": {"type": "object", "properties": {
         "beta1": {"type": "number", "default": 0.9}, "beta2": {"type": "number", "default": 0.999}, "eps": {"type": "number", "default": 1e-8},
-        "weight_decay": {"type": "number", "default": 0.01}, "max_grad_norm": {"type": "number", "default": 1},
-        "warmup_frac": {"type": "number", "default": 0.02}, "decay": {"type": "string", "enum": ["linear", "cosine", "constant"], "default": "linear"},
+        "weight_decay": {"type": "number", "default": 0.01, "description": "0: no decay; unset: the default"},
+        "max_grad_norm": {"type": "number", "default": 1, "description": "0: no clipping; unset: the default"},
+        "warmup_frac": {"type": "number", "default": 0.02, "description": "0: no warmup; unset: the default"},
+        "decay": {"type": "string", "enum": ["linear", "cosine", "constant"], "default": "linear"},
         "final_lr_mult": {"type": "number", "default": 0}}},
       "CreateRunRequest": {"type": "object", "required": ["model", "train_data_path", "register_to"], "properties": {
         "model": {"type": "string", "description": "local HF directory, HF id in the local HF cache, or catalog version (main.demo.bot/3, main.demo.bot@champion)"},

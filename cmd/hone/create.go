@@ -138,12 +138,6 @@ func settingFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 	}
 }
 
-// eta is the time left until end, whole seconds; a run past its estimate
-// shows 0s, never a negative time.
-func eta(end, now time.Time) string {
-	return max(0, end.Sub(now)).Round(time.Second).String()
-}
-
 // setIfChanged stores v in dst when its flag was given.
 func setIfChanged[T any](changed bool, dst *T, v T) {
 	if changed {
@@ -189,7 +183,7 @@ func follow(cmd *cobra.Command, c *client.Client, name string) (*client.Run, err
 		}
 		desc := fmt.Sprintf("step %d/%d %s", m.Step, m.TotalSteps, metricLine(m))
 		if r.EstimatedEndAt != nil {
-			desc += ", ETA " + eta(*r.EstimatedEndAt, time.Now())
+			desc += ", ETA " + time.Until(*r.EstimatedEndAt).Round(time.Second).String()
 		}
 		if desc != last {
 			bar.Describe(desc)

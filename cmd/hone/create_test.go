@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
-	"time"
 
 	"hone/settings"
 )
@@ -97,21 +96,5 @@ func TestCreateHelpShowsSettingsDefaults(t *testing.T) {
 	}
 	if u := fl.Lookup("lr-decay").Usage; u != settings.Help("optimizer.decay") {
 		t.Errorf("--lr-decay help %q, want settings.Help(optimizer.decay) %q", u, settings.Help("optimizer.decay"))
-	}
-}
-
-func TestETANeverNegative(t *testing.T) {
-	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		end  time.Time
-		want string
-	}{
-		{now.Add(90*time.Second + 400*time.Millisecond), "1m30s"},
-		{now, "0s"},
-		{now.Add(-42 * time.Second), "0s"},
-	} {
-		if got := eta(tc.end, now); got != tc.want {
-			t.Errorf("eta(now%+v) = %q, want %q", tc.end.Sub(now), got, tc.want)
-		}
 	}
 }
