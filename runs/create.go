@@ -173,7 +173,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, err
 	}
 	if req.ContextLength > m.MaxContext && m.MaxContext > 0 {
-		return nil, invalidf("context_length %d exceeds the model's maximum %d; use at most %d, or leave it unset for the default", req.ContextLength, m.MaxContext, m.MaxContext)
+		return nil, invalidf("context_length %d exceeds the model's maximum %d", req.ContextLength, m.MaxContext)
 	}
 	spec.ModelDir = m.Dir
 	return &params{Request: *req, Model: *m, Spec: spec}, nil
