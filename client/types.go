@@ -53,17 +53,23 @@ type CreateRunRequest struct {
 	Precision string `json:"precision,omitempty"`
 }
 
-// Optimizer holds AdamW and schedule settings; zero fields take defaults.
+// Optimizer holds AdamW and schedule settings; unset fields take the
+// server's defaults. Settings for which 0 is a choice (no weight decay, no
+// clipping, no warmup) are pointers: nil means the default, a pointer to 0
+// means 0.
 type Optimizer struct {
-	Beta1       float64 `json:"beta1,omitempty"`
-	Beta2       float64 `json:"beta2,omitempty"`
-	Eps         float64 `json:"eps,omitempty"`
-	WeightDecay float64 `json:"weight_decay,omitempty"`
-	MaxGradNorm float64 `json:"max_grad_norm,omitempty"`
-	WarmupFrac  float64 `json:"warmup_frac,omitempty"`
-	Decay       string  `json:"decay,omitempty"` // linear or cosine
-	FinalLRMult float64 `json:"final_lr_mult,omitempty"`
+	Beta1       *float64 `json:"beta1,omitempty"`
+	Beta2       *float64 `json:"beta2,omitempty"`
+	Eps         float64  `json:"eps,omitempty"`
+	WeightDecay *float64 `json:"weight_decay,omitempty"`  // 0: no decay
+	MaxGradNorm *float64 `json:"max_grad_norm,omitempty"` // 0: no clipping
+	WarmupFrac  *float64 `json:"warmup_frac,omitempty"`   // 0: no warmup
+	Decay       string   `json:"decay,omitempty"`         // linear, cosine or constant
+	FinalLRMult float64  `json:"final_lr_mult,omitempty"`
 }
+
+// Float returns a pointer to v, for Optimizer's optional fields.
+func Float(v float64) *float64 { return &v }
 
 // Run is a run as the API reports it. Get fills Events, Checkpoints and
 // Metrics; List leaves them empty.

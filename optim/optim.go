@@ -5,14 +5,17 @@
 package optim
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
 	"hone/engine"
+	"hone/settings"
 )
 
-// AdamWConfig are the hyperparameters; zero fields take the defaults of
-// DefaultAdamW.
+// AdamWConfig are the hyperparameters. The zero value means DefaultAdamW;
+// any other value is used as given, so WeightDecay 0 means no decay and
+// MaxGradNorm 0 no clipping.
 type AdamWConfig struct {
 	Beta1, Beta2 float64
 	Eps          float64
@@ -24,24 +27,31 @@ type AdamWConfig struct {
 	MaxGradNorm float64
 }
 
-// DefaultAdamW matches torch.optim.AdamW's defaults with clipping at 1.0.
-var DefaultAdamW = AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, MaxGradNorm: 1.0}
+// DefaultAdamW is a run's default optimizer (package settings).
+var DefaultAdamW = AdamWConfig{Beta1: settings.Beta1, Beta2: settings.Beta2, Eps: settings.Eps,
+	WeightDecay: settings.WeightDecay, MaxGradNorm: settings.MaxGradNorm}
 
-// Validate reports out-of-range hyperparameters by name.
+// Validate reports every hyperparameter out of its range, named as the API
+// names it.
 func (c AdamWConfig) Validate() error {
+	return errors.Join(settings.CheckBeta("optimizer.beta1", c.Beta1), settings.CheckBeta("optimizer.beta2", c.Beta2),
+		settings.CheckEps(c.Eps), settings.CheckWeightDecay(c.WeightDecay), settings.CheckMaxGradNorm(c.MaxGradNorm))
+}
+
+// String describes the configuration for a run's log.
+func (c AdamWConfig) String() string {
+	wd := fmt.Sprintf("weight_decay %g", c.WeightDecay)
 	switch {
-	case c.Beta1 < 0 || c.Beta1 >= 1:
-		return fmt.Errorf("adamw: beta1 %g must be in [0, 1)", c.Beta1)
-	case c.Beta2 < 0 || c.Beta2 >= 1:
-		return fmt.Errorf("adamw: beta2 %g must be in [0, 1)", c.Beta2)
-	case !(c.Eps > 0):
-		return fmt.Errorf("adamw: eps %g must be positive", c.Eps)
-	case c.WeightDecay < 0:
-		return fmt.Errorf("adamw: weight_decay %g must not be negative", c.WeightDecay)
-	case c.MaxGradNorm < 0:
-		return fmt.Errorf("adamw: max_grad_norm %g must not be negative", c.MaxGradNorm)
+	case c.WeightDecay == 0:
+		wd += " (no decay)"
+	case !c.DecayAll:
+		wd += " (matrices only)"
 	}
-	return nil
+	clip := "no clipping"
+	if c.MaxGradNorm > 0 {
+		clip = fmt.Sprintf("max_grad_norm %g", c.MaxGradNorm)
+	}
+	return fmt.Sprintf("AdamW beta1 %g, beta2 %g, eps %g, %s, %s", c.Beta1, c.Beta2, c.Eps, wd, clip)
 }
 
 // AdamW keeps the first and second moments of every parameter in two

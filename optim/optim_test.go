@@ -94,7 +94,7 @@ func TestNonFiniteGradientSkipsUpdate(t *testing.T) {
 }
 
 func TestSchedule(t *testing.T) {
-	lin := optim.Schedule{Peak: 1, TotalSteps: 100, WarmupSteps: -1}
+	lin := optim.Schedule{Peak: 1, TotalSteps: 100, WarmupSteps: 2}
 	cos := optim.Schedule{Peak: 2, TotalSteps: 10, WarmupSteps: 0, Decay: "cosine", FinalMult: 0.1}
 	for _, tc := range []struct {
 		s    optim.Schedule
@@ -125,7 +125,7 @@ func TestOverfitSmallBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, _ := optim.NewAdamW(m, optim.AdamWConfig{Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, MaxGradNorm: 1})
-	sched := optim.Schedule{Peak: 1e-2, TotalSteps: 50, WarmupSteps: -1, FinalMult: 0.1}
+	sched := optim.Schedule{Peak: 1e-2, TotalSteps: 50, WarmupSteps: 1, FinalMult: 0.1}
 	var first, last float64
 	for i := 0; i < 50; i++ {
 		m.ZeroGrad()

@@ -7,14 +7,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"hone/client"
 	"hone/modelref"
 	"hone/optim"
+	"hone/settings"
 	"hone/store"
 	"hone/train"
 )
@@ -28,10 +30,6 @@ type params struct {
 	Validation string                  `json:"validation,omitempty"`
 	Spec       train.Spec              `json:"spec"`
 }
-
-// DefaultLearningRate is used when a request sets none: a conservative
-// peak for full fine-tuning with AdamW.
-const DefaultLearningRate = 1e-5
 
 var taskNames = map[string]string{
 	client.TaskChatCompletion:      "chat",
@@ -88,19 +86,20 @@ func (s *Service) Create(ctx context.Context, req client.CreateRunRequest) (*cli
 }
 
 // prepare checks and normalises req, confines its paths, resolves the model
-// and builds the training spec.
+// and builds the training spec with every setting resolved (package
+// settings holds the defaults and the checks).
 func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*params, error) {
 	if req.User == "" {
 		req.User = s.cfg.DefaultUser
 	}
-	if strings.ContainsAny(req.User, "/\x00") {
-		return nil, invalidf("user %q must not contain /", req.User)
+	if err := checkName("user", req.User); err != nil {
+		return nil, err
 	}
 	if req.ExperimentPath == "" {
 		req.ExperimentPath = "/Users/" + req.User + "/hone"
 	}
-	if !strings.HasPrefix(req.ExperimentPath, "/") {
-		return nil, invalidf("experiment_path %q must start with /", req.ExperimentPath)
+	if err := checkExperimentPath(req.ExperimentPath); err != nil {
+		return nil, err
 	}
 	if req.TaskType == "" {
 		req.TaskType = client.TaskChatCompletion
@@ -110,38 +109,28 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, invalidf("task_type %q: want CHAT_COMPLETION, INSTRUCTION_FINETUNE or CONTINUED_PRETRAIN", req.TaskType)
 	}
 	if req.TrainingDuration == "" {
-		req.TrainingDuration = "1ep"
+		req.TrainingDuration = settings.Duration
 	}
 	dur, err := train.ParseDuration(req.TrainingDuration)
 	if err != nil {
 		return nil, invalidf("%v", err)
 	}
-	if req.LearningRate == 0 {
-		req.LearningRate = DefaultLearningRate
-	}
-	if !(req.LearningRate > 0) || math.IsInf(req.LearningRate, 0) || req.LearningRate > 1 {
-		return nil, invalidf("learning_rate %g must be in (0, 1]", req.LearningRate)
-	}
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"context_length", req.ContextLength}, {"batch_rows", req.BatchRows}, {"grad_accum", req.GradAccum},
-		{"checkpoint_every", req.CheckpointEvery}, {"keep_checkpoints", req.KeepCheckpoints}} {
-		if f.v < 0 {
-			return nil, invalidf("%s %d must not be negative", f.name, f.v)
-		}
-	}
 	if req.RegisterTo == "" {
 		return nil, invalidf("register_to is required: catalog.schema or catalog.schema.model")
 	}
 	if req.TrainDataPath == "" {
-		return nil, invalidf("train_data_path is required")
+		return nil, invalidf("train_data_path is required: a JSONL file (chat, instruct) or a folder of .txt files (continued pre-training)")
 	}
 	spec := train.Spec{Task: task, Duration: dur, LearningRate: req.LearningRate, ContextLength: req.ContextLength,
 		BatchRows: req.BatchRows, GradAccum: req.GradAccum, Seed: req.Seed, CheckpointEvery: req.CheckpointEvery,
 		KeepCheckpoints: req.KeepCheckpoints, EvalPrompts: req.EvalPrompts, Precision: req.Precision}
-	if req.Precision != "" && req.Precision != "fp32" && req.Precision != "bf16" {
-		return nil, invalidf("precision %q: want fp32 or bf16", req.Precision)
+	if o := req.Optimizer; o != nil {
+		spec.AdamW = optimizerConfig(o)
+		spec.WarmupFrac, spec.Decay, spec.FinalLRMult = o.WarmupFrac, o.Decay, o.FinalLRMult
+	}
+	// The settings are checked before anything slower (paths, the model).
+	if spec, err = spec.Resolve(); err != nil {
+		return nil, invalidf("%v", err)
 	}
 	if spec.TrainData, err = s.confineField("train_data_path", req.TrainDataPath); err != nil {
 		return nil, err
@@ -156,32 +145,6 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 			return nil, err
 		}
 	}
-	if o := req.Optimizer; o != nil {
-		if o.Beta1 != 0 || o.Beta2 != 0 || o.Eps != 0 || o.WeightDecay != 0 || o.MaxGradNorm != 0 {
-			a := optim.DefaultAdamW
-			set := func(dst *float64, v float64) {
-				if v != 0 {
-					*dst = v
-				}
-			}
-			set(&a.Beta1, o.Beta1)
-			set(&a.Beta2, o.Beta2)
-			set(&a.Eps, o.Eps)
-			set(&a.WeightDecay, o.WeightDecay)
-			set(&a.MaxGradNorm, o.MaxGradNorm)
-			if err := a.Validate(); err != nil {
-				return nil, invalidf("optimizer: %v", err)
-			}
-			spec.AdamW = a
-		}
-		if o.Decay != "" && o.Decay != "linear" && o.Decay != "cosine" {
-			return nil, invalidf("optimizer.decay %q: want linear or cosine", o.Decay)
-		}
-		if o.WarmupFrac < 0 || o.WarmupFrac >= 1 || o.FinalLRMult < 0 || o.FinalLRMult > 1 {
-			return nil, invalidf("optimizer: warmup_frac must be in [0, 1) and final_lr_mult in [0, 1]")
-		}
-		spec.WarmupFrac, spec.Decay, spec.FinalLRMult = o.WarmupFrac, o.Decay, o.FinalLRMult
-	}
 	m, err := s.models.Resolve(ctx, req.Model)
 	if err != nil {
 		if errors.Is(err, modelref.ErrInvalid) || errors.Is(err, ErrInvalid) {
@@ -194,6 +157,58 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	}
 	spec.ModelDir = m.Dir
 	return &params{Request: *req, Model: *m, Spec: spec}, nil
+}
+
+// optimizerConfig is the request's AdamW settings over the defaults: an
+// unset field takes its default, a set one (0 included) is used as given.
+func optimizerConfig(o *client.Optimizer) optim.AdamWConfig {
+	a := optim.DefaultAdamW
+	for _, f := range []struct {
+		dst *float64
+		v   *float64
+	}{{&a.Beta1, o.Beta1}, {&a.Beta2, o.Beta2}, {&a.WeightDecay, o.WeightDecay}, {&a.MaxGradNorm, o.MaxGradNorm}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
+	}
+	if o.Eps != 0 {
+		a.Eps = o.Eps
+	}
+	return a
+}
+
+// checkName refuses a user name that could not name a directory or a path
+// segment: empty, "." or "..", over 255 bytes, or holding "/" or control
+// characters.
+func checkName(field, v string) error {
+	switch {
+	case v == "" || v == "." || v == "..":
+		return invalidf("%s %q is not a name; use letters, digits, '.', '-' or '_'", field, v)
+	case len(v) > 255:
+		return invalidf("%s is %d bytes long; use at most 255", field, len(v))
+	case strings.ContainsRune(v, '/'):
+		return invalidf("%s %q must not contain /", field, v)
+	case strings.IndexFunc(v, unicode.IsControl) >= 0 || !utf8.ValidString(v):
+		return invalidf("%s %q holds control characters or invalid UTF-8; remove them", field, v)
+	}
+	return nil
+}
+
+// checkExperimentPath refuses an experiment path that is not absolute or
+// whose segments would not pass as user names, e.g. /Users/ann/../bob.
+func checkExperimentPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return invalidf("experiment_path %q must start with /, e.g. /Users/ann/hone", p)
+	}
+	if len(p) > 1024 {
+		return invalidf("experiment_path is %d bytes long; use at most 1024", len(p))
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if err := checkName("experiment_path segment", seg); err != nil {
+			return invalidf("experiment_path %q: %v", p, err)
+		}
+	}
+	return nil
 }
 
 func (s *Service) confineField(field, p string) (string, error) {

@@ -162,11 +162,11 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 		totalRows = int64(math.Ceil(d.Epochs * float64(R)))
 	}
 	totalSteps := int((totalRows + int64(rps) - 1) / int64(rps))
-	sched := optim.Schedule{Peak: spec.LearningRate, TotalSteps: totalSteps, Decay: spec.Decay, FinalMult: spec.FinalLRMult,
-		WarmupSteps: int(math.Ceil(spec.WarmupFrac * float64(totalSteps)))}
+	sched := spec.schedule(totalSteps)
 	if err := sched.Validate(); err != nil {
 		return nil, err
 	}
+	obs.OnLog(fmt.Sprintf("optimizer: %s; schedule: %s", o.Config, sched))
 
 	// Resume.
 	fp := spec.fingerprint()

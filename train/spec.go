@@ -7,11 +7,14 @@
 package train
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
 	"hone/optim"
+	"hone/settings"
 )
 
 // Duration is how long to train: exactly one field is set.
@@ -25,7 +28,8 @@ type Duration struct {
 // "2_000_000tok" (underscores allowed as digit separators).
 func ParseDuration(s string) (Duration, error) {
 	t := strings.ReplaceAll(strings.TrimSpace(s), "_", "")
-	bad := fmt.Errorf("training_duration %q: want a number followed by ep (epochs), ba (optimizer steps) or tok (tokens), e.g. 3ep, 500ba, 2_000_000tok", s)
+	bad := &settings.Error{Setting: "training_duration", Problem: fmt.Sprintf("%q is not a duration", s),
+		Fix: fmt.Sprintf("use a positive number followed by ep (epochs, at most %d), ba (optimizer steps) or tok (tokens), e.g. 3ep, 500ba, 2_000_000tok", settings.MaxEpochs)}
 	switch {
 	case strings.HasSuffix(t, "tok"):
 		n, err := strconv.ParseInt(strings.TrimSuffix(t, "tok"), 10, 64)
@@ -41,7 +45,7 @@ func ParseDuration(s string) (Duration, error) {
 		return Duration{Batches: n}, nil
 	case strings.HasSuffix(t, "ep"):
 		f, err := strconv.ParseFloat(strings.TrimSuffix(t, "ep"), 64)
-		if err != nil || !(f > 0) || f > 1000 {
+		if err != nil || !(f > 0) || f > settings.MaxEpochs {
 			return Duration{}, bad
 		}
 		return Duration{Epochs: f}, nil
@@ -60,87 +64,93 @@ func (d Duration) String() string {
 	}
 }
 
-// Spec is everything that determines a run's result.
+// Spec is everything that determines a run's result. Unset (zero or nil)
+// settings take package settings' defaults; see Resolve.
 type Spec struct {
 	ModelDir    string // base model: an HF directory (callers resolve names)
 	InitWeights string // optional HF directory whose weights replace the base's (custom_weights_path)
-	Task        string // "chat", "instruct" or "cpt"
+	Task        string // "chat" (default), "instruct" or "cpt"
 	TrainData   string
 	EvalData    string // optional, same format as TrainData
 	Duration    Duration
 
 	LearningRate  float64
 	ContextLength int // tokens per row; 0 = min(model max, 2048)
-	BatchRows     int // rows per micro-batch; default 1
-	GradAccum     int // micro-batches per optimizer step; default 1
+	BatchRows     int // rows per micro-batch
+	GradAccum     int // micro-batches per optimizer step
 	Seed          uint64
 
 	CheckpointEvery int // optimizer steps between checkpoints; 0 = at each epoch end only
-	KeepCheckpoints int // newest checkpoints kept; default 3
+	KeepCheckpoints int // newest checkpoints kept
 	EvalPrompts     []string
 
-	AdamW       optim.AdamWConfig // zero = optim.DefaultAdamW
-	WarmupFrac  float64           // of total steps; default 0.02
-	Decay       string            // "linear" (default) or "cosine"
-	FinalLRMult float64           // default 0
-	Recompute   bool              // activation recomputation (less memory, ~30% more compute)
-	Precision   string            // "fp32" (default) or "bf16" (bf16 matmuls, fp32 master weights)
-	Threads     int               // 0 = all cores
+	AdamW       optim.AdamWConfig // zero = optim.DefaultAdamW; otherwise used as given (0 decay, 0 = no clipping)
+	WarmupFrac  *float64          // of total steps, rounded up; nil = the default, 0 = no warmup
+	Decay       string            // "linear", "cosine" or "constant"
+	FinalLRMult float64
+	Recompute   bool   // activation recomputation (less memory, ~30% more compute)
+	Precision   string // "fp32" or "bf16" (bf16 matmuls, fp32 master weights)
+	Threads     int    // 0 = all cores
 }
 
-// withDefaults fills zero fields and checks the rest, naming the field.
-func (s Spec) withDefaults() (Spec, error) {
-	if s.ModelDir == "" {
-		return s, fmt.Errorf("model: required")
-	}
-	if s.TrainData == "" {
-		return s, fmt.Errorf("train_data_path: required")
-	}
+// Resolve returns s with every unset setting at its default, or an error
+// naming each setting that cannot be used, what is wrong with it and how to
+// fix it. It leaves the paths (ModelDir, TrainData, ...) to the caller. Run
+// and Validate resolve their spec themselves; the run service resolves at
+// creation, so a stored run keeps the values it was created with.
+func (s Spec) Resolve() (Spec, error) {
 	if s.Task == "" {
 		s.Task = "chat"
 	}
 	if s.Duration == (Duration{}) {
-		s.Duration = Duration{Epochs: 1}
+		s.Duration, _ = ParseDuration(settings.Duration)
 	}
 	if s.LearningRate == 0 {
-		s.LearningRate = 1e-5
+		s.LearningRate = settings.LearningRate
 	}
-	if !(s.LearningRate > 0) || s.LearningRate > 1 {
-		return s, fmt.Errorf("learning_rate: %g must be in (0, 1]", s.LearningRate)
+	zeroIsDefault(&s.BatchRows, settings.BatchRows)
+	zeroIsDefault(&s.GradAccum, settings.GradAccum)
+	zeroIsDefault(&s.KeepCheckpoints, settings.KeepCheckpoints)
+	if s.WarmupFrac == nil {
+		f := settings.WarmupFrac
+		s.WarmupFrac = &f
 	}
-	if s.ContextLength < 0 {
-		return s, fmt.Errorf("context_length: %d must be positive", s.ContextLength)
+	if s.Decay == "" {
+		s.Decay = settings.Decay
 	}
-	if s.BatchRows == 0 {
-		s.BatchRows = 1
-	}
-	if s.GradAccum == 0 {
-		s.GradAccum = 1
-	}
-	if s.BatchRows < 0 || s.GradAccum < 0 || s.CheckpointEvery < 0 || s.KeepCheckpoints < 0 {
-		return s, fmt.Errorf("batch_rows, grad_accum, checkpoint_every and keep_checkpoints must not be negative")
-	}
-	if s.KeepCheckpoints == 0 {
-		s.KeepCheckpoints = 3
-	}
-	if s.WarmupFrac == 0 {
-		s.WarmupFrac = 0.02
-	}
-	if s.WarmupFrac < 0 || s.WarmupFrac >= 1 {
-		return s, fmt.Errorf("warmup: fraction %g must be in [0, 1)", s.WarmupFrac)
-	}
-	switch s.Precision {
-	case "":
-		s.Precision = "fp32"
-	case "fp32", "bf16":
-	default:
-		return s, fmt.Errorf("precision: %q must be fp32 or bf16", s.Precision)
+	if s.Precision == "" {
+		s.Precision = settings.Precision
 	}
 	if s.AdamW == (optim.AdamWConfig{}) {
 		s.AdamW = optim.DefaultAdamW
 	}
-	if err := s.AdamW.Validate(); err != nil {
-		return s, err
+	return s, errors.Join(settings.CheckLearningRate(s.LearningRate),
+		settings.CheckCount("context_length", s.ContextLength, 0), settings.CheckCount("batch_rows", s.BatchRows, 1),
+		settings.CheckCount("grad_accum", s.GradAccum, 1), settings.CheckCount("checkpoint_every", s.CheckpointEvery, 0),
+		settings.CheckCount("keep_checkpoints", s.KeepCheckpoints, 1), settings.CheckPrecision(s.Precision),
+		settings.CheckWarmupFrac(*s.WarmupFrac), settings.CheckDecay(s.Decay), settings.CheckFinalLRMult(s.FinalLRMult, s.Decay),
+		s.AdamW.Validate())
+}
+
+// withDefaults is Resolve, after checking the required paths are set.
+func (s Spec) withDefaults() (Spec, error) {
+	if s.ModelDir == "" {
+		return s, &settings.Error{Setting: "model", Problem: "not set", Fix: "name a base model"}
 	}
-	return s, nil
+	if s.TrainData == "" {
+		return s, &settings.Error{Setting: "train_data_path", Problem: "not set", Fix: "name a JSONL file or a folder of .txt files"}
+	}
+	return s.Resolve()
+}
+
+func zeroIsDefault(v *int, def int) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// schedule is the learning-rate schedule of a resolved spec over totalSteps.
+func (s Spec) schedule(totalSteps int) optim.Schedule {
+	return optim.Schedule{Peak: s.LearningRate, TotalSteps: totalSteps, Decay: s.Decay, FinalMult: s.FinalLRMult,
+		WarmupSteps: int(math.Ceil(*s.WarmupFrac * float64(totalSteps)))}
 }

@@ -12,12 +12,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"hone/client"
+	"hone/settings"
 )
 
 func createCmd() *cobra.Command {
 	var cf clientFlags
 	var req client.CreateRunRequest
 	var wait, noValidate bool
+	var applySettings func()
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a fine-tuning run; prints its name as the last line",
@@ -27,6 +29,7 @@ func createCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			applySettings()
 			if noValidate {
 				f := false
 				req.ValidateInputs = &f
@@ -73,32 +76,73 @@ func createCmd() *cobra.Command {
 	fl.StringVar(&req.TrainDataPath, "train-data-path", "", "JSONL file (chat, instruct) or folder of .txt files (continued pre-training)")
 	fl.StringVar(&req.RegisterTo, "register-to", "", "catalog.schema or catalog.schema.model")
 	fl.StringVar(&req.TaskType, "task-type", client.TaskChatCompletion, "CHAT_COMPLETION, INSTRUCTION_FINETUNE or CONTINUED_PRETRAIN")
-	fl.StringVar(&req.TrainingDuration, "training-duration", "1ep", `"3ep" epochs, "500ba" optimizer steps, "2_000_000tok" tokens`)
-	fl.Float64Var(&req.LearningRate, "learning-rate", 0, "peak learning rate (default: the server's)")
-	fl.IntVar(&req.ContextLength, "context-length", 0, "tokens per training row (default: the model's, capped)")
-	fl.Uint64Var(&req.Seed, "seed", 0, "random seed")
-	fl.IntVar(&req.CheckpointEvery, "checkpoint-every", 0, "optimizer steps between checkpoints (0: each epoch end)")
-	fl.IntVar(&req.KeepCheckpoints, "keep-checkpoints", 0, "newest checkpoints kept (default 3)")
 	fl.StringVar(&req.EvalDataPath, "eval-data-path", "", "held-out data of the same format")
 	fl.StringArrayVar(&req.EvalPrompts, "eval-prompt", nil, "prompt completed at every checkpoint (repeatable)")
 	fl.StringVar(&req.CustomWeightsPath, "custom-weights-path", "", "start from this checkpoint's weights")
 	fl.StringVar(&req.ExperimentPath, "experiment-path", "", "tracking experiment (default /Users/<user>/hone)")
-	fl.IntVar(&req.BatchRows, "batch-rows", 0, "rows per micro-batch")
-	fl.IntVar(&req.GradAccum, "grad-accum", 0, "micro-batches per optimizer step")
-	fl.StringVar(&req.Precision, "precision", "", "fp32 (default) or bf16 (bf16 matrix products, fp32 master weights)")
-	opt := &client.Optimizer{}
-	req.Optimizer = opt
-	fl.Float64Var(&opt.WeightDecay, "weight-decay", 0, "AdamW weight decay (default 0.01; norms and biases never decay)")
-	fl.Float64Var(&opt.Beta1, "beta1", 0, "AdamW beta1 (default 0.9)")
-	fl.Float64Var(&opt.Beta2, "beta2", 0, "AdamW beta2 (default 0.999)")
-	fl.Float64Var(&opt.MaxGradNorm, "max-grad-norm", 0, "global gradient-norm clip (default 1.0)")
-	fl.Float64Var(&opt.WarmupFrac, "warmup-frac", 0, "fraction of steps of linear warmup (default 0.02)")
-	fl.StringVar(&opt.Decay, "lr-decay", "", "learning-rate decay after warmup: linear (default) or cosine")
-	fl.Float64Var(&opt.FinalLRMult, "final-lr-mult", 0, "learning-rate multiplier reached at the end (default 0)")
+	fl.Uint64Var(&req.Seed, "seed", 0, settings.Help("seed"))
+	applySettings = settingFlags(cmd, &req)
 	fl.StringVar(&req.User, "user", "", "user the run belongs to (default $USER)")
 	fl.BoolVar(&noValidate, "no-validate", false, "skip input validation (validate_inputs=false)")
 	fl.BoolVar(&wait, "wait", false, "follow the run; exit 0 only if it COMPLETED")
 	return cmd
+}
+
+// settingFlags registers the run-settings flags of cmd, with defaults and
+// help from package settings, and returns the function that copies the
+// given ones into req. A flag left out sends nothing, so the server's
+// defaults apply; a flag given as 0 sends 0 (no decay, no clipping).
+func settingFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
+	fl := cmd.Flags()
+	opt := &client.Optimizer{}
+	var apply []func()
+	str := func(dst *string, flag, setting, def string) {
+		v := fl.String(flag, def, settings.Help(setting))
+		apply = append(apply, func() { setIfChanged(fl.Changed(flag), dst, *v) })
+	}
+	integer := func(dst *int, flag, setting string, def int) {
+		v := fl.Int(flag, def, settings.Help(setting))
+		apply = append(apply, func() { setIfChanged(fl.Changed(flag), dst, *v) })
+	}
+	float := func(dst *float64, flag, setting string, def float64) {
+		v := fl.Float64(flag, def, settings.Help(setting))
+		apply = append(apply, func() { setIfChanged(fl.Changed(flag), dst, *v) })
+	}
+	optional := func(dst **float64, flag, setting string, def float64) {
+		v := fl.Float64(flag, def, settings.Help(setting))
+		apply = append(apply, func() { setIfChanged(fl.Changed(flag), dst, v) })
+	}
+	str(&req.TrainingDuration, "training-duration", "training_duration", settings.Duration)
+	float(&req.LearningRate, "learning-rate", "learning_rate", settings.LearningRate)
+	integer(&req.ContextLength, "context-length", "context_length", 0)
+	integer(&req.BatchRows, "batch-rows", "batch_rows", settings.BatchRows)
+	integer(&req.GradAccum, "grad-accum", "grad_accum", settings.GradAccum)
+	integer(&req.CheckpointEvery, "checkpoint-every", "checkpoint_every", settings.CheckpointEvery)
+	integer(&req.KeepCheckpoints, "keep-checkpoints", "keep_checkpoints", settings.KeepCheckpoints)
+	str(&req.Precision, "precision", "precision", settings.Precision)
+	optional(&opt.WarmupFrac, "warmup-frac", "optimizer.warmup_frac", settings.WarmupFrac)
+	str(&opt.Decay, "lr-decay", "optimizer.decay", settings.Decay)
+	float(&opt.FinalLRMult, "final-lr-mult", "optimizer.final_lr_mult", settings.FinalLRMult)
+	optional(&opt.Beta1, "beta1", "optimizer.beta1", settings.Beta1)
+	optional(&opt.Beta2, "beta2", "optimizer.beta2", settings.Beta2)
+	float(&opt.Eps, "eps", "optimizer.eps", settings.Eps)
+	optional(&opt.WeightDecay, "weight-decay", "optimizer.weight_decay", settings.WeightDecay)
+	optional(&opt.MaxGradNorm, "max-grad-norm", "optimizer.max_grad_norm", settings.MaxGradNorm)
+	return func() {
+		for _, f := range apply {
+			f()
+		}
+		if *opt != (client.Optimizer{}) {
+			req.Optimizer = opt
+		}
+	}
+}
+
+// setIfChanged stores v in dst when its flag was given.
+func setIfChanged[T any](changed bool, dst *T, v T) {
+	if changed {
+		*dst = v
+	}
 }
 
 func absIfLocal(p string) string {

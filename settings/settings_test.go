@@ -1,0 +1,87 @@
+package settings_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"hone/dataset"
+	"hone/settings"
+)
+
+func TestChecks(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	for _, tc := range []struct {
+		call    string
+		err     error
+		setting string // "" = accepted
+	}{
+		{"CheckLearningRate(1e-5)", settings.CheckLearningRate(1e-5), ""},
+		{"CheckLearningRate(1)", settings.CheckLearningRate(1), ""},
+		{"CheckLearningRate(0)", settings.CheckLearningRate(0), "learning_rate"},
+		{"CheckLearningRate(2)", settings.CheckLearningRate(2), "learning_rate"},
+		{"CheckLearningRate(NaN)", settings.CheckLearningRate(nan), "learning_rate"},
+		{"CheckCount(batch_rows, 1, 1)", settings.CheckCount("batch_rows", 1, 1), ""},
+		{"CheckCount(batch_rows, 0, 1)", settings.CheckCount("batch_rows", 0, 1), "batch_rows"},
+		{"CheckCount(checkpoint_every, -1, 0)", settings.CheckCount("checkpoint_every", -1, 0), "checkpoint_every"},
+		{"CheckPrecision(bf16)", settings.CheckPrecision("bf16"), ""},
+		{"CheckPrecision(fp16)", settings.CheckPrecision("fp16"), "precision"},
+		{"CheckDecay(constant)", settings.CheckDecay("constant"), ""},
+		{"CheckDecay(cosine)", settings.CheckDecay("cosine"), ""},
+		{"CheckDecay(step)", settings.CheckDecay("step"), "optimizer.decay"},
+		{"CheckWarmupFrac(0)", settings.CheckWarmupFrac(0), ""},
+		{"CheckWarmupFrac(1)", settings.CheckWarmupFrac(1), "optimizer.warmup_frac"},
+		{"CheckWarmupFrac(NaN)", settings.CheckWarmupFrac(nan), "optimizer.warmup_frac"},
+		{"CheckFinalLRMult(0.1, cosine)", settings.CheckFinalLRMult(0.1, "cosine"), ""},
+		{"CheckFinalLRMult(0, constant)", settings.CheckFinalLRMult(0, "constant"), ""},
+		{"CheckFinalLRMult(0.1, constant)", settings.CheckFinalLRMult(0.1, "constant"), "optimizer.final_lr_mult"},
+		{"CheckFinalLRMult(1.5, linear)", settings.CheckFinalLRMult(1.5, "linear"), "optimizer.final_lr_mult"},
+		{"CheckBeta(beta1, 0)", settings.CheckBeta("optimizer.beta1", 0), ""},
+		{"CheckBeta(beta2, 1)", settings.CheckBeta("optimizer.beta2", 1), "optimizer.beta2"},
+		{"CheckEps(0)", settings.CheckEps(0), "optimizer.eps"},
+		{"CheckEps(Inf)", settings.CheckEps(inf), "optimizer.eps"},
+		{"CheckWeightDecay(0)", settings.CheckWeightDecay(0), ""},
+		{"CheckWeightDecay(-0.01)", settings.CheckWeightDecay(-0.01), "optimizer.weight_decay"},
+		{"CheckWeightDecay(NaN)", settings.CheckWeightDecay(nan), "optimizer.weight_decay"},
+		{"CheckMaxGradNorm(0)", settings.CheckMaxGradNorm(0), ""},
+		{"CheckMaxGradNorm(-1)", settings.CheckMaxGradNorm(-1), "optimizer.max_grad_norm"},
+		{"CheckMaxGradNorm(Inf)", settings.CheckMaxGradNorm(inf), "optimizer.max_grad_norm"},
+	} {
+		if tc.setting == "" {
+			if tc.err != nil {
+				t.Errorf("%s = %v, want nil", tc.call, tc.err)
+			}
+			continue
+		}
+		var e *settings.Error
+		if !errors.As(tc.err, &e) {
+			t.Errorf("%s = %v, want a *settings.Error", tc.call, tc.err)
+			continue
+		}
+		// The message names the setting, what is wrong and how to fix it.
+		if e.Setting != tc.setting || e.Problem == "" || e.Fix == "" || !strings.HasPrefix(e.Error(), tc.setting+": ") {
+			t.Errorf("%s = %q (setting %q), want one naming %s with a problem and a fix", tc.call, e, e.Setting, tc.setting)
+		}
+	}
+}
+
+// Every setting the CLI shows has help, and the context help tells the
+// dataset's real cap.
+func TestHelp(t *testing.T) {
+	for _, s := range []string{"training_duration", "learning_rate", "context_length", "batch_rows", "grad_accum",
+		"checkpoint_every", "keep_checkpoints", "seed", "precision", "optimizer.warmup_frac", "optimizer.decay",
+		"optimizer.final_lr_mult", "optimizer.beta1", "optimizer.beta2", "optimizer.eps", "optimizer.weight_decay",
+		"optimizer.max_grad_norm"} {
+		if settings.Help(s) == "" {
+			t.Errorf("Help(%q) is empty", s)
+		}
+	}
+	if h := settings.Help("context_length"); !strings.Contains(h, fmt.Sprint(dataset.MaxDefaultContext)) {
+		t.Errorf("Help(context_length) = %q, want it to name the default cap %d", h, dataset.MaxDefaultContext)
+	}
+	if h := settings.Help("optimizer.decay"); !strings.Contains(h, "constant") {
+		t.Errorf("Help(optimizer.decay) = %q, want every accepted decay", h)
+	}
+}
