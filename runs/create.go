@@ -209,6 +209,14 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		}
 		return nil, err
 	}
+	if err := s.confineModel(m); err != nil {
+		return nil, err
+	}
+	if spec.InitWeights != "" {
+		if err := confineDir(s.roots, "the server's data roots", spec.InitWeights); err != nil {
+			return nil, invalidf("custom_weights_path: %v", err)
+		}
+	}
 	if req.ContextLength > m.MaxContext && m.MaxContext > 0 {
 		return nil, invalidf("context_length %d exceeds the model's maximum %d", req.ContextLength, m.MaxContext)
 	}
