@@ -566,3 +566,90 @@ func openSQLite(t *testing.T) *store.Store {
 	st, _ := storetest.OpenSQLite(t)
 	return st
 }
+
+// A data file replaced by a symlink out of the data roots after the run was
+// queued fails the run when its worker starts it, naming the path; so does
+// a model directory whose file became such a symlink. Neither is trained.
+func TestConfinedAgainWhenStarted(t *testing.T) {
+	for _, tc := range []struct {
+		name, field string
+		swap        func(f *fixture) string // returns the swapped path
+	}{
+		{"data file", "train_data_path", func(f *fixture) string { return filepath.Join(f.data, "train.jsonl") }},
+		{"model file", "model", func(f *fixture) string { return filepath.Join(f.model, "config.json") }},
+		{"model dir", "model", func(f *fixture) string { return f.model }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, openSQLite(t))
+			r := f.create(t)
+			p := tc.swap(f)
+			secret := filepath.Join(f.outside, filepath.Base(p))
+			if err := os.Rename(p, secret); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(secret, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.s.execute(context.Background(), r.JobID, 1, r.Name); err != nil {
+				t.Fatal(err)
+			}
+			got := f.get(t, r.Name)
+			if got.Status != store.StatusFailed || !strings.Contains(got.Error, tc.field) || !strings.Contains(got.Error, p) ||
+				!strings.Contains(got.Error, "outside the server's data roots") {
+				t.Fatalf("run %s, error %q; want FAILED naming %s %s outside the data roots", got.Status, got.Error, tc.field, p)
+			}
+			if f.tr.calls() != 0 {
+				t.Fatal("the trainer ran on a path outside the data roots")
+			}
+		})
+	}
+}
+
+// A model directory in the data roots whose tokenizer.json or weights are
+// symlinks out of the roots is refused at creation, naming the file.
+func TestModelFilesConfinedAtCreate(t *testing.T) {
+	f := newFixture(t, openSQLite(t))
+	outside := filepath.Join(f.outside, "model.safetensors")
+	write(t, outside, "weights")
+	link := filepath.Join(f.model, "model.safetensors")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.s.Create(context.Background(), client.CreateRunRequest{Model: f.model, TrainDataPath: "train.jsonl",
+		RegisterTo: "main.demo.bot"})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), link) {
+		t.Fatalf("Create with %s -> %s = %v; want ErrInvalid naming the file", link, outside, err)
+	}
+	// Inside the roots a symlink is fine.
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(f.data, "w.safetensors"), "weights")
+	if err := os.Symlink(filepath.Join(f.data, "w.safetensors"), link); err != nil {
+		t.Fatal(err)
+	}
+	f.create(t)
+}
+
+func TestDefaultDataRoots(t *testing.T) {
+	home, other := t.TempDir(), t.TempDir()
+	hone := filepath.Join(home, ".hone")
+	t.Setenv("HOME", home)
+	for _, tc := range []struct {
+		wd   string
+		want []string
+	}{
+		{home, []string{filepath.Join(hone, "data")}},
+		{"/", []string{filepath.Join(hone, "data")}},
+		{other, []string{other, filepath.Join(hone, "data")}},
+	} {
+		t.Chdir(tc.wd)
+		got, err := DefaultDataRoots(hone)
+		if err != nil || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("DefaultDataRoots from %s = %v, %v; want %v", tc.wd, got, err, tc.want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(hone, "data")); err != nil || !fi.IsDir() {
+		t.Errorf("HONE_HOME/data was not created: %v", err)
+	}
+}
