@@ -62,6 +62,7 @@ func TestRunEndToEnd(t *testing.T) {
 	model, data := tinyModel(t), chatData(t)
 	s := spec(model, data)
 	s.EvalPrompts = []string{"What is 12 + 30?"}
+	s.KeepCheckpoints = 2
 	rec := &recorder{}
 	res, err := train.Run(context.Background(), s, t.TempDir(), rec)
 	if err != nil {
@@ -82,6 +83,13 @@ func TestRunEndToEnd(t *testing.T) {
 	if len(got) != 3 || got[0] != 3 || got[1] != 6 || got[2] != 8 {
 		t.Errorf("checkpoint steps %v, want [3 6 8]", got)
 	}
+	// Keeping 2, the save at step 8 pruned step 3's and said so.
+	if p := rec.ckpts[len(rec.ckpts)-1].Pruned; len(p) != 1 || p[0] != 3 {
+		t.Errorf("the last checkpoint pruned %v, want [3]", p)
+	}
+	if _, err := os.Stat(rec.ckpts[0].Dir); !os.IsNotExist(err) {
+		t.Errorf("pruned checkpoint %s is still on disk (%v)", rec.ckpts[0].Dir, err)
+	}
 	if len(rec.evals) != 3 || !(rec.evals[0].Perplexity > 1) || rec.evals[2].TokenAccuracy < 0 {
 		t.Errorf("eval metrics %+v", rec.evals)
 	}
@@ -99,10 +107,13 @@ func TestRunEndToEnd(t *testing.T) {
 }
 
 // Cancelled mid-run and resumed in the same work dir, a run ends with
-// byte-identical weights to an uninterrupted one.
+// byte-identical weights to an uninterrupted one. The cancel saves a stop
+// checkpoint at the cancel step even with eval prompts configured (which
+// need a live context), and the resume continues from it.
 func TestResumeIsExact(t *testing.T) {
 	model, data := tinyModel(t), chatData(t)
 	s := spec(model, data)
+	s.EvalPrompts = []string{"What is 12 + 30?"}
 
 	full, err := train.Run(context.Background(), s, t.TempDir(), nil)
 	if err != nil {
@@ -121,6 +132,12 @@ func TestResumeIsExact(t *testing.T) {
 	}
 	if n := len(rec.steps); n != 4 {
 		t.Fatalf("cancelled run took %d steps after cancel at 4", n)
+	}
+	if n := len(rec.ckpts); n == 0 || rec.ckpts[n-1].Step != 4 {
+		t.Fatalf("checkpoints of the cancelled run %+v, want the last at the cancel step 4", rec.ckpts)
+	}
+	if _, err := os.Stat(filepath.Join(rec.ckpts[len(rec.ckpts)-1].Dir, "state.json")); err != nil {
+		t.Fatalf("stop checkpoint not on disk: %v", err)
 	}
 	rec2 := &recorder{}
 	resumed, err := train.Run(context.Background(), s, work, rec2)
