@@ -163,18 +163,8 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	if req.Precision != "" && req.Precision != "fp32" && req.Precision != "bf16" {
 		return nil, invalidf("precision %q: want fp32 or bf16", req.Precision)
 	}
-	if spec.TrainData, err = s.confineField("train_data_path", req.TrainDataPath); err != nil {
+	if err := s.confinePaths(req, &spec); err != nil {
 		return nil, err
-	}
-	if req.EvalDataPath != "" {
-		if spec.EvalData, err = s.confineField("eval_data_path", req.EvalDataPath); err != nil {
-			return nil, err
-		}
-	}
-	if req.CustomWeightsPath != "" {
-		if spec.InitWeights, err = s.confineField("custom_weights_path", req.CustomWeightsPath); err != nil {
-			return nil, err
-		}
 	}
 	if o := req.Optimizer; o != nil {
 		if o.Beta1 != 0 || o.Beta2 != 0 || o.Eps != 0 || o.WeightDecay != 0 || o.MaxGradNorm != 0 {
@@ -202,6 +192,36 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		}
 		spec.WarmupFrac, spec.Decay, spec.FinalLRMult = o.WarmupFrac, o.Decay, o.FinalLRMult
 	}
+	m, err := s.resolveModel(ctx, req, &spec)
+	if err != nil {
+		return nil, err
+	}
+	return &params{Request: *req, Model: *m, Spec: spec}, nil
+}
+
+// confinePaths confines the request's data and weights paths to the data
+// roots and puts their real paths in spec.
+func (s *Service) confinePaths(req *client.CreateRunRequest, spec *train.Spec) error {
+	var err error
+	if spec.TrainData, err = s.confineField("train_data_path", req.TrainDataPath); err != nil {
+		return err
+	}
+	if req.EvalDataPath != "" {
+		if spec.EvalData, err = s.confineField("eval_data_path", req.EvalDataPath); err != nil {
+			return err
+		}
+	}
+	if req.CustomWeightsPath != "" {
+		if spec.InitWeights, err = s.confineField("custom_weights_path", req.CustomWeightsPath); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveModel resolves the request's model, confines its files (and the
+// custom weights') and checks the context length against it.
+func (s *Service) resolveModel(ctx context.Context, req *client.CreateRunRequest, spec *train.Spec) (*modelref.Resolved, error) {
 	m, err := s.models.Resolve(ctx, req.Model)
 	if err != nil {
 		if errors.Is(err, modelref.ErrInvalid) || errors.Is(err, ErrInvalid) {
@@ -221,7 +241,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, invalidf("context_length %d exceeds the model's maximum %d", req.ContextLength, m.MaxContext)
 	}
 	spec.ModelDir = m.Dir
-	return &params{Request: *req, Model: *m, Spec: spec}, nil
+	return m, nil
 }
 
 func (s *Service) confineField(field, p string) (string, error) {
