@@ -279,7 +279,11 @@ func TestReaperRequeuesExpired(t *testing.T) {
 // The reaper's update compares and sets the lease as it read it: a worker
 // that renewed between the reaper's read and its update keeps its run.
 func TestReaperSparesRenewedLease(t *testing.T) {
-	f := newFixture(t, openSQLite(t))
+	storetest.Each(t, func(t *testing.T, st *store.Store, _ string) { reaperSparesRenewedLease(t, st) })
+}
+
+func reaperSparesRenewedLease(t *testing.T, st *store.Store) {
+	f := newFixture(t, st)
 	ctx := context.Background()
 	r := f.create(t)
 	f.setLease(t, r.Name, store.StatusRunning, "slow-worker", f.clock.Now().Add(ttl))

@@ -385,29 +385,40 @@ func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res opt
 	return loss, tokens, res, err
 }
 
-// checkpoint evaluates, completes eval prompts and saves the state.
+// checkpoint evaluates, completes eval prompts and saves the state. A
+// cancel while the prompts are completed still saves the state: the
+// progress is kept, and the loop then stops.
 func (r *runner) checkpoint(ctx context.Context, st *ckptState) error {
+	if err := r.report(ctx, st.Step); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return r.save(st)
+}
+
+// report evaluates on the eval data and completes the eval prompts.
+func (r *runner) report(ctx context.Context, step int) error {
 	if r.eval != nil && r.eval.NumRows() > 0 {
 		em, err := r.evaluate()
 		if err != nil {
 			return err
 		}
-		em.Step = st.Step
+		em.Step = step
 		r.lastEval = em.Loss
 		r.obs.OnEval(em)
 	}
-	if r.prompts != nil {
-		var outs []PromptOutput
-		for i, prompt := range r.spec.EvalPrompts {
-			text, err := r.prompts.Complete(ctx, r.m, prompt, generate.EvalPromptParams(r.spec.Seed+uint64(st.Step)+uint64(i)))
-			if err != nil {
-				return fmt.Errorf("eval prompt %d: %w", i+1, err)
-			}
-			outs = append(outs, PromptOutput{Prompt: prompt, Output: text})
-		}
-		r.obs.OnPromptOutputs(st.Step, outs)
+	if r.prompts == nil {
+		return nil
 	}
-	return r.save(st)
+	var outs []PromptOutput
+	for i, prompt := range r.spec.EvalPrompts {
+		text, err := r.prompts.Complete(ctx, r.m, prompt, generate.EvalPromptParams(r.spec.Seed+uint64(step)+uint64(i)))
+		if err != nil {
+			return fmt.Errorf("eval prompt %d: %w", i+1, err)
+		}
+		outs = append(outs, PromptOutput{Prompt: prompt, Output: text})
+	}
+	r.obs.OnPromptOutputs(step, outs)
+	return nil
 }
 
 // save writes the checkpoint of st and reports it.

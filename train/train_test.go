@@ -35,6 +35,7 @@ type recorder struct {
 	ckpts   []train.Checkpoint
 	prompts map[int][]train.PromptOutput
 	onStep  func(train.StepMetrics)
+	onEval  func(train.EvalMetrics)
 }
 
 func (r *recorder) OnStep(s train.StepMetrics) {
@@ -43,7 +44,12 @@ func (r *recorder) OnStep(s train.StepMetrics) {
 		r.onStep(s)
 	}
 }
-func (r *recorder) OnEval(e train.EvalMetrics)      { r.evals = append(r.evals, e) }
+func (r *recorder) OnEval(e train.EvalMetrics) {
+	r.evals = append(r.evals, e)
+	if r.onEval != nil {
+		r.onEval(e)
+	}
+}
 func (r *recorder) OnCheckpoint(c train.Checkpoint) { r.ckpts = append(r.ckpts, c) }
 func (r *recorder) OnPromptOutputs(step int, o []train.PromptOutput) {
 	if r.prompts == nil {
@@ -139,13 +145,27 @@ func TestResumeIsExact(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(rec.ckpts[len(rec.ckpts)-1].Dir, "state.json")); err != nil {
 		t.Fatalf("stop checkpoint not on disk: %v", err)
 	}
-	rec2 := &recorder{}
-	resumed, err := train.Run(context.Background(), s, work, rec2)
+	// Resumed, and cancelled again while the step-6 checkpoint completes
+	// its eval prompts: that checkpoint is still saved.
+	ctx, cancel = context.WithCancel(context.Background())
+	rec2 := &recorder{onEval: func(e train.EvalMetrics) {
+		if e.Step == 6 {
+			cancel()
+		}
+	}}
+	if _, err := train.Run(ctx, s, work, rec2); !errors.Is(err, context.Canceled) {
+		t.Fatalf("run cancelled during eval prompts returned %v, want context.Canceled", err)
+	}
+	if len(rec2.steps) != 2 || rec2.steps[0].Step != 5 || len(rec2.ckpts) != 1 || rec2.ckpts[0].Step != 6 {
+		t.Fatalf("resumed run did steps %+v and checkpoints %+v, want steps 5, 6 and the checkpoint of 6", rec2.steps, rec2.ckpts)
+	}
+	rec3 := &recorder{}
+	resumed, err := train.Run(context.Background(), s, work, rec3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rec2.steps) != 4 || rec2.steps[0].Step != 5 {
-		t.Fatalf("resumed run did steps %+v, want 5..8", rec2.steps)
+	if len(rec3.steps) != 2 || rec3.steps[0].Step != 7 {
+		t.Fatalf("second resume did steps %+v, want 7, 8", rec3.steps)
 	}
 	a, _ := os.ReadFile(filepath.Join(full.ModelDir, "model.safetensors"))
 	b, _ := os.ReadFile(filepath.Join(resumed.ModelDir, "model.safetensors"))
