@@ -132,19 +132,39 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	if spec, err = spec.Resolve(); err != nil {
 		return nil, invalidf("%v", err)
 	}
-	if spec.TrainData, err = s.confineField("train_data_path", req.TrainDataPath); err != nil {
+	if err := s.confinePaths(req, &spec); err != nil {
 		return nil, err
+	}
+	m, err := s.resolveModel(ctx, req, &spec)
+	if err != nil {
+		return nil, err
+	}
+	return &params{Request: *req, Model: *m, Spec: spec}, nil
+}
+
+// confinePaths confines the request's data and weights paths to the data
+// roots and puts their real paths in spec.
+func (s *Service) confinePaths(req *client.CreateRunRequest, spec *train.Spec) error {
+	var err error
+	if spec.TrainData, err = s.confineField("train_data_path", req.TrainDataPath); err != nil {
+		return err
 	}
 	if req.EvalDataPath != "" {
 		if spec.EvalData, err = s.confineField("eval_data_path", req.EvalDataPath); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if req.CustomWeightsPath != "" {
 		if spec.InitWeights, err = s.confineField("custom_weights_path", req.CustomWeightsPath); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
+
+// resolveModel resolves the request's model, confines its files (and the
+// custom weights') and checks the context length against it.
+func (s *Service) resolveModel(ctx context.Context, req *client.CreateRunRequest, spec *train.Spec) (*modelref.Resolved, error) {
 	m, err := s.models.Resolve(ctx, req.Model)
 	if err != nil {
 		if errors.Is(err, modelref.ErrInvalid) || errors.Is(err, ErrInvalid) {
@@ -152,11 +172,19 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		}
 		return nil, err
 	}
+	if err := s.confineModel(m); err != nil {
+		return nil, err
+	}
+	if spec.InitWeights != "" {
+		if err := confineDir(s.roots, "the server's data roots", spec.InitWeights); err != nil {
+			return nil, invalidf("custom_weights_path: %v", err)
+		}
+	}
 	if req.ContextLength > m.MaxContext && m.MaxContext > 0 {
 		return nil, invalidf("context_length %d exceeds the model's maximum %d", req.ContextLength, m.MaxContext)
 	}
 	spec.ModelDir = m.Dir
-	return &params{Request: *req, Model: *m, Spec: spec}, nil
+	return m, nil
 }
 
 // optimizerConfig is the request's AdamW settings over the defaults: an

@@ -316,16 +316,22 @@ func (s *Service) Resume(ctx context.Context, name string) (*client.Run, error) 
 }
 
 // Delete removes a finished (or cancelled) run, its tracking and its files.
-// Catalog versions registered from it stay.
+// Catalog versions registered from it stay. The status check is part of
+// the DELETE, in one transaction, so a concurrent Resume either sees the
+// run gone (and enqueues nothing) or wins and the delete is refused.
 func (s *Service) Delete(ctx context.Context, name string) error {
-	r, err := s.st.GetRun(ctx, name)
-	if err != nil {
-		return err
-	}
-	if !r.Status.Terminal() {
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		ok, err := tx.DeleteRunIn(ctx, name, []store.RunStatus{store.StatusCompleted, store.StatusFailed, store.StatusStopped})
+		if err != nil || ok {
+			return err
+		}
+		r, err := tx.GetRun(ctx, name)
+		if err != nil {
+			return err
+		}
 		return statef("run %s is %s: cancel it first (hone runs cancel %s)", name, r.Status, name)
-	}
-	if err := s.st.DeleteRun(ctx, name); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	if err := os.RemoveAll(s.runDir(name)); err != nil {

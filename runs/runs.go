@@ -1,25 +1,29 @@
 // Package runs is hone's run service: it validates and creates fine-tuning
 // runs (the run row and its river job in one transaction), lists, cancels
 // and deletes them, and works them: a river worker claims a run under a
-// lease, calls the Trainer (train.Run in production, see package worker)
-// with a work directory under HONE_HOME/runs/<name>/work, records metrics,
+// lease, calls the Trainer (package train in production) with a work
+// directory under HONE_HOME/runs/<name>/work, records metrics,
 // checkpoints, eval-prompt outputs and events in the store, and registers
 // the final model in the catalog.
 //
-// Crash safety: a worker renews its run's lease while training. A reaper in
-// every working process re-queues runs whose lease expired (the worker was
-// killed); the new job resumes from the work directory's checkpoint. The
-// run's job_id fences stale jobs. Cancelling sets STOPPING; the worker
-// polls the run and cancels the training context, keeping the last
-// checkpoint, then sets STOPPED.
+// Crash safety: a worker renews its run's lease from the moment it claims
+// the run until it has recorded the outcome (through the final eval, eval
+// prompts, checkpoint saves and registration). A reaper in every working
+// process re-queues runs whose lease expired (the worker was killed),
+// compare-and-setting the lease it read; the new job resumes from the work
+// directory's checkpoint. The run's job_id fences stale jobs. Cancelling
+// sets STOPPING; the worker polls the run and cancels the training
+// context, which saves a stop checkpoint, then sets STOPPED.
+//
+// Paths are confined to the data roots when a run is created and again
+// when its worker starts it, so a file replaced by a symlink out of the
+// roots after creation fails the run.
 //
 // A *Service is safe for concurrent use. Start/Stop bracket the workers.
 package runs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +35,6 @@ import (
 	"hone/catalog"
 	"hone/modelref"
 	"hone/store"
-	"hone/train"
 )
 
 // ErrInvalid marks a request refused for its content (HTTP 400); the
@@ -56,69 +59,16 @@ func invalidf(format string, a ...any) error {
 
 func statef(format string, a ...any) error { return kindError{ErrState, fmt.Sprintf(format, a...)} }
 
-// Trainer is the seam to package train: Validate checks spec and data
-// without training (returning the data report's summary, also alongside
-// the error when the data is refused, if a report was made); Run trains in
-// workDir, resuming from a checkpoint there, and stops within one step of
-// ctx being cancelled, returning ctx's error.
-type Trainer interface {
-	Validate(ctx context.Context, spec train.Spec) (summary string, err error)
-	Run(ctx context.Context, spec train.Spec, workDir string, obs Observer) (*Result, error)
-}
-
-// Observer receives training progress (mirrors train.Observer).
-type Observer interface {
-	OnStep(Step)
-	OnEval(Eval)
-	OnCheckpoint(Checkpoint)
-	OnPromptOutputs(step int, outs []PromptOutput)
-	OnLog(msg string)
-}
-
-// Step mirrors train.StepMetrics.
-type Step struct {
-	Step, TotalSteps                 int
-	Epoch                            float64
-	Loss, LR, GradNorm, TokensPerSec float64
-	TokensSeen                       int64
-	Elapsed, ETA                     time.Duration
-}
-
-// Eval mirrors train.EvalMetrics.
-type Eval struct {
-	Step                            int
-	Loss, Perplexity, TokenAccuracy float64
-}
-
-// Checkpoint mirrors train.Checkpoint.
-type Checkpoint struct {
-	Step  int
-	Epoch float64
-	Dir   string
-}
-
-// PromptOutput mirrors train.PromptOutput.
-type PromptOutput struct{ Prompt, Output string }
-
-// Result mirrors train.Result.
-type Result struct {
-	ModelDir            string
-	Steps               int
-	TokensSeen          int64
-	TrainLoss, EvalLoss float64
-	DataFingerprint     string
-}
-
 // Config configures a Service.
 type Config struct {
 	Store   *store.Store
 	Catalog *catalog.Catalog
 	Models  *modelref.Resolver
-	Trainer Trainer
+	Trainer Trainer // default: package train
 	// Home is HONE_HOME: run state lives in Home/runs/<name>.
 	Home string
 	// DataRoots confine request paths (data, eval data, custom weights,
-	// local model directories); default Home/data.
+	// local model directories); default Home/data (see DefaultDataRoots).
 	DataRoots   []string
 	DefaultUser string // when a request names none; default "hone"
 	Logger      *slog.Logger
@@ -127,7 +77,7 @@ type Config struct {
 	// Work runs the training worker and reaper in this process.
 	Work        bool
 	Concurrency int           // runs trained at once by this process; default 1
-	WorkerID    string        // default host-pid-random
+	WorkerID    string        // default host-pid-random-namespace (see deadLocalWorker)
 	LeaseTTL    time.Duration // default 30s; a worker silent this long is presumed dead
 	PollEvery   time.Duration // cancel poll and lease renewal tick; default LeaseTTL/10, at most 1s
 	FetchPoll   time.Duration // queue poll interval; default 1s
@@ -144,6 +94,8 @@ type Service struct {
 	clock  func() time.Time
 	roots  []string
 	q      queue
+	// nsTag identifies this process's PID namespace (see workerID).
+	nsTag string
 
 	mu      sync.Mutex
 	stopBG  context.CancelFunc
@@ -154,8 +106,11 @@ type Service struct {
 // New validates cfg, fills defaults and prepares the queue (migrating its
 // tables). Call Start to begin working.
 func New(ctx context.Context, cfg Config) (*Service, error) {
-	if cfg.Store == nil || cfg.Catalog == nil || cfg.Models == nil || cfg.Trainer == nil {
-		return nil, errors.New("runs: Store, Catalog, Models and Trainer are required")
+	if cfg.Store == nil || cfg.Catalog == nil || cfg.Models == nil {
+		return nil, errors.New("runs: Store, Catalog and Models are required")
+	}
+	if cfg.Trainer == nil {
+		cfg.Trainer = trainPackage{}
 	}
 	if cfg.Home == "" {
 		return nil, errors.New("runs: Home is required")
@@ -200,14 +155,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("runs: bad timing config: concurrency %d, lease %s, poll %s, fetch poll %s",
 			cfg.Concurrency, cfg.LeaseTTL, cfg.PollEvery, cfg.FetchPoll)
 	}
+	tag := namespaceTag()
 	if cfg.WorkerID == "" {
-		host, _ := os.Hostname()
-		var b [3]byte
-		rand.Read(b[:])
-		cfg.WorkerID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+		cfg.WorkerID = workerID(tag)
 	}
 	s := &Service{cfg: cfg, st: cfg.Store, cat: cfg.Catalog, models: cfg.Models, tr: cfg.Trainer,
-		log: cfg.Logger, clock: cfg.Clock, roots: roots}
+		log: cfg.Logger, clock: cfg.Clock, roots: roots, nsTag: tag}
+	s.log.Info("data roots in force: request paths must lie in these", "roots", roots)
 	q, err := newQueue(ctx, cfg.Store, queueConfig{work: cfg.Work, concurrency: cfg.Concurrency,
 		fetchPoll: cfg.FetchPoll, logger: cfg.Logger.With("component", "river"), id: cfg.WorkerID}, &trainWorker{s: s})
 	if err != nil {

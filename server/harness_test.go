@@ -24,7 +24,7 @@ import (
 
 // fakeTrainer stands in for train.Validate/train.Run ONLY to test the run
 // state machine, the API and the store; the end-to-end tests in package
-// worker use the real train.Run. It "trains" Duration.Batches steps of
+// runs use the real train.Run. It "trains" Duration.Batches steps of
 // StepDelay each, checkpoints every CheckpointEvery steps, and writes a
 // final model directory holding the base model's config.json. Data files
 // whose name contains "fail" make Run fail; "panic" makes it panic.
@@ -53,7 +53,7 @@ func (f *fakeTrainer) Validate(ctx context.Context, spec train.Spec) (string, er
 	return fmt.Sprintf("%d conversations", n), nil
 }
 
-func (f *fakeTrainer) Run(ctx context.Context, spec train.Spec, workDir string, obs runs.Observer) (*runs.Result, error) {
+func (f *fakeTrainer) Run(ctx context.Context, spec train.Spec, workDir string, obs train.Observer) (*train.Result, error) {
 	base := filepath.Base(spec.TrainData)
 	if strings.Contains(base, "panic") {
 		panic("simulated out of memory")
@@ -74,18 +74,18 @@ func (f *fakeTrainer) Run(ctx context.Context, spec train.Spec, workDir string, 
 			return nil, ctx.Err()
 		case <-time.After(f.StepDelay):
 		}
-		obs.OnStep(runs.Step{Step: step, TotalSteps: total, Epoch: float64(step) / float64(total), Loss: 2.0 / float64(step),
+		obs.OnStep(train.StepMetrics{Step: step, TotalSteps: total, Epoch: float64(step) / float64(total), Loss: 2.0 / float64(step),
 			LR: spec.LearningRate, GradNorm: 1, TokensPerSec: 1000, TokensSeen: int64(step) * 64, Elapsed: time.Since(t0),
 			ETA: time.Duration(total-step) * f.StepDelay})
 		if spec.CheckpointEvery > 0 && step%spec.CheckpointEvery == 0 {
 			dir := filepath.Join(workDir, fmt.Sprintf("checkpoint-%d", step))
 			os.MkdirAll(dir, 0o755)
 			os.WriteFile(filepath.Join(workDir, "fake-progress"), []byte(fmt.Sprint(step)), 0o644)
-			obs.OnCheckpoint(runs.Checkpoint{Step: step, Epoch: float64(step) / float64(total), Dir: dir})
-			obs.OnEval(runs.Eval{Step: step, Loss: 1.5, Perplexity: 4.48, TokenAccuracy: 0.5})
-			var outs []runs.PromptOutput
+			obs.OnCheckpoint(train.Checkpoint{Step: step, Epoch: float64(step) / float64(total), Dir: dir})
+			obs.OnEval(train.EvalMetrics{Step: step, Loss: 1.5, Perplexity: 4.48, TokenAccuracy: 0.5})
+			var outs []train.PromptOutput
 			for _, p := range spec.EvalPrompts {
-				outs = append(outs, runs.PromptOutput{Prompt: p, Output: "echo " + p})
+				outs = append(outs, train.PromptOutput{Prompt: p, Output: "echo " + p})
 			}
 			if len(outs) > 0 {
 				obs.OnPromptOutputs(step, outs)
@@ -103,7 +103,7 @@ func (f *fakeTrainer) Run(ctx context.Context, spec train.Spec, workDir string, 
 	if err := os.WriteFile(filepath.Join(final, "config.json"), cfg, 0o644); err != nil {
 		return nil, err
 	}
-	return &runs.Result{ModelDir: final, Steps: total, TokensSeen: int64(total) * 64, TrainLoss: 2.0 / float64(total), DataFingerprint: "sha256:fake"}, nil
+	return &train.Result{ModelDir: final, Steps: total, TokensSeen: int64(total) * 64, TrainLoss: 2.0 / float64(total), DataFingerprint: "sha256:fake"}, nil
 }
 
 // tinyConfig is a Llama config the engine accepts.
@@ -126,7 +126,9 @@ type harnessOpts struct {
 	token     string
 	stepDelay time.Duration
 	trainer   runs.Trainer
-	logger    *slog.Logger // the server's; default discards
+	// realTrainer leaves runs.Config.Trainer unset: package train itself.
+	realTrainer bool
+	logger      *slog.Logger // the server's; default discards
 }
 
 func newHarness(t *testing.T, st *store.Store, o harnessOpts) *harness {
@@ -148,7 +150,7 @@ func newHarness(t *testing.T, st *store.Store, o harnessOpts) *harness {
 	if o.stepDelay == 0 {
 		o.stepDelay = 10 * time.Millisecond
 	}
-	if o.trainer == nil {
+	if o.trainer == nil && !o.realTrainer {
 		o.trainer = &fakeTrainer{StepDelay: o.stepDelay}
 	}
 	h := &harness{st: st, home: home, data: data, model: model}

@@ -13,7 +13,6 @@ import (
 	"hone/internal/testmodel"
 	"hone/settings"
 	"hone/store/storetest"
-	"hone/worker"
 )
 
 // TestRunSettings drives run settings through the HTTP API with the real
@@ -22,7 +21,7 @@ import (
 // trainer's own log of its optimizer shows.
 func TestRunSettings(t *testing.T) {
 	st, _ := storetest.OpenSQLite(t)
-	h := newHarness(t, st, harnessOpts{trainer: worker.Trainer{}})
+	h := newHarness(t, st, harnessOpts{realTrainer: true})
 	model := filepath.Join(h.data, "llama3-tiny")
 	testmodel.Write(t, model, `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
 		"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,

@@ -212,6 +212,11 @@ type RunCond struct {
 	// this time, or held by Owner.
 	LeaseFreeAt time.Time
 	Owner       string
+	// HeldBy, when set, requires the lease to be held by this owner, and
+	// HeldUntil, when also set, to expire at exactly this time: a
+	// compare-and-set on the lease as read, so a renewed lease is not taken.
+	HeldBy    string
+	HeldUntil time.Time
 }
 
 // RunUpdate sets the non-nil fields.
@@ -280,6 +285,14 @@ func (o ops) UpdateRun(ctx context.Context, name string, cond RunCond, up RunUpd
 		where = append(where, "(lease_owner = '' OR lease_until < ? OR lease_owner = ?)")
 		args = append(args, micros(cond.LeaseFreeAt), cond.Owner)
 	}
+	if cond.HeldBy != "" {
+		where = append(where, "lease_owner = ?")
+		args = append(args, cond.HeldBy)
+		if !cond.HeldUntil.IsZero() {
+			where = append(where, "lease_until = ?")
+			args = append(args, micros(cond.HeldUntil))
+		}
+	}
 	n, err := o.q.exec(ctx, "UPDATE hone_runs SET "+strings.Join(sets, ", ")+" WHERE "+strings.Join(where, " AND "), args...)
 	if err != nil {
 		return false, fmt.Errorf("store: update run %s: %w", name, err)
@@ -296,17 +309,37 @@ func (o ops) UpdateRun(ctx context.Context, name string, cond RunCond, up RunUpd
 // DeleteRun removes the run and everything recorded for it. Catalog
 // versions registered from it keep its name as lineage.
 func (o ops) DeleteRun(ctx context.Context, name string) error {
-	for _, t := range []string{"hone_run_events", "hone_step_metrics", "hone_eval_metrics", "hone_checkpoints", "hone_prompt_outputs"} {
-		if _, err := o.q.exec(ctx, "DELETE FROM "+t+" WHERE run_name = ?", name); err != nil {
-			return fmt.Errorf("store: delete run %s: %w", name, err)
+	_, err := o.DeleteRunIn(ctx, name, nil)
+	return err
+}
+
+// DeleteRunIn is DeleteRun only while the run's status is one of statuses
+// (any when empty), decided by the DELETE itself so that no concurrent
+// update slips between the check and the delete. It reports whether it
+// deleted; ErrNotFound if the run does not exist. Run it in a transaction
+// (Store.InTx) so the run and its records go together.
+func (o ops) DeleteRunIn(ctx context.Context, name string, statuses []RunStatus) (bool, error) {
+	q, args := "DELETE FROM hone_runs WHERE name = ?", []any{name}
+	if len(statuses) > 0 {
+		q += " AND status IN (" + strings.TrimSuffix(strings.Repeat("?,", len(statuses)), ",") + ")"
+		for _, s := range statuses {
+			args = append(args, string(s))
 		}
 	}
-	n, err := o.q.exec(ctx, "DELETE FROM hone_runs WHERE name = ?", name)
+	n, err := o.q.exec(ctx, q, args...)
 	if err != nil {
-		return fmt.Errorf("store: delete run %s: %w", name, err)
+		return false, fmt.Errorf("store: delete run %s: %w", name, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("run %s: %w", name, ErrNotFound)
+		if _, err := o.GetRun(ctx, name); err != nil {
+			return false, err
+		}
+		return false, nil
 	}
-	return nil
+	for _, t := range []string{"hone_run_events", "hone_step_metrics", "hone_eval_metrics", "hone_checkpoints", "hone_prompt_outputs"} {
+		if _, err := o.q.exec(ctx, "DELETE FROM "+t+" WHERE run_name = ?", name); err != nil {
+			return false, fmt.Errorf("store: delete run %s: %w", name, err)
+		}
+	}
+	return true, nil
 }

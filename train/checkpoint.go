@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"hone/engine"
@@ -34,31 +35,33 @@ const ckptPrefix = "step-"
 
 func ckptRoot(workDir string) string { return filepath.Join(workDir, "checkpoints") }
 
-func saveCheckpoint(workDir, sourceDir string, m *engine.Model, o *optim.AdamW, st ckptState, keep int) (string, error) {
+// saveCheckpoint writes st's checkpoint and prunes all but the newest keep,
+// returning its directory and the steps it pruned.
+func saveCheckpoint(workDir, sourceDir string, m *engine.Model, o *optim.AdamW, st ckptState, keep int) (string, []int, error) {
 	root := ckptRoot(workDir)
 	final := filepath.Join(root, fmt.Sprintf("%s%08d", ckptPrefix, st.Step))
 	tmp := final + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := m.Save(filepath.Join(tmp, "model"), engine.SaveOptions{DType: safetensors.F32, SourceDir: sourceDir}); err != nil {
-		return "", fmt.Errorf("save checkpoint: %w", err)
+		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	n := len(o.M)
 	if err := safetensors.WriteFile(filepath.Join(tmp, "optimizer.safetensors"), []safetensors.Tensor{
 		{Name: "exp_avg", Shape: []int{n}, Data: o.M}, {Name: "exp_avg_sq", Shape: []int{n}, Data: o.V},
 	}, safetensors.F32, map[string]string{"step": fmt.Sprint(o.Steps)}); err != nil {
-		return "", fmt.Errorf("save checkpoint: %w", err)
+		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := engine.WriteFileAtomic(filepath.Join(tmp, "state.json"), b); err != nil {
-		return "", fmt.Errorf("save checkpoint: %w", err)
+		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	if err := os.RemoveAll(final); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return "", fmt.Errorf("save checkpoint: %w", err)
+		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	if d, err := os.Open(root); err == nil {
 		d.Sync()
@@ -66,10 +69,22 @@ func saveCheckpoint(workDir, sourceDir string, m *engine.Model, o *optim.AdamW, 
 	}
 	// Keep the newest `keep` checkpoints.
 	steps, _ := listCheckpoints(workDir)
+	var pruned []int
 	for i := 0; i < len(steps)-keep; i++ {
-		os.RemoveAll(steps[i])
+		if err := os.RemoveAll(steps[i]); err != nil {
+			continue // still on disk: still listed
+		}
+		if n, ok := ckptStep(steps[i]); ok {
+			pruned = append(pruned, n)
+		}
 	}
-	return final, nil
+	return final, pruned, nil
+}
+
+// ckptStep reads the step from a checkpoint directory's name.
+func ckptStep(dir string) (int, bool) {
+	n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), ckptPrefix))
+	return n, err == nil
 }
 
 // listCheckpoints returns complete checkpoint dirs, oldest first, and

@@ -29,6 +29,9 @@ type Checkpoint struct {
 	Step  int
 	Epoch float64
 	Dir   string // holds model/ (HF layout, f32) and optimizer state
+	// Pruned are the steps of older checkpoints this save removed to keep
+	// Spec.KeepCheckpoints, so observers can forget them.
+	Pruned []int
 }
 
 // PromptOutput is one eval prompt's completion.

@@ -88,8 +88,41 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	if err := os.MkdirAll(workDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
-
 	// Data first: it is the likeliest thing to be wrong.
+	prep, err := prepareData(ctx, spec, task, workDir, obs)
+	if err != nil {
+		return nil, err
+	}
+	defer prep.Close()
+	r, err := newRunner(spec, prep, workDir, obs)
+	if err != nil {
+		return nil, err
+	}
+	if len(spec.EvalPrompts) > 0 {
+		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
+			return nil, err
+		}
+	}
+	st, err := r.resume(prep.Fingerprint())
+	if err != nil {
+		return nil, err
+	}
+	obs.OnLog(fmt.Sprintf("training %d steps (%s) of %d rows × %d tokens, lr %g, %s, %d parameters",
+		r.totalSteps, spec.Duration, r.rps, prep.ContextLength(), spec.LearningRate, spec.Precision, r.m.Config.NumParams()))
+	if err := r.loop(ctx, &st); err != nil {
+		return nil, err
+	}
+	final, err := r.saveFinal()
+	if err != nil {
+		return nil, err
+	}
+	return &Result{ModelDir: final, Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
+		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}, nil
+}
+
+// prepareData tokenizes and packs the data into workDir/data (or loads it
+// from there), logging progress every 10%.
+func prepareData(ctx context.Context, spec Spec, task dataset.Task, workDir string, obs Observer) (*dataset.Prepared, error) {
 	obs.OnLog("preparing data " + spec.TrainData)
 	lastPct := -1
 	prep, err := dataset.Prepare(ctx, dataset.PrepareSpec{ModelDir: spec.ModelDir, Task: task, Data: spec.TrainData,
@@ -104,11 +137,9 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	defer prep.Close()
-	trainSet := prep.Train()
-	stats := trainSet.Stats()
-	R := trainSet.NumRows()
+	stats, R := prep.Train().Stats(), prep.Train().NumRows()
 	if R == 0 {
+		prep.Close()
 		return nil, fmt.Errorf("train_data_path %s: no trainable rows after preparation", spec.TrainData)
 	}
 	if prep.FromCache {
@@ -116,13 +147,35 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	}
 	obs.OnLog(fmt.Sprintf("data: %d examples, %d tokens (%d trained), %d rows of %d tokens, packing %.1f%%",
 		stats.Examples, stats.Tokens, stats.TrainedTokens, R, prep.ContextLength(), 100*stats.Efficiency))
+	return prep, nil
+}
 
-	// Model.
+// newRunner loads the model and its optimizer and plans the steps.
+func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) (*runner, error) {
+	m, err := loadModel(spec, prep.ContextLength(), obs)
+	if err != nil {
+		return nil, err
+	}
+	o, err := optim.NewAdamW(m, spec.AdamW)
+	if err != nil {
+		return nil, err
+	}
+	trainSet := prep.Train()
+	r := &runner{spec: spec, m: m, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
+		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}}
+	if err := r.plan(trainSet.Stats().Tokens); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// loadModel loads the base model (or the custom weights over its shape),
+// fitted to memory, with activations reserved for ctxLen-token rows.
+func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 	cfg, err := engine.LoadConfig(spec.ModelDir)
 	if err != nil {
 		return nil, err
 	}
-	ctxLen := prep.ContextLength()
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
 	opts, notes, err := cfg.Fit(opts, spec.BatchRows, ctxLen, 0)
 	for _, n := range notes {
@@ -144,125 +197,123 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 		return nil, fmt.Errorf("custom_weights_path %s: its config (%d layers, hidden %d, vocab %d) does not match the base model's", spec.InitWeights, m.Config.NumHiddenLayers, m.Config.HiddenSize, m.Config.VocabSize)
 	}
 	m.Reserve(spec.BatchRows, ctxLen)
-	o, err := optim.NewAdamW(m, spec.AdamW)
-	if err != nil {
-		return nil, err
-	}
+	return m, nil
+}
 
-	// Duration → optimizer steps.
-	rps := spec.BatchRows * spec.GradAccum
-	var totalRows int64
-	switch d := spec.Duration; {
+// plan turns the duration into rows and optimizer steps, and sets the
+// learning-rate schedule. tokens is the train split's token count.
+func (r *runner) plan(tokens int64) error {
+	switch d := r.spec.Duration; {
 	case d.Batches > 0:
-		totalRows = int64(d.Batches) * int64(rps)
+		r.totalRows = int64(d.Batches) * int64(r.rps)
 	case d.Tokens > 0:
-		perRow := float64(stats.Tokens) / float64(R)
-		totalRows = int64(math.Ceil(float64(d.Tokens) / perRow))
+		perRow := float64(tokens) / float64(r.R)
+		r.totalRows = int64(math.Ceil(float64(d.Tokens) / perRow))
 	default:
-		totalRows = int64(math.Ceil(d.Epochs * float64(R)))
+		r.totalRows = int64(math.Ceil(d.Epochs * float64(r.R)))
 	}
-	totalSteps := int((totalRows + int64(rps) - 1) / int64(rps))
-	sched := spec.schedule(totalSteps)
-	if err := sched.Validate(); err != nil {
-		return nil, err
+	r.totalSteps = int((r.totalRows + int64(r.rps) - 1) / int64(r.rps))
+	r.sched = r.spec.schedule(r.totalSteps)
+	if err := r.sched.Validate(); err != nil {
+		return err
 	}
-	obs.OnLog(fmt.Sprintf("optimizer: %s; schedule: %s", o.Config, sched))
+	r.obs.OnLog(fmt.Sprintf("optimizer: %s; schedule: %s", r.o.Config, r.sched))
+	return nil
+}
 
-	// Resume.
-	fp := spec.fingerprint()
-	st := ckptState{DataFingerprint: prep.Fingerprint(), SpecFingerprint: fp}
-	ckpts, err := listCheckpoints(workDir)
+// resume restores the newest checkpoint of the work dir, if any, after
+// checking it belongs to this data and these settings.
+func (r *runner) resume(dataFingerprint string) (ckptState, error) {
+	fp := r.spec.fingerprint()
+	st := ckptState{DataFingerprint: dataFingerprint, SpecFingerprint: fp}
+	ckpts, err := listCheckpoints(r.workDir)
+	if err != nil || len(ckpts) == 0 {
+		return st, err
+	}
+	last := ckpts[len(ckpts)-1]
+	got, err := loadCheckpoint(last, r.m, r.o)
 	if err != nil {
-		return nil, err
+		return st, err
 	}
-	if len(ckpts) > 0 {
-		last := ckpts[len(ckpts)-1]
-		got, err := loadCheckpoint(last, m, o)
-		if err != nil {
-			return nil, err
-		}
-		if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
-			return nil, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", workDir)
-		}
-		st = got
-		obs.OnLog(fmt.Sprintf("resumed from checkpoint %s (step %d of %d)", last, st.Step, totalSteps))
+	if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
+		return st, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", r.workDir)
 	}
-	obs.OnLog(fmt.Sprintf("training %d steps (%s) of %d rows × %d tokens, lr %g, %s, %d parameters",
-		totalSteps, spec.Duration, rps, ctxLen, spec.LearningRate, spec.Precision, cfg.NumParams()))
+	r.obs.OnLog(fmt.Sprintf("resumed from checkpoint %s (step %d of %d)", last, got.Step, r.totalSteps))
+	return got, nil
+}
 
-	r := &runner{spec: spec, m: m, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: R, rps: rps,
-		totalRows: totalRows, workDir: workDir, orders: map[int][]int{}}
-	if len(spec.EvalPrompts) > 0 {
-		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
-			return nil, err
-		}
-	}
-	start := time.Now()
-	startStep := st.Step
-	savedAt := st.Step
-	for st.Step < totalSteps {
+// loop trains from st to the last step, checkpointing on schedule. When ctx
+// is cancelled it saves a stop checkpoint of the progress since the last
+// one (state only: no eval, no eval prompts, nothing that needs ctx) and
+// returns ctx's error.
+func (r *runner) loop(ctx context.Context, st *ckptState) error {
+	start, startStep, savedAt := time.Now(), st.Step, st.Step
+	for st.Step < r.totalSteps {
 		if err := ctx.Err(); err != nil {
 			if st.Step > savedAt {
-				if _, serr := r.checkpoint(ctx, &st); serr != nil {
-					return nil, errors.Join(err, serr)
+				if serr := r.save(st); serr != nil {
+					return errors.Join(err, serr)
 				}
 			}
-			return nil, err
+			return err
 		}
 		t0 := time.Now()
-		lr := sched.LR(st.Step)
+		lr := r.sched.LR(st.Step)
 		loss, tokens, res, err := r.step(st.Step, lr)
 		if err != nil {
-			return nil, fmt.Errorf("step %d: %w", st.Step+1, err)
+			return fmt.Errorf("step %d: %w", st.Step+1, err)
 		}
 		prevEpoch := r.epochAt(st.Step)
 		st.Step++
 		st.TokensSeen += tokens
 		st.LastLoss = loss
 		st.Epoch = r.epochAt(st.Step)
-		dt := time.Since(t0)
-		done := st.Step - startStep
-		elapsed := time.Since(start)
-		obs.OnStep(StepMetrics{Step: st.Step, TotalSteps: totalSteps, Epoch: st.Epoch, Loss: loss, LR: lr, GradNorm: res.GradNorm,
+		dt, elapsed := time.Since(t0), time.Since(start)
+		r.obs.OnStep(StepMetrics{Step: st.Step, TotalSteps: r.totalSteps, Epoch: st.Epoch, Loss: loss, LR: lr, GradNorm: res.GradNorm,
 			TokensPerSec: float64(tokens) / dt.Seconds(), TokensSeen: st.TokensSeen, Elapsed: elapsed,
-			ETA: time.Duration(float64(elapsed) / float64(done) * float64(totalSteps-st.Step))})
+			ETA: time.Duration(float64(elapsed) / float64(st.Step-startStep) * float64(r.totalSteps-st.Step))})
 		epochEnd := math.Floor(st.Epoch) > math.Floor(prevEpoch)
-		if st.Step == totalSteps || epochEnd || (spec.CheckpointEvery > 0 && st.Step%spec.CheckpointEvery == 0) {
-			if _, err := r.checkpoint(ctx, &st); err != nil {
-				return nil, err
+		if st.Step == r.totalSteps || epochEnd || (r.spec.CheckpointEvery > 0 && st.Step%r.spec.CheckpointEvery == 0) {
+			if err := r.checkpoint(ctx, st); err != nil {
+				return err
 			}
 			savedAt = st.Step
 		}
 	}
+	return nil
+}
 
-	final := filepath.Join(workDir, "final")
+// saveFinal writes the final model (bf16, HF layout) to workDir/final.
+func (r *runner) saveFinal() (string, error) {
+	final := filepath.Join(r.workDir, "final")
 	if err := os.RemoveAll(final); err != nil {
-		return nil, err
+		return "", err
 	}
-	if err := m.Save(final+".tmp", engine.SaveOptions{SourceDir: spec.ModelDir}); err != nil {
-		return nil, err
+	if err := r.m.Save(final+".tmp", engine.SaveOptions{SourceDir: r.spec.ModelDir}); err != nil {
+		return "", err
 	}
 	if err := os.Rename(final+".tmp", final); err != nil {
-		return nil, err
+		return "", err
 	}
-	return &Result{ModelDir: final, Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
-		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}, nil
+	return final, nil
 }
 
 // runner holds the state of the training loop.
 type runner struct {
-	spec      Spec
-	m         *engine.Model
-	o         *optim.AdamW
-	obs       Observer
-	train     *dataset.Split
-	eval      *dataset.Split
-	prompts   *generate.Prompter
-	R, rps    int
-	totalRows int64
-	workDir   string
-	orders    map[int][]int // epoch → row order
-	lastEval  float64
+	spec       Spec
+	m          *engine.Model
+	o          *optim.AdamW
+	obs        Observer
+	train      *dataset.Split
+	eval       *dataset.Split
+	prompts    *generate.Prompter
+	R, rps     int
+	totalRows  int64
+	totalSteps int
+	sched      optim.Schedule
+	workDir    string
+	orders     map[int][]int // epoch → row order
+	lastEval   float64
 }
 
 // epochAt is the fractional epoch after `steps` optimizer steps.
@@ -337,34 +388,50 @@ func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res opt
 	return loss, tokens, res, err
 }
 
-// checkpoint evaluates, completes eval prompts and saves the state.
-func (r *runner) checkpoint(ctx context.Context, st *ckptState) (string, error) {
+// checkpoint evaluates, completes eval prompts and saves the state. A
+// cancel while the prompts are completed still saves the state: the
+// progress is kept, and the loop then stops.
+func (r *runner) checkpoint(ctx context.Context, st *ckptState) error {
+	if err := r.report(ctx, st.Step); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return r.save(st)
+}
+
+// report evaluates on the eval data and completes the eval prompts.
+func (r *runner) report(ctx context.Context, step int) error {
 	if r.eval != nil && r.eval.NumRows() > 0 {
 		em, err := r.evaluate()
 		if err != nil {
-			return "", err
+			return err
 		}
-		em.Step = st.Step
+		em.Step = step
 		r.lastEval = em.Loss
 		r.obs.OnEval(em)
 	}
-	if r.prompts != nil {
-		var outs []PromptOutput
-		for i, prompt := range r.spec.EvalPrompts {
-			text, err := r.prompts.Complete(ctx, r.m, prompt, generate.EvalPromptParams(r.spec.Seed+uint64(st.Step)+uint64(i)))
-			if err != nil {
-				return "", fmt.Errorf("eval prompt %d: %w", i+1, err)
-			}
-			outs = append(outs, PromptOutput{Prompt: prompt, Output: text})
+	if r.prompts == nil {
+		return nil
+	}
+	var outs []PromptOutput
+	for i, prompt := range r.spec.EvalPrompts {
+		text, err := r.prompts.Complete(ctx, r.m, prompt, generate.EvalPromptParams(r.spec.Seed+uint64(step)+uint64(i)))
+		if err != nil {
+			return fmt.Errorf("eval prompt %d: %w", i+1, err)
 		}
-		r.obs.OnPromptOutputs(st.Step, outs)
+		outs = append(outs, PromptOutput{Prompt: prompt, Output: text})
 	}
-	dir, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.o, *st, r.spec.KeepCheckpoints)
+	r.obs.OnPromptOutputs(step, outs)
+	return nil
+}
+
+// save writes the checkpoint of st and reports it.
+func (r *runner) save(st *ckptState) error {
+	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.o, *st, r.spec.KeepCheckpoints)
 	if err != nil {
-		return "", err
+		return err
 	}
-	r.obs.OnCheckpoint(Checkpoint{Step: st.Step, Epoch: st.Epoch, Dir: dir})
-	return dir, nil
+	r.obs.OnCheckpoint(Checkpoint{Step: st.Step, Epoch: st.Epoch, Dir: dir, Pruned: pruned})
+	return nil
 }
 
 func (r *runner) evaluate() (EvalMetrics, error) {

@@ -35,6 +35,7 @@ type recorder struct {
 	ckpts   []train.Checkpoint
 	prompts map[int][]train.PromptOutput
 	onStep  func(train.StepMetrics)
+	onEval  func(train.EvalMetrics)
 }
 
 func (r *recorder) OnStep(s train.StepMetrics) {
@@ -43,7 +44,12 @@ func (r *recorder) OnStep(s train.StepMetrics) {
 		r.onStep(s)
 	}
 }
-func (r *recorder) OnEval(e train.EvalMetrics)      { r.evals = append(r.evals, e) }
+func (r *recorder) OnEval(e train.EvalMetrics) {
+	r.evals = append(r.evals, e)
+	if r.onEval != nil {
+		r.onEval(e)
+	}
+}
 func (r *recorder) OnCheckpoint(c train.Checkpoint) { r.ckpts = append(r.ckpts, c) }
 func (r *recorder) OnPromptOutputs(step int, o []train.PromptOutput) {
 	if r.prompts == nil {
@@ -62,6 +68,7 @@ func TestRunEndToEnd(t *testing.T) {
 	model, data := tinyModel(t), chatData(t)
 	s := spec(model, data)
 	s.EvalPrompts = []string{"What is 12 + 30?"}
+	s.KeepCheckpoints = 2
 	rec := &recorder{}
 	res, err := train.Run(context.Background(), s, t.TempDir(), rec)
 	if err != nil {
@@ -82,6 +89,13 @@ func TestRunEndToEnd(t *testing.T) {
 	if len(got) != 3 || got[0] != 3 || got[1] != 6 || got[2] != 8 {
 		t.Errorf("checkpoint steps %v, want [3 6 8]", got)
 	}
+	// Keeping 2, the save at step 8 pruned step 3's and said so.
+	if p := rec.ckpts[len(rec.ckpts)-1].Pruned; len(p) != 1 || p[0] != 3 {
+		t.Errorf("the last checkpoint pruned %v, want [3]", p)
+	}
+	if _, err := os.Stat(rec.ckpts[0].Dir); !os.IsNotExist(err) {
+		t.Errorf("pruned checkpoint %s is still on disk (%v)", rec.ckpts[0].Dir, err)
+	}
 	if len(rec.evals) != 3 || !(rec.evals[0].Perplexity > 1) || rec.evals[2].TokenAccuracy < 0 {
 		t.Errorf("eval metrics %+v", rec.evals)
 	}
@@ -99,10 +113,13 @@ func TestRunEndToEnd(t *testing.T) {
 }
 
 // Cancelled mid-run and resumed in the same work dir, a run ends with
-// byte-identical weights to an uninterrupted one.
+// byte-identical weights to an uninterrupted one. The cancel saves a stop
+// checkpoint at the cancel step even with eval prompts configured (which
+// need a live context), and the resume continues from it.
 func TestResumeIsExact(t *testing.T) {
 	model, data := tinyModel(t), chatData(t)
 	s := spec(model, data)
+	s.EvalPrompts = []string{"What is 12 + 30?"}
 
 	full, err := train.Run(context.Background(), s, t.TempDir(), nil)
 	if err != nil {
@@ -122,13 +139,33 @@ func TestResumeIsExact(t *testing.T) {
 	if n := len(rec.steps); n != 4 {
 		t.Fatalf("cancelled run took %d steps after cancel at 4", n)
 	}
-	rec2 := &recorder{}
-	resumed, err := train.Run(context.Background(), s, work, rec2)
+	if n := len(rec.ckpts); n == 0 || rec.ckpts[n-1].Step != 4 {
+		t.Fatalf("checkpoints of the cancelled run %+v, want the last at the cancel step 4", rec.ckpts)
+	}
+	if _, err := os.Stat(filepath.Join(rec.ckpts[len(rec.ckpts)-1].Dir, "state.json")); err != nil {
+		t.Fatalf("stop checkpoint not on disk: %v", err)
+	}
+	// Resumed, and cancelled again while the step-6 checkpoint completes
+	// its eval prompts: that checkpoint is still saved.
+	ctx, cancel = context.WithCancel(context.Background())
+	rec2 := &recorder{onEval: func(e train.EvalMetrics) {
+		if e.Step == 6 {
+			cancel()
+		}
+	}}
+	if _, err := train.Run(ctx, s, work, rec2); !errors.Is(err, context.Canceled) {
+		t.Fatalf("run cancelled during eval prompts returned %v, want context.Canceled", err)
+	}
+	if len(rec2.steps) != 2 || rec2.steps[0].Step != 5 || len(rec2.ckpts) != 1 || rec2.ckpts[0].Step != 6 {
+		t.Fatalf("resumed run did steps %+v and checkpoints %+v, want steps 5, 6 and the checkpoint of 6", rec2.steps, rec2.ckpts)
+	}
+	rec3 := &recorder{}
+	resumed, err := train.Run(context.Background(), s, work, rec3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rec2.steps) != 4 || rec2.steps[0].Step != 5 {
-		t.Fatalf("resumed run did steps %+v, want 5..8", rec2.steps)
+	if len(rec3.steps) != 2 || rec3.steps[0].Step != 7 {
+		t.Fatalf("second resume did steps %+v, want 7, 8", rec3.steps)
 	}
 	a, _ := os.ReadFile(filepath.Join(full.ModelDir, "model.safetensors"))
 	b, _ := os.ReadFile(filepath.Join(resumed.ModelDir, "model.safetensors"))

@@ -18,7 +18,6 @@ import (
 	"hone/server"
 	"hone/serving"
 	"hone/store"
-	"hone/worker"
 )
 
 // serviceFlags are shared by serve and worker.
@@ -33,7 +32,7 @@ func (f *serviceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.home, "home", "", "state directory (default $HONE_HOME or ~/.hone)")
 	cmd.Flags().StringVar(&f.db, "db", "", "database: postgres://... for PostgreSQL (default SQLite at HOME/hone.db)")
 	cmd.Flags().StringVar(&f.hfHome, "hf-home", "", "Hugging Face home whose hub/ cache resolves model ids (default $HF_HOME or ~/.cache/huggingface)")
-	cmd.Flags().StringArrayVar(&f.dataRoots, "data-root", nil, "directory request paths must lie in (repeatable; default: the current directory and HOME/data)")
+	cmd.Flags().StringArrayVar(&f.dataRoots, "data-root", nil, "directory request paths must lie in (repeatable; default: HOME/data, and the current directory unless it is your home directory or /)")
 	cmd.Flags().IntVar(&f.concurrency, "concurrency", 1, "runs this process trains at once")
 	cmd.Flags().DurationVar(&f.leaseTTL, "lease-ttl", 30*time.Second, "a worker silent this long is presumed dead and its run resumes elsewhere")
 }
@@ -61,11 +60,10 @@ func (f *serviceFlags) open(ctx context.Context, work bool) (*service, error) {
 	}
 	roots := f.dataRoots
 	if len(roots) == 0 {
-		wd, err := os.Getwd()
-		if err != nil {
+		var err error
+		if roots, err = runs.DefaultDataRoots(home); err != nil {
 			return nil, err
 		}
-		roots = []string{wd, filepath.Join(home, "data")}
 	}
 	dsn := f.db
 	if dsn == "" {
@@ -88,7 +86,7 @@ func (f *serviceFlags) open(ctx context.Context, work bool) (*service, error) {
 		st.Close()
 		return nil, err
 	}
-	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: models, Trainer: worker.Trainer{}, Home: home,
+	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: models, Home: home,
 		DataRoots: roots, Logger: log, Work: work, Concurrency: f.concurrency, LeaseTTL: f.leaseTTL,
 		DefaultUser: os.Getenv("USER")})
 	if err != nil {

@@ -1,4 +1,4 @@
-package worker_test
+package runs_test
 
 // These tests use the real train.Validate and train.Run.
 
@@ -27,7 +27,6 @@ import (
 	"hone/server"
 	"hone/store"
 	"hone/store/storetest"
-	"hone/worker"
 )
 
 // tinyModel writes a random Llama model with the real Llama 3.1 tokenizer
@@ -103,7 +102,7 @@ func TestLifecycle(t *testing.T) {
 		var svc *runs.Service
 		res, _ := modelref.New(modelref.Config{HFHome: filepath.Join(home, "hf"), Catalog: cat,
 			Confine: func(p string) (string, error) { return svc.Confine(p) }})
-		svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: res, Trainer: worker.Trainer{}, Home: home,
+		svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: res, Home: home,
 			DataRoots: []string{data}, Work: true, FetchPoll: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
