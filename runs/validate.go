@@ -47,6 +47,11 @@ func (s *Service) check(ctx context.Context, req *client.CreateRunRequest, data 
 func (s *Service) Validate(ctx context.Context, req client.CreateRunRequest) (*client.RunValidation, error) {
 	p, _, err := s.check(ctx, &req, true)
 	out := &client.RunValidation{OK: err == nil, Request: req}
+	if p != nil { // show the settings the run would train with
+		sp := p.Spec
+		out.Request.LearningRate, out.Request.BatchRows, out.Request.GradAccum = sp.LearningRate, sp.BatchRows, sp.GradAccum
+		out.Request.CheckpointEvery, out.Request.KeepCheckpoints, out.Request.Precision = sp.CheckpointEvery, sp.KeepCheckpoints, sp.Precision
+	}
 	if p != nil && p.Validation != "" {
 		if json.Valid([]byte(p.Validation)) {
 			out.Report = json.RawMessage(p.Validation)

@@ -100,6 +100,19 @@ export async function api(method, path, body) {
 }
 
 export const get = (path) => api('GET', path);
+// getAll fetches every page of a paged list (the server answers at most
+// 1000 items a page), concatenating the array fields named in keys.
+export async function getAll(path, ...keys) {
+  const sep = path.includes('?') ? '&' : '?';
+  let out = null, token = '';
+  do {
+    const page = await get(`${path}${sep}limit=1000${token ? '&page_token=' + encodeURIComponent(token) : ''}`);
+    if (out === null) out = page;
+    else for (const k of keys) out[k] = (out[k] || []).concat(page[k] || []);
+    token = page.next_page_token || '';
+  } while (token);
+  return out;
+}
 export const post = (path, body) => api('POST', path, body ?? {});
 export const put = (path, body) => api('PUT', path, body);
 export const del = (path) => api('DELETE', path);

@@ -1,5 +1,5 @@
 // Runs: the live list, a run's page with its curves, and the comparison.
-import { get, post, enc } from './api.js';
+import { get, getAll, post, enc } from './api.js';
 import { lineChart, palette } from './chart.js';
 import { h, fill, statusBadge, terminal, eta, progressBar, when, num, duration, errorBox, dl } from './dom.js';
 import { reportView } from './report.js';
@@ -127,8 +127,8 @@ export function runPage(main, name) {
     }
   };
   return poller(async () => {
-    const [run, metrics, po] = await Promise.all([get('/api/runs/' + enc(name)), get(`/api/runs/${enc(name)}/metrics`),
-      get(`/api/runs/${enc(name)}/prompt-outputs`)]);
+    const [run, metrics, po] = await Promise.all([get('/api/runs/' + enc(name)), getAll(`/api/runs/${enc(name)}/metrics`, 'steps', 'evals'),
+      getAll(`/api/runs/${enc(name)}/prompt-outputs`, 'prompt_outputs')]);
     const m = run.metrics || {};
     if (run.status !== lastStatus) status.textContent = `Run ${name} is ${run.status}`;
     lastStatus = run.status;
@@ -215,7 +215,7 @@ export function comparePage(main, q) {
   get('/api/runs?limit=200').then((l) => picker.querySelector('datalist').append(...(l.runs || []).map((r) => h('option', { value: r.name }))), () => {});
   if (names.length === 0) { chart.append(h('p', { class: 'muted' }, 'Select runs on the Runs page, or add them here.')); return null; }
   return poller(async () => {
-    const all = await Promise.all(names.map((n) => Promise.all([get('/api/runs/' + enc(n)), get(`/api/runs/${enc(n)}/metrics`)])));
+    const all = await Promise.all(names.map((n) => Promise.all([get('/api/runs/' + enc(n)), getAll(`/api/runs/${enc(n)}/metrics`, 'steps', 'evals')])));
     const train = [], evals = [];
     all.forEach(([, m], i) => {
       const color = palette[i % palette.length];
