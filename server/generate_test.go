@@ -276,3 +276,48 @@ func TestOpenAIWire(t *testing.T) {
 		t.Errorf("stream gave %q, %s, %d tokens; the response %q, %s, %d", text, finish, usage, w.Message.Content, w.FinishReason, whole.Usage.CompletionTokens)
 	}
 }
+
+// Requests beyond the model's limits are refused with 400 naming the field,
+// as OpenAI names it; a text completion without max_tokens whose prompt
+// leaves less than OpenAI's default of 16 tokens gets what fits.
+func TestGenerationLimitsHTTP(t *testing.T) {
+	h, _ := servingHarness(t)
+	long := strings.Repeat(" a", 2040)
+	for _, tc := range []struct {
+		name, path, body, param, want string
+	}{
+		{"chat max_tokens", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}`,
+			"max_tokens", "context window is 2048"},
+		{"chat max_completion_tokens", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":2048}`,
+			"max_completion_tokens", "lower max_tokens"},
+		{"text max_tokens", "/v1/completions", `{"model":"main.demo.base/1","prompt":"` + long + `","max_tokens":16}`, "max_tokens", "the prompt is"},
+		{"five stops", "/v1/completions", `{"model":"main.demo.base/1","prompt":"hi","stop":["a","b","c","d","e"]}`, "stop", "at most 4"},
+		{"long stop", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"stop":"` + strings.Repeat("s", 300) + `"}`,
+			"stop", "at most 256 bytes"},
+		{"streamed max_tokens", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_tokens":9999,"stream":true}`,
+			"max_tokens", "max_tokens 9999"},
+	} {
+		resp, b := post(t, h, tc.path, testToken, tc.body)
+		var e struct {
+			Error struct{ Message, Type, Code, Param string }
+		}
+		if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != 400 || e.Error.Param != tc.param || e.Error.Type != "invalid_request_error" ||
+			!strings.Contains(e.Error.Message, tc.want) {
+			t.Errorf("%s: %d %s, want 400 naming param %s with a message containing %q", tc.name, resp.StatusCode, b, tc.param, tc.want)
+		}
+	}
+	resp, b := post(t, h, "/v1/completions", testToken, `{"model":"main.demo.base/1","prompt":"`+long+`","temperature":0}`)
+	var text struct {
+		Usage struct {
+			PromptTokens     int `json:"prompt_tokens"`
+			CompletionTokens int `json:"completion_tokens"`
+		}
+	}
+	if err := json.Unmarshal(b, &text); err != nil || resp.StatusCode != 200 || text.Usage.PromptTokens+text.Usage.CompletionTokens > 2048 {
+		t.Errorf("text completion without max_tokens near the context: %d %s, want 200 within the 2048-token context", resp.StatusCode, b)
+	}
+	_, err := h.c.Generate(context.Background(), client.GenerateRequest{Model: "main.demo.bot/1", Prompt: "hi", MaxTokens: 4096})
+	if client.StatusOf(err) != 400 || !strings.Contains(err.Error(), "max_tokens 4096") {
+		t.Errorf("Generate(max_tokens 4096) = %v, want 400 naming max_tokens", err)
+	}
+}

@@ -111,6 +111,7 @@ func serveCmd() *cobra.Command {
 	var f serviceFlags
 	var addr, token string
 	var maxLoaded int
+	var requestTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP API and a training worker",
@@ -128,7 +129,7 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			defer svc.stop()
-			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, Logger: logger()})
+			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, RequestTimeout: requestTimeout, Logger: logger()})
 			if err != nil {
 				return err
 			}
@@ -165,6 +166,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "listen address HOST:PORT")
 	cmd.Flags().StringVar(&token, "token", "", "bearer token clients must send (default $HONE_TOKEN); required beyond loopback")
 	cmd.Flags().IntVar(&maxLoaded, "max-loaded-models", 1, "registered model versions kept in memory for /api/generate and /v1")
+	cmd.Flags().DurationVar(&requestTimeout, "request-timeout", 10*time.Minute, "longest a completion request may take, waiting included; generation stops there with the text so far")
 	return cmd
 }
 
