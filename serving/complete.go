@@ -148,7 +148,14 @@ func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.P
 			}
 			return nil, err
 		}
-		id, ok, err := s.step(&seq, l, ids, p)
+		var id int
+		var ok bool
+		var err error
+		if seq == nil { // the cache is allocated on the device, in a turn too
+			seq, err = generate.NewSequence(l.m, ids, p, prefillChunk)
+		} else {
+			id, ok, err = seq.Step()
+		}
 		s.device.release()
 		if err != nil {
 			return nil, err
@@ -181,18 +188,6 @@ func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.P
 		}
 	}
 	return res, nil
-}
-
-// step makes one model call of the generation, starting it first (its
-// cache is allocated on the device, so that happens in a turn too). The
-// caller holds the device.
-func (s *Service) step(seq **generate.Sequence, l *loaded, ids []int, p generate.Params) (id int, ok bool, err error) {
-	if *seq == nil {
-		if *seq, err = generate.NewSequence(l.m, ids, p, prefillChunk); err != nil || (*seq).Done() {
-			return 0, false, err
-		}
-	}
-	return (*seq).Step()
 }
 
 // params validates the sampling settings and fills defaults.
