@@ -18,7 +18,10 @@ import (
 // what the native API can honour is accepted; requests for anything else
 // (n > 1, log probabilities, tools, penalties, echo, suffix) are refused
 // with 400 rather than silently ignored. Unknown fields are ignored, as
-// OpenAI-compatible servers do.
+// OpenAI-compatible servers do. A bad request's error names the field at
+// fault in "param". A completion stopped by the request deadline (hone
+// serve --request-timeout) ends as one whose budget ran out: the text so
+// far with finish_reason "length".
 
 // paramError is a bad request that names the request field at fault, as
 // OpenAI's error "param" does.
@@ -93,10 +96,8 @@ func (c *oaiContent) UnmarshalJSON(b []byte) error {
 
 // oaiCommon holds the fields chat and text completions share.
 type oaiCommon struct {
-	Model     string `json:"model"`
-	MaxTokens *int   `json:"max_tokens"`
-	// budgetParam names the field the token budget came from.
-	budgetParam   string
+	Model         string   `json:"model"`
+	MaxTokens     *int     `json:"max_tokens"`
 	Temperature   *float64 `json:"temperature"`
 	TopP          *float64 `json:"top_p"`
 	TopK          int      `json:"top_k"` // an extension, as other OpenAI-compatible servers offer
@@ -110,6 +111,8 @@ type oaiCommon struct {
 	PresencePenalty  *float64        `json:"presence_penalty"`
 	FrequencyPenalty *float64        `json:"frequency_penalty"`
 	Logprobs         json.RawMessage `json:"logprobs"`
+	// budgetParam names the field the token budget came from.
+	budgetParam string
 }
 
 type oaiChatRequest struct {
