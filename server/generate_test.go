@@ -7,16 +7,21 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"hone/catalog"
 	"hone/chattemplate"
 	"hone/client"
 	"hone/generate"
 	"hone/internal/testmodel"
+	"hone/server"
+	"hone/serving"
 	"hone/store/storetest"
 	"hone/tokenizer"
 )
@@ -319,5 +324,63 @@ func TestGenerationLimitsHTTP(t *testing.T) {
 	_, err := h.c.Generate(context.Background(), client.GenerateRequest{Model: "main.demo.bot/1", Prompt: "hi", MaxTokens: 4096})
 	if client.StatusOf(err) != 400 || !strings.Contains(err.Error(), "max_tokens 4096") {
 		t.Errorf("Generate(max_tokens 4096) = %v, want 400 naming max_tokens", err)
+	}
+}
+
+// A completion the request deadline stops ends as one whose budget ran
+// out: streamed, with a last chunk finishing "length" and [DONE]; whole,
+// with the text so far and finish_reason "length".
+func TestDeadlineEndsCompletion(t *testing.T) {
+	h, _ := servingHarness(t)
+	cat, err := catalog.New(catalog.Config{Store: h.st, Root: filepath.Join(h.home, "catalog")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clock jumps past the deadline after a few readings: it is read
+	// once when a request starts and once before each model call.
+	var reads atomic.Int64
+	clock := func() time.Time {
+		if reads.Add(1)%12 == 0 {
+			return time.Now().Add(time.Hour)
+		}
+		return time.Now()
+	}
+	models, err := serving.New(serving.Config{RequestTimeout: time.Minute, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Runs: h.svc, Catalog: cat, Token: testToken, Serving: models})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	h2 := *h
+	h2.url = ts.URL
+	body := `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_tokens":500,"temperature":0,"stream":%s,
+		"stream_options":{"include_usage":true}}`
+
+	reads.Store(0)
+	resp, b := post(t, &h2, "/v1/chat/completions", testToken, strings.Replace(body, "%s", "false", 1))
+	var whole struct {
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+		}
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		}
+	}
+	if err := json.Unmarshal(b, &whole); err != nil || resp.StatusCode != 200 || len(whole.Choices) != 1 ||
+		whole.Choices[0].FinishReason != "length" || whole.Usage.CompletionTokens >= 500 {
+		t.Errorf("completion past its deadline: %d %s, want 200 finishing length before 500 tokens", resp.StatusCode, b)
+	}
+
+	reads.Store(0)
+	resp, b = post(t, &h2, "/v1/chat/completions", testToken, strings.Replace(body, "%s", "true", 1))
+	events := strings.Split(strings.TrimSpace(string(b)), "\n\n")
+	n := len(events)
+	if resp.StatusCode != 200 || n < 3 || events[n-1] != "data: [DONE]" || !strings.Contains(events[n-3], `"finish_reason":"length"`) ||
+		!strings.Contains(events[n-2], `"completion_tokens":`) || strings.Contains(events[n-2], `"completion_tokens":500`) {
+		t.Errorf("stream past its deadline: %d %s, want a last chunk finishing length before 500 tokens, usage, [DONE]", resp.StatusCode, b)
 	}
 }
