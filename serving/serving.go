@@ -81,7 +81,8 @@ type Config struct {
 	Load func(dir string) (*engine.Model, error)
 	// Unload, when set, is called once the service holds a model no more
 	// (evicted, and no request uses it), before another load can take its
-	// place; the garbage collector frees the model's memory.
+	// place; the garbage collector frees the model's memory. It runs
+	// under the service's lock and must not call the Service.
 	Unload func(dir string, m *engine.Model)
 	// Clock tells the time for request deadlines; default time.Now.
 	Clock func() time.Time
