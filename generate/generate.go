@@ -40,45 +40,95 @@ func Complete(ctx context.Context, m *engine.Model, prompt []int, p Params) ([]i
 // generation early by returning false; its error ends it too and is
 // returned. Stream returns the new tokens, the last one included.
 func Stream(ctx context.Context, m *engine.Model, prompt []int, p Params, onToken func(id int) (more bool, err error)) ([]int, error) {
+	seq, err := NewSequence(m, prompt, p, 0)
+	if err != nil {
+		return nil, err
+	}
+	for !seq.Done() {
+		if len(seq.Tokens()) > 0 {
+			if err := ctx.Err(); err != nil {
+				return seq.Tokens(), err
+			}
+		}
+		id, ok, err := seq.Step()
+		if err != nil {
+			return seq.Tokens(), err
+		}
+		if ok && onToken != nil {
+			more, err := onToken(id)
+			if err != nil || !more {
+				return seq.Tokens(), err
+			}
+		}
+	}
+	return seq.Tokens(), nil
+}
+
+// Sequence is one generation advanced one model call at a time, for
+// callers that schedule the calls of several generations on one device
+// (serving interleaves requests). It is not safe for concurrent use.
+type Sequence struct {
+	dec   *engine.Decoder
+	p     Params
+	r     *rand.Rand
+	limit int   // prompt plus budget, within the context window
+	chunk int   // most prompt tokens per step; 0 = all at once
+	feed  []int // tokens the next step runs through the model
+	out   []int
+	done  bool
+}
+
+// NewSequence starts generating after prompt; it allocates the key/value
+// cache on m's device. prefillChunk > 0 splits the prompt into steps of at
+// most that many tokens, so that no step holds the device for long.
+func NewSequence(m *engine.Model, prompt []int, p Params, prefillChunk int) (*Sequence, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generate: empty prompt")
 	}
-	limit := min(len(prompt)+p.MaxNewTokens, m.Config.MaxPositionEmbeddings)
-	if len(prompt) >= limit {
-		return nil, nil
+	s := &Sequence{p: p, limit: min(len(prompt)+p.MaxNewTokens, m.Config.MaxPositionEmbeddings), chunk: prefillChunk, feed: prompt}
+	if len(prompt) >= s.limit {
+		s.done = true
+		return s, nil
 	}
-	dec, err := m.NewDecoder(limit)
-	if err != nil {
+	var err error
+	if s.dec, err = m.NewDecoder(s.limit); err != nil {
 		return nil, err
 	}
-	r := rand.New(rand.NewPCG(p.Seed, 0x9e3779b97f4a7c15))
-	logits, err := dec.Append(prompt)
-	if err != nil {
-		return nil, err
-	}
-	var out []int
-	for {
-		next := Sample(logits, p, r)
-		out = append(out, next)
-		if onToken != nil {
-			more, err := onToken(next)
-			if err != nil || !more {
-				return out, err
-			}
-		}
-		// The token just sampled sits at position dec.Len(); stop when the
-		// budget or the context window has no room for another.
-		if slices.Contains(p.StopIDs, next) || dec.Len()+1 >= limit {
-			return out, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		if logits, err = dec.Append([]int{next}); err != nil {
-			return out, err
-		}
-	}
+	s.r = rand.New(rand.NewPCG(p.Seed, 0x9e3779b97f4a7c15))
+	return s, nil
 }
+
+// Step makes one model call: the next piece of the prompt or the token
+// sampled last. Once the whole prompt is in, it samples the next token and
+// returns it with ok true. Step must not be called once Done.
+func (s *Sequence) Step() (id int, ok bool, err error) {
+	n := len(s.feed)
+	if s.out == nil && s.chunk > 0 {
+		n = min(n, s.chunk)
+	}
+	logits, err := s.dec.Append(s.feed[:n])
+	if err != nil {
+		s.done = true
+		return 0, false, err
+	}
+	if s.feed = s.feed[n:]; len(s.feed) > 0 {
+		return 0, false, nil
+	}
+	next := Sample(logits, s.p, s.r)
+	s.out = append(s.out, next)
+	s.feed = []int{next}
+	// The token just sampled sits at position dec.Len(); stop when the
+	// budget or the context window has no room for another.
+	s.done = slices.Contains(s.p.StopIDs, next) || s.dec.Len()+1 >= s.limit
+	return next, true, nil
+}
+
+// Done reports that the generation has ended: a stop token was sampled or
+// there is no room for another token.
+func (s *Sequence) Done() bool { return s.done }
+
+// Tokens returns the tokens sampled so far, a stop token included.
+func (s *Sequence) Tokens() []int { return s.out }
 
 // Sample draws one token id from logits as HF's sampling does: temperature,
 // then top-k, then top-p (nucleus) filtering.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"hone/engine"
@@ -67,5 +68,45 @@ func TestCompleteBudgetAndStop(t *testing.T) {
 	long, err := Complete(ctx, m, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, Params{MaxNewTokens: 50})
 	if err != nil || len(long) != 2 {
 		t.Fatalf("Complete near max_position_embeddings = %v, %v", long, err)
+	}
+}
+
+// A prompt run through the model in chunks leaves the same cache as one
+// run: the sampled tokens agree with Stream's, and each chunked step
+// before the last piece of the prompt samples nothing.
+func TestSequenceChunkedPrefill(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(`{"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+		"num_hidden_layers": 2, "num_attention_heads": 2, "rms_norm_eps": 1e-5, "max_position_embeddings": 40}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := engine.New(c, cpu.New(1), engine.Options{})
+	m.InitRandom(3)
+	prompt := []int{1, 5, 9, 2, 7, 3, 8, 4, 6, 11, 13}
+	p := Params{MaxNewTokens: 6, Temperature: 0.8, Seed: 4}
+	want, err := Complete(context.Background(), m, prompt, p)
+	if err != nil || len(want) != 6 {
+		t.Fatalf("Complete = %v, %v", want, err)
+	}
+	seq, err := NewSequence(m, prompt, p, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	steps := 0
+	for !seq.Done() {
+		id, ok, err := seq.Step()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if steps++; ok {
+			got = append(got, id)
+		} else if len(got) > 0 {
+			t.Fatalf("step %d sampled nothing after the prompt was in", steps)
+		}
+	}
+	// 11 prompt tokens in chunks of 4 take 3 steps, the third samples.
+	if !slices.Equal(got, want) || steps != 2+len(want) {
+		t.Errorf("chunked sequence = %v in %d steps, want %v in %d", got, steps, want, 2+len(want))
 	}
 }

@@ -20,22 +20,24 @@ func (s *Server) generateRoutes() {
 		if err := s.decode(r, &req); err != nil {
 			return nil, err
 		}
-		return s.generate(r.Context(), req, nil)
+		return s.generate(r.Context(), req, 0, nil)
 	}))
 }
 
 // generate is the one implementation of completions: it resolves the
 // model, runs it and reports the text, handing each final piece of text to
 // onText (when non-nil) with the id of the version producing it, as soon as
-// it is produced. The OpenAI routes call it too.
-func (s *Server) generate(ctx context.Context, req client.GenerateRequest, onText func(model, piece string) error) (*client.GenerateResponse, error) {
+// it is produced. The OpenAI routes call it too. defaultMax bounds a
+// request without max_tokens (0: the serving default); the context window
+// bounds it too.
+func (s *Server) generate(ctx context.Context, req client.GenerateRequest, defaultMax int, onText func(model, piece string) error) (*client.GenerateResponse, error) {
 	v, err := s.resolveModel(ctx, req.Model)
 	if err != nil {
 		return nil, err
 	}
 	id, dir := versionID(*v), v.StorageLocation
 	sr := serving.Request{Prompt: req.Prompt, MaxTokens: req.MaxTokens, Temperature: req.Temperature, TopP: req.TopP,
-		TopK: req.TopK, Seed: req.Seed, Stop: req.Stop}
+		TopK: req.TopK, Seed: req.Seed, Stop: req.Stop, DefaultMaxTokens: defaultMax}
 	for _, m := range req.Messages {
 		sr.Messages = append(sr.Messages, chattemplate.Message{Role: m.Role, Content: m.Content})
 	}

@@ -7,16 +7,21 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"hone/catalog"
 	"hone/chattemplate"
 	"hone/client"
 	"hone/generate"
 	"hone/internal/testmodel"
+	"hone/server"
+	"hone/serving"
 	"hone/store/storetest"
 	"hone/tokenizer"
 )
@@ -275,5 +280,108 @@ func TestOpenAIWire(t *testing.T) {
 	}
 	if w := whole.Choices[0]; text != w.Message.Content || finish != w.FinishReason || usage != whole.Usage.CompletionTokens || w.Message.Role != "assistant" {
 		t.Errorf("stream gave %q, %s, %d tokens; the response %q, %s, %d", text, finish, usage, w.Message.Content, w.FinishReason, whole.Usage.CompletionTokens)
+	}
+}
+
+// Requests beyond the model's limits are refused with 400 naming the field,
+// as OpenAI names it; a text completion without max_tokens whose prompt
+// leaves less than OpenAI's default of 16 tokens gets what fits.
+func TestGenerationLimitsHTTP(t *testing.T) {
+	h, _ := servingHarness(t)
+	long := strings.Repeat(" a", 2040)
+	for _, tc := range []struct {
+		name, path, body, param, want string
+	}{
+		{"chat max_tokens", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}`,
+			"max_tokens", "context window is 2048"},
+		{"chat max_completion_tokens", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":2048}`,
+			"max_completion_tokens", "lower max_tokens"},
+		{"text max_tokens", "/v1/completions", `{"model":"main.demo.base/1","prompt":"` + long + `","max_tokens":16}`, "max_tokens", "the prompt is"},
+		{"five stops", "/v1/completions", `{"model":"main.demo.base/1","prompt":"hi","stop":["a","b","c","d","e"]}`, "stop", "at most 4"},
+		{"long stop", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"stop":"` + strings.Repeat("s", 300) + `"}`,
+			"stop", "at most 256 bytes"},
+		{"streamed max_tokens", "/v1/chat/completions", `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_tokens":9999,"stream":true}`,
+			"max_tokens", "max_tokens 9999"},
+	} {
+		resp, b := post(t, h, tc.path, testToken, tc.body)
+		var e struct {
+			Error struct{ Message, Type, Code, Param string }
+		}
+		if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != 400 || e.Error.Param != tc.param || e.Error.Type != "invalid_request_error" ||
+			!strings.Contains(e.Error.Message, tc.want) {
+			t.Errorf("%s: %d %s, want 400 naming param %s with a message containing %q", tc.name, resp.StatusCode, b, tc.param, tc.want)
+		}
+	}
+	resp, b := post(t, h, "/v1/completions", testToken, `{"model":"main.demo.base/1","prompt":"`+long+`","temperature":0}`)
+	var text struct {
+		Usage struct {
+			PromptTokens     int `json:"prompt_tokens"`
+			CompletionTokens int `json:"completion_tokens"`
+		}
+	}
+	if err := json.Unmarshal(b, &text); err != nil || resp.StatusCode != 200 || text.Usage.PromptTokens+text.Usage.CompletionTokens > 2048 {
+		t.Errorf("text completion without max_tokens near the context: %d %s, want 200 within the 2048-token context", resp.StatusCode, b)
+	}
+	_, err := h.c.Generate(context.Background(), client.GenerateRequest{Model: "main.demo.bot/1", Prompt: "hi", MaxTokens: 4096})
+	if client.StatusOf(err) != 400 || !strings.Contains(err.Error(), "max_tokens 4096") {
+		t.Errorf("Generate(max_tokens 4096) = %v, want 400 naming max_tokens", err)
+	}
+}
+
+// A completion the request deadline stops ends as one whose budget ran
+// out: streamed, with a last chunk finishing "length" and [DONE]; whole,
+// with the text so far and finish_reason "length".
+func TestDeadlineEndsCompletion(t *testing.T) {
+	h, _ := servingHarness(t)
+	cat, err := catalog.New(catalog.Config{Store: h.st, Root: filepath.Join(h.home, "catalog")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clock jumps past the deadline after a few readings: it is read
+	// once when a request starts and once before each model call.
+	var reads atomic.Int64
+	clock := func() time.Time {
+		if reads.Add(1)%12 == 0 {
+			return time.Now().Add(time.Hour)
+		}
+		return time.Now()
+	}
+	models, err := serving.New(serving.Config{RequestTimeout: time.Minute, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Runs: h.svc, Catalog: cat, Token: testToken, Serving: models})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	h2 := *h
+	h2.url = ts.URL
+	body := `{"model":"main.demo.bot/1","messages":[{"role":"user","content":"hi"}],"max_tokens":500,"temperature":0,"stream":%s,
+		"stream_options":{"include_usage":true}}`
+
+	reads.Store(0)
+	resp, b := post(t, &h2, "/v1/chat/completions", testToken, strings.Replace(body, "%s", "false", 1))
+	var whole struct {
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+		}
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		}
+	}
+	if err := json.Unmarshal(b, &whole); err != nil || resp.StatusCode != 200 || len(whole.Choices) != 1 ||
+		whole.Choices[0].FinishReason != "length" || whole.Usage.CompletionTokens >= 500 {
+		t.Errorf("completion past its deadline: %d %s, want 200 finishing length before 500 tokens", resp.StatusCode, b)
+	}
+
+	reads.Store(0)
+	resp, b = post(t, &h2, "/v1/chat/completions", testToken, strings.Replace(body, "%s", "true", 1))
+	events := strings.Split(strings.TrimSpace(string(b)), "\n\n")
+	n := len(events)
+	if resp.StatusCode != 200 || n < 3 || events[n-1] != "data: [DONE]" || !strings.Contains(events[n-3], `"finish_reason":"length"`) ||
+		!strings.Contains(events[n-2], `"completion_tokens":`) || strings.Contains(events[n-2], `"completion_tokens":500`) {
+		t.Errorf("stream past its deadline: %d %s, want a last chunk finishing length before 500 tokens, usage, [DONE]", resp.StatusCode, b)
 	}
 }

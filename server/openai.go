@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"hone/client"
+	"hone/serving"
 )
 
 // The OpenAI-compatible surface: /v1/models, /v1/chat/completions and
@@ -17,7 +18,31 @@ import (
 // what the native API can honour is accepted; requests for anything else
 // (n > 1, log probabilities, tools, penalties, echo, suffix) are refused
 // with 400 rather than silently ignored. Unknown fields are ignored, as
-// OpenAI-compatible servers do.
+// OpenAI-compatible servers do. A bad request's error names the field at
+// fault in "param". A completion stopped by the request deadline (hone
+// serve --request-timeout) ends as one whose budget ran out: the text so
+// far with finish_reason "length".
+
+// paramError is a bad request that names the request field at fault, as
+// OpenAI's error "param" does.
+type paramError struct {
+	param string
+	err   error
+}
+
+func (e paramError) Error() string { return e.err.Error() }
+func (e paramError) Unwrap() error { return e.err }
+
+func badParam(param, msg string) error { return paramError{param, badRequest{msg}} }
+
+// oaiParam is the request field err names, or "".
+func oaiParam(err error) string {
+	var p paramError
+	if errors.As(err, &p) {
+		return p.param
+	}
+	return serving.InvalidParam(err)
+}
 
 // oaiStop is OpenAI's stop: a string or a list of strings.
 type oaiStop []string
@@ -86,6 +111,8 @@ type oaiCommon struct {
 	PresencePenalty  *float64        `json:"presence_penalty"`
 	FrequencyPenalty *float64        `json:"frequency_penalty"`
 	Logprobs         json.RawMessage `json:"logprobs"`
+	// budgetParam names the field the token budget came from.
+	budgetParam string
 }
 
 type oaiChatRequest struct {
@@ -111,13 +138,13 @@ func (c *oaiCommon) native(maxTokens *int) (client.GenerateRequest, error) {
 	req := client.GenerateRequest{Model: c.Model, Temperature: c.Temperature, TopP: c.TopP, TopK: c.TopK, Stop: c.Stop}
 	switch {
 	case c.N != nil && *c.N != 1:
-		return req, badRequest{fmt.Sprintf("n=%d: only n=1 is supported", *c.N)}
+		return req, badParam("n", fmt.Sprintf("n=%d: only n=1 is supported", *c.N))
 	case c.PresencePenalty != nil && *c.PresencePenalty != 0, c.FrequencyPenalty != nil && *c.FrequencyPenalty != 0:
 		return req, badRequest{"presence_penalty and frequency_penalty are not supported"}
 	case len(c.Logprobs) > 0 && string(c.Logprobs) != "null" && string(c.Logprobs) != "false":
-		return req, badRequest{"logprobs are not supported"}
+		return req, badParam("logprobs", "logprobs are not supported")
 	case maxTokens != nil && *maxTokens < 1:
-		return req, badRequest{fmt.Sprintf("max_tokens %d must be at least 1", *maxTokens)}
+		return req, badParam(c.budgetParam, fmt.Sprintf("%s %d must be at least 1", c.budgetParam, *maxTokens))
 	}
 	if maxTokens != nil {
 		req.MaxTokens = *maxTokens
@@ -131,18 +158,19 @@ func (c *oaiCommon) native(maxTokens *int) (client.GenerateRequest, error) {
 
 func (r *oaiChatRequest) native() (client.GenerateRequest, error) {
 	budget := r.MaxTokens
+	r.budgetParam = "max_tokens"
 	if r.MaxCompletionTokens != nil {
-		budget = r.MaxCompletionTokens
+		budget, r.budgetParam = r.MaxCompletionTokens, "max_completion_tokens"
 	}
 	req, err := r.oaiCommon.native(budget)
 	if err != nil {
 		return req, err
 	}
 	if len(r.Tools) > 0 && string(r.Tools) != "null" && string(r.Tools) != "[]" {
-		return req, badRequest{"tools are not supported"}
+		return req, badParam("tools", "tools are not supported")
 	}
 	if len(r.Messages) == 0 {
-		return req, badRequest{"messages is required"}
+		return req, badParam("messages", "messages is required")
 	}
 	for _, m := range r.Messages {
 		role := m.Role
@@ -155,22 +183,18 @@ func (r *oaiChatRequest) native() (client.GenerateRequest, error) {
 }
 
 func (r *oaiCompletionRequest) native() (client.GenerateRequest, error) {
-	budget := r.MaxTokens
-	if budget == nil {
-		sixteen := 16 // OpenAI's default for text completions
-		budget = &sixteen
-	}
-	req, err := r.oaiCommon.native(budget)
+	r.budgetParam = "max_tokens"
+	req, err := r.oaiCommon.native(r.MaxTokens)
 	if err != nil {
 		return req, err
 	}
 	switch {
 	case r.Echo:
-		return req, badRequest{"echo is not supported"}
+		return req, badParam("echo", "echo is not supported")
 	case r.Suffix != "":
-		return req, badRequest{"suffix is not supported"}
+		return req, badParam("suffix", "suffix is not supported")
 	case r.BestOf != nil && *r.BestOf != 1:
-		return req, badRequest{"best_of: only 1 is supported"}
+		return req, badParam("best_of", "best_of: only 1 is supported")
 	}
 	var one string
 	var many []string
@@ -179,10 +203,10 @@ func (r *oaiCompletionRequest) native() (client.GenerateRequest, error) {
 	} else if err := json.Unmarshal(r.Prompt, &many); err == nil && len(many) == 1 {
 		req.Prompt = many[0]
 	} else {
-		return req, badRequest{"prompt: want one string (token arrays and several prompts are not supported)"}
+		return req, badParam("prompt", "prompt: want one string (token arrays and several prompts are not supported)")
 	}
 	if req.Prompt == "" {
-		return req, badRequest{"prompt must not be empty"}
+		return req, badParam("prompt", "prompt must not be empty")
 	}
 	return req, nil
 }
@@ -295,13 +319,21 @@ func (s *Server) listOpenAIModels(w http.ResponseWriter, r *http.Request) {
 // response or, when asked, as server-sent events ending with [DONE].
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, req client.GenerateRequest, c *oaiCommon, chat bool) {
 	head := oaiResponse{ID: "cmpl-" + randomID(), Object: "text_completion", Created: s.clock().Unix()}
+	defaultMax := 16 // OpenAI's default for text completions
 	if chat {
 		head.ID, head.Object = "chatcmpl-"+randomID(), "chat.completion"
+		defaultMax = 0 // the server's default
+	}
+	fail := func(err error) {
+		if c.budgetParam != "max_tokens" && oaiParam(err) == "max_tokens" {
+			err = paramError{c.budgetParam, err}
+		}
+		s.openAIFail(w, r, err)
 	}
 	if !c.Stream {
-		res, err := s.generate(r.Context(), req, nil)
+		res, err := s.generate(r.Context(), req, defaultMax, nil)
 		if err != nil {
-			s.openAIFail(w, r, err)
+			fail(err)
 			return
 		}
 		out := head
@@ -335,7 +367,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, req client.Gen
 			ev.send(chunk(head, oaiChoice{Delta: &oaiMessage{Role: "assistant", Content: &empty}}))
 		}
 	}
-	res, err := s.generate(r.Context(), req, func(model, piece string) error {
+	res, err := s.generate(r.Context(), req, defaultMax, func(model, piece string) error {
 		start(model)
 		if chat {
 			ev.send(chunk(head, oaiChoice{Delta: &oaiMessage{Content: &piece}}))
@@ -346,11 +378,11 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, req client.Gen
 	})
 	if err != nil {
 		if !ev.started {
-			s.openAIFail(w, r, err)
+			fail(err)
 			return
 		}
 		code, name := s.openAIStatus(r, err)
-		ev.send(map[string]any{"error": oaiError(code, name, s.publicMessage(r, code, err))})
+		ev.send(map[string]any{"error": oaiError(code, name, oaiParam(err), s.publicMessage(r, code, err))})
 		return
 	}
 	start(res.Model)
@@ -434,20 +466,26 @@ func (s *Server) openAIStatus(r *http.Request, err error) (int, string) {
 
 func (s *Server) openAIFail(w http.ResponseWriter, r *http.Request, err error) {
 	code, name := s.openAIStatus(r, err)
-	writeOpenAIError(w, code, name, s.publicMessage(r, code, err))
+	writeJSON(w, code, map[string]any{"error": oaiError(code, name, oaiParam(err), s.publicMessage(r, code, err))})
 }
 
-func oaiError(status int, code, msg string) map[string]any {
+// oaiError is OpenAI's error object; param names the request field at
+// fault ("" for none).
+func oaiError(status int, code, param, msg string) map[string]any {
 	typ := "invalid_request_error"
 	if status >= 500 {
 		typ = "server_error"
 	}
-	return map[string]any{"message": msg, "type": typ, "param": nil, "code": code}
+	var p any
+	if param != "" {
+		p = param
+	}
+	return map[string]any{"message": msg, "type": typ, "param": p, "code": code}
 }
 
 // writeOpenAIError writes OpenAI's error body.
 func writeOpenAIError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": oaiError(status, code, msg)})
+	writeJSON(w, status, map[string]any{"error": oaiError(status, code, "", msg)})
 }
 
 func randomID() string {

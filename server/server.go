@@ -151,7 +151,12 @@ func (s *Server) publicMessage(r *http.Request, status int, err error) string {
 	id, _ := r.Context().Value(requestIDKey{}).(string)
 	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "request_id", id, "err", err)
 	what := "internal error"
-	if status != http.StatusInternalServerError {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		what = "the request ran out of time (the server's --request-timeout)"
+	case errors.Is(err, context.Canceled):
+		what = "the request was cancelled"
+	case status != http.StatusInternalServerError:
 		what = strings.ToLower(http.StatusText(status))
 	}
 	return fmt.Sprintf("%s (request id %s)", what, id)

@@ -1,11 +1,14 @@
 package serving
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"hone/chattemplate"
@@ -19,8 +22,17 @@ const (
 	FinishLength = "length" // the token budget or the context window ran out
 )
 
-// MaxStops is the most stop strings a request may set.
-const MaxStops = 4
+// Stop strings are bounded as OpenAI bounds them: at most MaxStops, each
+// at most MaxStopBytes long.
+const (
+	MaxStops     = 4
+	MaxStopBytes = 256
+)
+
+// prefillChunk is the most prompt tokens one model call takes, so that a
+// long prompt holds the device for a bounded time before another request
+// gets its turn.
+const prefillChunk = 64
 
 // Request asks for one completion. Exactly one of Messages (rendered with
 // the model's chat template, the assistant's turn opened) and Prompt (raw
@@ -28,8 +40,13 @@ const MaxStops = 4
 type Request struct {
 	Messages []chattemplate.Message
 	Prompt   string
-	// MaxTokens bounds the completion; 0 means Config.DefaultMaxTokens.
+	// MaxTokens bounds the completion; the prompt plus MaxTokens must fit
+	// the context window. 0 means DefaultMaxTokens, or the room the
+	// context window leaves if that is less.
 	MaxTokens int
+	// DefaultMaxTokens is the budget when MaxTokens is 0; 0 means
+	// Config.DefaultMaxTokens.
+	DefaultMaxTokens int
 	// Temperature (default 1; 0 decodes greedily), TopP (default 1 = no
 	// limit) and TopK (0 = no limit) filter sampling as HF does.
 	Temperature *float64
@@ -38,7 +55,8 @@ type Request struct {
 	// Seed makes sampling repeatable; nil draws one.
 	Seed *uint64
 	// Stop ends the completion where its text first contains one of these
-	// (at most MaxStops); the stop string is not part of the text.
+	// (at most MaxStops of at most MaxStopBytes); the stop string is not
+	// part of the text.
 	Stop []string
 }
 
@@ -48,56 +66,121 @@ type Result struct {
 	FinishReason     string // FinishStop or FinishLength
 	PromptTokens     int
 	CompletionTokens int // every sampled token, an end token included
+	// TimedOut says the request's deadline ended the generation
+	// (FinishReason is then FinishLength).
+	TimedOut bool
 }
+
+// errDeadline is the cause of a context ended by the request deadline.
+var errDeadline = errors.New("request deadline passed")
 
 // Generate completes req with the model in dir. onText, when non-nil,
 // receives the completion's text piece by piece as each piece becomes
 // final (held back while it might still turn into a stop string or an
 // incomplete UTF-8 character); the pieces add up to Result.Text. An error
-// from onText ends the generation and is returned.
+// from onText ends the generation and is returned. onText is called
+// without holding the device, so a slow reader delays only its own
+// request.
 func (s *Service) Generate(ctx context.Context, dir string, req Request, onText func(string) error) (*Result, error) {
 	p, err := s.params(req)
 	if err != nil {
 		return nil, err
 	}
-	l, err := s.model(ctx, dir)
+	deadline := s.cfg.Clock().Add(s.cfg.RequestTimeout)
+	ctx, cancel := context.WithDeadlineCause(ctx, deadline, errDeadline)
+	defer cancel()
+	l, release, err := s.model(ctx, dir)
 	if err != nil {
+		if context.Cause(ctx) == errDeadline {
+			return nil, fmt.Errorf("the request deadline (%s, hone serve --request-timeout) passed before model %s was ready: %w",
+				s.cfg.RequestTimeout, dir, err)
+		}
 		return nil, err
 	}
+	defer release()
 	ids, err := l.encode(req)
 	if err != nil {
 		return nil, err
 	}
-	if n := l.m.Config.MaxPositionEmbeddings; len(ids) >= n {
-		return nil, invalidf("the prompt is %d tokens; the model's context window is %d", len(ids), n)
+	n := l.m.Config.MaxPositionEmbeddings
+	field := "prompt"
+	if len(req.Messages) > 0 {
+		field = "messages"
+	}
+	if len(ids) >= n {
+		return nil, invalidf(field, "the prompt is %d tokens; the model's context window is %d: shorten the %s", len(ids), n, field)
+	}
+	room := n - len(ids)
+	if p.MaxNewTokens > room {
+		return nil, invalidf("max_tokens", "max_tokens %d does not fit the context window: the prompt is %d tokens and the model's "+
+			"context window is %d, so at most %d tokens can follow it; lower max_tokens to %d or less, or shorten the %s",
+			p.MaxNewTokens, len(ids), n, room, room, field)
+	}
+	if p.MaxNewTokens == 0 {
+		p.MaxNewTokens = cmp.Or(req.DefaultMaxTokens, s.cfg.DefaultMaxTokens)
+		p.MaxNewTokens = min(p.MaxNewTokens, room)
 	}
 	p.StopIDs = l.stop
-
-	select {
-	case s.running <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	res, err := s.decode(ctx, l, ids, p, req.Stop, deadline, onText)
+	if res != nil && res.TimedOut {
+		s.log.Warn("generation stopped at the request deadline", "dir", dir, "timeout", s.cfg.RequestTimeout,
+			"completion_tokens", res.CompletionTokens, "max_tokens", p.MaxNewTokens)
 	}
-	defer func() { <-s.running }()
+	return res, err
+}
 
-	txt := &textStream{tok: l.tok, stops: req.Stop}
-	var stopped bool
-	out, err := generate.Stream(ctx, l.m, ids, p, func(id int) (bool, error) {
+// decode generates after ids, taking the device one model call at a time
+// and queueing behind other requests between calls.
+func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.Params, stops []string, deadline time.Time,
+	onText func(string) error) (*Result, error) {
+	res := &Result{FinishReason: FinishLength, PromptTokens: len(ids)}
+	txt := &textStream{tok: l.tok, stops: stops}
+	var seq *generate.Sequence
+	for seq == nil || !seq.Done() {
+		if s.cfg.Clock().After(deadline) {
+			res.TimedOut = true
+			break
+		}
+		if err := s.device.acquire(ctx); err != nil {
+			if context.Cause(ctx) == errDeadline {
+				res.TimedOut = true
+				break
+			}
+			return nil, err
+		}
+		var id int
+		var ok bool
+		var err error
+		if seq == nil { // the cache is allocated on the device, in a turn too
+			seq, err = generate.NewSequence(l.m, ids, p, prefillChunk)
+		} else {
+			id, ok, err = seq.Step()
+		}
+		s.device.release()
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
 		piece, hit := txt.push(id)
 		if piece != "" && onText != nil {
 			if err := onText(piece); err != nil {
-				return false, err
+				return nil, err
 			}
 		}
-		stopped = hit
-		return !hit, nil
-	})
-	if err != nil {
-		return nil, err
+		if hit {
+			res.FinishReason = FinishStop
+			break
+		}
 	}
-	res := &Result{Text: txt.text, FinishReason: FinishLength, PromptTokens: len(ids), CompletionTokens: len(out)}
-	if stopped || (len(out) > 0 && slices.Contains(l.stop, out[len(out)-1])) {
-		res.FinishReason = FinishStop
+	res.Text = txt.text
+	if seq != nil {
+		out := seq.Tokens()
+		res.CompletionTokens = len(out)
+		if len(out) > 0 && slices.Contains(l.stop, out[len(out)-1]) {
+			res.FinishReason = FinishStop
+		}
 	}
 	if rest := txt.flush(); rest != "" && onText != nil {
 		if err := onText(rest); err != nil {
@@ -112,27 +195,31 @@ func (s *Service) params(req Request) (generate.Params, error) {
 	p := generate.Params{MaxNewTokens: req.MaxTokens, Temperature: 1, TopP: 1, TopK: req.TopK}
 	switch {
 	case len(req.Messages) == 0 && req.Prompt == "":
-		return p, invalidf("set messages or a prompt")
+		return p, invalidf("messages", "set messages or a prompt")
 	case len(req.Messages) > 0 && req.Prompt != "":
-		return p, invalidf("set messages or a prompt, not both")
+		return p, invalidf("messages", "set messages or a prompt, not both")
 	case req.MaxTokens < 0:
-		return p, invalidf("max_tokens %d must not be negative", req.MaxTokens)
+		return p, invalidf("max_tokens", "max_tokens %d must not be negative", req.MaxTokens)
+	case req.DefaultMaxTokens < 0:
+		return p, invalidf("max_tokens", "the default max_tokens %d must not be negative", req.DefaultMaxTokens)
 	case req.TopK < 0:
-		return p, invalidf("top_k %d must not be negative", req.TopK)
+		return p, invalidf("top_k", "top_k %d must not be negative", req.TopK)
 	case len(req.Stop) > MaxStops:
-		return p, invalidf("at most %d stop strings, got %d", MaxStops, len(req.Stop))
+		return p, invalidf("stop", "stop: at most %d stop strings, got %d", MaxStops, len(req.Stop))
 	}
-	if p.MaxNewTokens == 0 {
-		p.MaxNewTokens = s.cfg.DefaultMaxTokens
+	for i, st := range req.Stop {
+		if len(st) > MaxStopBytes {
+			return p, invalidf("stop", "stop[%d] is %d bytes; stop strings are at most %d bytes", i, len(st), MaxStopBytes)
+		}
 	}
 	if req.Temperature != nil {
 		if p.Temperature = *req.Temperature; p.Temperature < 0 || p.Temperature > 2 {
-			return p, invalidf("temperature %g must be in [0, 2]", p.Temperature)
+			return p, invalidf("temperature", "temperature %g must be in [0, 2]", p.Temperature)
 		}
 	}
 	if req.TopP != nil {
 		if p.TopP = *req.TopP; p.TopP <= 0 || p.TopP > 1 {
-			return p, invalidf("top_p %g must be in (0, 1]", p.TopP)
+			return p, invalidf("top_p", "top_p %g must be in (0, 1]", p.TopP)
 		}
 	}
 	if req.Seed != nil {
@@ -150,15 +237,15 @@ func (l *loaded) encode(req Request) ([]int, error) {
 		return l.tok.Encode(req.Prompt, true), nil
 	}
 	if l.tmpl == nil {
-		return nil, invalidf("model %s has no chat template: send a prompt instead of messages", l.dir)
+		return nil, invalidf("messages", "model %s has no chat template: send a prompt instead of messages", l.dir)
 	}
 	ids, err := generate.EncodeChat(l.tok, l.tmpl, req.Messages)
 	if err != nil {
 		var raise *chattemplate.RaiseError
 		if errors.As(err, &raise) {
-			return nil, invalidf("messages: %s", raise.Message)
+			return nil, invalidf("messages", "messages: %s", raise.Message)
 		}
-		return nil, invalidf("messages: the chat template failed: %v", err)
+		return nil, invalidf("messages", "messages: the chat template failed: %v", err)
 	}
 	return ids, nil
 }

@@ -110,6 +110,7 @@ func serveCmd() *cobra.Command {
 	var addr, tlsCert, tlsKey string
 	var tf tokenFlags
 	var maxLoaded int
+	var requestTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP API and a training worker",
@@ -132,7 +133,7 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			defer svc.stop()
-			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, Logger: log})
+			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, RequestTimeout: requestTimeout, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -154,6 +155,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain); needs --tls-key")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
 	cmd.Flags().IntVar(&maxLoaded, "max-loaded-models", 1, "registered model versions kept in memory for /api/generate and /v1")
+	cmd.Flags().DurationVar(&requestTimeout, "request-timeout", 10*time.Minute, "longest a completion request may take, waiting included; generation stops there with the text so far")
 	return cmd
 }
 
