@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"hone/engine"
-	"hone/engine/cpu"
 	"hone/optim"
 )
 
@@ -71,16 +71,22 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if s.Seq <= 0 || s.Batch <= 0 || s.Steps <= 0 {
 		return nil, fmt.Errorf("bench: seq, batch and steps must be positive")
 	}
-	cpuDev := cpu.New(s.Threads)
-	var dev engine.Device = cpuDev
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
+	if err != nil {
+		return nil, err
+	}
+	threads := s.Threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
 	var timed *engine.TimedDevice
 	if s.KernelTimes != nil {
-		timed = engine.NewTimedDevice(cpuDev)
+		timed = engine.NewTimedDevice(dev)
 		dev = timed
 	}
 	// Like a training run, turn on memory savings when the model would not
 	// fit otherwise, and say so in the result.
-	opts, notes, err := s.Config.Fit(engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}, s.Batch, s.Seq, 0)
+	opts, notes, err := s.Config.Fit(dev, engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}, s.Batch, s.Seq, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +108,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &TrainResult{Engine: "hone", Precision: s.Precision, Threads: cpuDev.Threads(), Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
+	res := &TrainResult{Engine: "hone", Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
 		Recompute: opts.Recompute, CompactBF16: opts.CompactBF16, Notes: notes}
 	scale := 1 / float32(bt.Scored())
 	for i := 0; i <= s.Steps; i++ {
@@ -115,6 +121,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		if _, err := opt.Step(m, 1e-4); err != nil {
 			return nil, err
 		}
+		dev.Sync()
 		if i == 0 && timed != nil {
 			timed.Reset()
 		}

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"hone/engine"
-	"hone/engine/cpu"
+	_ "hone/engine/cpu"
 	"hone/safetensors"
 )
 
@@ -19,7 +19,7 @@ import (
 // gradients and a loose tolerance; the fixtures are the tight check.
 func TestFiniteDifferences(t *testing.T) {
 	dir := filepath.Join("testdata", "parity", "bias_packed")
-	m, err := engine.Load(dir, cpu.New(0), engine.Options{})
+	m, err := engine.Load(dir, openCPU(t), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestFiniteDifferences(t *testing.T) {
 // tokens.
 func TestGradientAccumulation(t *testing.T) {
 	dir := filepath.Join("testdata", "parity", "gqa")
-	m, err := engine.Load(dir, cpu.New(0), engine.Options{})
+	m, err := engine.Load(dir, openCPU(t), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestGradientAccumulation(t *testing.T) {
 
 func TestSaveLoadBitExact(t *testing.T) {
 	src := filepath.Join("testdata", "parity", "tied_llama3")
-	m, err := engine.Load(src, cpu.New(0), engine.Options{})
+	m, err := engine.Load(src, openCPU(t), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestSaveLoadBitExact(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, "model.safetensors.index.json")); err != nil {
 			t.Errorf("save with a small shard limit wrote no index: %v", err)
 		}
-		back, err := engine.Load(out, cpu.New(0), engine.Options{})
+		back, err := engine.Load(out, openCPU(t), engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := copyDir(t)
 			tc.mutate(t, dir)
-			_, err := engine.Load(dir, cpu.New(0), engine.Options{})
+			_, err := engine.Load(dir, openCPU(t), engine.Options{})
 			if err == nil {
 				t.Fatal("Load succeeded, want an error")
 			}
@@ -226,7 +226,7 @@ func TestLoadErrors(t *testing.T) {
 func TestDecoderMatchesFullForward(t *testing.T) {
 	for _, name := range []string{"gqa", "tied_llama3", "bias_packed"} {
 		dir := filepath.Join("testdata", "parity", name)
-		m, err := engine.Load(dir, cpu.New(0), engine.Options{})
+		m, err := engine.Load(dir, openCPU(t), engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -297,7 +297,7 @@ func TestFit(t *testing.T) {
 		{engine.Options{BF16: true}, 23 * gib, true, true, false},
 		{engine.Options{BF16: true}, 12 * gib, true, true, true},
 	} {
-		got, notes, err := c.Fit(tc.opt, 1, 1024, tc.avail)
+		got, notes, err := c.Fit(openCPU(t), tc.opt, 1, 1024, tc.avail)
 		if (err != nil) != tc.fails || got.Recompute != tc.recompute || got.CompactBF16 != tc.compact {
 			t.Errorf("Fit(%+v, %d GiB) = %+v, %v, %v", tc.opt, tc.avail/gib, got, notes, err)
 		}
