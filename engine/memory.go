@@ -26,7 +26,7 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 	N := int64(B * T)
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	perLayer := N * (4*C + 2*QD + 2*KVD + 3*F + 2 + NH)
+	perLayer := N * (3*C + 2*QD + 2*KVD + 3*F + 2 + NH) // ln1, mid, ln2; q, att; k, v; gate, up, h; rstd1, rstd2; lse
 	layers := L
 	if opt.Recompute {
 		layers = 1
