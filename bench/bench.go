@@ -96,15 +96,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := rand.New(rand.NewPCG(s.Seed, 1))
-	ids := make([][]int, s.Batch)
-	for i := range ids {
-		ids[i] = make([]int, s.Seq)
-		for j := range ids[i] {
-			ids[i][j] = r.IntN(s.Config.VocabSize)
-		}
-	}
-	bt, err := engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+	bt, err := randomBatch(s)
 	if err != nil {
 		return nil, err
 	}
@@ -130,19 +122,36 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			res.Losses = append(res.Losses, sum/float64(n))
 		}
 	}
-	sorted := slices.Clone(res.StepSeconds)
-	slices.Sort(sorted)
-	med := sorted[len(sorted)/2]
-	if len(sorted)%2 == 0 {
-		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
-	}
-	res.TokensPerS = float64(s.Seq*s.Batch) / med
+	res.TokensPerS = float64(s.Seq*s.Batch) / median(res.StepSeconds)
 	res.GFLOPs = res.TokensPerS * FLOPsPerToken(s.Config, s.Seq) / 1e9
 	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
 		s.KernelTimes(timed.Report())
 	}
 	return res, nil
+}
+
+// randomBatch is s.Batch rows of s.Seq random tokens, every one scored.
+func randomBatch(s TrainSpec) (*engine.Batch, error) {
+	r := rand.New(rand.NewPCG(s.Seed, 1))
+	ids := make([][]int, s.Batch)
+	for i := range ids {
+		ids[i] = make([]int, s.Seq)
+		for j := range ids[i] {
+			ids[i][j] = r.IntN(s.Config.VocabSize)
+		}
+	}
+	return engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+}
+
+func median(x []float64) float64 {
+	sorted := slices.Clone(x)
+	slices.Sort(sorted)
+	med := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+	}
+	return med
 }
 
 // PeakRSS reads the process's peak resident set (VmHWM) from /proc.

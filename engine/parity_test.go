@@ -131,6 +131,10 @@ func checkParity(t *testing.T, dev engine.Device, name string, opt engine.Option
 			t.Errorf("grad %s (opt %+v): relative error %.3g > %g", s.Name, opt, e, parityTol)
 		}
 	}
+	m.Close()
+	if ref, ok := dev.(interface{ Live() int }); ok && ref.Live() != 0 {
+		t.Errorf("%d device buffers live after Close", ref.Live())
+	}
 }
 
 // BF16 mode rounds matmul operands to bf16 (8 mantissa bits, relative

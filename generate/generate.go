@@ -51,6 +51,7 @@ func Stream(ctx context.Context, m *engine.Model, prompt []int, p Params, onToke
 	if err != nil {
 		return nil, err
 	}
+	defer dec.Close()
 	r := rand.New(rand.NewPCG(p.Seed, 0x9e3779b97f4a7c15))
 	logits, err := dec.Append(prompt)
 	if err != nil {
