@@ -36,6 +36,7 @@ type TrainSpec struct {
 // TrainResult is what `hone bench train --json` prints.
 type TrainResult struct {
 	Engine       string    `json:"engine"`
+	Device       string    `json:"device,omitempty"`
 	Precision    string    `json:"precision"`
 	Threads      int       `json:"threads"`
 	Params       int64     `json:"params"`
@@ -100,7 +101,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &TrainResult{Engine: "hone", Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
+	res := &TrainResult{Engine: "hone", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
 		Recompute: opts.Recompute, CompactBF16: opts.CompactBF16, Notes: notes}
 	scale := 1 / float32(bt.Scored())
 	for i := 0; i <= s.Steps; i++ {

@@ -200,6 +200,3 @@ func toBF16(f float32) uint16 {
 	}
 	return uint16((u + 0x7fff + (u>>16)&1) >> 16)
 }
-
-// Threads is the number of goroutines kernels use.
-func (d *Device) Threads() int { return d.threads }
