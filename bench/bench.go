@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"hone/engine"
-	"hone/engine/cpu"
 	"hone/optim"
 )
 
@@ -36,6 +36,7 @@ type TrainSpec struct {
 // TrainResult is what `hone bench train --json` prints.
 type TrainResult struct {
 	Engine       string    `json:"engine"`
+	Device       string    `json:"device,omitempty"`
 	Precision    string    `json:"precision"`
 	Threads      int       `json:"threads"`
 	Params       int64     `json:"params"`
@@ -71,16 +72,22 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if s.Seq <= 0 || s.Batch <= 0 || s.Steps <= 0 {
 		return nil, fmt.Errorf("bench: seq, batch and steps must be positive")
 	}
-	cpuDev := cpu.New(s.Threads)
-	var dev engine.Device = cpuDev
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
+	if err != nil {
+		return nil, err
+	}
+	threads := s.Threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
 	var timed *engine.TimedDevice
 	if s.KernelTimes != nil {
-		timed = engine.NewTimedDevice(cpuDev)
+		timed = engine.NewTimedDevice(dev)
 		dev = timed
 	}
 	// Like a training run, turn on memory savings when the model would not
 	// fit otherwise, and say so in the result.
-	opts, notes, err := s.Config.Fit(engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}, s.Batch, s.Seq, 0)
+	opts, notes, err := s.Config.Fit(dev, engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}, s.Batch, s.Seq, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -90,19 +97,11 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := rand.New(rand.NewPCG(s.Seed, 1))
-	ids := make([][]int, s.Batch)
-	for i := range ids {
-		ids[i] = make([]int, s.Seq)
-		for j := range ids[i] {
-			ids[i][j] = r.IntN(s.Config.VocabSize)
-		}
-	}
-	bt, err := engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+	bt, err := randomBatch(s)
 	if err != nil {
 		return nil, err
 	}
-	res := &TrainResult{Engine: "hone", Precision: s.Precision, Threads: cpuDev.Threads(), Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
+	res := &TrainResult{Engine: "hone", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
 		Recompute: opts.Recompute, CompactBF16: opts.CompactBF16, Notes: notes}
 	scale := 1 / float32(bt.Scored())
 	for i := 0; i <= s.Steps; i++ {
@@ -115,6 +114,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		if _, err := opt.Step(m, 1e-4); err != nil {
 			return nil, err
 		}
+		dev.Sync()
 		if i == 0 && timed != nil {
 			timed.Reset()
 		}
@@ -123,19 +123,36 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			res.Losses = append(res.Losses, sum/float64(n))
 		}
 	}
-	sorted := slices.Clone(res.StepSeconds)
-	slices.Sort(sorted)
-	med := sorted[len(sorted)/2]
-	if len(sorted)%2 == 0 {
-		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
-	}
-	res.TokensPerS = float64(s.Seq*s.Batch) / med
+	res.TokensPerS = float64(s.Seq*s.Batch) / median(res.StepSeconds)
 	res.GFLOPs = res.TokensPerS * FLOPsPerToken(s.Config, s.Seq) / 1e9
 	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
 		s.KernelTimes(timed.Report())
 	}
 	return res, nil
+}
+
+// randomBatch is s.Batch rows of s.Seq random tokens, every one scored.
+func randomBatch(s TrainSpec) (*engine.Batch, error) {
+	r := rand.New(rand.NewPCG(s.Seed, 1))
+	ids := make([][]int, s.Batch)
+	for i := range ids {
+		ids[i] = make([]int, s.Seq)
+		for j := range ids[i] {
+			ids[i][j] = r.IntN(s.Config.VocabSize)
+		}
+	}
+	return engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+}
+
+func median(x []float64) float64 {
+	sorted := slices.Clone(x)
+	slices.Sort(sorted)
+	med := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+	}
+	return med
 }
 
 // PeakRSS reads the process's peak resident set (VmHWM) from /proc.

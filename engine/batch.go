@@ -7,7 +7,8 @@ const IgnoreIndex = -100
 
 // Batch is one micro-batch of B rows of T tokens in the engine's form: labels
 // already shifted to per-position targets, and packed documents resolved into
-// positions and document starts.
+// positions and document starts. It lives in host memory; the model uploads
+// it into device buffers of its own for each pass.
 type Batch struct {
 	B, T     int
 	IDs      []int32 // (B*T) input token ids

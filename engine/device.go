@@ -2,32 +2,61 @@ package engine
 
 // Device is the seam between the model and the hardware. Layer code in this
 // package calls only these methods; a backend (engine/cpu today, CUDA later)
-// implements them. Buffers are plain []float32 handed out by Alloc, so a GPU
-// backend can return device-visible (managed) memory without the layers
-// knowing.
+// implements them.
+//
+// Memory. Every kernel operand is allocated by the device (Alloc, AllocBF16,
+// AllocInt32) and released with Free. A buffer is a Go slice used as a
+// handle: callers may take sub-slices of it (views, pointer arithmetic
+// only) and pass them to kernels, but never read or write its elements;
+// host data moves in and out through Upload and Download. The CPU device
+// hands out Go memory and copies, so its zero-copy is an implementation
+// detail; a GPU device may return slices over device memory. Kernels may
+// run asynchronously: Download and the methods that return values (loss,
+// sums) wait for the work queued before them, and Sync waits for all of it.
 //
 // Argument order follows llm.c: outputs, inputs, weights, then sizes. Shapes
 // use the legend of model.go. Methods whose name ends in Backward add (+=) into
 // parameter gradients and into the residual-stream gradient where documented,
 // so micro-batches accumulate after one explicit zeroing; other outputs are
 // overwritten. Methods are called from one goroutine at a time.
+//
+// Devices are constructed through OpenDevice (see registry.go).
 type Device interface {
 	// Name describes the device for logs and benchmarks.
 	Name() string
-	// Alloc returns n zeroed floats.
-	Alloc(n int) []float32
 
-	// AllocBF16 returns n zeroed bf16 values (raw bits).
+	// Alloc returns n zeroed floats, AllocBF16 n zeroed bf16 values (raw
+	// bits), AllocInt32 n zeroed int32s (token ids, positions, targets).
+	Alloc(n int) []float32
 	AllocBF16(n int) []uint16
+	AllocInt32(n int) []int32
+	// Free releases a buffer an Alloc method returned (the whole slice,
+	// not a view). Using it afterwards is undefined.
+	Free(x []float32)
+	FreeBF16(x []uint16)
+	FreeInt32(x []int32)
+	// Upload copies host memory src into device buffer dst (len(src)
+	// elements); Download copies device buffer src into host memory dst
+	// (len(dst) elements), after the work queued before it.
+	Upload(dst, src []float32)
+	UploadInt32(dst, src []int32)
+	Download(dst, src []float32)
+	// Sync waits until every kernel queued so far has finished.
+	Sync()
+	// AttentionScratch is the most memory, in bytes, that Attention and
+	// AttentionBackward hold internally for these sizes, so memory
+	// estimates need not know the device's blocking rule.
+	AttentionScratch(b, t, nh, nkv, hd int) int64
+
 	// ToBF16 rounds src to bf16 (nearest even) into dst.
 	ToBF16(dst []uint16, src []float32)
 
 	// MatMul computes c(m,n) = op(a)(m,k) · op(b)(k,n), or adds it to c when
-	// acc is set. op transposes a row-major operand when its flag is set:
+	// f.Acc is set. op transposes a row-major operand when its flag is set:
 	// a is then stored (k,m), b stored (n,k).
-	MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool)
+	MatMul(c, a, b []float32, m, n, k int, f MatMulFlags)
 	// MatMulBF16 is MatMul with bf16 operands and fp32 accumulation and output.
-	MatMulBF16(c []float32, a, b []uint16, m, n, k int, transA, transB, acc bool)
+	MatMulBF16(c []float32, a, b []uint16, m, n, k int, f MatMulFlags)
 
 	// Embedding gathers rows: out(N,C) = table[ids].
 	Embedding(out []float32, ids []int32, table []float32, n, dim int)
@@ -77,10 +106,9 @@ type Device interface {
 	// overwritten with scale * d(loss sum)/d(logits); it may alias logits.
 	CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int)
 
-	// Copy copies src into dst; Zero clears x; Scale multiplies x by s.
+	// Copy copies src into dst (device to device); Zero clears x.
 	Copy(dst, src []float32)
 	Zero(x []float32)
-	Scale(x []float32, s float32)
 	// SumSquares returns the sum of squares of x, accumulated in float64.
 	SumSquares(x []float32) float64
 
@@ -89,6 +117,14 @@ type Device interface {
 	// non-nil it also receives the updated p rounded to bf16, saving the
 	// separate pass over the weights that BF16 mode needs each step.
 	AdamW(p, g, m, v []float32, p16 []uint16, s AdamWStep)
+}
+
+// MatMulFlags name the variants of a matrix product, so call sites read
+// MatMulFlags{TransB: true} instead of a row of booleans.
+type MatMulFlags struct {
+	TransA bool // a is stored (k,m)
+	TransB bool // b is stored (n,k)
+	Acc    bool // c += product instead of c = product
 }
 
 // AdamWStep holds the scalars of one AdamW update of one parameter range.

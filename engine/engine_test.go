@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"hone/engine"
-	"hone/engine/cpu"
+	_ "hone/engine/cpu"
 	"hone/safetensors"
 )
 
@@ -19,7 +19,7 @@ import (
 // gradients and a loose tolerance; the fixtures are the tight check.
 func TestFiniteDifferences(t *testing.T) {
 	dir := filepath.Join("testdata", "parity", "bias_packed")
-	m, err := engine.Load(dir, cpu.New(0), engine.Options{})
+	m, err := engine.Load(dir, openCPU(t), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestFiniteDifferences(t *testing.T) {
 // tokens.
 func TestGradientAccumulation(t *testing.T) {
 	dir := filepath.Join("testdata", "parity", "gqa")
-	m, err := engine.Load(dir, cpu.New(0), engine.Options{})
+	m, err := engine.Load(dir, openCPU(t), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestGradientAccumulation(t *testing.T) {
 
 func TestSaveLoadBitExact(t *testing.T) {
 	src := filepath.Join("testdata", "parity", "tied_llama3")
-	m, err := engine.Load(src, cpu.New(0), engine.Options{})
+	m, err := engine.Load(src, openCPU(t), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestSaveLoadBitExact(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, "model.safetensors.index.json")); err != nil {
 			t.Errorf("save with a small shard limit wrote no index: %v", err)
 		}
-		back, err := engine.Load(out, cpu.New(0), engine.Options{})
+		back, err := engine.Load(out, openCPU(t), engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := copyDir(t)
 			tc.mutate(t, dir)
-			_, err := engine.Load(dir, cpu.New(0), engine.Options{})
+			_, err := engine.Load(dir, openCPU(t), engine.Options{})
 			if err == nil {
 				t.Fatal("Load succeeded, want an error")
 			}
@@ -222,44 +222,53 @@ func TestLoadErrors(t *testing.T) {
 }
 
 // Decoding with the key/value cache gives the logits of a full forward pass
-// at every position, whether tokens arrive as a prompt or one by one.
+// at every position, whether tokens arrive as a prompt or one by one, on
+// every device; closing the decoder and the model frees every buffer.
 func TestDecoderMatchesFullForward(t *testing.T) {
-	for _, name := range []string{"gqa", "tied_llama3", "bias_packed"} {
-		dir := filepath.Join("testdata", "parity", name)
-		m, err := engine.Load(dir, cpu.New(0), engine.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
-		ids := make([]int, bt.T)
-		for i := range ids {
-			ids[i] = int(bt.IDs[i])
-		}
-		full := m.Logits(&engine.Batch{B: 1, T: bt.T, IDs: bt.IDs[:bt.T], Targets: make([]int32, bt.T),
-			Pos: seq(bt.T), DocStart: make([]int32, bt.T)})
-		V := m.Config.VocabSize
-		dec, err := m.NewDecoder(bt.T)
-		if err != nil {
-			t.Fatal(err)
-		}
-		const prompt = 5
-		got, err := dec.Append(ids[:prompt])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for pos := prompt - 1; ; pos++ {
-			if e := relErr(got, full[pos*V:(pos+1)*V]); e > 1e-5 {
-				t.Errorf("%s: decoder logits at position %d: relative error %.3g", name, pos, e)
-			}
-			if pos+1 == bt.T {
-				break
-			}
-			if got, err = dec.Append(ids[pos+1 : pos+2]); err != nil {
+	for _, devName := range parityDevices {
+		for _, name := range []string{"gqa", "tied_llama3", "bias_packed"} {
+			dev := openDevice(t, devName)
+			dir := filepath.Join("testdata", "parity", name)
+			m, err := engine.Load(dir, dev, engine.Options{})
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		if _, err := dec.Append(ids[:1]); err == nil {
-			t.Errorf("%s: Append past the capacity succeeded", name)
+			bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+			ids := make([]int, bt.T)
+			for i := range ids {
+				ids[i] = int(bt.IDs[i])
+			}
+			full := m.Logits(&engine.Batch{B: 1, T: bt.T, IDs: bt.IDs[:bt.T], Targets: make([]int32, bt.T),
+				Pos: seq(bt.T), DocStart: make([]int32, bt.T)})
+			V := m.Config.VocabSize
+			dec, err := m.NewDecoder(bt.T)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const prompt = 5
+			got, err := dec.Append(ids[:prompt])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for pos := prompt - 1; ; pos++ {
+				if e := relErr(got, full[pos*V:(pos+1)*V]); e > 1e-5 {
+					t.Errorf("%s on %s: decoder logits at position %d: relative error %.3g", name, devName, pos, e)
+				}
+				if pos+1 == bt.T {
+					break
+				}
+				if got, err = dec.Append(ids[pos+1 : pos+2]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := dec.Append(ids[:1]); err == nil {
+				t.Errorf("%s: Append past the capacity succeeded", name)
+			}
+			dec.Close()
+			m.Close()
+			if ref, ok := dev.(interface{ Live() int }); ok && ref.Live() != 0 {
+				t.Errorf("%s on %s: %d buffers live after Close", name, devName, ref.Live())
+			}
 		}
 	}
 }
@@ -297,7 +306,7 @@ func TestFit(t *testing.T) {
 		{engine.Options{BF16: true}, 23 * gib, true, true, false},
 		{engine.Options{BF16: true}, 12 * gib, true, true, true},
 	} {
-		got, notes, err := c.Fit(tc.opt, 1, 1024, tc.avail)
+		got, notes, err := c.Fit(openCPU(t), tc.opt, 1, 1024, tc.avail)
 		if (err != nil) != tc.fails || got.Recompute != tc.recompute || got.CompactBF16 != tc.compact {
 			t.Errorf("Fit(%+v, %d GiB) = %+v, %v, %v", tc.opt, tc.avail/gib, got, notes, err)
 		}

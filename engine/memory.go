@@ -7,12 +7,14 @@ import (
 	"strings"
 )
 
-// MemoryEstimate returns the bytes a training model of this config needs for
-// micro-batches of B rows of T tokens: parameters, gradients and AdamW
-// moments (fp32), the bf16 weight copy in BF16 mode, activations and
-// scratch. It lets a run refuse at start-up instead of running out of
-// memory on its first long batch an hour in.
-func (c *Config) MemoryEstimate(opt Options, B, T int) int64 {
+// MemoryEstimate returns the bytes a training model of this config needs on
+// dev for micro-batches of B rows of T tokens: parameters, gradients and
+// AdamW moments (fp32), the bf16 weight copy in BF16 mode, activations, the
+// batch, and the device's own attention scratch. It lets a run refuse at
+// start-up instead of running out of memory on its first long batch an
+// hour in. TestMemoryEstimateMatchesAllocations holds it to what a
+// counting device sees allocated.
+func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 	P := c.NumParams()
 	bytes := 4 * P * 4 // params, grads, m, v
 	if opt.BF16 && !opt.CompactBF16 {
@@ -24,7 +26,7 @@ func (c *Config) MemoryEstimate(opt Options, B, T int) int64 {
 	N := int64(B * T)
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	perLayer := N * (4*C + 2*QD + 2*KVD + 3*F + 2 + NH)
+	perLayer := N * (3*C + 2*QD + 2*KVD + 3*F + 2 + NH) // ln1, mid, ln2; q, att; k, v; gate, up, h; rstd1, rstd2; lse
 	layers := L
 	if opt.Recompute {
 		layers = 1
@@ -35,13 +37,9 @@ func (c *Config) MemoryEstimate(opt Options, B, T int) int64 {
 	}
 	chunk = min(chunk, N)
 	floats := layers*perLayer + (L+1)*N*C + N*(C+1) + chunk*V + N*(2*C+2*QD+2*KVD+3*F)
-	// Attention block scratch: scores and their gradient, plus gathers.
-	tq := int64(T)
-	if NH*int64(T)*int64(T) > 8<<20 {
-		tq = 128
-	}
-	floats += 2*NH*tq*int64(T) + 4*tq*QD
-	bytes += 4 * floats
+	floats += int64(T) * int64(c.HeadDim) // rotary tables (T, HD/2) × 2
+	ints := 4 * N                         // the batch: ids, targets, positions, document starts
+	bytes += 4*floats + 4*ints + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 {
 		bytes += 2 * 2 * max(N*max(C, F, QD), chunk*V)
 	}
@@ -52,20 +50,20 @@ func (c *Config) MemoryEstimate(opt Options, B, T int) int64 {
 // T tokens now, so memory problems show at start-up.
 func (m *Model) Reserve(B, T int) { m.ensure(B, T) }
 
-// Fit adjusts opts so that training micro-batches of B rows of T tokens fits
-// in avail bytes (0: the machine's MemAvailable), keeping 10% and at least
+// Fit adjusts opts so that training micro-batches of B rows of T tokens on
+// dev fits in avail bytes (0: the machine's MemAvailable), keeping 10% and at least
 // 2 GiB for everything else on the machine. It
 // turns on the cheapest savings first, activation recomputation and then
 // per-layer bf16 weights, and says what it turned on. When nothing fits it
 // fails with the numbers, before anything is allocated.
-func (c *Config) Fit(opts Options, B, T int, avail int64) (Options, []string, error) {
+func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, []string, error) {
 	if avail <= 0 {
 		if avail = MemAvailable(); avail <= 0 {
 			return opts, nil, nil
 		}
 	}
 	limit := min(avail/10*9, avail-2<<30)
-	need := c.MemoryEstimate(opts, B, T)
+	need := c.MemoryEstimate(dev, opts, B, T)
 	if need <= limit {
 		return opts, nil, nil
 	}
@@ -81,7 +79,7 @@ func (c *Config) Fit(opts Options, B, T int, avail int64) (Options, []string, er
 			continue
 		}
 		notes = append(notes, fmt.Sprintf("turned on %s: %.1f GiB needed without it, %.1f GiB available", try.what, gib(need), gib(avail)))
-		if need = c.MemoryEstimate(opts, B, T); need <= limit {
+		if need = c.MemoryEstimate(dev, opts, B, T); need <= limit {
 			return opts, notes, nil
 		}
 	}

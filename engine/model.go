@@ -8,8 +8,10 @@
 //	V vocab_size, NH attention heads, NKV key/value heads, HD head_dim,
 //	QD = NH*HD, KVD = NKV*HD, L layers.
 //
-// The model never touches hardware directly: every kernel goes through
-// Device. A Model is not safe for concurrent use.
+// The model never touches hardware directly: every buffer is allocated by
+// the Device and every kernel goes through it; host data moves only through
+// Upload and Download. A Model is not safe for concurrent use; Close
+// releases its device memory.
 package engine
 
 import (
@@ -71,6 +73,9 @@ type activations struct {
 	scr    scratch
 	a16    []uint16 // bf16 casts of matmul operands (BF16 mode only)
 	b16    []uint16
+	// The batch on the device: (N) token ids, targets, rotary positions
+	// and document starts, uploaded from the host Batch by prepare.
+	ids, targets, pos, docStart []int32
 }
 
 type layerActs struct {
@@ -111,17 +116,33 @@ func New(c *Config, dev Device, opt Options) *Model {
 	return m
 }
 
-// ensure sizes activation buffers and rotary tables for a batch.
+// prepare sizes the buffers for bt and uploads it to the device.
+func (m *Model) prepare(bt *Batch) {
+	m.ensure(bt.B, bt.T)
+	a, N := m.acts, bt.B*bt.T
+	m.Dev.UploadInt32(a.ids[:N], bt.IDs)
+	m.Dev.UploadInt32(a.targets[:N], bt.Targets)
+	m.Dev.UploadInt32(a.pos[:N], bt.Pos)
+	m.Dev.UploadInt32(a.docStart[:N], bt.DocStart)
+}
+
+// ensure sizes activation buffers and rotary tables for a batch; buffers
+// for a smaller batch are freed and replaced.
 func (m *Model) ensure(B, T int) {
-	c := m.Config
-	if len(m.ropeCos) < T*c.HeadDim/2 {
+	if len(m.ropeCos) < T*m.Config.HeadDim/2 {
 		m.buildRope(T)
 	}
 	N := B * T
 	if m.acts != nil && m.acts.n >= N {
 		return
 	}
-	d := m.Dev
+	m.freeActs()
+	m.acts = m.allocActs(N)
+}
+
+// allocActs allocates the activations and scratch of N tokens.
+func (m *Model) allocActs(N int) *activations {
+	c, d := m.Config, m.Dev
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	a := &activations{n: N}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
@@ -153,21 +174,75 @@ func (m *Model) ensure(B, T int) {
 		n16 := max(N*max(C, F, QD), min(m.Opt.LossChunk, N)*c.VocabSize)
 		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
 	}
-	m.acts = a
+	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
+	return a
+}
+
+// freeActs releases the activation buffers, if any.
+func (m *Model) freeActs() {
+	a, d := m.acts, m.Dev
+	if a == nil {
+		return
+	}
+	for _, x := range a.res {
+		d.Free(x)
+	}
+	for _, la := range a.layer {
+		freeAll(d, la.ln1, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.ln2, la.rstd2, la.gate, la.up, la.h)
+	}
+	s := a.scr
+	freeAll(d, a.lnf, a.rstdf, a.logits, s.dres, s.dln, s.dq, s.dk, s.dv, s.datt, s.dgate, s.dup, s.dh)
+	if a.a16 != nil {
+		d.FreeBF16(a.a16)
+		d.FreeBF16(a.b16)
+	}
+	for _, x := range [][]int32{a.ids, a.targets, a.pos, a.docStart} {
+		d.FreeInt32(x)
+	}
+	m.acts = nil
+}
+
+func freeAll(d Device, xs ...[]float32) {
+	for _, x := range xs {
+		d.Free(x)
+	}
+}
+
+// Close releases every device buffer of the model. The model must not be
+// used afterwards.
+func (m *Model) Close() {
+	d := m.Dev
+	m.freeActs()
+	freeAll(d, m.Params.Arena, m.Grads.Arena, m.ropeCos, m.ropeSin)
+	for _, x := range [][]uint16{m.lm16, m.layer16b} {
+		if x != nil {
+			d.FreeBF16(x)
+		}
+	}
+	if m.w16 != nil {
+		d.FreeBF16(m.w16.Arena)
+	}
+	*m = Model{Config: m.Config, Dev: d, Opt: m.Opt}
 }
 
 // buildRope fills the cos/sin tables for positions [0, T) from the
-// config's (scaled) inverse frequencies, computed in float64.
+// config's (scaled) inverse frequencies, computed in float64 on the host.
 func (m *Model) buildRope(T int) {
 	inv := m.Config.InvFreq()
 	half := len(inv)
-	m.ropeCos, m.ropeSin = m.Dev.Alloc(T*half), m.Dev.Alloc(T*half)
+	cos, sin := make([]float32, T*half), make([]float32, T*half)
 	for p := 0; p < T; p++ {
 		for i, f := range inv {
 			s, c := math.Sincos(float64(p) * f)
-			m.ropeCos[p*half+i], m.ropeSin[p*half+i] = float32(c), float32(s)
+			cos[p*half+i], sin[p*half+i] = float32(c), float32(s)
 		}
 	}
+	if m.ropeCos != nil {
+		freeAll(m.Dev, m.ropeCos, m.ropeSin)
+	}
+	m.ropeCos, m.ropeSin = m.Dev.Alloc(T*half), m.Dev.Alloc(T*half)
+	m.Dev.Upload(m.ropeCos, cos)
+	m.Dev.Upload(m.ropeSin, sin)
 }
 
 func (m *Model) layerActs(l int) *layerActs {
@@ -197,33 +272,52 @@ func (m *Model) buf16(buf []uint16, n int) []uint16 {
 }
 
 // matmul is Device.MatMul, or MatMulBF16 on the bf16 operands in BF16 mode.
-func (m *Model) matmul(c, a []float32, a16 []uint16, b []float32, b16 []uint16, M, N, K int, ta, tb, acc bool) {
+func (m *Model) matmul(c, a []float32, a16 []uint16, b []float32, b16 []uint16, M, N, K int, f MatMulFlags) {
 	if m.bf16 {
-		m.Dev.MatMulBF16(c, a16, b16, M, N, K, ta, tb, acc)
+		m.Dev.MatMulBF16(c, a16, b16, M, N, K, f)
 		return
 	}
-	m.Dev.MatMul(c, a, b, M, N, K, ta, tb, acc)
+	m.Dev.MatMul(c, a, b, M, N, K, f)
 }
 
-// linear computes y(N,out) = x(N,in) · W(out,in)ᵀ (+ b), adding to y when
-// acc. x16 and w16 are the bf16 forms (nil in fp32 mode).
-func (m *Model) linear(y, x []float32, x16 []uint16, w []float32, w16 []uint16, b []float32, n, in, out int, acc bool) {
-	m.matmul(y, x, x16, w, w16, n, out, in, false, true, acc)
+// The matrix products of the layers, named.
+var (
+	// xWt: y = x·Wᵀ for a row-major weight W(out,in) (a linear layer).
+	xWt = MatMulFlags{TransB: true}
+	// dyW: dx = dy·W (a linear layer's input gradient).
+	dyW = MatMulFlags{}
+	// dytX: dW += dyᵀ·x (a linear layer's weight gradient, accumulated).
+	dytX = MatMulFlags{TransA: true, Acc: true}
+)
+
+// output says whether a layer overwrites its output or adds into it (the
+// residual adds fused into projections, gradients summed over branches).
+type output bool
+
+const (
+	overwrite  output = false
+	accumulate output = true
+)
+
+// linear computes y(N,out) = x(N,in) · W(out,in)ᵀ (+ b), overwriting y or
+// adding to it. x16 and w16 are the bf16 forms (nil in fp32 mode).
+func (m *Model) linear(y, x []float32, x16 []uint16, w []float32, w16 []uint16, b []float32, n, in, out int, o output) {
+	m.matmul(y, x, x16, w, w16, n, out, in, MatMulFlags{TransB: true, Acc: bool(o)})
 	if b != nil {
 		m.Dev.AddBias(y, b, n, out)
 	}
 }
 
-// linearBackward adds dx(N,in) += dy·W when dx is non-nil (overwrites when
-// !accX), dW += dyᵀ·x and db += colsum(dy).
-func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, in, out int, accX bool) {
+// linearBackward writes (or, with accumulate, adds) dx(N,in) = dy·W when
+// dx is non-nil, and adds dW += dyᵀ·x and db += colsum(dy).
+func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, in, out int, o output) {
 	a := m.acts
 	dy16 := m.cast(a.a16, dy[:n*out])
 	if dx != nil {
-		m.matmul(dx, dy, dy16, w, w16, n, in, out, false, false, accX)
+		m.matmul(dx, dy, dy16, w, w16, n, in, out, MatMulFlags{Acc: bool(o)})
 	}
 	x16 := m.cast(a.b16, x[:n*in])
-	m.matmul(dw, dy, dy16, x, x16, out, in, n, true, false, true)
+	m.matmul(dw, dy, dy16, x, x16, out, in, n, dytX)
 	if db != nil {
 		m.Dev.BiasBackward(db, dy, n, out)
 	}
@@ -282,24 +376,24 @@ func (m *Model) layerForward(l int, bt *Batch) {
 
 	x16 := m.buf16(a.a16, N*C) // the norms and SwiGLU write their outputs' bf16 casts here
 	d.RMSNorm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
-	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, false)
-	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, false)
-	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, false)
-	d.RoPE(la.q, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
-	d.RoPE(la.k, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	d.Attention(la.att, la.lse, la.q, la.k, la.v, bt.DocStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, overwrite)
+	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, overwrite)
+	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, overwrite)
+	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
+	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
+	d.Attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	// The residual add is fused into the projection: mid = in + att·Woᵀ.
 	d.Copy(la.mid[:N*C], in)
-	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, true)
+	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, accumulate)
 
 	x16 = m.buf16(a.a16, N*C)
 	d.RMSNorm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
-	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, false)
-	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, false)
+	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, overwrite)
+	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, overwrite)
 	h16 := m.buf16(a.a16, N*F)
 	d.SwiGLU(la.h, h16, la.gate, la.up, N*F)
 	d.Copy(out, la.mid[:N*C])
-	m.linear(out, la.h, h16, p.WDown, h.WDown, p.BDown, N, F, C, true)
+	m.linear(out, la.h, h16, p.WDown, h.WDown, p.BDown, N, F, C, accumulate)
 }
 
 // layerBackward propagates scr.dres (the gradient w.r.t. res[l+1]) back to
@@ -311,20 +405,20 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	dres := s.dres[:N*C]
 
 	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)).
-	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, false)
+	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
 	d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
-	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, false)
-	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, true)
+	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
+	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
 	d.RMSNormBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
-	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, false)
-	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, bt.DocStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
-	d.RoPEBackward(s.dq, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
-	d.RoPEBackward(s.dk, bt.Pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, false)
-	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, true)
-	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, true)
+	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
+	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
+	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
+	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
+	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, accumulate)
+	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, accumulate)
 	d.RMSNormBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
@@ -333,28 +427,27 @@ func (m *Model) forwardTrunk(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.refresh16()
-	m.Dev.Embedding(a.res[0], bt.IDs, m.Params.Embed, N, C)
+	m.Dev.Embedding(a.res[0], a.ids, m.Params.Embed, N, C)
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
 	}
 	m.Dev.RMSNorm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
 }
 
-// Logits runs the forward pass and returns all logits (N,V). It materialises
-// the full matrix, so it is for tests, evaluation of short rows and decoding.
+// Logits runs the forward pass and returns all logits (N,V) in host
+// memory. It materialises the full matrix, so it is for tests and
+// evaluation of short rows.
 func (m *Model) Logits(bt *Batch) []float32 {
-	m.ensure(bt.B, bt.T)
+	m.prepare(bt)
 	m.forwardTrunk(bt)
 	c := m.Config
 	N := bt.B * bt.T
-	out := make([]float32, N*c.VocabSize)
+	dev := m.Dev.Alloc(N * c.VocabSize)
+	defer m.Dev.Free(dev)
 	x := m.acts.lnf[:N*c.HiddenSize]
-	if m.bf16 {
-		x16 := m.cast(m.Dev.AllocBF16(len(x)), x)
-		m.Dev.MatMulBF16(out, x16, m.lmHead16(), N, c.VocabSize, c.HiddenSize, false, true, false)
-		return out
-	}
-	m.Dev.MatMul(out, x, m.Params.LMHead, N, c.VocabSize, c.HiddenSize, false, true, false)
+	m.matmul(dev, x, m.cast(m.acts.a16, x), m.Params.LMHead, m.lmHead16(), N, c.VocabSize, c.HiddenSize, xWt)
+	out := make([]float32, len(dev))
+	m.Dev.Download(out, dev)
 	return out
 }
 
@@ -367,7 +460,7 @@ type Eval struct {
 
 // Evaluate runs the forward pass only (no gradients).
 func (m *Model) Evaluate(bt *Batch) Eval {
-	m.ensure(bt.B, bt.T)
+	m.prepare(bt)
 	m.forwardTrunk(bt)
 	sum, correct := m.head(bt, 0, false)
 	return Eval{LossSum: sum, Tokens: bt.Scored(), Correct: correct}
@@ -394,17 +487,18 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 			continue
 		}
 		x16 := m.cast(a.b16, x)
-		m.matmul(logits, x, x16, m.Params.LMHead, w16, n, V, C, false, true, false)
+		m.matmul(logits, x, x16, m.Params.LMHead, w16, n, V, C, xWt)
+		targets := a.targets[s : s+n]
 		if !grad {
-			l, c := d.CrossEntropy(nil, logits, bt.Targets[s:s+n], n, V, 0)
+			l, c := d.CrossEntropy(nil, logits, targets, n, V, 0)
 			total, correct = total+l, correct+c
 			continue
 		}
-		l, c := d.CrossEntropy(logits, logits, bt.Targets[s:s+n], n, V, scale)
+		l, c := d.CrossEntropy(logits, logits, targets, n, V, scale)
 		total, correct = total+l, correct+c
 		dl16 := m.cast(a.a16, logits)
-		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, false, false, false)
-		m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, true, false, true)
+		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, dyW)
+		m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, dytX)
 	}
 	return total, correct
 }
@@ -424,7 +518,7 @@ func anyScored(t []int32) bool {
 // not a mean of per-micro-batch means. It returns the summed loss and the
 // number of scored positions of this micro-batch.
 func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count int) {
-	m.ensure(bt.B, bt.T)
+	m.prepare(bt)
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.forwardTrunk(bt)
@@ -440,7 +534,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 		}
 		m.layerBackward(l, bt)
 	}
-	d.EmbeddingBackward(m.Grads.Embed, bt.IDs, dres, N, C)
+	d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
 	return sum, bt.Scored()
 }
 

@@ -50,7 +50,8 @@ func loadWeights(m *Model, st *safetensors.Model) error {
 		if !slices.Equal(info.Shape, s.Shape) {
 			return fmt.Errorf("tensor %q has shape %v, config.json implies %v", s.Name, info.Shape, s.Shape)
 		}
-		if err := st.Float32(s.Name, m.Params.Arena[s.Offset:s.Offset+s.Size()]); err != nil {
+		dst := m.Params.Arena[s.Offset : s.Offset+s.Size()]
+		if err := FillDevice(m.Dev, dst, func(host []float32) error { return st.Float32(s.Name, host) }); err != nil {
 			return err
 		}
 	}
@@ -98,8 +99,9 @@ func (m *Model) Save(dir string, opt SaveOptions) error {
 		return fmt.Errorf("save model: %w", err)
 	}
 	var tensors []safetensors.Tensor
+	params := HostView(m.Dev, m.Params.Arena)
 	for _, s := range m.Config.ParamSpecs() {
-		tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: m.Params.Arena[s.Offset : s.Offset+s.Size()]})
+		tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: params[s.Offset : s.Offset+s.Size()]})
 	}
 	if err := safetensors.WriteModel(dir, tensors, safetensors.WriteOptions{DType: opt.DType, MaxShardBytes: opt.MaxShardBytes}); err != nil {
 		return fmt.Errorf("save model %s: %w", dir, err)
@@ -182,7 +184,14 @@ func copyFileAtomic(src, dst string) error {
 // norms 1, biases 0. Each tensor draws from its own stream seeded by (seed,
 // index), so tensors fill in parallel and the result depends only on seed.
 func (m *Model) InitRandom(seed uint64) {
-	specs := m.Config.ParamSpecs()
+	_ = FillDevice(m.Dev, m.Params.Arena, func(arena []float32) error {
+		initRandom(m.Config.ParamSpecs(), arena, seed)
+		return nil
+	})
+	m.ParamsChanged()
+}
+
+func initRandom(specs []ParamSpec, arena []float32, seed uint64) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i, s := range specs {
@@ -190,7 +199,7 @@ func (m *Model) InitRandom(seed uint64) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			dst := m.Params.Arena[s.Offset : s.Offset+s.Size()]
+			dst := arena[s.Offset : s.Offset+s.Size()]
 			switch {
 			case strings.HasSuffix(s.Name, "norm.weight"):
 				for j := range dst {
@@ -207,5 +216,4 @@ func (m *Model) InitRandom(seed uint64) {
 		}()
 	}
 	wg.Wait()
-	m.ParamsChanged()
 }

@@ -8,9 +8,26 @@ import (
 	"testing"
 
 	"hone/engine"
-	"hone/engine/cpu"
+	_ "hone/engine/cpu"
+	_ "hone/engine/refdev"
 	"hone/safetensors"
 )
+
+// parityDevices run every parity test: the production CPU device and the
+// naive reference device, whose opaque buffers prove the model reaches
+// memory only through the Device seam.
+var parityDevices = []string{"cpu", "ref"}
+
+func openDevice(t testing.TB, name string) engine.Device {
+	t.Helper()
+	d, err := engine.OpenDevice(name, engine.DeviceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func openCPU(t testing.TB) engine.Device { return openDevice(t, "cpu") }
 
 // The fixtures under testdata/parity come from tools/reference/llama_reference.py,
 // an independent float64 PyTorch implementation of the HF Llama math.
@@ -66,48 +83,57 @@ func relErr(a, b []float32) float64 {
 }
 
 func TestParityWithReference(t *testing.T) {
-	for _, name := range parityCases {
-		for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}} {
-			t.Run(name, func(t *testing.T) {
-				dir := filepath.Join("testdata", "parity", name)
-				m, err := engine.Load(dir, cpu.New(0), opt)
-				if err != nil {
-					t.Fatal(err)
-				}
-				bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
-
-				lf, err := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer lf.Close()
-				if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > parityTol {
-					t.Errorf("logits: relative error %.3g > %g", e, parityTol)
-				}
-
-				gf, err := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer gf.Close()
-				m.ZeroGrad()
-				count := bt.Scored()
-				sum, n := m.ForwardBackward(bt, 1/float32(count))
-				if n != count {
-					t.Fatalf("ForwardBackward counted %d tokens, batch has %d", n, count)
-				}
-				wantLoss := float64(readTensor(t, gf, "loss")[0])
-				if got := sum / float64(n); math.Abs(got-wantLoss) > parityTol*wantLoss {
-					t.Errorf("loss = %.7f, reference %.7f", got, wantLoss)
-				}
-				for _, s := range m.Config.ParamSpecs() {
-					got := m.Grads.Arena[s.Offset : s.Offset+s.Size()]
-					if e := relErr(got, readTensor(t, gf, s.Name)); e > parityTol {
-						t.Errorf("grad %s (opt %+v): relative error %.3g > %g", s.Name, opt, e, parityTol)
-					}
-				}
-			})
+	for _, dev := range parityDevices {
+		for _, name := range parityCases {
+			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}} {
+				t.Run(dev+"/"+name, func(t *testing.T) { checkParity(t, openDevice(t, dev), name, opt) })
+			}
 		}
+	}
+}
+
+func checkParity(t *testing.T, dev engine.Device, name string, opt engine.Options) {
+	dir := filepath.Join("testdata", "parity", name)
+	m, err := engine.Load(dir, dev, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+
+	lf, err := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > parityTol {
+		t.Errorf("logits: relative error %.3g > %g", e, parityTol)
+	}
+
+	gf, err := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gf.Close()
+	m.ZeroGrad()
+	count := bt.Scored()
+	sum, n := m.ForwardBackward(bt, 1/float32(count))
+	if n != count {
+		t.Fatalf("ForwardBackward counted %d tokens, batch has %d", n, count)
+	}
+	wantLoss := float64(readTensor(t, gf, "loss")[0])
+	if got := sum / float64(n); math.Abs(got-wantLoss) > parityTol*wantLoss {
+		t.Errorf("loss = %.7f, reference %.7f", got, wantLoss)
+	}
+	grads := engine.HostView(dev, m.Grads.Arena)
+	for _, s := range m.Config.ParamSpecs() {
+		got := grads[s.Offset : s.Offset+s.Size()]
+		if e := relErr(got, readTensor(t, gf, s.Name)); e > parityTol {
+			t.Errorf("grad %s (opt %+v): relative error %.3g > %g", s.Name, opt, e, parityTol)
+		}
+	}
+	m.Close()
+	if ref, ok := dev.(interface{ Live() int }); ok && ref.Live() != 0 {
+		t.Errorf("%d device buffers live after Close", ref.Live())
 	}
 }
 
@@ -125,37 +151,41 @@ func TestBF16AgainstReference(t *testing.T) {
 		{"tied_llama3", engine.Options{BF16: true, CompactBF16: true, Recompute: true}},
 		{"bias_packed", engine.Options{BF16: true, CompactBF16: true}},
 	} {
-		name := c.name
-		t.Run(name, func(t *testing.T) {
-			dir := filepath.Join("testdata", "parity", name)
-			m, err := engine.Load(dir, cpu.New(0), c.opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
-			lf, _ := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
-			defer lf.Close()
-			if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > tensorTol {
-				t.Errorf("bf16 logits: relative error %.3g > %g", e, tensorTol)
-			}
-			gf, _ := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
-			defer gf.Close()
-			m.ZeroGrad()
-			sum, n := m.ForwardBackward(bt, 1/float32(bt.Scored()))
-			want := float64(readTensor(t, gf, "loss")[0])
-			if got := sum / float64(n); math.Abs(got-want) > lossTol*want {
-				t.Errorf("bf16 loss = %.6f, reference %.6f", got, want)
-			}
-			worst, worstName := 0.0, ""
-			for _, s := range m.Config.ParamSpecs() {
-				if e := relErr(m.Grads.Arena[s.Offset:s.Offset+s.Size()], readTensor(t, gf, s.Name)); e > worst {
-					worst, worstName = e, s.Name
+		for _, devName := range parityDevices {
+			name := c.name
+			t.Run(devName+"/"+name, func(t *testing.T) {
+				dev := openDevice(t, devName)
+				dir := filepath.Join("testdata", "parity", name)
+				m, err := engine.Load(dir, dev, c.opt)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if worst > tensorTol {
-				t.Errorf("bf16 grad %s: relative error %.3g > %g", worstName, worst, tensorTol)
-			}
-			t.Logf("worst bf16 gradient error %.3g (%s)", worst, worstName)
-		})
+				bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+				lf, _ := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
+				defer lf.Close()
+				if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > tensorTol {
+					t.Errorf("bf16 logits: relative error %.3g > %g", e, tensorTol)
+				}
+				gf, _ := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
+				defer gf.Close()
+				m.ZeroGrad()
+				sum, n := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+				want := float64(readTensor(t, gf, "loss")[0])
+				if got := sum / float64(n); math.Abs(got-want) > lossTol*want {
+					t.Errorf("bf16 loss = %.6f, reference %.6f", got, want)
+				}
+				worst, worstName := 0.0, ""
+				grads := engine.HostView(dev, m.Grads.Arena)
+				for _, s := range m.Config.ParamSpecs() {
+					if e := relErr(grads[s.Offset:s.Offset+s.Size()], readTensor(t, gf, s.Name)); e > worst {
+						worst, worstName = e, s.Name
+					}
+				}
+				if worst > tensorTol {
+					t.Errorf("bf16 grad %s: relative error %.3g > %g", worstName, worst, tensorTol)
+				}
+				t.Logf("worst bf16 gradient error %.3g (%s)", worst, worstName)
+			})
+		}
 	}
 }

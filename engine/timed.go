@@ -19,10 +19,16 @@ func NewTimedDevice(d Device) *TimedDevice {
 	return &TimedDevice{Device: d, Times: map[string]time.Duration{}, Calls: map[string]int{}}
 }
 
+// since records a call that started at start, after waiting for it: a
+// device may run kernels asynchronously.
 func (t *TimedDevice) since(name string, start time.Time) {
+	t.Device.Sync()
 	t.Times[name] += time.Since(start)
 	t.Calls[name]++
 }
+
+// HostMemory forwards the wrapped device's optional extra.
+func (t *TimedDevice) HostMemory() bool { return hostAddressable(t.Device) }
 
 // Reset forgets the times so far (e.g. a warm-up step's).
 func (t *TimedDevice) Reset() {
@@ -49,14 +55,14 @@ func (td *TimedDevice) ToBF16(dst []uint16, src []float32) {
 	td.Device.ToBF16(dst, src)
 }
 
-func (td *TimedDevice) MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool) {
+func (td *TimedDevice) MatMul(c, a, b []float32, m, n, k int, f MatMulFlags) {
 	defer td.since("MatMul", time.Now())
-	td.Device.MatMul(c, a, b, m, n, k, transA, transB, acc)
+	td.Device.MatMul(c, a, b, m, n, k, f)
 }
 
-func (td *TimedDevice) MatMulBF16(c []float32, a, b []uint16, m, n, k int, transA, transB, acc bool) {
+func (td *TimedDevice) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f MatMulFlags) {
 	defer td.since("MatMulBF16", time.Now())
-	td.Device.MatMulBF16(c, a, b, m, n, k, transA, transB, acc)
+	td.Device.MatMulBF16(c, a, b, m, n, k, f)
 }
 
 func (td *TimedDevice) Embedding(out []float32, ids []int32, table []float32, n, dim int) {
@@ -137,11 +143,6 @@ func (td *TimedDevice) Copy(dst, src []float32) {
 func (td *TimedDevice) Zero(x []float32) {
 	defer td.since("Zero", time.Now())
 	td.Device.Zero(x)
-}
-
-func (td *TimedDevice) Scale(x []float32, s float32) {
-	defer td.since("Scale", time.Now())
-	td.Device.Scale(x, s)
 }
 
 func (td *TimedDevice) SumSquares(x []float32) float64 {

@@ -44,6 +44,7 @@ func Stream(ctx context.Context, m *engine.Model, prompt []int, p Params, onToke
 	if err != nil {
 		return nil, err
 	}
+	defer seq.Close()
 	for !seq.Done() {
 		if len(seq.Tokens()) > 0 {
 			if err := ctx.Err(); err != nil {
@@ -126,6 +127,14 @@ func (s *Sequence) Step() (id int, ok bool, err error) {
 // Done reports that the generation has ended: a stop token was sampled or
 // there is no room for another token.
 func (s *Sequence) Done() bool { return s.done }
+
+// Close frees the sequence's key/value cache on the device; the tokens stay.
+func (s *Sequence) Close() {
+	if s.dec != nil {
+		s.dec.Close()
+		s.dec = nil
+	}
+}
 
 // Tokens returns the tokens sampled so far, a stop token included.
 func (s *Sequence) Tokens() []int { return s.out }

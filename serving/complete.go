@@ -136,6 +136,11 @@ func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.P
 	res := &Result{FinishReason: FinishLength, PromptTokens: len(ids)}
 	txt := &textStream{tok: l.tok, stops: stops}
 	var seq *generate.Sequence
+	defer func() {
+		if seq != nil {
+			seq.Close()
+		}
+	}()
 	for seq == nil || !seq.Done() {
 		if s.cfg.Clock().After(deadline) {
 			res.TimedOut = true

@@ -32,7 +32,6 @@ import (
 
 	"hone/chattemplate"
 	"hone/engine"
-	"hone/engine/cpu"
 	"hone/tokenizer"
 )
 
@@ -135,7 +134,10 @@ func New(cfg Config) (*Service, error) {
 		cfg.Clock = time.Now
 	}
 	if cfg.Load == nil {
-		dev := cpu.New(cfg.Threads)
+		dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: cfg.Threads})
+		if err != nil {
+			return nil, err
+		}
 		cfg.Load = func(dir string) (*engine.Model, error) { return engine.Load(dir, dev, engine.Options{}) }
 	}
 	return &Service{cfg: cfg, log: cfg.Logger, loading: make(chan struct{}, 1),

@@ -48,8 +48,10 @@ func saveCheckpoint(workDir, sourceDir string, m *engine.Model, o *optim.AdamW, 
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	n := len(o.M)
+	// The moments live on the model's device: read them through host views.
 	if err := safetensors.WriteFile(filepath.Join(tmp, "optimizer.safetensors"), []safetensors.Tensor{
-		{Name: "exp_avg", Shape: []int{n}, Data: o.M}, {Name: "exp_avg_sq", Shape: []int{n}, Data: o.V},
+		{Name: "exp_avg", Shape: []int{n}, Data: engine.HostView(m.Dev, o.M)},
+		{Name: "exp_avg_sq", Shape: []int{n}, Data: engine.HostView(m.Dev, o.V)},
 	}, safetensors.F32, map[string]string{"step": fmt.Sprint(o.Steps)}); err != nil {
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
@@ -131,21 +133,28 @@ func loadCheckpoint(dir string, m *engine.Model, o *optim.AdamW) (ckptState, err
 		return st, err
 	}
 	defer w.Close()
-	for _, s := range m.Config.ParamSpecs() {
-		if err := w.Float32(s.Name, m.Params.Arena[s.Offset:s.Offset+s.Size()]); err != nil {
-			return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
+	// Parameters and moments live on the model's device: fill them through
+	// host memory.
+	err = engine.FillDevice(m.Dev, m.Params.Arena, func(arena []float32) error {
+		for _, s := range m.Config.ParamSpecs() {
+			if err := w.Float32(s.Name, arena[s.Offset:s.Offset+s.Size()]); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
 	}
 	f, err := safetensors.Open(filepath.Join(dir, "optimizer.safetensors"))
 	if err != nil {
 		return st, err
 	}
 	defer f.Close()
-	if err := f.Float32("exp_avg", o.M); err != nil {
-		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
-	}
-	if err := f.Float32("exp_avg_sq", o.V); err != nil {
-		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
+	for name, dst := range map[string][]float32{"exp_avg": o.M, "exp_avg_sq": o.V} {
+		if err := engine.FillDevice(m.Dev, dst, func(host []float32) error { return f.Float32(name, host) }); err != nil {
+			return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
+		}
 	}
 	o.Steps = st.Step
 	m.ParamsChanged()

@@ -14,7 +14,6 @@ import (
 
 	"hone/dataset"
 	"hone/engine"
-	"hone/engine/cpu"
 	"hone/generate"
 	"hone/optim"
 )
@@ -176,15 +175,18 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: spec.Threads})
+	if err != nil {
+		return nil, err
+	}
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
-	opts, notes, err := cfg.Fit(opts, spec.BatchRows, ctxLen, 0)
+	opts, notes, err := cfg.Fit(dev, opts, spec.BatchRows, ctxLen, 0)
 	for _, n := range notes {
 		obs.OnLog(n)
 	}
 	if err != nil {
 		return nil, err
 	}
-	dev := cpu.New(spec.Threads)
 	weights := spec.ModelDir
 	if spec.InitWeights != "" {
 		weights = spec.InitWeights

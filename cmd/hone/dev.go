@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"hone/engine"
-	"hone/engine/cpu"
 	"hone/safetensors"
 )
 
@@ -35,7 +34,11 @@ func devInitCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", configPath, err)
 			}
-			m := engine.New(c, cpu.New(0), engine.Options{})
+			dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
+			if err != nil {
+				return err
+			}
+			m := engine.New(c, dev, engine.Options{})
 			m.InitRandom(seed)
 			// Keep the user's config.json verbatim, tokenizer files beside it too.
 			if err := os.MkdirAll(out, 0o755); err != nil {
@@ -74,7 +77,11 @@ ignored) and writes f32 tensors: "loss" (a scalar, the mean over scored tokens) 
 gradient under its Hugging Face name.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := engine.Load(modelDir, cpu.New(0), engine.Options{})
+			dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
+			if err != nil {
+				return err
+			}
+			m, err := engine.Load(modelDir, dev, engine.Options{})
 			if err != nil {
 				return err
 			}
@@ -107,8 +114,9 @@ gradient under its Hugging Face name.`,
 			m.ZeroGrad()
 			sum, _ := m.ForwardBackward(bt, 1/float32(n))
 			tensors := []safetensors.Tensor{{Name: "loss", Shape: []int{}, Data: []float32{float32(sum / float64(n))}}}
+			grads := engine.HostView(m.Dev, m.Grads.Arena)
 			for _, s := range m.Config.ParamSpecs() {
-				tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: m.Grads.Arena[s.Offset : s.Offset+s.Size()]})
+				tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: grads[s.Offset : s.Offset+s.Size()]})
 			}
 			if err := safetensors.WriteFile(out, tensors, safetensors.F32, nil); err != nil {
 				return err

@@ -9,7 +9,6 @@ import (
 	"hone/chattemplate"
 	"hone/client"
 	"hone/engine"
-	"hone/engine/cpu"
 	"hone/generate"
 )
 
@@ -38,7 +37,11 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 			if err != nil {
 				return err
 			}
-			m, err := engine.Load(modelRef, cpu.New(0), engine.Options{})
+			dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
+			if err != nil {
+				return err
+			}
+			m, err := engine.Load(modelRef, dev, engine.Options{})
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	_ "hone/engine/cpu" // registers the "cpu" device that every command opens
 )
 
 func main() {

@@ -92,15 +92,38 @@ type geom struct {
 // attnGeom picks the query block: the whole row when all heads' scores fit
 // in 8M floats, else blocks of 128 queries (or d.attnBlock, for tests).
 func (d *Device) attnGeom(B, T, nh, nkv, hd int) geom {
-	tq := T
-	if nh*T*T > 8<<20 {
-		tq = 128
-	}
-	if d.attnBlock > 0 {
-		tq = min(T, d.attnBlock)
-	}
+	tq := d.queryBlock(T, nh)
 	return geom{B: B, T: T, nh: nh, nkv: nkv, hd: hd, group: nh / nkv, qd: nh * hd, kvd: nkv * hd, tq: tq,
 		scale: float32(1 / math.Sqrt(float64(hd)))}
+}
+
+// queryBlock is the number of queries attention handles at once.
+func (d *Device) queryBlock(T, nh int) int {
+	if d.attnBlock > 0 {
+		return min(T, d.attnBlock)
+	}
+	if nh*T*T > 8<<20 {
+		return 128
+	}
+	return T
+}
+
+// AttentionScratch is the scratch Attention and AttentionBackward take for
+// these sizes (see scratch): four (tq, QD) gathers, scores and their
+// gradient (NH, tq, T), and the (NH, tq) row sums of the backward pass.
+func (d *Device) AttentionScratch(B, T, nh, nkv, hd int) int64 {
+	tq := int64(d.queryBlock(T, nh))
+	floats := 4*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T) + int64(nh)*tq
+	return 4 * floats
+}
+
+// scratchBytes is the scratch the device holds now.
+func (d *Device) scratchBytes() int64 {
+	var n int64
+	for _, b := range d.bufs {
+		n += 4 * int64(len(b))
+	}
+	return n
 }
 
 // keyStart is the first key a block of queries can see, rounded down to a

@@ -3,6 +3,9 @@
 // cores. Kernels never run at the same time as a oneDNN call, so the two
 // thread pools do not compete. Reductions are split by fixed blocks, not by
 // thread count, so results are the same for any GOMAXPROCS.
+//
+// Importing the package registers the device with engine.RegisterDevice as
+// "cpu"; callers open it with engine.OpenDevice.
 package cpu
 
 import (
@@ -23,7 +26,14 @@ type Device struct {
 	attnBlock int // query block of Attention; 0 = chosen by size
 }
 
-var _ engine.Device = (*Device)(nil)
+var (
+	_ engine.Device     = (*Device)(nil)
+	_ engine.HostMemory = (*Device)(nil)
+)
+
+func init() {
+	engine.RegisterDevice("cpu", func(o engine.DeviceOptions) (engine.Device, error) { return New(o.Threads), nil })
+}
 
 // New returns a CPU device using up to threads goroutines for Go kernels
 // and threads OpenMP threads for oneDNN (0 = GOMAXPROCS). The OpenMP
@@ -38,19 +48,34 @@ func New(threads int) *Device {
 
 func (d *Device) Name() string { return "cpu (oneDNN matmul)" }
 
-func (d *Device) Alloc(n int) []float32 { return make([]float32, n) }
+// Buffers are Go memory: Alloc is make, Free leaves them to the garbage
+// collector, and the copies are copy. Kernels run synchronously.
+func (d *Device) Alloc(n int) []float32        { return make([]float32, n) }
+func (d *Device) AllocBF16(n int) []uint16     { return make([]uint16, n) }
+func (d *Device) AllocInt32(n int) []int32     { return make([]int32, n) }
+func (d *Device) Free([]float32)               {}
+func (d *Device) FreeBF16([]uint16)            {}
+func (d *Device) FreeInt32([]int32)            {}
+func (d *Device) Upload(dst, src []float32)    { copy(dst[:len(src)], src) }
+func (d *Device) UploadInt32(dst, src []int32) { copy(dst[:len(src)], src) }
+func (d *Device) Download(dst, src []float32)  { copy(dst, src[:len(dst)]) }
+func (d *Device) Sync()                        {}
+
+// HostMemory reports that buffers are host memory, so loading and saving
+// weights read and fill them in place.
+func (d *Device) HostMemory() bool { return true }
 
 // MatMul runs on oneDNN in fp32.
-func (d *Device) MatMul(c, a, b []float32, m, n, k int, transA, transB, acc bool) {
+func (d *Device) MatMul(c, a, b []float32, m, n, k int, f engine.MatMulFlags) {
 	if m == 0 || n == 0 || k == 0 {
-		if !acc {
+		if !f.Acc {
 			clear(c[:m*n])
 		}
 		return
 	}
 	_, _ = a[m*k-1], b[k*n-1] // bounds: fail in Go, not in C
 	_ = c[m*n-1]
-	d.mm.run(key2D(m, n, k, transA, transB, acc, false), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
+	d.mm.run(key2D(m, n, k, f, false), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
 }
 
 // parallel splits [0,n) into contiguous ranges, one per worker, and waits.
@@ -78,14 +103,6 @@ func (d *Device) Copy(dst, src []float32) { copy(dst[:len(src)], src) }
 
 func (d *Device) Zero(x []float32) {
 	d.parallel((len(x)+blocks-1)/blocks, func(lo, hi int) { clear(x[lo*blocks : min(hi*blocks, len(x))]) })
-}
-
-func (d *Device) Scale(x []float32, s float32) {
-	d.parallel((len(x)+blocks-1)/blocks, func(lo, hi int) {
-		for i := lo * blocks; i < min(hi*blocks, len(x)); i++ {
-			x[i] *= s
-		}
-	})
 }
 
 func (d *Device) SumSquares(x []float32) float64 {
@@ -152,18 +169,16 @@ func (d *Device) BiasBackward(db, dy []float32, n, dim int) {
 	})
 }
 
-func (d *Device) AllocBF16(n int) []uint16 { return make([]uint16, n) }
-
 // MatMulBF16 runs on oneDNN: AMX or AVX-512 BF16 where the CPU has them.
-func (d *Device) MatMulBF16(c []float32, a, b []uint16, m, n, k int, transA, transB, acc bool) {
+func (d *Device) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f engine.MatMulFlags) {
 	if m == 0 || n == 0 || k == 0 {
-		if !acc {
+		if !f.Acc {
 			clear(c[:m*n])
 		}
 		return
 	}
 	_, _, _ = a[m*k-1], b[k*n-1], c[m*n-1]
-	d.mm.run(key2D(m, n, k, transA, transB, acc, true), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
+	d.mm.run(key2D(m, n, k, f, true), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
 }
 
 // ToBF16 rounds to nearest even; NaN stays NaN.
@@ -185,6 +200,3 @@ func toBF16(f float32) uint16 {
 	}
 	return uint16((u + 0x7fff + (u>>16)&1) >> 16)
 }
-
-// Threads is the number of goroutines kernels use.
-func (d *Device) Threads() int { return d.threads }

@@ -65,6 +65,16 @@ static int hone_mm_create(hone_mm *mm, int nd, const long *ad, const long *as, c
 	return (int)dnnl_memory_create(&mm->c, &cmd, hone_engine, DNNL_MEMORY_NONE);
 }
 
+// hone_mm_destroy releases what hone_mm_create made (any part may be
+// missing after a failed create) and mm itself.
+static void hone_mm_destroy(hone_mm *mm) {
+	if (mm->prim) dnnl_primitive_destroy(mm->prim);
+	if (mm->a) dnnl_memory_destroy(mm->a);
+	if (mm->b) dnnl_memory_destroy(mm->b);
+	if (mm->c) dnnl_memory_destroy(mm->c);
+	free(mm);
+}
+
 static int hone_mm_exec(hone_mm *mm, void *a, void *b, void *c) {
 	dnnl_memory_set_data_handle(mm->a, a);
 	dnnl_memory_set_data_handle(mm->b, b);
@@ -80,9 +90,12 @@ static int hone_mm_exec(hone_mm *mm, void *a, void *b, void *c) {
 import "C"
 
 import (
+	"container/list"
 	"fmt"
 	"sync"
 	"unsafe"
+
+	"hone/engine"
 )
 
 // mmKey identifies a matmul primitive: up to 4 dimensions of a, b and c with
@@ -95,40 +108,71 @@ type mmKey struct {
 }
 
 // key2D describes c(m,n) = op(a)(m,k)·op(b)(k,n) on row-major operands.
-func key2D(m, n, k int, ta, tb, acc, b16 bool) mmKey {
-	key := mmKey{nd: 2, acc: acc, b16: b16}
+func key2D(m, n, k int, f engine.MatMulFlags, b16 bool) mmKey {
+	key := mmKey{nd: 2, acc: f.Acc, b16: b16}
 	key.a, key.as = [4]int{m, k}, [4]int{k, 1}
-	if ta {
+	if f.TransA {
 		key.as = [4]int{1, m}
 	}
 	key.b, key.bs = [4]int{k, n}, [4]int{n, 1}
-	if tb {
+	if f.TransB {
 		key.bs = [4]int{1, k}
 	}
 	key.c, key.cs = [4]int{m, n}, [4]int{n, 1}
 	return key
 }
 
-// matmuls caches one oneDNN primitive per shape: creating one costs far more
-// than running a small one.
+// primCacheCap bounds the primitives a device keeps. Training touches a
+// few dozen shapes; serving makes new ones for every prompt length, which
+// without a bound would grow memory forever.
+const primCacheCap = 256
+
+// matmuls caches oneDNN primitives by shape, least recently used evicted
+// past cap: creating one costs far more than running a small one.
 type matmuls struct {
-	prims map[mmKey]*C.hone_mm
+	cap   int // 0 means primCacheCap
+	prims map[mmKey]*list.Element
+	lru   list.List // of *primEntry, most recently used first
+}
+
+type primEntry struct {
+	key mmKey
+	p   *C.hone_mm
 }
 
 // dnnlMu serialises all oneDNN work of the process: devices share its one
 // engine, stream and OpenMP pool (training and serving in one process).
 var dnnlMu sync.Mutex
 
+// get returns the primitive for key, creating it (and evicting the least
+// recently used one past the cap) when absent. Called with dnnlMu held.
 func (mm *matmuls) get(key mmKey) *C.hone_mm {
 	if mm.prims == nil {
 		if s := C.hone_init(); s != 0 {
 			panic(fmt.Sprintf("oneDNN: create CPU engine: status %d", int(s)))
 		}
-		mm.prims = map[mmKey]*C.hone_mm{}
+		mm.prims = map[mmKey]*list.Element{}
 	}
-	if p, ok := mm.prims[key]; ok {
-		return p
+	if e, ok := mm.prims[key]; ok {
+		mm.lru.MoveToFront(e)
+		return e.Value.(*primEntry).p
 	}
+	limit := mm.cap
+	if limit <= 0 {
+		limit = primCacheCap
+	}
+	for mm.lru.Len() >= limit {
+		old := mm.lru.Remove(mm.lru.Back()).(*primEntry)
+		delete(mm.prims, old.key)
+		C.hone_mm_destroy(old.p)
+	}
+	p := createPrim(key)
+	mm.prims[key] = mm.lru.PushFront(&primEntry{key: key, p: p})
+	return p
+}
+
+// createPrim builds the oneDNN matmul primitive for key.
+func createPrim(key mmKey) *C.hone_mm {
 	p := (*C.hone_mm)(C.calloc(1, C.sizeof_hone_mm))
 	dt := C.dnnl_data_type_t(C.dnnl_f32)
 	if key.b16 {
@@ -147,11 +191,18 @@ func (mm *matmuls) get(key mmKey) *C.hone_mm {
 		C.free(unsafe.Pointer(q))
 	}
 	if s != 0 {
+		C.hone_mm_destroy(p)
 		// Shapes come from a validated config; failure here is a broken install.
 		panic(fmt.Sprintf("oneDNN: create matmul %+v: status %d", key, int(s)))
 	}
-	mm.prims[key] = p
 	return p
+}
+
+// cached is how many primitives the cache holds.
+func (mm *matmuls) cached() int {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	return mm.lru.Len()
 }
 
 // setMatmulThreads sets how many threads oneDNN's OpenMP pool uses.

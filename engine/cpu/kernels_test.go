@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"hone/engine"
 )
 
 func randSlice(r *rand.Rand, n int) []float32 {
@@ -86,10 +88,10 @@ func TestExp32(t *testing.T) {
 func TestDevicesCoexist(t *testing.T) {
 	a := New(1)
 	x, c := []float32{1, 2, 3, 4}, make([]float32, 4)
-	a.MatMul(c, x, x, 2, 2, 2, false, false, false)
+	a.MatMul(c, x, x, 2, 2, 2, engine.MatMulFlags{})
 	b := New(1)
-	b.MatMul(c, x, x, 2, 2, 2, false, true, false)
-	a.MatMul(c, x, x, 2, 2, 2, false, false, false)
+	b.MatMul(c, x, x, 2, 2, 2, engine.MatMulFlags{TransB: true})
+	a.MatMul(c, x, x, 2, 2, 2, engine.MatMulFlags{})
 	if c[0] != 7 || c[3] != 22 {
 		t.Fatalf("matmul after a second device = %v, want [7 10 15 22]", c)
 	}

@@ -3,6 +3,8 @@ package cpu
 import (
 	"fmt"
 	"testing"
+
+	"hone/engine"
 )
 
 // BenchmarkMatMul covers the three operand layouts a linear layer uses:
@@ -19,9 +21,9 @@ func BenchmarkMatMul(b *testing.B) {
 				a16, w16 := make([]uint16, s.m*s.k), make([]uint16, s.n*s.k)
 				for i := 0; i < b.N; i++ {
 					if bf {
-						d.MatMulBF16(c, a16, w16, s.m, s.n, s.k, s.ta, s.tb, false)
+						d.MatMulBF16(c, a16, w16, s.m, s.n, s.k, engine.MatMulFlags{TransA: s.ta, TransB: s.tb})
 					} else {
-						d.MatMul(c, a, w, s.m, s.n, s.k, s.ta, s.tb, false)
+						d.MatMul(c, a, w, s.m, s.n, s.k, engine.MatMulFlags{TransA: s.ta, TransB: s.tb})
 					}
 				}
 				b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")

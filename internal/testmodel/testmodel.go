@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"hone/engine"
-	"hone/engine/cpu"
+	_ "hone/engine/cpu" // the device tests that write models also train and serve them on
 	"hone/internal/testassets"
 )
 
@@ -43,7 +43,11 @@ func Write(t testing.TB, dir, config string, seed uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := engine.New(c, cpu.New(0), engine.Options{})
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := engine.New(c, dev, engine.Options{})
 	m.InitRandom(seed)
 	if err := m.Save(dir, engine.SaveOptions{SourceDir: dir}); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,111 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"hone/engine"
+)
+
+// naiveMatMul is the reference c = op(a)·op(b) (+ c).
+func naiveMatMul(c, a, b []float32, m, n, k int, f engine.MatMulFlags) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float32
+			for p := 0; p < k; p++ {
+				ai, bi := i*k+p, p*n+j
+				if f.TransA {
+					ai = p*m + i
+				}
+				if f.TransB {
+					bi = j*k + p
+				}
+				s += a[ai] * b[bi]
+			}
+			if f.Acc {
+				s += c[i*n+j]
+			}
+			c[i*n+j] = s
+		}
+	}
+}
+
+// Every new shape makes a oneDNN primitive (serving: every prompt length).
+// The cache must stay at its cap, evicting the least recently used, and
+// results must stay right, also for shapes evicted and built again.
+func TestPrimitiveCacheBounded(t *testing.T) {
+	for _, tc := range []struct{ cap, shapes int }{{8, 40}, {0, primCacheCap + 60}} {
+		t.Run(fmt.Sprint("cap", tc.cap), func(t *testing.T) {
+			d, r := New(2), rand.New(rand.NewPCG(7, 8))
+			d.mm.cap = tc.cap
+			limit := tc.cap
+			if limit == 0 {
+				limit = primCacheCap
+			}
+			const n, k = 3, 5
+			check := func(m int, f engine.MatMulFlags) {
+				a, b := randSlice(r, m*k), randSlice(r, k*n)
+				c, want := randSlice(r, m*n), make([]float32, m*n)
+				copy(want, c)
+				d.MatMul(c, a, b, m, n, k, f)
+				naiveMatMul(want, a, b, m, n, k, f)
+				if e := maxRel(c, want); e > 1e-5 {
+					t.Fatalf("MatMul m=%d %+v: relative error %.3g", m, f, e)
+				}
+			}
+			for m := 1; m <= tc.shapes; m++ {
+				check(m, engine.MatMulFlags{TransB: m%2 == 0, Acc: m%3 == 0})
+				if got := d.mm.cached(); got > limit {
+					t.Fatalf("after %d shapes the cache holds %d primitives, cap %d", m, got, limit)
+				}
+			}
+			if got := d.mm.cached(); got != limit {
+				t.Fatalf("cache holds %d primitives after %d shapes, want the cap %d", got, tc.shapes, limit)
+			}
+			// The first shapes were evicted: they are rebuilt and still right.
+			for m := 1; m <= 3; m++ {
+				check(m, engine.MatMulFlags{TransB: m%2 == 0, Acc: m%3 == 0})
+			}
+		})
+	}
+}
+
+// A shape in use stays cached while others come and go.
+func TestPrimitiveCacheKeepsRecent(t *testing.T) {
+	d := New(1)
+	d.mm.cap = 4
+	x, c := []float32{1, 2, 3, 4}, make([]float32, 4)
+	hot := key2D(2, 2, 2, engine.MatMulFlags{}, false)
+	for m := 1; m <= 20; m++ {
+		d.MatMul(c, x, x, 2, 2, 2, engine.MatMulFlags{})
+		y := make([]float32, m*2)
+		d.MatMul(y, make([]float32, m*2), x, m, 2, 2, engine.MatMulFlags{})
+	}
+	dnnlMu.Lock()
+	_, ok := d.mm.prims[hot]
+	dnnlMu.Unlock()
+	if !ok {
+		t.Fatal("the shape used on every step was evicted")
+	}
+}
+
+// AttentionScratch, which memory estimates use, is what the kernels really
+// keep, whole rows and blocked alike.
+func TestAttentionScratchStated(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, tc := range []struct{ B, T, nh, nkv, hd, block int }{{2, 13, 4, 2, 8, 0}, {1, 40, 4, 1, 8, 16}, {1, 1500, 4, 2, 4, 0}} {
+		d := New(2)
+		d.attnBlock = tc.block
+		N := tc.B * tc.T
+		q, k, v := randSlice(r, N*tc.nh*tc.hd), randSlice(r, N*tc.nkv*tc.hd), randSlice(r, N*tc.nkv*tc.hd)
+		docStart := make([]int32, N)
+		out, lse := make([]float32, len(q)), make([]float32, N*tc.nh)
+		d.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd)
+		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+		d.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd)
+		if got, want := d.scratchBytes(), d.AttentionScratch(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
+			t.Errorf("%+v: attention keeps %d bytes of scratch, AttentionScratch says %d", tc, got, want)
+		}
+	}
+}
