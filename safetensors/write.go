@@ -227,23 +227,7 @@ func WriteModel(dir string, tensors []Tensor, opt WriteOptions) error {
 		return &Error{Path: dir, Kind: ErrFormat, Msg: "create directory", Err: err}
 	}
 
-	var shards [][]Tensor
-	var cur []Tensor
-	var curBytes, total int64
-	for _, t := range tensors {
-		size := int64(len(t.Data)) * int64(dt.Size())
-		if len(cur) > 0 && curBytes+size > maxBytes {
-			shards = append(shards, cur)
-			cur, curBytes = nil, 0
-		}
-		cur = append(cur, t)
-		curBytes += size
-		total += size
-	}
-	if len(cur) > 0 || len(shards) == 0 {
-		shards = append(shards, cur)
-	}
-
+	shards, total := splitShards(tensors, dt, maxBytes)
 	keep := map[string]bool{}
 	if len(shards) == 1 {
 		if err := writeFile(filepath.Join(dir, SingleFileName), shards[0], dt, meta); err != nil {
@@ -280,7 +264,33 @@ func WriteModel(dir string, tensors []Tensor, opt WriteOptions) error {
 		}
 		keep[IndexFileName] = true
 	}
+	return removeOthers(dir, keep)
+}
 
+// splitShards cuts tensors, in order, into shards of at most maxBytes
+// (a tensor larger than that gets a shard of its own); total is the sum.
+func splitShards(tensors []Tensor, dt DType, maxBytes int64) (shards [][]Tensor, total int64) {
+	var cur []Tensor
+	var curBytes int64
+	for _, t := range tensors {
+		size := int64(len(t.Data)) * int64(dt.Size())
+		if len(cur) > 0 && curBytes+size > maxBytes {
+			shards = append(shards, cur)
+			cur, curBytes = nil, 0
+		}
+		cur = append(cur, t)
+		curBytes += size
+		total += size
+	}
+	if len(cur) > 0 || len(shards) == 0 {
+		shards = append(shards, cur)
+	}
+	return shards, total
+}
+
+// removeOthers removes the weight files of dir (single file, index,
+// shards) that a previous save left and this one did not write.
+func removeOthers(dir string, keep map[string]bool) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return &Error{Path: dir, Kind: ErrFormat, Msg: "list directory", Err: err}

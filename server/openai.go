@@ -256,6 +256,12 @@ type oaiModel struct {
 	OwnedBy string `json:"owned_by"`
 }
 
+// oaiModelList is OpenAI's GET /v1/models body.
+type oaiModelList struct {
+	Object string     `json:"object"`
+	Data   []oaiModel `json:"data"`
+}
+
 func (s *Server) openAIRoutes() {
 	s.mux.HandleFunc("GET /v1/models", s.listOpenAIModels)
 	s.mux.HandleFunc("GET /v1/models/{model...}", func(w http.ResponseWriter, r *http.Request) {
@@ -312,7 +318,26 @@ func (s *Server) listOpenAIModels(w http.ResponseWriter, r *http.Request) {
 			data = append(data, oaiModel{ID: base + "@" + a, Object: "model", Created: v.CreatedAt.Unix(), OwnedBy: "hone"})
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+	writeJSON(w, http.StatusOK, oaiModelList{Object: "list", Data: data})
+}
+
+// completeWhole answers a completion as one JSON response.
+func (s *Server) completeWhole(w http.ResponseWriter, r *http.Request, req client.GenerateRequest, head oaiResponse, defaultMax int,
+	chat bool, fail func(error)) {
+	res, err := s.generate(r.Context(), req, defaultMax, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	head.Model, head.Usage = res.Model, usageOf(res.Usage)
+	choice := oaiChoice{FinishReason: &res.FinishReason}
+	if chat {
+		choice.Message = &oaiMessage{Role: "assistant", Content: &res.Text}
+	} else {
+		choice.Text = &res.Text
+	}
+	head.Choices = []oaiChoice{choice}
+	writeJSON(w, http.StatusOK, head)
 }
 
 // complete answers a chat (chat true) or text completion, as one JSON
@@ -331,24 +356,9 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, req client.Gen
 		s.openAIFail(w, r, err)
 	}
 	if !c.Stream {
-		res, err := s.generate(r.Context(), req, defaultMax, nil)
-		if err != nil {
-			fail(err)
-			return
-		}
-		out := head
-		out.Model, out.Usage = res.Model, usageOf(res.Usage)
-		choice := oaiChoice{FinishReason: &res.FinishReason}
-		if chat {
-			choice.Message = &oaiMessage{Role: "assistant", Content: &res.Text}
-		} else {
-			choice.Text = &res.Text
-		}
-		out.Choices = []oaiChoice{choice}
-		writeJSON(w, http.StatusOK, out)
+		s.completeWhole(w, r, req, head, defaultMax, chat, fail)
 		return
 	}
-
 	if chat {
 		head.Object = "chat.completion.chunk"
 	}

@@ -18,7 +18,23 @@ func (s *Server) routes() {
 		w.Write([]byte(openAPIDoc)) //nolint:errcheck // the client went away
 	})
 	m.HandleFunc("GET /api/health", s.handler(200, func(*http.Request) (any, error) { return &client.Health{Status: "ok"}, nil }))
+	m.HandleFunc("GET /api/models", s.handler(200, func(*http.Request) (any, error) {
+		out := &client.SupportedModelList{Models: []client.SupportedModel{}}
+		for _, m := range modelref.SupportedModels() {
+			out.Models = append(out.Models, client.SupportedModel(m))
+		}
+		return out, nil
+	}))
+	s.runRoutes()
+	s.catalogRoutes()
+	s.generateRoutes()
+	s.openAIRoutes()
+	s.uiRoutes()
+}
 
+// runRoutes are the runs API: create, list, inspect, cancel, resume, delete.
+func (s *Server) runRoutes() {
+	m := s.mux
 	m.HandleFunc("POST /api/runs", s.handler(201, func(r *http.Request) (any, error) {
 		var req client.CreateRunRequest
 		if err := s.decode(r, &req); err != nil {
@@ -69,14 +85,11 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/experiments", s.handler(200, paged(func(r *http.Request, p client.PageOptions) (any, error) {
 		return s.runs.Experiments(r.Context(), p)
 	})))
-	m.HandleFunc("GET /api/models", s.handler(200, func(*http.Request) (any, error) {
-		out := &client.SupportedModelList{Models: []client.SupportedModel{}}
-		for _, m := range modelref.SupportedModels() {
-			out.Models = append(out.Models, client.SupportedModel(m))
-		}
-		return out, nil
-	}))
+}
 
+// catalogRoutes are the catalog's: catalogs and schemas, models, aliases.
+func (s *Server) catalogRoutes() {
+	m := s.mux
 	m.HandleFunc("POST /api/catalog", s.handler(201, func(r *http.Request) (any, error) {
 		var req client.CreateCatalogRequest
 		if err := s.decode(r, &req); err != nil {
@@ -106,10 +119,6 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /api/catalog/models/{name}/aliases/{alias}", s.handler(204, func(r *http.Request) (any, error) {
 		return nil, s.cat.RemoveAlias(r.Context(), r.PathValue("name"), r.PathValue("alias"))
 	}))
-
-	s.generateRoutes()
-	s.openAIRoutes()
-	s.uiRoutes()
 }
 
 func (s *Server) listRuns(r *http.Request) (any, error) {

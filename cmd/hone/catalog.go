@@ -29,32 +29,6 @@ func catalogCmd() *cobra.Command {
 		},
 	}
 	create.Flags().String("comment", "", "description")
-	var asJSON bool
-	show := &cobra.Command{
-		Use:   "show CATALOG.SCHEMA.MODEL",
-		Short: "Show a model's versions, lineage and aliases",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			m, err := c.ShowModel(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), m)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VERSION\tALIASES\tRUN\tBASE MODEL\tLICENSE\tLOCATION")
-			for _, v := range m.Versions {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", v.Version, strings.Join(v.Aliases, ","), v.Run, v.BaseModel, v.License, v.StorageLocation)
-			}
-			return tw.Flush()
-		},
-	}
-	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	alias := &cobra.Command{
 		Use:   "alias CATALOG.SCHEMA.MODEL VERSION ALIAS",
 		Short: "Point an alias (e.g. champion) at a version",
@@ -84,6 +58,41 @@ func catalogCmd() *cobra.Command {
 			return c.RemoveAlias(cmd.Context(), args[0], args[1])
 		},
 	}
+	cmd.AddCommand(create, catalogShowCmd(&cf), alias, unalias, catalogModelsCmd(&cf))
+	return cmd
+}
+
+func catalogShowCmd(cf *clientFlags) *cobra.Command {
+	var asJSON bool
+	show := &cobra.Command{
+		Use:   "show CATALOG.SCHEMA.MODEL",
+		Short: "Show a model's versions, lineage and aliases",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			m, err := c.ShowModel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), m)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tALIASES\tRUN\tBASE MODEL\tLICENSE\tLOCATION")
+			for _, v := range m.Versions {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", v.Version, strings.Join(v.Aliases, ","), v.Run, v.BaseModel, v.License, v.StorageLocation)
+			}
+			return tw.Flush()
+		},
+	}
+	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return show
+}
+
+func catalogModelsCmd(cf *clientFlags) *cobra.Command {
 	var modelsJSON bool
 	models := &cobra.Command{
 		Use:   "models",
@@ -110,6 +119,5 @@ func catalogCmd() *cobra.Command {
 		},
 	}
 	models.Flags().BoolVar(&modelsJSON, "json", false, "print JSON")
-	cmd.AddCommand(create, show, alias, unalias, models)
-	return cmd
+	return models
 }
