@@ -10,7 +10,7 @@ import (
 )
 
 // TestTemplateEnginePanicNamesRecord: the template engine panics on a
-// negative string repeat ('-' * n with n < 0; Jinja2 gives ''), which this
+// negative string repeat ('-' * n with n < 0; Jinja2 gives ”), which this
 // template reaches only for content longer than 3 characters. Validation
 // and Prepare report the record that tripped it instead of crashing.
 func TestTemplateEnginePanicNamesRecord(t *testing.T) {
