@@ -5,7 +5,14 @@
 // model directory in the artifact store, at
 // <Root>/<catalog>/<schema>/<model>/<version>/.
 //
-// A *Catalog is safe for concurrent use; rows live in a store.Store.
+// A version's directory is moved into place inside the transaction that
+// adds its row. A crash between the two leaves a directory without a row;
+// the next registration of that model moves it aside to <Root>/.orphaned
+// (logged) and takes the number. Copies are staged under <Root>/.staging
+// (see staging.go).
+//
+// A *Catalog is safe for concurrent use, also by several processes sharing
+// Root and the store; rows live in a store.Store.
 package catalog
 
 import (
