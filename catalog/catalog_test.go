@@ -150,6 +150,7 @@ func TestCatalog(t *testing.T) {
 		{"concurrent registrations", testConcurrent},
 		{"failed move keeps the weights", testFailedMove},
 		{"stray version directory", testStrayVersion},
+		{"failed commit puts the weights back", testFailedCommit},
 	}
 	for _, b := range storetest.Backends(t) {
 		for _, tc := range cases {
@@ -382,6 +383,45 @@ func testStrayVersion(t *testing.T, st *store.Store) {
 	}
 	if !strings.Contains(logs.String(), "moved aside") || !strings.Contains(logs.String(), aside[0]) {
 		t.Errorf("log does not say where the stray went:\n%s", logs.String())
+	}
+}
+
+// testFailedCommit: when the transaction fails to commit after the model
+// directory was renamed into place, the directory goes back to the run. The
+// commit is made to fail by cancelling the context from the clock, which
+// the catalog reads (for the stray's new name) between the insert and the
+// rename: both drivers refuse to commit a transaction whose context is done.
+func testFailedCommit(t *testing.T, st *store.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := t.TempDir()
+	newCatalog(t, st, root) // creates main.demo
+	var calls int
+	c, err := New(Config{Store: st, Root: root, Clock: func() time.Time {
+		if calls++; calls == 2 {
+			cancel()
+		}
+		return t0
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := filepath.Join(root, "main", "demo", "bot", "1")
+	if err := os.MkdirAll(stray, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := modelDir(t, "trained")
+	if _, err := c.Register(ctx, Registration{Target: bot, SourceDir: src, Move: true}); err == nil {
+		t.Fatal("Register succeeded although its transaction could not commit")
+	}
+	if weights(t, src) != "trained" {
+		t.Fatal("weights not put back")
+	}
+	if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("version directory left without a row: %v", err)
+	}
+	if vs, err := c.Show(context.Background(), "main.demo.bot"); err == nil && len(vs) != 0 {
+		t.Fatalf("a failed registration left versions %+v", vs)
 	}
 }
 
