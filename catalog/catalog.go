@@ -5,7 +5,14 @@
 // model directory in the artifact store, at
 // <Root>/<catalog>/<schema>/<model>/<version>/.
 //
-// A *Catalog is safe for concurrent use; rows live in a store.Store.
+// A version's directory is moved into place inside the transaction that
+// adds its row. A crash between the two leaves a directory without a row;
+// the next registration of that model moves it aside to <Root>/.orphaned
+// (logged) and takes the number. Copies are staged under <Root>/.staging
+// (see staging.go).
+//
+// A *Catalog is safe for concurrent use, also by several processes sharing
+// Root and the store; rows live in a store.Store.
 package catalog
 
 import (
@@ -65,15 +72,15 @@ func New(cfg Config) (*Catalog, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("catalog: root: %w", err)
 	}
-	// Leftovers of interrupted registrations.
-	os.RemoveAll(filepath.Join(root, ".staging"))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	return &Catalog{st: cfg.Store, root: root, log: cfg.Logger, clock: cfg.Clock}, nil
+	c := &Catalog{st: cfg.Store, root: root, log: cfg.Logger, clock: cfg.Clock}
+	c.cleanStaging()
+	return c, nil
 }
 
 // Root is the artifact store's absolute root.
@@ -209,7 +216,10 @@ type Registration struct {
 }
 
 // Register stores the directory as the model's next version and records
-// its lineage. The directory lands complete or not at all.
+// its lineage. The directory lands complete or not at all. A moved
+// SourceDir is renamed straight into place inside the transaction and
+// renamed back if the registration fails, so the weights are never lost:
+// they stay at SourceDir until registered.
 func (c *Catalog) Register(ctx context.Context, r Registration) (*store.ModelVersion, error) {
 	if r.Target.Model == "" {
 		return nil, invalidf("register: model name is required")
@@ -217,56 +227,95 @@ func (c *Catalog) Register(ctx context.Context, r Registration) (*store.ModelVer
 	if _, err := os.Stat(filepath.Join(r.SourceDir, "config.json")); err != nil {
 		return nil, fmt.Errorf("register %s: source is not a model directory: %w", r.Target, err)
 	}
-	staging := filepath.Join(c.root, ".staging", fmt.Sprintf("%s-%d", r.Run, c.clock().UnixNano()))
-	if err := os.MkdirAll(filepath.Dir(staging), 0o755); err != nil {
-		return nil, fmt.Errorf("register %s: %w", r.Target, err)
-	}
-	if err := moveOrCopy(r.SourceDir, staging, r.Move); err != nil {
-		os.RemoveAll(staging)
-		return nil, fmt.Errorf("register %s: %w", r.Target, err)
-	}
 	modelDir := filepath.Join(c.root, r.Target.Catalog, r.Target.Schema, r.Target.Model)
 	if err := os.MkdirAll(modelDir, 0o755); err != nil {
 		return nil, fmt.Errorf("register %s: %w", r.Target, err)
 	}
-	var out *store.ModelVersion
-	for attempt := 0; ; attempt++ {
-		err := c.st.InTx(ctx, func(tx *store.Tx) error {
-			next := 1
-			vs, err := tx.ListModelVersions(ctx, r.Target.Catalog, r.Target.Schema, r.Target.Model)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			if len(vs) > 0 {
-				next = vs[len(vs)-1].Version + 1
-			}
-			dst := filepath.Join(modelDir, strconv.Itoa(next))
-			v := store.ModelVersion{Catalog: r.Target.Catalog, Schema: r.Target.Schema, Model: r.Target.Model,
-				Version: next, StorageLocation: dst, Run: r.Run, BaseModel: r.BaseModel,
-				DataFingerprint: r.DataFingerprint, Metrics: r.Metrics, License: r.License, CreatedAt: c.clock()}
-			if _, err := tx.AddModelVersion(ctx, v); err != nil {
-				return err
-			}
-			if err := os.Rename(staging, dst); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrExists, err)
-			}
-			v.Aliases = []string{}
-			out = &v
-			return nil
-		})
-		if err == nil {
-			c.log.Info("registered model version", "model", r.Target.String(), "version", out.Version, "run", r.Run)
-			return out, nil
+	src := r.SourceDir
+	if !r.Move || !canRename(src, modelDir) {
+		st, err := c.stage(r.SourceDir)
+		if err != nil {
+			return nil, fmt.Errorf("register %s: %w", r.Target, err)
 		}
-		if out != nil { // renamed but not committed: put it back
-			os.Rename(out.StorageLocation, staging)
-			out = nil
+		defer st.release()
+		src = st.dir
+	}
+	for attempt := 0; ; attempt++ {
+		v, err := c.commitVersion(ctx, r, src, modelDir)
+		if err == nil {
+			c.log.Info("registered model version", "model", r.Target.String(), "version", v.Version, "run", r.Run)
+			return v, nil
 		}
 		if !errors.Is(err, store.ErrExists) || attempt >= 4 {
-			os.RemoveAll(staging)
+			if src == r.SourceDir {
+				err = fmt.Errorf("%w (the model directory stays at %s)", err, src)
+			}
 			return nil, fmt.Errorf("register %s: %w", r.Target, err)
 		}
 	}
+}
+
+// commitVersion adds the next version's row and renames src to its
+// directory in one transaction; if the transaction fails after the rename,
+// src is put back.
+func (c *Catalog) commitVersion(ctx context.Context, r Registration, src, modelDir string) (*store.ModelVersion, error) {
+	var out *store.ModelVersion
+	err := c.st.InTx(ctx, func(tx *store.Tx) error {
+		next := 1
+		vs, err := tx.ListModelVersions(ctx, r.Target.Catalog, r.Target.Schema, r.Target.Model)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if len(vs) > 0 {
+			next = vs[len(vs)-1].Version + 1
+		}
+		dst := filepath.Join(modelDir, strconv.Itoa(next))
+		v := store.ModelVersion{Catalog: r.Target.Catalog, Schema: r.Target.Schema, Model: r.Target.Model,
+			Version: next, StorageLocation: dst, Run: r.Run, BaseModel: r.BaseModel,
+			DataFingerprint: r.DataFingerprint, Metrics: r.Metrics, License: r.License, CreatedAt: c.clock()}
+		// The insert holds version next's key until commit, so a directory
+		// already at dst has no row and no registration in flight: it is
+		// left by one that crashed between its rename and its commit.
+		if _, err := tx.AddModelVersion(ctx, v); err != nil {
+			return err
+		}
+		if err := c.setAside(r.Target, next, dst); err != nil {
+			return err
+		}
+		if err := os.Rename(src, dst); err != nil {
+			return fmt.Errorf("move the model directory into place: %w", err)
+		}
+		v.Aliases = []string{}
+		out = &v
+		return nil
+	})
+	if err != nil && out != nil { // renamed but not committed: put it back
+		if rerr := os.Rename(out.StorageLocation, src); rerr != nil {
+			c.log.Error("put back a model directory after a failed registration", "dir", out.StorageLocation, "want", src, "err", rerr)
+		}
+		return nil, err
+	}
+	return out, err
+}
+
+// setAside moves a version directory that has no row out of the way, to
+// <Root>/.orphaned, and logs where it went; nothing is deleted.
+func (c *Catalog) setAside(target Name, version int, dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("check %s: %w", dir, err)
+	}
+	aside := filepath.Join(c.root, ".orphaned", fmt.Sprintf("%s-%d-%d", target, version, c.clock().UnixNano()))
+	if err := os.MkdirAll(filepath.Dir(aside), 0o755); err != nil {
+		return fmt.Errorf("set aside %s: %w", dir, err)
+	}
+	if err := os.Rename(dir, aside); err != nil {
+		return fmt.Errorf("set aside %s: %w", dir, err)
+	}
+	c.log.Warn("moved aside a version directory without a catalog row (left by an interrupted registration)",
+		"model", target.String(), "version", version, "from", dir, "to", aside)
+	return nil
 }
 
 // Show returns a model's versions (with aliases), oldest first.
@@ -329,13 +378,8 @@ func isDigits(s string) bool {
 	return strings.Trim(s, "0123456789") == ""
 }
 
-// moveOrCopy puts src's tree at dst (which must not exist).
-func moveOrCopy(src, dst string, move bool) error {
-	if move {
-		if err := os.Rename(src, dst); err == nil {
-			return nil
-		}
-	}
+// copyTree puts a copy of src's tree at dst (which must not exist).
+func copyTree(src, dst string) error {
 	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err

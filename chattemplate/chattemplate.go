@@ -174,13 +174,23 @@ func tokenField(raw json.RawMessage) string {
 	return ""
 }
 
-// Render renders msgs with opt.
-func (t *Template) Render(msgs []Message, opt Options) (string, error) {
+// errEnginePanic marks a panic of the template engine turned into an error.
+var errEnginePanic = errors.New("internal error of the template engine")
+
+// Render renders msgs with opt. A panic of the template engine is returned
+// as an error: templates come with models, and one that trips a bug must
+// fail the request or run, not the process.
+func (t *Template) Render(msgs []Message, opt Options) (out string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			out, err = "", fmt.Errorf("chattemplate: render: %w (please report it with the model's chat template): %v", errEnginePanic, v)
+		}
+	}()
 	data, err := t.context(msgs, opt)
 	if err != nil {
 		return "", err
 	}
-	out, err := t.compiled.RenderValues(data)
+	out, err = t.compiled.RenderValues(data)
 	if err != nil {
 		var re *RaiseError
 		if errors.As(err, &re) {

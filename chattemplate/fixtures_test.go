@@ -35,7 +35,7 @@ type fixtures struct {
 	} `json:"templates"`
 }
 
-func loadFixtures(t *testing.T) *fixtures {
+func loadFixtures(t testing.TB) *fixtures {
 	t.Helper()
 	data, err := os.ReadFile("testdata/renders.json")
 	if os.IsNotExist(err) {

@@ -16,6 +16,8 @@ import (
 var cptChunk = 256 << 10
 
 type cptJob struct {
+	file     string
+	offset   int64 // of chunk in file
 	chunk    []byte
 	first    bool // the chunk starts a document
 	last     bool // the chunk ends a document
@@ -47,8 +49,11 @@ func (s *scanner) scanCPT(ctx context.Context, files []string) error {
 				}
 				continue
 			}
+			var offset int64
 			if err := readChunks(f, func(chunk []byte, first, last bool) error {
-				return emit(cptJob{chunk: chunk, first: first, last: last, bytes: int64(len(chunk))})
+				j := cptJob{file: f, offset: offset, chunk: chunk, first: first, last: last, bytes: int64(len(chunk))}
+				offset += int64(len(chunk))
+				return emit(j)
 			}); err != nil {
 				return err
 			}
@@ -85,7 +90,10 @@ func (s *scanner) scanCPT(ctx context.Context, files []string) error {
 		}
 		return s.tokens(r.ids, r.last)
 	}
-	err := orderedMap(ctx, s.opt.Workers, produce, work, consume)
+	where := func(j cptJob) string {
+		return fmt.Sprintf("%s (bytes %d to %d)", j.file, j.offset, j.offset+int64(len(j.chunk)))
+	}
+	err := orderedMap(ctx, s.opt.Workers, produce, work, where, consume)
 	if errors.Is(err, errTooMany) {
 		return nil
 	}

