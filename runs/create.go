@@ -217,7 +217,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 }
 
 func (s *Service) confineField(field, p string) (string, error) {
-	real, err := confine(s.roots, p)
+	real, err := s.resolvePath(p)
 	if err != nil {
 		return "", invalidf("%s: %v", field, err)
 	}

@@ -115,6 +115,13 @@ const openAPIDoc = `{
     "/api/catalog/models/{name}/aliases/{alias}": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "alias", "in": "path", "required": true, "schema": {"type": "string"}}],
       "put": {"summary": "point an alias at a version", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"version": {"type": "integer"}}}}}},
         "responses": {"200": {"description": "the model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Model"}}}}}},
-      "delete": {"summary": "remove an alias", "responses": {"204": {"description": "removed"}}}}
+      "delete": {"summary": "remove an alias", "responses": {"204": {"description": "removed"}}}},
+    "/api/catalog/volumes": {"post": {"summary": "create a volume, a managed folder catalog.schema.volume addressed as /Volumes/<catalog>/<schema>/<volume>/", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}},
+      "responses": {"201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}}}},
+    "/api/fs/files/Volumes/{path}": {"parameters": [{"name": "path", "in": "path", "required": true, "description": "catalog/schema/volume/file, slashes kept", "schema": {"type": "string"}}],
+      "put": {"summary": "upload a file into a volume (written atomically, replacing any file there)", "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"201": {"description": "the file written"}}}},
+    "/api/fs/directories/Volumes/{path}": {"parameters": [{"name": "path", "in": "path", "required": true, "description": "catalog/schema/volume[/folder], slashes kept", "schema": {"type": "string"}}],
+      "get": {"summary": "list a volume folder", "responses": {"200": {"description": "entries: name, path, is_dir, size, modified"}}}}
   }
 }`

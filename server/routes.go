@@ -17,6 +17,7 @@ func (s *Server) routes() {
 		w.Write([]byte(openAPIDoc)) //nolint:errcheck // the client went away
 	})
 	m.HandleFunc("GET /api/health", s.handler(200, func(*http.Request) (any, error) { return map[string]string{"status": "ok"}, nil }))
+	s.volumeRoutes()
 
 	m.HandleFunc("POST /api/runs", s.handler(201, func(r *http.Request) (any, error) {
 		var req client.CreateRunRequest

@@ -103,6 +103,6 @@ func catalogCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(create, show, alias, unalias, models)
+	cmd.AddCommand(create, show, alias, unalias, models, catalogCreateVolumeCmd(&cf))
 	return cmd
 }
