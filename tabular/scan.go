@@ -31,8 +31,13 @@ type ValueError struct {
 
 func (e *ValueError) Error() string { return e.Field + ": " + e.Message }
 
-// batchRows is how many rows are read at a time within a row group.
-const batchRows = 256
+// Rows are read from a row group in batches of at most maxBatchRows rows,
+// fewer for large rows, so that a batch holds about batchBytes of JSON:
+// documents of hundreds of KB are then read a few at a time.
+const (
+	maxBatchRows = 256
+	batchBytes   = 1 << 20
+)
 
 // RowFunc receives one row: a JSON object holding the wanted columns the
 // file has, or a *ValueError for a value that could not be converted.
@@ -118,22 +123,29 @@ func scanRowGroup(ctx context.Context, f File, want []string, sub *parquet.Schem
 	}()
 	rr := rg.Rows()
 	defer rr.Close()
-	rows := make([]parquet.Row, batchRows)
+	rows := make([]parquet.Row, maxBatchRows)
+	batch := 1 // rows to read next; grows while rows are small
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr := rr.ReadRows(rows)
-		for _, r := range rows[:n] {
+		n, rerr := rr.ReadRows(rows[:batch])
+		size := 0
+		for i, r := range rows[:n] {
 			loc.Row++
 			m := map[string]any{}
 			if err := sub.Reconstruct(&m, r); err != nil {
 				return fmt.Errorf("tabular: %s: row group %d, row %d: %w", f.Path, loc.RowGroup, loc.Row, err)
 			}
+			rows[i] = r[:0] // let the values go
 			obj, verr := f.rowJSON(m, want)
+			size += len(obj)
 			if err := fn(loc, obj, verr); err != nil {
 				return err
 			}
+		}
+		if n > 0 {
+			batch = min(max(batchBytes/max(size/n, 1), 1), maxBatchRows)
 		}
 		if errors.Is(rerr, io.EOF) {
 			return nil
