@@ -165,6 +165,13 @@ func TestTableInstructAndCPT(t *testing.T) {
 	if a, b := previewOutput(t, mdir, CPT, filepath.Join(dir, "docs"), Options{ContextLength: 16}), previewOutput(t, mdir, CPT, filepath.Join(dir, "docs.parquet"), Options{ContextLength: 16}); a != b || a == "" {
 		t.Errorf("cpt preview differs:\n%s\n%s", a, b)
 	}
+	// A table with both answer columns, each null where the other is set.
+	testassets.DuckDB(t, dir, `COPY (SELECT * FROM (VALUES ('Hi?', 'Hello.', NULL), ('Bye?', NULL, 'Goodbye.')) v(prompt, response, completion))
+		TO 'mixed.parquet' (FORMAT parquet)`)
+	r, err := Validate(context.Background(), mdir, Instruct, filepath.Join(dir, "mixed.parquet"), Options{})
+	if err != nil || r.ProblemCount != 0 || r.Stats.Examples != 2 {
+		t.Fatalf("mixed answer columns: %v, %+v, %d examples", err, r.Problems, r.Stats.Examples)
+	}
 }
 
 // TestTableProblems: bad values are named by file, row group, row and

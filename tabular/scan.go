@@ -166,10 +166,15 @@ func (f File) logical(physical string) string {
 }
 
 // rowJSON renames m's columns, adds the constant columns and encodes the
-// wanted ones as a JSON object.
+// wanted ones as a JSON object. A null is left out, as a JSONL line leaves
+// out a key it has no value for: a table may have both a response and a
+// completion column, each null where the other is set.
 func (f File) rowJSON(m map[string]any, want []string) ([]byte, *ValueError) {
 	out := make(map[string]any, len(want))
 	for k, v := range m {
+		if v == nil {
+			continue
+		}
 		node := nameNode{logical: k}
 		if f.Names != nil {
 			if n, ok := f.Names.fields[k]; ok {
@@ -183,7 +188,7 @@ func (f File) rowJSON(m map[string]any, want []string) ([]byte, *ValueError) {
 		out[node.logical] = v
 	}
 	for k, v := range f.Constant {
-		if slices.Contains(want, k) {
+		if v != nil && slices.Contains(want, k) {
 			out[k] = constant(v, f.Types[k])
 		}
 	}
@@ -195,9 +200,7 @@ func (f File) rowJSON(m map[string]any, want []string) ([]byte, *ValueError) {
 }
 
 // clean makes v JSON-ready: byte strings become text (refused when not
-// UTF-8), struct fields are renamed, and null struct fields are dropped,
-// so an optional field absent from a record is absent from its JSON, as in
-// a JSONL line.
+// UTF-8), struct fields are renamed, and null struct fields are dropped.
 func clean(v any, nm *names, field string) (any, *ValueError) {
 	switch x := v.(type) {
 	case []byte:
@@ -244,9 +247,6 @@ func clean(v any, nm *names, field string) (any, *ValueError) {
 
 // constant types a partition value by its column type.
 func constant(v *string, typ string) any {
-	if v == nil {
-		return nil
-	}
 	switch {
 	case typ == "boolean" && (*v == "true" || *v == "false"):
 		return *v == "true"
