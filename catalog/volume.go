@@ -58,7 +58,7 @@ func (c *Catalog) CreateVolume(ctx context.Context, name string) (string, error)
 		}
 		return "", err
 	}
-	dir := c.volumeDir(n)
+	dir := volumeDir(c.root, n)
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return "", fmt.Errorf("catalog: volume %s: %w", name, err)
 	}
@@ -71,14 +71,14 @@ func (c *Catalog) CreateVolume(ctx context.Context, name string) (string, error)
 	return dir, nil
 }
 
-func (c *Catalog) volumeDir(n Name) string {
-	return filepath.Join(c.root, volumesDir, n.Catalog, n.Schema, n.Model)
+func volumeDir(root string, n Name) string {
+	return filepath.Join(root, volumesDir, n.Catalog, n.Schema, n.Model)
 }
 
 // volumePath splits a volume path into its volume's folder (which must
 // exist) and the cleaned path inside it ("" for the volume itself); shown
 // is the path as /Volumes/... without dbfs: or "..".
-func (c *Catalog) volumePath(p string) (dir, rel, shown string, err error) {
+func volumePath(root, p string) (dir, rel, shown string, err error) {
 	rest := ""
 	for _, pre := range VolumePrefixes {
 		if strings.HasPrefix(p, pre) {
@@ -96,7 +96,7 @@ func (c *Catalog) volumePath(p string) (dir, rel, shown string, err error) {
 	if err != nil {
 		return "", "", "", invalidf("path %q: %v", p, err)
 	}
-	dir = c.volumeDir(n)
+	dir = volumeDir(root, n)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return "", "", "", fmt.Errorf("volume %s (create it with: hone catalog create-volume %s): %w", n, n, store.ErrNotFound)
 	}
@@ -140,8 +140,12 @@ func confineVolume(dir, local, p string) (string, error) {
 
 // VolumePath resolves a volume path to the real local path of an existing
 // file or folder, confined to its volume.
-func (c *Catalog) VolumePath(p string) (string, error) {
-	dir, rel, _, err := c.volumePath(p)
+func (c *Catalog) VolumePath(p string) (string, error) { return VolumeFile(c.root, p) }
+
+// VolumeFile is VolumePath for the catalog whose artifact root is root,
+// for local tools that have the files but no store.
+func VolumeFile(root, p string) (string, error) {
+	dir, rel, _, err := volumePath(root, p)
 	if err != nil {
 		return "", err
 	}
@@ -158,7 +162,7 @@ func (c *Catalog) VolumePath(p string) (string, error) {
 // PutFile writes r to the volume path p, creating parent folders; the file
 // appears complete or not at all (temporary file, fsync, rename).
 func (c *Catalog) PutFile(ctx context.Context, p string, r io.Reader) (*VolumeEntry, error) {
-	dir, rel, shown, err := c.volumePath(p)
+	dir, rel, shown, err := volumePath(c.root, p)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +214,7 @@ func (c *Catalog) ListVolume(p string) ([]VolumeEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, _, base, _ := c.volumePath(p)
+	_, _, base, _ := volumePath(c.root, p)
 	fi, err := os.Stat(real)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %s: %w", p, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 )
@@ -39,9 +40,10 @@ func (c *Client) CreateVolume(ctx context.Context, name string) (*Volume, error)
 	return &out, c.do(ctx, http.MethodPost, "/api/catalog/volumes", nil, CreateVolumeRequest{Name: name}, &out)
 }
 
-// volumeAPIPath maps /Volumes/... (or dbfs:/Volumes/...) to an API path.
+// volumeAPIPath maps /Volumes/... (or dbfs:/Volumes/...) to an API path,
+// cleaned, since the server redirects a path holding "..".
 func volumeAPIPath(api, p string) string {
-	p = strings.TrimPrefix(p, "dbfs:")
+	p = path.Clean("/" + strings.TrimPrefix(p, "dbfs:"))
 	return api + "/Volumes/" + strings.TrimPrefix(p, "/Volumes/")
 }
 

@@ -38,6 +38,11 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 }
 
 func (f *dataFlags) options() (dataset.Task, dataset.Options, error) {
+	data, err := localVolumePath(f.data)
+	if err != nil {
+		return "", dataset.Options{}, err
+	}
+	f.data = data
 	task, err := dataset.ParseTask(f.task)
 	opt := dataset.Options{ContextLength: f.ctxLen, Overlong: f.overlong, ChatLoss: f.loss, Split: f.split}
 	if f.version >= 0 {
@@ -144,6 +149,9 @@ func dataPrepareCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			task, opt, err := f.options()
 			if err != nil {
+				return err
+			}
+			if evalData, err = localVolumePath(evalData); err != nil {
 				return err
 			}
 			opt.EvalData, opt.EvalFraction, opt.EvalSplit = evalData, evalFrac, evalSplit

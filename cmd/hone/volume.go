@@ -10,8 +10,38 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"hone/catalog"
 	"hone/client"
 )
+
+// honeHome is the state directory: home, else $HONE_HOME, else ~/.hone.
+func honeHome(home string) (string, error) {
+	if home == "" {
+		home = os.Getenv("HONE_HOME")
+	}
+	if home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no --home, no HONE_HOME and no home directory: %w", err)
+		}
+		home = filepath.Join(h, ".hone")
+	}
+	return home, nil
+}
+
+// localVolumePath resolves a /Volumes/... path against the volumes of the
+// local state directory, for the data commands, which run without a
+// server; other paths are returned as they are.
+func localVolumePath(p string) (string, error) {
+	if !catalog.IsVolumePath(p) {
+		return p, nil
+	}
+	home, err := honeHome("")
+	if err != nil {
+		return "", err
+	}
+	return catalog.VolumeFile(filepath.Join(home, "catalog"), p)
+}
 
 // catalogCreateVolumeCmd is `hone catalog create-volume`.
 func catalogCreateVolumeCmd(cf *clientFlags) *cobra.Command {
