@@ -200,3 +200,62 @@ func copyTree(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestCheckpointPartitionValues reads a checkpoint whose add actions carry
+// partition values (a Parquet MAP), written by DuckDB in the checkpoint
+// schema, followed by a commit that removes one of the files.
+func TestCheckpointPartitionValues(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"_delta_log", "x=A", "x=B%20B"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"x=A/a.parquet", "x=B%20B/b.parquet", "x=A/c.parquet"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	schema := strings.ReplaceAll(`{"type":"struct","fields":[{"name":"x","type":"string","nullable":true,"metadata":{}},{"name":"text","type":"string","nullable":true,"metadata":{}}]}`, "'", "''")
+	add := func(path, x string) string {
+		return fmt.Sprintf(`NULL, {'path': '%s', 'partitionValues': MAP {'x': '%s'}, 'size': 4::BIGINT, 'modificationTime': 0::BIGINT, 'dataChange': false}`, path, x)
+	}
+	const none = `NULL::STRUCT(minReaderVersion INTEGER, minWriterVersion INTEGER), NULL::STRUCT(id VARCHAR, schemaString VARCHAR, partitionColumns VARCHAR[])`
+	testassets.DuckDB(t, filepath.Join(dir, "_delta_log"), `COPY (
+		SELECT NULL::STRUCT(path VARCHAR) AS remove, NULL::STRUCT(path VARCHAR, partitionValues MAP(VARCHAR, VARCHAR), size BIGINT, modificationTime BIGINT, dataChange BOOLEAN) AS add,
+		       {'minReaderVersion': 1, 'minWriterVersion': 2} AS protocol, NULL::STRUCT(id VARCHAR, schemaString VARCHAR, partitionColumns VARCHAR[]) AS metaData
+		UNION ALL SELECT NULL, NULL, NULL, {'id': 't', 'schemaString': '`+schema+`', 'partitionColumns': ['x']}
+		UNION ALL SELECT `+add("x=A/a.parquet", "A")+`, `+none+`
+		UNION ALL SELECT `+add("x=B%2520B/b.parquet", "B B")+`, `+none+`
+		) TO '00000000000000000003.checkpoint.parquet' (FORMAT parquet)`)
+	writeLogIn(t, dir) // the folder exists; commits are added below
+	for v, c := range map[int]string{4: `{"remove":{"path":"x=A/a.parquet","dataChange":true}}` + "\n" +
+		`{"add":{"path":"x=A/c.parquet","partitionValues":{"x":"A"},"size":4,"modificationTime":0,"dataChange":true}}`} {
+		if err := os.WriteFile(filepath.Join(dir, "_delta_log", fmt.Sprintf("%020d.json", v)), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := load(t, dir, -1)
+	got := names(s)
+	if s.Version != 4 || strings.Join(got, " ") != "x=A/c.parquet x=B%20B/b.parquet" {
+		t.Fatalf("version %d files %v", s.Version, got)
+	}
+	if v := s.Files[1].Partition["x"]; v == nil || *v != "B B" {
+		t.Fatalf("partition values from the checkpoint: %q", deref(s.Files[1].Partition))
+	}
+	if s3 := load(t, dir, 3); len(s3.Files) != 2 || *s3.Files[0].Partition["x"] != "A" {
+		t.Fatalf("version 3 (the checkpoint alone): %v", names(s3))
+	}
+}
+
+func deref(m map[string]*string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		if v == nil {
+			out[k] = "<null>"
+		} else {
+			out[k] = *v
+		}
+	}
+	return out
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -187,7 +188,7 @@ func (r *replay) applyMap(m map[string]any) error {
 	if len(m) == 0 {
 		return nil
 	}
-	b, err := json.Marshal(m)
+	b, err := json.Marshal(textBytes(m))
 	if err != nil {
 		return err
 	}
@@ -196,6 +197,32 @@ func (r *replay) applyMap(m map[string]any) error {
 		return err
 	}
 	return r.apply(a)
+}
+
+// textBytes turns the byte strings of a reconstructed row into strings:
+// a writer may store text without the UTF-8 annotation (DuckDB does for
+// map values), and JSON would otherwise encode it as base64.
+func textBytes(v any) any {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer {
+		// Optional map values come back as pointers.
+		if rv.IsNil() {
+			return nil
+		}
+		return textBytes(rv.Elem().Interface())
+	}
+	switch x := v.(type) {
+	case []byte:
+		return string(x)
+	case []any:
+		for i := range x {
+			x[i] = textBytes(x[i])
+		}
+	case map[string]any:
+		for k, e := range x {
+			x[k] = textBytes(e)
+		}
+	}
+	return v
 }
 
 // check refuses what this reader cannot read correctly.

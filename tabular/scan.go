@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -202,6 +203,13 @@ func (f File) rowJSON(m map[string]any, want []string) ([]byte, *ValueError) {
 // clean makes v JSON-ready: byte strings become text (refused when not
 // UTF-8), struct fields are renamed, and null struct fields are dropped.
 func clean(v any, nm *names, field string) (any, *ValueError) {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer {
+		// Optional map values come back as pointers.
+		if rv.IsNil() {
+			return nil, nil
+		}
+		return clean(rv.Elem().Interface(), nm, field)
+	}
 	switch x := v.(type) {
 	case []byte:
 		if !utf8.Valid(x) {
