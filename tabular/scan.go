@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -78,6 +79,13 @@ func scanFile(ctx context.Context, f File, want []string, start func(string, []s
 		columns = append(columns, name)
 		if slices.Contains(want, name) {
 			group[fld.Name()] = fld
+		}
+	}
+	// A Delta table's columns are its schema's: a file written before a
+	// column was added lacks it, and its rows read it as null.
+	for _, name := range slices.Sorted(maps.Keys(f.Types)) {
+		if !slices.Contains(columns, name) {
+			columns = append(columns, name)
 		}
 	}
 	for name := range f.Constant {

@@ -67,6 +67,11 @@ func volumeCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{Use: "volume", Short: "Put files into catalog volumes and list them (through the API)"}
 	cf.register(cmd)
+	cmd.AddCommand(volumeCpCmd(&cf), volumeLsCmd(&cf))
+	return cmd
+}
+
+func volumeCpCmd(cf *clientFlags) *cobra.Command {
 	var recursive bool
 	cp := &cobra.Command{
 		Use:   "cp LOCAL /Volumes/CATALOG/SCHEMA/VOLUME/PATH",
@@ -115,6 +120,10 @@ With -r, LOCAL is a folder copied file by file to the destination folder, keepin
 		},
 	}
 	cp.Flags().BoolVarP(&recursive, "recursive", "r", false, "copy a folder")
+	return cp
+}
+
+func volumeLsCmd(cf *clientFlags) *cobra.Command {
 	var asJSON bool
 	ls := &cobra.Command{
 		Use:   "ls /Volumes/CATALOG/SCHEMA/VOLUME[/PATH]",
@@ -145,6 +154,5 @@ With -r, LOCAL is a folder copied file by file to the destination folder, keepin
 		},
 	}
 	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(cp, ls)
-	return cmd
+	return ls
 }
