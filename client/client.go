@@ -62,7 +62,10 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	u.Path += path
 	u.RawQuery = q.Encode()
 	var body io.Reader
-	if in != nil {
+	contentType := "application/json"
+	if r, ok := in.(io.Reader); ok {
+		body, contentType = r, "application/octet-stream" // a file upload, sent as is
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
@@ -74,7 +77,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		return err
 	}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)

@@ -32,12 +32,10 @@ type cptResult struct {
 	problems []Problem
 }
 
-// scanCPT streams the documents of files: each file is checked for UTF-8,
-// then read and tokenized chunk by chunk.
-func (s *scanner) scanCPT(ctx context.Context, files []string) error {
-	var total int64
-	stopped := false
-	produce := func(ctx context.Context, emit func(cptJob) error) error {
+// textProducer emits the documents of text files: each file is checked
+// for UTF-8, then read chunk by chunk.
+func textProducer(files []string) func(ctx context.Context, emit func(cptJob) error) error {
+	return func(ctx context.Context, emit func(cptJob) error) error {
 		for _, f := range files {
 			prob, size, err := checkTextFile(f)
 			if err != nil {
@@ -60,6 +58,13 @@ func (s *scanner) scanCPT(ctx context.Context, files []string) error {
 		}
 		return nil
 	}
+}
+
+// scanDocs tokenizes the document chunks produce emits, in order, on the
+// scanner's workers; where names the data in a too-many-tokens problem.
+func (s *scanner) scanDocs(ctx context.Context, where string, produce func(ctx context.Context, emit func(cptJob) error) error) error {
+	var total int64
+	stopped := false
 	work := func(j cptJob) cptResult {
 		r := cptResult{last: j.last, bytes: j.bytes, problems: j.problems}
 		if j.problems != nil {
@@ -85,15 +90,18 @@ func (s *scanner) scanCPT(ctx context.Context, files []string) error {
 		total += int64(len(r.ids))
 		if s.maxTokens > 0 && total > s.maxTokens {
 			stopped = true
-			s.problem(Problem{File: files[0], Rule: RuleTooManyTokens, Message: fmt.Sprintf("the data holds more than %d tokens, the most accepted", s.maxTokens)})
+			s.problem(Problem{File: where, Rule: RuleTooManyTokens, Message: fmt.Sprintf("the data holds more than %d tokens, the most accepted", s.maxTokens)})
 			return errTooMany
 		}
 		return s.tokens(r.ids, r.last)
 	}
-	where := func(j cptJob) string {
+	jobWhere := func(j cptJob) string {
+		if j.file == "" { // a table's rows: the table names it
+			return where
+		}
 		return fmt.Sprintf("%s (bytes %d to %d)", j.file, j.offset, j.offset+int64(len(j.chunk)))
 	}
-	err := orderedMap(ctx, s.opt.Workers, produce, work, where, consume)
+	err := orderedMap(ctx, s.opt.Workers, produce, work, jobWhere, consume)
 	if errors.Is(err, errTooMany) {
 		return nil
 	}
@@ -172,6 +180,11 @@ func readChunks(f string, fn func(chunk []byte, first, last bool) error) error {
 		return fmt.Errorf("dataset: %w", err)
 	}
 	defer fh.Close()
+	return chunks(fh, f, fn)
+}
+
+// chunks is readChunks on a reader; name labels its errors.
+func chunks(fh io.Reader, f string, fn func(chunk []byte, first, last bool) error) error {
 	var carry []byte
 	first := true
 	for {

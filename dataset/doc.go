@@ -48,6 +48,19 @@
 //     the tokens; the last resort may differ from whole-file tokenization by a
 //     token or two at the cut.
 //
+// # Tables
+//
+// A data path may also be a table (package tabular): a Parquet file or
+// folder, a Hugging Face dataset folder or cached id (Options.Split), or a
+// Delta table (Options.Version). Each row is turned into the JSON object of
+// the task's columns (chat: messages; instruct: prompt and response or
+// completion; cpt: text, one document a row), nulls left out, and goes
+// through the same rules as a JSONL line, so a table validates, previews
+// and prepares exactly like the same records in JSONL. Other columns are
+// ignored; a file without a needed column is one problem. Problems carry
+// the row group and row (Problem.RowGroup, Problem.Row) instead of a line.
+// The fingerprint covers the table's live files and partition values.
+//
 // # Labels and rows
 //
 // An Example holds InputIDs and Labels of equal length in the Hugging Face

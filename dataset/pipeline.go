@@ -162,15 +162,20 @@ type jsonResult struct {
 	bytes    int64
 }
 
-// scanFiles runs the scanner over files.
-func (s *scanner) scanFiles(ctx context.Context, files []string) error {
+// scanFiles runs the scanner over the data of src.
+func (s *scanner) scanFiles(ctx context.Context, src source) error {
+	if src.table != nil {
+		return s.scanTable(ctx, src.table)
+	}
+	files := src.files
 	if s.task == CPT {
-		return s.scanCPT(ctx, files)
+		where := ""
+		if len(files) > 0 {
+			where = files[0]
+		}
+		return s.scanDocs(ctx, where, textProducer(files))
 	}
-	parse := parseChat
-	if s.task == Instruct {
-		parse = parseInstruct
-	}
+	parse := s.parser()
 	produce := func(ctx context.Context, emit func(jsonJob) error) error {
 		for _, f := range files {
 			var pending int64
@@ -194,6 +199,20 @@ func (s *scanner) scanFiles(ctx context.Context, files []string) error {
 		}
 		return nil
 	}
+	return s.scanRecords(ctx, produce)
+}
+
+// parser returns the record rules of the task.
+func (s *scanner) parser() func(file string, line int, b []byte) (record, []Problem) {
+	if s.task == Instruct {
+		return parseInstruct
+	}
+	return parseChat
+}
+
+// scanRecords encodes the chat or instruct records produce emits, in
+// order, on the scanner's workers.
+func (s *scanner) scanRecords(ctx context.Context, produce func(ctx context.Context, emit func(jsonJob) error) error) error {
 	work := func(j jsonJob) jsonResult {
 		r := jsonResult{rec: j.rec, problems: j.problems, bytes: j.bytes}
 		if len(j.problems) > 0 || j.rec.file == "" {
@@ -205,7 +224,7 @@ func (s *scanner) scanFiles(ctx context.Context, files []string) error {
 		}
 		enc, err := s.m.encodeChat(j.rec.msgs, s.opt.ChatLoss)
 		if err != nil {
-			r.problems = []Problem{{File: j.rec.file, Line: j.rec.line, Field: "messages", Rule: RuleTemplate, Message: err.Error()}}
+			r.problems = []Problem{j.rec.at(Problem{Field: "messages", Rule: RuleTemplate, Message: err.Error()})}
 			return r
 		}
 		r.enc = enc

@@ -109,14 +109,14 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 	if err != nil {
 		return nil, err
 	}
-	files, probs, err := dataFiles(spec.Data, spec.Task)
+	src, probs, err := openSource(ctx, spec.Data, spec.Task, opt, false)
 	if err != nil {
 		return nil, err
 	}
-	var evalFiles []string
+	var evalSrc source
 	if opt.EvalData != "" {
 		var eprobs []Problem
-		if evalFiles, eprobs, err = dataFiles(opt.EvalData, spec.Task); err != nil {
+		if evalSrc, eprobs, err = openSource(ctx, opt.EvalData, spec.Task, opt, true); err != nil {
 			return nil, err
 		}
 		probs = append(probs, eprobs...)
@@ -124,7 +124,7 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 	if len(probs) > 0 {
 		return nil, &ProblemsError{Problems: probs, Count: len(probs)}
 	}
-	fp, err := fingerprint(m, spec.Task, opt, files, evalFiles)
+	fp, err := fingerprint(m, spec.Task, opt, src, evalSrc)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 	defer os.RemoveAll(tmp) // a no-op after the rename
 	meta := storeMeta{Version: storeVersion, Fingerprint: fp, Task: spec.Task, ContextLength: m.ctxLen, ModelMaxContext: m.maxContext, PadID: m.padID}
 	var total, done int64
-	for _, f := range append(append([]string(nil), files...), evalFiles...) {
+	for _, f := range append(append([]string(nil), src.files...), evalSrc.files...) {
 		if fi, err := os.Stat(f); err == nil {
 			total += fi.Size()
 		}
@@ -155,11 +155,11 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 		}
 	}
 	pe := &ProblemsError{}
-	if meta.Train, err = writeSet(ctx, m, spec.Task, opt, files, tmp, "train", report, pe); err != nil {
+	if meta.Train, err = writeSet(ctx, m, spec.Task, opt, src, tmp, "train", report, pe); err != nil {
 		return nil, err
 	}
-	if len(evalFiles) > 0 {
-		es, err := writeSet(ctx, m, spec.Task, opt, evalFiles, tmp, "eval", report, pe)
+	if len(evalSrc.files) > 0 {
+		es, err := writeSet(ctx, m, spec.Task, opt, evalSrc, tmp, "eval", report, pe)
 		if err != nil {
 			return nil, err
 		}
@@ -191,8 +191,8 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 	return openPrepared(final, fp, opt)
 }
 
-// writeSet tokenizes files into dir/<name>.*, collecting problems into pe.
-func writeSet(ctx context.Context, m *model, task Task, opt Options, files []string, dir, name string, progress func(int64), pe *ProblemsError) (storedSet, error) {
+// writeSet tokenizes src into dir/<name>.*, collecting problems into pe.
+func writeSet(ctx context.Context, m *model, task Task, opt Options, src source, dir, name string, progress func(int64), pe *ProblemsError) (storedSet, error) {
 	set := storedSet{Name: name}
 	w, err := newSetWriter(dir, name, task != CPT)
 	if err != nil {
@@ -232,7 +232,7 @@ func writeSet(ctx context.Context, m *model, task Task, opt Options, files []str
 		}
 		return nil
 	}
-	err = s.scanFiles(ctx, files)
+	err = s.scanFiles(ctx, src)
 	if cerr := w.close(); err == nil {
 		err = cerr
 	}

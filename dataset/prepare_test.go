@@ -379,7 +379,7 @@ func TestCPTChunkingMatchesWhole(t *testing.T) {
 	chunks := 0
 	s := &scanner{m: m, task: CPT, opt: Options{Workers: 2}, progress: func(int64) {}, problem: func(p Problem) { t.Fatal(p) }}
 	s.tokens = func(ids []int, _ bool) error { got = append(got, ids...); chunks++; return nil }
-	if err := s.scanFiles(context.Background(), []string{f}); err != nil {
+	if err := s.scanFiles(context.Background(), source{files: []string{f}}); err != nil {
 		t.Fatal(err)
 	}
 	want := slices.Concat([]int{m.sp.BOS}, m.tok.Encode(doc, false), []int{m.sp.EOS})
@@ -395,7 +395,7 @@ func TestCPTTooManyTokens(t *testing.T) {
 	var probs []Problem
 	s := &scanner{m: m, task: CPT, progress: func(int64) {}, problem: func(p Problem) { probs = append(probs, p) }, maxTokens: 20}
 	s.tokens = func([]int, bool) error { return nil }
-	if err := s.scanFiles(context.Background(), []string{f}); err != nil {
+	if err := s.scanFiles(context.Background(), source{files: []string{f}}); err != nil {
 		t.Fatal(err)
 	}
 	if len(probs) != 1 || probs[0].Rule != RuleTooManyTokens {

@@ -20,7 +20,7 @@ func Preview(ctx context.Context, modelDir string, task Task, dataPath string, o
 	if err != nil {
 		return err
 	}
-	files, probs, err := dataFiles(dataPath, task)
+	src, probs, err := openSource(ctx, dataPath, task, opt, false)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func Preview(ctx context.Context, modelDir string, task Task, dataPath string, o
 		}
 		return nil
 	}
-	err = s.scanFiles(ctx, files)
+	err = s.scanFiles(ctx, src)
 	if err == nil && len(row) > 0 {
 		err = flush()
 	}

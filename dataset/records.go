@@ -20,9 +20,17 @@ import (
 type record struct {
 	file     string
 	line     int
+	rowGroup int // a table row: its row group and row (line is 0)
+	row      int64
 	msgs     []chattemplate.Message // chat
 	prompt   string                 // instruct
 	response string                 // instruct
+}
+
+// at places p at the record.
+func (r record) at(p Problem) Problem {
+	p.File, p.Line, p.RowGroup, p.Row = r.file, r.line, r.rowGroup, r.row
+	return p
 }
 
 // dataFiles lists the files making up path: the file itself, or for a folder
@@ -96,6 +104,8 @@ func readJSONL(file string, fn func(line int, b []byte) error, progress func(int
 type lineChecker struct {
 	file     string
 	line     int
+	rowGroup int // a table row: its row group and row (line is 0)
+	row      int64
 	problems []Problem
 }
 

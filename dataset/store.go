@@ -41,7 +41,7 @@ type storeMeta struct {
 }
 
 // fingerprint hashes every input that changes the stored tokens.
-func fingerprint(m *model, task Task, opt Options, files, evalFiles []string) (string, error) {
+func fingerprint(m *model, task Task, opt Options, src, evalSrc source) (string, error) {
 	h := sha256.New()
 	field := func(k string, v any) { fmt.Fprintf(h, "%s=%v\x00", k, v) }
 	field("version", storeVersion)
@@ -63,12 +63,14 @@ func fingerprint(m *model, task Task, opt Options, files, evalFiles []string) (s
 			return "", err
 		}
 	}
-	for _, f := range files {
+	field("data_table", src.describe())
+	field("eval_table", evalSrc.describe())
+	for _, f := range src.files {
 		if err := hashFile(h, "data:"+filepath.Base(f), f); err != nil {
 			return "", err
 		}
 	}
-	for _, f := range evalFiles {
+	for _, f := range evalSrc.files {
 		if err := hashFile(h, "eval:"+filepath.Base(f), f); err != nil {
 			return "", err
 		}

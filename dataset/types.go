@@ -76,6 +76,11 @@ type Options struct {
 	EvalSeed     uint64
 	// Workers is the number of tokenizing goroutines (default GOMAXPROCS).
 	Workers int
+	// Split is the split read from a Hugging Face dataset (default
+	// "train"), EvalSplit that of EvalData (default "validation", else
+	// "test"); Version the Delta table version (nil: the latest).
+	Split, EvalSplit string
+	Version          *int64
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -125,17 +130,23 @@ type Row struct {
 // Problem is one bad record. Line is 1-based; 0 when the problem concerns a
 // whole file.
 type Problem struct {
-	File    string `json:"file"`
-	Line    int    `json:"line"`
-	Field   string `json:"field,omitempty"`
-	Rule    string `json:"rule"`
-	Message string `json:"message"`
+	File string `json:"file"`
+	Line int    `json:"line"`
+	// RowGroup and Row (1-based, Row counted over the file) place a
+	// problem in a Parquet file; Line is then 0.
+	RowGroup int    `json:"row_group,omitempty"`
+	Row      int64  `json:"row,omitempty"`
+	Field    string `json:"field,omitempty"`
+	Rule     string `json:"rule"`
+	Message  string `json:"message"`
 }
 
 func (p Problem) String() string {
 	loc := p.File
 	if p.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+	} else if p.Row > 0 {
+		loc = fmt.Sprintf("%s: row group %d, row %d", p.File, p.RowGroup, p.Row)
 	}
 	if p.Field != "" {
 		return fmt.Sprintf("%s: %s: %s [%s]", loc, p.Field, p.Message, p.Rule)
@@ -146,6 +157,7 @@ func (p Problem) String() string {
 // Problem rules.
 const (
 	RuleInvalidJSON    = "invalid_json"
+	RuleMissingColumn  = "missing_column"
 	RuleInvalidUTF8    = "invalid_utf8"
 	RuleMissingKey     = "missing_key"
 	RuleExtraKey       = "extra_key"

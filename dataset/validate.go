@@ -127,11 +127,11 @@ func Validate(ctx context.Context, modelDir string, task Task, dataPath string, 
 	if err != nil {
 		return nil, err
 	}
-	files, probs, err := dataFiles(dataPath, task)
+	src, probs, err := openSource(ctx, dataPath, task, opt, false)
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Task: task, Model: modelDir, Data: dataPath, Files: len(files), ContextLength: m.ctxLen,
+	r := &Report{Task: task, Model: modelDir, Data: dataPath, Files: len(src.files), ContextLength: m.ctxLen,
 		ModelMaxContext: m.maxContext, BatchRows: opt.BatchRows, Problems: []Problem{}, Warnings: []string{}}
 	if task != CPT {
 		r.Overlong = opt.Overlong
@@ -152,7 +152,7 @@ func Validate(ctx context.Context, modelDir string, task Task, dataPath string, 
 	cc := &cptCounter{ctx: int64(m.ctxLen)}
 	s.tokens = func(ids []int, docEnd bool) error { cc.add(len(ids), docEnd); return nil }
 	s.maxTokens = MaxTokens
-	if err := s.scanFiles(ctx, files); err != nil {
+	if err := s.scanFiles(ctx, src); err != nil {
 		return nil, err
 	}
 	if task == CPT {
@@ -172,7 +172,7 @@ func Validate(ctx context.Context, modelDir string, task Task, dataPath string, 
 		}
 	}
 	r.StepsPerEpoch = (r.Stats.Rows + int64(opt.BatchRows) - 1) / int64(opt.BatchRows)
-	r.Warnings = guidance(task, m, r.Stats, files)
+	r.Warnings = guidance(task, m, r.Stats, src.textFiles())
 	return r, nil
 }
 

@@ -96,7 +96,11 @@ func confineIn(roots []string, label, p string) (string, error) {
 	if inside(roots, real) {
 		return real, nil
 	}
-	return "", invalidf("path %s resolves to %s, outside %s (%s)", p, real, label, strings.Join(roots, ", "))
+	name := p
+	if abs != p {
+		name = fmt.Sprintf("%s (%s)", p, abs)
+	}
+	return "", invalidf("path %s resolves to %s, outside %s (%s)", name, real, label, strings.Join(roots, ", "))
 }
 
 func inside(roots []string, p string) bool {
@@ -162,14 +166,20 @@ func (s *Service) confineModel(m *modelref.Resolved) error {
 // engine, tokenizer) open by path, so a swap in the moment between this
 // check and their open is not caught.
 func (s *Service) confineParams(p *params) error {
-	for _, f := range []struct{ field, path string }{
-		{"train_data_path", p.Spec.TrainData}, {"eval_data_path", p.Spec.EvalData}} {
+	// The request's own paths are resolved again (a volume path through its
+	// volume), and training reads what they resolve to now.
+	for _, f := range []struct {
+		field, path string
+		real        *string
+	}{{"train_data_path", p.Request.TrainDataPath, &p.Spec.TrainData}, {"eval_data_path", p.Request.EvalDataPath, &p.Spec.EvalData}} {
 		if f.path == "" {
 			continue
 		}
-		if _, err := s.confineField(f.field, f.path); err != nil {
+		real, err := s.confineField(f.field, f.path)
+		if err != nil {
 			return err
 		}
+		*f.real = real
 	}
 	if w := p.Spec.InitWeights; w != "" {
 		if err := confineDir(s.roots, "the server's data roots", w); err != nil {

@@ -240,7 +240,7 @@ func checkExperimentPath(p string) error {
 }
 
 func (s *Service) confineField(field, p string) (string, error) {
-	real, err := confine(s.roots, p)
+	real, err := s.resolvePath(p)
 	if err != nil {
 		return "", invalidf("%s: %v", field, err)
 	}

@@ -172,7 +172,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 }
 
 // Confine is the service's path check, for the model resolver.
-func (s *Service) Confine(p string) (string, error) { return confine(s.roots, p) }
+func (s *Service) Confine(p string) (string, error) { return s.resolvePath(p) }
 
 // Start begins working jobs and reaping dead workers' runs (if Work).
 func (s *Service) Start(ctx context.Context) error {

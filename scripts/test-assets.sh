@@ -23,3 +23,10 @@ fetch @huggingface/ollama-utils@0.0.18 ollama-utils
 fetch openai@6.49.0 openai
 # Drives the system chromium in the web UI's browser tests (never downloads a browser).
 fetch playwright-core@1.65.1 playwright-core
+# DuckDB (ships its own binary) writes the Parquet test tables, so the
+# readers are tested on files hone did not write.
+if [[ ! -f "$dest/duckdb/.done" ]]; then
+  rm -rf "$dest/duckdb"; mkdir -p "$dest/duckdb"
+  (cd "$dest/duckdb" && npm install --silent --no-audit --no-fund --no-save @duckdb/node-api@1.5.6-r.1 >/dev/null)
+  touch "$dest/duckdb/.done"
+fi

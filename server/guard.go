@@ -44,7 +44,16 @@ func checkContentType(r *http.Request) string {
 		return ""
 	}
 	ct := r.Header.Get("Content-Type")
-	if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" {
+	mt, _, err := mime.ParseMediaType(ct)
+	if strings.HasPrefix(r.URL.Path, volumeFiles) {
+		// File uploads are raw bytes; application/octet-stream, like JSON,
+		// is not a type a cross-site form can send without a preflight.
+		if err == nil && mt == "application/octet-stream" {
+			return ""
+		}
+		return fmt.Sprintf("Content-Type %q: send the file with Content-Type: application/octet-stream", ct)
+	}
+	if err == nil && mt == "application/json" {
 		return ""
 	}
 	return fmt.Sprintf("Content-Type %q: send the JSON body with Content-Type: application/json", ct)

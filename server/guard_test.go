@@ -93,6 +93,8 @@ func TestBrowserRequests(t *testing.T) {
 		{"same-origin page", "GET", "/api/runs", "", map[string]string{"Origin": "http://127.0.0.1:" + port}, 200, ""},
 		{"same-origin page by name", "GET", "/api/runs", "",
 			map[string]string{"Origin": "http://localhost:" + port, "Host": "localhost:" + port}, 200, ""},
+		{"cross-site file upload", "PUT", "/api/fs/files/Volumes/main/demo/files/x.jsonl", "{}",
+			map[string]string{"Content-Type": "text/plain"}, 415, "application/octet-stream"},
 		{"JSON with charset", "POST", "/api/runs/cancel", `{"names":[]}`,
 			map[string]string{"Content-Type": "application/json; charset=utf-8"}, 400, "name runs"},
 	} {

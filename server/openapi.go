@@ -150,6 +150,13 @@ const openAPIDoc = `{
     "/api/runs/validate": {"post": {"summary": "check a run request as POST /api/runs would, data included, creating nothing",
       "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRunRequest"}}}},
       "responses": {"200": {"description": "{ok, error (field or file:line), report (the data report), request (with defaults)}"}, "400": {"$ref": "#/components/responses/Error"}}}},
-    "/api/catalog/tree": {"get": {"summary": "catalogs with their schemas and models", "responses": {"200": {"description": "{catalogs: [{name, comment, schemas: [{name, comment, models}]}]}"}}}}
+    "/api/catalog/tree": {"get": {"summary": "catalogs with their schemas and models", "responses": {"200": {"description": "{catalogs: [{name, comment, schemas: [{name, comment, models}]}]}"}}}},
+    "/api/catalog/volumes": {"post": {"summary": "create a volume, a managed folder catalog.schema.volume addressed as /Volumes/<catalog>/<schema>/<volume>/", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}},
+      "responses": {"201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}}}},
+    "/api/fs/files/Volumes/{path}": {"parameters": [{"name": "path", "in": "path", "required": true, "description": "catalog/schema/volume/file, slashes kept", "schema": {"type": "string"}}],
+      "put": {"summary": "upload a file into a volume (written atomically, replacing any file there)", "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"201": {"description": "the file written"}}}},
+    "/api/fs/directories/Volumes/{path}": {"parameters": [{"name": "path", "in": "path", "required": true, "description": "catalog/schema/volume[/folder], slashes kept", "schema": {"type": "string"}}],
+      "get": {"summary": "list a volume folder", "responses": {"200": {"description": "entries: name, path, is_dir, size, modified"}}}}
   }
 }`

@@ -30,6 +30,7 @@ func (s *Server) routes() {
 	s.generateRoutes()
 	s.openAIRoutes()
 	s.uiRoutes()
+	s.volumeRoutes()
 }
 
 // runRoutes are the runs API: create, list, inspect, cancel, resume, delete.

@@ -18,12 +18,18 @@ type dataFlags struct {
 	model, task, data string
 	ctxLen            int
 	overlong, loss    string
+	split             string
+	version           int64
 }
 
 func (f *dataFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.model, "model", "", "model directory (Hugging Face format: tokenizer.json, tokenizer_config.json, config.json)")
 	cmd.Flags().StringVar(&f.task, "task", "chat", "task type: chat, instruct or cpt")
-	cmd.Flags().StringVar(&f.data, "data", "", "data: a JSONL file or folder of .jsonl files (chat, instruct); a .txt file or folder of .txt files (cpt)")
+	cmd.Flags().StringVar(&f.data, "data", "", "data: a JSONL file or folder of .jsonl files (chat, instruct); a .txt file or folder of .txt files (cpt); "+
+		"or a table: a .parquet file or folder, a Hugging Face dataset folder or cached id (org/name), a Delta table folder "+
+		"(columns: messages; prompt and response; text)")
+	cmd.Flags().StringVar(&f.split, "split", "train", "split of a Hugging Face dataset to read (config/split for one config of several)")
+	cmd.Flags().Int64Var(&f.version, "version", -1, "version of a Delta table to read (time travel; default the latest)")
 	cmd.Flags().IntVar(&f.ctxLen, "context-length", 0, fmt.Sprintf("tokens per training row (default: the model's max_position_embeddings capped at %d)", dataset.MaxDefaultContext))
 	cmd.Flags().StringVar(&f.overlong, "overlong", "drop", "chat/instruct examples longer than the context length: truncate or drop")
 	cmd.Flags().StringVar(&f.loss, "loss", "assistant", "chat tokens trained: assistant (every assistant turn), last (last assistant turn) or all")
@@ -32,8 +38,17 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 }
 
 func (f *dataFlags) options() (dataset.Task, dataset.Options, error) {
+	data, err := localVolumePath(f.data)
+	if err != nil {
+		return "", dataset.Options{}, err
+	}
+	f.data = data
 	task, err := dataset.ParseTask(f.task)
-	return task, dataset.Options{ContextLength: f.ctxLen, Overlong: f.overlong, ChatLoss: f.loss}, err
+	opt := dataset.Options{ContextLength: f.ctxLen, Overlong: f.overlong, ChatLoss: f.loss, Split: f.split}
+	if f.version >= 0 {
+		opt.Version = &f.version
+	}
+	return task, opt, err
 }
 
 func dataCmd() *cobra.Command {
@@ -125,7 +140,7 @@ func dataPreviewCmd() *cobra.Command {
 
 func dataPrepareCmd() *cobra.Command {
 	var f dataFlags
-	var cache, evalData string
+	var cache, evalData, evalSplit string
 	var evalFrac float64
 	cmd := &cobra.Command{
 		Use:   "prepare",
@@ -136,7 +151,10 @@ func dataPrepareCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opt.EvalData, opt.EvalFraction = evalData, evalFrac
+			if evalData, err = localVolumePath(evalData); err != nil {
+				return err
+			}
+			opt.EvalData, opt.EvalFraction, opt.EvalSplit = evalData, evalFrac, evalSplit
 			errw := cmd.ErrOrStderr()
 			p, err := dataset.Prepare(cmd.Context(), dataset.PrepareSpec{ModelDir: f.model, Task: task, Data: f.data, CacheDir: cache, Options: opt}, progressPrinter(errw))
 			if err != nil {
@@ -163,6 +181,7 @@ func dataPrepareCmd() *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().StringVar(&cache, "cache", ".cache/data", "cache directory for prepared data")
 	cmd.Flags().StringVar(&evalData, "eval-data", "", "separate eval data of the same task type")
+	cmd.Flags().StringVar(&evalSplit, "eval-split", "", "split of a Hugging Face eval dataset (default validation, else test)")
 	cmd.Flags().Float64Var(&evalFrac, "eval-fraction", 0, "hold out this fraction of the examples (cpt: rows) for eval")
 	return cmd
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -44,16 +43,9 @@ type service struct {
 }
 
 func (f *serviceFlags) open(ctx context.Context, work bool) (*service, error) {
-	home := f.home
-	if home == "" {
-		home = os.Getenv("HONE_HOME")
-	}
-	if home == "" {
-		h, err := os.UserHomeDir()
-		if err != nil {
-			return nil, fmt.Errorf("no --home, no HONE_HOME and no home directory: %w", err)
-		}
-		home = filepath.Join(h, ".hone")
+	home, err := honeHome(f.home)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(home, "data"), 0o755); err != nil {
 		return nil, err

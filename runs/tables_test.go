@@ -1,0 +1,127 @@
+package runs_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"hone/catalog"
+	"hone/client"
+	"hone/internal/testassets"
+	"hone/modelref"
+	"hone/runs"
+	"hone/server"
+	"hone/store/storetest"
+)
+
+// writeDelta makes a Delta table of the example chat data in dir: DuckDB
+// writes the Parquet files; version 0 adds two, version 1 removes the
+// second (a duplicate of rows of the first) and adds the rest.
+func writeDelta(t *testing.T, jsonl, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "_delta_log"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sel := func(limit, offset int) string {
+		return fmt.Sprintf("SELECT * FROM read_json('%s') LIMIT %d OFFSET %d", jsonl, limit, offset)
+	}
+	testassets.DuckDB(t, dir,
+		"COPY ("+sel(200, 0)+") TO 'part-0.parquet' (FORMAT parquet)",
+		"COPY ("+sel(50, 0)+") TO 'part-1.parquet' (FORMAT parquet)",
+		"COPY ("+sel(200, 200)+") TO 'part-2.parquet' (FORMAT parquet)")
+	schema := `{\"type\":\"struct\",\"fields\":[{\"name\":\"messages\",\"type\":{\"type\":\"array\",\"elementType\":{\"type\":\"struct\",\"fields\":[{\"name\":\"role\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}},{\"name\":\"content\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}}]},\"containsNull\":true},\"nullable\":true,\"metadata\":{}}]}`
+	add := func(p string) string {
+		return `{"add":{"path":"` + p + `","partitionValues":{},"size":1,"modificationTime":0,"dataChange":true}}`
+	}
+	commits := []string{
+		`{"protocol":{"minReaderVersion":1,"minWriterVersion":2}}` + "\n" +
+			`{"metaData":{"id":"t","format":{"provider":"parquet","options":{}},"schemaString":"` + schema + `","partitionColumns":[],"configuration":{}}}` + "\n" +
+			add("part-0.parquet") + "\n" + add("part-1.parquet") + "\n",
+		`{"remove":{"path":"part-1.parquet","dataChange":true}}` + "\n" + add("part-2.parquet") + "\n",
+	}
+	for v, c := range commits {
+		if err := os.WriteFile(filepath.Join(dir, "_delta_log", fmt.Sprintf("%020d.json", v)), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTrainFromTables runs the real trainer through the runs service on
+// a Delta table in the data root, and on data put into a catalog volume
+// through the API and named by its /Volumes and dbfs:/Volumes paths.
+func TestTrainFromTables(t *testing.T) {
+	ctx := context.Background()
+	st, _ := storetest.OpenSQLite(t)
+	home, data, model := fixture(t)
+	writeDelta(t, filepath.Join(data, "train.jsonl"), filepath.Join(data, "chat-delta"))
+	cat, err := catalog.New(catalog.Config{Store: st, Root: filepath.Join(home, "catalog")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svc *runs.Service
+	res, _ := modelref.New(modelref.Config{HFHome: filepath.Join(home, "hf"), Catalog: cat,
+		Confine: func(p string) (string, error) { return svc.Confine(p) }})
+	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: res, Home: home,
+		DataRoots: []string{data}, Work: true, FetchPoll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop(ctx)
+	srv, _ := server.New(server.Config{Runs: svc, Catalog: cat})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	c, _ := client.New(client.Config{Server: ts.URL})
+	for _, n := range []string{"main", "main.demo"} {
+		if err := c.CreateCatalog(ctx, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.CreateVolume(ctx, "main.demo.files"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"train.jsonl", "eval.jsonl"} {
+		fh, err := os.Open(filepath.Join(data, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.PutFile(ctx, "/Volumes/main/demo/files/ift/"+f, fh)
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ls, err := c.ListVolume(ctx, "/Volumes/main/demo/files/ift"); err != nil || len(ls) != 2 {
+		t.Fatalf("ListVolume = %+v, %v", ls, err)
+	}
+
+	// A volume path outside its volume is refused before anything runs.
+	req := request(data, model)
+	req.TrainDataPath = "/Volumes/main/demo/files/../../../../../../../etc/passwd"
+	if _, err := c.CreateRun(ctx, req); client.StatusOf(err) != 400 {
+		t.Fatalf("CreateRun(escaping volume path) = %v, want 400", err)
+	}
+
+	for _, paths := range [][2]string{
+		{filepath.Join(data, "chat-delta"), filepath.Join(data, "eval.jsonl")},
+		{"dbfs:/Volumes/main/demo/files/ift/train.jsonl", "/Volumes/main/demo/files/ift/eval.jsonl"},
+	} {
+		req := request(data, model)
+		req.TrainDataPath, req.EvalDataPath = paths[0], paths[1]
+		req.TrainingDuration = "2ba"
+		run, err := c.CreateRun(ctx, req)
+		if err != nil {
+			t.Fatalf("CreateRun(%s): %v", paths[0], err)
+		}
+		done := waitStatus(t, c, run.Name, 5*time.Minute, client.StatusCompleted, client.StatusFailed)
+		if done.Status != client.StatusCompleted || done.Metrics == nil || done.Metrics.Step != 2 {
+			t.Fatalf("run on %s: %s %s; metrics %+v", paths[0], done.Status, done.Error, done.Metrics)
+		}
+	}
+}
