@@ -102,6 +102,9 @@ type Resolver struct {
 	confine func(string) (string, error)
 }
 
+// HFHome is the Hugging Face home whose hub cache the resolver reads.
+func (r *Resolver) HFHome() string { return r.hfHome }
+
 // New fills defaults.
 func New(cfg Config) (*Resolver, error) {
 	if cfg.HFHome == "" {

@@ -52,7 +52,8 @@ func writeDelta(t *testing.T, jsonl, dir string) {
 
 // TestTrainFromTables runs the real trainer through the runs service on
 // a Delta table in the data root, and on data put into a catalog volume
-// through the API and named by its /Volumes and dbfs:/Volumes paths.
+// through the API and named by its /Volumes and dbfs:/Volumes paths, and
+// from a Hugging Face dataset in the local cache named by its id.
 func TestTrainFromTables(t *testing.T) {
 	ctx := context.Background()
 	st, _ := storetest.OpenSQLite(t)
@@ -108,7 +109,28 @@ func TestTrainFromTables(t *testing.T) {
 		t.Fatalf("CreateRun(escaping volume path) = %v, want 400", err)
 	}
 
+	// A Hugging Face dataset in the local cache, named by its id.
+	snap := filepath.Join(home, "hf", "hub", "datasets--acme--shop-chat", "snapshots", "0123abcd")
+	if err := os.MkdirAll(filepath.Join(snap, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testassets.DuckDB(t, filepath.Join(snap, "data"), "COPY (SELECT * FROM read_json('"+filepath.Join(data, "train.jsonl")+
+		"')) TO 'train-00000-of-00001.parquet' (FORMAT parquet)")
+	refs := filepath.Join(home, "hf", "hub", "datasets--acme--shop-chat", "refs")
+	if err := os.MkdirAll(refs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(refs, "main"), []byte("0123abcd\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	req = request(data, model)
+	req.TrainDataPath = "acme/not-cached"
+	if _, err := c.CreateRun(ctx, req); client.StatusOf(err) != 400 {
+		t.Fatalf("CreateRun(uncached dataset id) = %v, want 400", err)
+	}
+
 	for _, paths := range [][2]string{
+		{"acme/shop-chat", filepath.Join(data, "eval.jsonl")},
 		{filepath.Join(data, "chat-delta"), filepath.Join(data, "eval.jsonl")},
 		{"dbfs:/Volumes/main/demo/files/ift/train.jsonl", "/Volumes/main/demo/files/ift/eval.jsonl"},
 	} {

@@ -108,6 +108,21 @@ func openHF(path, dir string, opt Options) (*Table, error) {
 	return t, nil
 }
 
+// CachedDataset finds a Hugging Face dataset id (org/name) in the local hub
+// cache of home ("" = $HF_HOME, else ~/.cache/huggingface): the snapshot
+// folder refs/main names, and the dataset's cache entry (whose blobs the
+// snapshot's files link to). ok is false when id is not shaped as an id.
+func CachedDataset(id, home string) (snapshot, entry string, ok bool, err error) {
+	if !hfIDRE.MatchString(id) {
+		return "", "", false, nil
+	}
+	snapshot, err = hfCached(id, home)
+	if err != nil {
+		return "", "", true, err
+	}
+	return snapshot, filepath.Dir(filepath.Dir(snapshot)), true, nil
+}
+
 // hfCached finds a dataset id (org/name) in the hub cache:
 // hub/datasets--org--name/refs/main → snapshots/<commit>.
 func hfCached(id, home string) (string, error) {
