@@ -19,8 +19,9 @@ type source struct {
 	table *tabular.Table // nil for JSONL and text
 }
 
-// defaultEvalSplit is the Hugging Face split read for eval data.
-const defaultEvalSplit = "validation,test"
+// DefaultEvalSplit is the Hugging Face split read for eval data: the first
+// of validation and test that the dataset has.
+const DefaultEvalSplit = "validation,test"
 
 // openSource resolves a data path. A table's rows go through the same
 // record rules as JSONL lines (chat: column messages; instruct: prompt and
@@ -31,7 +32,7 @@ func openSource(ctx context.Context, path string, task Task, opt Options, eval b
 	if eval {
 		topt.Split = opt.EvalSplit
 		if topt.Split == "" {
-			topt.Split = defaultEvalSplit
+			topt.Split = DefaultEvalSplit
 		}
 	}
 	if opt.Version != nil && !eval {

@@ -123,7 +123,11 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	}
 	spec := train.Spec{Task: task, Duration: dur, LearningRate: req.LearningRate, ContextLength: req.ContextLength,
 		BatchRows: req.BatchRows, GradAccum: req.GradAccum, Seed: req.Seed, CheckpointEvery: req.CheckpointEvery,
-		KeepCheckpoints: req.KeepCheckpoints, EvalPrompts: req.EvalPrompts, Precision: req.Precision}
+		KeepCheckpoints: req.KeepCheckpoints, EvalPrompts: req.EvalPrompts, Precision: req.Precision,
+		TrainSplit: req.TrainDataSplit, EvalSplit: req.EvalDataSplit, TrainVersion: req.TrainDataVersion}
+	if v := req.TrainDataVersion; v != nil && *v < 0 {
+		return nil, invalidf("train_data_version %d: a Delta table version is 0 or more; omit it for the latest", *v)
+	}
 	if o := req.Optimizer; o != nil {
 		spec.AdamW = optimizerConfig(o)
 		spec.WarmupFrac, spec.Decay, spec.FinalLRMult = o.WarmupFrac, o.Decay, o.FinalLRMult

@@ -2,10 +2,12 @@ package runs_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +147,40 @@ func TestTrainFromTables(t *testing.T) {
 		if done.Status != client.StatusCompleted || done.Metrics == nil || done.Metrics.Step != 2 {
 			t.Fatalf("run on %s: %s %s; metrics %+v", paths[0], done.Status, done.Error, done.Metrics)
 		}
+	}
+
+	// A run reads the Delta version and the splits it names: version 0
+	// holds the duplicated file the latest version removed, and the HF
+	// dataset's eval split is named.
+	if err := os.MkdirAll(filepath.Join(snap, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testassets.DuckDB(t, filepath.Join(snap, "data"), "COPY (SELECT * FROM read_json('"+filepath.Join(data, "eval.jsonl")+
+		"')) TO 'dev-00000-of-00001.parquet' (FORMAT parquet)")
+	examples := map[string]int64{}
+	for _, version := range []*int64{nil, new(int64)} {
+		req := request(data, model)
+		req.TrainDataPath, req.TrainDataVersion = filepath.Join(data, "chat-delta"), version
+		req.EvalDataPath, req.EvalDataSplit = "acme/shop-chat", "dev"
+		req.TrainingDuration = "1ba"
+		run, err := c.CreateRun(ctx, req)
+		if err != nil {
+			t.Fatalf("CreateRun(version %v): %v", version, err)
+		}
+		done := waitStatus(t, c, run.Name, 5*time.Minute, client.StatusCompleted, client.StatusFailed)
+		var rep struct{ Stats struct{ Examples int64 } }
+		if err := json.Unmarshal([]byte(done.Validation), &rep); done.Status != client.StatusCompleted || err != nil {
+			t.Fatalf("run on version %v: %s %s; report %q (%v)", version, done.Status, done.Error, done.Validation, err)
+		}
+		examples[fmt.Sprint(version != nil)] = rep.Stats.Examples
+	}
+	if examples["false"] == 0 || examples["true"] != 2*examples["false"] {
+		t.Errorf("examples: version 0 %d, latest %d; want twice as many at version 0 (a file duplicated, then removed)",
+			examples["true"], examples["false"])
+	}
+	req = request(data, model)
+	req.TrainDataPath, req.EvalDataPath, req.EvalDataSplit = "acme/shop-chat", "acme/shop-chat", "nope"
+	if _, err := c.CreateRun(ctx, req); client.StatusOf(err) != 400 || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("CreateRun(missing eval split) = %v, want 400 naming the split", err)
 	}
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -44,7 +45,9 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 		return rep, &dataset.ProblemsError{Problems: rep.Problems, Count: rep.ProblemCount}
 	}
 	if spec.EvalData != "" {
-		erep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.EvalData, spec.dataOptions())
+		eopt := spec.dataOptions()
+		eopt.Split, eopt.Version = cmp.Or(spec.EvalSplit, dataset.DefaultEvalSplit), nil
+		erep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.EvalData, eopt)
 		if err != nil {
 			return rep, fmt.Errorf("eval_data_path: %w", err)
 		}
@@ -56,7 +59,8 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 }
 
 func (s Spec) dataOptions() dataset.Options {
-	return dataset.Options{ContextLength: s.ContextLength, BatchRows: s.BatchRows * s.GradAccum, EvalData: s.EvalData, EvalSeed: s.Seed}
+	return dataset.Options{ContextLength: s.ContextLength, BatchRows: s.BatchRows * s.GradAccum, EvalData: s.EvalData, EvalSeed: s.Seed,
+		Split: s.TrainSplit, EvalSplit: s.EvalSplit, Version: s.TrainVersion}
 }
 
 // fingerprint identifies the settings that determine the weights, so a work

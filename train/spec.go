@@ -72,6 +72,12 @@ type Spec struct {
 	Task        string // "chat" (default), "instruct" or "cpt"
 	TrainData   string
 	EvalData    string // optional, same format as TrainData
+	// Tables only: the splits read (default train; validation, else test)
+	// and the Delta version of TrainData (nil: the latest). Omitted from
+	// the fingerprint when unset, so older checkpoints still resume.
+	TrainSplit   string `json:",omitempty"`
+	EvalSplit    string `json:",omitempty"`
+	TrainVersion *int64 `json:",omitempty"`
 	Duration    Duration
 
 	LearningRate  float64

@@ -19,6 +19,7 @@ func createCmd() *cobra.Command {
 	var cf clientFlags
 	var req client.CreateRunRequest
 	var wait, noValidate bool
+	var trainVersion int64
 	var applySettings func()
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -30,6 +31,9 @@ func createCmd() *cobra.Command {
 				return err
 			}
 			applySettings()
+			if cmd.Flags().Changed("train-data-version") {
+				req.TrainDataVersion = &trainVersion
+			}
 			if noValidate {
 				f := false
 				req.ValidateInputs = &f
@@ -73,7 +77,11 @@ func createCmd() *cobra.Command {
 	cf.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&req.Model, "model", "", "base model: HF directory, HF id in the local HF cache, or catalog version (main.demo.bot/3, main.demo.bot@champion)")
-	fl.StringVar(&req.TrainDataPath, "train-data-path", "", "JSONL file (chat, instruct) or folder of .txt files (continued pre-training)")
+	fl.StringVar(&req.TrainDataPath, "train-data-path", "", "JSONL file (chat, instruct), folder of .txt files (continued pre-training), "+
+		"Parquet file or folder, Hugging Face dataset folder or cached id, Delta table, or /Volumes/... path")
+	fl.StringVar(&req.TrainDataSplit, "train-data-split", "", "Hugging Face dataset split of the train data (default train)")
+	fl.StringVar(&req.EvalDataSplit, "eval-data-split", "", "Hugging Face dataset split of the eval data (default validation, else test)")
+	fl.Int64Var(&trainVersion, "train-data-version", 0, "Delta table version of the train data (default the latest)")
 	fl.StringVar(&req.RegisterTo, "register-to", "", "catalog.schema or catalog.schema.model")
 	fl.StringVar(&req.TaskType, "task-type", client.TaskChatCompletion, "CHAT_COMPLETION, INSTRUCTION_FINETUNE or CONTINUED_PRETRAIN")
 	fl.StringVar(&req.EvalDataPath, "eval-data-path", "", "held-out data of the same format")
