@@ -78,7 +78,7 @@ type Spec struct {
 	TrainSplit   string `json:",omitempty"`
 	EvalSplit    string `json:",omitempty"`
 	TrainVersion *int64 `json:",omitempty"`
-	Duration    Duration
+	Duration     Duration
 
 	LearningRate  float64
 	ContextLength int // tokens per row; 0 = min(model max, 2048)

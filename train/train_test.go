@@ -24,12 +24,7 @@ func tinyModel(t *testing.T) string {
 	return dir
 }
 
-// chatData is a fixed chat data set (400 conversations, the demo data of
-// an earlier version): the checkpoint and resume tests count on its epoch
-// length, which the demo's data may change.
-func chatData(t *testing.T) string {
-	return filepath.Join(testassets.Root(t), "train", "testdata", "chat")
-}
+func chatData(t *testing.T) string { return testassets.ChatData(t) }
 
 type recorder struct {
 	train.NopObserver

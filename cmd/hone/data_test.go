@@ -46,14 +46,14 @@ func TestDataPreviewTables(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "hf", "data"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	eval := filepath.Join(root, "examples", "chat", "eval.jsonl")
+	eval := filepath.Join(testassets.ChatData(t), "eval.jsonl")
 	testassets.DuckDB(t, dir,
 		"COPY (SELECT * FROM read_json('"+eval+"')) TO 'eval.parquet' (FORMAT parquet)",
 		"COPY (SELECT * FROM read_json('"+eval+"') LIMIT 5) TO 'hf/data/train-00000-of-00001.parquet' (FORMAT parquet)",
 		"COPY (SELECT * FROM read_json('"+eval+"')) TO 'hf/data/validation-00000-of-00001.parquet' (FORMAT parquet)")
 	want := preview(t, "--model", model, "--data", eval)
 	if n := strings.Count(want, "\n"); n != 40 {
-		t.Fatalf("JSONL preview printed %d examples, want 40", n)
+		t.Fatalf("JSONL preview printed %d examples, want 40 (the fixed chat data)", n)
 	}
 	if got := preview(t, "--model", model, "--data", filepath.Join(dir, "eval.parquet")); got != want {
 		t.Errorf("Parquet preview differs from JSONL's")

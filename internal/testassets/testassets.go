@@ -37,3 +37,11 @@ func Path(t testing.TB, rel string) string {
 	}
 	return p
 }
+
+// ChatData returns the folder of a fixed chat data set (train.jsonl, 400
+// conversations; eval.jsonl, 40): the demo data of an earlier version, kept
+// for tests that count on its size (epoch lengths, example counts), which
+// the demo's data in examples/chat may change.
+func ChatData(t testing.TB) string {
+	return filepath.Join(Root(t), "internal", "testassets", "chat")
+}
