@@ -133,6 +133,9 @@ func (m *Model) writeConfig(dir string, opt SaveOptions) error {
 	if len(raw) == 0 {
 		b, _ := json.Marshal(m.Config)
 		_ = json.Unmarshal(b, &raw)
+		if m.Config.ModelType == "mistral" && m.Config.SlidingWindow == nil {
+			raw["sliding_window"] = nil // absent would mean HF's default window
+		}
 	}
 	raw["torch_dtype"] = map[safetensors.DType]string{safetensors.BF16: "bfloat16", safetensors.F16: "float16", safetensors.F32: "float32"}[opt.DType]
 	b, err := json.MarshalIndent(raw, "", "  ")

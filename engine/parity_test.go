@@ -31,7 +31,7 @@ func openCPU(t testing.TB) engine.Device { return openDevice(t, "cpu") }
 
 // The fixtures under testdata/parity come from tools/reference/llama_reference.py,
 // an independent float64 PyTorch implementation of the HF Llama math.
-var parityCases = []string{"single", "gqa", "tied_llama3", "bias_packed"}
+var parityCases = []string{"single", "gqa", "tied_llama3", "bias_packed", "mistral"}
 
 const parityTol = 1e-4
 
