@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"hone/chattemplate"
 	"hone/tokenizer"
@@ -218,12 +219,12 @@ func (m *model) alignTokens(text string, ids []int) (starts, ends []int, err err
 		switch {
 		case isAdded:
 			if a.LStrip {
-				start = cur + len(text[cur:]) - len(strings.TrimLeft(text[cur:], " \t\n\r"))
+				start = cur + len(text[cur:]) - len(strings.TrimLeftFunc(text[cur:], isWhiteSpace))
 			}
 			if strings.HasPrefix(text[start:], b) {
 				end = start + len(b)
 				if a.RStrip {
-					end += len(text[end:]) - len(strings.TrimLeft(text[end:], " \t\n\r"))
+					end += len(text[end:]) - len(strings.TrimLeftFunc(text[end:], isWhiteSpace))
 				}
 				start = cur
 			}
@@ -258,3 +259,7 @@ func clip(s string, n int) string {
 	}
 	return s
 }
+
+// isWhiteSpace is the whitespace an added token's lstrip/rstrip swallows
+// (as package tokenizer matches it).
+func isWhiteSpace(r rune) bool { return unicode.Is(unicode.White_Space, r) }

@@ -208,3 +208,43 @@ func TestChatSentencePieceStraddle(t *testing.T) {
 		}
 	}
 }
+
+// An added token with lstrip/rstrip swallows the whitespace beside it; that
+// whitespace belongs to the token, so an lstrip EOS after a space-padded
+// answer still maps and is trained with the answer.
+func TestChatAddedTokenStrip(t *testing.T) {
+	src := testassets.Path(t, spDir)
+	b, err := os.ReadFile(filepath.Join(src, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tj map[string]any
+	if err := json.Unmarshal(b, &tj); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range tj["added_tokens"].([]any) {
+		if a := a.(map[string]any); a["content"] == "</s>" {
+			a["lstrip"], a["rstrip"] = true, true
+		}
+	}
+	m := spModel(t, "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %} {{ m['content'] }}  {{ eos_token }}\n{% endif %}{% endfor %}")
+	patched, _ := json.Marshal(tj)
+	writeFile(t, m.dir, "tokenizer.json", string(patched))
+	m, err = loadModel(m.dir, Chat, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []chattemplate.Message{{Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello"}}
+	full, _ := m.render(msgs, false)
+	ids := m.tok.Encode(full, false)
+	if !slices.Contains(ids, m.sp.EOS) || strings.Count(m.tok.Decode(ids, false), " ") >= strings.Count(full, " ") {
+		t.Fatalf("test premise: the lstrip EOS should swallow spaces in %q (ids %v)", full, ids)
+	}
+	e, err := m.encodeChat(msgs, LossAssistant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := trainedText(t, m, full, e.example()), []string{" Hello  </s>\n"}; !slices.Equal(got, want) {
+		t.Errorf("trained %q, want %q", got, want)
+	}
+}
