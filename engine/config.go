@@ -162,12 +162,18 @@ func (c *Config) Window() int {
 	return *c.SlidingWindow
 }
 
+// architectures maps each model_type hone trains to its HF class.
+var architectures = map[string]string{"": "LlamaForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+
+// archName is the HF class the config describes.
+func (c *Config) archName() string { return architectures[c.ModelType] }
+
 // Validate refuses configs whose math hone does not implement, naming the field.
 func (c *Config) Validate() error {
 	bad := func(field, format string, a ...any) error {
 		return fmt.Errorf("%w: field %q: %s", ErrUnsupported, field, fmt.Sprintf(format, a...))
 	}
-	arch, ok := map[string]string{"": "LlamaForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[c.ModelType]
+	arch, ok := architectures[c.ModelType]
 	if !ok {
 		return bad("model_type", "%q is not supported; hone trains the Llama and Mistral architectures (model_type \"llama\" or \"mistral\")", c.ModelType)
 	}

@@ -1,6 +1,8 @@
 // Package engine computes the Llama (LlamaForCausalLM) forward and backward
 // passes exactly as Hugging Face transformers defines them, with explicit
-// per-layer gradients in the style of llm.c.
+// per-layer gradients in the style of llm.c. Mistral (MistralForCausalLM) is
+// the same math with sliding-window attention (Config.Window), which the
+// Device applies.
 //
 // Legend for the shapes written on buffers:
 //

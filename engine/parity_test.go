@@ -150,6 +150,7 @@ func TestBF16AgainstReference(t *testing.T) {
 		{"single", engine.Options{BF16: true}}, {"gqa", engine.Options{BF16: true}},
 		{"tied_llama3", engine.Options{BF16: true, CompactBF16: true, Recompute: true}},
 		{"bias_packed", engine.Options{BF16: true, CompactBF16: true}},
+		{"mistral", engine.Options{BF16: true, Recompute: true}},
 	} {
 		for _, devName := range parityDevices {
 			name := c.name
