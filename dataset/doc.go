@@ -26,10 +26,17 @@
 //     render or the example is refused (the template renders history
 //     differently from the last turn). The text is tokenized piece by piece
 //     at those boundaries and the result is checked against tokenizing the
-//     whole text; when a token crosses a boundary (the two disagree) the
-//     whole-text tokenization is kept and each token is mapped exactly to its
-//     byte range by decoding, and a token is trained when its bytes overlap a
-//     trained span. Marker tokens are never searched for in the ids.
+//     whole text; when they disagree (a token crosses a boundary, or a
+//     SentencePiece tokenizer such as Llama 2's or Mistral's prepends "▁" to
+//     every piece) the whole-text tokenization is kept, so the ids are always
+//     HF's encoding of the rendered text, and each token is mapped exactly to
+//     its byte range from its own bytes (byte-fallback tokens are single
+//     bytes; the "▁" SentencePiece prepends after each added token, which its
+//     decoder strips again, covers no text). A token is trained when its
+//     bytes overlap a trained span: a token that straddles a span boundary
+//     is trained (HF's assistant-token mask does the same), and a zero-width
+//     prepended "▁" goes with the byte it precedes. Marker tokens are never
+//     searched for in the ids.
 //   - instruct: JSONL {"prompt","response"} ("completion" is accepted for
 //     "response"). No template. Prompt and response are tokenized separately
 //     (as at inference, where the prompt is tokenized alone and the model

@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"hone/chattemplate"
+	"hone/tokenizer"
 )
 
 // trainedBit marks a trained token in the stored form id | trainedBit.
@@ -168,7 +170,11 @@ func (m *model) tokenizeSpans(text string, spans [][2]int) ([]uint32, error) {
 	out := make([]uint32, len(full))
 	for i, id := range full {
 		out[i] = uint32(id)
-		if inSpans(spans, starts[i], ends[i]) {
+		a, b := starts[i], ends[i]
+		if a == b {
+			b = a + 1 // a zero-width token (a prepended "▁") goes with the byte it precedes
+		}
+		if inSpans(spans, a, b) {
 			out[i] |= trainedBit
 		}
 	}
@@ -186,28 +192,74 @@ func inSpans(spans [][2]int, a, b int) bool {
 }
 
 // alignTokens maps each token of ids (the tokenization of text) to its byte
-// range in text, by decoding consecutive tokens and matching the result
-// against text. Tokens that only together form whole characters share their
-// group's range. It fails when the decoded tokens do not spell text exactly.
+// range in text, walking the tokens' own bytes (Tokenizer.TokenBytes)
+// along the text. Three things make those bytes differ from the text, and
+// are undone here:
+//   - a SentencePiece tokenizer (Llama 2, Mistral) prepends "▁" to the text
+//     after each added token and at the start (its decoder strips it
+//     again): once per such segment, a token's leading space that the text
+//     lacks is taken as the prepended one and given no bytes;
+//   - an added token with lstrip/rstrip swallows the whitespace beside it,
+//     which then belongs to that token;
+//   - byte-fallback and byte-level tokens may hold part of a character;
+//     they get exactly their bytes.
+//
+// It fails when the tokens do not spell text exactly.
 func (m *model) alignTokens(text string, ids []int) (starts, ends []int, err error) {
 	starts, ends = make([]int, len(ids)), make([]int, len(ids))
-	cur, group := 0, 0
-	for i := range ids {
-		s := m.tok.Decode(ids[group:i+1], false)
-		if strings.ContainsRune(s, '\uFFFD') && !strings.HasPrefix(text[cur:], s) {
-			continue // a character split across tokens: extend the group
-		}
-		if !strings.HasPrefix(text[cur:], s) {
-			return nil, nil, fmt.Errorf("dataset: cannot map tokens to the text exactly (token %d decodes to %q)", i, s)
-		}
-		for k := group; k <= i; k++ {
-			starts[k], ends[k] = cur, cur+len(s)
-		}
-		cur += len(s)
-		group = i + 1
+	added := map[int]tokenizer.AddedToken{}
+	for _, a := range m.tok.AddedTokens() {
+		added[a.ID] = a
 	}
-	if group != len(ids) || cur != len(text) {
-		return nil, nil, fmt.Errorf("dataset: cannot map tokens to the text exactly (decoded %d of %d bytes)", cur, len(text))
+	cur, prepend := 0, true // prepend: this segment's prepended space is not yet seen
+	for i, id := range ids {
+		b, _ := m.tok.TokenBytes(id)
+		a, isAdded := added[id]
+		start, end := cur, -1
+		switch {
+		case isAdded:
+			if a.LStrip {
+				start = cur + len(text[cur:]) - len(strings.TrimLeftFunc(text[cur:], isWhiteSpace))
+			}
+			if strings.HasPrefix(text[start:], b) {
+				end = start + len(b)
+				if a.RStrip {
+					end += len(text[end:]) - len(strings.TrimLeftFunc(text[end:], isWhiteSpace))
+				}
+				start = cur
+			}
+			prepend = true
+		case strings.HasPrefix(text[cur:], b):
+			end = cur + len(b)
+		case prepend && strings.HasPrefix(b, " ") && strings.HasPrefix(text[cur:], b[1:]):
+			end = cur + len(b) - 1
+			prepend = false
+		}
+		if end < 0 {
+			return nil, nil, fmt.Errorf("dataset: cannot map tokens to the text exactly (token %d, %q, does not match the text at byte %d: %q)", i, b, cur, clip(text[cur:], 20))
+		}
+		if !isAdded && strings.Trim(b, " ") != "" {
+			// The prepended space leads the segment, so it is placed by now
+			// (a run of space-only tokens may have taken it for a real one).
+			prepend = false
+		}
+		starts[i], ends[i] = start, end
+		cur = end
+	}
+	if cur != len(text) {
+		return nil, nil, fmt.Errorf("dataset: cannot map tokens to the text exactly (they spell %d of %d bytes)", cur, len(text))
 	}
 	return starts, ends, nil
 }
+
+// clip shortens s to at most n bytes for error messages.
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// isWhiteSpace is the whitespace an added token's lstrip/rstrip swallows
+// (as package tokenizer matches it).
+func isWhiteSpace(r rune) bool { return unicode.Is(unicode.White_Space, r) }

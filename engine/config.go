@@ -9,8 +9,9 @@ import (
 	"path/filepath"
 )
 
-// Config is the subset of a Hugging Face LlamaForCausalLM config.json that
-// determines the math. Fields are named as in config.json.
+// Config is the subset of a Hugging Face LlamaForCausalLM or
+// MistralForCausalLM config.json that determines the math. Fields are named
+// as in config.json. Mistral is Llama plus sliding-window attention.
 type Config struct {
 	Architectures         []string     `json:"architectures,omitempty"`
 	ModelType             string       `json:"model_type"`
@@ -32,6 +33,9 @@ type Config struct {
 	BOSTokenID            TokenIDs     `json:"bos_token_id,omitempty"`
 	EOSTokenID            TokenIDs     `json:"eos_token_id,omitempty"`
 	TorchDtype            string       `json:"torch_dtype,omitempty"`
+	// SlidingWindow (Mistral only): a query attends to keys less than this
+	// many positions behind it; nil (config.json null) is full attention.
+	SlidingWindow *int `json:"sliding_window,omitempty"`
 
 	// Mixture-of-experts keys: present only to refuse such configs by name.
 	NumLocalExperts int `json:"num_local_experts,omitempty"`
@@ -116,6 +120,11 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := json.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("parse config.json: %w", err)
 	}
+	if c.ModelType == "mistral" {
+		if err := c.defaultWindow(b); err != nil {
+			return nil, err
+		}
+	}
 	if c.NumKeyValueHeads == 0 {
 		c.NumKeyValueHeads = c.NumAttentionHeads
 	}
@@ -125,18 +134,56 @@ func ParseConfig(b []byte) (*Config, error) {
 	return c, c.Validate()
 }
 
+// mistralDefaultWindow is MistralConfig's default sliding_window: HF uses it
+// when config.json has no such key, while an explicit null turns the window
+// off (Mistral-7B-Instruct-v0.2).
+const mistralDefaultWindow = 4096
+
+// defaultWindow applies HF's default when sliding_window is absent.
+func (c *Config) defaultWindow(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("parse config.json: %w", err)
+	}
+	if _, ok := raw["sliding_window"]; !ok {
+		w := mistralDefaultWindow
+		c.SlidingWindow = &w
+	}
+	return nil
+}
+
+// Window is the attention window passed to the device: sliding_window for
+// Mistral, 0 (full causal attention) otherwise. Llama ignores the key, as
+// HF's LlamaForCausalLM does.
+func (c *Config) Window() int {
+	if c.ModelType != "mistral" || c.SlidingWindow == nil {
+		return 0
+	}
+	return *c.SlidingWindow
+}
+
+// architectures maps each model_type hone trains to its HF class.
+var architectures = map[string]string{"": "LlamaForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+
+// archName is the HF class the config describes.
+func (c *Config) archName() string { return architectures[c.ModelType] }
+
 // Validate refuses configs whose math hone does not implement, naming the field.
 func (c *Config) Validate() error {
 	bad := func(field, format string, a ...any) error {
 		return fmt.Errorf("%w: field %q: %s", ErrUnsupported, field, fmt.Sprintf(format, a...))
 	}
-	if c.ModelType != "" && c.ModelType != "llama" {
-		return bad("model_type", "%q is not supported; hone trains the Llama architecture (model_type \"llama\")", c.ModelType)
+	arch, ok := architectures[c.ModelType]
+	if !ok {
+		return bad("model_type", "%q is not supported; hone trains the Llama and Mistral architectures (model_type \"llama\" or \"mistral\")", c.ModelType)
 	}
 	for _, a := range c.Architectures {
-		if a != "LlamaForCausalLM" {
-			return bad("architectures", "%q is not supported; want LlamaForCausalLM", a)
+		if a != arch {
+			return bad("architectures", "%q is not supported with model_type %q; want %s", a, c.ModelType, arch)
 		}
+	}
+	if c.ModelType == "mistral" && c.SlidingWindow != nil && *c.SlidingWindow <= 0 {
+		return bad("sliding_window", "must be a positive integer or null (full attention), got %d", *c.SlidingWindow)
 	}
 	if c.NumLocalExperts > 0 || c.NumExperts > 0 {
 		return bad("num_local_experts", "mixture-of-experts models are not supported")

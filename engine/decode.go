@@ -110,7 +110,7 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 		m.linearF32(vc, ln, p.WV, p.BV, n, C, KVD, overwrite)
 		dev.RoPE(d.q, d.pos, m.ropeCos, m.ropeSin, n, c.NumAttentionHeads, c.HeadDim)
 		dev.RoPE(kc, d.pos, m.ropeCos, m.ropeSin, n, c.NumKeyValueHeads, c.HeadDim)
-		dev.AttentionCached(d.att, d.q[:n*QD], d.k[l], d.v[l], d.n, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+		dev.AttentionCached(d.att, d.q[:n*QD], d.k[l], d.v[l], d.n, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
 		m.linearF32(x, d.att, p.WO, p.BO, n, QD, C, accumulate)
 		dev.RMSNorm(ln, nil, d.rstd, x, p.LN2, n, C, eps)
 		m.linearF32(d.gate, ln, p.WGate, p.BGate, n, C, F, overwrite)

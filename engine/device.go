@@ -85,14 +85,17 @@ type Device interface {
 	// Attention computes causal softmax attention scaled by 1/sqrt(hd) over
 	// q(B,T,NH,hd), k,v(B,T,NKV,hd) into out(B,T,NH,hd), where query t sees
 	// keys docStart[b*T+t] .. t only (packed documents), and saves the
-	// log-sum-exp of each score row in lse(B,NH,T).
-	Attention(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int)
+	// log-sum-exp of each score row in lse(B,NH,T). A window w > 0 also
+	// hides keys w or more positions behind the query (sliding-window
+	// attention: query t sees keys max(docStart, t-w+1) .. t); 0 is none.
+	Attention(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd, window int)
 	// AttentionCached is attention for decoding: nq new queries q(nq,NH,hd)
 	// at positions start.. attend causally to the cached keys and values
-	// kc, vc (start+nq, NKV, hd) of one sequence; out is (nq,NH,hd).
-	AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd int)
+	// kc, vc (start+nq, NKV, hd) of one sequence, within the window as in
+	// Attention; out is (nq,NH,hd).
+	AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd, window int)
 	// AttentionBackward overwrites dq, dk, dv.
-	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int)
+	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd, window int)
 
 	// SwiGLU: h = silu(gate) * up, all (N,F); h16, when non-nil, receives h
 	// in bf16 for the down projection.

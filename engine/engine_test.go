@@ -216,8 +216,8 @@ func TestLoadErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := engine.ParseConfig([]byte(`{"model_type":"mistral"}`)); !errors.Is(err, engine.ErrUnsupported) {
-		t.Errorf("ParseConfig(mistral) = %v, want ErrUnsupported", err)
+	if _, err := engine.ParseConfig([]byte(`{"model_type":"mixtral"}`)); !errors.Is(err, engine.ErrUnsupported) {
+		t.Errorf("ParseConfig(mixtral) = %v, want ErrUnsupported", err)
 	}
 }
 
@@ -226,7 +226,7 @@ func TestLoadErrors(t *testing.T) {
 // every device; closing the decoder and the model frees every buffer.
 func TestDecoderMatchesFullForward(t *testing.T) {
 	for _, devName := range parityDevices {
-		for _, name := range []string{"gqa", "tied_llama3", "bias_packed"} {
+		for _, name := range []string{"gqa", "tied_llama3", "bias_packed", "mistral"} {
 			dev := openDevice(t, devName)
 			dir := filepath.Join("testdata", "parity", name)
 			m, err := engine.Load(dir, dev, engine.Options{})

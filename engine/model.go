@@ -1,6 +1,8 @@
 // Package engine computes the Llama (LlamaForCausalLM) forward and backward
 // passes exactly as Hugging Face transformers defines them, with explicit
-// per-layer gradients in the style of llm.c.
+// per-layer gradients in the style of llm.c. Mistral (MistralForCausalLM) is
+// the same math with sliding-window attention (Config.Window), which the
+// Device applies.
 //
 // Legend for the shapes written on buffers:
 //
@@ -381,7 +383,7 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, overwrite)
 	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	d.Attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	d.Attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
 	// The residual add is fused into the projection: mid = in + att·Woᵀ.
 	d.Copy(la.mid[:N*C], in)
 	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, accumulate)
@@ -413,7 +415,7 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
 	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
-	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)

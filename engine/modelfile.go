@@ -59,7 +59,7 @@ func loadWeights(m *Model, st *safetensors.Model) error {
 		if want[info.Name] || ignorableTensor(info.Name, m.Config) {
 			continue
 		}
-		return fmt.Errorf("unexpected tensor %q in checkpoint: not part of a Llama model with this config.json (%s)", info.Name, m.Config.describe())
+		return fmt.Errorf("unexpected tensor %q in checkpoint: not part of a model with this config.json (%s)", info.Name, m.Config.describe())
 	}
 	return nil
 }
@@ -70,8 +70,8 @@ func ignorableTensor(name string, c *Config) bool {
 }
 
 func (c *Config) describe() string {
-	return fmt.Sprintf("%d layers, hidden %d, heads %d/%d, head_dim %d, tied %v, attention_bias %v, mlp_bias %v",
-		c.NumHiddenLayers, c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.TieWordEmbeddings, c.AttentionBias, c.MLPBias)
+	return fmt.Sprintf("%s, %d layers, hidden %d, heads %d/%d, head_dim %d, tied %v, attention_bias %v, mlp_bias %v",
+		c.archName(), c.NumHiddenLayers, c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.TieWordEmbeddings, c.AttentionBias, c.MLPBias)
 }
 
 // SaveOptions control how Save writes weights.
@@ -133,6 +133,9 @@ func (m *Model) writeConfig(dir string, opt SaveOptions) error {
 	if len(raw) == 0 {
 		b, _ := json.Marshal(m.Config)
 		_ = json.Unmarshal(b, &raw)
+		if m.Config.ModelType == "mistral" && m.Config.SlidingWindow == nil {
+			raw["sliding_window"] = nil // absent would mean HF's default window
+		}
 	}
 	raw["torch_dtype"] = map[safetensors.DType]string{safetensors.BF16: "bfloat16", safetensors.F16: "float16", safetensors.F32: "float32"}[opt.DType]
 	b, err := json.MarshalIndent(raw, "", "  ")

@@ -105,19 +105,19 @@ func (td *TimedDevice) RoPEBackward(dx []float32, pos []int32, cos, sin []float3
 	td.Device.RoPEBackward(dx, pos, cos, sin, n, heads, hd)
 }
 
-func (td *TimedDevice) Attention(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int) {
+func (td *TimedDevice) Attention(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd, window int) {
 	defer td.since("Attention", time.Now())
-	td.Device.Attention(out, lse, q, k, v, docStart, b, t, nh, nkv, hd)
+	td.Device.Attention(out, lse, q, k, v, docStart, b, t, nh, nkv, hd, window)
 }
 
-func (td *TimedDevice) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd int) {
+func (td *TimedDevice) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd, window int) {
 	defer td.since("AttentionCached", time.Now())
-	td.Device.AttentionCached(out, q, kc, vc, start, nq, nh, nkv, hd)
+	td.Device.AttentionCached(out, q, kc, vc, start, nq, nh, nkv, hd, window)
 }
 
-func (td *TimedDevice) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd int) {
+func (td *TimedDevice) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd, window int) {
 	defer td.since("AttentionBackward", time.Now())
-	td.Device.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd)
+	td.Device.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd, window)
 }
 
 func (td *TimedDevice) SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int) {

@@ -82,3 +82,21 @@ func TestResolve(t *testing.T) {
 		}
 	}
 }
+
+// The product's Mistral models are trainable (Llama math plus a sliding
+// window); the mixture-of-experts families are not yet.
+func TestSupportedMistral(t *testing.T) {
+	want := map[string]bool{"mistralai/Mistral-7B-v0.1": true, "mistralai/Mistral-7B-Instruct-v0.2": true,
+		"mistralai/Mixtral-8x7B-v0.1": false, "databricks/dbrx-base": false}
+	for _, s := range modelref.SupportedModels() {
+		if w, ok := want[s.Name]; ok {
+			if s.Trainable != w || s.MaxContext != 32768 {
+				t.Errorf("%s: trainable %v, max context %d; want %v, 32768", s.Name, s.Trainable, s.MaxContext, w)
+			}
+			delete(want, s.Name)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("missing from the table: %v", want)
+	}
+}

@@ -63,13 +63,13 @@ func testRefused(t *testing.T, h *harness) {
 		}
 	}
 	// An unsupported architecture is refused with the engine's reason.
-	mistral := filepath.Join(h.data, "mistral")
-	os.MkdirAll(mistral, 0o755)
-	os.WriteFile(filepath.Join(mistral, "config.json"), []byte(`{"model_type":"mistral","architectures":["MistralForCausalLM"]}`), 0o644)
+	mixtral := filepath.Join(h.data, "mixtral")
+	os.MkdirAll(mixtral, 0o755)
+	os.WriteFile(filepath.Join(mixtral, "config.json"), []byte(`{"model_type":"mixtral","architectures":["MixtralForCausalLM"]}`), 0o644)
 	req := h.request(t, h.writeData(t, "ok.jsonl"))
-	req.Model = mistral
-	if _, err := h.c.CreateRun(ctx, req); client.StatusOf(err) != 400 || !strings.Contains(err.Error(), `"mistral" is not supported`) {
-		t.Errorf("CreateRun(mistral) = %v", err)
+	req.Model = mixtral
+	if _, err := h.c.CreateRun(ctx, req); client.StatusOf(err) != 400 || !strings.Contains(err.Error(), `"mixtral" is not supported`) {
+		t.Errorf("CreateRun(mixtral) = %v", err)
 	}
 	list, err := h.c.ListRuns(ctx, client.ListRunsOptions{})
 	if err != nil || len(list.Runs) != 0 {

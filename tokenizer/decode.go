@@ -206,3 +206,34 @@ func (s sequenceDecoder) decodeChain(tokens []string) []string {
 	}
 	return tokens
 }
+
+// tokenBytes maps one token string through the per-token steps of d (the
+// alphabet mappings), skipping the sequence-level ones (Fuse, Strip, and
+// Metaspace's first-token strip) that Decode applies to the whole text.
+func tokenBytes(d decoder, tok string) string {
+	switch d := d.(type) {
+	case sequenceDecoder:
+		for _, s := range d {
+			tok = tokenBytes(s, tok)
+		}
+	case byteLevelDecoder:
+		b := make([]byte, 0, len(tok))
+		for _, r := range tok {
+			c, ok := runeToByte[r]
+			if !ok {
+				return tok // outside the byte map: the token's own bytes, as decodeChain does
+			}
+			b = append(b, c)
+		}
+		return string(b)
+	case replaceDecoder:
+		return strings.ReplaceAll(tok, d.old, d.new)
+	case byteFallbackDecoder:
+		if b, ok := parseByteToken(tok); ok {
+			return string([]byte{b})
+		}
+	case metaspaceDecoder:
+		return strings.ReplaceAll(tok, d.repl, " ")
+	}
+	return tok
+}

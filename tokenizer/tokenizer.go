@@ -150,6 +150,24 @@ func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
 	return strings.Join(t.decoder.decodeChain(tokens), "")
 }
 
+// TokenBytes returns the bytes token id stands for in the normalized text:
+// a SentencePiece piece with "▁" as a space, a byte-fallback token "<0xNN>"
+// its one byte, a byte-level token its bytes, an added token its content.
+// Unlike Decode it applies no step that looks across tokens (Fuse, Strip,
+// the first-token space strip), so consecutive tokens' bytes concatenate to
+// the text the model saw, including a space a SentencePiece normalizer or
+// pre-tokenizer prepended. ok is false for an unknown id.
+func (t *Tokenizer) TokenBytes(id int) (b string, ok bool) {
+	tok, ok := t.Token(id)
+	if !ok {
+		return "", false
+	}
+	if _, added := t.addedByID[id]; added || t.decoder == nil {
+		return tok, true
+	}
+	return tokenBytes(t.decoder, tok), true
+}
+
 // VocabSize returns the number of token ids, added tokens included (the
 // embedding rows a model needs: highest id + 1).
 func (t *Tokenizer) VocabSize() int { return len(t.idToToken) }

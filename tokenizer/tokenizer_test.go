@@ -459,3 +459,46 @@ func TestAddedTokenFlags(t *testing.T) {
 		}
 	}
 }
+
+// TokenBytes gives each token's own bytes: concatenated over the encoding of
+// a text without added tokens they spell the text exactly for byte-level BPE
+// and the text after the Prepend/Replace normalizers (one leading space) for
+// SentencePiece, byte-fallback pieces included.
+func TestTokenBytes(t *testing.T) {
+	for _, tc := range []struct {
+		dir, fixture, prefix string
+	}{{llama3Dir, "expected_llama3.json", ""}, {llama2Dir, "expected_llama2.json", " "}} {
+		tok := loadAsset(t, tc.dir)
+		checked := 0
+		for _, c := range readFixture(t, tc.fixture).Cases {
+			if c.Text == "" || strings.Contains(c.Text, "<") {
+				continue // added-token look-alikes are checked below
+			}
+			var sb strings.Builder
+			for _, id := range c.IDs {
+				b, ok := tok.TokenBytes(id)
+				if !ok {
+					t.Fatalf("%s: TokenBytes(%d) unknown", tc.dir, id)
+				}
+				sb.WriteString(b)
+			}
+			if want := tc.prefix + c.Text; sb.String() != want {
+				t.Errorf("%s: token bytes of %q spell %q, want %q", tc.dir, short(c.Text), short(sb.String()), short(want))
+			}
+			checked++
+		}
+		if checked < 40 {
+			t.Fatalf("%s: only %d texts checked", tc.dir, checked)
+		}
+	}
+	sp := loadAsset(t, llama2Dir)
+	for tok, want := range map[string]string{"▁Hello": " Hello", "<0xE2>": "\xe2", "</s>": "</s>", "▁▁": "  "} {
+		id, ok := sp.TokenID(tok)
+		if got, _ := sp.TokenBytes(id); !ok || got != want {
+			t.Errorf("TokenBytes(%q) = %q, want %q", tok, got, want)
+		}
+	}
+	if _, ok := sp.TokenBytes(-1); ok {
+		t.Error("TokenBytes(-1) reports a token")
+	}
+}

@@ -58,7 +58,7 @@ func devInitCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&configPath, "config", "", "HF config.json of a LlamaForCausalLM (required)")
+	cmd.Flags().StringVar(&configPath, "config", "", "HF config.json of a LlamaForCausalLM or MistralForCausalLM (required)")
 	cmd.Flags().StringVar(&out, "out", "", "output model directory (required)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed")
 	cmd.MarkFlagRequired("config")

@@ -15,8 +15,8 @@ import (
 //
 // Buffers (per block): qc, oc (NKV, group·tq, HD) contiguous gathers of the
 // block's queries and outputs; sc (NKV, group·tq, nk) scores/probabilities.
-func (d *Device) Attention(out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd int) {
-	g := d.attnGeom(B, T, nh, nkv, hd)
+func (d *Device) Attention(out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
+	g := d.attnGeom(B, T, nh, nkv, hd, window)
 	qc, oc := d.scratch(0, g.tq*nh*hd), d.scratch(1, g.tq*nh*hd)
 	sc := d.scratch(2, nh*g.tq*T)
 	for b := 0; b < B; b++ {
@@ -38,8 +38,8 @@ func (d *Device) Attention(out, lse, q, k, v []float32, docStart []int32, B, T, 
 // log-sum-exp, then: dV += Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − rowsum(dO∘O))·scale,
 // dQ = dS·K, dK += dSᵀ·Q, each a batched matmul over the kv heads (the
 // group's query rows are the reduction dimension of dK and dV).
-func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd int) {
-	g := d.attnGeom(B, T, nh, nkv, hd)
+func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
+	g := d.attnGeom(B, T, nh, nkv, hd, window)
 	n := g.tq * nh * hd
 	qc, oc, doc, dqc := d.scratch(0, n), d.scratch(1, n), d.scratch(3, n), d.scratch(4, n)
 	sc, dsc := d.scratch(2, nh*g.tq*T), d.scratch(5, nh*g.tq*T)
@@ -86,15 +86,16 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32
 // geom holds the sizes of one attention call.
 type geom struct {
 	B, T, nh, nkv, hd, group, qd, kvd, tq int
+	window                                int // sliding window, 0 = none
 	scale                                 float32
 }
 
 // attnGeom picks the query block: the whole row when all heads' scores fit
 // in 8M floats, else blocks of 128 queries (or d.attnBlock, for tests).
-func (d *Device) attnGeom(B, T, nh, nkv, hd int) geom {
+func (d *Device) attnGeom(B, T, nh, nkv, hd, window int) geom {
 	tq := d.queryBlock(T, nh)
 	return geom{B: B, T: T, nh: nh, nkv: nkv, hd: hd, group: nh / nkv, qd: nh * hd, kvd: nkv * hd, tq: tq,
-		scale: float32(1 / math.Sqrt(float64(hd)))}
+		window: window, scale: float32(1 / math.Sqrt(float64(hd)))}
 }
 
 // queryBlock is the number of queries attention handles at once.
@@ -127,10 +128,26 @@ func (d *Device) scratchBytes() int64 {
 }
 
 // keyStart is the first key a block of queries can see, rounded down to a
-// multiple of the block size (masking hides the extra keys).
+// multiple of the block size (masking hides the extra keys). The block's
+// first query sees the earliest key: later queries' document starts and
+// window starts are never earlier.
 func (g geom) keyStart(docStart []int32, b, i0 int) int {
-	k0 := int(docStart[b*g.T+i0])
+	k0 := g.firstKey(docStart, b, i0)
 	return k0 / g.tq * g.tq
+}
+
+// firstKey is the first key query t of row b sees.
+func (g geom) firstKey(docStart []int32, b, t int) int {
+	return firstKey(int(docStart[b*g.T+t]), t, g.window)
+}
+
+// firstKey is the later of a query's document start and, with a sliding
+// window, the oldest key less than window positions behind query t.
+func firstKey(docStart, t, window int) int {
+	if window > 0 {
+		return max(docStart, t-window+1)
+	}
+	return docStart
 }
 
 // gather copies queries [i0,i0+tq) of row b from token-major x (N, NH·HD) into
@@ -183,13 +200,13 @@ func (g geom) dvKey(tq, nk int) mmKey {
 }
 
 // softmaxBlock turns raw scores into probabilities in place, masking keys
-// outside [docStart(t), t], and records each row's log-sum-exp.
+// outside [firstKey(t), t], and records each row's log-sum-exp.
 func (d *Device) softmaxBlock(sc, lse []float32, docStart []int32, g geom, b, i0, tq, k0, nk int) {
 	d.parallel(g.nh*tq, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			h, t := r/tq, i0+r%tq
 			row := sc[r*nk : (r+1)*nk]
-			j0, j1 := int(docStart[b*g.T+t])-k0, t-k0+1
+			j0, j1 := g.firstKey(docStart, b, t)-k0, t-k0+1
 			mx := float32(math.Inf(-1))
 			for j := j0; j < j1; j++ {
 				row[j] *= g.scale
@@ -218,7 +235,7 @@ func (d *Device) probsBlock(sc, lse []float32, docStart []int32, g geom, b, i0, 
 		for r := lo; r < hi; r++ {
 			h, t := r/tq, i0+r%tq
 			row := sc[r*nk : (r+1)*nk]
-			j0, j1 := int(docStart[b*g.T+t])-k0, t-k0+1
+			j0, j1 := g.firstKey(docStart, b, t)-k0, t-k0+1
 			l := lse[(b*g.nh+h)*g.T+t]
 			clear(row[:j0])
 			for j := j0; j < j1; j++ {

@@ -28,7 +28,7 @@ func axpy(y []float32, a float32, x []float32) {
 
 // AttentionCached handles the few queries of a decoding step with plain
 // loops, one head per task: the work is tiny next to the projections.
-func (d *Device) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd int) {
+func (d *Device) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd, window int) {
 	group := nh / nkv
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	d.parallel(nq*nh, func(lo, hi int) {
@@ -38,8 +38,9 @@ func (d *Device) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, h
 			kh := h / group
 			qi := q[(i*nh+h)*hd:][:hd]
 			t := start + i
+			j0 := firstKey(0, t, window)
 			mx := float32(math.Inf(-1))
-			for j := 0; j <= t; j++ {
+			for j := j0; j <= t; j++ {
 				s := dot(qi, kc[(j*nkv+kh)*hd:][:hd]) * scale
 				scores[j] = s
 				mx = max(mx, s)
@@ -47,7 +48,7 @@ func (d *Device) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, h
 			o := out[(i*nh+h)*hd:][:hd]
 			clear(o)
 			var sum float32
-			for j := 0; j <= t; j++ {
+			for j := j0; j <= t; j++ {
 				p := exp32(scores[j] - mx)
 				sum += p
 				axpy(o, p, vc[(j*nkv+kh)*hd:][:hd])

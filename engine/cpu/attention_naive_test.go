@@ -5,8 +5,8 @@ import (
 )
 
 // attentionNaive is the plain reference for Attention: one query row at a
-// time, scalar loops. Tests compare the blocked kernel against it.
-func (d *Device) attentionNaive(out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd int) {
+// time, scalar loops; window > 0 hides keys window or more positions back. Tests compare the blocked kernel against it.
+func (d *Device) attentionNaive(out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
 	group := nh / nkv
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	d.parallel(B*nh, func(lo, hi int) {
@@ -18,6 +18,9 @@ func (d *Device) attentionNaive(out, lse, q, k, v []float32, docStart []int32, B
 			for t := 0; t < T; t++ {
 				qi := q[((b*T+t)*nh+h)*hd:][:hd]
 				s0 := int(docStart[b*T+t])
+				if window > 0 && t-s0 >= window { // keys window or more behind are hidden
+					s0 = t - window + 1
+				}
 				mx := float32(math.Inf(-1))
 				for j := s0; j <= t; j++ {
 					s := dot(qi, k[((b*T+j)*nkv+kh)*hd:][:hd]) * scale
@@ -45,7 +48,7 @@ func (d *Device) attentionNaive(out, lse, q, k, v []float32, docStart []int32, B
 // attentionBackwardNaive is the reference for AttentionBackward. Work is
 // split by (row, key/value head) so that all query heads sharing a key/value
 // head run in one worker and dk, dv never race.
-func (d *Device) attentionBackwardNaive(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd int) {
+func (d *Device) attentionBackwardNaive(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
 	group := nh / nkv
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	d.parallel(B*nkv, func(lo, hi int) {
@@ -62,7 +65,11 @@ func (d *Device) attentionBackwardNaive(dq, dk, dv, dout, out, lse, q, k, v []fl
 					clear(dqi)
 					D := dot(doi, out[off:][:hd])
 					l := lse[(b*nh+h)*T+t]
-					for j := int(docStart[b*T+t]); j <= t; j++ {
+					s0 := int(docStart[b*T+t])
+					if window > 0 && t-s0 >= window {
+						s0 = t - window + 1
+					}
+					for j := s0; j <= t; j++ {
 						ko := ((b*T+j)*nkv + kh) * hd
 						kj, vj := k[ko:][:hd], v[ko:][:hd]
 						p := float32(math.Exp(float64(dot(qi, kj)*scale - l)))

@@ -101,9 +101,9 @@ func TestAttentionScratchStated(t *testing.T) {
 		q, k, v := randSlice(r, N*tc.nh*tc.hd), randSlice(r, N*tc.nkv*tc.hd), randSlice(r, N*tc.nkv*tc.hd)
 		docStart := make([]int32, N)
 		out, lse := make([]float32, len(q)), make([]float32, N*tc.nh)
-		d.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd)
+		d.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-		d.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd)
+		d.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 		if got, want := d.scratchBytes(), d.AttentionScratch(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
 			t.Errorf("%+v: attention keeps %d bytes of scratch, AttentionScratch says %d", tc, got, want)
 		}

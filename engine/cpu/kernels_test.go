@@ -23,11 +23,15 @@ func maxRel(a, b []float32) float64 {
 		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
 		s = math.Max(s, math.Abs(float64(b[i])))
 	}
+	if s == 0 { // an all-zero reference (a window of 1 has zero dq, dk): absolute error
+		return d
+	}
 	return d / s
 }
 
 // The blocked, matmul-based attention must equal the naive reference for any
-// block size, with grouped heads and packed documents.
+// block size, with grouped heads, packed documents and sliding windows
+// (shorter than a document, longer than one, and none).
 func TestAttentionMatchesNaive(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	const B, T, nh, nkv, hd = 2, 13, 4, 2, 8
@@ -45,29 +49,40 @@ func TestAttentionMatchesNaive(t *testing.T) {
 	}
 	q, k, v := randSlice(r, B*T*nh*hd), randSlice(r, B*T*nkv*hd), randSlice(r, B*T*nkv*hd)
 	dout := randSlice(r, B*T*nh*hd)
-	ref := New(2)
-	outR, lseR := make([]float32, len(q)), make([]float32, B*nh*T)
-	ref.attentionNaive(outR, lseR, q, k, v, docStart, B, T, nh, nkv, hd)
-	dqR, dkR, dvR := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-	ref.attentionBackwardNaive(dqR, dkR, dvR, dout, outR, lseR, q, k, v, docStart, B, T, nh, nkv, hd)
-	for _, block := range []int{0, 1, 4, 5, 13} {
-		t.Run(fmt.Sprint("block", block), func(t *testing.T) {
-			d := New(2)
-			d.attnBlock = block
-			out, lse := make([]float32, len(q)), make([]float32, B*nh*T)
-			d.Attention(out, lse, q, k, v, docStart, B, T, nh, nkv, hd)
-			dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-			d.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd)
-			for _, c := range []struct {
-				name      string
-				got, want []float32
-			}{{"out", out, outR}, {"lse", lse, lseR}, {"dq", dq, dqR}, {"dk", dk, dkR}, {"dv", dv, dvR}} {
-				if e := maxRel(c.got, c.want); e > 2e-6 {
-					t.Errorf("%s: blocked vs naive relative error %.3g", c.name, e)
-				}
-			}
-		})
+	for _, window := range []int{0, 1, 3, 6, 20} {
+		ref := New(2)
+		outR, lseR := make([]float32, len(q)), make([]float32, B*nh*T)
+		ref.attentionNaive(outR, lseR, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		dqR, dkR, dvR := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+		ref.attentionBackwardNaive(dqR, dkR, dvR, dout, outR, lseR, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		for _, block := range []int{0, 1, 4, 5, 13} {
+			checkBlocked(t, fmt.Sprintf("window%d/block%d", window, block), block, window, q, k, v, dout, docStart,
+				[][]float32{outR, lseR, dqR, dkR, dvR})
+		}
 	}
+}
+
+// checkBlocked runs the blocked kernels with one block size and window and
+// compares out, lse, dq, dk, dv with the naive results want.
+func checkBlocked(t *testing.T, name string, block, window int, q, k, v, dout []float32, docStart []int32, want [][]float32) {
+	const B, T, nh, nkv, hd = 2, 13, 4, 2, 8
+	outR, lseR, dqR, dkR, dvR := want[0], want[1], want[2], want[3], want[4]
+	t.Run(name, func(t *testing.T) {
+		d := New(2)
+		d.attnBlock = block
+		out, lse := make([]float32, len(q)), make([]float32, B*nh*T)
+		d.Attention(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+		d.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		for _, c := range []struct {
+			name      string
+			got, want []float32
+		}{{"out", out, outR}, {"lse", lse, lseR}, {"dq", dq, dqR}, {"dk", dk, dkR}, {"dv", dv, dvR}} {
+			if e := maxRel(c.got, c.want); e > 2e-6 {
+				t.Errorf("%s: blocked vs naive relative error %.3g", c.name, e)
+			}
+		}
+	})
 }
 
 func TestExp32(t *testing.T) {

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-CASES = ["gqa", "tied_llama3", "bias_packed", "single"]
+CASES = ["gqa", "tied_llama3", "bias_packed", "mistral", "single"]
 
 
 def read_safetensors(path):
@@ -92,7 +92,9 @@ def check_case(root, name):
     d = os.path.join(root, name)
     with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
-    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["model_type"] == "llama"
+    arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[cfg["model_type"]]
+    assert cfg["architectures"] == [arch]
+    assert (cfg["model_type"] == "mistral") == (name == "mistral")
     with open(os.path.join(d, "batch.json")) as f:
         batch = json.load(f)
     ids = np.array(batch["input_ids"])
@@ -103,7 +105,7 @@ def check_case(root, name):
     if seg is not None:
         seg = np.array(seg)
         assert seg.shape == ids.shape
-    assert (seg is not None) == (name == "bias_packed"), "segment_ids only in bias_packed"
+    assert (seg is not None) == (name in ("bias_packed", "mistral")), "segment_ids only in the packed cases"
     B, T = ids.shape
 
     model = read_safetensors(os.path.join(d, "model.safetensors"))

@@ -121,6 +121,24 @@ def make_cases():
     labels[1, 10] = IGNORE_INDEX   # second token of document 1 of row 1
     cases.append(("bias_packed", cfg, 13, ids, labels, seg))
 
+    # 5. mistral: Llama math plus sliding-window attention. The window (4)
+    # is shorter than every document, so it hides keys inside documents;
+    # GQA and packed rows as in bias_packed.
+    cfg = base_config(architectures=["MistralForCausalLM"], model_type="mistral",
+                      vocab_size=72, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, rope_theta=1000000.0,
+                      sliding_window=4, max_position_embeddings=64)
+    g = torch.Generator().manual_seed(1005)
+    ids = random_ids(g, 2, 14, cfg["vocab_size"])
+    seg = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1],
+                        [3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]],
+                       dtype=torch.int64)
+    labels = ids.clone()
+    labels[0, 2] = IGNORE_INDEX
+    labels[1, 6] = IGNORE_INDEX
+    cases.append(("mistral", cfg, 15, ids, labels, seg))
+
     # 4. single
     cfg = base_config(vocab_size=32, hidden_size=16, intermediate_size=32,
                       num_hidden_layers=1, num_attention_heads=2,
@@ -248,6 +266,14 @@ def position_ids(doc):
     return pos
 
 
+def sliding_window(cfg):
+    """The attention window: HF MistralConfig's sliding_window (4096 when the
+    key is absent, None = full attention when it is null); Llama has none."""
+    if cfg.get("model_type") != "mistral":
+        return None
+    return cfg.get("sliding_window", 4096)
+
+
 def rms_norm(x, w, eps):
     return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * w
 
@@ -280,6 +306,11 @@ def forward(cfg, P, input_ids, segment_ids=None):
     sin = emb.sin()[:, None, :, :]
 
     causal = torch.tril(torch.ones((T, T), dtype=torch.bool))
+    window = sliding_window(cfg)
+    if window is not None:
+        # Mistral: query t sees key j only when t - j < sliding_window.
+        idx = torch.arange(T)
+        causal = causal & ((idx[:, None] - idx[None, :]) < window)
     same_doc = doc[:, :, None] == doc[:, None, :]             # (B,T,T)
     allowed = (causal[None] & same_doc)[:, None, :, :]        # (B,1,T,T)
 
@@ -380,6 +411,16 @@ def check_packing(cfg, params32, input_ids, labels, segment_ids, logits, loss, g
     return ndocs, count, max_diff, ldiff, gdiff
 
 
+def check_window_matters(cfg, params32, input_ids, segment_ids, logits):
+    """The window must change the logits (else the fixture proves nothing)."""
+    full = dict(cfg)
+    full["sliding_window"] = None
+    P = {k: v.to(torch.float64) for k, v in params32.items()}
+    diff = (forward(full, P, input_ids, segment_ids) - logits).abs().max().item()
+    assert diff > 1e-4, "sliding window does not change the logits (max diff %g)" % diff
+    return "full attention differs by %.1e" % diff
+
+
 # ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
@@ -447,6 +488,8 @@ def main():
             kinds = sorted(set(regimes))
             extra += " llama3 bands=%s" % ",".join(regimes)
             assert kinds == ["high", "low", "mid"], "llama3 case must hit all three regimes"
+        if sliding_window(cfg) is not None:
+            extra += " window-check OK (%s)" % check_window_matters(cfg, params, ids, seg, logits)
         if seg is not None:
             ndocs, cnt, ldiff, lossdiff, gdiff = check_packing(
                 cfg, params, ids, labels, seg, logits, loss, grads)
