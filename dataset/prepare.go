@@ -109,20 +109,9 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 	if err != nil {
 		return nil, err
 	}
-	src, probs, err := openSource(ctx, spec.Data, spec.Task, opt, false)
+	src, evalSrc, err := openSources(ctx, spec, opt)
 	if err != nil {
 		return nil, err
-	}
-	var evalSrc source
-	if opt.EvalData != "" {
-		var eprobs []Problem
-		if evalSrc, eprobs, err = openSource(ctx, opt.EvalData, spec.Task, opt, true); err != nil {
-			return nil, err
-		}
-		probs = append(probs, eprobs...)
-	}
-	if len(probs) > 0 {
-		return nil, &ProblemsError{Problems: probs, Count: len(probs)}
 	}
 	fp, err := fingerprint(m, spec.Task, opt, src, evalSrc)
 	if err != nil {
@@ -141,37 +130,7 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 		return nil, fmt.Errorf("dataset: %w", err)
 	}
 	defer os.RemoveAll(tmp) // a no-op after the rename
-	meta := storeMeta{Version: storeVersion, Fingerprint: fp, Task: spec.Task, ContextLength: m.ctxLen, ModelMaxContext: m.maxContext, PadID: m.padID}
-	var total, done int64
-	for _, f := range append(append([]string(nil), src.files...), evalSrc.files...) {
-		if fi, err := os.Stat(f); err == nil {
-			total += fi.Size()
-		}
-	}
-	report := func(n int64) {
-		done += n
-		if progress != nil {
-			progress(done, total)
-		}
-	}
-	pe := &ProblemsError{}
-	if meta.Train, err = writeSet(ctx, m, spec.Task, opt, src, tmp, "train", report, pe); err != nil {
-		return nil, err
-	}
-	if len(evalSrc.files) > 0 {
-		es, err := writeSet(ctx, m, spec.Task, opt, evalSrc, tmp, "eval", report, pe)
-		if err != nil {
-			return nil, err
-		}
-		meta.Eval = &es
-	}
-	if pe.Count > 0 {
-		return nil, pe
-	}
-	if meta.Train.Tokens == 0 {
-		return nil, fmt.Errorf("dataset: %s: no example fits the context length %d", spec.Data, m.ctxLen)
-	}
-	if err := writeJSONSynced(filepath.Join(tmp, "meta.json"), meta); err != nil {
+	if err := tokenizeInto(ctx, tmp, fp, m, spec, opt, src, evalSrc, progress); err != nil {
 		return nil, err
 	}
 	if err := syncDir(tmp); err != nil {
@@ -189,6 +148,64 @@ func Prepare(ctx context.Context, spec PrepareSpec, progress func(done, total in
 		return nil, fmt.Errorf("dataset: %w", err)
 	}
 	return openPrepared(final, fp, opt)
+}
+
+// openSources opens the train data and the eval data (when set), failing
+// with a *ProblemsError when either cannot be read as data.
+func openSources(ctx context.Context, spec PrepareSpec, opt Options) (src, evalSrc source, err error) {
+	src, probs, err := openSource(ctx, spec.Data, spec.Task, opt, false)
+	if err != nil {
+		return src, evalSrc, err
+	}
+	if opt.EvalData != "" {
+		var eprobs []Problem
+		if evalSrc, eprobs, err = openSource(ctx, opt.EvalData, spec.Task, opt, true); err != nil {
+			return src, evalSrc, err
+		}
+		probs = append(probs, eprobs...)
+	}
+	if len(probs) > 0 {
+		return src, evalSrc, &ProblemsError{Problems: probs, Count: len(probs)}
+	}
+	return src, evalSrc, nil
+}
+
+// tokenizeInto tokenizes the train and eval sets into dir and writes its
+// meta.json (synced), reporting progress in bytes of data.
+func tokenizeInto(ctx context.Context, dir, fp string, m *model, spec PrepareSpec, opt Options, src, evalSrc source,
+	progress func(done, total int64)) error {
+	meta := storeMeta{Version: storeVersion, Fingerprint: fp, Task: spec.Task, ContextLength: m.ctxLen, ModelMaxContext: m.maxContext, PadID: m.padID}
+	var total, done int64
+	for _, f := range append(append([]string(nil), src.files...), evalSrc.files...) {
+		if fi, err := os.Stat(f); err == nil {
+			total += fi.Size()
+		}
+	}
+	report := func(n int64) {
+		done += n
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	pe := &ProblemsError{}
+	var err error
+	if meta.Train, err = writeSet(ctx, m, spec.Task, opt, src, dir, "train", report, pe); err != nil {
+		return err
+	}
+	if len(evalSrc.files) > 0 {
+		es, err := writeSet(ctx, m, spec.Task, opt, evalSrc, dir, "eval", report, pe)
+		if err != nil {
+			return err
+		}
+		meta.Eval = &es
+	}
+	if pe.Count > 0 {
+		return pe
+	}
+	if meta.Train.Tokens == 0 {
+		return fmt.Errorf("dataset: %s: no example fits the context length %d", spec.Data, m.ctxLen)
+	}
+	return writeJSONSynced(filepath.Join(dir, "meta.json"), meta)
 }
 
 // writeSet tokenizes src into dir/<name>.*, collecting problems into pe.

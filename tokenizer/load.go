@@ -101,43 +101,73 @@ func Load(path string) (*Tokenizer, error) {
 
 func (t *Tokenizer) build(f *fileJSON) error {
 	p := t.path
-	m := f.Model
+	model, vocab, err := buildBPE(p, f.Model)
+	if err != nil {
+		return err
+	}
+	t.model = model
+	if err := t.buildAdded(p, f, vocab); err != nil {
+		return err
+	}
+	if t.normalizers, err = buildNormalizer(p, "normalizer", f.Normalizer); err != nil {
+		return err
+	}
+	if t.splitters, model.byteLevel, err = buildPreTokenizer(p, "pre_tokenizer", f.PreTokenizer); err != nil {
+		return err
+	}
+	model.init()
+	if t.post, err = buildPostProcessor(p, "post_processor", f.PostProcessor); err != nil {
+		return err
+	}
+	addedSet := make(map[string]bool, len(t.added))
+	for _, a := range t.added {
+		addedSet[a.Content] = true
+	}
+	if t.decoder, err = buildDecoder(p, "decoder", f.Decoder, addedSet); err != nil {
+		return err
+	}
+	return nil
+}
+
+// buildBPE checks the BPE model of a tokenizer file and indexes its
+// vocabulary and merges.
+func buildBPE(p string, m *modelJSON) (*bpe, map[string]int, error) {
 	if m == nil {
-		return fieldError(p, "model", "missing")
+		return nil, nil, fieldError(p, "model", "missing")
 	}
 	if m.Type == "" && m.Merges != nil {
 		m.Type = "BPE" // HF infers an untagged model from its fields
 	}
 	if m.Type != "BPE" {
-		return fieldError(p, "model.type", "unsupported model type %q (only BPE is supported)", m.Type)
+		return nil, nil, fieldError(p, "model.type", "unsupported model type %q (only BPE is supported)", m.Type)
 	}
 	if m.Dropout != nil && *m.Dropout != 0 {
-		return fieldError(p, "model.dropout", "BPE dropout is not supported")
+		return nil, nil, fieldError(p, "model.dropout", "BPE dropout is not supported")
 	}
 	if m.ContinuingSubwordPrefix != nil && *m.ContinuingSubwordPrefix != "" {
-		return fieldError(p, "model.continuing_subword_prefix", "not supported")
+		return nil, nil, fieldError(p, "model.continuing_subword_prefix", "not supported")
 	}
 	if m.EndOfWordSuffix != nil && *m.EndOfWordSuffix != "" {
-		return fieldError(p, "model.end_of_word_suffix", "not supported")
+		return nil, nil, fieldError(p, "model.end_of_word_suffix", "not supported")
 	}
 	if m.Vocab == nil {
-		return fieldError(p, "model.vocab", "missing")
+		return nil, nil, fieldError(p, "model.vocab", "missing")
 	}
 	vocab, err := parseVocab(m.Vocab)
 	if err != nil {
-		return fieldError(p, "model.vocab", "%v", err)
+		return nil, nil, fieldError(p, "model.vocab", "%v", err)
 	}
 	var merges []mergeEntry
 	if m.Merges != nil {
 		if merges, err = parseMerges(m.Merges); err != nil {
-			return fieldError(p, "model.merges", "%v", err)
+			return nil, nil, fieldError(p, "model.merges", "%v", err)
 		}
 	}
 	model := &bpe{vocab: vocab, unk: -1, fuseUnk: m.FuseUnk, byteFallback: m.ByteFallback, ignoreMerges: m.IgnoreMerges}
 	if m.UnkToken != nil {
 		id, ok := vocab[*m.UnkToken]
 		if !ok {
-			return fieldError(p, "model.unk_token", "%q is not in model.vocab", *m.UnkToken)
+			return nil, nil, fieldError(p, "model.unk_token", "%q is not in model.vocab", *m.UnkToken)
 		}
 		model.unk = id
 	}
@@ -149,15 +179,18 @@ func (t *Tokenizer) build(f *fileJSON) error {
 		joined = append(append(joined[:0], mg[0]...), mg[1]...)
 		c, okC := vocab[string(joined)] // no allocation for a map index
 		if !okA || !okB || !okC {
-			return fieldError(p, fmt.Sprintf("model.merges[%d]", rank), "merge %q %q uses a token missing from model.vocab", mg[0], mg[1])
+			return nil, nil, fieldError(p, fmt.Sprintf("model.merges[%d]", rank), "merge %q %q uses a token missing from model.vocab", mg[0], mg[1])
 		}
 		key := pairKey(int32(a), int32(b))
 		if _, dup := model.merges[key]; !dup { // the first (lowest rank) wins
 			model.merges[key] = mergeInfo{rank: int32(rank), id: int32(c)}
 		}
 	}
-	t.model = model
+	return model, vocab, nil
+}
 
+// buildAdded indexes the added tokens and the id → token table.
+func (t *Tokenizer) buildAdded(p string, f *fileJSON, vocab map[string]int) error {
 	// Vocabulary plus added tokens, by id.
 	t.addedIDs = make(map[string]int, len(f.AddedTokens))
 	maxID := -1
@@ -198,23 +231,6 @@ func (t *Tokenizer) build(f *fileJSON) error {
 	// no normalizer the two texts are the same.
 	t.rawAdded, t.normAdded = newMatcher(raw), newMatcher(norm)
 
-	if t.normalizers, err = buildNormalizer(p, "normalizer", f.Normalizer); err != nil {
-		return err
-	}
-	if t.splitters, model.byteLevel, err = buildPreTokenizer(p, "pre_tokenizer", f.PreTokenizer); err != nil {
-		return err
-	}
-	model.init()
-	if t.post, err = buildPostProcessor(p, "post_processor", f.PostProcessor); err != nil {
-		return err
-	}
-	addedSet := make(map[string]bool, len(t.added))
-	for _, a := range t.added {
-		addedSet[a.Content] = true
-	}
-	if t.decoder, err = buildDecoder(p, "decoder", f.Decoder, addedSet); err != nil {
-		return err
-	}
 	return nil
 }
 
