@@ -1,6 +1,7 @@
 // Package store is hone's durable state: runs, their events, metric series,
 // checkpoints and eval-prompt outputs, experiments, and the model catalog
-// (catalogs, schemas, models, versions, aliases). It runs on SQLite
+// (catalogs, schemas, models, versions, aliases) and serving endpoints.
+// It runs on SQLite
 // (modernc.org/sqlite, the embedded default) or PostgreSQL (pgx), with the
 // same SQL and the same behaviour on both; store_test's conformance suite
 // runs against each.
