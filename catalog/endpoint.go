@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 
+	"hone/client"
 	"hone/store"
 )
 
 // Endpoint states: READY when its model reference resolves to a version,
 // NOT_READY when the alias or version it names is gone.
 const (
-	EndpointReady    = "READY"
-	EndpointNotReady = "NOT_READY"
+	EndpointReady    = client.EndpointReady
+	EndpointNotReady = client.EndpointNotReady
 )
 
 // Endpoint is a serving endpoint with what its model reference resolves
@@ -106,6 +107,10 @@ func (c *Catalog) DeleteEndpoint(ctx context.Context, name string) error {
 // keeps the version it started with while the alias moves.
 func (c *Catalog) ServeEndpoint(ctx context.Context, name string) (*store.ModelVersion, error) {
 	e, err := c.GetEndpoint(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("model %q: no endpoint of that name (hone endpoints list), nor a registered version "+
+			"catalog.schema.model[/N|@alias]: %w", name, store.ErrNotFound)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -72,7 +72,7 @@ func TestEndpoints(t *testing.T) {
 		if _, err := c.ServeEndpoint(ctx, "bot"); !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "endpoint bot is NOT_READY") {
 			t.Errorf("ServeEndpoint(not ready) = %v, want ErrNotFound naming the endpoint", err)
 		}
-		if _, err := c.ServeEndpoint(ctx, "nope"); !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "endpoint nope") {
+		if _, err := c.ServeEndpoint(ctx, "nope"); !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), `model "nope": no endpoint`) {
 			t.Errorf("ServeEndpoint(nope) = %v, want ErrNotFound naming it", err)
 		}
 		if err := c.SetAlias(ctx, "main.demo.bot", 1, "champion"); err != nil {
