@@ -91,7 +91,7 @@ func checkOpenAIClient(ctx context.Context, t *testing.T, h *harness, model stri
 			Object, Text, Finish string
 			Usage                usage
 		}
-		TextStream struct{ Text, Finish string }
+		TextStream               struct{ Text, Finish string }
 		Missing, MissingEndpoint struct {
 			Status              int
 			Code, Type, Message string
