@@ -1,8 +1,9 @@
 // Package catalog is hone's model registry: three-level names
 // catalog.schema.model, catalogs and schemas created explicitly, numbered
 // versions with lineage (run, base model, data fingerprint, metrics, licence)
-// and aliases such as "champion". Every version is a complete Hugging Face
-// model directory in the artifact store, at
+// and aliases such as "champion", and serving endpoints, names that serve a
+// version or follow an alias (endpoint.go). Every version is a complete
+// Hugging Face model directory in the artifact store, at
 // <Root>/<catalog>/<schema>/<model>/<version>/.
 //
 // A version's directory is moved into place inside the transaction that

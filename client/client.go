@@ -6,9 +6,9 @@
 // whose Message is the server's reason (file:line for refused data).
 //
 // Growing lists are paged: ListRuns, ListEvents, ListCheckpoints,
-// ListPromptOutputs, ListExperiments and ListMetrics return one page and
-// its NextPageToken; Events, Checkpoints, PromptOutputs, Experiments and
-// Metrics follow the pages to the end. Empty lists are empty slices.
+// ListPromptOutputs, ListExperiments, ListMetrics and ListEndpoints return
+// one page and its NextPageToken; Events, Checkpoints, PromptOutputs,
+// Experiments, Metrics and Endpoints follow the pages to the end. Empty lists are empty slices.
 package client
 
 import (

@@ -330,8 +330,8 @@ const (
 )
 
 // GenerateRequest asks a registered model version for one completion.
-// Model is "catalog.schema.model/N", "catalog.schema.model@alias" or
-// "catalog.schema.model" (the newest version). Exactly one of Messages
+// Model is "catalog.schema.model/N", "catalog.schema.model@alias",
+// "catalog.schema.model" (the newest version) or an endpoint's name. Exactly one of Messages
 // (formatted with the model's chat template, as its chat training data
 // was) and Prompt (raw text; the only choice for a model without a chat
 // template) is set.

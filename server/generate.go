@@ -54,10 +54,12 @@ func (s *Server) generate(ctx context.Context, req client.GenerateRequest, defau
 }
 
 // resolveModel finds the version a model name refers to: "c.s.m/N",
-// "c.s.m@alias" or "c.s.m" (the newest version).
+// "c.s.m@alias", "c.s.m" (the newest version) or an endpoint's name (no
+// dots), whose reference is resolved anew for each request: a request
+// keeps the version it started with while an alias moves.
 func (s *Server) resolveModel(ctx context.Context, name string) (*store.ModelVersion, error) {
 	if name == "" {
-		return nil, badRequest{"model is required: catalog.schema.model, catalog.schema.model/N or catalog.schema.model@alias"}
+		return nil, badRequest{"model is required: an endpoint's name, catalog.schema.model, catalog.schema.model/N or catalog.schema.model@alias"}
 	}
 	ref, ok, err := catalog.ParseRef(name)
 	if err != nil {
@@ -66,6 +68,8 @@ func (s *Server) resolveModel(ctx context.Context, name string) (*store.ModelVer
 	var v *store.ModelVersion
 	if ok {
 		v, err = s.cat.Resolve(ctx, ref)
+	} else if catalog.ValidEndpointName(name) {
+		v, err = s.cat.ServeEndpoint(ctx, name)
 	} else if n, perr := catalog.ParseName(name); perr == nil && n.Model != "" {
 		var vs []store.ModelVersion
 		if vs, err = s.cat.Show(ctx, name); err == nil {

@@ -301,15 +301,19 @@ func (s *Server) openAIRoutes() {
 	})
 }
 
-// listOpenAIModels lists every registered version ("c.s.m/N") and alias
-// ("c.s.m@alias") as a model id.
+// listOpenAIModels lists every endpoint (by name), registered version
+// ("c.s.m/N") and alias ("c.s.m@alias") as a model id.
 func (s *Server) listOpenAIModels(w http.ResponseWriter, r *http.Request) {
 	vs, err := s.cat.List(r.Context())
 	if err != nil {
 		s.openAIFail(w, r, err)
 		return
 	}
-	data := []oaiModel{}
+	data, err := s.endpointModels(r.Context())
+	if err != nil {
+		s.openAIFail(w, r, err)
+		return
+	}
 	for _, v := range vs {
 		id := versionID(v)
 		data = append(data, oaiModel{ID: id, Object: "model", Created: v.CreatedAt.Unix(), OwnedBy: "hone"})

@@ -18,11 +18,10 @@ import (
 // openai npm package (fetched by scripts/test-assets.sh) under node. It
 // fails, never skips, when node or the package is missing.
 func TestOpenAIClient(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
+	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("node is required for the OpenAI client test (scripts/install-deps.sh installs it): %v", err)
 	}
-	module := testassets.Path(t, "openai/package/index.mjs")
+	testassets.Path(t, "openai/package/index.mjs") // fails the test early when missing
 	h, _ := servingHarness(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -46,9 +45,23 @@ func TestOpenAIClient(t *testing.T) {
 	}
 	stop := string(runes[len(runes)/2 : len(runes)/2+2])
 
+	// An endpoint following main.demo.bot@champion (version 1) answers as
+	// the version does.
+	if _, err := h.c.CreateEndpoint(ctx, client.CreateEndpointRequest{Name: "bot", Model: "main.demo.bot@champion"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, model string }{{"version", "main.demo.bot/1"}, {"endpoint", "bot"}} {
+		t.Run(tc.name, func(t *testing.T) { checkOpenAIClient(ctx, t, h, tc.model, native, sampled, stop) })
+	}
+}
+
+// checkOpenAIClient runs testdata/openai_client.mjs against model, which
+// must answer as main.demo.bot/1, and checks what the client saw.
+func checkOpenAIClient(ctx context.Context, t *testing.T, h *harness, model string, native, sampled *client.GenerateResponse, stop string) {
+	node, _ := exec.LookPath("node")
 	cmd := exec.CommandContext(ctx, node, "testdata/openai_client.mjs")
-	cmd.Env = append(os.Environ(), "OPENAI_MODULE="+module, "HONE_BASE_URL="+h.url+"/v1", "HONE_TOKEN="+testToken,
-		"HONE_MODEL=main.demo.bot/1", "HONE_STOP="+stop)
+	cmd.Env = append(os.Environ(), "OPENAI_MODULE="+testassets.Path(t, "openai/package/index.mjs"), "HONE_BASE_URL="+h.url+"/v1",
+		"HONE_TOKEN="+testToken, "HONE_MODEL="+model, "HONE_STOP="+stop)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
@@ -78,8 +91,8 @@ func TestOpenAIClient(t *testing.T) {
 			Object, Text, Finish string
 			Usage                usage
 		}
-		TextStream struct{ Text, Finish string }
-		Missing    struct {
+		TextStream               struct{ Text, Finish string }
+		Missing, MissingEndpoint struct {
 			Status              int
 			Code, Type, Message string
 		}
@@ -97,7 +110,7 @@ func TestOpenAIClient(t *testing.T) {
 	}
 	t.Logf("openai client saw: %s", stdout)
 
-	for _, id := range []string{"main.demo.bot/1", "main.demo.bot/2", "main.demo.bot@champion", "main.demo.base/1"} {
+	for _, id := range []string{"main.demo.bot/1", "main.demo.bot/2", "main.demo.bot@champion", "main.demo.base/1", "bot"} {
 		if !slices.Contains(got.Models, id) {
 			t.Errorf("models.list() = %v, lacks %s", got.Models, id)
 		}
@@ -126,6 +139,10 @@ func TestOpenAIClient(t *testing.T) {
 	}
 	if m := got.Missing; m.Status != 404 || m.Code != "model_not_found" || m.Type != "invalid_request_error" || !strings.Contains(m.Message, "main.demo.nope") {
 		t.Errorf("unknown model = %+v, want 404 model_not_found", m)
+	}
+	if m := got.MissingEndpoint; m.Status != 404 || m.Code != "model_not_found" || m.Type != "invalid_request_error" ||
+		!strings.Contains(m.Message, "no-such-endpoint") {
+		t.Errorf("unknown endpoint = %+v, want 404 model_not_found naming it", m)
 	}
 	if u := got.Unauthorized; u.Status != 401 || u.Code != "invalid_api_key" {
 		t.Errorf("wrong API key = %+v, want 401 invalid_api_key", u)

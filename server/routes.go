@@ -31,6 +31,7 @@ func (s *Server) routes() {
 	s.openAIRoutes()
 	s.uiRoutes()
 	s.volumeRoutes()
+	s.endpointRoutes()
 }
 
 // runRoutes are the runs API: create, list, inspect, cancel, resume, delete.

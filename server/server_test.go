@@ -445,7 +445,7 @@ func TestOpenAPI(t *testing.T) {
 	for _, p := range []string{"/api/runs", "/api/runs/{name}", "/api/runs/{name}/events", "/api/runs/{name}/metrics",
 		"/api/runs/{name}/checkpoints", "/api/runs/{name}/prompt-outputs", "/api/runs/cancel", "/api/runs/{name}/cancel",
 		"/api/experiments", "/api/models", "/api/catalog", "/api/catalog/models/{name}", "/api/catalog/models/{name}/aliases/{alias}",
-		"/api/generate", "/v1/models", "/v1/chat/completions", "/v1/completions"} {
+		"/api/generate", "/v1/models", "/v1/chat/completions", "/v1/completions", "/api/endpoints", "/api/endpoints/{name}"} {
 		if _, ok := doc.Paths[p]; !ok {
 			t.Errorf("openapi.json lacks %s", p)
 		}
@@ -479,8 +479,9 @@ func TestOpenAPI(t *testing.T) {
 	walk(whole)
 	// Growing lists are documented as paged.
 	for _, p := range []string{"/api/runs/{name}/events", "/api/runs/{name}/checkpoints", "/api/runs/{name}/prompt-outputs",
-		"/api/runs/{name}/metrics", "/api/experiments"} {
-		if ps, _ := json.Marshal(doc.Paths[p]["parameters"]); !strings.Contains(string(ps), "page_token") {
+		"/api/runs/{name}/metrics", "/api/experiments", "/api/endpoints"} {
+		get, _ := doc.Paths[p]["get"].(map[string]any)
+		if ps, _ := json.Marshal([]any{doc.Paths[p]["parameters"], get["parameters"]}); !strings.Contains(string(ps), "page_token") {
 			t.Errorf("openapi.json: %s does not document page_token", p)
 		}
 	}

@@ -124,6 +124,19 @@ var schemaV1 = []string{
 	)`,
 }
 
+// schemaV2 adds serving endpoints: a name that serves a model reference
+// (a version or an alias), resolved again for every request.
+var schemaV2 = []string{
+	`CREATE TABLE IF NOT EXISTS hone_endpoints (
+		name TEXT PRIMARY KEY,
+		model TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
+}
+
+// migrations are applied in order, all of them at every start.
+var migrations = [][]string{schemaV1, schemaV2}
+
 func (s *Store) migrate(ctx context.Context) error {
 	id := "INTEGER PRIMARY KEY AUTOINCREMENT"
 	if s.d == Postgres {
@@ -136,9 +149,11 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("store: migrate lock: %w", err)
 			}
 		}
-		for _, stmt := range schemaV1 {
-			if _, err := tx.q.exec(ctx, strings.ReplaceAll(stmt, "{{ID}}", id)); err != nil {
-				return fmt.Errorf("store: migrate: %w\n%s", err, stmt)
+		for _, schema := range migrations {
+			for _, stmt := range schema {
+				if _, err := tx.q.exec(ctx, strings.ReplaceAll(stmt, "{{ID}}", id)); err != nil {
+					return fmt.Errorf("store: migrate: %w\n%s", err, stmt)
+				}
 			}
 		}
 		return nil

@@ -1,9 +1,9 @@
 // Package store is hone's durable state: runs, their events, metric series,
 // checkpoints and eval-prompt outputs, experiments, and the model catalog
-// (catalogs, schemas, models, versions, aliases). It runs on SQLite
-// (modernc.org/sqlite, the embedded default) or PostgreSQL (pgx), with the
-// same SQL and the same behaviour on both; store_test's conformance suite
-// runs against each.
+// (catalogs, schemas, models, versions, aliases) and serving endpoints. It
+// runs on SQLite (modernc.org/sqlite, the embedded default) or PostgreSQL
+// (pgx), with the same SQL and the same behaviour on both; store_test's
+// conformance suite runs against each.
 //
 // A *Store is safe for concurrent use. Every method honours ctx
 // cancellation. Tx exposes the same operations inside one transaction, and

@@ -26,6 +26,7 @@ func main() {
 	}
 	root.AddCommand(devCmd(), benchCmd(), serveCmd(), workerCmd(), createCmd(), runsCmd(), catalogCmd())
 	root.AddCommand(dataCmd(), generateCmd(), volumeCmd())
+	root.AddCommand(endpointsCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hone:", err)
 		os.Exit(1)

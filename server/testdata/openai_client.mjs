@@ -64,6 +64,12 @@ try {
   out.missing = { status: e.status, code: e.code, type: e.type, message: e.message };
 }
 try {
+  await client.completions.create({ model: 'no-such-endpoint', prompt: 'hi' });
+  out.missingEndpoint = { status: 200 };
+} catch (e) {
+  out.missingEndpoint = { status: e.status, code: e.code, type: e.type, message: e.message };
+}
+try {
   await new OpenAI({ baseURL: process.env.HONE_BASE_URL, apiKey: 'wrong', maxRetries: 0 }).models.list();
   out.unauthorized = { status: 200 };
 } catch (e) {
