@@ -28,21 +28,21 @@ func Terminal(status string) bool {
 
 // CreateRunRequest is the hosted product's run parameters plus hone's own.
 type CreateRunRequest struct {
-	Model             string   `json:"model"`
-	TrainDataPath     string   `json:"train_data_path"`
-	RegisterTo        string   `json:"register_to"`
-	TaskType          string   `json:"task_type,omitempty"`         // default CHAT_COMPLETION
-	TrainingDuration  string   `json:"training_duration,omitempty"` // "3ep", "500ba", "2_000_000tok"; default 1ep
-	LearningRate      float64  `json:"learning_rate,omitempty"`
-	ContextLength     int      `json:"context_length,omitempty"`
-	EvalDataPath      string   `json:"eval_data_path,omitempty"`
+	Model            string  `json:"model"`
+	TrainDataPath    string  `json:"train_data_path"`
+	RegisterTo       string  `json:"register_to"`
+	TaskType         string  `json:"task_type,omitempty"`         // default CHAT_COMPLETION
+	TrainingDuration string  `json:"training_duration,omitempty"` // "3ep", "500ba", "2_000_000tok"; default 1ep
+	LearningRate     float64 `json:"learning_rate,omitempty"`
+	ContextLength    int     `json:"context_length,omitempty"`
+	EvalDataPath     string  `json:"eval_data_path,omitempty"`
 	// Tables only: the Hugging Face dataset split of train_data_path
 	// (default train) and of eval_data_path (default validation, else
 	// test), and the Delta table version of train_data_path (default the
 	// latest).
-	TrainDataSplit   string `json:"train_data_split,omitempty"`
-	EvalDataSplit    string `json:"eval_data_split,omitempty"`
-	TrainDataVersion *int64 `json:"train_data_version,omitempty"`
+	TrainDataSplit    string   `json:"train_data_split,omitempty"`
+	EvalDataSplit     string   `json:"eval_data_split,omitempty"`
+	TrainDataVersion  *int64   `json:"train_data_version,omitempty"`
 	EvalPrompts       []string `json:"eval_prompts,omitempty"`
 	CustomWeightsPath string   `json:"custom_weights_path,omitempty"`
 	ExperimentPath    string   `json:"experiment_path,omitempty"` // default /Users/<user>/hone
