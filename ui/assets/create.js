@@ -50,7 +50,7 @@ export function createPage(main) {
         h('option', { value: 'INSTRUCTION_FINETUNE' }, 'Instruction fine-tuning'),
         h('option', { value: 'CONTINUED_PRETRAIN' }, 'Continued pretraining'))),
       field('f-train', 'Training data path', text('train_data_path', { required: true, placeholder: '/data/train.jsonl' }),
-        'A .jsonl file or a directory (continued pretraining: .txt files), inside a data root of the server.'),
+        'A .jsonl file, a folder of .txt files (continued pretraining), a Parquet file or folder, a Hugging Face dataset folder or cached id, a Delta table, or a /Volumes/... path; inside a data root of the server.'),
       field('f-eval', 'Eval data path', text('eval_data_path', { placeholder: 'optional' })),
       field('f-prompts', 'Eval prompts', h('textarea', { name: 'eval_prompts', rows: 3, placeholder: 'One per line; answered at each checkpoint' }))),
     h('fieldset', {}, h('legend', {}, 'Training'),
