@@ -51,6 +51,17 @@ func TestLlamaCppLoadsExport(t *testing.T) {
 					t.Errorf("llama.cpp tokenizes %q as %v, hone as %v", s, res.Tokens[i], want)
 				}
 			}
+			// The reduced-precision exports load too and carry the same vocabulary.
+			for _, dt := range []string{"bf16", "f16"} {
+				half := filepath.Join(t.TempDir(), dt+".gguf")
+				if err := export.GGUF(context.Background(), dir, half, export.GGUFOptions{DType: dt}); err != nil {
+					t.Fatal(err)
+				}
+				r := testassets.LlamaCpp(t, testassets.LlamaCppRequest{Model: half, Texts: tc.texts[:1], Prompts: prompts[:1], MaxTokens: 2})
+				if !slices.Equal(r.Tokens[0], res.Tokens[0]) || len(r.Continuations[0]) != 2 {
+					t.Errorf("%s export: tokens %v (f32: %v), continuation %v", dt, r.Tokens[0], res.Tokens[0], r.Continuations[0])
+				}
+			}
 			dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
 			if err != nil {
 				t.Fatal(err)

@@ -80,6 +80,34 @@ func TestExportRegisteredVersion(t *testing.T) {
 	}
 }
 
+// A Hugging Face id is found in the local Hugging Face cache.
+func TestExportHFCacheID(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HF_HOME", home)
+	repo := filepath.Join(home, "hub", "models--acme--tiny-llama")
+	testmodel.Write(t, filepath.Join(repo, "snapshots", "abc123"), testmodel.Llama3Tiny, 1)
+	if err := os.MkdirAll(filepath.Join(repo, "refs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "refs", "main"), []byte("abc123\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "tiny.gguf")
+	if _, err := execute(t, exportCmd, "--model", "acme/tiny-llama", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := parser.ParseGGUFFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ft, _ := f.Header.MetadataKV.Get("general.file_type"); ft.ValueUint32() != 32 {
+		t.Errorf("default dtype: general.file_type %d, want 32 (bf16)", ft.ValueUint32())
+	}
+	if _, err := execute(t, exportCmd, "--model", "acme/absent", "--out", out); err == nil || !strings.Contains(err.Error(), "not in the local Hugging Face cache") {
+		t.Errorf("absent id: err = %v", err)
+	}
+}
+
 // hone generate --json reports the ids the model completed and sampled.
 func TestGenerateJSON(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "model")
