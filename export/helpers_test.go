@@ -1,6 +1,7 @@
 package export_test
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,6 +26,13 @@ const llama2Tiny = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama
 	"intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
 	"rms_norm_eps": 1e-6, "rope_theta": 10000, "max_position_embeddings": 4096, "tie_word_embeddings": false,
 	"bos_token_id": 1, "eos_token_id": 2}`
+
+// biasTiny has every bias llama.cpp's llama architecture can load
+// (attention and MLP), and tied embeddings.
+const biasTiny = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 32,
+	"intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+	"rms_norm_eps": 1e-5, "rope_theta": 500000, "max_position_embeddings": 4096, "tie_word_embeddings": true,
+	"attention_bias": true, "mlp_bias": true, "bos_token_id": 128000, "eos_token_id": [128001, 128009]}`
 
 var llama3Texts = []string{
 	"Hello, world! How are you today?",
@@ -95,6 +103,17 @@ func sharpenAttention(t testing.TB, dir string) {
 			for _, w := range [][]float32{l.WQ, l.WK} {
 				for i := range w {
 					w[i] *= 25
+				}
+			}
+			// Biases (when the config has them) start at zero; give them
+			// values so that their layout is checked too.
+			for k, b := range [][]float32{l.BQ, l.BK, l.BV, l.BO, l.BGate, l.BUp, l.BDown} {
+				scale := float32(0.005) // below the embeddings (0.02), so the output still varies
+				if k < 2 {
+					scale = 2 // query and key biases: comparable with their projections
+				}
+				for i := range b {
+					b[i] = float32(math.Sin(float64(7*k+i))) * scale
 				}
 			}
 		}

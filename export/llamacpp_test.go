@@ -23,11 +23,12 @@ func TestLlamaCppLoadsExport(t *testing.T) {
 		texts        []string
 	}{
 		{"llama3", llama3Scaled, llama3Texts},
+		{"llama3-biases-tied", biasTiny, llama3Texts},
 		{"llama2-sentencepiece", llama2Tiny, spmTexts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "model")
-			if tc.name == "llama3" {
+			if tc.config != llama2Tiny {
 				testmodel.Write(t, dir, tc.config, 7)
 			} else {
 				writeLlama2Model(t, dir, 7)
