@@ -162,3 +162,31 @@ func TestGenerateJSON(t *testing.T) {
 		}
 	}
 }
+
+// For a registered version, --json prints what /api/generate answered, and
+// refuses an answer without token ids rather than printing empty lists.
+func TestGenerateJSONRemote(t *testing.T) {
+	var sent map[string]any
+	answer := `{"model":"main.demo.bot/1","text":"Hi!","finish_reason":"stop","usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5},
+		"prompt_token_ids":[128000,9906,0],"token_ids":[13347,128009]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewDecoder(r.Body).Decode(&sent)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, answer)
+	}))
+	defer srv.Close()
+	stdout, err := execute(t, generateCmd, "--server", srv.URL, "--model", "main.demo.bot/1", "--prompt", "Hello!", "--format", "text", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"text":"Hi!","prompt_token_ids":[128000,9906,0],"token_ids":[13347,128009],"finish_reason":"stop"}` + "\n"; stdout != want {
+		t.Errorf("stdout %q, want %q", stdout, want)
+	}
+	if sent["prompt"] != "Hello!" || sent["messages"] != nil {
+		t.Errorf("--format text sent %v, want the raw prompt and no messages", sent)
+	}
+	answer = `{"model":"main.demo.bot/1","text":"Hi!","finish_reason":"stop"}`
+	if _, err := execute(t, generateCmd, "--server", srv.URL, "--model", "main.demo.bot/1", "--prompt", "Hello!", "--json"); err == nil {
+		t.Error("an answer without token ids printed as --json")
+	}
+}

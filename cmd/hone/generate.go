@@ -96,6 +96,9 @@ func generateRemote(cmd *cobra.Command, cf *clientFlags, model, prompt, format s
 	if err != nil {
 		return fmt.Errorf("model %q: %w", model, err)
 	}
+	if asJSON && res.PromptTokenIDs == nil {
+		return fmt.Errorf("model %q: the server sent no token ids (it predates hone generate --json)", model)
+	}
 	return printCompletion(cmd, asJSON, generateOutput{Text: res.Text, PromptTokenIDs: res.PromptTokenIDs, TokenIDs: res.TokenIDs,
 		FinishReason: res.FinishReason})
 }
@@ -115,8 +118,8 @@ func printCompletion(cmd *cobra.Command, asJSON bool, o generateOutput) error {
 		_, err := fmt.Fprintln(cmd.OutOrStdout(), o.Text)
 		return err
 	}
-	if o.PromptTokenIDs == nil || o.TokenIDs == nil {
-		return fmt.Errorf("the server sent no token ids: it predates hone generate --json")
+	if o.TokenIDs == nil {
+		o.TokenIDs = []int{} // none sampled: the prompt filled the context window
 	}
 	return json.NewEncoder(cmd.OutOrStdout()).Encode(o)
 }
