@@ -123,7 +123,7 @@ func TestGGUFReadBack(t *testing.T) {
 			if f.Header.Version != parser.GGUFVersionV3 {
 				t.Errorf("version %v, want 3", f.Header.Version)
 			}
-			for key, want := range map[string]any{
+			wantKV := map[string]any{
 				"general.architecture": "llama", "general.name": "bot", "general.file_type": dt.file,
 				"llama.vocab_size": uint32(128256), "llama.context_length": uint32(4096), "llama.embedding_length": uint32(32),
 				"llama.block_count": uint32(2), "llama.feed_forward_length": uint32(64), "llama.attention.head_count": uint32(4),
@@ -134,9 +134,17 @@ func TestGGUFReadBack(t *testing.T) {
 				"tokenizer.ggml.bos_token_id": uint32(128000), "tokenizer.ggml.eos_token_id": uint32(128009),
 				"tokenizer.ggml.add_bos_token": true, "tokenizer.ggml.add_eos_token": false,
 				"tokenizer.chat_template": tcfg.ChatTemplate,
-			} {
+				"general.type":            "model", "general.quantization_version": uint32(2),
+			}
+			for key, want := range wantKV {
 				if got := kv(t, f, key).Value; got != want {
 					t.Errorf("%s = %v (%T), want %v (%T)", key, got, got, want, want)
+				}
+			}
+			// Every key is one of those or an array checked below.
+			for _, m := range f.Header.MetadataKV {
+				if _, ok := wantKV[m.Key]; !ok && !slices.Contains([]string{"tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"}, m.Key) {
+					t.Errorf("unexpected key %s = %v", m.Key, m.Value)
 				}
 			}
 			if _, ok := f.Header.MetadataKV.Get("llama.rope.scaling.type"); ok {
