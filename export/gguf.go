@@ -116,6 +116,13 @@ func writeTokenizer(w *gguf.Writer, src *source, v *vocab) error {
 		}
 	}
 	w.Bool("tokenizer.ggml.add_bos_token", sp.AddBOS)
+	if v.model == "llama" {
+		// SentencePiece vocabularies differ in whether a word-start marker
+		// is prepended to the text; llama.cpp assumes it is unless told.
+		ids := src.tok.Encode("a", false)
+		first, _ := src.tok.Token(ids[0])
+		w.Bool("tokenizer.ggml.add_space_prefix", strings.HasPrefix(first, "▁"))
+	}
 	probe := src.tok.Encode("a", true)
 	w.Bool("tokenizer.ggml.add_eos_token", sp.EOS >= 0 && probe[len(probe)-1] == sp.EOS)
 	tmpl, err := chattemplate.FromModelDir(src.dir)

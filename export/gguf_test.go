@@ -280,7 +280,7 @@ func TestGGUFSentencePieceVocab(t *testing.T) {
 	for key, want := range map[string]any{
 		"tokenizer.ggml.model": "llama", "general.file_type": uint32(32), "llama.attention.head_count_kv": uint32(4),
 		"tokenizer.ggml.bos_token_id": uint32(1), "tokenizer.ggml.eos_token_id": uint32(2), "tokenizer.ggml.unknown_token_id": uint32(0),
-		"tokenizer.ggml.add_bos_token": true, "llama.rope.freq_base": float32(10000),
+		"tokenizer.ggml.add_bos_token": true, "llama.rope.freq_base": float32(10000), "tokenizer.ggml.add_space_prefix": true,
 	} {
 		if got := kv(t, f, key).Value; got != want {
 			t.Errorf("%s = %v (%T), want %v (%T)", key, got, got, want, want)
