@@ -364,6 +364,10 @@ type GenerateResponse struct {
 	Text         string `json:"text"`
 	FinishReason string `json:"finish_reason"` // FinishStop or FinishLength
 	Usage        Usage  `json:"usage"`
+	// PromptTokenIDs are the ids the model completed (BOS included as the
+	// model adds it); TokenIDs the sampled ids, an end token included.
+	PromptTokenIDs []int `json:"prompt_token_ids"`
+	TokenIDs       []int `json:"token_ids"`
 }
 
 // Usage counts the tokens of a completion.

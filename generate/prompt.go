@@ -66,20 +66,38 @@ func EncodeChat(tok *tokenizer.Tokenizer, tmpl *chattemplate.Template, msgs []ch
 	return ids, nil
 }
 
+// Completion is a finished completion of a prompt.
+type Completion struct {
+	Text      string // special tokens such as the end-of-turn id removed
+	PromptIDs []int  // the ids the model completed, BOS included as the model adds it
+	IDs       []int  // the sampled ids, a stop token included
+	Stopped   bool   // a stop id ended it (otherwise the budget or the context window)
+}
+
 // Complete samples a completion of prompt and returns its text (special
 // tokens such as the end-of-turn id removed). params.StopIDs defaults to the
 // model's end ids.
 func (p *Prompter) Complete(ctx context.Context, m *engine.Model, prompt string, params Params) (string, error) {
-	ids, err := p.Encode(prompt)
+	c, err := p.Generate(ctx, m, prompt, params)
 	if err != nil {
 		return "", err
+	}
+	return c.Text, nil
+}
+
+// Generate is Complete with the token ids of the prompt and the completion.
+func (p *Prompter) Generate(ctx context.Context, m *engine.Model, prompt string, params Params) (*Completion, error) {
+	ids, err := p.Encode(prompt)
+	if err != nil {
+		return nil, err
 	}
 	if params.StopIDs == nil {
 		params.StopIDs = p.stop
 	}
 	out, err := Complete(ctx, m, ids, params)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return p.tok.Decode(out, true), nil
+	stopped := len(out) > 0 && slices.Contains(params.StopIDs, out[len(out)-1])
+	return &Completion{Text: p.tok.Decode(out, true), PromptIDs: ids, IDs: out, Stopped: stopped}, nil
 }

@@ -30,3 +30,12 @@ if [[ ! -f "$dest/duckdb/.done" ]]; then
   (cd "$dest/duckdb" && npm install --silent --no-audit --no-fund --no-save @duckdb/node-api@1.5.6-r.1 >/dev/null)
   touch "$dest/duckdb/.done"
 fi
+# llama.cpp itself, as the prebuilt binaries node-llama-cpp ships, loads the
+# GGUF files hone exports. The build/download step stays off: only the
+# binary package of this platform (the registry's, no other download) is used.
+if [[ ! -f "$dest/node-llama-cpp/.done" ]]; then
+  rm -rf "$dest/node-llama-cpp"; mkdir -p "$dest/node-llama-cpp"
+  (cd "$dest/node-llama-cpp" && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --silent --no-audit --no-fund --no-save \
+    --omit=optional node-llama-cpp@3.21.1 "@node-llama-cpp/linux-$(node -p process.arch)@3.21.1" >/dev/null)
+  touch "$dest/node-llama-cpp/.done"
+fi

@@ -49,8 +49,9 @@ func (s *Server) generate(ctx context.Context, req client.GenerateRequest, defau
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", id, err)
 	}
-	return &client.GenerateResponse{Model: id, Text: res.Text, FinishReason: res.FinishReason, Usage: client.Usage{
-		PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens}}, nil
+	return &client.GenerateResponse{Model: id, Text: res.Text, FinishReason: res.FinishReason,
+		PromptTokenIDs: res.PromptTokenIDs, TokenIDs: res.TokenIDs, Usage: client.Usage{
+			PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens}}, nil
 }
 
 // resolveModel finds the version a model name refers to: "c.s.m/N",

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -91,8 +92,11 @@ func TestGenerateAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *again != *first {
+	if !reflect.DeepEqual(again, first) {
 		t.Errorf("greedy decoding differs between calls: %+v then %+v", first, again)
+	}
+	if len(first.TokenIDs) != first.Usage.CompletionTokens || len(first.PromptTokenIDs) != first.Usage.PromptTokens {
+		t.Errorf("Generate returned %d prompt and %d completion ids, usage counts %+v", len(first.PromptTokenIDs), len(first.TokenIDs), first.Usage)
 	}
 	if first.Model != "main.demo.bot/1" || first.FinishReason != client.FinishLength || first.Usage.CompletionTokens != 8 {
 		t.Errorf("Generate(max_tokens 8) = %+v, want model main.demo.bot/1, finish length after 8 tokens", first)

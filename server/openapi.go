@@ -96,7 +96,9 @@ const openAPIDoc = `{
         "stop": {"type": "array", "maxItems": 4, "items": {"type": "string"}, "description": "end the text before the first of these"}}},
       "GenerateResponse": {"type": "object", "properties": {"model": {"type": "string", "description": "the version that answered, catalog.schema.model/N"},
         "text": {"type": "string"}, "finish_reason": {"type": "string", "enum": ["stop", "length"]},
-        "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}}
+        "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+        "prompt_token_ids": {"type": "array", "items": {"type": "integer"}, "description": "the ids the model completed, BOS included as the model adds it"},
+        "token_ids": {"type": "array", "items": {"type": "integer"}, "description": "the sampled ids, an end token included"}}}
     },
     "parameters": {
       "limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "minimum": 1, "maximum": 1000}},

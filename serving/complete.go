@@ -66,6 +66,9 @@ type Result struct {
 	FinishReason     string // FinishStop or FinishLength
 	PromptTokens     int
 	CompletionTokens int // every sampled token, an end token included
+	// PromptTokenIDs are the ids the model completed (BOS included as the
+	// model adds it); TokenIDs the sampled ids, an end token included.
+	PromptTokenIDs, TokenIDs []int
 	// TimedOut says the request's deadline ended the generation
 	// (FinishReason is then FinishLength).
 	TimedOut bool
@@ -133,7 +136,7 @@ func (s *Service) Generate(ctx context.Context, dir string, req Request, onText 
 // and queueing behind other requests between calls.
 func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.Params, stops []string, deadline time.Time,
 	onText func(string) error) (*Result, error) {
-	res := &Result{FinishReason: FinishLength, PromptTokens: len(ids)}
+	res := &Result{FinishReason: FinishLength, PromptTokens: len(ids), PromptTokenIDs: ids}
 	txt := &textStream{tok: l.tok, stops: stops}
 	var seq *generate.Sequence
 	defer func() {
@@ -182,7 +185,7 @@ func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.P
 	res.Text = txt.text
 	if seq != nil {
 		out := seq.Tokens()
-		res.CompletionTokens = len(out)
+		res.CompletionTokens, res.TokenIDs = len(out), slices.Clone(out)
 		if len(out) > 0 && slices.Contains(l.stop, out[len(out)-1]) {
 			res.FinishReason = FinishStop
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 
@@ -15,6 +16,7 @@ import (
 func generateCmd() *cobra.Command {
 	var cf clientFlags
 	var modelRef, prompt, format string
+	var asJSON bool
 	var p generate.Params
 	cmd := &cobra.Command{
 		Use:   "generate --model DIR|catalog.schema.model[/N|@alias] --prompt TEXT",
@@ -26,7 +28,7 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if st, err := os.Stat(modelRef); err != nil || !st.IsDir() {
-				return generateRemote(cmd, &cf, modelRef, prompt, format, p)
+				return generateRemote(cmd, &cf, modelRef, prompt, format, p, asJSON)
 			}
 			chat := format == "chat"
 			if format == "auto" {
@@ -45,12 +47,15 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 			if err != nil {
 				return err
 			}
-			text, err := pr.Complete(cmd.Context(), m, prompt, p)
+			c, err := pr.Generate(cmd.Context(), m, prompt, p)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), text)
-			return nil
+			finish := client.FinishLength
+			if c.Stopped {
+				finish = client.FinishStop
+			}
+			return printCompletion(cmd, asJSON, generateOutput{Text: c.Text, PromptTokenIDs: c.PromptIDs, TokenIDs: c.IDs, FinishReason: finish})
 		},
 	}
 	cf.register(cmd)
@@ -63,13 +68,14 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 	f.IntVar(&p.TopK, "top-k", 50, "sample among the k likeliest tokens (0 = all)")
 	f.Float64Var(&p.TopP, "top-p", 0.95, "nucleus sampling mass")
 	f.Uint64Var(&p.Seed, "seed", 0, "sampling seed")
+	f.BoolVar(&asJSON, "json", false, `print one JSON line: {"text", "prompt_token_ids", "token_ids", "finish_reason"}`)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("prompt")
 	return cmd
 }
 
 // generateRemote asks the server to complete prompt with a registered model.
-func generateRemote(cmd *cobra.Command, cf *clientFlags, model, prompt, format string, p generate.Params) error {
+func generateRemote(cmd *cobra.Command, cf *clientFlags, model, prompt, format string, p generate.Params, asJSON bool) error {
 	c, err := cf.client()
 	if err != nil {
 		return err
@@ -90,6 +96,30 @@ func generateRemote(cmd *cobra.Command, cf *clientFlags, model, prompt, format s
 	if err != nil {
 		return fmt.Errorf("model %q: %w", model, err)
 	}
-	fmt.Fprintln(cmd.OutOrStdout(), res.Text)
-	return nil
+	if asJSON && res.PromptTokenIDs == nil {
+		return fmt.Errorf("model %q: the server sent no token ids (it predates hone generate --json)", model)
+	}
+	return printCompletion(cmd, asJSON, generateOutput{Text: res.Text, PromptTokenIDs: res.PromptTokenIDs, TokenIDs: res.TokenIDs,
+		FinishReason: res.FinishReason})
+}
+
+// generateOutput is what hone generate --json prints: the completion and
+// the token ids on both sides, for scripts comparing hone with another
+// runtime token for token.
+type generateOutput struct {
+	Text           string `json:"text"`
+	PromptTokenIDs []int  `json:"prompt_token_ids"` // BOS included as the model adds it
+	TokenIDs       []int  `json:"token_ids"`        // an end token included
+	FinishReason   string `json:"finish_reason"`    // "stop" or "length"
+}
+
+func printCompletion(cmd *cobra.Command, asJSON bool, o generateOutput) error {
+	if !asJSON {
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), o.Text)
+		return err
+	}
+	if o.TokenIDs == nil {
+		o.TokenIDs = []int{} // none sampled: the prompt filled the context window
+	}
+	return json.NewEncoder(cmd.OutOrStdout()).Encode(o)
 }

@@ -25,8 +25,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(devCmd(), benchCmd(), serveCmd(), workerCmd(), createCmd(), runsCmd(), catalogCmd())
-	root.AddCommand(dataCmd(), generateCmd(), volumeCmd())
-	root.AddCommand(endpointsCmd())
+	root.AddCommand(dataCmd(), generateCmd(), volumeCmd(), exportCmd(), endpointsCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hone:", err)
 		os.Exit(1)
