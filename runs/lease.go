@@ -31,11 +31,13 @@ type leaseKeeper struct {
 // checkpoint), or with errLeaseLost when another job owns the run now.
 func (s *Service) holdLease(ctx context.Context, name string, jobID int64, cancelTrain context.CancelCauseFunc) *leaseKeeper {
 	k := &leaseKeeper{quit: make(chan struct{}), done: make(chan struct{})}
+	// The lease was set at the claim, just before: read the time here, not
+	// in the goroutine, which may first run much later on a busy machine.
+	lastRenew := s.clock()
 	go func() {
 		defer close(k.done)
 		t := time.NewTicker(s.cfg.PollEvery)
 		defer t.Stop()
-		lastRenew := s.clock()
 		for {
 			select {
 			case <-k.quit:
