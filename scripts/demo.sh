@@ -10,9 +10,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-scripts/install-deps.sh
+scripts/install-deps.sh build
 source scripts/go-env.sh
-scripts/test-assets.sh
+scripts/test-assets.sh tokenizers
 
 demo=${HONE_DEMO_DIR:-$root/.cache/demo}
 rm -rf "$demo"

