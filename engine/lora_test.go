@@ -1,0 +1,163 @@
+package engine_test
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"hone/engine"
+	"hone/safetensors"
+)
+
+// The fixtures under testdata/lora come from tools/reference/llama_reference.py:
+// a float64 PyTorch LoRA written from the math, on a base model, with PEFT
+// adapter directories whose lora_B is non-zero.
+var loraCases = []string{"gqa_packed", "tied_llama3_rslora", "bias_packed"}
+
+func loadLoRA(t *testing.T, dev engine.Device, name string, opt engine.Options) (*engine.Model, *engine.Adapter) {
+	t.Helper()
+	dir := filepath.Join("testdata", "lora", name)
+	m, err := engine.Load(dir, dev, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := engine.LoadAdapter(filepath.Join(dir, "adapter"), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Attach(a); err != nil {
+		t.Fatal(err)
+	}
+	return m, a
+}
+
+func TestLoRAParityWithReference(t *testing.T) {
+	for _, dev := range parityDevices {
+		for _, name := range loraCases {
+			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}} {
+				t.Run(dev+"/"+name, func(t *testing.T) { checkLoRAParity(t, openDevice(t, dev), name, opt) })
+			}
+		}
+	}
+}
+
+func checkLoRAParity(t *testing.T, dev engine.Device, name string, opt engine.Options) {
+	dir := filepath.Join("testdata", "lora", name)
+	m, a := loadLoRA(t, dev, name, opt)
+	bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+
+	lf, err := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > parityTol {
+		t.Errorf("logits: relative error %.3g > %g", e, parityTol)
+	}
+
+	gf, err := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gf.Close()
+	m.ZeroGrad()
+	a.ZeroGrad()
+	sum, n := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+	wantLoss := float64(readTensor(t, gf, "loss")[0])
+	if got := sum / float64(n); math.Abs(got-wantLoss) > parityTol*wantLoss {
+		t.Errorf("loss = %.7f, reference %.7f", got, wantLoss)
+	}
+	grads := engine.HostView(dev, a.Grads)
+	if len(gf.Tensors()) != len(a.Specs)+1 {
+		t.Errorf("reference has %d gradients, the adapter %d tensors", len(gf.Tensors())-1, len(a.Specs))
+	}
+	for _, s := range a.Specs {
+		if e := relErr(grads[s.Offset:s.Offset+s.Size()], readTensor(t, gf, s.Name)); e > parityTol {
+			t.Errorf("grad %s (opt %+v): relative error %.3g > %g", s.Name, opt, e, parityTol)
+		}
+	}
+	// Frozen base: no gradient reaches the embeddings, the head or any projection.
+	base := engine.HostView(dev, m.Grads.Arena)
+	for _, s := range m.Config.ParamSpecs() {
+		if strings.HasSuffix(s.Name, "norm.weight") {
+			continue // the norms' backward computes their gradient with dx; it is unused
+		}
+		for _, v := range base[s.Offset : s.Offset+s.Size()] {
+			if v != 0 {
+				t.Fatalf("frozen base weight %s has a gradient", s.Name)
+			}
+		}
+	}
+	m.Close()
+	a.Close()
+	if ref, ok := dev.(interface{ Live() int }); ok && ref.Live() != 0 {
+		t.Errorf("%d device buffers live after Close", ref.Live())
+	}
+}
+
+// Saving an adapter and loading it back gives the same tensors and config.
+func TestAdapterSaveLoad(t *testing.T) {
+	dev := openCPU(t)
+	m, a := loadLoRA(t, dev, "tied_llama3_rslora", engine.Options{})
+	out := t.TempDir()
+	if err := a.Save(out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := engine.LoadAdapter(out, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Config.Rank != a.Config.Rank || b.Config.Alpha != a.Config.Alpha || b.Config.RSLoRA != a.Config.RSLoRA ||
+		strings.Join(b.Config.Targets, ",") != strings.Join(a.Config.Targets, ",") {
+		t.Errorf("config after round trip %+v, before %+v", b.Config, a.Config)
+	}
+	if e := relErr(engine.HostView(dev, b.Params), engine.HostView(dev, a.Params)); e != 0 {
+		t.Errorf("tensors differ after round trip (%g)", e)
+	}
+}
+
+func TestParseAdapterConfigRefuses(t *testing.T) {
+	ok := `"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]`
+	for _, c := range []struct{ json, field string }{
+		{`{` + ok + `, "use_dora": true}`, "use_dora"},
+		{`{` + ok + `, "rank_pattern": {"q_proj": 4}}`, "rank_pattern"},
+		{`{` + ok + `, "fan_in_fan_out": true}`, "fan_in_fan_out"},
+		{`{` + ok + `, "modules_to_save": ["lm_head"]}`, "modules_to_save"},
+		{`{` + ok + `, "some_future_feature": 3}`, "some_future_feature"},
+		{`{` + ok + `, "bias": "all"}`, "bias"},
+		{`{` + strings.Replace(ok, `"LORA"`, `"IA3"`, 1) + `}`, "peft_type"},
+		{`{` + strings.Replace(ok, `"CAUSAL_LM"`, `"SEQ_CLS"`, 1) + `}`, "task_type"},
+		{`{` + strings.Replace(ok, `"r": 8`, `"r": 0`, 1) + `}`, `"r"`},
+		{`{` + strings.Replace(ok, `["q_proj"]`, `".*attn.*"`, 1) + `}`, "target_modules"},
+		{`{` + strings.Replace(ok, `["q_proj"]`, `["q_proj", "lm_head"]`, 1) + `}`, "target_modules"},
+		{`{` + ok + `, "lora_dropout": 1.5}`, "lora_dropout"},
+	} {
+		if _, err := engine.ParseAdapterConfig([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%s: error %v, want one naming %s", c.json, err, c.field)
+		}
+	}
+	lc, err := engine.ParseAdapterConfig([]byte(`{` + ok + `, "use_dora": false, "layers_to_transform": null, "rank_pattern": {}, "megatron_core": "megatron.core", "use_rslora": true}`))
+	if err != nil || lc.Rank != 8 || !lc.RSLoRA || lc.Scale() != float32(16/math.Sqrt(8)) {
+		t.Errorf("neutral PEFT keys: %+v, %v", lc, err)
+	}
+}
+
+// An adapter directory whose tensors do not match its config is refused by tensor name.
+func TestLoadAdapterRefusesMismatch(t *testing.T) {
+	dev := openCPU(t)
+	src := filepath.Join("testdata", "lora", "gqa_packed")
+	m, err := engine.Load(src, dev, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	raw, _ := os.ReadFile(filepath.Join(src, "adapter", engine.AdapterConfigFile))
+	os.WriteFile(filepath.Join(dir, engine.AdapterConfigFile), []byte(strings.Replace(string(raw), `"r": 4`, `"r": 3`, 1)), 0o644)
+	b, _ := os.ReadFile(filepath.Join(src, "adapter", engine.AdapterWeightsFile))
+	os.WriteFile(filepath.Join(dir, engine.AdapterWeightsFile), b, 0o644)
+	if _, err := engine.LoadAdapter(dir, m); err == nil || !strings.Contains(err.Error(), "lora_A.weight\" has shape [4") {
+		t.Errorf("rank mismatch: %v", err)
+	}
+}

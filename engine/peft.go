@@ -1,0 +1,246 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"hone/safetensors"
+)
+
+// The files of a PEFT adapter directory.
+const (
+	AdapterConfigFile  = "adapter_config.json"
+	AdapterWeightsFile = "adapter_model.safetensors"
+)
+
+// adapterInfoKeys are adapter_config.json keys that describe how the adapter
+// was made or is used, not what it computes, so any value is accepted.
+var adapterInfoKeys = map[string]bool{
+	"inference_mode": true, "init_lora_weights": true, "revision": true, "megatron_core": true,
+	"auto_mapping": true, "base_model_name_or_path": true,
+}
+
+// ParseAdapterConfig reads a PEFT adapter_config.json. Every LoRA feature
+// hone does not compute (DoRA, rank patterns, fan_in_fan_out, trained
+// biases, extra modules, regex targets...) is refused with its field named;
+// an unknown key is accepted only with a value that turns nothing on (null,
+// false, "", {} or []), as PEFT writes for features left off.
+func ParseAdapterConfig(raw []byte) (LoRAConfig, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return LoRAConfig{}, fmt.Errorf("not a JSON object: %w", err)
+	}
+	lc := LoRAConfig{Targets: slices.Clone(LoRATargets)}
+	var peftType, taskType, bias *string
+	var alpha *float64
+	var targets json.RawMessage
+	for _, k := range sortedKeys(fields) {
+		v := fields[k]
+		var err error
+		switch k {
+		case "peft_type":
+			err = json.Unmarshal(v, &peftType)
+		case "task_type":
+			err = json.Unmarshal(v, &taskType)
+		case "r":
+			err = json.Unmarshal(v, &lc.Rank)
+		case "lora_alpha":
+			err = json.Unmarshal(v, &alpha)
+		case "lora_dropout":
+			err = json.Unmarshal(v, &lc.Dropout)
+		case "use_rslora":
+			err = json.Unmarshal(v, &lc.RSLoRA)
+		case "target_modules":
+			targets = v
+		case "bias":
+			err = json.Unmarshal(v, &bias)
+		case "base_model_name_or_path":
+			var s *string
+			if err = json.Unmarshal(v, &s); err == nil && s != nil {
+				lc.BaseModel = *s
+			}
+		default:
+			if !adapterInfoKeys[k] && !neutralJSON(v) {
+				return lc, fmt.Errorf("field %q = %s: hone does not support this LoRA feature; remove it or set it to null/false", k, v)
+			}
+		}
+		if err != nil {
+			return lc, fmt.Errorf("field %q = %s: %w", k, v, err)
+		}
+	}
+	switch {
+	case peftType == nil || *peftType != "LORA":
+		return lc, fmt.Errorf("field \"peft_type\" = %s: hone loads only \"LORA\" adapters", fields["peft_type"])
+	case taskType != nil && *taskType != "CAUSAL_LM":
+		return lc, fmt.Errorf("field \"task_type\" = %q: hone adapts causal language models; use \"CAUSAL_LM\"", *taskType)
+	case lc.Rank <= 0:
+		return lc, fmt.Errorf("field \"r\" = %d: the rank must be a positive integer", lc.Rank)
+	case alpha == nil || *alpha <= 0 || math.IsInf(*alpha, 0):
+		return lc, fmt.Errorf("field \"lora_alpha\" = %s: give a positive number", fields["lora_alpha"])
+	case lc.Dropout < 0 || lc.Dropout >= 1:
+		return lc, fmt.Errorf("field \"lora_dropout\" = %g: must be in [0, 1)", lc.Dropout)
+	case bias != nil && *bias != "none":
+		return lc, fmt.Errorf("field \"bias\" = %q: hone trains no biases in adapters; use \"none\"", *bias)
+	}
+	lc.Alpha = *alpha
+	t, err := parseTargets(targets)
+	if err != nil {
+		return lc, fmt.Errorf("field \"target_modules\" = %s: %w", targets, err)
+	}
+	lc.Targets = t
+	return lc, nil
+}
+
+// parseTargets reads target_modules: a list of projection names, or
+// "all-linear" (PEFT's every linear layer but the output head). A single
+// other string is a PEFT regular expression, which is refused.
+func parseTargets(raw json.RawMessage) ([]string, error) {
+	if raw == nil {
+		return nil, fmt.Errorf("missing; list the projections, e.g. [\"q_proj\", \"v_proj\"]")
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if s == "all-linear" {
+			return slices.Clone(LoRATargets), nil
+		}
+		return nil, fmt.Errorf("a regular expression is not supported; list projection names from %v", LoRATargets)
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil || len(list) == 0 {
+		return nil, fmt.Errorf("give a non-empty list of projection names from %v", LoRATargets)
+	}
+	var out []string
+	for _, t := range LoRATargets {
+		if slices.Contains(list, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range list {
+		if !slices.Contains(LoRATargets, t) {
+			return nil, fmt.Errorf("%q is not a projection hone adapts (%v)", t, LoRATargets)
+		}
+	}
+	return out, nil
+}
+
+// neutralJSON says whether v is null, false, "", {} or [].
+func neutralJSON(v json.RawMessage) bool {
+	var x any
+	if json.Unmarshal(v, &x) != nil {
+		return false
+	}
+	switch x := x.(type) {
+	case nil:
+		return true
+	case bool:
+		return !x
+	case string:
+		return x == ""
+	case map[string]any:
+		return len(x) == 0
+	case []any:
+		return len(x) == 0
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// LoadAdapter reads a PEFT adapter directory for model m (adapter_config.json
+// and adapter_model.safetensors) onto m's device. Every tensor the config
+// implies must be present with its exact shape, and no other.
+func LoadAdapter(dir string, m *Model) (*Adapter, error) {
+	cfgPath := filepath.Join(dir, AdapterConfigFile)
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("load adapter: %w", err)
+	}
+	lc, err := ParseAdapterConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("load adapter: %s: %w", cfgPath, err)
+	}
+	wPath := filepath.Join(dir, AdapterWeightsFile)
+	st, err := safetensors.Open(wPath)
+	if err != nil {
+		return nil, fmt.Errorf("load adapter: %w", err)
+	}
+	defer st.Close()
+	a, err := NewAdapter(m.Config, m.Dev, lc)
+	if err != nil {
+		return nil, fmt.Errorf("load adapter: %s: %w", cfgPath, err)
+	}
+	if err := a.fill(st); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("load adapter: %s: %w", wPath, err)
+	}
+	return a, nil
+}
+
+func (a *Adapter) fill(st *safetensors.File) error {
+	want := map[string]bool{}
+	for _, s := range a.Specs {
+		want[s.Name] = true
+		info, ok := st.Info(s.Name)
+		if !ok {
+			return fmt.Errorf("tensor %q is missing (r %d, targets %v)", s.Name, a.Config.Rank, a.Config.Targets)
+		}
+		if !slices.Equal(info.Shape, s.Shape) {
+			return fmt.Errorf("tensor %q has shape %v; r and the model's config.json imply %v", s.Name, info.Shape, s.Shape)
+		}
+		dst := a.Params[s.Offset : s.Offset+s.Size()]
+		if err := FillDevice(a.dev, dst, func(host []float32) error { return st.Float32(s.Name, host) }); err != nil {
+			return err
+		}
+	}
+	for _, info := range st.Tensors() {
+		if !want[info.Name] {
+			return fmt.Errorf("unexpected tensor %q: not a lora_A/lora_B of the targets %v of this model", info.Name, a.Config.Targets)
+		}
+	}
+	return nil
+}
+
+// Save writes the adapter as a PEFT adapter directory: adapter_config.json
+// and adapter_model.safetensors in fp32, each atomically.
+func (a *Adapter) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save adapter: %w", err)
+	}
+	params := HostView(a.dev, a.Params)
+	var tensors []safetensors.Tensor
+	for _, s := range a.Specs {
+		tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: params[s.Offset : s.Offset+s.Size()]})
+	}
+	if err := safetensors.WriteFile(filepath.Join(dir, AdapterWeightsFile), tensors, safetensors.F32, map[string]string{"format": "pt"}); err != nil {
+		return fmt.Errorf("save adapter %s: %w", dir, err)
+	}
+	lc := a.Config
+	var base any
+	if lc.BaseModel != "" {
+		base = lc.BaseModel
+	}
+	b, err := json.MarshalIndent(map[string]any{
+		"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lc.Rank, "lora_alpha": lc.Alpha,
+		"lora_dropout": lc.Dropout, "target_modules": lc.Targets, "use_rslora": lc.RSLoRA,
+		"base_model_name_or_path": base, "bias": "none", "fan_in_fan_out": false, "use_dora": false,
+		"inference_mode": true, "modules_to_save": nil,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, AdapterConfigFile), append(b, '\n')); err != nil {
+		return fmt.Errorf("save adapter %s: %w", dir, err)
+	}
+	return nil
+}
