@@ -22,9 +22,10 @@ func TestDevGradMatchesReference(t *testing.T) {
 
 // `hone dev grad --adapter` gives the loss and the gradient of every adapter
 // tensor, under its PEFT name, as the PyTorch LoRA reference does (GQA with
-// packed rows; tied embeddings with llama3 rope scaling and rsLoRA).
+// packed rows; tied embeddings with llama3 rope scaling and rsLoRA; a bf16
+// Mistral checkpoint).
 func TestDevGradAdapterMatchesReference(t *testing.T) {
-	for _, name := range []string{"gqa_packed", "tied_llama3_rslora"} {
+	for _, name := range []string{"gqa_packed", "tied_llama3_rslora", "mistral_bf16_base"} {
 		dir := filepath.Join("..", "..", "engine", "testdata", "lora", name)
 		checkDevGrad(t, name, dir, "--model", dir, "--adapter", filepath.Join(dir, "adapter"), "--batch", filepath.Join(dir, "batch.json"))
 	}

@@ -443,17 +443,21 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def make_lora_cases():
-    """(name, base case name, base seed, lora seed, r, alpha, use_rslora, targets, segment_ids)."""
+    """(name, base case name, base seed, lora seed, r, alpha, use_rslora, targets,
+    segment_ids, bf16 base)."""
     packed = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2],
                            [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]], dtype=torch.int64)
     return [
         # GQA (4 query heads over 2 kv heads) with packed rows, every projection.
-        ("gqa_packed", "gqa", 21, 31, 4, 8.0, False, LORA_TARGETS, packed),
+        ("gqa_packed", "gqa", 21, 31, 4, 8.0, False, LORA_TARGETS, packed, False),
         # Tied embeddings, llama3 rope scaling, head_dim set; rsLoRA on a subset.
         ("tied_llama3_rslora", "tied_llama3", 22, 32, 8, 16.0, True,
-         ["q_proj", "v_proj", "o_proj", "down_proj"], None),
+         ["q_proj", "v_proj", "o_proj", "down_proj"], None, False),
         # Biases on every projection, linear rope scaling, packed rows.
-        ("bias_packed", "bias_packed", 23, 33, 2, 4.0, False, LORA_TARGETS, "base"),
+        ("bias_packed", "bias_packed", 23, 33, 2, 4.0, False, LORA_TARGETS, "base", False),
+        # A bf16 checkpoint (Mistral, sliding window, packed): the base weights
+        # are bf16 values, the math float64 as everywhere.
+        ("mistral_bf16_base", "mistral", 24, 34, 4, 4.0, True, ["q_proj", "k_proj", "up_proj"], "base", True),
     ]
 
 
@@ -526,8 +530,9 @@ def run_lora_case(cfg, params32, ab32, scale, input_ids, labels, segment_ids):
 
 def write_lora_cases(out_dir):
     base_cases = {c[0]: c for c in make_cases()}
-    for name, base, seed, lseed, r, alpha, rs, targets, seg in make_lora_cases():
+    for name, base, seed, lseed, r, alpha, rs, targets, seg, bf16 in make_lora_cases():
         _, cfg, _, ids, labels, base_seg = base_cases[base]
+        cfg = dict(cfg)
         if seg == "base":
             seg = base_seg
         labels = labels.clone()
@@ -536,12 +541,15 @@ def write_lora_cases(out_dir):
         d = os.path.join(out_dir, name)
         os.makedirs(os.path.join(d, "adapter"), exist_ok=True)
         params = init_params(cfg, seed)
+        if bf16:
+            cfg["torch_dtype"] = "bfloat16"
+            params = {k: v.to(torch.bfloat16).to(torch.float32) for k, v in params.items()}
         ab = init_lora(cfg, targets, r, lseed)
         scale = alpha / math.sqrt(r) if rs else alpha / r
         logits, loss, n, grads = run_lora_case(cfg, params, ab, scale, ids, labels, seg)
 
         write_json(os.path.join(d, "config.json"), cfg)
-        write_safetensors(os.path.join(d, "model.safetensors"), params)
+        write_safetensors(os.path.join(d, "model.safetensors"), params, "BF16" if bf16 else "F32")
         write_batch(os.path.join(d, "batch.json"), ids, labels, seg)
         write_json(os.path.join(d, "adapter", "adapter_config.json"), adapter_config(r, alpha, rs, targets))
         tensors = {}
@@ -559,15 +567,20 @@ def write_lora_cases(out_dir):
 # Output
 # ---------------------------------------------------------------------------
 
-def write_safetensors(path, tensors):
-    """Minimal safetensors writer: F32 only, tensors in sorted name order."""
+def write_safetensors(path, tensors, dtype="F32"):
+    """Minimal safetensors writer: F32 (or BF16 of values already bf16), tensors in sorted name order."""
     header = {"__metadata__": {"format": "pt"}}
     blobs = []
     off = 0
     for name in sorted(tensors):
         t = tensors[name].detach().to(torch.float32).contiguous()
-        data = t.numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape),
+        if dtype == "BF16":
+            b = t.to(torch.bfloat16)
+            assert torch.equal(b.to(torch.float32), t), "%s is not bf16-exact" % name
+            data = b.view(torch.int16).numpy().astype("<i2").tobytes()
+        else:
+            data = t.numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape),
                         "data_offsets": [off, off + len(data)]}
         blobs.append(data)
         off += len(data)
