@@ -21,7 +21,8 @@ const (
 // was made or is used, not what it computes, so any value is accepted.
 var adapterInfoKeys = map[string]bool{
 	"inference_mode": true, "init_lora_weights": true, "revision": true, "megatron_core": true,
-	"auto_mapping": true, "base_model_name_or_path": true,
+	"auto_mapping": true, "base_model_name_or_path": true, "peft_version": true,
+	"qalora_group_size": true, // used only with use_qalora, which must be off
 }
 
 // ParseAdapterConfig reads a PEFT adapter_config.json. Every LoRA feature
@@ -73,8 +74,10 @@ func ParseAdapterConfig(raw []byte) (LoRAConfig, error) {
 		}
 	}
 	switch {
-	case peftType == nil || *peftType != "LORA":
-		return lc, fmt.Errorf("field \"peft_type\" = %s: hone loads only \"LORA\" adapters", fields["peft_type"])
+	case peftType == nil:
+		return lc, fmt.Errorf("field \"peft_type\" is missing; a LoRA adapter has \"peft_type\": \"LORA\"")
+	case *peftType != "LORA":
+		return lc, fmt.Errorf("field \"peft_type\" = %q: hone loads only \"LORA\" adapters", *peftType)
 	case taskType != nil && *taskType != "CAUSAL_LM":
 		return lc, fmt.Errorf("field \"task_type\" = %q: hone adapts causal language models; use \"CAUSAL_LM\"", *taskType)
 	case lc.Rank <= 0:

@@ -493,17 +493,20 @@ def peft_name(mod, which):
 
 
 def adapter_config(r, alpha, use_rslora, targets):
-    """adapter_config.json as PEFT writes it, including keys left at their
-    neutral defaults, which a loader must accept."""
+    """adapter_config.json as PEFT 0.18 writes it, including keys left at
+    their neutral defaults, which a loader must accept."""
     return {
         "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": "..",
-        "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
-        "init_lora_weights": True, "layers_pattern": None, "layers_to_transform": None,
-        "loftq_config": {}, "lora_alpha": alpha, "lora_dropout": 0.05,
-        "megatron_config": None, "megatron_core": "megatron.core", "modules_to_save": None,
-        "peft_type": "LORA", "r": r, "rank_pattern": {}, "revision": None,
-        "target_modules": sorted(targets), "task_type": "CAUSAL_LM",
-        "use_dora": False, "use_rslora": use_rslora,
+        "bias": "none", "corda_config": None, "ensure_weight_tying": False, "eva_config": None,
+        "exclude_modules": None, "fan_in_fan_out": False, "inference_mode": True,
+        "init_lora_weights": True, "layer_replication": None, "layers_pattern": None,
+        "layers_to_transform": None, "loftq_config": {}, "lora_alpha": alpha, "lora_bias": False,
+        "lora_dropout": 0.05, "megatron_config": None, "megatron_core": "megatron.core",
+        "modules_to_save": None, "peft_type": "LORA", "peft_version": "0.18.1",
+        "qalora_group_size": 16, "r": r, "rank_pattern": {}, "revision": None,
+        "target_modules": sorted(targets), "target_parameters": None, "task_type": "CAUSAL_LM",
+        "trainable_token_indices": None, "use_dora": False, "use_qalora": False,
+        "use_rslora": use_rslora,
     }
 
 
