@@ -161,3 +161,74 @@ func TestLoadAdapterRefusesMismatch(t *testing.T) {
 		t.Errorf("rank mismatch: %v", err)
 	}
 }
+
+// In BF16 mode the base projections run on bf16 operands while the adapter
+// stays fp32; loss and adapter gradients are held to the BF16 tolerance of
+// TestBF16AgainstReference.
+func TestLoRABF16AgainstReference(t *testing.T) {
+	const lossTol, tensorTol = 1e-2, 3e-2
+	for _, devName := range parityDevices {
+		for _, opt := range []engine.Options{{BF16: true}, {BF16: true, CompactBF16: true, Recompute: true}} {
+			t.Run(devName, func(t *testing.T) {
+				dev := openDevice(t, devName)
+				dir := filepath.Join("testdata", "lora", "gqa_packed")
+				m, a := loadLoRA(t, dev, "gqa_packed", opt)
+				bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+				gf, err := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer gf.Close()
+				a.ZeroGrad()
+				sum, n := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+				if want := float64(readTensor(t, gf, "loss")[0]); math.Abs(sum/float64(n)-want) > lossTol*want {
+					t.Errorf("bf16 loss = %.6f, reference %.6f", sum/float64(n), want)
+				}
+				grads := engine.HostView(dev, a.Grads)
+				for _, s := range a.Specs {
+					if e := relErr(grads[s.Offset:s.Offset+s.Size()], readTensor(t, gf, s.Name)); e > tensorTol {
+						t.Errorf("bf16 grad %s: relative error %.3g > %g", s.Name, e, tensorTol)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A PEFT-initialised adapter (B = 0) leaves the model's logits unchanged,
+// and its A entries lie within PEFT's kaiming-uniform bound 1/sqrt(in).
+func TestInitPEFT(t *testing.T) {
+	dev := openCPU(t)
+	dir := filepath.Join("testdata", "lora", "gqa_packed")
+	m, err := engine.Load(dir, dev, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+	base := m.Logits(bt)
+	a, err := engine.NewAdapter(m.Config, dev, engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.InitPEFT(7)
+	if err := m.Attach(a); err != nil {
+		t.Fatal(err)
+	}
+	if e := relErr(m.Logits(bt), base); e != 0 {
+		t.Errorf("logits changed by a zero-B adapter (%g)", e)
+	}
+	p := engine.HostView(dev, a.Params)
+	for i, s := range a.Specs {
+		bound := float32(1 / math.Sqrt(float64(s.Shape[1])))
+		nonzero := false
+		for _, v := range p[s.Offset : s.Offset+s.Size()] {
+			if i%2 == 0 && (v < -bound || v > bound) || i%2 == 1 && v != 0 {
+				t.Fatalf("%s: value %g outside PEFT's initialisation", s.Name, v)
+			}
+			nonzero = nonzero || v != 0
+		}
+		if i%2 == 0 && !nonzero {
+			t.Fatalf("%s: all zero", s.Name)
+		}
+	}
+}
