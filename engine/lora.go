@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 )
 
@@ -30,7 +31,11 @@ type LoRAConfig struct {
 	Alpha   float64
 	Dropout float64 // applied to the adapter's input in training; not by the exact passes
 	Targets []string
-	RSLoRA  bool // scale by alpha/sqrt(r) instead of alpha/r
+	// TargetRegex, when set, replaces Targets: PEFT's string target_modules,
+	// a regular expression a projection's module name (e.g.
+	// model.layers.3.self_attn.q_proj) must match in full.
+	TargetRegex string
+	RSLoRA      bool // scale by alpha/sqrt(r) instead of alpha/r
 	// BaseModel is base_model_name_or_path, kept for the saved config.
 	BaseModel string
 }
@@ -43,7 +48,41 @@ func (lc *LoRAConfig) Scale() float32 {
 	return float32(lc.Alpha / float64(lc.Rank))
 }
 
-func (lc *LoRAConfig) targets(p int) bool { return slices.Contains(lc.Targets, LoRATargets[p]) }
+// adapted says, per layer and projection, which projections lc wraps.
+func (lc *LoRAConfig) adapted(c *Config) ([][numProj]bool, error) {
+	var re *regexp.Regexp
+	if lc.TargetRegex != "" {
+		var err error
+		if re, err = regexp.Compile(`^(?:` + lc.TargetRegex + `)$`); err != nil {
+			return nil, fmt.Errorf("lora target regex %q: %w", lc.TargetRegex, err)
+		}
+		for _, other := range []string{"lm_head", "model.embed_tokens"} {
+			if re.MatchString(other) {
+				return nil, fmt.Errorf("lora target regex %q matches %s; hone adapts only %v", lc.TargetRegex, other, LoRATargets)
+			}
+		}
+	}
+	for _, t := range lc.Targets {
+		if !slices.Contains(LoRATargets, t) {
+			return nil, fmt.Errorf("lora target %q: not a projection hone adapts (%v)", t, LoRATargets)
+		}
+	}
+	on, some := make([][numProj]bool, c.NumHiddenLayers), false
+	for l := range on {
+		for p := range on[l] {
+			if re != nil {
+				on[l][p] = re.MatchString(projModule(l, p))
+			} else {
+				on[l][p] = slices.Contains(lc.Targets, LoRATargets[p])
+			}
+			some = some || on[l][p]
+		}
+	}
+	if !some {
+		return nil, fmt.Errorf("lora: the targets select no projection of this model")
+	}
+	return on, nil
+}
 
 // projDims is the (in, out) of projection p.
 func (c *Config) projDims(p int) (in, out int) {
@@ -60,21 +99,21 @@ func projModule(l, p int) string {
 	return fmt.Sprintf("model.layers.%d.%s.%s", l, kind, LoRATargets[p])
 }
 
-// AdapterSpecs lists the adapter's tensors under their PEFT names in arena
-// order: per layer, per targeted projection, lora_A (r, in) then lora_B (out, r).
-func (c *Config) AdapterSpecs(lc *LoRAConfig) []ParamSpec {
+// adapterSpecs lists the adapter's tensors under their PEFT names in arena
+// order: per layer, per adapted projection, lora_A (r, in) then lora_B (out, r).
+func (c *Config) adapterSpecs(rank int, on [][numProj]bool) []ParamSpec {
 	var specs []ParamSpec
 	off := 0
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		for p := 0; p < numProj; p++ {
-			if !lc.targets(p) {
+			if !on[l][p] {
 				continue
 			}
 			in, out := c.projDims(p)
 			pre := "base_model.model." + projModule(l, p)
 			for _, s := range []ParamSpec{
-				{Name: pre + ".lora_A.weight", Shape: []int{lc.Rank, in}},
-				{Name: pre + ".lora_B.weight", Shape: []int{out, lc.Rank}},
+				{Name: pre + ".lora_A.weight", Shape: []int{rank, in}},
+				{Name: pre + ".lora_B.weight", Shape: []int{out, rank}},
 			} {
 				s.Offset, s.Decay = off, true
 				off += s.Size()
@@ -112,20 +151,16 @@ func NewAdapter(c *Config, dev Device, lc LoRAConfig) (*Adapter, error) {
 	if lc.Rank <= 0 {
 		return nil, fmt.Errorf("lora rank %d: must be positive", lc.Rank)
 	}
-	for _, t := range lc.Targets {
-		if !slices.Contains(LoRATargets, t) {
-			return nil, fmt.Errorf("lora target %q: not a projection hone adapts (%v)", t, LoRATargets)
-		}
+	on, err := lc.adapted(c)
+	if err != nil {
+		return nil, err
 	}
 	lc.Targets = slices.Clone(lc.Targets)
-	specs := c.AdapterSpecs(&lc)
-	if len(specs) == 0 {
-		return nil, fmt.Errorf("lora: no target projections")
-	}
+	specs := c.adapterSpecs(lc.Rank, on)
 	last := specs[len(specs)-1]
 	a := &Adapter{Config: lc, Specs: specs, dev: dev,
 		Params: dev.Alloc(last.Offset + last.Size()), Grads: dev.Alloc(last.Offset + last.Size())}
-	a.p, a.g = a.views(c, a.Params), a.views(c, a.Grads)
+	a.p, a.g = a.views(on, a.Params), a.views(on, a.Grads)
 	r := lc.Rank
 	diag := make([]float32, r*r)
 	for i := 0; i < r; i++ {
@@ -136,12 +171,12 @@ func NewAdapter(c *Config, dev Device, lc LoRAConfig) (*Adapter, error) {
 	return a, nil
 }
 
-func (a *Adapter) views(c *Config, arena []float32) [][numProj]loraPair {
-	v := make([][numProj]loraPair, c.NumHiddenLayers)
+func (a *Adapter) views(on [][numProj]bool, arena []float32) [][numProj]loraPair {
+	v := make([][numProj]loraPair, len(on))
 	i := 0
 	for l := range v {
 		for p := 0; p < numProj; p++ {
-			if a.Config.targets(p) {
+			if on[l][p] {
 				sa, sb := a.Specs[i], a.Specs[i+1]
 				v[l][p] = loraPair{arena[sa.Offset : sa.Offset+sa.Size()], arena[sb.Offset : sb.Offset+sb.Size()]}
 				i += 2

@@ -130,7 +130,7 @@ func TestParseAdapterConfigRefuses(t *testing.T) {
 		{`{` + strings.Replace(ok, `"LORA"`, `"IA3"`, 1) + `}`, "peft_type"},
 		{`{` + strings.Replace(ok, `"CAUSAL_LM"`, `"SEQ_CLS"`, 1) + `}`, "task_type"},
 		{`{` + strings.Replace(ok, `"r": 8`, `"r": 0`, 1) + `}`, `"r"`},
-		{`{` + strings.Replace(ok, `["q_proj"]`, `".*attn.*"`, 1) + `}`, "target_modules"},
+		{`{` + strings.Replace(ok, `["q_proj"]`, `"(q_proj"`, 1) + `}`, "target_modules"},
 		{`{` + strings.Replace(ok, `["q_proj"]`, `["q_proj", "lm_head"]`, 1) + `}`, "target_modules"},
 		{`{` + ok + `, "lora_dropout": 1.5}`, "lora_dropout"},
 	} {
@@ -229,6 +229,50 @@ func TestInitPEFT(t *testing.T) {
 		}
 		if i%2 == 0 && !nonzero {
 			t.Fatalf("%s: all zero", s.Name)
+		}
+	}
+}
+
+// PEFT's string target_modules is a regular expression matched in full
+// against module names: it may pick projections per layer, and one that
+// would wrap the output head or embeddings is refused.
+func TestAdapterTargetRegex(t *testing.T) {
+	dev := openCPU(t)
+	m, err := engine.Load(filepath.Join("testdata", "lora", "gqa_packed"), dev, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := engine.LoRAConfig{Rank: 2, Alpha: 4, TargetRegex: `.*\.layers\.1\.self_attn\.(q|v)_proj`}
+	a, err := engine.NewAdapter(m.Config, dev, lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range a.Specs {
+		names = append(names, s.Name)
+	}
+	want := []string{
+		"base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight", "base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight",
+		"base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight", "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight",
+	}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("regex adapter tensors %v, want %v", names, want)
+	}
+	a.InitPEFT(1)
+	dir := t.TempDir()
+	if err := a.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := engine.LoadAdapter(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Config.TargetRegex != lc.TargetRegex || len(b.Specs) != 4 {
+		t.Errorf("after save and load: regex %q, %d tensors", b.Config.TargetRegex, len(b.Specs))
+	}
+	for _, re := range []string{`.*`, `model\.layers\.9\..*`} {
+		if _, err := engine.NewAdapter(m.Config, dev, engine.LoRAConfig{Rank: 2, Alpha: 4, TargetRegex: re}); err == nil {
+			t.Errorf("target regex %q accepted", re)
 		}
 	}
 }

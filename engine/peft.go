@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 
 	"hone/safetensors"
@@ -90,44 +91,45 @@ func ParseAdapterConfig(raw []byte) (LoRAConfig, error) {
 		return lc, fmt.Errorf("field \"bias\" = %q: hone trains no biases in adapters; use \"none\"", *bias)
 	}
 	lc.Alpha = *alpha
-	t, err := parseTargets(targets)
-	if err != nil {
+	if err := parseTargets(&lc, targets); err != nil {
 		return lc, fmt.Errorf("field \"target_modules\" = %s: %w", targets, err)
 	}
-	lc.Targets = t
 	return lc, nil
 }
 
-// parseTargets reads target_modules: a list of projection names, or
-// "all-linear" (PEFT's every linear layer but the output head). A single
-// other string is a PEFT regular expression, which is refused.
-func parseTargets(raw json.RawMessage) ([]string, error) {
+// parseTargets reads target_modules into lc: a list of projection names,
+// "all-linear" (PEFT's every linear layer but the output head), or another
+// string, which PEFT reads as a regular expression over module names.
+func parseTargets(lc *LoRAConfig, raw json.RawMessage) error {
 	if raw == nil {
-		return nil, fmt.Errorf("missing; list the projections, e.g. [\"q_proj\", \"v_proj\"]")
+		return fmt.Errorf("missing; list the projections, e.g. [\"q_proj\", \"v_proj\"]")
 	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
+		lc.Targets, lc.TargetRegex = nil, s
 		if s == "all-linear" {
-			return slices.Clone(LoRATargets), nil
+			lc.Targets, lc.TargetRegex = slices.Clone(LoRATargets), ""
+		} else if _, err := regexp.Compile(s); err != nil {
+			return fmt.Errorf("not a valid regular expression: %w", err)
 		}
-		return nil, fmt.Errorf("a regular expression is not supported; list projection names from %v", LoRATargets)
+		return nil
 	}
 	var list []string
 	if err := json.Unmarshal(raw, &list); err != nil || len(list) == 0 {
-		return nil, fmt.Errorf("give a non-empty list of projection names from %v", LoRATargets)
+		return fmt.Errorf("give a non-empty list of projection names from %v", LoRATargets)
 	}
-	var out []string
+	lc.Targets = nil
 	for _, t := range LoRATargets {
 		if slices.Contains(list, t) {
-			out = append(out, t)
+			lc.Targets = append(lc.Targets, t)
 		}
 	}
 	for _, t := range list {
 		if !slices.Contains(LoRATargets, t) {
-			return nil, fmt.Errorf("%q is not a projection hone adapts (%v)", t, LoRATargets)
+			return fmt.Errorf("%q is not a projection hone adapts (%v)", t, LoRATargets)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // neutralJSON says whether v is null, false, "", {} or [].
@@ -229,13 +231,17 @@ func (a *Adapter) Save(dir string) error {
 		return fmt.Errorf("save adapter %s: %w", dir, err)
 	}
 	lc := a.Config
+	var targets any = lc.Targets
+	if lc.TargetRegex != "" {
+		targets = lc.TargetRegex
+	}
 	var base any
 	if lc.BaseModel != "" {
 		base = lc.BaseModel
 	}
 	b, err := json.MarshalIndent(map[string]any{
 		"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lc.Rank, "lora_alpha": lc.Alpha,
-		"lora_dropout": lc.Dropout, "target_modules": lc.Targets, "use_rslora": lc.RSLoRA,
+		"lora_dropout": lc.Dropout, "target_modules": targets, "use_rslora": lc.RSLoRA,
 		"base_model_name_or_path": base, "bias": "none", "fan_in_fan_out": false, "use_dora": false,
 		"inference_mode": true, "modules_to_save": nil,
 	}, "", "  ")
