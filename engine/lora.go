@@ -36,6 +36,9 @@ type LoRAConfig struct {
 	// model.layers.3.self_attn.q_proj) must match in full.
 	TargetRegex string
 	RSLoRA      bool // scale by alpha/sqrt(r) instead of alpha/r
+	// Layers, when not empty, restricts the adapter to these decoder
+	// layers (PEFT's layers_to_transform).
+	Layers []int
 	// BaseModel is base_model_name_or_path, kept for the saved config.
 	BaseModel string
 }
@@ -67,12 +70,19 @@ func (lc *LoRAConfig) adapted(c *Config) ([][numProj]bool, error) {
 			return nil, fmt.Errorf("lora target %q: not a projection hone adapts (%v)", t, LoRATargets)
 		}
 	}
+	for _, l := range lc.Layers {
+		if l < 0 || l >= c.NumHiddenLayers {
+			return nil, fmt.Errorf("lora layer %d: the model has layers 0..%d", l, c.NumHiddenLayers-1)
+		}
+	}
 	on, some := make([][numProj]bool, c.NumHiddenLayers), false
 	for l := range on {
 		for p := range on[l] {
-			if re != nil {
+			switch {
+			case len(lc.Layers) > 0 && !slices.Contains(lc.Layers, l):
+			case re != nil:
 				on[l][p] = re.MatchString(projModule(l, p))
-			} else {
+			default:
 				on[l][p] = slices.Contains(lc.Targets, LoRATargets[p])
 			}
 			some = some || on[l][p]
@@ -155,7 +165,7 @@ func NewAdapter(c *Config, dev Device, lc LoRAConfig) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	lc.Targets = slices.Clone(lc.Targets)
+	lc.Targets, lc.Layers = slices.Clone(lc.Targets), slices.Clone(lc.Layers)
 	specs := c.adapterSpecs(lc.Rank, on)
 	last := specs[len(specs)-1]
 	a := &Adapter{Config: lc, Specs: specs, dev: dev,

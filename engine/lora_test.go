@@ -133,6 +133,7 @@ func TestParseAdapterConfigRefuses(t *testing.T) {
 		{`{` + strings.Replace(ok, `["q_proj"]`, `"(q_proj"`, 1) + `}`, "target_modules"},
 		{`{` + strings.Replace(ok, `["q_proj"]`, `["q_proj", "lm_head"]`, 1) + `}`, "target_modules"},
 		{`{` + ok + `, "lora_dropout": 1.5}`, "lora_dropout"},
+		{`{` + ok + `, "layers_pattern": "h"}`, "layers_pattern"},
 	} {
 		if _, err := engine.ParseAdapterConfig([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.field) {
 			t.Errorf("%s: error %v, want one naming %s", c.json, err, c.field)
@@ -274,5 +275,63 @@ func TestAdapterTargetRegex(t *testing.T) {
 		if _, err := engine.NewAdapter(m.Config, dev, engine.LoRAConfig{Rank: 2, Alpha: 4, TargetRegex: re}); err == nil {
 			t.Errorf("target regex %q accepted", re)
 		}
+	}
+}
+
+// layers_to_transform (a layer index or a list) restricts the adapter to
+// those layers, survives save and load, and must name existing layers.
+func TestAdapterLayersToTransform(t *testing.T) {
+	dev := openCPU(t)
+	m, err := engine.Load(filepath.Join("testdata", "lora", "gqa_packed"), dev, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := `{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "down_proj"], "layers_pattern": "layers", "layers_to_transform": `
+	for _, layers := range []string{"1", "[1]"} {
+		lc, err := engine.ParseAdapterConfig([]byte(ok + layers + "}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := engine.NewAdapter(m.Config, dev, lc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Specs) != 4 || !strings.Contains(a.Specs[0].Name, ".layers.1.") || !strings.Contains(a.Specs[3].Name, ".layers.1.mlp.down_proj") {
+			t.Errorf("layers_to_transform %s: tensors %v", layers, a.Specs)
+		}
+		dir := t.TempDir()
+		if err := a.Save(dir); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := engine.LoadAdapter(dir, m); err != nil || len(b.Specs) != 4 {
+			t.Errorf("layers_to_transform %s after save and load: %v", layers, err)
+		}
+	}
+	lc, err := engine.ParseAdapterConfig([]byte(ok + "[0, 5]}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.NewAdapter(m.Config, dev, lc); err == nil || !strings.Contains(err.Error(), "layer 5") {
+		t.Errorf("layer 5 of a 2-layer model: %v", err)
+	}
+	if _, err := engine.ParseAdapterConfig([]byte(ok + `"all"}`)); err == nil || !strings.Contains(err.Error(), "layers_to_transform") {
+		t.Errorf("layers_to_transform \"all\": %v", err)
+	}
+}
+
+// An adapter directory holding only the pickle format is refused with how to convert it.
+func TestLoadAdapterBin(t *testing.T) {
+	dev := openCPU(t)
+	src := filepath.Join("testdata", "lora", "gqa_packed")
+	m, err := engine.Load(src, dev, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	raw, _ := os.ReadFile(filepath.Join(src, "adapter", engine.AdapterConfigFile))
+	os.WriteFile(filepath.Join(dir, engine.AdapterConfigFile), raw, 0o644)
+	os.WriteFile(filepath.Join(dir, "adapter_model.bin"), []byte("PK"), 0o644)
+	if _, err := engine.LoadAdapter(dir, m); err == nil || !strings.Contains(err.Error(), "safe_serialization") {
+		t.Errorf("adapter_model.bin: %v", err)
 	}
 }

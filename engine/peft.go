@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -60,6 +61,12 @@ func ParseAdapterConfig(raw []byte) (LoRAConfig, error) {
 			targets = v
 		case "bias":
 			err = json.Unmarshal(v, &bias)
+		case "layers_to_transform":
+			err = parseLayers(&lc, v)
+		case "layers_pattern": // where layers_to_transform counts; Llama's decoder list is "layers"
+			if s := string(bytes.Join(bytes.Fields(v), nil)); !neutralJSON(v) && s != `"layers"` && s != `["layers"]` {
+				return lc, fmt.Errorf("field %q = %s: hone's layers are model.layers; use null or \"layers\"", k, v)
+			}
 		case "base_model_name_or_path":
 			var s *string
 			if err = json.Unmarshal(v, &s); err == nil && s != nil {
@@ -95,6 +102,21 @@ func ParseAdapterConfig(raw []byte) (LoRAConfig, error) {
 		return lc, fmt.Errorf("field \"target_modules\" = %s: %w", targets, err)
 	}
 	return lc, nil
+}
+
+// parseLayers reads layers_to_transform: null, a layer index or a list of them.
+func parseLayers(lc *LoRAConfig, raw json.RawMessage) error {
+	var one *int
+	if json.Unmarshal(raw, &one) == nil {
+		if one != nil {
+			lc.Layers = []int{*one}
+		}
+		return nil
+	}
+	if err := json.Unmarshal(raw, &lc.Layers); err != nil {
+		return fmt.Errorf("give null, a layer index or a list of layer indices")
+	}
+	return nil
 }
 
 // parseTargets reads target_modules into lc: a list of projection names,
@@ -178,6 +200,9 @@ func LoadAdapter(dir string, m *Model) (*Adapter, error) {
 	wPath := filepath.Join(dir, AdapterWeightsFile)
 	st, err := safetensors.Open(wPath)
 	if err != nil {
+		if _, e := os.Stat(filepath.Join(dir, "adapter_model.bin")); e == nil {
+			return nil, fmt.Errorf("load adapter: %s holds adapter_model.bin (pickle), which hone does not read; convert it to %s with PEFT (save_pretrained(..., safe_serialization=True))", dir, AdapterWeightsFile)
+		}
 		return nil, fmt.Errorf("load adapter: %w", err)
 	}
 	defer st.Close()
@@ -243,7 +268,7 @@ func (a *Adapter) Save(dir string) error {
 		"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lc.Rank, "lora_alpha": lc.Alpha,
 		"lora_dropout": lc.Dropout, "target_modules": targets, "use_rslora": lc.RSLoRA,
 		"base_model_name_or_path": base, "bias": "none", "fan_in_fan_out": false, "use_dora": false,
-		"inference_mode": true, "modules_to_save": nil,
+		"inference_mode": true, "modules_to_save": nil, "layers_to_transform": lc.Layers,
 	}, "", "  ")
 	if err != nil {
 		return err
