@@ -41,6 +41,9 @@ func TestMergeMatchesAdapter(t *testing.T) {
 				}
 				m.Close()
 				a.Close()
+				if ref, ok := d.(interface{ Live() int }); ok && ref.Live() != 0 {
+					t.Errorf("%d device buffers live after Close", ref.Live())
+				}
 			})
 		}
 	}
