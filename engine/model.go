@@ -62,6 +62,7 @@ type Model struct {
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
+	lora             *Adapter // attached LoRA adapter (see Attach); nil for full fine-tuning
 }
 
 // acts for one micro-batch shape; reallocated only when B*T grows.
@@ -311,12 +312,16 @@ func (m *Model) linear(y, x []float32, x16 []uint16, w []float32, w16 []uint16, 
 }
 
 // linearBackward writes (or, with accumulate, adds) dx(N,in) = dy·W when
-// dx is non-nil, and adds dW += dyᵀ·x and db += colsum(dy).
+// dx is non-nil, and adds dW += dyᵀ·x and db += colsum(dy) unless the base
+// weights are frozen.
 func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, in, out int, o output) {
 	a := m.acts
 	dy16 := m.cast(a.a16, dy[:n*out])
 	if dx != nil {
 		m.matmul(dx, dy, dy16, w, w16, n, in, out, MatMulFlags{Acc: bool(o)})
+	}
+	if m.frozen() {
+		return
 	}
 	x16 := m.cast(a.b16, x[:n*in])
 	m.matmul(dw, dy, dy16, x, x16, out, in, n, dytX)
@@ -381,21 +386,28 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, overwrite)
 	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, overwrite)
 	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, overwrite)
+	m.adapt(l, projQ, la.q, la.ln1, N)
+	m.adapt(l, projK, la.k, la.ln1, N)
+	m.adapt(l, projV, la.v, la.ln1, N)
 	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	d.Attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
 	// The residual add is fused into the projection: mid = in + att·Woᵀ.
 	d.Copy(la.mid[:N*C], in)
 	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, accumulate)
+	m.adapt(l, projO, la.mid, la.att, N)
 
 	x16 = m.buf16(a.a16, N*C)
 	d.RMSNorm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
 	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, overwrite)
 	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, overwrite)
+	m.adapt(l, projGate, la.gate, la.ln2, N)
+	m.adapt(l, projUp, la.up, la.ln2, N)
 	h16 := m.buf16(a.a16, N*F)
 	d.SwiGLU(la.h, h16, la.gate, la.up, N*F)
 	d.Copy(out, la.mid[:N*C])
 	m.linear(out, la.h, h16, p.WDown, h.WDown, p.BDown, N, F, C, accumulate)
+	m.adapt(l, projDown, out, la.h, N)
 }
 
 // layerBackward propagates scr.dres (the gradient w.r.t. res[l+1]) back to
@@ -408,19 +420,26 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 
 	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)).
 	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
+	m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
 	d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
 	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
 	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
+	m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
+	m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
 	d.RMSNormBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
 	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
+	m.adaptBackward(l, projO, s.datt, dres, la.att, N)
 	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
 	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, accumulate)
 	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, accumulate)
+	m.adaptBackward(l, projQ, s.dln, s.dq, la.ln1, N)
+	m.adaptBackward(l, projK, s.dln, s.dk, la.ln1, N)
+	m.adaptBackward(l, projV, s.dln, s.dv, la.ln1, N)
 	d.RMSNormBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
@@ -500,7 +519,9 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 		total, correct = total+l, correct+c
 		dl16 := m.cast(a.a16, logits)
 		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, dyW)
-		m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, dytX)
+		if !m.frozen() {
+			m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, dytX)
+		}
 	}
 	return total, correct
 }
@@ -536,7 +557,9 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 		}
 		m.layerBackward(l, bt)
 	}
-	d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
+	if !m.frozen() {
+		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
+	}
 	return sum, bt.Scored()
 }
 

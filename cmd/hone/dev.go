@@ -67,14 +67,16 @@ func devInitCmd() *cobra.Command {
 }
 
 func devGradCmd() *cobra.Command {
-	var modelDir, batchPath, out string
+	var modelDir, adapterDir, batchPath, out string
 	cmd := &cobra.Command{
-		Use:   "grad --model DIR --batch BATCH.json --out GRADS.safetensors",
+		Use:   "grad --model DIR [--adapter ADAPTER_DIR] --batch BATCH.json --out GRADS.safetensors",
 		Short: "Compute the loss and every parameter's gradient for one batch",
 		Long: `Reads {"input_ids": [[...]], "labels": [[...]], "segment_ids": [[...]]} (segment_ids optional;
 labels have the shape of input_ids, the logits at position t are scored against labels[t+1], -100 is
 ignored) and writes f32 tensors: "loss" (a scalar, the mean over scored tokens) and each parameter's
-gradient under its Hugging Face name.`,
+gradient under its Hugging Face name. With --adapter (a PEFT LoRA directory) the base weights are
+frozen and the file holds the loss and the gradient of every adapter tensor under its PEFT name
+(fp32, no dropout).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
@@ -85,37 +87,28 @@ gradient under its Hugging Face name.`,
 			if err != nil {
 				return err
 			}
-			raw, err := os.ReadFile(batchPath)
+			specs, arena := m.Config.ParamSpecs(), m.Grads.Arena
+			if adapterDir != "" {
+				a, err := engine.LoadAdapter(adapterDir, m)
+				if err != nil {
+					return err
+				}
+				if err := m.Attach(a); err != nil {
+					return err
+				}
+				a.ZeroGrad()
+				specs, arena = a.Specs, a.Grads
+			}
+			bt, err := readGradBatch(batchPath, m)
 			if err != nil {
 				return err
 			}
-			var b struct {
-				InputIDs   [][]int `json:"input_ids"`
-				Labels     [][]int `json:"labels"`
-				SegmentIDs [][]int `json:"segment_ids"`
-			}
-			if err := json.Unmarshal(raw, &b); err != nil {
-				return fmt.Errorf("%s: %w", batchPath, err)
-			}
-			if b.Labels == nil {
-				return fmt.Errorf("%s: field \"labels\" is missing; give labels of the shape of input_ids (-100 where not scored)", batchPath)
-			}
-			bt, err := engine.NewBatch(b.InputIDs, b.Labels, b.SegmentIDs, m.Config.VocabSize)
-			if err != nil {
-				return fmt.Errorf("%s: %w", batchPath, err)
-			}
-			if err := m.CheckBatch(bt); err != nil {
-				return fmt.Errorf("%s: %w", batchPath, err)
-			}
 			n := bt.Scored()
-			if n == 0 {
-				return fmt.Errorf("%s: no position is scored (every label is -100 or crosses a document boundary)", batchPath)
-			}
 			m.ZeroGrad()
 			sum, _ := m.ForwardBackward(bt, 1/float32(n))
 			tensors := []safetensors.Tensor{{Name: "loss", Shape: []int{}, Data: []float32{float32(sum / float64(n))}}}
-			grads := engine.HostView(m.Dev, m.Grads.Arena)
-			for _, s := range m.Config.ParamSpecs() {
+			grads := engine.HostView(m.Dev, arena)
+			for _, s := range specs {
 				tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: grads[s.Offset : s.Offset+s.Size()]})
 			}
 			if err := safetensors.WriteFile(out, tensors, safetensors.F32, nil); err != nil {
@@ -126,10 +119,42 @@ gradient under its Hugging Face name.`,
 		},
 	}
 	cmd.Flags().StringVar(&modelDir, "model", "", "HF model directory (required)")
+	cmd.Flags().StringVar(&adapterDir, "adapter", "", "PEFT LoRA adapter directory: gradients of the adapter, base frozen")
 	cmd.Flags().StringVar(&batchPath, "batch", "", "batch JSON file (required)")
 	cmd.Flags().StringVar(&out, "out", "", "output .safetensors file (required)")
 	for _, f := range []string{"model", "batch", "out"} {
 		cmd.MarkFlagRequired(f)
 	}
 	return cmd
+}
+
+// readGradBatch reads a dev grad batch file for m; a batch with nothing
+// scored is refused, since its loss would be 0/0.
+func readGradBatch(path string, m *engine.Model) (*engine.Batch, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var b struct {
+		InputIDs   [][]int `json:"input_ids"`
+		Labels     [][]int `json:"labels"`
+		SegmentIDs [][]int `json:"segment_ids"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if b.Labels == nil {
+		return nil, fmt.Errorf("%s: field \"labels\" is missing; give labels of the shape of input_ids (-100 where not scored)", path)
+	}
+	bt, err := engine.NewBatch(b.InputIDs, b.Labels, b.SegmentIDs, m.Config.VocabSize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := m.CheckBatch(bt); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if bt.Scored() == 0 {
+		return nil, fmt.Errorf("%s: no position is scored (every label is -100 or crosses a document boundary)", path)
+	}
+	return bt, nil
 }

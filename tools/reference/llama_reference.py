@@ -290,8 +290,12 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, P, input_ids, segment_ids=None):
-    """Return logits (B,T,V) float64. P maps HF names to float64 tensors."""
+def forward(cfg, P, input_ids, segment_ids=None, lora=None):
+    """Return logits (B,T,V) float64. P maps HF names to float64 tensors.
+
+    lora, when given, is (scale, {module name: (A, B)}): the projection named
+    e.g. "model.layers.0.self_attn.q_proj" computes x Wᵀ + b + scale·(x Aᵀ) Bᵀ
+    with A (r, in) and B (out, r)."""
     B, T = input_ids.shape
     H = cfg["hidden_size"]
     nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
@@ -317,13 +321,20 @@ def forward(cfg, P, input_ids, segment_ids=None):
     def opt(name):
         return P.get(name)
 
+    def proj(x, mod):
+        y = linear(x, P[mod + ".weight"], opt(mod + ".bias"))
+        if lora is not None and mod in lora[1]:
+            a, b = lora[1][mod]
+            y = y + lora[0] * ((x @ a.t()) @ b.t())
+        return y
+
     x = P["model.embed_tokens.weight"][input_ids]            # (B,T,H)
     for i in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % i
         h = rms_norm(x, P[p + "input_layernorm.weight"], eps)
-        q = linear(h, P[p + "self_attn.q_proj.weight"], opt(p + "self_attn.q_proj.bias"))
-        k = linear(h, P[p + "self_attn.k_proj.weight"], opt(p + "self_attn.k_proj.bias"))
-        v = linear(h, P[p + "self_attn.v_proj.weight"], opt(p + "self_attn.v_proj.bias"))
+        q = proj(h, p + "self_attn.q_proj")
+        k = proj(h, p + "self_attn.k_proj")
+        v = proj(h, p + "self_attn.v_proj")
         q = q.view(B, T, nH, hd).transpose(1, 2)              # (B,nH,T,hd)
         k = k.view(B, T, nKV, hd).transpose(1, 2)             # (B,nKV,T,hd)
         v = v.view(B, T, nKV, hd).transpose(1, 2)
@@ -336,13 +347,13 @@ def forward(cfg, P, input_ids, segment_ids=None):
         scores = scores.masked_fill(~allowed, float("-inf"))
         attn = torch.softmax(scores, dim=-1)
         o = (attn @ v).transpose(1, 2).reshape(B, T, nH * hd)
-        o = linear(o, P[p + "self_attn.o_proj.weight"], opt(p + "self_attn.o_proj.bias"))
+        o = proj(o, p + "self_attn.o_proj")
         x = x + o
         h = rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
-        gate = linear(h, P[p + "mlp.gate_proj.weight"], opt(p + "mlp.gate_proj.bias"))
-        up = linear(h, P[p + "mlp.up_proj.weight"], opt(p + "mlp.up_proj.bias"))
+        gate = proj(h, p + "mlp.gate_proj")
+        up = proj(h, p + "mlp.up_proj")
         act = gate * torch.sigmoid(gate) * up
-        x = x + linear(act, P[p + "mlp.down_proj.weight"], opt(p + "mlp.down_proj.bias"))
+        x = x + proj(act, p + "mlp.down_proj")
     x = rms_norm(x, P["model.norm.weight"], eps)
     head = P["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else P["lm_head.weight"]
     return x @ head.t()
@@ -421,19 +432,158 @@ def check_window_matters(cfg, params32, input_ids, segment_ids, logits):
     return "full attention differs by %.1e" % diff
 
 
+
+# ---------------------------------------------------------------------------
+# LoRA (PEFT layout), written from the math: y = x Wᵀ + b + s·(x Aᵀ) Bᵀ with
+# s = alpha/r, or alpha/sqrt(r) with use_rslora. Base weights are constants;
+# only A and B get gradients.
+# ---------------------------------------------------------------------------
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_lora_cases():
+    """(name, base case name, base seed, lora seed, r, alpha, use_rslora, targets,
+    segment_ids, bf16 base)."""
+    packed = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2],
+                           [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]], dtype=torch.int64)
+    return [
+        # GQA (4 query heads over 2 kv heads) with packed rows, every projection.
+        ("gqa_packed", "gqa", 21, 31, 4, 8.0, False, LORA_TARGETS, packed, False),
+        # Tied embeddings, llama3 rope scaling, head_dim set; rsLoRA on a subset.
+        ("tied_llama3_rslora", "tied_llama3", 22, 32, 8, 16.0, True,
+         ["q_proj", "v_proj", "o_proj", "down_proj"], None, False),
+        # Biases on every projection, linear rope scaling, packed rows.
+        ("bias_packed", "bias_packed", 23, 33, 2, 4.0, False, LORA_TARGETS, "base", False),
+        # A bf16 checkpoint (Mistral, sliding window, packed): the base weights
+        # are bf16 values, the math float64 as everywhere.
+        ("mistral_bf16_base", "mistral", 24, 34, 4, 4.0, True, ["q_proj", "k_proj", "up_proj"], "base", True),
+    ]
+
+
+def lora_modules(cfg, targets):
+    """Ordered (module name, in, out) of every adapted projection."""
+    shapes = dict(param_shapes(cfg))
+    out = []
+    for i in range(cfg["num_hidden_layers"]):
+        for t in LORA_TARGETS:
+            if t not in targets:
+                continue
+            kind = "self_attn" if t in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            mod = "model.layers.%d.%s.%s" % (i, kind, t)
+            rows, cols = shapes[mod + ".weight"]
+            out.append((mod, cols, rows))
+    return out
+
+
+def init_lora(cfg, targets, r, seed):
+    """A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT initialises it; B non-zero
+    (PEFT starts it at zero) so both A's and B's gradients are exercised."""
+    g = torch.Generator().manual_seed(seed)
+    ab = {}
+    for mod, fin, fout in lora_modules(cfg, targets):
+        a = (torch.rand((r, fin), generator=g, dtype=torch.float32) * 2 - 1) / math.sqrt(fin)
+        b = 0.05 * torch.randn((fout, r), generator=g, dtype=torch.float32)
+        ab[mod] = (a, b)
+    return ab
+
+
+def peft_name(mod, which):
+    return "base_model.model.%s.lora_%s.weight" % (mod, which)
+
+
+def adapter_config(r, alpha, use_rslora, targets):
+    """adapter_config.json as PEFT 0.18 writes it, including keys left at
+    their neutral defaults, which a loader must accept."""
+    return {
+        "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": "..",
+        "bias": "none", "corda_config": None, "ensure_weight_tying": False, "eva_config": None,
+        "exclude_modules": None, "fan_in_fan_out": False, "inference_mode": True,
+        "init_lora_weights": True, "layer_replication": None, "layers_pattern": None,
+        "layers_to_transform": None, "loftq_config": {}, "lora_alpha": alpha, "lora_bias": False,
+        "lora_dropout": 0.05, "megatron_config": None, "megatron_core": "megatron.core",
+        "modules_to_save": None, "peft_type": "LORA", "peft_version": "0.18.1",
+        "qalora_group_size": 16, "r": r, "rank_pattern": {}, "revision": None,
+        "target_modules": sorted(targets), "target_parameters": None, "task_type": "CAUSAL_LM",
+        "trainable_token_indices": None, "use_dora": False, "use_qalora": False,
+        "use_rslora": use_rslora,
+    }
+
+
+def run_lora_case(cfg, params32, ab32, scale, input_ids, labels, segment_ids):
+    P = {k: v.to(torch.float64) for k, v in params32.items()}
+    L = {m: (a.to(torch.float64).requires_grad_(True), b.to(torch.float64).requires_grad_(True))
+         for m, (a, b) in ab32.items()}
+    logits = forward(cfg, P, input_ids, segment_ids, (scale, L))
+    total, n = loss_terms(logits, labels, segment_ids)
+    loss = total / n
+    mods = sorted(L)
+    flat = [t for m in mods for t in L[m]]
+    gs = torch.autograd.grad(loss, flat)
+    grads = {}
+    for i, m in enumerate(mods):
+        grads[peft_name(m, "A")], grads[peft_name(m, "B")] = gs[2 * i], gs[2 * i + 1]
+    base = forward(cfg, P, input_ids, segment_ids)
+    diff = (base - logits.detach()).abs().max().item()
+    assert diff > 1e-4, "the adapter does not change the logits (max diff %g)" % diff
+    for k, g in grads.items():
+        assert g.abs().max().item() > 0, "gradient of %s is zero" % k
+    return logits.detach(), loss.detach(), n, grads
+
+
+def write_lora_cases(out_dir):
+    base_cases = {c[0]: c for c in make_cases()}
+    for name, base, seed, lseed, r, alpha, rs, targets, seg, bf16 in make_lora_cases():
+        _, cfg, _, ids, labels, base_seg = base_cases[base]
+        cfg = dict(cfg)
+        if seg == "base":
+            seg = base_seg
+        labels = labels.clone()
+        if seg is not None:
+            labels[0, 2] = IGNORE_INDEX
+        d = os.path.join(out_dir, name)
+        os.makedirs(os.path.join(d, "adapter"), exist_ok=True)
+        params = init_params(cfg, seed)
+        if bf16:
+            cfg["torch_dtype"] = "bfloat16"
+            params = {k: v.to(torch.bfloat16).to(torch.float32) for k, v in params.items()}
+        ab = init_lora(cfg, targets, r, lseed)
+        scale = alpha / math.sqrt(r) if rs else alpha / r
+        logits, loss, n, grads = run_lora_case(cfg, params, ab, scale, ids, labels, seg)
+
+        write_json(os.path.join(d, "config.json"), cfg)
+        write_safetensors(os.path.join(d, "model.safetensors"), params, "BF16" if bf16 else "F32")
+        write_batch(os.path.join(d, "batch.json"), ids, labels, seg)
+        write_json(os.path.join(d, "adapter", "adapter_config.json"), adapter_config(r, alpha, rs, targets))
+        tensors = {}
+        for m, (a, b) in ab.items():
+            tensors[peft_name(m, "A")], tensors[peft_name(m, "B")] = a, b
+        write_safetensors(os.path.join(d, "adapter", "adapter_model.safetensors"), tensors)
+        out_grads = {"loss": loss.reshape(())}
+        out_grads.update(grads)
+        write_safetensors(os.path.join(d, "grads.safetensors"), out_grads)
+        write_safetensors(os.path.join(d, "logits.safetensors"), {"logits": logits})
+        print("lora %-20s r=%d alpha=%g rslora=%s scale=%.6f targets=%d counted=%d loss=%.9f"
+              % (name, r, alpha, rs, scale, len(targets), n, loss.item()))
+
 # ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
 
-def write_safetensors(path, tensors):
-    """Minimal safetensors writer: F32 only, tensors in sorted name order."""
+def write_safetensors(path, tensors, dtype="F32"):
+    """Minimal safetensors writer: F32 (or BF16 of values already bf16), tensors in sorted name order."""
     header = {"__metadata__": {"format": "pt"}}
     blobs = []
     off = 0
     for name in sorted(tensors):
         t = tensors[name].detach().to(torch.float32).contiguous()
-        data = t.numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape),
+        if dtype == "BF16":
+            b = t.to(torch.bfloat16)
+            assert torch.equal(b.to(torch.float32), t), "%s is not bf16-exact" % name
+            data = b.view(torch.int16).numpy().astype("<i2").tobytes()
+        else:
+            data = t.numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape),
                         "data_offsets": [off, off + len(data)]}
         blobs.append(data)
         off += len(data)
@@ -470,6 +620,7 @@ def write_batch(path, input_ids, labels, segment_ids):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="engine/testdata/parity")
+    ap.add_argument("--lora-out", default="engine/testdata/lora")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -507,6 +658,7 @@ def main():
 
         print("%-12s B=%d T=%d V=%d params=%d counted=%d loss=%.9f%s"
               % (name, B, T, cfg["vocab_size"], len(params), n, loss.item(), extra))
+    write_lora_cases(args.lora_out)
     return 0
 
 
