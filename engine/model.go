@@ -62,6 +62,7 @@ type Model struct {
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
+	step             stepBufs // DecodeStep's buffers
 }
 
 // acts for one micro-batch shape; reallocated only when B*T grows.
@@ -215,6 +216,7 @@ func freeAll(d Device, xs ...[]float32) {
 func (m *Model) Close() {
 	d := m.Dev
 	m.freeActs()
+	m.step.free(d)
 	freeAll(d, m.Params.Arena, m.Grads.Arena, m.ropeCos, m.ropeSin)
 	for _, x := range [][]uint16{m.lm16, m.layer16b} {
 		if x != nil {
