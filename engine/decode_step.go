@@ -8,7 +8,9 @@ import "fmt"
 // several sequences cheaper than serving them one by one; attention runs
 // per sequence against its own key/value cache. The decoders may have
 // different lengths but must share one model. It returns the logits (V)
-// that follow each new token, views of one host buffer.
+// that follow each new token, views of one host buffer that the model
+// reuses: the next DecodeStep overwrites them (a fresh buffer each step
+// would cost more than the copy, in page faults).
 func DecodeStep(decs []*Decoder, tokens []int) ([][]float32, error) {
 	if len(decs) == 0 || len(decs) != len(tokens) {
 		return nil, fmt.Errorf("decode step: %d decoders for %d tokens", len(decs), len(tokens))
@@ -49,7 +51,10 @@ func DecodeStep(decs []*Decoder, tokens []int) ([][]float32, error) {
 	dev.RMSNorm(ln, nil, b.rstd, b.x[:B*C], m.Params.NormF, B, C, eps)
 	V := c.VocabSize
 	dev.MatMul(b.logits[:B*V], ln, m.Params.LMHead, B, V, C, xWt)
-	host := make([]float32, B*V)
+	if len(m.stepHost) < B*V {
+		m.stepHost = make([]float32, B*V)
+	}
+	host := m.stepHost[:B*V]
 	dev.Download(host, b.logits[:B*V])
 	out := make([][]float32, B)
 	for i, d := range decs {

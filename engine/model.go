@@ -62,7 +62,8 @@ type Model struct {
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
-	step             stepBufs // DecodeStep's buffers
+	step             stepBufs  // DecodeStep's buffers
+	stepHost         []float32 // DecodeStep's logits on the host
 }
 
 // acts for one micro-batch shape; reallocated only when B*T grows.
