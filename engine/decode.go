@@ -2,6 +2,11 @@ package engine
 
 import "fmt"
 
+// kvBlock is how many tokens the key/value cache grows by at a time: a
+// decoder holds memory for the tokens it has, rounded up, not for its whole
+// capacity, so many short requests fit where a few long ones are allowed.
+const kvBlock = 256
+
 // Decoder extends one sequence a few tokens at a time, keeping every
 // layer's keys and values so each new token costs one token's forward pass
 // (plus attention over the cache) instead of the whole sequence's. It uses
@@ -11,11 +16,18 @@ import "fmt"
 type Decoder struct {
 	m      *Model
 	max, n int         // capacity and tokens so far
-	k, v   [][]float32 // L × (max, KVD) post-RoPE keys and values
-	logits []float32   // (V)
-	// per-call device buffers for up to cap new tokens, grown on demand
+	kvCap  int         // tokens the cache holds before it must grow
+	k, v   [][]float32 // L × (kvCap, KVD) post-RoPE keys and values
+	buf    stepBufs
+}
+
+// stepBufs are the device buffers of one forward call of up to cap tokens,
+// grown on demand: a Decoder's for its own calls, a Model's for DecodeStep.
+type stepBufs struct {
 	cap                              int
 	x, ln, q, att, gate, up, h, rstd []float32
+	k, v                             []float32 // (cap, KVD), DecodeStep's new keys and values
+	logits                           []float32 // (cap, V) for DecodeStep, (V) for Append
 	ids, pos                         []int32
 	hostIDs, hostPos                 []int32
 }
@@ -28,52 +40,74 @@ func (m *Model) NewDecoder(max int) (*Decoder, error) {
 	if len(m.ropeCos) < max*m.Config.HeadDim/2 {
 		m.buildRope(max)
 	}
-	d := &Decoder{m: m, max: max, logits: m.Dev.Alloc(m.Config.VocabSize)}
-	for l := 0; l < m.Config.NumHiddenLayers; l++ {
-		d.k = append(d.k, m.Dev.Alloc(max*m.Config.KVDim()))
-		d.v = append(d.v, m.Dev.Alloc(max*m.Config.KVDim()))
-	}
-	return d, nil
+	return &Decoder{m: m, max: max}, nil
 }
 
 // Close releases the decoder's device memory; it must not be used after.
 func (d *Decoder) Close() {
 	dev := d.m.Dev
-	d.freeStep()
+	d.buf.free(dev)
 	freeAll(dev, d.k...)
 	freeAll(dev, d.v...)
-	dev.Free(d.logits)
-	d.k, d.v, d.logits = nil, nil, nil
-}
-
-// freeStep releases the per-call buffers.
-func (d *Decoder) freeStep() {
-	if d.cap == 0 {
-		return
-	}
-	dev := d.m.Dev
-	freeAll(dev, d.x, d.ln, d.q, d.att, d.gate, d.up, d.h, d.rstd)
-	dev.FreeInt32(d.ids)
-	dev.FreeInt32(d.pos)
-	d.cap = 0
+	d.k, d.v, d.kvCap = nil, nil, 0
 }
 
 // Len is the number of tokens decoded so far.
 func (d *Decoder) Len() int { return d.n }
 
-func (d *Decoder) grow(n int) {
-	if d.cap >= n {
+// reserve makes room in the cache for n tokens, growing it a block (or a
+// doubling, for long sequences) at a time and keeping what it holds.
+func (d *Decoder) reserve(n int) {
+	if n <= d.kvCap {
 		return
 	}
-	d.freeStep()
 	c, dev := d.m.Config, d.m.Dev
-	C, F, QD := c.HiddenSize, c.IntermediateSize, c.QDim()
-	d.x, d.ln, d.rstd = dev.Alloc(n*C), dev.Alloc(n*C), dev.Alloc(n)
-	d.q, d.att = dev.Alloc(n*QD), dev.Alloc(n*QD)
-	d.gate, d.up, d.h = dev.Alloc(n*F), dev.Alloc(n*F), dev.Alloc(n*F)
-	d.ids, d.pos = dev.AllocInt32(n), dev.AllocInt32(n)
-	d.hostIDs, d.hostPos = make([]int32, n), make([]int32, n)
-	d.cap = n
+	KVD := c.KVDim()
+	grown := min(d.max, (max(n, 2*d.kvCap)+kvBlock-1)/kvBlock*kvBlock)
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		k, v := dev.Alloc(grown*KVD), dev.Alloc(grown*KVD)
+		if d.kvCap > 0 {
+			if d.n > 0 {
+				dev.Copy(k[:d.n*KVD], d.k[l][:d.n*KVD])
+				dev.Copy(v[:d.n*KVD], d.v[l][:d.n*KVD])
+			}
+			freeAll(dev, d.k[l], d.v[l])
+			d.k[l], d.v[l] = k, v
+		} else {
+			d.k, d.v = append(d.k, k), append(d.v, v)
+		}
+	}
+	d.kvCap = grown
+}
+
+// free releases the buffers, if any.
+func (b *stepBufs) free(dev Device) {
+	if b.cap == 0 {
+		return
+	}
+	freeAll(dev, b.x, b.ln, b.q, b.att, b.gate, b.up, b.h, b.rstd, b.k, b.v, b.logits)
+	dev.FreeInt32(b.ids)
+	dev.FreeInt32(b.pos)
+	*b = stepBufs{}
+}
+
+// grow sizes the buffers for n tokens and nLogits rows of logits.
+func (b *stepBufs) grow(c *Config, dev Device, n, nLogits int) {
+	if b.cap >= n && len(b.logits) >= nLogits*c.VocabSize {
+		return
+	}
+	n = max(n, b.cap)
+	nLogits = max(nLogits, len(b.logits)/c.VocabSize)
+	b.free(dev)
+	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
+	b.x, b.ln, b.rstd = dev.Alloc(n*C), dev.Alloc(n*C), dev.Alloc(n)
+	b.q, b.att = dev.Alloc(n*QD), dev.Alloc(n*QD)
+	b.k, b.v = dev.Alloc(n*KVD), dev.Alloc(n*KVD)
+	b.gate, b.up, b.h = dev.Alloc(n*F), dev.Alloc(n*F), dev.Alloc(n*F)
+	b.logits = dev.Alloc(nLogits * c.VocabSize)
+	b.ids, b.pos = dev.AllocInt32(n), dev.AllocInt32(n)
+	b.hostIDs, b.hostPos = make([]int32, n), make([]int32, n)
+	b.cap = n
 }
 
 // Append runs the new tokens through the model and returns the logits (V)
@@ -87,44 +121,54 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 	if d.n+n > d.max {
 		return nil, fmt.Errorf("decoder: %d tokens exceed the capacity %d", d.n+n, d.max)
 	}
-	d.grow(n)
-	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
+	b := &d.buf
+	b.grow(c, dev, n, 1)
+	C, QD, KVD := c.HiddenSize, c.QDim(), c.KVDim()
 	eps := float32(c.RMSNormEps)
 	for i, id := range ids {
 		if id < 0 || id >= c.VocabSize {
 			return nil, fmt.Errorf("decoder: token %d outside the vocabulary [0, %d)", id, c.VocabSize)
 		}
-		d.hostIDs[i], d.hostPos[i] = int32(id), int32(d.n+i)
+		b.hostIDs[i], b.hostPos[i] = int32(id), int32(d.n+i)
 	}
-	dev.UploadInt32(d.ids, d.hostIDs[:n])
-	dev.UploadInt32(d.pos, d.hostPos[:n])
-	x, ln := d.x[:n*C], d.ln[:n*C]
-	dev.Embedding(x, d.ids, m.Params.Embed, n, C)
+	d.reserve(d.n + n)
+	dev.UploadInt32(b.ids, b.hostIDs[:n])
+	dev.UploadInt32(b.pos, b.hostPos[:n])
+	x, ln := b.x[:n*C], b.ln[:n*C]
+	dev.Embedding(x, b.ids, m.Params.Embed, n, C)
 	for l := range m.Params.Layers {
 		p := &m.Params.Layers[l]
-		dev.RMSNorm(ln, nil, d.rstd, x, p.LN1, n, C, eps)
-		m.linearF32(d.q, ln, p.WQ, p.BQ, n, C, QD, overwrite)
+		dev.RMSNorm(ln, nil, b.rstd, x, p.LN1, n, C, eps)
+		m.linearF32(b.q, ln, p.WQ, p.BQ, n, C, QD, overwrite)
 		// New keys and values go straight into the cache rows.
 		kc, vc := d.k[l][d.n*KVD:(d.n+n)*KVD], d.v[l][d.n*KVD:(d.n+n)*KVD]
 		m.linearF32(kc, ln, p.WK, p.BK, n, C, KVD, overwrite)
 		m.linearF32(vc, ln, p.WV, p.BV, n, C, KVD, overwrite)
-		dev.RoPE(d.q, d.pos, m.ropeCos, m.ropeSin, n, c.NumAttentionHeads, c.HeadDim)
-		dev.RoPE(kc, d.pos, m.ropeCos, m.ropeSin, n, c.NumKeyValueHeads, c.HeadDim)
-		dev.AttentionCached(d.att, d.q[:n*QD], d.k[l], d.v[l], d.n, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
-		m.linearF32(x, d.att, p.WO, p.BO, n, QD, C, accumulate)
-		dev.RMSNorm(ln, nil, d.rstd, x, p.LN2, n, C, eps)
-		m.linearF32(d.gate, ln, p.WGate, p.BGate, n, C, F, overwrite)
-		m.linearF32(d.up, ln, p.WUp, p.BUp, n, C, F, overwrite)
-		dev.SwiGLU(d.h, nil, d.gate, d.up, n*F)
-		m.linearF32(x, d.h, p.WDown, p.BDown, n, F, C, accumulate)
+		dev.RoPE(b.q, b.pos, m.ropeCos, m.ropeSin, n, c.NumAttentionHeads, c.HeadDim)
+		dev.RoPE(kc, b.pos, m.ropeCos, m.ropeSin, n, c.NumKeyValueHeads, c.HeadDim)
+		dev.AttentionCached(b.att, b.q[:n*QD], d.k[l], d.v[l], d.n, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
+		m.linearF32(x, b.att, p.WO, p.BO, n, QD, C, accumulate)
+		m.mlpF32(b, p, n, eps)
 	}
 	last := x[(n-1)*C : n*C]
-	dev.RMSNorm(ln[:C], nil, d.rstd, last, m.Params.NormF, 1, C, eps)
-	dev.MatMul(d.logits, ln[:C], m.Params.LMHead, 1, c.VocabSize, C, xWt)
+	dev.RMSNorm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)
+	dev.MatMul(b.logits[:c.VocabSize], ln[:C], m.Params.LMHead, 1, c.VocabSize, C, xWt)
 	logits := make([]float32, c.VocabSize)
-	dev.Download(logits, d.logits)
+	dev.Download(logits, b.logits[:c.VocabSize])
 	d.n += n
 	return logits, nil
+}
+
+// mlpF32 adds the feed-forward block of layer p to the n rows of b.x.
+func (m *Model) mlpF32(b *stepBufs, p *Layer[float32], n int, eps float32) {
+	c, dev := m.Config, m.Dev
+	C, F := c.HiddenSize, c.IntermediateSize
+	ln := b.ln[:n*C]
+	dev.RMSNorm(ln, nil, b.rstd, b.x[:n*C], p.LN2, n, C, eps)
+	m.linearF32(b.gate, ln, p.WGate, p.BGate, n, C, F, overwrite)
+	m.linearF32(b.up, ln, p.WUp, p.BUp, n, C, F, overwrite)
+	dev.SwiGLU(b.h, nil, b.gate, b.up, n*F)
+	m.linearF32(b.x[:n*C], b.h, p.WDown, p.BDown, n, F, C, accumulate)
 }
 
 // linearF32 is linear on the fp32 weights whatever the model's precision.

@@ -62,7 +62,9 @@ type Model struct {
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
-	lora             *Adapter // attached LoRA adapter (see Attach); nil for full fine-tuning
+	lora             *Adapter  // attached LoRA adapter (see Attach); nil for full fine-tuning
+	step             stepBufs  // DecodeStep's buffers
+	stepHost         []float32 // DecodeStep's logits on the host
 }
 
 // acts for one micro-batch shape; reallocated only when B*T grows.
@@ -216,6 +218,7 @@ func freeAll(d Device, xs ...[]float32) {
 func (m *Model) Close() {
 	d := m.Dev
 	m.freeActs()
+	m.step.free(d)
 	freeAll(d, m.Params.Arena, m.Grads.Arena, m.ropeCos, m.ropeSin)
 	for _, x := range [][]uint16{m.lm16, m.layer16b} {
 		if x != nil {

@@ -115,13 +115,48 @@ func (s *Sequence) Step() (id int, ok bool, err error) {
 	if s.feed = s.feed[n:]; len(s.feed) > 0 {
 		return 0, false, nil
 	}
+	return s.accept(logits), true, nil
+}
+
+// accept samples the next token from the logits after the last one fed.
+func (s *Sequence) accept(logits []float32) int {
 	next := Sample(logits, s.p, s.r)
 	s.out = append(s.out, next)
 	s.feed = []int{next}
 	// The token just sampled sits at position dec.Len(); stop when the
 	// budget or the context window has no room for another.
 	s.done = slices.Contains(s.p.StopIDs, next) || s.dec.Len()+1 >= s.limit
-	return next, true, nil
+	return next
+}
+
+// Prefilling reports that the prompt is not all in yet: the next Step runs
+// a piece of it rather than the one token sampled last.
+func (s *Sequence) Prefilling() bool { return s.out == nil }
+
+// StepBatch is Step for several sequences of one model, all past their
+// prompts and not Done, in one model pass (engine.DecodeStep): it returns
+// the token each samples next. A sequence samples what it would sample
+// stepping alone, up to float rounding in the logits.
+func StepBatch(seqs []*Sequence) ([]int, error) {
+	decs, feed := make([]*engine.Decoder, len(seqs)), make([]int, len(seqs))
+	for i, s := range seqs {
+		if s.done || s.out == nil {
+			return nil, fmt.Errorf("generate: sequence %d is done or still reading its prompt", i)
+		}
+		decs[i], feed[i] = s.dec, s.feed[0]
+	}
+	logits, err := engine.DecodeStep(decs, feed)
+	if err != nil {
+		for _, s := range seqs {
+			s.done = true
+		}
+		return nil, err
+	}
+	ids := make([]int, len(seqs))
+	for i, s := range seqs {
+		ids[i] = s.accept(logits[i])
+	}
+	return ids, nil
 }
 
 // Done reports that the generation has ended: a stop token was sampled or

@@ -110,3 +110,60 @@ func TestSequenceChunkedPrefill(t *testing.T) {
 		t.Errorf("chunked sequence = %v in %d steps, want %v in %d", got, steps, want, 2+len(want))
 	}
 }
+
+// Sequences stepped together sample what each samples alone (greedy and
+// seeded), finishing at different lengths as their budgets run out.
+func TestStepBatchMatchesAlone(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(`{"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+		"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "max_position_embeddings": 64}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := engine.New(c, cpu.New(1), engine.Options{})
+	m.InitRandom(5)
+	prompts := [][]int{{1, 2, 3}, {9, 8, 7, 6, 5, 4, 3, 2, 1}, {42}}
+	params := []Params{{MaxNewTokens: 20}, {MaxNewTokens: 7, Temperature: 0.9, Seed: 3}, {MaxNewTokens: 12}}
+	var want [][]int
+	seqs := make([]*Sequence, len(prompts))
+	got := make([][]int, len(prompts))
+	for i, pr := range prompts {
+		w, err := Complete(context.Background(), m, pr, params[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, w)
+		if seqs[i], err = NewSequence(m, pr, params[i], 0); err != nil {
+			t.Fatal(err)
+		}
+		id, _, err := seqs[i].Step()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[i] = append(got[i], id)
+	}
+	for {
+		var run []*Sequence
+		var idx []int
+		for i, s := range seqs {
+			if !s.Done() {
+				run, idx = append(run, s), append(idx, i)
+			}
+		}
+		if len(run) == 0 {
+			break
+		}
+		ids, err := StepBatch(run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, id := range ids {
+			got[idx[j]] = append(got[idx[j]], id)
+		}
+	}
+	for i := range seqs {
+		seqs[i].Close()
+		if !slices.Equal(got[i], want[i]) {
+			t.Errorf("sequence %d stepped in a batch = %v, alone %v", i, got[i], want[i])
+		}
+	}
+}

@@ -487,8 +487,11 @@ func (s *Server) openAIFail(w http.ResponseWriter, r *http.Request, err error) {
 // fault ("" for none).
 func oaiError(status int, code, param, msg string) map[string]any {
 	typ := "invalid_request_error"
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		typ = "server_error"
+	case status == http.StatusTooManyRequests:
+		typ = "requests" // OpenAI's type for request-rate limits
 	}
 	var p any
 	if param != "" {

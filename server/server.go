@@ -212,6 +212,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusConflict, "already_exists"
 	case errors.Is(err, runs.ErrState):
 		return http.StatusConflict, "failed_precondition"
+	case errors.Is(err, serving.ErrBusy):
+		return http.StatusTooManyRequests, "rate_limit_exceeded"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "unavailable"
 	}

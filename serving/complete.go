@@ -132,63 +132,39 @@ func (s *Service) Generate(ctx context.Context, dir string, req Request, onText 
 	return res, err
 }
 
-// decode generates after ids, taking the device one model call at a time
-// and queueing behind other requests between calls.
+// decode generates after ids in the service's running batch, reading the
+// tokens as they come and turning them into text.
 func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.Params, stops []string, deadline time.Time,
 	onText func(string) error) (*Result, error) {
+	sl, err := s.batch.submit(l.m, ids, p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %d requests wait already (hone serve --max-queue); retry later", err, s.cfg.MaxQueue)
+	}
+	defer sl.leave()
 	res := &Result{FinishReason: FinishLength, PromptTokens: len(ids), PromptTokenIDs: ids}
 	txt := &textStream{tok: l.tok, stops: stops}
-	var seq *generate.Sequence
-	defer func() {
-		if seq != nil {
-			seq.Close()
-		}
-	}()
-	for seq == nil || !seq.Done() {
-		if s.cfg.Clock().After(deadline) {
-			res.TimedOut = true
-			break
-		}
-		if err := s.device.acquire(ctx); err != nil {
-			if context.Cause(ctx) == errDeadline {
-				res.TimedOut = true
-				break
-			}
-			return nil, err
-		}
-		var id int
-		var ok bool
-		var err error
-		if seq == nil { // the cache is allocated on the device, in a turn too
-			seq, err = generate.NewSequence(l.m, ids, p, prefillChunk)
-		} else {
-			id, ok, err = seq.Step()
-		}
-		s.device.release()
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
+	var out []int
+	stopped, err := s.read(ctx, sl, deadline, func(id int) (bool, error) {
+		out = append(out, id)
 		piece, hit := txt.push(id)
 		if piece != "" && onText != nil {
 			if err := onText(piece); err != nil {
-				return nil, err
+				return false, err
 			}
 		}
-		if hit {
-			res.FinishReason = FinishStop
-			break
-		}
+		return hit, nil
+	})
+	switch {
+	case errors.Is(err, errDeadline):
+		res.TimedOut = true
+	case err != nil:
+		return nil, err
+	case stopped:
+		res.FinishReason = FinishStop
 	}
-	res.Text = txt.text
-	if seq != nil {
-		out := seq.Tokens()
-		res.CompletionTokens, res.TokenIDs = len(out), slices.Clone(out)
-		if len(out) > 0 && slices.Contains(l.stop, out[len(out)-1]) {
-			res.FinishReason = FinishStop
-		}
+	res.Text, res.CompletionTokens, res.TokenIDs = txt.text, len(out), out
+	if len(out) > 0 && slices.Contains(l.stop, out[len(out)-1]) {
+		res.FinishReason = FinishStop
 	}
 	if rest := txt.flush(); rest != "" && onText != nil {
 		if err := onText(rest); err != nil {
@@ -196,6 +172,38 @@ func (s *Service) decode(ctx context.Context, l *loaded, ids []int, p generate.P
 		}
 	}
 	return res, nil
+}
+
+// read hands the slot's tokens to use one by one until the generation
+// ends, use reports a stop string (stopped), or the request ends; the
+// request deadline ends it with errDeadline.
+func (s *Service) read(ctx context.Context, sl *slot, deadline time.Time, use func(id int) (stop bool, err error)) (stopped bool, err error) {
+	for n := 0; ; {
+		toks, ended, err := sl.read(n)
+		if len(toks) == 0 {
+			if ended {
+				return false, err
+			}
+			select {
+			case <-sl.wake:
+				continue
+			case <-ctx.Done():
+				if context.Cause(ctx) == errDeadline {
+					return false, errDeadline
+				}
+				return false, ctx.Err()
+			}
+		}
+		for _, id := range toks {
+			if s.cfg.Clock().After(deadline) {
+				return false, errDeadline
+			}
+			n++
+			if stop, err := use(id); stop || err != nil {
+				return stop, err
+			}
+		}
+	}
 }
 
 // params validates the sampling settings and fills defaults.

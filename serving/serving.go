@@ -10,9 +10,11 @@
 // room is made before a load, and a model evicted while a request still
 // uses it counts until that request ends. Engine models and devices are
 // not safe for concurrent use, and the CPU device's kernels already use
-// every core, so all models share one device, taken one model call at a
-// time in arrival order: concurrent generations interleave token by token
-// (a long prompt in chunks) instead of queueing behind one another.
+// every core, so all models share one device, driven by one loop that
+// batches concurrent generations (continuous batching, see batcher): each
+// decode step runs every running sequence of a model in one pass, and
+// requests join and leave between steps (a long prompt in chunks) instead
+// of queueing behind one another.
 // Waiting, loading aside, and generating honour ctx: a cancelled request
 // stops after the model call being computed. Each request also has a
 // deadline (Config.RequestTimeout) after which its generation ends with
@@ -20,6 +22,7 @@
 package serving
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"errors"
@@ -85,6 +88,12 @@ type Config struct {
 	Unload func(dir string, m *engine.Model)
 	// Clock tells the time for request deadlines; default time.Now.
 	Clock func() time.Time
+	// MaxBatch is the most generations decoded together; more wait in
+	// the queue. Default 16.
+	MaxBatch int
+	// MaxQueue is the most requests waiting for a place in the batch;
+	// more are refused with ErrBusy. Default 64.
+	MaxQueue int
 }
 
 // Service loads models on demand and completes requests with them.
@@ -92,7 +101,7 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	loading chan struct{} // one slot: loads are serialized
-	device  turns         // one model call at a time, first come first served
+	batch   *batcher      // the device's one decode loop
 
 	mu      sync.Mutex
 	lru     *list.List               // of *loaded, most recent first
@@ -115,9 +124,11 @@ type loaded struct {
 
 // New validates cfg and fills defaults.
 func New(cfg Config) (*Service, error) {
-	if cfg.MaxLoaded < 0 || cfg.DefaultMaxTokens < 0 || cfg.Threads < 0 || cfg.RequestTimeout < 0 {
-		return nil, errors.New("serving: MaxLoaded, DefaultMaxTokens, RequestTimeout and Threads must not be negative")
+	if cfg.MaxLoaded < 0 || cfg.DefaultMaxTokens < 0 || cfg.Threads < 0 || cfg.RequestTimeout < 0 || cfg.MaxBatch < 0 || cfg.MaxQueue < 0 {
+		return nil, errors.New("serving: MaxLoaded, DefaultMaxTokens, RequestTimeout, Threads, MaxBatch and MaxQueue must not be negative")
 	}
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 16)
+	cfg.MaxQueue = cmp.Or(cfg.MaxQueue, 64)
 	if cfg.MaxLoaded == 0 {
 		cfg.MaxLoaded = 1
 	}
@@ -140,9 +151,12 @@ func New(cfg Config) (*Service, error) {
 		}
 		cfg.Load = func(dir string) (*engine.Model, error) { return engine.Load(dir, dev, engine.Options{}) }
 	}
-	return &Service{cfg: cfg, log: cfg.Logger, loading: make(chan struct{}, 1),
+	return &Service{cfg: cfg, log: cfg.Logger, loading: make(chan struct{}, 1), batch: &batcher{maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue},
 		lru: list.New(), byDir: map[string]*list.Element{}, freed: make(chan struct{})}, nil
 }
+
+// Queued is how many requests wait for a place in the running batch.
+func (s *Service) Queued() int { return s.batch.Queued() }
 
 // Loaded returns the directories of the models in the cache, most
 // recently used first.

@@ -12,6 +12,7 @@ import (
 
 	"hone/bench"
 	"hone/engine"
+	"hone/modelref"
 )
 
 func benchCmd() *cobra.Command {
@@ -51,7 +52,7 @@ GFLOP/s, peak RSS and the ratios.`,
 	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "python with torch for the peer")
 	cmd.Flags().StringVar(&script, "torch-script", "tools/bench/torch_train.py", "PyTorch peer script")
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
-	cmd.AddCommand(benchTrainCmd())
+	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd())
 	return cmd
 }
 
@@ -125,5 +126,53 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func benchGenerateCmd() *cobra.Command {
+	var s bench.GenerateSpec
+	var ref string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
+		Short: "Decode S streams together and report the aggregate generated tokens/s",
+		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
+prompt tokens and decodes N greedy tokens for each, all streams in one batched step as hone serve does.
+tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			refs, err := modelref.New(modelref.Config{})
+			if err != nil {
+				return err
+			}
+			model, err := refs.Resolve(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			s.Dir = model.Dir
+			res, err := bench.Generate(cmd.Context(), s)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				b, _ := json.Marshal(res)
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), peak RSS %.2f GiB\n",
+				ref, res.Params, res.Streams, res.NewTokens, res.PromptTokens, res.Threads, res.TokensPerS, res.StreamTokensS,
+				float64(res.PeakRSSBytes)/(1<<30))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&ref, "model", "", "model directory or Hugging Face id (required)")
+	f.IntVar(&s.NewTokens, "new-tokens", 64, "timed tokens per stream (after one warm-up token)")
+	f.IntVar(&s.Streams, "streams", 1, "streams decoded together")
+	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
+	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
+	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
+	cmd.MarkFlagRequired("model")
 	return cmd
 }

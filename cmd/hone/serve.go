@@ -101,7 +101,7 @@ func serveCmd() *cobra.Command {
 	var f serviceFlags
 	var addr, tlsCert, tlsKey string
 	var tf tokenFlags
-	var maxLoaded int
+	var maxLoaded, maxQueue int
 	var requestTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -125,7 +125,7 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			defer svc.stop()
-			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, RequestTimeout: requestTimeout, Logger: log})
+			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, MaxQueue: maxQueue, RequestTimeout: requestTimeout, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -147,6 +147,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain); needs --tls-key")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
 	cmd.Flags().IntVar(&maxLoaded, "max-loaded-models", 1, "registered model versions kept in memory for /api/generate and /v1")
+	cmd.Flags().IntVar(&maxQueue, "max-queue", 64, "completion requests that may wait for a place in the running batch; more are answered 429")
 	cmd.Flags().DurationVar(&requestTimeout, "request-timeout", 10*time.Minute, "longest a completion request may take, waiting included; generation stops there with the text so far")
 	return cmd
 }
