@@ -26,7 +26,7 @@ type Decoder struct {
 type stepBufs struct {
 	cap                              int
 	x, ln, q, att, gate, up, h, rstd []float32
-	k, v                             []float32 // (cap, KVD), DecodeStep's new keys and values
+	k, v                             []float32 // (cap, KVD) new keys and values, before they go to a cache
 	logits                           []float32 // (cap, V) for DecodeStep, (V) for Append
 	ids, pos                         []int32
 	hostIDs, hostPos                 []int32
@@ -123,7 +123,7 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 	}
 	b := &d.buf
 	b.grow(c, dev, n, 1)
-	C, QD, KVD := c.HiddenSize, c.QDim(), c.KVDim()
+	C := c.HiddenSize
 	eps := float32(c.RMSNormEps)
 	for i, id := range ids {
 		if id < 0 || id >= c.VocabSize {
@@ -136,19 +136,9 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 	dev.UploadInt32(b.pos, b.hostPos[:n])
 	x, ln := b.x[:n*C], b.ln[:n*C]
 	dev.Embedding(x, b.ids, m.Params.Embed, n, C)
+	decs := []*Decoder{d}
 	for l := range m.Params.Layers {
-		p := &m.Params.Layers[l]
-		dev.RMSNorm(ln, nil, b.rstd, x, p.LN1, n, C, eps)
-		m.linearF32(b.q, ln, p.WQ, p.BQ, n, C, QD, overwrite)
-		// New keys and values go straight into the cache rows.
-		kc, vc := d.k[l][d.n*KVD:(d.n+n)*KVD], d.v[l][d.n*KVD:(d.n+n)*KVD]
-		m.linearF32(kc, ln, p.WK, p.BK, n, C, KVD, overwrite)
-		m.linearF32(vc, ln, p.WV, p.BV, n, C, KVD, overwrite)
-		dev.RoPE(b.q, b.pos, m.ropeCos, m.ropeSin, n, c.NumAttentionHeads, c.HeadDim)
-		dev.RoPE(kc, b.pos, m.ropeCos, m.ropeSin, n, c.NumKeyValueHeads, c.HeadDim)
-		dev.AttentionCached(b.att, b.q[:n*QD], d.k[l], d.v[l], d.n, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
-		m.linearF32(x, b.att, p.WO, p.BO, n, QD, C, accumulate)
-		m.mlpF32(b, p, n, eps)
+		m.decodeLayer(b, decs, n, l, eps)
 	}
 	last := x[(n-1)*C : n*C]
 	dev.RMSNorm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)

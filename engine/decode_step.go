@@ -45,7 +45,7 @@ func DecodeStep(decs []*Decoder, tokens []int) ([][]float32, error) {
 	eps := float32(c.RMSNormEps)
 	dev.Embedding(b.x[:B*C], b.ids, m.Params.Embed, B, C)
 	for l := range m.Params.Layers {
-		m.stepLayer(decs, l, eps)
+		m.decodeLayer(b, decs, 1, l, eps)
 	}
 	ln := b.ln[:B*C]
 	dev.RMSNorm(ln, nil, b.rstd, b.x[:B*C], m.Params.NormF, B, C, eps)
@@ -64,26 +64,31 @@ func DecodeStep(decs []*Decoder, tokens []int) ([][]float32, error) {
 	return out, nil
 }
 
-// stepLayer runs layer l of DecodeStep: each sequence's new key and value
-// rows are copied into its cache, and its query attends to that cache.
-func (m *Model) stepLayer(decs []*Decoder, l int, eps float32) {
-	c, dev, b := m.Config, m.Dev, &m.step
-	B := len(decs)
+// decodeLayer runs layer l for per new tokens of each decoder, held in b
+// as consecutive rows, decoder after decoder: the linear layers run over all
+// the rows at once; each decoder's new key and value rows are copied into
+// its cache, and its queries attend to that cache.
+func (m *Model) decodeLayer(b *stepBufs, decs []*Decoder, per, l int, eps float32) {
+	c, dev := m.Config, m.Dev
+	R := len(decs) * per
 	C, QD, KVD, HD := c.HiddenSize, c.QDim(), c.KVDim(), c.HeadDim
 	p := &m.Params.Layers[l]
-	ln := b.ln[:B*C]
-	dev.RMSNorm(ln, nil, b.rstd, b.x[:B*C], p.LN1, B, C, eps)
-	m.linearF32(b.q, ln, p.WQ, p.BQ, B, C, QD, overwrite)
-	m.linearF32(b.k, ln, p.WK, p.BK, B, C, KVD, overwrite)
-	m.linearF32(b.v, ln, p.WV, p.BV, B, C, KVD, overwrite)
-	dev.RoPE(b.q, b.pos, m.ropeCos, m.ropeSin, B, c.NumAttentionHeads, HD)
-	dev.RoPE(b.k, b.pos, m.ropeCos, m.ropeSin, B, c.NumKeyValueHeads, HD)
+	ln := b.ln[:R*C]
+	dev.RMSNorm(ln, nil, b.rstd, b.x[:R*C], p.LN1, R, C, eps)
+	m.linearF32(b.q, ln, p.WQ, p.BQ, R, C, QD, overwrite)
+	m.linearF32(b.k, ln, p.WK, p.BK, R, C, KVD, overwrite)
+	m.linearF32(b.v, ln, p.WV, p.BV, R, C, KVD, overwrite)
+	dev.RoPE(b.q, b.pos, m.ropeCos, m.ropeSin, R, c.NumAttentionHeads, HD)
+	dev.RoPE(b.k, b.pos, m.ropeCos, m.ropeSin, R, c.NumKeyValueHeads, HD)
 	for i, d := range decs {
-		dev.Copy(d.k[l][d.n*KVD:(d.n+1)*KVD], b.k[i*KVD:(i+1)*KVD])
-		dev.Copy(d.v[l][d.n*KVD:(d.n+1)*KVD], b.v[i*KVD:(i+1)*KVD])
-		dev.AttentionCached(b.att[i*QD:(i+1)*QD], b.q[i*QD:(i+1)*QD], d.k[l], d.v[l], d.n, 1,
+		rows := func(w int) (int, int) { return i * per * w, (i + 1) * per * w }
+		k0, k1 := rows(KVD)
+		dev.Copy(d.k[l][d.n*KVD:(d.n+per)*KVD], b.k[k0:k1])
+		dev.Copy(d.v[l][d.n*KVD:(d.n+per)*KVD], b.v[k0:k1])
+		q0, q1 := rows(QD)
+		dev.AttentionCached(b.att[q0:q1], b.q[q0:q1], d.k[l], d.v[l], d.n, per,
 			c.NumAttentionHeads, c.NumKeyValueHeads, HD, c.Window())
 	}
-	m.linearF32(b.x[:B*C], b.att[:B*QD], p.WO, p.BO, B, QD, C, accumulate)
-	m.mlpF32(b, p, B, eps)
+	m.linearF32(b.x[:R*C], b.att[:R*QD], p.WO, p.BO, R, QD, C, accumulate)
+	m.mlpF32(b, p, R, eps)
 }
