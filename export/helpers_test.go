@@ -2,12 +2,10 @@ package export_test
 
 import (
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"hone/engine"
-	"hone/internal/testassets"
+	"hone/internal/testmodel"
 )
 
 // llama3Scaled is Llama 3.1's shape in miniature: llama3 rope scaling and
@@ -52,34 +50,7 @@ var spmTexts = []string{
 // Llama 2 tokenizer files.
 func writeLlama2Model(t testing.TB, dir string, seed uint64) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(llama2Tiny), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
-		b, err := os.ReadFile(testassets.Path(t, "tokenizer-llama2/package/models/"+f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := engine.LoadConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := engine.New(c, dev, engine.Options{})
-	m.InitRandom(seed)
-	if err := m.Save(dir, engine.SaveOptions{SourceDir: dir}); err != nil {
-		t.Fatal(err)
-	}
+	testmodel.WriteWith(t, dir, llama2Tiny, "tokenizer-llama2", seed)
 }
 
 // sharpenAttention scales the query and key projections of the model in

@@ -24,6 +24,13 @@ const Llama3Tiny = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama
 // and the Llama 3.1 tokenizer files.
 func Write(t testing.TB, dir, config string, seed uint64) {
 	t.Helper()
+	WriteWith(t, dir, config, "tokenizer-llama3_1", seed)
+}
+
+// WriteWith is Write with the tokenizer files of the test asset tokenizer
+// (e.g. "tokenizer-llama2").
+func WriteWith(t testing.TB, dir, config, tokenizer string, seed uint64) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +38,7 @@ func Write(t testing.TB, dir, config string, seed uint64) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
-		b, err := os.ReadFile(testassets.Path(t, "tokenizer-llama3_1/package/models/"+f))
+		b, err := os.ReadFile(testassets.Path(t, tokenizer+"/package/models/"+f))
 		if err != nil {
 			t.Fatal(err)
 		}
