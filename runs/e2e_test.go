@@ -87,6 +87,40 @@ func waitStatus(t *testing.T, c *client.Client, name string, timeout time.Durati
 	}
 }
 
+// serveInProcess starts the runs service with the real trainer (home/hf as
+// the Hugging Face home, data as the data root) behind an in-process HTTP
+// server, creates the catalog main.demo, and returns a client of it.
+func serveInProcess(t *testing.T, st *store.Store, home, data string) *client.Client {
+	t.Helper()
+	ctx := context.Background()
+	cat, err := catalog.New(catalog.Config{Store: st, Root: filepath.Join(home, "catalog")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svc *runs.Service
+	res, _ := modelref.New(modelref.Config{HFHome: filepath.Join(home, "hf"), Catalog: cat,
+		Confine: func(p string) (string, error) { return svc.Confine(p) }})
+	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: res, Home: home,
+		DataRoots: []string{data}, Work: true, FetchPoll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Stop(ctx) })
+	srv, _ := server.New(server.Config{Runs: svc, Catalog: cat})
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	c, _ := client.New(client.Config{Server: ts.URL})
+	for _, n := range []string{"main", "main.demo"} {
+		if err := c.CreateCatalog(ctx, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
 // TestLifecycle runs the service in-process with the real trainer, on
 // SQLite and PostgreSQL: refused data names file:line and leaves nothing;
 // a good run completes with metrics, checkpoints, eval-prompt outputs and a
@@ -95,31 +129,7 @@ func TestLifecycle(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, st *store.Store, _ string) {
 		ctx := context.Background()
 		home, data, model := fixture(t)
-		cat, err := catalog.New(catalog.Config{Store: st, Root: filepath.Join(home, "catalog")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var svc *runs.Service
-		res, _ := modelref.New(modelref.Config{HFHome: filepath.Join(home, "hf"), Catalog: cat,
-			Confine: func(p string) (string, error) { return svc.Confine(p) }})
-		svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: res, Home: home,
-			DataRoots: []string{data}, Work: true, FetchPoll: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := svc.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer svc.Stop(ctx)
-		srv, _ := server.New(server.Config{Runs: svc, Catalog: cat})
-		ts := httptest.NewServer(srv)
-		defer ts.Close()
-		c, _ := client.New(client.Config{Server: ts.URL})
-		for _, n := range []string{"main", "main.demo"} {
-			if err := c.CreateCatalog(ctx, n, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
+		c := serveInProcess(t, st, home, data)
 
 		bad := filepath.Join(data, "bad.jsonl")
 		good, _ := os.ReadFile(filepath.Join(data, "train.jsonl"))

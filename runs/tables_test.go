@@ -4,19 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"hone/catalog"
 	"hone/client"
 	"hone/internal/testassets"
-	"hone/modelref"
-	"hone/runs"
-	"hone/server"
 	"hone/store/storetest"
 )
 
@@ -61,31 +56,7 @@ func TestTrainFromTables(t *testing.T) {
 	st, _ := storetest.OpenSQLite(t)
 	home, data, model := fixture(t)
 	writeDelta(t, filepath.Join(data, "train.jsonl"), filepath.Join(data, "chat-delta"))
-	cat, err := catalog.New(catalog.Config{Store: st, Root: filepath.Join(home, "catalog")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var svc *runs.Service
-	res, _ := modelref.New(modelref.Config{HFHome: filepath.Join(home, "hf"), Catalog: cat,
-		Confine: func(p string) (string, error) { return svc.Confine(p) }})
-	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: res, Home: home,
-		DataRoots: []string{data}, Work: true, FetchPoll: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Stop(ctx)
-	srv, _ := server.New(server.Config{Runs: svc, Catalog: cat})
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	c, _ := client.New(client.Config{Server: ts.URL})
-	for _, n := range []string{"main", "main.demo"} {
-		if err := c.CreateCatalog(ctx, n, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := serveInProcess(t, st, home, data)
 	if _, err := c.CreateVolume(ctx, "main.demo.files"); err != nil {
 		t.Fatal(err)
 	}
