@@ -19,6 +19,7 @@ import (
 
 	"hone/catalog"
 	"hone/engine"
+	"hone/internal/hfcache"
 	"hone/store"
 )
 
@@ -107,15 +108,9 @@ func (r *Resolver) HFHome() string { return r.hfHome }
 
 // New fills defaults.
 func New(cfg Config) (*Resolver, error) {
-	if cfg.HFHome == "" {
-		cfg.HFHome = os.Getenv("HF_HOME")
-	}
-	if cfg.HFHome == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, fmt.Errorf("modelref: no HF_HOME and no home directory: %w", err)
-		}
-		cfg.HFHome = filepath.Join(home, ".cache", "huggingface")
+	var err error
+	if cfg.HFHome, err = hfcache.Home(cfg.HFHome); err != nil {
+		return nil, fmt.Errorf("modelref: %w", err)
 	}
 	return &Resolver{hfHome: cfg.HFHome, catalog: cfg.Catalog, confine: cfg.Confine}, nil
 }
@@ -199,14 +194,13 @@ func isPath(ref string) bool {
 
 // hfSnapshot finds hub/models--org--name/refs/main → snapshots/<hash>.
 func (r *Resolver) hfSnapshot(id string) (string, error) {
-	repo := filepath.Join(r.hfHome, "hub", "models--"+strings.ReplaceAll(id, "/", "--"))
-	b, err := os.ReadFile(filepath.Join(repo, "refs", "main"))
-	if err != nil {
+	snap, err := hfcache.Snapshot(r.hfHome, hfcache.Models, id)
+	repo := hfcache.Entry(r.hfHome, hfcache.Models, id)
+	switch {
+	case errors.Is(err, hfcache.ErrNotCached):
 		return "", invalidf("model %q: not in the local Hugging Face cache (%s); download it first, e.g. huggingface-cli download %s", id, repo, id)
-	}
-	hash := strings.TrimSpace(string(b))
-	if hash == "" || strings.ContainsAny(hash, `/\`) || hash == "." || hash == ".." {
+	case err != nil:
 		return "", invalidf("model %q: malformed %s", id, filepath.Join(repo, "refs", "main"))
 	}
-	return filepath.Join(repo, "snapshots", hash), nil
+	return snap, nil
 }

@@ -1,12 +1,15 @@
 package tabular
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+
+	"hone/internal/hfcache"
 )
 
 // splitFileRE takes the split from a data file name as the Hugging Face hub
@@ -129,24 +132,17 @@ func hfCached(id, home string) (string, error) {
 	if !hfIDRE.MatchString(id) {
 		return "", fmt.Errorf("tabular: %q is not a Hugging Face dataset id", id)
 	}
-	if home == "" {
-		home = os.Getenv("HF_HOME")
-	}
-	if home == "" {
-		h, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("tabular: no HF_HOME and no home directory: %w", err)
-		}
-		home = filepath.Join(h, ".cache", "huggingface")
-	}
-	repo := filepath.Join(home, "hub", "datasets--"+strings.ReplaceAll(id, "/", "--"))
-	b, err := os.ReadFile(filepath.Join(repo, "refs", "main"))
+	home, err := hfcache.Home(home)
 	if err != nil {
-		return "", fmt.Errorf("tabular: dataset %q is not a local path nor in the Hugging Face cache (%s); download it first, e.g. huggingface-cli download --repo-type dataset %s", id, repo, id)
+		return "", fmt.Errorf("tabular: %w", err)
 	}
-	hash := strings.TrimSpace(string(b))
-	if hash == "" || strings.ContainsAny(hash, `/\`) || hash == "." || hash == ".." {
+	snap, err := hfcache.Snapshot(home, hfcache.Datasets, id)
+	repo := hfcache.Entry(home, hfcache.Datasets, id)
+	switch {
+	case errors.Is(err, hfcache.ErrNotCached):
+		return "", fmt.Errorf("tabular: dataset %q is not a local path nor in the Hugging Face cache (%s); download it first, e.g. huggingface-cli download --repo-type dataset %s", id, repo, id)
+	case err != nil:
 		return "", fmt.Errorf("tabular: dataset %q: malformed %s", id, filepath.Join(repo, "refs", "main"))
 	}
-	return filepath.Join(repo, "snapshots", hash), nil
+	return snap, nil
 }
