@@ -58,6 +58,26 @@ type CreateRunRequest struct {
 	// Precision is "fp32" (default) or "bf16": bf16 matrix products with
 	// fp32 master weights, optimizer state and loss.
 	Precision string `json:"precision,omitempty"`
+	// Method is "full" (default: every weight trains) or "lora" (a
+	// low-rank adapter trains on the frozen base; LoRA holds its settings).
+	Method string `json:"method,omitempty"`
+	LoRA   *LoRA  `json:"lora,omitempty"`
+	// AdapterPath (method lora) is a PEFT adapter directory to continue
+	// training; its adapter_config.json sets the rank, alpha and targets.
+	AdapterPath string `json:"adapter_path,omitempty"`
+	// RegisterAdapter (method lora) registers the adapter alone, as a
+	// version that names its base model, instead of the merged model.
+	RegisterAdapter bool `json:"register_adapter,omitempty"`
+}
+
+// LoRA holds the adapter settings of a method "lora" run; unset fields take
+// the server's defaults (rank 16, alpha 32, dropout 0.05, all projections).
+type LoRA struct {
+	Rank          int      `json:"rank,omitempty"`
+	Alpha         float64  `json:"alpha,omitempty"`
+	Dropout       *float64 `json:"dropout,omitempty"` // 0: none; unset: the default
+	TargetModules []string `json:"target_modules,omitempty"`
+	UseRSLoRA     bool     `json:"use_rslora,omitempty"` // scale by alpha/sqrt(r)
 }
 
 // Optimizer holds AdamW and schedule settings; unset fields take the

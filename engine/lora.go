@@ -153,6 +153,7 @@ type Adapter struct {
 	// t, u, du are (N, r) scratch of the adapter passes, sized for n tokens.
 	t, u, du []float32
 	n        int
+	drop     dropout
 }
 
 // NewAdapter allocates a zeroed adapter for config c on dev. The targets
@@ -219,6 +220,12 @@ func (a *Adapter) InitPEFT(seed uint64) {
 // ZeroGrad clears the adapter's gradients.
 func (a *Adapter) ZeroGrad() { a.dev.Zero(a.Grads) }
 
+// GradNorm is the L2 norm of the adapter's gradients.
+func (a *Adapter) GradNorm() float64 { return math.Sqrt(a.dev.SumSquares(a.Grads)) }
+
+// Device is the device the adapter lives on.
+func (a *Adapter) Device() Device { return a.dev }
+
 // ensure sizes the (N, r) scratch for n tokens.
 func (a *Adapter) ensure(n int) {
 	if a.n >= n {
@@ -239,6 +246,7 @@ func (a *Adapter) freeScratch() {
 // Close releases the adapter's device memory.
 func (a *Adapter) Close() {
 	a.freeScratch()
+	a.drop.free(a.dev)
 	freeAll(a.dev, a.Params, a.Grads, a.scaleI)
 	a.Params, a.Grads, a.scaleI = nil, nil, nil
 }
@@ -272,6 +280,7 @@ func (m *Model) adapt(l, p int, y, x []float32, n int) {
 	in, out := m.Config.projDims(p)
 	w, r, d := a.p[l][p], a.Config.Rank, m.Dev
 	a.ensure(n)
+	x = a.dropped(l, p, x, n, in)
 	d.MatMul(a.t, x, w.A, n, r, in, xWt)
 	d.MatMul(a.u, a.t, a.scaleI, n, r, r, MatMulFlags{})
 	d.MatMul(y, a.u, w.B, n, out, r, MatMulFlags{TransB: true, Acc: true})
@@ -280,7 +289,8 @@ func (m *Model) adapt(l, p int, y, x []float32, n int) {
 // adaptBackward adds the adapter's gradients for projection p of layer l
 // given its output gradient dy(n,out) and input x(n,in): dB += dyᵀ·u,
 // dA += dtᵀ·x, and dx += dt·A, with t = x Aᵀ (recomputed), u = s·t and
-// dt = s·(dy B).
+// dt = s·(dy B). Under dropout x is the dropped input m·x/(1-p) (the mask
+// of the forward pass, drawn again) and dx takes the mask too.
 func (m *Model) adaptBackward(l, p int, dx, dy, x []float32, n int) {
 	a := m.lora
 	if a == nil || a.p[l][p].A == nil {
@@ -289,11 +299,17 @@ func (m *Model) adaptBackward(l, p int, dx, dy, x []float32, n int) {
 	in, out := m.Config.projDims(p)
 	w, g, r, d := a.p[l][p], a.g[l][p], a.Config.Rank, m.Dev
 	a.ensure(n)
-	d.MatMul(a.t, x, w.A, n, r, in, xWt)
+	xd := a.dropped(l, p, x, n, in)
+	d.MatMul(a.t, xd, w.A, n, r, in, xWt)
 	d.MatMul(a.u, a.t, a.scaleI, n, r, r, MatMulFlags{})
 	d.MatMul(g.B, dy, a.u, out, r, n, dytX)
 	d.MatMul(a.du, dy, w.B, n, r, out, dyW)
 	d.MatMul(a.t, a.du, a.scaleI, n, r, r, MatMulFlags{}) // t now holds dt
-	d.MatMul(g.A, a.t, x, r, in, n, dytX)
-	d.MatMul(dx, a.t, w.A, n, in, r, MatMulFlags{Acc: true})
+	d.MatMul(g.A, a.t, xd, r, in, n, dytX)
+	if !a.drop.on {
+		d.MatMul(dx, a.t, w.A, n, in, r, MatMulFlags{Acc: true})
+		return
+	}
+	d.MatMul(a.drop.dx, a.t, w.A, n, in, r, MatMulFlags{})
+	a.addMasked(dx, a.drop.dx[:n*in])
 }

@@ -278,3 +278,38 @@ func (a *Adapter) Save(dir string) error {
 	}
 	return nil
 }
+
+// NumParams is the number of adapter parameters lc makes for config c.
+func (lc *LoRAConfig) NumParams(c *Config) (int64, error) {
+	on, err := lc.adapted(c)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, s := range c.adapterSpecs(lc.Rank, on) {
+		n += int64(s.Size())
+	}
+	return n, nil
+}
+
+// LoadWeights replaces the adapter's weights with those of the PEFT
+// directory dir, which must hold exactly a's tensors (a checkpoint of a).
+func (a *Adapter) LoadWeights(dir string) error {
+	wPath := filepath.Join(dir, AdapterWeightsFile)
+	st, err := safetensors.Open(wPath)
+	if err != nil {
+		return fmt.Errorf("load adapter weights: %w", err)
+	}
+	defer st.Close()
+	if err := a.fill(st); err != nil {
+		return fmt.Errorf("load adapter weights: %s: %w", wPath, err)
+	}
+	return nil
+}
+
+// IsAdapterDir says whether dir holds a PEFT adapter (adapter_config.json)
+// rather than a model.
+func IsAdapterDir(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, AdapterConfigFile))
+	return err == nil
+}

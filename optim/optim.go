@@ -71,15 +71,24 @@ type group struct {
 
 // NewAdamW allocates optimizer state for m.
 func NewAdamW(m *engine.Model, cfg AdamWConfig) (*AdamW, error) {
+	return newAdamW(m.Dev, m.Config.ParamSpecs(), len(m.Params.Arena), cfg)
+}
+
+// NewAdamWAdapter allocates optimizer state for LoRA adapter a: only the
+// adapter trains, so only its parameters have moments.
+func NewAdamWAdapter(a *engine.Adapter, cfg AdamWConfig) (*AdamW, error) {
+	return newAdamW(a.Device(), a.Specs, len(a.Params), cfg)
+}
+
+func newAdamW(dev engine.Device, specs []engine.ParamSpec, n int, cfg AdamWConfig) (*AdamW, error) {
 	if cfg == (AdamWConfig{}) {
 		cfg = DefaultAdamW
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := len(m.Params.Arena)
-	o := &AdamW{Config: cfg, M: m.Dev.Alloc(n), V: m.Dev.Alloc(n)}
-	for _, s := range m.Config.ParamSpecs() {
+	o := &AdamW{Config: cfg, M: dev.Alloc(n), V: dev.Alloc(n)}
+	for _, s := range specs {
 		decay := s.Decay || cfg.DecayAll
 		if k := len(o.groups); k > 0 && o.groups[k-1].decay == decay && o.groups[k-1].hi == s.Offset {
 			o.groups[k-1].hi = s.Offset + s.Size()
@@ -101,7 +110,21 @@ type StepResult struct {
 // parameters stay as they were) and is reported as an error, so one bad
 // batch cannot poison the weights.
 func (o *AdamW) Step(m *engine.Model, lr float64) (StepResult, error) {
-	norm := m.GradNorm()
+	p16 := m.LowPrecisionParams()
+	res, err := o.step(m.Dev, m.Params.Arena, m.Grads.Arena, p16, m.GradNorm(), lr)
+	if err == nil && p16 == nil {
+		m.ParamsChanged()
+	}
+	return res, err
+}
+
+// StepAdapter is Step for an optimizer made by NewAdamWAdapter: clipping
+// and the update see the adapter's gradients only.
+func (o *AdamW) StepAdapter(a *engine.Adapter, lr float64) (StepResult, error) {
+	return o.step(a.Device(), a.Params, a.Grads, nil, a.GradNorm(), lr)
+}
+
+func (o *AdamW) step(dev engine.Device, params, grads []float32, p16 []uint16, norm, lr float64) (StepResult, error) {
 	res := StepResult{GradNorm: norm}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return res, fmt.Errorf("adamw: gradient norm is %v; update skipped", norm)
@@ -114,7 +137,6 @@ func (o *AdamW) Step(m *engine.Model, lr float64) (StepResult, error) {
 		res.Clipped = true
 	}
 	o.Steps++
-	p16 := m.LowPrecisionParams()
 	for _, g := range o.groups {
 		var g16 []uint16
 		if p16 != nil {
@@ -124,13 +146,10 @@ func (o *AdamW) Step(m *engine.Model, lr float64) (StepResult, error) {
 		if g.decay {
 			wd = o.Config.WeightDecay
 		}
-		m.Dev.AdamW(m.Params.Arena[g.lo:g.hi], m.Grads.Arena[g.lo:g.hi], o.M[g.lo:g.hi], o.V[g.lo:g.hi], g16, engine.AdamWStep{
+		dev.AdamW(params[g.lo:g.hi], grads[g.lo:g.hi], o.M[g.lo:g.hi], o.V[g.lo:g.hi], g16, engine.AdamWStep{
 			LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
 			Eps: float32(o.Config.Eps), WeightDecay: float32(wd), Step: o.Steps, GradScale: gradScale,
 		})
-	}
-	if p16 == nil {
-		m.ParamsChanged()
 	}
 	return res, nil
 }

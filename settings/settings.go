@@ -14,6 +14,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"hone/engine"
 )
 
 // Defaults: the value a run uses for a setting it leaves unset.
@@ -36,7 +38,18 @@ const (
 	Eps         = 1e-8
 	WeightDecay = 0.01 // matrices only: norms and biases never decay
 	MaxGradNorm = 1.0  // 0 turns clipping off
+
+	Method = "full" // "lora" trains a low-rank adapter on a frozen base
+
+	// LoRA: PEFT's usual settings for instruction tuning.
+	LoRARank    = 16
+	LoRAAlpha   = 32.0
+	LoRADropout = 0.05
 )
+
+// MaxLoRARank bounds a LoRA rank; a rank near the projections' width is
+// full fine-tuning at a higher cost.
+const MaxLoRARank = 1024
 
 // MaxEpochs bounds a duration given in epochs.
 const MaxEpochs = 1000
@@ -45,7 +58,15 @@ const MaxEpochs = 1000
 var (
 	decays     = []string{"linear", "cosine", "constant"}
 	precisions = []string{"fp32", "bf16"}
+	methods    = []string{"full", "lora"}
 )
+
+// Methods are the accepted training methods, the default first.
+func Methods() []string { return slices.Clone(methods) }
+
+// LoRATargets are the projections LoRA adapts by default: all that hone
+// can adapt.
+func LoRATargets() []string { return slices.Clone(engine.LoRATargets) }
 
 // Decays are the accepted learning-rate decays, the default first.
 func Decays() []string { return slices.Clone(decays) }
@@ -80,6 +101,15 @@ var help = map[string]string{
 	"keep_checkpoints":  "newest checkpoints kept on disk (at least 1, so a run can resume)",
 	"seed":              "random seed of the data order, the eval split and eval-prompt sampling",
 	"precision":         "fp32 or bf16 (bf16 matrix products, fp32 master weights)",
+
+	"method":              "full (every weight trains) or lora (a low-rank adapter trains; the base stays frozen)",
+	"lora.rank":           "LoRA rank r of each adapter pair, in [1, 1024]",
+	"lora.alpha":          "LoRA alpha: the adapter's output is scaled by alpha/r (alpha/sqrt(r) with use_rslora)",
+	"lora.dropout":        "dropout on the adapter's input while training, in [0, 1)",
+	"lora.target_modules": "projections to adapt: " + strings.Join(engine.LoRATargets, ", "),
+	"lora.use_rslora":     "scale by alpha/sqrt(r) (rank-stabilised LoRA) instead of alpha/r",
+	"adapter_path":        "PEFT adapter directory to continue training (method lora); its config sets rank and targets",
+	"register_adapter":    "register the LoRA adapter alone (it names its base version) instead of the merged model",
 
 	"optimizer.warmup_frac":   "fraction of the steps with linear warmup, in [0, 1) (0: no warmup)",
 	"optimizer.decay":         "learning-rate decay after warmup: " + strings.Join(decays, ", "),
@@ -176,4 +206,59 @@ func oneOf(setting, v string, names []string) error {
 		return errorf(setting, "use one of "+strings.Join(names, ", "), "%q is not a known value", v)
 	}
 	return nil
+}
+
+// CheckMethod reports an unknown training method.
+func CheckMethod(v string) error { return oneOf("method", v, methods) }
+
+// CheckLoRARank reports a rank outside [1, MaxLoRARank].
+func CheckLoRARank(v int) error {
+	if v < 1 || v > MaxLoRARank {
+		return errorf("lora.rank", fmt.Sprintf("use a rank in [1, %d], e.g. 8, 16 or 64; unset means %d", MaxLoRARank, LoRARank),
+			"%d is outside [1, %d]", v, MaxLoRARank)
+	}
+	return nil
+}
+
+// CheckLoRAAlpha reports an alpha that is not positive and finite.
+func CheckLoRAAlpha(v float64) error {
+	if !(v > 0) || math.IsInf(v, 0) {
+		return errorf("lora.alpha", fmt.Sprintf("use a positive value, often twice the rank; unset means %g", LoRAAlpha),
+			"%g is not positive", v)
+	}
+	return nil
+}
+
+// CheckLoRADropout reports a dropout probability outside [0, 1).
+func CheckLoRADropout(v float64) error {
+	if !(v >= 0 && v < 1) {
+		return errorf("lora.dropout", fmt.Sprintf("use a probability in [0, 1), 0 for none; unset means %g", LoRADropout),
+			"%g is outside [0, 1)", v)
+	}
+	return nil
+}
+
+// CheckLoRATargets reports an empty target list, a repeated target, or a
+// name that is not a projection hone adapts.
+func CheckLoRATargets(v []string) error {
+	const s = "lora.target_modules"
+	fix := "use projection names from " + strings.Join(engine.LoRATargets, ", ") + ", or leave it unset for all of them"
+	if len(v) == 0 {
+		return errorf(s, fix, "the list is empty")
+	}
+	for i, t := range v {
+		if !slices.Contains(engine.LoRATargets, t) {
+			return errorf(s, fix, "%q is not a projection hone adapts", t)
+		}
+		if slices.Contains(v[:i], t) {
+			return errorf(s, "name each projection once", "%q is repeated", t)
+		}
+	}
+	return nil
+}
+
+// CheckLoRAOnly reports a LoRA setting given to a run whose method is not
+// lora, so it is not silently ignored.
+func CheckLoRAOnly(setting, method string) error {
+	return errorf(setting, `set method to "lora", or remove it`, "it applies only to method lora, and the method is %q", method)
 }

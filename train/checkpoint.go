@@ -17,7 +17,10 @@ import (
 // A checkpoint directory checkpoints/step-NNNNNNNN holds:
 //
 //	model/                 the weights in HF layout, f32 so resuming is exact
-//	optimizer.safetensors  AdamW moments exp_avg and exp_avg_sq, flat (P)
+//	adapter/               instead of model/ for a LoRA run: the adapter in
+//	                       PEFT layout (f32); the base is frozen, so it is not saved
+//	optimizer.safetensors  AdamW moments exp_avg and exp_avg_sq, flat (P, or
+//	                       the adapter's parameters)
 //	state.json             the step and the fingerprints it belongs to
 //
 // It is written under a temporary name and renamed into place, so a crash
@@ -37,14 +40,19 @@ func ckptRoot(workDir string) string { return filepath.Join(workDir, "checkpoint
 
 // saveCheckpoint writes st's checkpoint and prunes all but the newest keep,
 // returning its directory and the steps it pruned.
-func saveCheckpoint(workDir, sourceDir string, m *engine.Model, o *optim.AdamW, st ckptState, keep int) (string, []int, error) {
+// a is the adapter of a LoRA run, nil for full fine-tuning.
+func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o *optim.AdamW, st ckptState, keep int) (string, []int, error) {
 	root := ckptRoot(workDir)
 	final := filepath.Join(root, fmt.Sprintf("%s%08d", ckptPrefix, st.Step))
 	tmp := final + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", nil, err
 	}
-	if err := m.Save(filepath.Join(tmp, "model"), engine.SaveOptions{DType: safetensors.F32, SourceDir: sourceDir}); err != nil {
+	if a != nil {
+		if err := a.Save(filepath.Join(tmp, "adapter")); err != nil {
+			return "", nil, fmt.Errorf("save checkpoint: %w", err)
+		}
+	} else if err := m.Save(filepath.Join(tmp, "model"), engine.SaveOptions{DType: safetensors.F32, SourceDir: sourceDir}); err != nil {
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	n := len(o.M)
@@ -118,8 +126,9 @@ func listCheckpoints(workDir string) ([]string, error) {
 	return dirs, nil
 }
 
-// loadCheckpoint restores weights and optimizer state into m and o.
-func loadCheckpoint(dir string, m *engine.Model, o *optim.AdamW) (ckptState, error) {
+// loadCheckpoint restores weights and optimizer state into m (or the
+// adapter a of a LoRA run) and o.
+func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o *optim.AdamW) (ckptState, error) {
 	var st ckptState
 	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if err != nil {
@@ -128,21 +137,11 @@ func loadCheckpoint(dir string, m *engine.Model, o *optim.AdamW) (ckptState, err
 	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("%s: %w", filepath.Join(dir, "state.json"), err)
 	}
-	w, err := safetensors.OpenModel(filepath.Join(dir, "model"))
-	if err != nil {
-		return st, err
+	if a != nil {
+		err = a.LoadWeights(filepath.Join(dir, "adapter"))
+	} else {
+		err = restoreWeights(m, filepath.Join(dir, "model"), nil)
 	}
-	defer w.Close()
-	// Parameters and moments live on the model's device: fill them through
-	// host memory.
-	err = engine.FillDevice(m.Dev, m.Params.Arena, func(arena []float32) error {
-		for _, s := range m.Config.ParamSpecs() {
-			if err := w.Float32(s.Name, arena[s.Offset:s.Offset+s.Size()]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 	if err != nil {
 		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
 	}
@@ -159,4 +158,25 @@ func loadCheckpoint(dir string, m *engine.Model, o *optim.AdamW) (ckptState, err
 	o.Steps = st.Step
 	m.ParamsChanged()
 	return st, nil
+}
+
+// restoreWeights reads m's weights from the HF directory dir, those named in
+// only when it is not nil. Parameters live on the model's device: each is
+// filled through host memory.
+func restoreWeights(m *engine.Model, dir string, only map[string]bool) error {
+	w, err := safetensors.OpenModel(dir)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	for _, s := range m.Config.ParamSpecs() {
+		if only != nil && !only[s.Name] {
+			continue
+		}
+		dst := m.Params.Arena[s.Offset : s.Offset+s.Size()]
+		if err := engine.FillDevice(m.Dev, dst, func(host []float32) error { return w.Float32(s.Name, host) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }

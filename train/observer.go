@@ -52,7 +52,8 @@ type Observer interface {
 
 // Result describes a finished run.
 type Result struct {
-	ModelDir        string // final model, HF layout (bf16)
+	ModelDir        string // final model, HF layout (bf16; a LoRA run's merged model in the base's dtype)
+	AdapterDir      string // a LoRA run's final adapter, PEFT layout; "" for a full run
 	Steps           int
 	TokensSeen      int64
 	TrainLoss       float64 // mean loss of the last step

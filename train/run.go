@@ -34,6 +34,9 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := spec.checkAdapter(); err != nil {
+		return nil, err
+	}
 	if _, err := engine.LoadConfig(spec.ModelDir); err != nil {
 		return nil, err
 	}
@@ -66,6 +69,9 @@ func (s Spec) dataOptions() dataset.Options {
 // fingerprint identifies the settings that determine the weights, so a work
 // directory is never resumed under different settings.
 func (s Spec) fingerprint() string {
+	if s.Method == "full" {
+		s.Method = "" // as before methods existed, so older checkpoints resume
+	}
 	b, _ := json.Marshal(struct {
 		Spec
 		EvalPrompts, Threads, KeepCheckpoints, CheckpointEvery any // do not change the weights
@@ -82,6 +88,9 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	}
 	spec, err := spec.withDefaults()
 	if err != nil {
+		return nil, err
+	}
+	if err := spec.checkAdapter(); err != nil {
 		return nil, err
 	}
 	task, err := dataset.ParseTask(spec.Task)
@@ -110,17 +119,26 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	obs.OnLog(fmt.Sprintf("training %d steps (%s) of %d rows × %d tokens, lr %g, %s, %d parameters",
-		r.totalSteps, spec.Duration, r.rps, prep.ContextLength(), spec.LearningRate, spec.Precision, r.m.Config.NumParams()))
+	trained := fmt.Sprintf("%d parameters", r.m.Config.NumParams())
+	if r.a != nil {
+		trained = fmt.Sprintf("%s: %d adapter parameters on a frozen base of %d", spec.LoRA, len(r.a.Params), r.m.Config.NumParams())
+	}
+	obs.OnLog(fmt.Sprintf("training %d steps (%s) of %d rows × %d tokens, lr %g, %s, %s",
+		r.totalSteps, spec.Duration, r.rps, prep.ContextLength(), spec.LearningRate, spec.Precision, trained))
 	if err := r.loop(ctx, &st); err != nil {
 		return nil, err
 	}
-	final, err := r.saveFinal()
+	res := &Result{Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
+		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}
+	if r.a != nil {
+		res.ModelDir, res.AdapterDir, err = r.saveFinalLoRA()
+	} else {
+		res.ModelDir, err = r.saveFinal()
+	}
 	if err != nil {
 		return nil, err
 	}
-	return &Result{ModelDir: final, Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
-		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}, nil
+	return res, nil
 }
 
 // prepareData tokenizes and packs the data into workDir/data (or loads it
@@ -159,12 +177,20 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) 
 	if err != nil {
 		return nil, err
 	}
-	o, err := optim.NewAdamW(m, spec.AdamW)
+	var a *engine.Adapter
+	var o *optim.AdamW
+	if spec.Method == "lora" {
+		if a, err = newAdapter(spec, m); err == nil {
+			o, err = optim.NewAdamWAdapter(a, spec.AdamW)
+		}
+	} else {
+		o, err = optim.NewAdamW(m, spec.AdamW)
+	}
 	if err != nil {
 		return nil, err
 	}
 	trainSet := prep.Train()
-	r := &runner{spec: spec, m: m, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
+	r := &runner{spec: spec, m: m, a: a, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
 		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}}
 	if err := r.plan(trainSet.Stats().Tokens); err != nil {
 		return nil, err
@@ -184,7 +210,17 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 		return nil, err
 	}
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
-	opts, notes, err := cfg.Fit(dev, opts, spec.BatchRows, ctxLen, 0)
+	var avail int64 // 0: what the machine has
+	if spec.Method == "lora" {
+		credit, err := loraMemoryCredit(cfg, spec.loraConfig())
+		if err != nil {
+			return nil, fmt.Errorf("lora: %w", err)
+		}
+		if avail = engine.MemAvailable(); avail > 0 {
+			avail += credit
+		}
+	}
+	opts, notes, err := cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
 	for _, n := range notes {
 		obs.OnLog(n)
 	}
@@ -237,7 +273,7 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 		return st, err
 	}
 	last := ckpts[len(ckpts)-1]
-	got, err := loadCheckpoint(last, r.m, r.o)
+	got, err := loadCheckpoint(last, r.m, r.a, r.o)
 	if err != nil {
 		return st, err
 	}
@@ -308,6 +344,7 @@ func (r *runner) saveFinal() (string, error) {
 type runner struct {
 	spec       Spec
 	m          *engine.Model
+	a          *engine.Adapter // the trained adapter of a LoRA run, attached to m; nil for full fine-tuning
 	o          *optim.AdamW
 	obs        Observer
 	train      *dataset.Split
@@ -380,17 +417,27 @@ func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res opt
 	if scored == 0 {
 		return 0, tokens, res, nil
 	}
-	r.m.ZeroGrad()
+	if r.a != nil {
+		r.a.ZeroGrad()
+	} else {
+		r.m.ZeroGrad()
+	}
 	var sum float64
-	for _, bt := range batches {
-		s, _ := r.m.ForwardBackward(bt, 1/float32(scored))
+	for i, bt := range batches {
+		// LoRA dropout masks are a function of the micro-batch's first
+		// row, so a resumed run draws the masks of an uninterrupted one.
+		s, _ := r.m.ForwardBackwardDropout(bt, 1/float32(scored), dropoutSeed(r.spec.Seed, first+int64(i*r.spec.BatchRows)))
 		sum += s
 	}
 	loss = sum / float64(scored)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return loss, tokens, res, fmt.Errorf("loss is %v: the learning rate may be too high", loss)
 	}
-	res, err = r.o.Step(r.m, lr)
+	if r.a != nil {
+		res, err = r.o.StepAdapter(r.a, lr)
+	} else {
+		res, err = r.o.Step(r.m, lr)
+	}
 	return loss, tokens, res, err
 }
 
@@ -405,7 +452,7 @@ func (r *runner) checkpoint(ctx context.Context, st *ckptState) error {
 }
 
 // report evaluates on the eval data and completes the eval prompts.
-func (r *runner) report(ctx context.Context, step int) error {
+func (r *runner) report(ctx context.Context, step int) (err error) {
 	if r.eval != nil && r.eval.NumRows() > 0 {
 		em, err := r.evaluate()
 		if err != nil {
@@ -417,6 +464,12 @@ func (r *runner) report(ctx context.Context, step int) error {
 	}
 	if r.prompts == nil {
 		return nil
+	}
+	if r.a != nil { // the decoder runs the base weights: generate with the adapter merged in
+		if err := r.m.Merge(r.a); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, r.unmerge()) }()
 	}
 	var outs []PromptOutput
 	for i, prompt := range r.spec.EvalPrompts {
@@ -432,7 +485,7 @@ func (r *runner) report(ctx context.Context, step int) error {
 
 // save writes the checkpoint of st and reports it.
 func (r *runner) save(st *ckptState) error {
-	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.o, *st, r.spec.KeepCheckpoints)
+	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.a, r.o, *st, r.spec.KeepCheckpoints)
 	if err != nil {
 		return err
 	}

@@ -97,6 +97,14 @@ type Spec struct {
 	Recompute   bool   // activation recomputation (less memory, ~30% more compute)
 	Precision   string // "fp32" or "bf16" (bf16 matmuls, fp32 master weights)
 	Threads     int    // 0 = all cores
+
+	// Method "full" trains every weight; "lora" trains a LoRA adapter
+	// (settings in LoRA) on the frozen base, continuing the PEFT adapter
+	// directory Adapter when set. Both are omitted from the fingerprint of
+	// a full run, so its older checkpoints still resume.
+	Method  string    `json:",omitempty"`
+	LoRA    *LoRASpec `json:",omitempty"`
+	Adapter string    `json:",omitempty"`
 }
 
 // Resolve returns s with every unset setting at its default, or an error
@@ -130,7 +138,10 @@ func (s Spec) Resolve() (Spec, error) {
 	if s.AdamW == (optim.AdamWConfig{}) {
 		s.AdamW = optim.DefaultAdamW
 	}
-	return s, errors.Join(settings.CheckLearningRate(s.LearningRate),
+	if s.Method == "" {
+		s.Method = settings.Method
+	}
+	return s, errors.Join(s.resolveLoRA(), settings.CheckLearningRate(s.LearningRate),
 		settings.CheckCount("context_length", s.ContextLength, 0), settings.CheckCount("batch_rows", s.BatchRows, 1),
 		settings.CheckCount("grad_accum", s.GradAccum, 1), settings.CheckCount("checkpoint_every", s.CheckpointEvery, 0),
 		settings.CheckCount("keep_checkpoints", s.KeepCheckpoints, 1), settings.CheckPrecision(s.Precision),

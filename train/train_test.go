@@ -118,7 +118,14 @@ func TestResumeIsExact(t *testing.T) {
 	model, data := tinyModel(t), chatData(t)
 	s := spec(model, data)
 	s.EvalPrompts = []string{"What is 12 + 30?"}
+	checkResumeIsExact(t, s)
+}
 
+// checkResumeIsExact runs s uninterrupted and cancelled twice then resumed
+// (see TestResumeIsExact), checks the final weights are byte-equal and
+// returns both results.
+func checkResumeIsExact(t *testing.T, s train.Spec) (full, resumed *train.Result) {
+	t.Helper()
 	full, err := train.Run(context.Background(), s, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +165,7 @@ func TestResumeIsExact(t *testing.T) {
 		t.Fatalf("resumed run did steps %+v and checkpoints %+v, want steps 5, 6 and the checkpoint of 6", rec2.steps, rec2.ckpts)
 	}
 	rec3 := &recorder{}
-	resumed, err := train.Run(context.Background(), s, work, rec3)
+	resumed, err = train.Run(context.Background(), s, work, rec3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +177,7 @@ func TestResumeIsExact(t *testing.T) {
 	if len(a) == 0 || !bytes.Equal(a, b) {
 		t.Fatal("resumed run's final weights differ from the uninterrupted run's")
 	}
+	return full, resumed
 }
 
 func TestBadDataRefused(t *testing.T) {

@@ -1,0 +1,258 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"hone/engine"
+	"hone/settings"
+)
+
+// LoRASpec holds a method "lora" run's adapter settings. Unset (zero, nil)
+// fields take package settings' defaults, except those an Adapter
+// directory's config sets (see ResolveAdapter).
+type LoRASpec struct {
+	Rank    int
+	Alpha   float64
+	Dropout *float64 // nil = the default; 0 = none
+	Targets []string
+	RSLoRA  bool
+}
+
+// resolveLoRA fills the LoRA defaults of a method "lora" spec and checks
+// the LoRA settings; a full run may not carry any. With an Adapter
+// directory, rank, alpha and targets stay as given (ResolveAdapter takes
+// them from the adapter's config).
+func (s *Spec) resolveLoRA() error {
+	if err := settings.CheckMethod(s.Method); err != nil {
+		return err
+	}
+	if s.Method != "lora" {
+		var errs []error
+		if s.LoRA != nil {
+			errs = append(errs, settings.CheckLoRAOnly("lora", s.Method))
+		}
+		if s.Adapter != "" {
+			errs = append(errs, settings.CheckLoRAOnly("adapter_path", s.Method))
+		}
+		return errors.Join(errs...)
+	}
+	lo := LoRASpec{}
+	if s.LoRA != nil {
+		lo = *s.LoRA
+		lo.Targets = slices.Clone(lo.Targets)
+	}
+	if lo.Dropout == nil {
+		d := settings.LoRADropout
+		lo.Dropout = &d
+	}
+	var errs []error
+	if s.Adapter == "" {
+		zeroIsDefault(&lo.Rank, settings.LoRARank)
+		if lo.Alpha == 0 {
+			lo.Alpha = settings.LoRAAlpha
+		}
+		if lo.Targets == nil {
+			lo.Targets = settings.LoRATargets()
+		}
+	}
+	if lo.Rank != 0 || s.Adapter == "" {
+		errs = append(errs, settings.CheckLoRARank(lo.Rank))
+	}
+	if lo.Alpha != 0 || s.Adapter == "" {
+		errs = append(errs, settings.CheckLoRAAlpha(lo.Alpha))
+	}
+	if lo.Targets != nil || s.Adapter == "" {
+		errs = append(errs, settings.CheckLoRATargets(lo.Targets))
+	}
+	errs = append(errs, settings.CheckLoRADropout(*lo.Dropout))
+	if s.InitWeights != "" {
+		errs = append(errs, &settings.Error{Setting: "custom_weights_path", Problem: "method lora trains an adapter on the base model's own weights",
+			Fix: "register the custom weights as a model and name it as the base model, or use method full"})
+	}
+	s.LoRA = &lo
+	return errors.Join(errs...)
+}
+
+// ResolveAdapter completes a resolved method "lora" spec that continues a
+// PEFT adapter directory: the adapter's config sets rank, alpha, rsLoRA and
+// targets, since they are what the adapter computes. A setting the request
+// gave that disagrees is refused, naming both values. Other specs are
+// returned as they are. The caller has confined s.Adapter.
+func ResolveAdapter(s Spec) (Spec, error) {
+	if s.Method != "lora" || s.Adapter == "" || s.LoRA == nil {
+		return s, nil
+	}
+	cfgPath := filepath.Join(s.Adapter, engine.AdapterConfigFile)
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return s, &settings.Error{Setting: "adapter_path", Problem: err.Error(), Fix: "name a PEFT adapter directory (adapter_config.json, adapter_model.safetensors)"}
+	}
+	lc, err := engine.ParseAdapterConfig(raw)
+	if err != nil {
+		return s, &settings.Error{Setting: "adapter_path", Problem: fmt.Sprintf("%s: %v", cfgPath, err), Fix: "use a LoRA adapter saved by PEFT or hone"}
+	}
+	lo := *s.LoRA
+	conflict := func(setting string, given, adapter any) error {
+		return &settings.Error{Setting: setting, Problem: fmt.Sprintf("%v conflicts with %v in %s", given, adapter, cfgPath),
+			Fix: "leave it unset: the adapter's config sets it"}
+	}
+	var errs []error
+	if lo.Rank != 0 && lo.Rank != lc.Rank {
+		errs = append(errs, conflict("lora.rank", lo.Rank, lc.Rank))
+	}
+	if lo.Alpha != 0 && lo.Alpha != lc.Alpha {
+		errs = append(errs, conflict("lora.alpha", lo.Alpha, lc.Alpha))
+	}
+	if lo.RSLoRA && !lc.RSLoRA {
+		errs = append(errs, conflict("lora.use_rslora", true, false))
+	}
+	targets := lc.Targets
+	if lc.TargetRegex != "" {
+		targets = nil // a pattern; the adapter's tensors say which projections
+	}
+	if lo.Targets != nil && !sameSet(lo.Targets, targets) {
+		errs = append(errs, conflict("lora.target_modules", strings.Join(lo.Targets, ","), adapterTargets(lc)))
+	}
+	lo.Rank, lo.Alpha, lo.RSLoRA, lo.Targets = lc.Rank, lc.Alpha, lc.RSLoRA, targets
+	s.LoRA = &lo
+	return s, errors.Join(errs...)
+}
+
+func adapterTargets(lc engine.LoRAConfig) string {
+	if lc.TargetRegex != "" {
+		return fmt.Sprintf("the pattern %q", lc.TargetRegex)
+	}
+	return strings.Join(lc.Targets, ",")
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// loraConfig is the engine's configuration of a resolved spec's adapter.
+func (s Spec) loraConfig() engine.LoRAConfig {
+	return engine.LoRAConfig{Rank: s.LoRA.Rank, Alpha: s.LoRA.Alpha, Dropout: *s.LoRA.Dropout,
+		Targets: slices.Clone(s.LoRA.Targets), RSLoRA: s.LoRA.RSLoRA, BaseModel: s.ModelDir}
+}
+
+// newAdapter makes the run's adapter on m and attaches it: the adapter of
+// Adapter when set (with this run's dropout), else a new one initialised
+// as PEFT does from the run's seed.
+func newAdapter(spec Spec, m *engine.Model) (*engine.Adapter, error) {
+	var a *engine.Adapter
+	var err error
+	if spec.Adapter != "" {
+		if a, err = engine.LoadAdapter(spec.Adapter, m); err != nil {
+			return nil, fmt.Errorf("adapter_path: %w", err)
+		}
+		a.Config.Dropout = *spec.LoRA.Dropout
+	} else {
+		if a, err = engine.NewAdapter(m.Config, m.Dev, spec.loraConfig()); err != nil {
+			return nil, fmt.Errorf("lora: %w", err)
+		}
+		a.InitPEFT(spec.Seed)
+	}
+	if err := m.Attach(a); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// loraMemoryCredit is what Fit's full fine-tuning estimate counts and a
+// LoRA run never allocates: the base's AdamW moments (2 floats per base
+// parameter), less the adapter's parameters, gradients and moments.
+//
+// TODO(merge): replace by the engine's LoRA estimate once the engine plans
+// LoRA memory itself (frozen bf16 base, no base gradients).
+func loraMemoryCredit(cfg *engine.Config, lc engine.LoRAConfig) (int64, error) {
+	n, err := lc.NumParams(cfg)
+	if err != nil {
+		return 0, err
+	}
+	return 4 * (2*cfg.NumParams() - 4*n), nil
+}
+
+func (lo *LoRASpec) String() string {
+	scale := lo.Alpha / float64(lo.Rank)
+	kind := "alpha/r"
+	if lo.RSLoRA {
+		scale, kind = lo.Alpha/math.Sqrt(float64(lo.Rank)), "alpha/sqrt(r)"
+	}
+	return fmt.Sprintf("LoRA rank %d, alpha %g (scale %s = %.4g), dropout %g, targets %s",
+		lo.Rank, lo.Alpha, kind, scale, *lo.Dropout, strings.Join(lo.Targets, ","))
+}
+
+// checkAdapter completes and checks a spec that continues an adapter
+// directory (Run and Validate; the run service does it at creation).
+func (s *Spec) checkAdapter() error {
+	var err error
+	*s, err = ResolveAdapter(*s)
+	return err
+}
+
+// dropoutSeed is the LoRA dropout seed of the micro-batch whose first row
+// is row k of the run (splitmix64 of the pair).
+func dropoutSeed(seed uint64, k int64) uint64 {
+	z := seed*0x9e3779b97f4a7c15 + uint64(k) + 1
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// unmerge undoes Merge after the eval prompts: it reads the adapted
+// projections' base weights from the base model again (subtracting the
+// merged delta would not restore them bit for bit) and attaches the
+// adapter again.
+func (r *runner) unmerge() error {
+	adapted := map[string]bool{}
+	for _, s := range r.a.Specs {
+		if base, ok := strings.CutSuffix(strings.TrimPrefix(s.Name, "base_model.model."), ".lora_A.weight"); ok {
+			adapted[base+".weight"] = true
+		}
+	}
+	if err := restoreWeights(r.m, r.spec.ModelDir, adapted); err != nil {
+		return fmt.Errorf("restore the base weights after the eval prompts: %w", err)
+	}
+	r.m.ParamsChanged()
+	return r.m.Attach(r.a)
+}
+
+// saveFinalLoRA writes the final adapter (PEFT layout) to
+// workDir/final-adapter and the base with it merged (in the base's dtype)
+// to workDir/final. The training model is closed first: the merge loads the
+// base again in fp32, so it never holds two models.
+func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
+	model, adapter = filepath.Join(r.workDir, "final"), filepath.Join(r.workDir, "final-adapter")
+	for _, d := range []string{model, adapter, model + ".tmp", adapter + ".tmp"} {
+		if err := os.RemoveAll(d); err != nil {
+			return "", "", err
+		}
+	}
+	if err := r.a.Save(adapter + ".tmp"); err != nil {
+		return "", "", err
+	}
+	if err := os.Rename(adapter+".tmp", adapter); err != nil {
+		return "", "", err
+	}
+	dev := r.m.Dev
+	r.a.Close()
+	r.m.Close()
+	r.a, r.m = nil, nil
+	if err := engine.MergeDirs(r.spec.ModelDir, adapter, model+".tmp", dev); err != nil {
+		return "", "", err
+	}
+	if err := os.Rename(model+".tmp", model); err != nil {
+		return "", "", err
+	}
+	return model, adapter, nil
+}
