@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"hone/engine"
 	"hone/store"
 )
 
@@ -225,8 +226,8 @@ func (c *Catalog) Register(ctx context.Context, r Registration) (*store.ModelVer
 	if r.Target.Model == "" {
 		return nil, invalidf("register: model name is required")
 	}
-	if _, err := os.Stat(filepath.Join(r.SourceDir, "config.json")); err != nil {
-		return nil, fmt.Errorf("register %s: source is not a model directory: %w", r.Target, err)
+	if _, err := os.Stat(filepath.Join(r.SourceDir, "config.json")); err != nil && !engine.IsAdapterDir(r.SourceDir) {
+		return nil, fmt.Errorf("register %s: source is neither a model directory nor a PEFT adapter directory: %w", r.Target, err)
 	}
 	modelDir := filepath.Join(c.root, r.Target.Catalog, r.Target.Schema, r.Target.Model)
 	if err := os.MkdirAll(modelDir, 0o755); err != nil {

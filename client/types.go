@@ -318,10 +318,13 @@ type Model struct {
 
 // ModelVersion is one registered model directory with its lineage.
 type ModelVersion struct {
-	Version         int            `json:"version"`
-	StorageLocation string         `json:"storage_location"`
-	Run             string         `json:"run,omitempty"`
-	BaseModel       string         `json:"base_model,omitempty"`
+	Version         int    `json:"version"`
+	StorageLocation string `json:"storage_location"`
+	Run             string `json:"run,omitempty"`
+	BaseModel       string `json:"base_model,omitempty"`
+	// Adapter marks a LoRA adapter (PEFT layout) registered alone: it
+	// serves merged into BaseModel, the base version it names.
+	Adapter         bool           `json:"adapter,omitempty"`
 	DataFingerprint string         `json:"data_fingerprint,omitempty"`
 	Metrics         map[string]any `json:"metrics,omitempty"`
 	License         string         `json:"license,omitempty"`

@@ -313,3 +313,62 @@ func IsAdapterDir(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, AdapterConfigFile))
 	return err == nil
 }
+
+// AdapterBaseDir is the local model directory a PEFT adapter directory's
+// base_model_name_or_path names: the base hone registered the adapter
+// with. A hub id or a missing directory is refused with the name.
+func AdapterBaseDir(dir string) (string, error) {
+	cfgPath := filepath.Join(dir, AdapterConfigFile)
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return "", fmt.Errorf("adapter base: %w", err)
+	}
+	lc, err := ParseAdapterConfig(raw)
+	if err != nil {
+		return "", fmt.Errorf("adapter base: %s: %w", cfgPath, err)
+	}
+	if lc.BaseModel == "" {
+		return "", fmt.Errorf("adapter base: %s names no base_model_name_or_path; merge it with its base (hone merge)", cfgPath)
+	}
+	if _, err := os.Stat(filepath.Join(lc.BaseModel, "config.json")); err != nil {
+		return "", fmt.Errorf("adapter base: %s: base_model_name_or_path %q is not a local model directory; merge it with its base (hone merge)", cfgPath, lc.BaseModel)
+	}
+	return lc.BaseModel, nil
+}
+
+// LoadWithAdapter loads dir like Load, or, for a PEFT adapter directory,
+// loads its base (AdapterBaseDir) and merges the adapter in (fp32 math), so
+// the model generates as base and adapter together.
+func LoadWithAdapter(dir string, dev Device, opt Options) (*Model, error) {
+	if !IsAdapterDir(dir) {
+		return Load(dir, dev, opt)
+	}
+	base, err := AdapterBaseDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := Load(base, dev, opt)
+	if err != nil {
+		return nil, err
+	}
+	a, err := LoadAdapter(dir, m)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	defer a.Close()
+	if err := m.Merge(a); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// ModelFilesDir is where dir's tokenizer and chat template are: dir
+// itself, or an adapter directory's base.
+func ModelFilesDir(dir string) (string, error) {
+	if !IsAdapterDir(dir) {
+		return dir, nil
+	}
+	return AdapterBaseDir(dir)
+}

@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"hone/catalog"
 	"hone/client"
 	"hone/modelref"
 	"hone/optim"
@@ -29,6 +31,9 @@ type params struct {
 	Target     string                  `json:"target"` // catalog.schema.model
 	Validation string                  `json:"validation,omitempty"`
 	Spec       train.Spec              `json:"spec"`
+	// BaseVersion pins a catalog base model to its version
+	// (catalog.schema.model/N), which an adapter-only registration names.
+	BaseVersion string `json:"base_version,omitempty"`
 }
 
 var taskNames = map[string]string{
@@ -132,18 +137,64 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		spec.AdamW = optimizerConfig(o)
 		spec.WarmupFrac, spec.Decay, spec.FinalLRMult = o.WarmupFrac, o.Decay, o.FinalLRMult
 	}
+	loraSpec(req, &spec)
 	// The settings are checked before anything slower (paths, the model).
 	if spec, err = spec.Resolve(); err != nil {
 		return nil, invalidf("%v", err)
 	}
+	if req.RegisterAdapter && spec.Method != "lora" {
+		return nil, invalidf("%v", settings.CheckLoRAOnly("register_adapter", spec.Method))
+	}
 	if err := s.confinePaths(req, &spec); err != nil {
 		return nil, err
+	}
+	if spec, err = train.ResolveAdapter(spec); err != nil {
+		return nil, invalidf("%v", err)
 	}
 	m, err := s.resolveModel(ctx, req, &spec)
 	if err != nil {
 		return nil, err
 	}
-	return &params{Request: *req, Model: *m, Spec: spec}, nil
+	p := &params{Request: *req, Model: *m, Spec: spec}
+	if p.BaseVersion, err = s.pinVersion(ctx, m); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// loraSpec puts the request's method and LoRA settings in spec, unresolved.
+// The adapter path is confined later (confinePaths); it is set now because
+// it decides which LoRA settings take defaults.
+func loraSpec(req *client.CreateRunRequest, spec *train.Spec) {
+	spec.Method, spec.Adapter = req.Method, req.AdapterPath
+	if l := req.LoRA; l != nil {
+		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA}
+	}
+}
+
+// showLoRA is the method and LoRA settings a resolved spec trains with, as
+// the API shows them.
+func showLoRA(sp train.Spec) (string, *client.LoRA) {
+	method := cmp.Or(sp.Method, settings.Method)
+	if sp.LoRA == nil {
+		return method, nil
+	}
+	l := sp.LoRA
+	return method, &client.LoRA{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, TargetModules: l.Targets, UseRSLoRA: l.RSLoRA}
+}
+
+// pinVersion is catalog.schema.model/N of a base model given as a catalog
+// reference (an alias moves; the run trained on one version), else "".
+func (s *Service) pinVersion(ctx context.Context, m *modelref.Resolved) (string, error) {
+	ref, ok, err := catalog.ParseRef(m.Ref)
+	if m.Source != "catalog" || !ok || err != nil {
+		return "", nil
+	}
+	v, err := s.cat.Resolve(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("pin the base model's version: %w", err)
+	}
+	return fmt.Sprintf("%s/%d", ref.Name, v.Version), nil
 }
 
 // confinePaths confines the request's data and weights paths to the data
@@ -160,6 +211,11 @@ func (s *Service) confinePaths(req *client.CreateRunRequest, spec *train.Spec) e
 	}
 	if req.CustomWeightsPath != "" {
 		if spec.InitWeights, err = s.confineField("custom_weights_path", req.CustomWeightsPath); err != nil {
+			return err
+		}
+	}
+	if req.AdapterPath != "" {
+		if spec.Adapter, err = s.confineField("adapter_path", req.AdapterPath); err != nil {
 			return err
 		}
 	}

@@ -56,6 +56,7 @@ func (s *Service) view(r *store.Run) *client.Run {
 		StartedAt: tp(r.StartedAt), EstimatedEndAt: tp(r.EstimatedEndAt), CompletedAt: tp(r.CompletedAt)}
 	if p, err := decodeParams(r); err == nil {
 		out.Config, out.BaseModel, out.ModelDir, out.Validation = p.Request, p.Model.BaseModel, p.Model.Dir, p.Validation
+		out.Config.Method, out.Config.LoRA = showLoRA(p.Spec) // as resolved: the defaults it trains with
 	}
 	return out
 }

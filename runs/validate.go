@@ -51,6 +51,7 @@ func (s *Service) Validate(ctx context.Context, req client.CreateRunRequest) (*c
 		sp := p.Spec
 		out.Request.LearningRate, out.Request.BatchRows, out.Request.GradAccum = sp.LearningRate, sp.BatchRows, sp.GradAccum
 		out.Request.CheckpointEvery, out.Request.KeepCheckpoints, out.Request.Precision = sp.CheckpointEvery, sp.KeepCheckpoints, sp.Precision
+		out.Request.Method, out.Request.LoRA = showLoRA(sp)
 	}
 	if p != nil && p.Validation != "" {
 		if json.Valid([]byte(p.Validation)) {

@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -209,8 +210,14 @@ func (s *Service) register(ctx context.Context, name string, p *params, res *tra
 		metrics["eval_loss"] = res.EvalLoss
 	}
 	mj, _ := json.Marshal(metrics)
-	v, err := s.cat.Register(ctx, catalog.Registration{Target: target, SourceDir: res.ModelDir, Move: true, Run: name,
-		BaseModel: p.Model.BaseModel, DataFingerprint: res.DataFingerprint, Metrics: string(mj), License: p.Model.License})
+	reg := catalog.Registration{Target: target, SourceDir: res.ModelDir, Move: true, Run: name,
+		BaseModel: p.Model.BaseModel, DataFingerprint: res.DataFingerprint, Metrics: string(mj), License: p.Model.License}
+	if p.Request.RegisterAdapter {
+		// The adapter alone: its lineage names the base version it needs
+		// (its adapter_config.json names the base's directory).
+		reg.SourceDir, reg.BaseModel = res.AdapterDir, cmp.Or(p.BaseVersion, p.Model.Ref)
+	}
+	v, err := s.cat.Register(ctx, reg)
 	if err != nil {
 		return "", err
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"hone/client"
+	"hone/engine"
 	"hone/modelref"
 	"hone/store"
 )
@@ -186,5 +187,6 @@ func versionView(v store.ModelVersion) client.ModelVersion {
 	var metrics map[string]any
 	json.Unmarshal([]byte(v.Metrics), &metrics) //nolint:errcheck // stored by us; empty on damage
 	return client.ModelVersion{Version: v.Version, StorageLocation: v.StorageLocation, Run: v.Run, BaseModel: v.BaseModel,
-		DataFingerprint: v.DataFingerprint, Metrics: metrics, License: v.License, CreatedAt: v.CreatedAt, Aliases: v.Aliases}
+		DataFingerprint: v.DataFingerprint, Metrics: metrics, License: v.License, CreatedAt: v.CreatedAt, Aliases: v.Aliases,
+		Adapter: engine.IsAdapterDir(v.StorageLocation)}
 }

@@ -78,7 +78,8 @@ type Config struct {
 	// Threads is the CPU threads each model's kernels use; 0 = GOMAXPROCS.
 	Threads int
 	Logger  *slog.Logger
-	// Load loads a model directory; default engine.Load on the service's
+	// Load loads a model directory; default engine.LoadWithAdapter (a
+	// PEFT adapter directory is merged into its base) on the service's
 	// one CPU device.
 	Load func(dir string) (*engine.Model, error)
 	// Unload, when set, is called once the service holds a model no more
@@ -149,7 +150,7 @@ func New(cfg Config) (*Service, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg.Load = func(dir string) (*engine.Model, error) { return engine.Load(dir, dev, engine.Options{}) }
+		cfg.Load = func(dir string) (*engine.Model, error) { return engine.LoadWithAdapter(dir, dev, engine.Options{}) }
 	}
 	return &Service{cfg: cfg, log: cfg.Logger, loading: make(chan struct{}, 1), batch: &batcher{maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue},
 		lru: list.New(), byDir: map[string]*list.Element{}, freed: make(chan struct{})}, nil
@@ -295,11 +296,15 @@ func (s *Service) drop() {
 }
 
 func (s *Service) load(dir string) (*loaded, error) {
-	tok, err := tokenizer.LoadDir(dir)
+	files, err := engine.ModelFilesDir(dir) // an adapter's tokenizer is its base's
 	if err != nil {
 		return nil, fmt.Errorf("serving: load %s: %w", dir, err)
 	}
-	tmpl, err := chattemplate.FromModelDir(dir)
+	tok, err := tokenizer.LoadDir(files)
+	if err != nil {
+		return nil, fmt.Errorf("serving: load %s: %w", dir, err)
+	}
+	tmpl, err := chattemplate.FromModelDir(files)
 	if errors.Is(err, chattemplate.ErrNoTemplate) {
 		tmpl, err = nil, nil
 	}

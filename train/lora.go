@@ -154,7 +154,8 @@ func newAdapter(spec Spec, m *engine.Model) (*engine.Adapter, error) {
 		if a, err = engine.LoadAdapter(spec.Adapter, m); err != nil {
 			return nil, fmt.Errorf("adapter_path: %w", err)
 		}
-		a.Config.Dropout = *spec.LoRA.Dropout
+		// This run's dropout; saved adapters name this run's base.
+		a.Config.Dropout, a.Config.BaseModel = *spec.LoRA.Dropout, spec.ModelDir
 	} else {
 		if a, err = engine.NewAdapter(m.Config, m.Dev, spec.loraConfig()); err != nil {
 			return nil, fmt.Errorf("lora: %w", err)

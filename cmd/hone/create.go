@@ -39,7 +39,7 @@ func createCmd() *cobra.Command {
 				req.ValidateInputs = &f
 			}
 			// Local relative paths mean the caller's directory.
-			for _, p := range []*string{&req.TrainDataPath, &req.EvalDataPath, &req.CustomWeightsPath} {
+			for _, p := range []*string{&req.TrainDataPath, &req.EvalDataPath, &req.CustomWeightsPath, &req.AdapterPath} {
 				*p = absIfLocal(*p)
 			}
 			if strings.HasPrefix(req.Model, ".") {
@@ -128,6 +128,8 @@ func settingFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 	integer(&req.CheckpointEvery, "checkpoint-every", "checkpoint_every", settings.CheckpointEvery)
 	integer(&req.KeepCheckpoints, "keep-checkpoints", "keep_checkpoints", settings.KeepCheckpoints)
 	str(&req.Precision, "precision", "precision", settings.Precision)
+	str(&req.Method, "method", "method", settings.Method)
+	apply = append(apply, loraFlags(cmd, req))
 	optional(&opt.WarmupFrac, "warmup-frac", "optimizer.warmup_frac", settings.WarmupFrac)
 	str(&opt.Decay, "lr-decay", "optimizer.decay", settings.Decay)
 	float(&opt.FinalLRMult, "final-lr-mult", "optimizer.final_lr_mult", settings.FinalLRMult)
@@ -208,4 +210,27 @@ func follow(cmd *cobra.Command, c *client.Client, name string) (*client.Run, err
 		return nil, errors.New("run vanished")
 	}
 	return final, nil
+}
+
+// loraFlags registers the LoRA flags of cmd and returns the function that
+// copies the given ones into req (req.LoRA stays nil when none is given).
+func loraFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
+	fl := cmd.Flags()
+	l := &client.LoRA{}
+	rank := fl.Int("lora-rank", settings.LoRARank, settings.Help("lora.rank"))
+	alpha := fl.Float64("lora-alpha", settings.LoRAAlpha, settings.Help("lora.alpha"))
+	dropout := fl.Float64("lora-dropout", settings.LoRADropout, settings.Help("lora.dropout"))
+	targets := fl.StringSlice("lora-targets", settings.LoRATargets(), settings.Help("lora.target_modules"))
+	fl.BoolVar(&l.UseRSLoRA, "lora-rslora", false, settings.Help("lora.use_rslora"))
+	fl.StringVar(&req.AdapterPath, "adapter", "", settings.Help("adapter_path"))
+	fl.BoolVar(&req.RegisterAdapter, "register-adapter", false, settings.Help("register_adapter"))
+	return func() {
+		setIfChanged(fl.Changed("lora-rank"), &l.Rank, *rank)
+		setIfChanged(fl.Changed("lora-alpha"), &l.Alpha, *alpha)
+		setIfChanged(fl.Changed("lora-dropout"), &l.Dropout, dropout)
+		setIfChanged(fl.Changed("lora-targets"), &l.TargetModules, *targets)
+		if l.Rank != 0 || l.Alpha != 0 || l.Dropout != nil || l.TargetModules != nil || l.UseRSLoRA {
+			req.LoRA = l
+		}
+	}
 }

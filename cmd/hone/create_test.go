@@ -98,3 +98,31 @@ func TestCreateHelpShowsSettingsDefaults(t *testing.T) {
 		t.Errorf("--lr-decay help %q, want settings.Help(optimizer.decay) %q", u, settings.Help("optimizer.decay"))
 	}
 }
+
+// The LoRA flags send method and lora settings as the API names them,
+// only those given (dropout 0 included), and nothing without them.
+func TestCreateSendsLoRASettings(t *testing.T) {
+	m := createBody(t)
+	for _, k := range []string{"method", "lora", "adapter_path", "register_adapter"} {
+		if v, ok := m[k]; ok {
+			t.Errorf("hone create without LoRA flags sent %s = %v", k, v)
+		}
+	}
+	m = createBody(t, "--method", "lora", "--lora-rank", "8", "--lora-dropout", "0", "--lora-targets", "q_proj,v_proj",
+		"--lora-rslora", "--adapter", "/no/such/adapter", "--register-adapter")
+	l, _ := m["lora"].(map[string]any)
+	got, _ := json.Marshal(l)
+	if m["method"] != "lora" || string(got) != `{"dropout":0,"rank":8,"target_modules":["q_proj","v_proj"],"use_rslora":true}` {
+		t.Errorf("method %v, lora %s", m["method"], got)
+	}
+	if m["adapter_path"] != "/no/such/adapter" || m["register_adapter"] != true {
+		t.Errorf("adapter_path %v register_adapter %v", m["adapter_path"], m["register_adapter"])
+	}
+	fl := createCmd().Flags()
+	for flag, want := range map[string]string{"method": settings.Method, "lora-rank": strconv.Itoa(settings.LoRARank),
+		"lora-alpha": strconv.FormatFloat(settings.LoRAAlpha, 'g', -1, 64), "lora-dropout": strconv.FormatFloat(settings.LoRADropout, 'g', -1, 64)} {
+		if f := fl.Lookup(flag); f == nil || f.DefValue != want {
+			t.Errorf("--%s: %+v, want default %q", flag, f, want)
+		}
+	}
+}

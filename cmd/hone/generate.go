@@ -20,22 +20,27 @@ func generateCmd() *cobra.Command {
 	var p generate.Params
 	cmd := &cobra.Command{
 		Use:   "generate --model DIR|catalog.schema.model[/N|@alias] --prompt TEXT",
-		Short: "Complete a prompt with a registered model version (on the server) or a local model directory",
+		Short: "Complete a prompt with a registered model version (on the server) or a local model or adapter directory",
 		Long: `A registered name (main.demo.bot/1, main.demo.bot@champion, or main.demo.bot for the newest
 version) is completed by the server (--server), as its /api/generate and OpenAI-compatible routes
-would. A local HF model directory is loaded and completed here. Either way the prompt is formatted as
+would. A local HF model directory, or a PEFT adapter directory whose base_model_name_or_path is a
+local model directory (merged into it in memory), is loaded and completed here. Either way the prompt is formatted as
 the model was trained: its chat template for chat models, plain text otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if st, err := os.Stat(modelRef); err != nil || !st.IsDir() {
 				return generateRemote(cmd, &cf, modelRef, prompt, format, p, asJSON)
 			}
+			files, err := engine.ModelFilesDir(modelRef) // a PEFT adapter's tokenizer is its base's
+			if err != nil {
+				return err
+			}
 			chat := format == "chat"
 			if format == "auto" {
-				_, err := chattemplate.FromModelDir(modelRef)
+				_, err := chattemplate.FromModelDir(files)
 				chat = err == nil
 			}
-			pr, err := generate.NewPrompter(modelRef, chat)
+			pr, err := generate.NewPrompter(files, chat)
 			if err != nil {
 				return err
 			}
@@ -43,7 +48,7 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 			if err != nil {
 				return err
 			}
-			m, err := engine.Load(modelRef, dev, engine.Options{})
+			m, err := engine.LoadWithAdapter(modelRef, dev, engine.Options{})
 			if err != nil {
 				return err
 			}
