@@ -51,6 +51,17 @@ func TestRunSettings(t *testing.T) {
 			{func(r *client.CreateRunRequest) { r.KeepCheckpoints = -3 }, "keep_checkpoints"},
 			{func(r *client.CreateRunRequest) { r.Precision = "fp16" }, "precision"},
 			{func(r *client.CreateRunRequest) { r.LearningRate = 2 }, "learning_rate: 2 is outside (0, 1]"},
+			{func(r *client.CreateRunRequest) { r.Method = "qlora" }, `method: "qlora" is not a known value`},
+			{func(r *client.CreateRunRequest) { r.LoRA = &client.LoRA{Rank: 8} }, "lora: it applies only to method lora"},
+			{func(r *client.CreateRunRequest) { r.RegisterAdapter = true }, "register_adapter: it applies only to method lora"},
+			{func(r *client.CreateRunRequest) { r.Method, r.LoRA = "lora", &client.LoRA{Rank: 4096} }, "lora.rank: 4096 is outside [1, 1024]"},
+			{func(r *client.CreateRunRequest) { r.Method, r.LoRA = "lora", &client.LoRA{Alpha: -1} }, "lora.alpha"},
+			{func(r *client.CreateRunRequest) { r.Method, r.LoRA = "lora", &client.LoRA{Dropout: client.Float(1)} }, "lora.dropout: 1 is outside [0, 1)"},
+			{func(r *client.CreateRunRequest) {
+				r.Method, r.LoRA = "lora", &client.LoRA{TargetModules: []string{"q_proj", "lm_head"}}
+			}, `lora.target_modules: "lm_head" is not a projection hone adapts`},
+			{func(r *client.CreateRunRequest) { r.Method, r.AdapterPath = "lora", "/etc" }, "adapter_path"},
+			{func(r *client.CreateRunRequest) { r.Method, r.AdapterPath = "lora", model }, "adapter_path: "},
 			{func(r *client.CreateRunRequest) { r.User = "ann/../bob" }, "user"},
 			{func(r *client.CreateRunRequest) { r.User = "ann\x00" }, "user"},
 			{func(r *client.CreateRunRequest) { r.ExperimentPath = "Users/ann" }, "experiment_path"},
@@ -134,6 +145,7 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	req, opt := doc.Components.Schemas["CreateRunRequest"].Properties, doc.Components.Schemas["Optimizer"].Properties
+	lora := doc.Components.Schemas["LoRA"].Properties
 	for _, tc := range []struct {
 		name string
 		p    prop
@@ -154,6 +166,10 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		{"optimizer.warmup_frac", opt["warmup_frac"], settings.WarmupFrac},
 		{"optimizer.decay", opt["decay"], settings.Decay},
 		{"optimizer.final_lr_mult", opt["final_lr_mult"], settings.FinalLRMult},
+		{"method", req["method"], settings.Method},
+		{"lora.rank", lora["rank"], float64(settings.LoRARank)},
+		{"lora.alpha", lora["alpha"], settings.LoRAAlpha},
+		{"lora.dropout", lora["dropout"], settings.LoRADropout},
 	} {
 		if tc.p.Default != tc.want {
 			t.Errorf("openapi.json: %s default %v, want settings' %v", tc.name, tc.p.Default, tc.want)
@@ -163,7 +179,8 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		name string
 		got  []any
 		want []string
-	}{{"optimizer.decay", opt["decay"].Enum, settings.Decays()}, {"precision", req["precision"].Enum, settings.Precisions()}} {
+	}{{"optimizer.decay", opt["decay"].Enum, settings.Decays()}, {"precision", req["precision"].Enum, settings.Precisions()},
+		{"method", req["method"].Enum, settings.Methods()}, {"lora.target_modules", lora["target_modules"].Default.([]any), settings.LoRATargets()}} {
 		if fmt.Sprint(tc.got) != fmt.Sprint(tc.want) {
 			t.Errorf("openapi.json: %s enum %v, want settings' %v", tc.name, tc.got, tc.want)
 		}

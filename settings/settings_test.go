@@ -48,6 +48,22 @@ func TestChecks(t *testing.T) {
 		{"CheckMaxGradNorm(0)", settings.CheckMaxGradNorm(0), ""},
 		{"CheckMaxGradNorm(-1)", settings.CheckMaxGradNorm(-1), "optimizer.max_grad_norm"},
 		{"CheckMaxGradNorm(Inf)", settings.CheckMaxGradNorm(inf), "optimizer.max_grad_norm"},
+		{"CheckMethod(lora)", settings.CheckMethod("lora"), ""},
+		{"CheckMethod(qlora)", settings.CheckMethod("qlora"), "method"},
+		{"CheckLoRARank(1)", settings.CheckLoRARank(1), ""},
+		{"CheckLoRARank(0)", settings.CheckLoRARank(0), "lora.rank"},
+		{"CheckLoRARank(2048)", settings.CheckLoRARank(2048), "lora.rank"},
+		{"CheckLoRAAlpha(16)", settings.CheckLoRAAlpha(16), ""},
+		{"CheckLoRAAlpha(-1)", settings.CheckLoRAAlpha(-1), "lora.alpha"},
+		{"CheckLoRAAlpha(NaN)", settings.CheckLoRAAlpha(nan), "lora.alpha"},
+		{"CheckLoRADropout(0)", settings.CheckLoRADropout(0), ""},
+		{"CheckLoRADropout(1)", settings.CheckLoRADropout(1), "lora.dropout"},
+		{"CheckLoRADropout(NaN)", settings.CheckLoRADropout(nan), "lora.dropout"},
+		{"CheckLoRATargets(q_proj,v_proj)", settings.CheckLoRATargets([]string{"q_proj", "v_proj"}), ""},
+		{"CheckLoRATargets(lm_head)", settings.CheckLoRATargets([]string{"lm_head"}), "lora.target_modules"},
+		{"CheckLoRATargets(q_proj,q_proj)", settings.CheckLoRATargets([]string{"q_proj", "q_proj"}), "lora.target_modules"},
+		{"CheckLoRATargets()", settings.CheckLoRATargets([]string{}), "lora.target_modules"},
+		{"CheckLoRAOnly(lora, full)", settings.CheckLoRAOnly("lora", "full"), "lora"},
 	} {
 		if tc.setting == "" {
 			if tc.err != nil {
@@ -73,7 +89,8 @@ func TestHelp(t *testing.T) {
 	for _, s := range []string{"training_duration", "learning_rate", "context_length", "batch_rows", "grad_accum",
 		"checkpoint_every", "keep_checkpoints", "seed", "precision", "optimizer.warmup_frac", "optimizer.decay",
 		"optimizer.final_lr_mult", "optimizer.beta1", "optimizer.beta2", "optimizer.eps", "optimizer.weight_decay",
-		"optimizer.max_grad_norm"} {
+		"optimizer.max_grad_norm", "method", "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules",
+		"lora.use_rslora", "adapter_path", "register_adapter"} {
 		if settings.Help(s) == "" {
 			t.Errorf("Help(%q) is empty", s)
 		}

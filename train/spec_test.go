@@ -72,6 +72,47 @@ func TestResolveNamesTheSetting(t *testing.T) {
 	}
 }
 
+// A spec's method defaults to full; method lora takes package settings'
+// LoRA defaults, keeps a chosen dropout of 0, and a full run carrying LoRA
+// settings is refused, naming them.
+func TestResolveLoRA(t *testing.T) {
+	s, err := train.Spec{}.Resolve()
+	if err != nil || s.Method != settings.Method || s.LoRA != nil {
+		t.Fatalf("Spec{}.Resolve() method %q, lora %+v (%v); want %q and none", s.Method, s.LoRA, err, settings.Method)
+	}
+	s, err = train.Spec{Method: "lora"}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := s.LoRA; l.Rank != settings.LoRARank || l.Alpha != settings.LoRAAlpha || *l.Dropout != settings.LoRADropout ||
+		strings.Join(l.Targets, ",") != strings.Join(settings.LoRATargets(), ",") || l.RSLoRA {
+		t.Fatalf("lora defaults %+v", *l)
+	}
+	zero := 0.0
+	s, err = train.Spec{Method: "lora", LoRA: &train.LoRASpec{Dropout: &zero, Rank: 4}}.Resolve()
+	if err != nil || *s.LoRA.Dropout != 0 || s.LoRA.Rank != 4 {
+		t.Fatalf("lora dropout 0, rank 4: %+v (%v)", s.LoRA, err)
+	}
+	bad := 1.5
+	for _, tc := range []struct {
+		spec train.Spec
+		want string
+	}{
+		{train.Spec{Method: "qlora"}, `method: "qlora" is not a known value; use one of full, lora`},
+		{train.Spec{LoRA: &train.LoRASpec{Rank: 8}}, `lora: it applies only to method lora`},
+		{train.Spec{Adapter: "/a"}, `adapter_path: it applies only to method lora`},
+		{train.Spec{Method: "lora", LoRA: &train.LoRASpec{Rank: -1}}, "lora.rank: -1 is outside [1, 1024]"},
+		{train.Spec{Method: "lora", LoRA: &train.LoRASpec{Alpha: -2}}, "lora.alpha"},
+		{train.Spec{Method: "lora", LoRA: &train.LoRASpec{Dropout: &bad}}, "lora.dropout: 1.5 is outside [0, 1)"},
+		{train.Spec{Method: "lora", LoRA: &train.LoRASpec{Targets: []string{"q_proj", "qkv_proj"}}}, `lora.target_modules: "qkv_proj" is not a projection`},
+		{train.Spec{Method: "lora", InitWeights: "/w"}, "custom_weights_path"},
+	} {
+		if _, err := tc.spec.Resolve(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Resolve(%+v) = %v, want an error containing %q", tc.spec, err, tc.want)
+		}
+	}
+}
+
 func TestParseDurationRefusal(t *testing.T) {
 	for _, in := range []string{"3 weeks", "0ep", "1001ep", "-5ba", "ba", "1.5ba"} {
 		_, err := train.ParseDuration(in)
