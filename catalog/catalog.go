@@ -227,7 +227,7 @@ func (c *Catalog) Register(ctx context.Context, r Registration) (*store.ModelVer
 		return nil, invalidf("register: model name is required")
 	}
 	if _, err := os.Stat(filepath.Join(r.SourceDir, "config.json")); err != nil && !engine.IsAdapterDir(r.SourceDir) {
-		return nil, fmt.Errorf("register %s: source is neither a model directory nor a PEFT adapter directory: %w", r.Target, err)
+		return nil, fmt.Errorf("register %s: source is not a model directory (config.json) nor a PEFT adapter directory (adapter_config.json): %w", r.Target, err)
 	}
 	modelDir := filepath.Join(c.root, r.Target.Catalog, r.Target.Schema, r.Target.Model)
 	if err := os.MkdirAll(modelDir, 0o755); err != nil {

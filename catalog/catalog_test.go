@@ -242,6 +242,11 @@ func testVersions(t *testing.T, st *store.Store) {
 	if err != nil || len(all) != 2 {
 		t.Errorf("List = %d versions, %v; want 2", len(all), err)
 	}
+	adapterDir := t.TempDir() // a LoRA adapter registers alone, naming its base
+	os.WriteFile(filepath.Join(adapterDir, "adapter_config.json"), []byte(`{"peft_type": "LORA", "r": 4}`), 0o644)
+	if v, err := c.Register(ctx, Registration{Target: Name{"main", "demo", "ad"}, SourceDir: adapterDir, BaseModel: "main.demo.bot/1"}); err != nil || v.BaseModel != "main.demo.bot/1" {
+		t.Errorf("Register(adapter dir) = %+v, %v", v, err)
+	}
 }
 
 func testAliases(t *testing.T, st *store.Store) {
