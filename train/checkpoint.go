@@ -129,13 +129,9 @@ func listCheckpoints(workDir string) ([]string, error) {
 // loadCheckpoint restores weights and optimizer state into m (or the
 // adapter a of a LoRA run) and o.
 func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o *optim.AdamW) (ckptState, error) {
-	var st ckptState
-	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	st, err := readState(dir)
 	if err != nil {
 		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", filepath.Join(dir, "state.json"), err)
 	}
 	if a != nil {
 		err = a.LoadWeights(filepath.Join(dir, "adapter"))
@@ -179,4 +175,17 @@ func restoreWeights(m *engine.Model, dir string, only map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// readState reads a checkpoint's state.json.
+func readState(dir string) (ckptState, error) {
+	var st ckptState
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", filepath.Join(dir, "state.json"), err)
+	}
+	return st, nil
 }

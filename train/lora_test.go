@@ -162,3 +162,30 @@ func openAdapter(t *testing.T, dir string) *safetensors.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
+
+// The fingerprint covers the method and the LoRA settings: a work dir of a
+// LoRA run does not resume under another rank or dropout, nor as a full run.
+func TestLoRAFingerprint(t *testing.T) {
+	model, data := tinyModel(t), chatData(t)
+	s := loraSpec(model, data)
+	s.Duration, s.EvalData = train.Duration{Batches: 1}, ""
+	work := t.TempDir()
+	if _, err := train.Run(context.Background(), s, work, nil); err != nil {
+		t.Fatal(err)
+	}
+	other := 0.1
+	for name, mod := range map[string]func(*train.Spec){
+		"rank":    func(s *train.Spec) { s.LoRA.Rank = 8 },
+		"dropout": func(s *train.Spec) { s.LoRA.Dropout = &other },
+		"targets": func(s *train.Spec) { s.LoRA.Targets = []string{"q_proj"} },
+		"full":    func(s *train.Spec) { s.Method, s.LoRA = "full", nil },
+	} {
+		s2 := s
+		lo := *s.LoRA
+		s2.LoRA = &lo
+		mod(&s2)
+		if _, err := train.Run(context.Background(), s2, work, nil); err == nil || !strings.Contains(err.Error(), "other data or settings") {
+			t.Errorf("%s changed: resuming gave %v, want a refusal naming other settings", name, err)
+		}
+	}
+}

@@ -273,12 +273,15 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 		return st, err
 	}
 	last := ckpts[len(ckpts)-1]
+	// The fingerprints first: other settings may mean other shapes.
+	if got, err := readState(last); err != nil {
+		return st, err
+	} else if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
+		return st, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", r.workDir)
+	}
 	got, err := loadCheckpoint(last, r.m, r.a, r.o)
 	if err != nil {
 		return st, err
-	}
-	if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
-		return st, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", r.workDir)
 	}
 	r.obs.OnLog(fmt.Sprintf("resumed from checkpoint %s (step %d of %d)", last, got.Step, r.totalSteps))
 	return got, nil

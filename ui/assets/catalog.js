@@ -70,6 +70,7 @@ export async function modelPage(main, name, q) {
           ['Created', when(v.created_at)],
           ['Run', v.run ? h('a', { href: '#/runs/' + enc(v.run) }, v.run) : 'imported'],
           ['Base model', v.base_model || '—'],
+          v.adapter && ['Kind', 'LoRA adapter, served merged into its base model'],
           ['Data', v.data_fingerprint ? h('code', {}, v.data_fingerprint) : '—'],
           ['License', v.license || '—'],
           ['Stored at', h('code', {}, v.storage_location)],

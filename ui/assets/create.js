@@ -30,7 +30,37 @@ function request(form) {
   };
   const prompts = s('eval_prompts').split('\n').map((p) => p.trim()).filter(Boolean);
   if (prompts.length) req.eval_prompts = prompts;
+  if (s('method') === 'lora') {
+    req.method = 'lora';
+    const targets = s('lora_targets').split(',').map((t) => t.trim()).filter(Boolean);
+    const lora = JSON.parse(JSON.stringify({ rank: n('lora_rank'), alpha: n('lora_alpha'), dropout: n('lora_dropout'),
+      target_modules: targets.length ? targets : undefined, use_rslora: f.get('lora_rslora') ? true : undefined }));
+    if (Object.keys(lora).length) req.lora = lora;
+    req.adapter_path = s('adapter_path') || undefined;
+    req.register_adapter = f.get('register_adapter') ? true : undefined;
+  }
   return JSON.parse(JSON.stringify(req)); // drops the undefined fields
+}
+
+// methodFields is the training-method choice and the LoRA settings, shown
+// only while LoRA is chosen.
+function methodFields() {
+  const checkbox = (id, name, label) => h('div', { class: 'field check' },
+    h('input', { type: 'checkbox', id, name, value: 'on' }), h('label', { for: id }, label));
+  const lora = h('div', { class: 'grid', hidden: true },
+    field('f-lora-rank', 'LoRA rank', number('lora_rank', { min: 1, max: 1024, placeholder: '16' })),
+    field('f-lora-alpha', 'LoRA alpha', text('lora_alpha', { inputmode: 'decimal', placeholder: '32' }), 'Scales the adapter by alpha/rank.'),
+    field('f-lora-dropout', 'LoRA dropout', text('lora_dropout', { inputmode: 'decimal', placeholder: '0.05' })),
+    field('f-lora-targets', 'Target modules', text('lora_targets', { placeholder: 'q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj' })),
+    checkbox('f-lora-rslora', 'lora_rslora', 'rsLoRA scaling (alpha/√rank)'),
+    field('f-adapter', 'Continue adapter', text('adapter_path', { placeholder: 'optional PEFT adapter directory' }),
+      'Its adapter_config.json sets rank, alpha and targets.'),
+    checkbox('f-register-adapter', 'register_adapter', 'Register the adapter alone (instead of the merged model)'));
+  const method = h('select', { name: 'method' }, h('option', { value: '' }, 'Full fine-tuning (default)'),
+    h('option', { value: 'lora' }, 'LoRA (adapter on a frozen base)'));
+  method.addEventListener('change', () => { lora.hidden = method.value !== 'lora'; });
+  return h('fieldset', {}, h('legend', {}, 'Method'),
+    field('f-method', 'Training method', method, 'LoRA trains a low-rank adapter and keeps no gradients or optimizer state for the base.'), lora);
 }
 
 export function createPage(main) {
@@ -57,6 +87,7 @@ export function createPage(main) {
       field('f-duration', 'Training duration', text('training_duration', { placeholder: '1ep' }), 'Epochs (3ep), batches (500ba) or tokens (2_000_000tok).'),
       field('f-lr', 'Learning rate', text('learning_rate', { inputmode: 'decimal', placeholder: '1e-5' })),
       field('f-ctx', 'Context length', number('context_length', { placeholder: 'model default' }))),
+    methodFields(),
     h('fieldset', {}, h('legend', {}, 'Registration'),
       field('f-register', 'Register to', text('register_to', { required: true, placeholder: 'main.demo or main.demo.bot' }),
         'catalog.schema (the model is named after the run) or catalog.schema.model; the schema must exist.'),

@@ -145,6 +145,7 @@ export function runPage(main, name) {
       ['Progress', progressBar(run)],
       ['ETA', eta(run)],
       ['Base model', run.base_model || run.config.model],
+      ['Method', methodText(run.config)],
       ['Epoch', num(m.epoch, 3)],
       ['Train loss', num(m.loss)],
       ['Eval loss', num(m.eval_loss)],
@@ -226,4 +227,13 @@ export function comparePage(main, q) {
       lineChart({ title: 'Eval loss', series: evals, xLabel: 'step', yLabel: 'loss' }));
     return all.some(([r]) => !terminal(r.status));
   }, msg);
+}
+
+// methodText describes a run's training method and LoRA settings.
+function methodText(config) {
+  const l = config.lora;
+  if (config.method !== 'lora' || !l) return 'Full fine-tuning';
+  const targets = (l.target_modules || []).join(', ');
+  return `LoRA rank ${l.rank}, alpha ${l.alpha}${l.use_rslora ? ' (rsLoRA)' : ''}, dropout ${l.dropout ?? 0}; ${targets}` +
+    (config.register_adapter ? '; registers the adapter' : '; registers the merged model');
 }

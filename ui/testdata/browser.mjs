@@ -109,6 +109,10 @@ try {
   await page.getByLabel('Learning rate').fill('3e-3');
   await page.getByLabel('Context length').fill('256');
   await page.getByLabel('Register to').fill('lab.ui.bot');
+  expect(await page.getByLabel('LoRA rank').isHidden(), 'LoRA settings are hidden for full fine-tuning');
+  await page.getByLabel('Training method').selectOption('lora');
+  await page.getByLabel('LoRA rank').fill('4');
+  await page.getByLabel('Target modules').fill('q_proj,v_proj');
   await page.getByText('Advanced settings').click();
   await page.getByLabel('Batch rows').fill('2');
   await page.getByLabel('Checkpoint every (steps)').fill('2');
@@ -130,6 +134,7 @@ try {
 
   // Watch it complete, with its curve, eval outputs and registered version.
   await h1(run);
+  await page.getByText('LoRA rank 4, alpha 32, dropout 0.05; q_proj, v_proj; registers the merged model').waitFor();
   await status('COMPLETED', 300_000);
   expect(await points('train loss') >= 6, 'the loss curve has a point per step');
   await page.getByText('Checkpoint at step 6').waitFor();
