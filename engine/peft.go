@@ -315,8 +315,9 @@ func IsAdapterDir(dir string) bool {
 }
 
 // AdapterBaseDir is the local model directory a PEFT adapter directory's
-// base_model_name_or_path names: the base hone registered the adapter
-// with. A hub id or a missing directory is refused with the name.
+// base_model_name_or_path names (a relative path is taken from the adapter
+// directory): the base hone trained the adapter on. A hub id or a missing
+// directory is refused with the name.
 func AdapterBaseDir(dir string) (string, error) {
 	cfgPath := filepath.Join(dir, AdapterConfigFile)
 	raw, err := os.ReadFile(cfgPath)
@@ -330,10 +331,14 @@ func AdapterBaseDir(dir string) (string, error) {
 	if lc.BaseModel == "" {
 		return "", fmt.Errorf("adapter base: %s names no base_model_name_or_path; merge it with its base (hone merge)", cfgPath)
 	}
-	if _, err := os.Stat(filepath.Join(lc.BaseModel, "config.json")); err != nil {
+	base := lc.BaseModel
+	if !filepath.IsAbs(base) {
+		base = filepath.Join(dir, base)
+	}
+	if _, err := os.Stat(filepath.Join(base, "config.json")); err != nil {
 		return "", fmt.Errorf("adapter base: %s: base_model_name_or_path %q is not a local model directory; merge it with its base (hone merge)", cfgPath, lc.BaseModel)
 	}
-	return lc.BaseModel, nil
+	return base, nil
 }
 
 // LoadWithAdapter loads dir like Load, or, for a PEFT adapter directory,

@@ -135,6 +135,10 @@ func runsGetCmd(cf *clientFlags) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "name:      %s\nstatus:    %s\nmodel:     %s\nregister:  %s\n", r.Name, r.Status, r.Config.Model, r.RegisterTo)
+			if l := r.Config.LoRA; r.Config.Method == "lora" && l != nil && l.Dropout != nil {
+				fmt.Fprintf(w, "method:    lora, rank %d, alpha %g, rslora %v, dropout %g, targets %s\n", l.Rank, l.Alpha, l.UseRSLoRA,
+					*l.Dropout, strings.Join(l.TargetModules, ","))
+			}
 			if r.RegisteredModel != "" {
 				fmt.Fprintf(w, "registered: %s\n", r.RegisteredModel)
 			}
