@@ -171,18 +171,25 @@ func newAdapter(spec Spec, m *engine.Model) (*engine.Adapter, error) {
 
 // loraMemoryCredit is what Fit's full fine-tuning estimate counts and a
 // LoRA run never allocates: the base's AdamW moments (2 floats per base
-// parameter), less the adapter's parameters, gradients and moments.
+// parameter), less the adapter's parameters, gradients and moments and its
+// scratch for n tokens (t, u, du: (n, r) each; with dropout, the dropped
+// input, its gradient and the host mask: (n, widest input) each).
 //
 // TODO(merge): replace by the engine's LoRA estimate once the engine plans
 // LoRA memory itself (frozen bf16 base, no base gradients).
-func loraMemoryCredit(cfg *engine.Config, lc engine.LoRAConfig) (int64, error) {
-	n, err := lc.NumParams(cfg)
+func loraMemoryCredit(cfg *engine.Config, lc engine.LoRAConfig, n int) (int64, error) {
+	params, err := lc.NumParams(cfg)
 	if err != nil {
 		return 0, err
 	}
-	return 4 * (2*cfg.NumParams() - 4*n), nil
+	scratch := int64(3 * n * lc.Rank)
+	if lc.Dropout > 0 {
+		scratch += 3 * int64(n) * int64(max(cfg.HiddenSize, cfg.IntermediateSize, cfg.QDim()))
+	}
+	return 4 * (2*cfg.NumParams() - 4*params - scratch), nil
 }
 
+// String describes the settings for the run's log.
 func (lo *LoRASpec) String() string {
 	scale := lo.Alpha / float64(lo.Rank)
 	kind := "alpha/r"

@@ -212,7 +212,7 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
 	var avail int64 // 0: what the machine has
 	if spec.Method == "lora" {
-		credit, err := loraMemoryCredit(cfg, spec.loraConfig())
+		credit, err := loraMemoryCredit(cfg, spec.loraConfig(), spec.BatchRows*ctxLen)
 		if err != nil {
 			return nil, fmt.Errorf("lora: %w", err)
 		}
