@@ -311,5 +311,5 @@ func (m *Model) adaptBackward(l, p int, dx, dy, x []float32, n int) {
 		return
 	}
 	d.MatMul(a.drop.dx, a.t, w.A, n, in, r, MatMulFlags{})
-	a.addMasked(dx, a.drop.dx[:n*in])
+	a.addMasked(dx, a.drop.dx, n, in)
 }

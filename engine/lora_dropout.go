@@ -1,6 +1,10 @@
 package engine
 
-import "math/rand/v2"
+import (
+	"math/rand/v2"
+	"runtime"
+	"sync"
+)
 
 // LoRA dropout, as PEFT applies it: while training, each adapted
 // projection computes scale·B·A·dropout(x), with its own mask. The masks
@@ -51,36 +55,62 @@ func (a *Adapter) dropped(l, p int, x []float32, n, in int) []float32 {
 		dr.free(a.dev)
 		dr.x, dr.dx, dr.mask, dr.n = a.dev.Alloc(size), a.dev.Alloc(size), make([]float32, size), size
 	}
-	mask := dr.mask[:n*in]
-	rng := rand.New(rand.NewPCG(dr.seed, uint64(l*numProj+p)))
-	keep := float32(1 / (1 - a.Config.Dropout))
-	pr := float32(a.Config.Dropout)
-	for i := range mask {
-		if rng.Float32() < pr {
-			mask[i] = 0
-		} else {
-			mask[i] = keep
-		}
-	}
-	out := dr.x[:n*in]
+	mask, out := dr.mask[:n*in], dr.x[:n*in]
+	dropoutMask(mask, dr.seed, uint64(l*numProj+p), n, in, a.Config.Dropout)
 	src := HostView(a.dev, x[:n*in])
 	_ = FillDevice(a.dev, out, func(host []float32) error {
-		for i, v := range src {
-			host[i] = v * mask[i]
-		}
+		parallelRows(n, func(lo, hi int) {
+			for j := lo * in; j < hi*in; j++ {
+				host[j] = src[j] * mask[j]
+			}
+		})
 		return nil
 	})
 	return out
 }
 
-// addMasked adds mask⊙g into dx, with the mask dropped left.
-func (a *Adapter) addMasked(dx, g []float32) {
-	mask := a.drop.mask[:len(g)]
-	gh, dxh := HostView(a.dev, g), HostView(a.dev, dx[:len(g)])
-	_ = FillDevice(a.dev, dx[:len(g)], func(host []float32) error {
-		for i, v := range gh {
-			host[i] = dxh[i] + v*mask[i]
+// dropoutMask fills mask (rows, in) with 0 (probability p) or 1/(1-p),
+// drawing row i from the PCG stream (seed, stream<<32 | i): rows draw in
+// parallel, and the mask does not depend on how they are split.
+func dropoutMask(mask []float32, seed, stream uint64, rows, in int, p float64) {
+	keep, pr := float32(1/(1-p)), float32(p)
+	parallelRows(rows, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			rng := rand.New(rand.NewPCG(seed, stream<<32|uint64(i)))
+			for j := i * in; j < (i+1)*in; j++ {
+				mask[j] = keep
+				if rng.Float32() < pr {
+					mask[j] = 0
+				}
+			}
 		}
+	})
+}
+
+// parallelRows runs f over [0, n) in contiguous chunks, one per CPU.
+func parallelRows(n int, f func(lo, hi int)) {
+	w := min(runtime.GOMAXPROCS(0), n)
+	var wg sync.WaitGroup
+	for k := 0; k < w; k++ {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			f(lo, hi)
+		}(k*n/w, (k+1)*n/w)
+	}
+	wg.Wait()
+}
+
+// addMasked adds mask⊙g into dx(n, in), with the mask dropped left.
+func (a *Adapter) addMasked(dx, g []float32, n, in int) {
+	mask := a.drop.mask[:n*in]
+	gh, dxh := HostView(a.dev, g[:n*in]), HostView(a.dev, dx[:n*in])
+	_ = FillDevice(a.dev, dx[:n*in], func(host []float32) error {
+		parallelRows(n, func(lo, hi int) {
+			for j := lo * in; j < hi*in; j++ {
+				host[j] = dxh[j] + gh[j]*mask[j]
+			}
+		})
 		return nil
 	})
 }
