@@ -142,9 +142,6 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	if spec, err = spec.Resolve(); err != nil {
 		return nil, invalidf("%v", err)
 	}
-	if req.RegisterAdapter && spec.Method != "lora" {
-		return nil, invalidf("%v", settings.CheckLoRAOnly("register_adapter", spec.Method))
-	}
 	if err := s.confinePaths(req, &spec); err != nil {
 		return nil, err
 	}
@@ -166,7 +163,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 // The adapter path is confined later (confinePaths); it is set now because
 // it decides which LoRA settings take defaults.
 func loraSpec(req *client.CreateRunRequest, spec *train.Spec) {
-	spec.Method, spec.Adapter = req.Method, req.AdapterPath
+	spec.Method, spec.Adapter, spec.AdapterOnly = req.Method, req.AdapterPath, req.RegisterAdapter
 	if l := req.LoRA; l != nil {
 		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA}
 	}

@@ -32,6 +32,9 @@ func (s *Spec) resolveLoRA() error {
 	if err := settings.CheckMethod(s.Method); err != nil {
 		return err
 	}
+	if s.AdapterOnly && s.Method != "lora" {
+		return settings.CheckLoRAOnly("register_adapter", s.Method)
+	}
 	if s.Method != "lora" {
 		var errs []error
 		if s.LoRA != nil {
@@ -236,8 +239,8 @@ func (r *runner) unmerge() error {
 }
 
 // saveFinalLoRA writes the final adapter (PEFT layout) to
-// workDir/final-adapter and the base with it merged (in the base's dtype)
-// to workDir/final. The training model is closed first: the merge loads the
+// workDir/final-adapter and, unless AdapterOnly, the base with it merged
+// (in the base's dtype) to workDir/final. The training model is closed first: the merge loads the
 // base again in fp32, so it never holds two models.
 func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
 	model, adapter = filepath.Join(r.workDir, "final"), filepath.Join(r.workDir, "final-adapter")
@@ -251,6 +254,9 @@ func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
 	}
 	if err := os.Rename(adapter+".tmp", adapter); err != nil {
 		return "", "", err
+	}
+	if r.spec.AdapterOnly {
+		return "", adapter, nil
 	}
 	dev := r.m.Dev
 	r.a.Close()

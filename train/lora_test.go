@@ -115,10 +115,14 @@ func numel(shape []int) int {
 func TestLoRAContinueAdapter(t *testing.T) {
 	model, data := tinyModel(t), chatData(t)
 	s := loraSpec(model, data)
-	s.Duration = train.Duration{Batches: 3}
-	first, err := train.Run(context.Background(), s, t.TempDir(), nil)
+	s.Duration, s.AdapterOnly = train.Duration{Batches: 3}, true
+	work := t.TempDir()
+	first, err := train.Run(context.Background(), s, work, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(work, "final")); first.ModelDir != "" || !os.IsNotExist(err) {
+		t.Errorf("adapter only: the run wrote a merged model (%q, %v)", first.ModelDir, err)
 	}
 	cont := loraSpec(model, data)
 	cont.LoRA = &train.LoRASpec{}

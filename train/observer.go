@@ -52,7 +52,7 @@ type Observer interface {
 
 // Result describes a finished run.
 type Result struct {
-	ModelDir        string // final model, HF layout (bf16; a LoRA run's merged model in the base's dtype)
+	ModelDir        string // final model, HF layout (bf16; a LoRA run's merged model in the base's dtype; "" with AdapterOnly)
 	AdapterDir      string // a LoRA run's final adapter, PEFT layout; "" for a full run
 	Steps           int
 	TokensSeen      int64

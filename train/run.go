@@ -74,7 +74,7 @@ func (s Spec) fingerprint() string {
 	}
 	b, _ := json.Marshal(struct {
 		Spec
-		EvalPrompts, Threads, KeepCheckpoints, CheckpointEvery any // do not change the weights
+		EvalPrompts, Threads, KeepCheckpoints, CheckpointEvery, AdapterOnly any // do not change the weights
 	}{Spec: s})
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])

@@ -105,6 +105,9 @@ type Spec struct {
 	Method  string    `json:",omitempty"`
 	LoRA    *LoRASpec `json:",omitempty"`
 	Adapter string    `json:",omitempty"`
+	// AdapterOnly (method lora) writes the final adapter alone, without
+	// the merged model, which needs the whole base in fp32 to write.
+	AdapterOnly bool `json:",omitempty"`
 }
 
 // Resolve returns s with every unset setting at its default, or an error

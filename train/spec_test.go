@@ -101,6 +101,7 @@ func TestResolveLoRA(t *testing.T) {
 		{train.Spec{Method: "qlora"}, `method: "qlora" is not a known value; use one of full, lora`},
 		{train.Spec{LoRA: &train.LoRASpec{Rank: 8}}, `lora: it applies only to method lora`},
 		{train.Spec{Adapter: "/a"}, `adapter_path: it applies only to method lora`},
+		{train.Spec{AdapterOnly: true}, `register_adapter: it applies only to method lora`},
 		{train.Spec{Method: "lora", LoRA: &train.LoRASpec{Rank: -1}}, "lora.rank: -1 is outside [1, 1024]"},
 		{train.Spec{Method: "lora", LoRA: &train.LoRASpec{Alpha: -2}}, "lora.alpha"},
 		{train.Spec{Method: "lora", LoRA: &train.LoRASpec{Dropout: &bad}}, "lora.dropout: 1.5 is outside [0, 1)"},
