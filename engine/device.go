@@ -103,6 +103,16 @@ type Device interface {
 	// SwiGLUBackward overwrites dgate and dup.
 	SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
 
+	// GatherRows copies rows: out(n,dim) row j = x[idx[j]], times scale[j]
+	// when scale is non-nil (the tokens routed to an expert, gathered).
+	GatherRows(out, x []float32, idx []int32, scale []float32, n, dim int)
+	// ScatterAddRows adds rows back: x[idx[j]] += scale[j] * y[j] for the
+	// n rows of y(n,dim), scale nil meaning 1. Several j may share an idx.
+	ScatterAddRows(x, y []float32, idx []int32, scale []float32, n, dim int)
+	// RowDots writes out[j] = x[idx[j]] · y[j] for the n rows of y(n,dim)
+	// (the gradient of a routing weight).
+	RowDots(out, x []float32, idx []int32, y []float32, n, dim int)
+
 	// CrossEntropy takes logits(N,V) and targets(N) (-1 = not scored) and
 	// returns the summed loss over scored rows and how many of them have
 	// their target as the arg-max. When dlogits is non-nil it is

@@ -79,6 +79,7 @@ func (lc *LoRAConfig) adapted(c *Config) ([][numProj]bool, error) {
 	for l := range on {
 		for p := range on[l] {
 			switch {
+			case c.MoE() && p > projO: // Mixtral's experts replace the MLP projections; they are not adapted
 			case len(lc.Layers) > 0 && !slices.Contains(lc.Layers, l):
 			case re != nil:
 				on[l][p] = re.MatchString(projModule(l, p))

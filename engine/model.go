@@ -81,6 +81,11 @@ type activations struct {
 	// The batch on the device: (N) token ids, targets, rotary positions
 	// and document starts, uploaded from the host Batch by prepare.
 	ids, targets, pos, docStart []int32
+	// Mixtral (moe.go): each layer's routing (host), shared scratch, and
+	// the load-balancing loss's gradient per expert probability.
+	routes  []moeRoute
+	moe     moeScratch
+	auxGrad []float64
 }
 
 type layerActs struct {
@@ -89,15 +94,16 @@ type layerActs struct {
 	att, lse   []float32 // (N,QD) (B,NH,T)
 	mid        []float32 // (N,C) residual after attention
 	ln2, rstd2 []float32 // (N,C) (N)
-	gate, up   []float32 // (N,F)
-	h          []float32 // (N,F) silu(gate)*up
+	gate, up   []float32 // (N,F), (NK,F) with experts
+	h          []float32 // (N,F) silu(gate)*up, (NK,F) with experts
+	moe        moeActs
 }
 
 // scratch buffers for the backward pass, shared by all layers.
 type scratch struct {
 	dres, dln        []float32 // (N,C)
 	dq, dk, dv, datt []float32 // (N,QD) (N,KVD) (N,KVD) (N,QD)
-	dgate, dup, dh   []float32 // (N,F)
+	dgate, dup, dh   []float32 // (N,F), (NK,F) with experts
 }
 
 // New allocates a model with zeroed parameters and gradients on dev.
@@ -149,6 +155,7 @@ func (m *Model) ensure(B, T int) {
 func (m *Model) allocActs(N int) *activations {
 	c, d := m.Config, m.Dev
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
+	NF := c.routedRows(N) * F
 	a := &activations{n: N}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
 	for i := range a.res {
@@ -165,18 +172,24 @@ func (m *Model) allocActs(N int) *activations {
 			q: d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
 			att: d.Alloc(N * QD), lse: d.Alloc(N * c.NumAttentionHeads),
 			mid: d.Alloc(N * C), ln2: d.Alloc(N * C), rstd2: d.Alloc(N),
-			gate: d.Alloc(N * F), up: d.Alloc(N * F), h: d.Alloc(N * F),
+			gate: d.Alloc(NF), up: d.Alloc(NF), h: d.Alloc(NF),
 		}
+		if c.MoE() {
+			a.layer[i].moe = allocMoEActs(d, c, N)
+		}
+	}
+	if c.MoE() {
+		a.moe, a.routes = allocMoEScratch(d, c, N), make([]moeRoute, c.NumHiddenLayers)
 	}
 	a.lnf, a.rstdf = d.Alloc(N*C), d.Alloc(N)
 	a.logits = d.Alloc(min(m.Opt.LossChunk, N) * c.VocabSize)
 	a.scr = scratch{
 		dres: d.Alloc(N * C), dln: d.Alloc(N * C),
 		dq: d.Alloc(N * QD), dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: d.Alloc(N * QD),
-		dgate: d.Alloc(N * F), dup: d.Alloc(N * F), dh: d.Alloc(N * F),
+		dgate: d.Alloc(NF), dup: d.Alloc(NF), dh: d.Alloc(NF),
 	}
 	if m.Opt.BF16 {
-		n16 := max(N*max(C, F, QD), min(m.Opt.LossChunk, N)*c.VocabSize)
+		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N))
 		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
@@ -194,7 +207,9 @@ func (m *Model) freeActs() {
 	}
 	for _, la := range a.layer {
 		freeAll(d, la.ln1, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.ln2, la.rstd2, la.gate, la.up, la.h)
+		la.moe.free(d)
 	}
+	a.moe.free(d)
 	s := a.scr
 	freeAll(d, a.lnf, a.rstdf, a.logits, s.dres, s.dln, s.dq, s.dk, s.dv, s.datt, s.dgate, s.dup, s.dh)
 	if a.a16 != nil {
@@ -402,6 +417,11 @@ func (m *Model) layerForward(l int, bt *Batch) {
 
 	x16 = m.buf16(a.a16, N*C)
 	d.RMSNorm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
+	if c.MoE() {
+		d.Copy(out, la.mid[:N*C])
+		m.moeForward(l, la, x16, out, N)
+		return
+	}
 	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, overwrite)
 	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, overwrite)
 	m.adapt(l, projGate, la.gate, la.ln2, N)
@@ -421,14 +441,19 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	dres := s.dres[:N*C]
 
-	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)).
-	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
-	m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
-	d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
-	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
-	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
-	m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
-	m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
+	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)), or the
+	// mixture of such experts.
+	if c.MoE() {
+		m.moeBackward(l, la, dres, N)
+	} else {
+		m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
+		m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
+		d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
+		m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
+		m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
+		m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
+		m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
+	}
 	d.RMSNormBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
@@ -549,6 +574,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.forwardTrunk(bt)
 	sum, _ = m.head(bt, scale, true)
+	sum += m.routerAuxLoss(scale, bt.Scored())
 
 	// Final norm: the head left d(lnf) in scr.dln.
 	dres := a.scr.dres[:N*C]

@@ -51,6 +51,16 @@ func (c *Config) ParamSpecs() []ParamSpec {
 			add(p+"self_attn.o_proj.bias", false, C)
 		}
 		add(p+"post_attention_layernorm.weight", false, C)
+		if c.MoE() {
+			add(p+"block_sparse_moe.gate.weight", true, c.NumLocalExperts, C)
+			for e := 0; e < c.NumLocalExperts; e++ {
+				q := fmt.Sprintf("%sblock_sparse_moe.experts.%d.", p, e)
+				add(q+"w1.weight", true, F, C)
+				add(q+"w2.weight", true, C, F)
+				add(q+"w3.weight", true, F, C)
+			}
+			continue
+		}
 		add(p+"mlp.gate_proj.weight", true, F, C)
 		if c.MLPBias {
 			add(p+"mlp.gate_proj.bias", false, F)
@@ -85,6 +95,16 @@ type Layer[T float32 | uint16] struct {
 	BGate, BUp []T // (F)
 	WDown      []T // (C,F)
 	BDown      []T // (C)
+	// Mixtral: the router and the experts replace the MLP above (whose
+	// views are then nil).
+	Router  []T // (E,C) block_sparse_moe.gate
+	Experts []Expert[T]
+}
+
+// Expert is one SwiGLU expert of a Mixtral layer: w2(silu(w1·x) * w3·x).
+type Expert[T float32 | uint16] struct {
+	W1, W3 []T // (F,C) gate and up
+	W2     []T // (C,F) down
 }
 
 // WeightSet is named views into one contiguous arena, laid out by ParamSpecs.
@@ -123,7 +143,16 @@ func newWeightSet[T float32 | uint16](c *Config, arena []T) *WeightSet[T] {
 // layerViews builds a Layer from the views of the tensors named prefix+...;
 // absent tensors (biases of a bias-free config) give nil views.
 func layerViews[T float32 | uint16](view map[string][]T, p string) Layer[T] {
+	var experts []Expert[T]
+	for e := 0; ; e++ {
+		q := fmt.Sprintf("%sblock_sparse_moe.experts.%d.", p, e)
+		if view[q+"w1.weight"] == nil {
+			break
+		}
+		experts = append(experts, Expert[T]{W1: view[q+"w1.weight"], W2: view[q+"w2.weight"], W3: view[q+"w3.weight"]})
+	}
 	return Layer[T]{
+		Router: view[p+"block_sparse_moe.gate.weight"], Experts: experts,
 		LN1: view[p+"input_layernorm.weight"],
 		WQ:  view[p+"self_attn.q_proj.weight"], BQ: view[p+"self_attn.q_proj.bias"],
 		WK: view[p+"self_attn.k_proj.weight"], BK: view[p+"self_attn.k_proj.bias"],

@@ -62,9 +62,34 @@ def base_config(**kw):
                 out["head_dim"] = head_dim
         cfg = out
     for k, v in cfg.items():
-        if v is None and k != "rope_scaling":
+        if v is None and k not in ("rope_scaling", "sliding_window"):
             raise ValueError("config key %s unset" % k)
     return cfg
+
+
+def mixtral_config(aux, window):
+    cfg = base_config(architectures=["MixtralForCausalLM"], model_type="mixtral",
+                      vocab_size=64, hidden_size=32, intermediate_size=40,
+                      num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, rope_theta=1000000.0,
+                      max_position_embeddings=64, sliding_window=window,
+                      num_local_experts=4, num_experts_per_tok=2,
+                      output_router_logits=aux, router_aux_loss_coef=0.05,
+                      router_jitter_noise=0.0)
+    del cfg["attention_bias"], cfg["mlp_bias"]   # MixtralConfig has neither
+    return cfg
+
+
+def find_routing_seed(cfg, seed, ids, seg, want_empty):
+    """The first weight seed from seed on (in steps of 100) whose routing
+    check_routing accepts: deterministic, so fixtures regenerate identically."""
+    for s in range(seed, seed + 100 * 200, 100):
+        P = {k: v.to(torch.float64) for k, v in init_params(cfg, s).items()}
+        rl = []
+        forward(cfg, P, ids, seg, router_logits=rl)
+        if check_routing(cfg, rl, want_empty) is not None:
+            return s
+    raise AssertionError("no seed gives the routing the case needs")
 
 
 def random_ids(gen, b, t, vocab):
@@ -139,6 +164,25 @@ def make_cases():
     labels[1, 6] = IGNORE_INDEX
     cases.append(("mistral", cfg, 15, ids, labels, seg))
 
+    # 6. mixtral: top-2 of 4 experts, GQA, packed rows, no aux loss.
+    # 7. mixtral_aux: the load-balancing loss on, a sliding window, and
+    # routing in which some layer leaves an expert without tokens (few
+    # tokens, so a seed that does so is found quickly).
+    for name, seed0, aux, window, seg, want_empty in (
+            ("mixtral", 16, False, None,
+             [[0] * 7 + [1] * 5, [0] * 4 + [1] * 8], False),
+            ("mixtral_aux", 17, True, 3,
+             [[0] * 4 + [1] * 5], True)):
+        cfg = mixtral_config(aux, window)
+        g = torch.Generator().manual_seed(1000 + seed0)
+        seg = torch.tensor(seg, dtype=torch.int64)
+        ids = random_ids(g, seg.shape[0], seg.shape[1], cfg["vocab_size"])
+        labels = ids.clone()
+        labels[0, 3] = IGNORE_INDEX
+        labels[-1, 7] = IGNORE_INDEX
+        seed = find_routing_seed(cfg, seed0, ids, seg, want_empty)
+        cases.append((name, cfg, seed, ids, labels, seg))
+
     # 4. single
     cfg = base_config(vocab_size=32, hidden_size=16, intermediate_size=32,
                       num_hidden_layers=1, num_attention_heads=2,
@@ -171,15 +215,22 @@ def param_shapes(cfg):
         out.append((p + "input_layernorm.weight", (H,)))
         for name, rows in (("q", nH * hd), ("k", nKV * hd), ("v", nKV * hd)):
             out.append((p + "self_attn.%s_proj.weight" % name, (rows, H)))
-            if cfg["attention_bias"]:
+            if cfg.get("attention_bias"):
                 out.append((p + "self_attn.%s_proj.bias" % name, (rows,)))
         out.append((p + "self_attn.o_proj.weight", (H, nH * hd)))
-        if cfg["attention_bias"]:
+        if cfg.get("attention_bias"):
             out.append((p + "self_attn.o_proj.bias", (H,)))
         out.append((p + "post_attention_layernorm.weight", (H,)))
+        if is_moe(cfg):
+            E = cfg["num_local_experts"]
+            out.append((p + "block_sparse_moe.gate.weight", (E, H)))
+            for e in range(E):
+                q = p + "block_sparse_moe.experts.%d." % e
+                out += [(q + "w1.weight", (I, H)), (q + "w2.weight", (H, I)), (q + "w3.weight", (I, H))]
+            continue
         for name, shape in (("gate", (I, H)), ("up", (I, H)), ("down", (H, I))):
             out.append((p + "mlp.%s_proj.weight" % name, shape))
-            if cfg["mlp_bias"]:
+            if cfg.get("mlp_bias"):
                 out.append((p + "mlp.%s_proj.bias" % name, (shape[0],)))
     out.append(("model.norm.weight", (H,)))
     if not cfg["tie_word_embeddings"]:
@@ -195,6 +246,10 @@ def init_params(cfg, seed):
         noise = torch.randn(shape, generator=g, dtype=torch.float32)
         if name.endswith("layernorm.weight") or name == "model.norm.weight":
             params[name] = 1.0 + 0.1 * noise
+        elif name.endswith("block_sparse_moe.gate.weight"):
+            # a router with weights this large routes unevenly, so the
+            # routing weights and the router's gradient matter
+            params[name] = ROUTER_INIT * noise
         else:
             params[name] = 0.02 * noise
     return params
@@ -268,7 +323,10 @@ def position_ids(doc):
 
 def sliding_window(cfg):
     """The attention window: HF MistralConfig's sliding_window (4096 when the
-    key is absent, None = full attention when it is null); Llama has none."""
+    key is absent, None = full attention when it is null); MixtralConfig's
+    (None when absent); Llama has none."""
+    if cfg.get("model_type") == "mixtral":
+        return cfg.get("sliding_window")
     if cfg.get("model_type") != "mistral":
         return None
     return cfg.get("sliding_window", 4096)
@@ -290,12 +348,13 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, P, input_ids, segment_ids=None, lora=None):
+def forward(cfg, P, input_ids, segment_ids=None, lora=None, router_logits=None):
     """Return logits (B,T,V) float64. P maps HF names to float64 tensors.
 
     lora, when given, is (scale, {module name: (A, B)}): the projection named
     e.g. "model.layers.0.self_attn.q_proj" computes x Wᵀ + b + scale·(x Aᵀ) Bᵀ
-    with A (r, in) and B (out, r)."""
+    with A (r, in) and B (out, r). router_logits, when a list, receives each
+    Mixtral layer's router logits (B*T, E)."""
     B, T = input_ids.shape
     H = cfg["hidden_size"]
     nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
@@ -350,6 +409,12 @@ def forward(cfg, P, input_ids, segment_ids=None, lora=None):
         o = proj(o, p + "self_attn.o_proj")
         x = x + o
         h = rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
+        if is_moe(cfg):
+            y, logits = moe_block(cfg, P, p + "block_sparse_moe.", h.reshape(B * T, H))
+            if router_logits is not None:
+                router_logits.append(logits)
+            x = x + y.view(B, T, H)
+            continue
         gate = proj(h, p + "mlp.gate_proj")
         up = proj(h, p + "mlp.up_proj")
         act = gate * torch.sigmoid(gate) * up
@@ -357,6 +422,74 @@ def forward(cfg, P, input_ids, segment_ids=None, lora=None):
     x = rms_norm(x, P["model.norm.weight"], eps)
     head = P["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else P["lm_head.weight"]
     return x @ head.t()
+
+
+# ---------------------------------------------------------------------------
+# Mixtral sparse mixture of experts (HF MixtralSparseMoeBlock), written from
+# its definition and computed densely: every expert runs on every token and
+# a routing matrix that is zero off the top-k picks combines them.
+# ---------------------------------------------------------------------------
+
+ROUTER_INIT = 0.2
+
+
+def is_moe(cfg):
+    return cfg.get("model_type") == "mixtral"
+
+
+def moe_routing(cfg, logits):
+    """(N,E) combine weights: softmax over experts, the top num_experts_per_tok
+    kept and renormalised to sum 1, zero elsewhere; and the picks (N,k)."""
+    probs = torch.softmax(logits, dim=-1)
+    top, picks = torch.topk(probs, cfg["num_experts_per_tok"], dim=-1)
+    top = top / top.sum(dim=-1, keepdim=True)
+    route = torch.zeros_like(probs).scatter(-1, picks, top)
+    return route, picks
+
+
+def moe_block(cfg, P, p, x):
+    """x (N,H) → (sum over experts of route·w2(silu(w1 x) * w3 x), router logits)."""
+    logits = x @ P[p + "gate.weight"].t()
+    route, _ = moe_routing(cfg, logits)
+    y = torch.zeros_like(x)
+    for e in range(cfg["num_local_experts"]):
+        q = p + "experts.%d." % e
+        g, u = x @ P[q + "w1.weight"].t(), x @ P[q + "w3.weight"].t()
+        y = y + route[:, e:e + 1] * ((g * torch.sigmoid(g) * u) @ P[q + "w2.weight"].t())
+    return y, logits
+
+
+def load_balancing_loss(cfg, router_logits):
+    """HF load_balancing_loss_func without an attention mask: over the router
+    logits of every layer concatenated, num_experts times the sum over experts
+    of (fraction of top-k picks that went to the expert) x (mean router
+    probability of the expert)."""
+    E, k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+    logits = torch.cat(router_logits, dim=0)
+    probs = torch.softmax(logits, dim=-1)
+    _, picks = torch.topk(probs, k, dim=-1)
+    mask = torch.nn.functional.one_hot(picks, E).to(probs.dtype)   # (N,k,E)
+    tokens_per_expert = mask.mean(dim=0)                            # (k,E)
+    prob_per_expert = probs.mean(dim=0)                             # (E)
+    return E * (tokens_per_expert * prob_per_expert[None, :]).sum()
+
+
+def check_routing(cfg, router_logits, want_empty):
+    """Routing must be unambiguous at float32 precision (the k-th and
+    (k+1)-th router logits apart), and when want_empty some layer must leave
+    an expert without tokens. Returns per-layer token counts per expert."""
+    E, k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+    counts = []
+    for logits in router_logits:
+        srt = logits.detach().sort(dim=-1, descending=True).values
+        gap = (srt[:, k - 1] - srt[:, k]).min().item()
+        if gap < 1e-3:
+            return None
+        _, picks = torch.topk(logits.detach(), k, dim=-1)
+        counts.append(torch.bincount(picks.flatten(), minlength=E).tolist())
+    if want_empty and not any(0 in c for c in counts):
+        return None
+    return counts
 
 
 def loss_terms(logits, labels, segment_ids=None):
@@ -375,9 +508,13 @@ def loss_terms(logits, labels, segment_ids=None):
 
 def run_case(cfg, params32, input_ids, labels, segment_ids):
     P = {k: v.to(torch.float64).requires_grad_(True) for k, v in params32.items()}
-    logits = forward(cfg, P, input_ids, segment_ids)
+    router_logits = []
+    logits = forward(cfg, P, input_ids, segment_ids, router_logits=router_logits)
     total, n = loss_terms(logits, labels, segment_ids)
     loss = total / n
+    if is_moe(cfg) and cfg["output_router_logits"]:
+        # MixtralForCausalLM: loss += router_aux_loss_coef * aux_loss
+        loss = loss + cfg["router_aux_loss_coef"] * load_balancing_loss(cfg, router_logits)
     names = sorted(P)
     grads = torch.autograd.grad(loss, [P[k] for k in names])
     return logits.detach(), loss.detach(), n, dict(zip(names, grads))
@@ -458,6 +595,9 @@ def make_lora_cases():
         # A bf16 checkpoint (Mistral, sliding window, packed): the base weights
         # are bf16 values, the math float64 as everywhere.
         ("mistral_bf16_base", "mistral", 24, 34, 4, 4.0, True, ["q_proj", "k_proj", "up_proj"], "base", True),
+        # Mixtral with the load-balancing loss: the attention projections
+        # adapted (the experts are not), the aux loss's gradient reaching them.
+        ("mixtral_aux_attn", "mixtral_aux", 25, 35, 4, 8.0, False, ["q_proj", "k_proj", "v_proj", "o_proj"], "base", False),
     ]
 
 
@@ -514,9 +654,14 @@ def run_lora_case(cfg, params32, ab32, scale, input_ids, labels, segment_ids):
     P = {k: v.to(torch.float64) for k, v in params32.items()}
     L = {m: (a.to(torch.float64).requires_grad_(True), b.to(torch.float64).requires_grad_(True))
          for m, (a, b) in ab32.items()}
-    logits = forward(cfg, P, input_ids, segment_ids, (scale, L))
+    router_logits = []
+    logits = forward(cfg, P, input_ids, segment_ids, (scale, L), router_logits)
     total, n = loss_terms(logits, labels, segment_ids)
     loss = total / n
+    if is_moe(cfg):
+        assert check_routing(cfg, router_logits, False) is not None, "routing ambiguous at float32"
+        if cfg["output_router_logits"]:
+            loss = loss + cfg["router_aux_loss_coef"] * load_balancing_loss(cfg, router_logits)
     mods = sorted(L)
     flat = [t for m in mods for t in L[m]]
     gs = torch.autograd.grad(loss, flat)
@@ -543,6 +688,8 @@ def write_lora_cases(out_dir):
             labels[0, 2] = IGNORE_INDEX
         d = os.path.join(out_dir, name)
         os.makedirs(os.path.join(d, "adapter"), exist_ok=True)
+        if is_moe(cfg):
+            seed = base_cases[base][2]   # the base case's seed, whose routing is checked
         params = init_params(cfg, seed)
         if bf16:
             cfg["torch_dtype"] = "bfloat16"
@@ -641,9 +788,18 @@ def main():
             assert kinds == ["high", "low", "mid"], "llama3 case must hit all three regimes"
         if sliding_window(cfg) is not None:
             extra += " window-check OK (%s)" % check_window_matters(cfg, params, ids, seg, logits)
+        if is_moe(cfg):
+            rl = []
+            forward(cfg, {k: v.to(torch.float64) for k, v in params.items()}, ids, seg, router_logits=rl)
+            extra += " experts-per-layer=%s" % check_routing(cfg, rl, False)
         if seg is not None:
+            pcfg, ploss, pgrads = cfg, loss, grads
+            if is_moe(cfg) and cfg["output_router_logits"]:
+                # the aux loss spans the batch; packing is checked without it
+                pcfg = dict(cfg, output_router_logits=False)
+                _, ploss, _, pgrads = run_case(pcfg, params, ids, labels, seg)
             ndocs, cnt, ldiff, lossdiff, gdiff = check_packing(
-                cfg, params, ids, labels, seg, logits, loss, grads)
+                pcfg, params, ids, labels, seg, logits, ploss, pgrads)
             assert cnt == n
             extra += (" packing-check OK (%d docs, max|dlogits|=%.1e, |dloss|=%.1e, max|dgrad|=%.1e)"
                       % (ndocs, ldiff, lossdiff, gdiff))
