@@ -284,3 +284,14 @@ func (m *Model) moeDecode(b *stepBufs, p *Layer[float32], n int) {
 	m.experts(r, p, &Layer[uint16]{}, xg, nil, b.gate, b.up, b.h, nil, s.acts.y, linearFP32)
 	d.ScatterAddRows(b.x, s.acts.y, s.acts.tok, s.acts.wt, NK, C)
 }
+
+// ActiveParams counts the parameters one token's forward pass uses: all of
+// them, less the experts the router does not pick (for FLOP counts).
+func (c *Config) ActiveParams() int64 {
+	n := c.NumParams()
+	if c.MoE() {
+		idle := int64(c.NumLocalExperts-c.NumExpertsPerTok) * 3 * int64(c.HiddenSize) * int64(c.IntermediateSize)
+		n -= idle * int64(c.NumHiddenLayers)
+	}
+	return n
+}
