@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 )
 
-// Config is the subset of a Hugging Face LlamaForCausalLM or
-// MistralForCausalLM config.json that determines the math. Fields are named
-// as in config.json. Mistral is Llama plus sliding-window attention.
+// Config is the subset of a Hugging Face LlamaForCausalLM,
+// MistralForCausalLM or MixtralForCausalLM config.json that determines the
+// math. Fields are named as in config.json. Mistral is Llama plus
+// sliding-window attention; Mixtral adds experts (moe.go). A DBRX
+// config.json has its own layout, mapped onto these fields (dbrx.go).
 type Config struct {
 	Architectures         []string     `json:"architectures,omitempty"`
 	ModelType             string       `json:"model_type"`
@@ -49,6 +51,14 @@ type Config struct {
 	// NumExperts (Qwen-MoE and others) is present only to refuse such
 	// configs by name.
 	NumExperts int `json:"num_experts,omitempty"`
+
+	// DBRX only (see dbrx.go), mapped from its own config layout: the
+	// clamp on the query/key/value projection (nil: none) and the p of the
+	// p-norm the chosen experts' weights are divided by (nil: none).
+	ClipQKV     *float64 `json:"-"`
+	ExpertNormP *float64 `json:"-"`
+	dbrx        *dbrxJSON
+	dbrxRaw     []byte
 }
 
 // RopeScaling is config.json's rope_scaling object. HF accepts the type under
@@ -130,6 +140,8 @@ func ParseConfig(b []byte) (*Config, error) {
 		return nil, err
 	} else if mt == "mixtral" {
 		*c = mixtralDefaults()
+	} else if mt == "dbrx" {
+		return parseDBRX(b)
 	}
 	if err := json.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("parse config.json: %w", err)
@@ -178,7 +190,7 @@ func (c *Config) Window() int {
 
 // architectures maps each model_type hone trains to its HF class.
 var architectures = map[string]string{"": "LlamaForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-	"mixtral": "MixtralForCausalLM"}
+	"mixtral": "MixtralForCausalLM", "dbrx": "DbrxForCausalLM"}
 
 // archName is the HF class the config describes.
 func (c *Config) archName() string { return architectures[c.ModelType] }
@@ -190,7 +202,7 @@ func (c *Config) Validate() error {
 	}
 	arch, ok := architectures[c.ModelType]
 	if !ok {
-		return bad("model_type", "%q is not supported; hone trains the Llama, Mistral and Mixtral architectures (model_type \"llama\", \"mistral\" or \"mixtral\")", c.ModelType)
+		return bad("model_type", "%q is not supported; hone trains the Llama, Mistral, Mixtral and DBRX architectures (model_type \"llama\", \"mistral\", \"mixtral\" or \"dbrx\")", c.ModelType)
 	}
 	for _, a := range c.Architectures {
 		if a != arch {

@@ -147,7 +147,7 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 		m.decodeLayer(b, decs, n, l, eps)
 	}
 	last := x[(n-1)*C : n*C]
-	dev.RMSNorm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)
+	m.norm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)
 	dev.MatMul(b.logits[:c.VocabSize], ln[:C], m.Params.LMHead, 1, c.VocabSize, C, xWt)
 	logits := make([]float32, c.VocabSize)
 	dev.Download(logits, b.logits[:c.VocabSize])
@@ -160,7 +160,7 @@ func (m *Model) mlpF32(b *stepBufs, p *Layer[float32], n int, eps float32) {
 	c, dev := m.Config, m.Dev
 	C, F := c.HiddenSize, c.IntermediateSize
 	ln := b.ln[:n*C]
-	dev.RMSNorm(ln, nil, b.rstd, b.x[:n*C], p.LN2, n, C, eps)
+	m.norm(ln, nil, b.rstd, b.x[:n*C], p.LN2, n, C, eps)
 	if c.MoE() {
 		m.moeDecode(b, p, n)
 		return

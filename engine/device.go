@@ -71,6 +71,17 @@ type Device interface {
 	// RMSNormBackward adds into dx(N,C) and dw(C).
 	RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
 
+	// LayerNorm is RMSNorm's counterpart without bias (DBRX): out = (x −
+	// mean) * rstd * w, rstd = 1/sqrt(var + eps) with the biased variance.
+	LayerNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32)
+	// LayerNormBackward adds into dx(N,C) and dw(C); it recomputes each
+	// row's mean from x.
+	LayerNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
+	// Clamp limits x to [−lim, lim] in place; ClampBackward zeroes dx where
+	// the unclamped x lies outside it (DBRX's clip_qkv).
+	Clamp(x []float32, lim float32)
+	ClampBackward(dx, x []float32, lim float32)
+
 	// AddBias adds b(C) to every row of y(N,C).
 	AddBias(y, b []float32, n, dim int)
 	// BiasBackward adds the column sums of dy(N,C) into db(C).

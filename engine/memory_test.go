@@ -85,17 +85,27 @@ func randomBatch(t testing.TB, B, T, vocab int) *engine.Batch {
 	return bt
 }
 
-// A Mixtral config's estimate is exact too: expert activations are sized
+// A Mixtral or DBRX config's estimate is exact too: expert activations are sized
 // by the routed pairs (N·K rows), not by every expert.
-func TestMemoryEstimateMixtral(t *testing.T) {
-	c, err := engine.ParseConfig([]byte(`{"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 256,
+// DBRX's clip_qkv backward recomputes into scratch and allocates nothing.
+func TestMemoryEstimateMoE(t *testing.T) {
+	for _, js := range []string{`{"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 256,
 	"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-	"num_local_experts": 6, "num_experts_per_tok": 2, "output_router_logits": true, "max_position_embeddings": 512}`))
-	if err != nil {
-		t.Fatal(err)
+	"num_local_experts": 6, "num_experts_per_tok": 2, "output_router_logits": true, "max_position_embeddings": 512}`,
+		`{"model_type": "dbrx", "d_model": 48, "n_heads": 4, "n_layers": 2, "max_seq_len": 512, "vocab_size": 256,
+	"attn_config": {"clip_qkv": 0.05, "kv_n_heads": 2}, "ffn_config": {"ffn_hidden_size": 96, "moe_num_experts": 6, "moe_top_k": 2},
+	"output_router_logits": true}`} {
+		c, err := engine.ParseConfig([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkMoEMemory(t, c)
 	}
+}
+
+func checkMoEMemory(t *testing.T, c *engine.Config) {
 	for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 32}, {BF16: true}, {BF16: true, CompactBF16: true, Recompute: true}} {
-		t.Run(fmt.Sprintf("%+v", opt), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%+v", c.ModelType, opt), func(t *testing.T) {
 			const B, T = 2, 64
 			dev := engine.NewCountingDevice(openCPU(t))
 			m := engine.New(c, dev, opt)

@@ -2,7 +2,8 @@
 // passes exactly as Hugging Face transformers defines them, with explicit
 // per-layer gradients in the style of llm.c. Mistral (MistralForCausalLM) is
 // the same math with sliding-window attention (Config.Window), which the
-// Device applies.
+// Device applies. Mixtral (MixtralForCausalLM) and DBRX (DbrxForCausalLM)
+// replace the MLP with a sparse mixture of experts (moe.go, dbrx.go).
 //
 // Legend for the shapes written on buffers:
 //
@@ -400,13 +401,14 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
 
 	x16 := m.buf16(a.a16, N*C) // the norms and SwiGLU write their outputs' bf16 casts here
-	d.RMSNorm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
+	m.norm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
 	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, overwrite)
 	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, overwrite)
 	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, overwrite)
 	m.adapt(l, projQ, la.q, la.ln1, N)
 	m.adapt(l, projK, la.k, la.ln1, N)
 	m.adapt(l, projV, la.v, la.ln1, N)
+	m.clipQKV(la.q, la.k, la.v, N)
 	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	d.Attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
@@ -416,7 +418,7 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.adapt(l, projO, la.mid, la.att, N)
 
 	x16 = m.buf16(a.a16, N*C)
-	d.RMSNorm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
+	m.norm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
 	if c.MoE() {
 		d.Copy(out, la.mid[:N*C])
 		m.moeForward(l, la, x16, out, N)
@@ -454,7 +456,7 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 		m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
 		m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
 	}
-	d.RMSNormBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
+	m.normBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
 	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
@@ -462,13 +464,14 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
+	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)
 	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
 	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, accumulate)
 	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, accumulate)
 	m.adaptBackward(l, projQ, s.dln, s.dq, la.ln1, N)
 	m.adaptBackward(l, projK, s.dln, s.dk, la.ln1, N)
 	m.adaptBackward(l, projV, s.dln, s.dv, la.ln1, N)
-	d.RMSNormBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
+	m.normBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
 // forwardTrunk embeds the batch and runs every layer and the final norm.
@@ -480,7 +483,7 @@ func (m *Model) forwardTrunk(bt *Batch) {
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
 	}
-	m.Dev.RMSNorm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
+	m.norm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
 }
 
 // Logits runs the forward pass and returns all logits (N,V) in host
@@ -579,7 +582,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	// Final norm: the head left d(lnf) in scr.dln.
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
-	d.RMSNormBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
+	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
 	for l := c.NumHiddenLayers - 1; l >= 0; l-- {
 		if m.Opt.Recompute {
 			m.layerForward(l, bt)

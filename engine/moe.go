@@ -60,9 +60,9 @@ func (c *Config) validateMoE(bad func(field, format string, a ...any) error) err
 	if c.NumExperts > 0 {
 		return bad("num_experts", "this mixture-of-experts layout is not supported; hone trains Mixtral (model_type \"mixtral\", num_local_experts)")
 	}
-	if c.ModelType != "mixtral" {
+	if c.ModelType != "mixtral" && c.ModelType != "dbrx" {
 		if c.NumLocalExperts > 0 {
-			return bad("num_local_experts", "mixture-of-experts models are supported only as model_type \"mixtral\", not %q", c.ModelType)
+			return bad("num_local_experts", "mixture-of-experts models are supported only as model_type \"mixtral\" or \"dbrx\", not %q", c.ModelType)
 		}
 		return nil
 	}
@@ -144,7 +144,7 @@ func (m *Model) moeForward(l int, la *layerActs, x16 []uint16, out []float32, N 
 	rl := a.moe.rl[:N*E]
 	m.linear(rl, la.ln2, x16, p.Router, h.Router, nil, N, C, E, overwrite)
 	r := &a.routes[l]
-	r.route(d, rl, N, E, c.NumExpertsPerTok)
+	r.route(d, rl, c, N)
 	NK := len(r.tok)
 	d.UploadInt32(la.moe.tok[:NK], r.tok)
 	d.Upload(la.moe.wt[:NK], r.wt)
@@ -168,12 +168,17 @@ const (
 // fp32).
 func (m *Model) experts(r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []float32, xg16 []uint16, gate, up, hh []float32, h16 []uint16, y []float32, k linearKind) {
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
-	lin := func(y, x []float32, x16 []uint16, w []float32, w16 []uint16, n, in, out int) {
+	// y(n,out) = x·Wᵀ for W (out,in), or x·W for DBRX's w2 stored (in,out).
+	lin := func(y, x []float32, x16 []uint16, w []float32, w16 []uint16, n, in, out int, f MatMulFlags) {
 		if k == linearFP32 {
-			m.linearF32(y, x, w, nil, n, in, out, overwrite)
+			m.Dev.MatMul(y, x, w, n, out, in, f)
 			return
 		}
-		m.linear(y, x, x16, w, w16, nil, n, in, out, overwrite)
+		m.matmul(y, x, x16, w, w16, n, out, in, f)
+	}
+	down := xWt
+	if m.Config.IsDBRX() {
+		down = MatMulFlags{}
 	}
 	for e := range p.Experts {
 		o, n := r.off[e], r.off[e+1]-r.off[e]
@@ -182,8 +187,8 @@ func (m *Model) experts(r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []f
 		}
 		ep, eh := &p.Experts[e], expert16(h, e)
 		x, x16 := xg[o*C:(o+n)*C], sub16(xg16, o*C, (o+n)*C)
-		lin(gate[o*F:(o+n)*F], x, x16, ep.W1, eh.W1, n, C, F)
-		lin(up[o*F:(o+n)*F], x, x16, ep.W3, eh.W3, n, C, F)
+		lin(gate[o*F:(o+n)*F], x, x16, ep.W1, eh.W1, n, C, F, xWt)
+		lin(up[o*F:(o+n)*F], x, x16, ep.W3, eh.W3, n, C, F, xWt)
 	}
 	NK := len(r.tok)
 	m.Dev.SwiGLU(hh[:NK*F], h16, gate[:NK*F], up[:NK*F], NK*F)
@@ -192,7 +197,7 @@ func (m *Model) experts(r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []f
 		if n == 0 {
 			continue
 		}
-		lin(y[o*C:(o+n)*C], hh[o*F:(o+n)*F], sub16(h16, o*F, (o+n)*F), p.Experts[e].W2, expert16(h, e).W2, n, F, C)
+		lin(y[o*C:(o+n)*C], hh[o*F:(o+n)*F], sub16(h16, o*F, (o+n)*F), p.Experts[e].W2, expert16(h, e).W2, n, F, C, down)
 	}
 }
 
@@ -225,7 +230,7 @@ func (m *Model) moeBackward(l int, la *layerActs, dres []float32, N int) {
 		if n == 0 {
 			continue
 		}
-		m.linearBackward(s.dh[o*F:(o+n)*F], g.Experts[e].W2, nil, dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], p.Experts[e].W2, expert16(h, e).W2, n, F, C, overwrite)
+		m.downBackward(s.dh[o*F:(o+n)*F], g.Experts[e].W2, dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], p.Experts[e].W2, expert16(h, e).W2, n)
 	}
 	d.SwiGLUBackward(s.dgate[:NK*F], s.dup[:NK*F], s.dh[:NK*F], la.gate[:NK*F], la.up[:NK*F], NK*F)
 	dxg := a.moe.dxg[:NK*C] // dy is spent
@@ -275,7 +280,7 @@ func (m *Model) moeDecode(b *stepBufs, p *Layer[float32], n int) {
 	C, E := c.HiddenSize, c.NumLocalExperts
 	m.linearF32(s.rl[:n*E], b.ln[:n*C], p.Router, nil, n, C, E, overwrite)
 	r := &s.route
-	r.route(d, s.rl[:n*E], n, E, c.NumExpertsPerTok)
+	r.route(d, s.rl[:n*E], c, n)
 	NK := len(r.tok)
 	d.UploadInt32(s.acts.tok[:NK], r.tok)
 	d.Upload(s.acts.wt[:NK], r.wt)
@@ -294,4 +299,21 @@ func (c *Config) ActiveParams() int64 {
 		n -= idle * int64(c.NumHiddenLayers)
 	}
 	return n
+}
+
+// downBackward is the backward of an expert's down projection y(n,C) from
+// h(n,F): dh = dy·W2 and dW2 += dyᵀ·h for Mixtral's W2 (C,F); for DBRX's
+// untransposed w2 (F,C), dh = dy·W2ᵀ and dW2 += hᵀ·dy.
+func (m *Model) downBackward(dh, dw, dy, h, w []float32, w16 []uint16, n int) {
+	if !m.Config.IsDBRX() {
+		m.linearBackward(dh, dw, nil, dy, h, w, w16, n, m.Config.IntermediateSize, m.Config.HiddenSize, overwrite)
+		return
+	}
+	C, F, a := m.Config.HiddenSize, m.Config.IntermediateSize, m.acts
+	dy16 := m.cast(a.a16, dy[:n*C])
+	m.matmul(dh, dy, dy16, w, w16, n, F, C, xWt)
+	if m.frozen() {
+		return
+	}
+	m.matmul(dw, h, m.cast(a.b16, h[:n*F]), dy, dy16, F, C, n, MatMulFlags{TransA: true, Acc: true})
 }

@@ -11,10 +11,15 @@ import (
 // nothing to rounding here.
 type moeRoute struct {
 	n, e, k int
-	logits  []float32 // (N,E) host copy of the router logits; reused for their gradient
-	probs   []float64 // (N,E) softmax of the logits
-	pick    []int32   // (N,K) chosen experts, most probable first
-	sel     []float64 // (N) sum of the chosen probabilities
+	// The chosen probabilities are divided by their normP-norm (1: their
+	// sum, Mixtral), or not at all without norm (DBRX's null). auxSoftmax:
+	// the aux loss sees the probabilities through a second softmax (DBRX).
+	normP            float64
+	norm, auxSoftmax bool
+	logits           []float32 // (N,E) host copy of the router logits; reused for their gradient
+	probs            []float64 // (N,E) softmax of the logits
+	pick             []int32   // (N,K) chosen experts, most probable first
+	sel              []float64 // (N) the chosen probabilities' norm S (1 without normalisation)
 	// The N·K (token, choice) pairs ordered expert by expert (tokens
 	// ascending within an expert): pair i is token tok[i]'s choice src[i]%K,
 	// weighted wt[i]; expert e's pairs are [off[e], off[e+1]).
@@ -26,20 +31,27 @@ type moeRoute struct {
 }
 
 // route downloads the router logits rl (N,E) and routes: softmax, top K,
-// the K probabilities renormalised to sum 1 (HF MixtralSparseMoeBlock).
-func (r *moeRoute) route(d Device, rl []float32, N, E, K int) {
+// the K probabilities divided by their norm (their sum for Mixtral, HF
+// MixtralSparseMoeBlock; the p-norm for DBRX, HF DbrxRouter).
+func (r *moeRoute) route(d Device, rl []float32, c *Config, N int) {
+	E, K := c.NumLocalExperts, c.NumExpertsPerTok
 	r.size(N, E, K)
+	r.normP, r.norm = c.expertNorm()
+	r.auxSoftmax = c.IsDBRX()
 	d.Download(r.logits, rl)
 	for t := 0; t < N; t++ {
 		p := r.probs[t*E : (t+1)*E]
 		softmax64(p, r.logits[t*E:(t+1)*E])
 		pick := r.pick[t*K : (t+1)*K]
 		topK(pick, p)
-		var s float64
-		for _, e := range pick {
-			s += p[e]
+		r.sel[t] = 1
+		if r.norm {
+			var s float64
+			for _, e := range pick {
+				s += math.Pow(p[e], r.normP)
+			}
+			r.sel[t] = math.Pow(s, 1/r.normP)
 		}
-		r.sel[t] = s
 	}
 	counts := make([]int, E+1)
 	for _, e := range r.pick {
@@ -110,9 +122,10 @@ func topK(pick []int32, p []float64) {
 // auxGrad (E), when non-nil, is the load-balancing loss's gradient with
 // respect to every token's probability of each expert.
 //
-// With S the sum of the chosen probabilities and w_j = p_j/S:
-// dL/dp_s = (dw_s − Σ_j dw_j·w_j)/S for a chosen s, and the softmax
-// backward dL/dx_e = p_e·(dL/dp_e − Σ_f p_f·dL/dp_f).
+// With S = (Σ_j p_j^P)^(1/P) the P-norm of the chosen probabilities and
+// w_j = p_j/S: dL/dp_s = (dw_s − Σ_j dw_j·w_j · p_s^(P−1)·S^(1−P))/S for a
+// chosen s (P = 1: (dw_s − Σ_j dw_j·w_j)/S; no normalisation: dw_s), and
+// the softmax backward dL/dx_e = p_e·(dL/dp_e − Σ_f p_f·dL/dp_f).
 func (r *moeRoute) backward(d Device, drl, dwt []float32, auxGrad []float64) {
 	N, E, K := r.n, r.e, r.k
 	host := make([]float32, len(dwt))
@@ -123,19 +136,18 @@ func (r *moeRoute) backward(d Device, drl, dwt []float32, auxGrad []float64) {
 	dp := make([]float64, E)
 	for t := 0; t < N; t++ {
 		p := r.probs[t*E : (t+1)*E]
-		for e := range dp {
-			dp[e] = 0
-			if auxGrad != nil {
-				dp[e] = auxGrad[e]
-			}
-		}
-		pick, dw := r.pick[t*K:(t+1)*K], r.dw[t*K:(t+1)*K]
+		r.auxBackward(dp, p, auxGrad)
+		pick, dw, S := r.pick[t*K:(t+1)*K], r.dw[t*K:(t+1)*K], r.sel[t]
 		var dot float64
 		for j, e := range pick {
-			dot += dw[j] * p[e] / r.sel[t]
+			dot += dw[j] * p[e] / S
 		}
 		for j, e := range pick {
-			dp[e] += (dw[j] - dot) / r.sel[t]
+			ds := 0.0
+			if r.norm {
+				ds = dot * math.Pow(p[e], r.normP-1) * math.Pow(S, 1-r.normP)
+			}
+			dp[e] += (dw[j] - ds) / S
 		}
 		var pd float64
 		for e := range p {
@@ -176,8 +188,14 @@ func (m *Model) routerAuxLoss(scale float32, scored int) float64 {
 		for _, e := range r.pick {
 			picks[e]++
 		}
-		for i, p := range r.probs {
-			probs[i%E] += p
+		for t := 0; t < r.n; t++ {
+			p := r.probs[t*E : (t+1)*E]
+			if r.auxSoftmax {
+				p = softmaxOf(p) // DBRX: the aux loss sees softmax(probabilities)
+			}
+			for e, v := range p {
+				probs[e] += v
+			}
 		}
 	}
 	var aux float64
@@ -189,4 +207,43 @@ func (m *Model) routerAuxLoss(scale float32, scored int) float64 {
 	}
 	a.auxGrad = grad
 	return c.RouterAuxLossCoef * aux * float64(scored)
+}
+
+// auxBackward sets dp (E) to the aux loss's gradient with respect to one
+// token's probabilities p: auxGrad itself, or for DBRX, whose aux loss
+// sees q = softmax(p), auxGrad through that softmax. nil: zero.
+func (r *moeRoute) auxBackward(dp, p, auxGrad []float64) {
+	clear(dp)
+	switch {
+	case auxGrad == nil:
+	case !r.auxSoftmax:
+		copy(dp, auxGrad)
+	default:
+		q := softmaxOf(p)
+		var qg float64
+		for e := range q {
+			qg += q[e] * auxGrad[e]
+		}
+		for e := range dp {
+			dp[e] = q[e] * (auxGrad[e] - qg)
+		}
+	}
+}
+
+// softmaxOf is softmax(p) of float64s.
+func softmaxOf(p []float64) []float64 {
+	mx := math.Inf(-1)
+	for _, v := range p {
+		mx = math.Max(mx, v)
+	}
+	q := make([]float64, len(p))
+	var s float64
+	for i, v := range p {
+		q[i] = math.Exp(v - mx)
+		s += q[i]
+	}
+	for i := range q {
+		q[i] /= s
+	}
+	return q
 }

@@ -84,10 +84,10 @@ func TestResolve(t *testing.T) {
 }
 
 // The product's Mistral models are trainable (Llama math plus a sliding
-// window), and Mixtral (mixture of experts); DBRX is not yet.
+// window), and the mixtures of experts Mixtral and DBRX.
 func TestSupportedMistral(t *testing.T) {
 	want := map[string]bool{"mistralai/Mistral-7B-v0.1": true, "mistralai/Mistral-7B-Instruct-v0.2": true,
-		"mistralai/Mixtral-8x7B-v0.1": true, "databricks/dbrx-base": false}
+		"mistralai/Mixtral-8x7B-v0.1": true, "databricks/dbrx-base": true}
 	for _, s := range modelref.SupportedModels() {
 		if w, ok := want[s.Name]; ok {
 			if s.Trainable != w || s.MaxContext != 32768 {

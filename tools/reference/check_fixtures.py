@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-CASES = ["gqa", "tied_llama3", "bias_packed", "mistral", "mixtral", "mixtral_aux", "single"]
+CASES = ["gqa", "tied_llama3", "bias_packed", "mistral", "mixtral", "mixtral_aux", "dbrx", "dbrx_p2", "single"]
 
 
 def read_safetensors(path):
@@ -47,7 +47,27 @@ def read_safetensors(path):
     return out
 
 
+def expected_dbrx_params(cfg):
+    V, H, hd = cfg["vocab_size"], cfg["d_model"], cfg["d_model"] // cfg["n_heads"]
+    kvd = cfg["attn_config"]["kv_n_heads"] * hd
+    EF = cfg["ffn_config"]["moe_num_experts"] * cfg["ffn_config"]["ffn_hidden_size"]
+    exp = {"transformer.wte.weight": [V, H], "transformer.norm_f.weight": [H]}
+    if not cfg["tie_word_embeddings"]:
+        exp["lm_head.weight"] = [V, H]
+    for i in range(cfg["n_layers"]):
+        p = "transformer.blocks.%d." % i
+        exp.update({p + "norm_attn_norm.norm_1.weight": [H], p + "norm_attn_norm.norm_2.weight": [H],
+                    p + "norm_attn_norm.attn.Wqkv.weight": [H + 2 * kvd, H],
+                    p + "norm_attn_norm.attn.out_proj.weight": [H, H],
+                    p + "ffn.router.layer.weight": [cfg["ffn_config"]["moe_num_experts"], H]})
+        for m in ("w1", "v1", "w2"):
+            exp[p + "ffn.experts.mlp." + m] = [EF, H]
+    return exp
+
+
 def expected_params(cfg):
+    if cfg["model_type"] == "dbrx":
+        return expected_dbrx_params(cfg)
     V, H, I = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"]
     nH, nKV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or H // nH
@@ -100,7 +120,7 @@ def check_case(root, name):
     with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
     arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-            "mixtral": "MixtralForCausalLM"}[cfg["model_type"]]
+            "mixtral": "MixtralForCausalLM", "dbrx": "DbrxForCausalLM"}[cfg["model_type"]]
     assert cfg["architectures"] == [arch]
     assert (cfg["model_type"] == "mistral") == (name == "mistral")
     assert (cfg["model_type"] == "mixtral") == name.startswith("mixtral")
@@ -114,7 +134,8 @@ def check_case(root, name):
     if seg is not None:
         seg = np.array(seg)
         assert seg.shape == ids.shape
-    assert (seg is not None) == (name in ("bias_packed", "mistral", "mixtral", "mixtral_aux")), "segment_ids only in the packed cases"
+    assert (seg is not None) == (name in ("bias_packed", "mistral", "mixtral", "mixtral_aux", "dbrx", "dbrx_p2")), \
+        "segment_ids only in the packed cases"
     B, T = ids.shape
 
     model = read_safetensors(os.path.join(d, "model.safetensors"))
@@ -143,8 +164,9 @@ def check_case(root, name):
     loss, count = recompute_loss(lg, labels, seg)
     stored = float(grads["loss"])
     if cfg.get("output_router_logits"):
-        # the stored loss adds router_aux_loss_coef x the load-balancing loss (>= coef)
-        assert stored - loss >= 0.99 * cfg["router_aux_loss_coef"], (loss, stored)
+        # the stored loss adds the coefficient x the load-balancing loss (>= the coefficient)
+        coef = cfg["ffn_config"]["moe_loss_weight"] if name.startswith("dbrx") else cfg["router_aux_loss_coef"]
+        assert stored - loss >= 0.99 * coef, (loss, stored)
     else:
         assert abs(loss - stored) < 1e-5 * max(1.0, abs(stored)), (loss, stored)
     print("%-12s OK  B=%d T=%d V=%d params=%d counted=%d loss=%.7f (recomputed %.7f)"

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import re
 import struct
 import sys
 
@@ -183,6 +184,21 @@ def make_cases():
         seed = find_routing_seed(cfg, seed0, ids, seg, want_empty)
         cases.append((name, cfg, seed, ids, labels, seg))
 
+    # 8. dbrx: LayerNorm, fused Wqkv with clip_qkv clamping some values,
+    # top-2 of 4 experts over their 1-norm, the aux loss on, GQA, packed.
+    # 9. dbrx_p2: no clamp, the chosen weights over their 2-norm, top-3,
+    # no aux loss, tied embeddings.
+    for name, seed0, clip, p_norm, aux, tied, top_k in (
+            ("dbrx", 18, 0.12, 1.0, True, False, 2),
+            ("dbrx_p2", 19, None, 2.0, False, True, 3)):
+        cfg = dbrx_config(name, clip, p_norm, aux, tied, top_k)
+        g = torch.Generator().manual_seed(1000 + seed0)
+        seg = torch.tensor([[0] * 6 + [1] * 6, [0] * 12], dtype=torch.int64)
+        ids = random_ids(g, 2, 12, cfg["vocab_size"])
+        labels = ids.clone()
+        labels[0, 2] = IGNORE_INDEX
+        cases.append((name, cfg, find_dbrx_seed(cfg, seed0, ids, seg), ids, labels, seg))
+
     # 4. single
     cfg = base_config(vocab_size=32, hidden_size=16, intermediate_size=32,
                       num_hidden_layers=1, num_attention_heads=2,
@@ -207,6 +223,8 @@ def head_dim_of(cfg):
 
 def param_shapes(cfg):
     """Ordered list of (HF name, shape) for every parameter."""
+    if cfg.get("model_type") == "dbrx":
+        return dbrx_param_shapes(cfg)
     V, H, I = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"]
     nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
     out = [("model.embed_tokens.weight", (V, H))]
@@ -244,9 +262,9 @@ def init_params(cfg, seed):
     params = {}
     for name, shape in param_shapes(cfg):
         noise = torch.randn(shape, generator=g, dtype=torch.float32)
-        if name.endswith("layernorm.weight") or name == "model.norm.weight":
+        if name.endswith("layernorm.weight") or name == "model.norm.weight" or DBRX_NORM.search(name):
             params[name] = 1.0 + 0.1 * noise
-        elif name.endswith("block_sparse_moe.gate.weight"):
+        elif name.endswith("block_sparse_moe.gate.weight") or name.endswith("ffn.router.layer.weight"):
             # a router with weights this large routes unevenly, so the
             # routing weights and the router's gradient matter
             params[name] = ROUTER_INIT * noise
@@ -355,6 +373,9 @@ def forward(cfg, P, input_ids, segment_ids=None, lora=None, router_logits=None):
     e.g. "model.layers.0.self_attn.q_proj" computes x Wᵀ + b + scale·(x Aᵀ) Bᵀ
     with A (r, in) and B (out, r). router_logits, when a list, receives each
     Mixtral layer's router logits (B*T, E)."""
+    if cfg.get("model_type") == "dbrx":
+        assert lora is None
+        return dbrx_forward(cfg, P, input_ids, segment_ids, router_logits)
     B, T = input_ids.shape
     H = cfg["hidden_size"]
     nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
@@ -434,7 +455,24 @@ ROUTER_INIT = 0.2
 
 
 def is_moe(cfg):
-    return cfg.get("model_type") == "mixtral"
+    return cfg.get("model_type") in ("mixtral", "dbrx")
+
+
+def moe_dims(cfg):
+    """(experts, experts per token) of a Mixtral or DBRX config."""
+    if cfg.get("model_type") == "dbrx":
+        f = cfg["ffn_config"]
+        return f["moe_num_experts"], f["moe_top_k"]
+    return cfg["num_local_experts"], cfg["num_experts_per_tok"]
+
+
+def aux_coef(cfg):
+    """The load-balancing loss's weight, or None when it is off."""
+    if not is_moe(cfg) or not cfg.get("output_router_logits"):
+        return None
+    if cfg.get("model_type") == "dbrx":
+        return cfg["ffn_config"]["moe_loss_weight"]
+    return cfg["router_aux_loss_coef"]
 
 
 def moe_routing(cfg, logits):
@@ -459,12 +497,153 @@ def moe_block(cfg, P, p, x):
     return y, logits
 
 
+# ---------------------------------------------------------------------------
+# DBRX (HF DbrxForCausalLM), written from its definition: LayerNorm without
+# bias, a fused Wqkv whose output is clamped to [-clip_qkv, clip_qkv], top-k
+# experts weighted by their probabilities over the p-norm of the chosen ones
+# (moe_normalize_expert_weights; none when null), fused expert weights
+# w1, v1, w2 of shape (E*F, C) with w2 applied untransposed. DbrxFFN returns
+# the router's probabilities as its "router logits", so the load-balancing
+# loss softmaxes probabilities.
+# ---------------------------------------------------------------------------
+
+DBRX_NORM = re.compile(r"norm_[12f]\.weight$")
+
+
+def dbrx_config(name, clip, p_norm, aux, tied, top_k):
+    return {
+        "architectures": ["DbrxForCausalLM"], "model_type": "dbrx",
+        "d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 64, "vocab_size": 64,
+        "resid_pdrop": 0.0, "emb_pdrop": 0.0,
+        "attn_config": {"attn_pdrop": 0.0, "clip_qkv": clip, "kv_n_heads": 2, "rope_theta": 500000.0},
+        "ffn_config": {"ffn_act_fn": {"name": "silu"}, "ffn_hidden_size": 40, "moe_num_experts": 4,
+                       "moe_top_k": top_k, "moe_jitter_eps": None, "moe_loss_weight": 0.05,
+                       "moe_normalize_expert_weights": p_norm},
+        "output_router_logits": aux, "tie_word_embeddings": tied, "torch_dtype": "float32",
+    }
+
+
+def dbrx_param_shapes(cfg):
+    V, H, L = cfg["vocab_size"], cfg["d_model"], cfg["n_layers"]
+    hd = H // cfg["n_heads"]
+    kvd = cfg["attn_config"]["kv_n_heads"] * hd
+    E, F = cfg["ffn_config"]["moe_num_experts"], cfg["ffn_config"]["ffn_hidden_size"]
+    out = [("transformer.wte.weight", (V, H))]
+    for i in range(L):
+        p = "transformer.blocks.%d." % i
+        out += [(p + "norm_attn_norm.norm_1.weight", (H,)),
+                (p + "norm_attn_norm.attn.Wqkv.weight", (H + 2 * kvd, H)),
+                (p + "norm_attn_norm.attn.out_proj.weight", (H, H)),
+                (p + "norm_attn_norm.norm_2.weight", (H,)),
+                (p + "ffn.router.layer.weight", (E, H))]
+        out += [(p + "ffn.experts.mlp." + m, (E * F, H)) for m in ("w1", "v1", "w2")]
+    out.append(("transformer.norm_f.weight", (H,)))
+    if not cfg["tie_word_embeddings"]:
+        out.append(("lm_head.weight", (V, H)))
+    return out
+
+
+def layer_norm(x, w, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mu) * torch.rsqrt(var + eps) * w
+
+
+def dbrx_forward(cfg, P, input_ids, segment_ids=None, router_logits=None, qkv_pre=None):
+    """Logits (B,T,V); router_logits receives each layer's router
+    probabilities (N,E), qkv_pre each layer's Wqkv output before the clamp."""
+    B, T = input_ids.shape
+    H, nH = cfg["d_model"], cfg["n_heads"]
+    ac, fc = cfg["attn_config"], cfg["ffn_config"]
+    nKV, hd = ac["kv_n_heads"], H // nH
+    E, F, k = fc["moe_num_experts"], fc["ffn_hidden_size"], fc["moe_top_k"]
+    doc = document_ids(segment_ids, B, T)
+    pos = position_ids(doc).to(torch.float64)
+    inv = 1.0 / (ac["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    freqs = pos[..., None] * inv[None, None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+    causal = torch.tril(torch.ones((T, T), dtype=torch.bool))
+    allowed = (causal[None] & (doc[:, :, None] == doc[:, None, :]))[:, None]
+
+    x = P["transformer.wte.weight"][input_ids]
+    for i in range(cfg["n_layers"]):
+        p = "transformer.blocks.%d." % i
+        h = layer_norm(x, P[p + "norm_attn_norm.norm_1.weight"])
+        qkv = h @ P[p + "norm_attn_norm.attn.Wqkv.weight"].t()
+        if qkv_pre is not None:
+            qkv_pre.append(qkv.detach())
+        if ac["clip_qkv"] is not None:
+            qkv = qkv.clamp(min=-ac["clip_qkv"], max=ac["clip_qkv"])
+        q, kk, v = qkv.split([H, nKV * hd, nKV * hd], dim=-1)
+        q = q.view(B, T, nH, hd).transpose(1, 2)
+        kk = kk.view(B, T, nKV, hd).transpose(1, 2)
+        v = v.view(B, T, nKV, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        kk = kk * cos + rotate_half(kk) * sin
+        kk, v = kk.repeat_interleave(nH // nKV, dim=1), v.repeat_interleave(nH // nKV, dim=1)
+        scores = (q @ kk.transpose(-1, -2)) / math.sqrt(hd)
+        attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        o = (attn @ v).transpose(1, 2).reshape(B, T, H)
+        x = x + o @ P[p + "norm_attn_norm.attn.out_proj.weight"].t()
+
+        h = layer_norm(x, P[p + "norm_attn_norm.norm_2.weight"]).reshape(B * T, H)
+        probs = torch.softmax(h @ P[p + "ffn.router.layer.weight"].t(), dim=-1)
+        if router_logits is not None:
+            router_logits.append(probs)
+        top, picks = torch.topk(probs, k, dim=-1)
+        if fc["moe_normalize_expert_weights"] is not None:
+            top = top / torch.norm(top, p=fc["moe_normalize_expert_weights"], dim=-1, keepdim=True)
+        route = torch.zeros_like(probs).scatter(-1, picks, top)
+        w1 = P[p + "ffn.experts.mlp.w1"].view(E, F, H)
+        v1 = P[p + "ffn.experts.mlp.v1"].view(E, F, H)
+        w2 = P[p + "ffn.experts.mlp.w2"].view(E, F, H)
+        y = torch.zeros_like(h)
+        for e in range(E):
+            g, u = h @ w1[e].t(), h @ v1[e].t()
+            y = y + route[:, e:e + 1] * ((g * torch.sigmoid(g) * u) @ w2[e])
+        x = x + y.view(B, T, H)
+    x = layer_norm(x, P["transformer.norm_f.weight"])
+    head = P["transformer.wte.weight"] if cfg["tie_word_embeddings"] else P["lm_head.weight"]
+    return x @ head.t()
+
+
+def find_dbrx_seed(cfg, seed, ids, seg):
+    """The first seed from seed on whose routing check_routing accepts and
+    whose Wqkv outputs are, where clip_qkv is set, some of them clamped and
+    none within 1e-6 of the limit (so float32 agrees on which are)."""
+    clip = cfg["attn_config"]["clip_qkv"]
+    for s in range(seed, seed + 100 * 500, 100):
+        P = {k: v.to(torch.float64) for k, v in init_params(cfg, s).items()}
+        rl, pre = [], []
+        dbrx_forward(cfg, P, ids, seg, rl, pre)
+        if check_routing(cfg, rl, False) is None:
+            continue
+        if clip is not None:
+            a = torch.cat([t.flatten() for t in pre]).abs()
+            if (a > clip).sum().item() == 0 or ((a - clip).abs() < 1e-6).any():
+                continue
+        return s
+    raise AssertionError("no seed gives the routing and clamping the case needs")
+
+
+def check_clip_matters(cfg, params32, input_ids, segment_ids, logits):
+    full = json.loads(json.dumps(cfg))
+    full["attn_config"]["clip_qkv"] = None
+    P = {k: v.to(torch.float64) for k, v in params32.items()}
+    pre = []
+    diff = (dbrx_forward(full, P, input_ids, segment_ids, None, pre) - logits).abs().max().item()
+    clipped = sum((t.abs() > cfg["attn_config"]["clip_qkv"]).sum().item() for t in pre)
+    assert diff > 1e-5, "clip_qkv does not change the logits (max diff %g)" % diff
+    return "%d values clamped, unclamped logits differ by %.1e" % (clipped, diff)
+
+
 def load_balancing_loss(cfg, router_logits):
     """HF load_balancing_loss_func without an attention mask: over the router
     logits of every layer concatenated, num_experts times the sum over experts
     of (fraction of top-k picks that went to the expert) x (mean router
     probability of the expert)."""
-    E, k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+    E, k = moe_dims(cfg)
     logits = torch.cat(router_logits, dim=0)
     probs = torch.softmax(logits, dim=-1)
     _, picks = torch.topk(probs, k, dim=-1)
@@ -478,9 +657,11 @@ def check_routing(cfg, router_logits, want_empty):
     """Routing must be unambiguous at float32 precision (the k-th and
     (k+1)-th router logits apart), and when want_empty some layer must leave
     an expert without tokens. Returns per-layer token counts per expert."""
-    E, k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+    E, k = moe_dims(cfg)
     counts = []
     for logits in router_logits:
+        if cfg.get("model_type") == "dbrx":
+            logits = logits.log()   # DBRX hands out probabilities; log-probability gaps are logit gaps
         srt = logits.detach().sort(dim=-1, descending=True).values
         gap = (srt[:, k - 1] - srt[:, k]).min().item()
         if gap < 1e-3:
@@ -512,9 +693,9 @@ def run_case(cfg, params32, input_ids, labels, segment_ids):
     logits = forward(cfg, P, input_ids, segment_ids, router_logits=router_logits)
     total, n = loss_terms(logits, labels, segment_ids)
     loss = total / n
-    if is_moe(cfg) and cfg["output_router_logits"]:
-        # MixtralForCausalLM: loss += router_aux_loss_coef * aux_loss
-        loss = loss + cfg["router_aux_loss_coef"] * load_balancing_loss(cfg, router_logits)
+    if aux_coef(cfg) is not None:
+        # MixtralForCausalLM, DbrxForCausalLM: loss += coef * aux_loss
+        loss = loss + aux_coef(cfg) * load_balancing_loss(cfg, router_logits)
     names = sorted(P)
     grads = torch.autograd.grad(loss, [P[k] for k in names])
     return logits.detach(), loss.detach(), n, dict(zip(names, grads))
@@ -660,8 +841,8 @@ def run_lora_case(cfg, params32, ab32, scale, input_ids, labels, segment_ids):
     loss = total / n
     if is_moe(cfg):
         assert check_routing(cfg, router_logits, False) is not None, "routing ambiguous at float32"
-        if cfg["output_router_logits"]:
-            loss = loss + cfg["router_aux_loss_coef"] * load_balancing_loss(cfg, router_logits)
+        if aux_coef(cfg) is not None:
+            loss = loss + aux_coef(cfg) * load_balancing_loss(cfg, router_logits)
     mods = sorted(L)
     flat = [t for m in mods for t in L[m]]
     gs = torch.autograd.grad(loss, flat)
@@ -781,11 +962,13 @@ def main():
 
         B, T = ids.shape
         extra = ""
-        _, regimes = rope_inv_freq(cfg)
+        regimes = None if cfg.get("model_type") == "dbrx" else rope_inv_freq(cfg)[1]
         if regimes is not None:
             kinds = sorted(set(regimes))
             extra += " llama3 bands=%s" % ",".join(regimes)
             assert kinds == ["high", "low", "mid"], "llama3 case must hit all three regimes"
+        if cfg.get("model_type") == "dbrx" and cfg["attn_config"]["clip_qkv"] is not None:
+            extra += " clip-check OK (%s)" % check_clip_matters(cfg, params, ids, seg, logits)
         if sliding_window(cfg) is not None:
             extra += " window-check OK (%s)" % check_window_matters(cfg, params, ids, seg, logits)
         if is_moe(cfg):
@@ -794,7 +977,7 @@ def main():
             extra += " experts-per-layer=%s" % check_routing(cfg, rl, False)
         if seg is not None:
             pcfg, ploss, pgrads = cfg, loss, grads
-            if is_moe(cfg) and cfg["output_router_logits"]:
+            if aux_coef(cfg) is not None:
                 # the aux loss spans the batch; packing is checked without it
                 pcfg = dict(cfg, output_router_logits=False)
                 _, ploss, _, pgrads = run_case(pcfg, params, ids, labels, seg)
