@@ -51,6 +51,9 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 		return err
 	}
 	defer src.Close()
+	if src.cfg.IsDBRX() {
+		return fmt.Errorf("%w: GGUF export of DBRX (llama.cpp's dbrx architecture) is not supported yet; export it in Hugging Face format", ErrInvalid)
+	}
 	voc, err := loadVocab(dir, src.tok, src.cfg.VocabSize)
 	if err != nil {
 		return err
