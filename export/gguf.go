@@ -51,24 +51,36 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 		return err
 	}
 	defer src.Close()
+	arch := "llama"
 	if src.cfg.IsDBRX() {
-		return fmt.Errorf("%w: GGUF export of DBRX (llama.cpp's dbrx architecture) is not supported yet; export it in Hugging Face format", ErrInvalid)
+		if err := dbrxExportable(src.cfg); err != nil {
+			return err
+		}
+		arch = "dbrx"
 	}
 	voc, err := loadVocab(dir, src.tok, src.cfg.VocabSize)
 	if err != nil {
 		return err
 	}
 	w := gguf.NewWriter()
-	w.String("general.architecture", "llama")
+	w.String("general.architecture", arch)
 	w.String("general.type", "model")
 	w.String("general.name", opt.Name)
 	w.Uint32("general.file_type", ft.file)
 	w.Uint32("general.quantization_version", 2)
-	writeHyperparameters(w, src.cfg)
+	if arch == "dbrx" {
+		writeDBRXHyperparameters(w, src.cfg)
+	} else {
+		writeHyperparameters(w, src.cfg)
+	}
 	if err := writeTokenizer(w, src, voc); err != nil {
 		return err
 	}
-	for _, t := range src.tensors(ctx, ft.tensor) {
+	tensors := src.tensors
+	if arch == "dbrx" {
+		tensors = src.dbrxTensors
+	}
+	for _, t := range tensors(ctx, ft.tensor) {
 		w.AddTensor(t)
 	}
 	if err := w.WriteFile(out); err != nil {

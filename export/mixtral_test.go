@@ -2,11 +2,9 @@ package export_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"hone/export"
@@ -87,16 +85,4 @@ func readST(t *testing.T, st *safetensors.Model, name string) []float32 {
 		t.Fatal(err)
 	}
 	return x
-}
-
-// DBRX is not exported to GGUF (yet): refused by name, not written wrong.
-func TestGGUFRefusesDBRX(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "model")
-	testmodel.Write(t, dir, `{"architectures": ["DbrxForCausalLM"], "model_type": "dbrx", "d_model": 32, "n_heads": 4,
-		"n_layers": 1, "max_seq_len": 64, "vocab_size": 128256, "attn_config": {"kv_n_heads": 2},
-		"ffn_config": {"ffn_hidden_size": 16, "moe_num_experts": 2, "moe_top_k": 1}}`, 1)
-	err := export.GGUF(context.Background(), dir, filepath.Join(t.TempDir(), "x.gguf"), export.GGUFOptions{})
-	if !errors.Is(err, export.ErrInvalid) || !strings.Contains(err.Error(), "DBRX") {
-		t.Errorf("GGUF(dbrx) = %v, want ErrInvalid naming DBRX", err)
-	}
 }
