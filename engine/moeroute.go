@@ -2,7 +2,7 @@ package engine
 
 import (
 	"math"
-	"sort"
+	"slices"
 )
 
 // moeRoute is one layer's routing of N tokens over E experts, K each, kept
@@ -107,14 +107,18 @@ func softmax64(p []float64, x []float32) {
 }
 
 // topK writes the indices of the len(pick) largest p, largest first; ties
-// go to the lower index.
+// go to the lower index. K passes over E: both are small, and it allocates
+// nothing (it runs for every token of every layer).
 func topK(pick []int32, p []float64) {
-	idx := make([]int32, len(p))
-	for i := range idx {
-		idx[i] = int32(i)
+	for j := range pick {
+		best := -1
+		for e, v := range p {
+			if (best < 0 || v > p[best]) && !slices.Contains(pick[:j], int32(e)) {
+				best = e
+			}
+		}
+		pick[j] = int32(best)
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return p[idx[a]] > p[idx[b]] })
-	copy(pick, idx)
 }
 
 // backward downloads the routing weights' gradient dwt (NK, in pair order)
