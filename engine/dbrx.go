@@ -17,6 +17,8 @@ import (
 // untransposed (y = h·w2). Its load-balancing loss is HF's
 // load_balancing_loss_func applied to the router's probabilities (DbrxFFN
 // returns them as "router logits"), so they go through a second softmax.
+// ffn_config.moe_jitter_eps (random scaling of the router's input while
+// training; 0 in the published configs) is not applied.
 
 // dbrxJSON is DBRX's config.json.
 type dbrxJSON struct {

@@ -82,3 +82,34 @@ func TestMixtralSaveLoad(t *testing.T) {
 		t.Errorf("reloaded model differs: experts %d, relative error %g", back.Config.NumLocalExperts, relErr(b, a))
 	}
 }
+
+// The published configs parse, and their parameter counts are the
+// published ones: Mixtral-8x7B 46,702,792,704 (12.9B active per token),
+// DBRX 132B (36B active).
+func TestPublishedMoEConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		json               string
+		total, active, tol float64
+		window, experts, k int
+		clip               float64
+	}{
+		{mixtral8x7b, 46702792704, 12.9e9, 0.05e9, 0, 8, 2, 0},
+		{dbrxBase, 132e9, 36e9, 0.5e9, 0, 16, 4, 8},
+	} {
+		c, err := engine.ParseConfig([]byte(tc.json))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total, active := float64(c.NumParams()), float64(c.ActiveParams())
+		if d := total - tc.total; d > tc.tol || d < -tc.tol {
+			t.Errorf("%s: %d parameters, published %g", c.ModelType, c.NumParams(), tc.total)
+		}
+		if d := active - tc.active; d > tc.tol || d < -tc.tol {
+			t.Errorf("%s: %d active parameters, published %g", c.ModelType, c.ActiveParams(), tc.active)
+		}
+		if c.Window() != tc.window || c.NumLocalExperts != tc.experts || c.NumExpertsPerTok != tc.k ||
+			(tc.clip > 0) != (c.ClipQKV != nil) {
+			t.Errorf("%s: window %d, experts %d, per token %d, clip %v", c.ModelType, c.Window(), c.NumLocalExperts, c.NumExpertsPerTok, c.ClipQKV)
+		}
+	}
+}
