@@ -53,11 +53,12 @@ type TrainResult struct {
 	Losses       []float64 `json:"losses"`
 }
 
-// FLOPsPerToken is 6·params (forward and backward of every matmul) plus the
-// attention products (QKᵀ and PV, causal so half of T², three passes).
+// FLOPsPerToken is 6·params (forward and backward of every matmul; with
+// experts, only the routed ones) plus the attention products (QKᵀ and PV,
+// causal so half of T², three passes).
 func FLOPsPerToken(c *engine.Config, seq int) float64 {
 	attn := 6 * float64(c.NumHiddenLayers) * float64(seq) * float64(c.QDim())
-	return 6*float64(c.NumParams()) + attn
+	return 6*float64(c.ActiveParams()) + attn
 }
 
 // Train runs the benchmark: random tokens, AdamW with clipping, one optimizer

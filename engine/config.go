@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 )
 
-// Config is the subset of a Hugging Face LlamaForCausalLM or
-// MistralForCausalLM config.json that determines the math. Fields are named
-// as in config.json. Mistral is Llama plus sliding-window attention.
+// Config is the subset of a Hugging Face LlamaForCausalLM,
+// MistralForCausalLM or MixtralForCausalLM config.json that determines the
+// math. Fields are named as in config.json. Mistral is Llama plus
+// sliding-window attention; Mixtral adds experts (moe.go). A DBRX
+// config.json has its own layout, mapped onto these fields (dbrx.go).
 type Config struct {
 	Architectures         []string     `json:"architectures,omitempty"`
 	ModelType             string       `json:"model_type"`
@@ -37,9 +39,26 @@ type Config struct {
 	// many positions behind it; nil (config.json null) is full attention.
 	SlidingWindow *int `json:"sliding_window,omitempty"`
 
-	// Mixture-of-experts keys: present only to refuse such configs by name.
-	NumLocalExperts int `json:"num_local_experts,omitempty"`
-	NumExperts      int `json:"num_experts,omitempty"`
+	// Mixtral's sparse mixture of experts (see moe.go): each layer's MLP is
+	// NumLocalExperts SwiGLU experts of which a router picks
+	// NumExpertsPerTok per token. With OutputRouterLogits the training loss
+	// adds RouterAuxLossCoef times HF's load-balancing loss.
+	NumLocalExperts    int     `json:"num_local_experts,omitempty"`
+	NumExpertsPerTok   int     `json:"num_experts_per_tok,omitempty"`
+	RouterAuxLossCoef  float64 `json:"router_aux_loss_coef,omitempty"`
+	OutputRouterLogits bool    `json:"output_router_logits,omitempty"`
+	RouterJitterNoise  float64 `json:"router_jitter_noise,omitempty"`
+	// NumExperts (Qwen-MoE and others) is present only to refuse such
+	// configs by name.
+	NumExperts int `json:"num_experts,omitempty"`
+
+	// DBRX only (see dbrx.go), mapped from its own config layout: the
+	// clamp on the query/key/value projection (nil: none) and the p of the
+	// p-norm the chosen experts' weights are divided by (nil: none).
+	ClipQKV     *float64 `json:"-"`
+	ExpertNormP *float64 `json:"-"`
+	dbrx        *dbrxJSON
+	dbrxRaw     []byte
 }
 
 // RopeScaling is config.json's rope_scaling object. HF accepts the type under
@@ -117,6 +136,13 @@ func LoadConfig(dir string) (*Config, error) {
 // ParseConfig decodes config.json bytes, fills HF defaults and validates.
 func ParseConfig(b []byte) (*Config, error) {
 	c := &Config{RMSNormEps: 1e-6, RopeTheta: 10000, HiddenAct: "silu", MaxPositionEmbeddings: 2048}
+	if mt, err := modelType(b); err != nil {
+		return nil, err
+	} else if mt == "mixtral" {
+		*c = mixtralDefaults()
+	} else if mt == "dbrx" {
+		return parseDBRX(b)
+	}
 	if err := json.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("parse config.json: %w", err)
 	}
@@ -153,17 +179,18 @@ func (c *Config) defaultWindow(b []byte) error {
 }
 
 // Window is the attention window passed to the device: sliding_window for
-// Mistral, 0 (full causal attention) otherwise. Llama ignores the key, as
-// HF's LlamaForCausalLM does.
+// Mistral and Mixtral, 0 (full causal attention) otherwise. Llama ignores
+// the key, as HF's LlamaForCausalLM does.
 func (c *Config) Window() int {
-	if c.ModelType != "mistral" || c.SlidingWindow == nil {
+	if (c.ModelType != "mistral" && c.ModelType != "mixtral") || c.SlidingWindow == nil {
 		return 0
 	}
 	return *c.SlidingWindow
 }
 
 // architectures maps each model_type hone trains to its HF class.
-var architectures = map[string]string{"": "LlamaForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+var architectures = map[string]string{"": "LlamaForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+	"mixtral": "MixtralForCausalLM", "dbrx": "DbrxForCausalLM"}
 
 // archName is the HF class the config describes.
 func (c *Config) archName() string { return architectures[c.ModelType] }
@@ -175,18 +202,18 @@ func (c *Config) Validate() error {
 	}
 	arch, ok := architectures[c.ModelType]
 	if !ok {
-		return bad("model_type", "%q is not supported; hone trains the Llama and Mistral architectures (model_type \"llama\" or \"mistral\")", c.ModelType)
+		return bad("model_type", "%q is not supported; hone trains the Llama, Mistral, Mixtral and DBRX architectures (model_type \"llama\", \"mistral\", \"mixtral\" or \"dbrx\")", c.ModelType)
 	}
 	for _, a := range c.Architectures {
 		if a != arch {
 			return bad("architectures", "%q is not supported with model_type %q; want %s", a, c.ModelType, arch)
 		}
 	}
-	if c.ModelType == "mistral" && c.SlidingWindow != nil && *c.SlidingWindow <= 0 {
+	if (c.ModelType == "mistral" || c.ModelType == "mixtral") && c.SlidingWindow != nil && *c.SlidingWindow <= 0 {
 		return bad("sliding_window", "must be a positive integer or null (full attention), got %d", *c.SlidingWindow)
 	}
-	if c.NumLocalExperts > 0 || c.NumExperts > 0 {
-		return bad("num_local_experts", "mixture-of-experts models are not supported")
+	if err := c.validateMoE(bad); err != nil {
+		return err
 	}
 	for _, f := range []struct {
 		name string

@@ -30,6 +30,7 @@ type stepBufs struct {
 	logits                           []float32 // (cap, V) for DecodeStep, (V) for Append
 	ids, pos                         []int32
 	hostIDs, hostPos                 []int32
+	moe                              moeStep // Mixtral only
 }
 
 // NewDecoder starts an empty sequence of at most max tokens.
@@ -86,6 +87,7 @@ func (b *stepBufs) free(dev Device) {
 		return
 	}
 	freeAll(dev, b.x, b.ln, b.q, b.att, b.gate, b.up, b.h, b.rstd, b.k, b.v, b.logits)
+	b.moe.free(dev)
 	dev.FreeInt32(b.ids)
 	dev.FreeInt32(b.pos)
 	*b = stepBufs{}
@@ -103,7 +105,11 @@ func (b *stepBufs) grow(c *Config, dev Device, n, nLogits int) {
 	b.x, b.ln, b.rstd = dev.Alloc(n*C), dev.Alloc(n*C), dev.Alloc(n)
 	b.q, b.att = dev.Alloc(n*QD), dev.Alloc(n*QD)
 	b.k, b.v = dev.Alloc(n*KVD), dev.Alloc(n*KVD)
-	b.gate, b.up, b.h = dev.Alloc(n*F), dev.Alloc(n*F), dev.Alloc(n*F)
+	NF := c.routedRows(n) * F
+	b.gate, b.up, b.h = dev.Alloc(NF), dev.Alloc(NF), dev.Alloc(NF)
+	if c.MoE() {
+		b.moe = allocMoEStep(dev, c, n)
+	}
 	b.logits = dev.Alloc(nLogits * c.VocabSize)
 	b.ids, b.pos = dev.AllocInt32(n), dev.AllocInt32(n)
 	b.hostIDs, b.hostPos = make([]int32, n), make([]int32, n)
@@ -141,7 +147,7 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 		m.decodeLayer(b, decs, n, l, eps)
 	}
 	last := x[(n-1)*C : n*C]
-	dev.RMSNorm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)
+	m.norm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)
 	dev.MatMul(b.logits[:c.VocabSize], ln[:C], m.Params.LMHead, 1, c.VocabSize, C, xWt)
 	logits := make([]float32, c.VocabSize)
 	dev.Download(logits, b.logits[:c.VocabSize])
@@ -154,7 +160,11 @@ func (m *Model) mlpF32(b *stepBufs, p *Layer[float32], n int, eps float32) {
 	c, dev := m.Config, m.Dev
 	C, F := c.HiddenSize, c.IntermediateSize
 	ln := b.ln[:n*C]
-	dev.RMSNorm(ln, nil, b.rstd, b.x[:n*C], p.LN2, n, C, eps)
+	m.norm(ln, nil, b.rstd, b.x[:n*C], p.LN2, n, C, eps)
+	if c.MoE() {
+		m.moeDecode(b, p, n)
+		return
+	}
 	m.linearF32(b.gate, ln, p.WGate, p.BGate, n, C, F, overwrite)
 	m.linearF32(b.up, ln, p.WUp, p.BUp, n, C, F, overwrite)
 	dev.SwiGLU(b.h, nil, b.gate, b.up, n*F)

@@ -48,7 +48,7 @@ func DecodeStep(decs []*Decoder, tokens []int) ([][]float32, error) {
 		m.decodeLayer(b, decs, 1, l, eps)
 	}
 	ln := b.ln[:B*C]
-	dev.RMSNorm(ln, nil, b.rstd, b.x[:B*C], m.Params.NormF, B, C, eps)
+	m.norm(ln, nil, b.rstd, b.x[:B*C], m.Params.NormF, B, C, eps)
 	V := c.VocabSize
 	dev.MatMul(b.logits[:B*V], ln, m.Params.LMHead, B, V, C, xWt)
 	if len(m.stepHost) < B*V {
@@ -74,10 +74,11 @@ func (m *Model) decodeLayer(b *stepBufs, decs []*Decoder, per, l int, eps float3
 	C, QD, KVD, HD := c.HiddenSize, c.QDim(), c.KVDim(), c.HeadDim
 	p := &m.Params.Layers[l]
 	ln := b.ln[:R*C]
-	dev.RMSNorm(ln, nil, b.rstd, b.x[:R*C], p.LN1, R, C, eps)
+	m.norm(ln, nil, b.rstd, b.x[:R*C], p.LN1, R, C, eps)
 	m.linearF32(b.q, ln, p.WQ, p.BQ, R, C, QD, overwrite)
 	m.linearF32(b.k, ln, p.WK, p.BK, R, C, KVD, overwrite)
 	m.linearF32(b.v, ln, p.WV, p.BV, R, C, KVD, overwrite)
+	m.clipQKV(b.q, b.k, b.v, R)
 	dev.RoPE(b.q, b.pos, m.ropeCos, m.ropeSin, R, c.NumAttentionHeads, HD)
 	dev.RoPE(b.k, b.pos, m.ropeCos, m.ropeSin, R, c.NumKeyValueHeads, HD)
 	for i, d := range decs {

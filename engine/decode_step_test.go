@@ -14,7 +14,7 @@ import (
 // positions), on every device; every buffer is freed after.
 func TestDecodeStepMatchesAlone(t *testing.T) {
 	for _, devName := range parityDevices {
-		for _, name := range []string{"gqa", "tied_llama3", "bias_packed", "mistral"} {
+		for _, name := range []string{"gqa", "tied_llama3", "bias_packed", "mistral", "mixtral", "mixtral_aux", "dbrx", "dbrx_p2"} {
 			t.Run(devName+"/"+name, func(t *testing.T) {
 				dev := openDevice(t, devName)
 				m, err := engine.Load(filepath.Join("testdata", "parity", name), dev, engine.Options{})

@@ -71,6 +71,17 @@ type Device interface {
 	// RMSNormBackward adds into dx(N,C) and dw(C).
 	RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
 
+	// LayerNorm is RMSNorm's counterpart without bias (DBRX): out = (x −
+	// mean) * rstd * w, rstd = 1/sqrt(var + eps) with the biased variance.
+	LayerNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32)
+	// LayerNormBackward adds into dx(N,C) and dw(C); it recomputes each
+	// row's mean from x.
+	LayerNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
+	// Clamp limits x to [−lim, lim] in place; ClampBackward zeroes dx where
+	// the unclamped x lies outside it (DBRX's clip_qkv).
+	Clamp(x []float32, lim float32)
+	ClampBackward(dx, x []float32, lim float32)
+
 	// AddBias adds b(C) to every row of y(N,C).
 	AddBias(y, b []float32, n, dim int)
 	// BiasBackward adds the column sums of dy(N,C) into db(C).
@@ -102,6 +113,16 @@ type Device interface {
 	SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int)
 	// SwiGLUBackward overwrites dgate and dup.
 	SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
+
+	// GatherRows copies rows: out(n,dim) row j = x[idx[j]], times scale[j]
+	// when scale is non-nil (the tokens routed to an expert, gathered).
+	GatherRows(out, x []float32, idx []int32, scale []float32, n, dim int)
+	// ScatterAddRows adds rows back: x[idx[j]] += scale[j] * y[j] for the
+	// n rows of y(n,dim), scale nil meaning 1. Several j may share an idx.
+	ScatterAddRows(x, y []float32, idx []int32, scale []float32, n, dim int)
+	// RowDots writes out[j] = x[idx[j]] · y[j] for the n rows of y(n,dim)
+	// (the gradient of a routing weight).
+	RowDots(out, x []float32, idx []int32, y []float32, n, dim int)
 
 	// CrossEntropy takes logits(N,V) and targets(N) (-1 = not scored) and
 	// returns the summed loss over scored rows and how many of them have

@@ -226,7 +226,7 @@ func TestLoadErrors(t *testing.T) {
 // every device; closing the decoder and the model frees every buffer.
 func TestDecoderMatchesFullForward(t *testing.T) {
 	for _, devName := range parityDevices {
-		for _, name := range []string{"gqa", "tied_llama3", "bias_packed", "mistral"} {
+		for _, name := range []string{"gqa", "tied_llama3", "bias_packed", "mistral", "mixtral", "mixtral_aux", "dbrx", "dbrx_p2"} {
 			dev := openDevice(t, devName)
 			dir := filepath.Join("testdata", "parity", name)
 			m, err := engine.Load(dir, dev, engine.Options{})

@@ -70,6 +70,9 @@ func (lc *LoRAConfig) adapted(c *Config) ([][numProj]bool, error) {
 			return nil, fmt.Errorf("lora target %q: not a projection hone adapts (%v)", t, LoRATargets)
 		}
 	}
+	if c.IsDBRX() {
+		return nil, fmt.Errorf("lora: adapters on DBRX (fused Wqkv) are not supported; train it fully")
+	}
 	for _, l := range lc.Layers {
 		if l < 0 || l >= c.NumHiddenLayers {
 			return nil, fmt.Errorf("lora layer %d: the model has layers 0..%d", l, c.NumHiddenLayers-1)
@@ -79,6 +82,7 @@ func (lc *LoRAConfig) adapted(c *Config) ([][numProj]bool, error) {
 	for l := range on {
 		for p := range on[l] {
 			switch {
+			case c.MoE() && p > projO: // Mixtral's experts replace the MLP projections; they are not adapted
 			case len(lc.Layers) > 0 && !slices.Contains(lc.Layers, l):
 			case re != nil:
 				on[l][p] = re.MatchString(projModule(l, p))

@@ -14,7 +14,7 @@ import (
 // The fixtures under testdata/lora come from tools/reference/llama_reference.py:
 // a float64 PyTorch LoRA written from the math, on a base model, with PEFT
 // adapter directories whose lora_B is non-zero.
-var loraCases = []string{"gqa_packed", "tied_llama3_rslora", "bias_packed", "mistral_bf16_base"}
+var loraCases = []string{"gqa_packed", "tied_llama3_rslora", "bias_packed", "mistral_bf16_base", "mixtral_aux_attn"}
 
 func loadLoRA(t *testing.T, dev engine.Device, name string, opt engine.Options) (*engine.Model, *engine.Adapter) {
 	t.Helper()

@@ -26,7 +26,8 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 	N := int64(B * T)
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	perLayer := N * (3*C + 2*QD + 2*KVD + 3*F + 2 + NH) // ln1, mid, ln2; q, att; k, v; gate, up, h; rstd1, rstd2; lse
+	NK := int64(c.routedRows(B * T))             // rows of the MLP's activations: only routed experts' with MoE
+	perLayer := N*(3*C+2*QD+2*KVD+2+NH) + 3*NK*F // ln1, mid, ln2; q, att; k, v; rstd1, rstd2; lse; gate, up, h
 	layers := L
 	if opt.Recompute {
 		layers = 1
@@ -36,12 +37,17 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 		chunk = 256
 	}
 	chunk = min(chunk, N)
-	floats := layers*perLayer + (L+1)*N*C + N*(C+1) + chunk*V + N*(2*C+2*QD+2*KVD+3*F)
+	floats := layers*perLayer + (L+1)*N*C + N*(C+1) + chunk*V + N*(2*C+2*QD+2*KVD) + 3*NK*F
 	floats += int64(T) * int64(c.HeadDim) // rotary tables (T, HD/2) × 2
 	ints := 4 * N                         // the batch: ids, targets, positions, document starts
+	if c.MoE() {
+		E := int64(c.NumLocalExperts)
+		floats += layers*NK*(1+C) + 2*NK*C + N*E + NK // per layer wt, y; scratch xg, dxg, router logits, dwt
+		ints += layers * NK                           // per layer routed token ids
+	}
 	bytes += 4*floats + 4*ints + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 {
-		bytes += 2 * 2 * max(N*max(C, F, QD), chunk*V)
+		bytes += 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk)))
 	}
 	return bytes
 }

@@ -84,3 +84,53 @@ func randomBatch(t testing.TB, B, T, vocab int) *engine.Batch {
 	}
 	return bt
 }
+
+// A Mixtral or DBRX config's estimate is exact too: expert activations are sized
+// by the routed pairs (N·K rows), not by every expert.
+// DBRX's clip_qkv backward recomputes into scratch and allocates nothing.
+func TestMemoryEstimateMoE(t *testing.T) {
+	for _, js := range []string{`{"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 256,
+	"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+	"num_local_experts": 6, "num_experts_per_tok": 2, "output_router_logits": true, "max_position_embeddings": 512}`,
+		`{"model_type": "dbrx", "d_model": 48, "n_heads": 4, "n_layers": 2, "max_seq_len": 512, "vocab_size": 256,
+	"attn_config": {"clip_qkv": 0.05, "kv_n_heads": 2}, "ffn_config": {"ffn_hidden_size": 96, "moe_num_experts": 6, "moe_top_k": 2},
+	"output_router_logits": true}`} {
+		c, err := engine.ParseConfig([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkMoEMemory(t, c)
+	}
+}
+
+func checkMoEMemory(t *testing.T, c *engine.Config) {
+	for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 32}, {BF16: true}, {BF16: true, CompactBF16: true, Recompute: true}} {
+		t.Run(fmt.Sprintf("%s/%+v", c.ModelType, opt), func(t *testing.T) {
+			const B, T = 2, 64
+			dev := engine.NewCountingDevice(openCPU(t))
+			m := engine.New(c, dev, opt)
+			defer m.Close()
+			m.InitRandom(1)
+			o, err := optim.NewAdamW(m, optim.DefaultAdamW)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bt := randomBatch(t, B, T, c.VocabSize)
+			m.ZeroGrad()
+			m.ForwardBackward(bt, 1/float32(bt.Scored()))
+			if _, err := o.Step(m, 1e-4); err != nil {
+				t.Fatal(err)
+			}
+			actual := dev.Memory().Peak + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+			if est := c.MemoryEstimate(dev, opt, B, T); est != actual {
+				t.Errorf("MemoryEstimate = %d bytes, training allocated %d", est, actual)
+			}
+			// Dense experts would hold E/K times the expert activations.
+			dense := *c
+			dense.NumExpertsPerTok = dense.NumLocalExperts
+			if est, all := c.MemoryEstimate(dev, opt, B, T), dense.MemoryEstimate(dev, opt, B, T); all <= est {
+				t.Errorf("estimate with every expert %d is not above the routed estimate %d", all, est)
+			}
+		})
+	}
+}

@@ -39,7 +39,7 @@ func TestMistralWindowConfig(t *testing.T) {
 	for _, tc := range []struct{ json, want string }{
 		{`{` + mistralBase + `, "sliding_window": 0}`, `"sliding_window"`},
 		{`{` + strings.Replace(mistralBase, "MistralForCausalLM", "LlamaForCausalLM", 1) + `}`, `"architectures"`},
-		{`{"model_type": "mixtral"}`, `"mixtral" is not supported`},
+		{`{"model_type": "qwen2_moe"}`, `"qwen2_moe" is not supported`},
 	} {
 		_, err := engine.ParseConfig([]byte(tc.json))
 		if !errors.Is(err, engine.ErrUnsupported) || !strings.Contains(err.Error(), tc.want) {

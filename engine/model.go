@@ -2,7 +2,8 @@
 // passes exactly as Hugging Face transformers defines them, with explicit
 // per-layer gradients in the style of llm.c. Mistral (MistralForCausalLM) is
 // the same math with sliding-window attention (Config.Window), which the
-// Device applies.
+// Device applies. Mixtral (MixtralForCausalLM) and DBRX (DbrxForCausalLM)
+// replace the MLP with a sparse mixture of experts (moe.go, dbrx.go).
 //
 // Legend for the shapes written on buffers:
 //
@@ -81,6 +82,11 @@ type activations struct {
 	// The batch on the device: (N) token ids, targets, rotary positions
 	// and document starts, uploaded from the host Batch by prepare.
 	ids, targets, pos, docStart []int32
+	// Mixtral (moe.go): each layer's routing (host), shared scratch, and
+	// the load-balancing loss's gradient per expert probability.
+	routes  []moeRoute
+	moe     moeScratch
+	auxGrad []float64
 }
 
 type layerActs struct {
@@ -89,15 +95,16 @@ type layerActs struct {
 	att, lse   []float32 // (N,QD) (B,NH,T)
 	mid        []float32 // (N,C) residual after attention
 	ln2, rstd2 []float32 // (N,C) (N)
-	gate, up   []float32 // (N,F)
-	h          []float32 // (N,F) silu(gate)*up
+	gate, up   []float32 // (N,F), (NK,F) with experts
+	h          []float32 // (N,F) silu(gate)*up, (NK,F) with experts
+	moe        moeActs
 }
 
 // scratch buffers for the backward pass, shared by all layers.
 type scratch struct {
 	dres, dln        []float32 // (N,C)
 	dq, dk, dv, datt []float32 // (N,QD) (N,KVD) (N,KVD) (N,QD)
-	dgate, dup, dh   []float32 // (N,F)
+	dgate, dup, dh   []float32 // (N,F), (NK,F) with experts
 }
 
 // New allocates a model with zeroed parameters and gradients on dev.
@@ -149,6 +156,7 @@ func (m *Model) ensure(B, T int) {
 func (m *Model) allocActs(N int) *activations {
 	c, d := m.Config, m.Dev
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
+	NF := c.routedRows(N) * F
 	a := &activations{n: N}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
 	for i := range a.res {
@@ -165,18 +173,24 @@ func (m *Model) allocActs(N int) *activations {
 			q: d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
 			att: d.Alloc(N * QD), lse: d.Alloc(N * c.NumAttentionHeads),
 			mid: d.Alloc(N * C), ln2: d.Alloc(N * C), rstd2: d.Alloc(N),
-			gate: d.Alloc(N * F), up: d.Alloc(N * F), h: d.Alloc(N * F),
+			gate: d.Alloc(NF), up: d.Alloc(NF), h: d.Alloc(NF),
 		}
+		if c.MoE() {
+			a.layer[i].moe = allocMoEActs(d, c, N)
+		}
+	}
+	if c.MoE() {
+		a.moe, a.routes = allocMoEScratch(d, c, N), make([]moeRoute, c.NumHiddenLayers)
 	}
 	a.lnf, a.rstdf = d.Alloc(N*C), d.Alloc(N)
 	a.logits = d.Alloc(min(m.Opt.LossChunk, N) * c.VocabSize)
 	a.scr = scratch{
 		dres: d.Alloc(N * C), dln: d.Alloc(N * C),
 		dq: d.Alloc(N * QD), dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: d.Alloc(N * QD),
-		dgate: d.Alloc(N * F), dup: d.Alloc(N * F), dh: d.Alloc(N * F),
+		dgate: d.Alloc(NF), dup: d.Alloc(NF), dh: d.Alloc(NF),
 	}
 	if m.Opt.BF16 {
-		n16 := max(N*max(C, F, QD), min(m.Opt.LossChunk, N)*c.VocabSize)
+		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N))
 		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
@@ -194,7 +208,9 @@ func (m *Model) freeActs() {
 	}
 	for _, la := range a.layer {
 		freeAll(d, la.ln1, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.ln2, la.rstd2, la.gate, la.up, la.h)
+		la.moe.free(d)
 	}
+	a.moe.free(d)
 	s := a.scr
 	freeAll(d, a.lnf, a.rstdf, a.logits, s.dres, s.dln, s.dq, s.dk, s.dv, s.datt, s.dgate, s.dup, s.dh)
 	if a.a16 != nil {
@@ -385,13 +401,14 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
 
 	x16 := m.buf16(a.a16, N*C) // the norms and SwiGLU write their outputs' bf16 casts here
-	d.RMSNorm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
+	m.norm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
 	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, overwrite)
 	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, overwrite)
 	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, overwrite)
 	m.adapt(l, projQ, la.q, la.ln1, N)
 	m.adapt(l, projK, la.k, la.ln1, N)
 	m.adapt(l, projV, la.v, la.ln1, N)
+	m.clipQKV(la.q, la.k, la.v, N)
 	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	d.Attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
@@ -401,7 +418,12 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.adapt(l, projO, la.mid, la.att, N)
 
 	x16 = m.buf16(a.a16, N*C)
-	d.RMSNorm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
+	m.norm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
+	if c.MoE() {
+		d.Copy(out, la.mid[:N*C])
+		m.moeForward(l, la, x16, out, N)
+		return
+	}
 	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, overwrite)
 	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, overwrite)
 	m.adapt(l, projGate, la.gate, la.ln2, N)
@@ -421,15 +443,20 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	dres := s.dres[:N*C]
 
-	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)).
-	m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
-	m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
-	d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
-	m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
-	m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
-	m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
-	m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
-	d.RMSNormBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
+	// MLP branch: out = mid + down(silu(gate(ln2)) * up(ln2)), or the
+	// mixture of such experts.
+	if c.MoE() {
+		m.moeBackward(l, la, dres, N)
+	} else {
+		m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
+		m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
+		d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
+		m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
+		m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
+		m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
+		m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
+	}
+	m.normBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
 	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
@@ -437,13 +464,14 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
+	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)
 	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
 	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, accumulate)
 	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, accumulate)
 	m.adaptBackward(l, projQ, s.dln, s.dq, la.ln1, N)
 	m.adaptBackward(l, projK, s.dln, s.dk, la.ln1, N)
 	m.adaptBackward(l, projV, s.dln, s.dv, la.ln1, N)
-	d.RMSNormBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
+	m.normBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
 // forwardTrunk embeds the batch and runs every layer and the final norm.
@@ -455,7 +483,7 @@ func (m *Model) forwardTrunk(bt *Batch) {
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
 	}
-	m.Dev.RMSNorm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
+	m.norm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
 }
 
 // Logits runs the forward pass and returns all logits (N,V) in host
@@ -549,11 +577,12 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.forwardTrunk(bt)
 	sum, _ = m.head(bt, scale, true)
+	sum += m.routerAuxLoss(scale, bt.Scored())
 
 	// Final norm: the head left d(lnf) in scr.dln.
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
-	d.RMSNormBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
+	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
 	for l := c.NumHiddenLayers - 1; l >= 0; l-- {
 		if m.Opt.Recompute {
 			m.layerForward(l, bt)

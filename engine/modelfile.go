@@ -130,6 +130,9 @@ func (m *Model) writeConfig(dir string, opt SaveOptions) error {
 			}
 		}
 	}
+	if len(raw) == 0 && m.Config.IsDBRX() {
+		raw = m.Config.dbrxConfigJSON()
+	}
 	if len(raw) == 0 {
 		b, _ := json.Marshal(m.Config)
 		_ = json.Unmarshal(b, &raw)
@@ -204,7 +207,7 @@ func initRandom(specs []ParamSpec, arena []float32, seed uint64) {
 			defer func() { <-sem; wg.Done() }()
 			dst := arena[s.Offset : s.Offset+s.Size()]
 			switch {
-			case strings.HasSuffix(s.Name, "norm.weight"):
+			case !s.Decay && !strings.HasSuffix(s.Name, ".bias"): // a norm's weight
 				for j := range dst {
 					dst[j] = 1
 				}

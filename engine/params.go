@@ -25,6 +25,9 @@ func (s ParamSpec) Size() int {
 
 // ParamSpecs lists every parameter in arena order, with offsets filled.
 func (c *Config) ParamSpecs() []ParamSpec {
+	if c.IsDBRX() {
+		return c.dbrxParamSpecs()
+	}
 	C, F, V, Q, KV := c.HiddenSize, c.IntermediateSize, c.VocabSize, c.QDim(), c.KVDim()
 	var specs []ParamSpec
 	off := 0
@@ -35,7 +38,7 @@ func (c *Config) ParamSpecs() []ParamSpec {
 	}
 	add("model.embed_tokens.weight", true, V, C)
 	for l := 0; l < c.NumHiddenLayers; l++ {
-		p := fmt.Sprintf("model.layers.%d.", l)
+		p := c.layerPrefix(l)
 		add(p+"input_layernorm.weight", false, C)
 		for _, pr := range []struct {
 			n   string
@@ -51,6 +54,16 @@ func (c *Config) ParamSpecs() []ParamSpec {
 			add(p+"self_attn.o_proj.bias", false, C)
 		}
 		add(p+"post_attention_layernorm.weight", false, C)
+		if c.MoE() {
+			add(p+"block_sparse_moe.gate.weight", true, c.NumLocalExperts, C)
+			for e := 0; e < c.NumLocalExperts; e++ {
+				q := fmt.Sprintf("%sblock_sparse_moe.experts.%d.", p, e)
+				add(q+"w1.weight", true, F, C)
+				add(q+"w2.weight", true, C, F)
+				add(q+"w3.weight", true, F, C)
+			}
+			continue
+		}
 		add(p+"mlp.gate_proj.weight", true, F, C)
 		if c.MLPBias {
 			add(p+"mlp.gate_proj.bias", false, F)
@@ -85,6 +98,16 @@ type Layer[T float32 | uint16] struct {
 	BGate, BUp []T // (F)
 	WDown      []T // (C,F)
 	BDown      []T // (C)
+	// Mixtral: the router and the experts replace the MLP above (whose
+	// views are then nil).
+	Router  []T // (E,C) block_sparse_moe.gate
+	Experts []Expert[T]
+}
+
+// Expert is one SwiGLU expert of a Mixtral layer: w2(silu(w1·x) * w3·x).
+type Expert[T float32 | uint16] struct {
+	W1, W3 []T // (F,C) gate and up
+	W2     []T // (C,F) down
 }
 
 // WeightSet is named views into one contiguous arena, laid out by ParamSpecs.
@@ -108,22 +131,51 @@ func newWeightSet[T float32 | uint16](c *Config, arena []T) *WeightSet[T] {
 	for _, s := range specs {
 		view[s.Name] = arena[s.Offset : s.Offset+s.Size() : s.Offset+s.Size()]
 	}
-	w := &WeightSet[T]{Arena: arena, Embed: view["model.embed_tokens.weight"], NormF: view["model.norm.weight"]}
+	embed, normf := "model.embed_tokens.weight", "model.norm.weight"
+	if c.IsDBRX() {
+		embed, normf = "transformer.wte.weight", "transformer.norm_f.weight"
+	}
+	w := &WeightSet[T]{Arena: arena, Embed: view[embed], NormF: view[normf]}
 	w.LMHead = view["lm_head.weight"]
 	if c.TieWordEmbeddings {
 		w.LMHead = w.Embed
 	}
 	w.Layers = make([]Layer[T], c.NumHiddenLayers)
 	for l := range w.Layers {
-		w.Layers[l] = layerViews(view, fmt.Sprintf("model.layers.%d.", l))
+		w.Layers[l] = layerViews(c, view, c.layerPrefix(l))
 	}
 	return w
 }
 
-// layerViews builds a Layer from the views of the tensors named prefix+...;
+// layerPrefix is the HF name prefix of decoder layer l's tensors.
+func (c *Config) layerPrefix(l int) string {
+	if c.IsDBRX() {
+		return fmt.Sprintf("transformer.blocks.%d.", l)
+	}
+	return fmt.Sprintf("model.layers.%d.", l)
+}
+
+// layerViews builds a Layer from the views of the tensors named p+...
+func layerViews[T float32 | uint16](c *Config, view map[string][]T, p string) Layer[T] {
+	if c.IsDBRX() {
+		return dbrxLayerViews(c, view, p)
+	}
+	return llamaLayerViews(view, p)
+}
+
+// llamaLayerViews builds a Layer from the views of the tensors named prefix+...;
 // absent tensors (biases of a bias-free config) give nil views.
-func layerViews[T float32 | uint16](view map[string][]T, p string) Layer[T] {
+func llamaLayerViews[T float32 | uint16](view map[string][]T, p string) Layer[T] {
+	var experts []Expert[T]
+	for e := 0; ; e++ {
+		q := fmt.Sprintf("%sblock_sparse_moe.experts.%d.", p, e)
+		if view[q+"w1.weight"] == nil {
+			break
+		}
+		experts = append(experts, Expert[T]{W1: view[q+"w1.weight"], W2: view[q+"w2.weight"], W3: view[q+"w3.weight"]})
+	}
 	return Layer[T]{
+		Router: view[p+"block_sparse_moe.gate.weight"], Experts: experts,
 		LN1: view[p+"input_layernorm.weight"],
 		WQ:  view[p+"self_attn.q_proj.weight"], BQ: view[p+"self_attn.q_proj.bias"],
 		WK: view[p+"self_attn.k_proj.weight"], BK: view[p+"self_attn.k_proj.bias"],
@@ -141,7 +193,7 @@ func layerViews[T float32 | uint16](view map[string][]T, p string) Layer[T] {
 func (c *Config) layerRange(l int) (lo, hi int) {
 	var first, size int
 	for _, s := range c.ParamSpecs() {
-		if strings.HasPrefix(s.Name, "model.layers.0.") {
+		if strings.HasPrefix(s.Name, c.layerPrefix(0)) {
 			if size == 0 {
 				first = s.Offset
 			}
@@ -158,10 +210,10 @@ func oneLayerViews[T float32 | uint16](c *Config, buf []T) Layer[T] {
 	view := map[string][]T{}
 	base, _ := c.layerRange(0)
 	for _, s := range c.ParamSpecs() {
-		if strings.HasPrefix(s.Name, "model.layers.0.") {
+		if strings.HasPrefix(s.Name, c.layerPrefix(0)) {
 			o := s.Offset - base
 			view[s.Name] = buf[o : o+s.Size() : o+s.Size()]
 		}
 	}
-	return layerViews(view, "model.layers.0.")
+	return layerViews(c, view, c.layerPrefix(0))
 }

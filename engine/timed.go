@@ -130,6 +130,41 @@ func (td *TimedDevice) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
 	td.Device.SwiGLUBackward(dgate, dup, dh, gate, up, n)
 }
 
+func (td *TimedDevice) LayerNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32) {
+	defer td.since("LayerNorm", time.Now())
+	td.Device.LayerNorm(out, out16, rstd, x, w, n, dim, eps)
+}
+
+func (td *TimedDevice) LayerNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+	defer td.since("LayerNormBackward", time.Now())
+	td.Device.LayerNormBackward(dx, dw, dout, x, w, rstd, n, dim)
+}
+
+func (td *TimedDevice) Clamp(x []float32, lim float32) {
+	defer td.since("Clamp", time.Now())
+	td.Device.Clamp(x, lim)
+}
+
+func (td *TimedDevice) ClampBackward(dx, x []float32, lim float32) {
+	defer td.since("ClampBackward", time.Now())
+	td.Device.ClampBackward(dx, x, lim)
+}
+
+func (td *TimedDevice) GatherRows(out, x []float32, idx []int32, scale []float32, n, dim int) {
+	defer td.since("GatherRows", time.Now())
+	td.Device.GatherRows(out, x, idx, scale, n, dim)
+}
+
+func (td *TimedDevice) ScatterAddRows(x, y []float32, idx []int32, scale []float32, n, dim int) {
+	defer td.since("ScatterAddRows", time.Now())
+	td.Device.ScatterAddRows(x, y, idx, scale, n, dim)
+}
+
+func (td *TimedDevice) RowDots(out, x []float32, idx []int32, y []float32, n, dim int) {
+	defer td.since("RowDots", time.Now())
+	td.Device.RowDots(out, x, idx, y, n, dim)
+}
+
 func (td *TimedDevice) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
 	defer td.since("CrossEntropy", time.Now())
 	return td.Device.CrossEntropy(dlogits, logits, targets, n, vocab, scale)

@@ -51,21 +51,36 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 		return err
 	}
 	defer src.Close()
+	arch := "llama"
+	if src.cfg.IsDBRX() {
+		if err := dbrxExportable(src.cfg); err != nil {
+			return err
+		}
+		arch = "dbrx"
+	}
 	voc, err := loadVocab(dir, src.tok, src.cfg.VocabSize)
 	if err != nil {
 		return err
 	}
 	w := gguf.NewWriter()
-	w.String("general.architecture", "llama")
+	w.String("general.architecture", arch)
 	w.String("general.type", "model")
 	w.String("general.name", opt.Name)
 	w.Uint32("general.file_type", ft.file)
 	w.Uint32("general.quantization_version", 2)
-	writeHyperparameters(w, src.cfg)
+	if arch == "dbrx" {
+		writeDBRXHyperparameters(w, src.cfg)
+	} else {
+		writeHyperparameters(w, src.cfg)
+	}
 	if err := writeTokenizer(w, src, voc); err != nil {
 		return err
 	}
-	for _, t := range src.tensors(ctx, ft.tensor) {
+	tensors := src.tensors
+	if arch == "dbrx" {
+		tensors = src.dbrxTensors
+	}
+	for _, t := range tensors(ctx, ft.tensor) {
 		w.AddTensor(t)
 	}
 	if err := w.WriteFile(out); err != nil {
@@ -92,6 +107,10 @@ func writeHyperparameters(w *gguf.Writer, c *engine.Config) {
 	if c.RopeScaling.Kind() == "linear" {
 		w.String("llama.rope.scaling.type", "linear")
 		w.Float32("llama.rope.scaling.factor", float32(c.RopeScaling.Factor))
+	}
+	if c.MoE() { // Mixtral: llama.cpp's llama architecture with experts
+		w.Uint32("llama.expert_count", uint32(c.NumLocalExperts))
+		w.Uint32("llama.expert_used_count", uint32(c.NumExpertsPerTok))
 	}
 }
 
@@ -151,6 +170,7 @@ func ggufName(hf string) string {
 		{"input_layernorm.", "attn_norm."}, {"self_attn.q_proj.", "attn_q."}, {"self_attn.k_proj.", "attn_k."},
 		{"self_attn.v_proj.", "attn_v."}, {"self_attn.o_proj.", "attn_output."}, {"post_attention_layernorm.", "ffn_norm."},
 		{"mlp.gate_proj.", "ffn_gate."}, {"mlp.up_proj.", "ffn_up."}, {"mlp.down_proj.", "ffn_down."},
+		{"block_sparse_moe.gate.", "ffn_gate_inp."},
 	} {
 		if s, ok := strings.CutPrefix(rest, r[0]); ok {
 			return "blk." + layer + "." + r[1] + s
@@ -165,6 +185,12 @@ func (s *source) tensors(ctx context.Context, matrix gguf.TensorType) []gguf.Ten
 	c := s.cfg
 	var out []gguf.Tensor
 	for _, p := range c.ParamSpecs() {
+		if strings.Contains(p.Name, ".block_sparse_moe.experts.") {
+			if t, ok := s.stackedExperts(ctx, p, matrix); ok {
+				out = append(out, t)
+			}
+			continue
+		}
 		name := ggufName(p.Name)
 		typ := matrix
 		if len(p.Shape) == 1 || strings.HasSuffix(name, "_norm.weight") {
@@ -198,6 +224,38 @@ func (s *source) tensors(ctx context.Context, matrix gguf.TensorType) []gguf.Ten
 			Fill: func(dst []byte) error { encode(dst, f, gguf.F32); return nil }})
 	}
 	return out
+}
+
+// expertNames maps a Mixtral expert matrix to llama.cpp's stacked tensor.
+var expertNames = map[string]string{"w1.weight": "ffn_gate_exps.weight", "w3.weight": "ffn_up_exps.weight", "w2.weight": "ffn_down_exps.weight"}
+
+// stackedExperts is, for expert 0's w1, w2 or w3 of a layer, llama.cpp's
+// tensor of that matrix of every expert stacked (E, rows, cols), as its
+// converter writes Mixtral; other experts' matrices are inside it (false).
+func (s *source) stackedExperts(ctx context.Context, p engine.ParamSpec, typ gguf.TensorType) (gguf.Tensor, bool) {
+	rest := strings.TrimPrefix(p.Name, "model.layers.")
+	layer, rest, _ := strings.Cut(rest, ".block_sparse_moe.experts.")
+	expert, mat, _ := strings.Cut(rest, ".")
+	if expert != "0" {
+		return gguf.Tensor{}, false
+	}
+	E := s.cfg.NumLocalExperts
+	return gguf.Tensor{Name: "blk." + layer + "." + expertNames[mat], Shape: append([]int{E}, p.Shape...), Type: typ,
+		Fill: func(dst []byte) error {
+			x := make([]float32, p.Size())
+			width := len(dst) / E
+			for e := 0; e < E; e++ {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				name := fmt.Sprintf("model.layers.%s.block_sparse_moe.experts.%d.%s", layer, e, mat)
+				if err := s.st.Float32(name, x); err != nil {
+					return err
+				}
+				encode(dst[e*width:(e+1)*width], x, typ)
+			}
+			return nil
+		}}, true
 }
 
 // PermuteQK reorders the rows of a query or key projection (heads blocks

@@ -71,9 +71,18 @@ func sharpenAttention(t testing.TB, dir string) {
 	err = engine.FillDevice(dev, m.Params.Arena, func(host []float32) error {
 		copy(host, params)
 		for _, l := range engine.NewWeights(m.Config, host).Layers {
-			for _, w := range [][]float32{l.WQ, l.WK} {
+			// Mixtral's router too, so that routing is decisive, and its
+			// experts, so that their outputs decide the next token.
+			for _, w := range [][]float32{l.WQ, l.WK, l.Router} {
 				for i := range w {
 					w[i] *= 25
+				}
+			}
+			for _, e := range l.Experts {
+				for _, w := range [][]float32{e.W1, e.W2, e.W3} {
+					for i := range w {
+						w[i] *= 10
+					}
 				}
 			}
 			// Biases (when the config has them) start at zero; give them

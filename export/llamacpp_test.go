@@ -25,13 +25,17 @@ func TestLlamaCppLoadsExport(t *testing.T) {
 		{"llama3", llama3Scaled, llama3Texts},
 		{"llama3-biases-tied", biasTiny, llama3Texts},
 		{"llama2-sentencepiece", llama2Tiny, spmTexts},
+		{"mixtral", mixtralTiny, spmTexts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "model")
-			if tc.config != llama2Tiny {
-				testmodel.Write(t, dir, tc.config, 7)
-			} else {
+			switch tc.config {
+			case llama2Tiny:
 				writeLlama2Model(t, dir, 7)
+			case mixtralTiny:
+				testmodel.WriteWith(t, dir, tc.config, "tokenizer-llama2", 7)
+			default:
+				testmodel.Write(t, dir, tc.config, 7)
 			}
 			sharpenAttention(t, dir)
 			out := filepath.Join(t.TempDir(), "model.gguf")

@@ -60,12 +60,12 @@ func SupportedModels() []Supported {
 			Notes: "retiring"},
 		{Name: "mistralai/Mistral-7B-Instruct-v0.2", MaxContext: 32768, License: "apache-2.0", Retiring: true, Trainable: true,
 			Notes: "retiring"},
-		{Name: "mistralai/Mixtral-8x7B-v0.1", MaxContext: 32768, License: "apache-2.0", Retiring: true,
-			Notes: "retiring; mixture of experts, not trainable by hone"},
-		{Name: "databricks/dbrx-base", MaxContext: 32768, License: "databricks-open-model-license", Retiring: true,
-			Notes: "retiring; mixture of experts, not trainable by hone"},
-		{Name: "databricks/dbrx-instruct", MaxContext: 32768, License: "databricks-open-model-license", Retiring: true,
-			Notes: "retiring; mixture of experts, not trainable by hone"},
+		{Name: "mistralai/Mixtral-8x7B-v0.1", MaxContext: 32768, License: "apache-2.0", Retiring: true, Trainable: true,
+			Notes: "retiring; mixture of experts (top-2 of 8)"},
+		{Name: "databricks/dbrx-base", MaxContext: 32768, License: "databricks-open-model-license", Retiring: true, Trainable: true,
+			Notes: "retiring; mixture of experts (top-4 of 16); full fine-tuning only"},
+		{Name: "databricks/dbrx-instruct", MaxContext: 32768, License: "databricks-open-model-license", Retiring: true, Trainable: true,
+			Notes: "retiring; mixture of experts (top-4 of 16); full fine-tuning only"},
 	}
 }
 

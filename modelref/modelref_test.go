@@ -69,7 +69,7 @@ func TestResolve(t *testing.T) {
 	}
 
 	mistral := t.TempDir()
-	os.WriteFile(filepath.Join(mistral, "config.json"), []byte(`{"model_type": "mixtral", "num_local_experts": 8}`), 0o644)
+	os.WriteFile(filepath.Join(mistral, "config.json"), []byte(`{"model_type": "qwen2_moe", "num_experts": 8}`), 0o644)
 	for _, tc := range []struct{ ref, want string }{
 		{"meta-llama/Meta-Llama-3.1-8B", "huggingface-cli download meta-llama/Meta-Llama-3.1-8B"},
 		{mistral, `"model_type"`},
@@ -84,10 +84,10 @@ func TestResolve(t *testing.T) {
 }
 
 // The product's Mistral models are trainable (Llama math plus a sliding
-// window); the mixture-of-experts families are not yet.
+// window), and the mixtures of experts Mixtral and DBRX.
 func TestSupportedMistral(t *testing.T) {
 	want := map[string]bool{"mistralai/Mistral-7B-v0.1": true, "mistralai/Mistral-7B-Instruct-v0.2": true,
-		"mistralai/Mixtral-8x7B-v0.1": false, "databricks/dbrx-base": false}
+		"mistralai/Mixtral-8x7B-v0.1": true, "databricks/dbrx-base": true}
 	for _, s := range modelref.SupportedModels() {
 		if w, ok := want[s.Name]; ok {
 			if s.Trainable != w || s.MaxContext != 32768 {

@@ -63,13 +63,13 @@ func testRefused(t *testing.T, h *harness) {
 		}
 	}
 	// An unsupported architecture is refused with the engine's reason.
-	mixtral := filepath.Join(h.data, "mixtral")
-	os.MkdirAll(mixtral, 0o755)
-	os.WriteFile(filepath.Join(mixtral, "config.json"), []byte(`{"model_type":"mixtral","architectures":["MixtralForCausalLM"]}`), 0o644)
+	moe := filepath.Join(h.data, "qwen2moe")
+	os.MkdirAll(moe, 0o755)
+	os.WriteFile(filepath.Join(moe, "config.json"), []byte(`{"model_type":"qwen2_moe","architectures":["Qwen2MoeForCausalLM"]}`), 0o644)
 	req := h.request(t, h.writeData(t, "ok.jsonl"))
-	req.Model = mixtral
-	if _, err := h.c.CreateRun(ctx, req); client.StatusOf(err) != 400 || !strings.Contains(err.Error(), `"mixtral" is not supported`) {
-		t.Errorf("CreateRun(mixtral) = %v", err)
+	req.Model = moe
+	if _, err := h.c.CreateRun(ctx, req); client.StatusOf(err) != 400 || !strings.Contains(err.Error(), `"qwen2_moe" is not supported`) {
+		t.Errorf("CreateRun(qwen2_moe) = %v", err)
 	}
 	list, err := h.c.ListRuns(ctx, client.ListRunsOptions{})
 	if err != nil || len(list.Runs) != 0 {

@@ -303,8 +303,11 @@ func buildPreTokenizer(p, field string, c *component) ([]splitter, bool, error) 
 		default:
 			return nil, false, fieldError(p, field+".pattern.Regex", "unsupported Split regex %q (only the Llama 3 pattern is implemented)", *c.Pattern.Regex)
 		}
-		if c.Behavior != "Isolated" || c.Invert {
-			return nil, false, fieldError(p, field+".behavior", "unsupported Split behavior %q (invert %v)", c.Behavior, c.Invert)
+		// The pattern matches every character, so keeping the matches as
+		// words (Isolated) and removing what lies between them (Removed
+		// with invert, as converted GPT-4 tokenizers write it) split alike.
+		if !(c.Behavior == "Isolated" && !c.Invert) && !(c.Behavior == "Removed" && c.Invert) {
+			return nil, false, fieldError(p, field+".behavior", "unsupported Split behavior %q (invert %v); want Isolated, or Removed with invert", c.Behavior, c.Invert)
 		}
 		return []splitter{sp}, false, nil
 	case "ByteLevel":

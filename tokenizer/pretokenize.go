@@ -13,8 +13,9 @@ type splitter interface {
 	split(s string, first bool, emit func(word string))
 }
 
-// llama3Pattern is the Split regex of Llama 3 tokenizer.json files; the
-// Qwen2 family uses the same pattern with \p{N} instead of \p{N}{1,3}.
+// llama3Pattern is the Split regex of Llama 3 tokenizer.json files, which
+// is GPT-4's cl100k_base pattern (DBRX's tokenizer); the Qwen2 family uses
+// the same pattern with \p{N} instead of \p{N}{1,3}.
 const (
 	llama3Pattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
 	qwen2Pattern  = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`

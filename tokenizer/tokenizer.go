@@ -2,10 +2,12 @@
 // decodes text exactly as the HF tokenizers library does, for the tokenizers
 // of the Llama family:
 //
-//   - byte-level BPE (Llama 3): Split pre-tokenizer with the Llama 3 regex
-//     (implemented as a hand-written scanner, since Go's regexp lacks the
-//     lookahead it uses), ByteLevel mapping, merges by rank, ignore_merges,
-//     TemplateProcessing post-processor and ByteLevel decoder;
+//   - byte-level BPE (Llama 3, and GPT-4-style tokenizers such as DBRX's):
+//     Split pre-tokenizer with the Llama 3 regex, which is GPT-4's cl100k
+//     pattern (implemented as a hand-written scanner, since Go's regexp
+//     lacks the lookahead it uses), ByteLevel mapping, merges by rank,
+//     ignore_merges, TemplateProcessing or ByteLevel post-processor and
+//     ByteLevel decoder;
 //   - SentencePiece-style BPE (Llama 2, Mistral): Prepend/Replace
 //     normalizers or the Metaspace pre-tokenizer, byte_fallback, fuse_unk,
 //     and the Replace/ByteFallback/Fuse/Strip (or Metaspace) decoders;

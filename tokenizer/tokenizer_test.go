@@ -502,3 +502,19 @@ func TestTokenBytes(t *testing.T) {
 		t.Error("TokenBytes(-1) reports a token")
 	}
 }
+
+// A GPT-4-style byte-level BPE tokenizer.json in DBRX's layout (the cl100k
+// Split regex with behavior Removed and invert, ByteLevel post-processor
+// and decoder, no BOS) encodes and decodes as @huggingface/tokenizers does.
+// No DBRX tokenizer file is available offline; the vocabulary is built by
+// tools/reference/tokenizer/make_gpt4style.py.
+func TestGPT4StyleMatchesReference(t *testing.T) {
+	tok, err := LoadDir(filepath.Join("testdata", "gpt4style"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFixture(t, tok, "expected_gpt4style.json", func(string) bool { return true })
+	if sp := tok.Special(); sp.AddBOS || sp.EOS != 656 {
+		t.Errorf("Special() = %+v, want no BOS added and EOS <|endoftext|> (656)", sp)
+	}
+}

@@ -101,3 +101,19 @@ func TestCrossEntropyGradient(t *testing.T) {
 		t.Errorf("cross-entropy row 0 = %v, want %v", got, want)
 	}
 }
+
+func TestLayerNormGradient(t *testing.T) {
+	d, r := New(2), rand.New(rand.NewPCG(3, 5))
+	const n, c = 5, 16
+	x, w, probe := randSlice(r, n*c), randSlice(r, c), randSlice(r, n*c)
+	for i := range x {
+		x[i] += 0.7 // a non-zero mean, which LayerNorm removes
+	}
+	out, rstd := make([]float32, n*c), make([]float32, n)
+	loss := func() float64 { d.LayerNorm(out, nil, rstd, x, w, n, c, 1e-5); return dot64(out, probe) }
+	loss()
+	dx, dw := make([]float32, n*c), make([]float32, c)
+	d.LayerNormBackward(dx, dw, probe, x, w, rstd, n, c)
+	fdCheck(t, "layernorm x", loss, x, dx)
+	fdCheck(t, "layernorm w", loss, w, dw)
+}

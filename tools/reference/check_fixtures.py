@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-CASES = ["gqa", "tied_llama3", "bias_packed", "mistral", "single"]
+CASES = ["gqa", "tied_llama3", "bias_packed", "mistral", "mixtral", "mixtral_aux", "dbrx", "dbrx_p2", "single"]
 
 
 def read_safetensors(path):
@@ -47,7 +47,27 @@ def read_safetensors(path):
     return out
 
 
+def expected_dbrx_params(cfg):
+    V, H, hd = cfg["vocab_size"], cfg["d_model"], cfg["d_model"] // cfg["n_heads"]
+    kvd = cfg["attn_config"]["kv_n_heads"] * hd
+    EF = cfg["ffn_config"]["moe_num_experts"] * cfg["ffn_config"]["ffn_hidden_size"]
+    exp = {"transformer.wte.weight": [V, H], "transformer.norm_f.weight": [H]}
+    if not cfg["tie_word_embeddings"]:
+        exp["lm_head.weight"] = [V, H]
+    for i in range(cfg["n_layers"]):
+        p = "transformer.blocks.%d." % i
+        exp.update({p + "norm_attn_norm.norm_1.weight": [H], p + "norm_attn_norm.norm_2.weight": [H],
+                    p + "norm_attn_norm.attn.Wqkv.weight": [H + 2 * kvd, H],
+                    p + "norm_attn_norm.attn.out_proj.weight": [H, H],
+                    p + "ffn.router.layer.weight": [cfg["ffn_config"]["moe_num_experts"], H]})
+        for m in ("w1", "v1", "w2"):
+            exp[p + "ffn.experts.mlp." + m] = [EF, H]
+    return exp
+
+
 def expected_params(cfg):
+    if cfg["model_type"] == "dbrx":
+        return expected_dbrx_params(cfg)
     V, H, I = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"]
     nH, nKV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or H // nH
@@ -61,8 +81,15 @@ def expected_params(cfg):
         for n, rows in (("q", nH * hd), ("k", nKV * hd), ("v", nKV * hd), ("o", H)):
             cols = nH * hd if n == "o" else H
             exp[p + "self_attn.%s_proj.weight" % n] = [rows, cols]
-            if cfg["attention_bias"]:
+            if cfg.get("attention_bias"):
                 exp[p + "self_attn.%s_proj.bias" % n] = [rows]
+        if cfg["model_type"] == "mixtral":
+            E = cfg["num_local_experts"]
+            exp[p + "block_sparse_moe.gate.weight"] = [E, H]
+            for e in range(E):
+                q = p + "block_sparse_moe.experts.%d." % e
+                exp[q + "w1.weight"], exp[q + "w2.weight"], exp[q + "w3.weight"] = [I, H], [H, I], [I, H]
+            continue
         for n, rows, cols in (("gate", I, H), ("up", I, H), ("down", H, I)):
             exp[p + "mlp.%s_proj.weight" % n] = [rows, cols]
             if cfg["mlp_bias"]:
@@ -92,9 +119,11 @@ def check_case(root, name):
     d = os.path.join(root, name)
     with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
-    arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[cfg["model_type"]]
+    arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+            "mixtral": "MixtralForCausalLM", "dbrx": "DbrxForCausalLM"}[cfg["model_type"]]
     assert cfg["architectures"] == [arch]
     assert (cfg["model_type"] == "mistral") == (name == "mistral")
+    assert (cfg["model_type"] == "mixtral") == name.startswith("mixtral")
     with open(os.path.join(d, "batch.json")) as f:
         batch = json.load(f)
     ids = np.array(batch["input_ids"])
@@ -105,7 +134,8 @@ def check_case(root, name):
     if seg is not None:
         seg = np.array(seg)
         assert seg.shape == ids.shape
-    assert (seg is not None) == (name in ("bias_packed", "mistral")), "segment_ids only in the packed cases"
+    assert (seg is not None) == (name in ("bias_packed", "mistral", "mixtral", "mixtral_aux", "dbrx", "dbrx_p2")), \
+        "segment_ids only in the packed cases"
     B, T = ids.shape
 
     model = read_safetensors(os.path.join(d, "model.safetensors"))
@@ -117,9 +147,14 @@ def check_case(root, name):
     grads = read_safetensors(os.path.join(d, "grads.safetensors"))
     assert set(grads) == set(exp) | {"loss"}, "grad names differ"
     assert grads["loss"].shape == (), grads["loss"].shape
+    zero = []
     for k, shape in exp.items():
         assert list(grads[k].shape) == shape, (k, grads[k].shape, shape)
-        assert np.abs(grads[k]).max() > 0, "all-zero gradient for %s" % k
+        if np.abs(grads[k]).max() == 0:
+            zero.append(k)
+    # only an expert no token was routed to may have a zero gradient
+    assert all(".experts." in k for k in zero), "all-zero gradient for %s" % zero
+    assert bool(zero) == (name == "mixtral_aux"), "mixtral_aux must leave an expert without tokens: %s" % zero
 
     logits = read_safetensors(os.path.join(d, "logits.safetensors"))
     assert set(logits) == {"logits"}
@@ -128,7 +163,12 @@ def check_case(root, name):
 
     loss, count = recompute_loss(lg, labels, seg)
     stored = float(grads["loss"])
-    assert abs(loss - stored) < 1e-5 * max(1.0, abs(stored)), (loss, stored)
+    if cfg.get("output_router_logits"):
+        # the stored loss adds the coefficient x the load-balancing loss (>= the coefficient)
+        coef = cfg["ffn_config"]["moe_loss_weight"] if name.startswith("dbrx") else cfg["router_aux_loss_coef"]
+        assert stored - loss >= 0.99 * coef, (loss, stored)
+    else:
+        assert abs(loss - stored) < 1e-5 * max(1.0, abs(stored)), (loss, stored)
     print("%-12s OK  B=%d T=%d V=%d params=%d counted=%d loss=%.7f (recomputed %.7f)"
           % (name, B, T, cfg["vocab_size"], len(model), count, stored, loss))
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import re
 import struct
 import sys
 
@@ -62,9 +63,34 @@ def base_config(**kw):
                 out["head_dim"] = head_dim
         cfg = out
     for k, v in cfg.items():
-        if v is None and k != "rope_scaling":
+        if v is None and k not in ("rope_scaling", "sliding_window"):
             raise ValueError("config key %s unset" % k)
     return cfg
+
+
+def mixtral_config(aux, window):
+    cfg = base_config(architectures=["MixtralForCausalLM"], model_type="mixtral",
+                      vocab_size=64, hidden_size=32, intermediate_size=40,
+                      num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, rope_theta=1000000.0,
+                      max_position_embeddings=64, sliding_window=window,
+                      num_local_experts=4, num_experts_per_tok=2,
+                      output_router_logits=aux, router_aux_loss_coef=0.05,
+                      router_jitter_noise=0.0)
+    del cfg["attention_bias"], cfg["mlp_bias"]   # MixtralConfig has neither
+    return cfg
+
+
+def find_routing_seed(cfg, seed, ids, seg, want_empty):
+    """The first weight seed from seed on (in steps of 100) whose routing
+    check_routing accepts: deterministic, so fixtures regenerate identically."""
+    for s in range(seed, seed + 100 * 200, 100):
+        P = {k: v.to(torch.float64) for k, v in init_params(cfg, s).items()}
+        rl = []
+        forward(cfg, P, ids, seg, router_logits=rl)
+        if check_routing(cfg, rl, want_empty) is not None:
+            return s
+    raise AssertionError("no seed gives the routing the case needs")
 
 
 def random_ids(gen, b, t, vocab):
@@ -139,6 +165,40 @@ def make_cases():
     labels[1, 6] = IGNORE_INDEX
     cases.append(("mistral", cfg, 15, ids, labels, seg))
 
+    # 6. mixtral: top-2 of 4 experts, GQA, packed rows, no aux loss.
+    # 7. mixtral_aux: the load-balancing loss on, a sliding window, and
+    # routing in which some layer leaves an expert without tokens (few
+    # tokens, so a seed that does so is found quickly).
+    for name, seed0, aux, window, seg, want_empty in (
+            ("mixtral", 16, False, None,
+             [[0] * 7 + [1] * 5, [0] * 4 + [1] * 8], False),
+            ("mixtral_aux", 17, True, 3,
+             [[0] * 4 + [1] * 5], True)):
+        cfg = mixtral_config(aux, window)
+        g = torch.Generator().manual_seed(1000 + seed0)
+        seg = torch.tensor(seg, dtype=torch.int64)
+        ids = random_ids(g, seg.shape[0], seg.shape[1], cfg["vocab_size"])
+        labels = ids.clone()
+        labels[0, 3] = IGNORE_INDEX
+        labels[-1, 7] = IGNORE_INDEX
+        seed = find_routing_seed(cfg, seed0, ids, seg, want_empty)
+        cases.append((name, cfg, seed, ids, labels, seg))
+
+    # 8. dbrx: LayerNorm, fused Wqkv with clip_qkv clamping some values,
+    # top-2 of 4 experts over their 1-norm, the aux loss on, GQA, packed.
+    # 9. dbrx_p2: no clamp, the chosen weights over their 2-norm, top-3,
+    # no aux loss, tied embeddings.
+    for name, seed0, clip, p_norm, aux, tied, top_k in (
+            ("dbrx", 18, 0.12, 1.0, True, False, 2),
+            ("dbrx_p2", 19, None, 2.0, False, True, 3)):
+        cfg = dbrx_config(name, clip, p_norm, aux, tied, top_k)
+        g = torch.Generator().manual_seed(1000 + seed0)
+        seg = torch.tensor([[0] * 6 + [1] * 6, [0] * 12], dtype=torch.int64)
+        ids = random_ids(g, 2, 12, cfg["vocab_size"])
+        labels = ids.clone()
+        labels[0, 2] = IGNORE_INDEX
+        cases.append((name, cfg, find_dbrx_seed(cfg, seed0, ids, seg), ids, labels, seg))
+
     # 4. single
     cfg = base_config(vocab_size=32, hidden_size=16, intermediate_size=32,
                       num_hidden_layers=1, num_attention_heads=2,
@@ -163,6 +223,8 @@ def head_dim_of(cfg):
 
 def param_shapes(cfg):
     """Ordered list of (HF name, shape) for every parameter."""
+    if cfg.get("model_type") == "dbrx":
+        return dbrx_param_shapes(cfg)
     V, H, I = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"]
     nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
     out = [("model.embed_tokens.weight", (V, H))]
@@ -171,15 +233,22 @@ def param_shapes(cfg):
         out.append((p + "input_layernorm.weight", (H,)))
         for name, rows in (("q", nH * hd), ("k", nKV * hd), ("v", nKV * hd)):
             out.append((p + "self_attn.%s_proj.weight" % name, (rows, H)))
-            if cfg["attention_bias"]:
+            if cfg.get("attention_bias"):
                 out.append((p + "self_attn.%s_proj.bias" % name, (rows,)))
         out.append((p + "self_attn.o_proj.weight", (H, nH * hd)))
-        if cfg["attention_bias"]:
+        if cfg.get("attention_bias"):
             out.append((p + "self_attn.o_proj.bias", (H,)))
         out.append((p + "post_attention_layernorm.weight", (H,)))
+        if is_moe(cfg):
+            E = cfg["num_local_experts"]
+            out.append((p + "block_sparse_moe.gate.weight", (E, H)))
+            for e in range(E):
+                q = p + "block_sparse_moe.experts.%d." % e
+                out += [(q + "w1.weight", (I, H)), (q + "w2.weight", (H, I)), (q + "w3.weight", (I, H))]
+            continue
         for name, shape in (("gate", (I, H)), ("up", (I, H)), ("down", (H, I))):
             out.append((p + "mlp.%s_proj.weight" % name, shape))
-            if cfg["mlp_bias"]:
+            if cfg.get("mlp_bias"):
                 out.append((p + "mlp.%s_proj.bias" % name, (shape[0],)))
     out.append(("model.norm.weight", (H,)))
     if not cfg["tie_word_embeddings"]:
@@ -193,8 +262,12 @@ def init_params(cfg, seed):
     params = {}
     for name, shape in param_shapes(cfg):
         noise = torch.randn(shape, generator=g, dtype=torch.float32)
-        if name.endswith("layernorm.weight") or name == "model.norm.weight":
+        if name.endswith("layernorm.weight") or name == "model.norm.weight" or DBRX_NORM.search(name):
             params[name] = 1.0 + 0.1 * noise
+        elif name.endswith("block_sparse_moe.gate.weight") or name.endswith("ffn.router.layer.weight"):
+            # a router with weights this large routes unevenly, so the
+            # routing weights and the router's gradient matter
+            params[name] = ROUTER_INIT * noise
         else:
             params[name] = 0.02 * noise
     return params
@@ -268,7 +341,10 @@ def position_ids(doc):
 
 def sliding_window(cfg):
     """The attention window: HF MistralConfig's sliding_window (4096 when the
-    key is absent, None = full attention when it is null); Llama has none."""
+    key is absent, None = full attention when it is null); MixtralConfig's
+    (None when absent); Llama has none."""
+    if cfg.get("model_type") == "mixtral":
+        return cfg.get("sliding_window")
     if cfg.get("model_type") != "mistral":
         return None
     return cfg.get("sliding_window", 4096)
@@ -290,12 +366,16 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, P, input_ids, segment_ids=None, lora=None):
+def forward(cfg, P, input_ids, segment_ids=None, lora=None, router_logits=None):
     """Return logits (B,T,V) float64. P maps HF names to float64 tensors.
 
     lora, when given, is (scale, {module name: (A, B)}): the projection named
     e.g. "model.layers.0.self_attn.q_proj" computes x Wᵀ + b + scale·(x Aᵀ) Bᵀ
-    with A (r, in) and B (out, r)."""
+    with A (r, in) and B (out, r). router_logits, when a list, receives each
+    Mixtral layer's router logits (B*T, E)."""
+    if cfg.get("model_type") == "dbrx":
+        assert lora is None
+        return dbrx_forward(cfg, P, input_ids, segment_ids, router_logits)
     B, T = input_ids.shape
     H = cfg["hidden_size"]
     nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
@@ -350,6 +430,12 @@ def forward(cfg, P, input_ids, segment_ids=None, lora=None):
         o = proj(o, p + "self_attn.o_proj")
         x = x + o
         h = rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
+        if is_moe(cfg):
+            y, logits = moe_block(cfg, P, p + "block_sparse_moe.", h.reshape(B * T, H))
+            if router_logits is not None:
+                router_logits.append(logits)
+            x = x + y.view(B, T, H)
+            continue
         gate = proj(h, p + "mlp.gate_proj")
         up = proj(h, p + "mlp.up_proj")
         act = gate * torch.sigmoid(gate) * up
@@ -357,6 +443,234 @@ def forward(cfg, P, input_ids, segment_ids=None, lora=None):
     x = rms_norm(x, P["model.norm.weight"], eps)
     head = P["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else P["lm_head.weight"]
     return x @ head.t()
+
+
+# ---------------------------------------------------------------------------
+# Mixtral sparse mixture of experts (HF MixtralSparseMoeBlock), written from
+# its definition and computed densely: every expert runs on every token and
+# a routing matrix that is zero off the top-k picks combines them.
+# ---------------------------------------------------------------------------
+
+ROUTER_INIT = 0.2
+
+
+def is_moe(cfg):
+    return cfg.get("model_type") in ("mixtral", "dbrx")
+
+
+def moe_dims(cfg):
+    """(experts, experts per token) of a Mixtral or DBRX config."""
+    if cfg.get("model_type") == "dbrx":
+        f = cfg["ffn_config"]
+        return f["moe_num_experts"], f["moe_top_k"]
+    return cfg["num_local_experts"], cfg["num_experts_per_tok"]
+
+
+def aux_coef(cfg):
+    """The load-balancing loss's weight, or None when it is off."""
+    if not is_moe(cfg) or not cfg.get("output_router_logits"):
+        return None
+    if cfg.get("model_type") == "dbrx":
+        return cfg["ffn_config"]["moe_loss_weight"]
+    return cfg["router_aux_loss_coef"]
+
+
+def moe_routing(cfg, logits):
+    """(N,E) combine weights: softmax over experts, the top num_experts_per_tok
+    kept and renormalised to sum 1, zero elsewhere; and the picks (N,k)."""
+    probs = torch.softmax(logits, dim=-1)
+    top, picks = torch.topk(probs, cfg["num_experts_per_tok"], dim=-1)
+    top = top / top.sum(dim=-1, keepdim=True)
+    route = torch.zeros_like(probs).scatter(-1, picks, top)
+    return route, picks
+
+
+def moe_block(cfg, P, p, x):
+    """x (N,H) → (sum over experts of route·w2(silu(w1 x) * w3 x), router logits)."""
+    logits = x @ P[p + "gate.weight"].t()
+    route, _ = moe_routing(cfg, logits)
+    y = torch.zeros_like(x)
+    for e in range(cfg["num_local_experts"]):
+        q = p + "experts.%d." % e
+        g, u = x @ P[q + "w1.weight"].t(), x @ P[q + "w3.weight"].t()
+        y = y + route[:, e:e + 1] * ((g * torch.sigmoid(g) * u) @ P[q + "w2.weight"].t())
+    return y, logits
+
+
+# ---------------------------------------------------------------------------
+# DBRX (HF DbrxForCausalLM), written from its definition: LayerNorm without
+# bias, a fused Wqkv whose output is clamped to [-clip_qkv, clip_qkv], top-k
+# experts weighted by their probabilities over the p-norm of the chosen ones
+# (moe_normalize_expert_weights; none when null), fused expert weights
+# w1, v1, w2 of shape (E*F, C) with w2 applied untransposed. DbrxFFN returns
+# the router's probabilities as its "router logits", so the load-balancing
+# loss softmaxes probabilities.
+# ---------------------------------------------------------------------------
+
+DBRX_NORM = re.compile(r"norm_[12f]\.weight$")
+
+
+def dbrx_config(name, clip, p_norm, aux, tied, top_k):
+    return {
+        "architectures": ["DbrxForCausalLM"], "model_type": "dbrx",
+        "d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 64, "vocab_size": 64,
+        "resid_pdrop": 0.0, "emb_pdrop": 0.0,
+        "attn_config": {"attn_pdrop": 0.0, "clip_qkv": clip, "kv_n_heads": 2, "rope_theta": 500000.0},
+        "ffn_config": {"ffn_act_fn": {"name": "silu"}, "ffn_hidden_size": 40, "moe_num_experts": 4,
+                       "moe_top_k": top_k, "moe_jitter_eps": None, "moe_loss_weight": 0.05,
+                       "moe_normalize_expert_weights": p_norm},
+        "output_router_logits": aux, "tie_word_embeddings": tied, "torch_dtype": "float32",
+    }
+
+
+def dbrx_param_shapes(cfg):
+    V, H, L = cfg["vocab_size"], cfg["d_model"], cfg["n_layers"]
+    hd = H // cfg["n_heads"]
+    kvd = cfg["attn_config"]["kv_n_heads"] * hd
+    E, F = cfg["ffn_config"]["moe_num_experts"], cfg["ffn_config"]["ffn_hidden_size"]
+    out = [("transformer.wte.weight", (V, H))]
+    for i in range(L):
+        p = "transformer.blocks.%d." % i
+        out += [(p + "norm_attn_norm.norm_1.weight", (H,)),
+                (p + "norm_attn_norm.attn.Wqkv.weight", (H + 2 * kvd, H)),
+                (p + "norm_attn_norm.attn.out_proj.weight", (H, H)),
+                (p + "norm_attn_norm.norm_2.weight", (H,)),
+                (p + "ffn.router.layer.weight", (E, H))]
+        out += [(p + "ffn.experts.mlp." + m, (E * F, H)) for m in ("w1", "v1", "w2")]
+    out.append(("transformer.norm_f.weight", (H,)))
+    if not cfg["tie_word_embeddings"]:
+        out.append(("lm_head.weight", (V, H)))
+    return out
+
+
+def layer_norm(x, w, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mu) * torch.rsqrt(var + eps) * w
+
+
+def dbrx_forward(cfg, P, input_ids, segment_ids=None, router_logits=None, qkv_pre=None):
+    """Logits (B,T,V); router_logits receives each layer's router
+    probabilities (N,E), qkv_pre each layer's Wqkv output before the clamp."""
+    B, T = input_ids.shape
+    H, nH = cfg["d_model"], cfg["n_heads"]
+    ac, fc = cfg["attn_config"], cfg["ffn_config"]
+    nKV, hd = ac["kv_n_heads"], H // nH
+    E, F, k = fc["moe_num_experts"], fc["ffn_hidden_size"], fc["moe_top_k"]
+    doc = document_ids(segment_ids, B, T)
+    pos = position_ids(doc).to(torch.float64)
+    inv = 1.0 / (ac["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    freqs = pos[..., None] * inv[None, None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+    causal = torch.tril(torch.ones((T, T), dtype=torch.bool))
+    allowed = (causal[None] & (doc[:, :, None] == doc[:, None, :]))[:, None]
+
+    x = P["transformer.wte.weight"][input_ids]
+    for i in range(cfg["n_layers"]):
+        p = "transformer.blocks.%d." % i
+        h = layer_norm(x, P[p + "norm_attn_norm.norm_1.weight"])
+        qkv = h @ P[p + "norm_attn_norm.attn.Wqkv.weight"].t()
+        if qkv_pre is not None:
+            qkv_pre.append(qkv.detach())
+        if ac["clip_qkv"] is not None:
+            qkv = qkv.clamp(min=-ac["clip_qkv"], max=ac["clip_qkv"])
+        q, kk, v = qkv.split([H, nKV * hd, nKV * hd], dim=-1)
+        q = q.view(B, T, nH, hd).transpose(1, 2)
+        kk = kk.view(B, T, nKV, hd).transpose(1, 2)
+        v = v.view(B, T, nKV, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        kk = kk * cos + rotate_half(kk) * sin
+        kk, v = kk.repeat_interleave(nH // nKV, dim=1), v.repeat_interleave(nH // nKV, dim=1)
+        scores = (q @ kk.transpose(-1, -2)) / math.sqrt(hd)
+        attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        o = (attn @ v).transpose(1, 2).reshape(B, T, H)
+        x = x + o @ P[p + "norm_attn_norm.attn.out_proj.weight"].t()
+
+        h = layer_norm(x, P[p + "norm_attn_norm.norm_2.weight"]).reshape(B * T, H)
+        probs = torch.softmax(h @ P[p + "ffn.router.layer.weight"].t(), dim=-1)
+        if router_logits is not None:
+            router_logits.append(probs)
+        top, picks = torch.topk(probs, k, dim=-1)
+        if fc["moe_normalize_expert_weights"] is not None:
+            top = top / torch.norm(top, p=fc["moe_normalize_expert_weights"], dim=-1, keepdim=True)
+        route = torch.zeros_like(probs).scatter(-1, picks, top)
+        w1 = P[p + "ffn.experts.mlp.w1"].view(E, F, H)
+        v1 = P[p + "ffn.experts.mlp.v1"].view(E, F, H)
+        w2 = P[p + "ffn.experts.mlp.w2"].view(E, F, H)
+        y = torch.zeros_like(h)
+        for e in range(E):
+            g, u = h @ w1[e].t(), h @ v1[e].t()
+            y = y + route[:, e:e + 1] * ((g * torch.sigmoid(g) * u) @ w2[e])
+        x = x + y.view(B, T, H)
+    x = layer_norm(x, P["transformer.norm_f.weight"])
+    head = P["transformer.wte.weight"] if cfg["tie_word_embeddings"] else P["lm_head.weight"]
+    return x @ head.t()
+
+
+def find_dbrx_seed(cfg, seed, ids, seg):
+    """The first seed from seed on whose routing check_routing accepts and
+    whose Wqkv outputs are, where clip_qkv is set, some of them clamped and
+    none within 1e-6 of the limit (so float32 agrees on which are)."""
+    clip = cfg["attn_config"]["clip_qkv"]
+    for s in range(seed, seed + 100 * 500, 100):
+        P = {k: v.to(torch.float64) for k, v in init_params(cfg, s).items()}
+        rl, pre = [], []
+        dbrx_forward(cfg, P, ids, seg, rl, pre)
+        if check_routing(cfg, rl, False) is None:
+            continue
+        if clip is not None:
+            a = torch.cat([t.flatten() for t in pre]).abs()
+            if (a > clip).sum().item() == 0 or ((a - clip).abs() < 1e-6).any():
+                continue
+        return s
+    raise AssertionError("no seed gives the routing and clamping the case needs")
+
+
+def check_clip_matters(cfg, params32, input_ids, segment_ids, logits):
+    full = json.loads(json.dumps(cfg))
+    full["attn_config"]["clip_qkv"] = None
+    P = {k: v.to(torch.float64) for k, v in params32.items()}
+    pre = []
+    diff = (dbrx_forward(full, P, input_ids, segment_ids, None, pre) - logits).abs().max().item()
+    clipped = sum((t.abs() > cfg["attn_config"]["clip_qkv"]).sum().item() for t in pre)
+    assert diff > 1e-5, "clip_qkv does not change the logits (max diff %g)" % diff
+    return "%d values clamped, unclamped logits differ by %.1e" % (clipped, diff)
+
+
+def load_balancing_loss(cfg, router_logits):
+    """HF load_balancing_loss_func without an attention mask: over the router
+    logits of every layer concatenated, num_experts times the sum over experts
+    of (fraction of top-k picks that went to the expert) x (mean router
+    probability of the expert)."""
+    E, k = moe_dims(cfg)
+    logits = torch.cat(router_logits, dim=0)
+    probs = torch.softmax(logits, dim=-1)
+    _, picks = torch.topk(probs, k, dim=-1)
+    mask = torch.nn.functional.one_hot(picks, E).to(probs.dtype)   # (N,k,E)
+    tokens_per_expert = mask.mean(dim=0)                            # (k,E)
+    prob_per_expert = probs.mean(dim=0)                             # (E)
+    return E * (tokens_per_expert * prob_per_expert[None, :]).sum()
+
+
+def check_routing(cfg, router_logits, want_empty):
+    """Routing must be unambiguous at float32 precision (the k-th and
+    (k+1)-th router logits apart), and when want_empty some layer must leave
+    an expert without tokens. Returns per-layer token counts per expert."""
+    E, k = moe_dims(cfg)
+    counts = []
+    for logits in router_logits:
+        if cfg.get("model_type") == "dbrx":
+            logits = logits.log()   # DBRX hands out probabilities; log-probability gaps are logit gaps
+        srt = logits.detach().sort(dim=-1, descending=True).values
+        gap = (srt[:, k - 1] - srt[:, k]).min().item()
+        if gap < 1e-3:
+            return None
+        _, picks = torch.topk(logits.detach(), k, dim=-1)
+        counts.append(torch.bincount(picks.flatten(), minlength=E).tolist())
+    if want_empty and not any(0 in c for c in counts):
+        return None
+    return counts
 
 
 def loss_terms(logits, labels, segment_ids=None):
@@ -375,9 +689,13 @@ def loss_terms(logits, labels, segment_ids=None):
 
 def run_case(cfg, params32, input_ids, labels, segment_ids):
     P = {k: v.to(torch.float64).requires_grad_(True) for k, v in params32.items()}
-    logits = forward(cfg, P, input_ids, segment_ids)
+    router_logits = []
+    logits = forward(cfg, P, input_ids, segment_ids, router_logits=router_logits)
     total, n = loss_terms(logits, labels, segment_ids)
     loss = total / n
+    if aux_coef(cfg) is not None:
+        # MixtralForCausalLM, DbrxForCausalLM: loss += coef * aux_loss
+        loss = loss + aux_coef(cfg) * load_balancing_loss(cfg, router_logits)
     names = sorted(P)
     grads = torch.autograd.grad(loss, [P[k] for k in names])
     return logits.detach(), loss.detach(), n, dict(zip(names, grads))
@@ -458,6 +776,9 @@ def make_lora_cases():
         # A bf16 checkpoint (Mistral, sliding window, packed): the base weights
         # are bf16 values, the math float64 as everywhere.
         ("mistral_bf16_base", "mistral", 24, 34, 4, 4.0, True, ["q_proj", "k_proj", "up_proj"], "base", True),
+        # Mixtral with the load-balancing loss: the attention projections
+        # adapted (the experts are not), the aux loss's gradient reaching them.
+        ("mixtral_aux_attn", "mixtral_aux", 25, 35, 4, 8.0, False, ["q_proj", "k_proj", "v_proj", "o_proj"], "base", False),
     ]
 
 
@@ -514,9 +835,14 @@ def run_lora_case(cfg, params32, ab32, scale, input_ids, labels, segment_ids):
     P = {k: v.to(torch.float64) for k, v in params32.items()}
     L = {m: (a.to(torch.float64).requires_grad_(True), b.to(torch.float64).requires_grad_(True))
          for m, (a, b) in ab32.items()}
-    logits = forward(cfg, P, input_ids, segment_ids, (scale, L))
+    router_logits = []
+    logits = forward(cfg, P, input_ids, segment_ids, (scale, L), router_logits)
     total, n = loss_terms(logits, labels, segment_ids)
     loss = total / n
+    if is_moe(cfg):
+        assert check_routing(cfg, router_logits, False) is not None, "routing ambiguous at float32"
+        if aux_coef(cfg) is not None:
+            loss = loss + aux_coef(cfg) * load_balancing_loss(cfg, router_logits)
     mods = sorted(L)
     flat = [t for m in mods for t in L[m]]
     gs = torch.autograd.grad(loss, flat)
@@ -543,6 +869,8 @@ def write_lora_cases(out_dir):
             labels[0, 2] = IGNORE_INDEX
         d = os.path.join(out_dir, name)
         os.makedirs(os.path.join(d, "adapter"), exist_ok=True)
+        if is_moe(cfg):
+            seed = base_cases[base][2]   # the base case's seed, whose routing is checked
         params = init_params(cfg, seed)
         if bf16:
             cfg["torch_dtype"] = "bfloat16"
@@ -634,16 +962,27 @@ def main():
 
         B, T = ids.shape
         extra = ""
-        _, regimes = rope_inv_freq(cfg)
+        regimes = None if cfg.get("model_type") == "dbrx" else rope_inv_freq(cfg)[1]
         if regimes is not None:
             kinds = sorted(set(regimes))
             extra += " llama3 bands=%s" % ",".join(regimes)
             assert kinds == ["high", "low", "mid"], "llama3 case must hit all three regimes"
+        if cfg.get("model_type") == "dbrx" and cfg["attn_config"]["clip_qkv"] is not None:
+            extra += " clip-check OK (%s)" % check_clip_matters(cfg, params, ids, seg, logits)
         if sliding_window(cfg) is not None:
             extra += " window-check OK (%s)" % check_window_matters(cfg, params, ids, seg, logits)
+        if is_moe(cfg):
+            rl = []
+            forward(cfg, {k: v.to(torch.float64) for k, v in params.items()}, ids, seg, router_logits=rl)
+            extra += " experts-per-layer=%s" % check_routing(cfg, rl, False)
         if seg is not None:
+            pcfg, ploss, pgrads = cfg, loss, grads
+            if aux_coef(cfg) is not None:
+                # the aux loss spans the batch; packing is checked without it
+                pcfg = dict(cfg, output_router_logits=False)
+                _, ploss, _, pgrads = run_case(pcfg, params, ids, labels, seg)
             ndocs, cnt, ldiff, lossdiff, gdiff = check_packing(
-                cfg, params, ids, labels, seg, logits, loss, grads)
+                pcfg, params, ids, labels, seg, logits, ploss, pgrads)
             assert cnt == n
             extra += (" packing-check OK (%d docs, max|dlogits|=%.1e, |dloss|=%.1e, max|dgrad|=%.1e)"
                       % (ndocs, ldiff, lossdiff, gdiff))
