@@ -219,11 +219,10 @@ func (m *Model) clipQKV(q, k, v []float32, n int) {
 }
 
 // clipQKVBackward zeroes the gradients dq, dk, dv (before the rotary
-// embedding) where the projections were clamped (LoRA is refused on DBRX,
-// so the projections are the base weights'). The unclamped values are
-// recomputed into tmp (N,QD), free at this point of the backward pass,
-// rather than kept: three matrix products instead of (N, QD+2·KVD) floats
-// per layer.
+// embedding) where the projections (with an adapter on Wqkv, its term
+// included) were clamped. The unclamped values are recomputed into tmp
+// (N,QD), free at this point of the backward pass, rather than kept: three
+// matrix products instead of (N, QD+2·KVD) floats per layer.
 func (m *Model) clipQKVBackward(l int, la *layerActs, dq, dk, dv, tmp []float32, n int) {
 	c := m.Config
 	if c.ClipQKV == nil {
@@ -233,13 +232,14 @@ func (m *Model) clipQKVBackward(l int, la *layerActs, dq, dk, dv, tmp []float32,
 	p, h := &m.Params.Layers[l], m.w16Layer(l)
 	C := c.HiddenSize
 	x16 := m.cast(m.acts.b16, la.ln1[:n*C])
-	for _, pr := range []struct {
+	for j, pr := range []struct {
 		d, w []float32
 		w16  []uint16
 		out  int
 	}{{dq, p.WQ, h.WQ, c.QDim()}, {dk, p.WK, h.WK, c.KVDim()}, {dv, p.WV, h.WV, c.KVDim()}} {
 		pre := tmp[:n*pr.out]
 		m.linear(pre, la.ln1, x16, pr.w, pr.w16, nil, n, C, pr.out, overwrite)
+		m.adaptQKVBlock(l, j, pre, la.ln1, n)
 		m.Dev.ClampBackward(pr.d[:n*pr.out], pre, lim)
 	}
 }

@@ -8,11 +8,19 @@ import (
 	"slices"
 )
 
-// LoRATargets are the projections an adapter may wrap, in the order their
-// tensors are laid out within a layer. They are also the default targets.
+// LoRATargets are the projections an adapter may wrap in a Llama or
+// Mistral layer, in the order their tensors are laid out within a layer.
+// They are also those models' default targets (see DefaultLoRATargets).
 var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
-// The projections by index into LoRATargets.
+// LoRAModuleNames are the target names hone adapts in some architecture:
+// Llama's, Mixtral's router (gate) and experts (w1, w2, w3), DBRX's fused
+// Wqkv, out_proj and router (layer). Which a model has: LoRAModules.
+var LoRAModuleNames = append(slices.Clone(LoRATargets), "gate", "w1", "w2", "w3", "Wqkv", "out_proj", "layer")
+
+// The adaptable sites of a layer outside the experts: the projections by
+// index into LoRATargets (for DBRX, projQ is the fused Wqkv and projO
+// out_proj), then the router.
 const (
 	projQ = iota
 	projK
@@ -21,8 +29,20 @@ const (
 	projGate
 	projUp
 	projDown
-	numProj
+	numProj    // Llama's projections; they number the dense dropout streams
+	siteRouter = numProj
+	numSites   = numProj + 1
 )
+
+// An expert's projections, in PEFT's (state-dict) order.
+const (
+	expW1 = iota
+	expW2
+	expW3
+	numExp
+)
+
+var expertTargets = [numExp]string{"w1", "w2", "w3"}
 
 // LoRAConfig describes a low-rank adapter: each targeted projection computes
 // y = W x + b + Scale()·B(A x) with A (Rank, in) and B (out, Rank).
@@ -30,6 +50,8 @@ type LoRAConfig struct {
 	Rank    int
 	Alpha   float64
 	Dropout float64 // applied to the adapter's input in training; not by the exact passes
+	// Targets are module names from the model's LoRAModules; nil means the
+	// architecture's DefaultLoRATargets, and "all-linear" all its modules.
 	Targets []string
 	// TargetRegex, when set, replaces Targets: PEFT's string target_modules,
 	// a regular expression a projection's module name (e.g.
@@ -51,87 +73,209 @@ func (lc *LoRAConfig) Scale() float32 {
 	return float32(lc.Alpha / float64(lc.Rank))
 }
 
-// adapted says, per layer and projection, which projections lc wraps.
-func (lc *LoRAConfig) adapted(c *Config) ([][numProj]bool, error) {
+// siteNames are the PEFT target names of c's non-expert sites ("" where
+// the architecture has no such module).
+func (c *Config) siteNames() [numSites]string {
+	switch {
+	case c.IsDBRX():
+		return [numSites]string{projQ: "Wqkv", projO: "out_proj", siteRouter: "layer"}
+	case c.MoE():
+		return [numSites]string{"q_proj", "k_proj", "v_proj", "o_proj", siteRouter: "gate"}
+	}
+	var n [numSites]string
+	copy(n[:], LoRATargets)
+	return n
+}
+
+// hasLoRAExperts says whether c's experts are Linear modules a LoRA can
+// wrap (Mixtral); DBRX's are fused parameters.
+func (c *Config) hasLoRAExperts() bool { return c.MoE() && !c.IsDBRX() }
+
+// LoRAModules are the target names an adapter on c may use.
+func (c *Config) LoRAModules() []string {
+	var names []string
+	for _, n := range c.siteNames() {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	if c.hasLoRAExperts() {
+		names = append(names, expertTargets[:]...)
+	}
+	return names
+}
+
+// DefaultLoRATargets are the targets when none are given: every projection
+// of a Llama layer; Mixtral's attention and experts (what PEFT users
+// target; not the router); DBRX's Wqkv and out_proj.
+func (c *Config) DefaultLoRATargets() []string {
+	switch {
+	case c.IsDBRX():
+		return []string{"Wqkv", "out_proj"}
+	case c.MoE():
+		return []string{"q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"}
+	}
+	return slices.Clone(LoRATargets)
+}
+
+// loraLayout says, per layer, which sites and which experts' projections
+// an adapter wraps.
+type loraLayout struct {
+	site [][numSites]bool
+	exp  [][][numExp]bool // per layer, per expert
+}
+
+// resolveTargets is lc's explicit target list for c: the defaults for nil,
+// every module for "all-linear", each name checked against c's modules.
+func (lc *LoRAConfig) resolveTargets(c *Config) ([]string, error) {
+	switch {
+	case lc.TargetRegex != "":
+		return nil, nil
+	case lc.Targets == nil:
+		return c.DefaultLoRATargets(), nil
+	case slices.Equal(lc.Targets, []string{"all-linear"}):
+		return c.LoRAModules(), nil
+	}
+	valid := c.LoRAModules()
+	for _, t := range lc.Targets {
+		switch {
+		case slices.Contains(valid, t):
+		case c.IsDBRX() && (t == "w1" || t == "v1" || t == "w2"):
+			return nil, fmt.Errorf("lora target %q: DBRX's experts are fused parameters (ffn.experts.mlp.%s), which PEFT's LoRA cannot wrap; target %v", t, t, valid)
+		default:
+			return nil, fmt.Errorf("lora target %q: %s has no such module; its targets are %v", t, c.archName(), valid)
+		}
+	}
+	return lc.Targets, nil
+}
+
+// adapted says which sites lc wraps in c.
+func (lc *LoRAConfig) adapted(c *Config) (loraLayout, error) {
 	var re *regexp.Regexp
 	if lc.TargetRegex != "" {
 		var err error
 		if re, err = regexp.Compile(`^(?:` + lc.TargetRegex + `)$`); err != nil {
-			return nil, fmt.Errorf("lora target regex %q: %w", lc.TargetRegex, err)
+			return loraLayout{}, fmt.Errorf("lora target regex %q: %w", lc.TargetRegex, err)
 		}
-		for _, other := range []string{"lm_head", "model.embed_tokens"} {
+		for _, other := range []string{"lm_head", "model.embed_tokens", "transformer.wte"} {
 			if re.MatchString(other) {
-				return nil, fmt.Errorf("lora target regex %q matches %s; hone adapts only %v", lc.TargetRegex, other, LoRATargets)
+				return loraLayout{}, fmt.Errorf("lora target regex %q matches %s; hone adapts only %v", lc.TargetRegex, other, c.LoRAModules())
 			}
 		}
 	}
-	for _, t := range lc.Targets {
-		if !slices.Contains(LoRATargets, t) {
-			return nil, fmt.Errorf("lora target %q: not a projection hone adapts (%v)", t, LoRATargets)
-		}
-	}
-	if c.IsDBRX() {
-		return nil, fmt.Errorf("lora: adapters on DBRX (fused Wqkv) are not supported; train it fully")
+	targets, err := lc.resolveTargets(c)
+	if err != nil {
+		return loraLayout{}, err
 	}
 	for _, l := range lc.Layers {
 		if l < 0 || l >= c.NumHiddenLayers {
-			return nil, fmt.Errorf("lora layer %d: the model has layers 0..%d", l, c.NumHiddenLayers-1)
+			return loraLayout{}, fmt.Errorf("lora layer %d: the model has layers 0..%d", l, c.NumHiddenLayers-1)
 		}
 	}
-	on, some := make([][numProj]bool, c.NumHiddenLayers), false
-	for l := range on {
-		for p := range on[l] {
-			switch {
-			case c.MoE() && p > projO: // Mixtral's experts replace the MLP projections; they are not adapted
-			case len(lc.Layers) > 0 && !slices.Contains(lc.Layers, l):
-			case re != nil:
-				on[l][p] = re.MatchString(projModule(l, p))
-			default:
-				on[l][p] = slices.Contains(lc.Targets, LoRATargets[p])
+	names, some := c.siteNames(), false
+	pick := func(l int, name, module string) bool {
+		switch {
+		case name == "" || len(lc.Layers) > 0 && !slices.Contains(lc.Layers, l):
+			return false
+		case re != nil:
+			return re.MatchString(module)
+		}
+		return slices.Contains(targets, name)
+	}
+	on := loraLayout{site: make([][numSites]bool, c.NumHiddenLayers), exp: make([][][numExp]bool, c.NumHiddenLayers)}
+	for l := range on.site {
+		for s := range on.site[l] {
+			on.site[l][s] = pick(l, names[s], c.siteModule(l, s))
+			some = some || on.site[l][s]
+		}
+		if !c.hasLoRAExperts() {
+			continue
+		}
+		on.exp[l] = make([][numExp]bool, c.NumLocalExperts)
+		for e := range on.exp[l] {
+			for k := range on.exp[l][e] {
+				on.exp[l][e][k] = pick(l, expertTargets[k], c.expertModule(l, e, k))
+				some = some || on.exp[l][e][k]
 			}
-			some = some || on[l][p]
 		}
 	}
 	if !some {
-		return nil, fmt.Errorf("lora: the targets select no projection of this model")
+		return loraLayout{}, fmt.Errorf("lora: the targets select no module of this model (its targets are %v)", c.LoRAModules())
 	}
 	return on, nil
 }
 
-// projDims is the (in, out) of projection p.
-func (c *Config) projDims(p int) (in, out int) {
+// siteDims is the (in, out) of site s; DBRX's Wqkv outputs q, k and v.
+func (c *Config) siteDims(s int) (in, out int) {
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
-	return [numProj]int{C, C, C, QD, C, C, F}[p], [numProj]int{QD, KVD, KVD, C, F, F, C}[p]
+	switch {
+	case s == siteRouter:
+		return C, c.NumLocalExperts
+	case s == projQ && c.IsDBRX():
+		return C, QD + 2*KVD
+	}
+	return [numProj]int{C, C, C, QD, C, C, F}[s], [numProj]int{QD, KVD, KVD, C, F, F, C}[s]
 }
 
-// projModule is the HF module name of projection p of layer l.
-func projModule(l, p int) string {
-	kind := "mlp"
-	if p <= projO {
-		kind = "self_attn"
+// expertDims is the (in, out) of an expert's projection k.
+func (c *Config) expertDims(k int) (in, out int) {
+	if k == expW2 {
+		return c.IntermediateSize, c.HiddenSize
 	}
-	return fmt.Sprintf("model.layers.%d.%s.%s", l, kind, LoRATargets[p])
+	return c.HiddenSize, c.IntermediateSize
+}
+
+// siteModule is the HF module name of site s of layer l.
+func (c *Config) siteModule(l, s int) string {
+	name := c.siteNames()[s]
+	switch {
+	case c.IsDBRX() && s == siteRouter:
+		return fmt.Sprintf("transformer.blocks.%d.ffn.router.%s", l, name)
+	case c.IsDBRX():
+		return fmt.Sprintf("transformer.blocks.%d.norm_attn_norm.attn.%s", l, name)
+	case s == siteRouter:
+		return fmt.Sprintf("model.layers.%d.block_sparse_moe.%s", l, name)
+	case s <= projO:
+		return fmt.Sprintf("model.layers.%d.self_attn.%s", l, name)
+	}
+	return fmt.Sprintf("model.layers.%d.mlp.%s", l, name)
+}
+
+// expertModule is the HF module name of expert e's projection k in layer l.
+func (c *Config) expertModule(l, e, k int) string {
+	return fmt.Sprintf("model.layers.%d.block_sparse_moe.experts.%d.%s", l, e, expertTargets[k])
 }
 
 // adapterSpecs lists the adapter's tensors under their PEFT names in arena
-// order: per layer, per adapted projection, lora_A (r, in) then lora_B (out, r).
-func (c *Config) adapterSpecs(rank int, on [][numProj]bool) []ParamSpec {
+// order: per layer, per adapted site, then per expert and projection,
+// lora_A (r, in) then lora_B (out, r).
+func (c *Config) adapterSpecs(rank int, on loraLayout) []ParamSpec {
 	var specs []ParamSpec
 	off := 0
+	add := func(module string, in, out int) {
+		pre := "base_model.model." + module
+		for _, s := range []ParamSpec{
+			{Name: pre + ".lora_A.weight", Shape: []int{rank, in}},
+			{Name: pre + ".lora_B.weight", Shape: []int{out, rank}},
+		} {
+			s.Offset, s.Decay = off, true
+			off += s.Size()
+			specs = append(specs, s)
+		}
+	}
 	for l := 0; l < c.NumHiddenLayers; l++ {
-		for p := 0; p < numProj; p++ {
-			if !on[l][p] {
-				continue
+		for s := 0; s < numSites; s++ {
+			if on.site[l][s] {
+				in, out := c.siteDims(s)
+				add(c.siteModule(l, s), in, out)
 			}
-			in, out := c.projDims(p)
-			pre := "base_model.model." + projModule(l, p)
-			for _, s := range []ParamSpec{
-				{Name: pre + ".lora_A.weight", Shape: []int{rank, in}},
-				{Name: pre + ".lora_B.weight", Shape: []int{out, rank}},
-			} {
-				s.Offset, s.Decay = off, true
-				off += s.Size()
-				specs = append(specs, s)
+		}
+		for e := range on.exp[l] {
+			for k := 0; k < numExp; k++ {
+				if on.exp[l][e][k] {
+					in, out := c.expertDims(k)
+					add(c.expertModule(l, e, k), in, out)
+				}
 			}
 		}
 	}
@@ -150,7 +294,8 @@ type Adapter struct {
 	Params []float32 // arena laid out by Specs
 	Grads  []float32 // same layout
 	dev    Device
-	p, g   [][numProj]loraPair // per layer
+	p, g   [][numSites]loraPair // per layer
+	ep, eg [][][numExp]loraPair // per layer, per expert
 	// scaleI is Scale() on the diagonal of an (r,r) matrix: multiplying by
 	// it applies the scale through MatMul, exactly (the other terms are 0).
 	scaleI []float32
@@ -161,7 +306,8 @@ type Adapter struct {
 }
 
 // NewAdapter allocates a zeroed adapter for config c on dev. The targets
-// must be names from LoRATargets and the rank positive.
+// must be names from c.LoRAModules() (nil: its defaults) and the rank
+// positive.
 func NewAdapter(c *Config, dev Device, lc LoRAConfig) (*Adapter, error) {
 	if lc.Rank <= 0 {
 		return nil, fmt.Errorf("lora rank %d: must be positive", lc.Rank)
@@ -170,12 +316,14 @@ func NewAdapter(c *Config, dev Device, lc LoRAConfig) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	lc.Targets, lc.Layers = slices.Clone(lc.Targets), slices.Clone(lc.Layers)
+	targets, _ := lc.resolveTargets(c)
+	lc.Targets, lc.Layers = slices.Clone(targets), slices.Clone(lc.Layers)
 	specs := c.adapterSpecs(lc.Rank, on)
 	last := specs[len(specs)-1]
 	a := &Adapter{Config: lc, Specs: specs, dev: dev,
 		Params: dev.Alloc(last.Offset + last.Size()), Grads: dev.Alloc(last.Offset + last.Size())}
-	a.p, a.g = a.views(on, a.Params), a.views(on, a.Grads)
+	a.p, a.ep = a.views(on, a.Params)
+	a.g, a.eg = a.views(on, a.Grads)
 	r := lc.Rank
 	diag := make([]float32, r*r)
 	for i := 0; i < r; i++ {
@@ -186,19 +334,31 @@ func NewAdapter(c *Config, dev Device, lc LoRAConfig) (*Adapter, error) {
 	return a, nil
 }
 
-func (a *Adapter) views(on [][numProj]bool, arena []float32) [][numProj]loraPair {
-	v := make([][numProj]loraPair, len(on))
+// views slices arena by the specs, in adapterSpecs' order.
+func (a *Adapter) views(on loraLayout, arena []float32) ([][numSites]loraPair, [][][numExp]loraPair) {
 	i := 0
+	next := func() loraPair {
+		sa, sb := a.Specs[i], a.Specs[i+1]
+		i += 2
+		return loraPair{arena[sa.Offset : sa.Offset+sa.Size()], arena[sb.Offset : sb.Offset+sb.Size()]}
+	}
+	v, ev := make([][numSites]loraPair, len(on.site)), make([][][numExp]loraPair, len(on.site))
 	for l := range v {
-		for p := 0; p < numProj; p++ {
-			if on[l][p] {
-				sa, sb := a.Specs[i], a.Specs[i+1]
-				v[l][p] = loraPair{arena[sa.Offset : sa.Offset+sa.Size()], arena[sb.Offset : sb.Offset+sb.Size()]}
-				i += 2
+		for s := 0; s < numSites; s++ {
+			if on.site[l][s] {
+				v[l][s] = next()
+			}
+		}
+		ev[l] = make([][numExp]loraPair, len(on.exp[l]))
+		for e := range on.exp[l] {
+			for k := 0; k < numExp; k++ {
+				if on.exp[l][e][k] {
+					ev[l][e][k] = next()
+				}
 			}
 		}
 	}
-	return v
+	return v, ev
 }
 
 // InitPEFT initialises the adapter as PEFT does by default: A from
@@ -274,40 +434,60 @@ func (m *Model) Attach(a *Adapter) error {
 // frozen says whether the base weights take no gradients.
 func (m *Model) frozen() bool { return m.lora != nil }
 
-// adapt adds scale·(x Aᵀ) Bᵀ into y(n,out) for projection p of layer l,
-// when the adapter wraps it. It runs in fp32 whatever the base precision.
-func (m *Model) adapt(l, p int, y, x []float32, n int) {
-	a := m.lora
-	if a == nil || a.p[l][p].A == nil {
-		return
-	}
-	in, out := m.Config.projDims(p)
-	w, r, d := a.p[l][p], a.Config.Rank, m.Dev
-	a.ensure(n)
-	x = a.dropped(l, p, x, n, in)
-	d.MatMul(a.t, x, w.A, n, r, in, xWt)
-	d.MatMul(a.u, a.t, a.scaleI, n, r, r, MatMulFlags{})
-	d.MatMul(y, a.u, w.B, n, out, r, MatMulFlags{TransB: true, Acc: true})
+// loraOut is a row block of an adapted projection's output (or its
+// gradient) of width dim: DBRX's Wqkv has three (q, k, v), others one.
+type loraOut struct {
+	y   []float32
+	dim int
 }
 
-// adaptBackward adds the adapter's gradients for projection p of layer l
-// given its output gradient dy(n,out) and input x(n,in): dB += dyᵀ·u,
+// Dropout streams: Llama's projections keep l·numProj+p; the router and the
+// experts number theirs above 2³⁰ (layer, expert+1, projection in fields).
+func siteStream(l, s int) uint64 {
+	if s < numProj {
+		return uint64(l*numProj + s)
+	}
+	return 1<<30 | uint64(l)<<16
+}
+
+func expertStream(l, e, k int) uint64 { return 1<<30 | uint64(l)<<16 | uint64(e+1)<<2 | uint64(k) }
+
+// loraForward adds scale·(x Aᵀ) Bᵀ into the n rows of the outputs, B's
+// rows split among them in order. It runs in fp32 whatever the base
+// precision.
+func (m *Model) loraForward(w loraPair, stream uint64, x []float32, n, in int, outs ...loraOut) {
+	a, d := m.lora, m.Dev
+	r := a.Config.Rank
+	a.ensure(n)
+	x = a.dropped(stream, x, n, in)
+	d.MatMul(a.t, x, w.A, n, r, in, xWt)
+	d.MatMul(a.u, a.t, a.scaleI, n, r, r, MatMulFlags{})
+	off := 0
+	for _, o := range outs {
+		d.MatMul(o.y, a.u, w.B[off*r:(off+o.dim)*r], n, o.dim, r, MatMulFlags{TransB: true, Acc: true})
+		off += o.dim
+	}
+}
+
+// loraBackward adds the adapter's gradients given the output gradients dys
+// (row blocks as in loraForward) and input x(n,in): dB += dyᵀ·u,
 // dA += dtᵀ·x, and dx += dt·A, with t = x Aᵀ (recomputed), u = s·t and
 // dt = s·(dy B). Under dropout x is the dropped input m·x/(1-p) (the mask
 // of the forward pass, drawn again) and dx takes the mask too.
-func (m *Model) adaptBackward(l, p int, dx, dy, x []float32, n int) {
-	a := m.lora
-	if a == nil || a.p[l][p].A == nil {
-		return
-	}
-	in, out := m.Config.projDims(p)
-	w, g, r, d := a.p[l][p], a.g[l][p], a.Config.Rank, m.Dev
+func (m *Model) loraBackward(w, g loraPair, stream uint64, dx, x []float32, n, in int, dys ...loraOut) {
+	a, d := m.lora, m.Dev
+	r := a.Config.Rank
 	a.ensure(n)
-	xd := a.dropped(l, p, x, n, in)
+	xd := a.dropped(stream, x, n, in)
 	d.MatMul(a.t, xd, w.A, n, r, in, xWt)
 	d.MatMul(a.u, a.t, a.scaleI, n, r, r, MatMulFlags{})
-	d.MatMul(g.B, dy, a.u, out, r, n, dytX)
-	d.MatMul(a.du, dy, w.B, n, r, out, dyW)
+	off := 0
+	for i, o := range dys {
+		b, gb := w.B[off*r:(off+o.dim)*r], g.B[off*r:(off+o.dim)*r]
+		d.MatMul(gb, o.y, a.u, o.dim, r, n, dytX)
+		d.MatMul(a.du, o.y, b, n, r, o.dim, MatMulFlags{Acc: i > 0})
+		off += o.dim
+	}
 	d.MatMul(a.t, a.du, a.scaleI, n, r, r, MatMulFlags{}) // t now holds dt
 	d.MatMul(g.A, a.t, xd, r, in, n, dytX)
 	if !a.drop.on {
@@ -316,4 +496,89 @@ func (m *Model) adaptBackward(l, p int, dx, dy, x []float32, n int) {
 	}
 	d.MatMul(a.drop.dx, a.t, w.A, n, in, r, MatMulFlags{})
 	a.addMasked(dx, a.drop.dx, n, in)
+}
+
+// adapt adds the adapter's term of site s of layer l into y(n,out) for
+// input x(n,in), when the adapter wraps it.
+func (m *Model) adapt(l, s int, y, x []float32, n int) {
+	if a := m.lora; a != nil && a.p[l][s].A != nil {
+		in, out := m.Config.siteDims(s)
+		m.loraForward(a.p[l][s], siteStream(l, s), x, n, in, loraOut{y, out})
+	}
+}
+
+// adaptBackward is adapt's backward for output gradient dy(n,out), adding
+// into dx(n,in).
+func (m *Model) adaptBackward(l, s int, dx, dy, x []float32, n int) {
+	if a := m.lora; a != nil && a.p[l][s].A != nil {
+		in, out := m.Config.siteDims(s)
+		m.loraBackward(a.p[l][s], a.g[l][s], siteStream(l, s), dx, x, n, in, loraOut{dy, out})
+	}
+}
+
+// adaptQKV adds the adapter's terms of the query, key and value
+// projections: three, or DBRX's fused Wqkv, whose B rows are q's, k's
+// and v's.
+func (m *Model) adaptQKV(l int, q, k, v, x []float32, n int) {
+	a, c := m.lora, m.Config
+	if a == nil || !c.IsDBRX() {
+		m.adapt(l, projQ, q, x, n)
+		m.adapt(l, projK, k, x, n)
+		m.adapt(l, projV, v, x, n)
+		return
+	}
+	if a.p[l][projQ].A != nil {
+		m.loraForward(a.p[l][projQ], siteStream(l, projQ), x, n, c.HiddenSize,
+			loraOut{q, c.QDim()}, loraOut{k, c.KVDim()}, loraOut{v, c.KVDim()})
+	}
+}
+
+// adaptQKVBackward is adaptQKV's backward.
+func (m *Model) adaptQKVBackward(l int, dx, dq, dk, dv, x []float32, n int) {
+	a, c := m.lora, m.Config
+	if a == nil || !c.IsDBRX() {
+		m.adaptBackward(l, projQ, dx, dq, x, n)
+		m.adaptBackward(l, projK, dx, dk, x, n)
+		m.adaptBackward(l, projV, dx, dv, x, n)
+		return
+	}
+	if a.p[l][projQ].A != nil {
+		m.loraBackward(a.p[l][projQ], a.g[l][projQ], siteStream(l, projQ), dx, x, n, c.HiddenSize,
+			loraOut{dq, c.QDim()}, loraOut{dk, c.KVDim()}, loraOut{dv, c.KVDim()})
+	}
+}
+
+// adaptQKVBlock adds into pre(n,dim) block j (0 q, 1 k, 2 v) of the
+// adapter's term of DBRX's Wqkv, for the clamp's backward, which needs the
+// unclamped output.
+func (m *Model) adaptQKVBlock(l, j int, pre, x []float32, n int) {
+	a, c := m.lora, m.Config
+	if a == nil || a.p[l][projQ].A == nil {
+		return
+	}
+	w, r := a.p[l][projQ], a.Config.Rank
+	off, dim := [3]int{0, c.QDim(), c.QDim() + c.KVDim()}[j], [3]int{c.QDim(), c.KVDim(), c.KVDim()}[j]
+	block := loraPair{A: w.A, B: w.B[off*r : (off+dim)*r]}
+	m.loraForward(block, siteStream(l, projQ), x, n, c.HiddenSize, loraOut{pre, dim})
+}
+
+// adaptExpert adds the adapter's term of expert e's projection k in layer
+// l into y for its n routed rows x; l < 0 (the decoder) adds nothing.
+func (m *Model) adaptExpert(l, e, k int, y, x []float32, n int) {
+	a := m.lora
+	if a == nil || l < 0 || len(a.ep[l]) == 0 || a.ep[l][e][k].A == nil {
+		return
+	}
+	in, out := m.Config.expertDims(k)
+	m.loraForward(a.ep[l][e][k], expertStream(l, e, k), x, n, in, loraOut{y, out})
+}
+
+// adaptExpertBackward is adaptExpert's backward.
+func (m *Model) adaptExpertBackward(l, e, k int, dx, dy, x []float32, n int) {
+	a := m.lora
+	if a == nil || len(a.ep[l]) == 0 || a.ep[l][e][k].A == nil {
+		return
+	}
+	in, out := m.Config.expertDims(k)
+	m.loraBackward(a.ep[l][e][k], a.eg[l][e][k], expertStream(l, e, k), dx, x, n, in, loraOut{dy, out})
 }

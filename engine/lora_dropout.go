@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 )
 
@@ -44,9 +45,9 @@ func (m *Model) ForwardBackwardDropout(bt *Batch, scale float32, seed uint64) (s
 }
 
 // dropped returns x(n,in) itself when no dropout pass is under way, else
-// the dropped copy mask⊙x for projection p of layer l, leaving the mask in
-// a.drop.mask.
-func (a *Adapter) dropped(l, p int, x []float32, n, in int) []float32 {
+// the dropped copy mask⊙x for the projection whose mask stream is stream,
+// leaving the mask in a.drop.mask.
+func (a *Adapter) dropped(stream uint64, x []float32, n, in int) []float32 {
 	dr := &a.drop
 	if !dr.on {
 		return x
@@ -56,7 +57,7 @@ func (a *Adapter) dropped(l, p int, x []float32, n, in int) []float32 {
 		dr.x, dr.dx, dr.mask, dr.n = a.dev.Alloc(size), a.dev.Alloc(size), make([]float32, size), size
 	}
 	mask, out := dr.mask[:n*in], dr.x[:n*in]
-	dropoutMask(mask, dr.seed, uint64(l*numProj+p), n, in, a.Config.Dropout)
+	dropoutMask(mask, dr.seed, stream, n, in, a.Config.Dropout)
 	src := HostView(a.dev, x[:n*in])
 	_ = FillDevice(a.dev, out, func(host []float32) error {
 		parallelRows(n, func(lo, hi int) {
@@ -118,11 +119,9 @@ func (a *Adapter) addMasked(dx, g []float32, n, in int) {
 // maxProjIn is the widest input of a projection.
 func maxProjIn(a *Adapter) int {
 	w := 0
-	for l := range a.p {
-		for p := range a.p[l] {
-			if a.p[l][p].A != nil {
-				w = max(w, len(a.p[l][p].A)/a.Config.Rank)
-			}
+	for _, s := range a.Specs {
+		if strings.HasSuffix(s.Name, ".lora_A.weight") {
+			w = max(w, s.Shape[1])
 		}
 	}
 	return w

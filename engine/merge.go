@@ -13,19 +13,38 @@ func (m *Model) Merge(a *Adapter) error {
 	if len(a.p) != m.Config.NumHiddenLayers || a.dev != m.Dev {
 		return fmt.Errorf("merge: the adapter was not made for this model")
 	}
-	r, d := a.Config.Rank, m.Dev
-	bs := d.Alloc(maxProjOut(m.Config) * r)
+	c, r, d := m.Config, a.Config.Rank, m.Dev
+	bs := d.Alloc(maxProjOut(c) * r)
 	defer d.Free(bs)
+	// W (out,in) += s·B·A, for B's rows lo..lo+out.
+	merge := func(dst []float32, ab loraPair, lo, in, out int) {
+		d.MatMul(bs, ab.B[lo*r:(lo+out)*r], a.scaleI, out, r, r, MatMulFlags{}) // s·B (out,r)
+		d.MatMul(dst, bs, ab.A, out, in, r, MatMulFlags{Acc: true})
+	}
 	for l := range a.p {
 		w := &m.Params.Layers[l]
-		for p, dst := range [numProj][]float32{w.WQ, w.WK, w.WV, w.WO, w.WGate, w.WUp, w.WDown} {
-			ab := a.p[l][p]
-			if ab.A == nil {
-				continue
+		for s, dst := range [numSites][]float32{w.WQ, w.WK, w.WV, w.WO, w.WGate, w.WUp, w.WDown, w.Router} {
+			ab := a.p[l][s]
+			switch {
+			case ab.A == nil:
+			case s == projQ && c.IsDBRX(): // Wqkv: its row blocks are WQ, WK, WV
+				C, QD, KVD := c.HiddenSize, c.QDim(), c.KVDim()
+				merge(w.WQ, ab, 0, C, QD)
+				merge(w.WK, ab, QD, C, KVD)
+				merge(w.WV, ab, QD+KVD, C, KVD)
+			default:
+				in, out := c.siteDims(s)
+				merge(dst, ab, 0, in, out)
 			}
-			in, out := m.Config.projDims(p)
-			d.MatMul(bs, ab.B, a.scaleI, out, r, r, MatMulFlags{})      // s·B (out,r)
-			d.MatMul(dst, bs, ab.A, out, in, r, MatMulFlags{Acc: true}) // W += s·B·A
+		}
+		for e := range a.ep[l] {
+			ex := &w.Experts[e]
+			for k, dst := range [numExp][]float32{ex.W1, ex.W2, ex.W3} {
+				if ab := a.ep[l][e][k]; ab.A != nil {
+					in, out := c.expertDims(k)
+					merge(dst, ab, 0, in, out)
+				}
+			}
 		}
 	}
 	if m.lora == a {
@@ -35,7 +54,9 @@ func (m *Model) Merge(a *Adapter) error {
 	return nil
 }
 
-func maxProjOut(c *Config) int { return max(c.HiddenSize, c.IntermediateSize, c.QDim()) }
+func maxProjOut(c *Config) int {
+	return max(c.HiddenSize, c.IntermediateSize, c.QDim()+2*c.KVDim(), c.NumLocalExperts)
+}
 
 // MergeDirs writes to outDir the HF model directory of base with the PEFT
 // adapter in adapterDir merged into its weights, in the dtype of the base

@@ -405,9 +405,7 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.linear(la.q, la.ln1, x16, p.WQ, h.WQ, p.BQ, N, C, QD, overwrite)
 	m.linear(la.k, la.ln1, x16, p.WK, h.WK, p.BK, N, C, KVD, overwrite)
 	m.linear(la.v, la.ln1, x16, p.WV, h.WV, p.BV, N, C, KVD, overwrite)
-	m.adapt(l, projQ, la.q, la.ln1, N)
-	m.adapt(l, projK, la.k, la.ln1, N)
-	m.adapt(l, projV, la.v, la.ln1, N)
+	m.adaptQKV(l, la.q, la.k, la.v, la.ln1, N)
 	m.clipQKV(la.q, la.k, la.v, N)
 	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
@@ -468,9 +466,7 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
 	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, accumulate)
 	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, accumulate)
-	m.adaptBackward(l, projQ, s.dln, s.dq, la.ln1, N)
-	m.adaptBackward(l, projK, s.dln, s.dk, la.ln1, N)
-	m.adaptBackward(l, projV, s.dln, s.dv, la.ln1, N)
+	m.adaptQKVBackward(l, s.dln, s.dq, s.dk, s.dv, la.ln1, N)
 	m.normBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 

@@ -143,6 +143,7 @@ func (m *Model) moeForward(l int, la *layerActs, x16 []uint16, out []float32, N 
 	C, E := c.HiddenSize, c.NumLocalExperts
 	rl := a.moe.rl[:N*E]
 	m.linear(rl, la.ln2, x16, p.Router, h.Router, nil, N, C, E, overwrite)
+	m.adapt(l, siteRouter, rl, la.ln2, N)
 	r := &a.routes[l]
 	r.route(d, rl, c, N)
 	NK := len(r.tok)
@@ -150,7 +151,7 @@ func (m *Model) moeForward(l int, la *layerActs, x16 []uint16, out []float32, N 
 	d.Upload(la.moe.wt[:NK], r.wt)
 	xg := a.moe.xg[:NK*C]
 	d.GatherRows(xg, la.ln2, la.moe.tok, nil, NK, C)
-	m.experts(r, p, h, xg, m.cast(a.b16, xg), la.gate, la.up, la.h, m.buf16(a.a16, NK*c.IntermediateSize), la.moe.y, linearBF16)
+	m.experts(l, r, p, h, xg, m.cast(a.b16, xg), la.gate, la.up, la.h, m.buf16(a.a16, NK*c.IntermediateSize), la.moe.y, linearBF16)
 	d.ScatterAddRows(out, la.moe.y, la.moe.tok, la.moe.wt, NK, C)
 }
 
@@ -163,10 +164,11 @@ const (
 	linearFP32 linearKind = true
 )
 
-// experts runs each expert on its rows of xg (NK,C): gate and up (NK,F),
-// h = silu(gate)*up, y = h·W2ᵀ (NK,C). xg16 and h16 are bf16 casts (nil in
-// fp32).
-func (m *Model) experts(r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []float32, xg16 []uint16, gate, up, hh []float32, h16 []uint16, y []float32, k linearKind) {
+// experts runs each expert of layer l on its rows of xg (NK,C): gate and
+// up (NK,F), h = silu(gate)*up, y = h·W2ᵀ (NK,C), with the attached
+// adapter's terms (none for l < 0, the decoder). xg16 and h16 are bf16
+// casts (nil in fp32).
+func (m *Model) experts(l int, r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []float32, xg16 []uint16, gate, up, hh []float32, h16 []uint16, y []float32, k linearKind) {
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
 	// y(n,out) = x·Wᵀ for W (out,in), or x·W for DBRX's w2 stored (in,out).
 	lin := func(y, x []float32, x16 []uint16, w []float32, w16 []uint16, n, in, out int, f MatMulFlags) {
@@ -189,6 +191,8 @@ func (m *Model) experts(r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []f
 		x, x16 := xg[o*C:(o+n)*C], sub16(xg16, o*C, (o+n)*C)
 		lin(gate[o*F:(o+n)*F], x, x16, ep.W1, eh.W1, n, C, F, xWt)
 		lin(up[o*F:(o+n)*F], x, x16, ep.W3, eh.W3, n, C, F, xWt)
+		m.adaptExpert(l, e, expW1, gate[o*F:(o+n)*F], x, n)
+		m.adaptExpert(l, e, expW3, up[o*F:(o+n)*F], x, n)
 	}
 	NK := len(r.tok)
 	m.Dev.SwiGLU(hh[:NK*F], h16, gate[:NK*F], up[:NK*F], NK*F)
@@ -198,6 +202,7 @@ func (m *Model) experts(r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []f
 			continue
 		}
 		lin(y[o*C:(o+n)*C], hh[o*F:(o+n)*F], sub16(h16, o*F, (o+n)*F), p.Experts[e].W2, expert16(h, e).W2, n, F, C, down)
+		m.adaptExpert(l, e, expW2, y[o*C:(o+n)*C], hh[o*F:(o+n)*F], n)
 	}
 }
 
@@ -231,6 +236,7 @@ func (m *Model) moeBackward(l int, la *layerActs, dres []float32, N int) {
 			continue
 		}
 		m.downBackward(s.dh[o*F:(o+n)*F], g.Experts[e].W2, dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], p.Experts[e].W2, expert16(h, e).W2, n)
+		m.adaptExpertBackward(l, e, expW2, s.dh[o*F:(o+n)*F], dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], n)
 	}
 	d.SwiGLUBackward(s.dgate[:NK*F], s.dup[:NK*F], s.dh[:NK*F], la.gate[:NK*F], la.up[:NK*F], NK*F)
 	dxg := a.moe.dxg[:NK*C] // dy is spent
@@ -242,6 +248,8 @@ func (m *Model) moeBackward(l int, la *layerActs, dres []float32, N int) {
 		x, dx := xg[o*C:(o+n)*C], dxg[o*C:(o+n)*C]
 		m.linearBackward(dx, g.Experts[e].W1, nil, s.dgate[o*F:(o+n)*F], x, p.Experts[e].W1, expert16(h, e).W1, n, C, F, overwrite)
 		m.linearBackward(dx, g.Experts[e].W3, nil, s.dup[o*F:(o+n)*F], x, p.Experts[e].W3, expert16(h, e).W3, n, C, F, accumulate)
+		m.adaptExpertBackward(l, e, expW1, dx, s.dgate[o*F:(o+n)*F], x, n)
+		m.adaptExpertBackward(l, e, expW3, dx, s.dup[o*F:(o+n)*F], x, n)
 	}
 	dln := s.dln[:N*C]
 	d.Zero(dln)
@@ -251,6 +259,7 @@ func (m *Model) moeBackward(l int, la *layerActs, dres []float32, N int) {
 	drl := a.moe.rl[:N*E]
 	r.backward(d, drl, dwt, a.auxGrad)
 	m.linearBackward(dln, g.Router, nil, drl, la.ln2, p.Router, h.Router, N, C, E, accumulate)
+	m.adaptBackward(l, siteRouter, dln, drl, la.ln2, N)
 }
 
 // moeStep holds the decoder's expert buffers for up to n tokens.
@@ -286,7 +295,7 @@ func (m *Model) moeDecode(b *stepBufs, p *Layer[float32], n int) {
 	d.Upload(s.acts.wt[:NK], r.wt)
 	xg := s.xg[:NK*C]
 	d.GatherRows(xg, b.ln, s.acts.tok, nil, NK, C)
-	m.experts(r, p, &Layer[uint16]{}, xg, nil, b.gate, b.up, b.h, nil, s.acts.y, linearFP32)
+	m.experts(-1, r, p, &Layer[uint16]{}, xg, nil, b.gate, b.up, b.h, nil, s.acts.y, linearFP32)
 	d.ScatterAddRows(b.x, s.acts.y, s.acts.tok, s.acts.wt, NK, C)
 }
 

@@ -37,7 +37,7 @@ func ParseAdapterConfig(raw []byte) (LoRAConfig, error) {
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return LoRAConfig{}, fmt.Errorf("not a JSON object: %w", err)
 	}
-	lc := LoRAConfig{Targets: slices.Clone(LoRATargets)}
+	var lc LoRAConfig
 	var peftType, taskType, bias *string
 	var alpha *float64
 	var targets json.RawMessage
@@ -119,9 +119,11 @@ func parseLayers(lc *LoRAConfig, raw json.RawMessage) error {
 	return nil
 }
 
-// parseTargets reads target_modules into lc: a list of projection names,
-// "all-linear" (PEFT's every linear layer but the output head), or another
-// string, which PEFT reads as a regular expression over module names.
+// parseTargets reads target_modules into lc: a list of module names,
+// "all-linear" (PEFT's every linear layer but the output head; kept as
+// Targets ["all-linear"], which the model resolves), or another string,
+// which PEFT reads as a regular expression over module names. Which names a
+// model has is checked against it (NewAdapter).
 func parseTargets(lc *LoRAConfig, raw json.RawMessage) error {
 	if raw == nil {
 		return fmt.Errorf("missing; list the projections, e.g. [\"q_proj\", \"v_proj\"]")
@@ -130,7 +132,7 @@ func parseTargets(lc *LoRAConfig, raw json.RawMessage) error {
 	if json.Unmarshal(raw, &s) == nil {
 		lc.Targets, lc.TargetRegex = nil, s
 		if s == "all-linear" {
-			lc.Targets, lc.TargetRegex = slices.Clone(LoRATargets), ""
+			lc.Targets, lc.TargetRegex = []string{"all-linear"}, ""
 		} else if _, err := regexp.Compile(s); err != nil {
 			return fmt.Errorf("not a valid regular expression: %w", err)
 		}
@@ -138,17 +140,20 @@ func parseTargets(lc *LoRAConfig, raw json.RawMessage) error {
 	}
 	var list []string
 	if err := json.Unmarshal(raw, &list); err != nil || len(list) == 0 {
-		return fmt.Errorf("give a non-empty list of projection names from %v", LoRATargets)
+		return fmt.Errorf("give a non-empty list of module names from %v", LoRAModuleNames)
 	}
 	lc.Targets = nil
-	for _, t := range LoRATargets {
+	for _, t := range LoRAModuleNames { // a canonical order
 		if slices.Contains(list, t) {
 			lc.Targets = append(lc.Targets, t)
 		}
 	}
 	for _, t := range list {
-		if !slices.Contains(LoRATargets, t) {
-			return fmt.Errorf("%q is not a projection hone adapts (%v)", t, LoRATargets)
+		if t == "v1" {
+			return fmt.Errorf("%q: DBRX's experts (ffn.experts.mlp.w1, v1, w2) are fused parameters, which PEFT's LoRA cannot wrap; target Wqkv and out_proj", t)
+		}
+		if !slices.Contains(LoRAModuleNames, t) {
+			return fmt.Errorf("%q is not a module hone adapts (%v)", t, LoRAModuleNames)
 		}
 	}
 	return nil

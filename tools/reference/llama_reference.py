@@ -374,8 +374,7 @@ def forward(cfg, P, input_ids, segment_ids=None, lora=None, router_logits=None):
     with A (r, in) and B (out, r). router_logits, when a list, receives each
     Mixtral layer's router logits (B*T, E)."""
     if cfg.get("model_type") == "dbrx":
-        assert lora is None
-        return dbrx_forward(cfg, P, input_ids, segment_ids, router_logits)
+        return dbrx_forward(cfg, P, input_ids, segment_ids, router_logits, lora=lora)
     B, T = input_ids.shape
     H = cfg["hidden_size"]
     nH, nKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
@@ -431,7 +430,7 @@ def forward(cfg, P, input_ids, segment_ids=None, lora=None, router_logits=None):
         x = x + o
         h = rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
         if is_moe(cfg):
-            y, logits = moe_block(cfg, P, p + "block_sparse_moe.", h.reshape(B * T, H))
+            y, logits = moe_block(cfg, P, p + "block_sparse_moe.", h.reshape(B * T, H), proj)
             if router_logits is not None:
                 router_logits.append(logits)
             x = x + y.view(B, T, H)
@@ -485,15 +484,17 @@ def moe_routing(cfg, logits):
     return route, picks
 
 
-def moe_block(cfg, P, p, x):
-    """x (N,H) → (sum over experts of route·w2(silu(w1 x) * w3 x), router logits)."""
-    logits = x @ P[p + "gate.weight"].t()
+def moe_block(cfg, P, p, x, proj):
+    """x (N,H) → (sum over experts of route·w2(silu(w1 x) * w3 x), router logits).
+    proj(x, module) is the (possibly LoRA-adapted) linear layer, so a LoRA on
+    an expert acts only where the routing weight is non-zero."""
+    logits = proj(x, p + "gate")
     route, _ = moe_routing(cfg, logits)
     y = torch.zeros_like(x)
     for e in range(cfg["num_local_experts"]):
         q = p + "experts.%d." % e
-        g, u = x @ P[q + "w1.weight"].t(), x @ P[q + "w3.weight"].t()
-        y = y + route[:, e:e + 1] * ((g * torch.sigmoid(g) * u) @ P[q + "w2.weight"].t())
+        g, u = proj(x, q + "w1"), proj(x, q + "w3")
+        y = y + route[:, e:e + 1] * proj(g * torch.sigmoid(g) * u, q + "w2")
     return y, logits
 
 
@@ -549,9 +550,19 @@ def layer_norm(x, w, eps=1e-5):
     return (x - mu) * torch.rsqrt(var + eps) * w
 
 
-def dbrx_forward(cfg, P, input_ids, segment_ids=None, router_logits=None, qkv_pre=None):
+def dbrx_forward(cfg, P, input_ids, segment_ids=None, router_logits=None, qkv_pre=None, lora=None):
     """Logits (B,T,V); router_logits receives each layer's router
-    probabilities (N,E), qkv_pre each layer's Wqkv output before the clamp."""
+    probabilities (N,E), qkv_pre each layer's Wqkv output before the clamp.
+    lora as for forward: a LoRA on Wqkv adds to its output before the clamp,
+    as PEFT's wrapper of the Linear does."""
+
+    def proj(x, mod):
+        y = x @ P[mod + ".weight"].t()
+        if lora is not None and mod in lora[1]:
+            a, b = lora[1][mod]
+            y = y + lora[0] * ((x @ a.t()) @ b.t())
+        return y
+
     B, T = input_ids.shape
     H, nH = cfg["d_model"], cfg["n_heads"]
     ac, fc = cfg["attn_config"], cfg["ffn_config"]
@@ -570,7 +581,7 @@ def dbrx_forward(cfg, P, input_ids, segment_ids=None, router_logits=None, qkv_pr
     for i in range(cfg["n_layers"]):
         p = "transformer.blocks.%d." % i
         h = layer_norm(x, P[p + "norm_attn_norm.norm_1.weight"])
-        qkv = h @ P[p + "norm_attn_norm.attn.Wqkv.weight"].t()
+        qkv = proj(h, p + "norm_attn_norm.attn.Wqkv")
         if qkv_pre is not None:
             qkv_pre.append(qkv.detach())
         if ac["clip_qkv"] is not None:
@@ -585,10 +596,10 @@ def dbrx_forward(cfg, P, input_ids, segment_ids=None, router_logits=None, qkv_pr
         scores = (q @ kk.transpose(-1, -2)) / math.sqrt(hd)
         attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
         o = (attn @ v).transpose(1, 2).reshape(B, T, H)
-        x = x + o @ P[p + "norm_attn_norm.attn.out_proj.weight"].t()
+        x = x + proj(o, p + "norm_attn_norm.attn.out_proj")
 
         h = layer_norm(x, P[p + "norm_attn_norm.norm_2.weight"]).reshape(B * T, H)
-        probs = torch.softmax(h @ P[p + "ffn.router.layer.weight"].t(), dim=-1)
+        probs = torch.softmax(proj(h, p + "ffn.router.layer"), dim=-1)
         if router_logits is not None:
             router_logits.append(probs)
         top, picks = torch.topk(probs, k, dim=-1)
@@ -762,38 +773,50 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def make_lora_cases():
     """(name, base case name, base seed, lora seed, r, alpha, use_rslora, targets,
-    segment_ids, bf16 base)."""
+    segment_ids, bf16 base, need): need is None, "empty" (some layer leaves an
+    expert without tokens under the adapted routing) or "clip" (clip_qkv
+    clamps some adapted Wqkv outputs); the lora seed steps by 100 until it holds."""
     packed = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2],
                            [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]], dtype=torch.int64)
     return [
         # GQA (4 query heads over 2 kv heads) with packed rows, every projection.
-        ("gqa_packed", "gqa", 21, 31, 4, 8.0, False, LORA_TARGETS, packed, False),
+        ("gqa_packed", "gqa", 21, 31, 4, 8.0, False, LORA_TARGETS, packed, False, None),
         # Tied embeddings, llama3 rope scaling, head_dim set; rsLoRA on a subset.
         ("tied_llama3_rslora", "tied_llama3", 22, 32, 8, 16.0, True,
-         ["q_proj", "v_proj", "o_proj", "down_proj"], None, False),
+         ["q_proj", "v_proj", "o_proj", "down_proj"], None, False, None),
         # Biases on every projection, linear rope scaling, packed rows.
-        ("bias_packed", "bias_packed", 23, 33, 2, 4.0, False, LORA_TARGETS, "base", False),
+        ("bias_packed", "bias_packed", 23, 33, 2, 4.0, False, LORA_TARGETS, "base", False, None),
         # A bf16 checkpoint (Mistral, sliding window, packed): the base weights
         # are bf16 values, the math float64 as everywhere.
-        ("mistral_bf16_base", "mistral", 24, 34, 4, 4.0, True, ["q_proj", "k_proj", "up_proj"], "base", True),
+        ("mistral_bf16_base", "mistral", 24, 34, 4, 4.0, True, ["q_proj", "k_proj", "up_proj"], "base", True, None),
         # Mixtral with the load-balancing loss: the attention projections
         # adapted (the experts are not), the aux loss's gradient reaching them.
-        ("mixtral_aux_attn", "mixtral_aux", 25, 35, 4, 8.0, False, ["q_proj", "k_proj", "v_proj", "o_proj"], "base", False),
+        ("mixtral_aux_attn", "mixtral_aux", 25, 35, 4, 8.0, False, ["q_proj", "k_proj", "v_proj", "o_proj"], "base", False, None),
+        # Mixtral, PEFT's usual targets: the attention projections and every
+        # expert's w1, w2, w3, plus the router (gate); GQA, packed rows.
+        ("mixtral_experts", "mixtral", 26, 36, 4, 8.0, False,
+         ["q_proj", "k_proj", "v_proj", "o_proj", "gate", "w1", "w2", "w3"], "base", False, None),
+        # The experts alone with rsLoRA, the aux loss and a sliding window, in
+        # a routing that leaves an expert without tokens (its gradients are 0).
+        ("mixtral_experts_rslora_empty", "mixtral_aux", 27, 37, 8, 16.0, True,
+         ["w1", "w2", "w3"], "base", False, "empty"),
+        # DBRX: the fused Wqkv (before its clamp, which is active) and out_proj.
+        ("dbrx_qkv_clip", "dbrx", 28, 38, 4, 8.0, False, ["Wqkv", "out_proj"], "base", False, "clip"),
     ]
 
 
 def lora_modules(cfg, targets):
     """Ordered (module name, in, out) of every adapted projection."""
-    shapes = dict(param_shapes(cfg))
     out = []
-    for i in range(cfg["num_hidden_layers"]):
-        for t in LORA_TARGETS:
-            if t not in targets:
-                continue
-            kind = "self_attn" if t in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
-            mod = "model.layers.%d.%s.%s" % (i, kind, t)
-            rows, cols = shapes[mod + ".weight"]
-            out.append((mod, cols, rows))
+    for name, shape in param_shapes(cfg):
+        # PEFT matches a target against the module name's last component;
+        # DBRX's fused experts are parameters, not Linear modules.
+        if not name.endswith(".weight") or len(shape) != 2 or "embed" in name or "wte" in name or "lm_head" in name:
+            continue
+        mod = name[:-len(".weight")]
+        if mod.split(".")[-1] in targets:
+            out.append((mod, shape[1], shape[0]))
+    assert {m.split(".")[-1] for m, _, _ in out} == set(targets), "a target matches no module"
     return out
 
 
@@ -852,14 +875,40 @@ def run_lora_case(cfg, params32, ab32, scale, input_ids, labels, segment_ids):
     base = forward(cfg, P, input_ids, segment_ids)
     diff = (base - logits.detach()).abs().max().item()
     assert diff > 1e-4, "the adapter does not change the logits (max diff %g)" % diff
+    counts = check_routing(cfg, router_logits, False) if is_moe(cfg) else None
     for k, g in grads.items():
-        assert g.abs().max().item() > 0, "gradient of %s is zero" % k
+        ex = EXPERT_MOD.search(k)
+        idle = ex is not None and counts[int(ex.group(1))][int(ex.group(2))] == 0
+        assert (g.abs().max().item() == 0) == idle, "gradient of %s: zero %s, expert idle %s" % (k, not idle, idle)
     return logits.detach(), loss.detach(), n, grads
+
+
+EXPERT_MOD = re.compile(r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.")
+
+
+def lora_case_holds(cfg, params32, ab32, scale, ids, seg, need):
+    """Whether the adapted model meets the case's need (see make_lora_cases)
+    and, with experts, routes unambiguously at float32."""
+    if need is None and not is_moe(cfg):
+        return True
+    P = {k: v.to(torch.float64) for k, v in params32.items()}
+    L = {m: (a.to(torch.float64), b.to(torch.float64)) for m, (a, b) in ab32.items()}
+    rl, pre = [], []
+    if cfg.get("model_type") == "dbrx":
+        dbrx_forward(cfg, P, ids, seg, rl, pre, lora=(scale, L))
+    else:
+        forward(cfg, P, ids, seg, (scale, L), rl)
+    if need == "clip":
+        clip = cfg["attn_config"]["clip_qkv"]
+        a = torch.cat([t.flatten() for t in pre]).abs()
+        if (a > clip).sum().item() == 0 or ((a - clip).abs() < 1e-6).any():
+            return False
+    return check_routing(cfg, rl, need == "empty") is not None
 
 
 def write_lora_cases(out_dir):
     base_cases = {c[0]: c for c in make_cases()}
-    for name, base, seed, lseed, r, alpha, rs, targets, seg, bf16 in make_lora_cases():
+    for name, base, seed, lseed, r, alpha, rs, targets, seg, bf16, need in make_lora_cases():
         _, cfg, _, ids, labels, base_seg = base_cases[base]
         cfg = dict(cfg)
         if seg == "base":
@@ -875,8 +924,13 @@ def write_lora_cases(out_dir):
         if bf16:
             cfg["torch_dtype"] = "bfloat16"
             params = {k: v.to(torch.bfloat16).to(torch.float32) for k, v in params.items()}
-        ab = init_lora(cfg, targets, r, lseed)
         scale = alpha / math.sqrt(r) if rs else alpha / r
+        for lseed in range(lseed, lseed + 100 * 200, 100):
+            ab = init_lora(cfg, targets, r, lseed)
+            if lora_case_holds(cfg, params, ab, scale, ids, seg, need):
+                break
+        else:
+            raise AssertionError("%s: no lora seed meets %s" % (name, need))
         logits, loss, n, grads = run_lora_case(cfg, params, ab, scale, ids, labels, seg)
 
         write_json(os.path.join(d, "config.json"), cfg)
@@ -891,8 +945,8 @@ def write_lora_cases(out_dir):
         out_grads.update(grads)
         write_safetensors(os.path.join(d, "grads.safetensors"), out_grads)
         write_safetensors(os.path.join(d, "logits.safetensors"), {"logits": logits})
-        print("lora %-20s r=%d alpha=%g rslora=%s scale=%.6f targets=%d counted=%d loss=%.9f"
-              % (name, r, alpha, rs, scale, len(targets), n, loss.item()))
+        print("lora %-28s r=%d alpha=%g rslora=%s scale=%.6f targets=%d tensors=%d counted=%d loss=%.9f need=%s"
+              % (name, r, alpha, rs, scale, len(targets), 2 * len(ab), n, loss.item(), need))
 
 # ---------------------------------------------------------------------------
 # Output
