@@ -91,7 +91,10 @@ func checkpointDType(dir string) (safetensors.DType, error) {
 	defer st.Close()
 	info, ok := st.Info("model.embed_tokens.weight")
 	if !ok {
-		return "", fmt.Errorf("merge: %s: no tensor model.embed_tokens.weight", dir)
+		info, ok = st.Info("transformer.wte.weight") // DBRX
+	}
+	if !ok {
+		return "", fmt.Errorf("merge: %s: no tensor model.embed_tokens.weight (transformer.wte.weight for DBRX)", dir)
 	}
 	switch info.DType {
 	case safetensors.F32, safetensors.BF16, safetensors.F16:

@@ -152,6 +152,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	if err != nil {
 		return nil, err
 	}
+	spec = spec.WithModelLoRATargets() // the architecture's defaults, now the model is known
 	p := &params{Request: *req, Model: *m, Spec: spec}
 	if p.BaseVersion, err = s.pinVersion(ctx, m); err != nil {
 		return nil, err

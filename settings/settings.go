@@ -64,8 +64,9 @@ var (
 // Methods are the accepted training methods, the default first.
 func Methods() []string { return slices.Clone(methods) }
 
-// LoRATargets are the projections LoRA adapts by default: all that hone
-// can adapt.
+// LoRATargets are the projections LoRA adapts by default in a Llama or
+// Mistral model: all that hone can adapt there. Mixtral and DBRX have
+// their own (engine.Config.DefaultLoRATargets).
 func LoRATargets() []string { return slices.Clone(engine.LoRATargets) }
 
 // Decays are the accepted learning-rate decays, the default first.
@@ -102,14 +103,15 @@ var help = map[string]string{
 	"seed":              "random seed of the data order, the eval split and eval-prompt sampling",
 	"precision":         "fp32 or bf16 (bf16 matrix products, fp32 master weights)",
 
-	"method":              "full (every weight trains) or lora (a low-rank adapter trains; the base stays frozen)",
-	"lora.rank":           "LoRA rank r of each adapter pair, in [1, 1024]",
-	"lora.alpha":          "LoRA alpha: the adapter's output is scaled by alpha/r (alpha/sqrt(r) with use_rslora)",
-	"lora.dropout":        "dropout on the adapter's input while training, in [0, 1)",
-	"lora.target_modules": "projections to adapt: " + strings.Join(engine.LoRATargets, ", "),
-	"lora.use_rslora":     "scale by alpha/sqrt(r) (rank-stabilised LoRA) instead of alpha/r",
-	"adapter_path":        "PEFT adapter directory to continue training (method lora); its config sets rank and targets",
-	"register_adapter":    "register the LoRA adapter alone (it names its base version) instead of the merged model",
+	"method":       "full (every weight trains) or lora (a low-rank adapter trains; the base stays frozen)",
+	"lora.rank":    "LoRA rank r of each adapter pair, in [1, 1024]",
+	"lora.alpha":   "LoRA alpha: the adapter's output is scaled by alpha/r (alpha/sqrt(r) with use_rslora)",
+	"lora.dropout": "dropout on the adapter's input while training, in [0, 1)",
+	"lora.target_modules": "modules to adapt (unset: the model's defaults): Llama/Mistral " + strings.Join(engine.LoRATargets, ", ") +
+		"; Mixtral q_proj, k_proj, v_proj, o_proj, gate (router), w1, w2, w3 (default all but gate); DBRX Wqkv, out_proj, layer (router) (default Wqkv, out_proj)",
+	"lora.use_rslora":  "scale by alpha/sqrt(r) (rank-stabilised LoRA) instead of alpha/r",
+	"adapter_path":     "PEFT adapter directory to continue training (method lora); its config sets rank and targets",
+	"register_adapter": "register the LoRA adapter alone (it names its base version) instead of the merged model",
 
 	"optimizer.warmup_frac":   "fraction of the steps with linear warmup, in [0, 1) (0: no warmup)",
 	"optimizer.decay":         "learning-rate decay after warmup: " + strings.Join(decays, ", "),
@@ -242,12 +244,12 @@ func CheckLoRADropout(v float64) error {
 // name that is not a projection hone adapts.
 func CheckLoRATargets(v []string) error {
 	const s = "lora.target_modules"
-	fix := "use projection names from " + strings.Join(engine.LoRATargets, ", ") + ", or leave it unset for all of them"
+	fix := "use module names from " + strings.Join(engine.LoRAModuleNames, ", ") + " (those the model has), or leave it unset for the model's defaults"
 	if len(v) == 0 {
 		return errorf(s, fix, "the list is empty")
 	}
 	for i, t := range v {
-		if !slices.Contains(engine.LoRATargets, t) {
+		if !slices.Contains(engine.LoRAModuleNames, t) {
 			return errorf(s, fix, "%q is not a projection hone adapts", t)
 		}
 		if slices.Contains(v[:i], t) {

@@ -22,6 +22,10 @@ type LoRASpec struct {
 	Dropout *float64 // nil = the default; 0 = none
 	Targets []string
 	RSLoRA  bool
+	// DefaultTargets says Targets were not given: they are the base
+	// model's architecture's defaults (engine.Config.DefaultLoRATargets),
+	// set once the model is known (Llama's until then).
+	DefaultTargets bool `json:",omitempty"`
 }
 
 // resolveLoRA fills the LoRA defaults of a method "lora" spec and checks
@@ -61,7 +65,7 @@ func (s *Spec) resolveLoRA() error {
 			lo.Alpha = settings.LoRAAlpha
 		}
 		if lo.Targets == nil {
-			lo.Targets = settings.LoRATargets()
+			lo.Targets, lo.DefaultTargets = settings.LoRATargets(), true
 		}
 	}
 	if lo.Rank != 0 || s.Adapter == "" {
@@ -79,7 +83,26 @@ func (s *Spec) resolveLoRA() error {
 			Fix: "register the custom weights as a model and name it as the base model, or use method full"})
 	}
 	s.LoRA = &lo
+	*s = s.WithModelLoRATargets()
 	return errors.Join(errs...)
+}
+
+// WithModelLoRATargets returns s with default LoRA targets replaced by
+// those of the base model's architecture (Mixtral's experts, DBRX's Wqkv),
+// once ModelDir names it; s as it is otherwise, or when the model's config
+// cannot be read (loading the model reports that).
+func (s Spec) WithModelLoRATargets() Spec {
+	if s.LoRA == nil || !s.LoRA.DefaultTargets || s.ModelDir == "" {
+		return s
+	}
+	cfg, err := engine.LoadConfig(s.ModelDir)
+	if err != nil {
+		return s
+	}
+	lo := *s.LoRA
+	lo.Targets = cfg.DefaultLoRATargets()
+	s.LoRA = &lo
+	return s
 }
 
 // ResolveAdapter completes a resolved method "lora" spec that continues a

@@ -23,9 +23,9 @@ func TestDevGradMatchesReference(t *testing.T) {
 // `hone dev grad --adapter` gives the loss and the gradient of every adapter
 // tensor, under its PEFT name, as the PyTorch LoRA reference does (GQA with
 // packed rows; tied embeddings with llama3 rope scaling and rsLoRA; a bf16
-// Mistral checkpoint).
+// Mistral checkpoint; Mixtral's experts and router; DBRX's clamped Wqkv).
 func TestDevGradAdapterMatchesReference(t *testing.T) {
-	for _, name := range []string{"gqa_packed", "tied_llama3_rslora", "mistral_bf16_base"} {
+	for _, name := range []string{"gqa_packed", "tied_llama3_rslora", "mistral_bf16_base", "mixtral_experts", "dbrx_qkv_clip"} {
 		dir := filepath.Join("..", "..", "engine", "testdata", "lora", name)
 		checkDevGrad(t, name, dir, "--model", dir, "--adapter", filepath.Join(dir, "adapter"), "--batch", filepath.Join(dir, "batch.json"))
 	}
