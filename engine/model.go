@@ -223,9 +223,13 @@ func (m *Model) freeActs() {
 	m.acts = nil
 }
 
+// freeAll frees the buffers xs that were allocated (nil ones were not:
+// e.g. the rope tables of a model that never ran).
 func freeAll(d Device, xs ...[]float32) {
 	for _, x := range xs {
-		d.Free(x)
+		if x != nil {
+			d.Free(x)
+		}
 	}
 }
 
