@@ -21,6 +21,10 @@ type GenerateSpec struct {
 	NewTokens    int // timed decode steps, after the prompt and one warm-up step
 	Threads      int
 	Seed         uint64
+	Precision    string // of the weights decoding reads: bf16 (default) or fp32
+	// KernelTimes, when non-nil, receives time per device method over the
+	// timed steps.
+	KernelTimes func(lines []string)
 }
 
 // GenerateResult is what `hone bench generate --json` prints.
@@ -28,6 +32,7 @@ type GenerateResult struct {
 	Engine        string  `json:"engine"`
 	Device        string  `json:"device"`
 	Threads       int     `json:"threads"`
+	Precision     string  `json:"precision"`
 	Params        int64   `json:"params"`
 	Streams       int     `json:"streams"`
 	PromptTokens  int     `json:"prompt_tokens"`
@@ -48,7 +53,18 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := engine.Load(s.Dir, dev, engine.Options{})
+	if s.Precision == "" {
+		s.Precision = "bf16"
+	}
+	if s.Precision != "bf16" && s.Precision != "fp32" {
+		return nil, fmt.Errorf("bench generate: precision %q: want bf16 or fp32", s.Precision)
+	}
+	var timed *engine.TimedDevice
+	if s.KernelTimes != nil {
+		timed = engine.NewTimedDevice(dev)
+		dev = timed
+	}
+	m, err := engine.Load(s.Dir, dev, engine.Options{DecodeBF16: s.Precision == "bf16"})
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +78,7 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	res := &GenerateResult{Engine: "hone", Device: dev.Name(), Threads: threads, Params: c.NumParams(), Streams: s.Streams,
+	res := &GenerateResult{Engine: "hone", Device: dev.Name(), Threads: threads, Precision: s.Precision, Params: c.NumParams(), Streams: s.Streams,
 		PromptTokens: s.PromptTokens, NewTokens: s.NewTokens}
 	r := rand.New(rand.NewPCG(s.Seed, 2))
 	seqs := make([]*generate.Sequence, s.Streams)
@@ -94,12 +110,18 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 		}
 		if step == 1 { // step 0 warms up the batched matmul primitives
 			start = time.Now()
+			if timed != nil {
+				timed.Reset()
+			}
 		}
 		if _, err := generate.StepBatch(seqs); err != nil {
 			return nil, err
 		}
 	}
 	res.DecodeS = time.Since(start).Seconds()
+	if timed != nil {
+		s.KernelTimes(timed.Report())
+	}
 	res.TokensPerS = float64(s.Streams*s.NewTokens) / res.DecodeS
 	res.StreamTokensS = float64(s.NewTokens) / res.DecodeS
 	res.PeakRSSBytes = PeakRSS()

@@ -50,7 +50,7 @@ func DecodeStep(decs []*Decoder, tokens []int) ([][]float32, error) {
 	ln := b.ln[:B*C]
 	dev.RMSNorm(ln, nil, b.rstd, b.x[:B*C], m.Params.NormF, B, C, eps)
 	V := c.VocabSize
-	dev.MatMul(b.logits[:B*V], ln, m.Params.LMHead, B, V, C, xWt)
+	m.logitsDec(b.logits[:B*V], ln, B)
 	if len(m.stepHost) < B*V {
 		m.stepHost = make([]float32, B*V)
 	}
@@ -72,12 +72,12 @@ func (m *Model) decodeLayer(b *stepBufs, decs []*Decoder, per, l int, eps float3
 	c, dev := m.Config, m.Dev
 	R := len(decs) * per
 	C, QD, KVD, HD := c.HiddenSize, c.QDim(), c.KVDim(), c.HeadDim
-	p := &m.Params.Layers[l]
+	p, h := &m.Params.Layers[l], m.decodeLayer16(l)
 	ln := b.ln[:R*C]
 	dev.RMSNorm(ln, nil, b.rstd, b.x[:R*C], p.LN1, R, C, eps)
-	m.linearF32(b.q, ln, p.WQ, p.BQ, R, C, QD, overwrite)
-	m.linearF32(b.k, ln, p.WK, p.BK, R, C, KVD, overwrite)
-	m.linearF32(b.v, ln, p.WV, p.BV, R, C, KVD, overwrite)
+	m.linearDec(b.q, ln, p.WQ, h.WQ, p.BQ, R, C, QD, overwrite)
+	m.linearDec(b.k, ln, p.WK, h.WK, p.BK, R, C, KVD, overwrite)
+	m.linearDec(b.v, ln, p.WV, h.WV, p.BV, R, C, KVD, overwrite)
 	dev.RoPE(b.q, b.pos, m.ropeCos, m.ropeSin, R, c.NumAttentionHeads, HD)
 	dev.RoPE(b.k, b.pos, m.ropeCos, m.ropeSin, R, c.NumKeyValueHeads, HD)
 	for i, d := range decs {
@@ -89,6 +89,6 @@ func (m *Model) decodeLayer(b *stepBufs, decs []*Decoder, per, l int, eps float3
 		dev.AttentionCached(b.att[q0:q1], b.q[q0:q1], d.k[l], d.v[l], d.n, per,
 			c.NumAttentionHeads, c.NumKeyValueHeads, HD, c.Window())
 	}
-	m.linearF32(b.x[:R*C], b.att[:R*QD], p.WO, p.BO, R, QD, C, accumulate)
-	m.mlpF32(b, p, R, eps)
+	m.linearDec(b.x[:R*C], b.att[:R*QD], p.WO, h.WO, p.BO, R, QD, C, accumulate)
+	m.mlpDec(b, p, h, R, eps)
 }

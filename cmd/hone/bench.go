@@ -132,7 +132,7 @@ func benchTrainCmd() *cobra.Command {
 func benchGenerateCmd() *cobra.Command {
 	var s bench.GenerateSpec
 	var ref string
-	var asJSON bool
+	var asJSON, kernelTimes bool
 	cmd := &cobra.Command{
 		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
@@ -150,6 +150,13 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 				return err
 			}
 			s.Dir = model.Dir
+			if kernelTimes {
+				s.KernelTimes = func(lines []string) {
+					for _, l := range lines {
+						fmt.Fprintln(cmd.ErrOrStderr(), l)
+					}
+				}
+			}
 			res, err := bench.Generate(cmd.Context(), s)
 			if err != nil {
 				return err
@@ -172,6 +179,8 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.StringVar(&s.Precision, "precision", "bf16", "weights decoding reads: bf16 or fp32 (activations and sums are fp32 either way)")
+	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("model")
 	return cmd
