@@ -138,7 +138,11 @@ func benchGenerateCmd() *cobra.Command {
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
 prompt tokens and decodes N greedy tokens for each, all streams in one batched step as hone serve does.
-tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.`,
+tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.
+--precision bf16 (default) decodes on bf16 weights. --peer llamacpp and --peer torch then decode the same
+prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
+directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
+each one's tokens/s and hone's ratio to it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			refs, err := modelref.New(modelref.Config{})
@@ -169,6 +173,9 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), peak RSS %.2f GiB\n",
 				ref, res.Params, res.Streams, res.NewTokens, res.PromptTokens, res.Threads, res.TokensPerS, res.StreamTokensS,
 				float64(res.PeakRSSBytes)/(1<<30))
+			for _, p := range res.Peers {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
+			}
 			return nil
 		},
 	}
@@ -181,6 +188,13 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.StringVar(&s.Precision, "precision", "bf16", "weights decoding reads: bf16 or fp32 (activations and sums are fp32 either way)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
+	f.StringSliceVar(&s.Peers, "peer", nil, "also decode the same prompt in llamacpp (node-llama-cpp on hone's GGUF export) and/or torch, one stream")
+	f.StringVar(&s.Tools.Node, "node", "node", "node, for the llama.cpp peer")
+	f.StringVar(&s.Tools.LlamaCppScript, "llamacpp-script", "tools/bench/llamacpp_generate.mjs", "llama.cpp peer script")
+	f.StringVar(&s.Tools.LlamaCppModules, "llamacpp-modules", ".cache/assets/node-llama-cpp/node_modules",
+		"node_modules with node-llama-cpp 3.21.1 (scripts/test-assets.sh installs it)")
+	f.StringVar(&s.Tools.Python, "python", "/usr/bin/python3", "python with torch, for the torch peer")
+	f.StringVar(&s.Tools.TorchScript, "torch-script", "tools/bench/torch_generate.py", "PyTorch peer script")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("model")
 	return cmd
