@@ -113,7 +113,7 @@ func (b *stepBufs) grow(c *Config, dev Device, n, nLogits int) {
 // Append runs the new tokens through the model and returns the logits (V)
 // that follow the last of them.
 func (d *Decoder) Append(ids []int) ([]float32, error) {
-	m, c, dev := d.m, d.m.Config, d.m.Dev
+	m, c := d.m, d.m.Config
 	n := len(ids)
 	if n == 0 {
 		return nil, fmt.Errorf("decoder: no tokens")
@@ -121,31 +121,14 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 	if d.n+n > d.max {
 		return nil, fmt.Errorf("decoder: %d tokens exceed the capacity %d", d.n+n, d.max)
 	}
-	b := &d.buf
-	b.grow(c, dev, n, 1)
-	C := c.HiddenSize
-	eps := float32(c.RMSNormEps)
-	for i, id := range ids {
+	for _, id := range ids {
 		if id < 0 || id >= c.VocabSize {
 			return nil, fmt.Errorf("decoder: token %d outside the vocabulary [0, %d)", id, c.VocabSize)
 		}
-		b.hostIDs[i], b.hostPos[i] = int32(id), int32(d.n+i)
 	}
-	d.reserve(d.n + n)
-	dev.UploadInt32(b.ids, b.hostIDs[:n])
-	dev.UploadInt32(b.pos, b.hostPos[:n])
-	x, ln := b.x[:n*C], b.ln[:n*C]
-	dev.Embedding(x, b.ids, m.Params.Embed, n, C)
-	decs := []*Decoder{d}
-	for l := range m.Params.Layers {
-		m.decodeLayer(b, decs, n, l, eps)
-	}
-	last := x[(n-1)*C : n*C]
-	dev.RMSNorm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)
-	m.logitsDec(b.logits[:c.VocabSize], ln[:C], 1)
+	out := m.extend(&d.buf, []*Decoder{d}, [][]int{ids})
 	logits := make([]float32, c.VocabSize)
-	dev.Download(logits, b.logits[:c.VocabSize])
-	d.n += n
+	m.Dev.Download(logits, out)
 	return logits, nil
 }
 
