@@ -21,7 +21,7 @@ type GenerateSpec struct {
 	NewTokens    int // timed decode steps, after the prompt and one warm-up step
 	Threads      int
 	Seed         uint64
-	Precision    string // of the weights decoding reads: bf16 (default) or fp32
+	Precision    string // of the weights decoding reads: fp32 (default, as hone serve) or bf16
 	// KernelTimes, when non-nil, receives time per device method over the
 	// timed steps.
 	KernelTimes func(lines []string)
@@ -57,7 +57,7 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 		return nil, fmt.Errorf("bench generate: streams, prompt tokens and new tokens must be positive")
 	}
 	if s.Precision == "" {
-		s.Precision = "bf16"
+		s.Precision = "fp32" // what hone serve decodes with
 	}
 	if s.Precision != "bf16" && s.Precision != "fp32" {
 		return nil, fmt.Errorf("bench generate: precision %q: want bf16 or fp32", s.Precision)

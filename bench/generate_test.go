@@ -18,7 +18,7 @@ func TestGeneratePeers(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "model")
 	testmodel.Write(t, dir, testmodel.Llama3Tiny, 1)
 	root := testassets.Root(t)
-	s := GenerateSpec{Dir: dir, Streams: 1, PromptTokens: 6, NewTokens: 4, Threads: 1, Peers: []string{"llamacpp", "torch"},
+	s := GenerateSpec{Dir: dir, Streams: 1, PromptTokens: 6, NewTokens: 4, Threads: 1, Precision: "bf16", Peers: []string{"llamacpp", "torch"},
 		Tools: PeerTools{Node: "node", LlamaCppScript: filepath.Join(root, "tools", "bench", "llamacpp_generate.mjs"),
 			LlamaCppModules: testassets.Path(t, "node-llama-cpp/node_modules"),
 			Python:          "/usr/bin/python3", TorchScript: filepath.Join(root, "tools", "bench", "torch_generate.py")}}

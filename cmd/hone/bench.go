@@ -139,7 +139,7 @@ func benchGenerateCmd() *cobra.Command {
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
 prompt tokens and decodes N greedy tokens for each, all streams in one batched step as hone serve does.
 tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.
---precision bf16 (default) decodes on bf16 weights. --peer llamacpp and --peer torch then decode the same
+--precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
 directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
 each one's tokens/s and hone's ratio to it.`,
@@ -186,7 +186,7 @@ each one's tokens/s and hone's ratio to it.`,
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
-	f.StringVar(&s.Precision, "precision", "bf16", "weights decoding reads: bf16 or fp32 (activations and sums are fp32 either way)")
+	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve) or bf16; activations and sums are fp32 either way")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.StringSliceVar(&s.Peers, "peer", nil, "also decode the same prompt in llamacpp (node-llama-cpp on hone's GGUF export) and/or torch, one stream")
 	f.StringVar(&s.Tools.Node, "node", "node", "node, for the llama.cpp peer")
