@@ -38,6 +38,11 @@ type Options struct {
 	// layer runs instead of keeping a bf16 copy of every weight: 2 bytes
 	// per parameter less memory for a few percent more time.
 	CompactBF16 bool
+	// DecodeBF16 makes decoding (Decoder, DecodeStep) read a bf16 copy of
+	// the weight matrices, widened to fp32 as they are used: a decode step
+	// is bound by reading every weight once, and bf16 halves that. The
+	// copy costs 2 bytes per parameter unless BF16 mode keeps one already.
+	DecodeBF16 bool
 }
 
 // Model holds parameters, gradients and activation buffers for one config.
@@ -60,6 +65,10 @@ type Model struct {
 	layer16b  []uint16 // the buffer layer16 views
 	layer16Of int
 	w16Stale  bool
+	// dec16 is the bf16 weight copy of DecodeBF16 when w16 is nil, made on
+	// first use; dec16Stale marks it out of date.
+	dec16      *WeightSet[uint16]
+	dec16Stale bool
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
@@ -243,6 +252,9 @@ func (m *Model) Close() {
 	}
 	if m.w16 != nil {
 		d.FreeBF16(m.w16.Arena)
+	}
+	if m.dec16 != nil {
+		d.FreeBF16(m.dec16.Arena)
 	}
 	*m = Model{Config: m.Config, Dev: d, Opt: m.Opt}
 }
@@ -599,7 +611,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 // LowPrecisionParams (loading, initialising, an optimizer step in compact
 // mode), so BF16 mode refreshes its weight copies.
 func (m *Model) ParamsChanged() {
-	m.w16Stale = true
+	m.w16Stale, m.dec16Stale = true, true
 	m.layer16Of = -1
 }
 

@@ -60,6 +60,11 @@ func (td *TimedDevice) MatMul(c, a, b []float32, m, n, k int, f MatMulFlags) {
 	td.Device.MatMul(c, a, b, m, n, k, f)
 }
 
+func (td *TimedDevice) MatMulW16(c, a []float32, b []uint16, m, n, k int, acc bool) {
+	defer td.since("MatMulW16", time.Now())
+	td.Device.MatMulW16(c, a, b, m, n, k, acc)
+}
+
 func (td *TimedDevice) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f MatMulFlags) {
 	defer td.since("MatMulBF16", time.Now())
 	td.Device.MatMulBF16(c, a, b, m, n, k, f)

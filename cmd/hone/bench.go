@@ -132,13 +132,17 @@ func benchTrainCmd() *cobra.Command {
 func benchGenerateCmd() *cobra.Command {
 	var s bench.GenerateSpec
 	var ref string
-	var asJSON bool
+	var asJSON, kernelTimes bool
 	cmd := &cobra.Command{
 		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
 prompt tokens and decodes N greedy tokens for each, all streams in one batched step as hone serve does.
-tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.`,
+tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.
+--precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
+prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
+directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
+each one's tokens/s and hone's ratio to it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			refs, err := modelref.New(modelref.Config{})
@@ -150,6 +154,13 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 				return err
 			}
 			s.Dir = model.Dir
+			if kernelTimes {
+				s.KernelTimes = func(lines []string) {
+					for _, l := range lines {
+						fmt.Fprintln(cmd.ErrOrStderr(), l)
+					}
+				}
+			}
 			res, err := bench.Generate(cmd.Context(), s)
 			if err != nil {
 				return err
@@ -162,6 +173,9 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), peak RSS %.2f GiB\n",
 				ref, res.Params, res.Streams, res.NewTokens, res.PromptTokens, res.Threads, res.TokensPerS, res.StreamTokensS,
 				float64(res.PeakRSSBytes)/(1<<30))
+			for _, p := range res.Peers {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
+			}
 			return nil
 		},
 	}
@@ -172,6 +186,15 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve) or bf16; activations and sums are fp32 either way")
+	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
+	f.StringSliceVar(&s.Peers, "peer", nil, "also decode the same prompt in llamacpp (node-llama-cpp on hone's GGUF export) and/or torch, one stream")
+	f.StringVar(&s.Tools.Node, "node", "node", "node, for the llama.cpp peer")
+	f.StringVar(&s.Tools.LlamaCppScript, "llamacpp-script", "tools/bench/llamacpp_generate.mjs", "llama.cpp peer script")
+	f.StringVar(&s.Tools.LlamaCppModules, "llamacpp-modules", ".cache/assets/node-llama-cpp/node_modules",
+		"node_modules with node-llama-cpp 3.21.1 (scripts/test-assets.sh installs it)")
+	f.StringVar(&s.Tools.Python, "python", "/usr/bin/python3", "python with torch, for the torch peer")
+	f.StringVar(&s.Tools.TorchScript, "torch-script", "tools/bench/torch_generate.py", "PyTorch peer script")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("model")
 	return cmd
