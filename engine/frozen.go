@@ -74,7 +74,9 @@ func readBF16(st *safetensors.Model, name string, dst []uint16) error {
 	case safetensors.BF16:
 		conv = func(b []byte) uint16 { return binary.LittleEndian.Uint16(b) }
 	case safetensors.F16:
-		conv = func(b []byte) uint16 { return safetensors.Float32ToBF16(safetensors.F16ToFloat32(binary.LittleEndian.Uint16(b))) }
+		conv = func(b []byte) uint16 {
+			return safetensors.Float32ToBF16(safetensors.F16ToFloat32(binary.LittleEndian.Uint16(b)))
+		}
 	case safetensors.F32:
 		conv = func(b []byte) uint16 {
 			return safetensors.Float32ToBF16(math.Float32frombits(binary.LittleEndian.Uint32(b)))
