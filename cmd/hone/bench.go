@@ -70,7 +70,7 @@ func benchTrainCmd() *cobra.Command {
 	var profile string
 	var kernelTimes bool
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,8 +106,8 @@ func benchTrainCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %d params, seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
-				configPath, res.Precision, res.Params, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s: %d params (%d trained), seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
+				configPath, res.Method, res.Precision, res.Params, res.Trainable, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
 				float64(res.PeakRSSBytes)/(1<<30), res.Losses[0], res.Losses[len(res.Losses)-1])
 			return nil
 		},
@@ -122,6 +122,9 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
 	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
+	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
+	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "projections the adapter wraps (default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
