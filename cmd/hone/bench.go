@@ -16,14 +16,15 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	var steps, threads int
+	var steps, threads, loraRank int
 	var python, script, configs string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Compare training speed and memory with the PyTorch peer, side by side",
 		Long: `Runs hone and the PyTorch reference (tools/bench/torch_train.py with Debian's python3-torch)
 on the same configs, sequence, batch and thread counts, each in a fresh process, and prints tokens/s,
-GFLOP/s, peak RSS and the ratios.`,
+GFLOP/s, peak RSS and the ratios. A LoRA case (--lora-rank) runs hone's frozen bf16 base against
+tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is printed below the table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -42,6 +43,10 @@ GFLOP/s, peak RSS and the ratios.`,
 			for _, p := range []string{"fp32", "bf16"} {
 				cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
 			}
+			if loraRank > 0 { // beside the full bf16 case at the same shape, for the LoRA/full ratio
+				cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: "bf16", Threads: threads,
+					LoRARank: loraRank})
+			}
 			rows, err := bench.Compare(cmd.Context(), exe, python, script, cases, cmd.ErrOrStderr())
 			bench.WriteTable(cmd.OutOrStdout(), rows)
 			return err
@@ -52,6 +57,7 @@ GFLOP/s, peak RSS and the ratios.`,
 	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "python with torch for the peer")
 	cmd.Flags().StringVar(&script, "torch-script", "tools/bench/torch_train.py", "PyTorch peer script")
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
+	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
 	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd())
 	return cmd
 }
