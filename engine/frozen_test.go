@@ -239,3 +239,50 @@ func TestFitLoRA(t *testing.T) {
 		t.Errorf("Fit with a bad adapter: %v", err)
 	}
 }
+
+// Load rounds F32 and F16 checkpoints to the bf16 weights that the same
+// model saved as BF16 holds: the logits of the two are equal exactly. (The
+// norms are made bf16 values first, since a BF16 file rounds them too while
+// a frozen bf16 base keeps them fp32.)
+func TestFrozenBF16LoadDTypes(t *testing.T) {
+	dev := openCPU(t)
+	src := filepath.Join("testdata", "lora", "gqa_packed")
+	m, err := engine.Load(src, dev, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := engine.HostView(dev, m.Params.Arena)
+	for _, s := range m.Config.ParamSpecs() {
+		if len(s.Shape) == 1 {
+			for i := s.Offset; i < s.Offset+s.Size(); i++ {
+				p[i] = safetensors.BF16ToFloat32(safetensors.Float32ToBF16(p[i]))
+			}
+		}
+	}
+	bt := readBatch(t, filepath.Join(src, "batch.json"), m.Config.VocabSize)
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.F16} {
+		dir := filepath.Join(t.TempDir(), string(dt))
+		if err := m.Save(dir, engine.SaveOptions{DType: dt, SourceDir: src}); err != nil {
+			t.Fatal(err)
+		}
+		fp32, err := engine.Load(dir, dev, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b16 := filepath.Join(t.TempDir(), "bf16")
+		if err := fp32.Save(b16, engine.SaveOptions{DType: safetensors.BF16, SourceDir: src}); err != nil {
+			t.Fatal(err)
+		}
+		var logits [][]float32
+		for _, d := range []string{dir, b16} {
+			fm, err := engine.Load(d, dev, engine.Options{FrozenBF16: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logits = append(logits, fm.Logits(bt))
+		}
+		if !slices.Equal(logits[0], logits[1]) {
+			t.Errorf("%s checkpoint loaded into a frozen bf16 base differs from it saved as BF16 (%.3g)", dt, relErr(logits[0], logits[1]))
+		}
+	}
+}
