@@ -17,6 +17,7 @@ import (
 
 func benchCmd() *cobra.Command {
 	var steps, threads, loraRank int
+	var loraOnly bool
 	var python, script, configs string
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -34,19 +35,7 @@ tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is pr
 			if threads <= 0 {
 				threads = runtime.NumCPU()
 			}
-			var cases []bench.Case
-			for _, th := range uniq(1, threads) {
-				for _, p := range []string{"fp32", "bf16"} {
-					cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: th})
-				}
-			}
-			for _, p := range []string{"fp32", "bf16"} {
-				cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
-			}
-			if loraRank > 0 { // beside the full bf16 case at the same shape, for the LoRA/full ratio
-				cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: "bf16", Threads: threads,
-					LoRARank: loraRank})
-			}
+			cases := benchCases(configs, steps, threads, loraRank, loraOnly)
 			rows, err := bench.Compare(cmd.Context(), exe, python, script, cases, cmd.ErrOrStderr())
 			bench.WriteTable(cmd.OutOrStdout(), rows)
 			return err
@@ -58,8 +47,37 @@ tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is pr
 	cmd.Flags().StringVar(&script, "torch-script", "tools/bench/torch_train.py", "PyTorch peer script")
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
 	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
+	cmd.Flags().BoolVar(&loraOnly, "lora-only", false, "run only the LoRA case and the full bf16 case of its shape")
 	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd())
 	return cmd
+}
+
+// benchCases are hone bench's cases: llama-125m in fp32 and bf16 at one
+// thread and at threads, llama-small, and the LoRA case beside the full bf16
+// case of its shape (for the LoRA/full ratio); loraOnly keeps just those two.
+func benchCases(configs string, steps, threads, loraRank int, loraOnly bool) []bench.Case {
+	c125 := bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: "bf16", Threads: threads}
+	if loraOnly && loraRank > 0 {
+		lora := c125
+		lora.LoRARank = loraRank
+		return []bench.Case{c125, lora}
+	}
+	var cases []bench.Case
+	for _, th := range uniq(1, threads) {
+		for _, p := range []string{"fp32", "bf16"} {
+			c := c125
+			c.Precision, c.Threads = p, th
+			cases = append(cases, c)
+		}
+	}
+	for _, p := range []string{"fp32", "bf16"} {
+		cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
+	}
+	if loraRank > 0 {
+		c125.LoRARank = loraRank
+		cases = append(cases, c125)
+	}
+	return cases
 }
 
 func uniq(a, b int) []int {
