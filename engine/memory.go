@@ -52,19 +52,15 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 // allocate them for opt.
 func (c *Config) weightBytes(opt Options) int64 {
 	P, vec := c.NumParams(), int64(specsSize(c.vectorSpecs()))
-	switch {
-	case opt.FrozenBF16: // bf16 matrices, fp32 norms and biases and their unused gradients
+	if opt.FrozenBF16 { // bf16 matrices; fp32 norms and biases and their unused gradients
 		return 2*P + 4*vec + 4*vec
-	case opt.LoRA != nil: // fp32 base, gradients only for the norms and biases
-		bytes := 4*P + 4*vec
-		if opt.BF16 && !opt.CompactBF16 {
-			bytes += 2 * P
-		} else if opt.BF16 {
-			bytes += c.compactBF16Bytes()
-		}
-		return bytes
 	}
-	bytes := 4 * P * 4 // params, grads, m, v
+	bytes := 4 * P // fp32 parameters
+	if opt.LoRA != nil {
+		bytes += 4 * vec // a frozen base: gradients of the norms and biases only, no moments
+	} else {
+		bytes += 3 * 4 * P // gradients, AdamW m and v
+	}
 	if opt.BF16 && !opt.CompactBF16 {
 		bytes += 2 * P
 	} else if opt.BF16 {
