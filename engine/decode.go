@@ -35,6 +35,9 @@ type stepBufs struct {
 
 // NewDecoder starts an empty sequence of at most max tokens.
 func (m *Model) NewDecoder(max int) (*Decoder, error) {
+	if m.Opt.FrozenBF16 {
+		return nil, errFrozenBF16("decode")
+	}
 	if max <= 0 || max > m.Config.MaxPositionEmbeddings {
 		return nil, fmt.Errorf("decoder: length %d must be in [1, max_position_embeddings %d]", max, m.Config.MaxPositionEmbeddings)
 	}

@@ -40,6 +40,8 @@ type Device interface {
 	// (len(dst) elements), after the work queued before it.
 	Upload(dst, src []float32)
 	UploadInt32(dst, src []int32)
+	// UploadBF16 copies host bf16 values (raw bits) into a device buffer.
+	UploadBF16(dst, src []uint16)
 	Download(dst, src []float32)
 	// Sync waits until every kernel queued so far has finished.
 	Sync()
@@ -65,6 +67,9 @@ type Device interface {
 
 	// Embedding gathers rows: out(N,C) = table[ids].
 	Embedding(out []float32, ids []int32, table []float32, n, dim int)
+	// EmbeddingBF16 gathers rows of a bf16 table, widened to fp32: the
+	// embedding lookup of a frozen bf16 base (Options.FrozenBF16).
+	EmbeddingBF16(out []float32, ids []int32, table []uint16, n, dim int)
 	// EmbeddingBackward scatters: dtable[ids] += dout.
 	EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int)
 

@@ -75,6 +75,11 @@ func (td *TimedDevice) Embedding(out []float32, ids []int32, table []float32, n,
 	td.Device.Embedding(out, ids, table, n, dim)
 }
 
+func (td *TimedDevice) EmbeddingBF16(out []float32, ids []int32, table []uint16, n, dim int) {
+	defer td.since("EmbeddingBF16", time.Now())
+	td.Device.EmbeddingBF16(out, ids, table, n, dim)
+}
+
 func (td *TimedDevice) EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int) {
 	defer td.since("EmbeddingBackward", time.Now())
 	td.Device.EmbeddingBackward(dtable, ids, dout, n, dim)

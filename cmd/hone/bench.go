@@ -16,14 +16,16 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	var steps, threads int
+	var steps, threads, loraRank int
+	var loraOnly bool
 	var python, script, configs string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Compare training speed and memory with the PyTorch peer, side by side",
 		Long: `Runs hone and the PyTorch reference (tools/bench/torch_train.py with Debian's python3-torch)
 on the same configs, sequence, batch and thread counts, each in a fresh process, and prints tokens/s,
-GFLOP/s, peak RSS and the ratios.`,
+GFLOP/s, peak RSS and the ratios. A LoRA case (--lora-rank) runs hone's frozen bf16 base against
+tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is printed below the table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -33,15 +35,7 @@ GFLOP/s, peak RSS and the ratios.`,
 			if threads <= 0 {
 				threads = runtime.NumCPU()
 			}
-			var cases []bench.Case
-			for _, th := range uniq(1, threads) {
-				for _, p := range []string{"fp32", "bf16"} {
-					cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: th})
-				}
-			}
-			for _, p := range []string{"fp32", "bf16"} {
-				cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
-			}
+			cases := benchCases(configs, steps, threads, loraRank, loraOnly)
 			rows, err := bench.Compare(cmd.Context(), exe, python, script, cases, cmd.ErrOrStderr())
 			bench.WriteTable(cmd.OutOrStdout(), rows)
 			return err
@@ -52,8 +46,38 @@ GFLOP/s, peak RSS and the ratios.`,
 	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "python with torch for the peer")
 	cmd.Flags().StringVar(&script, "torch-script", "tools/bench/torch_train.py", "PyTorch peer script")
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
+	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
+	cmd.Flags().BoolVar(&loraOnly, "lora-only", false, "run only the LoRA case and the full bf16 case of its shape")
 	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd())
 	return cmd
+}
+
+// benchCases are hone bench's cases: llama-125m in fp32 and bf16 at one
+// thread and at threads, llama-small, and the LoRA case beside the full bf16
+// case of its shape (for the LoRA/full ratio); loraOnly keeps just those two.
+func benchCases(configs string, steps, threads, loraRank int, loraOnly bool) []bench.Case {
+	c125 := bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: "bf16", Threads: threads}
+	if loraOnly && loraRank > 0 {
+		lora := c125
+		lora.LoRARank = loraRank
+		return []bench.Case{c125, lora}
+	}
+	var cases []bench.Case
+	for _, th := range uniq(1, threads) {
+		for _, p := range []string{"fp32", "bf16"} {
+			c := c125
+			c.Precision, c.Threads = p, th
+			cases = append(cases, c)
+		}
+	}
+	for _, p := range []string{"fp32", "bf16"} {
+		cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
+	}
+	if loraRank > 0 {
+		c125.LoRARank = loraRank
+		cases = append(cases, c125)
+	}
+	return cases
 }
 
 func uniq(a, b int) []int {
@@ -70,7 +94,7 @@ func benchTrainCmd() *cobra.Command {
 	var profile string
 	var kernelTimes bool
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,8 +130,8 @@ func benchTrainCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %d params, seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
-				configPath, res.Precision, res.Params, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s: %d params (%d trained), seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
+				configPath, res.Method, res.Precision, res.Params, res.Trainable, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
 				float64(res.PeakRSSBytes)/(1<<30), res.Losses[0], res.Losses[len(res.Losses)-1])
 			return nil
 		},
@@ -122,6 +146,9 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
 	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
+	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
+	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "projections the adapter wraps (default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
