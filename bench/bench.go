@@ -29,6 +29,13 @@ type TrainSpec struct {
 	Recompute bool
 	Compact   bool // bf16 weights converted per layer (engine.Options.CompactBF16)
 	Seed      uint64
+	// LoRARank > 0 trains a LoRA adapter of this rank (alpha LoRAAlpha,
+	// default 2·rank) on LoRATargets (default all projections) instead of
+	// the whole model; with bf16 precision the frozen base is held in bf16
+	// only (engine.Options.FrozenBF16), with fp32 it stays fp32.
+	LoRARank    int
+	LoRAAlpha   float64
+	LoRATargets []string
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
 }
@@ -36,10 +43,15 @@ type TrainSpec struct {
 // TrainResult is what `hone bench train --json` prints.
 type TrainResult struct {
 	Engine       string    `json:"engine"`
+	Method       string    `json:"method"` // full or lora
 	Device       string    `json:"device,omitempty"`
 	Precision    string    `json:"precision"`
 	Threads      int       `json:"threads"`
 	Params       int64     `json:"params"`
+	Trainable    int64     `json:"trainable_params"`
+	LoRARank     int       `json:"lora_rank,omitempty"`
+	LoRATargets  []string  `json:"lora_targets,omitempty"`
+	FrozenBF16   bool      `json:"frozen_bf16,omitempty"`
 	Seq          int       `json:"seq"`
 	Batch        int       `json:"batch"`
 	Steps        int       `json:"steps"`
@@ -88,13 +100,16 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	// Like a training run, turn on memory savings when the model would not
 	// fit otherwise, and say so in the result.
-	opts, notes, err := s.Config.Fit(dev, engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}, s.Batch, s.Seq, 0)
+	opts, notes, err := s.Config.Fit(dev, s.options(), s.Batch, s.Seq, 0)
 	if err != nil {
 		return nil, err
 	}
 	m := engine.New(s.Config, dev, opts)
 	m.InitRandom(s.Seed)
-	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
+		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
+		FrozenBF16: opts.FrozenBF16, Notes: notes}
+	step, err := s.stepper(m, res)
 	if err != nil {
 		return nil, err
 	}
@@ -102,17 +117,14 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &TrainResult{Engine: "hone", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps,
-		Recompute: opts.Recompute, CompactBF16: opts.CompactBF16, Notes: notes}
 	scale := 1 / float32(bt.Scored())
 	for i := 0; i <= s.Steps; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		start := time.Now()
-		m.ZeroGrad()
-		sum, n := m.ForwardBackward(bt, scale)
-		if _, err := opt.Step(m, 1e-4); err != nil {
+		sum, n, err := step(bt, scale)
+		if err != nil {
 			return nil, err
 		}
 		dev.Sync()
@@ -125,12 +137,61 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		}
 	}
 	res.TokensPerS = float64(s.Seq*s.Batch) / median(res.StepSeconds)
-	res.GFLOPs = res.TokensPerS * FLOPsPerToken(s.Config, s.Seq) / 1e9
+	flops := FLOPsPerToken(s.Config, s.Seq)
+	if res.Method == "lora" {
+		flops = loraFLOPsPerToken(s.Config, s.Seq, int(res.Trainable))
+	}
+	res.GFLOPs = res.TokensPerS * flops / 1e9
 	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
 		s.KernelTimes(timed.Report())
 	}
 	return res, nil
+}
+
+// options are the engine options the spec asks for, before Fit.
+func (s TrainSpec) options() engine.Options {
+	o := engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
+	if s.LoRARank > 0 {
+		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets}
+		if lc.Alpha == 0 {
+			lc.Alpha = 2 * float64(s.LoRARank)
+		}
+		if len(lc.Targets) == 0 {
+			lc.Targets = engine.LoRATargets
+		}
+		o.LoRA, o.FrozenBF16 = &lc, o.BF16
+	}
+	return o
+}
+
+// stepper returns one optimizer step on a batch: full fine-tuning with
+// optim.AdamW, or the adapter's step when the spec asks for LoRA (it then
+// fills res's LoRA fields).
+func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
+	if lc := m.Opt.LoRA; lc != nil {
+		t, err := newLoRATrainer(m, *lc, s.Seed)
+		if err != nil {
+			return nil, err
+		}
+		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, lc.Targets, int64(len(t.a.Params))
+		return func(bt *engine.Batch, scale float32) (float64, int, error) {
+			t.a.ZeroGrad()
+			sum, n := m.ForwardBackward(bt, scale)
+			t.step(m.Dev, 1e-4)
+			return sum, n, nil
+		}, nil
+	}
+	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	if err != nil {
+		return nil, err
+	}
+	return func(bt *engine.Batch, scale float32) (float64, int, error) {
+		m.ZeroGrad()
+		sum, n := m.ForwardBackward(bt, scale)
+		_, err := opt.Step(m, 1e-4)
+		return sum, n, err
+	}, nil
 }
 
 // randomBatch is s.Batch rows of s.Seq random tokens, every one scored.

@@ -20,6 +20,31 @@ type Case struct {
 	Steps      int
 	Precision  string
 	Threads    int
+	// LoRARank > 0 compares LoRA training (hone bench train --lora-rank,
+	// tools/bench/torch_lora.py beside the full fine-tuning script) on
+	// LoRATargets (empty: all projections).
+	LoRARank    int
+	LoRATargets []string
+}
+
+// method names the case's training method as TrainResult does.
+func (c Case) method() string {
+	if c.LoRARank > 0 {
+		return "lora"
+	}
+	return "full"
+}
+
+// loraArgs are the LoRA flags both hone and the LoRA peer take.
+func (c Case) loraArgs() []string {
+	if c.LoRARank <= 0 {
+		return nil
+	}
+	args := []string{"--lora-rank", fmt.Sprint(c.LoRARank)}
+	if len(c.LoRATargets) > 0 {
+		args = append(args, "--lora-targets", strings.Join(c.LoRATargets, ","))
+	}
+	return args
 }
 
 // Row pairs hone's result with the PyTorch peer's for one Case (Torch is nil
@@ -33,22 +58,28 @@ type Row struct {
 
 // Compare runs every case in fresh processes (so each peak RSS is its own):
 // hone through `exe bench train --json`, PyTorch through torchScript with
-// python. A missing python3-torch is reported per row, not fatal.
+// python (LoRA cases through torch_lora.py beside it). A missing
+// python3-torch is reported per row, not fatal.
 func Compare(ctx context.Context, exe, python, torchScript string, cases []Case, log io.Writer) ([]Row, error) {
 	var rows []Row
 	for _, c := range cases {
 		args := []string{"bench", "train", "--config", c.ConfigPath, "--seq", fmt.Sprint(c.Seq), "--batch", fmt.Sprint(c.Batch),
 			"--steps", fmt.Sprint(c.Steps), "--precision", c.Precision, "--threads", fmt.Sprint(c.Threads), "--json"}
-		fmt.Fprintf(log, "hone    %s %s seq %d batch %d threads %d ...\n", filepath.Base(c.ConfigPath), c.Precision, c.Seq, c.Batch, c.Threads)
+		args = append(args, c.loraArgs()...)
+		fmt.Fprintf(log, "hone    %s %s %s seq %d batch %d threads %d ...\n", filepath.Base(c.ConfigPath), c.method(), c.Precision, c.Seq, c.Batch, c.Threads)
 		h, err := runJSON(ctx, exe, args, []string{fmt.Sprintf("OMP_NUM_THREADS=%d", c.Threads)})
 		if err != nil {
 			return rows, fmt.Errorf("bench hone %s: %w", c.ConfigPath, err)
 		}
 		row := Row{Case: c, Hone: h}
-		fmt.Fprintf(log, "pytorch %s %s seq %d batch %d threads %d ...\n", filepath.Base(c.ConfigPath), c.Precision, c.Seq, c.Batch, c.Threads)
+		fmt.Fprintf(log, "pytorch %s %s %s seq %d batch %d threads %d ...\n", filepath.Base(c.ConfigPath), c.method(), c.Precision, c.Seq, c.Batch, c.Threads)
 		env := []string{fmt.Sprintf("OMP_NUM_THREADS=%d", c.Threads)}
-		t, err := runJSON(ctx, python, []string{torchScript, "--config", c.ConfigPath, "--seq", fmt.Sprint(c.Seq), "--batch", fmt.Sprint(c.Batch),
-			"--steps", fmt.Sprint(c.Steps), "--precision", c.Precision, "--threads", fmt.Sprint(c.Threads)}, env)
+		script := torchScript
+		if c.LoRARank > 0 {
+			script = filepath.Join(filepath.Dir(torchScript), "torch_lora.py")
+		}
+		t, err := runJSON(ctx, python, append([]string{script, "--config", c.ConfigPath, "--seq", fmt.Sprint(c.Seq), "--batch", fmt.Sprint(c.Batch),
+			"--steps", fmt.Sprint(c.Steps), "--precision", c.Precision, "--threads", fmt.Sprint(c.Threads)}, c.loraArgs()...), env)
 		if err != nil {
 			row.TorchErr = err.Error()
 		} else {
@@ -82,7 +113,7 @@ func lastLine(s string) string {
 // WriteTable prints the comparison with hone/PyTorch ratios.
 func WriteTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\tprecision\tseq×batch\tthreads\thone tok/s\ttorch tok/s\tspeed ratio\thone GFLOP/s\thone peak RSS\ttorch peak RSS\tRSS ratio\t")
+	fmt.Fprintln(tw, "config\tmethod\tprecision\tseq×batch\tthreads\thone tok/s\ttorch tok/s\tspeed ratio\thone GFLOP/s\thone peak RSS\ttorch peak RSS\tRSS ratio\t")
 	for _, r := range rows {
 		c := r.Case
 		tt, tr, sr, rr := "-", "-", "-", "-"
@@ -92,10 +123,11 @@ func WriteTable(w io.Writer, rows []Row) {
 			sr = fmt.Sprintf("%.2fx", r.Hone.TokensPerS/r.Torch.TokensPerS)
 			rr = fmt.Sprintf("%.2f", float64(r.Hone.PeakRSSBytes)/float64(r.Torch.PeakRSSBytes))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d×%d\t%d\t%.1f\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", filepath.Base(c.ConfigPath), c.Precision, c.Seq, c.Batch, c.Threads,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d×%d\t%d\t%.1f\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", filepath.Base(c.ConfigPath), c.method(), c.Precision, c.Seq, c.Batch, c.Threads,
 			r.Hone.TokensPerS, tt, sr, r.Hone.GFLOPs, gib(r.Hone.PeakRSSBytes), tr, rr)
 	}
 	tw.Flush()
+	writeLoRASpeedups(w, rows)
 	for _, r := range rows {
 		if r.TorchErr != "" {
 			fmt.Fprintf(w, "pytorch did not run for %s %s: %s\n", filepath.Base(r.Case.ConfigPath), r.Case.Precision, r.TorchErr)
@@ -104,3 +136,27 @@ func WriteTable(w io.Writer, rows []Row) {
 }
 
 func gib(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
+
+// writeLoRASpeedups prints, for each LoRA row with a full fine-tuning row
+// of the same shape, how much faster LoRA trains in hone and in PyTorch.
+func writeLoRASpeedups(w io.Writer, rows []Row) {
+	for _, l := range rows {
+		if l.Case.LoRARank <= 0 {
+			continue
+		}
+		for _, f := range rows {
+			full := f.Case
+			full.LoRARank, full.LoRATargets = l.Case.LoRARank, l.Case.LoRATargets
+			if f.Case.LoRARank > 0 || full.ConfigPath != l.Case.ConfigPath || full.Precision != l.Case.Precision ||
+				full.Seq != l.Case.Seq || full.Batch != l.Case.Batch || full.Threads != l.Case.Threads {
+				continue
+			}
+			torch := "-"
+			if l.Torch != nil && f.Torch != nil {
+				torch = fmt.Sprintf("%.2fx", l.Torch.TokensPerS/f.Torch.TokensPerS)
+			}
+			fmt.Fprintf(w, "lora rank %d / full tokens/s, %s %s %d threads: hone %.2fx, pytorch %s\n", l.Case.LoRARank,
+				filepath.Base(l.Case.ConfigPath), l.Case.Precision, l.Case.Threads, l.Hone.TokensPerS/f.Hone.TokensPerS, torch)
+		}
+	}
+}

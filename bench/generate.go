@@ -21,6 +21,13 @@ type GenerateSpec struct {
 	NewTokens    int // timed decode steps, after the prompt and one warm-up step
 	Threads      int
 	Seed         uint64
+	Precision    string // of the weights decoding reads: fp32 (default, as hone serve) or bf16
+	// KernelTimes, when non-nil, receives time per device method over the
+	// timed steps.
+	KernelTimes func(lines []string)
+	// Peers to run after hone: "llamacpp", "torch" (see PeerTools).
+	Peers []string
+	Tools PeerTools
 }
 
 // GenerateResult is what `hone bench generate --json` prints.
@@ -28,6 +35,7 @@ type GenerateResult struct {
 	Engine        string  `json:"engine"`
 	Device        string  `json:"device"`
 	Threads       int     `json:"threads"`
+	Precision     string  `json:"precision"`
 	Params        int64   `json:"params"`
 	Streams       int     `json:"streams"`
 	PromptTokens  int     `json:"prompt_tokens"`
@@ -37,34 +45,69 @@ type GenerateResult struct {
 	PrefillS      float64 `json:"prefill_seconds"`
 	DecodeS       float64 `json:"decode_seconds"`
 	PeakRSSBytes  int64   `json:"peak_rss_bytes"`
+	// Peers are other engines decoding the same model and prompt, one
+	// stream, same threads, each with hone's tokens/s over its own (ratio).
+	Peers []PeerResult `json:"peers,omitempty"`
 }
 
-// Generate runs the benchmark on a fresh device.
+// Generate runs the benchmark on a fresh device, then the peers, if any,
+// on the same prompt.
 func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 	if s.Streams <= 0 || s.PromptTokens <= 0 || s.NewTokens <= 0 {
 		return nil, fmt.Errorf("bench generate: streams, prompt tokens and new tokens must be positive")
 	}
-	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
+	if s.Precision == "" {
+		s.Precision = "fp32" // what hone serve decodes with
+	}
+	if s.Precision != "bf16" && s.Precision != "fp32" {
+		return nil, fmt.Errorf("bench generate: precision %q: want bf16 or fp32", s.Precision)
+	}
+	if len(s.Peers) > 0 && s.Streams != 1 {
+		return nil, fmt.Errorf("bench generate: --peer compares single-stream decoding; use --streams 1 (got %d)", s.Streams)
+	}
+	res, prompts, err := generateHone(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	m, err := engine.Load(s.Dir, dev, engine.Options{})
+	for _, name := range s.Peers {
+		p, err := runPeer(ctx, name, s, res.Threads, prompts[0])
+		if err != nil {
+			return nil, err
+		}
+		p.Ratio = res.TokensPerS / p.TokensPerS
+		res.Peers = append(res.Peers, *p)
+	}
+	return res, nil
+}
+
+// generateHone is hone's side of the benchmark; it returns the prompts too.
+func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int, error) {
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var timed *engine.TimedDevice
+	if s.KernelTimes != nil {
+		timed = engine.NewTimedDevice(dev)
+		dev = timed
+	}
+	m, err := engine.Load(s.Dir, dev, engine.Options{DecodeBF16: s.Precision == "bf16"})
+	if err != nil {
+		return nil, nil, err
 	}
 	defer m.Close()
 	c := m.Config
 	if need := s.PromptTokens + s.NewTokens + 2; need > c.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("bench generate: %d prompt and %d new tokens exceed the model's context window %d",
+		return nil, nil, fmt.Errorf("bench generate: %d prompt and %d new tokens exceed the model's context window %d",
 			s.PromptTokens, s.NewTokens, c.MaxPositionEmbeddings)
 	}
 	threads := s.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	res := &GenerateResult{Engine: "hone", Device: dev.Name(), Threads: threads, Params: c.NumParams(), Streams: s.Streams,
+	res := &GenerateResult{Engine: "hone", Device: dev.Name(), Threads: threads, Precision: s.Precision, Params: c.NumParams(), Streams: s.Streams,
 		PromptTokens: s.PromptTokens, NewTokens: s.NewTokens}
-	r := rand.New(rand.NewPCG(s.Seed, 2))
+	prompts := randomPrompts(s.Seed, s.Streams, s.PromptTokens, c.VocabSize)
 	seqs := make([]*generate.Sequence, s.Streams)
 	defer func() {
 		for _, q := range seqs {
@@ -75,33 +118,49 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 	}()
 	start := time.Now()
 	for i := range seqs {
-		prompt := make([]int, s.PromptTokens)
-		for j := range prompt {
-			prompt[j] = r.IntN(c.VocabSize)
-		}
 		// Greedy, no stop ids: every stream runs its whole budget.
-		if seqs[i], err = generate.NewSequence(m, prompt, generate.Params{MaxNewTokens: s.NewTokens + 2}, 0); err != nil {
-			return nil, err
+		if seqs[i], err = generate.NewSequence(m, prompts[i], generate.Params{MaxNewTokens: s.NewTokens + 2}, 0); err != nil {
+			return nil, nil, err
 		}
 		if _, _, err := seqs[i].Step(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	res.PrefillS = time.Since(start).Seconds()
 	for step := 0; step <= s.NewTokens; step++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if step == 1 { // step 0 warms up the batched matmul primitives
 			start = time.Now()
+			if timed != nil {
+				timed.Reset()
+			}
 		}
 		if _, err := generate.StepBatch(seqs); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	res.DecodeS = time.Since(start).Seconds()
+	if timed != nil {
+		s.KernelTimes(timed.Report())
+	}
 	res.TokensPerS = float64(s.Streams*s.NewTokens) / res.DecodeS
 	res.StreamTokensS = float64(s.NewTokens) / res.DecodeS
 	res.PeakRSSBytes = PeakRSS()
-	return res, nil
+	return res, prompts, nil
+}
+
+// randomPrompts are the benchmark's prompts: streams rows of n tokens drawn
+// from seed, so peers can be given the same ones.
+func randomPrompts(seed uint64, streams, n, vocab int) [][]int {
+	r := rand.New(rand.NewPCG(seed, 2))
+	out := make([][]int, streams)
+	for i := range out {
+		out[i] = make([]int, n)
+		for j := range out[i] {
+			out[i][j] = r.IntN(vocab)
+		}
+	}
+	return out
 }

@@ -9,8 +9,8 @@ const kvBlock = 256
 
 // Decoder extends one sequence a few tokens at a time, keeping every
 // layer's keys and values so each new token costs one token's forward pass
-// (plus attention over the cache) instead of the whole sequence's. It uses
-// the fp32 master weights. A Decoder is not safe for concurrent use; the
+// (plus attention over the cache) instead of the whole sequence's. It reads
+// the fp32 master weights, or their bf16 copy with Options.DecodeBF16. A Decoder is not safe for concurrent use; the
 // model must not train while it is in use. Close releases its device
 // memory.
 type Decoder struct {
@@ -35,6 +35,9 @@ type stepBufs struct {
 
 // NewDecoder starts an empty sequence of at most max tokens.
 func (m *Model) NewDecoder(max int) (*Decoder, error) {
+	if m.Opt.FrozenBF16 {
+		return nil, errFrozenBF16("decode")
+	}
 	if max <= 0 || max > m.Config.MaxPositionEmbeddings {
 		return nil, fmt.Errorf("decoder: length %d must be in [1, max_position_embeddings %d]", max, m.Config.MaxPositionEmbeddings)
 	}
@@ -119,7 +122,7 @@ func (b *stepBufs) grow(c *Config, dev Device, n, nLogits int) {
 // Append runs the new tokens through the model and returns the logits (V)
 // that follow the last of them.
 func (d *Decoder) Append(ids []int) ([]float32, error) {
-	m, c, dev := d.m, d.m.Config, d.m.Dev
+	m, c := d.m, d.m.Config
 	n := len(ids)
 	if n == 0 {
 		return nil, fmt.Errorf("decoder: no tokens")
@@ -127,36 +130,20 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 	if d.n+n > d.max {
 		return nil, fmt.Errorf("decoder: %d tokens exceed the capacity %d", d.n+n, d.max)
 	}
-	b := &d.buf
-	b.grow(c, dev, n, 1)
-	C := c.HiddenSize
-	eps := float32(c.RMSNormEps)
-	for i, id := range ids {
+	for _, id := range ids {
 		if id < 0 || id >= c.VocabSize {
 			return nil, fmt.Errorf("decoder: token %d outside the vocabulary [0, %d)", id, c.VocabSize)
 		}
-		b.hostIDs[i], b.hostPos[i] = int32(id), int32(d.n+i)
 	}
-	d.reserve(d.n + n)
-	dev.UploadInt32(b.ids, b.hostIDs[:n])
-	dev.UploadInt32(b.pos, b.hostPos[:n])
-	x, ln := b.x[:n*C], b.ln[:n*C]
-	dev.Embedding(x, b.ids, m.Params.Embed, n, C)
-	decs := []*Decoder{d}
-	for l := range m.Params.Layers {
-		m.decodeLayer(b, decs, n, l, eps)
-	}
-	last := x[(n-1)*C : n*C]
-	m.norm(ln[:C], nil, b.rstd, last, m.Params.NormF, 1, C, eps)
-	dev.MatMul(b.logits[:c.VocabSize], ln[:C], m.Params.LMHead, 1, c.VocabSize, C, xWt)
+	out := m.extend(&d.buf, []*Decoder{d}, [][]int{ids})
 	logits := make([]float32, c.VocabSize)
-	dev.Download(logits, b.logits[:c.VocabSize])
-	d.n += n
+	m.Dev.Download(logits, out)
 	return logits, nil
 }
 
-// mlpF32 adds the feed-forward block of layer p to the n rows of b.x.
-func (m *Model) mlpF32(b *stepBufs, p *Layer[float32], n int, eps float32) {
+// mlpDec adds the feed-forward block of layer p (bf16 copy h, empty for
+// fp32 weights) to the n rows of b.x.
+func (m *Model) mlpDec(b *stepBufs, p *Layer[float32], h *Layer[uint16], n int, eps float32) {
 	c, dev := m.Config, m.Dev
 	C, F := c.HiddenSize, c.IntermediateSize
 	ln := b.ln[:n*C]
@@ -165,16 +152,60 @@ func (m *Model) mlpF32(b *stepBufs, p *Layer[float32], n int, eps float32) {
 		m.moeDecode(b, p, n)
 		return
 	}
-	m.linearF32(b.gate, ln, p.WGate, p.BGate, n, C, F, overwrite)
-	m.linearF32(b.up, ln, p.WUp, p.BUp, n, C, F, overwrite)
+	m.linearDec(b.gate, ln, p.WGate, h.WGate, p.BGate, n, C, F, overwrite)
+	m.linearDec(b.up, ln, p.WUp, h.WUp, p.BUp, n, C, F, overwrite)
 	dev.SwiGLU(b.h, nil, b.gate, b.up, n*F)
-	m.linearF32(b.x[:n*C], b.h, p.WDown, p.BDown, n, F, C, accumulate)
+	m.linearDec(b.x[:n*C], b.h, p.WDown, h.WDown, p.BDown, n, F, C, accumulate)
 }
 
-// linearF32 is linear on the fp32 weights whatever the model's precision.
-func (m *Model) linearF32(y, x, w, b []float32, n, in, out int, o output) {
-	m.Dev.MatMul(y, x, w, n, out, in, MatMulFlags{TransB: true, Acc: bool(o)})
+// linearDec is linear for decoding: fp32 activations times the bf16 weights
+// w16 when the model decodes in bf16 (see Options.DecodeBF16), else times
+// the fp32 weights w, whatever precision training uses.
+func (m *Model) linearDec(y, x, w []float32, w16 []uint16, b []float32, n, in, out int, o output) {
+	if w16 != nil {
+		m.Dev.MatMulW16(y, x, w16, n, out, in, bool(o))
+	} else {
+		m.Dev.MatMul(y, x, w, n, out, in, MatMulFlags{TransB: true, Acc: bool(o)})
+	}
 	if b != nil {
 		m.Dev.AddBias(y, b, n, out)
 	}
+}
+
+// decodeWeights returns the bf16 weights decoding reads, or nil when it
+// reads the fp32 ones. The copy is made on first use and again after the
+// parameters change; BF16 training mode's own copy serves when there is one.
+func (m *Model) decodeWeights() *WeightSet[uint16] {
+	switch {
+	case !m.Opt.DecodeBF16:
+		return nil
+	case m.w16 != nil:
+		m.refresh16()
+		return m.w16
+	case m.dec16 == nil:
+		m.dec16 = newWeightSet(m.Config, m.Dev.AllocBF16(len(m.Params.Arena)))
+		m.dec16Stale = true
+	}
+	if m.dec16Stale {
+		m.Dev.ToBF16(m.dec16.Arena, m.Params.Arena)
+		m.dec16Stale = false
+	}
+	return m.dec16
+}
+
+// decodeLayer16 is layer l of the bf16 decode weights, or an empty Layer.
+func (m *Model) decodeLayer16(l int) *Layer[uint16] {
+	if w := m.decodeWeights(); w != nil {
+		return &w.Layers[l]
+	}
+	return &Layer[uint16]{}
+}
+
+// logitsDec writes the output head's logits(n,V) for the n rows of ln.
+func (m *Model) logitsDec(logits, ln []float32, n int) {
+	var w16 []uint16
+	if w := m.decodeWeights(); w != nil {
+		w16 = w.LMHead
+	}
+	m.linearDec(logits, ln, m.Params.LMHead, w16, nil, n, m.Config.HiddenSize, m.Config.VocabSize, overwrite)
 }

@@ -123,3 +123,62 @@ func checkFullForward(t *testing.T, m *engine.Model, ids []int, got []float32) {
 		t.Fatalf("decoder logits after %d tokens differ from the full forward pass: relative error %.3g", T, e)
 	}
 }
+
+// Extend with feeds of different lengths in one pass (prompt chunks of
+// several sequences beside single decode tokens) gives each sequence the
+// logits it gets appending its feed alone, on every device; feeds past a
+// decoder's capacity or empty are refused.
+func TestExtendMixedFeedsMatchAlone(t *testing.T) {
+	for _, devName := range parityDevices {
+		t.Run(devName, func(t *testing.T) {
+			m, err := engine.Load(filepath.Join("testdata", "parity", "gqa"), openDevice(t, devName), engine.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			V := m.Config.VocabSize
+			r := rand.New(rand.NewPCG(5, 6))
+			const n = 4
+			together, alone := make([]*engine.Decoder, n), make([]*engine.Decoder, n)
+			for i := range n {
+				for _, d := range []*[]*engine.Decoder{&together, &alone} {
+					if (*d)[i], err = m.NewDecoder(64); err != nil {
+						t.Fatal(err)
+					}
+					defer (*d)[i].Close()
+				}
+			}
+			// Round by round, sequence i feeds lens[round][i] tokens.
+			for round, lens := range [][n]int{{7, 1, 12, 3}, {1, 9, 1, 1}, {1, 1, 5, 2}, {4, 1, 1, 1}} {
+				feeds := make([][]int, n)
+				for i, k := range lens {
+					for range k {
+						feeds[i] = append(feeds[i], r.IntN(V))
+					}
+				}
+				got, err := engine.Extend(together, feeds)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range n {
+					want, err := alone[i].Append(feeds[i])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if e := relErr(got[i], want); e > 1e-5 {
+						t.Fatalf("round %d, sequence %d (%d tokens fed): relative error %.3g", round, i, lens[i], e)
+					}
+					if together[i].Len() != alone[i].Len() {
+						t.Fatalf("round %d, sequence %d: length %d together, %d alone", round, i, together[i].Len(), alone[i].Len())
+					}
+				}
+			}
+			if _, err := engine.Extend(together[:1], [][]int{make([]int, 64)}); err == nil {
+				t.Error("Extend past the capacity succeeded")
+			}
+			if _, err := engine.Extend(together[:2], [][]int{{1}, nil}); err == nil {
+				t.Error("Extend with an empty feed succeeded")
+			}
+		})
+	}
+}

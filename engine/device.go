@@ -40,6 +40,8 @@ type Device interface {
 	// (len(dst) elements), after the work queued before it.
 	Upload(dst, src []float32)
 	UploadInt32(dst, src []int32)
+	// UploadBF16 copies host bf16 values (raw bits) into a device buffer.
+	UploadBF16(dst, src []uint16)
 	Download(dst, src []float32)
 	// Sync waits until every kernel queued so far has finished.
 	Sync()
@@ -57,9 +59,17 @@ type Device interface {
 	MatMul(c, a, b []float32, m, n, k int, f MatMulFlags)
 	// MatMulBF16 is MatMul with bf16 operands and fp32 accumulation and output.
 	MatMulBF16(c []float32, a, b []uint16, m, n, k int, f MatMulFlags)
+	// MatMulW16 computes c(m,n) = a(m,k)·bᵀ, or adds it into c with acc,
+	// for bf16 weights b stored (n,k) (a linear layer's layout): b widened
+	// exactly to fp32, activations a, products and sums in fp32. Decoding
+	// uses it: reading bf16 weights is half the memory traffic of fp32.
+	MatMulW16(c, a []float32, b []uint16, m, n, k int, acc bool)
 
 	// Embedding gathers rows: out(N,C) = table[ids].
 	Embedding(out []float32, ids []int32, table []float32, n, dim int)
+	// EmbeddingBF16 gathers rows of a bf16 table, widened to fp32: the
+	// embedding lookup of a frozen bf16 base (Options.FrozenBF16).
+	EmbeddingBF16(out []float32, ids []int32, table []uint16, n, dim int)
 	// EmbeddingBackward scatters: dtable[ids] += dout.
 	EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int)
 

@@ -10,20 +10,21 @@ import (
 // MemoryEstimate returns the bytes a training model of this config needs on
 // dev for micro-batches of B rows of T tokens: parameters, gradients and
 // AdamW moments (fp32), the bf16 weight copy in BF16 mode, activations, the
-// batch, and the device's own attention scratch. It lets a run refuse at
-// start-up instead of running out of memory on its first long batch an
-// hour in. TestMemoryEstimateMatchesAllocations holds it to what a
-// counting device sees allocated.
+// batch, and the device's own attention scratch. With opt.LoRA it counts a
+// frozen base (fp32, or bf16 only with FrozenBF16) without gradients or
+// moments, and the adapter's weights, gradients, AdamW moments and scratch.
+// It lets a run refuse at start-up instead of running out of memory on its
+// first long batch an hour in. TestMemoryEstimateMatchesAllocations and
+// TestLoRAMemoryEstimateMatchesAllocations hold it to what a counting
+// device sees allocated.
 func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
-	P := c.NumParams()
-	bytes := 4 * P * 4 // params, grads, m, v
-	if opt.BF16 && !opt.CompactBF16 {
-		bytes += 2 * P
-	} else if opt.BF16 {
-		lo, hi := c.layerRange(0)
-		bytes += 2 * (int64(c.VocabSize*c.HiddenSize) + int64(hi-lo))
-	}
 	N := int64(B * T)
+	bytes := c.weightBytes(opt)
+	if opt.LoRA != nil {
+		pa, _ := c.adapterSize(*opt.LoRA)
+		r := int64(opt.LoRA.Rank)
+		bytes += 4*pa*4 + 4*r*r + 4*3*N*r // params, grads, m, v; scale matrix; (N,r) scratch ×3
+	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
 	NK := int64(c.routedRows(B * T))             // rows of the MLP's activations: only routed experts' with MoE
@@ -46,10 +47,50 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 		ints += layers * NK                           // per layer routed token ids
 	}
 	bytes += 4*floats + 4*ints + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
-	if opt.BF16 {
+	if opt.BF16 || opt.FrozenBF16 {
 		bytes += 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk)))
 	}
 	return bytes
+}
+
+// weightBytes is the base model's share of MemoryEstimate: parameters,
+// their bf16 copies, gradients and AdamW moments, as New and the optimizer
+// allocate them for opt.
+func (c *Config) weightBytes(opt Options) int64 {
+	P, vec := c.NumParams(), int64(specsSize(c.vectorSpecs()))
+	if opt.FrozenBF16 { // bf16 matrices; fp32 norms and biases and their unused gradients
+		return 2*P + 4*vec + 4*vec
+	}
+	bytes := 4 * P // fp32 parameters
+	if opt.LoRA != nil {
+		bytes += 4 * vec // a frozen base: gradients of the norms and biases only, no moments
+	} else {
+		bytes += 3 * 4 * P // gradients, AdamW m and v
+	}
+	if opt.BF16 && !opt.CompactBF16 {
+		bytes += 2 * P
+	} else if opt.BF16 {
+		bytes += c.compactBF16Bytes()
+	}
+	return bytes
+}
+
+// compactBF16Bytes is the bf16 output head and one layer of CompactBF16.
+func (c *Config) compactBF16Bytes() int64 {
+	lo, hi := c.layerRange(0)
+	return 2 * (int64(c.VocabSize*c.HiddenSize) + int64(hi-lo))
+}
+
+// adapterSize is the number of weights of the adapter lc on this config.
+func (c *Config) adapterSize(lc LoRAConfig) (int64, error) {
+	if lc.Rank <= 0 {
+		return 0, fmt.Errorf("lora rank %d: must be positive", lc.Rank)
+	}
+	on, err := lc.adapted(c)
+	if err != nil {
+		return 0, err
+	}
+	return int64(specsSize(c.adapterSpecs(lc.Rank, on))), nil
 }
 
 // Reserve allocates every activation buffer for micro-batches of B rows of
@@ -69,6 +110,11 @@ func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		}
 	}
 	limit := min(avail/10*9, avail-2<<30)
+	if opts.LoRA != nil {
+		if _, err := c.adapterSize(*opts.LoRA); err != nil {
+			return opts, nil, err
+		}
+	}
 	need := c.MemoryEstimate(dev, opts, B, T)
 	if need <= limit {
 		return opts, nil, nil
@@ -78,8 +124,18 @@ func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		what  string
 		apply func(*Options) bool
 	}{
+		// A LoRA base already computed in bf16 loses only its fp32 copy.
+		{"a frozen bf16 base", func(o *Options) bool {
+			r := o.LoRA != nil && o.BF16 && !o.FrozenBF16
+			o.FrozenBF16 = o.FrozenBF16 || r
+			return r
+		}},
 		{"activation recomputation", func(o *Options) bool { r := !o.Recompute; o.Recompute = true; return r }},
-		{"per-layer bf16 weights", func(o *Options) bool { r := o.BF16 && !o.CompactBF16; o.CompactBF16 = true; return r }},
+		{"per-layer bf16 weights", func(o *Options) bool {
+			r := o.BF16 && !o.CompactBF16 && !o.FrozenBF16
+			o.CompactBF16 = o.CompactBF16 || r
+			return r
+		}},
 	} {
 		if !try.apply(&opts) {
 			continue

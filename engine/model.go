@@ -38,7 +38,29 @@ type Options struct {
 	// layer runs instead of keeping a bf16 copy of every weight: 2 bytes
 	// per parameter less memory for a few percent more time.
 	CompactBF16 bool
+	// DecodeBF16 makes decoding (Decoder, DecodeStep) read a bf16 copy of
+	// the weight matrices, widened to fp32 as they are used: a decode step
+	// is bound by reading every weight once, and bf16 halves that. The
+	// copy costs 2 bytes per parameter unless BF16 mode keeps one already.
+	DecodeBF16 bool
+	// FrozenBF16 holds the base weights only in bf16: no fp32 master copy
+	// and no base gradients, 2 bytes per parameter instead of 10 to 14
+	// (norms and biases stay fp32). It is for training an attached LoRA
+	// adapter (Attach) and for evaluation: it implies BF16 matrix products,
+	// ForwardBackward needs an adapter, and the model cannot be saved,
+	// merged into or decoded. Load fills the bf16 weights directly from
+	// safetensors of any dtype; a bf16 checkpoint loads bit for bit.
+	// Without it a LoRA base is fp32, as for full fine-tuning.
+	FrozenBF16 bool
+	// LoRA, when set, is the adapter that will be attached for training: the
+	// base is frozen from the start, so New allocates no base gradients, and
+	// MemoryEstimate and Fit count the adapter's weights, gradients, AdamW
+	// moments and scratch. New does not create the adapter (NewAdapter).
+	LoRA *LoRAConfig
 }
+
+// frozenBase says the base takes no gradients, so none are allocated.
+func (o Options) frozenBase() bool { return o.FrozenBF16 || o.LoRA != nil }
 
 // Model holds parameters, gradients and activation buffers for one config.
 type Model struct {
@@ -46,10 +68,16 @@ type Model struct {
 	Dev    Device
 	Opt    Options
 
-	Params *Weights // arena of NumParams floats
-	Grads  *Weights // same layout as Params
+	// Params is an arena of NumParams floats; with FrozenBF16 it holds only
+	// the norms and biases (vectorSpecs) and the matrices live in w16.
+	Params *Weights
+	// Grads has Params' layout; with a frozen base (FrozenBF16 or LoRA) it
+	// holds only the norms' and biases' gradients, which the frozen
+	// backward pass computes on the way and nothing uses.
+	Grads *Weights
 	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
-	// all of Params, which the optimizer refreshes as it updates them. With
+	// all of Params, which the optimizer refreshes as it updates them (with
+	// FrozenBF16 it is the only copy of the matrices). With
 	// CompactBF16, w16 is nil: lm16 holds the output head and layer16 one
 	// decoder layer (layer16Of, -1 for none), converted when needed.
 	// w16Stale marks the copies out of date (see ParamsChanged).
@@ -60,6 +88,10 @@ type Model struct {
 	layer16b  []uint16 // the buffer layer16 views
 	layer16Of int
 	w16Stale  bool
+	// dec16 is the bf16 weight copy of DecodeBF16 when w16 is nil, made on
+	// first use; dec16Stale marks it out of date.
+	dec16      *WeightSet[uint16]
+	dec16Stale bool
 
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
@@ -112,17 +144,30 @@ func New(c *Config, dev Device, opt Options) *Model {
 	if opt.LossChunk <= 0 {
 		opt.LossChunk = 256
 	}
+	if opt.FrozenBF16 {
+		opt.BF16, opt.CompactBF16 = true, false
+	}
 	n := int(c.NumParams())
-	m := &Model{Config: c, Dev: dev, Opt: opt,
-		Params: NewWeights(c, dev.Alloc(n)), Grads: NewWeights(c, dev.Alloc(n))}
-	m.bf16, m.w16Stale, m.layer16Of = opt.BF16, true, -1
+	m := &Model{Config: c, Dev: dev, Opt: opt}
+	m.bf16, m.w16Stale, m.layer16Of = opt.BF16, !opt.FrozenBF16, -1
+	vectors := func() *Weights { v := c.vectorSpecs(); return weightSetOf(c, v, dev.Alloc(specsSize(v))) }
+	if opt.FrozenBF16 {
+		m.Params = vectors()
+	} else {
+		m.Params = NewWeights(c, dev.Alloc(n))
+	}
+	if opt.frozenBase() {
+		m.Grads = vectors()
+	} else {
+		m.Grads = NewWeights(c, dev.Alloc(n))
+	}
 	switch {
 	case opt.BF16 && opt.CompactBF16:
 		m.lm16 = dev.AllocBF16(c.VocabSize * c.HiddenSize)
 		lo, hi := c.layerRange(0)
 		m.layer16b = dev.AllocBF16(hi - lo)
 		m.layer16 = oneLayerViews(c, m.layer16b)
-	case opt.BF16:
+	case opt.BF16: // with FrozenBF16, the only copy of the matrices
 		m.w16 = newWeightSet(c, dev.AllocBF16(n))
 	}
 	return m
@@ -247,6 +292,9 @@ func (m *Model) Close() {
 	}
 	if m.w16 != nil {
 		d.FreeBF16(m.w16.Arena)
+	}
+	if m.dec16 != nil {
+		d.FreeBF16(m.dec16.Arena)
 	}
 	*m = Model{Config: m.Config, Dev: d, Opt: m.Opt}
 }
@@ -479,7 +527,11 @@ func (m *Model) forwardTrunk(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.refresh16()
-	m.Dev.Embedding(a.res[0], a.ids, m.Params.Embed, N, C)
+	if m.Opt.FrozenBF16 {
+		m.Dev.EmbeddingBF16(a.res[0], a.ids, m.w16.Embed, N, C)
+	} else {
+		m.Dev.Embedding(a.res[0], a.ids, m.Params.Embed, N, C)
+	}
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
 	}
@@ -572,6 +624,9 @@ func anyScored(t []int32) bool {
 // not a mean of per-micro-batch means. It returns the summed loss and the
 // number of scored positions of this micro-batch.
 func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count int) {
+	if m.Opt.frozenBase() && !m.frozen() {
+		panic("engine: ForwardBackward on a model with a frozen base (Options.FrozenBF16 or LoRA) needs an attached adapter (Attach)")
+	}
 	m.prepare(bt)
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
@@ -599,15 +654,17 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 // LowPrecisionParams (loading, initialising, an optimizer step in compact
 // mode), so BF16 mode refreshes its weight copies.
 func (m *Model) ParamsChanged() {
-	m.w16Stale = true
+	m.w16Stale = !m.Opt.FrozenBF16 // there w16 is the weights, not a copy
+	m.dec16Stale = true
 	m.layer16Of = -1
 }
 
 // LowPrecisionParams returns the bf16 weight copy for an optimizer to write
 // as it updates Params; nil in fp32 and compact bf16 modes, where the
-// optimizer calls ParamsChanged instead.
+// optimizer calls ParamsChanged instead; nil with FrozenBF16, where the
+// bf16 weights are the frozen base itself.
 func (m *Model) LowPrecisionParams() []uint16 {
-	if m.w16 == nil {
+	if m.w16 == nil || m.Opt.FrozenBF16 {
 		return nil
 	}
 	return m.w16.Arena

@@ -31,35 +31,49 @@ func Load(dir string, dev Device, opt Options) (*Model, error) {
 	}
 	defer st.Close()
 	m := New(c, dev, opt)
-	if err := loadWeights(m, st); err != nil {
+	load := loadWeights
+	if opt.FrozenBF16 {
+		load = loadWeightsBF16
+	}
+	if err := checkTensors(m.Config, st); err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	if err := load(m, st); err != nil {
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
 	m.ParamsChanged()
 	return m, nil
 }
 
-func loadWeights(m *Model, st *safetensors.Model) error {
-	specs := m.Config.ParamSpecs()
+// checkTensors holds the checkpoint to exactly the tensors and shapes c
+// implies, before anything is read.
+func checkTensors(c *Config, st *safetensors.Model) error {
 	want := map[string]bool{}
-	for _, s := range specs {
+	for _, s := range c.ParamSpecs() {
 		want[s.Name] = true
 		info, ok := st.Info(s.Name)
 		if !ok {
-			return fmt.Errorf("tensor %q is missing from the checkpoint (config %s)", s.Name, m.Config.describe())
+			return fmt.Errorf("tensor %q is missing from the checkpoint (config %s)", s.Name, c.describe())
 		}
 		if !slices.Equal(info.Shape, s.Shape) {
 			return fmt.Errorf("tensor %q has shape %v, config.json implies %v", s.Name, info.Shape, s.Shape)
 		}
+	}
+	for _, info := range st.Tensors() {
+		if want[info.Name] || ignorableTensor(info.Name, c) {
+			continue
+		}
+		return fmt.Errorf("unexpected tensor %q in checkpoint: not part of a model with this config.json (%s)", info.Name, c.describe())
+	}
+	return nil
+}
+
+func loadWeights(m *Model, st *safetensors.Model) error {
+	for _, s := range m.Config.ParamSpecs() {
 		dst := m.Params.Arena[s.Offset : s.Offset+s.Size()]
 		if err := FillDevice(m.Dev, dst, func(host []float32) error { return st.Float32(s.Name, host) }); err != nil {
 			return err
 		}
-	}
-	for _, info := range st.Tensors() {
-		if want[info.Name] || ignorableTensor(info.Name, m.Config) {
-			continue
-		}
-		return fmt.Errorf("unexpected tensor %q in checkpoint: not part of a model with this config.json (%s)", info.Name, m.Config.describe())
 	}
 	return nil
 }
@@ -94,6 +108,9 @@ var filesCopied = []string{
 func (m *Model) Save(dir string, opt SaveOptions) error {
 	if opt.DType == "" {
 		opt.DType = safetensors.BF16
+	}
+	if m.Opt.FrozenBF16 {
+		return errFrozenBF16("save model")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("save model: %w", err)
@@ -190,6 +207,10 @@ func copyFileAtomic(src, dst string) error {
 // norms 1, biases 0. Each tensor draws from its own stream seeded by (seed,
 // index), so tensors fill in parallel and the result depends only on seed.
 func (m *Model) InitRandom(seed uint64) {
+	if m.Opt.FrozenBF16 {
+		m.initRandomBF16(seed)
+		return
+	}
 	_ = FillDevice(m.Dev, m.Params.Arena, func(arena []float32) error {
 		initRandom(m.Config.ParamSpecs(), arena, seed)
 		return nil

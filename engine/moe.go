@@ -287,7 +287,7 @@ func (s *moeStep) free(d Device) {
 func (m *Model) moeDecode(b *stepBufs, p *Layer[float32], n int) {
 	c, d, s := m.Config, m.Dev, &b.moe
 	C, E := c.HiddenSize, c.NumLocalExperts
-	m.linearF32(s.rl[:n*E], b.ln[:n*C], p.Router, nil, n, C, E, overwrite)
+	m.linearDec(s.rl[:n*E], b.ln[:n*C], p.Router, nil, nil, n, C, E, overwrite)
 	r := &s.route
 	r.route(d, s.rl[:n*E], c, n)
 	NK := len(r.tok)

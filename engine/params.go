@@ -126,7 +126,37 @@ type Weights = WeightSet[float32]
 func NewWeights(c *Config, arena []float32) *Weights { return newWeightSet(c, arena) }
 
 func newWeightSet[T float32 | uint16](c *Config, arena []T) *WeightSet[T] {
-	specs := c.ParamSpecs()
+	return weightSetOf(c, c.ParamSpecs(), arena)
+}
+
+// vectorSpecs lists the one-dimensional tensors of ParamSpecs (norms and
+// biases) with offsets into an arena holding only them: the fp32 part of a
+// frozen bf16 base (Options.FrozenBF16), whose matrices live in bf16.
+func (c *Config) vectorSpecs() []ParamSpec {
+	var specs []ParamSpec
+	off := 0
+	for _, s := range c.ParamSpecs() {
+		if len(s.Shape) == 1 {
+			s.Offset = off
+			off += s.Size()
+			specs = append(specs, s)
+		}
+	}
+	return specs
+}
+
+// specsSize is the arena length specs need.
+func specsSize(specs []ParamSpec) int {
+	n := 0
+	for _, s := range specs {
+		n = max(n, s.Offset+s.Size())
+	}
+	return n
+}
+
+// weightSetOf carves arena, laid out by specs, into named views; tensors
+// specs leaves out get nil views.
+func weightSetOf[T float32 | uint16](c *Config, specs []ParamSpec, arena []T) *WeightSet[T] {
 	view := map[string][]T{}
 	for _, s := range specs {
 		view[s.Name] = arena[s.Offset : s.Offset+s.Size() : s.Offset+s.Size()]

@@ -60,6 +60,11 @@ func (td *TimedDevice) MatMul(c, a, b []float32, m, n, k int, f MatMulFlags) {
 	td.Device.MatMul(c, a, b, m, n, k, f)
 }
 
+func (td *TimedDevice) MatMulW16(c, a []float32, b []uint16, m, n, k int, acc bool) {
+	defer td.since("MatMulW16", time.Now())
+	td.Device.MatMulW16(c, a, b, m, n, k, acc)
+}
+
 func (td *TimedDevice) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f MatMulFlags) {
 	defer td.since("MatMulBF16", time.Now())
 	td.Device.MatMulBF16(c, a, b, m, n, k, f)
@@ -68,6 +73,11 @@ func (td *TimedDevice) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f Mat
 func (td *TimedDevice) Embedding(out []float32, ids []int32, table []float32, n, dim int) {
 	defer td.since("Embedding", time.Now())
 	td.Device.Embedding(out, ids, table, n, dim)
+}
+
+func (td *TimedDevice) EmbeddingBF16(out []float32, ids []int32, table []uint16, n, dim int) {
+	defer td.since("EmbeddingBF16", time.Now())
+	td.Device.EmbeddingBF16(out, ids, table, n, dim)
 }
 
 func (td *TimedDevice) EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int) {

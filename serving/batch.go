@@ -14,9 +14,11 @@ import (
 var ErrBusy = errors.New("serving: too many requests waiting")
 
 // batcher runs every generation on the service's one device in a single
-// loop (continuous batching): each turn runs one chunk of one prompt, then
-// one decode step for every running sequence of each model together, so a
-// long prompt delays running streams by one chunk at most. Requests join
+// loop (continuous batching): each turn makes one model call per model
+// holding the next token of every running sequence and the next chunks of
+// the prompts being read, up to prefillBudget tokens of them, so the
+// weights are read once per turn and long prompts delay running streams by
+// a bounded chunk, not a whole prompt. Requests join
 // and leave the running batch between turns; beyond maxBatch running
 // sequences they wait, and beyond maxQueue waiting they are refused.
 type batcher struct {
@@ -120,8 +122,7 @@ func (s *slot) finish(err error) {
 // loop runs turns until no generation is left.
 func (b *batcher) loop() {
 	for b.admit() {
-		b.prefill()
-		b.decode()
+		b.step()
 	}
 }
 
@@ -162,43 +163,21 @@ func (b *batcher) admit() bool {
 	return true
 }
 
-// prefill runs one chunk of the first prompt not yet all in.
-func (b *batcher) prefill() {
-	for _, s := range b.active {
-		if s.over || s.seq != nil && !s.seq.Prefilling() {
-			continue
-		}
-		if s.seq == nil { // the cache lives on the device: created in a turn too
-			seq, err := generate.NewSequence(s.m, s.prompt, s.p, prefillChunk)
-			if err != nil {
-				s.finish(err)
-				return
-			}
-			if s.seq = seq; seq.Done() {
-				s.finish(nil)
-				return
-			}
-		}
-		id, ok, err := s.seq.Step()
-		switch {
-		case err != nil:
-			s.finish(err)
-		case ok:
-			s.push(id)
-			if s.seq.Done() {
-				s.finish(nil)
-			}
-		}
-		return
-	}
-}
+// prefillBudget is the most prompt tokens one turn runs, over all the
+// prompts being read: enough for several prompts' chunks to share one read
+// of the weights, few enough that a turn stays short for running streams.
+const prefillBudget = 2 * prefillChunk
 
-// decode runs one step for the running sequences, one batch per model.
-func (b *batcher) decode() {
+// step runs one turn: one model call per model, holding the next token of
+// every running sequence and, within prefillBudget, the next chunks of the
+// prompts still being read, in arrival order (a request's cache is
+// created when its first chunk is due).
+func (b *batcher) step() {
 	groups := map[*engine.Model][]*slot{}
 	var order []*engine.Model
+	budget := prefillBudget
 	for _, s := range b.active {
-		if s.over || s.seq == nil || s.seq.Prefilling() || s.left.Load() {
+		if s.over || s.left.Load() || !b.due(s, &budget) {
 			continue
 		}
 		if groups[s.m] == nil {
@@ -212,12 +191,12 @@ func (b *batcher) decode() {
 		for i, s := range g {
 			seqs[i] = s.seq
 		}
-		ids, err := generate.StepBatch(seqs)
+		ids, ok, err := generate.StepMixed(seqs)
 		for i, s := range g {
 			switch {
 			case err != nil:
 				s.finish(err)
-			default:
+			case ok[i]:
 				s.push(ids[i])
 				if s.seq.Done() {
 					s.finish(nil)
@@ -225,4 +204,33 @@ func (b *batcher) decode() {
 			}
 		}
 	}
+}
+
+// due reports whether s runs this turn: a decoding sequence always; one
+// reading its prompt when its next chunk fits the budget left (or is the
+// turn's first), which it then takes. It starts s's sequence if need be.
+func (b *batcher) due(s *slot, budget *int) bool {
+	if s.seq == nil {
+		if *budget <= 0 {
+			return false
+		}
+		seq, err := generate.NewSequence(s.m, s.prompt, s.p, prefillChunk)
+		if err != nil {
+			s.finish(err)
+			return false
+		}
+		if s.seq = seq; seq.Done() {
+			s.finish(nil)
+			return false
+		}
+	}
+	if !s.seq.Prefilling() {
+		return true
+	}
+	n := s.seq.NextFeed()
+	if n > *budget && *budget < prefillBudget {
+		return false
+	}
+	*budget -= n
+	return true
 }

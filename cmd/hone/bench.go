@@ -16,14 +16,16 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	var steps, threads int
+	var steps, threads, loraRank int
+	var loraOnly bool
 	var python, script, configs string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Compare training speed and memory with the PyTorch peer, side by side",
 		Long: `Runs hone and the PyTorch reference (tools/bench/torch_train.py with Debian's python3-torch)
 on the same configs, sequence, batch and thread counts, each in a fresh process, and prints tokens/s,
-GFLOP/s, peak RSS and the ratios.`,
+GFLOP/s, peak RSS and the ratios. A LoRA case (--lora-rank) runs hone's frozen bf16 base against
+tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is printed below the table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -33,15 +35,7 @@ GFLOP/s, peak RSS and the ratios.`,
 			if threads <= 0 {
 				threads = runtime.NumCPU()
 			}
-			var cases []bench.Case
-			for _, th := range uniq(1, threads) {
-				for _, p := range []string{"fp32", "bf16"} {
-					cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: th})
-				}
-			}
-			for _, p := range []string{"fp32", "bf16"} {
-				cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
-			}
+			cases := benchCases(configs, steps, threads, loraRank, loraOnly)
 			rows, err := bench.Compare(cmd.Context(), exe, python, script, cases, cmd.ErrOrStderr())
 			bench.WriteTable(cmd.OutOrStdout(), rows)
 			return err
@@ -52,8 +46,38 @@ GFLOP/s, peak RSS and the ratios.`,
 	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "python with torch for the peer")
 	cmd.Flags().StringVar(&script, "torch-script", "tools/bench/torch_train.py", "PyTorch peer script")
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
+	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
+	cmd.Flags().BoolVar(&loraOnly, "lora-only", false, "run only the LoRA case and the full bf16 case of its shape")
 	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd())
 	return cmd
+}
+
+// benchCases are hone bench's cases: llama-125m in fp32 and bf16 at one
+// thread and at threads, llama-small, and the LoRA case beside the full bf16
+// case of its shape (for the LoRA/full ratio); loraOnly keeps just those two.
+func benchCases(configs string, steps, threads, loraRank int, loraOnly bool) []bench.Case {
+	c125 := bench.Case{ConfigPath: filepath.Join(configs, "llama-125m.json"), Seq: 256, Batch: 4, Steps: steps, Precision: "bf16", Threads: threads}
+	if loraOnly && loraRank > 0 {
+		lora := c125
+		lora.LoRARank = loraRank
+		return []bench.Case{c125, lora}
+	}
+	var cases []bench.Case
+	for _, th := range uniq(1, threads) {
+		for _, p := range []string{"fp32", "bf16"} {
+			c := c125
+			c.Precision, c.Threads = p, th
+			cases = append(cases, c)
+		}
+	}
+	for _, p := range []string{"fp32", "bf16"} {
+		cases = append(cases, bench.Case{ConfigPath: filepath.Join(configs, "llama-small.json"), Seq: 256, Batch: 4, Steps: steps, Precision: p, Threads: threads})
+	}
+	if loraRank > 0 {
+		c125.LoRARank = loraRank
+		cases = append(cases, c125)
+	}
+	return cases
 }
 
 func uniq(a, b int) []int {
@@ -70,7 +94,7 @@ func benchTrainCmd() *cobra.Command {
 	var profile string
 	var kernelTimes bool
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,8 +130,8 @@ func benchTrainCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %d params, seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
-				configPath, res.Precision, res.Params, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s: %d params (%d trained), seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
+				configPath, res.Method, res.Precision, res.Params, res.Trainable, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
 				float64(res.PeakRSSBytes)/(1<<30), res.Losses[0], res.Losses[len(res.Losses)-1])
 			return nil
 		},
@@ -122,6 +146,9 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
 	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
+	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
+	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "projections the adapter wraps (default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
@@ -132,13 +159,17 @@ func benchTrainCmd() *cobra.Command {
 func benchGenerateCmd() *cobra.Command {
 	var s bench.GenerateSpec
 	var ref string
-	var asJSON bool
+	var asJSON, kernelTimes bool
 	cmd := &cobra.Command{
 		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
 prompt tokens and decodes N greedy tokens for each, all streams in one batched step as hone serve does.
-tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.`,
+tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.
+--precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
+prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
+directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
+each one's tokens/s and hone's ratio to it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			refs, err := modelref.New(modelref.Config{})
@@ -150,6 +181,13 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 				return err
 			}
 			s.Dir = model.Dir
+			if kernelTimes {
+				s.KernelTimes = func(lines []string) {
+					for _, l := range lines {
+						fmt.Fprintln(cmd.ErrOrStderr(), l)
+					}
+				}
+			}
 			res, err := bench.Generate(cmd.Context(), s)
 			if err != nil {
 				return err
@@ -162,6 +200,9 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), peak RSS %.2f GiB\n",
 				ref, res.Params, res.Streams, res.NewTokens, res.PromptTokens, res.Threads, res.TokensPerS, res.StreamTokensS,
 				float64(res.PeakRSSBytes)/(1<<30))
+			for _, p := range res.Peers {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
+			}
 			return nil
 		},
 	}
@@ -172,6 +213,15 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve) or bf16; activations and sums are fp32 either way")
+	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
+	f.StringSliceVar(&s.Peers, "peer", nil, "also decode the same prompt in llamacpp (node-llama-cpp on hone's GGUF export) and/or torch, one stream")
+	f.StringVar(&s.Tools.Node, "node", "node", "node, for the llama.cpp peer")
+	f.StringVar(&s.Tools.LlamaCppScript, "llamacpp-script", "tools/bench/llamacpp_generate.mjs", "llama.cpp peer script")
+	f.StringVar(&s.Tools.LlamaCppModules, "llamacpp-modules", ".cache/assets/node-llama-cpp/node_modules",
+		"node_modules with node-llama-cpp 3.21.1 (scripts/test-assets.sh installs it)")
+	f.StringVar(&s.Tools.Python, "python", "/usr/bin/python3", "python with torch, for the torch peer")
+	f.StringVar(&s.Tools.TorchScript, "torch-script", "tools/bench/torch_generate.py", "PyTorch peer script")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("model")
 	return cmd

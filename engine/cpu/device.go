@@ -58,6 +58,7 @@ func (d *Device) FreeBF16([]uint16)            {}
 func (d *Device) FreeInt32([]int32)            {}
 func (d *Device) Upload(dst, src []float32)    { copy(dst[:len(src)], src) }
 func (d *Device) UploadInt32(dst, src []int32) { copy(dst[:len(src)], src) }
+func (d *Device) UploadBF16(dst, src []uint16) { copy(dst[:len(src)], src) }
 func (d *Device) Download(dst, src []float32)  { copy(dst, src[:len(dst)]) }
 func (d *Device) Sync()                        {}
 
@@ -129,6 +130,19 @@ func (d *Device) Embedding(out []float32, ids []int32, table []float32, n, dim i
 		for i := lo; i < hi; i++ {
 			id := int(ids[i])
 			copy(out[i*dim:(i+1)*dim], table[id*dim:(id+1)*dim])
+		}
+	})
+}
+
+// EmbeddingBF16 widens bf16 rows exactly: bf16 is the top half of an fp32.
+func (d *Device) EmbeddingBF16(out []float32, ids []int32, table []uint16, n, dim int) {
+	d.parallel(n, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			id := int(ids[i])
+			row, dst := table[id*dim:(id+1)*dim], out[i*dim:(i+1)*dim]
+			for j, h := range row {
+				dst[j] = math.Float32frombits(uint32(h) << 16)
+			}
 		}
 	})
 }

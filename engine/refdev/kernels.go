@@ -65,6 +65,15 @@ func (d *Device) Embedding(out []float32, ids []int32, table []float32, n, dim i
 	}
 }
 
+func (d *Device) EmbeddingBF16(out []float32, ids []int32, table []uint16, n, dim int) {
+	o, id, t := d.f32.data(out), d.i32.data(ids), d.b16.data(table)
+	for i := 0; i < n; i++ {
+		for j := 0; j < dim; j++ {
+			o[i*dim+j] = fromBF16(t[int(id[i])*dim+j])
+		}
+	}
+}
+
 func (d *Device) EmbeddingBackward(dtable []float32, ids []int32, dout []float32, n, dim int) {
 	dt, id, do := d.f32.data(dtable), d.i32.data(ids), d.f32.data(dout)
 	for i := 0; i < n; i++ {

@@ -116,6 +116,9 @@ func (d *Device) Upload(dst, src []float32) { copy(d.f32.data(dst[:len(src)]), s
 func (d *Device) UploadInt32(dst, src []int32) {
 	copy(d.i32.data(dst[:len(src)]), src)
 }
+func (d *Device) UploadBF16(dst, src []uint16) {
+	copy(d.b16.data(dst[:len(src)]), src)
+}
 func (d *Device) Download(dst, src []float32) { copy(dst, d.f32.data(src[:len(dst)])) }
 
 // AttentionScratch is 0: the naive attention keeps one score row on the

@@ -1,0 +1,71 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os"
+	"strings"
+	"testing"
+
+	"hone/engine"
+	_ "hone/engine/cpu"
+)
+
+// A LoRA benchmark trains only the adapter on a frozen base (bf16-only in
+// bf16 precision), reports the adapter's size and learns on its batch.
+func TestTrainLoRA(t *testing.T) {
+	raw, err := os.ReadFile("configs/llama-small.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := engine.OpenDevice("cpu", engine.DeviceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := engine.NewAdapter(c, dev, engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: []string{"q_proj", "v_proj"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prec := range []string{"bf16", "fp32"} {
+		res, err := Train(context.Background(), TrainSpec{Config: c, Seq: 32, Batch: 2, Steps: 3, Precision: prec, Threads: 1,
+			LoRARank: 4, LoRATargets: []string{"q_proj", "v_proj"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Method != "lora" || res.Trainable != int64(len(a.Params)) || res.LoRARank != 4 || res.FrozenBF16 != (prec == "bf16") {
+			t.Errorf("%s: method %q, trainable %d (adapter %d), rank %d, frozen_bf16 %v", prec, res.Method, res.Trainable, len(a.Params), res.LoRARank, res.FrozenBF16)
+		}
+		first, last := res.Losses[0], res.Losses[len(res.Losses)-1]
+		if math.IsNaN(last) || !(last < first) {
+			t.Errorf("%s: loss %v → %v, want it to fall on a repeated batch", prec, first, last)
+		}
+	}
+}
+
+// Below the table, each LoRA row is divided by the full row of its shape.
+func TestWriteLoRASpeedups(t *testing.T) {
+	full := Case{ConfigPath: "configs/llama-125m.json", Seq: 256, Batch: 4, Precision: "bf16", Threads: 2}
+	lora := full
+	lora.LoRARank = 16
+	fp32 := full
+	fp32.Precision = "fp32"
+	rows := []Row{
+		{Case: fp32, Hone: &TrainResult{TokensPerS: 1}, Torch: &TrainResult{TokensPerS: 1}},
+		{Case: full, Hone: &TrainResult{TokensPerS: 100}, Torch: &TrainResult{TokensPerS: 20}},
+		{Case: lora, Hone: &TrainResult{TokensPerS: 150}, Torch: &TrainResult{TokensPerS: 30}},
+	}
+	var b bytes.Buffer
+	WriteTable(&b, rows)
+	want := "lora rank 16 / full tokens/s, llama-125m.json bf16 2 threads: hone 1.50x, pytorch 1.50x\n"
+	if !strings.Contains(b.String(), want) || strings.Count(b.String(), "lora rank") != 1 {
+		t.Errorf("table:\n%s\nwant one line %q", b.String(), want)
+	}
+	if got := strings.Join(lora.loraArgs(), " "); got != "--lora-rank 16" {
+		t.Errorf("lora args %q", got)
+	}
+}
