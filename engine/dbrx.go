@@ -172,15 +172,21 @@ func (c *Config) dbrxParamSpecs() []ParamSpec {
 // applied untransposed).
 func dbrxLayerViews[T float32 | uint16](c *Config, view map[string][]T, p string) Layer[T] {
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
-	qkv := view[p+"norm_attn_norm.attn.Wqkv.weight"]
 	l := Layer[T]{
 		LN1: view[p+"norm_attn_norm.norm_1.weight"], LN2: view[p+"norm_attn_norm.norm_2.weight"],
-		WQ: qkv[: QD*C : QD*C], WK: qkv[QD*C : (QD+KVD)*C : (QD+KVD)*C], WV: qkv[(QD+KVD)*C:],
 		WO: view[p+"norm_attn_norm.attn.out_proj.weight"], Router: view[p+"ffn.router.layer.weight"],
+	}
+	// A view of the norms alone (a frozen bf16 base's fp32 arena) has no matrices.
+	if qkv := view[p+"norm_attn_norm.attn.Wqkv.weight"]; qkv != nil {
+		l.WQ, l.WK, l.WV = qkv[:QD*C:QD*C], qkv[QD*C:(QD+KVD)*C:(QD+KVD)*C], qkv[(QD+KVD)*C:]
 	}
 	w1, v1, w2 := view[p+"ffn.experts.mlp.w1"], view[p+"ffn.experts.mlp.v1"], view[p+"ffn.experts.mlp.w2"]
 	for e := 0; e < c.NumLocalExperts; e++ {
 		lo, hi := e*F*C, (e+1)*F*C
+		if w1 == nil {
+			l.Experts = append(l.Experts, Expert[T]{})
+			continue
+		}
 		l.Experts = append(l.Experts, Expert[T]{W1: w1[lo:hi:hi], W3: v1[lo:hi:hi], W2: w2[lo:hi:hi]})
 	}
 	return l

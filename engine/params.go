@@ -190,18 +190,17 @@ func layerViews[T float32 | uint16](c *Config, view map[string][]T, p string) La
 	if c.IsDBRX() {
 		return dbrxLayerViews(c, view, p)
 	}
-	return llamaLayerViews(view, p)
+	return llamaLayerViews(view, p, c.NumLocalExperts)
 }
 
 // llamaLayerViews builds a Layer from the views of the tensors named prefix+...;
-// absent tensors (biases of a bias-free config) give nil views.
-func llamaLayerViews[T float32 | uint16](view map[string][]T, p string) Layer[T] {
+// absent tensors (biases of a bias-free config, the matrices of a frozen
+// bf16 base's fp32 arena) give nil views. A mixture has nExperts experts
+// in every view set, so the experts are counted the same in all.
+func llamaLayerViews[T float32 | uint16](view map[string][]T, p string, nExperts int) Layer[T] {
 	var experts []Expert[T]
-	for e := 0; ; e++ {
+	for e := 0; e < nExperts; e++ {
 		q := fmt.Sprintf("%sblock_sparse_moe.experts.%d.", p, e)
-		if view[q+"w1.weight"] == nil {
-			break
-		}
 		experts = append(experts, Expert[T]{W1: view[q+"w1.weight"], W2: view[q+"w2.weight"], W3: view[q+"w3.weight"]})
 	}
 	return Layer[T]{
