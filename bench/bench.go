@@ -30,7 +30,7 @@ type TrainSpec struct {
 	Compact   bool // bf16 weights converted per layer (engine.Options.CompactBF16)
 	Seed      uint64
 	// LoRARank > 0 trains a LoRA adapter of this rank (alpha LoRAAlpha,
-	// default 2·rank) on LoRATargets (default all projections) instead of
+	// default 2·rank) on LoRATargets (default the architecture's) instead of
 	// the whole model; with bf16 precision the frozen base is held in bf16
 	// only (engine.Options.FrozenBF16), with fp32 it stays fp32.
 	LoRARank    int
@@ -157,9 +157,6 @@ func (s TrainSpec) options() engine.Options {
 		if lc.Alpha == 0 {
 			lc.Alpha = 2 * float64(s.LoRARank)
 		}
-		if len(lc.Targets) == 0 {
-			lc.Targets = engine.LoRATargets
-		}
 		o.LoRA, o.FrozenBF16 = &lc, o.BF16
 	}
 	return o
@@ -174,7 +171,7 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		if err != nil {
 			return nil, err
 		}
-		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, lc.Targets, int64(len(t.a.Params))
+		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, t.a.Config.Targets, int64(len(t.a.Params))
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			t.a.ZeroGrad()
 			sum, n := m.ForwardBackward(bt, scale)
