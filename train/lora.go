@@ -139,8 +139,8 @@ func ResolveAdapter(s Spec) (Spec, error) {
 		errs = append(errs, conflict("lora.use_rslora", true, false))
 	}
 	targets := lc.Targets
-	if lc.TargetRegex != "" {
-		targets = nil // a pattern; the adapter's tensors say which projections
+	if lc.TargetRegex != "" || slices.Equal(targets, []string{"all-linear"}) {
+		targets = nil // a pattern or all-linear; the adapter's tensors say which modules
 	}
 	if lo.Targets != nil && !sameSet(lo.Targets, targets) {
 		errs = append(errs, conflict("lora.target_modules", strings.Join(lo.Targets, ","), adapterTargets(lc)))

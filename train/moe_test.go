@@ -116,3 +116,51 @@ func TestRunMixtureOfExpertsLoRA(t *testing.T) {
 		t.Errorf("gate_proj on Mixtral: %v, want an error naming it and the valid targets", err)
 	}
 }
+
+// The run service resolves a spec before it knows the model, then calls
+// WithModelLoRATargets: default targets become the architecture's, given
+// ones stay.
+func TestWithModelLoRATargets(t *testing.T) {
+	model := t.TempDir()
+	testmodel.Write(t, model, moeConfigs[1].config, 1)
+	s := spec("", chatData(t))
+	s.Method = "lora"
+	s, err := s.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.LoRA.Targets, ",") != strings.Join(engine.LoRATargets, ",") || !s.LoRA.DefaultTargets {
+		t.Fatalf("resolved without a model: %+v", s.LoRA)
+	}
+	s.ModelDir = model
+	if got := s.WithModelLoRATargets(); strings.Join(got.LoRA.Targets, ",") != "Wqkv,out_proj" {
+		t.Errorf("DBRX defaults: %v", got.LoRA.Targets)
+	}
+	s.LoRA.Targets, s.LoRA.DefaultTargets = []string{"out_proj"}, false
+	if got := s.WithModelLoRATargets(); strings.Join(got.LoRA.Targets, ",") != "out_proj" {
+		t.Errorf("given targets changed to %v", got.LoRA.Targets)
+	}
+}
+
+// An adapter whose target_modules is "all-linear" (each architecture's own
+// modules) resolves, and resolves again as Run does, without its targets
+// being checked against a fixed list.
+func TestResolveAllLinearAdapter(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": 8, "target_modules": "all-linear"}`
+	if err := os.WriteFile(filepath.Join(dir, engine.AdapterConfigFile), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := spec("", chatData(t))
+	s.Method, s.Adapter, s.LoRA = "lora", dir, &train.LoRASpec{}
+	s, err := s.Resolve()
+	if err == nil {
+		s, err = train.ResolveAdapter(s)
+	}
+	if err == nil {
+		_, err = s.Resolve()
+	}
+	if err != nil || s.LoRA.Rank != 4 {
+		t.Errorf("all-linear adapter: %v (%+v)", err, s.LoRA)
+	}
+}
