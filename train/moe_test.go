@@ -1,6 +1,7 @@
 package train_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -59,7 +60,9 @@ func TestRunMixtureOfExperts(t *testing.T) {
 // LoRA runs on the mixtures of experts with the default targets: Mixtral's
 // attention projections and every expert's w1, w2, w3 (PEFT names), DBRX's
 // Wqkv and out_proj. The loss falls, the adapter is saved in PEFT layout,
-// and the merged model changes exactly the adapted weights. A target the
+// and the final model, after eval prompts merged the adapter and restored
+// the base, is MergeDirs of base and adapter and changes exactly the
+// adapted weights. A target the
 // architecture lacks is refused, naming the valid ones.
 func TestRunMixtureOfExpertsLoRA(t *testing.T) {
 	for _, tc := range []struct {
@@ -80,6 +83,7 @@ func TestRunMixtureOfExpertsLoRA(t *testing.T) {
 			testmodel.Write(t, model, mc.config, 1)
 			s := spec(model, chatData(t))
 			s.Method, s.LoRA, s.LearningRate = "lora", &train.LoRASpec{Rank: 4}, 1e-2
+			s.EvalPrompts = []string{"What is 12 + 30?"} // merged for the decoder, then the base restored
 			rec := &recorder{}
 			res, err := train.Run(context.Background(), s, t.TempDir(), rec)
 			if err != nil {
@@ -98,6 +102,15 @@ func TestRunMixtureOfExpertsLoRA(t *testing.T) {
 			}
 			if _, ok := openAdapter(t, res.AdapterDir).Info(tc.tensor); !ok {
 				t.Errorf("the adapter has no tensor %s", tc.tensor)
+			}
+			merged := filepath.Join(t.TempDir(), "merged")
+			if err := engine.MergeDirs(model, res.AdapterDir, merged, cpu.New(0)); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := os.ReadFile(filepath.Join(merged, "model.safetensors"))
+			got, _ := os.ReadFile(filepath.Join(res.ModelDir, "model.safetensors"))
+			if len(want) == 0 || !bytes.Equal(got, want) {
+				t.Error("the run's merged model is not the merge of its base and its adapter")
 			}
 			base, fin := openModel(t, model), openModel(t, res.ModelDir)
 			for name, changed := range tc.changed {
