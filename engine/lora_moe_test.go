@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"hone/engine"
+	"hone/safetensors"
 )
 
 func loraConfigOf(t *testing.T, name string) *engine.Config {
@@ -151,5 +152,28 @@ func TestAdapterSaveLoadMoE(t *testing.T) {
 		m.Close()
 		a.Close()
 		b.Close()
+	}
+}
+
+// Serving's path for an adapter version: LoadWithAdapter merges a Mixtral
+// expert adapter or a DBRX Wqkv adapter into its base, giving the PyTorch
+// reference's logits of base + adapter.
+func TestLoadWithAdapterMoE(t *testing.T) {
+	for _, name := range []string{"mixtral_experts", "dbrx_qkv_clip"} {
+		dir := filepath.Join("testdata", "lora", name)
+		m, err := engine.LoadWithAdapter(filepath.Join(dir, "adapter"), openDevice(t, "ref"), engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bt := readBatch(t, filepath.Join(dir, "batch.json"), m.Config.VocabSize)
+		lf, err := safetensors.Open(filepath.Join(dir, "logits.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(m.Logits(bt), readTensor(t, lf, "logits")); e > parityTol {
+			t.Errorf("%s: logits relative error %.3g > %g", name, e, parityTol)
+		}
+		lf.Close()
+		m.Close()
 	}
 }
