@@ -258,8 +258,7 @@ func (a *Adapter) Close() {
 // Attach makes m run with adapter a (nil detaches it). While attached, the
 // base weights are frozen: backward passes compute only input gradients
 // through them and add the adapter's gradients into a.Grads. Logits,
-// Evaluate and ForwardBackward apply it; the decoder (NewDecoder) does not,
-// so generation uses a merged model (Merge).
+// Evaluate, ForwardBackward and the decoder (NewDecoder) apply it.
 func (m *Model) Attach(a *Adapter) error {
 	if a != nil && a.dev != m.Dev {
 		return fmt.Errorf("lora: the adapter is on another device than the model")
