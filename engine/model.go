@@ -268,9 +268,13 @@ func (m *Model) freeActs() {
 	m.acts = nil
 }
 
+// freeAll frees the buffers of xs that were allocated (nil: never was,
+// e.g. the rotary tables of a model that never ran).
 func freeAll(d Device, xs ...[]float32) {
 	for _, x := range xs {
-		d.Free(x)
+		if x != nil {
+			d.Free(x)
+		}
 	}
 }
 

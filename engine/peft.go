@@ -187,7 +187,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // LoadAdapter reads a PEFT adapter directory for model m (adapter_config.json
 // and adapter_model.safetensors) onto m's device. Every tensor the config
 // implies must be present with its exact shape, and no other.
-func LoadAdapter(dir string, m *Model) (*Adapter, error) {
+func LoadAdapter(dir string, m *Model) (*Adapter, error) { return loadAdapter(dir, m.Config, m.Dev) }
+
+// loadAdapter is LoadAdapter for a model of config c on dev.
+func loadAdapter(dir string, c *Config, dev Device) (*Adapter, error) {
 	cfgPath := filepath.Join(dir, AdapterConfigFile)
 	raw, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -206,7 +209,7 @@ func LoadAdapter(dir string, m *Model) (*Adapter, error) {
 		return nil, fmt.Errorf("load adapter: %w", err)
 	}
 	defer st.Close()
-	a, err := NewAdapter(m.Config, m.Dev, lc)
+	a, err := NewAdapter(c, dev, lc)
 	if err != nil {
 		return nil, fmt.Errorf("load adapter: %s: %w", cfgPath, err)
 	}
