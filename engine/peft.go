@@ -345,8 +345,10 @@ func AdapterBaseDir(dir string) (string, error) {
 }
 
 // LoadWithAdapter loads dir like Load, or, for a PEFT adapter directory,
-// loads its base (AdapterBaseDir) and merges the adapter in (fp32 math), so
-// the model generates as base and adapter together.
+// loads its base (AdapterBaseDir) with opt and attaches the adapter
+// (Attach), so the model computes and decodes as base and adapter together
+// while holding the base as opt says (e.g. only in bf16 with FrozenBF16).
+// The model owns the adapter: Close releases it.
 func LoadWithAdapter(dir string, dev Device, opt Options) (*Model, error) {
 	if !IsAdapterDir(dir) {
 		return Load(dir, dev, opt)
@@ -360,15 +362,17 @@ func LoadWithAdapter(dir string, dev Device, opt Options) (*Model, error) {
 		return nil, err
 	}
 	a, err := LoadAdapter(dir, m)
+	if err == nil {
+		err = m.Attach(a)
+	}
 	if err != nil {
+		if a != nil {
+			a.Close()
+		}
 		m.Close()
 		return nil, err
 	}
-	defer a.Close()
-	if err := m.Merge(a); err != nil {
-		m.Close()
-		return nil, err
-	}
+	m.ownedLoRA = a
 	return m, nil
 }
 
