@@ -202,8 +202,8 @@ func dropoutSeed(seed uint64, k int64) uint64 {
 
 // saveFinalLoRA writes the final adapter (PEFT layout) to
 // workDir/final-adapter and, unless AdapterOnly, the base with it merged
-// (in the base's dtype) to workDir/final. The training model is closed first: the merge loads the
-// base again in fp32, so it never holds two models.
+// (in the base's dtype) to workDir/final. The training model is closed
+// first; the merge (engine.MergeDirs) streams the base tensor by tensor.
 func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
 	model, adapter = filepath.Join(r.workDir, "final"), filepath.Join(r.workDir, "final-adapter")
 	for _, d := range []string{model, adapter, model + ".tmp", adapter + ".tmp"} {
