@@ -43,9 +43,10 @@ func maxProjOut(c *Config) int { return max(c.HiddenSize, c.IntermediateSize, c.
 // MergeDirs writes to outDir the HF model directory of base with the PEFT
 // adapter in adapterDir merged into its weights (W + scale·B·A in fp32, as
 // Merge computes it), in the dtype of the base checkpoint's weights, with
-// the base's config and tokenizer files. It streams: each tensor is read
-// from the base's safetensors, merged on dev and written before the next
-// is read, so it holds about one tensor in fp32, not the model.
+// the base's config and tokenizer files. It streams: values go from the
+// base's safetensors to the output a chunk at a time, and an adapted
+// projection is merged on dev whole just before it is written, so it holds
+// about one projection in fp32, not the model.
 func MergeDirs(baseDir, adapterDir, outDir string, dev Device) error {
 	dtype, err := checkpointDType(baseDir)
 	if err != nil {
@@ -68,23 +69,13 @@ func MergeDirs(baseDir, adapterDir, outDir string, dev Device) error {
 		return err
 	}
 	defer a.Close()
-	adapted := map[string]loraPair{} // base tensor name -> its adapter pair, by projection
-	proj := map[string]int{}
-	for l := range a.p {
-		for p := 0; p < numProj; p++ {
-			if a.p[l][p].A != nil {
-				name := projModule(l, p) + ".weight"
-				adapted[name], proj[name] = a.p[l][p], p
-			}
-		}
-	}
-	bs := dev.Alloc(maxProjOut(c) * a.Config.Rank)
-	defer dev.Free(bs)
+	mg := newMerger(c, a, st)
+	defer mg.free()
 	var tensors []safetensors.Tensor
 	for _, s := range c.ParamSpecs() {
-		fill := func(dst []float32) error { return st.Float32(s.Name, dst) }
-		if ab, ok := adapted[s.Name]; ok {
-			fill = func(dst []float32) error { return mergeTensor(dev, st, s.Name, dst, ab, bs, a, c, proj[s.Name]) }
+		fill := func(dst []float32, off int) error { return st.Float32At(s.Name, dst, off) }
+		if l, p, ok := mg.adapted(s.Name); ok {
+			fill = func(dst []float32, off int) error { return mg.fill(l, p, s.Name, dst, off) }
 		}
 		tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Fill: fill})
 	}
@@ -94,20 +85,58 @@ func MergeDirs(baseDir, adapterDir, outDir string, dev Device) error {
 	return writeModelFiles(c, outDir, SaveOptions{DType: dtype, SourceDir: baseDir})
 }
 
-// mergeTensor reads the base weight name of projection p into dst with
-// s·B·A added, computed on dev with the products Merge uses (so the result
-// is the same to the bit).
-func mergeTensor(dev Device, st *safetensors.Model, name string, dst []float32, ab loraPair, bs []float32, a *Adapter, c *Config, p int) error {
-	w := dev.Alloc(len(dst))
-	defer dev.Free(w)
-	if err := FillDevice(dev, w, func(host []float32) error { return st.Float32(name, host) }); err != nil {
-		return err
+// merger computes one adapted projection's merged weight at a time on the
+// adapter's device, with the products Merge uses (so the result is the
+// same to the bit), and hands it out in chunks.
+type merger struct {
+	c      *Config
+	a      *Adapter
+	st     *safetensors.Model
+	proj   map[string][2]int // base tensor name -> layer, projection
+	w, bs  []float32         // the merged weight (largest projection), s·B
+	merged string            // the tensor w holds
+}
+
+func newMerger(c *Config, a *Adapter, st *safetensors.Model) *merger {
+	mg := &merger{c: c, a: a, st: st, proj: map[string][2]int{}}
+	size := 0
+	for l := range a.p {
+		for p := 0; p < numProj; p++ {
+			if a.p[l][p].A != nil {
+				mg.proj[projModule(l, p)+".weight"] = [2]int{l, p}
+				in, out := c.projDims(p)
+				size = max(size, in*out)
+			}
+		}
 	}
-	in, out := c.projDims(p)
-	r := a.Config.Rank
-	dev.MatMul(bs, ab.B, a.scaleI, out, r, r, MatMulFlags{})    // s·B (out,r)
-	dev.MatMul(w, bs, ab.A, out, in, r, MatMulFlags{Acc: true}) // W += s·B·A
-	dev.Download(dst, w)
+	mg.w, mg.bs = a.dev.Alloc(size), a.dev.Alloc(maxProjOut(c)*a.Config.Rank)
+	return mg
+}
+
+func (mg *merger) free() { freeAll(mg.a.dev, mg.w, mg.bs) }
+
+// adapted says which layer and projection tensor name is, if adapted.
+func (mg *merger) adapted(name string) (l, p int, ok bool) {
+	lp, ok := mg.proj[name]
+	return lp[0], lp[1], ok
+}
+
+// fill writes values [off, off+len(dst)) of the merged projection p of
+// layer l (tensor name), merging it first when w holds another.
+func (mg *merger) fill(l, p int, name string, dst []float32, off int) error {
+	d, ab, r := mg.a.dev, mg.a.p[l][p], mg.a.Config.Rank
+	in, out := mg.c.projDims(p)
+	w := mg.w[:in*out]
+	if mg.merged != name {
+		mg.merged = ""
+		if err := FillDevice(d, w, func(host []float32) error { return mg.st.Float32(name, host) }); err != nil {
+			return err
+		}
+		d.MatMul(mg.bs, ab.B, mg.a.scaleI, out, r, r, MatMulFlags{}) // s·B (out,r)
+		d.MatMul(w, mg.bs, ab.A, out, in, r, MatMulFlags{Acc: true}) // W += s·B·A
+		mg.merged = name
+	}
+	d.Download(dst, w[off:off+len(dst)])
 	return nil
 }
 

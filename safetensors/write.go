@@ -14,13 +14,14 @@ import (
 )
 
 // Tensor is a tensor to write: its values in Data, or, when Fill is set
-// (and Data nil), produced by Fill into a buffer of the shape's size just
-// before it is written, so a model can be written one tensor at a time.
+// (and Data nil), produced by Fill as the file is written, a chunk at a
+// time: Fill(dst, off) writes the values [off, off+len(dst)) in row-major
+// order into dst. A model can so be written without holding its tensors.
 type Tensor struct {
 	Name  string
 	Shape []int
 	Data  []float32
-	Fill  func(dst []float32) error
+	Fill  func(dst []float32, off int) error
 }
 
 // numel is the number of values t writes.
@@ -142,21 +143,22 @@ func writeFile(path string, tensors []Tensor, dt DType, metadata map[string]stri
 		// not need a second full copy in memory.
 		const chunk = 4 << 20 // elements
 		buf := make([]byte, chunk*dt.Size())
-		var filled []float32 // Fill's buffer, reused
+		var filled []float32 // Fill's chunk
 		for _, t := range sorted {
-			data := t.Data
-			if t.Fill != nil {
-				if n := t.numel(); cap(filled) < n {
-					filled = nil // let the smaller one go first
-					filled = make([]float32, n)
+			n := t.numel()
+			for lo := 0; lo < n; lo += chunk {
+				var src []float32
+				if t.Fill == nil {
+					src = t.Data[lo:min(lo+chunk, n)]
+				} else {
+					if filled == nil {
+						filled = make([]float32, chunk)
+					}
+					src = filled[:min(chunk, n-lo)]
+					if err := t.Fill(src, lo); err != nil {
+						return fmt.Errorf("tensor %q: %w", t.Name, err)
+					}
 				}
-				data = filled[:t.numel()]
-				if err := t.Fill(data); err != nil {
-					return fmt.Errorf("tensor %q: %w", t.Name, err)
-				}
-			}
-			for lo := 0; lo < len(data); lo += chunk {
-				src := data[lo:min(lo+chunk, len(data))]
 				out := buf[:len(src)*dt.Size()]
 				encode(out, src, dt)
 				if _, err := w.Write(out); err != nil {
