@@ -167,16 +167,24 @@ func (s TrainSpec) options() engine.Options {
 // fills res's LoRA fields).
 func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
 	if lc := m.Opt.LoRA; lc != nil {
-		t, err := newLoRATrainer(m, *lc, s.Seed)
+		a, err := engine.NewAdapter(m.Config, m.Dev, *lc)
 		if err != nil {
 			return nil, err
 		}
-		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, t.a.Config.Targets, int64(len(t.a.Params))
+		a.InitPEFT(s.Seed)
+		if err := m.Attach(a); err != nil {
+			return nil, err
+		}
+		opt, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+		if err != nil {
+			return nil, err
+		}
+		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
-			t.a.ZeroGrad()
+			a.ZeroGrad()
 			sum, n := m.ForwardBackward(bt, scale)
-			t.step(m.Dev, 1e-4)
-			return sum, n, nil
+			_, err := opt.StepAdapter(a, 1e-4)
+			return sum, n, err
 		}, nil
 	}
 	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)

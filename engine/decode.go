@@ -10,9 +10,11 @@ const kvBlock = 256
 // Decoder extends one sequence a few tokens at a time, keeping every
 // layer's keys and values so each new token costs one token's forward pass
 // (plus attention over the cache) instead of the whole sequence's. It reads
-// the fp32 master weights, or their bf16 copy with Options.DecodeBF16. A Decoder is not safe for concurrent use; the
-// model must not train while it is in use. Close releases its device
-// memory.
+// the fp32 master weights, or their bf16 copy with Options.DecodeBF16, or
+// the bf16 weights of a frozen bf16 base (Options.FrozenBF16), and applies
+// an attached adapter (Attach) without dropout. A Decoder is not safe for
+// concurrent use; the model must not train while it is in use. Close
+// releases its device memory.
 type Decoder struct {
 	m      *Model
 	max, n int         // capacity and tokens so far
@@ -35,8 +37,8 @@ type stepBufs struct {
 
 // NewDecoder starts an empty sequence of at most max tokens.
 func (m *Model) NewDecoder(max int) (*Decoder, error) {
-	if m.Opt.FrozenBF16 {
-		return nil, errFrozenBF16("decode")
+	if m.Opt.FrozenBF16 && m.Config.MoE() {
+		return nil, errFrozenBF16("decode a mixture of experts")
 	}
 	if max <= 0 || max > m.Config.MaxPositionEmbeddings {
 		return nil, fmt.Errorf("decoder: length %d must be in [1, max_position_embeddings %d]", max, m.Config.MaxPositionEmbeddings)
@@ -141,21 +143,30 @@ func (d *Decoder) Append(ids []int) ([]float32, error) {
 	return logits, nil
 }
 
-// mlpDec adds the feed-forward block of layer p (bf16 copy h, empty for
-// fp32 weights) to the n rows of b.x.
-func (m *Model) mlpDec(b *stepBufs, p *Layer[float32], h *Layer[uint16], n int, eps float32) {
+// mlpDec adds the feed-forward block of layer l, p (bf16 copy h, empty for
+// fp32 weights), to the n rows of b.x.
+func (m *Model) mlpDec(b *stepBufs, l int, p *Layer[float32], h *Layer[uint16], n int, eps float32) {
 	c, dev := m.Config, m.Dev
 	C, F := c.HiddenSize, c.IntermediateSize
 	ln := b.ln[:n*C]
 	m.norm(ln, nil, b.rstd, b.x[:n*C], p.LN2, n, C, eps)
 	if c.MoE() {
-		m.moeDecode(b, p, n)
+		m.moeDecode(b, l, p, n)
 		return
 	}
-	m.linearDec(b.gate, ln, p.WGate, h.WGate, p.BGate, n, C, F, overwrite)
-	m.linearDec(b.up, ln, p.WUp, h.WUp, p.BUp, n, C, F, overwrite)
+	m.projDec(l, projGate, b.gate, ln, p.WGate, h.WGate, p.BGate, n, overwrite)
+	m.projDec(l, projUp, b.up, ln, p.WUp, h.WUp, p.BUp, n, overwrite)
 	dev.SwiGLU(b.h, nil, b.gate, b.up, n*F)
-	m.linearDec(b.x[:n*C], b.h, p.WDown, h.WDown, p.BDown, n, F, C, accumulate)
+	m.projDec(l, projDown, b.x[:n*C], b.h, p.WDown, h.WDown, p.BDown, n, accumulate)
+}
+
+// projDec is linearDec for projection p of layer l, plus the attached
+// adapter's s·B(A x) when it wraps that projection, as the forward pass
+// adds it.
+func (m *Model) projDec(l, p int, y, x, w []float32, w16 []uint16, b []float32, n int, o output) {
+	in, out := m.Config.siteDims(p)
+	m.linearDec(y, x, w, w16, b, n, in, out, o)
+	m.adapt(l, p, y, x, n)
 }
 
 // linearDec is linear for decoding: fp32 activations times the bf16 weights
@@ -177,6 +188,8 @@ func (m *Model) linearDec(y, x, w []float32, w16 []uint16, b []float32, n, in, o
 // parameters change; BF16 training mode's own copy serves when there is one.
 func (m *Model) decodeWeights() *WeightSet[uint16] {
 	switch {
+	case m.Opt.FrozenBF16: // the only copy of the matrices
+		return m.w16
 	case !m.Opt.DecodeBF16:
 		return nil
 	case m.w16 != nil:

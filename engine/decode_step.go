@@ -84,7 +84,11 @@ func (m *Model) extend(b *stepBufs, decs []*Decoder, feeds [][]int) []float32 {
 	dev.UploadInt32(b.pos, b.hostPos[:R])
 	eps := float32(c.RMSNormEps)
 	x := b.x[:R*C]
-	dev.Embedding(x, b.ids, m.Params.Embed, R, C)
+	if m.Opt.FrozenBF16 {
+		dev.EmbeddingBF16(x, b.ids, m.w16.Embed, R, C)
+	} else {
+		dev.Embedding(x, b.ids, m.Params.Embed, R, C)
+	}
 	for l := range m.Params.Layers {
 		m.decodeLayer(b, decs, off, l, eps)
 	}
@@ -118,6 +122,7 @@ func (m *Model) decodeLayer(b *stepBufs, decs []*Decoder, off []int, l int, eps 
 	m.linearDec(b.q, ln, p.WQ, h.WQ, p.BQ, R, C, QD, overwrite)
 	m.linearDec(b.k, ln, p.WK, h.WK, p.BK, R, C, KVD, overwrite)
 	m.linearDec(b.v, ln, p.WV, h.WV, p.BV, R, C, KVD, overwrite)
+	m.adaptQKV(l, b.q, b.k, b.v, ln, R)
 	m.clipQKV(b.q, b.k, b.v, R)
 	dev.RoPE(b.q, b.pos, m.ropeCos, m.ropeSin, R, c.NumAttentionHeads, HD)
 	dev.RoPE(b.k, b.pos, m.ropeCos, m.ropeSin, R, c.NumKeyValueHeads, HD)
@@ -129,6 +134,6 @@ func (m *Model) decodeLayer(b *stepBufs, decs []*Decoder, off []int, l int, eps 
 		dev.AttentionCached(b.att[r0*QD:r1*QD], b.q[r0*QD:r1*QD], d.k[l], d.v[l], d.n, per,
 			c.NumAttentionHeads, c.NumKeyValueHeads, HD, c.Window())
 	}
-	m.linearDec(b.x[:R*C], b.att[:R*QD], p.WO, h.WO, p.BO, R, QD, C, accumulate)
-	m.mlpDec(b, p, h, R, eps)
+	m.projDec(l, projO, b.x[:R*C], b.att[:R*QD], p.WO, h.WO, p.BO, R, accumulate)
+	m.mlpDec(b, l, p, h, R, eps)
 }

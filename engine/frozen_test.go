@@ -133,9 +133,6 @@ func TestFrozenBF16Refuses(t *testing.T) {
 	if err := m.Merge(a); err == nil || !strings.Contains(err.Error(), "FrozenBF16") {
 		t.Errorf("Merge: %v", err)
 	}
-	if _, err := m.NewDecoder(8); err == nil || !strings.Contains(err.Error(), "FrozenBF16") {
-		t.Errorf("NewDecoder: %v", err)
-	}
 	if m.LowPrecisionParams() != nil {
 		t.Error("LowPrecisionParams hands the frozen base to an optimizer")
 	}

@@ -418,8 +418,7 @@ func (a *Adapter) Close() {
 // Attach makes m run with adapter a (nil detaches it). While attached, the
 // base weights are frozen: backward passes compute only input gradients
 // through them and add the adapter's gradients into a.Grads. Logits,
-// Evaluate and ForwardBackward apply it; the decoder (NewDecoder) does not,
-// so generation uses a merged model (Merge).
+// Evaluate, ForwardBackward and the decoder (NewDecoder) apply it.
 func (m *Model) Attach(a *Adapter) error {
 	if a != nil && a.dev != m.Dev {
 		return fmt.Errorf("lora: the adapter is on another device than the model")
@@ -563,10 +562,10 @@ func (m *Model) adaptQKVBlock(l, j int, pre, x []float32, n int) {
 }
 
 // adaptExpert adds the adapter's term of expert e's projection k in layer
-// l into y for its n routed rows x; l < 0 (the decoder) adds nothing.
+// l into y for its n routed rows x.
 func (m *Model) adaptExpert(l, e, k int, y, x []float32, n int) {
 	a := m.lora
-	if a == nil || l < 0 || len(a.ep[l]) == 0 || a.ep[l][e][k].A == nil {
+	if a == nil || len(a.ep[l]) == 0 || a.ep[l][e][k].A == nil {
 		return
 	}
 	in, out := m.Config.expertDims(k)

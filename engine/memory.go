@@ -24,6 +24,9 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 		pa, _ := c.adapterSize(*opt.LoRA)
 		r := int64(opt.LoRA.Rank)
 		bytes += 4*pa*4 + 4*r*r + 4*3*N*r // params, grads, m, v; scale matrix; (N,r) scratch ×3
+		if opt.LoRA.Dropout > 0 {         // the dropped input and its gradient, and the host mask: (N, widest input) ×3
+			bytes += 4 * 3 * N * int64(c.adaptedMaxIn(*opt.LoRA))
+		}
 	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
@@ -91,6 +94,33 @@ func (c *Config) adapterSize(lc LoRAConfig) (int64, error) {
 		return 0, err
 	}
 	return int64(specsSize(c.adapterSpecs(lc.Rank, on))), nil
+}
+
+// adaptedMaxIn is the widest input of a projection lc adapts (0 when lc
+// is invalid): the row width of the dropout buffers.
+func (c *Config) adaptedMaxIn(lc LoRAConfig) int {
+	on, err := lc.adapted(c)
+	if err != nil {
+		return 0
+	}
+	w := 0
+	for l := range on.site {
+		for s, ok := range on.site[l] {
+			if ok {
+				in, _ := c.siteDims(s)
+				w = max(w, in)
+			}
+		}
+		for e := range on.exp[l] {
+			for k, ok := range on.exp[l][e] {
+				if ok {
+					in, _ := c.expertDims(k)
+					w = max(w, in)
+				}
+			}
+		}
+	}
+	return w
 }
 
 // Reserve allocates every activation buffer for micro-batches of B rows of

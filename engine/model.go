@@ -96,6 +96,7 @@ type Model struct {
 	ropeCos, ropeSin []float32 // (maxPos, HD/2)
 	acts             *activations
 	lora             *Adapter  // attached LoRA adapter (see Attach); nil for full fine-tuning
+	ownedLoRA        *Adapter  // the adapter LoadWithAdapter attached: Close closes it
 	step             stepBufs  // DecodeStep's buffers
 	stepHost         []float32 // DecodeStep's logits on the host
 }
@@ -295,6 +296,9 @@ func (m *Model) Close() {
 	}
 	if m.dec16 != nil {
 		d.FreeBF16(m.dec16.Arena)
+	}
+	if m.ownedLoRA != nil {
+		m.ownedLoRA.Close()
 	}
 	*m = Model{Config: m.Config, Dev: d, Opt: m.Opt}
 }

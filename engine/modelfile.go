@@ -123,7 +123,13 @@ func (m *Model) Save(dir string, opt SaveOptions) error {
 	if err := safetensors.WriteModel(dir, tensors, safetensors.WriteOptions{DType: opt.DType, MaxShardBytes: opt.MaxShardBytes}); err != nil {
 		return fmt.Errorf("save model %s: %w", dir, err)
 	}
-	if err := m.writeConfig(dir, opt); err != nil {
+	return writeModelFiles(m.Config, dir, opt)
+}
+
+// writeModelFiles writes the config.json of c and copies the source's
+// other files (filesCopied) beside the weights in dir.
+func writeModelFiles(c *Config, dir string, opt SaveOptions) error {
+	if err := writeConfig(c, dir, opt); err != nil {
 		return err
 	}
 	if opt.SourceDir != "" && opt.SourceDir != dir {
@@ -138,7 +144,7 @@ func (m *Model) Save(dir string, opt SaveOptions) error {
 
 // writeConfig keeps every field of the source config.json (so nothing HF
 // needs is lost) and sets torch_dtype to what was written.
-func (m *Model) writeConfig(dir string, opt SaveOptions) error {
+func writeConfig(c *Config, dir string, opt SaveOptions) error {
 	raw := map[string]any{}
 	if opt.SourceDir != "" {
 		if b, err := os.ReadFile(filepath.Join(opt.SourceDir, "config.json")); err == nil {
@@ -147,13 +153,13 @@ func (m *Model) writeConfig(dir string, opt SaveOptions) error {
 			}
 		}
 	}
-	if len(raw) == 0 && m.Config.IsDBRX() {
-		raw = m.Config.dbrxConfigJSON()
+	if len(raw) == 0 && c.IsDBRX() {
+		raw = c.dbrxConfigJSON()
 	}
 	if len(raw) == 0 {
-		b, _ := json.Marshal(m.Config)
+		b, _ := json.Marshal(c)
 		_ = json.Unmarshal(b, &raw)
-		if m.Config.ModelType == "mistral" && m.Config.SlidingWindow == nil {
+		if c.ModelType == "mistral" && c.SlidingWindow == nil {
 			raw["sliding_window"] = nil // absent would mean HF's default window
 		}
 	}

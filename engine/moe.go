@@ -166,7 +166,7 @@ const (
 
 // experts runs each expert of layer l on its rows of xg (NK,C): gate and
 // up (NK,F), h = silu(gate)*up, y = h·W2ᵀ (NK,C), with the attached
-// adapter's terms (none for l < 0, the decoder). xg16 and h16 are bf16
+// adapter's terms. xg16 and h16 are bf16
 // casts (nil in fp32).
 func (m *Model) experts(l int, r *moeRoute, p *Layer[float32], h *Layer[uint16], xg []float32, xg16 []uint16, gate, up, hh []float32, h16 []uint16, y []float32, k linearKind) {
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
@@ -282,12 +282,14 @@ func (s *moeStep) free(d Device) {
 	*s = moeStep{}
 }
 
-// moeDecode adds layer p's expert mixture of the n rows of b.ln into b.x,
-// with the fp32 weights, as moeForward does in training.
-func (m *Model) moeDecode(b *stepBufs, p *Layer[float32], n int) {
+// moeDecode adds layer l's (p's) expert mixture of the n rows of b.ln into
+// b.x, with the fp32 weights and the attached adapter's terms, as
+// moeForward does in training.
+func (m *Model) moeDecode(b *stepBufs, l int, p *Layer[float32], n int) {
 	c, d, s := m.Config, m.Dev, &b.moe
 	C, E := c.HiddenSize, c.NumLocalExperts
 	m.linearDec(s.rl[:n*E], b.ln[:n*C], p.Router, nil, nil, n, C, E, overwrite)
+	m.adapt(l, siteRouter, s.rl[:n*E], b.ln[:n*C], n)
 	r := &s.route
 	r.route(d, s.rl[:n*E], c, n)
 	NK := len(r.tok)
@@ -295,7 +297,7 @@ func (m *Model) moeDecode(b *stepBufs, p *Layer[float32], n int) {
 	d.Upload(s.acts.wt[:NK], r.wt)
 	xg := s.xg[:NK*C]
 	d.GatherRows(xg, b.ln, s.acts.tok, nil, NK, C)
-	m.experts(-1, r, p, &Layer[uint16]{}, xg, nil, b.gate, b.up, b.h, nil, s.acts.y, linearFP32)
+	m.experts(l, r, p, &Layer[uint16]{}, xg, nil, b.gate, b.up, b.h, nil, s.acts.y, linearFP32)
 	d.ScatterAddRows(b.x, s.acts.y, s.acts.tok, s.acts.wt, NK, C)
 }
 

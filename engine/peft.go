@@ -192,7 +192,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // LoadAdapter reads a PEFT adapter directory for model m (adapter_config.json
 // and adapter_model.safetensors) onto m's device. Every tensor the config
 // implies must be present with its exact shape, and no other.
-func LoadAdapter(dir string, m *Model) (*Adapter, error) {
+func LoadAdapter(dir string, m *Model) (*Adapter, error) { return loadAdapter(dir, m.Config, m.Dev) }
+
+// loadAdapter is LoadAdapter for a model of config c on dev.
+func loadAdapter(dir string, c *Config, dev Device) (*Adapter, error) {
 	cfgPath := filepath.Join(dir, AdapterConfigFile)
 	raw, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -211,7 +214,7 @@ func LoadAdapter(dir string, m *Model) (*Adapter, error) {
 		return nil, fmt.Errorf("load adapter: %w", err)
 	}
 	defer st.Close()
-	a, err := NewAdapter(m.Config, m.Dev, lc)
+	a, err := NewAdapter(c, dev, lc)
 	if err != nil {
 		return nil, fmt.Errorf("load adapter: %s: %w", cfgPath, err)
 	}
@@ -347,8 +350,10 @@ func AdapterBaseDir(dir string) (string, error) {
 }
 
 // LoadWithAdapter loads dir like Load, or, for a PEFT adapter directory,
-// loads its base (AdapterBaseDir) and merges the adapter in (fp32 math), so
-// the model generates as base and adapter together.
+// loads its base (AdapterBaseDir) with opt and attaches the adapter
+// (Attach), so the model computes and decodes as base and adapter together
+// while holding the base as opt says (e.g. only in bf16 with FrozenBF16).
+// The model owns the adapter: Close releases it.
 func LoadWithAdapter(dir string, dev Device, opt Options) (*Model, error) {
 	if !IsAdapterDir(dir) {
 		return Load(dir, dev, opt)
@@ -362,15 +367,17 @@ func LoadWithAdapter(dir string, dev Device, opt Options) (*Model, error) {
 		return nil, err
 	}
 	a, err := LoadAdapter(dir, m)
+	if err == nil {
+		err = m.Attach(a)
+	}
 	if err != nil {
+		if a != nil {
+			a.Close()
+		}
 		m.Close()
 		return nil, err
 	}
-	defer a.Close()
-	if err := m.Merge(a); err != nil {
-		m.Close()
-		return nil, err
-	}
+	m.ownedLoRA = a
 	return m, nil
 }
 

@@ -11,8 +11,9 @@ import (
 )
 
 // LoadWithAdapter on a PEFT adapter directory loads the base its
-// base_model_name_or_path names and merges the adapter: the logits are the
-// PyTorch reference's for base + adapter. A model directory loads as is,
+// base_model_name_or_path names and attaches the adapter: the logits are the
+// PyTorch reference's for base + adapter, and Close releases the adapter
+// with the model. A model directory loads as is,
 // and an adapter naming a hub id instead of a local base is refused.
 func TestLoadWithAdapter(t *testing.T) {
 	dir := filepath.Join("testdata", "lora", "gqa_packed")
@@ -37,6 +38,11 @@ func TestLoadWithAdapter(t *testing.T) {
 	}
 	if e := relErr(base.Logits(bt), want); e < 1e-2 {
 		t.Errorf("the base alone is within %.3g of base + adapter: the check has no teeth", e)
+	}
+	m.Close()
+	base.Close()
+	if live := dev.(interface{ Live() int }).Live(); live != 0 {
+		t.Errorf("%d device buffers live after Close", live)
 	}
 
 	hub := t.TempDir()

@@ -170,3 +170,25 @@ func (m *Model) Float32(name string, dst []float32) error {
 	}
 	return f.Float32(name, dst)
 }
+
+// Float32At converts the values [off, off+len(dst)) of the named tensor
+// (row-major) into dst, as Float32 does for the whole tensor.
+func (m *Model) Float32At(name string, dst []float32, off int) error {
+	f, err := m.file(name)
+	if err != nil {
+		return err
+	}
+	t, b, err := f.lookup(name)
+	if err != nil {
+		return err
+	}
+	if !t.DType.convertible() {
+		return newErr(f.path, name, ErrUnsupportedDType, "cannot convert dtype %s to float32 (only F32, BF16, F16)", t.DType)
+	}
+	if n := t.NumElements(); off < 0 || off+len(dst) > n {
+		return newErr(f.path, name, ErrSize, "values [%d, %d) outside the tensor's %d (shape %v)", off, off+len(dst), n, t.Shape)
+	}
+	size := t.DType.Size()
+	decode(dst, b[off*size:(off+len(dst))*size], t.DType)
+	return nil
+}

@@ -13,11 +13,27 @@ import (
 	"sort"
 )
 
-// Tensor is an in-memory tensor to write.
+// Tensor is a tensor to write: its values in Data, or, when Fill is set
+// (and Data nil), produced by Fill as the file is written, a chunk at a
+// time: Fill(dst, off) writes the values [off, off+len(dst)) in row-major
+// order into dst. A model can so be written without holding its tensors.
 type Tensor struct {
 	Name  string
 	Shape []int
 	Data  []float32
+	Fill  func(dst []float32, off int) error
+}
+
+// numel is the number of values t writes.
+func (t Tensor) numel() int {
+	if t.Fill == nil {
+		return len(t.Data)
+	}
+	n := 1
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
 }
 
 // DefaultMaxShardBytes matches transformers' default max_shard_size of 5GB.
@@ -53,7 +69,10 @@ func validate(path string, tensors []Tensor, dt DType) error {
 			}
 			n *= d
 		}
-		if n != len(t.Data) {
+		if t.Fill != nil && t.Data != nil {
+			return newErr(path, t.Name, ErrFormat, "both Data and Fill set")
+		}
+		if n != t.numel() {
 			return newErr(path, t.Name, ErrSize, "shape %v needs %d elements, data has %d", t.Shape, n, len(t.Data))
 		}
 	}
@@ -78,7 +97,7 @@ func encodeHeader(tensors []Tensor, dt DType, metadata map[string]string) ([]byt
 	}
 	var off int64
 	for _, t := range sorted {
-		size := int64(len(t.Data)) * int64(dt.Size())
+		size := int64(t.numel()) * int64(dt.Size())
 		shape := t.Shape
 		if shape == nil {
 			shape = []int{} // scalar: "shape": [] rather than null
@@ -124,9 +143,22 @@ func writeFile(path string, tensors []Tensor, dt DType, metadata map[string]stri
 		// not need a second full copy in memory.
 		const chunk = 4 << 20 // elements
 		buf := make([]byte, chunk*dt.Size())
+		var filled []float32 // Fill's chunk
 		for _, t := range sorted {
-			for lo := 0; lo < len(t.Data); lo += chunk {
-				src := t.Data[lo:min(lo+chunk, len(t.Data))]
+			n := t.numel()
+			for lo := 0; lo < n; lo += chunk {
+				var src []float32
+				if t.Fill == nil {
+					src = t.Data[lo:min(lo+chunk, n)]
+				} else {
+					if filled == nil {
+						filled = make([]float32, chunk)
+					}
+					src = filled[:min(chunk, n-lo)]
+					if err := t.Fill(src, lo); err != nil {
+						return fmt.Errorf("tensor %q: %w", t.Name, err)
+					}
+				}
 				out := buf[:len(src)*dt.Size()]
 				encode(out, src, dt)
 				if _, err := w.Write(out); err != nil {
@@ -273,7 +305,7 @@ func splitShards(tensors []Tensor, dt DType, maxBytes int64) (shards [][]Tensor,
 	var cur []Tensor
 	var curBytes int64
 	for _, t := range tensors {
-		size := int64(len(t.Data)) * int64(dt.Size())
+		size := int64(t.numel()) * int64(dt.Size())
 		if len(cur) > 0 && curBytes+size > maxBytes {
 			shards = append(shards, cur)
 			cur, curBytes = nil, 0

@@ -326,3 +326,53 @@ func countShards(names []string) int {
 	}
 	return n
 }
+
+// A tensor produced by Fill, a chunk at a time (here over several chunks,
+// the last one partial), writes the bytes its values written from Data
+// do, in a sharded model too; Float32At reads any range back.
+func TestWriteFill(t *testing.T) {
+	n := 4<<20 + 3
+	big := make([]float32, n)
+	for i := range big {
+		big[i] = float32(i%1000) * 0.37
+	}
+	small := []float32{1, 2, 3, 4, 5, 6}
+	var calls int
+	filled := []Tensor{
+		{Name: "big", Shape: []int{n}, Fill: func(dst []float32, off int) error { calls++; copy(dst, big[off:]); return nil }},
+		{Name: "small", Shape: []int{2, 3}, Fill: func(dst []float32, off int) error { copy(dst, small[off:]); return nil }},
+	}
+	held := []Tensor{{Name: "big", Shape: []int{n}, Data: big}, {Name: "small", Shape: []int{2, 3}, Data: small}}
+	for _, dt := range []DType{F32, BF16} {
+		a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+		opt := WriteOptions{DType: dt, MaxShardBytes: 1 << 10}
+		if err := WriteModel(a, filled, opt); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteModel(b, held, opt); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{ShardName(1, 2), ShardName(2, 2), IndexFileName} {
+			x, err := os.ReadFile(filepath.Join(a, name))
+			y, _ := os.ReadFile(filepath.Join(b, name))
+			if err != nil || !slices.Equal(x, y) {
+				t.Errorf("%s %s: written from Fill differs from Data (%v)", dt, name, err)
+			}
+		}
+		m, err := OpenModel(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]float32, 5)
+		if err := m.Float32At("big", got, n-5); err != nil || !slices.Equal(got, big[n-5:]) && dt == F32 {
+			t.Errorf("%s: Float32At = %v, %v; want %v", dt, got, err, big[n-5:])
+		}
+		if err := m.Float32At("small", got, 2); err == nil {
+			t.Errorf("%s: Float32At past the end succeeded", dt)
+		}
+		m.Close()
+	}
+	if calls != 2*2 {
+		t.Errorf("Fill of the big tensor called %d times, want 2 chunks per write", calls)
+	}
+}

@@ -78,9 +78,9 @@ type Config struct {
 	// Threads is the CPU threads each model's kernels use; 0 = GOMAXPROCS.
 	Threads int
 	Logger  *slog.Logger
-	// Load loads a model directory; default engine.LoadWithAdapter (a
-	// PEFT adapter directory is merged into its base) on the service's
-	// one CPU device.
+	// Load loads a model directory; default engine.LoadWithAdapter with
+	// LoadOptions (a PEFT adapter directory is attached to its base) on the
+	// service's one CPU device.
 	Load func(dir string) (*engine.Model, error)
 	// Unload, when set, is called once the service holds a model no more
 	// (evicted, and no request uses it), before another load can take its
@@ -150,7 +150,7 @@ func New(cfg Config) (*Service, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg.Load = func(dir string) (*engine.Model, error) { return engine.LoadWithAdapter(dir, dev, engine.Options{}) }
+		cfg.Load = func(dir string) (*engine.Model, error) { return loadModel(dir, dev) }
 	}
 	return &Service{cfg: cfg, log: cfg.Logger, loading: make(chan struct{}, 1), batch: &batcher{maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue},
 		lru: list.New(), byDir: map[string]*list.Element{}, freed: make(chan struct{})}, nil

@@ -43,7 +43,16 @@ func TestGenerateMatchesPrompter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := engine.Load(dir, cpu.New(0), engine.Options{})
+	// The model as the service loads it: bf16 weights decoded as bf16
+	// (a frozen bf16 base), the same kernels.
+	opt, err := serving.LoadOptions(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !opt.FrozenBF16 {
+		t.Fatalf("LoadOptions of a bf16 checkpoint = %+v, want a frozen bf16 base", opt)
+	}
+	m, err := engine.Load(dir, cpu.New(0), opt)
 	if err != nil {
 		t.Fatal(err)
 	}

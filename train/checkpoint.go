@@ -136,7 +136,7 @@ func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o *optim.Ada
 	if a != nil {
 		err = a.LoadWeights(filepath.Join(dir, "adapter"))
 	} else {
-		err = restoreWeights(m, filepath.Join(dir, "model"), nil)
+		err = restoreWeights(m, filepath.Join(dir, "model"))
 	}
 	if err != nil {
 		return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
@@ -156,19 +156,15 @@ func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o *optim.Ada
 	return st, nil
 }
 
-// restoreWeights reads m's weights from the HF directory dir, those named in
-// only when it is not nil. Parameters live on the model's device: each is
-// filled through host memory.
-func restoreWeights(m *engine.Model, dir string, only map[string]bool) error {
+// restoreWeights reads m's weights from the HF directory dir. Parameters
+// live on the model's device: each is filled through host memory.
+func restoreWeights(m *engine.Model, dir string) error {
 	w, err := safetensors.OpenModel(dir)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
 	for _, s := range m.Config.ParamSpecs() {
-		if only != nil && !only[s.Name] {
-			continue
-		}
 		dst := m.Params.Arena[s.Offset : s.Offset+s.Size()]
 		if err := engine.FillDevice(m.Dev, dst, func(host []float32) error { return w.Float32(s.Name, host) }); err != nil {
 			return err

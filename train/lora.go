@@ -195,26 +195,6 @@ func newAdapter(spec Spec, m *engine.Model) (*engine.Adapter, error) {
 	return a, nil
 }
 
-// loraMemoryCredit is what Fit's full fine-tuning estimate counts and a
-// LoRA run never allocates: the base's AdamW moments (2 floats per base
-// parameter), less the adapter's parameters, gradients and moments and its
-// scratch for n tokens (t, u, du: (n, r) each; with dropout, the dropped
-// input, its gradient and the host mask: (n, widest input) each).
-//
-// TODO(merge): replace by the engine's LoRA estimate once the engine plans
-// LoRA memory itself (frozen bf16 base, no base gradients).
-func loraMemoryCredit(cfg *engine.Config, lc engine.LoRAConfig, n int) (int64, error) {
-	params, err := lc.NumParams(cfg)
-	if err != nil {
-		return 0, err
-	}
-	scratch := int64(3 * n * lc.Rank)
-	if lc.Dropout > 0 {
-		scratch += 3 * int64(n) * int64(max(cfg.HiddenSize, cfg.IntermediateSize, cfg.QDim()))
-	}
-	return 4 * (2*cfg.NumParams() - 4*params - scratch), nil
-}
-
 // String describes the settings for the run's log.
 func (lo *LoRASpec) String() string {
 	scale := lo.Alpha / float64(lo.Rank)
@@ -243,28 +223,10 @@ func dropoutSeed(seed uint64, k int64) uint64 {
 	return z ^ (z >> 31)
 }
 
-// unmerge undoes Merge after the eval prompts: it reads the adapted
-// projections' base weights from the base model again (subtracting the
-// merged delta would not restore them bit for bit) and attaches the
-// adapter again.
-func (r *runner) unmerge() error {
-	adapted := map[string]bool{}
-	for _, s := range r.a.Specs {
-		if base, ok := strings.CutSuffix(strings.TrimPrefix(s.Name, "base_model.model."), ".lora_A.weight"); ok {
-			adapted[base+".weight"] = true
-		}
-	}
-	if err := restoreWeights(r.m, r.spec.ModelDir, adapted); err != nil {
-		return fmt.Errorf("restore the base weights after the eval prompts: %w", err)
-	}
-	r.m.ParamsChanged()
-	return r.m.Attach(r.a)
-}
-
 // saveFinalLoRA writes the final adapter (PEFT layout) to
 // workDir/final-adapter and, unless AdapterOnly, the base with it merged
-// (in the base's dtype) to workDir/final. The training model is closed first: the merge loads the
-// base again in fp32, so it never holds two models.
+// (in the base's dtype) to workDir/final. The training model is closed
+// first; the merge (engine.MergeDirs) streams the base tensor by tensor.
 func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
 	model, adapter = filepath.Join(r.workDir, "final"), filepath.Join(r.workDir, "final-adapter")
 	for _, d := range []string{model, adapter, model + ".tmp", adapter + ".tmp"} {

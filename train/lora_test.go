@@ -24,13 +24,21 @@ func loraSpec(model, data string) train.Spec {
 
 // A LoRA run cancelled twice and resumed ends with the adapter and merged
 // model byte-equal to an uninterrupted run's, dropout (default 0.05) and
-// the merge/restore around eval prompts included. Its checkpoints hold the
-// adapter in PEFT layout, its merged model is engine.MergeDirs of the base
-// and its adapter, and the base weights stay as they were: projections the
-// adapter does not target come out unchanged.
+// eval prompts (decoded with the adapter attached) included, in fp32 and in
+// bf16 precision (a frozen bf16 base, which checkpoints do not hold). Its
+// checkpoints hold the adapter in PEFT layout, its merged model is
+// engine.MergeDirs of the base and its adapter, and the base weights stay
+// as they were: projections the adapter does not target come out unchanged.
 func TestLoRAResumeIsExact(t *testing.T) {
+	for _, precision := range []string{"fp32", "bf16"} {
+		t.Run(precision, func(t *testing.T) { checkLoRAResumeIsExact(t, precision) })
+	}
+}
+
+func checkLoRAResumeIsExact(t *testing.T, precision string) {
 	model, data := tinyModel(t), chatData(t)
 	s := loraSpec(model, data)
+	s.Precision = precision
 	s.EvalPrompts = []string{"What is 12 + 30?"}
 	full, resumed := checkResumeIsExact(t, s)
 
@@ -71,6 +79,9 @@ func TestLoRAResumeIsExact(t *testing.T) {
 	ckpts, _ := filepath.Glob(filepath.Join(filepath.Dir(full.ModelDir), "checkpoints", "step-*", "adapter", engine.AdapterConfigFile))
 	if len(ckpts) == 0 {
 		t.Error("no checkpoint holds a PEFT adapter directory")
+	}
+	if models, _ := filepath.Glob(filepath.Join(filepath.Dir(full.ModelDir), "checkpoints", "step-*", "model")); len(models) != 0 {
+		t.Errorf("LoRA checkpoints hold the base model: %v", models)
 	}
 }
 

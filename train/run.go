@@ -209,18 +209,7 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
-	var avail int64 // 0: what the machine has
-	if spec.Method == "lora" {
-		credit, err := loraMemoryCredit(cfg, spec.loraConfig(), spec.BatchRows*ctxLen)
-		if err != nil {
-			return nil, fmt.Errorf("lora: %w", err)
-		}
-		if avail = engine.MemAvailable(); avail > 0 {
-			avail += credit
-		}
-	}
-	opts, notes, err := cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
+	opts, notes, err := planOptions(spec, cfg, dev, ctxLen, 0)
 	for _, n := range notes {
 		obs.OnLog(n)
 	}
@@ -240,6 +229,21 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 	}
 	m.Reserve(spec.BatchRows, ctxLen)
 	return m, nil
+}
+
+// planOptions chooses the model's options for the run and fits them to
+// avail bytes (0: what the machine has). A LoRA run plans its frozen base
+// (Options.LoRA: no base gradients or moments), held only in bf16 when it
+// computes in bf16, except for a mixture of experts, which the decoder of
+// the eval prompts cannot run on a frozen bf16 base.
+func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, avail int64) (engine.Options, []string, error) {
+	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
+	if spec.Method == "lora" {
+		lc := spec.loraConfig()
+		opts.LoRA = &lc
+		opts.FrozenBF16 = opts.BF16 && !cfg.MoE()
+	}
+	return cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
 }
 
 // plan turns the duration into rows and optimizer steps, and sets the
@@ -454,8 +458,9 @@ func (r *runner) checkpoint(ctx context.Context, st *ckptState) error {
 	return r.save(st)
 }
 
-// report evaluates on the eval data and completes the eval prompts.
-func (r *runner) report(ctx context.Context, step int) (err error) {
+// report evaluates on the eval data and completes the eval prompts (with
+// a LoRA run's adapter attached: the decoder applies it).
+func (r *runner) report(ctx context.Context, step int) error {
 	if r.eval != nil && r.eval.NumRows() > 0 {
 		em, err := r.evaluate()
 		if err != nil {
@@ -467,12 +472,6 @@ func (r *runner) report(ctx context.Context, step int) (err error) {
 	}
 	if r.prompts == nil {
 		return nil
-	}
-	if r.a != nil { // the decoder runs the base weights: generate with the adapter merged in
-		if err := r.m.Merge(r.a); err != nil {
-			return err
-		}
-		defer func() { err = errors.Join(err, r.unmerge()) }()
 	}
 	var outs []PromptOutput
 	for i, prompt := range r.spec.EvalPrompts {

@@ -19,6 +19,7 @@ import (
 	"hone/engine"
 	"hone/generate"
 	"hone/internal/testmodel"
+	"hone/serving"
 	"hone/tokenizer"
 )
 
@@ -120,7 +121,11 @@ func TestGenerateJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := engine.Load(dir, dev, engine.Options{})
+	opt, err := serving.LoadOptions(dir) // as hone generate loads it
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.Load(dir, dev, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

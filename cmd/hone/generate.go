@@ -11,6 +11,7 @@ import (
 	"hone/client"
 	"hone/engine"
 	"hone/generate"
+	"hone/serving"
 )
 
 func generateCmd() *cobra.Command {
@@ -48,7 +49,11 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 			if err != nil {
 				return err
 			}
-			m, err := engine.LoadWithAdapter(modelRef, dev, engine.Options{})
+			opt, err := serving.LoadOptions(modelRef)
+			if err != nil {
+				return err
+			}
+			m, err := engine.LoadWithAdapter(modelRef, dev, opt)
 			if err != nil {
 				return err
 			}
