@@ -141,13 +141,8 @@ func (c *Config) expertNorm() (p float64, ok bool) {
 // dbrxParamSpecs lists DBRX's tensors under HF's names.
 func (c *Config) dbrxParamSpecs() []ParamSpec {
 	C, F, V, E := c.HiddenSize, c.IntermediateSize, c.VocabSize, c.NumLocalExperts
-	var specs []ParamSpec
-	off := 0
-	add := func(name string, decay bool, shape ...int) {
-		s := ParamSpec{Name: name, Shape: shape, Offset: off, Decay: decay}
-		off += s.Size()
-		specs = append(specs, s)
-	}
+	var specs specList
+	add := specs.add
 	add("transformer.wte.weight", true, V, C)
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		p := c.layerPrefix(l)

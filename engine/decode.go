@@ -211,8 +211,12 @@ func (m *Model) decodeLayer16(l int) *Layer[uint16] {
 	if w := m.decodeWeights(); w != nil {
 		return &w.Layers[l]
 	}
-	return &Layer[uint16]{}
+	return &noWeights16
 }
+
+// noWeights16 is the (read-only) empty bf16 layer of fp32 decoding, shared
+// so the decode loop allocates none per layer.
+var noWeights16 Layer[uint16]
 
 // logitsDec writes the output head's logits(n,V) for the n rows of ln.
 func (m *Model) logitsDec(logits, ln []float32, n int) {

@@ -23,19 +23,25 @@ func (s ParamSpec) Size() int {
 	return n
 }
 
+// specList builds a ParamSpecs list, each spec placed after the last.
+type specList []ParamSpec
+
+func (l *specList) add(name string, decay bool, shape ...int) {
+	off := 0
+	if n := len(*l); n > 0 {
+		off = (*l)[n-1].Offset + (*l)[n-1].Size()
+	}
+	*l = append(*l, ParamSpec{Name: name, Shape: shape, Offset: off, Decay: decay})
+}
+
 // ParamSpecs lists every parameter in arena order, with offsets filled.
 func (c *Config) ParamSpecs() []ParamSpec {
 	if c.IsDBRX() {
 		return c.dbrxParamSpecs()
 	}
 	C, F, V, Q, KV := c.HiddenSize, c.IntermediateSize, c.VocabSize, c.QDim(), c.KVDim()
-	var specs []ParamSpec
-	off := 0
-	add := func(name string, decay bool, shape ...int) {
-		s := ParamSpec{Name: name, Shape: shape, Offset: off, Decay: decay}
-		off += s.Size()
-		specs = append(specs, s)
-	}
+	var specs specList
+	add := specs.add
 	add("model.embed_tokens.weight", true, V, C)
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		p := c.layerPrefix(l)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -115,11 +116,7 @@ func benchTrainCmd() *cobra.Command {
 				defer pprof.StopCPUProfile()
 			}
 			if kernelTimes {
-				s.KernelTimes = func(lines []string) {
-					for _, l := range lines {
-						fmt.Fprintln(cmd.ErrOrStderr(), l)
-					}
-				}
+				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}
 			res, err := bench.Train(cmd.Context(), s)
 			if err != nil {
@@ -182,11 +179,7 @@ each one's tokens/s and hone's ratio to it.`,
 			}
 			s.Dir = model.Dir
 			if kernelTimes {
-				s.KernelTimes = func(lines []string) {
-					for _, l := range lines {
-						fmt.Fprintln(cmd.ErrOrStderr(), l)
-					}
-				}
+				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}
 			res, err := bench.Generate(cmd.Context(), s)
 			if err != nil {
@@ -225,4 +218,13 @@ each one's tokens/s and hone's ratio to it.`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("model")
 	return cmd
+}
+
+// printLines prints each of lines on w (the --kernel-times report).
+func printLines(w io.Writer) func(lines []string) {
+	return func(lines []string) {
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+	}
 }
