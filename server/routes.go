@@ -33,6 +33,8 @@ func (s *Server) routes() {
 	s.uiRoutes()
 	s.volumeRoutes()
 	s.endpointRoutes()
+	s.fineTuningRoutes()
+	s.servingEndpointRoutes()
 }
 
 // runRoutes are the runs API: create, list, inspect, cancel, resume, delete.

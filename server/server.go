@@ -53,6 +53,12 @@ type Config struct {
 	// serving.New with its defaults (one model in memory).
 	Serving *serving.Service
 	Clock   func() time.Time
+	// OpenAISchema is the catalog schema of the OpenAI fine-tuning API:
+	// uploaded files live in its volume "files", fine-tuned models are
+	// registered in it; default "main.openai" (created when first used).
+	OpenAISchema string
+	// MaxUploadBytes bounds one file uploaded to /v1/files; default 512 MiB.
+	MaxUploadBytes int64
 }
 
 // Server serves the API.
@@ -65,6 +71,7 @@ type Server struct {
 	mux   *http.ServeMux
 	serve *serving.Service
 	clock func() time.Time
+	oai   oaiFineTuning
 }
 
 // New validates cfg and builds the routes.
@@ -87,8 +94,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	oai, err := newOAIFineTuning(cfg.OpenAISchema, cfg.MaxUploadBytes)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{runs: cfg.Runs, cat: cfg.Catalog, token: []byte(cfg.Token), log: cfg.Logger, max: cfg.MaxBodyBytes, mux: http.NewServeMux(),
-		serve: cfg.Serving, clock: cfg.Clock}
+		serve: cfg.Serving, clock: cfg.Clock, oai: oai}
 	s.routes()
 	return s, nil
 }
@@ -100,7 +111,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 	sw := &statusWriter{ResponseWriter: w, status: 200}
 	sw.Header().Set("X-Request-Id", id)
-	api := strings.HasPrefix(r.URL.Path, "/api/") || strings.HasPrefix(r.URL.Path, "/v1/")
+	api := strings.HasPrefix(r.URL.Path, "/api/") || strings.HasPrefix(r.URL.Path, "/v1/") || servingEndpointPath(r.URL.Path)
 	foreign, badType := s.checkBrowser(r), ""
 	if api {
 		badType = checkContentType(r)
@@ -110,7 +121,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(sw, r, http.StatusForbidden, "forbidden", foreign)
 	case api && r.URL.Path != "/api/health" && !s.authorized(r):
 		sw.Header().Set("WWW-Authenticate", `Bearer realm="hone"`)
-		if strings.HasPrefix(r.URL.Path, "/v1/") {
+		if strings.HasPrefix(r.URL.Path, "/v1/") || servingEndpointPath(r.URL.Path) {
 			s.refuse(sw, r, http.StatusUnauthorized, "invalid_api_key", "missing or wrong API key (the server's bearer token)")
 		} else {
 			s.refuse(sw, r, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
@@ -126,7 +137,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // refuse answers a request refused before its route: OpenAI's error body
 // under /v1, client.Error elsewhere.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
+	if strings.HasPrefix(r.URL.Path, "/v1/") || servingEndpointPath(r.URL.Path) {
 		writeOpenAIError(w, status, code, msg)
 		return
 	}
