@@ -109,7 +109,9 @@ func (s *Server) ensureOAISchema(ctx context.Context) error {
 	n := s.oai.schema
 	for _, step := range []func() error{
 		func() error { return s.cat.CreateCatalog(ctx, n.Catalog, "") },
-		func() error { return s.cat.CreateSchema(ctx, s.oai.schemaName(), "OpenAI fine-tuning API: uploaded files and fine-tuned models") },
+		func() error {
+			return s.cat.CreateSchema(ctx, s.oai.schemaName(), "OpenAI fine-tuning API: uploaded files and fine-tuned models")
+		},
 		func() error { _, err := s.cat.CreateVolume(ctx, s.oai.schemaName()+"."+oaiVolume); return err },
 	} {
 		if err := step(); err != nil && !errors.Is(err, store.ErrExists) {
