@@ -13,7 +13,12 @@
 // refuses to serve beyond loopback without one of at least MinTokenLen
 // characters. Without a token, requests under a foreign Host (DNS
 // rebinding) or from a foreign Origin (another web page) are refused; every
-// request body must be declared application/json. Errors map to HTTP
+// request body must be declared application/json, except volume uploads
+// (application/octet-stream) and OpenAI file uploads (multipart/form-data,
+// taken only with an Authorization header, which no cross-site form can
+// send). The OpenAI fine-tuning API (/v1/files, /v1/fine_tuning/jobs) and
+// the hosted product's /serving-endpoints routes translate to the runs and
+// completion APIs and are guarded as /v1 is. Errors map to HTTP
 // statuses in one place (statusOf); every /api error body is client.Error,
 // every /v1 error body is OpenAI's {"error": {...}}; a 5xx body names the
 // request id (header X-Request-Id) under which the cause is logged.
