@@ -43,7 +43,7 @@ func (s *Server) fineTuningRoutes() {
 		}
 		run, err := s.runs.Create(r.Context(), native)
 		if err != nil {
-			return nil, s.jobParamError(err)
+			return nil, s.jobParamError(err, req)
 		}
 		return s.jobView(run), nil
 	}))
@@ -316,21 +316,27 @@ func (s *Server) taskOf(volPath, id string) (string, error) {
 }
 
 // jobParamError renames what the native API says of its fields to the
-// job's fields, and volume paths to file ids.
-func (s *Server) jobParamError(err error) error {
+// job's fields, and the uploaded files' paths (as volume paths or as the
+// server's real paths) to their ids, so that a data error reads
+// "file-...:3: ..." and names the job field of that file.
+func (s *Server) jobParamError(err error, req *oaiJobRequest) error {
 	if !errors.Is(err, runs.ErrInvalid) {
 		return err
 	}
 	msg := err.Error()
-	dir := s.oai.volumeDir() + "/"
-	for {
-		i := strings.Index(msg, dir)
-		if i < 0 {
-			break
+	dirs := []string{s.oai.volumeDir() + "/"}
+	if real, rerr := s.cat.VolumePath(s.oai.volumeDir()); rerr == nil {
+		dirs = append(dirs, real+string(os.PathSeparator))
+	}
+	for _, dir := range dirs {
+		for {
+			i := strings.Index(msg, dir)
+			if i < 0 {
+				break
+			}
+			id, tail, _ := strings.Cut(msg[i+len(dir):], ".jsonl")
+			msg = msg[:i] + id + tail
 		}
-		rest := msg[i+len(dir):]
-		id, tail, _ := strings.Cut(rest, ".jsonl")
-		msg = msg[:i] + id + tail
 	}
 	param := ""
 	for native, oai := range map[string]string{"train_data_path": "training_file", "eval_data_path": "validation_file",
@@ -339,6 +345,12 @@ func (s *Server) jobParamError(err error) error {
 		if strings.HasPrefix(msg, native) {
 			param = oai
 		}
+	}
+	switch {
+	case req.ValidationFile != nil && *req.ValidationFile != "" && strings.Contains(msg, *req.ValidationFile+":"):
+		param = "validation_file"
+	case strings.Contains(msg, req.TrainingFile+":"):
+		param = "training_file"
 	}
 	return paramError{param, badRequest{msg}}
 }

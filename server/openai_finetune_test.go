@@ -49,6 +49,7 @@ func TestOpenAIFineTuning(t *testing.T) {
 	type failure struct {
 		Status                     int
 		Code, Type, Param, Message string
+		File                       string
 	}
 	type job struct {
 		ID, Object, Status, Model string
@@ -183,6 +184,10 @@ func TestOpenAIFineTuning(t *testing.T) {
 		if r.Status != w.status || r.Param != w.param || r.Type != "invalid_request_error" || !strings.Contains(r.Message, w.msg) {
 			t.Errorf("refused %s = %+v, want %d naming %s (%q)", name, r, w.status, w.param, w.msg)
 		}
+	}
+	if r := got.Refused["badData"]; r.Status != 400 || r.Param != "training_file" || !strings.Contains(r.Message, r.File+":3") ||
+		strings.Contains(r.Message, h.home) {
+		t.Errorf("job on a bad file = %+v, want 400 naming %s:3 (not the server's paths)", r, r.File)
 	}
 	if !got.Deleted.Deleted || got.AfterDelete.Status != 404 {
 		t.Errorf("delete = %+v, then retrieve = %+v", got.Deleted, got.AfterDelete)

@@ -85,6 +85,11 @@ out.refused = {
   purpose: await failure(async () => client.files.create({ file: await toFile(Buffer.from('{}\n'), 'x.jsonl'), purpose: 'assistants' })),
   missingJob: await failure(() => client.fineTuning.jobs.retrieve('ftjob-nope')),
 };
+// A file whose third line is not JSON: the job is refused naming the file and line.
+const bad = await client.files.create({ file: await toFile(Buffer.from(fs.readFileSync(process.env.HONE_TRAIN, 'utf8').split('\n').slice(0, 2).join('\n') + '\n{"messages": [\n'), 'bad.jsonl'), purpose: 'fine-tune' });
+out.refused.badData = await failure(() => client.fineTuning.jobs.create({ model: process.env.HONE_MODEL, training_file: bad.id }));
+out.refused.badData.file = bad.id;
+await client.files.delete(bad.id);
 out.deleted = await client.files.delete(valid.id);
 out.afterDelete = await failure(() => client.files.retrieve(valid.id));
 console.log(JSON.stringify(out));
