@@ -20,9 +20,12 @@ import (
 // Debian's python3 against a real hone serve: a tiny model in the
 // Hugging Face cache under the product's model id, the data in a catalog
 // volume at the product's dbfs:/Volumes path. It fails, never skips, when
-// python3 is missing.
+// python3 is missing. HONE_TEST_PYTHON names another interpreter.
 func TestPythonClient(t *testing.T) {
 	python := "/usr/bin/python3"
+	if p := os.Getenv("HONE_TEST_PYTHON"); p != "" {
+		python = p // another interpreter, e.g. to check the oldest supported Python
+	}
 	if _, err := os.Stat(python); err != nil {
 		t.Fatalf("Debian's python3 is required for the Python client test (scripts/install-deps.sh installs it): %v", err)
 	}
