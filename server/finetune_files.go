@@ -212,7 +212,9 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) (*oaiFile, e
 			if stored {
 				return nil, badParam("file", "send one file per upload")
 			}
-			f.Filename = filepath.Base(part.FileName())
+			if f.Filename = filepath.Base(part.FileName()); f.Filename == "." || f.Filename == "/" {
+				f.Filename = "upload.jsonl" // the client named no file
+			}
 			e, err := s.cat.PutFile(r.Context(), s.oai.dataPath(f.ID), part)
 			if err != nil {
 				return nil, uploadError(err, s.oai.maxUpload)
