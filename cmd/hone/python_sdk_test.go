@@ -108,7 +108,7 @@ func TestPythonClient(t *testing.T) {
 	}
 	out := run("-m", "unittest", "discover", "-v", "-s", "tests")
 	t.Logf("unittest:\n%s", out)
-	if !strings.Contains(out, "Ran 3 tests") || strings.Contains(out, "skipped") {
+	if !strings.Contains(out, "Ran 6 tests") || !strings.Contains(out, "\nOK") || strings.Contains(out, "skipped") {
 		t.Errorf("the unittest suite did not run all its tests:\n%s", out)
 	}
 

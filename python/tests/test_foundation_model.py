@@ -118,3 +118,36 @@ class FoundationModelTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HelpersTest(unittest.TestCase):
+    """What needs no server: times both ways, states."""
+
+    def test_times(self):
+        t = fm._time("2026-12-07T02:06:19.123456789Z")
+        self.assertEqual(t, dt.datetime(2026, 12, 7, 2, 6, 19, 123456, tzinfo=dt.timezone.utc))
+        self.assertEqual(fm._time("2026-12-07T03:06:19.5+01:00"), dt.datetime(2026, 12, 7, 2, 6, 19, 500000, tzinfo=dt.timezone.utc))
+        self.assertIsNone(fm._time(None))
+        self.assertEqual(fm._rfc3339("before", "2023-01-01"), "2023-01-01T00:00:00Z")
+        self.assertEqual(fm._rfc3339("before", dt.date(2023, 1, 1)), "2023-01-01T00:00:00Z")
+        self.assertEqual(fm._rfc3339("after", dt.datetime(2023, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))),
+                         "2023-01-01T10:00:00Z")
+        with self.assertRaises(ValueError) as cm:
+            fm._rfc3339("before", "last tuesday")
+        self.assertIn("before", str(cm.exception))
+
+    def test_status(self):
+        self.assertEqual(fm.RunStatus("STOPPED"), "STOPPED")
+        self.assertEqual(str(fm.RunStatus.RUNNING), "RUNNING")
+        self.assertTrue(fm.RunStatus.FAILED.is_terminal())
+        self.assertFalse(fm.RunStatus.STOPPING.is_terminal())
+
+    def test_arguments(self):
+        with self.assertRaises(ValueError):
+            fm.cancel(runs=["a"], experiment_id="/Users/ann/hone")
+        with self.assertRaises(ValueError):
+            fm.list(limit=0)
+        with self.assertRaises(TypeError):
+            fm.get(None)
+        with self.assertRaises(ValueError):
+            fm.get("x", server="no-scheme:8080")
