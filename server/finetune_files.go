@@ -103,7 +103,7 @@ type oaiFile struct {
 	Status    string `json:"status"`
 }
 
-// ensureSchema creates the schema and its files volume if missing, so the
+// ensureOAISchema creates the schema and its files volume if missing, so the
 // API works on a fresh server.
 func (s *Server) ensureOAISchema(ctx context.Context) error {
 	n := s.oai.schema
