@@ -7,7 +7,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"hone/engine"
 )
@@ -152,9 +155,28 @@ func StepBatch(seqs []*Sequence) ([]int, error) {
 		return nil, err
 	}
 	ids := make([]int, len(seqs))
-	for i, s := range seqs {
-		ids[i] = s.accept(logits[i])
+	sampled := slices.ContainsFunc(seqs, func(s *Sequence) bool { return s.p.Temperature > 0 })
+	workers := min(runtime.GOMAXPROCS(0), len(seqs))
+	if !sampled || workers < 2 { // an arg-max is too cheap to share out
+		for i, s := range seqs {
+			ids[i] = s.accept(logits[i])
+		}
+		return ids, nil
 	}
+	// Sampling reads the whole vocabulary's logits: the sequences, each
+	// with its own random source, sample on all cores.
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(seqs); i = int(next.Add(1) - 1) {
+				ids[i] = seqs[i].accept(logits[i])
+			}
+		}()
+	}
+	wg.Wait()
 	return ids, nil
 }
 

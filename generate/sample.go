@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 )
 
 // Sample draws one token id from logits as HF's sampling does: temperature,
@@ -29,13 +30,20 @@ func Sample(logits []float32, p Params, r *rand.Rand) int {
 	}
 	nucleus := p.TopP > 0 && p.TopP < 1
 	if k == n && !nucleus {
+		buf := probBufs.Get().(*[]float64)
+		defer probBufs.Put(buf)
+		if cap(*buf) < n {
+			*buf = make([]float64, n)
+		}
+		probs := (*buf)[:n]
 		var total float64
 		for id := range logits {
-			total += prob(id)
+			probs[id] = prob(id)
+			total += probs[id]
 		}
 		u := r.Float64() * total
-		for id := range logits {
-			if u -= prob(id); u < 0 {
+		for id, q := range probs {
+			if u -= q; u < 0 {
 				return id
 			}
 		}
@@ -83,6 +91,9 @@ func Sample(logits []float32, p Params, r *rand.Rand) int {
 	}
 	return o.c[keep-1].id
 }
+
+// probBufs hold the probabilities of one draw over the vocabulary.
+var probBufs = sync.Pool{New: func() any { return new([]float64) }}
 
 func argmax(logits []float32) int {
 	best := 0
