@@ -232,6 +232,7 @@ func (m *bpe) mergeHeap(syms []int32) []int32 { return m.mergeHeapIn(syms, nil) 
 // of a long word so that its memory is bounded by one chunk's.
 type mergeScratch struct {
 	syms, prev, next []int32
+	pairRank, pairID []int32
 	heap             mergeHeap
 }
 
@@ -253,46 +254,54 @@ func (m *bpe) mergeHeapIn(syms []int32, sc *mergeScratch) []int32 {
 		sc = &mergeScratch{}
 	}
 	prev, next := grow(sc.prev, n), grow(sc.next, n)
-	sc.prev, sc.next = prev, next
+	// pairRank[i] and pairID[i] are the merge of the pair starting at i
+	// (rank -1: none), kept current so that a popped entry is checked
+	// without a second lookup: it is live when its rank is still the one
+	// of its position's pair (a rank names one pair).
+	pairRank, pairID := grow(sc.pairRank, n), grow(sc.pairID, n)
+	sc.prev, sc.next, sc.pairRank, sc.pairID = prev, next, pairRank, pairID
 	for i := range syms {
 		prev[i], next[i] = int32(i-1), int32(i+1)
 	}
 	next[n-1] = -1
 	h := mergeHeap(grow([]uint64(sc.heap), n)[:0])
 	defer func() { sc.heap = h }()
-	push := func(i int32) {
+	// pair looks up the merge of the pair starting at i and records it;
+	// it reports whether there is one.
+	pair := func(i int32) bool {
+		pairRank[i] = -1
 		if j := next[i]; j >= 0 {
 			if mi, ok := m.merges[pairKey(syms[i], syms[j])]; ok {
-				h.push(uint64(mi.rank)<<32 | uint64(i))
+				pairRank[i], pairID[i] = mi.rank, mi.id
+				return true
 			}
 		}
+		return false
 	}
-	for i := int32(0); i+1 < int32(n); i++ {
-		push(i)
+	for i := int32(0); i < int32(n); i++ {
+		if pair(i) {
+			h = append(h, uint64(pairRank[i])<<32|uint64(i))
+		}
 	}
+	h.init()
 	for len(h) > 0 {
 		it := h.pop()
 		rank, i := int32(it>>32), int32(uint32(it))
+		if syms[i] < 0 || pairRank[i] != rank {
+			continue // stale: an earlier merge changed either symbol
+		}
 		j := next[i]
-		// Skip entries made stale by an earlier merge of either symbol (a
-		// merged-away symbol is -1). A rank names one pair, so an entry
-		// whose pair still has its rank is current.
-		if syms[i] < 0 || j < 0 {
-			continue
-		}
-		mi, ok := m.merges[pairKey(syms[i], syms[j])]
-		if !ok || mi.rank != rank {
-			continue
-		}
-		syms[i], syms[j] = mi.id, -1
+		syms[i], syms[j], pairRank[j] = pairID[i], -1, -1
 		next[i] = next[j]
 		if next[j] >= 0 {
 			prev[next[j]] = i
 		}
-		if prev[i] >= 0 {
-			push(prev[i])
+		if p := prev[i]; p >= 0 && pair(p) {
+			h.push(uint64(pairRank[p])<<32 | uint64(p))
 		}
-		push(i)
+		if pair(i) {
+			h.push(uint64(pairRank[i])<<32 | uint64(i))
+		}
 	}
 	out := syms[:0]
 	for i := int32(0); i >= 0; i = next[i] {
@@ -317,13 +326,27 @@ func (h *mergeHeap) push(x uint64) {
 	}
 }
 
+// init orders the entries appended so far, in linear time.
+func (h mergeHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
 func (h *mergeHeap) pop() uint64 {
 	a := *h
 	top := a[0]
 	last := len(a) - 1
 	a[0] = a[last]
 	a = a[:last]
-	for i := 0; ; {
+	a.down(0)
+	*h = a
+	return top
+}
+
+// down moves the entry at i down to its place.
+func (a mergeHeap) down(i int) {
+	for {
 		l := 2*i + 1
 		if l >= len(a) {
 			break
@@ -338,8 +361,6 @@ func (h *mergeHeap) pop() uint64 {
 		a[i], a[c] = a[c], a[i]
 		i = c
 	}
-	*h = a
-	return top
 }
 
 // wordCache is a bounded, sharded word → ids cache safe for concurrent
