@@ -56,7 +56,10 @@ func checkTensors(c *Config, st *safetensors.Model) error {
 			return fmt.Errorf("tensor %q is missing from the checkpoint (config %s)", s.Name, c.describe())
 		}
 		if !slices.Equal(info.Shape, s.Shape) {
-			return fmt.Errorf("tensor %q has shape %v, config.json implies %v", s.Name, info.Shape, s.Shape)
+			return fmt.Errorf("%s: tensor %q has shape %v, config.json implies %v (%s)", st.PathOf(s.Name), s.Name, info.Shape, s.Shape, c.describeShapes())
+		}
+		if !info.DType.Float32Convertible() {
+			return fmt.Errorf("%s: tensor %q has dtype %s; model weights must be F32, BF16 or F16", st.PathOf(s.Name), s.Name, info.DType)
 		}
 	}
 	for _, info := range st.Tensors() {

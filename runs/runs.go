@@ -81,6 +81,10 @@ type Config struct {
 	LeaseTTL    time.Duration // default 30s; a worker silent this long is presumed dead
 	PollEvery   time.Duration // cancel poll and lease renewal tick; default LeaseTTL/10, at most 1s
 	FetchPoll   time.Duration // queue poll interval; default 1s
+	// StopGrace bounds how long a cancelled or shut-down run may take to
+	// return before the worker stops waiting for it (blocked in I/O: a
+	// FIFO, a stalled network file system); default 5s.
+	StopGrace time.Duration
 }
 
 // Service implements the runs API and worker.
@@ -150,6 +154,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.FetchPoll == 0 {
 		cfg.FetchPoll = time.Second
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 5 * time.Second
 	}
 	if cfg.Concurrency < 0 || cfg.LeaseTTL < 0 || cfg.PollEvery <= 0 || cfg.PollEvery >= cfg.LeaseTTL || cfg.FetchPoll < time.Millisecond {
 		return nil, fmt.Errorf("runs: bad timing config: concurrency %d, lease %s, poll %s, fetch poll %s",

@@ -67,7 +67,7 @@ func (s *Service) execute(ctx context.Context, jobID int64, attempt int, name st
 		return nil
 	}
 	obs := s.newObserver(bg, name, jobID)
-	res, trainErr := s.tr.Run(trainCtx, p.Spec, workDir, obs)
+	res, trainErr := s.trainBounded(trainCtx, p.Spec, workDir, obs)
 	cause := context.Cause(trainCtx)
 	if errors.Is(cause, errLeaseLost) {
 		s.log.Warn("lease lost; leaving the run to its new job", "run", name, "job", jobID)

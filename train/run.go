@@ -37,7 +37,7 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 	if err := spec.checkAdapter(); err != nil {
 		return nil, err
 	}
-	if _, err := engine.LoadConfig(spec.ModelDir); err != nil {
+	if err := checkModelFiles(spec); err != nil {
 		return nil, err
 	}
 	rep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.TrainData, spec.dataOptions())
@@ -59,6 +59,29 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// checkModelFiles holds the weights a run would load (the custom weights
+// when given, else the base model's) to their config.json and to the base
+// model's shape, reading only the safetensors headers.
+func checkModelFiles(spec Spec) error {
+	cfg, err := engine.LoadConfig(spec.ModelDir)
+	if err != nil {
+		return err
+	}
+	if spec.InitWeights == "" {
+		_, err := engine.CheckModelFiles(spec.ModelDir)
+		return err
+	}
+	icfg, err := engine.CheckModelFiles(spec.InitWeights)
+	if err != nil {
+		return fmt.Errorf("custom_weights_path: %w", err)
+	}
+	if !sameShape(icfg, cfg) {
+		return fmt.Errorf("custom_weights_path %s: its config (%d layers, hidden %d, vocab %d) does not match the base model's (%d layers, hidden %d, vocab %d)",
+			spec.InitWeights, icfg.NumHiddenLayers, icfg.HiddenSize, icfg.VocabSize, cfg.NumHiddenLayers, cfg.HiddenSize, cfg.VocabSize)
+	}
+	return nil
 }
 
 func (s Spec) dataOptions() dataset.Options {

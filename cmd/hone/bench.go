@@ -161,7 +161,7 @@ func benchGenerateCmd() *cobra.Command {
 		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
-prompt tokens and decodes N greedy tokens for each, all streams in one batched step as hone serve does.
+prompt tokens and decodes N tokens for each (greedy, or sampled with --temperature), all streams in one batched step as hone serve does.
 tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.
 --precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
@@ -206,6 +206,7 @@ each one's tokens/s and hone's ratio to it.`,
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.Float64Var(&s.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve) or bf16; activations and sums are fp32 either way")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.StringSliceVar(&s.Peers, "peer", nil, "also decode the same prompt in llamacpp (node-llama-cpp on hone's GGUF export) and/or torch, one stream")
