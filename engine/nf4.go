@@ -260,14 +260,41 @@ func (m *Model) nf4Layer16(l int) *Layer[uint16] {
 		q := m.nf4
 		_ = FillDeviceBF16(m.Dev, m.layer16b, func(buf []uint16) error {
 			for k, s := range q.rel {
-				t, dst := q.tensors[l][k], buf[s.Offset:s.Offset+s.Size()]
-				parallelChunks(len(dst), func(lo, hi int) { t.DequantizeBF16(dst[lo:hi], lo) })
+				m.dequantizeBF16(q.tensors[l][k], buf[s.Offset:s.Offset+s.Size()])
 			}
 			return nil
 		})
 		m.layer16Of = l
 	}
 	return &m.layer16
+}
+
+// NF4Kernels is an optional extra of a Device (see HostMemory): a fast
+// dequantization of whole NF4 blocks into bf16 on host memory. Without
+// it an NF4 base dequantizes with quant/nf4's Go code.
+type NF4Kernels interface {
+	// DequantizeNF4BF16 writes len(scales) blocks of 64 values, packed
+	// two to a byte (the first in the high nibble), into dst as
+	// bf16(code[index] * scale), rounded to nearest even.
+	DequantizeNF4BF16(dst []uint16, packed []byte, scales []float32, code *[16]float32)
+}
+
+// dequantizeBF16 dequantizes t into dst (host memory) on every core.
+func (m *Model) dequantizeBF16(t *nf4.Tensor, dst []uint16) {
+	k, ok := m.Dev.(NF4Kernels)
+	parallelChunks(len(dst), func(lo, hi int) { // chunks start on block boundaries
+		if !ok {
+			t.DequantizeBF16(dst[lo:hi], lo)
+			return
+		}
+		full := (hi - lo) / nf4.BlockSize * nf4.BlockSize
+		scales := make([]float32, full/nf4.BlockSize)
+		t.Scales(scales, lo/nf4.BlockSize)
+		k.DequantizeNF4BF16(dst[lo:lo+full], t.Packed[lo/2:(lo+full)/2], scales, &nf4.Code)
+		if full < hi-lo {
+			t.DequantizeBF16(dst[lo+full:hi], lo+full)
+		}
+	})
 }
 
 // layerParams is layer l's fp32 parameters: Params' views, or for an NF4

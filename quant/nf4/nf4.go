@@ -51,11 +51,11 @@ var thresholds = func() (t [15]float32) {
 // a value exactly between two codes goes to the lower one, as bitsandbytes'
 // decision tree (dQuantizeNF4) compares with >.
 func Index(x float32) uint8 {
-	// 15 thresholds: a branch-free count beats a search at this size.
+	// A binary search of the 15 thresholds: 4 comparisons.
 	var i uint8
-	for _, t := range thresholds {
-		if x > t {
-			i++
+	for step := uint8(8); step > 0; step >>= 1 {
+		if x > thresholds[i+step-1] {
+			i += step
 		}
 	}
 	return i
@@ -126,7 +126,7 @@ func Quantize(src []float32, double bool) *Tensor {
 		block := src[b*BlockSize : min((b+1)*BlockSize, len(src))]
 		var m float32
 		for _, v := range block {
-			m = max(m, float32(math.Abs(float64(v))))
+			m = max(m, math.Float32frombits(math.Float32bits(v)&0x7fffffff))
 		}
 		absmax[b] = m
 		inv := float32(0)
@@ -180,6 +180,18 @@ func (t *Tensor) Scale(b int) float32 {
 	return DynamicCode[t.QAbsmax[b]]*t.Absmax2[b/ScaleBlockSize] + t.Offset
 }
 
+// Scales writes the scales of blocks b0, b0+1, ... into dst.
+func (t *Tensor) Scales(dst []float32, b0 int) {
+	if t.Absmax != nil {
+		copy(dst, t.Absmax[b0:b0+len(dst)])
+		return
+	}
+	for i := range dst {
+		b := b0 + i
+		dst[i] = DynamicCode[t.QAbsmax[b]]*t.Absmax2[b/ScaleBlockSize] + t.Offset
+	}
+}
+
 // Bytes is the tensor's storage: half a byte a value and the scales.
 func (t *Tensor) Bytes() int64 {
 	return int64(len(t.Packed)) + 4*int64(len(t.Absmax)) + int64(len(t.QAbsmax)) + 4*int64(len(t.Absmax2)) + 4
@@ -194,14 +206,6 @@ func StorageBytes(n int64, double bool) int64 {
 	return (n+1)/2 + nb + 4*((nb+ScaleBlockSize-1)/ScaleBlockSize) + 4
 }
 
-// pairs[b] is the two code values byte b packs, high nibble first.
-var pairs = func() (p [256][2]float32) {
-	for b := range p {
-		p[b] = [2]float32{Code[b>>4], Code[b&15]}
-	}
-	return p
-}()
-
 func (t *Tensor) check(lo, n int) {
 	if lo%BlockSize != 0 || lo < 0 || lo+n > t.N {
 		panic(fmt.Sprintf("nf4: dequantize [%d, %d) of %d values: the start must be a multiple of %d", lo, lo+n, t.N, BlockSize))
@@ -212,16 +216,19 @@ func (t *Tensor) check(lo, n int) {
 // its block's scale, in fp32. lo must be a multiple of BlockSize.
 func (t *Tensor) Dequantize(dst []float32, lo int) {
 	t.check(lo, len(dst))
+	var lut [16]float32 // the block's code values times its scale
 	for b0 := 0; b0 < len(dst); b0 += BlockSize {
 		s := t.Scale((lo + b0) / BlockSize)
+		for i, c := range Code {
+			lut[i] = c * s
+		}
 		block := dst[b0:min(b0+BlockSize, len(dst))]
-		packed := t.Packed[(lo+b0)/2:]
-		for j := 0; j+1 < len(block); j += 2 {
-			p := &pairs[packed[j/2]]
-			block[j], block[j+1] = p[0]*s, p[1]*s
+		packed := t.Packed[(lo+b0)/2 : (lo+b0)/2+(len(block)+1)/2]
+		for j, b := range packed[:len(block)/2] {
+			block[2*j], block[2*j+1] = lut[b>>4], lut[b&15]
 		}
 		if len(block)%2 == 1 {
-			block[len(block)-1] = pairs[packed[len(block)/2]][0] * s
+			block[len(block)-1] = lut[packed[len(block)/2]>>4]
 		}
 	}
 }
@@ -230,13 +237,19 @@ func (t *Tensor) Dequantize(dst []float32, lo int) {
 // operand of a bf16 matrix product.
 func (t *Tensor) DequantizeBF16(dst []uint16, lo int) {
 	t.check(lo, len(dst))
-	var buf [BlockSize]float32
+	var lut [16]uint16
 	for b0 := 0; b0 < len(dst); b0 += BlockSize {
+		s := t.Scale((lo + b0) / BlockSize)
+		for i, c := range Code {
+			lut[i] = safetensors.Float32ToBF16(c * s)
+		}
 		block := dst[b0:min(b0+BlockSize, len(dst))]
-		f := buf[:len(block)]
-		t.Dequantize(f, lo+b0)
-		for j, v := range f {
-			block[j] = safetensors.Float32ToBF16(v)
+		packed := t.Packed[(lo+b0)/2 : (lo+b0)/2+(len(block)+1)/2]
+		for j, b := range packed[:len(block)/2] {
+			block[2*j], block[2*j+1] = lut[b>>4], lut[b&15]
+		}
+		if len(block)%2 == 1 {
+			block[len(block)-1] = lut[packed[len(block)/2]>>4]
 		}
 	}
 }
