@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"path/filepath"
 	"testing"
 )
@@ -93,5 +94,16 @@ func TestDevGradQuantizeNeedsAdapter(t *testing.T) {
 	cmd.SetArgs([]string{"grad", "--model", base, "--batch", filepath.Join(base, "batch.json"), "--quantize-base", "nf4", "--out", filepath.Join(t.TempDir(), "g.safetensors")})
 	if err := cmd.Execute(); err == nil {
 		t.Fatal("dev grad --quantize-base without --adapter: no error")
+	}
+}
+
+// hone create --quantize-base nf4 sends lora.quantize_base, alone if it is
+// the only LoRA flag given.
+func TestCreateSendsQuantizeBase(t *testing.T) {
+	m := createBody(t, "--method", "lora", "--quantize-base", "nf4")
+	l, _ := m["lora"].(map[string]any)
+	got, _ := json.Marshal(l)
+	if m["method"] != "lora" || string(got) != `{"quantize_base":"nf4"}` {
+		t.Errorf("method %v, lora %s", m["method"], got)
 	}
 }
