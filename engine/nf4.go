@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 
@@ -34,6 +35,9 @@ type nf4Base struct {
 	// dequantized into buf32, norms and biases viewing Params.
 	buf32 []float32
 	p32   Layer[float32]
+	// scales holds the block scales of the matrix being dequantized,
+	// reused so that training makes no garbage for the collector.
+	scales []float32
 }
 
 func errNF4(what string) error {
@@ -105,6 +109,11 @@ func newNF4(c *Config, dev Device, opt Options) *Model {
 			q.rel = append(q.rel, s)
 		}
 	}
+	widest := 0
+	for _, s := range q.rel {
+		widest = max(widest, s.Size())
+	}
+	q.scales = make([]float32, nf4.Blocks(widest))
 	if opt.BF16 {
 		b := c.nf4Bf16Specs()
 		m.w16 = weightSetOf(c, b, dev.AllocBF16(specsSize(b)))
@@ -132,42 +141,54 @@ func (q *nf4Base) name(c *Config, l, k int) string {
 }
 
 // quantizeAll fills every layer's quantized matrices, fill writing layer
-// l's k-th matrix in fp32 into a buffer of its size; a few tensors at a
-// time, each holding an fp32 copy only while it is quantized.
+// l's k-th matrix in fp32 into a buffer of its size. A few workers each
+// reuse one fp32 buffer, so loading holds at most a few matrices in fp32
+// beside the quantized ones; the buffers go back to the OS at the end, so
+// they do not stay in the process's memory while it trains.
 func (m *Model) quantizeAll(fill func(l, k int, dst []float32) error) error {
 	q, c := m.nf4, m.Config
 	double := !m.Opt.NF4SingleScale
+	widest := 0
+	for _, s := range q.rel {
+		widest = max(widest, s.Size())
+	}
+	type job struct{ l, k int }
+	jobs := make(chan job)
+	errs := make(chan error, 1)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	sem := make(chan struct{}, min(runtime.GOMAXPROCS(0), 4))
+	for w := 0; w < min(runtime.GOMAXPROCS(0), 4); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]float32, widest)
+			for j := range jobs {
+				dst := buf[:q.rel[j.k].Size()]
+				if err := fill(j.l, j.k, dst); err != nil {
+					select {
+					case errs <- fmt.Errorf("quantize %s to NF4: %w", q.name(c, j.l, j.k), err):
+					default:
+					}
+					continue
+				}
+				q.tensors[j.l][j.k] = nf4.Quantize(dst, double)
+			}
+		}()
+	}
 	for l := range q.tensors {
 		q.tensors[l] = make([]*nf4.Tensor, len(q.rel))
-		for k, s := range q.rel {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				buf := make([]float32, s.Size())
-				if err := fill(l, k, buf); err != nil {
-					mu.Lock()
-					first = cmpOr(first, fmt.Errorf("quantize %s to NF4: %w", q.name(c, l, k), err))
-					mu.Unlock()
-					return
-				}
-				q.tensors[l][k] = nf4.Quantize(buf, double)
-			}()
+		for k := range q.rel {
+			jobs <- job{l, k}
 		}
 	}
+	close(jobs)
 	wg.Wait()
-	return first
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
+	debug.FreeOSMemory()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
 	}
-	return b
 }
 
 // loadWeightsNF4 is loadWeights for a frozen NF4 base: each layer matrix
@@ -231,18 +252,20 @@ func (m *Model) initRandomNF4(seed uint64) {
 		}
 		return nil
 	})
-	if m.bf16 {
+	if m.bf16 { // straight to bf16, one tensor a core, as initRandomBF16 does
 		_ = FillDeviceBF16(m.Dev, m.w16.Arena, func(w []uint16) error {
+			var wg sync.WaitGroup
 			for _, s := range c.nf4Bf16Specs() {
-				buf := make([]float32, s.Size())
-				normal(s.Name, buf)
-				dst := w[s.Offset : s.Offset+s.Size()]
-				parallelChunks(len(buf), func(lo, hi int) {
-					for i := lo; i < hi; i++ {
-						dst[i] = safetensors.Float32ToBF16(buf[i])
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(seed, uint64(index[s.Name])))
+					for j := range w[s.Offset : s.Offset+s.Size()] {
+						w[s.Offset+j] = safetensors.Float32ToBF16(float32(0.02 * r.NormFloat64()))
 					}
-				})
+				}()
 			}
+			wg.Wait()
 			return nil
 		})
 	}
@@ -288,7 +311,7 @@ func (m *Model) dequantizeBF16(t *nf4.Tensor, dst []uint16) {
 			return
 		}
 		full := (hi - lo) / nf4.BlockSize * nf4.BlockSize
-		scales := make([]float32, full/nf4.BlockSize)
+		scales := m.nf4.scales[lo/nf4.BlockSize : (lo+full)/nf4.BlockSize]
 		t.Scales(scales, lo/nf4.BlockSize)
 		k.DequantizeNF4BF16(dst[lo:lo+full], t.Packed[lo/2:(lo+full)/2], scales, &nf4.Code)
 		if full < hi-lo {
