@@ -51,7 +51,20 @@ var thresholds = func() (t [15]float32) {
 // a value exactly between two codes goes to the lower one, as bitsandbytes'
 // decision tree (dQuantizeNF4) compares with >.
 func Index(x float32) uint8 {
-	// A binary search of the 15 thresholds: 4 comparisons.
+	// A table over a fine grid of [-1, 1] answers for every cell that no
+	// threshold comes near; the few others search. Quantizing a model
+	// calls this for every weight, and the search's branches mispredict.
+	b := int((x + 1) * (indexCells / 2))
+	if b >= 0 && b < indexCells {
+		if i := indexTable[b]; i >= 0 {
+			return uint8(i)
+		}
+	}
+	return indexSearch(x)
+}
+
+// indexSearch is Index by binary search of the 15 thresholds.
+func indexSearch(x float32) uint8 {
 	var i uint8
 	for step := uint8(8); step > 0; step >>= 1 {
 		if x > thresholds[i+step-1] {
@@ -60,6 +73,24 @@ func Index(x float32) uint8 {
 	}
 	return i
 }
+
+const indexCells = 8192
+
+// indexTable[b] is the index of every x in cell b, [b/4096-1, (b+1)/4096-1),
+// or -1 where a threshold lies in the cell or within a rounding error of it.
+var indexTable = func() (t [indexCells]int8) {
+	const eps = 1e-5
+	for b := range t {
+		lo, hi := float64(b)/(indexCells/2)-1, float64(b+1)/(indexCells/2)-1
+		t[b] = int8(indexSearch(float32((lo + hi) / 2)))
+		for _, th := range thresholds {
+			if float64(th) >= lo-eps && float64(th) <= hi+eps {
+				t[b] = -1
+			}
+		}
+	}
+	return t
+}()
 
 // DynamicCode is bitsandbytes' signed dynamic 8-bit code
 // (create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)),

@@ -189,3 +189,23 @@ func TestDequantizeBF16(t *testing.T) {
 		}
 	}
 }
+
+// Index's table gives what the search of the thresholds gives, near every
+// threshold (each side, and on it) and over a fine sweep of [-1, 1].
+func TestIndexTableMatchesSearch(t *testing.T) {
+	check := func(x float32) {
+		if got, want := Index(x), indexSearch(x); got != want {
+			t.Fatalf("Index(%v) = %d, the search gives %d", x, got, want)
+		}
+	}
+	for _, th := range thresholds {
+		for _, x := range []float32{th, math.Nextafter32(th, 2), math.Nextafter32(th, -2)} {
+			check(x)
+		}
+	}
+	for i := 0; i <= 1<<20; i++ {
+		check(float32(i)/(1<<19) - 1)
+	}
+	check(-1)
+	check(1)
+}
