@@ -78,6 +78,9 @@ type LoRA struct {
 	Dropout       *float64 `json:"dropout,omitempty"` // 0: none; unset: the default
 	TargetModules []string `json:"target_modules,omitempty"`
 	UseRSLoRA     bool     `json:"use_rslora,omitempty"` // scale by alpha/sqrt(r)
+	// QuantizeBase "nf4" holds the frozen base in 4-bit NormalFloat while
+	// training (QLoRA); the result merges into the unquantized base.
+	QuantizeBase string `json:"quantize_base,omitempty"`
 }
 
 // Optimizer holds AdamW and schedule settings; unset fields take the

@@ -60,6 +60,9 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 // their bf16 copies, gradients and AdamW moments, as New and the optimizer
 // allocate them for opt.
 func (c *Config) weightBytes(opt Options) int64 {
+	if opt.QuantizeBase != "" {
+		return c.nf4WeightBytes(opt)
+	}
 	P, vec := c.NumParams(), int64(specsSize(c.vectorSpecs()))
 	if opt.FrozenBF16 { // bf16 matrices; fp32 norms and biases and their unused gradients
 		return 2*P + 4*vec + 4*vec

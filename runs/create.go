@@ -166,7 +166,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 func loraSpec(req *client.CreateRunRequest, spec *train.Spec) {
 	spec.Method, spec.Adapter, spec.AdapterOnly = req.Method, req.AdapterPath, req.RegisterAdapter
 	if l := req.LoRA; l != nil {
-		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA}
+		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA, QuantizeBase: l.QuantizeBase}
 	}
 }
 
@@ -178,7 +178,7 @@ func showLoRA(sp train.Spec) (string, *client.LoRA) {
 		return method, nil
 	}
 	l := sp.LoRA
-	return method, &client.LoRA{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, TargetModules: l.Targets, UseRSLoRA: l.RSLoRA}
+	return method, &client.LoRA{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, TargetModules: l.Targets, UseRSLoRA: l.RSLoRA, QuantizeBase: l.QuantizeBase}
 }
 
 // pinVersion is catalog.schema.model/N of a base model given as a catalog

@@ -17,6 +17,7 @@ import (
 	"hone/engine"
 	"hone/generate"
 	"hone/optim"
+	"hone/settings"
 )
 
 // ValidationReport is the data report of Validate.
@@ -133,7 +134,9 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	if len(spec.EvalPrompts) > 0 {
+	if len(spec.EvalPrompts) > 0 && spec.Method == "lora" && spec.LoRA.QuantizeBase != "" {
+		obs.OnLog(fmt.Sprintf("eval prompts skipped: hone does not decode on a %s base; the registered model answers them", spec.LoRA.QuantizeBase))
+	} else if len(spec.EvalPrompts) > 0 {
 		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
 			return nil, err
 		}
@@ -265,6 +268,10 @@ func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, a
 		lc := spec.loraConfig()
 		opts.LoRA = &lc
 		opts.FrozenBF16 = opts.BF16 && !cfg.MoE()
+		if err := cfg.CheckQuantizeBase(spec.LoRA.QuantizeBase); err != nil {
+			return opts, nil, &settings.Error{Setting: "lora.quantize_base", Problem: err.Error(), Fix: "train a LoRA on this model without quantize_base"}
+		}
+		opts.QuantizeBase = spec.LoRA.QuantizeBase
 	}
 	return cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
 }
