@@ -57,6 +57,18 @@ type Options struct {
 	// MemoryEstimate and Fit count the adapter's weights, gradients, AdamW
 	// moments and scratch. New does not create the adapter (NewAdapter).
 	LoRA *LoRAConfig
+	// OptimizerStates is how many fp32 state buffers the optimizer keeps
+	// per trained parameter, for MemoryEstimate and Fit: 2 for AdamW's
+	// moments (also when 0), 1 for LionW's.
+	OptimizerStates int
+}
+
+// optimizerStates is OptimizerStates with its default.
+func (o Options) optimizerStates() int64 {
+	if o.OptimizerStates <= 0 {
+		return 2
+	}
+	return int64(o.OptimizerStates)
 }
 
 // frozenBase says the base takes no gradients, so none are allocated.
