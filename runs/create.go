@@ -134,7 +134,9 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, invalidf("train_data_version %d: a Delta table version is 0 or more; omit it for the latest", *v)
 	}
 	if o := req.Optimizer; o != nil {
-		spec.AdamW = optimizerConfig(o)
+		if err := optimizerSpec(o, &spec); err != nil {
+			return nil, invalidf("%v", err)
+		}
 		spec.WarmupFrac, spec.Decay, spec.FinalLRMult = o.WarmupFrac, o.Decay, o.FinalLRMult
 	}
 	loraSpec(req, &spec)

@@ -11,6 +11,7 @@ const openAPIDoc = `{
       "Error": {"type": "object", "description": "a 5xx says only what failed and the request id (also in X-Request-Id) under which the server logged the cause",
         "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
       "Optimizer": {"type": "object", "properties": {
+        "name": {"type": "string", "enum": ["adamw", "lionw"], "default": "adamw", "description": "lionw: the hosted product's DecoupledLionW (one moment; no eps; betas default 0.9, 0.99; weight_decay default 0, scaled by the schedule only; learning_rate default 5e-7 full, 1e-6 LoRA)"},
         "beta1": {"type": "number", "default": 0.9}, "beta2": {"type": "number", "default": 0.999}, "eps": {"type": "number", "default": 1e-8},
         "weight_decay": {"type": "number", "default": 0.01, "description": "0: no decay; unset: the default"},
         "max_grad_norm": {"type": "number", "default": 1, "description": "0: no clipping; unset: the default"},
