@@ -30,6 +30,11 @@ const (
 var optimizers = []string{"adamw", "lionw"}
 
 func init() {
+	// The betas and the weight decay serve both optimizers: their help says
+	// how LionW reads them (the flags show AdamW's defaults).
+	help["optimizer.beta1"] = fmt.Sprintf("beta1, in [0, 1) (AdamW; LionW's interpolation of its update, default %g)", LionWBeta1)
+	help["optimizer.beta2"] = fmt.Sprintf("beta2, in [0, 1) (AdamW; LionW's moment decay, default %g)", LionWBeta2)
+	help["optimizer.weight_decay"] = fmt.Sprintf("decoupled weight decay of matrices; norms and biases never decay (0: none; LionW: in [0, 1), default %g, scaled by the schedule only)", LionWWeightDecay)
 	help["optimizer.name"] = "optimizer: " + strings.Join(optimizers, ", ") +
 		fmt.Sprintf(" (LionW: one moment, half AdamW's state; default learning rate %g full, %g LoRA; betas %g, %g; weight decay %g, scaled by the schedule only)",
 			LionWLearningRate, LionWLoRALearningRate, LionWBeta1, LionWBeta2, LionWWeightDecay)
