@@ -157,3 +157,44 @@ func TestLionWSignOfZero(t *testing.T) {
 		}
 	}
 }
+
+// In BF16 mode LionW writes the bf16 copy of each weight as it updates it
+// (the p16 argument): training with that persistent copy must give the
+// same bits as per-layer conversion, which never reads a stale copy, and
+// the weights must move.
+func TestLionWBF16MatchesCompact(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(`{"vocab_size": 48, "hidden_size": 32, "intermediate_size": 64,
+		"num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := [][]int{{1, 5, 9, 13, 17, 21, 25, 29}, {2, 3, 5, 7, 11, 13, 17, 19}}
+	var arenas [][]float32
+	var start []float32
+	for _, opt := range []engine.Options{{BF16: true}, {BF16: true, CompactBF16: true}} {
+		m := engine.New(c, cpu.New(0), opt)
+		m.InitRandom(3)
+		start = append([]float32(nil), m.Params.Arena...)
+		bt, _ := engine.NewBatch(ids, ids, nil, c.VocabSize)
+		o, err := optim.NewLionW(m, optim.LionWConfig{Beta1: 0.9, Beta2: 0.99, WeightDecay: 0.01, MaxGradNorm: 1}, 1e-2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 4; i++ {
+			m.ZeroGrad()
+			m.ForwardBackward(bt, 1/float32(bt.Scored()))
+			if _, err := o.Step(m, 1e-2); err != nil {
+				t.Fatal(err)
+			}
+		}
+		arenas = append(arenas, m.Params.Arena)
+	}
+	if slices.Equal(arenas[0], start) {
+		t.Fatal("LionW did not move the weights")
+	}
+	for i := range arenas[0] {
+		if math.Float32bits(arenas[0][i]) != math.Float32bits(arenas[1][i]) {
+			t.Fatalf("parameter %d = %v with the persistent bf16 copy, %v with per-layer conversion", i, arenas[0][i], arenas[1][i])
+		}
+	}
+}
