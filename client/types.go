@@ -88,6 +88,10 @@ type LoRA struct {
 // clipping, no warmup) are pointers: nil means the default, a pointer to 0
 // means 0.
 type Optimizer struct {
+	// Name is "adamw" (the default) or "lionw" (the hosted product's
+	// DecoupledLionW: one moment, no eps, default learning rate 5e-7 for
+	// full fine-tuning, weight decay scaled by the schedule only).
+	Name        string   `json:"name,omitempty"`
 	Beta1       *float64 `json:"beta1,omitempty"`
 	Beta2       *float64 `json:"beta2,omitempty"`
 	Eps         float64  `json:"eps,omitempty"`

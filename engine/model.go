@@ -67,6 +67,18 @@ type Options struct {
 	// NF4SingleScale keeps the NF4 blocks' absmax scales in fp32 instead
 	// of QLoRA's double quantization (8-bit scales in blocks of 256).
 	NF4SingleScale bool
+	// OptimizerStates is how many fp32 state buffers the optimizer keeps
+	// per trained parameter, for MemoryEstimate and Fit: 2 for AdamW's
+	// moments (also when 0), 1 for LionW's.
+	OptimizerStates int
+}
+
+// optimizerStates is OptimizerStates with its default.
+func (o Options) optimizerStates() int64 {
+	if o.OptimizerStates <= 0 {
+		return 2
+	}
+	return int64(o.OptimizerStates)
 }
 
 // frozenBase says the base takes no gradients, so none are allocated.

@@ -27,6 +27,7 @@ func (s *Server) routes() {
 		return out, nil
 	}))
 	s.runRoutes()
+	s.sweepRoutes()
 	s.catalogRoutes()
 	s.generateRoutes()
 	s.openAIRoutes()

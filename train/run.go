@@ -96,6 +96,9 @@ func (s Spec) fingerprint() string {
 	if s.Method == "full" {
 		s.Method = "" // as before methods existed, so older checkpoints resume
 	}
+	if s.Optimizer == "adamw" {
+		s.Optimizer = "" // as before optimizers were chosen
+	}
 	b, _ := json.Marshal(struct {
 		Spec
 		EvalPrompts, Threads, KeepCheckpoints, CheckpointEvery, AdapterOnly any // do not change the weights
@@ -204,13 +207,13 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) 
 		return nil, err
 	}
 	var a *engine.Adapter
-	var o *optim.AdamW
+	var o optim.Optimizer
 	if spec.Method == "lora" {
 		if a, err = newAdapter(spec, m); err == nil {
-			o, err = optim.NewAdamWAdapter(a, spec.AdamW)
+			o, err = newOptimizer(spec, m, a)
 		}
 	} else {
-		o, err = optim.NewAdamW(m, spec.AdamW)
+		o, err = newOptimizer(spec, m, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -264,6 +267,9 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 // the eval prompts cannot run on a frozen bf16 base.
 func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, avail int64) (engine.Options, []string, error) {
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
+	if spec.Optimizer == "lionw" {
+		opts.OptimizerStates = 1
+	}
 	if spec.Method == "lora" {
 		lc := spec.loraConfig()
 		opts.LoRA = &lc
@@ -293,7 +299,7 @@ func (r *runner) plan(tokens int64) error {
 	if err := r.sched.Validate(); err != nil {
 		return err
 	}
-	r.obs.OnLog(fmt.Sprintf("optimizer: %s; schedule: %s", r.o.Config, r.sched))
+	r.obs.OnLog(fmt.Sprintf("optimizer: %s; schedule: %s", r.o, r.sched))
 	return nil
 }
 
@@ -382,7 +388,7 @@ type runner struct {
 	spec       Spec
 	m          *engine.Model
 	a          *engine.Adapter // the trained adapter of a LoRA run, attached to m; nil for full fine-tuning
-	o          *optim.AdamW
+	o          optim.Optimizer
 	obs        Observer
 	train      *dataset.Split
 	eval       *dataset.Split

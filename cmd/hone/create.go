@@ -130,6 +130,7 @@ func settingFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 	str(&req.Precision, "precision", "precision", settings.Precision)
 	str(&req.Method, "method", "method", settings.Method)
 	apply = append(apply, loraFlags(cmd, req))
+	str(&opt.Name, "optimizer", "optimizer.name", settings.Optimizer)
 	optional(&opt.WarmupFrac, "warmup-frac", "optimizer.warmup_frac", settings.WarmupFrac)
 	str(&opt.Decay, "lr-decay", "optimizer.decay", settings.Decay)
 	float(&opt.FinalLRMult, "final-lr-mult", "optimizer.final_lr_mult", settings.FinalLRMult)
