@@ -15,9 +15,11 @@ func TestWriterRefusesDuplicates(t *testing.T) {
 	fill := func(dst []byte) error { return nil }
 	w.AddTensor(Tensor{Name: "t", Shape: []int{2}, Type: F32, Fill: fill})
 	w.AddTensor(Tensor{Name: "t", Shape: []int{2}, Type: F32, Fill: fill})
-	w.AddTensor(Tensor{Name: "q", Shape: []int{2}, Type: 2, Fill: fill})
+	w.AddTensor(Tensor{Name: "q", Shape: []int{2}, Type: 3, Fill: fill}) // q4_1: not written by hone
+	w.AddTensor(Tensor{Name: "k", Shape: []int{4, 100}, Type: Q4_K, Fill: fill})
 	err := w.WriteFile(filepath.Join(t.TempDir(), "x.gguf"))
-	for _, want := range []string{`key "a" set twice`, `tensor "t" added twice`, `tensor "q": unsupported type 2`} {
+	for _, want := range []string{`key "a" set twice`, `tensor "t" added twice`, `tensor "q": unsupported type 3`,
+		`tensor "k": rows of 100 elements are not whole q4_K blocks of 256`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("err = %v, want it to say %s", err, want)
 		}

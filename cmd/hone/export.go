@@ -24,7 +24,9 @@ version (main.demo.bot/1, main.demo.bot@champion, main.demo.bot for the newest),
 the server names and this machine must be able to read.
 
 --format gguf writes FILE.gguf (llama architecture, tokenizer, chat template; matrices in --dtype,
-norms in f32) and an ollama Modelfile beside it: ollama create NAME -f Modelfile.
+norms in f32) and an ollama Modelfile beside it: ollama create NAME -f Modelfile. The quantized
+dtypes are ggml's block types with llama-quantize's per-tensor mix: q8_0, q4_0, q6_k, and
+q4_k_m / q5_k_m (mostly Q4_K / Q5_K, output and some attn_v / ffn_down layers in Q6_K).
 --format hf writes a directory of bf16 safetensors, config.json, the tokenizer files and
 generation_config.json.`,
 		Args: cobra.NoArgs,
@@ -55,7 +57,7 @@ generation_config.json.`,
 	f := cmd.Flags()
 	f.StringVar(&modelRef, "model", "", "local model directory, Hugging Face id or registered version (required)")
 	f.StringVar(&format, "format", "gguf", "gguf or hf")
-	f.StringVar(&dtype, "dtype", "bf16", "GGUF matrix type: f32, f16 or bf16")
+	f.StringVar(&dtype, "dtype", "bf16", "GGUF matrix type: "+export.DTypes)
 	f.StringVar(&out, "out", "", "GGUF file or HF directory to write (required)")
 	f.StringVar(&name, "name", "", "GGUF general.name (default the model directory's name)")
 	cmd.MarkFlagRequired("model")
