@@ -15,7 +15,10 @@ import (
 // PromptTokens random tokens each, decoded together NewTokens steps on the
 // serving path (generate.StepBatch, greedy).
 type GenerateSpec struct {
-	Dir          string // model directory
+	Dir string // model directory
+	// GGUF, when set, is the file the llama.cpp peer decodes (Dir then
+	// holds its weights unpacked) instead of an export of Dir.
+	GGUF         string
 	Streams      int
 	PromptTokens int
 	NewTokens    int // timed decode steps, after the prompt and one warm-up step

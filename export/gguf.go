@@ -69,6 +69,9 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 	if err := writeTokenizer(w, src, voc); err != nil {
 		return err
 	}
+	if err := writeHoneFiles(w, dir); err != nil {
+		return err
+	}
 	tensors := src.tensors
 	if arch == "dbrx" {
 		tensors = src.dbrxTensors

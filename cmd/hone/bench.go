@@ -166,18 +166,27 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 --precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
 directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
-each one's tokens/s and hone's ratio to it.`,
+each one's tokens/s and hone's ratio to it. REF may be a GGUF file hone export wrote (quantized or
+not): hone decodes its weights dequantized to fp32, and the llama.cpp peer decodes the file itself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			refs, err := modelref.New(modelref.Config{})
-			if err != nil {
-				return err
+			if dir, cleanup, ok, err := unpackGGUFRef(cmd.Context(), ref); ok {
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				s.Dir, s.GGUF = dir, ref
+			} else {
+				refs, err := modelref.New(modelref.Config{})
+				if err != nil {
+					return err
+				}
+				model, err := refs.Resolve(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				s.Dir = model.Dir
 			}
-			model, err := refs.Resolve(cmd.Context(), ref)
-			if err != nil {
-				return err
-			}
-			s.Dir = model.Dir
 			if kernelTimes {
 				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}
