@@ -2,6 +2,7 @@ package gguf
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,5 +48,14 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("%d files left in the directory, want only the old one", len(entries))
+	}
+}
+
+// nearestInt is round-half-to-even over the range quantizers use.
+func TestNearestInt(t *testing.T) {
+	for _, f := range []float32{0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 63.5, -128.5, 4194302.5} {
+		if got, want := nearestInt(f), int(math.RoundToEven(float64(f))); got != want {
+			t.Errorf("nearestInt(%v) = %d, want %d", f, got, want)
+		}
 	}
 }

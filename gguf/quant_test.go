@@ -85,3 +85,15 @@ func TestQuantizeByHand(t *testing.T) {
 		t.Errorf("Q8_0 block %v", b)
 	}
 }
+
+func BenchmarkQuantizeQ4K(b *testing.B) {
+	x := make([]float32, 64*gguf.QK)
+	for i := range x {
+		x[i] = float32(math.Sin(float64(i) * 0.1))
+	}
+	buf := make([]byte, gguf.Q4_K.RowBytes(len(x)))
+	b.SetBytes(int64(4 * len(x)))
+	for b.Loop() {
+		gguf.QuantizeRow(gguf.Q4_K, buf, x)
+	}
+}
