@@ -24,7 +24,8 @@ type GGUFOptions struct {
 	Name string
 }
 
-// GGUF writes the model in dir as a llama-architecture GGUF file at out:
+// GGUF writes the model in dir (or, for a PEFT adapter directory, the
+// adapter merged into its base) as a llama-architecture GGUF file at out:
 // the hyperparameters, the tokenizer, special-token ids, the chat template,
 // and the tensors under llama.cpp's names with the Q/K row order its rotary
 // embedding expects.
@@ -39,6 +40,11 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 	if opt.Name == "" {
 		opt.Name = filepath.Base(filepath.Clean(dir))
 	}
+	dir, cleanup, err := mergedSource(dir, out)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
 	src, err := openSource(dir)
 	if err != nil {
 		return err
