@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"hone/engine"
+	"hone/export"
 	"hone/generate"
 )
 
@@ -24,7 +25,7 @@ type GenerateSpec struct {
 	NewTokens    int // timed decode steps, after the prompt and one warm-up step
 	Threads      int
 	Seed         uint64
-	Precision    string // of the weights decoding reads: fp32 (default, as hone serve) or bf16
+	Precision    string // of the weights decoding reads: fp32 (default, as hone serve), bf16, or quantized (GGUF's Q8_0/Q4_K matrices)
 	// KernelTimes, when non-nil, receives time per device method over the
 	// timed steps.
 	KernelTimes func(lines []string)
@@ -62,8 +63,8 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 	if s.Precision == "" {
 		s.Precision = "fp32" // what hone serve decodes with
 	}
-	if s.Precision != "bf16" && s.Precision != "fp32" {
-		return nil, fmt.Errorf("bench generate: precision %q: want bf16 or fp32", s.Precision)
+	if s.Precision != "bf16" && s.Precision != "fp32" && (s.Precision != "quantized" || s.GGUF == "") {
+		return nil, fmt.Errorf("bench generate: precision %q: want bf16, fp32, or quantized for a GGUF file", s.Precision)
 	}
 	if len(s.Peers) > 0 && s.Streams != 1 {
 		return nil, fmt.Errorf("bench generate: --peer compares single-stream decoding; use --streams 1 (got %d)", s.Streams)
@@ -94,7 +95,12 @@ func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int
 		timed = engine.NewTimedDevice(dev)
 		dev = timed
 	}
-	m, err := engine.Load(s.Dir, dev, engine.Options{DecodeBF16: s.Precision == "bf16"})
+	var m *engine.Model
+	if s.Precision == "quantized" {
+		m, _, err = export.LoadQuantized(s.GGUF, s.Dir, dev, s.Threads)
+	} else {
+		m, err = engine.Load(s.Dir, dev, engine.Options{DecodeBF16: s.Precision == "bf16"})
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -99,6 +99,8 @@ type Model struct {
 	ownedLoRA        *Adapter  // the adapter LoadWithAdapter attached: Close closes it
 	step             stepBufs  // DecodeStep's buffers
 	stepHost         []float32 // DecodeStep's logits on the host
+
+	quant map[*float32]quantMatrix // weights decoding reads quantized (quant.go)
 }
 
 // acts for one micro-batch shape; reallocated only when B*T grows.
