@@ -10,6 +10,7 @@ import (
 	"hone/chattemplate"
 	"hone/client"
 	"hone/engine"
+	"hone/export"
 	"hone/generate"
 	"hone/serving"
 )
@@ -25,17 +26,19 @@ func generateCmd() *cobra.Command {
 		Long: `A registered name (main.demo.bot/1, main.demo.bot@champion, or main.demo.bot for the newest
 version) is completed by the server (--server), as its /api/generate and OpenAI-compatible routes
 would. A local HF model directory, or a PEFT adapter directory whose base_model_name_or_path is a
-local model directory (merged into it in memory), or a GGUF file hone export wrote (its weights
-dequantized to fp32), is loaded and completed here. Either way the prompt is formatted as
+local model directory (merged into it in memory), or a GGUF file hone export wrote (decoding
+reads its Q8_0 and Q4_K matrices as they are, its other tensors dequantized to fp32), is loaded
+and completed here. Either way the prompt is formatted as
 the model was trained: its chat template for chat models, plain text otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ggufFile := ""
 			if dir, cleanup, ok, err := unpackGGUFRef(cmd.Context(), modelRef); ok {
 				if err != nil {
 					return err
 				}
 				defer cleanup()
-				modelRef = dir
+				ggufFile, modelRef = modelRef, dir
 			}
 			if st, err := os.Stat(modelRef); err != nil || !st.IsDir() {
 				return generateRemote(cmd, &cf, modelRef, prompt, format, p, asJSON)
@@ -61,7 +64,12 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 			if err != nil {
 				return err
 			}
-			m, err := engine.LoadWithAdapter(modelRef, dev, opt)
+			var m *engine.Model
+			if ggufFile != "" { // decoding reads its Q8_0 and Q4_K matrices as they are
+				m, _, err = export.LoadQuantized(ggufFile, modelRef, dev, 0)
+			} else {
+				m, err = engine.LoadWithAdapter(modelRef, dev, opt)
+			}
 			if err != nil {
 				return err
 			}
