@@ -3,8 +3,10 @@ package export_test
 import (
 	"context"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"hone/engine"
@@ -125,4 +127,63 @@ func relDiff(a, b []float32) float64 {
 		den += float64(b[i]) * float64(b[i])
 	}
 	return math.Sqrt(num / den)
+}
+
+// --adapter-only: llama.cpp applies the GGUF LoRA adapter to the base GGUF
+// written beside it and continues prompts greedily as hone does with the
+// PEFT adapter attached to its base; the Modelfile names both.
+func TestExportAdapterOnly(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "base")
+	writeLlama2Model(t, base, 22)
+	sharpenAttention(t, base)
+	adapter := filepath.Join(t.TempDir(), "adapter")
+	writeAdapter(t, base, adapter)
+	outDir := t.TempDir()
+	out := filepath.Join(outDir, "bot.gguf")
+	if err := export.GGUFAdapter(context.Background(), adapter, out, export.GGUFOptions{DType: "f32"}); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := readGGUF(t, out)
+	for key, want := range map[string]any{"general.type": "adapter", "adapter.type": "lora", "adapter.lora.alpha": float32(8)} {
+		if got := kv(t, f, key).Value; got != want {
+			t.Errorf("%s = %v, want %v", key, got, want)
+		}
+	}
+	mf, err := os.ReadFile(filepath.Join(outDir, export.ModelfileName))
+	if err != nil || !strings.Contains(string(mf), "FROM ./bot.base.gguf\nADAPTER ./bot.gguf\n") {
+		t.Errorf("Modelfile %q (%v): want FROM the base and ADAPTER the adapter", mf, err)
+	}
+	tok, err := tokenizer.LoadDir(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prompts [][]int
+	for _, s := range spmTexts[:3] {
+		prompts = append(prompts, tok.Encode(s, true))
+	}
+	baseFile := filepath.Join(outDir, "bot.base.gguf")
+	res := testassets.LlamaCppCompare(t, testassets.LlamaCppCompareRequest{Models: []string{baseFile}, Prompts: prompts, MaxTokens: 12, Lora: out})
+	plain := testassets.LlamaCppCompare(t, testassets.LlamaCppCompareRequest{Models: []string{baseFile}, Prompts: prompts, MaxTokens: 12})
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.LoadWithAdapter(adapter, dev, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := false
+	for i, p := range prompts {
+		want, err := generate.Complete(context.Background(), m, p, generate.Params{MaxNewTokens: 12, StopIDs: tok.Special().EOSIDs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Continuations[0][i]; !slices.Equal(got, want) {
+			t.Errorf("greedy continuation of %v: llama.cpp with the adapter %v, hone %v", p, got, want)
+		}
+		differ = differ || !slices.Equal(plain.Continuations[0][i], want)
+	}
+	if !differ {
+		t.Error("the adapter changes no continuation: the check cannot tell whether llama.cpp applied it")
+	}
 }

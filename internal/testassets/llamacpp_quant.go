@@ -17,6 +17,7 @@ type LlamaCppCompareRequest struct {
 	Prompts   [][]int  `json:"prompts,omitempty"`
 	MaxTokens int      `json:"max_tokens"`
 	Text      []int    `json:"text,omitempty"`
+	Lora      string   `json:"lora,omitempty"` // a GGUF LoRA adapter applied to every model
 }
 
 // LlamaCppKL is the divergence of a model's next-token distributions from

@@ -3,7 +3,8 @@
 // each file after the first, the KL divergence of its next-token
 // distribution from the first file's at every position of a token text.
 // Usage: node llamacpp_quant.mjs MODULE_DIR REQUEST.json
-// REQUEST: {"models": [PATH], "prompts": [[ID]], "max_tokens": N, "text": [ID]}
+// REQUEST: {"models": [PATH], "prompts": [[ID]], "max_tokens": N, "text": [ID], "lora": PATH (optional,
+// a GGUF LoRA adapter applied to every model)}
 // Prints {"continuations": [[[ID]]] (per model, per prompt),
 //         "kl": [{"mean", "max", "top1_agree", "positions"}] (per model; the first is zero)}
 import { readFileSync } from "node:fs";
@@ -20,7 +21,7 @@ const ctxOpts = { contextSize: Math.max(256, text.length + 8, ...(req.prompts ??
 
 async function run(path) {
   const model = await llama.loadModel({ modelPath: path });
-  const context = await model.createContext(ctxOpts);
+  const context = await model.createContext(req.lora ? { ...ctxOpts, lora: req.lora } : ctxOpts);
   const continuations = [];
   for (const prompt of req.prompts ?? []) {
     const seq = context.getSequence();
