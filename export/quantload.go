@@ -9,14 +9,15 @@ import (
 )
 
 // QuantizedTypes are the GGUF tensor types decoding reads quantized
-// (gguf.Matrix's dequantize-and-dot kernels); other tensors decode from
+// (gguf.Matrix's dequantize-and-dot kernels: Q6_K is the output matrix and
+// some attn_v / ffn_down of the _M mixes); other tensors decode from
 // their dequantized fp32 copy.
-var QuantizedTypes = []gguf.TensorType{gguf.Q8_0, gguf.Q4_K}
+var QuantizedTypes = []gguf.TensorType{gguf.Q8_0, gguf.Q4_K, gguf.Q6_K}
 
 // LoadQuantized loads the GGUF file at path, whose weights Unpack wrote to
 // dir, for decoding from its quantized tensors: the model holds the fp32
 // weights of dir (for the prompt's prefill) and decodes through the Q8_0
-// and Q4_K matrices of the file itself (engine.Model.SetQuantized), with
+// Q4_K and Q6_K matrices of the file itself (engine.Model.SetQuantized), with
 // up to threads goroutines. It reports how many matrices decode quantized.
 func LoadQuantized(path, dir string, dev engine.Device, threads int) (*engine.Model, int, error) {
 	m, err := engine.Load(dir, dev, engine.Options{})

@@ -82,7 +82,7 @@ func (m *Matrix) MatVec(y, x []float32, n int, acc bool, threads int) {
 
 // dotRows writes y[i] (+)= row o0+i of W · x for o0 <= o < o1.
 func (m *Matrix) dotRows(y, x, xs []float32, o0, o1 int, acc bool) {
-	if useAVX512 && (m.Type == Q8_0 || m.Type == Q4_K) {
+	if useAVX512 && (m.Type == Q8_0 || m.Type == Q4_K || m.Type == Q6_K) {
 		dotRowsAVX512(m, y, x, xs, o0, o1, acc)
 		return
 	}

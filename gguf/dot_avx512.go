@@ -76,6 +76,44 @@ static void dot_q4_k(const uint8_t *w, long rowBytes, const float *x, const floa
 		y[o - o0] = acc ? y[o - o0] + s : s;
 	}
 }
+
+// Q6_K rows: 6-bit values (4 low bits in ql, 2 high in qh, offset 32) in
+// 16-element groups with int8 scales, times the super-block's d.
+static void dot_q6_k(const uint8_t *w, long rowBytes, const float *x, long cols, float *y, long o0, long o1, int acc) {
+	long nb = cols / 256;
+	const __m512i m15 = _mm512_set1_epi32(15), m3 = _mm512_set1_epi32(3), off = _mm512_set1_epi32(32);
+	for (long o = o0; o < o1; o++) {
+		const uint8_t *b = w + o * rowBytes;
+		__m512 sum = _mm512_setzero_ps();
+		for (long i = 0; i < nb; i++, b += 210) {
+			const uint8_t *ql = b, *qh = b + 128;
+			const int8_t *sc = (const int8_t *)(b + 192);
+			float d = h2f(b + 208);
+			const float *xb = x + 256 * i;
+			for (int n = 0; n < 2; n++) {
+				for (int h = 0; h < 2; h++) {
+					int l = 16 * h;
+					__m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ql + 64 * n + l)));
+					__m512i lo2 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ql + 64 * n + l + 32)));
+					__m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qh + 32 * n + l)));
+					__m512i q1 = _mm512_or_si512(_mm512_and_si512(lo, m15), _mm512_slli_epi32(_mm512_and_si512(hi, m3), 4));
+					__m512i q2 = _mm512_or_si512(_mm512_and_si512(lo2, m15), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hi, 2), m3), 4));
+					__m512i q3 = _mm512_or_si512(_mm512_srli_epi32(lo, 4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hi, 4), m3), 4));
+					__m512i q4 = _mm512_or_si512(_mm512_srli_epi32(lo2, 4), _mm512_slli_epi32(_mm512_srli_epi32(hi, 6), 4));
+					const float *xn = xb + 128 * n + l;
+					const int8_t *s = sc + 8 * n + h;
+					__m512 t = _mm512_mul_ps(_mm512_set1_ps(d * s[0]), _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q1, off)), _mm512_loadu_ps(xn)));
+					t = _mm512_fmadd_ps(_mm512_set1_ps(d * s[2]), _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q2, off)), _mm512_loadu_ps(xn + 32)), t);
+					t = _mm512_fmadd_ps(_mm512_set1_ps(d * s[4]), _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q3, off)), _mm512_loadu_ps(xn + 64)), t);
+					t = _mm512_fmadd_ps(_mm512_set1_ps(d * s[6]), _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q4, off)), _mm512_loadu_ps(xn + 96)), t);
+					sum = _mm512_add_ps(sum, t);
+				}
+			}
+		}
+		float s = _mm512_reduce_add_ps(sum);
+		y[o - o0] = acc ? y[o - o0] + s : s;
+	}
+}
 */
 import "C"
 
@@ -96,6 +134,8 @@ func dotRowsAVX512(m *Matrix, y, x, xs []float32, o0, o1 int, acc bool) {
 	switch m.Type {
 	case Q8_0:
 		C.dot_q8_0(w, C.long(m.rowBytes), (*C.float)(&x[0]), C.long(m.Cols), (*C.float)(&y[0]), C.long(o0), C.long(o1), a)
+	case Q6_K:
+		C.dot_q6_k(w, C.long(m.rowBytes), (*C.float)(&x[0]), C.long(m.Cols), (*C.float)(&y[0]), C.long(o0), C.long(o1), a)
 	case Q4_K:
 		C.dot_q4_k(w, C.long(m.rowBytes), (*C.float)(&x[0]), (*C.float)(&xs[0]), C.long(m.Cols), (*C.float)(&y[0]), C.long(o0), C.long(o1), a)
 	}

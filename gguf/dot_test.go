@@ -35,6 +35,15 @@ func TestMatVec(t *testing.T) {
 		for i := range y {
 			y[i] = 1
 		}
+		// The portable kernel agrees with whichever MatVec uses.
+		yGo, yAny := make([]float32, rows), make([]float32, rows)
+		m.dotRowsGo(yGo, x[:cols], 0, rows, false)
+		m.MatVec(yAny, x[:cols], 1, false, 1)
+		for o := range yGo {
+			if d := math.Abs(float64(yGo[o] - yAny[o])); d > 1e-4*math.Abs(float64(yGo[o]))+1e-4 {
+				t.Fatalf("%v: row %d: Go kernel %g, %s kernel %g", typ, o, yGo[o], DotKernels(), yAny[o])
+			}
+		}
 		for _, acc := range []bool{false, true} {
 			m.MatVec(y, x, n, acc, 4)
 			for r := 0; r < n; r++ {
