@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"hone/engine"
+	"hone/export"
 	"hone/generate"
 )
 
@@ -15,13 +16,16 @@ import (
 // PromptTokens random tokens each, decoded together NewTokens steps on the
 // serving path (generate.StepBatch), greedy or sampled at Temperature.
 type GenerateSpec struct {
-	Dir          string // model directory
+	Dir string // model directory
+	// GGUF, when set, is the file the llama.cpp peer decodes (Dir then
+	// holds its weights unpacked) instead of an export of Dir.
+	GGUF         string
 	Streams      int
 	PromptTokens int
 	NewTokens    int // timed decode steps, after the prompt and one warm-up step
 	Threads      int
 	Seed         uint64
-	Precision    string // of the weights decoding reads: fp32 (default, as hone serve) or bf16
+	Precision    string // of the weights decoding reads: fp32 (default, as hone serve), bf16, or quantized (GGUF's Q8_0/Q4_K matrices)
 	// Temperature 0 decodes greedily; above it each stream samples (no
 	// top-k or top-p), seeded from Seed.
 	Temperature float64
@@ -62,8 +66,8 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 	if s.Precision == "" {
 		s.Precision = "fp32" // what hone serve decodes with
 	}
-	if s.Precision != "bf16" && s.Precision != "fp32" {
-		return nil, fmt.Errorf("bench generate: precision %q: want bf16 or fp32", s.Precision)
+	if s.Precision != "bf16" && s.Precision != "fp32" && (s.Precision != "quantized" || s.GGUF == "") {
+		return nil, fmt.Errorf("bench generate: precision %q: want bf16, fp32, or quantized for a GGUF file", s.Precision)
 	}
 	if len(s.Peers) > 0 && s.Streams != 1 {
 		return nil, fmt.Errorf("bench generate: --peer compares single-stream decoding; use --streams 1 (got %d)", s.Streams)
@@ -94,7 +98,12 @@ func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int
 		timed = engine.NewTimedDevice(dev)
 		dev = timed
 	}
-	m, err := engine.Load(s.Dir, dev, engine.Options{DecodeBF16: s.Precision == "bf16"})
+	var m *engine.Model
+	if s.Precision == "quantized" {
+		m, _, err = export.LoadQuantized(s.GGUF, s.Dir, dev, s.Threads)
+	} else {
+		m, err = engine.Load(s.Dir, dev, engine.Options{DecodeBF16: s.Precision == "bf16"})
+	}
 	if err != nil {
 		return nil, nil, err
 	}

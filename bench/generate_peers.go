@@ -47,7 +47,9 @@ func runPeer(ctx context.Context, name string, s GenerateSpec, threads int, prom
 		defer os.RemoveAll(tmp)
 		dtype := map[string]string{"bf16": "bf16", "fp32": "f32"}[s.Precision]
 		gguf := filepath.Join(tmp, "model.gguf")
-		if err := export.GGUF(ctx, s.Dir, gguf, export.GGUFOptions{DType: dtype}); err != nil {
+		if s.GGUF != "" {
+			gguf = s.GGUF
+		} else if err := export.GGUF(ctx, s.Dir, gguf, export.GGUFOptions{DType: dtype}); err != nil {
 			return nil, fmt.Errorf("bench generate: llama.cpp peer: export %s: %w", s.Dir, err)
 		}
 		req, err := json.Marshal(map[string]any{"model": gguf, "prompt": prompt, "new_tokens": s.NewTokens, "threads": threads})
@@ -79,6 +81,9 @@ func runPeer(ctx context.Context, name string, s GenerateSpec, threads int, prom
 	}
 	if r.Precision == "" {
 		r.Precision = s.Precision
+		if s.GGUF != "" {
+			r.Precision = "gguf " + filepath.Base(s.GGUF)
+		}
 	}
 	r.Command = cmd.String()
 	return &r, nil

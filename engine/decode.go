@@ -176,7 +176,9 @@ func (m *Model) projDec(l, p int, y, x, w []float32, w16 []uint16, b []float32, 
 // w16 when the model decodes in bf16 (see Options.DecodeBF16), else times
 // the fp32 weights w, whatever precision training uses.
 func (m *Model) linearDec(y, x, w []float32, w16 []uint16, b []float32, n, in, out int, o output) {
-	if w16 != nil {
+	if q, ok := m.quantFor(w); ok && w16 == nil && n <= 16 { // a long prompt: oneDNN on the fp32 copy
+		q.q.MatVec(y[:n*out], x[:n*in], n, bool(o), q.threads)
+	} else if w16 != nil {
 		m.Dev.MatMulW16(y, x, w16, n, out, in, bool(o))
 	} else {
 		m.Dev.MatMul(y, x, w, n, out, in, MatMulFlags{TransB: true, Acc: bool(o)})

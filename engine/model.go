@@ -122,6 +122,8 @@ type Model struct {
 	nf4              *nf4Base  // the quantized matrices of a frozen NF4 base (Options.QuantizeBase)
 	step             stepBufs  // DecodeStep's buffers
 	stepHost         []float32 // DecodeStep's logits on the host
+
+	quant map[*float32]quantMatrix // weights decoding reads quantized (quant.go)
 }
 
 // acts for one micro-batch shape; reallocated only when B*T grows.

@@ -55,7 +55,7 @@ var dbrxNames = map[string]string{
 }
 
 // dbrxTensors lists the GGUF tensors of a DBRX model.
-func (s *source) dbrxTensors(ctx context.Context, matrix gguf.TensorType) []gguf.Tensor {
+func (s *source) dbrxTensors(ctx context.Context, mix *typeMixer) []gguf.Tensor {
 	c := s.cfg
 	E, F, C := c.NumLocalExperts, c.IntermediateSize, c.HiddenSize
 	var out []gguf.Tensor
@@ -80,10 +80,7 @@ func (s *source) dbrxTensors(ctx context.Context, matrix gguf.TensorType) []gguf
 		case strings.Contains(p.Name, ".ffn.experts.mlp."):
 			shape = []int{E, F, C}
 		}
-		typ := matrix
-		if len(p.Shape) == 1 {
-			typ = gguf.F32
-		}
+		typ := mix.pick(name, shape)
 		out = append(out, gguf.Tensor{Name: name, Shape: shape, Type: typ, Fill: func(dst []byte) error {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -95,7 +92,7 @@ func (s *source) dbrxTensors(ctx context.Context, matrix gguf.TensorType) []gguf
 			if down { // each expert's (F,C) block to (C,F)
 				x = transposeBlocks(x, E, F, C)
 			}
-			encode(dst, x, typ)
+			gguf.Quantize(typ, dst, x, shape[len(shape)-1])
 			return nil
 		}})
 	}

@@ -2,7 +2,6 @@ package export
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -12,26 +11,21 @@ import (
 	"hone/chattemplate"
 	"hone/engine"
 	"hone/gguf"
-	"hone/safetensors"
 )
 
 // GGUFOptions control a GGUF export.
 type GGUFOptions struct {
-	// DType of the matrices: "f32", "f16" or "bf16" (default). Norms and
-	// other 1-D tensors stay f32, as llama.cpp expects.
+	// DType of the matrices: "f32", "f16", "bf16" (default), or a
+	// quantized preset, "q8_0", "q4_0", "q4_k_m", "q5_k_m" or "q6_k"
+	// (llama.cpp's per-tensor mix; see typeMixer). Norms and other 1-D
+	// tensors stay f32, as llama.cpp expects.
 	DType string
 	// Name is general.name; default the source directory's name.
 	Name string
 }
 
-// fileTypes maps a dtype to its ggml tensor type and llama.cpp file type
-// (general.file_type: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32).
-var fileTypes = map[string]struct {
-	tensor gguf.TensorType
-	file   uint32
-}{"f32": {gguf.F32, 0}, "f16": {gguf.F16, 1}, "bf16": {gguf.BF16, 32}}
-
-// GGUF writes the model in dir as a llama-architecture GGUF file at out:
+// GGUF writes the model in dir (or, for a PEFT adapter directory, the
+// adapter merged into its base) as a llama-architecture GGUF file at out:
 // the hyperparameters, the tokenizer, special-token ids, the chat template,
 // and the tensors under llama.cpp's names with the Q/K row order its rotary
 // embedding expects.
@@ -39,13 +33,18 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 	if opt.DType == "" {
 		opt.DType = "bf16"
 	}
-	ft, ok := fileTypes[opt.DType]
+	ft, ok := presets[opt.DType]
 	if !ok {
-		return fmt.Errorf("%w: dtype %q: want f32, f16 or bf16", ErrInvalid, opt.DType)
+		return fmt.Errorf("%w: dtype %q: want %s", ErrInvalid, opt.DType, DTypes)
 	}
 	if opt.Name == "" {
 		opt.Name = filepath.Base(filepath.Clean(dir))
 	}
+	dir, cleanup, err := mergedSource(dir, out)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
 	src, err := openSource(dir)
 	if err != nil {
 		return err
@@ -76,12 +75,23 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 	if err := writeTokenizer(w, src, voc); err != nil {
 		return err
 	}
+	if err := writeHoneFiles(w, dir); err != nil {
+		return err
+	}
 	tensors := src.tensors
 	if arch == "dbrx" {
 		tensors = src.dbrxTensors
 	}
-	for _, t := range tensors(ctx, ft.tensor) {
+	tied := true
+	for _, p := range src.cfg.ParamSpecs() {
+		tied = tied && p.Name != "lm_head.weight"
+	}
+	mix := newTypeMixer(opt.DType, src.cfg, arch, tied)
+	for _, t := range tensors(ctx, mix) {
 		w.AddTensor(t)
+	}
+	if mix.err != nil {
+		return fmt.Errorf("export %s as %s: %w", dir, opt.DType, mix.err)
 	}
 	if err := w.WriteFile(out); err != nil {
 		return fmt.Errorf("export %s: %w", dir, err)
@@ -181,21 +191,18 @@ func ggufName(hf string) string {
 
 // tensors lists the GGUF tensors: the model's parameters in arena order,
 // then rope_freqs for llama3 rope scaling.
-func (s *source) tensors(ctx context.Context, matrix gguf.TensorType) []gguf.Tensor {
+func (s *source) tensors(ctx context.Context, mix *typeMixer) []gguf.Tensor {
 	c := s.cfg
 	var out []gguf.Tensor
 	for _, p := range c.ParamSpecs() {
 		if strings.Contains(p.Name, ".block_sparse_moe.experts.") {
-			if t, ok := s.stackedExperts(ctx, p, matrix); ok {
+			if t, ok := s.stackedExperts(ctx, p, mix); ok {
 				out = append(out, t)
 			}
 			continue
 		}
 		name := ggufName(p.Name)
-		typ := matrix
-		if len(p.Shape) == 1 || strings.HasSuffix(name, "_norm.weight") {
-			typ = gguf.F32
-		}
+		typ := mix.pick(name, p.Shape)
 		heads := 0
 		switch {
 		case strings.Contains(p.Name, ".q_proj."):
@@ -214,14 +221,14 @@ func (s *source) tensors(ctx context.Context, matrix gguf.TensorType) []gguf.Ten
 			if heads > 0 {
 				x = PermuteQK(x, heads, len(x)/p.Shape[0])
 			}
-			encode(dst, x, typ)
+			gguf.Quantize(typ, dst, x, p.Shape[len(p.Shape)-1])
 			return nil
 		}})
 	}
 	if c.RopeScaling.Kind() == "llama3" {
 		f := RopeFactors(c)
 		out = append(out, gguf.Tensor{Name: "rope_freqs.weight", Shape: []int{len(f)}, Type: gguf.F32,
-			Fill: func(dst []byte) error { encode(dst, f, gguf.F32); return nil }})
+			Fill: func(dst []byte) error { gguf.QuantizeRow(gguf.F32, dst, f); return nil }})
 	}
 	return out
 }
@@ -232,7 +239,7 @@ var expertNames = map[string]string{"w1.weight": "ffn_gate_exps.weight", "w3.wei
 // stackedExperts is, for expert 0's w1, w2 or w3 of a layer, llama.cpp's
 // tensor of that matrix of every expert stacked (E, rows, cols), as its
 // converter writes Mixtral; other experts' matrices are inside it (false).
-func (s *source) stackedExperts(ctx context.Context, p engine.ParamSpec, typ gguf.TensorType) (gguf.Tensor, bool) {
+func (s *source) stackedExperts(ctx context.Context, p engine.ParamSpec, mix *typeMixer) (gguf.Tensor, bool) {
 	rest := strings.TrimPrefix(p.Name, "model.layers.")
 	layer, rest, _ := strings.Cut(rest, ".block_sparse_moe.experts.")
 	expert, mat, _ := strings.Cut(rest, ".")
@@ -240,7 +247,9 @@ func (s *source) stackedExperts(ctx context.Context, p engine.ParamSpec, typ ggu
 		return gguf.Tensor{}, false
 	}
 	E := s.cfg.NumLocalExperts
-	return gguf.Tensor{Name: "blk." + layer + "." + expertNames[mat], Shape: append([]int{E}, p.Shape...), Type: typ,
+	name, shape := "blk."+layer+"."+expertNames[mat], append([]int{E}, p.Shape...)
+	typ := mix.pick(name, shape)
+	return gguf.Tensor{Name: name, Shape: shape, Type: typ,
 		Fill: func(dst []byte) error {
 			x := make([]float32, p.Size())
 			width := len(dst) / E
@@ -252,7 +261,7 @@ func (s *source) stackedExperts(ctx context.Context, p engine.ParamSpec, typ ggu
 				if err := s.st.Float32(name, x); err != nil {
 					return err
 				}
-				encode(dst[e*width:(e+1)*width], x, typ)
+				gguf.Quantize(typ, dst[e*width:(e+1)*width], x, p.Shape[len(p.Shape)-1])
 			}
 			return nil
 		}}, true
@@ -290,17 +299,4 @@ func RopeFactors(c *engine.Config) []float32 {
 		out[i] = float32(base / f)
 	}
 	return out
-}
-
-func encode(dst []byte, x []float32, t gguf.TensorType) {
-	for i, f := range x {
-		switch t {
-		case gguf.F32:
-			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(f))
-		case gguf.F16:
-			binary.LittleEndian.PutUint16(dst[2*i:], safetensors.Float32ToF16(f))
-		case gguf.BF16:
-			binary.LittleEndian.PutUint16(dst[2*i:], safetensors.Float32ToBF16(f))
-		}
-	}
 }

@@ -19,7 +19,8 @@ var hfFiles = []string{
 	"chat_template.jinja", "chat_template.json", "LICENSE", "USE_POLICY.md",
 }
 
-// HF writes the model in dir to the directory out as Hugging Face
+// HF writes the model in dir (or a PEFT adapter directory's adapter merged
+// into its base) to the directory out as Hugging Face
 // transformers loads it: bf16 safetensors (sharded past 5 GB), config.json
 // (torch_dtype bfloat16), the tokenizer files, and generation_config.json
 // (the source's, or one naming the model's BOS and end ids).
@@ -30,6 +31,11 @@ func HF(ctx context.Context, dir, out string) error {
 		}
 		return err
 	}
+	dir, cleanup, err := mergedSource(dir, out)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
 	src, err := openSource(dir)
 	if err != nil {
 		return err

@@ -59,17 +59,6 @@ const (
 	BF16 TensorType = 30
 )
 
-// Size is the number of bytes of one element.
-func (t TensorType) Size() int {
-	switch t {
-	case F32:
-		return 4
-	case F16, BF16:
-		return 2
-	}
-	return 0
-}
-
 // Tensor describes one tensor. Shape is in row-major (PyTorch/NumPy)
 // order, outermost first; the file stores it reversed, as ggml counts
 // dimensions from the innermost. Fill writes exactly the tensor's bytes
@@ -81,10 +70,11 @@ type Tensor struct {
 	Fill  func(dst []byte) error
 }
 
-// Bytes is the size of the tensor's data.
+// Bytes is the size of the tensor's data: its rows (the innermost
+// dimension) stored as blocks of its type.
 func (t Tensor) Bytes() int64 {
-	n := int64(t.Type.Size())
-	for _, d := range t.Shape {
+	n := int64(t.Type.RowBytes(t.Shape[len(t.Shape)-1]))
+	for _, d := range t.Shape[:len(t.Shape)-1] {
 		n *= int64(d)
 	}
 	return n
@@ -148,10 +138,13 @@ func (w *Writer) AddTensor(t Tensor) {
 	switch {
 	case w.names[t.Name]:
 		w.err = errors.Join(w.err, fmt.Errorf("gguf: tensor %q added twice", t.Name))
-	case t.Type.Size() == 0:
+	case t.Type.BlockSize() == 0:
 		w.err = errors.Join(w.err, fmt.Errorf("gguf: tensor %q: unsupported type %d", t.Name, t.Type))
 	case len(t.Shape) == 0 || len(t.Shape) > 4:
 		w.err = errors.Join(w.err, fmt.Errorf("gguf: tensor %q: %d dimensions (want 1 to 4)", t.Name, len(t.Shape)))
+	case t.Shape[len(t.Shape)-1]%t.Type.BlockSize() != 0:
+		w.err = errors.Join(w.err, fmt.Errorf("gguf: tensor %q: rows of %d elements are not whole %v blocks of %d",
+			t.Name, t.Shape[len(t.Shape)-1], t.Type, t.Type.BlockSize()))
 	}
 	w.names[t.Name] = true
 	w.tensors = append(w.tensors, t)

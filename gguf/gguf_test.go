@@ -2,6 +2,7 @@ package gguf
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,9 +16,11 @@ func TestWriterRefusesDuplicates(t *testing.T) {
 	fill := func(dst []byte) error { return nil }
 	w.AddTensor(Tensor{Name: "t", Shape: []int{2}, Type: F32, Fill: fill})
 	w.AddTensor(Tensor{Name: "t", Shape: []int{2}, Type: F32, Fill: fill})
-	w.AddTensor(Tensor{Name: "q", Shape: []int{2}, Type: 2, Fill: fill})
+	w.AddTensor(Tensor{Name: "q", Shape: []int{2}, Type: 3, Fill: fill}) // q4_1: not written by hone
+	w.AddTensor(Tensor{Name: "k", Shape: []int{4, 100}, Type: Q4_K, Fill: fill})
 	err := w.WriteFile(filepath.Join(t.TempDir(), "x.gguf"))
-	for _, want := range []string{`key "a" set twice`, `tensor "t" added twice`, `tensor "q": unsupported type 2`} {
+	for _, want := range []string{`key "a" set twice`, `tensor "t" added twice`, `tensor "q": unsupported type 3`,
+		`tensor "k": rows of 100 elements are not whole q4_K blocks of 256`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("err = %v, want it to say %s", err, want)
 		}
@@ -45,5 +48,14 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("%d files left in the directory, want only the old one", len(entries))
+	}
+}
+
+// nearestInt is round-half-to-even over the range quantizers use.
+func TestNearestInt(t *testing.T) {
+	for _, f := range []float32{0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 63.5, -128.5, 4194302.5} {
+		if got, want := nearestInt(f), int(math.RoundToEven(float64(f))); got != want {
+			t.Errorf("nearestInt(%v) = %d, want %d", f, got, want)
+		}
 	}
 }

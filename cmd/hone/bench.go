@@ -167,18 +167,32 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 --precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
 directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
-each one's tokens/s and hone's ratio to it.`,
+each one's tokens/s and hone's ratio to it. REF may be a GGUF file hone export wrote (quantized or
+not): hone decodes its Q8_0, Q4_K and Q6_K matrices with its dequantize-and-dot kernels (--precision
+quantized, the default for a GGUF file; its other tensors, and the prompt, from their fp32 copy) or
+all of it dequantized (--precision fp32), and the llama.cpp peer decodes the file itself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			refs, err := modelref.New(modelref.Config{})
-			if err != nil {
-				return err
+			if dir, cleanup, ok, err := unpackGGUFRef(cmd.Context(), ref); ok {
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				s.Dir, s.GGUF = dir, ref
+				if !cmd.Flags().Changed("precision") {
+					s.Precision = "quantized"
+				}
+			} else {
+				refs, err := modelref.New(modelref.Config{})
+				if err != nil {
+					return err
+				}
+				model, err := refs.Resolve(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				s.Dir = model.Dir
 			}
-			model, err := refs.Resolve(cmd.Context(), ref)
-			if err != nil {
-				return err
-			}
-			s.Dir = model.Dir
 			if kernelTimes {
 				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}

@@ -16,6 +16,7 @@ import (
 func exportCmd() *cobra.Command {
 	var cf clientFlags
 	var modelRef, format, dtype, out, name string
+	var adapterOnly bool
 	cmd := &cobra.Command{
 		Use:   "export --model REF --format gguf|hf --out PATH",
 		Short: "Write a model as GGUF (llama.cpp, ollama) or as a Hugging Face directory",
@@ -24,19 +25,29 @@ version (main.demo.bot/1, main.demo.bot@champion, main.demo.bot for the newest),
 the server names and this machine must be able to read.
 
 --format gguf writes FILE.gguf (llama architecture, tokenizer, chat template; matrices in --dtype,
-norms in f32) and an ollama Modelfile beside it: ollama create NAME -f Modelfile.
+norms in f32) and an ollama Modelfile beside it: ollama create NAME -f Modelfile. The quantized
+dtypes are ggml's block types with llama-quantize's per-tensor mix: q8_0, q4_0, q6_k, and
+q4_k_m / q5_k_m (mostly Q4_K / Q5_K, output and some attn_v / ffn_down layers in Q6_K).
 --format hf writes a directory of bf16 safetensors, config.json, the tokenizer files and
-generation_config.json.`,
+generation_config.json.
+An adapter version (registered with --register-adapter) is written merged into its base; with
+--adapter-only, --format gguf writes llama.cpp's GGUF LoRA adapter at FILE.gguf, its base as
+FILE.base.gguf and a Modelfile with FROM the base and ADAPTER the adapter, and --format hf copies
+the PEFT directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := resolveModelDir(cmd.Context(), &cf, modelRef)
 			if err != nil {
 				return err
 			}
-			switch format {
-			case "gguf":
+			switch {
+			case adapterOnly && format == "gguf":
+				err = export.GGUFAdapter(cmd.Context(), dir, out, export.GGUFOptions{DType: dtype, Name: name})
+			case adapterOnly && format == "hf":
+				err = export.PEFT(dir, out)
+			case format == "gguf":
 				err = export.GGUF(cmd.Context(), dir, out, export.GGUFOptions{DType: dtype, Name: name})
-			case "hf":
+			case format == "hf":
 				if cmd.Flags().Changed("dtype") && dtype != "bf16" {
 					return fmt.Errorf("--format hf writes bf16; --dtype %s applies to gguf only", dtype)
 				}
@@ -55,9 +66,10 @@ generation_config.json.`,
 	f := cmd.Flags()
 	f.StringVar(&modelRef, "model", "", "local model directory, Hugging Face id or registered version (required)")
 	f.StringVar(&format, "format", "gguf", "gguf or hf")
-	f.StringVar(&dtype, "dtype", "bf16", "GGUF matrix type: f32, f16 or bf16")
+	f.StringVar(&dtype, "dtype", "bf16", "GGUF matrix type: "+export.DTypes)
 	f.StringVar(&out, "out", "", "GGUF file or HF directory to write (required)")
 	f.StringVar(&name, "name", "", "GGUF general.name (default the model directory's name)")
+	f.BoolVar(&adapterOnly, "adapter-only", false, "for an adapter version: write the adapter (GGUF LoRA + base GGUF + Modelfile, or the PEFT directory) instead of merging it")
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("out")
 	return cmd

@@ -10,6 +10,7 @@ import (
 	"hone/chattemplate"
 	"hone/client"
 	"hone/engine"
+	"hone/export"
 	"hone/generate"
 	"hone/serving"
 )
@@ -25,10 +26,20 @@ func generateCmd() *cobra.Command {
 		Long: `A registered name (main.demo.bot/1, main.demo.bot@champion, or main.demo.bot for the newest
 version) is completed by the server (--server), as its /api/generate and OpenAI-compatible routes
 would. A local HF model directory, or a PEFT adapter directory whose base_model_name_or_path is a
-local model directory (merged into it in memory), is loaded and completed here. Either way the prompt is formatted as
+local model directory (merged into it in memory), or a GGUF file hone export wrote (decoding
+reads its Q8_0, Q4_K and Q6_K matrices as they are, its other tensors dequantized to fp32), is loaded
+and completed here. Either way the prompt is formatted as
 the model was trained: its chat template for chat models, plain text otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ggufFile := ""
+			if dir, cleanup, ok, err := unpackGGUFRef(cmd.Context(), modelRef); ok {
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				ggufFile, modelRef = modelRef, dir
+			}
 			if st, err := os.Stat(modelRef); err != nil || !st.IsDir() {
 				return generateRemote(cmd, &cf, modelRef, prompt, format, p, asJSON)
 			}
@@ -53,7 +64,12 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 			if err != nil {
 				return err
 			}
-			m, err := engine.LoadWithAdapter(modelRef, dev, opt)
+			var m *engine.Model
+			if ggufFile != "" { // decoding reads its Q8_0, Q4_K and Q6_K matrices as they are
+				m, _, err = export.LoadQuantized(ggufFile, modelRef, dev, 0)
+			} else {
+				m, err = engine.LoadWithAdapter(modelRef, dev, opt)
+			}
 			if err != nil {
 				return err
 			}
@@ -70,7 +86,7 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 	}
 	cf.register(cmd)
 	f := cmd.Flags()
-	f.StringVar(&modelRef, "model", "", "registered version or local model directory (required)")
+	f.StringVar(&modelRef, "model", "", "registered version, local model directory or GGUF file from hone export (required)")
 	f.StringVar(&prompt, "prompt", "", "prompt text (required)")
 	f.StringVar(&format, "format", "auto", "auto (chat when the model has a chat template), chat or text")
 	f.IntVar(&p.MaxNewTokens, "max-new-tokens", 100, "largest number of tokens to generate")

@@ -1,0 +1,82 @@
+package export_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"hone/engine"
+	"hone/export"
+	"hone/internal/testmodel"
+)
+
+// Decoding from a GGUF file's Q8_0 and Q4_K matrices (the dequantize-and-
+// dot kernels) gives the logits of decoding its dequantized fp32 weights,
+// step by step, the permuted query and key rows included.
+func TestLoadQuantizedDecodes(t *testing.T) {
+	const cfg = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 256,
+	"intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+	"rms_norm_eps": 1e-5, "rope_theta": 10000, "max_position_embeddings": 256, "tie_word_embeddings": false,
+	"bos_token_id": 1, "eos_token_id": 2}`
+	dir := filepath.Join(t.TempDir(), "model")
+	testmodel.WriteWith(t, dir, cfg, "tokenizer-llama2", 3)
+	sharpenAttention(t, dir)
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dt := range []string{"q8_0", "q4_k_m"} {
+		file := filepath.Join(t.TempDir(), dt+".gguf")
+		if err := export.GGUF(context.Background(), dir, file, export.GGUFOptions{DType: dt}); err != nil {
+			t.Fatal(err)
+		}
+		unpacked := filepath.Join(t.TempDir(), "unpacked")
+		if err := export.Unpack(context.Background(), file, unpacked); err != nil {
+			t.Fatal(err)
+		}
+		ref, err := engine.Load(unpacked, dev, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, n, err := export.LoadQuantized(file, unpacked, dev, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// All 14 matrices and the output (q4_k_m: Q4_K, and Q6_K for the
+		// output and layer 1's attn_v and ffn_down).
+		if want := 15; n != want {
+			t.Errorf("%s: %d matrices decode quantized, want %d", dt, n, want)
+		}
+		dr, err := ref.NewDecoder(64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dq, err := q.NewDecoder(64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var most float64
+		for step, id := range []int{1, 415, 4996, 17354, 1701, 29916, 975, 278, 17366, 11203} {
+			a, err := dr.Append([]int{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := dq.Append([]int{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := relDiff(b, a)
+			if d > 1e-4 { // summation order only (sharpened attention amplifies it a little)
+				t.Fatalf("%s: step %d: quantized decoding's logits differ from fp32's by %.3g", dt, step, d)
+			}
+			most = max(most, d)
+		}
+		if most == 0 {
+			t.Errorf("%s: logits identical to fp32 decoding's to the bit: the quantized matrices were not used", dt)
+		}
+		dr.Close()
+		dq.Close()
+		ref.Close()
+		q.Close()
+	}
+}
