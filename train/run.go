@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"hone/collective"
 	"hone/dataset"
 	"hone/engine"
 	"hone/generate"
@@ -83,6 +84,12 @@ func (s Spec) fingerprint() string {
 // Run trains spec in workDir (created if needed), resuming from the newest
 // checkpoint there. See the package comment for the guarantees.
 func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result, error) {
+	return run(ctx, spec, workDir, obs, nil)
+}
+
+// run is Run, as one rank of the data-parallel group coll when it is not
+// nil (see RunDistributed).
+func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll collective.Collective) (*Result, error) {
 	if obs == nil {
 		obs = NopObserver{}
 	}
@@ -110,12 +117,19 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	if err != nil {
 		return nil, err
 	}
+	r.coll = coll
 	if len(spec.EvalPrompts) > 0 {
 		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
 			return nil, err
 		}
 	}
-	st, err := r.resume(prep.Fingerprint())
+	var st ckptState
+	if r.leader() {
+		st, err = r.resume(prep.Fingerprint())
+	}
+	if err == nil {
+		err = r.syncFromLeader(ctx, &st)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +144,9 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	}
 	res := &Result{Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
 		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}
+	if !r.leader() {
+		return res, nil // the leader writes the model
+	}
 	if r.a != nil {
 		res.ModelDir, res.AdapterDir, err = r.saveFinalLoRA()
 	} else {
@@ -299,7 +316,7 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 	start, startStep, savedAt := time.Now(), st.Step, st.Step
 	for st.Step < r.totalSteps {
 		if err := ctx.Err(); err != nil {
-			if st.Step > savedAt {
+			if st.Step > savedAt && r.leader() {
 				if serr := r.save(st); serr != nil {
 					return errors.Join(err, serr)
 				}
@@ -308,7 +325,7 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 		}
 		t0 := time.Now()
 		lr := r.sched.LR(st.Step)
-		loss, tokens, res, err := r.step(st.Step, lr)
+		loss, tokens, res, err := r.step(ctx, st.Step, lr)
 		if err != nil {
 			return fmt.Errorf("step %d: %w", st.Step+1, err)
 		}
@@ -323,7 +340,7 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 			ETA: time.Duration(float64(elapsed) / float64(st.Step-startStep) * float64(r.totalSteps-st.Step))})
 		epochEnd := math.Floor(st.Epoch) > math.Floor(prevEpoch)
 		if st.Step == r.totalSteps || epochEnd || (r.spec.CheckpointEvery > 0 && st.Step%r.spec.CheckpointEvery == 0) {
-			if err := r.checkpoint(ctx, st); err != nil {
+			if err := r.checkpointAll(ctx, st); err != nil {
 				return err
 			}
 			savedAt = st.Step
@@ -364,6 +381,7 @@ type runner struct {
 	workDir    string
 	orders     map[int][]int // epoch → row order
 	lastEval   float64
+	coll       collective.Collective // the data-parallel group; nil in a one-process run
 }
 
 // epochAt is the fractional epoch after `steps` optimizer steps.
@@ -407,19 +425,29 @@ func (r *runner) batch(lo, hi int64, row func(int64) (dataset.Row, error)) (*eng
 }
 
 // step runs one optimizer step (all its micro-batches) at learning rate lr.
-func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res optim.StepResult, err error) {
+// With a data-parallel group each rank runs its share of the micro-batches
+// (see mine) and the counts, gradients and loss are summed across ranks,
+// so every rank takes the step one process would.
+func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, tokens int64, res optim.StepResult, err error) {
 	first := int64(step) * int64(r.rps)
 	last := min(first+int64(r.rps), r.totalRows)
 	var batches []*engine.Batch
+	var starts []int64
 	scored := 0
-	for k := first; k < last; k += int64(r.spec.BatchRows) {
+	for i, k := 0, first; k < last; i, k = i+1, k+int64(r.spec.BatchRows) {
+		if !r.mine(i) {
+			continue
+		}
 		bt, n, err := r.batch(k, min(k+int64(r.spec.BatchRows), last), r.row)
 		if err != nil {
 			return 0, 0, res, err
 		}
 		tokens += n
 		scored += bt.Scored()
-		batches = append(batches, bt)
+		batches, starts = append(batches, bt), append(starts, k)
+	}
+	if scored, tokens, err = r.sumCounts(ctx, scored, tokens); err != nil {
+		return 0, 0, res, err
 	}
 	if scored == 0 {
 		return 0, tokens, res, nil
@@ -433,8 +461,11 @@ func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res opt
 	for i, bt := range batches {
 		// LoRA dropout masks are a function of the micro-batch's first
 		// row, so a resumed run draws the masks of an uninterrupted one.
-		s, _ := r.m.ForwardBackwardDropout(bt, 1/float32(scored), dropoutSeed(r.spec.Seed, first+int64(i*r.spec.BatchRows)))
+		s, _ := r.m.ForwardBackwardDropout(bt, 1/float32(scored), dropoutSeed(r.spec.Seed, starts[i]))
 		sum += s
+	}
+	if sum, err = r.reduceGrads(ctx, sum); err != nil {
+		return 0, 0, res, err
 	}
 	loss = sum / float64(scored)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {

@@ -1,0 +1,170 @@
+package train_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"hone/collective"
+	"hone/collective/gloo"
+	"hone/safetensors"
+	"hone/train"
+)
+
+// The data-parallel tests run each rank as a separate process over
+// loopback: the test binary re-runs itself with the rank environment of
+// collective.Launch, and TestMain plays the rank.
+
+const (
+	envSpec    = "HONE_TRAIN_TEST_SPEC"
+	envWorkDir = "HONE_TRAIN_TEST_WORKDIR"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envSpec) != "" {
+		if err := playRank(); err != nil {
+			fmt.Fprintln(os.Stderr, "rank error:", err)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+type stepLine struct {
+	Step int     `json:"step"`
+	Loss float64 `json:"loss"`
+}
+
+// lineObserver prints each step's loss as a JSON line on stdout.
+type lineObserver struct{ train.NopObserver }
+
+func (lineObserver) OnStep(s train.StepMetrics) {
+	b, _ := json.Marshal(stepLine{s.Step, s.Loss})
+	fmt.Println(string(b))
+}
+
+func playRank() error {
+	var s train.Spec
+	if err := json.Unmarshal([]byte(os.Getenv(envSpec)), &s); err != nil {
+		return err
+	}
+	cfg, ok, err := collective.ConfigFromEnv()
+	if !ok || err != nil {
+		return fmt.Errorf("rank environment: %v", err)
+	}
+	ctx := context.Background()
+	g, err := gloo.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	dir := filepath.Join(os.Getenv(envWorkDir), "rank-"+strconv.Itoa(cfg.Rank))
+	_, err = train.RunDistributed(ctx, s, dir, lineObserver{}, g)
+	return err
+}
+
+// launchRun runs s on `ranks` local ranks and returns rank 0's step losses
+// and the ranks' work dirs.
+func launchRun(t *testing.T, s train.Spec, ranks int) ([]float64, string) {
+	t.Helper()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	var log strings.Builder
+	outs, err := collective.Launch(context.Background(), os.Args[0], []string{"-test.run=^$"},
+		[]string{envSpec + "=" + string(b), envWorkDir + "=" + base}, ranks, 30*time.Second, &log)
+	if err != nil {
+		t.Fatalf("%d ranks: %v\n%s", ranks, err, log.String())
+	}
+	var losses []float64
+	sc := bufio.NewScanner(strings.NewReader(outs[0].Stdout))
+	for sc.Scan() {
+		var l stepLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Step > 0 {
+			losses = append(losses, l.Loss)
+		}
+	}
+	return losses, base
+}
+
+// N ranks × k micro-batches take the steps of one process with N·k
+// micro-batches: the same losses and, after 10 steps, the same fp32
+// weights up to summation order.
+func TestDataParallelMatchesOneProcess(t *testing.T) {
+	model, data := tinyModel(t), chatData(t)
+	s := spec(model, data)
+	s.Duration = train.Duration{Batches: 10}
+	s.BatchRows, s.GradAccum = 1, 4 // 2 ranks × 2 micro-batches
+	s.Precision, s.Threads, s.CheckpointEvery = "fp32", 1, 5
+	rec := &recorder{}
+	one := t.TempDir()
+	if _, err := train.Run(context.Background(), s, one, rec); err != nil {
+		t.Fatal(err)
+	}
+	losses, base := launchRun(t, s, 2)
+	if len(losses) != len(rec.steps) || len(losses) != 10 {
+		t.Fatalf("2 ranks took %d steps, one process %d; want 10", len(losses), len(rec.steps))
+	}
+	for i, l := range losses {
+		want := rec.steps[i].Loss
+		if math.Abs(l-want) > 1e-6*math.Abs(want) {
+			t.Errorf("step %d: loss %.9g on 2 ranks, %.9g in one process", i+1, l, want)
+		}
+	}
+	// Checkpoints, eval and the final model on rank 0 only.
+	if _, err := os.Stat(filepath.Join(base, "rank-1", "checkpoints")); !os.IsNotExist(err) {
+		t.Errorf("rank 1 wrote checkpoints (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "rank-0", "final")); err != nil {
+		t.Errorf("rank 0 wrote no final model: %v", err)
+	}
+	ckpt := filepath.Join("checkpoints", "step-00000010", "model")
+	if d := maxWeightDiff(t, filepath.Join(one, ckpt), filepath.Join(base, "rank-0", ckpt)); d > 1e-5 {
+		t.Errorf("final fp32 weights differ by up to %g, want ≤ 1e-5", d)
+	} else {
+		t.Logf("final fp32 weights: max abs difference %g", d)
+	}
+}
+
+func maxWeightDiff(t *testing.T, a, b string) float64 {
+	t.Helper()
+	ma, err := safetensors.OpenModel(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close()
+	mb, err := safetensors.OpenModel(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	var worst float64
+	for _, ti := range ma.Tensors() {
+		n := 1
+		for _, d := range ti.Shape {
+			n *= d
+		}
+		x, y := make([]float32, n), make([]float32, n)
+		if err := ma.Float32(ti.Name, x); err != nil {
+			t.Fatal(err)
+		}
+		if err := mb.Float32(ti.Name, y); err != nil {
+			t.Fatalf("%s: %v", ti.Name, err)
+		}
+		for i := range x {
+			worst = max(worst, math.Abs(float64(x[i])-float64(y[i])))
+		}
+	}
+	return worst
+}
