@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"hone/collective"
 	"hone/engine"
 	"hone/optim"
 )
@@ -38,6 +39,10 @@ type TrainSpec struct {
 	LoRATargets []string
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
+	// Coll, when set, makes this process one rank of a data-parallel
+	// group: it trains Batch/Size rows a step and sums the gradients
+	// across ranks (see train_ranks.go).
+	Coll collective.Collective
 }
 
 // TrainResult is what `hone bench train --json` prints.
@@ -63,6 +68,7 @@ type TrainResult struct {
 	CompactBF16  bool      `json:"compact_bf16"`
 	Notes        []string  `json:"notes,omitempty"`
 	Losses       []float64 `json:"losses"`
+	Ranks        int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
 }
 
 // FLOPsPerToken is 6·params (forward and backward of every matmul; with
@@ -84,6 +90,10 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	if s.Seq <= 0 || s.Batch <= 0 || s.Steps <= 0 {
 		return nil, fmt.Errorf("bench: seq, batch and steps must be positive")
+	}
+	global, err := s.splitBatch()
+	if err != nil {
+		return nil, err
 	}
 	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
 	if err != nil {
@@ -107,7 +117,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	m := engine.New(s.Config, dev, opts)
 	m.InitRandom(s.Seed)
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
-		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
+		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
 		FrozenBF16: opts.FrozenBF16, Notes: notes}
 	step, err := s.stepper(m, res)
 	if err != nil {
@@ -117,7 +127,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	scale := 1 / float32(bt.Scored())
+	scale := 1 / float32(bt.Scored()*s.ranks()) // every rank's batch scores as many tokens
 	for i := 0; i <= s.Steps; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -136,7 +146,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			res.Losses = append(res.Losses, sum/float64(n))
 		}
 	}
-	res.TokensPerS = float64(s.Seq*s.Batch) / median(res.StepSeconds)
+	res.TokensPerS = float64(s.Seq*global) / median(res.StepSeconds)
 	flops := FLOPsPerToken(s.Config, s.Seq)
 	if res.Method == "lora" {
 		flops = loraFLOPsPerToken(s.Config, s.Seq, int(res.Trainable))
@@ -183,6 +193,9 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			a.ZeroGrad()
 			sum, n := m.ForwardBackward(bt, scale)
+			if err := s.reduceGrads(m.Dev, a.Grads); err != nil {
+				return 0, 0, err
+			}
 			_, err := opt.StepAdapter(a, 1e-4)
 			return sum, n, err
 		}, nil
@@ -194,6 +207,9 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
 		m.ZeroGrad()
 		sum, n := m.ForwardBackward(bt, scale)
+		if err := s.reduceGrads(m.Dev, m.Grads.Arena); err != nil {
+			return 0, 0, err
+		}
 		_, err := opt.Step(m, 1e-4)
 		return sum, n, err
 	}, nil
@@ -201,7 +217,7 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 
 // randomBatch is s.Batch rows of s.Seq random tokens, every one scored.
 func randomBatch(s TrainSpec) (*engine.Batch, error) {
-	r := rand.New(rand.NewPCG(s.Seed, 1))
+	r := rand.New(rand.NewPCG(s.Seed, 1+uint64(s.rank())))
 	ids := make([][]int, s.Batch)
 	for i := range ids {
 		ids[i] = make([]int, s.Seq)

@@ -94,8 +94,9 @@ func benchTrainCmd() *cobra.Command {
 	var asJSON bool
 	var profile string
 	var kernelTimes bool
+	var ranks int
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--ranks R] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -105,6 +106,12 @@ func benchTrainCmd() *cobra.Command {
 			}
 			if s.Config, err = engine.ParseConfig(raw); err != nil {
 				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			if done, err := benchTrainRanks(cmd, &s, ranks, asJSON); done || err != nil {
+				return err
+			}
+			if s.Coll != nil {
+				defer s.Coll.Close()
 			}
 			if profile != "" {
 				f, err := os.Create(profile)
@@ -149,6 +156,7 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
+	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
 	return cmd
 }

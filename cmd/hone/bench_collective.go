@@ -10,6 +10,7 @@ import (
 
 	"hone/bench"
 	"hone/collective"
+	"hone/collective/gloo"
 )
 
 func benchCollectiveCmd() *cobra.Command {
@@ -76,4 +77,49 @@ func lastLineOf(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+// benchTrainRanks handles `bench train --ranks R`: in the launching
+// process it starts R ranks, prints their merged result and reports done;
+// in a rank it joins the group (s.Coll) and lets the benchmark run.
+func benchTrainRanks(cmd *cobra.Command, s *bench.TrainSpec, ranks int, asJSON bool) (bool, error) {
+	ctx := cmd.Context()
+	if cfg, isRank, err := collective.ConfigFromEnv(); isRank {
+		if err != nil {
+			return true, err
+		}
+		g, err := gloo.New(ctx, cfg)
+		if err != nil {
+			return true, err
+		}
+		s.Coll = g
+		return false, nil
+	}
+	if ranks <= 1 {
+		return false, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return true, err
+	}
+	outs, err := collective.Launch(ctx, exe, append(os.Args[1:], "--json"), nil, ranks, 0, cmd.ErrOrStderr())
+	if err != nil {
+		return true, err
+	}
+	results := make([]*bench.TrainResult, len(outs))
+	for i, o := range outs {
+		line := lastLineOf(o.Stdout)
+		if err := json.Unmarshal([]byte(line), &results[i]); err != nil {
+			return true, fmt.Errorf("rank %d's result %q: %w", i, line, err)
+		}
+	}
+	res := bench.MergeRanks(results)
+	if asJSON {
+		b, _ := json.Marshal(res)
+		fmt.Fprintln(cmd.OutOrStdout(), string(b))
+		return true, nil
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s, %d ranks × %d threads, seq %d × global batch %d: %.1f tokens/s (all ranks), %.0f GFLOP/s, peak RSS %.2f GiB (largest rank)\n",
+		res.Method, res.Precision, res.Ranks, res.Threads, res.Seq, res.Batch, res.TokensPerS, res.GFLOPs, float64(res.PeakRSSBytes)/(1<<30))
+	return true, nil
 }

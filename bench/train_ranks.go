@@ -1,0 +1,66 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+
+	"hone/engine"
+)
+
+// Data-parallel training benchmark: each rank (process) trains its share
+// of the global batch and the gradients are summed across ranks with an
+// allreduce before every optimizer step, as train.RunDistributed does.
+
+func (s TrainSpec) ranks() int {
+	if s.Coll == nil {
+		return 1
+	}
+	return s.Coll.Size()
+}
+
+func (s TrainSpec) rank() int {
+	if s.Coll == nil {
+		return 0
+	}
+	return s.Coll.Rank()
+}
+
+// splitBatch makes s.Batch this rank's share and returns the global batch.
+func (s *TrainSpec) splitBatch() (int, error) {
+	n := s.ranks()
+	if s.Batch%n != 0 {
+		return 0, fmt.Errorf("bench: batch %d does not split evenly over %d ranks", s.Batch, n)
+	}
+	global := s.Batch
+	s.Batch /= n
+	return global, nil
+}
+
+// gradBucket is the floats per allreduce call (as train's).
+const gradBucket = 4 << 20
+
+// reduceGrads sums grads across the ranks (nothing in one process).
+func (s TrainSpec) reduceGrads(dev engine.Device, grads []float32) error {
+	if s.ranks() < 2 {
+		return nil
+	}
+	dev.Sync()
+	for lo := 0; lo < len(grads); lo += gradBucket {
+		if err := s.Coll.AllReduce(context.Background(), grads[lo:min(lo+gradBucket, len(grads))]); err != nil {
+			return fmt.Errorf("bench: reduce gradients: %w", err)
+		}
+	}
+	return nil
+}
+
+// MergeRanks combines the ranks' results: throughput is rank 0's (every
+// rank steps together, and Batch is the global batch), memory the
+// largest rank's.
+func MergeRanks(results []*TrainResult) *TrainResult {
+	out := *results[0]
+	for _, r := range results[1:] {
+		out.PeakRSSBytes = max(out.PeakRSSBytes, r.PeakRSSBytes)
+	}
+	return &out
+}
+
