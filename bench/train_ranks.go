@@ -63,4 +63,3 @@ func MergeRanks(results []*TrainResult) *TrainResult {
 	}
 	return &out
 }
-
