@@ -458,14 +458,21 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 		r.m.ZeroGrad()
 	}
 	var sum float64
+	red := r.newReducer(ctx)
 	for i, bt := range batches {
+		if red != nil && i == len(batches)-1 {
+			r.m.LayerBackwardDone = red.layerDone // the last pass finishes each layer's gradients
+		}
 		// LoRA dropout masks are a function of the micro-batch's first
 		// row, so a resumed run draws the masks of an uninterrupted one.
 		s, _ := r.m.ForwardBackwardDropout(bt, 1/float32(scored), dropoutSeed(r.spec.Seed, starts[i]))
 		sum += s
 	}
-	if sum, err = r.reduceGrads(ctx, sum); err != nil {
-		return 0, 0, res, err
+	r.m.LayerBackwardDone = nil
+	if red != nil {
+		if sum, err = red.finish(sum); err != nil {
+			return 0, 0, res, err
+		}
 	}
 	loss = sum / float64(scored)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
