@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 const (
 	envSpec    = "HONE_TRAIN_TEST_SPEC"
 	envWorkDir = "HONE_TRAIN_TEST_WORKDIR"
+	envKillAt  = "HONE_TRAIN_TEST_KILL_AT" // "rank:step": that rank SIGKILLs itself after that step
 )
 
 func TestMain(m *testing.M) {
@@ -44,12 +46,19 @@ type stepLine struct {
 	Loss float64 `json:"loss"`
 }
 
-// lineObserver prints each step's loss as a JSON line on stdout.
-type lineObserver struct{ train.NopObserver }
+// lineObserver prints each step's loss as a JSON line on stdout, and
+// kills its process after step killAt (0: never), as a crash would.
+type lineObserver struct {
+	train.NopObserver
+	killAt int
+}
 
-func (lineObserver) OnStep(s train.StepMetrics) {
+func (o lineObserver) OnStep(s train.StepMetrics) {
 	b, _ := json.Marshal(stepLine{s.Step, s.Loss})
 	fmt.Println(string(b))
+	if s.Step == o.killAt {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
 }
 
 func playRank() error {
@@ -68,34 +77,50 @@ func playRank() error {
 	}
 	defer g.Close()
 	dir := filepath.Join(os.Getenv(envWorkDir), "rank-"+strconv.Itoa(cfg.Rank))
-	_, err = train.RunDistributed(ctx, s, dir, lineObserver{}, g)
+	obs := lineObserver{}
+	if k := os.Getenv(envKillAt); k != "" {
+		r, step, _ := strings.Cut(k, ":")
+		if r == strconv.Itoa(cfg.Rank) {
+			obs.killAt, _ = strconv.Atoi(step)
+		}
+	}
+	_, err = train.RunDistributed(ctx, s, dir, obs, g)
 	return err
 }
 
-// launchRun runs s on `ranks` local ranks and returns rank 0's step losses
-// and the ranks' work dirs.
-func launchRun(t *testing.T, s train.Spec, ranks int) ([]float64, string) {
+// launchRun runs s on `ranks` local ranks with work dirs base/rank-R and
+// returns rank 0's step losses.
+func launchRun(t *testing.T, s train.Spec, ranks int, base string) []float64 {
+	t.Helper()
+	outs, log, err := launch(t, s, ranks, base)
+	if err != nil {
+		t.Fatalf("%d ranks: %v\n%s", ranks, err, log)
+	}
+	return stepLosses(outs[0])
+}
+
+func launch(t *testing.T, s train.Spec, ranks int, base string, env ...string) ([]collective.RankOutput, string, error) {
 	t.Helper()
 	b, err := json.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := t.TempDir()
 	var log strings.Builder
 	outs, err := collective.Launch(context.Background(), os.Args[0], []string{"-test.run=^$"},
-		[]string{envSpec + "=" + string(b), envWorkDir + "=" + base}, ranks, 30*time.Second, &log)
-	if err != nil {
-		t.Fatalf("%d ranks: %v\n%s", ranks, err, log.String())
-	}
+		append([]string{envSpec + "=" + string(b), envWorkDir + "=" + base}, env...), ranks, 5*time.Second, &log)
+	return outs, log.String(), err
+}
+
+func stepLosses(out collective.RankOutput) []float64 {
 	var losses []float64
-	sc := bufio.NewScanner(strings.NewReader(outs[0].Stdout))
+	sc := bufio.NewScanner(strings.NewReader(out.Stdout))
 	for sc.Scan() {
 		var l stepLine
 		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Step > 0 {
 			losses = append(losses, l.Loss)
 		}
 	}
-	return losses, base
+	return losses
 }
 
 // N ranks × k micro-batches take the steps of one process with N·k
@@ -112,7 +137,8 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 	if _, err := train.Run(context.Background(), s, one, rec); err != nil {
 		t.Fatal(err)
 	}
-	losses, base := launchRun(t, s, 2)
+	base := t.TempDir()
+	losses := launchRun(t, s, 2, base)
 	if len(losses) != len(rec.steps) || len(losses) != 10 {
 		t.Fatalf("2 ranks took %d steps, one process %d; want 10", len(losses), len(rec.steps))
 	}
@@ -135,6 +161,40 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 	} else {
 		t.Logf("final fp32 weights: max abs difference %g", d)
 	}
+
+	// A rank killed after step 7: the others leave (their collective fails
+	// or times out) instead of hanging, and the run resumes from rank 0's
+	// step-5 checkpoint on another number of ranks (3), ending where the
+	// one-process run ended.
+	base = t.TempDir()
+	outs, log, err := launch(t, s, 2, base, envKillAt+"=1:7")
+	if err == nil || outs[0].Err == nil || !strings.Contains(log, "rank error:") {
+		t.Fatalf("with rank 1 killed, rank 0 ended with %v (launch: %v); want an error\n%s", outs[0].Err, err, log)
+	}
+	t.Logf("rank 0 after rank 1's death: %s", lastLogLine(log, "rank error:"))
+	losses = launchRun(t, s, 3, base)
+	if len(losses) != 5 {
+		t.Fatalf("the resumed run took %d steps, want 5 (from step 5's checkpoint)", len(losses))
+	}
+	for i, l := range losses {
+		want := rec.steps[5+i].Loss
+		if math.Abs(l-want) > 1e-6*math.Abs(want) {
+			t.Errorf("resumed on 3 ranks, step %d: loss %.9g, one process %.9g", 6+i, l, want)
+		}
+	}
+	if d := maxWeightDiff(t, filepath.Join(one, ckpt), filepath.Join(base, "rank-0", ckpt)); d > 1e-5 {
+		t.Errorf("resumed on 3 ranks: final fp32 weights differ by up to %g, want ≤ 1e-5", d)
+	}
+}
+
+func lastLogLine(log, prefix string) string {
+	var last string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			last = l
+		}
+	}
+	return last
 }
 
 func maxWeightDiff(t *testing.T, a, b string) float64 {
