@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"hone/collective"
+	"hone/dataparallel"
 	"hone/engine"
 	"hone/optim"
 )
@@ -192,8 +193,10 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			a.ZeroGrad()
+			red := dataparallel.Start(context.Background(), s.Coll, m, a)
+			red.Attach()
 			sum, n := m.ForwardBackward(bt, scale)
-			if err := s.reduceGrads(m.Dev, a.Grads); err != nil {
+			if _, err := red.Finish(sum); err != nil {
 				return 0, 0, err
 			}
 			_, err := opt.StepAdapter(a, 1e-4)
@@ -206,8 +209,10 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 	}
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
 		m.ZeroGrad()
+		red := dataparallel.Start(context.Background(), s.Coll, m, nil)
+		red.Attach()
 		sum, n := m.ForwardBackward(bt, scale)
-		if err := s.reduceGrads(m.Dev, m.Grads.Arena); err != nil {
+		if _, err := red.Finish(sum); err != nil {
 			return 0, 0, err
 		}
 		_, err := opt.Step(m, 1e-4)

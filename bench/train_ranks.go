@@ -1,15 +1,10 @@
 package bench
 
-import (
-	"context"
-	"fmt"
-
-	"hone/engine"
-)
+import "fmt"
 
 // Data-parallel training benchmark: each rank (process) trains its share
-// of the global batch and the gradients are summed across ranks with an
-// allreduce before every optimizer step, as train.RunDistributed does.
+// of the global batch and the gradients are summed across ranks while the
+// backward pass runs (dataparallel.Reducer), as train.RunDistributed does.
 
 func (s TrainSpec) ranks() int {
 	if s.Coll == nil {
@@ -34,23 +29,6 @@ func (s *TrainSpec) splitBatch() (int, error) {
 	global := s.Batch
 	s.Batch /= n
 	return global, nil
-}
-
-// gradBucket is the floats per allreduce call (as train's).
-const gradBucket = 4 << 20
-
-// reduceGrads sums grads across the ranks (nothing in one process).
-func (s TrainSpec) reduceGrads(dev engine.Device, grads []float32) error {
-	if s.ranks() < 2 {
-		return nil
-	}
-	dev.Sync()
-	for lo := 0; lo < len(grads); lo += gradBucket {
-		if err := s.Coll.AllReduce(context.Background(), grads[lo:min(lo+gradBucket, len(grads))]); err != nil {
-			return fmt.Errorf("bench: reduce gradients: %w", err)
-		}
-	}
-	return nil
 }
 
 // MergeRanks combines the ranks' results: throughput is rank 0's (every

@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"hone/collective"
-	"hone/engine"
+	"hone/dataparallel"
 )
 
 // Data parallelism. A run of N ranks takes exactly the steps a one-process
@@ -44,174 +42,12 @@ func RunDistributed(ctx context.Context, spec Spec, workDir string, obs Observer
 // evaluate and write a checkpoint.
 const checkpointWait = 30 * time.Minute
 
-// gradBucket is the number of floats reduced per call: big enough to
-// amortize a call, small enough that a reduce is not one huge transfer.
-const gradBucket = 4 << 20
-
 func (r *runner) leader() bool { return r.coll == nil || r.coll.Rank() == 0 }
 
 // mine says whether micro-batch i of a step is this rank's.
 func (r *runner) mine(i int) bool { return r.coll == nil || i%r.coll.Size() == r.coll.Rank() }
 
 func (r *runner) distributed() bool { return r.coll != nil && r.coll.Size() > 1 }
-
-// sumCounts sums the step's scored-token and input-token counts across
-// ranks. fp32 sums are exact below 2^24, so each count travels as three
-// 12-bit limbs (exact for up to 4096 ranks and 2^36 tokens a rank).
-func (r *runner) sumCounts(ctx context.Context, scored int, tokens int64) (int, int64, error) {
-	if !r.distributed() {
-		return scored, tokens, nil
-	}
-	var buf [6]float32
-	for i, v := range []int64{int64(scored), tokens} {
-		for l := range 3 {
-			buf[3*i+l] = float32((v >> (12 * l)) & 0xfff)
-		}
-	}
-	if err := r.coll.AllReduce(ctx, buf[:]); err != nil {
-		return 0, 0, fmt.Errorf("sum token counts across ranks: %w", err)
-	}
-	var out [2]int64
-	for i := range out {
-		for l := range 3 {
-			out[i] += int64(buf[3*i+l]) << (12 * l)
-		}
-	}
-	return int(out[0]), out[1], nil
-}
-
-// gradReducer sums the gradients across ranks while the backward pass
-// runs: a goroutine allreduces each decoder layer's gradient range as soon
-// as the last micro-batch's backward has finished it (the engine's
-// LayerBackwardDone), in buckets, then the rest (embeddings, final norm,
-// head) once the pass is over. Every rank issues the same calls in the
-// same order: layers from last to first, then the rest.
-type gradReducer struct {
-	r      *runner
-	ctx    context.Context
-	grads  []float32
-	layers [][2]int // per decoder layer, its arena range; nil: no overlap
-	rest   [][2]int // the ranges outside the layers
-	next   int      // the next layer to hand over, counting down
-	work   chan [2]int
-	done   chan error
-}
-
-// newReducer starts a reducer for the step; nil when the run is not
-// distributed.
-func (r *runner) newReducer(ctx context.Context) *gradReducer {
-	if !r.distributed() {
-		return nil
-	}
-	g := &gradReducer{r: r, ctx: ctx, grads: r.m.Grads.Arena, work: make(chan [2]int, 1024), done: make(chan error, 1)}
-	specs := r.m.Config.ParamSpecs()
-	if r.a != nil {
-		g.grads, specs = r.a.Grads, r.a.Specs
-	}
-	g.layers, g.rest = layerRanges(specs, len(g.grads), r.m.Config.NumHiddenLayers)
-	g.next = len(g.layers) - 1
-	go func() {
-		var err error
-		for rg := range g.work {
-			for lo := rg[0]; lo < rg[1] && err == nil; lo += gradBucket {
-				err = r.coll.AllReduce(ctx, g.grads[lo:min(lo+gradBucket, rg[1])])
-			}
-		}
-		g.done <- err
-	}()
-	return g
-}
-
-// layerDone hands layer l's gradients to the reducer (the engine hook).
-func (g *gradReducer) layerDone(l int) {
-	if l != g.next {
-		return // out of order: leave it to finish, which keeps the order
-	}
-	g.r.m.Dev.Sync()
-	g.work <- g.layers[l]
-	g.next--
-}
-
-// finish hands over what is left, waits for the reduction, and sums the
-// local loss sum across ranks (as an fp32 pair, high and low parts, to
-// keep most of its float64 precision).
-func (g *gradReducer) finish(lossSum float64) (float64, error) {
-	g.r.m.Dev.Sync()
-	for ; g.next >= 0; g.next-- {
-		g.work <- g.layers[g.next]
-	}
-	for _, rg := range g.rest {
-		g.work <- rg
-	}
-	close(g.work)
-	if err := <-g.done; err != nil {
-		return 0, fmt.Errorf("reduce gradients across ranks: %w", err)
-	}
-	hi := float32(lossSum)
-	pair := []float32{hi, float32(lossSum - float64(hi))}
-	if err := g.r.coll.AllReduce(g.ctx, pair); err != nil {
-		return 0, fmt.Errorf("sum the loss across ranks: %w", err)
-	}
-	return float64(pair[0]) + float64(pair[1]), nil
-}
-
-// layerRanges splits an arena of n floats laid out by specs into each
-// decoder layer's contiguous range and the ranges between them. When a
-// layer's tensors are not contiguous it returns no layers and the whole
-// arena as the rest (no overlap, same result).
-func layerRanges(specs []engine.ParamSpec, n, numLayers int) (layers, rest [][2]int) {
-	whole := [][2]int{{0, n}}
-	layers = make([][2]int, numLayers)
-	size := make([]int, numLayers)
-	for l := range layers {
-		layers[l] = [2]int{n, 0}
-	}
-	for _, s := range specs {
-		l, ok := layerOf(s.Name)
-		if !ok {
-			continue
-		}
-		if l >= numLayers {
-			return nil, whole
-		}
-		layers[l] = [2]int{min(layers[l][0], s.Offset), max(layers[l][1], s.Offset+s.Size())}
-		size[l] += s.Size()
-	}
-	at := 0
-	for l, rg := range layers {
-		if size[l] == 0 || rg[1]-rg[0] != size[l] || rg[0] < at {
-			return nil, whole // not contiguous, or not in order
-		}
-		if rg[0] > at {
-			rest = append(rest, [2]int{at, rg[0]})
-		}
-		at = rg[1]
-	}
-	if at < n {
-		rest = append(rest, [2]int{at, n})
-	}
-	return layers, rest
-}
-
-// layerOf parses the decoder layer index from an HF or PEFT tensor name
-// (".layers.N." or DBRX's ".blocks.N.").
-func layerOf(name string) (int, bool) {
-	for _, key := range []string{"layers.", "blocks."} {
-		i := strings.Index(name, key)
-		if i < 0 || (i > 0 && name[i-1] != '.') {
-			continue
-		}
-		rest := name[i+len(key):]
-		j := strings.IndexByte(rest, '.')
-		if j <= 0 {
-			continue
-		}
-		if l, err := strconv.Atoi(rest[:j]); err == nil {
-			return l, true
-		}
-	}
-	return 0, false
-}
 
 // syncFromLeader gives every rank the leader's state: the checkpoint
 // state and, when the leader resumed, its weights and optimizer moments.
@@ -250,8 +86,8 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	}
 	r.m.Dev.Sync()
 	for _, buf := range [][]float32{params, r.o.M, r.o.V} {
-		for lo := 0; lo < len(buf); lo += gradBucket {
-			if err := r.coll.Broadcast(ctx, buf[lo:min(lo+gradBucket, len(buf))], 0); err != nil {
+		for lo := 0; lo < len(buf); lo += dataparallel.Bucket {
+			if err := r.coll.Broadcast(ctx, buf[lo:min(lo+dataparallel.Bucket, len(buf))], 0); err != nil {
 				return fmt.Errorf("receive the resumed weights from rank 0: %w", err)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"hone/collective"
+	"hone/dataparallel"
 	"hone/dataset"
 	"hone/engine"
 	"hone/generate"
@@ -446,7 +447,7 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 		scored += bt.Scored()
 		batches, starts = append(batches, bt), append(starts, k)
 	}
-	if scored, tokens, err = r.sumCounts(ctx, scored, tokens); err != nil {
+	if scored, tokens, err = dataparallel.SumCounts(ctx, r.coll, scored, tokens); err != nil {
 		return 0, 0, res, err
 	}
 	if scored == 0 {
@@ -458,21 +459,18 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 		r.m.ZeroGrad()
 	}
 	var sum float64
-	red := r.newReducer(ctx)
+	red := dataparallel.Start(ctx, r.coll, r.m, r.a)
 	for i, bt := range batches {
-		if red != nil && i == len(batches)-1 {
-			r.m.LayerBackwardDone = red.layerDone // the last pass finishes each layer's gradients
+		if i == len(batches)-1 {
+			red.Attach() // the last pass finishes each layer's gradients
 		}
 		// LoRA dropout masks are a function of the micro-batch's first
 		// row, so a resumed run draws the masks of an uninterrupted one.
 		s, _ := r.m.ForwardBackwardDropout(bt, 1/float32(scored), dropoutSeed(r.spec.Seed, starts[i]))
 		sum += s
 	}
-	r.m.LayerBackwardDone = nil
-	if red != nil {
-		if sum, err = red.finish(sum); err != nil {
-			return 0, 0, res, err
-		}
+	if sum, err = red.Finish(sum); err != nil {
+		return 0, 0, res, err
 	}
 	loss = sum / float64(scored)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
