@@ -80,6 +80,8 @@ func New(ctx context.Context, cfg collective.Config) (*Group, error) {
 func cError(e *C.char) error {
 	msg := C.GoString(e)
 	C.free(unsafe.Pointer(e))
+	// A store error came through the shim as text: wrap it once.
+	msg = strings.TrimSuffix(msg, ": "+collective.ErrTimeout.Error())
 	if strings.Contains(strings.ToLower(msg), "timed out") || strings.Contains(msg, "Timed out") || strings.Contains(msg, "timeout") {
 		return fmt.Errorf("%s: %w", msg, collective.ErrTimeout)
 	}

@@ -37,8 +37,15 @@ func envInt(k string) int { v, _ := strconv.Atoi(os.Getenv(k)); return v }
 func playRank(scenario string) error {
 	cfg := collective.Config{Rank: envInt("HONE_GLOO_TEST_RANK"), Size: envInt("HONE_GLOO_TEST_SIZE"),
 		StoreAddr: os.Getenv("HONE_GLOO_TEST_STORE"), Secret: testSecret, Timeout: 3 * time.Second}
+	if scenario == "rendezvous-death" && cfg.Rank == cfg.Size-1 {
+		// Join the store, then die before connecting to anyone.
+		if _, err := collective.DialStore(context.Background(), cfg.StoreAddr, cfg.Secret, cfg.Rank, cfg.Timeout); err != nil {
+			return err
+		}
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
 	g, err := New(context.Background(), cfg)
-	if scenario == "nojoin" {
+	if scenario == "nojoin" || scenario == "rendezvous-death" {
 		if err == nil {
 			return errors.New("joined a group whose peer never started")
 		}
@@ -216,6 +223,15 @@ func TestRendezvousTimesOutWhenAPeerNeverJoins(t *testing.T) {
 	// Rank 1 of 2 never starts: rank 0 must give up with a timeout.
 	if errs := runRanks(t, "nojoin", 2, []int{0}); errs[0] != nil {
 		t.Errorf("rank 0: %v", errs[0])
+	}
+}
+
+func TestPeerDyingInTheRendezvousFailsTheOthers(t *testing.T) {
+	errs := runRanks(t, "rendezvous-death", 3, []int{0, 1, 2})
+	for r := 0; r < 2; r++ {
+		if errs[r] != nil {
+			t.Errorf("rank %d: %v", r, errs[r])
+		}
 	}
 }
 
