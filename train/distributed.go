@@ -49,6 +49,31 @@ func (r *runner) mine(i int) bool { return r.coll == nil || i%r.coll.Size() == r
 
 func (r *runner) distributed() bool { return r.coll != nil && r.coll.Size() > 1 }
 
+// ErrPeerStopped is returned by the ranks of a data-parallel run whose
+// own context was not cancelled when another rank's was: all of them stop
+// before the same step (the leader saving a stop checkpoint).
+var ErrPeerStopped = fmt.Errorf("another rank of the run was stopped: %w", context.Canceled)
+
+// stopped returns ctx's error, or with a data-parallel group whether any
+// rank's context is done, so every rank stops before the same step.
+func (r *runner) stopped(ctx context.Context) error {
+	err := ctx.Err()
+	if !r.distributed() {
+		return err
+	}
+	flag := []float32{0}
+	if err != nil {
+		flag[0] = 1
+	}
+	if aerr := r.coll.AllReduce(ctx, flag); aerr != nil {
+		return errors.Join(err, fmt.Errorf("agree on stopping with the other ranks: %w", aerr))
+	}
+	if err == nil && flag[0] > 0 {
+		return ErrPeerStopped
+	}
+	return err
+}
+
 // syncFromLeader gives every rank the leader's state: the checkpoint
 // state and, when the leader resumed, its weights and optimizer moments.
 func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {

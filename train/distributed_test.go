@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -27,7 +28,8 @@ import (
 const (
 	envSpec    = "HONE_TRAIN_TEST_SPEC"
 	envWorkDir = "HONE_TRAIN_TEST_WORKDIR"
-	envKillAt  = "HONE_TRAIN_TEST_KILL_AT" // "rank:step": that rank SIGKILLs itself after that step
+	envKillAt  = "HONE_TRAIN_TEST_KILL_AT"   // "rank:step": that rank SIGKILLs itself after that step
+	envStopAt  = "HONE_TRAIN_TEST_CANCEL_AT" // "rank:step": that rank's context is cancelled after that step
 )
 
 func TestMain(m *testing.M) {
@@ -50,7 +52,8 @@ type stepLine struct {
 // kills its process after step killAt (0: never), as a crash would.
 type lineObserver struct {
 	train.NopObserver
-	killAt int
+	killAt, stopAt int
+	cancel         context.CancelFunc
 }
 
 func (o lineObserver) OnStep(s train.StepMetrics) {
@@ -58,6 +61,9 @@ func (o lineObserver) OnStep(s train.StepMetrics) {
 	fmt.Println(string(b))
 	if s.Step == o.killAt {
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	if s.Step == o.stopAt {
+		o.cancel()
 	}
 }
 
@@ -70,21 +76,25 @@ func playRank() error {
 	if !ok || err != nil {
 		return fmt.Errorf("rank environment: %v", err)
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	g, err := gloo.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer g.Close()
 	dir := filepath.Join(os.Getenv(envWorkDir), "rank-"+strconv.Itoa(cfg.Rank))
-	obs := lineObserver{}
-	if k := os.Getenv(envKillAt); k != "" {
-		r, step, _ := strings.Cut(k, ":")
-		if r == strconv.Itoa(cfg.Rank) {
-			obs.killAt, _ = strconv.Atoi(step)
+	obs := lineObserver{cancel: cancel}
+	for env, at := range map[string]*int{envKillAt: &obs.killAt, envStopAt: &obs.stopAt} {
+		if r, step, ok := strings.Cut(os.Getenv(env), ":"); ok && r == strconv.Itoa(cfg.Rank) {
+			*at, _ = strconv.Atoi(step)
 		}
 	}
 	_, err = train.RunDistributed(ctx, s, dir, obs, g)
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "stopped:", err)
+		return nil
+	}
 	return err
 }
 
@@ -162,28 +172,64 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 		t.Logf("final fp32 weights: max abs difference %g", d)
 	}
 
-	// A rank killed after step 7: the others leave (their collective fails
-	// or times out) instead of hanging, and the run resumes from rank 0's
-	// step-5 checkpoint on another number of ranks (3), ending where the
-	// one-process run ended.
+	// A rank killed after step 7: the other leaves (its collective fails
+	// or times out) instead of hanging, rank 0 saving the state of step 7
+	// (consistent: no step was under way), and the run resumes from it on
+	// another number of ranks (3), ending where the one-process run ended.
 	base = t.TempDir()
 	outs, log, err := launch(t, s, 2, base, envKillAt+"=1:7")
 	if err == nil || outs[0].Err == nil || !strings.Contains(log, "rank error:") {
 		t.Fatalf("with rank 1 killed, rank 0 ended with %v (launch: %v); want an error\n%s", outs[0].Err, err, log)
 	}
 	t.Logf("rank 0 after rank 1's death: %s", lastLogLine(log, "rank error:"))
+	if _, err := os.Stat(filepath.Join(base, "rank-0", "checkpoints", "step-00000007")); err != nil {
+		t.Errorf("rank 0 did not save step 7 after losing rank 1: %v", err)
+	}
 	losses = launchRun(t, s, 3, base)
-	if len(losses) != 5 {
-		t.Fatalf("the resumed run took %d steps, want 5 (from step 5's checkpoint)", len(losses))
+	if len(losses) != 3 {
+		t.Fatalf("the resumed run took %d steps, want 3 (from step 7's checkpoint)", len(losses))
 	}
 	for i, l := range losses {
-		want := rec.steps[5+i].Loss
+		want := rec.steps[7+i].Loss
 		if math.Abs(l-want) > 1e-6*math.Abs(want) {
-			t.Errorf("resumed on 3 ranks, step %d: loss %.9g, one process %.9g", 6+i, l, want)
+			t.Errorf("resumed on 3 ranks, step %d: loss %.9g, one process %.9g", 8+i, l, want)
 		}
 	}
 	if d := maxWeightDiff(t, filepath.Join(one, ckpt), filepath.Join(base, "rank-0", ckpt)); d > 1e-5 {
 		t.Errorf("resumed on 3 ranks: final fp32 weights differ by up to %g, want ≤ 1e-5", d)
+	}
+}
+
+// Cancelling one rank's run stops every rank before the same step, the
+// leader saving a stop checkpoint there.
+func TestDataParallelStopsTogether(t *testing.T) {
+	model, data := tinyModel(t), chatData(t)
+	s := spec(model, data)
+	s.Duration = train.Duration{Batches: 10}
+	s.BatchRows, s.GradAccum = 1, 4
+	s.Precision, s.Threads, s.CheckpointEvery = "fp32", 1, 0
+	s.EvalData = ""
+	base := t.TempDir()
+	outs, log, err := launch(t, s, 2, base, envStopAt+"=1:3")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	for r, o := range outs {
+		if n := len(stepLosses(o)); n != 3 {
+			t.Errorf("rank %d took %d steps, want 3", r, n)
+		}
+	}
+	stops := 0
+	for _, l := range strings.Split(log, "\n") {
+		if strings.HasPrefix(l, "stopped:") {
+			stops++
+		}
+	}
+	if stops != 2 {
+		t.Errorf("want both ranks to report the stop:\n%s", log)
+	}
+	if _, err := os.Stat(filepath.Join(base, "rank-0", "checkpoints", "step-00000003")); err != nil {
+		t.Errorf("no stop checkpoint at step 3: %v", err)
 	}
 }
 

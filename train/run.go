@@ -316,7 +316,7 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 func (r *runner) loop(ctx context.Context, st *ckptState) error {
 	start, startStep, savedAt := time.Now(), st.Step, st.Step
 	for st.Step < r.totalSteps {
-		if err := ctx.Err(); err != nil {
+		if err := r.stopped(ctx); err != nil {
 			if st.Step > savedAt && r.leader() {
 				if serr := r.save(st); serr != nil {
 					return errors.Join(err, serr)
