@@ -23,6 +23,9 @@ const (
 	EnvStore   = "HONE_STORE_ADDR"
 	EnvSecret  = "HONE_COLLECTIVE_SECRET"
 	EnvTimeout = "HONE_COLLECTIVE_TIMEOUT"
+	// EnvListen is the address this rank's transport binds to (default
+	// loopback): on several machines, the address on the private network.
+	EnvListen = "HONE_COLLECTIVE_LISTEN"
 )
 
 // NewSecret returns a random shared secret for one run.
@@ -43,7 +46,7 @@ func ConfigFromEnv() (Config, bool, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return Config{}, true, fmt.Errorf("%s/%s: %w", EnvRank, EnvSize, err)
 	}
-	c := Config{Rank: rank, Size: size, StoreAddr: os.Getenv(EnvStore), Secret: os.Getenv(EnvSecret)}
+	c := Config{Rank: rank, Size: size, StoreAddr: os.Getenv(EnvStore), Secret: os.Getenv(EnvSecret), ListenHost: os.Getenv(EnvListen)}
 	if t := os.Getenv(EnvTimeout); t != "" {
 		if c.Timeout, err1 = time.ParseDuration(t); err1 != nil {
 			return c, true, fmt.Errorf("%s=%q: %w", EnvTimeout, t, err1)

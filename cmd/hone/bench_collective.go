@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"hone/bench"
 	"hone/collective"
@@ -102,7 +103,19 @@ func benchTrainRanks(cmd *cobra.Command, s *bench.TrainSpec, ranks int, asJSON b
 	if err != nil {
 		return true, err
 	}
-	outs, err := collective.Launch(ctx, exe, append(os.Args[1:], "--json"), nil, ranks, 0, cmd.ErrOrStderr())
+	// The ranks get this command's flags, less --ranks, plus --json.
+	args := []string{"bench", "train", "--json"}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if f.Name == "ranks" || f.Name == "json" {
+			return
+		}
+		v := f.Value.String()
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			v = strings.Join(sv.GetSlice(), ",")
+		}
+		args = append(args, "--"+f.Name+"="+v)
+	})
+	outs, err := collective.Launch(ctx, exe, args, nil, ranks, 0, cmd.ErrOrStderr())
 	if err != nil {
 		return true, err
 	}
