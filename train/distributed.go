@@ -9,6 +9,7 @@ import (
 
 	"hone/collective"
 	"hone/dataparallel"
+	"hone/optim"
 )
 
 // Data parallelism. A run of N ranks takes exactly the steps a one-process
@@ -27,15 +28,27 @@ import (
 // The device's buffers must be host-addressable (the CPU device):
 // gradients and weights go to the collective in place.
 
+// DistOptions are the options of a data-parallel run that do not change
+// its results.
+type DistOptions struct {
+	// ShardOptimizer keeps on each rank the AdamW moments of its own
+	// range of the parameters only (ZeRO stage 1: 8 bytes a parameter
+	// become 8/N): each rank updates its range, then sends it to the
+	// others. Checkpoints still hold the whole state (gathered on rank 0),
+	// so a run resumes with any number of ranks, sharded or not. Full
+	// fine-tuning only; a LoRA run ignores it (its state is small).
+	ShardOptimizer bool
+}
+
 // RunDistributed is Run as one rank of the data-parallel group coll. Every
-// rank runs it with the same spec; each needs its own workDir (data are
-// prepared in each), and only rank 0's holds checkpoints and the final
-// model. Ranks other than 0 return a Result without ModelDir.
-func RunDistributed(ctx context.Context, spec Spec, workDir string, obs Observer, coll collective.Collective) (*Result, error) {
+// rank runs it with the same spec and options; each needs its own workDir
+// (data are prepared in each), and only rank 0's holds checkpoints and the
+// final model. Ranks other than 0 return a Result without ModelDir.
+func RunDistributed(ctx context.Context, spec Spec, workDir string, obs Observer, coll collective.Collective, opt DistOptions) (*Result, error) {
 	if coll == nil {
 		return nil, errors.New("train: RunDistributed needs a collective group")
 	}
-	return run(ctx, spec, workDir, obs, coll)
+	return run(ctx, spec, workDir, obs, coll, opt)
 }
 
 // checkpointWait bounds how long the other ranks wait for the leader to
@@ -90,7 +103,14 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	if r.a != nil {
 		params = r.a.Params
 	}
-	h := header{State: *st, OptSteps: r.o.Steps, Size: r.coll.Size(), Arena: len(params), Mo: len(r.o.M)}
+	moments, optSteps := len(r.o.M), r.o.Steps
+	if r.shard != nil {
+		moments = r.shard[len(r.shard)-1]
+	}
+	if r.resumed != nil {
+		optSteps = r.resumed.Steps
+	}
+	h := header{State: *st, OptSteps: optSteps, Size: r.coll.Size(), Arena: len(params), Mo: moments}
 	var b []byte
 	if r.leader() {
 		b, _ = json.Marshal(h)
@@ -103,18 +123,25 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	if err := json.Unmarshal(b, &got); err != nil {
 		return fmt.Errorf("rank 0's state: %w", err)
 	}
-	if got.Arena != len(params) || got.Mo != len(r.o.M) {
-		return fmt.Errorf("rank 0 trains %d parameters (%d moments), this rank %d (%d): ranks must run the same spec and model", got.Arena, got.Mo, len(params), len(r.o.M))
+	if got.Arena != len(params) || got.Mo != moments {
+		return fmt.Errorf("rank 0 trains %d parameters (%d moments), this rank %d (%d): ranks must run the same spec, model and options", got.Arena, got.Mo, len(params), moments)
 	}
 	if got.State.Step == 0 {
 		return nil // every rank loaded the same initial weights
 	}
 	r.m.Dev.Sync()
-	for _, buf := range [][]float32{params, r.o.M, r.o.V} {
-		for lo := 0; lo < len(buf); lo += dataparallel.Bucket {
-			if err := r.coll.Broadcast(ctx, buf[lo:min(lo+dataparallel.Bucket, len(buf))], 0); err != nil {
-				return fmt.Errorf("receive the resumed weights from rank 0: %w", err)
-			}
+	bufs := [][]float32{params}
+	if r.shard == nil {
+		bufs = append(bufs, r.o.M, r.o.V)
+	}
+	for _, buf := range bufs {
+		if err := broadcastFrom(ctx, r.coll, buf, 0); err != nil {
+			return fmt.Errorf("receive the resumed weights from rank 0: %w", err)
+		}
+	}
+	if r.shard != nil {
+		if err := r.scatterMoments(ctx); err != nil {
+			return err
 		}
 	}
 	if r.a == nil {
@@ -122,6 +149,112 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	}
 	*st, r.o.Steps = got.State, got.OptSteps
 	return nil
+}
+
+// broadcastFrom sends buf from root to every rank, in buckets.
+func broadcastFrom(ctx context.Context, c collective.Collective, buf []float32, root int) error {
+	for lo := 0; lo < len(buf); lo += dataparallel.Bucket {
+		if err := c.Broadcast(ctx, buf[lo:min(lo+dataparallel.Bucket, len(buf))], root); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scatterMoments deals the leader's resumed moments out to the ranks'
+// shards. Collectives reach every rank, so ranks whose shard is not the
+// one in flight receive it into scratch.
+func (r *runner) scatterMoments(ctx context.Context) error {
+	me, size := r.coll.Rank(), r.coll.Size()
+	scratch := make([]float32, r.shard[1]-r.shard[0]) // the largest shard (EvenCounts)
+	for k, mine := range [][]float32{r.o.M, r.o.V} {
+		if r.leader() {
+			all := [][]float32{r.resumed.M, r.resumed.V}[k]
+			copy(mine, all[:r.shard[1]])
+		}
+		for q := 1; q < size; q++ {
+			lo, hi := r.shard[q], r.shard[q+1]
+			buf := scratch[:hi-lo]
+			switch {
+			case me == q:
+				buf = mine
+			case r.leader():
+				buf = [][]float32{r.resumed.M, r.resumed.V}[k][lo:hi]
+			}
+			if err := broadcastFrom(ctx, r.coll, buf, 0); err != nil {
+				return fmt.Errorf("receive this rank's optimizer state from rank 0: %w", err)
+			}
+		}
+	}
+	r.resumed = nil
+	return nil
+}
+
+// gatherMoments collects every rank's moments into r.gathered on the
+// leader, for a checkpoint of a sharded run.
+func (r *runner) gatherMoments(ctx context.Context) error {
+	me, size := r.coll.Rank(), r.coll.Size()
+	n := r.shard[size]
+	if r.leader() {
+		r.gathered = &optim.AdamW{Config: r.o.Config, Steps: r.o.Steps, M: make([]float32, n), V: make([]float32, n)}
+	}
+	scratch := make([]float32, r.shard[1]-r.shard[0])
+	for k, mine := range [][]float32{r.o.M, r.o.V} {
+		if r.leader() {
+			copy([][]float32{r.gathered.M, r.gathered.V}[k], mine)
+		}
+		for q := 1; q < size; q++ {
+			lo, hi := r.shard[q], r.shard[q+1]
+			buf := scratch[:hi-lo]
+			switch {
+			case me == q:
+				buf = mine
+			case r.leader():
+				buf = [][]float32{r.gathered.M, r.gathered.V}[k][lo:hi]
+			}
+			if err := broadcastFrom(ctx, r.coll, buf, q); err != nil {
+				r.gathered = nil
+				return fmt.Errorf("gather the optimizer state for a checkpoint: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// stepShard updates this rank's range of the parameters with its shard of
+// the optimizer (clipping by the whole gradient's norm, which every rank
+// holds after the reduction), then every rank sends its range to all.
+func (r *runner) stepShard(ctx context.Context, lr float64) (optim.StepResult, error) {
+	me, size := r.coll.Rank(), r.coll.Size()
+	p, g := r.m.Params.Arena, r.m.Grads.Arena
+	lo, hi := r.shard[me], r.shard[me+1]
+	res, err := r.o.StepRange(r.m.Dev, p[lo:hi], g[lo:hi], r.m.GradNorm(), lr)
+	if err != nil {
+		return res, err // the norm is the same on every rank: all skip
+	}
+	r.m.Dev.Sync()
+	for q := range size {
+		if err := broadcastFrom(ctx, r.coll, p[r.shard[q]:r.shard[q+1]], q); err != nil {
+			return res, fmt.Errorf("exchange the updated parameters: %w", err)
+		}
+	}
+	r.m.ParamsChanged()
+	return res, nil
+}
+
+// saveAll writes a checkpoint of st: the leader writes it, after gathering
+// the optimizer state when it is sharded (every rank takes part).
+func (r *runner) saveAll(ctx context.Context, st *ckptState) error {
+	if r.shard != nil {
+		if err := r.gatherMoments(ctx); err != nil {
+			return err
+		}
+		defer func() { r.gathered = nil }()
+	}
+	if !r.leader() {
+		return nil
+	}
+	return r.save(st)
 }
 
 // broadcastBytes sends b from rank 0 to every rank (one byte a float).
@@ -148,6 +281,12 @@ func broadcastBytes(ctx context.Context, c collective.Collective, b []byte) ([]b
 // to checkpointWait) to hear whether it succeeded.
 func (r *runner) checkpointAll(ctx context.Context, st *ckptState) error {
 	var err error
+	if r.shard != nil {
+		if err := r.gatherMoments(ctx); err != nil {
+			return err
+		}
+		defer func() { r.gathered = nil }()
+	}
 	if r.leader() {
 		err = r.checkpoint(ctx, st)
 	}

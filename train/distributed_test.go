@@ -30,6 +30,7 @@ const (
 	envWorkDir = "HONE_TRAIN_TEST_WORKDIR"
 	envKillAt  = "HONE_TRAIN_TEST_KILL_AT"   // "rank:step": that rank SIGKILLs itself after that step
 	envStopAt  = "HONE_TRAIN_TEST_CANCEL_AT" // "rank:step": that rank's context is cancelled after that step
+	envShard   = "HONE_TRAIN_TEST_SHARD"     // "1": DistOptions.ShardOptimizer
 )
 
 func TestMain(m *testing.M) {
@@ -90,7 +91,7 @@ func playRank() error {
 			*at, _ = strconv.Atoi(step)
 		}
 	}
-	_, err = train.RunDistributed(ctx, s, dir, obs, g)
+	_, err = train.RunDistributed(ctx, s, dir, obs, g, train.DistOptions{ShardOptimizer: os.Getenv(envShard) == "1"})
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "stopped:", err)
 		return nil
@@ -198,6 +199,62 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 	if d := maxWeightDiff(t, filepath.Join(one, ckpt), filepath.Join(base, "rank-0", ckpt)); d > 1e-5 {
 		t.Errorf("resumed on 3 ranks: final fp32 weights differ by up to %g, want ≤ 1e-5", d)
 	}
+
+	// With the optimizer state sharded (ZeRO-1): 2 ranks stopped after
+	// step 3 (the stop checkpoint gathers the moments), resumed on 3 ranks
+	// (the moments dealt out again), end at the one-process weights and
+	// moments.
+	base = t.TempDir()
+	outs, log, err = launch(t, s, 2, base, envStopAt+"=1:3", envShard+"=1")
+	if err != nil {
+		t.Fatalf("sharded, stopped: %v\n%s", err, log)
+	}
+	losses = stepLosses(outs[0])
+	outs, log, err = launch(t, s, 3, base, envShard+"=1")
+	if err != nil {
+		t.Fatalf("sharded, resumed: %v\n%s", err, log)
+	}
+	losses = append(losses, stepLosses(outs[0])...)
+	if len(losses) != 10 {
+		t.Fatalf("sharded: %d steps, want 10", len(losses))
+	}
+	for i, l := range losses {
+		if want := rec.steps[i].Loss; math.Abs(l-want) > 1e-6*math.Abs(want) {
+			t.Errorf("sharded, step %d: loss %.9g, one process %.9g", i+1, l, want)
+		}
+	}
+	if d := maxWeightDiff(t, filepath.Join(one, ckpt), filepath.Join(base, "rank-0", ckpt)); d > 1e-5 {
+		t.Errorf("sharded: final fp32 weights differ by up to %g, want ≤ 1e-5", d)
+	}
+	opt := filepath.Join("checkpoints", "step-00000010", "optimizer.safetensors")
+	for _, name := range []string{"exp_avg", "exp_avg_sq"} {
+		a, b := readTensor(t, filepath.Join(one, opt), name), readTensor(t, filepath.Join(base, "rank-0", opt), name)
+		var worst, scale float64
+		for i := range a {
+			worst, scale = max(worst, math.Abs(float64(a[i])-float64(b[i]))), max(scale, math.Abs(float64(a[i])))
+		}
+		if len(a) != len(b) || worst > 1e-5*scale {
+			t.Errorf("sharded: %s differs by up to %g (largest %g, lengths %d, %d)", name, worst, scale, len(a), len(b))
+		}
+	}
+}
+
+func readTensor(t *testing.T, path, name string) []float32 {
+	t.Helper()
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ti, ok := f.Info(name)
+	if !ok {
+		t.Fatalf("%s: no tensor %s", path, name)
+	}
+	x := make([]float32, ti.Shape[0])
+	if err := f.Float32(name, x); err != nil {
+		t.Fatal(err)
+	}
+	return x
 }
 
 // Cancelling one rank's run stops every rank before the same step, the

@@ -85,12 +85,12 @@ func (s Spec) fingerprint() string {
 // Run trains spec in workDir (created if needed), resuming from the newest
 // checkpoint there. See the package comment for the guarantees.
 func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result, error) {
-	return run(ctx, spec, workDir, obs, nil)
+	return run(ctx, spec, workDir, obs, nil, DistOptions{})
 }
 
 // run is Run, as one rank of the data-parallel group coll when it is not
 // nil (see RunDistributed).
-func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll collective.Collective) (*Result, error) {
+func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll collective.Collective, dopt DistOptions) (*Result, error) {
 	if obs == nil {
 		obs = NopObserver{}
 	}
@@ -114,11 +114,10 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 		return nil, err
 	}
 	defer prep.Close()
-	r, err := newRunner(spec, prep, workDir, obs)
+	r, err := newRunner(spec, prep, workDir, obs, coll, dopt)
 	if err != nil {
 		return nil, err
 	}
-	r.coll = coll
 	if len(spec.EvalPrompts) > 0 {
 		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
 			return nil, err
@@ -189,19 +188,25 @@ func prepareData(ctx context.Context, spec Spec, task dataset.Task, workDir stri
 	return prep, nil
 }
 
-// newRunner loads the model and its optimizer and plans the steps.
-func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) (*runner, error) {
+// newRunner loads the model and its optimizer (this rank's shard of it
+// when dopt shards it) and plans the steps.
+func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective, dopt DistOptions) (*runner, error) {
 	m, err := loadModel(spec, prep.ContextLength(), obs)
 	if err != nil {
 		return nil, err
 	}
 	var a *engine.Adapter
 	var o *optim.AdamW
-	if spec.Method == "lora" {
+	var shard []int
+	switch {
+	case spec.Method == "lora":
 		if a, err = newAdapter(spec, m); err == nil {
 			o, err = optim.NewAdamWAdapter(a, spec.AdamW)
 		}
-	} else {
+	case dopt.ShardOptimizer && coll != nil && coll.Size() > 1:
+		shard = collective.Offsets(collective.EvenCounts(len(m.Params.Arena), coll.Size()))
+		o, err = optim.NewAdamWRange(m.Dev, m.Config.ParamSpecs(), shard[coll.Rank()], shard[coll.Rank()+1], spec.AdamW)
+	default:
 		o, err = optim.NewAdamW(m, spec.AdamW)
 	}
 	if err != nil {
@@ -209,7 +214,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) 
 	}
 	trainSet := prep.Train()
 	r := &runner{spec: spec, m: m, a: a, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
-		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}}
+		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}, coll: coll, shard: shard}
 	if err := r.plan(trainSet.Stats().Tokens); err != nil {
 		return nil, err
 	}
@@ -301,7 +306,14 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 	} else if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
 		return st, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", r.workDir)
 	}
-	got, err := loadCheckpoint(last, r.m, r.a, r.o)
+	o := r.o
+	if r.shard != nil {
+		// The checkpoint holds every moment; syncFromLeader deals them out.
+		n := r.shard[len(r.shard)-1]
+		r.resumed = &optim.AdamW{Config: r.o.Config, M: make([]float32, n), V: make([]float32, n)}
+		o = r.resumed
+	}
+	got, err := loadCheckpoint(last, r.m, r.a, o)
 	if err != nil {
 		return st, err
 	}
@@ -317,8 +329,8 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 	start, startStep, savedAt := time.Now(), st.Step, st.Step
 	for st.Step < r.totalSteps {
 		if err := r.stopped(ctx); err != nil {
-			if st.Step > savedAt && r.leader() {
-				if serr := r.save(st); serr != nil {
+			if st.Step > savedAt {
+				if serr := r.saveAll(ctx, st); serr != nil {
 					return errors.Join(err, serr)
 				}
 			}
@@ -383,6 +395,11 @@ type runner struct {
 	orders     map[int][]int // epoch → row order
 	lastEval   float64
 	coll       collective.Collective // the data-parallel group; nil in a one-process run
+	// shard, when the optimizer is sharded, holds each rank's arena range
+	// (rank q's is [shard[q], shard[q+1])); resumed and gathered are the
+	// leader's whole optimizer state while it resumes or saves.
+	shard             []int
+	resumed, gathered *optim.AdamW
 }
 
 // epochAt is the fractional epoch after `steps` optimizer steps.
@@ -476,9 +493,12 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return loss, tokens, res, fmt.Errorf("loss is %v: the learning rate may be too high", loss)
 	}
-	if r.a != nil {
+	switch {
+	case r.a != nil:
 		res, err = r.o.StepAdapter(r.a, lr)
-	} else {
+	case r.shard != nil:
+		res, err = r.stepShard(ctx, lr)
+	default:
 		res, err = r.o.Step(r.m, lr)
 	}
 	return loss, tokens, res, err
@@ -523,7 +543,11 @@ func (r *runner) report(ctx context.Context, step int) error {
 
 // save writes the checkpoint of st and reports it.
 func (r *runner) save(st *ckptState) error {
-	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.a, r.o, *st, r.spec.KeepCheckpoints)
+	o := r.o
+	if r.gathered != nil {
+		o = r.gathered // the whole optimizer state of a sharded run
+	}
+	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.a, o, *st, r.spec.KeepCheckpoints)
 	if err != nil {
 		return err
 	}
