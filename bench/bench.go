@@ -44,6 +44,9 @@ type TrainSpec struct {
 	// group: it trains Batch/Size rows a step and sums the gradients
 	// across ranks (see train_ranks.go).
 	Coll collective.Collective
+	// ShardOptimizer shards the AdamW moments across the ranks (ZeRO
+	// stage 1, as train.DistOptions.ShardOptimizer).
+	ShardOptimizer bool
 }
 
 // TrainResult is what `hone bench train --json` prints.
@@ -203,7 +206,7 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 			return sum, n, err
 		}, nil
 	}
-	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	opt, shard, err := s.optimizer(m)
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +217,10 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		sum, n := m.ForwardBackward(bt, scale)
 		if _, err := red.Finish(sum); err != nil {
 			return 0, 0, err
+		}
+		if shard != nil {
+			_, err := dataparallel.StepShard(context.Background(), s.Coll, m, opt, shard, 1e-4)
+			return sum, n, err
 		}
 		_, err := opt.Step(m, 1e-4)
 		return sum, n, err

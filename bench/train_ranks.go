@@ -1,6 +1,12 @@
 package bench
 
-import "fmt"
+import (
+	"fmt"
+
+	"hone/dataparallel"
+	"hone/engine"
+	"hone/optim"
+)
 
 // Data-parallel training benchmark: each rank (process) trains its share
 // of the global batch and the gradients are summed across ranks while the
@@ -40,4 +46,14 @@ func MergeRanks(results []*TrainResult) *TrainResult {
 		out.PeakRSSBytes = max(out.PeakRSSBytes, r.PeakRSSBytes)
 	}
 	return &out
+}
+
+// optimizer is full fine-tuning's AdamW: this rank's shard of it, with the
+// ranks' ranges, when the spec shards it over several ranks.
+func (s TrainSpec) optimizer(m *engine.Model) (*optim.AdamW, []int, error) {
+	if s.ShardOptimizer && s.ranks() > 1 {
+		return dataparallel.NewShardedAdamW(s.Coll, m, optim.DefaultAdamW)
+	}
+	o, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	return o, nil, err
 }

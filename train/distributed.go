@@ -151,14 +151,8 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	return nil
 }
 
-// broadcastFrom sends buf from root to every rank, in buckets.
 func broadcastFrom(ctx context.Context, c collective.Collective, buf []float32, root int) error {
-	for lo := 0; lo < len(buf); lo += dataparallel.Bucket {
-		if err := c.Broadcast(ctx, buf[lo:min(lo+dataparallel.Bucket, len(buf))], root); err != nil {
-			return err
-		}
-	}
-	return nil
+	return dataparallel.Broadcast(ctx, c, buf, root)
 }
 
 // scatterMoments deals the leader's resumed moments out to the ranks'
@@ -221,25 +215,9 @@ func (r *runner) gatherMoments(ctx context.Context) error {
 	return nil
 }
 
-// stepShard updates this rank's range of the parameters with its shard of
-// the optimizer (clipping by the whole gradient's norm, which every rank
-// holds after the reduction), then every rank sends its range to all.
+// stepShard takes the optimizer step of a sharded run.
 func (r *runner) stepShard(ctx context.Context, lr float64) (optim.StepResult, error) {
-	me, size := r.coll.Rank(), r.coll.Size()
-	p, g := r.m.Params.Arena, r.m.Grads.Arena
-	lo, hi := r.shard[me], r.shard[me+1]
-	res, err := r.o.StepRange(r.m.Dev, p[lo:hi], g[lo:hi], r.m.GradNorm(), lr)
-	if err != nil {
-		return res, err // the norm is the same on every rank: all skip
-	}
-	r.m.Dev.Sync()
-	for q := range size {
-		if err := broadcastFrom(ctx, r.coll, p[r.shard[q]:r.shard[q+1]], q); err != nil {
-			return res, fmt.Errorf("exchange the updated parameters: %w", err)
-		}
-	}
-	r.m.ParamsChanged()
-	return res, nil
+	return dataparallel.StepShard(ctx, r.coll, r.m, r.o, r.shard, lr)
 }
 
 // saveAll writes a checkpoint of st: the leader writes it, after gathering

@@ -204,8 +204,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 			o, err = optim.NewAdamWAdapter(a, spec.AdamW)
 		}
 	case dopt.ShardOptimizer && coll != nil && coll.Size() > 1:
-		shard = collective.Offsets(collective.EvenCounts(len(m.Params.Arena), coll.Size()))
-		o, err = optim.NewAdamWRange(m.Dev, m.Config.ParamSpecs(), shard[coll.Rank()], shard[coll.Rank()+1], spec.AdamW)
+		o, shard, err = dataparallel.NewShardedAdamW(coll, m, spec.AdamW)
 	default:
 		o, err = optim.NewAdamW(m, spec.AdamW)
 	}

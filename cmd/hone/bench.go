@@ -156,6 +156,7 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
+	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
 	return cmd

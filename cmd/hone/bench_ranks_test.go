@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,15 +58,27 @@ func TestBenchCollective(t *testing.T) {
 // split between them, and reports all ranks' tokens/s and the largest RSS.
 func TestBenchTrainRanks(t *testing.T) {
 	cfg := filepath.Join("..", "..", "bench", "configs", "llama-small.json")
-	line := runBench(t, "train", "--config", cfg, "--seq", "32", "--batch", "2", "--steps", "1", "--precision", "fp32",
-		"--threads", "1", "--ranks", "2", "--json")
-	var res struct {
-		Ranks   int     `json:"ranks"`
-		Batch   int     `json:"batch"`
-		Tokens  float64 `json:"tokens_per_s"`
-		PeakRSS int64   `json:"peak_rss_bytes"`
+	type result struct {
+		Ranks   int       `json:"ranks"`
+		Batch   int       `json:"batch"`
+		Tokens  float64   `json:"tokens_per_s"`
+		PeakRSS int64     `json:"peak_rss_bytes"`
+		Losses  []float64 `json:"losses"`
 	}
-	if err := json.Unmarshal([]byte(line), &res); err != nil || res.Ranks != 2 || res.Batch != 2 || !(res.Tokens > 0) || res.PeakRSS <= 0 {
-		t.Errorf("last line %q (%v), want ranks 2, batch 2, tokens_per_s > 0, peak_rss_bytes > 0", line, err)
+	var runs [2]result
+	for i, extra := range [][]string{nil, {"--shard-optimizer"}} {
+		args := append([]string{"train", "--config", cfg, "--seq", "32", "--batch", "2", "--steps", "2", "--precision", "fp32",
+			"--threads", "1", "--ranks", "2", "--json"}, extra...)
+		line := runBench(t, args...)
+		res := &runs[i]
+		if err := json.Unmarshal([]byte(line), res); err != nil || res.Ranks != 2 || res.Batch != 2 || !(res.Tokens > 0) || res.PeakRSS <= 0 || len(res.Losses) != 2 {
+			t.Errorf("%v: last line %q (%v), want ranks 2, batch 2, tokens_per_s > 0, peak_rss_bytes > 0, 2 losses", extra, line, err)
+		}
+	}
+	// The sharded optimizer takes the same steps: the losses after them agree.
+	for i := range runs[0].Losses {
+		if a, b := runs[0].Losses[i], runs[1].Losses[i]; math.Abs(a-b) > 1e-6*math.Abs(a) {
+			t.Errorf("loss %d: %v with the optimizer sharded, %v without", i, b, a)
+		}
 	}
 }
