@@ -142,6 +142,7 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 	s := spec(model, data)
 	s.Duration = train.Duration{Batches: 10}
 	s.BatchRows, s.GradAccum = 1, 4 // 2 ranks × 2 micro-batches
+	s.ContextLength = 128           // keeps the six runs below quick
 	s.Precision, s.Threads, s.CheckpointEvery = "fp32", 1, 5
 	rec := &recorder{}
 	one := t.TempDir()
@@ -264,6 +265,7 @@ func TestDataParallelStopsTogether(t *testing.T) {
 	s := spec(model, data)
 	s.Duration = train.Duration{Batches: 10}
 	s.BatchRows, s.GradAccum = 1, 4
+	s.ContextLength = 128
 	s.Precision, s.Threads, s.CheckpointEvery = "fp32", 1, 0
 	s.EvalData = ""
 	base := t.TempDir()
