@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"hone/collective"
+	"hone/dataparallel"
 	"hone/engine"
 	"hone/optim"
 )
@@ -41,6 +43,13 @@ type TrainSpec struct {
 	QuantizeBase string
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
+	// Coll, when set, makes this process one rank of a data-parallel
+	// group: it trains Batch/Size rows a step and sums the gradients
+	// across ranks (see train_ranks.go).
+	Coll collective.Collective
+	// ShardOptimizer shards the AdamW moments across the ranks (ZeRO
+	// stage 1, as train.DistOptions.ShardOptimizer).
+	ShardOptimizer bool
 }
 
 // TrainResult is what `hone bench train --json` prints.
@@ -68,6 +77,7 @@ type TrainResult struct {
 	CompactBF16  bool      `json:"compact_bf16"`
 	Notes        []string  `json:"notes,omitempty"`
 	Losses       []float64 `json:"losses"`
+	Ranks        int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
 }
 
 // FLOPsPerToken is 6·params (forward and backward of every matmul; with
@@ -96,6 +106,10 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err := s.Config.CheckQuantizeBase(s.QuantizeBase); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	global, err := s.splitBatch()
+	if err != nil {
+		return nil, err
+	}
 	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
 	if err != nil {
 		return nil, err
@@ -118,7 +132,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	m := engine.New(s.Config, dev, opts)
 	m.InitRandom(s.Seed)
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
-		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
+		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
 		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), Notes: notes}
 	step, err := s.stepper(m, res)
 	if err != nil {
@@ -128,7 +142,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	scale := 1 / float32(bt.Scored())
+	scale := 1 / float32(bt.Scored()*s.ranks()) // every rank's batch scores as many tokens
 	for i := 0; i <= s.Steps; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -147,7 +161,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			res.Losses = append(res.Losses, sum/float64(n))
 		}
 	}
-	res.TokensPerS = float64(s.Seq*s.Batch) / median(res.StepSeconds)
+	res.TokensPerS = float64(s.Seq*global) / median(res.StepSeconds)
 	flops := FLOPsPerToken(s.Config, s.Seq)
 	if res.Method == "lora" {
 		flops = loraFLOPsPerToken(s.Config, s.Seq, int(res.Trainable))
@@ -193,18 +207,32 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			a.ZeroGrad()
+			red := dataparallel.Start(context.Background(), s.Coll, m, a)
+			red.Attach()
 			sum, n := m.ForwardBackward(bt, scale)
+			if _, err := red.Finish(sum); err != nil {
+				return 0, 0, err
+			}
 			_, err := opt.StepAdapter(a, 1e-4)
 			return sum, n, err
 		}, nil
 	}
-	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	opt, shard, err := s.optimizer(m)
 	if err != nil {
 		return nil, err
 	}
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
 		m.ZeroGrad()
+		red := dataparallel.Start(context.Background(), s.Coll, m, nil)
+		red.Attach()
 		sum, n := m.ForwardBackward(bt, scale)
+		if _, err := red.Finish(sum); err != nil {
+			return 0, 0, err
+		}
+		if shard != nil {
+			_, err := dataparallel.StepShard(context.Background(), s.Coll, m, opt, shard, 1e-4)
+			return sum, n, err
+		}
 		_, err := opt.Step(m, 1e-4)
 		return sum, n, err
 	}, nil
@@ -212,7 +240,7 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 
 // randomBatch is s.Batch rows of s.Seq random tokens, every one scored.
 func randomBatch(s TrainSpec) (*engine.Batch, error) {
-	r := rand.New(rand.NewPCG(s.Seed, 1))
+	r := rand.New(rand.NewPCG(s.Seed, 1+uint64(s.rank())))
 	ids := make([][]int, s.Batch)
 	for i := range ids {
 		ids[i] = make([]int, s.Seq)

@@ -97,6 +97,12 @@ type Model struct {
 	// holds only the norms' and biases' gradients, which the frozen
 	// backward pass computes on the way and nothing uses.
 	Grads *Weights
+	// LayerBackwardDone, when set, is called after the backward pass of
+	// decoder layer l has added its last contribution to l's parameter
+	// gradients (Grads, or the attached adapter's), from the goroutine
+	// running ForwardBackward; data parallelism starts reducing them
+	// while the earlier layers' backward runs.
+	LayerBackwardDone func(l int)
 	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
 	// all of Params, which the optimizer refreshes as it updates them (with
 	// FrozenBF16 it is the only copy of the matrices). With
@@ -681,6 +687,9 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 			m.layerForward(l, bt)
 		}
 		m.layerBackward(l, bt)
+		if m.LayerBackwardDone != nil {
+			m.LayerBackwardDone(l)
+		}
 	}
 	if !m.frozen() {
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)

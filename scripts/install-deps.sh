@@ -5,7 +5,8 @@ set -euo pipefail
 # python3: the Python client (python/) is tested with Debian's interpreter.
 # chromium: the web UI's browser tests drive it headless (no browser download);
 # `install-deps.sh build` leaves it out (the main job needs no browser).
-need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm python3)
+# libgloo-dev and g++: collective/gloo's cgo shim (collectives across ranks).
+need=(libdnnl-dev gcc g++ libgloo-dev pkg-config curl unzip nodejs npm python3)
 [[ ${1:-} == build ]] || need+=(chromium)
 missing=()
 for p in "${need[@]}"; do

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"hone/collective"
+	"hone/dataparallel"
 	"hone/dataset"
 	"hone/engine"
 	"hone/generate"
@@ -110,6 +112,12 @@ func (s Spec) fingerprint() string {
 // Run trains spec in workDir (created if needed), resuming from the newest
 // checkpoint there. See the package comment for the guarantees.
 func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result, error) {
+	return run(ctx, spec, workDir, obs, nil, DistOptions{})
+}
+
+// run is Run, as one rank of the data-parallel group coll when it is not
+// nil (see RunDistributed).
+func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll collective.Collective, dopt DistOptions) (*Result, error) {
 	if obs == nil {
 		obs = NopObserver{}
 	}
@@ -133,7 +141,7 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 		return nil, err
 	}
 	defer prep.Close()
-	r, err := newRunner(spec, prep, workDir, obs)
+	r, err := newRunner(spec, prep, workDir, obs, coll, dopt)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +152,13 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 			return nil, err
 		}
 	}
-	st, err := r.resume(prep.Fingerprint())
+	var st ckptState
+	if r.leader() {
+		st, err = r.resume(prep.Fingerprint())
+	}
+	if err == nil {
+		err = r.syncFromLeader(ctx, &st)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +173,9 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	}
 	res := &Result{Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
 		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}
+	if !r.leader() {
+		return res, nil // the leader writes the model
+	}
 	if r.a != nil {
 		res.ModelDir, res.AdapterDir, err = r.saveFinalLoRA()
 	} else {
@@ -200,19 +217,28 @@ func prepareData(ctx context.Context, spec Spec, task dataset.Task, workDir stri
 	return prep, nil
 }
 
-// newRunner loads the model and its optimizer and plans the steps.
-func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) (*runner, error) {
+// newRunner loads the model and its optimizer (this rank's shard of it
+// when dopt shards it) and plans the steps.
+func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective, dopt DistOptions) (*runner, error) {
 	m, err := loadModel(spec, prep.ContextLength(), obs)
 	if err != nil {
 		return nil, err
 	}
 	var a *engine.Adapter
 	var o optim.Optimizer
-	if spec.Method == "lora" {
+	var shard []int
+	switch {
+	case spec.Method == "lora":
 		if a, err = newAdapter(spec, m); err == nil {
 			o, err = newOptimizer(spec, m, a)
 		}
-	} else {
+	case dopt.ShardOptimizer && coll != nil && coll.Size() > 1:
+		if spec.Optimizer == "lionw" {
+			err = fmt.Errorf("sharding the optimizer state (--shard-optimizer) supports AdamW only: run LionW unsharded")
+		} else {
+			o, shard, err = dataparallel.NewShardedAdamW(coll, m, spec.AdamW)
+		}
+	default:
 		o, err = newOptimizer(spec, m, nil)
 	}
 	if err != nil {
@@ -220,7 +246,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) 
 	}
 	trainSet := prep.Train()
 	r := &runner{spec: spec, m: m, a: a, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
-		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}}
+		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}, coll: coll, shard: shard}
 	if err := r.plan(trainSet.Stats().Tokens); err != nil {
 		return nil, err
 	}
@@ -319,7 +345,14 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 	} else if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
 		return st, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", r.workDir)
 	}
-	got, err := loadCheckpoint(last, r.m, r.a, r.o)
+	o := r.o
+	if r.shard != nil {
+		// The checkpoint holds every moment; syncFromLeader deals them out.
+		n := r.shard[len(r.shard)-1]
+		r.resumed = &optim.AdamW{Config: r.shardOpt().Config, M: make([]float32, n), V: make([]float32, n)}
+		o = r.resumed
+	}
+	got, err := loadCheckpoint(last, r.m, r.a, o)
 	if err != nil {
 		return st, err
 	}
@@ -334,9 +367,9 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 func (r *runner) loop(ctx context.Context, st *ckptState) error {
 	start, startStep, savedAt := time.Now(), st.Step, st.Step
 	for st.Step < r.totalSteps {
-		if err := ctx.Err(); err != nil {
+		if err := r.stopped(ctx); err != nil {
 			if st.Step > savedAt {
-				if serr := r.save(st); serr != nil {
+				if serr := r.saveAll(ctx, st); serr != nil {
 					return errors.Join(err, serr)
 				}
 			}
@@ -344,7 +377,7 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 		}
 		t0 := time.Now()
 		lr := r.sched.LR(st.Step)
-		loss, tokens, res, err := r.step(st.Step, lr)
+		loss, tokens, res, err := r.step(ctx, st.Step, lr)
 		if err != nil {
 			return fmt.Errorf("step %d: %w", st.Step+1, err)
 		}
@@ -359,7 +392,7 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 			ETA: time.Duration(float64(elapsed) / float64(st.Step-startStep) * float64(r.totalSteps-st.Step))})
 		epochEnd := math.Floor(st.Epoch) > math.Floor(prevEpoch)
 		if st.Step == r.totalSteps || epochEnd || (r.spec.CheckpointEvery > 0 && st.Step%r.spec.CheckpointEvery == 0) {
-			if err := r.checkpoint(ctx, st); err != nil {
+			if err := r.checkpointAll(ctx, st); err != nil {
 				return err
 			}
 			savedAt = st.Step
@@ -400,6 +433,12 @@ type runner struct {
 	workDir    string
 	orders     map[int][]int // epoch → row order
 	lastEval   float64
+	coll       collective.Collective // the data-parallel group; nil in a one-process run
+	// shard, when the optimizer is sharded, holds each rank's arena range
+	// (rank q's is [shard[q], shard[q+1])); resumed and gathered are the
+	// leader's whole optimizer state while it resumes or saves.
+	shard             []int
+	resumed, gathered *optim.AdamW
 }
 
 // epochAt is the fractional epoch after `steps` optimizer steps.
@@ -443,19 +482,29 @@ func (r *runner) batch(lo, hi int64, row func(int64) (dataset.Row, error)) (*eng
 }
 
 // step runs one optimizer step (all its micro-batches) at learning rate lr.
-func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res optim.StepResult, err error) {
+// With a data-parallel group each rank runs its share of the micro-batches
+// (see mine) and the counts, gradients and loss are summed across ranks,
+// so every rank takes the step one process would.
+func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, tokens int64, res optim.StepResult, err error) {
 	first := int64(step) * int64(r.rps)
 	last := min(first+int64(r.rps), r.totalRows)
 	var batches []*engine.Batch
+	var starts []int64
 	scored := 0
-	for k := first; k < last; k += int64(r.spec.BatchRows) {
+	for i, k := 0, first; k < last; i, k = i+1, k+int64(r.spec.BatchRows) {
+		if !r.mine(i) {
+			continue
+		}
 		bt, n, err := r.batch(k, min(k+int64(r.spec.BatchRows), last), r.row)
 		if err != nil {
 			return 0, 0, res, err
 		}
 		tokens += n
 		scored += bt.Scored()
-		batches = append(batches, bt)
+		batches, starts = append(batches, bt), append(starts, k)
+	}
+	if scored, tokens, err = dataparallel.SumCounts(ctx, r.coll, scored, tokens); err != nil {
+		return 0, 0, res, err
 	}
 	if scored == 0 {
 		return 0, tokens, res, nil
@@ -466,19 +515,29 @@ func (r *runner) step(step int, lr float64) (loss float64, tokens int64, res opt
 		r.m.ZeroGrad()
 	}
 	var sum float64
+	red := dataparallel.Start(ctx, r.coll, r.m, r.a)
 	for i, bt := range batches {
+		if i == len(batches)-1 {
+			red.Attach() // the last pass finishes each layer's gradients
+		}
 		// LoRA dropout masks are a function of the micro-batch's first
 		// row, so a resumed run draws the masks of an uninterrupted one.
-		s, _ := r.m.ForwardBackwardDropout(bt, 1/float32(scored), dropoutSeed(r.spec.Seed, first+int64(i*r.spec.BatchRows)))
+		s, _ := r.m.ForwardBackwardDropout(bt, 1/float32(scored), dropoutSeed(r.spec.Seed, starts[i]))
 		sum += s
+	}
+	if sum, err = red.Finish(sum); err != nil {
+		return 0, 0, res, err
 	}
 	loss = sum / float64(scored)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return loss, tokens, res, fmt.Errorf("loss is %v: the learning rate may be too high", loss)
 	}
-	if r.a != nil {
+	switch {
+	case r.a != nil:
 		res, err = r.o.StepAdapter(r.a, lr)
-	} else {
+	case r.shard != nil:
+		res, err = r.stepShard(ctx, lr)
+	default:
 		res, err = r.o.Step(r.m, lr)
 	}
 	return loss, tokens, res, err
@@ -523,7 +582,11 @@ func (r *runner) report(ctx context.Context, step int) error {
 
 // save writes the checkpoint of st and reports it.
 func (r *runner) save(st *ckptState) error {
-	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.a, r.o, *st, r.spec.KeepCheckpoints)
+	o := r.o
+	if r.gathered != nil {
+		o = r.gathered // the whole optimizer state of a sharded run
+	}
+	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.a, o, *st, r.spec.KeepCheckpoints)
 	if err != nil {
 		return err
 	}

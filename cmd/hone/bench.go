@@ -49,7 +49,7 @@ tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is pr
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
 	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
 	cmd.Flags().BoolVar(&loraOnly, "lora-only", false, "run only the LoRA case and the full bf16 case of its shape")
-	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd())
+	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd(), benchCollectiveCmd())
 	return cmd
 }
 
@@ -94,8 +94,9 @@ func benchTrainCmd() *cobra.Command {
 	var asJSON bool
 	var profile string
 	var kernelTimes bool
+	var ranks int
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--ranks R] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -105,6 +106,12 @@ func benchTrainCmd() *cobra.Command {
 			}
 			if s.Config, err = engine.ParseConfig(raw); err != nil {
 				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			if done, err := benchTrainRanks(cmd, &s, ranks, asJSON); done || err != nil {
+				return err
+			}
+			if s.Coll != nil {
+				defer s.Coll.Close()
 			}
 			if profile != "" {
 				f, err := os.Create(profile)
@@ -150,6 +157,8 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
+	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
+	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
 	return cmd
 }

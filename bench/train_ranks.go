@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"fmt"
+
+	"hone/dataparallel"
+	"hone/engine"
+	"hone/optim"
+)
+
+// Data-parallel training benchmark: each rank (process) trains its share
+// of the global batch and the gradients are summed across ranks while the
+// backward pass runs (dataparallel.Reducer), as train.RunDistributed does.
+
+func (s TrainSpec) ranks() int {
+	if s.Coll == nil {
+		return 1
+	}
+	return s.Coll.Size()
+}
+
+func (s TrainSpec) rank() int {
+	if s.Coll == nil {
+		return 0
+	}
+	return s.Coll.Rank()
+}
+
+// splitBatch makes s.Batch this rank's share and returns the global batch.
+func (s *TrainSpec) splitBatch() (int, error) {
+	n := s.ranks()
+	if s.Batch%n != 0 {
+		return 0, fmt.Errorf("bench: batch %d does not split evenly over %d ranks", s.Batch, n)
+	}
+	global := s.Batch
+	s.Batch /= n
+	return global, nil
+}
+
+// MergeRanks combines the ranks' results: throughput is rank 0's (every
+// rank steps together, and Batch is the global batch), memory the
+// largest rank's.
+func MergeRanks(results []*TrainResult) *TrainResult {
+	out := *results[0]
+	for _, r := range results[1:] {
+		out.PeakRSSBytes = max(out.PeakRSSBytes, r.PeakRSSBytes)
+	}
+	return &out
+}
+
+// optimizer is full fine-tuning's AdamW: this rank's shard of it, with the
+// ranks' ranges, when the spec shards it over several ranks.
+func (s TrainSpec) optimizer(m *engine.Model) (*optim.AdamW, []int, error) {
+	if s.ShardOptimizer && s.ranks() > 1 {
+		return dataparallel.NewShardedAdamW(s.Coll, m, optim.DefaultAdamW)
+	}
+	o, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	return o, nil, err
+}

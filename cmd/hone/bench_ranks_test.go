@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"hone/collective"
+)
+
+// Commands that start ranks re-run the executable, here the test binary:
+// TestMain plays the rank (the arguments after "bench").
+func TestMain(m *testing.M) {
+	if os.Getenv(collective.EnvRank) != "" && len(os.Args) > 2 && os.Args[1] == "bench" {
+		cmd := benchCmd()
+		cmd.SetArgs(os.Args[2:])
+		if err := cmd.Execute(); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runBench(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := benchCmd()
+	var stdout, stderr bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("hone bench %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	return lines[len(lines)-1]
+}
+
+// `hone bench collective --ranks 2 --json` runs two processes and prints
+// the allreduce bandwidth.
+func TestBenchCollective(t *testing.T) {
+	line := runBench(t, "collective", "--ranks", "2", "--mb", "1", "--iters", "2", "--json")
+	var res struct {
+		Ranks int     `json:"ranks"`
+		Bytes int64   `json:"bytes"`
+		BusBW float64 `json:"busbw_gb_per_s"`
+	}
+	if err := json.Unmarshal([]byte(line), &res); err != nil || res.Ranks != 2 || res.Bytes != 1<<20 || !(res.BusBW > 0) {
+		t.Errorf("last line %q (%v), want ranks 2, bytes 1 MiB, busbw > 0", line, err)
+	}
+}
+
+// `hone bench train --ranks 2` trains on two processes, the global batch
+// split between them, and reports all ranks' tokens/s and the largest RSS.
+func TestBenchTrainRanks(t *testing.T) {
+	cfg := filepath.Join("..", "..", "bench", "configs", "llama-small.json")
+	type result struct {
+		Ranks   int       `json:"ranks"`
+		Batch   int       `json:"batch"`
+		Tokens  float64   `json:"tokens_per_s"`
+		PeakRSS int64     `json:"peak_rss_bytes"`
+		Losses  []float64 `json:"losses"`
+	}
+	var runs [2]result
+	for i, extra := range [][]string{nil, {"--shard-optimizer"}} {
+		args := append([]string{"train", "--config", cfg, "--seq", "32", "--batch", "2", "--steps", "2", "--precision", "fp32",
+			"--threads", "1", "--ranks", "2", "--json"}, extra...)
+		line := runBench(t, args...)
+		res := &runs[i]
+		if err := json.Unmarshal([]byte(line), res); err != nil || res.Ranks != 2 || res.Batch != 2 || !(res.Tokens > 0) || res.PeakRSS <= 0 || len(res.Losses) != 2 {
+			t.Errorf("%v: last line %q (%v), want ranks 2, batch 2, tokens_per_s > 0, peak_rss_bytes > 0, 2 losses", extra, line, err)
+		}
+	}
+	// The sharded optimizer takes the same steps: the losses after them agree.
+	for i := range runs[0].Losses {
+		if a, b := runs[0].Losses[i], runs[1].Losses[i]; math.Abs(a-b) > 1e-6*math.Abs(a) {
+			t.Errorf("loss %d: %v with the optimizer sharded, %v without", i, b, a)
+		}
+	}
+}

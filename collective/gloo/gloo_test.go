@@ -1,0 +1,249 @@
+package gloo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"hone/collective"
+)
+
+// The tests run every rank as a separate process: the test binary re-runs
+// itself with HONE_GLOO_TEST_SCENARIO set, and TestMain plays the rank.
+
+const testSecret = "0123456789abcdef-test"
+
+func TestMain(m *testing.M) {
+	if sc := os.Getenv("HONE_GLOO_TEST_SCENARIO"); sc != "" {
+		if err := playRank(sc); err != nil {
+			fmt.Fprintln(os.Stderr, "rank error:", err)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func envInt(k string) int { v, _ := strconv.Atoi(os.Getenv(k)); return v }
+
+func playRank(scenario string) error {
+	cfg := collective.Config{Rank: envInt("HONE_GLOO_TEST_RANK"), Size: envInt("HONE_GLOO_TEST_SIZE"),
+		StoreAddr: os.Getenv("HONE_GLOO_TEST_STORE"), Secret: testSecret, Timeout: 3 * time.Second}
+	if scenario == "rendezvous-death" && cfg.Rank == cfg.Size-1 {
+		// Join the store, then die before connecting to anyone.
+		if _, err := collective.DialStore(context.Background(), cfg.StoreAddr, cfg.Secret, cfg.Rank, cfg.Timeout); err != nil {
+			return err
+		}
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	g, err := New(context.Background(), cfg)
+	if scenario == "nojoin" || scenario == "rendezvous-death" {
+		if err == nil {
+			return errors.New("joined a group whose peer never started")
+		}
+		if !errors.Is(err, collective.ErrTimeout) {
+			return fmt.Errorf("want a timeout, got %w", err)
+		}
+		fmt.Println("timeout:", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	switch scenario {
+	case "ops":
+		return checkOps(g)
+	case "killed":
+		if err := g.Barrier(context.Background()); err != nil {
+			return err
+		}
+		if g.Rank() == g.Size()-1 {
+			// Die mid-run as a crash would: no close, no goodbye.
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+		buf := make([]float32, 1<<20)
+		for i := 0; i < 100; i++ {
+			if err := g.AllReduce(context.Background(), buf); err != nil {
+				fmt.Println("failed as expected:", err)
+				if err2 := g.AllReduce(context.Background(), buf); !errors.Is(err2, collective.ErrBroken) {
+					return fmt.Errorf("after a failure: got %v, want ErrBroken", err2)
+				}
+				return nil
+			}
+		}
+		return errors.New("allreduce kept succeeding with a dead peer")
+	}
+	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+// value is rank r's input element i, chosen so that sums are exact in fp32.
+func value(r, i int) float32 { return float32((r+1)*1000 + i%997) }
+
+func checkOps(g *Group) error {
+	ctx := context.Background()
+	r, n := g.Rank(), g.Size()
+	const count = 1<<20 + 3 // not a multiple of anything: exercises the ragged tails
+	buf := make([]float32, count)
+	for i := range buf {
+		buf[i] = value(r, i)
+	}
+	if err := g.AllReduce(ctx, buf); err != nil {
+		return err
+	}
+	for i, v := range buf {
+		var want float32
+		for q := 0; q < n; q++ {
+			want += value(q, i)
+		}
+		if v != want {
+			return fmt.Errorf("allreduce: element %d = %v, want %v", i, v, want)
+		}
+	}
+
+	counts := make([]int, n)
+	for q := range counts {
+		counts[q] = 1000 + 37*q // uneven parts
+	}
+	off := collective.Offsets(counts)
+	rs := make([]float32, off[n])
+	for i := range rs {
+		rs[i] = value(r, i)
+	}
+	if err := g.ReduceScatter(ctx, rs, counts); err != nil {
+		return err
+	}
+	for i := off[r]; i < off[r+1]; i++ {
+		var want float32
+		for q := 0; q < n; q++ {
+			want += value(q, i)
+		}
+		if rs[i] != want {
+			return fmt.Errorf("reduce-scatter: element %d = %v, want %v", i, rs[i], want)
+		}
+	}
+
+	in := make([]float32, 4099)
+	for i := range in {
+		in[i] = value(r, i)
+	}
+	out := make([]float32, len(in)*n)
+	if err := g.AllGather(ctx, out, in); err != nil {
+		return err
+	}
+	for q := 0; q < n; q++ {
+		for i := range in {
+			if got := out[q*len(in)+i]; got != value(q, i) {
+				return fmt.Errorf("allgather: rank %d element %d = %v, want %v", q, i, got, value(q, i))
+			}
+		}
+	}
+
+	root := n - 1
+	bc := make([]float32, 5000)
+	for i := range bc {
+		bc[i] = value(r, i)
+	}
+	if err := g.Broadcast(ctx, bc, root); err != nil {
+		return err
+	}
+	for i, v := range bc {
+		if v != value(root, i) {
+			return fmt.Errorf("broadcast: element %d = %v, want root %d's %v", i, v, root, value(root, i))
+		}
+	}
+	if math.IsNaN(float64(bc[0])) {
+		return errors.New("nan")
+	}
+	return g.Barrier(ctx)
+}
+
+// runRanks starts ranks `start` of a size-rank group playing scenario and
+// waits for them, killing any still running after a generous watchdog so a
+// hang fails the test instead of stalling it.
+func runRanks(t *testing.T, scenario string, size int, start []int) []error {
+	t.Helper()
+	srv, err := collective.ServeStore("127.0.0.1:0", testSecret, size, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cmds := make([]*exec.Cmd, len(start))
+	outs := make([]*bytes.Buffer, len(start))
+	for i, r := range start {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "HONE_GLOO_TEST_SCENARIO="+scenario, "HONE_GLOO_TEST_RANK="+strconv.Itoa(r),
+			"HONE_GLOO_TEST_SIZE="+strconv.Itoa(size), "HONE_GLOO_TEST_STORE="+srv.Addr())
+		outs[i] = &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = outs[i], outs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds[i] = cmd
+	}
+	errs := make([]error, len(start))
+	watchdog := time.AfterFunc(2*time.Minute, func() {
+		for _, c := range cmds {
+			_ = c.Process.Kill()
+		}
+	})
+	defer watchdog.Stop()
+	for i, c := range cmds {
+		errs[i] = c.Wait()
+		t.Logf("rank %d (%s): %v\n%s", start[i], scenario, errs[i], outs[i].String())
+	}
+	return errs
+}
+
+func TestCollectivesAcrossProcesses(t *testing.T) {
+	for _, size := range []int{2, 3} {
+		t.Run(fmt.Sprintf("ranks=%d", size), func(t *testing.T) {
+			ranks := make([]int, size)
+			for i := range ranks {
+				ranks[i] = i
+			}
+			for i, err := range runRanks(t, "ops", size, ranks) {
+				if err != nil {
+					t.Errorf("rank %d: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRendezvousTimesOutWhenAPeerNeverJoins(t *testing.T) {
+	// Rank 1 of 2 never starts: rank 0 must give up with a timeout.
+	if errs := runRanks(t, "nojoin", 2, []int{0}); errs[0] != nil {
+		t.Errorf("rank 0: %v", errs[0])
+	}
+}
+
+func TestPeerDyingInTheRendezvousFailsTheOthers(t *testing.T) {
+	errs := runRanks(t, "rendezvous-death", 3, []int{0, 1, 2})
+	for r := 0; r < 2; r++ {
+		if errs[r] != nil {
+			t.Errorf("rank %d: %v", r, errs[r])
+		}
+	}
+}
+
+func TestKilledPeerFailsTheOthers(t *testing.T) {
+	errs := runRanks(t, "killed", 3, []int{0, 1, 2})
+	for r := 0; r < 2; r++ {
+		if errs[r] != nil {
+			t.Errorf("rank %d: %v", r, errs[r])
+		}
+	}
+	var ee *exec.ExitError
+	if !errors.As(errs[2], &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("rank 2 should have died of SIGKILL, got %v", errs[2])
+	}
+}
