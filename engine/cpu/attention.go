@@ -71,6 +71,10 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32
 				for r := lo; r < hi; r++ {
 					p, ds := sc[r*nk:(r+1)*nk], dsc[r*nk:(r+1)*nk]
 					dl := delta[r]
+					if simd {
+						simdDScore(ds, p, dl, scale)
+						continue
+					}
 					for j := range p {
 						ds[j] = p[j] * (ds[j] - dl) * scale
 					}
@@ -207,6 +211,10 @@ func (d *Device) softmaxBlock(sc, lse []float32, docStart []int32, g geom, b, i0
 			h, t := r/tq, i0+r%tq
 			row := sc[r*nk : (r+1)*nk]
 			j0, j1 := g.firstKey(docStart, b, t)-k0, t-k0+1
+			if simd {
+				lse[(b*g.nh+h)*g.T+t] = simdSoftmaxRow(row, j0, j1, g.scale)
+				continue
+			}
 			mx := float32(math.Inf(-1))
 			for j := j0; j < j1; j++ {
 				row[j] *= g.scale
@@ -237,6 +245,10 @@ func (d *Device) probsBlock(sc, lse []float32, docStart []int32, g geom, b, i0, 
 			row := sc[r*nk : (r+1)*nk]
 			j0, j1 := g.firstKey(docStart, b, t)-k0, t-k0+1
 			l := lse[(b*g.nh+h)*g.T+t]
+			if simd {
+				simdProbsRow(row, j0, j1, g.scale, l)
+				continue
+			}
 			clear(row[:j0])
 			for j := j0; j < j1; j++ {
 				row[j] = exp32(row[j]*g.scale - l)

@@ -110,6 +110,10 @@ func (d *Device) SumSquares(x []float32) float64 {
 	nb := (len(x) + blocks - 1) / blocks
 	part := make([]float64, nb)
 	d.parallel(nb, func(lo, hi int) {
+		if simd {
+			simdSumSquares(part, x, lo, hi)
+			return
+		}
 		for b := lo; b < hi; b++ {
 			var s float64
 			for _, v := range x[b*blocks : min((b+1)*blocks, len(x))] {
@@ -201,6 +205,10 @@ func (d *Device) ToBF16(dst []uint16, src []float32) {
 		lo, hi = lo*blocks, min(hi*blocks, len(src))
 		s, o := src[lo:hi], dst[lo:hi]
 		o = o[:len(s)]
+		if simd {
+			simdToBF16(o, s)
+			return
+		}
 		for i, v := range s {
 			o[i] = toBF16(v)
 		}
