@@ -340,12 +340,16 @@ static void s_dscore(float *ds, const float *p, long n, float dl, float scale) {
 */
 import "C"
 
-import "unsafe"
+import (
+	"os"
+	"unsafe"
+)
 
 // simd says whether the device's elementwise and reduction kernels run in
-// the AVX-512 C forms above (chosen once from the CPU's features); tests
-// turn it off to compare against the portable Go kernels.
-var simd = C.hone_simd_ok() != 0
+// the AVX-512 C forms above (chosen once from the CPU's features);
+// HONE_CPU_KERNELS=go keeps the portable Go kernels (to compare speed in
+// one build), and tests turn it off to compare results.
+var simd = C.hone_simd_ok() != 0 && os.Getenv("HONE_CPU_KERNELS") != "go"
 
 func fp(x []float32) *C.float {
 	if len(x) == 0 {
