@@ -144,6 +144,10 @@ func (d *Device) EmbeddingBF16(out []float32, ids []int32, table []uint16, n, di
 		for i := lo; i < hi; i++ {
 			id := int(ids[i])
 			row, dst := table[id*dim:(id+1)*dim], out[i*dim:(i+1)*dim]
+			if simd {
+				simdWiden(dst[:len(row)], row)
+				continue
+			}
 			for j, h := range row {
 				dst[j] = math.Float32frombits(uint32(h) << 16)
 			}
@@ -157,6 +161,10 @@ func (d *Device) EmbeddingBackward(dtable []float32, ids []int32, dout []float32
 		for i := 0; i < n; i++ {
 			id := int(ids[i])
 			row, src := dtable[id*dim+lo:id*dim+hi], dout[i*dim+lo:i*dim+hi]
+			if simd {
+				simdAddRows(row, src[:len(row)], 1, 0, 0, len(row))
+				continue
+			}
 			for j := range row {
 				row[j] += src[j]
 			}
@@ -165,6 +173,11 @@ func (d *Device) EmbeddingBackward(dtable []float32, ids []int32, dout []float32
 }
 
 func (d *Device) AddBias(y, b []float32, n, dim int) {
+	if simd && n > 0 && dim > 0 {
+		_, _ = y[n*dim-1], b[dim-1]
+		d.parallel(n, func(lo, hi int) { simdAddRows(y[lo*dim:], b, hi-lo, dim, 0, dim) })
+		return
+	}
 	d.parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := y[i*dim : (i+1)*dim]
@@ -176,6 +189,15 @@ func (d *Device) AddBias(y, b []float32, n, dim int) {
 }
 
 func (d *Device) BiasBackward(db, dy []float32, n, dim int) {
+	if simd && n > 0 && dim > 0 {
+		_, _ = dy[n*dim-1], db[dim-1]
+		// Whole vectors of columns per thread; rows added in order, as below.
+		d.parallel((dim+15)/16, func(lo, hi int) {
+			lo, hi = lo*16, min(hi*16, dim)
+			simdAddRows(db[lo:hi], dy[lo:], n, 0, dim, hi-lo)
+		})
+		return
+	}
 	d.parallel(dim, func(lo, hi int) {
 		for i := 0; i < n; i++ {
 			src := dy[i*dim+lo : i*dim+hi]

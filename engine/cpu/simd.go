@@ -320,8 +320,31 @@ static AVX512 void s_dscore(float *ds, const float *p, long n, float dl, float s
 		_mm512_mask_storeu_ps(ds + j, mk, t);
 	}
 }
+// s_addrows: y[i] += x[i] over n floats (bias rows, gradient columns,
+// embedding scatters), elementwise.
+static AVX512 void s_addrows(float *y, const float *x, long rows, long ldy, long ldx, long n) {
+	for (long r = 0; r < rows; r++) {
+		float *yr = y + r * ldy;
+		const float *xr = x + r * ldx;
+		for (long j = 0; j < n; j += 16) {
+			__mmask16 mk = tailmask(n - j);
+			_mm512_mask_storeu_ps(yr + j, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, yr + j), _mm512_maskz_loadu_ps(mk, xr + j)));
+		}
+	}
+}
+
+// s_widen: dst = src widened from bf16 (exact).
+static AVX512 void s_widen(float *dst, const uint16_t *src, long n) {
+	for (long j = 0; j < n; j += 16) {
+		__mmask16 mk = tailmask(n - j);
+		__m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, src + j));
+		_mm512_mask_storeu_ps(dst + j, mk, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+	}
+}
 #else
 static int hone_simd_ok(void) { return 0; }
+static void s_addrows(float *y, const float *x, long rows, long ldy, long ldx, long n) {}
+static void s_widen(float *dst, const uint16_t *src, long n) {}
 static void s_tobf16(uint16_t *dst, const float *src, long n) {}
 static void s_sumsq(double *part, const float *x, long n, long bs, long b0, long b1) {}
 static void s_adamw(float *p, const float *g, float *m, float *v, uint16_t *p16, long n,
@@ -428,3 +451,11 @@ func simdProbsRow(row []float32, j0, j1 int, scale, lse float32) {
 func simdDScore(ds, p []float32, dl, scale float32) {
 	C.s_dscore(fp(ds), fp(p), C.long(len(ds)), C.float(dl), C.float(scale))
 }
+
+// simdAddRows adds row r of x (stride ldx) into row r of y (stride ldy),
+// n floats each, for rows rows; the caller checks the bounds.
+func simdAddRows(y, x []float32, rows, ldy, ldx, n int) {
+	C.s_addrows(fp(y), fp(x), C.long(rows), C.long(ldy), C.long(ldx), C.long(n))
+}
+
+func simdWiden(dst []float32, src []uint16) { C.s_widen(fp(dst), hp(src), C.long(len(src))) }

@@ -299,3 +299,28 @@ func TestSIMDAttention(t *testing.T) {
 		}
 	}
 }
+
+// Bias, its gradient and the embedding gathers and scatters are sums in
+// the same order: bit for bit.
+func TestSIMDBiasEmbedding(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	const n, dim, vocab = 11, 45, 7
+	y0, b0, dy := randSlice(r, n*dim), randSlice(r, dim), randSlice(r, n*dim)
+	table, dt0 := randSlice(r, vocab*dim), randSlice(r, vocab*dim)
+	t16 := make([]uint16, len(table))
+	for i, v := range table {
+		t16[i] = toBF16(v)
+	}
+	ids := []int32{3, 0, 6, 3, 3, 1, 2, 6, 0, 5, 4}
+	var got [2][]float32
+	both(t, func(vec bool) {
+		d := New(2)
+		y, db, dtable, emb := slices.Clone(y0), slices.Clone(b0), slices.Clone(dt0), make([]float32, n*dim)
+		d.AddBias(y, b0, n, dim)
+		d.BiasBackward(db, dy, n, dim)
+		d.EmbeddingBF16(emb, ids, t16, n, dim)
+		d.EmbeddingBackward(dtable, ids, dy, n, dim)
+		got[b2i(vec)] = slices.Concat(y, db, emb, dtable)
+	})
+	sameBits(t, "bias/embedding", got[1], got[0])
+}
