@@ -115,11 +115,14 @@ func (d *Device) queryBlock(T, nh int) int {
 
 // AttentionScratch is the scratch Attention and AttentionBackward take for
 // these sizes (see scratch): four (tq, QD) gathers, scores and their
-// gradient (NH, tq, T), and the (NH, tq) row sums of the backward pass.
+// gradient (NH, tq, T), and the (NH, tq) row sums of the backward pass;
+// the bf16 forms (attention_bf16.go) add bf16 copies of K and V, two
+// gathers and the probabilities and their gradient.
 func (d *Device) AttentionScratch(B, T, nh, nkv, hd int) int64 {
 	tq := int64(d.queryBlock(T, nh))
 	floats := 4*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T) + int64(nh)*tq
-	return 4 * floats
+	halves := 2*int64(B*T*nkv*hd) + 2*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T)
+	return 4*floats + 2*halves
 }
 
 // scratchBytes is the scratch the device holds now.
@@ -127,6 +130,9 @@ func (d *Device) scratchBytes() int64 {
 	var n int64
 	for _, b := range d.bufs {
 		n += 4 * int64(len(b))
+	}
+	for _, b := range d.bufs16 {
+		n += 2 * int64(len(b))
 	}
 	return n
 }

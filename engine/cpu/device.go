@@ -1,6 +1,6 @@
 // Package cpu implements engine.Device on the host: matrix products through
-// oneDNN (cgo, Debian libdnnl-dev), every other kernel in Go, split across
-// cores. Kernels never run at the same time as a oneDNN call, so the two
+// oneDNN (cgo, Debian libdnnl-dev), every other kernel in Go, or in C with
+// AVX-512 intrinsics where the CPU has them (simd.go), split across cores. Kernels never run at the same time as a oneDNN call, so the two
 // thread pools do not compete. Reductions are split by fixed blocks, not by
 // thread count, so results are the same for any GOMAXPROCS.
 //
@@ -22,6 +22,7 @@ type Device struct {
 	threads int
 	mm      matmuls
 	bufs    [][]float32 // kernel scratch, see scratch
+	bufs16  [][]uint16  // bf16 kernel scratch, see scratch16
 
 	attnBlock int // query block of Attention; 0 = chosen by size
 }
