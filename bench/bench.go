@@ -50,6 +50,9 @@ type TrainSpec struct {
 	// ShardOptimizer shards the AdamW moments across the ranks (ZeRO
 	// stage 1, as train.DistOptions.ShardOptimizer).
 	ShardOptimizer bool
+	// MFU times the device's matmul ceiling (MeasureCeiling) before the
+	// run and reports the step's model FLOPs/s as a fraction of it.
+	MFU bool
 }
 
 // TrainResult is what `hone bench train --json` prints.
@@ -78,6 +81,13 @@ type TrainResult struct {
 	Notes        []string  `json:"notes,omitempty"`
 	Losses       []float64 `json:"losses"`
 	Ranks        int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
+
+	// MFU is GFLOPs over the device's measured matrix-product ceiling in
+	// this precision (CeilingGFLOPs, timed in the same process); set when
+	// TrainSpec.MFU asks for it.
+	MFU           float64 `json:"mfu,omitempty"`
+	CeilingGFLOPs float64 `json:"ceiling_gflop_per_s,omitempty"`
+	ISA           string  `json:"isa,omitempty"`
 }
 
 // FLOPsPerToken is 6·params (forward and backward of every matmul; with
@@ -117,6 +127,12 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	threads := s.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
+	}
+	var ceiling Ceiling
+	if s.MFU {
+		if ceiling, err = MeasureCeiling(ctx, dev, CeilingSize, 5, s.Precision); err != nil {
+			return nil, err
+		}
 	}
 	var timed *engine.TimedDevice
 	if s.KernelTimes != nil {
@@ -167,6 +183,13 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		flops = loraFLOPsPerToken(s.Config, s.Seq, int(res.Trainable))
 	}
 	res.GFLOPs = res.TokensPerS * flops / 1e9
+	if s.MFU {
+		res.CeilingGFLOPs, res.ISA = ceiling.FP32, ceiling.ISA
+		if s.Precision == "bf16" {
+			res.CeilingGFLOPs = ceiling.BF16
+		}
+		res.MFU = res.GFLOPs / res.CeilingGFLOPs
+	}
 	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
 		s.KernelTimes(timed.Report())

@@ -505,7 +505,7 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.clipQKV(la.q, la.k, la.v, N)
 	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	d.Attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
+	m.attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
 	// The residual add is fused into the projection: mid = in + att·Woᵀ.
 	d.Copy(la.mid[:N*C], in)
 	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, accumulate)
@@ -555,7 +555,7 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
 	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
 	m.adaptBackward(l, projO, s.datt, dres, la.att, N)
-	d.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.Window())
+	m.attentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)

@@ -49,7 +49,7 @@ tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is pr
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
 	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
 	cmd.Flags().BoolVar(&loraOnly, "lora-only", false, "run only the LoRA case and the full bf16 case of its shape")
-	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd(), benchCollectiveCmd())
+	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd(), benchCollectiveCmd(), benchCeilingCmd())
 	return cmd
 }
 
@@ -125,6 +125,7 @@ func benchTrainCmd() *cobra.Command {
 			if kernelTimes {
 				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}
+			s.MFU = true
 			res, err := bench.Train(cmd.Context(), s)
 			if err != nil {
 				return err
@@ -134,9 +135,9 @@ func benchTrainCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s: %d params (%d trained), seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s, peak RSS %.2f GiB, loss %.4f → %.4f\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s: %d params (%d trained), seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s (MFU %.2f of %.0f), peak RSS %.2f GiB, loss %.4f → %.4f\n",
 				configPath, res.Method, res.Precision, res.Params, res.Trainable, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
-				float64(res.PeakRSSBytes)/(1<<30), res.Losses[0], res.Losses[len(res.Losses)-1])
+				res.MFU, res.CeilingGFLOPs, float64(res.PeakRSSBytes)/(1<<30), res.Losses[0], res.Losses[len(res.Losses)-1])
 			return nil
 		},
 	}

@@ -23,6 +23,14 @@ func (d *Device) AdamW(p, g, m, v []float32, p16 []uint16, s engine.AdamWStep) {
 		lo, hi = lo*blocks, min(hi*blocks, len(p))
 		pp, gg, mm, vv := p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
 		gg, mm, vv = gg[:len(pp)], mm[:len(pp)], vv[:len(pp)] // one bounds check, not four per element
+		if simd {
+			var o16 []uint16
+			if p16 != nil {
+				o16 = p16[lo:hi][:len(pp)]
+			}
+			simdAdamW(pp, gg, mm, vv, o16, gs, b1, b2, c1, c2, eps, invSqrtBC2, decay, stepSize)
+			return
+		}
 		for i := range pp {
 			gi := gg[i] * gs
 			mi := b1*mm[i] + c1*gi

@@ -71,6 +71,10 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32
 				for r := lo; r < hi; r++ {
 					p, ds := sc[r*nk:(r+1)*nk], dsc[r*nk:(r+1)*nk]
 					dl := delta[r]
+					if simd {
+						simdDScore(ds, p, dl, scale)
+						continue
+					}
 					for j := range p {
 						ds[j] = p[j] * (ds[j] - dl) * scale
 					}
@@ -111,11 +115,14 @@ func (d *Device) queryBlock(T, nh int) int {
 
 // AttentionScratch is the scratch Attention and AttentionBackward take for
 // these sizes (see scratch): four (tq, QD) gathers, scores and their
-// gradient (NH, tq, T), and the (NH, tq) row sums of the backward pass.
+// gradient (NH, tq, T), and the (NH, tq) row sums of the backward pass;
+// the bf16 forms (attention_bf16.go) add bf16 copies of K and V, two
+// gathers and the probabilities and their gradient.
 func (d *Device) AttentionScratch(B, T, nh, nkv, hd int) int64 {
 	tq := int64(d.queryBlock(T, nh))
 	floats := 4*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T) + int64(nh)*tq
-	return 4 * floats
+	halves := 2*int64(B*T*nkv*hd) + 2*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T)
+	return 4*floats + 2*halves
 }
 
 // scratchBytes is the scratch the device holds now.
@@ -123,6 +130,9 @@ func (d *Device) scratchBytes() int64 {
 	var n int64
 	for _, b := range d.bufs {
 		n += 4 * int64(len(b))
+	}
+	for _, b := range d.bufs16 {
+		n += 2 * int64(len(b))
 	}
 	return n
 }
@@ -207,6 +217,10 @@ func (d *Device) softmaxBlock(sc, lse []float32, docStart []int32, g geom, b, i0
 			h, t := r/tq, i0+r%tq
 			row := sc[r*nk : (r+1)*nk]
 			j0, j1 := g.firstKey(docStart, b, t)-k0, t-k0+1
+			if simd {
+				lse[(b*g.nh+h)*g.T+t] = simdSoftmaxRow(row, j0, j1, g.scale)
+				continue
+			}
 			mx := float32(math.Inf(-1))
 			for j := j0; j < j1; j++ {
 				row[j] *= g.scale
@@ -237,6 +251,10 @@ func (d *Device) probsBlock(sc, lse []float32, docStart []int32, g geom, b, i0, 
 			row := sc[r*nk : (r+1)*nk]
 			j0, j1 := g.firstKey(docStart, b, t)-k0, t-k0+1
 			l := lse[(b*g.nh+h)*g.T+t]
+			if simd {
+				simdProbsRow(row, j0, j1, g.scale, l)
+				continue
+			}
 			clear(row[:j0])
 			for j := j0; j < j1; j++ {
 				row[j] = exp32(row[j]*g.scale - l)

@@ -18,6 +18,17 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 				}
 				continue
 			}
+			if simd {
+				var out []float32
+				if dlogits != nil {
+					out = dlogits[i*vocab : (i+1)*vocab][:len(row)]
+				}
+				_ = row[t]
+				var a int
+				loss[i], a = simdXentRow(out, row, int(t), scale)
+				hit[i] = a == int(t)
+				continue
+			}
 			mx, arg := row[0], 0
 			for j, v := range row {
 				if v > mx {

@@ -1,6 +1,6 @@
 // Package cpu implements engine.Device on the host: matrix products through
-// oneDNN (cgo, Debian libdnnl-dev), every other kernel in Go, split across
-// cores. Kernels never run at the same time as a oneDNN call, so the two
+// oneDNN (cgo, Debian libdnnl-dev), every other kernel in Go, or in C with
+// AVX-512 intrinsics where the CPU has them (simd.go), split across cores. Kernels never run at the same time as a oneDNN call, so the two
 // thread pools do not compete. Reductions are split by fixed blocks, not by
 // thread count, so results are the same for any GOMAXPROCS.
 //
@@ -22,6 +22,7 @@ type Device struct {
 	threads int
 	mm      matmuls
 	bufs    [][]float32 // kernel scratch, see scratch
+	bufs16  [][]uint16  // bf16 kernel scratch, see scratch16
 
 	attnBlock int // query block of Attention; 0 = chosen by size
 }
@@ -110,6 +111,10 @@ func (d *Device) SumSquares(x []float32) float64 {
 	nb := (len(x) + blocks - 1) / blocks
 	part := make([]float64, nb)
 	d.parallel(nb, func(lo, hi int) {
+		if simd {
+			simdSumSquares(part, x, lo, hi)
+			return
+		}
 		for b := lo; b < hi; b++ {
 			var s float64
 			for _, v := range x[b*blocks : min((b+1)*blocks, len(x))] {
@@ -140,6 +145,10 @@ func (d *Device) EmbeddingBF16(out []float32, ids []int32, table []uint16, n, di
 		for i := lo; i < hi; i++ {
 			id := int(ids[i])
 			row, dst := table[id*dim:(id+1)*dim], out[i*dim:(i+1)*dim]
+			if simd {
+				simdWiden(dst[:len(row)], row)
+				continue
+			}
 			for j, h := range row {
 				dst[j] = math.Float32frombits(uint32(h) << 16)
 			}
@@ -153,6 +162,10 @@ func (d *Device) EmbeddingBackward(dtable []float32, ids []int32, dout []float32
 		for i := 0; i < n; i++ {
 			id := int(ids[i])
 			row, src := dtable[id*dim+lo:id*dim+hi], dout[i*dim+lo:i*dim+hi]
+			if simd {
+				simdAddRows(row, src[:len(row)], 1, 0, 0, len(row))
+				continue
+			}
 			for j := range row {
 				row[j] += src[j]
 			}
@@ -161,6 +174,11 @@ func (d *Device) EmbeddingBackward(dtable []float32, ids []int32, dout []float32
 }
 
 func (d *Device) AddBias(y, b []float32, n, dim int) {
+	if simd && n > 0 && dim > 0 {
+		_, _ = y[n*dim-1], b[dim-1]
+		d.parallel(n, func(lo, hi int) { simdAddRows(y[lo*dim:], b, hi-lo, dim, 0, dim) })
+		return
+	}
 	d.parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := y[i*dim : (i+1)*dim]
@@ -172,6 +190,15 @@ func (d *Device) AddBias(y, b []float32, n, dim int) {
 }
 
 func (d *Device) BiasBackward(db, dy []float32, n, dim int) {
+	if simd && n > 0 && dim > 0 {
+		_, _ = dy[n*dim-1], db[dim-1]
+		// Whole vectors of columns per thread; rows added in order, as below.
+		d.parallel((dim+15)/16, func(lo, hi int) {
+			lo, hi = lo*16, min(hi*16, dim)
+			simdAddRows(db[lo:hi], dy[lo:], n, 0, dim, hi-lo)
+		})
+		return
+	}
 	d.parallel(dim, func(lo, hi int) {
 		for i := 0; i < n; i++ {
 			src := dy[i*dim+lo : i*dim+hi]
@@ -201,6 +228,10 @@ func (d *Device) ToBF16(dst []uint16, src []float32) {
 		lo, hi = lo*blocks, min(hi*blocks, len(src))
 		s, o := src[lo:hi], dst[lo:hi]
 		o = o[:len(s)]
+		if simd {
+			simdToBF16(o, s)
+			return
+		}
 		for i, v := range s {
 			o[i] = toBF16(v)
 		}

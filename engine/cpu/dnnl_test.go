@@ -90,8 +90,8 @@ func TestPrimitiveCacheKeepsRecent(t *testing.T) {
 	}
 }
 
-// AttentionScratch, which memory estimates use, is what the kernels really
-// keep, whole rows and blocked alike.
+// AttentionScratch, which memory estimates use, is what the kernels (fp32
+// and bf16 forms) really keep, whole rows and blocked alike.
 func TestAttentionScratchStated(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, tc := range []struct{ B, T, nh, nkv, hd, block int }{{2, 13, 4, 2, 8, 0}, {1, 40, 4, 1, 8, 16}, {1, 1500, 4, 2, 4, 0}} {
@@ -104,6 +104,8 @@ func TestAttentionScratchStated(t *testing.T) {
 		d.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
 		d.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+		d.AttentionBF16(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+		d.AttentionBackwardBF16(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 		if got, want := d.scratchBytes(), d.AttentionScratch(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
 			t.Errorf("%+v: attention keeps %d bytes of scratch, AttentionScratch says %d", tc, got, want)
 		}

@@ -19,8 +19,16 @@ func BenchmarkAttentionForward(b *testing.B) {
 	d, r := New(0), rand.New(rand.NewPCG(1, 1))
 	q, k, v := randSlice(r, benchN*benchNH*benchHD), randSlice(r, benchN*benchKV*benchHD), randSlice(r, benchN*benchKV*benchHD)
 	out, lse, ds := make([]float32, len(q)), make([]float32, benchB*benchNH*benchT), make([]int32, benchN)
-	for i := 0; i < b.N; i++ {
-		d.Attention(out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
+	for _, prec := range []string{"fp32", "bf16"} {
+		b.Run(prec, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if prec == "bf16" {
+					d.AttentionBF16(out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
+				} else {
+					d.Attention(out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
+				}
+			}
+		})
 	}
 }
 
@@ -31,8 +39,16 @@ func BenchmarkAttentionBackward(b *testing.B) {
 	d.Attention(out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
 	dout := randSlice(r, len(q))
 	dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-	for i := 0; i < b.N; i++ {
-		d.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
+	for _, prec := range []string{"fp32", "bf16"} {
+		b.Run(prec, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if prec == "bf16" {
+					d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
+				} else {
+					d.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
+				}
+			}
+		})
 	}
 }
 

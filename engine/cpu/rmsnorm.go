@@ -4,6 +4,14 @@ import "math"
 
 // RMSNorm: out(N,C) = x * rstd * w, rstd(N) = 1/sqrt(mean(x²) + eps).
 func (d *Device) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32) {
+	if simd {
+		_, _, _ = x[n*dim-1], out[n*dim-1], rstd[n-1]
+		if out16 != nil {
+			_ = out16[n*dim-1]
+		}
+		d.parallel(n, func(lo, hi int) { simdRMSNorm(out, out16, rstd, x, w[:dim], lo, hi, dim, eps) })
+		return
+	}
 	d.parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xr, or := x[i*dim:(i+1)*dim], out[i*dim:(i+1)*dim]
@@ -29,6 +37,13 @@ func (d *Device) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n,
 // RMSNormBackward adds dx += r·(w∘dy) − r³/C · x · Σ(w∘dy∘x) and
 // dw += Σ_rows dy∘x·r.
 func (d *Device) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+	if simd {
+		_, _, _, _, _ = dx[n*dim-1], dout[n*dim-1], x[n*dim-1], rstd[n-1], dw[dim-1]
+		d.parallel(n, func(lo, hi int) { simdRMSNormDx(dx, dout, x, w[:dim], rstd, lo, hi, dim) })
+		// Columns in whole vectors per thread.
+		d.parallel((dim+15)/16, func(lo, hi int) { simdRMSNormDw(dw, dout, x, rstd, n, dim, lo*16, min(hi*16, dim)) })
+		return
+	}
 	d.parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xr, gr, dr := x[i*dim:(i+1)*dim], dout[i*dim:(i+1)*dim], dx[i*dim:(i+1)*dim]

@@ -13,6 +13,14 @@ func (d *Device) RoPEBackward(dx []float32, pos []int32, cos, sin []float32, n, 
 
 func (d *Device) rope(x []float32, pos []int32, cos, sin []float32, n, heads, hd int, sign float32) {
 	half := hd / 2
+	if simd && n > 0 && heads > 0 && half > 0 {
+		_, _ = x[n*heads*hd-1], pos[n-1]
+		for _, p := range pos[:n] {
+			_, _ = cos[(int(p)+1)*half-1], sin[(int(p)+1)*half-1]
+		}
+		d.parallel(n, func(lo, hi int) { simdRoPE(x, pos, cos, sin, lo, hi, heads, hd, sign) })
+		return
+	}
 	d.parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			p := int(pos[i])
