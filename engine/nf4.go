@@ -136,7 +136,7 @@ func (m *Model) freeNF4() {
 	m.nf4 = nil
 }
 
-// nf4Name is the checkpoint name of layer l's k-th quantized matrix.
+// name is the checkpoint name of layer l's k-th quantized matrix.
 func (q *nf4Base) name(c *Config, l, k int) string {
 	return c.layerPrefix(l) + strings.TrimPrefix(q.rel[k].Name, c.layerPrefix(0))
 }
