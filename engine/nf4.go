@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"hone/quant/nf4"
 	"hone/safetensors"
@@ -135,7 +136,7 @@ func (m *Model) freeNF4() {
 	m.nf4 = nil
 }
 
-// nf4Name is the checkpoint name of layer l's k-th quantized matrix.
+// name is the checkpoint name of layer l's k-th quantized matrix.
 func (q *nf4Base) name(c *Config, l, k int) string {
 	return c.layerPrefix(l) + strings.TrimPrefix(q.rel[k].Name, c.layerPrefix(0))
 }
@@ -280,6 +281,9 @@ func (m *Model) initRandomNF4(seed uint64) {
 // running, so a recomputed forward and its backward dequantize once).
 func (m *Model) nf4Layer16(l int) *Layer[uint16] {
 	if m.layer16Of != l {
+		if td, ok := m.Dev.(*TimedDevice); ok {
+			defer td.since("DequantizeNF4", time.Now())
+		}
 		q := m.nf4
 		_ = FillDeviceBF16(m.Dev, m.layer16b, func(buf []uint16) error {
 			for k, s := range q.rel {
@@ -302,9 +306,19 @@ type NF4Kernels interface {
 	DequantizeNF4BF16(dst []uint16, packed []byte, scales []float32, code *[16]float32)
 }
 
+// nf4Kernel is d's NF4Kernels extra, looking through a TimedDevice
+// (which times the whole layer's dequantization instead: see nf4Layer16).
+func nf4Kernel(d Device) (NF4Kernels, bool) {
+	if td, ok := d.(*TimedDevice); ok {
+		d = td.Device
+	}
+	k, ok := d.(NF4Kernels)
+	return k, ok
+}
+
 // dequantizeBF16 dequantizes t into dst (host memory) on every core.
 func (m *Model) dequantizeBF16(t *nf4.Tensor, dst []uint16) {
-	k, ok := m.Dev.(NF4Kernels)
+	k, ok := nf4Kernel(m.Dev)
 	parallelChunks(len(dst), func(lo, hi int) { // chunks start on block boundaries
 		if !ok {
 			t.DequantizeBF16(dst[lo:hi], lo)
