@@ -93,9 +93,9 @@ func benchTrainCmd() *cobra.Command {
 	var configPath string
 	var asJSON bool
 	var profile string
-	var kernelTimes bool
+	var kernelTimes, planOnly bool
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--plan] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -105,6 +105,9 @@ func benchTrainCmd() *cobra.Command {
 			}
 			if s.Config, err = engine.ParseConfig(raw); err != nil {
 				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			if planOnly {
+				return printPlan(cmd.OutOrStdout(), s, asJSON)
 			}
 			if profile != "" {
 				f, err := os.Create(profile)
@@ -148,6 +151,7 @@ func benchTrainCmd() *cobra.Command {
 	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "modules the adapter wraps (default the architecture's: Llama's seven projections; Mixtral's attention and experts w1,w2,w3; DBRX's Wqkv,out_proj)")
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
+	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts) without training")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	cmd.MarkFlagRequired("config")
 	return cmd
