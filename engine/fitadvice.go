@@ -39,23 +39,26 @@ func (c *Config) LongestContext(dev Device, opts Options, B, maxT int, avail int
 
 // fitAdvice names the settings that would make training at B×T fit avail,
 // each with the memory it plans, for the error that refuses a run: a LoRA
-// adapter instead of full fine-tuning, fewer rows per micro-batch, and the
-// longest row that fits.
+// adapter instead of full fine-tuning (at B rows, else at one), fewer rows
+// per micro-batch, and the longest row that fits.
 func (c *Config) fitAdvice(dev Device, opts Options, B, T int, avail int64) string {
 	var tips []string
 	if opts.LoRA == nil {
 		lo := opts
 		lo.LoRA = &LoRAConfig{Rank: 16, Alpha: 32, Targets: LoRATargets}
 		lo.FrozenBF16 = opts.BF16 && !c.MoE()
-		if c.fits(dev, lo, B, T, avail) {
-			tips = append(tips, fmt.Sprintf("method lora (rank 16: %.1f GiB)", gib(c.fitted(dev, lo, B, T, avail))))
+		switch {
+		case c.fits(dev, lo, B, T, avail):
+			tips = append(tips, fmt.Sprintf("method lora (rank 16: %.1f GiB)", gib(c.FittedMemory(dev, lo, B, T, avail))))
+		case B > 1 && c.fits(dev, lo, 1, T, avail):
+			tips = append(tips, fmt.Sprintf("method lora at 1 row per micro-batch (rank 16: %.1f GiB)", gib(c.FittedMemory(dev, lo, 1, T, avail))))
 		}
 	}
 	if B > 1 && c.fits(dev, opts, 1, T, avail) {
-		tips = append(tips, fmt.Sprintf("1 row per micro-batch with gradient accumulation (%.1f GiB)", gib(c.fitted(dev, opts, 1, T, avail))))
+		tips = append(tips, fmt.Sprintf("1 row per micro-batch with gradient accumulation (%.1f GiB)", gib(c.FittedMemory(dev, opts, 1, T, avail))))
 	}
 	if n := c.LongestContext(dev, opts, 1, T, avail); n > 0 {
-		tips = append(tips, fmt.Sprintf("context length %d at 1 row (%.1f GiB)", n, gib(c.fitted(dev, opts, 1, n, avail))))
+		tips = append(tips, fmt.Sprintf("context length %d at 1 row (%.1f GiB)", n, gib(c.FittedMemory(dev, opts, 1, n, avail))))
 	}
 	if len(tips) == 0 {
 		return "a smaller model or a machine with more memory"
@@ -63,8 +66,8 @@ func (c *Config) fitAdvice(dev Device, opts Options, B, T int, avail int64) stri
 	return strings.Join(tips, ", or ")
 }
 
-// fitted is the plan's peak after Fit's savings.
-func (c *Config) fitted(dev Device, opts Options, B, T int, avail int64) int64 {
+// FittedMemory is the plan's peak after the savings Fit turns on for avail.
+func (c *Config) FittedMemory(dev Device, opts Options, B, T int, avail int64) int64 {
 	_, _, need, _ := c.fit(dev, opts, B, T, avail)
 	return need
 }
