@@ -194,9 +194,9 @@ each one's tokens/s and hone's ratio to it.`,
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), peak RSS %.2f GiB\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), prefill %.1f tokens/s, peak RSS %.2f GiB\n",
 				ref, res.Params, res.Streams, res.NewTokens, res.PromptTokens, res.Threads, res.TokensPerS, res.StreamTokensS,
-				float64(res.PeakRSSBytes)/(1<<30))
+				res.PrefillTokS, float64(res.PeakRSSBytes)/(1<<30))
 			for _, p := range res.Peers {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
 			}
@@ -207,7 +207,8 @@ each one's tokens/s and hone's ratio to it.`,
 	f.StringVar(&ref, "model", "", "model directory or Hugging Face id (required)")
 	f.IntVar(&s.NewTokens, "new-tokens", 64, "timed tokens per stream (after one warm-up token)")
 	f.IntVar(&s.Streams, "streams", 1, "streams decoded together")
-	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
+	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream (prefill_tokens_per_s reports how fast they are read)")
+	f.IntVar(&s.PrefillChunk, "prefill-chunk", 0, "prompt tokens per model call (hone serve reads 64 at a time); 0 = the whole prompt at once")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve) or bf16; activations and sums are fp32 either way")

@@ -49,3 +49,28 @@ func TestBenchTrainPlan(t *testing.T) {
 		t.Errorf("recompute: parts %v, without %v: want only the activations smaller", rparts, parts)
 	}
 }
+
+// `hone bench generate --prompt-tokens N --prefill-chunk C` reads the
+// prompts C tokens per call and reports the prompt tokens read per second.
+func TestBenchGeneratePrefill(t *testing.T) {
+	cmd := benchCmd()
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetArgs([]string{"generate", "--model", "../../engine/testdata/parity/tied_llama3", "--new-tokens", "2", "--streams", "2",
+		"--prompt-tokens", "200", "--prefill-chunk", "64", "--json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res struct {
+		PrefillTokS  float64 `json:"prefill_tokens_per_s"`
+		PrefillS     float64 `json:"prefill_seconds"`
+		PrefillChunk int     `json:"prefill_chunk"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.PrefillChunk != 64 || res.PrefillS <= 0 || res.PrefillTokS != 400/res.PrefillS {
+		t.Errorf("last line %q: want prefill_chunk 64 and prefill_tokens_per_s = 400 prompt tokens / prefill_seconds", lines[len(lines)-1])
+	}
+}

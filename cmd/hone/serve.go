@@ -103,6 +103,7 @@ func serveCmd() *cobra.Command {
 	var tf tokenFlags
 	var maxLoaded, maxQueue int
 	var requestTimeout time.Duration
+	var kvMemory byteSize
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP API and a training worker",
@@ -125,7 +126,8 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			defer svc.stop()
-			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, MaxQueue: maxQueue, RequestTimeout: requestTimeout, Logger: log})
+			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, MaxQueue: maxQueue, RequestTimeout: requestTimeout, Logger: log,
+				KVMemory: int64(kvMemory)})
 			if err != nil {
 				return err
 			}
@@ -149,6 +151,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxLoaded, "max-loaded-models", 1, "registered model versions kept in memory for /api/generate and /v1")
 	cmd.Flags().IntVar(&maxQueue, "max-queue", 64, "completion requests that may wait for a place in the running batch; more are answered 429")
 	cmd.Flags().DurationVar(&requestTimeout, "request-timeout", 10*time.Minute, "longest a completion request may take, waiting included; generation stops there with the text so far")
+	cmd.Flags().Var(&kvMemory, "kv-memory", "KV cache the running completions may hold together, e.g. 8GiB (0 = no bound); a request whose prompt + max_tokens cannot fit is answered 400, others wait")
 	return cmd
 }
 
