@@ -21,6 +21,10 @@ type PlanResult struct {
 	Fits           bool     `json:"fits"`
 	FittedBytes    int64    `json:"fitted_peak_bytes,omitempty"` // with Fit's savings, when they are needed and enough
 	Notes          []string `json:"notes,omitempty"`
+	// LongestSeq is the longest row, up to the model's maximum, that fits
+	// at Batch rows with Fit's savings: what a run's default context
+	// length would be on this machine.
+	LongestSeq int `json:"longest_seq_that_fits"`
 	Refusal        string   `json:"refusal,omitempty"`
 }
 
@@ -49,6 +53,7 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	if opts.LoRA != nil {
 		res.Method = "lora"
 	}
+	res.LongestSeq = s.Config.LongestContext(dev, opts, s.Batch, s.Config.MaxPositionEmbeddings, avail)
 	fitted, notes, err := s.Config.Fit(dev, opts, s.Batch, s.Seq, avail)
 	res.Notes = notes
 	if err != nil {

@@ -40,6 +40,7 @@ func printPlan(w io.Writer, s bench.TrainSpec, asJSON bool) error {
 	default:
 		fmt.Fprintf(w, "fits in %.1f GiB available\n", gibs(res.AvailableBytes))
 	}
+	fmt.Fprintf(w, "longest row that fits at %d rows per micro-batch: %d tokens\n", res.Batch, res.LongestSeq)
 	return nil
 }
 
