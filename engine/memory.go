@@ -59,8 +59,9 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	NK := int64(c.routedRows(B * T))             // rows of the MLP's activations: only routed experts' with MoE
-	perLayer := N*(3*C+2*QD+2*KVD+2+NH) + 3*NK*F // ln1, mid, ln2; q, att; k, v; rstd1, rstd2; lse; gate, up, h
+	NK := int64(c.routedRows(B * T))                   // rows of the MoE's activations: only routed experts'
+	NF := int64(c.routedRows(opt.mlpRows(c, B*T))) * F // the MLP's buffers: in chunks with recomputation
+	perLayer := N*(3*C+2*QD+2*KVD+2+NH) + 3*NF         // ln1, mid, ln2; q, att; k, v; rstd1, rstd2; lse; gate, up, h
 	layers := L
 	if opt.Recompute {
 		layers = 1
@@ -70,7 +71,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		chunk = 256
 	}
 	chunk = min(chunk, N)
-	acts := layers*perLayer + (L+1)*N*C + N*(C+1) + N*(2*C+2*QD+2*KVD) + 3*NK*F
+	acts := layers*perLayer + (L+1)*N*C + N*(C+1) + N*(2*C+2*QD+2*KVD) + 3*NF
 	ints := int64(0)
 	if c.MoE() {
 		E := int64(c.NumLocalExperts)
@@ -83,7 +84,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	parts[PartBatch] = 4 * 4 * N                      // ids, targets, positions, document starts
 	parts[PartAttentionScratch] = dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 || opt.FrozenBF16 {
-		parts[PartBF16Scratch] = 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk)))
+		parts[PartBF16Scratch] = 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk), opt.mlpRows(c, B*T)))
 	}
 	var total int64
 	for _, b := range parts {

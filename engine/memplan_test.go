@@ -70,6 +70,8 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 		{engine.Options{LoRA: lora}, 2, 64},
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true}, 1, 160},
 		{engine.Options{LoRA: lora, BF16: true, FrozenBF16: true}, 2, 48},
+		{engine.Options{Recompute: true, MLPChunk: 50}, 2, 96},                                // the MLP in chunks
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 64}, 1, 160}, // the MLP in chunks
 	} {
 		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.B, tc.T), func(t *testing.T) {
 			dev := openCPU(t)

@@ -52,6 +52,10 @@ type Options struct {
 	// safetensors of any dtype; a bf16 checkpoint loads bit for bit.
 	// Without it a LoRA base is fp32, as for full fine-tuning.
 	FrozenBF16 bool
+	// MLPChunk (with Recompute, dense models) is how many token rows the
+	// MLP works on at once: its (rows, intermediate) buffers then do not
+	// grow with the context. Default DefaultMLPChunk.
+	MLPChunk int
 	// LoRA, when set, is the adapter that will be attached for training: the
 	// base is frozen from the start, so New allocates no base gradients, and
 	// MemoryEstimate and Fit count the adapter's weights, gradients, AdamW
@@ -98,6 +102,7 @@ type Model struct {
 	lora             *Adapter  // attached LoRA adapter (see Attach); nil for full fine-tuning
 	ownedLoRA        *Adapter  // the adapter LoadWithAdapter attached: Close closes it
 	step             stepBufs  // DecodeStep's buffers
+	recomputing      bool      // the backward pass is recomputing a layer's forward
 	stepHost         []float32 // DecodeStep's logits on the host
 }
 
@@ -202,7 +207,7 @@ func (m *Model) ensure(B, T int) {
 func (m *Model) allocActs(N int) *activations {
 	c, d := m.Config, m.Dev
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
-	NF := c.routedRows(N) * F
+	NF := c.routedRows(m.Opt.mlpRows(c, N)) * F
 	a := &activations{n: N}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
 	for i := range a.res {
@@ -236,7 +241,7 @@ func (m *Model) allocActs(N int) *activations {
 		dgate: d.Alloc(NF), dup: d.Alloc(NF), dh: d.Alloc(NF),
 	}
 	if m.Opt.BF16 {
-		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N))
+		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N))
 		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
@@ -478,6 +483,13 @@ func (m *Model) layerForward(l int, bt *Batch) {
 		m.moeForward(l, la, x16, out, N)
 		return
 	}
+	if m.mlpChunked(la, N) {
+		if !m.recomputing {
+			d.Copy(out, la.mid[:N*C])
+		}
+		m.mlpChunkForward(l, p, h, la, x16, out, N)
+		return
+	}
 	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, overwrite)
 	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, overwrite)
 	m.adapt(l, projGate, la.gate, la.ln2, N)
@@ -501,6 +513,8 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	// mixture of such experts.
 	if c.MoE() {
 		m.moeBackward(l, la, dres, N)
+	} else if m.mlpChunked(la, N) {
+		m.mlpChunkBackward(l, p, h, g, la, dres, N)
 	} else {
 		m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
 		m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
@@ -644,7 +658,9 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
 	for l := c.NumHiddenLayers - 1; l >= 0; l-- {
 		if m.Opt.Recompute {
+			m.recomputing = true
 			m.layerForward(l, bt)
+			m.recomputing = false
 		}
 		m.layerBackward(l, bt)
 	}
