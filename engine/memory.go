@@ -71,7 +71,8 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		chunk = 256
 	}
 	chunk = min(chunk, N)
-	acts := layers*perLayer + (L+1)*N*C + N*(C+1) + N*(2*C+2*QD+2*KVD) + 3*NF
+	_, nres := opt.residualSlots(c)
+	acts := layers*perLayer + int64(nres)*N*C + N*(C+1) + N*(2*C+2*QD+2*KVD) + 3*NF
 	ints := int64(0)
 	if c.MoE() {
 		E := int64(c.NumLocalExperts)
@@ -216,6 +217,14 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		{"per-layer bf16 weights", func(o *Options) bool {
 			r := o.BF16 && !o.CompactBF16 && !o.FrozenBF16
 			o.CompactBF16 = o.CompactBF16 || r
+			return r
+		}},
+		// One more forward pass of most layers: the costliest, so last.
+		{"residual checkpoints", func(o *Options) bool {
+			r := o.CheckpointEvery <= 1 && c.NumHiddenLayers > 2
+			if r {
+				o.CheckpointEvery = c.CheckpointSpacing()
+			}
 			return r
 		}},
 	} {

@@ -72,6 +72,8 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 		{engine.Options{LoRA: lora, BF16: true, FrozenBF16: true}, 2, 48},
 		{engine.Options{Recompute: true, MLPChunk: 50}, 2, 96},                                // the MLP in chunks
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 64}, 1, 160}, // the MLP in chunks
+		{engine.Options{Recompute: true, CheckpointEvery: 2}, 2, 64},                          // residual checkpoints
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96},
 	} {
 		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.B, tc.T), func(t *testing.T) {
 			dev := openCPU(t)
@@ -129,7 +131,7 @@ func TestFitRefusalNamesWhatFits(t *testing.T) {
 	}
 	dev := linearScratch{openCPU(t)}
 	opt := engine.Options{BF16: true}
-	saved := engine.Options{BF16: true, Recompute: true, CompactBF16: true}
+	saved := engine.Options{BF16: true, Recompute: true, CompactBF16: true, CheckpointEvery: c.CheckpointSpacing()}
 	avail := int64(2<<30) + c.MemoryEstimate(dev, saved, 1, 1000) + 1 // the budget keeps 2 GiB
 	n := c.LongestContext(dev, opt, 1, 2048, avail)
 	if n != 1000 {
@@ -140,8 +142,8 @@ func TestFitRefusalNamesWhatFits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "context length 1000 at 1 row") || !strings.Contains(err.Error(), "1 row per micro-batch") {
 		t.Errorf("Fit at 4×1000 = %v, want a refusal naming 1 row per micro-batch and context length 1000 at 1 row", err)
 	}
-	if len(notes) != 2 {
-		t.Errorf("notes %q, want recomputation and per-layer bf16 turned on", notes)
+	if len(notes) != 3 {
+		t.Errorf("notes %q, want recomputation, per-layer bf16 and residual checkpoints turned on", notes)
 	}
 	if got := c.LongestContext(dev, opt, 1, 900, avail); got != 900 {
 		t.Errorf("LongestContext capped at 900 = %d", got)
@@ -154,3 +156,43 @@ func TestFitRefusalNamesWhatFits(t *testing.T) {
 type linearScratch struct{ engine.Device }
 
 func (linearScratch) AttentionScratch(B, T, nh, nkv, hd int) int64 { return 4 * int64(B*T*nh*(hd+2)) }
+
+// Residual checkpoints change only what is kept, not the math: a model of
+// 5 layers (checkpoint segments that share their buffers) gives the same
+// loss and gradients with checkpoints every 2 or 3 layers as with every
+// residual kept, bit for bit (the same operations run on the same inputs).
+// The parity tests hold the path without checkpoints to the float64
+// reference.
+func TestCheckpointsSameGradients(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grads := func(opt engine.Options) (float64, []float32) {
+		dev := openCPU(t)
+		m := engine.New(c, dev, opt)
+		defer m.Close()
+		m.InitRandom(7)
+		bt := randomBatch(t, 2, 48, c.VocabSize)
+		m.ZeroGrad()
+		sum, _ := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+		return sum, append([]float32(nil), engine.HostView(dev, m.Grads.Arena)...)
+	}
+	for _, base := range []engine.Options{{Recompute: true}, {Recompute: true, BF16: true, MLPChunk: 40}} {
+		wantLoss, want := grads(base)
+		for _, k := range []int{2, 3} {
+			opt := base
+			opt.CheckpointEvery = k
+			loss, got := grads(opt)
+			if loss != wantLoss {
+				t.Errorf("bf16=%v, every %d layers: loss %v, without checkpoints %v", base.BF16, k, loss, wantLoss)
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Errorf("bf16=%v, every %d layers: gradient %d = %v, without checkpoints %v", base.BF16, k, i, got[i], want[i])
+					break
+				}
+			}
+		}
+	}
+}

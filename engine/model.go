@@ -52,6 +52,12 @@ type Options struct {
 	// safetensors of any dtype; a bf16 checkpoint loads bit for bit.
 	// Without it a LoRA base is fp32, as for full fine-tuning.
 	FrozenBF16 bool
+	// CheckpointEvery k > 1 (with Recompute) keeps the residual stream only
+	// at every k-th layer and the last, and runs each segment's layers
+	// forward once more in the backward pass: about L/k + k residual
+	// buffers of (N,C) instead of L+1, for one more forward pass of most
+	// layers. Fit turns it on (CheckpointSpacing) when nothing else fits.
+	CheckpointEvery int
 	// MLPChunk (with Recompute, dense models) is how many token rows the
 	// MLP works on at once: its (rows, intermediate) buffers then do not
 	// grow with the context. Default DefaultMLPChunk.
@@ -108,15 +114,16 @@ type Model struct {
 
 // acts for one micro-batch shape; reallocated only when B*T grows.
 type activations struct {
-	n      int
-	res    [][]float32 // L+1 x (N,C): residual stream entering each layer, and leaving the last
-	layer  []layerActs // L entries, or one shared entry when recomputing
-	lnf    []float32   // (N,C) final norm output
-	rstdf  []float32   // (N)
-	logits []float32   // (chunk,V)
-	scr    scratch
-	a16    []uint16 // bf16 casts of matmul operands (BF16 mode only)
-	b16    []uint16
+	n       int
+	res     [][]float32 // L+1 x (N,C): residual stream entering each layer, and leaving the last (in resBufs)
+	resBufs [][]float32 // the distinct buffers of res: shared between checkpoints (Options.CheckpointEvery)
+	layer   []layerActs // L entries, or one shared entry when recomputing
+	lnf     []float32   // (N,C) final norm output
+	rstdf   []float32   // (N)
+	logits  []float32   // (chunk,V)
+	scr     scratch
+	a16     []uint16 // bf16 casts of matmul operands (BF16 mode only)
+	b16     []uint16
 	// The batch on the device: (N) token ids, targets, rotary positions
 	// and document starts, uploaded from the host Batch by prepare.
 	ids, targets, pos, docStart []int32
@@ -209,9 +216,14 @@ func (m *Model) allocActs(N int) *activations {
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	NF := c.routedRows(m.Opt.mlpRows(c, N)) * F
 	a := &activations{n: N}
+	slot, nbuf := m.Opt.residualSlots(c)
+	a.resBufs = make([][]float32, nbuf)
+	for i := range a.resBufs {
+		a.resBufs[i] = d.Alloc(N * C)
+	}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
 	for i := range a.res {
-		a.res[i] = d.Alloc(N * C)
+		a.res[i] = a.resBufs[slot[i]]
 	}
 	nl := c.NumHiddenLayers
 	if m.Opt.Recompute {
@@ -254,7 +266,7 @@ func (m *Model) freeActs() {
 	if a == nil {
 		return
 	}
-	for _, x := range a.res {
+	for _, x := range a.resBufs {
 		d.Free(x)
 	}
 	for _, la := range a.layer {
@@ -656,14 +668,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
 	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
-	for l := c.NumHiddenLayers - 1; l >= 0; l-- {
-		if m.Opt.Recompute {
-			m.recomputing = true
-			m.layerForward(l, bt)
-			m.recomputing = false
-		}
-		m.layerBackward(l, bt)
-	}
+	m.backwardLayers(bt)
 	if !m.frozen() {
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
 	}
