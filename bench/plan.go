@@ -24,8 +24,8 @@ type PlanResult struct {
 	// LongestSeq is the longest row, up to the model's maximum, that fits
 	// at Batch rows with Fit's savings: what a run's default context
 	// length would be on this machine.
-	LongestSeq int `json:"longest_seq_that_fits"`
-	Refusal        string   `json:"refusal,omitempty"`
+	LongestSeq int    `json:"longest_seq_that_fits"`
+	Refusal    string `json:"refusal,omitempty"`
 }
 
 // Plan computes the training memory plan of s without allocating anything.
