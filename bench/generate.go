@@ -29,6 +29,10 @@ type GenerateSpec struct {
 	// Temperature 0 decodes greedily; above it each stream samples (no
 	// top-k or top-p), seeded from Seed.
 	Temperature float64
+	// PrefillChunk is the most prompt tokens one model call reads (hone
+	// serve reads 64 at a time between other streams' tokens); 0 = the
+	// whole prompt in one call.
+	PrefillChunk int
 	// KernelTimes, when non-nil, receives time per device method over the
 	// timed steps.
 	KernelTimes func(lines []string)
@@ -50,6 +54,8 @@ type GenerateResult struct {
 	TokensPerS    float64 `json:"tokens_per_s"`        // generated tokens of all streams per second
 	StreamTokensS float64 `json:"stream_tokens_per_s"` // what each stream sees
 	PrefillS      float64 `json:"prefill_seconds"`
+	PrefillTokS   float64 `json:"prefill_tokens_per_s"` // prompt tokens of all streams read per second
+	PrefillChunk  int     `json:"prefill_chunk,omitempty"`
 	DecodeS       float64 `json:"decode_seconds"`
 	PeakRSSBytes  int64   `json:"peak_rss_bytes"`
 	// Peers are other engines decoding the same model and prompt, one
@@ -60,8 +66,8 @@ type GenerateResult struct {
 // Generate runs the benchmark on a fresh device, then the peers, if any,
 // on the same prompt.
 func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
-	if s.Streams <= 0 || s.PromptTokens <= 0 || s.NewTokens <= 0 {
-		return nil, fmt.Errorf("bench generate: streams, prompt tokens and new tokens must be positive")
+	if s.Streams <= 0 || s.PromptTokens <= 0 || s.NewTokens <= 0 || s.PrefillChunk < 0 {
+		return nil, fmt.Errorf("bench generate: streams, prompt tokens and new tokens must be positive, the prefill chunk not negative")
 	}
 	if s.Precision == "" {
 		s.Precision = "fp32" // what hone serve decodes with
@@ -118,7 +124,7 @@ func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int
 		threads = runtime.GOMAXPROCS(0)
 	}
 	res := &GenerateResult{Engine: "hone", Device: dev.Name(), Threads: threads, Precision: s.Precision, Params: c.NumParams(), Streams: s.Streams,
-		PromptTokens: s.PromptTokens, NewTokens: s.NewTokens}
+		PromptTokens: s.PromptTokens, NewTokens: s.NewTokens, PrefillChunk: s.PrefillChunk}
 	prompts := randomPrompts(s.Seed, s.Streams, s.PromptTokens, c.VocabSize)
 	seqs := make([]*generate.Sequence, s.Streams)
 	defer func() {
@@ -132,14 +138,20 @@ func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int
 	for i := range seqs {
 		// No stop ids: every stream runs its whole budget.
 		p := generate.Params{MaxNewTokens: s.NewTokens + 2, Temperature: s.Temperature, Seed: s.Seed + uint64(i)}
-		if seqs[i], err = generate.NewSequence(m, prompts[i], p, 0); err != nil {
+		if seqs[i], err = generate.NewSequence(m, prompts[i], p, s.PrefillChunk); err != nil {
 			return nil, nil, err
 		}
-		if _, _, err := seqs[i].Step(); err != nil {
-			return nil, nil, err
+		for first := true; first || seqs[i].Prefilling(); first = false {
+			if err := ctx.Err(); err != nil {
+				return nil, nil, err
+			}
+			if _, _, err := seqs[i].Step(); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	res.PrefillS = time.Since(start).Seconds()
+	res.PrefillTokS = float64(s.Streams*s.PromptTokens) / res.PrefillS
 	for step := 0; step <= s.NewTokens; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err

@@ -60,7 +60,7 @@ func loadModel(dir string, task Task, ctxLen int) (*model, error) {
 	}
 	switch {
 	case ctxLen == 0:
-		ctxLen = min(m.maxContext, MaxDefaultContext)
+		ctxLen = m.maxContext
 		if ctxLen <= 0 {
 			return nil, fmt.Errorf("dataset: model %s: config.json has no max_position_embeddings: give the context length explicitly", dir)
 		}

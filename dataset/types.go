@@ -33,10 +33,6 @@ func ParseTask(s string) (Task, error) {
 // IgnoreIndex is the label of a position that is not trained.
 const IgnoreIndex = -100
 
-// MaxDefaultContext caps the default context length (the model's
-// max_position_embeddings) when Options.ContextLength is 0.
-const MaxDefaultContext = 2048
-
 // MaxTokens is the largest dataset accepted, in tokens.
 const MaxTokens = 10_000_000_000
 
@@ -56,7 +52,8 @@ const (
 // Options are the settings shared by Validate, Prepare and Preview.
 type Options struct {
 	// ContextLength is the row length in tokens; 0 means the model's
-	// max_position_embeddings capped at MaxDefaultContext.
+	// max_position_embeddings. A training run passes the length it chose
+	// (the maximum, shortened to what fits in memory).
 	ContextLength int
 	// Overlong is what happens to a chat/instruct example longer than the
 	// context length: "drop" (default) or "truncate" (keep the first

@@ -193,12 +193,10 @@ func guidance(task Task, m *model, st Stats, files []string) []string {
 			}
 		}
 	default:
-		full := m.maxContext
-		if full == 0 {
-			full = m.ctxLen
-		}
-		if st.Tokens < int64(full) {
-			w = append(w, fmt.Sprintf("the data holds %d tokens, less than one full context length of the model (%d); chat and instruction data should hold at least that much", st.Tokens, full))
+		// One full row of the context length trained at: the model's
+		// maximum unless the run chose shorter rows to fit in memory.
+		if st.Tokens < int64(m.ctxLen) {
+			w = append(w, fmt.Sprintf("the data holds %d tokens, less than one full context length (%d tokens per row); chat and instruction data should hold at least that much", st.Tokens, m.ctxLen))
 		}
 		if st.Dropped > 0 {
 			w = append(w, fmt.Sprintf("%d examples longer than the context length (%d tokens) are dropped", st.Dropped, m.ctxLen))

@@ -212,3 +212,20 @@ func TestValidateOverlong(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The "one full context length" guidance speaks of the rows trained on:
+// the context length given (a run passes the one it chose to fit in
+// memory), else the model's maximum.
+func TestGuidanceUsesContextLength(t *testing.T) {
+	data := writeFile(t, t.TempDir(), "i.jsonl", `{"prompt":"a question","response":"an answer"}`)
+	dir := modelDir(t, nil)
+	for _, tc := range []struct{ ctx, want int }{{64, 64}, {0, 131072}} { // the test model has Llama 3.1's config
+		r, err := Validate(context.Background(), dir, Instruct, data, Options{ContextLength: tc.ctx})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ContextLength != tc.want || len(r.Warnings) == 0 || !strings.Contains(r.Warnings[0], fmt.Sprintf("one full context length (%d tokens per row)", tc.want)) {
+			t.Errorf("context length %d: report at %d, warnings %q; want the guidance at %d", tc.ctx, r.ContextLength, r.Warnings, tc.want)
+		}
+	}
+}

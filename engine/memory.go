@@ -8,30 +8,60 @@ import (
 )
 
 // MemoryEstimate returns the bytes a training model of this config needs on
-// dev for micro-batches of B rows of T tokens: parameters, gradients and
-// AdamW moments (fp32), the bf16 weight copy in BF16 mode, activations, the
-// batch, and the device's own attention scratch. With opt.LoRA it counts a
-// frozen base (fp32, or bf16 only with FrozenBF16) without gradients or
-// moments, and the adapter's weights, gradients, AdamW moments and scratch.
+// dev for micro-batches of B rows of T tokens: the total of MemoryPlan.
 // It lets a run refuse at start-up instead of running out of memory on its
 // first long batch an hour in. TestMemoryEstimateMatchesAllocations and
 // TestLoRAMemoryEstimateMatchesAllocations hold it to what a counting
 // device sees allocated.
 func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
+	return c.MemoryPlan(dev, opt, B, T).PeakBytes
+}
+
+// MemoryPlan is where the bytes of training go at the peak (the end of a
+// backward pass before the optimizer frees nothing), part by part.
+type MemoryPlan struct {
+	PeakBytes int64            `json:"peak_bytes"`
+	Parts     map[string]int64 `json:"parts"`
+}
+
+// Parts of a MemoryPlan.
+const (
+	PartWeights          = "weights"           // parameters, their bf16 copies, the adapter's weights
+	PartOptimizer        = "optimizer_state"   // AdamW moments
+	PartGradients        = "gradients"         // gradients of whatever is trained (and a frozen base's norms)
+	PartActivations      = "activations"       // per-layer activations kept for the backward pass and the working set
+	PartAttentionScratch = "attention_scratch" // the device's own attention buffers
+	PartLogitsChunk      = "logits_chunk"      // one chunk of lm_head output
+	PartRope             = "rope_tables"       // cos and sin for T positions
+	PartBatch            = "batch"             // token ids, targets, positions, document starts
+	PartBF16Scratch      = "bf16_scratch"      // bf16 operands of the matmuls
+)
+
+// MemoryPlan returns MemoryEstimate's bytes part by part: parameters,
+// gradients and AdamW moments (fp32), the bf16 weight copy in BF16 mode,
+// activations, the batch, and the device's own attention scratch. With
+// opt.LoRA it counts a frozen base (fp32, or bf16 only with FrozenBF16)
+// without gradients or moments, and the adapter's weights, gradients,
+// AdamW moments and scratch.
+func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	N := int64(B * T)
-	bytes := c.weightBytes(opt)
+	parts := c.weightParts(opt)
 	if opt.LoRA != nil {
 		pa, _ := c.adapterSize(*opt.LoRA)
 		r := int64(opt.LoRA.Rank)
-		bytes += 4*pa*(2+opt.optimizerStates()) + 4*r*r + 4*3*N*r // params, grads, optimizer state; scale matrix; (N,r) scratch ×3
-		if opt.LoRA.Dropout > 0 {                                 // the dropped input and its gradient, and the host mask: (N, widest input) ×3
-			bytes += 4 * 3 * N * int64(c.adaptedMaxIn(*opt.LoRA))
+		parts[PartWeights] += 4*pa + 4*r*r // params; scale matrix
+		parts[PartGradients] += 4 * pa
+		parts[PartOptimizer] += opt.optimizerStates() * 4 * pa
+		parts[PartActivations] += 4 * 3 * N * r // (N,r) scratch ×3
+		if opt.LoRA.Dropout > 0 {               // the dropped input and its gradient, and the host mask: (N, widest input) ×3
+			parts[PartActivations] += 4 * 3 * N * int64(c.adaptedMaxIn(*opt.LoRA))
 		}
 	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	NK := int64(c.routedRows(B * T))             // rows of the MLP's activations: only routed experts' with MoE
-	perLayer := N*(3*C+2*QD+2*KVD+2+NH) + 3*NK*F // ln1, mid, ln2; q, att; k, v; rstd1, rstd2; lse; gate, up, h
+	NK := int64(c.routedRows(B * T))                   // rows of the MoE's activations: only routed experts'
+	NF := int64(c.routedRows(opt.mlpRows(c, B*T))) * F // the MLP's buffers: in chunks with recomputation
+	perLayer := N*(3*C+2*QD+2*KVD+2+NH) + 3*NF         // ln1, mid, ln2; q, att; k, v; rstd1, rstd2; lse; gate, up, h
 	layers := L
 	if opt.Recompute {
 		layers = 1
@@ -41,44 +71,58 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 		chunk = 256
 	}
 	chunk = min(chunk, N)
-	floats := layers*perLayer + (L+1)*N*C + N*(C+1) + chunk*V + N*(2*C+2*QD+2*KVD) + 3*NK*F
-	floats += int64(T) * int64(c.HeadDim) // rotary tables (T, HD/2) × 2
-	ints := 4 * N                         // the batch: ids, targets, positions, document starts
+	_, nres := opt.residualSlots(c)
+	acts := layers*perLayer + int64(nres)*N*C + N*(C+1) + N*(2*C+2*QD+2*KVD) + 3*NF
+	ints := int64(0)
 	if c.MoE() {
 		E := int64(c.NumLocalExperts)
-		floats += layers*NK*(1+C) + 2*NK*C + N*E + NK // per layer wt, y; scratch xg, dxg, router logits, dwt
-		ints += layers * NK                           // per layer routed token ids
+		acts += layers*NK*(1+C) + 2*NK*C + N*E + NK // per layer wt, y; scratch xg, dxg, router logits, dwt
+		ints += layers * NK                         // per layer routed token ids
 	}
-	bytes += 4*floats + 4*ints + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	parts[PartActivations] += 4*acts + 4*ints
+	parts[PartLogitsChunk] = 4 * chunk * V
+	parts[PartRope] = 4 * int64(T) * int64(c.HeadDim) // rotary tables (T, HD/2) × 2
+	parts[PartBatch] = 4 * 4 * N                      // ids, targets, positions, document starts
+	parts[PartAttentionScratch] = dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 || opt.FrozenBF16 {
-		bytes += 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk)))
+		parts[PartBF16Scratch] = 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk), opt.mlpRows(c, B*T)))
 	}
-	return bytes
+	var total int64
+	for _, b := range parts {
+		total += b
+	}
+	return MemoryPlan{PeakBytes: total, Parts: parts}
 }
 
-// weightBytes is the base model's share of MemoryEstimate: parameters,
-// their bf16 copies, gradients and AdamW moments, as New and the optimizer
+// weightParts is the base model's share of MemoryPlan: parameters, their
+// bf16 copies, gradients and AdamW moments, as New and the optimizer
 // allocate them for opt.
-func (c *Config) weightBytes(opt Options) int64 {
-	if opt.QuantizeBase != "" {
-		return c.nf4WeightBytes(opt)
-	}
+func (c *Config) weightParts(opt Options) map[string]int64 {
 	P, vec := c.NumParams(), int64(specsSize(c.vectorSpecs()))
-	if opt.FrozenBF16 { // bf16 matrices; fp32 norms and biases and their unused gradients
-		return 2*P + 4*vec + 4*vec
+	parts := map[string]int64{PartWeights: 0, PartOptimizer: 0, PartGradients: 0, PartActivations: 0}
+	if opt.QuantizeBase != "" { // NF4 matrices, the unquantized tensors, one layer's dequantized buffer; norm and bias gradients
+		parts[PartGradients] = 4 * vec
+		parts[PartWeights] = c.nf4WeightBytes(opt) - 4*vec
+		return parts
 	}
-	bytes := 4 * P // fp32 parameters
+	if opt.FrozenBF16 { // bf16 matrices; fp32 norms and biases and their unused gradients
+		parts[PartWeights] = 2*P + 4*vec
+		parts[PartGradients] = 4 * vec
+		return parts
+	}
+	parts[PartWeights] = 4 * P // fp32 parameters
 	if opt.LoRA != nil {
-		bytes += 4 * vec // a frozen base: gradients of the norms and biases only, no moments
+		parts[PartGradients] = 4 * vec // a frozen base: gradients of the norms and biases only, no moments
 	} else {
-		bytes += (1 + opt.optimizerStates()) * 4 * P // gradients, optimizer state (AdamW m and v, LionW m)
+		parts[PartGradients] = 4 * P
+		parts[PartOptimizer] = opt.optimizerStates() * 4 * P // AdamW m and v, LionW m
 	}
 	if opt.BF16 && !opt.CompactBF16 {
-		bytes += 2 * P
+		parts[PartWeights] += 2 * P
 	} else if opt.BF16 {
-		bytes += c.compactBF16Bytes()
+		parts[PartWeights] += c.compactBF16Bytes()
 	}
-	return bytes
+	return parts
 }
 
 // compactBF16Bytes is the bf16 output head and one layer of CompactBF16.
@@ -142,15 +186,26 @@ func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 			return opts, nil, nil
 		}
 	}
-	limit := min(avail/10*9, avail-2<<30)
 	if opts.LoRA != nil {
 		if _, err := c.adapterSize(*opts.LoRA); err != nil {
 			return opts, nil, err
 		}
 	}
+	got, notes, need, ok := c.fit(dev, opts, B, T, avail)
+	if ok {
+		return got, notes, nil
+	}
+	return got, notes, fmt.Errorf("not enough memory: training needs about %.1f GiB (%d rows × %d tokens, %d parameters, with the savings above) and %.1f GiB is available (%.1f GiB usable); what fits: %s",
+		gib(need), B, T, c.NumParams(), gib(avail), gib(MemoryBudget(avail)), c.fitAdvice(dev, opts, B, T, avail))
+}
+
+// fit is Fit without the advice: the options, what it turned on, the
+// bytes they need and whether that fits avail.
+func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, []string, int64, bool) {
+	limit := MemoryBudget(avail)
 	need := c.MemoryEstimate(dev, opts, B, T)
 	if need <= limit {
-		return opts, nil, nil
+		return opts, nil, need, true
 	}
 	var notes []string
 	for _, try := range []struct {
@@ -169,17 +224,24 @@ func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 			o.CompactBF16 = o.CompactBF16 || r
 			return r
 		}},
+		// One more forward pass of most layers: the costliest, so last.
+		{"residual checkpoints", func(o *Options) bool {
+			r := o.CheckpointEvery <= 1 && c.NumHiddenLayers > 2
+			if r {
+				o.CheckpointEvery = c.CheckpointSpacing()
+			}
+			return r
+		}},
 	} {
 		if !try.apply(&opts) {
 			continue
 		}
 		notes = append(notes, fmt.Sprintf("turned on %s: %.1f GiB needed without it, %.1f GiB available", try.what, gib(need), gib(avail)))
 		if need = c.MemoryEstimate(dev, opts, B, T); need <= limit {
-			return opts, notes, nil
+			return opts, notes, need, true
 		}
 	}
-	return opts, notes, fmt.Errorf("not enough memory: training needs about %.1f GiB (%d rows × %d tokens, %d parameters) and %.1f GiB is available; use shorter rows, fewer rows per micro-batch, or a smaller model",
-		gib(need), B, T, c.NumParams(), gib(avail))
+	return opts, notes, need, false
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }

@@ -52,6 +52,16 @@ type Options struct {
 	// safetensors of any dtype; a bf16 checkpoint loads bit for bit.
 	// Without it a LoRA base is fp32, as for full fine-tuning.
 	FrozenBF16 bool
+	// CheckpointEvery k > 1 (with Recompute) keeps the residual stream only
+	// at every k-th layer and the last, and runs each segment's layers
+	// forward once more in the backward pass: about L/k + k residual
+	// buffers of (N,C) instead of L+1, for one more forward pass of most
+	// layers. Fit turns it on (CheckpointSpacing) when nothing else fits.
+	CheckpointEvery int
+	// MLPChunk (with Recompute, dense models) is how many token rows the
+	// MLP works on at once: its (rows, intermediate) buffers then do not
+	// grow with the context. Default DefaultMLPChunk.
+	MLPChunk int
 	// LoRA, when set, is the adapter that will be attached for training: the
 	// base is frozen from the start, so New allocates no base gradients, and
 	// MemoryEstimate and Fit count the adapter's weights, gradients, AdamW
@@ -127,6 +137,7 @@ type Model struct {
 	ownedLoRA        *Adapter  // the adapter LoadWithAdapter attached: Close closes it
 	nf4              *nf4Base  // the quantized matrices of a frozen NF4 base (Options.QuantizeBase)
 	step             stepBufs  // DecodeStep's buffers
+	recomputing      bool      // the backward pass is recomputing a layer's forward
 	stepHost         []float32 // DecodeStep's logits on the host
 
 	quant map[*float32]quantMatrix // weights decoding reads quantized (quant.go)
@@ -134,15 +145,16 @@ type Model struct {
 
 // acts for one micro-batch shape; reallocated only when B*T grows.
 type activations struct {
-	n      int
-	res    [][]float32 // L+1 x (N,C): residual stream entering each layer, and leaving the last
-	layer  []layerActs // L entries, or one shared entry when recomputing
-	lnf    []float32   // (N,C) final norm output
-	rstdf  []float32   // (N)
-	logits []float32   // (chunk,V)
-	scr    scratch
-	a16    []uint16 // bf16 casts of matmul operands (BF16 mode only)
-	b16    []uint16
+	n       int
+	res     [][]float32 // L+1 x (N,C): residual stream entering each layer, and leaving the last (in resBufs)
+	resBufs [][]float32 // the distinct buffers of res: shared between checkpoints (Options.CheckpointEvery)
+	layer   []layerActs // L entries, or one shared entry when recomputing
+	lnf     []float32   // (N,C) final norm output
+	rstdf   []float32   // (N)
+	logits  []float32   // (chunk,V)
+	scr     scratch
+	a16     []uint16 // bf16 casts of matmul operands (BF16 mode only)
+	b16     []uint16
 	// The batch on the device: (N) token ids, targets, rotary positions
 	// and document starts, uploaded from the host Batch by prepare.
 	ids, targets, pos, docStart []int32
@@ -237,11 +249,16 @@ func (m *Model) ensure(B, T int) {
 func (m *Model) allocActs(N int) *activations {
 	c, d := m.Config, m.Dev
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
-	NF := c.routedRows(N) * F
+	NF := c.routedRows(m.Opt.mlpRows(c, N)) * F
 	a := &activations{n: N}
+	slot, nbuf := m.Opt.residualSlots(c)
+	a.resBufs = make([][]float32, nbuf)
+	for i := range a.resBufs {
+		a.resBufs[i] = d.Alloc(N * C)
+	}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
 	for i := range a.res {
-		a.res[i] = d.Alloc(N * C)
+		a.res[i] = a.resBufs[slot[i]]
 	}
 	nl := c.NumHiddenLayers
 	if m.Opt.Recompute {
@@ -271,7 +288,7 @@ func (m *Model) allocActs(N int) *activations {
 		dgate: d.Alloc(NF), dup: d.Alloc(NF), dh: d.Alloc(NF),
 	}
 	if m.Opt.BF16 {
-		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N))
+		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N))
 		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
@@ -284,7 +301,7 @@ func (m *Model) freeActs() {
 	if a == nil {
 		return
 	}
-	for _, x := range a.res {
+	for _, x := range a.resBufs {
 		d.Free(x)
 	}
 	for _, la := range a.layer {
@@ -518,6 +535,13 @@ func (m *Model) layerForward(l int, bt *Batch) {
 		m.moeForward(l, la, x16, out, N)
 		return
 	}
+	if m.mlpChunked(la, N) {
+		if !m.recomputing {
+			d.Copy(out, la.mid[:N*C])
+		}
+		m.mlpChunkForward(l, p, h, la, x16, out, N)
+		return
+	}
 	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, overwrite)
 	m.linear(la.up, la.ln2, x16, p.WUp, h.WUp, p.BUp, N, C, F, overwrite)
 	m.adapt(l, projGate, la.gate, la.ln2, N)
@@ -541,6 +565,8 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	// mixture of such experts.
 	if c.MoE() {
 		m.moeBackward(l, la, dres, N)
+	} else if m.mlpChunked(la, N) {
+		m.mlpChunkBackward(l, p, h, g, la, dres, N)
 	} else {
 		m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
 		m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
@@ -682,15 +708,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
 	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
-	for l := c.NumHiddenLayers - 1; l >= 0; l-- {
-		if m.Opt.Recompute {
-			m.layerForward(l, bt)
-		}
-		m.layerBackward(l, bt)
-		if m.LayerBackwardDone != nil {
-			m.LayerBackwardDone(l)
-		}
-	}
+	m.backwardLayers(bt)
 	if !m.frozen() {
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
 	}

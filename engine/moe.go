@@ -108,9 +108,9 @@ func allocMoEScratch(d Device, c *Config, N int) moeScratch {
 
 // bf16Scratch is the size of each of the two bf16 operand buffers of BF16
 // mode: the widest matmul operand, gathered expert rows included.
-func (c *Config) bf16Scratch(N, chunk int) int {
+func (c *Config) bf16Scratch(N, chunk, mlpRows int) int {
 	C, F, QD := c.HiddenSize, c.IntermediateSize, c.QDim()
-	return max(N*max(C, QD), c.routedRows(N)*max(C, F), N*F, chunk*c.VocabSize)
+	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), mlpRows*F, chunk*c.VocabSize)
 }
 
 func (a moeActs) free(d Device) {

@@ -85,7 +85,8 @@ func relErr(a, b []float32) float64 {
 func TestParityWithReference(t *testing.T) {
 	for _, dev := range parityDevices {
 		for _, name := range parityCases {
-			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}} {
+			// MLPChunk 3: the MLP in chunks of 3 rows (with recomputation).
+			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}, {Recompute: true, MLPChunk: 3}, {Recompute: true, CheckpointEvery: 2}} {
 				t.Run(dev+"/"+name, func(t *testing.T) { checkParity(t, openDevice(t, dev), name, opt) })
 			}
 		}
@@ -151,6 +152,7 @@ func TestBF16AgainstReference(t *testing.T) {
 		{"tied_llama3", engine.Options{BF16: true, CompactBF16: true, Recompute: true}},
 		{"bias_packed", engine.Options{BF16: true, CompactBF16: true}},
 		{"mistral", engine.Options{BF16: true, Recompute: true}},
+		{"gqa", engine.Options{BF16: true, CompactBF16: true, Recompute: true, MLPChunk: 3}}, // the MLP in chunks of 3 rows
 		{"mixtral", engine.Options{BF16: true}},
 		{"mixtral_aux", engine.Options{BF16: true, CompactBF16: true, Recompute: true}},
 		// dbrx is left out: bf16 rounding moves Wqkv outputs across

@@ -25,6 +25,13 @@ type Params struct {
 	StopIDs      []int // generation ends after emitting one of these
 }
 
+// StreamPrefillChunk is the most prompt tokens one model call of Stream
+// reads: the decoder's working buffers then hold at most this many rows,
+// not the whole prompt (an eval prompt of a long-context run shares the
+// machine with the run's activations), and the rows are still many enough
+// for the matmuls to run at speed.
+const StreamPrefillChunk = 256
+
 // EvalPromptParams are the hosted product's settings for eval prompts.
 func EvalPromptParams(seed uint64) Params {
 	return Params{MaxNewTokens: 100, Temperature: 1, TopK: 50, TopP: 0.95, Seed: seed}
@@ -42,7 +49,7 @@ func Complete(ctx context.Context, m *engine.Model, prompt []int, p Params) ([]i
 // generation early by returning false; its error ends it too and is
 // returned. Stream returns the new tokens, the last one included.
 func Stream(ctx context.Context, m *engine.Model, prompt []int, p Params, onToken func(id int) (more bool, err error)) ([]int, error) {
-	seq, err := NewSequence(m, prompt, p, 0)
+	seq, err := NewSequence(m, prompt, p, StreamPrefillChunk)
 	if err != nil {
 		return nil, err
 	}

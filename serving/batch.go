@@ -23,6 +23,7 @@ var ErrBusy = errors.New("serving: too many requests waiting")
 // sequences they wait, and beyond maxQueue waiting they are refused.
 type batcher struct {
 	maxBatch, maxQueue int
+	kvBudget           int64 // bytes of KV cache the running slots may hold; 0 = no bound
 
 	mu       sync.Mutex
 	incoming []*slot // submitted since the loop last looked
@@ -31,6 +32,7 @@ type batcher struct {
 
 	// owned by the loop goroutine
 	waiting, active []*slot
+	kvUsed          int64 // KV bytes the active slots hold at their full length
 }
 
 // slot is one generation in the batcher. The loop produces its tokens
@@ -40,6 +42,7 @@ type slot struct {
 	m      *engine.Model
 	prompt []int
 	p      generate.Params
+	kv     int64              // KV cache bytes at the full length, prompt + max tokens
 	seq    *generate.Sequence // owned by the loop
 	over   bool               // finished; owned by the loop
 
@@ -54,7 +57,8 @@ type slot struct {
 
 // submit queues a generation; ErrBusy when the queue is full.
 func (b *batcher) submit(m *engine.Model, prompt []int, p generate.Params) (*slot, error) {
-	s := &slot{m: m, prompt: prompt, p: p, wake: make(chan struct{}, 1), freed: make(chan struct{})}
+	s := &slot{m: m, prompt: prompt, p: p, wake: make(chan struct{}, 1), freed: make(chan struct{}),
+		kv: m.Config.KVCacheBytes(len(prompt) + p.MaxNewTokens)}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.queued >= b.maxQueue {
@@ -139,9 +143,14 @@ func (b *batcher) admit() bool {
 		for _, s := range list {
 			switch {
 			case s.over:
+				if !queued {
+					b.kvUsed -= s.kv
+				}
 			case s.left.Load():
 				if queued {
 					b.queued--
+				} else {
+					b.kvUsed -= s.kv
 				}
 				s.finish(nil)
 			default:
@@ -151,8 +160,17 @@ func (b *batcher) admit() bool {
 		return out
 	}
 	b.waiting, b.active = keep(b.waiting, true), keep(b.active, false)
+	// In arrival order: the first waiting request that does not fit the KV
+	// budget waits for running ones to end, and so do those behind it (a
+	// long prompt is not overtaken forever by short ones). Alone, every
+	// request fits: Generate refuses those that cannot.
 	for len(b.active) < b.maxBatch && len(b.waiting) > 0 {
-		b.active = append(b.active, b.waiting[0])
+		s := b.waiting[0]
+		if b.kvBudget > 0 && len(b.active) > 0 && b.kvUsed+s.kv > b.kvBudget {
+			break
+		}
+		b.active = append(b.active, s)
+		b.kvUsed += s.kv
 		b.waiting = b.waiting[1:]
 		b.queued--
 	}

@@ -119,9 +119,13 @@ func (s *Service) Generate(ctx context.Context, dir string, req Request, onText 
 			"context window is %d, so at most %d tokens can follow it; lower max_tokens to %d or less, or shorten the %s",
 			p.MaxNewTokens, len(ids), n, room, room, field)
 	}
-	if p.MaxNewTokens == 0 {
+	explicit := p.MaxNewTokens != 0
+	if !explicit {
 		p.MaxNewTokens = cmp.Or(req.DefaultMaxTokens, s.cfg.DefaultMaxTokens)
 		p.MaxNewTokens = min(p.MaxNewTokens, room)
+	}
+	if err := s.fitKV(l, len(ids), &p, explicit, field); err != nil {
+		return nil, err
 	}
 	p.StopIDs = l.stop
 	res, err := s.decode(ctx, l, ids, p, req.Stop, deadline, onText)
@@ -329,3 +333,32 @@ func (t *textStream) take(end int) string {
 	t.sent, t.out = end, t.text[:end]
 	return piece
 }
+
+// fitKV checks a generation of prompt tokens and p.MaxNewTokens against
+// the server's KV cache budget: a prompt or an explicit max_tokens that
+// cannot fit even alone is refused naming the numbers; a default budget
+// shrinks to the room left.
+func (s *Service) fitKV(l *loaded, prompt int, p *generate.Params, explicit bool, field string) error {
+	budget := s.cfg.KVMemory
+	if budget <= 0 {
+		return nil
+	}
+	per := l.m.Config.KVCacheBytes(1)
+	fit := int(budget / per) // positions the budget holds
+	if prompt >= fit {
+		return invalidf(field, "the prompt is %d tokens; the server's KV cache budget of %s (hone serve --kv-memory) holds %d tokens "+
+			"of this model (%d bytes each) and the prompt needs %s: shorten the %s", prompt, mib(budget), fit, per, mib(per*int64(prompt+1)), field)
+	}
+	if room := fit - prompt; p.MaxNewTokens > room {
+		if !explicit {
+			p.MaxNewTokens = room
+			return nil
+		}
+		return invalidf("max_tokens", "max_tokens %d does not fit the server's KV cache budget: the prompt (%d tokens) and max_tokens need %d "+
+			"tokens of cache, %s, and the budget of %s (hone serve --kv-memory) holds %d; lower max_tokens to %d or less, or shorten the %s",
+			p.MaxNewTokens, prompt, prompt+p.MaxNewTokens, mib(per*int64(prompt+p.MaxNewTokens)), mib(budget), fit, room, field)
+	}
+	return nil
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -95,6 +95,12 @@ type Config struct {
 	// MaxQueue is the most requests waiting for a place in the batch;
 	// more are refused with ErrBusy. Default 64.
 	MaxQueue int
+	// KVMemory bounds the bytes of KV cache the running generations may
+	// hold together (hone serve --kv-memory); 0 = no bound. Each request
+	// counts its cache at its full length (prompt + max_tokens) from the
+	// turn it starts; one that alone cannot fit is refused as invalid, and
+	// others wait until enough running ones end.
+	KVMemory int64
 }
 
 // Service loads models on demand and completes requests with them.
@@ -125,8 +131,8 @@ type loaded struct {
 
 // New validates cfg and fills defaults.
 func New(cfg Config) (*Service, error) {
-	if cfg.MaxLoaded < 0 || cfg.DefaultMaxTokens < 0 || cfg.Threads < 0 || cfg.RequestTimeout < 0 || cfg.MaxBatch < 0 || cfg.MaxQueue < 0 {
-		return nil, errors.New("serving: MaxLoaded, DefaultMaxTokens, RequestTimeout, Threads, MaxBatch and MaxQueue must not be negative")
+	if cfg.MaxLoaded < 0 || cfg.DefaultMaxTokens < 0 || cfg.Threads < 0 || cfg.RequestTimeout < 0 || cfg.MaxBatch < 0 || cfg.MaxQueue < 0 || cfg.KVMemory < 0 {
+		return nil, errors.New("serving: MaxLoaded, DefaultMaxTokens, RequestTimeout, Threads, MaxBatch, MaxQueue and KVMemory must not be negative")
 	}
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 16)
 	cfg.MaxQueue = cmp.Or(cfg.MaxQueue, 64)
@@ -152,7 +158,7 @@ func New(cfg Config) (*Service, error) {
 		}
 		cfg.Load = func(dir string) (*engine.Model, error) { return loadModel(dir, dev) }
 	}
-	return &Service{cfg: cfg, log: cfg.Logger, loading: make(chan struct{}, 1), batch: &batcher{maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue},
+	return &Service{cfg: cfg, log: cfg.Logger, loading: make(chan struct{}, 1), batch: &batcher{maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue, kvBudget: cfg.KVMemory},
 		lru: list.New(), byDir: map[string]*list.Element{}, freed: make(chan struct{})}, nil
 }
 

@@ -95,7 +95,7 @@ func Help(setting string) string { return help[setting] }
 var help = map[string]string{
 	"training_duration": `"3ep" epochs, "500ba" optimizer steps, "2_000_000tok" tokens`,
 	"learning_rate":     "peak learning rate, in (0, 1]",
-	"context_length":    "tokens per training row (0: the model's maximum, at most 2048)",
+	"context_length":    "tokens per training row (0: the model's maximum, shortened to the longest that fits in memory)",
 	"batch_rows":        "rows per micro-batch",
 	"grad_accum":        "micro-batches per optimizer step",
 	"checkpoint_every":  "optimizer steps between checkpoints (0: at each epoch end only)",

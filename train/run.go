@@ -43,6 +43,20 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 	if err := checkModelFiles(spec); err != nil {
 		return nil, err
 	}
+	cfg, err := engine.LoadConfig(spec.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	// The report speaks of the rows the run will train on.
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: spec.Threads})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := chooseContext(spec, cfg, dev, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	spec.ContextLength = cc.Length
 	rep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.TrainData, spec.dataOptions())
 	if err != nil {
 		return nil, err
@@ -135,6 +149,22 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	if err := os.MkdirAll(workDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
+	// The context length next: the data's rows depend on it, and a run
+	// that cannot fit is refused before any work.
+	cfg, err := engine.LoadConfig(spec.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: spec.Threads})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := chooseContext(spec, cfg, dev, workDir, 0)
+	if err != nil {
+		return nil, err
+	}
+	spec.ContextLength = cc.Length
+	obs.OnLog(fmt.Sprintf("context length %d: %s", cc.Length, cc.Why))
 	// Data first: it is the likeliest thing to be wrong.
 	prep, err := prepareData(ctx, spec, task, workDir, obs)
 	if err != nil {
@@ -292,6 +322,15 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 // computes in bf16, except for a mixture of experts, which the decoder of
 // the eval prompts cannot run on a frozen bf16 base.
 func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, avail int64) (engine.Options, []string, error) {
+	opts, err := baseOptions(spec, cfg)
+	if err != nil {
+		return opts, nil, err
+	}
+	return cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
+}
+
+// baseOptions are the model's options for the run before Fit.
+func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
 	if spec.Optimizer == "lionw" {
 		opts.OptimizerStates = 1
@@ -305,7 +344,7 @@ func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, a
 		}
 		opts.QuantizeBase = spec.LoRA.QuantizeBase
 	}
-	return cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
+	return opts, nil
 }
 
 // plan turns the duration into rows and optimizer steps, and sets the

@@ -82,7 +82,7 @@ type Spec struct {
 	Duration     Duration
 
 	LearningRate  float64
-	ContextLength int // tokens per row; 0 = min(model max, 2048)
+	ContextLength int // tokens per row; 0 = the model's maximum, shortened to what fits (chooseContext)
 	BatchRows     int // rows per micro-batch
 	GradAccum     int // micro-batches per optimizer step
 	Seed          uint64

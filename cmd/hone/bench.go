@@ -93,10 +93,10 @@ func benchTrainCmd() *cobra.Command {
 	var configPath string
 	var asJSON bool
 	var profile string
-	var kernelTimes bool
+	var kernelTimes, planOnly bool
 	var ranks int
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--ranks R] [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--ranks R] [--plan] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,6 +106,9 @@ func benchTrainCmd() *cobra.Command {
 			}
 			if s.Config, err = engine.ParseConfig(raw); err != nil {
 				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			if planOnly {
+				return printPlan(cmd.OutOrStdout(), s, asJSON)
 			}
 			if done, err := benchTrainRanks(cmd, &s, ranks, asJSON); done || err != nil {
 				return err
@@ -157,6 +160,7 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
+	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts) without training")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
@@ -215,9 +219,9 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), peak RSS %.2f GiB\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), prefill %.1f tokens/s, peak RSS %.2f GiB\n",
 				ref, res.Params, res.Streams, res.NewTokens, res.PromptTokens, res.Threads, res.TokensPerS, res.StreamTokensS,
-				float64(res.PeakRSSBytes)/(1<<30))
+				res.PrefillTokS, float64(res.PeakRSSBytes)/(1<<30))
 			for _, p := range res.Peers {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
 			}
@@ -228,7 +232,8 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 	f.StringVar(&ref, "model", "", "model directory or Hugging Face id (required)")
 	f.IntVar(&s.NewTokens, "new-tokens", 64, "timed tokens per stream (after one warm-up token)")
 	f.IntVar(&s.Streams, "streams", 1, "streams decoded together")
-	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
+	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream (prefill_tokens_per_s reports how fast they are read)")
+	f.IntVar(&s.PrefillChunk, "prefill-chunk", 0, "prompt tokens per model call (hone serve reads 64 at a time); 0 = the whole prompt at once")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.Float64Var(&s.Temperature, "temperature", 0, "sampling temperature (0: greedy)")

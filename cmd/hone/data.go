@@ -30,7 +30,7 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 		"(columns: messages; prompt and response; text)")
 	cmd.Flags().StringVar(&f.split, "split", "train", "split of a Hugging Face dataset to read (config/split for one config of several)")
 	cmd.Flags().Int64Var(&f.version, "version", -1, "version of a Delta table to read (time travel; default the latest)")
-	cmd.Flags().IntVar(&f.ctxLen, "context-length", 0, fmt.Sprintf("tokens per training row (default: the model's max_position_embeddings capped at %d)", dataset.MaxDefaultContext))
+	cmd.Flags().IntVar(&f.ctxLen, "context-length", 0, "tokens per training row (default: the model's max_position_embeddings; a run shortens it to what fits in memory)")
 	cmd.Flags().StringVar(&f.overlong, "overlong", "drop", "chat/instruct examples longer than the context length: truncate or drop")
 	cmd.Flags().StringVar(&f.loss, "loss", "assistant", "chat tokens trained: assistant (every assistant turn), last (last assistant turn) or all")
 	_ = cmd.MarkFlagRequired("model")
@@ -70,7 +70,8 @@ func dataValidateCmd() *cobra.Command {
 		Long: `Checks every record (file:line, field and rule for each problem), counts examples longer than
 the context length, and reports tokens, trained tokens, length percentiles, rows after packing,
 optimizer steps per epoch and the guidance warnings. Exits non-zero when any record is bad.
-The default context length is the model's max_position_embeddings capped at 2048.`,
+The default context length is the model's max_position_embeddings; hone create shortens it to what fits
+in memory and its validation reports with that length.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			task, opt, err := f.options()

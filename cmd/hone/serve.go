@@ -105,6 +105,7 @@ func serveCmd() *cobra.Command {
 	var requestTimeout time.Duration
 	var openAISchema string
 	var maxUpload int64
+	var kvMemory byteSize
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP API and a training worker",
@@ -127,7 +128,8 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			defer svc.stop()
-			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, MaxQueue: maxQueue, RequestTimeout: requestTimeout, Logger: log})
+			models, err := serving.New(serving.Config{MaxLoaded: maxLoaded, MaxQueue: maxQueue, RequestTimeout: requestTimeout, Logger: log,
+				KVMemory: int64(kvMemory)})
 			if err != nil {
 				return err
 			}
@@ -154,6 +156,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&requestTimeout, "request-timeout", 10*time.Minute, "longest a completion request may take, waiting included; generation stops there with the text so far")
 	cmd.Flags().StringVar(&openAISchema, "openai-schema", "main.openai", "catalog schema of the OpenAI fine-tuning API: /v1/files uploads live in its volume \"files\", fine-tuned models are registered in it (created when first used)")
 	cmd.Flags().Int64Var(&maxUpload, "max-upload-bytes", 512<<20, "largest file accepted by POST /v1/files")
+	cmd.Flags().Var(&kvMemory, "kv-memory", "KV cache the running completions may hold together, e.g. 8GiB (0 = no bound); a request whose prompt + max_tokens cannot fit is answered 400, others wait")
 	return cmd
 }
 

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+
+	"hone/bench"
+)
+
+// printPlan prints `hone bench train --plan`: the memory plan part by part,
+// or one JSON object as the last line.
+func printPlan(w io.Writer, s bench.TrainSpec, asJSON bool) error {
+	res, err := bench.Plan(s, 0)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		b, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, string(b))
+		return nil
+	}
+	fmt.Fprintf(w, "%s %s, seq %d × batch %d, recompute %v: peak %.2f GiB\n", res.Method, res.Precision, res.Seq, res.Batch, res.Recompute, gibs(res.PeakBytes))
+	for _, k := range slices.Sorted(maps.Keys(res.Parts)) {
+		fmt.Fprintf(w, "  %-18s %10.3f GiB\n", k, gibs(res.Parts[k]))
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintln(w, n)
+	}
+	switch {
+	case res.Refusal != "":
+		fmt.Fprintln(w, res.Refusal)
+	case res.FittedBytes > 0:
+		fmt.Fprintf(w, "fits in %.1f GiB available with those savings: %.2f GiB\n", gibs(res.AvailableBytes), gibs(res.FittedBytes))
+	default:
+		fmt.Fprintf(w, "fits in %.1f GiB available\n", gibs(res.AvailableBytes))
+	}
+	fmt.Fprintf(w, "longest row that fits at %d rows per micro-batch: %d tokens\n", res.Batch, res.LongestSeq)
+	return nil
+}
+
+func gibs(b int64) float64 { return float64(b) / (1 << 30) }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// `hone bench train --plan --json` prints the memory plan without training:
+// the last line holds peak_bytes and its parts, which add up to it, and
+// recomputation shrinks only the activations.
+func TestBenchTrainPlan(t *testing.T) {
+	plan := func(args ...string) (peak int64, parts map[string]int64) {
+		t.Helper()
+		cmd := benchCmd()
+		var stdout bytes.Buffer
+		cmd.SetOut(&stdout)
+		cmd.SetArgs(append([]string{"train", "--config", "../../bench/configs/llama-3.2-1b.json", "--plan", "--json",
+			"--seq", "32768", "--batch", "1", "--lora-rank", "16", "--precision", "bf16"}, args...))
+		if err := cmd.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+		var res struct {
+			Peak  int64            `json:"peak_bytes"`
+			Parts map[string]int64 `json:"parts"`
+		}
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+			t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+		}
+		var sum int64
+		for _, b := range res.Parts {
+			sum += b
+		}
+		if sum != res.Peak || res.Peak == 0 {
+			t.Errorf("parts %v add up to %d, peak_bytes %d", res.Parts, sum, res.Peak)
+		}
+		for _, k := range []string{"weights", "optimizer_state", "gradients", "activations", "attention_scratch", "logits_chunk"} {
+			if res.Parts[k] <= 0 {
+				t.Errorf("part %s = %d, want positive (parts %v)", k, res.Parts[k], res.Parts)
+			}
+		}
+		return res.Peak, res.Parts
+	}
+	peak, parts := plan()
+	rpeak, rparts := plan("--recompute")
+	// Recomputation (with the MLP in chunks) shrinks the activations and the
+	// bf16 operand scratch, nothing else.
+	saved := parts["activations"] - rparts["activations"] + parts["bf16_scratch"] - rparts["bf16_scratch"]
+	if rparts["activations"] >= parts["activations"] || rparts["weights"] != parts["weights"] || peak-rpeak != saved {
+		t.Errorf("recompute: parts %v, without %v: want only the activations and bf16 scratch smaller", rparts, parts)
+	}
+}
+
+// `hone bench generate --prompt-tokens N --prefill-chunk C` reads the
+// prompts C tokens per call and reports the prompt tokens read per second.
+func TestBenchGeneratePrefill(t *testing.T) {
+	cmd := benchCmd()
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetArgs([]string{"generate", "--model", "../../engine/testdata/parity/tied_llama3", "--new-tokens", "2", "--streams", "2",
+		"--prompt-tokens", "200", "--prefill-chunk", "64", "--json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res struct {
+		PrefillTokS  float64 `json:"prefill_tokens_per_s"`
+		PrefillS     float64 `json:"prefill_seconds"`
+		PrefillChunk int     `json:"prefill_chunk"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.PrefillChunk != 64 || res.PrefillS <= 0 || res.PrefillTokS != 400/res.PrefillS {
+		t.Errorf("last line %q: want prefill_chunk 64 and prefill_tokens_per_s = 400 prompt tokens / prefill_seconds", lines[len(lines)-1])
+	}
+}

@@ -1,0 +1,198 @@
+package engine_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"hone/engine"
+	"hone/optim"
+)
+
+// countedPeak trains one step of opt on a counting device and returns the
+// peak it saw plus the attention scratch the device states it keeps, and
+// the bytes live right after New and attaching the adapter.
+func countedPeak(t *testing.T, c *engine.Config, opt engine.Options, B, T int) (peak, weights int64) {
+	t.Helper()
+	dev := engine.NewCountingDevice(openCPU(t))
+	m := engine.New(c, dev, opt)
+	defer m.Close()
+	m.InitRandom(1)
+	bt := randomBatch(t, B, T, c.VocabSize)
+	if opt.LoRA != nil {
+		a, err := engine.NewAdapter(c, dev, *opt.LoRA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.InitPEFT(2)
+		if err := m.Attach(a); err != nil {
+			t.Fatal(err)
+		}
+		weights = dev.Memory().Live
+		mom, vel := dev.Alloc(len(a.Params)), dev.Alloc(len(a.Params))
+		defer dev.Free(mom)
+		defer dev.Free(vel)
+		a.ZeroGrad()
+		m.ForwardBackward(bt, 1/float32(bt.Scored()))
+		dev.AdamW(a.Params, a.Grads, mom, vel, nil, engine.AdamWStep{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: 1})
+	} else {
+		weights = dev.Memory().Live
+		o, err := optim.NewAdamW(m, optim.DefaultAdamW)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.ZeroGrad()
+		m.ForwardBackward(bt, 1/float32(bt.Scored()))
+		if _, err := o.Step(m, 1e-4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dev.Memory().Peak + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim), weights
+}
+
+// The plan `hone bench train --plan` prints is exactly what a counting
+// device sees training allocate, its parts add up to its peak, and its
+// weights and gradients parts are what New allocates before any batch
+// (full fine-tuning, LoRA on fp32 and frozen bf16 bases, recomputation,
+// bf16).
+func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(memTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lora := &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}
+	for _, tc := range []struct {
+		opt  engine.Options
+		B, T int
+	}{
+		{engine.Options{}, 2, 64},
+		{engine.Options{BF16: true, Recompute: true}, 1, 128},
+		{engine.Options{LoRA: lora}, 2, 64},
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true}, 1, 160},
+		{engine.Options{LoRA: lora, BF16: true, FrozenBF16: true}, 2, 48},
+		{engine.Options{Recompute: true, MLPChunk: 50}, 2, 96},                                // the MLP in chunks
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 64}, 1, 160}, // the MLP in chunks
+		{engine.Options{Recompute: true, CheckpointEvery: 2}, 2, 64},                          // residual checkpoints
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96},
+	} {
+		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.B, tc.T), func(t *testing.T) {
+			dev := openCPU(t)
+			plan := c.MemoryPlan(dev, tc.opt, tc.B, tc.T)
+			var sum int64
+			for _, b := range plan.Parts {
+				sum += b
+			}
+			if sum != plan.PeakBytes {
+				t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
+			}
+			peak, weights := countedPeak(t, c, tc.opt, tc.B, tc.T)
+			if plan.PeakBytes != peak {
+				t.Errorf("plan peak %d bytes, counted %d (parts %v)", plan.PeakBytes, peak, plan.Parts)
+			}
+			// New and NewAdapter allocate the weights and the gradients; the
+			// optimizer's moments come later.
+			if want := plan.Parts[engine.PartWeights] + plan.Parts[engine.PartGradients]; weights != want {
+				t.Errorf("after New %d bytes are live, plan's weights + gradients %d", weights, want)
+			}
+		})
+	}
+}
+
+// Nothing that training allocates through the device grows faster than T:
+// the counted peak at T, 2T and 3T is affine in T (a T×T mask or score
+// buffer would make the second difference positive). The attention
+// kernel's own scratch is the device's and is checked in engine/cpu.
+func TestTrainingMemoryLinearInT(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(memTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range []engine.Options{{Recompute: true}, {LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}, FrozenBF16: true}} {
+		const T = 256 // from the loss chunk (256 tokens) on, the logits chunk stays put
+		var peaks [3]int64
+		for i := range peaks {
+			dev := openCPU(t)
+			p, _ := countedPeak(t, c, opt, 1, (i+1)*T)
+			peaks[i] = p - dev.AttentionScratch(1, (i+1)*T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+		}
+		if d1, d2 := peaks[1]-peaks[0], peaks[2]-peaks[1]; d1 != d2 {
+			t.Errorf("lora=%v: counted peaks at T=%d,%d,%d are %v: steps %d and %d, want equal (memory linear in T)", opt.LoRA != nil, T, 2*T, 3*T, peaks, d1, d2)
+		}
+	}
+}
+
+// A run that does not fit is refused with the settings that would fit: the
+// longest context at one row is the longest whose plan (with Fit's savings)
+// is within the budget, one token more is not, and the refusal names it.
+func TestFitRefusalNamesWhatFits(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(memTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := linearScratch{openCPU(t)}
+	opt := engine.Options{BF16: true}
+	saved := engine.Options{BF16: true, Recompute: true, CompactBF16: true, CheckpointEvery: c.CheckpointSpacing()}
+	avail := int64(2<<30) + c.MemoryEstimate(dev, saved, 1, 1000) + 1 // the budget keeps 2 GiB
+	n := c.LongestContext(dev, opt, 1, 2048, avail)
+	if n != 1000 {
+		t.Errorf("LongestContext = %d, want 1000 (plan %d bytes at 1000, %d at 1001, budget %d)",
+			n, c.MemoryEstimate(dev, saved, 1, 1000), c.MemoryEstimate(dev, saved, 1, 1001), engine.MemoryBudget(avail))
+	}
+	_, notes, err := c.Fit(dev, opt, 4, 1000, avail)
+	if err == nil || !strings.Contains(err.Error(), "context length 1000 at 1 row") || !strings.Contains(err.Error(), "1 row per micro-batch") {
+		t.Errorf("Fit at 4×1000 = %v, want a refusal naming 1 row per micro-batch and context length 1000 at 1 row", err)
+	}
+	if len(notes) != 3 {
+		t.Errorf("notes %q, want recomputation, per-layer bf16 and residual checkpoints turned on", notes)
+	}
+	if got := c.LongestContext(dev, opt, 1, 900, avail); got != 900 {
+		t.Errorf("LongestContext capped at 900 = %d", got)
+	}
+}
+
+// linearScratch states attention scratch linear in T, as a flash-style
+// kernel keeps: the CPU device's blocked attention switches block size
+// with T, so its scratch is not monotone in T.
+type linearScratch struct{ engine.Device }
+
+func (linearScratch) AttentionScratch(B, T, nh, nkv, hd int) int64 { return 4 * int64(B*T*nh*(hd+2)) }
+
+// Residual checkpoints change only what is kept, not the math: a model of
+// 5 layers (checkpoint segments that share their buffers) gives the same
+// loss and gradients with checkpoints every 2 or 3 layers as with every
+// residual kept, bit for bit (the same operations run on the same inputs).
+// The parity tests hold the path without checkpoints to the float64
+// reference.
+func TestCheckpointsSameGradients(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grads := func(opt engine.Options) (float64, []float32) {
+		dev := openCPU(t)
+		m := engine.New(c, dev, opt)
+		defer m.Close()
+		m.InitRandom(7)
+		bt := randomBatch(t, 2, 48, c.VocabSize)
+		m.ZeroGrad()
+		sum, _ := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+		return sum, append([]float32(nil), engine.HostView(dev, m.Grads.Arena)...)
+	}
+	for _, base := range []engine.Options{{Recompute: true}, {Recompute: true, BF16: true, MLPChunk: 40}} {
+		wantLoss, want := grads(base)
+		for _, k := range []int{2, 3} {
+			opt := base
+			opt.CheckpointEvery = k
+			loss, got := grads(opt)
+			if loss != wantLoss {
+				t.Errorf("bf16=%v, every %d layers: loss %v, without checkpoints %v", base.BF16, k, loss, wantLoss)
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Errorf("bf16=%v, every %d layers: gradient %d = %v, without checkpoints %v", base.BF16, k, i, got[i], want[i])
+					break
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package train
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"hone/engine"
+	"hone/engine/cpu"
+)
+
+func llama1B(t *testing.T) *engine.Config {
+	t.Helper()
+	b, err := os.ReadFile("../bench/configs/llama-3.2-1b.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Unset, the context length is the model's maximum (131072 for Llama 3.2)
+// when it fits, else the longest that fits the memory available: within the
+// plan's budget, while 128 tokens more are not; the choice says why, and a
+// resumed run keeps it whatever memory is free then.
+func TestChooseContextDefault(t *testing.T) {
+	c := llama1B(t)
+	dev := cpu.New(0)
+	spec, err := Spec{Method: "lora", Precision: "bf16", BatchRows: 1}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := chooseContext(spec, c, dev, "", 1<<50)
+	if err != nil || got.Length != 131072 || !strings.Contains(got.Why, "maximum") {
+		t.Errorf("with ample memory: %+v, %v; want 131072, the model's maximum", got, err)
+	}
+	const avail = 20 << 30
+	dir := t.TempDir()
+	got, err = chooseContext(spec, c, dev, dir, avail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d: %s", got.Length, got.Why)
+	if got.Length >= 131072 || got.Length%128 != 0 || !strings.Contains(got.Why, "131072") || !strings.Contains(got.Why, "20.0 GiB") {
+		t.Errorf("with 20 GiB: %+v; want a multiple of 128 below 131072 naming the maximum and the memory", got)
+	}
+	if _, _, err := planOptions(spec, c, dev, got.Length, avail); err != nil {
+		t.Errorf("the chosen %d does not fit: %v", got.Length, err)
+	}
+	if _, _, err := planOptions(spec, c, dev, got.Length+128, avail); err == nil {
+		t.Errorf("%d tokens fit as well: the choice %d is not the longest", got.Length+128, got.Length)
+	}
+	again, err := chooseContext(spec, c, dev, dir, 1<<50)
+	if err != nil || again.Length != got.Length || !strings.Contains(again.Why, "as chosen when the run started") {
+		t.Errorf("resumed with more memory free: %+v, %v; want the first choice %d kept", again, err, got.Length)
+	}
+}
+
+// An explicit context length beyond the model's maximum is refused naming
+// both numbers; one that does not fit is refused with the plan's numbers
+// and the settings that would fit.
+func TestChooseContextExplicit(t *testing.T) {
+	c := llama1B(t)
+	dev := cpu.New(0)
+	spec, err := Spec{Precision: "bf16", BatchRows: 2, ContextLength: 200000}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chooseContext(spec, c, dev, "", 1<<50); err == nil || !strings.Contains(err.Error(), "200000") || !strings.Contains(err.Error(), "131072") {
+		t.Errorf("context_length 200000 = %v, want a refusal naming 200000 and the maximum 131072", err)
+	}
+	spec.ContextLength = 32768
+	_, err = chooseContext(spec, c, dev, "", 24<<30)
+	if err == nil {
+		t.Fatal("full fine-tuning of 1B at 2 × 32768 in 24 GiB was not refused")
+	}
+	for _, want := range []string{"not enough memory", "24.0 GiB is available", "32768", "method lora", "context length"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not name %q", err, want)
+		}
+	}
+	spec.ContextLength = 1024
+	if got, err := chooseContext(spec, c, dev, "", 24<<30); err != nil || got.Length != 1024 {
+		t.Errorf("context_length 1024 = %+v, %v; want it as set", got, err)
+	}
+}
