@@ -340,7 +340,7 @@ func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 		opts.LoRA = &lc
 		opts.FrozenBF16 = opts.BF16 && !cfg.MoE()
 		if err := cfg.CheckQuantizeBase(spec.LoRA.QuantizeBase); err != nil {
-			return opts, nil, &settings.Error{Setting: "lora.quantize_base", Problem: err.Error(), Fix: "train a LoRA on this model without quantize_base"}
+			return opts, &settings.Error{Setting: "lora.quantize_base", Problem: err.Error(), Fix: "train a LoRA on this model without quantize_base"}
 		}
 		opts.QuantizeBase = spec.LoRA.QuantizeBase
 	}
