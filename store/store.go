@@ -229,3 +229,17 @@ func (s *Store) WithMigrationLock(ctx context.Context, fn func() error) error {
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLockKey)
 	return fn()
 }
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	var err error
+	if s.pool != nil {
+		err = s.pool.Ping(ctx)
+	} else {
+		err = s.sqlDB.PingContext(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("store: ping %s: %w", s.d, err)
+	}
+	return nil
+}

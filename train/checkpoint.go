@@ -39,9 +39,11 @@ const ckptPrefix = "step-"
 func ckptRoot(workDir string) string { return filepath.Join(workDir, "checkpoints") }
 
 // saveCheckpoint writes st's checkpoint and prunes all but the newest keep,
-// returning its directory and the steps it pruned.
+// returning its directory and the steps it pruned. The checkpoint is
+// committed (renamed into place, older ones pruned) only if fence, called
+// just before, allows it; otherwise the temporary copy is removed.
 // a is the adapter of a LoRA run, nil for full fine-tuning.
-func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o *optim.AdamW, st ckptState, keep int) (string, []int, error) {
+func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o *optim.AdamW, st ckptState, keep int, fence func() error) (string, []int, error) {
 	root := ckptRoot(workDir)
 	final := filepath.Join(root, fmt.Sprintf("%s%08d", ckptPrefix, st.Step))
 	tmp := final + ".tmp"
@@ -66,6 +68,10 @@ func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapte
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := engine.WriteFileAtomic(filepath.Join(tmp, "state.json"), b); err != nil {
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
+	}
+	if err := fence(); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, err
 	}
 	if err := os.RemoveAll(final); err != nil {
 		return "", nil, err
@@ -124,6 +130,24 @@ func listCheckpoints(workDir string) ([]string, error) {
 	}
 	sort.Strings(dirs)
 	return dirs, nil
+}
+
+// Checkpoints lists the complete checkpoints in workDir, oldest first
+// (Pruned is empty).
+func Checkpoints(workDir string) ([]Checkpoint, error) {
+	dirs, err := listCheckpoints(workDir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Checkpoint, 0, len(dirs))
+	for _, d := range dirs {
+		st, err := readState(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Checkpoint{Step: st.Step, Epoch: st.Epoch, Dir: d})
+	}
+	return out, nil
 }
 
 // loadCheckpoint restores weights and optimizer state into m (or the
