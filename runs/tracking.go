@@ -17,11 +17,13 @@ var errFenced = errors.New("the run was claimed by another job or deleted: recor
 // tracker is one run execution's journal and the goroutine that delivers
 // it to the store.
 type tracker struct {
-	s      *Service
-	run    string
-	jobID  int64
-	j      *journal
-	lease  *leaseKeeper
+	s     *Service
+	run   string
+	jobID int64
+	j     *journal
+	lease *leaseKeeper
+	// send stores records (s.deliver); tests wrap it to fail.
+	send   func(ctx context.Context, recs []record) error
 	quit   chan struct{}
 	done   chan struct{}
 	closed bool
@@ -39,12 +41,18 @@ func (s *Service) startTracking(ctx context.Context, run string, jobID int64, wo
 	if dropped > 0 {
 		s.log.Warn("dropped undelivered records of an earlier claim of the run", "run", run, "records", dropped)
 	}
-	t := &tracker{s: s, run: run, jobID: jobID, j: j, lease: lease, quit: make(chan struct{}), done: make(chan struct{})}
+	t := s.newTracker(run, jobID, j, lease)
 	go t.loop()
 	if err := t.reconcile(ctx, workDir); err != nil {
 		s.log.Warn("reconcile checkpoints with the disk", "run", run, "err", err)
 	}
 	return t, nil
+}
+
+func (s *Service) newTracker(run string, jobID int64, j *journal, lease *leaseKeeper) *tracker {
+	t := &tracker{s: s, run: run, jobID: jobID, j: j, lease: lease, quit: make(chan struct{}), done: make(chan struct{})}
+	t.send = func(ctx context.Context, recs []record) error { return s.deliver(ctx, run, j.epoch, recs, j.key) }
+	return t
 }
 
 // reconcile journals the difference between the checkpoints on disk and
@@ -91,7 +99,7 @@ func (t *tracker) add(r record) {
 	t.s.log.Error("journal a record; sending it to the store directly", "run", t.run, "err", err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := t.s.deliver(ctx, t.run, t.j.epoch, []record{r}, t.j.key); err != nil {
+	if err := t.send(ctx, []record{r}); err != nil {
 		t.s.log.Error("record", "run", t.run, "err", err)
 	}
 }
@@ -124,7 +132,7 @@ func (t *tracker) loop() {
 				break
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := s.deliver(ctx, t.run, t.j.epoch, recs, t.j.key)
+			err := t.send(ctx, recs)
 			cancel()
 			if errors.Is(err, errFenced) {
 				s.log.Warn("records refused: the run is no longer this job's", "run", t.run, "epoch", t.j.epoch)
