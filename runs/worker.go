@@ -93,13 +93,10 @@ func (s *Service) execute(ctx context.Context, jobID int64, attempt int, name st
 	}
 	var version string
 	if trainErr == nil {
-		if err := s.fence(lease); err != nil {
-			if errors.Is(err, errLeaseLost) {
-				s.log.Warn("lease lost before registering; leaving the run to its new job", "run", name, "job", jobID)
-				return nil
-			}
-			trainErr = fmt.Errorf("register the final model: %w", err)
-		} else if version, err = s.register(bg, name, jobID, epoch, p, res); err != nil {
+		if version, err = s.registerFenced(bg, lease, p, res); errors.Is(err, errLeaseLost) {
+			s.log.Warn("lease lost before registering; leaving the run to its new job", "run", name, "job", jobID)
+			return nil
+		} else if err != nil {
 			trainErr = fmt.Errorf("register the final model: %w", err)
 		}
 	}
@@ -235,6 +232,35 @@ func (s *Service) release(ctx context.Context, name string, jobID int64) {
 	if _, err := s.st.UpdateRun(ctx, name, store.RunCond{JobID: jobID, HeldBy: s.cfg.WorkerID},
 		store.RunUpdate{LeaseOwner: &empty, LeaseUntil: &zero}); err != nil {
 		s.log.Warn("release lease", "run", name, "err", err)
+	}
+}
+
+// registerFenced registers the final model under the lease's fence; while
+// the store does not answer it tries again, for up to StoreWait.
+func (s *Service) registerFenced(ctx context.Context, k *leaseKeeper, p *params, res *train.Result) (string, error) {
+	deadline, wait, wasDown := time.Now().Add(s.cfg.StoreWait), s.cfg.RetryEvery, false
+	for {
+		if err := s.fence(k); err != nil {
+			return "", err
+		}
+		version, err := s.register(ctx, k.name, k.jobID, k.epoch, p, res)
+		if err == nil {
+			return version, nil
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		down := s.st.Ping(pctx) != nil
+		cancel()
+		// Once more after the store came back: the failure may have been
+		// the outage's.
+		if !down && !wasDown || time.Now().After(deadline) {
+			return "", err
+		}
+		if down && !wasDown {
+			s.log.Warn("register: store does not answer; trying again", "run", k.name, "err", err)
+		}
+		wasDown = down
+		time.Sleep(wait)
+		wait = min(2*wait, 16*s.cfg.RetryEvery)
 	}
 }
 

@@ -104,8 +104,23 @@ func ckptStep(dir string) (int, bool) {
 }
 
 // listCheckpoints returns complete checkpoint dirs, oldest first, and
-// removes leftovers of interrupted writes.
+// removes leftovers of interrupted writes (only the trainer of the work
+// dir may call it: a leftover may be its own write in progress).
 func listCheckpoints(workDir string) ([]string, error) {
+	return scanCheckpoints(workDir, removeLeftovers)
+}
+
+// leftovers says what scanCheckpoints does with temporary dirs.
+type leftovers bool
+
+const (
+	keepLeftovers   leftovers = false
+	removeLeftovers leftovers = true
+)
+
+// scanCheckpoints lists complete checkpoint dirs, oldest first; with
+// removeLeftovers, it also removes the temporary dirs of interrupted writes.
+func scanCheckpoints(workDir string, tmp leftovers) ([]string, error) {
 	entries, err := os.ReadDir(ckptRoot(workDir))
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -121,7 +136,9 @@ func listCheckpoints(workDir string) ([]string, error) {
 		}
 		p := filepath.Join(ckptRoot(workDir), name)
 		if strings.HasSuffix(name, ".tmp") {
-			os.RemoveAll(p)
+			if tmp == removeLeftovers {
+				os.RemoveAll(p)
+			}
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(p, "state.json")); err == nil {
@@ -133,9 +150,10 @@ func listCheckpoints(workDir string) ([]string, error) {
 }
 
 // Checkpoints lists the complete checkpoints in workDir, oldest first
-// (Pruned is empty).
+// (Pruned is empty). It only reads: a checkpoint being written meanwhile is
+// left alone.
 func Checkpoints(workDir string) ([]Checkpoint, error) {
-	dirs, err := listCheckpoints(workDir)
+	dirs, err := scanCheckpoints(workDir, keepLeftovers)
 	if err != nil {
 		return nil, err
 	}
