@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -37,5 +39,27 @@ func TestHealthChecksStore(t *testing.T) {
 	}
 	if code, out := get("/api/livez"); code != 200 || out.Status != "ok" {
 		t.Errorf("/api/livez with the store closed = %d %+v, want 200 ok", code, out)
+	}
+}
+
+// A database whose disk is full is answered 507 naming the database file,
+// not a bare 500.
+func TestDatabaseFullIs507(t *testing.T) {
+	st, path := storetest.OpenSQLite(t)
+	h := newHarness(t, st, harnessOpts{})
+	ctx := context.Background()
+	var pages int
+	if err := st.SQLDB().QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SQLDB().ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for i := 0; i < 200 && err == nil; i++ {
+		err = h.c.CreateCatalog(ctx, fmt.Sprintf("c%d", i), strings.Repeat("x", 4000))
+	}
+	if client.StatusOf(err) != 507 || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("creating catalogs in a full database: %v (status %d); want 507 naming no space left on device and %s", err, client.StatusOf(err), path)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+
+	"hone/store"
 )
 
 // noSpaceMessage tells a client that the server's disk (or quota) is full
@@ -18,7 +20,10 @@ func noSpaceMessage(err error) string {
 	}
 	var pe *fs.PathError
 	var le *os.LinkError
+	var de *store.NoSpaceError
 	switch {
+	case errors.As(err, &de):
+		return what + " writing " + de.Where
 	case errors.As(err, &pe):
 		return what + " writing " + pe.Path
 	case errors.As(err, &le):
