@@ -78,7 +78,7 @@ func TestPostgresRestartDuringRun(t *testing.T) {
 	// Training goes on meanwhile: wait until it has saved (and pruned)
 	// checkpoints without the database, well within the lease.
 	work := filepath.Join(home, "runs", run.Name, "work")
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		cks, _ := train.Checkpoints(work)
 		if len(cks) > 0 && cks[len(cks)-1].Step >= during {
 			break
@@ -156,8 +156,8 @@ func TestPostgresRestartDuringRun(t *testing.T) {
 	t.Logf("database stopped after step %d was recorded; %d steps trained in all", before, steps)
 }
 
-// serveWithRetry is serveInProcess with quick store retries; it also
-// returns the server's URL.
+// serveWithRetry is serveInProcess with quick store retries and a lease
+// longer than the outage; it also returns the server's URL.
 func serveWithRetry(t *testing.T, st *store.Store, home, data string) (*client.Client, string) {
 	t.Helper()
 	ctx := context.Background()
@@ -170,7 +170,8 @@ func serveWithRetry(t *testing.T, st *store.Store, home, data string) (*client.C
 		Confine: func(p string) (string, error) { return svc.Confine(p) }})
 	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: res, Home: home,
 		DataRoots: []string{data}, Work: true, FetchPoll: 50 * time.Millisecond, RetryEvery: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		LeaseTTL: 2 * time.Minute, // outlives the outage on a slow machine: the fence needs no store meanwhile
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
