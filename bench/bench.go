@@ -36,6 +36,9 @@ type TrainSpec struct {
 	LoRARank    int
 	LoRAAlpha   float64
 	LoRATargets []string
+	// QuantizeBase "nf4" (with LoRARank) holds the frozen base's layer
+	// matrices in NF4 (QLoRA, engine.Options.QuantizeBase).
+	QuantizeBase string
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
 }
@@ -52,6 +55,8 @@ type TrainResult struct {
 	LoRARank     int       `json:"lora_rank,omitempty"`
 	LoRATargets  []string  `json:"lora_targets,omitempty"`
 	FrozenBF16   bool      `json:"frozen_bf16,omitempty"`
+	QuantizeBase string    `json:"quantize_base,omitempty"`
+	NF4Bytes     int64     `json:"nf4_bytes,omitempty"` // the quantized matrices' storage
 	Seq          int       `json:"seq"`
 	Batch        int       `json:"batch"`
 	Steps        int       `json:"steps"`
@@ -85,6 +90,12 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if s.Seq <= 0 || s.Batch <= 0 || s.Steps <= 0 {
 		return nil, fmt.Errorf("bench: seq, batch and steps must be positive")
 	}
+	if s.QuantizeBase != "" && s.LoRARank <= 0 {
+		return nil, fmt.Errorf("bench: --quantize-base %s quantizes a frozen base; give --lora-rank", s.QuantizeBase)
+	}
+	if err := s.Config.CheckQuantizeBase(s.QuantizeBase); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
 	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
 	if err != nil {
 		return nil, err
@@ -108,7 +119,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	m.InitRandom(s.Seed)
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
 		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: s.Batch, Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
-		FrozenBF16: opts.FrozenBF16, Notes: notes}
+		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), Notes: notes}
 	step, err := s.stepper(m, res)
 	if err != nil {
 		return nil, err
@@ -157,7 +168,7 @@ func (s TrainSpec) options() engine.Options {
 		if lc.Alpha == 0 {
 			lc.Alpha = 2 * float64(s.LoRARank)
 		}
-		o.LoRA, o.FrozenBF16 = &lc, o.BF16
+		o.LoRA, o.FrozenBF16, o.QuantizeBase = &lc, o.BF16, s.QuantizeBase
 	}
 	return o
 }

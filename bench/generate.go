@@ -13,7 +13,7 @@ import (
 
 // GenerateSpec describes one decoding benchmark: Streams sequences of
 // PromptTokens random tokens each, decoded together NewTokens steps on the
-// serving path (generate.StepBatch, greedy).
+// serving path (generate.StepBatch), greedy or sampled at Temperature.
 type GenerateSpec struct {
 	Dir          string // model directory
 	Streams      int
@@ -22,6 +22,9 @@ type GenerateSpec struct {
 	Threads      int
 	Seed         uint64
 	Precision    string // of the weights decoding reads: fp32 (default, as hone serve) or bf16
+	// Temperature 0 decodes greedily; above it each stream samples (no
+	// top-k or top-p), seeded from Seed.
+	Temperature float64
 	// KernelTimes, when non-nil, receives time per device method over the
 	// timed steps.
 	KernelTimes func(lines []string)
@@ -118,8 +121,9 @@ func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int
 	}()
 	start := time.Now()
 	for i := range seqs {
-		// Greedy, no stop ids: every stream runs its whole budget.
-		if seqs[i], err = generate.NewSequence(m, prompts[i], generate.Params{MaxNewTokens: s.NewTokens + 2}, 0); err != nil {
+		// No stop ids: every stream runs its whole budget.
+		p := generate.Params{MaxNewTokens: s.NewTokens + 2, Temperature: s.Temperature, Seed: s.Seed + uint64(i)}
+		if seqs[i], err = generate.NewSequence(m, prompts[i], p, 0); err != nil {
 			return nil, nil, err
 		}
 		if _, _, err := seqs[i].Step(); err != nil {

@@ -78,6 +78,9 @@ type LoRA struct {
 	Dropout       *float64 `json:"dropout,omitempty"` // 0: none; unset: the default
 	TargetModules []string `json:"target_modules,omitempty"`
 	UseRSLoRA     bool     `json:"use_rslora,omitempty"` // scale by alpha/sqrt(r)
+	// QuantizeBase "nf4" holds the frozen base in 4-bit NormalFloat while
+	// training (QLoRA); the result merges into the unquantized base.
+	QuantizeBase string `json:"quantize_base,omitempty"`
 }
 
 // Optimizer holds AdamW and schedule settings; unset fields take the
@@ -85,6 +88,10 @@ type LoRA struct {
 // clipping, no warmup) are pointers: nil means the default, a pointer to 0
 // means 0.
 type Optimizer struct {
+	// Name is "adamw" (the default) or "lionw" (the hosted product's
+	// DecoupledLionW: one moment, no eps, default learning rate 5e-7 for
+	// full fine-tuning, weight decay scaled by the schedule only).
+	Name        string   `json:"name,omitempty"`
 	Beta1       *float64 `json:"beta1,omitempty"`
 	Beta2       *float64 `json:"beta2,omitempty"`
 	Eps         float64  `json:"eps,omitempty"`

@@ -10,6 +10,7 @@ import (
 
 	"hone/chattemplate"
 	"hone/engine"
+	"hone/safetensors"
 	"hone/tokenizer"
 )
 
@@ -77,6 +78,22 @@ func loadModel(dir string, task Task, ctxLen int) (*model, error) {
 		m.padID = 0 // never scored and never attended to: any id in range will do
 	}
 	return m, nil
+}
+
+// checkWeights holds the model's safetensors headers to its config.json
+// (engine.CheckModelFiles) when the directory has weights: data can be
+// checked against a tokenizer-only directory, but weights that would fail
+// to load are refused here rather than after a run's data preparation.
+func checkWeights(dir string) error {
+	for _, name := range []string{safetensors.SingleFileName, safetensors.IndexFileName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			if _, err := engine.CheckModelFiles(dir); err != nil {
+				return fmt.Errorf("dataset: %w", err)
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // templateSource is the chat template text ("" when none was loaded).

@@ -127,6 +127,9 @@ func Validate(ctx context.Context, modelDir string, task Task, dataPath string, 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkWeights(modelDir); err != nil {
+		return nil, err
+	}
 	src, probs, err := openSource(ctx, dataPath, task, opt, false)
 	if err != nil {
 		return nil, err

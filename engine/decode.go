@@ -37,6 +37,9 @@ type stepBufs struct {
 
 // NewDecoder starts an empty sequence of at most max tokens.
 func (m *Model) NewDecoder(max int) (*Decoder, error) {
+	if m.nf4 != nil {
+		return nil, errNF4("decode")
+	}
 	if m.Opt.FrozenBF16 && m.Config.MoE() {
 		return nil, errFrozenBF16("decode a mixture of experts")
 	}

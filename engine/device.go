@@ -151,6 +151,9 @@ type Device interface {
 	// non-nil it also receives the updated p rounded to bf16, saving the
 	// separate pass over the weights that BF16 mode needs each step.
 	AdamW(p, g, m, v []float32, p16 []uint16, s AdamWStep)
+	// LionW updates p in place from gradient g and its one moment m (all
+	// the same length); see LionWStep. p16 is as for AdamW.
+	LionW(p, g, m []float32, p16 []uint16, s LionWStep)
 }
 
 // MatMulFlags name the variants of a matrix product, so call sites read
@@ -159,6 +162,17 @@ type MatMulFlags struct {
 	TransA bool // a is stored (k,m)
 	TransB bool // b is stored (n,k)
 	Acc    bool // c += product instead of c = product
+}
+
+// LionWStep holds the scalars of one LionW update of one parameter range:
+// p ← p·Decay − LR·sign(β1·m + (1−β1)·g), then m ← β2·m + (1−β2)·g, with
+// sign(0) = 0 and g scaled by GradScale (0 means 1) as it is read.
+type LionWStep struct {
+	LR, Beta1, Beta2 float32
+	// Decay multiplies p before the update: 1 − (lr/peak lr)·weight decay,
+	// the decoupled decay of composer's DecoupledLionW, so 1 is none.
+	Decay     float32
+	GradScale float32
 }
 
 // AdamWStep holds the scalars of one AdamW update of one parameter range.

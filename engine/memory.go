@@ -23,8 +23,8 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 	if opt.LoRA != nil {
 		pa, _ := c.adapterSize(*opt.LoRA)
 		r := int64(opt.LoRA.Rank)
-		bytes += 4*pa*4 + 4*r*r + 4*3*N*r // params, grads, m, v; scale matrix; (N,r) scratch ×3
-		if opt.LoRA.Dropout > 0 {         // the dropped input and its gradient, and the host mask: (N, widest input) ×3
+		bytes += 4*pa*(2+opt.optimizerStates()) + 4*r*r + 4*3*N*r // params, grads, optimizer state; scale matrix; (N,r) scratch ×3
+		if opt.LoRA.Dropout > 0 {                                 // the dropped input and its gradient, and the host mask: (N, widest input) ×3
 			bytes += 4 * 3 * N * int64(c.adaptedMaxIn(*opt.LoRA))
 		}
 	}
@@ -60,6 +60,9 @@ func (c *Config) MemoryEstimate(dev Device, opt Options, B, T int) int64 {
 // their bf16 copies, gradients and AdamW moments, as New and the optimizer
 // allocate them for opt.
 func (c *Config) weightBytes(opt Options) int64 {
+	if opt.QuantizeBase != "" {
+		return c.nf4WeightBytes(opt)
+	}
 	P, vec := c.NumParams(), int64(specsSize(c.vectorSpecs()))
 	if opt.FrozenBF16 { // bf16 matrices; fp32 norms and biases and their unused gradients
 		return 2*P + 4*vec + 4*vec
@@ -68,7 +71,7 @@ func (c *Config) weightBytes(opt Options) int64 {
 	if opt.LoRA != nil {
 		bytes += 4 * vec // a frozen base: gradients of the norms and biases only, no moments
 	} else {
-		bytes += 3 * 4 * P // gradients, AdamW m and v
+		bytes += (1 + opt.optimizerStates()) * 4 * P // gradients, optimizer state (AdamW m and v, LionW m)
 	}
 	if opt.BF16 && !opt.CompactBF16 {
 		bytes += 2 * P

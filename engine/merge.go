@@ -13,6 +13,9 @@ func (m *Model) Merge(a *Adapter) error {
 	if len(a.p) != m.Config.NumHiddenLayers || a.dev != m.Dev {
 		return fmt.Errorf("merge: the adapter was not made for this model")
 	}
+	if m.nf4 != nil {
+		return errNF4("merge")
+	}
 	if m.Opt.FrozenBF16 {
 		return errFrozenBF16("merge")
 	}

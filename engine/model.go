@@ -57,10 +57,32 @@ type Options struct {
 	// MemoryEstimate and Fit count the adapter's weights, gradients, AdamW
 	// moments and scratch. New does not create the adapter (NewAdapter).
 	LoRA *LoRAConfig
+	// QuantizeBase "nf4" holds the base's layer matrices only in NF4
+	// (QLoRA; see nf4.go), dequantized a layer at a time as the layer
+	// runs: about 0.53 bytes a weight. Like FrozenBF16 the base is frozen
+	// and cannot be saved, merged into or decoded; with BF16 the layers
+	// compute in bf16, else in fp32 on the dequantized values. Only Llama
+	// and Mistral models (Config.CheckQuantizeBase).
+	QuantizeBase string
+	// NF4SingleScale keeps the NF4 blocks' absmax scales in fp32 instead
+	// of QLoRA's double quantization (8-bit scales in blocks of 256).
+	NF4SingleScale bool
+	// OptimizerStates is how many fp32 state buffers the optimizer keeps
+	// per trained parameter, for MemoryEstimate and Fit: 2 for AdamW's
+	// moments (also when 0), 1 for LionW's.
+	OptimizerStates int
+}
+
+// optimizerStates is OptimizerStates with its default.
+func (o Options) optimizerStates() int64 {
+	if o.OptimizerStates <= 0 {
+		return 2
+	}
+	return int64(o.OptimizerStates)
 }
 
 // frozenBase says the base takes no gradients, so none are allocated.
-func (o Options) frozenBase() bool { return o.FrozenBF16 || o.LoRA != nil }
+func (o Options) frozenBase() bool { return o.FrozenBF16 || o.LoRA != nil || o.QuantizeBase != "" }
 
 // Model holds parameters, gradients and activation buffers for one config.
 type Model struct {
@@ -97,6 +119,7 @@ type Model struct {
 	acts             *activations
 	lora             *Adapter  // attached LoRA adapter (see Attach); nil for full fine-tuning
 	ownedLoRA        *Adapter  // the adapter LoadWithAdapter attached: Close closes it
+	nf4              *nf4Base  // the quantized matrices of a frozen NF4 base (Options.QuantizeBase)
 	step             stepBufs  // DecodeStep's buffers
 	stepHost         []float32 // DecodeStep's logits on the host
 }
@@ -147,6 +170,10 @@ func New(c *Config, dev Device, opt Options) *Model {
 	}
 	if opt.FrozenBF16 {
 		opt.BF16, opt.CompactBF16 = true, false
+	}
+	if opt.QuantizeBase != "" {
+		opt.FrozenBF16, opt.CompactBF16 = opt.BF16, false
+		return newNF4(c, dev, opt)
 	}
 	n := int(c.NumParams())
 	m := &Model{Config: c, Dev: dev, Opt: opt}
@@ -300,6 +327,7 @@ func (m *Model) Close() {
 	if m.ownedLoRA != nil {
 		m.ownedLoRA.Close()
 	}
+	m.freeNF4()
 	*m = Model{Config: m.Config, Dev: d, Opt: m.Opt}
 }
 
@@ -409,6 +437,10 @@ func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, 
 // an empty Layer in fp32 mode.
 func (m *Model) w16Layer(l int) *Layer[uint16] {
 	switch {
+	case m.nf4 != nil && m.bf16:
+		return m.nf4Layer16(l)
+	case m.nf4 != nil:
+		return &Layer[uint16]{}
 	case m.w16 != nil:
 		return &m.w16.Layers[l]
 	case m.bf16:
@@ -451,7 +483,7 @@ func (m *Model) refresh16() {
 // layerForward runs decoder layer l from res[l] into res[l+1].
 func (m *Model) layerForward(l int, bt *Batch) {
 	c, d, a := m.Config, m.Dev, m.acts
-	p, h, la := &m.Params.Layers[l], m.w16Layer(l), m.layerActs(l)
+	p, h, la := m.layerParams(l), m.w16Layer(l), m.layerActs(l)
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	eps := float32(c.RMSNormEps)
 	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
@@ -493,7 +525,7 @@ func (m *Model) layerForward(l int, bt *Batch) {
 // res[l] in place, adding parameter gradients into m.Grads.
 func (m *Model) layerBackward(l int, bt *Batch) {
 	c, d, a := m.Config, m.Dev, m.acts
-	p, h, g, la, s := &m.Params.Layers[l], m.w16Layer(l), &m.Grads.Layers[l], m.layerActs(l), &a.scr
+	p, h, g, la, s := m.layerParams(l), m.w16Layer(l), &m.Grads.Layers[l], m.layerActs(l), &a.scr
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	dres := s.dres[:N*C]
 

@@ -31,8 +31,14 @@ func Load(dir string, dev Device, opt Options) (*Model, error) {
 	}
 	defer st.Close()
 	m := New(c, dev, opt)
+	if err := c.CheckQuantizeBase(opt.QuantizeBase); err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
 	load := loadWeights
-	if opt.FrozenBF16 {
+	switch {
+	case opt.QuantizeBase != "":
+		load = loadWeightsNF4
+	case opt.FrozenBF16:
 		load = loadWeightsBF16
 	}
 	if err := checkTensors(m.Config, st); err != nil {
@@ -56,7 +62,10 @@ func checkTensors(c *Config, st *safetensors.Model) error {
 			return fmt.Errorf("tensor %q is missing from the checkpoint (config %s)", s.Name, c.describe())
 		}
 		if !slices.Equal(info.Shape, s.Shape) {
-			return fmt.Errorf("tensor %q has shape %v, config.json implies %v", s.Name, info.Shape, s.Shape)
+			return fmt.Errorf("%s: tensor %q has shape %v, config.json implies %v (%s)", st.PathOf(s.Name), s.Name, info.Shape, s.Shape, c.describeShapes())
+		}
+		if !info.DType.Float32Convertible() {
+			return fmt.Errorf("%s: tensor %q has dtype %s; model weights must be F32, BF16 or F16", st.PathOf(s.Name), s.Name, info.DType)
 		}
 	}
 	for _, info := range st.Tensors() {
@@ -108,6 +117,9 @@ var filesCopied = []string{
 func (m *Model) Save(dir string, opt SaveOptions) error {
 	if opt.DType == "" {
 		opt.DType = safetensors.BF16
+	}
+	if m.nf4 != nil {
+		return errNF4("save model")
 	}
 	if m.Opt.FrozenBF16 {
 		return errFrozenBF16("save model")
@@ -213,6 +225,10 @@ func copyFileAtomic(src, dst string) error {
 // norms 1, biases 0. Each tensor draws from its own stream seeded by (seed,
 // index), so tensors fill in parallel and the result depends only on seed.
 func (m *Model) InitRandom(seed uint64) {
+	if m.nf4 != nil {
+		m.initRandomNF4(seed)
+		return
+	}
 	if m.Opt.FrozenBF16 {
 		m.initRandomBF16(seed)
 		return

@@ -199,3 +199,8 @@ func (td *TimedDevice) AdamW(p, g, m, v []float32, p16 []uint16, s AdamWStep) {
 	defer td.since("AdamW", time.Now())
 	td.Device.AdamW(p, g, m, v, p16, s)
 }
+
+func (td *TimedDevice) LionW(p, g, m []float32, p16 []uint16, s LionWStep) {
+	defer td.since("LionW", time.Now())
+	td.Device.LionW(p, g, m, p16, s)
+}

@@ -6,9 +6,11 @@ package generate
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"hone/engine"
 )
@@ -153,9 +155,28 @@ func StepBatch(seqs []*Sequence) ([]int, error) {
 		return nil, err
 	}
 	ids := make([]int, len(seqs))
-	for i, s := range seqs {
-		ids[i] = s.accept(logits[i])
+	sampled := slices.ContainsFunc(seqs, func(s *Sequence) bool { return s.p.Temperature > 0 })
+	workers := min(runtime.GOMAXPROCS(0), len(seqs))
+	if !sampled || workers < 2 { // an arg-max is too cheap to share out
+		for i, s := range seqs {
+			ids[i] = s.accept(logits[i])
+		}
+		return ids, nil
 	}
+	// Sampling reads the whole vocabulary's logits: the sequences, each
+	// with its own random source, sample on all cores.
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(seqs); i = int(next.Add(1) - 1) {
+				ids[i] = seqs[i].accept(logits[i])
+			}
+		}()
+	}
+	wg.Wait()
 	return ids, nil
 }
 
@@ -173,66 +194,3 @@ func (s *Sequence) Close() {
 
 // Tokens returns the tokens sampled so far, a stop token included.
 func (s *Sequence) Tokens() []int { return s.out }
-
-// Sample draws one token id from logits as HF's sampling does: temperature,
-// then top-k, then top-p (nucleus) filtering.
-func Sample(logits []float32, p Params, r *rand.Rand) int {
-	if p.Temperature <= 0 {
-		best := 0
-		for i, v := range logits {
-			if v > logits[best] {
-				best = i
-			}
-		}
-		return best
-	}
-	type cand struct {
-		id int
-		l  float64
-	}
-	c := make([]cand, len(logits))
-	for i, v := range logits {
-		c[i] = cand{i, float64(v) / p.Temperature}
-	}
-	slices.SortFunc(c, func(a, b cand) int {
-		if a.l != b.l {
-			if a.l > b.l {
-				return -1
-			}
-			return 1
-		}
-		return a.id - b.id
-	})
-	if p.TopK > 0 && p.TopK < len(c) {
-		c = c[:p.TopK]
-	}
-	probs := make([]float64, len(c))
-	var sum float64
-	for i := range c {
-		probs[i] = math.Exp(c[i].l - c[0].l)
-		sum += probs[i]
-	}
-	keep := len(c)
-	if p.TopP > 0 && p.TopP < 1 {
-		var cum float64
-		for i := range probs {
-			cum += probs[i] / sum
-			if cum >= p.TopP {
-				keep = i + 1
-				break
-			}
-		}
-	}
-	var total float64
-	for _, q := range probs[:keep] {
-		total += q
-	}
-	u := r.Float64() * total
-	for i, q := range probs[:keep] {
-		u -= q
-		if u < 0 {
-			return c[i].id
-		}
-	}
-	return c[keep-1].id
-}

@@ -154,7 +154,7 @@ func compareArena(t *testing.T, step int, what string, fx *adamwFixture, specs [
 		for j, wv := range w {
 			got := float64(arena[specs[i].Offset+j])
 			if math.Abs(got-wv) > tol*math.Max(1, math.Abs(wv)) {
-				t.Fatalf("step %d: %s %s[%d] = %.9g, torch.optim.AdamW %.9g (decay %v)", step, what, p.Name, j, got, wv, p.Decay)
+				t.Fatalf("step %d: %s %s[%d] = %.9g, reference %.9g (decay %v)", step, what, p.Name, j, got, wv, p.Decay)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -51,43 +52,46 @@ func (s *Service) Create(ctx context.Context, req client.CreateRunRequest) (*cli
 	if err != nil {
 		return nil, err
 	}
-	raw, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("runs: encode params: %w", err)
-	}
-	now := s.clock()
-	run := &store.Run{Name: name, User: req.User, ExperimentPath: req.ExperimentPath, Status: store.StatusQueued,
-		Params: string(raw), RegisterTo: req.RegisterTo, CreatedAt: now}
-	err = s.st.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.EnsureExperiment(ctx, store.Experiment{Path: run.ExperimentPath, User: run.User, CreatedAt: now}); err != nil {
-			return err
-		}
-		if err := tx.InsertRun(ctx, run); err != nil {
-			return err
-		}
-		id, err := s.q.insertTx(ctx, tx, TrainArgs{Run: name})
-		if err != nil {
-			return err
-		}
-		run.JobID = id
-		if _, err := tx.UpdateRun(ctx, name, store.RunCond{}, store.RunUpdate{JobID: &id}); err != nil {
-			return err
-		}
-		for _, e := range []store.Event{
-			{Time: now, Type: string(store.StatusPending), Message: fmt.Sprintf("run created by %s from %s; will register to %s", run.User, p.Model.Ref, p.Target)},
-			{Time: now, Type: string(store.StatusQueued), Message: "inputs validated; waiting for a worker"},
-		} {
-			if err := tx.AddEvent(ctx, name, e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err = s.st.InTx(ctx, func(tx *store.Tx) error { return s.insertRun(ctx, tx, p, name, s.clock()) })
 	if err != nil {
 		return nil, fmt.Errorf("create run: %w", err)
 	}
-	s.log.Info("run created", "run", name, "user", run.User, "model", p.Model.Ref, "register_to", p.Target)
+	s.log.Info("run created", "run", name, "user", p.Request.User, "model", p.Model.Ref, "register_to", p.Target)
 	return s.Get(ctx, name)
+}
+
+// insertRun inserts the checked run p as name, with its experiment, its
+// queue job and its first events, in tx.
+func (s *Service) insertRun(ctx context.Context, tx *store.Tx, p *params, name string, now time.Time) error {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("runs: encode params: %w", err)
+	}
+	req := &p.Request
+	run := &store.Run{Name: name, User: req.User, ExperimentPath: req.ExperimentPath, Status: store.StatusQueued,
+		Params: string(raw), RegisterTo: req.RegisterTo, CreatedAt: now}
+	if err := tx.EnsureExperiment(ctx, store.Experiment{Path: run.ExperimentPath, User: run.User, CreatedAt: now}); err != nil {
+		return err
+	}
+	if err := tx.InsertRun(ctx, run); err != nil {
+		return err
+	}
+	id, err := s.q.insertTx(ctx, tx, TrainArgs{Run: name})
+	if err != nil {
+		return err
+	}
+	if _, err := tx.UpdateRun(ctx, name, store.RunCond{}, store.RunUpdate{JobID: &id}); err != nil {
+		return err
+	}
+	for _, e := range []store.Event{
+		{Time: now, Type: string(store.StatusPending), Message: fmt.Sprintf("run created by %s from %s; will register to %s", run.User, p.Model.Ref, p.Target)},
+		{Time: now, Type: string(store.StatusQueued), Message: "inputs validated; waiting for a worker"},
+	} {
+		if err := tx.AddEvent(ctx, name, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // prepare checks and normalises req, confines its paths, resolves the model
@@ -134,7 +138,9 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, invalidf("train_data_version %d: a Delta table version is 0 or more; omit it for the latest", *v)
 	}
 	if o := req.Optimizer; o != nil {
-		spec.AdamW = optimizerConfig(o)
+		if err := optimizerSpec(o, &spec); err != nil {
+			return nil, invalidf("%v", err)
+		}
 		spec.WarmupFrac, spec.Decay, spec.FinalLRMult = o.WarmupFrac, o.Decay, o.FinalLRMult
 	}
 	loraSpec(req, &spec)
@@ -166,7 +172,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 func loraSpec(req *client.CreateRunRequest, spec *train.Spec) {
 	spec.Method, spec.Adapter, spec.AdapterOnly = req.Method, req.AdapterPath, req.RegisterAdapter
 	if l := req.LoRA; l != nil {
-		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA}
+		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA, QuantizeBase: l.QuantizeBase}
 	}
 }
 
@@ -178,7 +184,7 @@ func showLoRA(sp train.Spec) (string, *client.LoRA) {
 		return method, nil
 	}
 	l := sp.LoRA
-	return method, &client.LoRA{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, TargetModules: l.Targets, UseRSLoRA: l.RSLoRA}
+	return method, &client.LoRA{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, TargetModules: l.Targets, UseRSLoRA: l.RSLoRA, QuantizeBase: l.QuantizeBase}
 }
 
 // pinVersion is catalog.schema.model/N of a base model given as a catalog

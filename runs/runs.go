@@ -88,6 +88,10 @@ type Config struct {
 	// end of a run (its records delivered, its outcome recorded) and for
 	// confirming its lease before a commit; default 10m.
 	StoreWait time.Duration
+	// StopGrace bounds how long a cancelled or shut-down run may take to
+	// return before the worker stops waiting for it (blocked in I/O: a
+	// FIFO, a stalled network file system); default 5s.
+	StopGrace time.Duration
 }
 
 // Service implements the runs API and worker.
@@ -166,6 +170,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.RetryEvery < 0 || cfg.StoreWait < 0 {
 		return nil, fmt.Errorf("runs: bad retry config: retry every %s, store wait %s", cfg.RetryEvery, cfg.StoreWait)
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 5 * time.Second
 	}
 	if cfg.Concurrency < 0 || cfg.LeaseTTL < 0 || cfg.PollEvery <= 0 || cfg.PollEvery >= cfg.LeaseTTL || cfg.FetchPoll < time.Millisecond {
 		return nil, fmt.Errorf("runs: bad timing config: concurrency %d, lease %s, poll %s, fetch poll %s",

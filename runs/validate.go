@@ -52,6 +52,7 @@ func (s *Service) Validate(ctx context.Context, req client.CreateRunRequest) (*c
 		out.Request.LearningRate, out.Request.BatchRows, out.Request.GradAccum = sp.LearningRate, sp.BatchRows, sp.GradAccum
 		out.Request.CheckpointEvery, out.Request.KeepCheckpoints, out.Request.Precision = sp.CheckpointEvery, sp.KeepCheckpoints, sp.Precision
 		out.Request.Method, out.Request.LoRA = showLoRA(sp)
+		out.Request.Optimizer = showOptimizer(sp, out.Request.Optimizer)
 	}
 	if p != nil && p.Validation != "" {
 		if json.Valid([]byte(p.Validation)) {

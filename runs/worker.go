@@ -85,7 +85,7 @@ func (s *Service) execute(ctx context.Context, jobID int64, attempt int, name st
 		tr.event(string(store.StatusStarting), "worker %s picked up the run; preparing data in %s", s.cfg.WorkerID, workDir)
 	}
 	obs := s.newObserver(name, jobID, tr, workDir)
-	res, trainErr := s.tr.Run(trainCtx, p.Spec, workDir, obs)
+	res, trainErr := s.trainBounded(trainCtx, p.Spec, workDir, obs)
 	cause := context.Cause(trainCtx)
 	if errors.Is(cause, errLeaseLost) || lease.isLost() {
 		s.log.Warn("lease lost; leaving the run to its new job", "run", name, "job", jobID)

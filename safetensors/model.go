@@ -145,6 +145,14 @@ func (m *Model) Info(name string) (TensorInfo, bool) {
 	return f.Info(name)
 }
 
+// PathOf is the path of the file holding the named tensor ("" if none).
+func (m *Model) PathOf(name string) string {
+	if f, ok := m.byName[name]; ok {
+		return f.path
+	}
+	return ""
+}
+
 func (m *Model) file(name string) (*File, error) {
 	f, ok := m.byName[name]
 	if !ok {

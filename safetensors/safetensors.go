@@ -71,6 +71,10 @@ func (d DType) Valid() bool { return dtypeSizes[d] != 0 }
 // convertible reports whether Float32 and the writers handle d.
 func (d DType) convertible() bool { return d == F32 || d == BF16 || d == F16 }
 
+// Float32Convertible reports whether values of d convert to and from
+// float32 (F32, BF16, F16): the dtypes model weights can have.
+func (d DType) Float32Convertible() bool { return d.convertible() }
+
 // TensorInfo describes one tensor in a file's header.
 type TensorInfo struct {
 	Name    string

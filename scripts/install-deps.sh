@@ -2,9 +2,10 @@
 # Installs the system packages hone needs to build and test. Idempotent:
 # packages already present are not reinstalled and apt is not updated.
 set -euo pipefail
+# python3: the Python client (python/) is tested with Debian's interpreter.
 # chromium: the web UI's browser tests drive it headless (no browser download);
 # `install-deps.sh build` leaves it out (the main job needs no browser).
-need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm)
+need=(libdnnl-dev gcc pkg-config curl unzip nodejs npm python3)
 [[ ${1:-} == build ]] || need+=(chromium)
 missing=()
 for p in "${need[@]}"; do

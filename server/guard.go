@@ -53,10 +53,29 @@ func checkContentType(r *http.Request) string {
 		}
 		return fmt.Sprintf("Content-Type %q: send the file with Content-Type: application/octet-stream", ct)
 	}
+	if r.URL.Path == oaiFilesPath {
+		return checkMultipart(r, mt, err)
+	}
 	if err == nil && mt == "application/json" {
 		return ""
 	}
 	return fmt.Sprintf("Content-Type %q: send the JSON body with Content-Type: application/json", ct)
+}
+
+// checkMultipart admits the OpenAI file upload, multipart/form-data as the
+// official clients send it. A cross-site HTML form can send that type
+// without a preflight, so it is taken only with an Authorization header,
+// which no form can set (and a script only after a CORS preflight, which
+// hone never grants): the clients always send their API key there.
+func checkMultipart(r *http.Request, mt string, err error) string {
+	if err != nil || mt != "multipart/form-data" {
+		return fmt.Sprintf("Content-Type %q: upload the file as multipart/form-data (fields purpose and file)", r.Header.Get("Content-Type"))
+	}
+	if r.Header.Get("Authorization") == "" {
+		return "a multipart upload needs an Authorization header (Bearer <API key>; any key when the server has no token): " +
+			"browser forms cannot send one, so this keeps other web pages from uploading"
+	}
+	return ""
 }
 
 // hostOnly strips the port from a Host header value, and the brackets

@@ -117,12 +117,11 @@ type oaiCommon struct {
 
 type oaiChatRequest struct {
 	oaiCommon
-	Messages []struct {
-		Role    string     `json:"role"`
-		Content oaiContent `json:"content"`
-	} `json:"messages"`
-	MaxCompletionTokens *int            `json:"max_completion_tokens"`
-	Tools               json.RawMessage `json:"tools"`
+	// Messages are decoded one by one in native, so that an error names
+	// the message at fault (messages[2].content).
+	Messages            []json.RawMessage `json:"messages"`
+	MaxCompletionTokens *int              `json:"max_completion_tokens"`
+	Tools               json.RawMessage   `json:"tools"`
 }
 
 type oaiCompletionRequest struct {
@@ -172,14 +171,41 @@ func (r *oaiChatRequest) native() (client.GenerateRequest, error) {
 	if len(r.Messages) == 0 {
 		return req, badParam("messages", "messages is required")
 	}
-	for _, m := range r.Messages {
-		role := m.Role
-		if role == "developer" { // OpenAI's newer name for the system role
-			role = "system"
+	for i, raw := range r.Messages {
+		m, err := decodeMessage(i, raw)
+		if err != nil {
+			return req, err
 		}
-		req.Messages = append(req.Messages, client.ChatMessage{Role: role, Content: string(m.Content)})
+		req.Messages = append(req.Messages, m)
 	}
 	return req, nil
+}
+
+// decodeMessage reads messages[i]: an object with a string role and a
+// content that is a string, a list of text parts or null. The role itself
+// is checked by package serving, for the native API too.
+func decodeMessage(i int, raw json.RawMessage) (client.ChatMessage, error) {
+	field := fmt.Sprintf("messages[%d]", i)
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return client.ChatMessage{}, badParam(field, field+": want an object with role and content")
+	}
+	var role string
+	if r, ok := m["role"]; !ok {
+		return client.ChatMessage{}, badParam(field+".role", field+".role is missing: want system, user or assistant")
+	} else if err := json.Unmarshal(r, &role); err != nil {
+		return client.ChatMessage{}, badParam(field+".role", field+".role: want a string (system, user or assistant)")
+	}
+	if role == "developer" { // OpenAI's newer name for the system role
+		role = "system"
+	}
+	var content oaiContent
+	if c, ok := m["content"]; !ok {
+		return client.ChatMessage{}, badParam(field+".content", field+".content is missing")
+	} else if err := json.Unmarshal(c, &content); err != nil {
+		return client.ChatMessage{}, badParam(field+".content", fmt.Sprintf("%s.%v", field, err))
+	}
+	return client.ChatMessage{Role: role, Content: string(content)}, nil
 }
 
 func (r *oaiCompletionRequest) native() (client.GenerateRequest, error) {

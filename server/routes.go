@@ -27,12 +27,15 @@ func (s *Server) routes() {
 		return out, nil
 	}))
 	s.runRoutes()
+	s.sweepRoutes()
 	s.catalogRoutes()
 	s.generateRoutes()
 	s.openAIRoutes()
 	s.uiRoutes()
 	s.volumeRoutes()
 	s.endpointRoutes()
+	s.fineTuningRoutes()
+	s.servingEndpointRoutes()
 }
 
 // runRoutes are the runs API: create, list, inspect, cancel, resume, delete.

@@ -13,7 +13,12 @@
 // refuses to serve beyond loopback without one of at least MinTokenLen
 // characters. Without a token, requests under a foreign Host (DNS
 // rebinding) or from a foreign Origin (another web page) are refused; every
-// request body must be declared application/json. Errors map to HTTP
+// request body must be declared application/json, except volume uploads
+// (application/octet-stream) and OpenAI file uploads (multipart/form-data,
+// taken only with an Authorization header, which no cross-site form can
+// send). The OpenAI fine-tuning API (/v1/files, /v1/fine_tuning/jobs) and
+// the hosted product's /serving-endpoints routes translate to the runs and
+// completion APIs and are guarded as /v1 is. Errors map to HTTP
 // statuses in one place (statusOf); every /api error body is client.Error,
 // every /v1 error body is OpenAI's {"error": {...}}; a 5xx body names the
 // request id (header X-Request-Id) under which the cause is logged.
@@ -54,6 +59,12 @@ type Config struct {
 	// serving.New with its defaults (one model in memory).
 	Serving *serving.Service
 	Clock   func() time.Time
+	// OpenAISchema is the catalog schema of the OpenAI fine-tuning API:
+	// uploaded files live in its volume "files", fine-tuned models are
+	// registered in it; default "main.openai" (created when first used).
+	OpenAISchema string
+	// MaxUploadBytes bounds one file uploaded to /v1/files; default 512 MiB.
+	MaxUploadBytes int64
 }
 
 // Server serves the API.
@@ -66,6 +77,7 @@ type Server struct {
 	mux   *http.ServeMux
 	serve *serving.Service
 	clock func() time.Time
+	oai   oaiFineTuning
 }
 
 // New validates cfg and builds the routes.
@@ -88,8 +100,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	oai, err := newOAIFineTuning(cfg.OpenAISchema, cfg.MaxUploadBytes)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{runs: cfg.Runs, cat: cfg.Catalog, token: []byte(cfg.Token), log: cfg.Logger, max: cfg.MaxBodyBytes, mux: http.NewServeMux(),
-		serve: cfg.Serving, clock: cfg.Clock}
+		serve: cfg.Serving, clock: cfg.Clock, oai: oai}
 	s.routes()
 	return s, nil
 }
@@ -101,7 +117,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 	sw := &statusWriter{ResponseWriter: w, status: 200}
 	sw.Header().Set("X-Request-Id", id)
-	api := strings.HasPrefix(r.URL.Path, "/api/") || strings.HasPrefix(r.URL.Path, "/v1/")
+	api := strings.HasPrefix(r.URL.Path, "/api/") || strings.HasPrefix(r.URL.Path, "/v1/") || servingEndpointPath(r.URL.Path)
 	foreign, badType := s.checkBrowser(r), ""
 	if api {
 		badType = checkContentType(r)
@@ -111,7 +127,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(sw, r, http.StatusForbidden, "forbidden", foreign)
 	case api && r.URL.Path != "/api/health" && r.URL.Path != "/api/livez" && !s.authorized(r):
 		sw.Header().Set("WWW-Authenticate", `Bearer realm="hone"`)
-		if strings.HasPrefix(r.URL.Path, "/v1/") {
+		if strings.HasPrefix(r.URL.Path, "/v1/") || servingEndpointPath(r.URL.Path) {
 			s.refuse(sw, r, http.StatusUnauthorized, "invalid_api_key", "missing or wrong API key (the server's bearer token)")
 		} else {
 			s.refuse(sw, r, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
@@ -127,7 +143,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // refuse answers a request refused before its route: OpenAI's error body
 // under /v1, client.Error elsewhere.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
+	if strings.HasPrefix(r.URL.Path, "/v1/") || servingEndpointPath(r.URL.Path) {
 		writeOpenAIError(w, status, code, msg)
 		return
 	}

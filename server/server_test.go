@@ -445,7 +445,10 @@ func TestOpenAPI(t *testing.T) {
 	for _, p := range []string{"/api/runs", "/api/runs/{name}", "/api/runs/{name}/events", "/api/runs/{name}/metrics",
 		"/api/runs/{name}/checkpoints", "/api/runs/{name}/prompt-outputs", "/api/runs/cancel", "/api/runs/{name}/cancel",
 		"/api/experiments", "/api/models", "/api/catalog", "/api/catalog/models/{name}", "/api/catalog/models/{name}/aliases/{alias}",
-		"/api/generate", "/v1/models", "/v1/chat/completions", "/v1/completions", "/api/endpoints", "/api/endpoints/{name}"} {
+		"/api/generate", "/v1/models", "/v1/chat/completions", "/v1/completions", "/api/endpoints", "/api/endpoints/{name}",
+		"/v1/files", "/v1/files/{id}", "/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/{id}", "/v1/fine_tuning/jobs/{id}/cancel",
+		"/v1/fine_tuning/jobs/{id}/events", "/v1/fine_tuning/jobs/{id}/checkpoints", "/serving-endpoints/{name}/invocations",
+		"/api/sweeps", "/api/sweeps/{name}", "/api/sweeps/{name}/cancel"} {
 		if _, ok := doc.Paths[p]; !ok {
 			t.Errorf("openapi.json lacks %s", p)
 		}

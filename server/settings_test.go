@@ -158,6 +158,7 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		{"checkpoint_every", req["checkpoint_every"], float64(settings.CheckpointEvery)},
 		{"keep_checkpoints", req["keep_checkpoints"], float64(settings.KeepCheckpoints)},
 		{"precision", req["precision"], settings.Precision},
+		{"optimizer.name", opt["name"], settings.Optimizer},
 		{"optimizer.beta1", opt["beta1"], settings.Beta1},
 		{"optimizer.beta2", opt["beta2"], settings.Beta2},
 		{"optimizer.eps", opt["eps"], settings.Eps},
@@ -179,7 +180,7 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		name string
 		got  []any
 		want []string
-	}{{"optimizer.decay", opt["decay"].Enum, settings.Decays()}, {"precision", req["precision"].Enum, settings.Precisions()},
+	}{{"optimizer.decay", opt["decay"].Enum, settings.Decays()}, {"optimizer.name", opt["name"].Enum, settings.Optimizers()}, {"precision", req["precision"].Enum, settings.Precisions()},
 		{"method", req["method"].Enum, settings.Methods()}, {"lora.target_modules", lora["target_modules"].Default.([]any), settings.LoRATargets()}} {
 		if fmt.Sprint(tc.got) != fmt.Sprint(tc.want) {
 			t.Errorf("openapi.json: %s enum %v, want settings' %v", tc.name, tc.got, tc.want)

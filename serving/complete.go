@@ -223,6 +223,9 @@ func (s *Service) params(req Request) (generate.Params, error) {
 	case len(req.Stop) > MaxStops:
 		return p, invalidf("stop", "stop: at most %d stop strings, got %d", MaxStops, len(req.Stop))
 	}
+	if err := checkMessages(req.Messages); err != nil {
+		return p, err
+	}
 	for i, st := range req.Stop {
 		if len(st) > MaxStopBytes {
 			return p, invalidf("stop", "stop[%d] is %d bytes; stop strings are at most %d bytes", i, len(st), MaxStopBytes)

@@ -27,6 +27,9 @@ func TestChecks(t *testing.T) {
 		{"CheckCount(batch_rows, 0, 1)", settings.CheckCount("batch_rows", 0, 1), "batch_rows"},
 		{"CheckCount(checkpoint_every, -1, 0)", settings.CheckCount("checkpoint_every", -1, 0), "checkpoint_every"},
 		{"CheckPrecision(bf16)", settings.CheckPrecision("bf16"), ""},
+		{"CheckQuantizeBase()", settings.CheckQuantizeBase(""), ""},
+		{"CheckQuantizeBase(nf4)", settings.CheckQuantizeBase("nf4"), ""},
+		{"CheckQuantizeBase(fp4)", settings.CheckQuantizeBase("fp4"), "lora.quantize_base"},
 		{"CheckPrecision(fp16)", settings.CheckPrecision("fp16"), "precision"},
 		{"CheckDecay(constant)", settings.CheckDecay("constant"), ""},
 		{"CheckDecay(cosine)", settings.CheckDecay("cosine"), ""},
@@ -90,7 +93,7 @@ func TestHelp(t *testing.T) {
 		"checkpoint_every", "keep_checkpoints", "seed", "precision", "optimizer.warmup_frac", "optimizer.decay",
 		"optimizer.final_lr_mult", "optimizer.beta1", "optimizer.beta2", "optimizer.eps", "optimizer.weight_decay",
 		"optimizer.max_grad_norm", "method", "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules",
-		"lora.use_rslora", "adapter_path", "register_adapter"} {
+		"lora.use_rslora", "lora.quantize_base", "adapter_path", "register_adapter"} {
 		if settings.Help(s) == "" {
 			t.Errorf("Help(%q) is empty", s)
 		}

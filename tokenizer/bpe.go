@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"hash/maphash"
 	"strconv"
 	"strings"
@@ -35,8 +34,14 @@ type bpe struct {
 	// fallbackIDs[b] is the id of the "<0xNN>" token (-1 if absent).
 	fallbackIDs [256]int32
 
+	// spaceCuts: a long word may be cut before a SentencePiece word
+	// boundary without changing its ids (see initCuts).
+	spaceCuts bool
+
 	cache   wordCache
 	noCache bool // benchmarks only: measure the merge itself
+	// onMerge, tests only, sees the symbol count of each heap merge.
+	onMerge func(symbols int)
 }
 
 func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
@@ -53,6 +58,7 @@ func (m *bpe) init() {
 		}
 	}
 	m.cache.init()
+	m.initCuts()
 }
 
 // byteToken is the SentencePiece byte-fallback token for b, e.g. "<0x0A>".
@@ -72,6 +78,9 @@ func parseByteToken(tok string) (byte, bool) {
 
 // appendWord appends the ids of one pre-tokenized word to dst.
 func (m *bpe) appendWord(dst []int, word string) []int {
+	if len(word) > maxPieceBytes {
+		return m.appendLongWord(dst, word)
+	}
 	if m.noCache {
 		for _, id := range m.encodeWord(word) {
 			dst = append(dst, int(id))
@@ -93,7 +102,11 @@ func (m *bpe) appendWord(dst []int, word string) []int {
 }
 
 // encodeWord runs BPE on one word, uncached.
-func (m *bpe) encodeWord(word string) []int32 {
+func (m *bpe) encodeWord(word string) []int32 { return m.encodeWordIn(word, nil) }
+
+// encodeWordIn is encodeWord working in sc's buffers when sc is not nil;
+// the ids it returns are then valid until sc's next use.
+func (m *bpe) encodeWordIn(word string, sc *mergeScratch) []int32 {
 	if m.ignoreMerges {
 		// ignore_merges: a word that is itself a vocabulary entry is
 		// emitted whole, even if the merges would split it differently.
@@ -105,18 +118,30 @@ func (m *bpe) encodeWord(word string) []int32 {
 			return []int32{int32(id)}
 		}
 	}
-	syms := m.initialSymbols(word)
+	var buf []int32
+	if sc != nil {
+		buf = sc.syms[:0]
+	}
+	syms := m.initialSymbolsTo(buf, word)
+	if sc != nil {
+		sc.syms = syms
+	}
 	if len(syms) <= shortWord {
 		return m.mergeShort(syms)
 	}
-	return m.mergeHeap(syms)
+	return m.mergeHeapIn(syms, sc)
 }
 
 // initialSymbols splits the word into its starting symbols: one per byte for
 // byte-level models, else one per character with byte fallback or unk for
 // characters missing from the vocabulary.
-func (m *bpe) initialSymbols(word string) []int32 {
-	syms := make([]int32, 0, len(word))
+func (m *bpe) initialSymbols(word string) []int32 { return m.initialSymbolsTo(nil, word) }
+
+// initialSymbolsTo is initialSymbols appending to syms.
+func (m *bpe) initialSymbolsTo(syms []int32, word string) []int32 {
+	if syms == nil {
+		syms = make([]int32, 0, len(word))
+	}
 	if m.byteLevel {
 		for i := 0; i < len(word); i++ {
 			if id := m.byteIDs[word[i]]; id >= 0 {
@@ -198,80 +223,144 @@ func (m *bpe) mergeShort(syms []int32) []int32 {
 
 // mergeHeap is the O(n log n) merge for long words (e.g. a run of 10k
 // identical characters), with symbols in a linked list and stale heap
-// entries skipped when popped.
-func (m *bpe) mergeHeap(syms []int32) []int32 {
+// entries skipped when popped. An entry is one uint64, rank<<32 | position,
+// so the heap orders by rank, then leftmost first, as HF's heap does, and
+// costs 8 bytes a symbol with no allocation per push.
+func (m *bpe) mergeHeap(syms []int32) []int32 { return m.mergeHeapIn(syms, nil) }
+
+// mergeScratch holds the buffers of one merge, reused from chunk to chunk
+// of a long word so that its memory is bounded by one chunk's.
+type mergeScratch struct {
+	syms, prev, next []int32
+	pairRank, pairID []int32
+	heap             mergeHeap
+}
+
+// grow returns buf resliced to n, reallocated only when too small.
+func grow[T any](buf []T, n int) []T {
+	if cap(buf) < n {
+		return make([]T, n)
+	}
+	return buf[:n]
+}
+
+// mergeHeapIn is mergeHeap working in sc's buffers when sc is not nil.
+func (m *bpe) mergeHeapIn(syms []int32, sc *mergeScratch) []int32 {
 	n := len(syms)
-	prev := make([]int, n)
-	next := make([]int, n)
+	if m.onMerge != nil {
+		m.onMerge(n)
+	}
+	if sc == nil {
+		sc = &mergeScratch{}
+	}
+	prev, next := grow(sc.prev, n), grow(sc.next, n)
+	// pairRank[i] and pairID[i] are the merge of the pair starting at i
+	// (rank -1: none), kept current so that a popped entry is checked
+	// without a second lookup: it is live when its rank is still the one
+	// of its position's pair (a rank names one pair).
+	pairRank, pairID := grow(sc.pairRank, n), grow(sc.pairID, n)
+	sc.prev, sc.next, sc.pairRank, sc.pairID = prev, next, pairRank, pairID
 	for i := range syms {
-		prev[i], next[i] = i-1, i+1
+		prev[i], next[i] = int32(i-1), int32(i+1)
 	}
 	next[n-1] = -1
-	alive := make([]bool, n)
-	for i := range alive {
-		alive[i] = true
+	h := mergeHeap(grow([]uint64(sc.heap), n)[:0])
+	defer func() { sc.heap = h }()
+	// pair looks up the merge of the pair starting at i and records it;
+	// it reports whether there is one.
+	pair := func(i int32) bool {
+		pairRank[i] = -1
+		if j := next[i]; j >= 0 {
+			if mi, ok := m.merges[pairKey(syms[i], syms[j])]; ok {
+				pairRank[i], pairID[i] = mi.rank, mi.id
+				return true
+			}
+		}
+		return false
 	}
-	h := &mergeHeap{}
-	push := func(i int) {
+	for i := int32(0); i < int32(n); i++ {
+		if pair(i) {
+			h = append(h, uint64(pairRank[i])<<32|uint64(i))
+		}
+	}
+	h.init()
+	for len(h) > 0 {
+		it := h.pop()
+		rank, i := int32(it>>32), int32(uint32(it))
+		if syms[i] < 0 || pairRank[i] != rank {
+			continue // stale: an earlier merge changed either symbol
+		}
 		j := next[i]
-		if j < 0 {
-			return
-		}
-		if mi, ok := m.merges[pairKey(syms[i], syms[j])]; ok {
-			heap.Push(h, mergeItem{rank: mi.rank, pos: i, left: syms[i], right: syms[j], id: mi.id})
-		}
-	}
-	for i := 0; i+1 < n; i++ {
-		push(i)
-	}
-	for h.Len() > 0 {
-		it := heap.Pop(h).(mergeItem)
-		i := it.pos
-		j := next[i]
-		// Skip entries made stale by an earlier merge of either symbol.
-		if !alive[i] || j < 0 || syms[i] != it.left || syms[j] != it.right {
-			continue
-		}
-		syms[i] = it.id
-		alive[j] = false
+		syms[i], syms[j], pairRank[j] = pairID[i], -1, -1
 		next[i] = next[j]
 		if next[j] >= 0 {
 			prev[next[j]] = i
 		}
-		if prev[i] >= 0 {
-			push(prev[i])
+		if p := prev[i]; p >= 0 && pair(p) {
+			h.push(uint64(pairRank[p])<<32 | uint64(p))
 		}
-		push(i)
+		if pair(i) {
+			h.push(uint64(pairRank[i])<<32 | uint64(i))
+		}
 	}
-	out := make([]int32, 0, n)
-	for i := 0; i >= 0; i = next[i] {
+	out := syms[:0]
+	for i := int32(0); i >= 0; i = next[i] {
 		out = append(out, syms[i])
 	}
 	return out
 }
 
-type mergeItem struct {
-	rank            int32
-	pos             int
-	left, right, id int32
-}
+// mergeHeap is a binary min-heap of rank<<32 | position entries.
+type mergeHeap []uint64
 
-type mergeHeap []mergeItem
-
-func (h mergeHeap) Len() int { return len(h) }
-func (h mergeHeap) Less(a, b int) bool {
-	if h[a].rank != h[b].rank {
-		return h[a].rank < h[b].rank
+func (h *mergeHeap) push(x uint64) {
+	*h = append(*h, x)
+	a := *h
+	for i := len(a) - 1; i > 0; {
+		p := (i - 1) / 2
+		if a[p] <= a[i] {
+			break
+		}
+		a[p], a[i] = a[i], a[p]
+		i = p
 	}
-	return h[a].pos < h[b].pos
 }
-func (h mergeHeap) Swap(a, b int) { h[a], h[b] = h[b], h[a] }
-func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(mergeItem)) }
-func (h *mergeHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
+
+// init orders the entries appended so far, in linear time.
+func (h mergeHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *mergeHeap) pop() uint64 {
+	a := *h
+	top := a[0]
+	last := len(a) - 1
+	a[0] = a[last]
+	a = a[:last]
+	a.down(0)
+	*h = a
+	return top
+}
+
+// down moves the entry at i down to its place.
+func (a mergeHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(a) {
+			break
+		}
+		c := l
+		if r := l + 1; r < len(a) && a[r] < a[l] {
+			c = r
+		}
+		if a[i] <= a[c] {
+			break
+		}
+		a[i], a[c] = a[c], a[i]
+		i = c
+	}
 }
 
 // wordCache is a bounded, sharded word → ids cache safe for concurrent

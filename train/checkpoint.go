@@ -19,8 +19,9 @@ import (
 //	model/                 the weights in HF layout, f32 so resuming is exact
 //	adapter/               instead of model/ for a LoRA run: the adapter in
 //	                       PEFT layout (f32); the base is frozen, so it is not saved
-//	optimizer.safetensors  AdamW moments exp_avg and exp_avg_sq, flat (P, or
-//	                       the adapter's parameters)
+//	optimizer.safetensors  the optimizer's state, flat (P, or the adapter's
+//	                       parameters): AdamW's exp_avg and exp_avg_sq,
+//	                       LionW's exp_avg
 //	state.json             the step and the fingerprints it belongs to
 //
 // It is written under a temporary name and renamed into place, so a crash
@@ -43,7 +44,7 @@ func ckptRoot(workDir string) string { return filepath.Join(workDir, "checkpoint
 // committed (renamed into place, older ones pruned) only if fence, called
 // just before, allows it; otherwise the temporary copy is removed.
 // a is the adapter of a LoRA run, nil for full fine-tuning.
-func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o *optim.AdamW, st ckptState, keep int, fence func() error) (string, []int, error) {
+func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o optim.Optimizer, st ckptState, keep int, fence func() error) (string, []int, error) {
 	root := ckptRoot(workDir)
 	final := filepath.Join(root, fmt.Sprintf("%s%08d", ckptPrefix, st.Step))
 	tmp := final + ".tmp"
@@ -57,12 +58,13 @@ func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapte
 	} else if err := m.Save(filepath.Join(tmp, "model"), engine.SaveOptions{DType: safetensors.F32, SourceDir: sourceDir}); err != nil {
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
-	n := len(o.M)
-	// The moments live on the model's device: read them through host views.
-	if err := safetensors.WriteFile(filepath.Join(tmp, "optimizer.safetensors"), []safetensors.Tensor{
-		{Name: "exp_avg", Shape: []int{n}, Data: engine.HostView(m.Dev, o.M)},
-		{Name: "exp_avg_sq", Shape: []int{n}, Data: engine.HostView(m.Dev, o.V)},
-	}, safetensors.F32, map[string]string{"step": fmt.Sprint(o.Steps)}); err != nil {
+	// The state lives on the model's device: read it through host views.
+	var state []safetensors.Tensor
+	for _, s := range o.State() {
+		state = append(state, safetensors.Tensor{Name: s.Name, Shape: []int{len(s.Buf)}, Data: engine.HostView(m.Dev, s.Buf)})
+	}
+	if err := safetensors.WriteFile(filepath.Join(tmp, "optimizer.safetensors"), state,
+		safetensors.F32, map[string]string{"step": fmt.Sprint(o.StepCount())}); err != nil {
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
@@ -170,7 +172,7 @@ func Checkpoints(workDir string) ([]Checkpoint, error) {
 
 // loadCheckpoint restores weights and optimizer state into m (or the
 // adapter a of a LoRA run) and o.
-func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o *optim.AdamW) (ckptState, error) {
+func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o optim.Optimizer) (ckptState, error) {
 	st, err := readState(dir)
 	if err != nil {
 		return st, err
@@ -188,12 +190,12 @@ func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o *optim.Ada
 		return st, err
 	}
 	defer f.Close()
-	for name, dst := range map[string][]float32{"exp_avg": o.M, "exp_avg_sq": o.V} {
-		if err := engine.FillDevice(m.Dev, dst, func(host []float32) error { return f.Float32(name, host) }); err != nil {
+	for _, s := range o.State() {
+		if err := engine.FillDevice(m.Dev, s.Buf, func(host []float32) error { return f.Float32(s.Name, host) }); err != nil {
 			return st, fmt.Errorf("restore checkpoint %s: %w", dir, err)
 		}
 	}
-	o.Steps = st.Step
+	o.SetStepCount(st.Step)
 	m.ParamsChanged()
 	return st, nil
 }

@@ -22,6 +22,10 @@ type LoRASpec struct {
 	Dropout *float64 // nil = the default; 0 = none
 	Targets []string
 	RSLoRA  bool
+	// QuantizeBase "nf4" holds the frozen base's layer matrices in NF4
+	// while training (QLoRA, engine.Options.QuantizeBase); "" keeps them
+	// as the precision says.
+	QuantizeBase string `json:",omitempty"`
 	// DefaultTargets says Targets were not given: they are the base
 	// model's architecture's defaults (engine.Config.DefaultLoRATargets),
 	// set once the model is known (Llama's until then).
@@ -77,7 +81,7 @@ func (s *Spec) resolveLoRA() error {
 	if lo.Targets != nil || s.Adapter == "" {
 		errs = append(errs, settings.CheckLoRATargets(lo.Targets))
 	}
-	errs = append(errs, settings.CheckLoRADropout(*lo.Dropout))
+	errs = append(errs, settings.CheckLoRADropout(*lo.Dropout), settings.CheckQuantizeBase(lo.QuantizeBase))
 	if s.InitWeights != "" {
 		errs = append(errs, &settings.Error{Setting: "custom_weights_path", Problem: "method lora trains an adapter on the base model's own weights",
 			Fix: "register the custom weights as a model and name it as the base model, or use method full"})
@@ -202,8 +206,12 @@ func (lo *LoRASpec) String() string {
 	if lo.RSLoRA {
 		scale, kind = lo.Alpha/math.Sqrt(float64(lo.Rank)), "alpha/sqrt(r)"
 	}
-	return fmt.Sprintf("LoRA rank %d, alpha %g (scale %s = %.4g), dropout %g, targets %s",
-		lo.Rank, lo.Alpha, kind, scale, *lo.Dropout, strings.Join(lo.Targets, ","))
+	base := ""
+	if lo.QuantizeBase != "" {
+		base = ", base quantized to " + lo.QuantizeBase
+	}
+	return fmt.Sprintf("LoRA rank %d, alpha %g (scale %s = %.4g), dropout %g, targets %s%s",
+		lo.Rank, lo.Alpha, kind, scale, *lo.Dropout, strings.Join(lo.Targets, ","), base)
 }
 
 // checkAdapter completes and checks a spec that continues an adapter
@@ -258,6 +266,9 @@ func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
 	r.a.Close()
 	r.m.Close()
 	r.a, r.m = nil, nil
+	if q := r.spec.LoRA.QuantizeBase; q != "" {
+		r.obs.OnLog(fmt.Sprintf("merging the adapter into the unquantized base %s (its own dtype), not the %s base it trained on", r.spec.ModelDir, q))
+	}
 	if err := engine.MergeDirs(r.spec.ModelDir, adapter, model+".tmp", dev); err != nil {
 		return "", "", err
 	}

@@ -17,6 +17,7 @@ import (
 	"hone/engine"
 	"hone/generate"
 	"hone/optim"
+	"hone/settings"
 )
 
 // ValidationReport is the data report of Validate.
@@ -37,7 +38,7 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 	if err := spec.checkAdapter(); err != nil {
 		return nil, err
 	}
-	if _, err := engine.LoadConfig(spec.ModelDir); err != nil {
+	if err := checkModelFiles(spec); err != nil {
 		return nil, err
 	}
 	rep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.TrainData, spec.dataOptions())
@@ -61,6 +62,29 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 	return rep, nil
 }
 
+// checkModelFiles holds the weights a run would load (the custom weights
+// when given, else the base model's) to their config.json and to the base
+// model's shape, reading only the safetensors headers.
+func checkModelFiles(spec Spec) error {
+	cfg, err := engine.LoadConfig(spec.ModelDir)
+	if err != nil {
+		return err
+	}
+	if spec.InitWeights == "" {
+		_, err := engine.CheckModelFiles(spec.ModelDir)
+		return err
+	}
+	icfg, err := engine.CheckModelFiles(spec.InitWeights)
+	if err != nil {
+		return fmt.Errorf("custom_weights_path: %w", err)
+	}
+	if !sameShape(icfg, cfg) {
+		return fmt.Errorf("custom_weights_path %s: its config (%d layers, hidden %d, vocab %d) does not match the base model's (%d layers, hidden %d, vocab %d)",
+			spec.InitWeights, icfg.NumHiddenLayers, icfg.HiddenSize, icfg.VocabSize, cfg.NumHiddenLayers, cfg.HiddenSize, cfg.VocabSize)
+	}
+	return nil
+}
+
 func (s Spec) dataOptions() dataset.Options {
 	return dataset.Options{ContextLength: s.ContextLength, BatchRows: s.BatchRows * s.GradAccum, EvalData: s.EvalData, EvalSeed: s.Seed,
 		Split: s.TrainSplit, EvalSplit: s.EvalSplit, Version: s.TrainVersion}
@@ -71,6 +95,9 @@ func (s Spec) dataOptions() dataset.Options {
 func (s Spec) fingerprint() string {
 	if s.Method == "full" {
 		s.Method = "" // as before methods existed, so older checkpoints resume
+	}
+	if s.Optimizer == "adamw" {
+		s.Optimizer = "" // as before optimizers were chosen
 	}
 	b, _ := json.Marshal(struct {
 		Spec
@@ -110,7 +137,9 @@ func Run(ctx context.Context, spec Spec, workDir string, obs Observer) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	if len(spec.EvalPrompts) > 0 {
+	if len(spec.EvalPrompts) > 0 && spec.Method == "lora" && spec.LoRA.QuantizeBase != "" {
+		obs.OnLog(fmt.Sprintf("eval prompts skipped: hone does not decode on a %s base; the registered model answers them", spec.LoRA.QuantizeBase))
+	} else if len(spec.EvalPrompts) > 0 {
 		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
 			return nil, err
 		}
@@ -178,13 +207,13 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer) 
 		return nil, err
 	}
 	var a *engine.Adapter
-	var o *optim.AdamW
+	var o optim.Optimizer
 	if spec.Method == "lora" {
 		if a, err = newAdapter(spec, m); err == nil {
-			o, err = optim.NewAdamWAdapter(a, spec.AdamW)
+			o, err = newOptimizer(spec, m, a)
 		}
 	} else {
-		o, err = optim.NewAdamW(m, spec.AdamW)
+		o, err = newOptimizer(spec, m, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -238,10 +267,17 @@ func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
 // the eval prompts cannot run on a frozen bf16 base.
 func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, avail int64) (engine.Options, []string, error) {
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
+	if spec.Optimizer == "lionw" {
+		opts.OptimizerStates = 1
+	}
 	if spec.Method == "lora" {
 		lc := spec.loraConfig()
 		opts.LoRA = &lc
 		opts.FrozenBF16 = opts.BF16 && !cfg.MoE()
+		if err := cfg.CheckQuantizeBase(spec.LoRA.QuantizeBase); err != nil {
+			return opts, nil, &settings.Error{Setting: "lora.quantize_base", Problem: err.Error(), Fix: "train a LoRA on this model without quantize_base"}
+		}
+		opts.QuantizeBase = spec.LoRA.QuantizeBase
 	}
 	return cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
 }
@@ -263,7 +299,7 @@ func (r *runner) plan(tokens int64) error {
 	if err := r.sched.Validate(); err != nil {
 		return err
 	}
-	r.obs.OnLog(fmt.Sprintf("optimizer: %s; schedule: %s", r.o.Config, r.sched))
+	r.obs.OnLog(fmt.Sprintf("optimizer: %s; schedule: %s", r.o, r.sched))
 	return nil
 }
 
@@ -359,7 +395,7 @@ type runner struct {
 	spec       Spec
 	m          *engine.Model
 	a          *engine.Adapter // the trained adapter of a LoRA run, attached to m; nil for full fine-tuning
-	o          *optim.AdamW
+	o          optim.Optimizer
 	obs        Observer
 	train      *dataset.Split
 	eval       *dataset.Split

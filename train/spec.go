@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"hone/engine"
 	"hone/optim"
 	"hone/settings"
 )
@@ -90,9 +91,15 @@ type Spec struct {
 	KeepCheckpoints int // newest checkpoints kept
 	EvalPrompts     []string
 
-	AdamW       optim.AdamWConfig // zero = optim.DefaultAdamW; otherwise used as given (0 decay, 0 = no clipping)
-	WarmupFrac  *float64          // of total steps, rounded up; nil = the default, 0 = no warmup
-	Decay       string            // "linear", "cosine" or "constant"
+	AdamW optim.AdamWConfig // zero = optim.DefaultAdamW; otherwise used as given (0 decay, 0 = no clipping)
+	// Optimizer is "adamw" (the default, also when empty) or "lionw",
+	// whose settings are in LionW (nil: optim.DefaultLionW). Both are
+	// omitted from the fingerprint of an AdamW run, so its older
+	// checkpoints still resume.
+	Optimizer   string             `json:",omitempty"`
+	LionW       *optim.LionWConfig `json:",omitempty"`
+	WarmupFrac  *float64           // of total steps, rounded up; nil = the default, 0 = no warmup
+	Decay       string             // "linear", "cosine" or "constant"
 	FinalLRMult float64
 	Recompute   bool   // activation recomputation (less memory, ~30% more compute)
 	Precision   string // "fp32" or "bf16" (bf16 matmuls, fp32 master weights)
@@ -122,8 +129,11 @@ func (s Spec) Resolve() (Spec, error) {
 	if s.Duration == (Duration{}) {
 		s.Duration, _ = ParseDuration(settings.Duration)
 	}
+	if s.Optimizer == "" {
+		s.Optimizer = settings.Optimizer
+	}
 	if s.LearningRate == 0 {
-		s.LearningRate = settings.LearningRate
+		s.LearningRate = s.defaultLearningRate()
 	}
 	zeroIsDefault(&s.BatchRows, settings.BatchRows)
 	zeroIsDefault(&s.GradAccum, settings.GradAccum)
@@ -144,7 +154,7 @@ func (s Spec) Resolve() (Spec, error) {
 	if s.Method == "" {
 		s.Method = settings.Method
 	}
-	return s, errors.Join(s.resolveLoRA(), settings.CheckLearningRate(s.LearningRate),
+	return s, errors.Join(s.resolveLoRA(), s.resolveLionW(), settings.CheckLearningRate(s.LearningRate),
 		settings.CheckCount("context_length", s.ContextLength, 0), settings.CheckCount("batch_rows", s.BatchRows, 1),
 		settings.CheckCount("grad_accum", s.GradAccum, 1), settings.CheckCount("checkpoint_every", s.CheckpointEvery, 0),
 		settings.CheckCount("keep_checkpoints", s.KeepCheckpoints, 1), settings.CheckPrecision(s.Precision),
@@ -173,4 +183,52 @@ func zeroIsDefault(v *int, def int) {
 func (s Spec) schedule(totalSteps int) optim.Schedule {
 	return optim.Schedule{Peak: s.LearningRate, TotalSteps: totalSteps, Decay: s.Decay, FinalMult: s.FinalLRMult,
 		WarmupSteps: int(math.Ceil(*s.WarmupFrac * float64(totalSteps)))}
+}
+
+// defaultLearningRate is the peak learning rate of a run that sets none:
+// AdamW's, or LionW's (lower, as its sign update is larger).
+func (s Spec) defaultLearningRate() float64 {
+	switch {
+	case s.Optimizer != "lionw":
+		return settings.LearningRate
+	case s.Method == "lora":
+		return settings.LionWLoRALearningRate
+	default:
+		return settings.LionWLearningRate
+	}
+}
+
+// resolveLionW checks the optimizer name and fills LionW's defaults; a
+// LionW setting on an AdamW run is refused rather than ignored.
+func (s *Spec) resolveLionW() error {
+	if err := settings.CheckOptimizer(s.Optimizer); err != nil {
+		return err
+	}
+	if s.Optimizer != "lionw" {
+		if s.LionW != nil {
+			return &settings.Error{Setting: "optimizer", Problem: "LionW settings are given but the optimizer is " + s.Optimizer,
+				Fix: `set optimizer.name to "lionw", or remove them`}
+		}
+		return nil
+	}
+	if s.LionW == nil || *s.LionW == (optim.LionWConfig{}) {
+		c := optim.DefaultLionW
+		s.LionW = &c
+	}
+	return s.LionW.Validate()
+}
+
+// newOptimizer makes the spec's optimizer for m, or for the adapter a of
+// a LoRA run.
+func newOptimizer(spec Spec, m *engine.Model, a *engine.Adapter) (optim.Optimizer, error) {
+	if spec.Optimizer == "lionw" {
+		if a != nil {
+			return optim.NewLionWAdapter(a, *spec.LionW, spec.LearningRate)
+		}
+		return optim.NewLionW(m, *spec.LionW, spec.LearningRate)
+	}
+	if a != nil {
+		return optim.NewAdamWAdapter(a, spec.AdamW)
+	}
+	return optim.NewAdamW(m, spec.AdamW)
 }

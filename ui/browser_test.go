@@ -24,7 +24,8 @@ const chromium = "/usr/bin/chromium"
 // keyboard navigation, a live run cancelled and resumed, catalog and
 // schema creation, the create form's data report (refused, then good),
 // a run watched to completion with its curves, the registered version and
-// an alias, a streamed chat, a comparison, and every page at 1280x800 and
+// an alias, a streamed chat, a comparison, a 2×2 sweep's grid with its
+// best run marked, and every page at 1280x800 and
 // 390 pixels wide without horizontal scrolling and without a console error.
 // Screenshots land in $HONE_UI_SCREENSHOTS (default ui/testdata/screenshots).
 func TestBrowser(t *testing.T) {
@@ -113,9 +114,17 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A 2×2 sweep with eval data for the compare view's grid.
+	sweep, err := c.CreateSweep(ctx, client.CreateSweepRequest{CreateRunRequest: client.CreateRunRequest{Model: model,
+		TrainDataPath: filepath.Join(data, "train.jsonl"), EvalDataPath: filepath.Join(data, "eval.jsonl"), RegisterTo: "main.demo.sweep",
+		ContextLength: 256, BatchRows: 2, Seed: 3}, LearningRate: []float64{1e-3, 3e-3}, TrainingDuration: []string{"2ba", "3ba"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	settings, _ := json.Marshal(map[string]string{"url": "http://" + addr, "token": token, "playwright": playwright, "shots": shots,
 		"model": model, "train": filepath.Join(data, "train.jsonl"), "eval": filepath.Join(data, "eval.jsonl"), "bad": bad,
-		"longRun": long.Name})
+		"longRun": long.Name, "sweep": sweep.Name})
 	nctx, cancel := context.WithTimeout(ctx, 12*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(nctx, node, filepath.Join(root, "ui", "testdata", "browser.mjs"))

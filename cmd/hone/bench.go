@@ -95,7 +95,7 @@ func benchTrainCmd() *cobra.Command {
 	var profile string
 	var kernelTimes bool
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...]] [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -146,6 +146,7 @@ func benchTrainCmd() *cobra.Command {
 	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
 	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
 	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "modules the adapter wraps (default the architecture's: Llama's seven projections; Mixtral's attention and experts w1,w2,w3; DBRX's Wqkv,out_proj)")
+	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
@@ -161,7 +162,7 @@ func benchGenerateCmd() *cobra.Command {
 		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
-prompt tokens and decodes N greedy tokens for each, all streams in one batched step as hone serve does.
+prompt tokens and decodes N tokens for each (greedy, or sampled with --temperature), all streams in one batched step as hone serve does.
 tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.
 --precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
@@ -206,6 +207,7 @@ each one's tokens/s and hone's ratio to it.`,
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.Float64Var(&s.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve) or bf16; activations and sums are fp32 either way")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.StringSliceVar(&s.Peers, "peer", nil, "also decode the same prompt in llamacpp (node-llama-cpp on hone's GGUF export) and/or torch, one stream")

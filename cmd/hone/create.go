@@ -131,6 +131,7 @@ func settingFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 	str(&req.Precision, "precision", "precision", settings.Precision)
 	str(&req.Method, "method", "method", settings.Method)
 	apply = append(apply, loraFlags(cmd, req))
+	str(&opt.Name, "optimizer", "optimizer.name", settings.Optimizer)
 	optional(&opt.WarmupFrac, "warmup-frac", "optimizer.warmup_frac", settings.WarmupFrac)
 	str(&opt.Decay, "lr-decay", "optimizer.decay", settings.Decay)
 	float(&opt.FinalLRMult, "final-lr-mult", "optimizer.final_lr_mult", settings.FinalLRMult)
@@ -238,6 +239,7 @@ func loraFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 	dropout := fl.Float64("lora-dropout", settings.LoRADropout, settings.Help("lora.dropout"))
 	targets := fl.StringSlice("lora-targets", settings.LoRATargets(), settings.Help("lora.target_modules"))
 	fl.BoolVar(&l.UseRSLoRA, "lora-rslora", false, settings.Help("lora.use_rslora"))
+	fl.StringVar(&l.QuantizeBase, "quantize-base", "", settings.Help("lora.quantize_base"))
 	fl.StringVar(&req.AdapterPath, "adapter", "", settings.Help("adapter_path"))
 	fl.BoolVar(&req.RegisterAdapter, "register-adapter", false, settings.Help("register_adapter"))
 	return func() {
@@ -245,7 +247,7 @@ func loraFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 		setIfChanged(fl.Changed("lora-alpha"), &l.Alpha, *alpha)
 		setIfChanged(fl.Changed("lora-dropout"), &l.Dropout, dropout)
 		setIfChanged(fl.Changed("lora-targets"), &l.TargetModules, *targets)
-		if l.Rank != 0 || l.Alpha != 0 || l.Dropout != nil || l.TargetModules != nil || l.UseRSLoRA {
+		if l.Rank != 0 || l.Alpha != 0 || l.Dropout != nil || l.TargetModules != nil || l.UseRSLoRA || l.QuantizeBase != "" {
 			req.LoRA = l
 		}
 	}

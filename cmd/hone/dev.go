@@ -14,7 +14,7 @@ import (
 
 func devCmd() *cobra.Command {
 	dev := &cobra.Command{Use: "dev", Short: "Developer tools: random models and gradient dumps"}
-	dev.AddCommand(devInitCmd(), devGradCmd())
+	dev.AddCommand(devInitCmd(), devGradCmd(), devDequantizeCmd())
 	return dev
 }
 
@@ -68,22 +68,27 @@ func devInitCmd() *cobra.Command {
 
 func devGradCmd() *cobra.Command {
 	var modelDir, adapterDir, batchPath, out string
+	var q quantFlags
 	cmd := &cobra.Command{
-		Use:   "grad --model DIR [--adapter ADAPTER_DIR] --batch BATCH.json --out GRADS.safetensors",
+		Use:   "grad --model DIR [--adapter ADAPTER_DIR [--quantize-base nf4]] --batch BATCH.json --out GRADS.safetensors",
 		Short: "Compute the loss and every parameter's gradient for one batch",
 		Long: `Reads {"input_ids": [[...]], "labels": [[...]], "segment_ids": [[...]]} (segment_ids optional;
 labels have the shape of input_ids, the logits at position t are scored against labels[t+1], -100 is
 ignored) and writes f32 tensors: "loss" (a scalar, the mean over scored tokens) and each parameter's
 gradient under its Hugging Face name. With --adapter (a PEFT LoRA directory) the base weights are
 frozen and the file holds the loss and the gradient of every adapter tensor under its PEFT name
-(fp32, no dropout).`,
+(fp32, no dropout). With --quantize-base nf4 the frozen base is held in NF4 (QLoRA) and computed
+with in fp32 on its dequantized values, which hone dev dequantize writes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
 			if err != nil {
 				return err
 			}
-			m, err := engine.Load(modelDir, dev, engine.Options{})
+			if q.base != "" && adapterDir == "" {
+				return fmt.Errorf("--quantize-base %s: the base is frozen; give --adapter for the gradients of an adapter", q.base)
+			}
+			m, err := engine.Load(modelDir, dev, q.options())
 			if err != nil {
 				return err
 			}
@@ -122,6 +127,7 @@ frozen and the file holds the loss and the gradient of every adapter tensor unde
 	cmd.Flags().StringVar(&adapterDir, "adapter", "", "PEFT LoRA adapter directory: gradients of the adapter, base frozen")
 	cmd.Flags().StringVar(&batchPath, "batch", "", "batch JSON file (required)")
 	cmd.Flags().StringVar(&out, "out", "", "output .safetensors file (required)")
+	q.register(cmd)
 	for _, f := range []string{"model", "batch", "out"} {
 		cmd.MarkFlagRequired(f)
 	}

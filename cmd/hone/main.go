@@ -25,7 +25,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(devCmd(), benchCmd(), serveCmd(), workerCmd(), createCmd(), runsCmd(), catalogCmd())
-	root.AddCommand(dataCmd(), generateCmd(), volumeCmd(), exportCmd(), endpointsCmd(), mergeCmd())
+	root.AddCommand(dataCmd(), generateCmd(), volumeCmd(), exportCmd(), endpointsCmd(), mergeCmd(), sweepCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hone:", err)
 		os.Exit(1)

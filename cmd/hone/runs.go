@@ -138,6 +138,9 @@ func runsGetCmd(cf *clientFlags) *cobra.Command {
 			if l := r.Config.LoRA; r.Config.Method == "lora" && l != nil && l.Dropout != nil {
 				fmt.Fprintf(w, "method:    lora, rank %d, alpha %g, rslora %v, dropout %g, targets %s\n", l.Rank, l.Alpha, l.UseRSLoRA,
 					*l.Dropout, strings.Join(l.TargetModules, ","))
+				if l.QuantizeBase != "" {
+					fmt.Fprintf(w, "base:      held in %s while training (QLoRA); registers the merge into the unquantized base\n", l.QuantizeBase)
+				}
 			}
 			if r.RegisteredModel != "" {
 				fmt.Fprintf(w, "registered: %s\n", r.RegisteredModel)

@@ -103,6 +103,8 @@ func serveCmd() *cobra.Command {
 	var tf tokenFlags
 	var maxLoaded, maxQueue int
 	var requestTimeout time.Duration
+	var openAISchema string
+	var maxUpload int64
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP API and a training worker",
@@ -129,7 +131,8 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			srv, err := server.New(server.Config{Runs: svc.runs, Catalog: svc.cat, Token: token, Logger: log, Serving: models})
+			srv, err := server.New(server.Config{Runs: svc.runs, Catalog: svc.cat, Token: token, Logger: log, Serving: models,
+				OpenAISchema: openAISchema, MaxUploadBytes: maxUpload})
 			if err != nil {
 				return err
 			}
@@ -149,6 +152,8 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxLoaded, "max-loaded-models", 1, "registered model versions kept in memory for /api/generate and /v1")
 	cmd.Flags().IntVar(&maxQueue, "max-queue", 64, "completion requests that may wait for a place in the running batch; more are answered 429")
 	cmd.Flags().DurationVar(&requestTimeout, "request-timeout", 10*time.Minute, "longest a completion request may take, waiting included; generation stops there with the text so far")
+	cmd.Flags().StringVar(&openAISchema, "openai-schema", "main.openai", "catalog schema of the OpenAI fine-tuning API: /v1/files uploads live in its volume \"files\", fine-tuned models are registered in it (created when first used)")
+	cmd.Flags().Int64Var(&maxUpload, "max-upload-bytes", 512<<20, "largest file accepted by POST /v1/files")
 	return cmd
 }
 

@@ -3,12 +3,13 @@ import { get, getAll, post, enc } from './api.js';
 import { lineChart, palette } from './chart.js';
 import { h, fill, statusBadge, terminal, eta, progressBar, when, num, duration, errorBox, dl } from './dom.js';
 import { reportView } from './report.js';
+import { sweepPage, sweepsSection } from './sweeps.js';
 
 const pollMs = 2000;
 
 // poller calls fn now and then every pollMs until stopped or fn returns
 // false (a finished run); errors are shown in box and polling continues.
-function poller(fn, box) {
+export function poller(fn, box) {
   let timer = null, stopped = false;
   const tick = async () => {
     try {
@@ -40,6 +41,8 @@ export function runsPage(main) {
     h('table', { class: 'runs stack' },
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Compare')), ['Name', 'Status', 'Model', 'Task', 'Progress', 'ETA', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
       tbody));
+  const sweeps = sweepsSection();
+  main.append(sweeps.section);
   const rows = new Map();
   const done = new Map();
   const row = (name) => {
@@ -60,6 +63,7 @@ export function runsPage(main) {
   };
   return poller(async () => {
     const list = (await get('/api/runs?limit=200')).runs || [];
+    await sweeps.update();
     // The list has no metrics: runs are fetched one by one for progress,
     // finished ones only once.
     const full = await Promise.all(list.map(async (r) => {
@@ -199,6 +203,7 @@ function promptOutputs(pos) {
 }
 
 export function comparePage(main, q) {
+  if (q.get('sweep')) return sweepPage(main, q.get('sweep'), poller);
   const names = (q.get('runs') || '').split(',').filter(Boolean).map(decodeURIComponent);
   const chart = h('div', { class: 'charts wide' });
   const msg = h('div', { 'aria-live': 'polite' });

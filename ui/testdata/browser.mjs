@@ -176,6 +176,26 @@ try {
   await h1('Compare runs');
   await page.waitForFunction(() => document.querySelectorAll('figure.chart')[0]?.querySelectorAll('g.series path').length === 2);
   await shot('compare');
+
+  // The sweep: listed on the Runs page, its grid on the compare view with
+  // every run's final eval loss, and the lowest marked best.
+  await nav('Runs');
+  await page.getByRole('region', { name: 'Sweeps' }).getByRole('link', { name: cfg.sweep }).click();
+  await h1(`Sweep ${cfg.sweep}`);
+  await page.locator('table.sweep-grid td.best').waitFor({ timeout: 300_000 });
+  await page.waitForFunction(() => [...document.querySelectorAll('table.sweep-grid td[data-run] .status')].every((s) => s.textContent === 'COMPLETED'), null, { timeout: 300_000 });
+  const cells = await page.$$eval('table.sweep-grid td[data-run]', (tds) => tds.map((td) => ({
+    run: td.dataset.run, best: td.classList.contains('best'), loss: parseFloat(td.querySelector('.loss').dataset.loss),
+    mark: td.textContent.includes('best') })));
+  log('sweep grid', JSON.stringify(cells));
+  expect(cells.length === 4, `the grid has 4 runs (has ${cells.length})`);
+  expect(cells.every((c) => Number.isFinite(c.loss)), 'every run of the grid shows its final eval loss');
+  const lowest = Math.min(...cells.map((c) => c.loss));
+  const marked = cells.filter((c) => c.best && c.mark);
+  expect(marked.length === 1 && marked[0].loss === lowest, `exactly the run with the lowest eval loss (${lowest}) is marked best`);
+  expect(await page.getByRole('table', { name: /final eval loss per learning rate and duration/ }).count() === 1, 'the grid is labelled');
+  await page.locator('g.series path').first().waitFor();
+  await shot('sweep');
   await nav('Catalog');
   await page.getByRole('link', { name: 'lab.ui.bot' }).waitFor();
   await shot('catalog');
@@ -187,6 +207,7 @@ try {
     ['runs', '#/runs', () => page.getByRole('link', { name: run, exact: true }).waitFor()],
     ['run', '#/runs/' + encodeURIComponent(run), () => page.getByText('Checkpoint at step 6').waitFor()],
     ['compare', `#/compare?runs=${encodeURIComponent(run)},${encodeURIComponent(cfg.longRun)}`, () => page.locator('g.series path').first().waitFor()],
+    ['sweep', '#/compare?sweep=' + encodeURIComponent(cfg.sweep), () => page.locator('table.sweep-grid td.best').waitFor()],
     ['create', '#/create', () => h1('Create a run')],
     ['catalog', '#/catalog', () => page.getByRole('link', { name: 'lab.ui.bot' }).waitFor()],
     ['model', '#/catalog/lab.ui.bot', () => page.getByRole('heading', { name: 'Version 1' }).waitFor()],

@@ -1,0 +1,411 @@
+package engine
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"hone/quant/nf4"
+	"hone/safetensors"
+)
+
+// A frozen NF4 base (Options.QuantizeBase "nf4", QLoRA) keeps the decoder
+// layers' projection matrices only in NF4 (package quant/nf4): half a byte
+// a weight and a scale per 64. Each layer's matrices are dequantized, as
+// the layer runs, into one layer-sized scratch buffer that the existing
+// matrix products read: bf16 in BF16 mode (the layer16 buffer of
+// CompactBF16), fp32 otherwise. The whole model is never dequantized at
+// once. Embeddings, the output head, norms and biases are not quantized
+// (QLoRA quantizes only the Linear layers): fp32 in Params, or in BF16
+// mode the embeddings and head in bf16 (w16, as with FrozenBF16) and the
+// norms and biases in fp32.
+
+// QuantizeNF4 is the Options.QuantizeBase value of an NF4 base.
+const QuantizeNF4 = "nf4"
+
+// nf4Base is the quantized matrices of a frozen NF4 base.
+type nf4Base struct {
+	// tensors[l][k] is layer l's k-th matrix of layerMatrixSpecs(0).
+	tensors [][]*nf4.Tensor
+	rel     []ParamSpec // layer 0's matrices, offsets relative to the layer's start
+	// buf32 and p32 are the fp32 scratch layer (fp32 mode): matrices
+	// dequantized into buf32, norms and biases viewing Params.
+	buf32 []float32
+	p32   Layer[float32]
+	// scales holds the block scales of the matrix being dequantized,
+	// reused so that training makes no garbage for the collector.
+	scales []float32
+}
+
+func errNF4(what string) error {
+	return fmt.Errorf("%s: the model holds a frozen NF4 base (Options.QuantizeBase %q); load it without QuantizeBase for this", what, QuantizeNF4)
+}
+
+// CheckQuantizeBase says whether c's base can be held as q ("" or "nf4").
+func (c *Config) CheckQuantizeBase(q string) error {
+	switch {
+	case q == "":
+		return nil
+	case q != QuantizeNF4:
+		return fmt.Errorf("quantize_base %q: hone quantizes a frozen base to %q only (or \"\" for none)", q, QuantizeNF4)
+	case c.MoE():
+		return fmt.Errorf("quantize_base %q: %s is a mixture of experts; hone quantizes the base of Llama and Mistral models only", q, c.archName())
+	}
+	return nil
+}
+
+// isLayerMatrix says whether spec s is a decoder layer's weight matrix:
+// what an NF4 base quantizes.
+func (c *Config) isLayerMatrix(s ParamSpec) bool {
+	return len(s.Shape) == 2 && strings.HasPrefix(s.Name, "model.layers.")
+}
+
+// nf4KeptSpecs are the tensors an NF4 base keeps unquantized in Params:
+// all but the layer matrices in fp32 mode; in BF16 mode the norms and
+// biases only (the embeddings and head are in w16, see nf4Bf16Specs).
+func (c *Config) nf4KeptSpecs(bf16 bool) []ParamSpec {
+	if bf16 {
+		return c.vectorSpecs()
+	}
+	return c.respec(func(s ParamSpec) bool { return !c.isLayerMatrix(s) })
+}
+
+// nf4Bf16Specs are the embeddings and output head of a BF16-mode NF4 base.
+func (c *Config) nf4Bf16Specs() []ParamSpec {
+	return c.respec(func(s ParamSpec) bool { return len(s.Shape) == 2 && !c.isLayerMatrix(s) })
+}
+
+// respec lists the ParamSpecs keep selects, laid out anew one after another.
+func (c *Config) respec(keep func(ParamSpec) bool) []ParamSpec {
+	var specs []ParamSpec
+	off := 0
+	for _, s := range c.ParamSpecs() {
+		if keep(s) {
+			s.Offset = off
+			off += s.Size()
+			specs = append(specs, s)
+		}
+	}
+	return specs
+}
+
+// newNF4 is New for a frozen NF4 base: everything but the quantized
+// matrices, which Load or InitRandom fill.
+func newNF4(c *Config, dev Device, opt Options) *Model {
+	m := &Model{Config: c, Dev: dev, Opt: opt}
+	m.bf16, m.layer16Of = opt.BF16, -1
+	kept := c.nf4KeptSpecs(opt.BF16)
+	m.Params = weightSetOf(c, kept, dev.Alloc(specsSize(kept)))
+	v := c.vectorSpecs()
+	m.Grads = weightSetOf(c, v, dev.Alloc(specsSize(v)))
+	q := &nf4Base{tensors: make([][]*nf4.Tensor, c.NumHiddenLayers)}
+	lo, hi := c.layerRange(0)
+	for _, s := range c.ParamSpecs() {
+		if c.isLayerMatrix(s) && strings.HasPrefix(s.Name, c.layerPrefix(0)) {
+			s.Offset -= lo
+			q.rel = append(q.rel, s)
+		}
+	}
+	widest := 0
+	for _, s := range q.rel {
+		widest = max(widest, s.Size())
+	}
+	q.scales = make([]float32, nf4.Blocks(widest))
+	if opt.BF16 {
+		b := c.nf4Bf16Specs()
+		m.w16 = weightSetOf(c, b, dev.AllocBF16(specsSize(b)))
+		m.layer16b = dev.AllocBF16(hi - lo)
+		m.layer16 = oneLayerViews(c, m.layer16b)
+	} else {
+		q.buf32 = dev.Alloc(hi - lo)
+		q.p32 = oneLayerViews(c, q.buf32)
+	}
+	m.nf4 = q
+	return m
+}
+
+// freeNF4 releases what newNF4 allocated beyond New's buffers.
+func (m *Model) freeNF4() {
+	if m.nf4 != nil && m.nf4.buf32 != nil {
+		m.Dev.Free(m.nf4.buf32)
+	}
+	m.nf4 = nil
+}
+
+// nf4Name is the checkpoint name of layer l's k-th quantized matrix.
+func (q *nf4Base) name(c *Config, l, k int) string {
+	return c.layerPrefix(l) + strings.TrimPrefix(q.rel[k].Name, c.layerPrefix(0))
+}
+
+// quantizeAll fills every layer's quantized matrices, fill writing layer
+// l's k-th matrix in fp32 into a buffer of its size. A few workers each
+// reuse one fp32 buffer, so loading holds at most a few matrices in fp32
+// beside the quantized ones; the buffers go back to the OS at the end, so
+// they do not stay in the process's memory while it trains.
+func (m *Model) quantizeAll(fill func(l, k int, dst []float32) error) error {
+	q, c := m.nf4, m.Config
+	double := !m.Opt.NF4SingleScale
+	widest := 0
+	for _, s := range q.rel {
+		widest = max(widest, s.Size())
+	}
+	type job struct{ l, k int }
+	jobs := make(chan job)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for w := 0; w < min(runtime.GOMAXPROCS(0), 4); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]float32, widest)
+			for j := range jobs {
+				dst := buf[:q.rel[j.k].Size()]
+				if err := fill(j.l, j.k, dst); err != nil {
+					select {
+					case errs <- fmt.Errorf("quantize %s to NF4: %w", q.name(c, j.l, j.k), err):
+					default:
+					}
+					continue
+				}
+				q.tensors[j.l][j.k] = nf4.Quantize(dst, double)
+			}
+		}()
+	}
+	for l := range q.tensors {
+		q.tensors[l] = make([]*nf4.Tensor, len(q.rel))
+		for k := range q.rel {
+			jobs <- job{l, k}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	debug.FreeOSMemory()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// loadWeightsNF4 is loadWeights for a frozen NF4 base: each layer matrix
+// read as fp32 and quantized, the rest read as Params and w16 hold them.
+func loadWeightsNF4(m *Model, st *safetensors.Model) error {
+	c := m.Config
+	if err := FillDevice(m.Dev, m.Params.Arena, func(p []float32) error {
+		for _, s := range c.nf4KeptSpecs(m.bf16) {
+			if err := st.Float32(s.Name, p[s.Offset:s.Offset+s.Size()]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if m.bf16 {
+		if err := FillDeviceBF16(m.Dev, m.w16.Arena, func(w []uint16) error {
+			for _, s := range c.nf4Bf16Specs() {
+				if err := readBF16(st, s.Name, w[s.Offset:s.Offset+s.Size()]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return m.quantizeAll(func(l, k int, dst []float32) error { return st.Float32(m.nf4.name(c, l, k), dst) })
+}
+
+// initRandomNF4 is InitRandom for a frozen NF4 base: each tensor gets the
+// values InitRandom draws for it (the same stream per tensor), the layer
+// matrices then quantized, the embeddings and head rounded to bf16 in
+// BF16 mode.
+func (m *Model) initRandomNF4(seed uint64) {
+	c := m.Config
+	index := map[string]int{}
+	for i, s := range c.ParamSpecs() {
+		index[s.Name] = i
+	}
+	normal := func(name string, dst []float32) {
+		r := rand.New(rand.NewPCG(seed, uint64(index[name])))
+		for j := range dst {
+			dst[j] = float32(0.02 * r.NormFloat64())
+		}
+	}
+	_ = FillDevice(m.Dev, m.Params.Arena, func(p []float32) error {
+		for _, s := range c.nf4KeptSpecs(m.bf16) {
+			dst := p[s.Offset : s.Offset+s.Size()]
+			switch {
+			case len(s.Shape) == 2:
+				normal(s.Name, dst)
+			case strings.HasSuffix(s.Name, ".bias"):
+				clear(dst)
+			default: // a norm's weight
+				for j := range dst {
+					dst[j] = 1
+				}
+			}
+		}
+		return nil
+	})
+	if m.bf16 { // straight to bf16, one tensor a core, as initRandomBF16 does
+		_ = FillDeviceBF16(m.Dev, m.w16.Arena, func(w []uint16) error {
+			var wg sync.WaitGroup
+			for _, s := range c.nf4Bf16Specs() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(seed, uint64(index[s.Name])))
+					for j := range w[s.Offset : s.Offset+s.Size()] {
+						w[s.Offset+j] = safetensors.Float32ToBF16(float32(0.02 * r.NormFloat64()))
+					}
+				}()
+			}
+			wg.Wait()
+			return nil
+		})
+	}
+	_ = m.quantizeAll(func(l, k int, dst []float32) error {
+		normal(m.nf4.name(c, l, k), dst)
+		return nil
+	})
+}
+
+// nf4Layer16 is w16Layer for an NF4 base in BF16 mode: layer l's matrices
+// dequantized to bf16 in the layer scratch (kept while l is the layer
+// running, so a recomputed forward and its backward dequantize once).
+func (m *Model) nf4Layer16(l int) *Layer[uint16] {
+	if m.layer16Of != l {
+		q := m.nf4
+		_ = FillDeviceBF16(m.Dev, m.layer16b, func(buf []uint16) error {
+			for k, s := range q.rel {
+				m.dequantizeBF16(q.tensors[l][k], buf[s.Offset:s.Offset+s.Size()])
+			}
+			return nil
+		})
+		m.layer16Of = l
+	}
+	return &m.layer16
+}
+
+// NF4Kernels is an optional extra of a Device (see HostMemory): a fast
+// dequantization of whole NF4 blocks into bf16 on host memory. Without
+// it an NF4 base dequantizes with quant/nf4's Go code.
+type NF4Kernels interface {
+	// DequantizeNF4BF16 writes len(scales) blocks of 64 values, packed
+	// two to a byte (the first in the high nibble), into dst as
+	// bf16(code[index] * scale), rounded to nearest even.
+	DequantizeNF4BF16(dst []uint16, packed []byte, scales []float32, code *[16]float32)
+}
+
+// dequantizeBF16 dequantizes t into dst (host memory) on every core.
+func (m *Model) dequantizeBF16(t *nf4.Tensor, dst []uint16) {
+	k, ok := m.Dev.(NF4Kernels)
+	parallelChunks(len(dst), func(lo, hi int) { // chunks start on block boundaries
+		if !ok {
+			t.DequantizeBF16(dst[lo:hi], lo)
+			return
+		}
+		full := (hi - lo) / nf4.BlockSize * nf4.BlockSize
+		scales := m.nf4.scales[lo/nf4.BlockSize : (lo+full)/nf4.BlockSize]
+		t.Scales(scales, lo/nf4.BlockSize)
+		k.DequantizeNF4BF16(dst[lo:lo+full], t.Packed[lo/2:(lo+full)/2], scales, &nf4.Code)
+		if full < hi-lo {
+			t.DequantizeBF16(dst[lo+full:hi], lo+full)
+		}
+	})
+}
+
+// layerParams is layer l's fp32 parameters: Params' views, or for an NF4
+// base in fp32 mode its matrices dequantized into the scratch layer with
+// the norms and biases of Params.
+func (m *Model) layerParams(l int) *Layer[float32] {
+	q := m.nf4
+	if q == nil || m.bf16 {
+		return &m.Params.Layers[l]
+	}
+	if m.layer16Of != l {
+		_ = FillDevice(m.Dev, q.buf32, func(buf []float32) error {
+			for k, s := range q.rel {
+				t, dst := q.tensors[l][k], buf[s.Offset:s.Offset+s.Size()]
+				parallelChunks(len(dst), func(lo, hi int) { t.Dequantize(dst[lo:hi], lo) })
+			}
+			return nil
+		})
+		m.layer16Of = l
+	}
+	p, v := &q.p32, &m.Params.Layers[l]
+	p.LN1, p.LN2, p.BQ, p.BK, p.BV, p.BO, p.BGate, p.BUp, p.BDown = v.LN1, v.LN2, v.BQ, v.BK, v.BV, v.BO, v.BGate, v.BUp, v.BDown
+	return p
+}
+
+// NF4Bytes is the storage of the model's quantized matrices (0 without an
+// NF4 base).
+func (m *Model) NF4Bytes() int64 {
+	if m.nf4 == nil {
+		return 0
+	}
+	var n int64
+	for _, ts := range m.nf4.tensors {
+		for _, t := range ts {
+			if t != nil {
+				n += t.Bytes()
+			}
+		}
+	}
+	return n
+}
+
+// nf4WeightBytes is weightBytes for an NF4 base: the quantized matrices,
+// the unquantized tensors (fp32, or bf16 embeddings and head in BF16
+// mode), the norms' and biases' unused gradients and the scratch layer.
+func (c *Config) nf4WeightBytes(opt Options) int64 {
+	var q int64
+	for _, s := range c.ParamSpecs() {
+		if c.isLayerMatrix(s) {
+			q += nf4.StorageBytes(int64(s.Size()), !opt.NF4SingleScale)
+		}
+	}
+	lo, hi := c.layerRange(0)
+	vec := int64(specsSize(c.vectorSpecs()))
+	if opt.BF16 {
+		return q + 4*vec + 2*int64(specsSize(c.nf4Bf16Specs())) + 4*vec + 2*int64(hi-lo)
+	}
+	return q + 4*int64(specsSize(c.nf4KeptSpecs(false))) + 4*vec + 4*int64(hi-lo)
+}
+
+// DequantizedTensors are the base's weights as the model computes with
+// them in fp32 mode, under their checkpoint names, in ParamSpecs order:
+// the NF4 matrices dequantized to fp32 and the unquantized tensors as
+// held. It allocates the whole model on the host: for writing a reference
+// checkpoint of small models (hone dev dequantize).
+func (m *Model) DequantizedTensors() ([]safetensors.Tensor, error) {
+	q, c := m.nf4, m.Config
+	switch {
+	case q == nil:
+		return nil, fmt.Errorf("dequantize: the model has no quantized base (Options.QuantizeBase)")
+	case m.bf16:
+		return nil, fmt.Errorf("dequantize: the model computes in bf16; load it without BF16 for the fp32 values")
+	}
+	data := map[string][]float32{}
+	host := HostView(m.Dev, m.Params.Arena)
+	for _, s := range c.nf4KeptSpecs(false) {
+		data[s.Name] = host[s.Offset : s.Offset+s.Size()]
+	}
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		for k, s := range q.rel {
+			f := make([]float32, s.Size())
+			q.tensors[l][k].Dequantize(f, 0)
+			data[q.name(c, l, k)] = f
+		}
+	}
+	var out []safetensors.Tensor
+	for _, s := range c.ParamSpecs() {
+		out = append(out, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: data[s.Name]})
+	}
+	return out, nil
+}

@@ -1,0 +1,78 @@
+package train_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"hone/engine"
+	"hone/engine/cpu"
+	"hone/train"
+)
+
+type logRecorder struct {
+	recorder
+	logs []string
+}
+
+func (r *logRecorder) OnLog(s string) { r.logs = append(r.logs, s) }
+
+func (r *logRecorder) logged(part string) bool {
+	for _, l := range r.logs {
+		if strings.Contains(l, part) {
+			return true
+		}
+	}
+	return false
+}
+
+// A QLoRA run (lora.quantize_base nf4, bf16) trains its adapter on the NF4
+// base, skips the eval prompts (no decoding on NF4) and says so, and
+// registers the merge of its adapter into the unquantized base, saying so
+// too.
+func TestQLoRARunMergesIntoUnquantizedBase(t *testing.T) {
+	model, data := tinyModel(t), chatData(t)
+	s := loraSpec(model, data)
+	s.Precision = "bf16"
+	s.LoRA.QuantizeBase = "nf4"
+	s.EvalPrompts = []string{"What is 12 + 30?"}
+	rec := &logRecorder{}
+	res, err := train.Run(context.Background(), s, t.TempDir(), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, last := rec.steps[0].Loss, rec.steps[len(rec.steps)-1].Loss; !(last < first) {
+		t.Errorf("loss did not fall: %.4f -> %.4f", first, last)
+	}
+	for _, want := range []string{"base quantized to nf4", "eval prompts skipped", "merging the adapter into the unquantized base"} {
+		if !rec.logged(want) {
+			t.Errorf("no log line says %q; logs: %q", want, rec.logs)
+		}
+	}
+	merged := filepath.Join(t.TempDir(), "merged")
+	if err := engine.MergeDirs(model, res.AdapterDir, merged, cpu.New(0)); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(filepath.Join(merged, "model.safetensors"))
+	got, _ := os.ReadFile(filepath.Join(res.ModelDir, "model.safetensors"))
+	if len(want) == 0 || !bytes.Equal(got, want) {
+		t.Error("the run's model is not the merge of its adapter into the unquantized base")
+	}
+	base, fin := openModel(t, model), openModel(t, res.ModelDir)
+	if !equalTensor(t, base, fin, "model.layers.0.self_attn.k_proj.weight") {
+		t.Error("an untargeted projection differs from the unquantized base's: the merge went into a dequantized base")
+	}
+
+}
+
+// A quantize_base other than nf4 is refused naming the setting.
+func TestQLoRASpecRefusesUnknownQuantization(t *testing.T) {
+	s := loraSpec("model", "data")
+	s.LoRA.QuantizeBase = "int4"
+	if _, err := s.Resolve(); err == nil || !strings.Contains(err.Error(), "lora.quantize_base") {
+		t.Errorf("Resolve with quantize_base int4: %v, want an error naming lora.quantize_base", err)
+	}
+}
