@@ -253,9 +253,12 @@ type SupportedModelList struct {
 	Models []SupportedModel `json:"models"`
 }
 
-// Health is the answer of GET /api/health.
+// Health is the answer of GET /api/health (and of GET /api/livez, which
+// only says the process serves).
 type Health struct {
-	Status string `json:"status"` // "ok"
+	Status string `json:"status"`          // "ok", or "unavailable" (HTTP 503)
+	Store  string `json:"store,omitempty"` // "ok" or "unavailable": whether the database answers
+	Reason string `json:"reason,omitempty"`
 }
 
 // ListRunsOptions filters and pages a listing; zero fields do not filter.

@@ -18,19 +18,32 @@ import (
 )
 
 // leaseKeeper renews one run's lease in the background and watches for a
-// cancel request, from the claim until stop.
+// cancel request, from the claim until stop. Its epoch is the claim's
+// fencing token: every write of the run (renewals, records, checkpoints,
+// the final model) requires the run's lease_epoch to be still this one.
 type leaseKeeper struct {
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
+	s      *Service
+	name   string
+	jobID  int64
+	epoch  int64
+	cancel context.CancelCauseFunc
+	quit   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+
+	mu         sync.Mutex
+	validUntil time.Time // the lease as last confirmed by the store, by this worker's clock
+	lost       bool
 }
 
-// holdLease starts renewing the lease of the run that job jobID claimed.
-// It cancels the training context with errStopRequested when the run is
-// asked to stop (and keeps renewing while the trainer saves its stop
-// checkpoint), or with errLeaseLost when another job owns the run now.
-func (s *Service) holdLease(ctx context.Context, name string, jobID int64, cancelTrain context.CancelCauseFunc) *leaseKeeper {
-	k := &leaseKeeper{quit: make(chan struct{}), done: make(chan struct{})}
+// holdLease starts renewing the lease that job jobID claimed with epoch,
+// valid until `until`. It cancels the training context with
+// errStopRequested when the run is asked to stop (and keeps renewing while
+// the trainer saves its stop checkpoint), or with errLeaseLost when
+// another job owns the run now.
+func (s *Service) holdLease(ctx context.Context, name string, jobID, epoch int64, until time.Time, cancelTrain context.CancelCauseFunc) *leaseKeeper {
+	k := &leaseKeeper{s: s, name: name, jobID: jobID, epoch: epoch, cancel: cancelTrain,
+		quit: make(chan struct{}), done: make(chan struct{}), validUntil: until}
 	// The lease was set at the claim, just before: read the time here, not
 	// in the goroutine, which may first run much later on a busy machine.
 	lastRenew := s.clock()
@@ -44,7 +57,7 @@ func (s *Service) holdLease(ctx context.Context, name string, jobID int64, cance
 				return
 			case <-t.C:
 			}
-			if !s.tendLease(ctx, name, jobID, &lastRenew, cancelTrain) {
+			if !s.tendLease(ctx, k, &lastRenew) {
 				return
 			}
 		}
@@ -58,39 +71,114 @@ func (k *leaseKeeper) stop() {
 	<-k.done
 }
 
+// lose notes that the run is another job's now and cancels training.
+func (k *leaseKeeper) lose() {
+	k.mu.Lock()
+	k.lost = true
+	k.mu.Unlock()
+	k.cancel(errLeaseLost)
+}
+
+func (k *leaseKeeper) isLost() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lost
+}
+
+// renewed notes a renewal that the store confirmed, sent at `at`.
+func (k *leaseKeeper) renewed(at time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.validUntil = at.Add(k.s.cfg.LeaseTTL)
+}
+
+// heldAt reports whether the lease as last confirmed still holds at now.
+// A margin of a tenth of the lease covers clock drift between workers.
+func (k *leaseKeeper) heldAt(now time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.lost && now.Before(k.validUntil.Add(-k.s.cfg.LeaseTTL/10))
+}
+
+// renew extends the lease under this claim's token; ok false means the
+// run is no longer this job's.
+func (s *Service) renew(ctx context.Context, k *leaseKeeper, now time.Time) (bool, error) {
+	until := now.Add(s.cfg.LeaseTTL)
+	epoch := k.epoch
+	return s.st.UpdateRun(ctx, k.name, store.RunCond{JobID: k.jobID, HeldBy: s.cfg.WorkerID, Epoch: &epoch},
+		store.RunUpdate{LeaseUntil: &until})
+}
+
+// fence confirms that k's job still holds the run, just before a commit
+// (a checkpoint or the final model renamed into place, the model
+// registered): it renews the lease under its token. When the store does
+// not answer, the lease as last confirmed decides; once that has run out,
+// fence waits for the store (at most StoreWait), since meanwhile another
+// worker may have taken the run over.
+func (s *Service) fence(k *leaseKeeper) error {
+	deadline := s.clock().Add(s.cfg.StoreWait)
+	wait := s.cfg.RetryEvery
+	for {
+		if k.isLost() {
+			return errLeaseLost
+		}
+		now := s.clock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ok, err := s.renew(ctx, k, now)
+		cancel()
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			k.cancel(errStopRequested)
+			return fmt.Errorf("run %s was deleted", k.name)
+		case err == nil && ok:
+			k.renewed(now)
+			return nil
+		case err == nil:
+			k.lose()
+			return errLeaseLost
+		case k.heldAt(s.clock()):
+			return nil // the store is away, but nobody can have taken the run yet
+		case s.clock().After(deadline):
+			return fmt.Errorf("cannot confirm the lease on run %s (its lease ran out while the store did not answer): %w", k.name, err)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 16*s.cfg.RetryEvery)
+	}
+}
+
 // tendLease polls the run once and renews its lease when a third of it has
 // passed. It reports whether the lease is still this job's to keep.
-func (s *Service) tendLease(ctx context.Context, name string, jobID int64, lastRenew *time.Time, cancelTrain context.CancelCauseFunc) bool {
-	run, err := s.st.GetRun(ctx, name)
+func (s *Service) tendLease(ctx context.Context, k *leaseKeeper, lastRenew *time.Time) bool {
+	run, err := s.st.GetRun(ctx, k.name)
 	if errors.Is(err, store.ErrNotFound) {
-		cancelTrain(errStopRequested)
+		k.cancel(errStopRequested)
 		return false
 	}
 	if err != nil {
-		s.log.Warn("poll run", "run", name, "err", err)
+		s.log.Warn("poll run", "run", k.name, "err", err)
 		return true
 	}
-	if run.JobID != jobID || run.LeaseOwner != s.cfg.WorkerID {
-		cancelTrain(errLeaseLost)
+	if run.JobID != k.jobID || run.LeaseOwner != s.cfg.WorkerID || run.LeaseEpoch != k.epoch {
+		k.lose()
 		return false
 	}
 	if run.Status == store.StatusStopping {
-		cancelTrain(errStopRequested) // the trainer saves a stop checkpoint meanwhile
+		k.cancel(errStopRequested) // the trainer saves a stop checkpoint meanwhile
 	}
 	now := s.clock()
 	if now.Sub(*lastRenew) < s.cfg.LeaseTTL/3 {
 		return true
 	}
-	until := now.Add(s.cfg.LeaseTTL)
-	ok, err := s.st.UpdateRun(ctx, name, store.RunCond{JobID: jobID, HeldBy: s.cfg.WorkerID}, store.RunUpdate{LeaseUntil: &until})
+	ok, err := s.renew(ctx, k, now)
 	switch {
 	case err != nil:
-		s.log.Warn("renew lease", "run", name, "err", err)
+		s.log.Warn("renew lease", "run", k.name, "err", err)
 	case !ok:
-		cancelTrain(errLeaseLost)
+		k.lose()
 		return false
 	default:
 		*lastRenew = now
+		k.renewed(now)
 	}
 	return true
 }

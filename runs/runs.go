@@ -81,6 +81,13 @@ type Config struct {
 	LeaseTTL    time.Duration // default 30s; a worker silent this long is presumed dead
 	PollEvery   time.Duration // cancel poll and lease renewal tick; default LeaseTTL/10, at most 1s
 	FetchPoll   time.Duration // queue poll interval; default 1s
+	// RetryEvery is the first wait before a store write is tried again
+	// (records, the outcome), doubling up to 16 times it; default 250ms.
+	RetryEvery time.Duration
+	// StoreWait bounds how long a worker waits for an absent store at the
+	// end of a run (its records delivered, its outcome recorded) and for
+	// confirming its lease before a commit; default 10m.
+	StoreWait time.Duration
 	// StopGrace bounds how long a cancelled or shut-down run may take to
 	// return before the worker stops waiting for it (blocked in I/O: a
 	// FIFO, a stalled network file system); default 5s.
@@ -154,6 +161,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.FetchPoll == 0 {
 		cfg.FetchPoll = time.Second
+	}
+	if cfg.RetryEvery == 0 {
+		cfg.RetryEvery = 250 * time.Millisecond
+	}
+	if cfg.StoreWait == 0 {
+		cfg.StoreWait = 10 * time.Minute
+	}
+	if cfg.RetryEvery < 0 || cfg.StoreWait < 0 {
+		return nil, fmt.Errorf("runs: bad retry config: retry every %s, store wait %s", cfg.RetryEvery, cfg.StoreWait)
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 5 * time.Second
@@ -230,6 +246,9 @@ func (s *Service) transition(ctx context.Context, run string, cond store.RunCond
 	})
 	return ok, err
 }
+
+// StoreHealth reports whether the store answers.
+func (s *Service) StoreHealth(ctx context.Context) error { return s.st.Ping(ctx) }
 
 func (s *Service) event(ctx context.Context, run, typ, format string, a ...any) {
 	msg := fmt.Sprintf(format, a...)

@@ -71,12 +71,18 @@ func (f *scriptTrainer) Run(ctx context.Context, spec train.Spec, workDir string
 			if f.hold != nil {
 				f.hold("stop checkpoint")
 			}
+			if err := obs.(train.Fencer).Fence("stop checkpoint"); err != nil {
+				return nil, err
+			}
 			obs.OnCheckpoint(train.Checkpoint{Step: step, Dir: filepath.Join(workDir, fmt.Sprint(step))})
 			return nil, ctx.Err()
 		}
 	}
 	if f.hold != nil {
 		f.hold("final")
+	}
+	if err := obs.(train.Fencer).Fence("final model"); err != nil {
+		return nil, err
 	}
 	final := filepath.Join(workDir, "final")
 	if err := os.MkdirAll(final, 0o755); err != nil {

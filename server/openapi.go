@@ -97,7 +97,7 @@ const openAPIDoc = `{
         "retiring": {"type": "boolean"}, "trainable": {"type": "boolean"}, "notes": {"type": "string"}}},
       "SupportedModelList": {"type": "object", "properties": {"models": {"type": "array", "items": {"$ref": "#/components/schemas/SupportedModel"}}}},
       "Catalog": {"type": "object", "properties": {"name": {"type": "string"}, "comment": {"type": "string"}}},
-      "Health": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+      "Health": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]}, "store": {"type": "string", "enum": ["ok", "unavailable"]}, "reason": {"type": "string"}}},
       "ModelVersion": {"type": "object", "properties": {"version": {"type": "integer"}, "storage_location": {"type": "string"}, "run": {"type": "string"},
         "base_model": {"type": "string", "description": "lineage: the root base model; for an adapter, the base version it is served merged into"},
         "adapter": {"type": "boolean", "description": "a LoRA adapter in PEFT layout registered alone"},
@@ -135,7 +135,8 @@ const openAPIDoc = `{
   },
   "security": [{"bearer": []}],
   "paths": {
-    "/api/health": {"get": {"summary": "liveness", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
+    "/api/health": {"get": {"summary": "readiness: the process serves and its database answers", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}, "503": {"description": "the database does not answer; reason says how", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
+    "/api/livez": {"get": {"summary": "liveness: the process serves (the database is not checked)", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
     "/api/runs": {
       "post": {"summary": "create a run (validated; 400 with file:line for bad data)", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRunRequest"}}}},
         "responses": {"201": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Run"}}}}, "400": {"$ref": "#/components/responses/Error"}}},

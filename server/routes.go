@@ -18,7 +18,7 @@ func (s *Server) routes() {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(openAPIDoc)) //nolint:errcheck // the client went away
 	})
-	m.HandleFunc("GET /api/health", s.handler(200, func(*http.Request) (any, error) { return &client.Health{Status: "ok"}, nil }))
+	s.healthRoutes()
 	m.HandleFunc("GET /api/models", s.handler(200, func(*http.Request) (any, error) {
 		out := &client.SupportedModelList{Models: []client.SupportedModel{}}
 		for _, m := range modelref.SupportedModels() {

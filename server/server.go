@@ -36,6 +36,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"hone/catalog"
@@ -124,7 +125,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case foreign != "":
 		s.refuse(sw, r, http.StatusForbidden, "forbidden", foreign)
-	case api && r.URL.Path != "/api/health" && !s.authorized(r):
+	case api && r.URL.Path != "/api/health" && r.URL.Path != "/api/livez" && !s.authorized(r):
 		sw.Header().Set("WWW-Authenticate", `Bearer realm="hone"`)
 		if strings.HasPrefix(r.URL.Path, "/v1/") || servingEndpointPath(r.URL.Path) {
 			s.refuse(sw, r, http.StatusUnauthorized, "invalid_api_key", "missing or wrong API key (the server's bearer token)")
@@ -168,6 +169,8 @@ func (s *Server) publicMessage(r *http.Request, status int, err error) string {
 	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "request_id", id, "err", err)
 	what := "internal error"
 	switch {
+	case status == http.StatusInsufficientStorage:
+		what = noSpaceMessage(err)
 	case errors.Is(err, context.DeadlineExceeded):
 		what = "the request ran out of time (the server's --request-timeout)"
 	case errors.Is(err, context.Canceled):
@@ -232,6 +235,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusTooManyRequests, "rate_limit_exceeded"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return http.StatusInsufficientStorage, "insufficient_storage"
 	}
 	return http.StatusInternalServerError, "internal"
 }

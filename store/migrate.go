@@ -134,8 +134,23 @@ var schemaV2 = []string{
 	)`,
 }
 
+// schemaV3 makes tracking survive the database and fences stale workers:
+// hone_runs.lease_epoch (added by addColumns) counts the claims of a run, and
+// an event delivered from a worker's journal carries a key, so one delivered
+// twice is stored once.
+var schemaV3 = []string{
+	`CREATE UNIQUE INDEX IF NOT EXISTS hone_run_events_key ON hone_run_events (run_name, journal_key)`,
+}
+
+// addedColumns are columns added to tables of an earlier schema; each is
+// added once (SQLite has no ADD COLUMN IF NOT EXISTS).
+var addedColumns = []struct{ table, column, decl string }{
+	{"hone_runs", "lease_epoch", "BIGINT NOT NULL DEFAULT 0"},
+	{"hone_run_events", "journal_key", "TEXT"},
+}
+
 // migrations are applied in order, all of them at every start.
-var migrations = [][]string{schemaV1, schemaV2}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3}
 
 func (s *Store) migrate(ctx context.Context) error {
 	id := "INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -149,7 +164,12 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("store: migrate lock: %w", err)
 			}
 		}
-		for _, schema := range migrations {
+		for i, schema := range migrations {
+			if i == 2 {
+				if err := addColumns(ctx, tx); err != nil {
+					return err
+				}
+			}
 			for _, stmt := range schema {
 				if _, err := tx.q.exec(ctx, strings.ReplaceAll(stmt, "{{ID}}", id)); err != nil {
 					return fmt.Errorf("store: migrate: %w\n%s", err, stmt)
@@ -158,4 +178,25 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+func addColumns(ctx context.Context, tx *Tx) error {
+	for _, c := range addedColumns {
+		if tx.d == Postgres {
+			if _, err := tx.q.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s", c.table, c.column, c.decl)); err != nil {
+				return fmt.Errorf("store: migrate: add %s.%s: %w", c.table, c.column, err)
+			}
+			continue
+		}
+		var n int
+		if err := tx.one(ctx, `SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, []any{c.table, c.column}, &n); err != nil {
+			return fmt.Errorf("store: migrate: inspect %s: %w", c.table, err)
+		}
+		if n == 0 {
+			if _, err := tx.q.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", c.table, c.column, c.decl)); err != nil {
+				return fmt.Errorf("store: migrate: add %s.%s: %w", c.table, c.column, err)
+			}
+		}
+	}
+	return nil
 }

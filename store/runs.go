@@ -51,6 +51,10 @@ type Run struct {
 	JobID          int64  // the queue job that currently owns the run
 	LeaseOwner     string // worker executing it; "" when none
 	LeaseUntil     time.Time
+	// LeaseEpoch counts the claims of the run: the fencing token of the
+	// worker that holds it. A worker whose epoch is no longer the run's has
+	// lost the run and may write nothing more for it.
+	LeaseEpoch     int64
 	CreatedAt      time.Time
 	StartedAt      time.Time
 	EstimatedEndAt time.Time
@@ -60,13 +64,13 @@ type Run struct {
 }
 
 const runCols = `name, user_name, experiment_path, status, params, register_to, job_id, lease_owner, lease_until,
-	created_at, started_at, estimated_end_at, completed_at, error, model_version`
+	created_at, started_at, estimated_end_at, completed_at, error, model_version, lease_epoch`
 
 func scanRun(r interface{ Scan(...any) error }) (Run, error) {
 	var x Run
 	var lease, created, started, est, done int64
 	err := r.Scan(&x.Name, &x.User, &x.ExperimentPath, &x.Status, &x.Params, &x.RegisterTo, &x.JobID,
-		&x.LeaseOwner, &lease, &created, &started, &est, &done, &x.Error, &x.ModelVersion)
+		&x.LeaseOwner, &lease, &created, &started, &est, &done, &x.Error, &x.ModelVersion, &x.LeaseEpoch)
 	x.LeaseUntil, x.CreatedAt, x.StartedAt = fromMicros(lease), fromMicros(created), fromMicros(started)
 	x.EstimatedEndAt, x.CompletedAt = fromMicros(est), fromMicros(done)
 	return x, err
@@ -77,11 +81,11 @@ func (o ops) InsertRun(ctx context.Context, r *Run) error {
 	if r.Name == "" || !r.Status.Valid() {
 		return fmt.Errorf("store: insert run: name and a valid status are required")
 	}
-	n, err := o.q.exec(ctx, `INSERT INTO hone_runs (`+runCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	n, err := o.q.exec(ctx, `INSERT INTO hone_runs (`+runCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT (name) DO NOTHING`,
 		r.Name, r.User, r.ExperimentPath, string(r.Status), r.Params, r.RegisterTo, r.JobID, r.LeaseOwner,
 		micros(r.LeaseUntil), micros(r.CreatedAt), micros(r.StartedAt), micros(r.EstimatedEndAt),
-		micros(r.CompletedAt), r.Error, r.ModelVersion)
+		micros(r.CompletedAt), r.Error, r.ModelVersion, r.LeaseEpoch)
 	if err != nil {
 		return fmt.Errorf("store: insert run %s: %w", r.Name, err)
 	}
@@ -107,6 +111,31 @@ func (o ops) GetRun(ctx context.Context, name string) (*Run, error) {
 	}
 	if x, err = scanRun(r); err != nil {
 		return nil, fmt.Errorf("store: get run %s: %w", name, err)
+	}
+	return &x, nil
+}
+
+// LockRun reads one run and, inside a PostgreSQL transaction, locks its row
+// until the transaction ends, so a concurrent claim waits (SQLite
+// transactions are serialised already).
+func (o ops) LockRun(ctx context.Context, name string) (*Run, error) {
+	if o.d != Postgres {
+		return o.GetRun(ctx, name)
+	}
+	var x Run
+	r, err := o.q.query(ctx, `SELECT `+runCols+` FROM hone_runs WHERE name = ? FOR UPDATE`, name)
+	if err != nil {
+		return nil, fmt.Errorf("store: lock run %s: %w", name, err)
+	}
+	defer r.Close()
+	if !r.Next() {
+		if err := r.Err(); err != nil {
+			return nil, fmt.Errorf("store: lock run %s: %w", name, err)
+		}
+		return nil, fmt.Errorf("run %s: %w", name, ErrNotFound)
+	}
+	if x, err = scanRun(r); err != nil {
+		return nil, fmt.Errorf("store: lock run %s: %w", name, err)
 	}
 	return &x, nil
 }
@@ -217,6 +246,9 @@ type RunCond struct {
 	// compare-and-set on the lease as read, so a renewed lease is not taken.
 	HeldBy    string
 	HeldUntil time.Time
+	// Epoch, when set, requires lease_epoch to equal *Epoch: the fencing
+	// token of a claim.
+	Epoch *int64
 }
 
 // RunUpdate sets the non-nil fields.
@@ -225,6 +257,7 @@ type RunUpdate struct {
 	JobID          *int64
 	LeaseOwner     *string
 	LeaseUntil     *time.Time
+	LeaseEpoch     *int64
 	StartedAt      *time.Time
 	EstimatedEndAt *time.Time
 	CompletedAt    *time.Time
@@ -249,6 +282,9 @@ func (o ops) UpdateRun(ctx context.Context, name string, cond RunCond, up RunUpd
 	}
 	if up.LeaseUntil != nil {
 		set("lease_until", micros(*up.LeaseUntil))
+	}
+	if up.LeaseEpoch != nil {
+		set("lease_epoch", *up.LeaseEpoch)
 	}
 	if up.StartedAt != nil {
 		set("started_at", micros(*up.StartedAt))
@@ -292,6 +328,10 @@ func (o ops) UpdateRun(ctx context.Context, name string, cond RunCond, up RunUpd
 			where = append(where, "lease_until = ?")
 			args = append(args, micros(cond.HeldUntil))
 		}
+	}
+	if cond.Epoch != nil {
+		where = append(where, "lease_epoch = ?")
+		args = append(args, *cond.Epoch)
 	}
 	n, err := o.q.exec(ctx, "UPDATE hone_runs SET "+strings.Join(sets, ", ")+" WHERE "+strings.Join(where, " AND "), args...)
 	if err != nil {

@@ -29,12 +29,16 @@ type sqlConn interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
-type sqlQuerier struct{ c sqlConn }
+// sqlQuerier is SQLite's; path names the database file in errors.
+type sqlQuerier struct {
+	c    sqlConn
+	path string
+}
 
 func (s sqlQuerier) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	r, err := s.c.ExecContext(ctx, q, args...)
 	if err != nil {
-		return 0, err
+		return 0, noSpace(err, "the database "+s.path)
 	}
 	return r.RowsAffected()
 }
@@ -42,7 +46,7 @@ func (s sqlQuerier) exec(ctx context.Context, q string, args ...any) (int64, err
 func (s sqlQuerier) query(ctx context.Context, q string, args ...any) (rows, error) {
 	r, err := s.c.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, err
+		return nil, noSpace(err, "the database "+s.path)
 	}
 	return sqlRows{r}, nil
 }
@@ -61,7 +65,7 @@ type pgxQuerier struct{ c pgxConn }
 func (p pgxQuerier) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	tag, err := p.c.Exec(ctx, dollar(q), args...)
 	if err != nil {
-		return 0, err
+		return 0, noSpace(err, "")
 	}
 	return tag.RowsAffected(), nil
 }

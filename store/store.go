@@ -78,6 +78,7 @@ type Store struct {
 	ops
 	sqlDB *sql.DB
 	pool  *pgxpool.Pool
+	path  string // SQLite's database file
 }
 
 // Tx is one transaction; it has all of Store's operations.
@@ -133,7 +134,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
 		}
 		s.sqlDB = db
-		s.ops = ops{q: sqlQuerier{db}, d: SQLite}
+		s.path = path
+		s.ops = ops{q: sqlQuerier{db, path}, d: SQLite}
 	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
@@ -175,7 +177,7 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 			return err
 		}
 		if err := ptx.Commit(ctx); err != nil {
-			return fmt.Errorf("store: commit: %w", err)
+			return fmt.Errorf("store: commit: %w", noSpace(err, ""))
 		}
 		return nil
 	}
@@ -184,11 +186,11 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	defer stx.Rollback() //nolint:errcheck // no-op after commit
-	if err := fn(&Tx{ops: ops{q: sqlQuerier{stx}, d: s.d}, sqlTx: stx}); err != nil {
+	if err := fn(&Tx{ops: ops{q: sqlQuerier{stx, s.path}, d: s.d}, sqlTx: stx}); err != nil {
 		return err
 	}
 	if err := stx.Commit(); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+		return fmt.Errorf("store: commit: %w", noSpace(err, "the database "+s.path))
 	}
 	return nil
 }
@@ -228,4 +230,18 @@ func (s *Store) WithMigrationLock(ctx context.Context, fn func() error) error {
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLockKey)
 	return fn()
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	var err error
+	if s.pool != nil {
+		err = s.pool.Ping(ctx)
+	} else {
+		err = s.sqlDB.PingContext(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("store: ping %s: %w", s.d, err)
+	}
+	return nil
 }

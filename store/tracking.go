@@ -14,12 +14,20 @@ type Event struct {
 	Time    time.Time
 	Type    string
 	Message string
+	// Key, when set, makes the insert idempotent: an event whose key the
+	// run already has is not added again (a journal's redelivery).
+	Key string
 }
 
 // AddEvent appends an event to the run's history.
 func (o ops) AddEvent(ctx context.Context, run string, e Event) error {
-	_, err := o.q.exec(ctx, `INSERT INTO hone_run_events (run_name, time, type, message) VALUES (?,?,?,?)`,
-		run, micros(e.Time), e.Type, e.Message)
+	var key any
+	if e.Key != "" {
+		key = e.Key
+	}
+	_, err := o.q.exec(ctx, `INSERT INTO hone_run_events (run_name, time, type, message, journal_key) VALUES (?,?,?,?,?)
+		ON CONFLICT (run_name, journal_key) DO NOTHING`,
+		run, micros(e.Time), e.Type, e.Message, key)
 	if err != nil {
 		return fmt.Errorf("store: add event to %s: %w", run, err)
 	}
@@ -34,11 +42,11 @@ func (o ops) ListEvents(ctx context.Context, run string, afterID int64) ([]Event
 // events lists at most limit events (limit <= 0: all).
 func (o ops) events(ctx context.Context, run string, afterID int64, limit int) ([]Event, error) {
 	out := []Event{}
-	err := o.all(ctx, `SELECT id, time, type, message FROM hone_run_events WHERE run_name = ? AND id > ? ORDER BY id`+limitSQL(limit),
+	err := o.all(ctx, `SELECT id, time, type, message, COALESCE(journal_key, '') FROM hone_run_events WHERE run_name = ? AND id > ? ORDER BY id`+limitSQL(limit),
 		[]any{run, afterID}, func(r rows) error {
 			var e Event
 			var t int64
-			err := r.Scan(&e.ID, &t, &e.Type, &e.Message)
+			err := r.Scan(&e.ID, &t, &e.Type, &e.Message, &e.Key)
 			e.Time = fromMicros(t)
 			out = append(out, e)
 			return err

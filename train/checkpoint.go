@@ -40,9 +40,11 @@ const ckptPrefix = "step-"
 func ckptRoot(workDir string) string { return filepath.Join(workDir, "checkpoints") }
 
 // saveCheckpoint writes st's checkpoint and prunes all but the newest keep,
-// returning its directory and the steps it pruned.
+// returning its directory and the steps it pruned. The checkpoint is
+// committed (renamed into place, older ones pruned) only if fence, called
+// just before, allows it; otherwise the temporary copy is removed.
 // a is the adapter of a LoRA run, nil for full fine-tuning.
-func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o optim.Optimizer, st ckptState, keep int) (string, []int, error) {
+func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o optim.Optimizer, st ckptState, keep int, fence func() error) (string, []int, error) {
 	root := ckptRoot(workDir)
 	final := filepath.Join(root, fmt.Sprintf("%s%08d", ckptPrefix, st.Step))
 	tmp := final + ".tmp"
@@ -68,6 +70,10 @@ func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapte
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := engine.WriteFileAtomic(filepath.Join(tmp, "state.json"), b); err != nil {
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
+	}
+	if err := fence(); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, err
 	}
 	if err := os.RemoveAll(final); err != nil {
 		return "", nil, err
@@ -100,8 +106,23 @@ func ckptStep(dir string) (int, bool) {
 }
 
 // listCheckpoints returns complete checkpoint dirs, oldest first, and
-// removes leftovers of interrupted writes.
+// removes leftovers of interrupted writes (only the trainer of the work
+// dir may call it: a leftover may be its own write in progress).
 func listCheckpoints(workDir string) ([]string, error) {
+	return scanCheckpoints(workDir, removeLeftovers)
+}
+
+// leftovers says what scanCheckpoints does with temporary dirs.
+type leftovers bool
+
+const (
+	keepLeftovers   leftovers = false
+	removeLeftovers leftovers = true
+)
+
+// scanCheckpoints lists complete checkpoint dirs, oldest first; with
+// removeLeftovers, it also removes the temporary dirs of interrupted writes.
+func scanCheckpoints(workDir string, tmp leftovers) ([]string, error) {
 	entries, err := os.ReadDir(ckptRoot(workDir))
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -117,7 +138,9 @@ func listCheckpoints(workDir string) ([]string, error) {
 		}
 		p := filepath.Join(ckptRoot(workDir), name)
 		if strings.HasSuffix(name, ".tmp") {
-			os.RemoveAll(p)
+			if tmp == removeLeftovers {
+				os.RemoveAll(p)
+			}
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(p, "state.json")); err == nil {
@@ -126,6 +149,25 @@ func listCheckpoints(workDir string) ([]string, error) {
 	}
 	sort.Strings(dirs)
 	return dirs, nil
+}
+
+// Checkpoints lists the complete checkpoints in workDir, oldest first
+// (Pruned is empty). It only reads: a checkpoint being written meanwhile is
+// left alone.
+func Checkpoints(workDir string) ([]Checkpoint, error) {
+	dirs, err := scanCheckpoints(workDir, keepLeftovers)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Checkpoint, 0, len(dirs))
+	for _, d := range dirs {
+		st, err := readState(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Checkpoint{Step: st.Step, Epoch: st.Epoch, Dir: d})
+	}
+	return out, nil
 }
 
 // loadCheckpoint restores weights and optimizer state into m (or the

@@ -237,15 +237,26 @@ func dropoutSeed(seed uint64, k int64) uint64 {
 // first; the merge (engine.MergeDirs) streams the base tensor by tensor.
 func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
 	model, adapter = filepath.Join(r.workDir, "final"), filepath.Join(r.workDir, "final-adapter")
-	for _, d := range []string{model, adapter, model + ".tmp", adapter + ".tmp"} {
+	for _, d := range []string{model + ".tmp", adapter + ".tmp"} {
 		if err := os.RemoveAll(d); err != nil {
 			return "", "", err
 		}
 	}
+	// commit renames tmp into place under the observer's fence.
+	commit := func(dir, what string) error {
+		if err := fence(r.obs, what); err != nil {
+			os.RemoveAll(dir + ".tmp")
+			return err
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		return os.Rename(dir+".tmp", dir)
+	}
 	if err := r.a.Save(adapter + ".tmp"); err != nil {
 		return "", "", err
 	}
-	if err := os.Rename(adapter+".tmp", adapter); err != nil {
+	if err := commit(adapter, "final adapter"); err != nil {
 		return "", "", err
 	}
 	if r.spec.AdapterOnly {
@@ -261,7 +272,7 @@ func (r *runner) saveFinalLoRA() (model, adapter string, err error) {
 	if err := engine.MergeDirs(r.spec.ModelDir, adapter, model+".tmp", dev); err != nil {
 		return "", "", err
 	}
-	if err := os.Rename(model+".tmp", model); err != nil {
+	if err := commit(model, "final model"); err != nil {
 		return "", "", err
 	}
 	return model, adapter, nil

@@ -50,6 +50,23 @@ type Observer interface {
 	OnLog(msg string)
 }
 
+// Fencer is an optional extra of an Observer: Fence is called just before
+// the trainer commits a checkpoint or the final model (renames it into
+// place, prunes older checkpoints) and refuses with an error when this
+// process may no longer write the run (it lost its lease); the commit is
+// then abandoned and Run returns the error.
+type Fencer interface {
+	Fence(what string) error
+}
+
+// fence calls obs's Fence if it has one.
+func fence(obs Observer, what string) error {
+	if f, ok := obs.(Fencer); ok {
+		return f.Fence(what)
+	}
+	return nil
+}
+
 // Result describes a finished run.
 type Result struct {
 	ModelDir        string // final model, HF layout (bf16; a LoRA run's merged model in the base's dtype; "" with AdapterOnly)

@@ -443,10 +443,17 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 // saveFinal writes the final model (bf16, HF layout) to workDir/final.
 func (r *runner) saveFinal() (string, error) {
 	final := filepath.Join(r.workDir, "final")
-	if err := os.RemoveAll(final); err != nil {
+	if err := os.RemoveAll(final + ".tmp"); err != nil {
 		return "", err
 	}
 	if err := r.m.Save(final+".tmp", engine.SaveOptions{SourceDir: r.spec.ModelDir}); err != nil {
+		return "", err
+	}
+	if err := fence(r.obs, "final model"); err != nil {
+		os.RemoveAll(final + ".tmp")
+		return "", err
+	}
+	if err := os.RemoveAll(final); err != nil {
 		return "", err
 	}
 	if err := os.Rename(final+".tmp", final); err != nil {
@@ -625,7 +632,8 @@ func (r *runner) save(st *ckptState) error {
 	if r.gathered != nil {
 		o = r.gathered // the whole optimizer state of a sharded run
 	}
-	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.a, o, *st, r.spec.KeepCheckpoints)
+	dir, pruned, err := saveCheckpoint(r.workDir, r.spec.ModelDir, r.m, r.a, o, *st, r.spec.KeepCheckpoints,
+		func() error { return fence(r.obs, fmt.Sprintf("checkpoint of step %d", st.Step)) })
 	if err != nil {
 		return err
 	}

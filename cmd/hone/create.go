@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,8 +202,7 @@ func follow(cmd *cobra.Command, c *client.Client, name string) (*client.Run, err
 		}
 	})
 	if bar != nil {
-		bar.Finish() //nolint:errcheck // display only
-		fmt.Fprintln(cmd.ErrOrStderr())
+		endBar(cmd.ErrOrStderr(), bar, final)
 	}
 	if err != nil {
 		return nil, err
@@ -211,6 +211,22 @@ func follow(cmd *cobra.Command, c *client.Client, name string) (*client.Run, err
 		return nil, errors.New("run vanished")
 	}
 	return final, nil
+}
+
+// endBar leaves the bar at the step the run reached: full only for a
+// COMPLETED run, so a run that failed or was cancelled never shows 100%.
+func endBar(w io.Writer, bar *progressbar.ProgressBar, final *client.Run) {
+	if final != nil && final.Status == client.StatusCompleted {
+		bar.Finish() //nolint:errcheck // display only
+		fmt.Fprintln(w)
+		return
+	}
+	bar.Exit() //nolint:errcheck // display only
+	fmt.Fprintln(w)
+	if final != nil && final.Metrics != nil && final.Metrics.TotalSteps > 0 {
+		m := final.Metrics
+		fmt.Fprintf(w, "%s at step %d/%d (%.0f%%)\n", final.Status, m.Step, m.TotalSteps, 100*float64(m.Step)/float64(m.TotalSteps))
+	}
 }
 
 // loraFlags registers the LoRA flags of cmd and returns the function that
