@@ -48,7 +48,7 @@ func hostileTexts(n int) map[string]string {
 // same size. Sizes and allocations, not time, so the test does not depend
 // on the machine's speed.
 func TestHostileTextBoundedWork(t *testing.T) {
-	const n = 1 << 20
+	const n = 512 << 10
 	for _, dir := range []string{llama3Dir, llama2Dir} {
 		tok := loadAsset(t, dir)
 		largest := 0
