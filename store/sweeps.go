@@ -25,9 +25,6 @@ var schemaSweeps = []string{
 	)`,
 }
 
-// Every statement is idempotent, so the order among migrations does not
-// matter; a file of its own keeps the sweep schema next to its queries.
-func init() { migrations = append(migrations, schemaSweeps) }
 
 // Sweep is a grid of runs. Params is the service's JSON (the request and
 // the grid); Runs are the run names in grid order.
