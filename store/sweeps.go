@@ -25,7 +25,6 @@ var schemaSweeps = []string{
 	)`,
 }
 
-
 // Sweep is a grid of runs. Params is the service's JSON (the request and
 // the grid); Runs are the run names in grid order.
 type Sweep struct {
