@@ -176,8 +176,10 @@ func (m *Model) projDec(l, p int, y, x, w []float32, w16 []uint16, b []float32, 
 // w16 when the model decodes in bf16 (see Options.DecodeBF16), else times
 // the fp32 weights w, whatever precision training uses.
 func (m *Model) linearDec(y, x, w []float32, w16 []uint16, b []float32, n, in, out int, o output) {
-	if q, ok := m.quantFor(w); ok && w16 == nil && n <= 16 { // a long prompt: oneDNN on the fp32 copy
+	if q, ok := m.quantFor(w); ok && w16 == nil && n <= 16 {
 		q.q.MatVec(y[:n*out], x[:n*in], n, bool(o), q.threads)
+	} else if ok && w16 == nil && q.only { // a long prompt without an fp32 copy
+		m.quantMatMul(q.q, y, x, n, in, out, bool(o))
 	} else if w16 != nil {
 		m.Dev.MatMulW16(y, x, w16, n, out, in, bool(o))
 	} else {

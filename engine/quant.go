@@ -5,11 +5,18 @@ package engine
 // being expanded: y(n,rows) (+)= x(n,cols)·Wᵀ in fp32.
 type QuantMatrix interface {
 	MatVec(y, x []float32, n int, acc bool, threads int)
+	// DequantizeRows writes rows [o0, o1) of W to dst in fp32.
+	DequantizeRows(dst []float32, o0, o1 int)
+	// Bytes is the matrix's storage.
+	Bytes() int
+	// Dims is W's shape.
+	Dims() (rows, cols int)
 }
 
 type quantMatrix struct {
 	q       QuantMatrix
 	threads int
+	only    bool // the model holds no fp32 copy (LoadQuantized)
 }
 
 // SetQuantized makes decoding (Decoder steps, the serving path) multiply
@@ -23,7 +30,7 @@ func (m *Model) SetQuantized(w []float32, q QuantMatrix, threads int) {
 	if m.quant == nil {
 		m.quant = map[*float32]quantMatrix{}
 	}
-	m.quant[&w[0]] = quantMatrix{q, threads}
+	m.quant[&w[0]] = quantMatrix{q: q, threads: threads}
 }
 
 // quantFor is the quantized form of w set by SetQuantized, if any.

@@ -15,76 +15,75 @@ import (
 var QuantizedTypes = []gguf.TensorType{gguf.Q8_0, gguf.Q4_K, gguf.Q6_K}
 
 // LoadQuantized loads the GGUF file at path, whose weights Unpack wrote to
-// dir, for decoding from its quantized tensors: the model holds the fp32
-// weights of dir (for the prompt's prefill) and decodes through the Q8_0
-// Q4_K and Q6_K matrices of the file itself (engine.Model.SetQuantized), with
-// up to threads goroutines. It reports how many matrices decode quantized.
+// dir, for decoding from its quantized tensors: its Q8_0, Q4_K and Q6_K
+// matrices are held only as the file's blocks (engine.LoadQuantized), for
+// prefill and decode steps alike, with up to threads goroutines, and the
+// other tensors are read from dir in fp32. It reports how many matrices
+// are held quantized.
 func LoadQuantized(path, dir string, dev engine.Device, threads int) (*engine.Model, int, error) {
-	m, err := engine.Load(dir, dev, engine.Options{})
+	c, err := engine.LoadConfig(dir)
 	if err != nil {
 		return nil, 0, err
 	}
 	g, err := gguf.Open(path)
 	if err != nil {
-		m.Close()
 		return nil, 0, err
 	}
 	defer g.Close()
-	c := m.Config
-	n := 0
-	for l, p := range m.Params.Layers {
+	mats := map[string]engine.QuantMatrix{}
+	for l := 0; l < c.NumHiddenLayers; l++ {
 		for _, t := range []struct {
-			name  string
-			w     []float32
-			heads int
-		}{{"attn_q", p.WQ, c.NumAttentionHeads}, {"attn_k", p.WK, c.NumKeyValueHeads}, {"attn_v", p.WV, 0}, {"attn_output", p.WO, 0},
-			{"ffn_gate", p.WGate, 0}, {"ffn_up", p.WUp, 0}, {"ffn_down", p.WDown, 0}} {
-			ok, err := setQuantized(m, g, fmt.Sprintf("blk.%d.%s.weight", l, t.name), t.w, t.heads, threads)
+			name, hf string
+			heads    int
+		}{{"attn_q", "self_attn.q_proj", c.NumAttentionHeads}, {"attn_k", "self_attn.k_proj", c.NumKeyValueHeads},
+			{"attn_v", "self_attn.v_proj", 0}, {"attn_output", "self_attn.o_proj", 0},
+			{"ffn_gate", "mlp.gate_proj", 0}, {"ffn_up", "mlp.up_proj", 0}, {"ffn_down", "mlp.down_proj", 0}} {
+			q, err := quantMatrix(g, fmt.Sprintf("blk.%d.%s.weight", l, t.name), t.heads)
 			if err != nil {
-				m.Close()
 				return nil, 0, err
 			}
-			if ok {
-				n++
+			if q != nil {
+				mats[fmt.Sprintf("model.layers.%d.%s.weight", l, t.hf)] = q
 			}
 		}
 	}
-	if _, untied := g.Tensor("output.weight"); untied {
-		ok, err := setQuantized(m, g, "output.weight", m.Params.LMHead, 0, threads)
+	if !c.TieWordEmbeddings {
+		q, err := quantMatrix(g, "output.weight", 0)
 		if err != nil {
-			m.Close()
 			return nil, 0, err
 		}
-		if ok {
-			n++
+		if q != nil {
+			mats["lm_head.weight"] = q
 		}
 	}
-	return m, n, nil
+	m, err := engine.LoadQuantized(dir, dev, mats, threads)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load %s: %w", path, err)
+	}
+	return m, len(mats), nil
 }
 
-// setQuantized hands tensor name of g to m for decoding in place of w,
-// when it is of a type the kernels take, with the rows of a permuted query
-// or key projection (heads > 0) put back in HF's order.
-func setQuantized(m *engine.Model, g *gguf.File, name string, w []float32, heads, threads int) (bool, error) {
+// quantMatrix is tensor name of g as a matrix for the dequantize-and-dot
+// kernels, or nil when it is absent or of a type they do not take, with
+// the rows of a permuted query or key projection (heads > 0) put back in
+// HF's order.
+func quantMatrix(g *gguf.File, name string, heads int) (*gguf.Matrix, error) {
 	ti, ok := g.Tensor(name)
-	if !ok || w == nil || len(ti.Shape) != 2 {
-		return false, nil
+	if !ok || len(ti.Shape) != 2 {
+		return nil, nil
 	}
 	quantized := false
 	for _, t := range QuantizedTypes {
 		quantized = quantized || ti.Type == t
 	}
 	if !quantized {
-		return false, nil
+		return nil, nil
 	}
 	raw, err := g.Raw(ti)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	rows, cols := ti.Shape[0], ti.Shape[1]
-	if rows*cols != len(w) {
-		return false, fmt.Errorf("load %s: %s has %dx%d elements, the model's matrix %d", g.String("general.name"), name, rows, cols, len(w))
-	}
 	if heads > 0 { // GGUF row 2i+j of a head is HF row j*hd/2+i
 		rb := ti.Type.RowBytes(cols)
 		hd := rows / heads
@@ -101,8 +100,7 @@ func setQuantized(m *engine.Model, g *gguf.File, name string, w []float32, heads
 	}
 	q, err := gguf.NewMatrix(ti.Type, rows, cols, raw)
 	if err != nil {
-		return false, fmt.Errorf("load %s: %w", strings.TrimSpace(name), err)
+		return nil, fmt.Errorf("load %s: %w", strings.TrimSpace(name), err)
 	}
-	m.SetQuantized(w, q, threads)
-	return true, nil
+	return q, nil
 }

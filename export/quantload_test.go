@@ -7,6 +7,7 @@ import (
 
 	"hone/engine"
 	"hone/export"
+	"hone/gguf"
 	"hone/internal/testmodel"
 )
 
@@ -74,6 +75,60 @@ func TestLoadQuantizedDecodes(t *testing.T) {
 		if most == 0 {
 			t.Errorf("%s: logits identical to fp32 decoding's to the bit: the quantized matrices were not used", dt)
 		}
+		// A long prompt's prefill (past MatVec's 16 rows: the dequantized
+		// bands and the device matmul) and the step after it.
+		prompt := []int{1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889, 450, 11203, 338, 451, 17366, 29892, 541}
+		dr.Close()
+		dq.Close()
+		if dr, err = ref.NewDecoder(64); err != nil {
+			t.Fatal(err)
+		}
+		if dq, err = q.NewDecoder(64); err != nil {
+			t.Fatal(err)
+		}
+		for step, ids := range [][]int{prompt, {263}} {
+			a, err := dr.Append(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := dq.Append(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := relDiff(b, a); d > 1e-4 {
+				t.Fatalf("%s: prefill step %d (%d tokens): quantized logits differ from fp32's by %.3g", dt, step, len(ids), d)
+			}
+		}
+		// The model holds the quantized matrices' blocks, not an fp32
+		// copy: its weights are the fp32 embeddings and norms plus the
+		// file's bytes of each quantized tensor.
+		kept := int64(4 * (len(ref.Params.Embed) + len(ref.Params.NormF)))
+		for _, p := range ref.Params.Layers {
+			kept += int64(4 * (len(p.LN1) + len(p.LN2)))
+		}
+		want := kept
+		g, err := gguf.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ti := range g.Tensors {
+			if len(ti.Shape) == 2 && ti.Name != "token_embd.weight" {
+				want += int64(ti.Type.RowBytes(ti.Shape[1]) * ti.Shape[0])
+			}
+		}
+		g.Close()
+		held, full := q.HeldWeightBytes(), 4*int64(len(ref.Params.Arena))
+		if held != want {
+			t.Errorf("%s: the model holds %d bytes of weights, want %d (fp32 embeddings and norms, quantized blocks)", dt, held, want)
+		}
+		// Beside the fp32 embeddings and norms (most of this small model:
+		// vocabulary 32000 by 256), the matrices take their format's bits
+		// per weight: 8.5 of 32 for Q8_0, at most 6.56 (Q6_K) in q4_k_m.
+		bound := map[string]float64{"q8_0": 8.5 / 32, "q4_k_m": 6.5625 / 32}[dt]
+		if r := float64(held-kept) / float64(full-kept); r > bound {
+			t.Errorf("%s: the quantized matrices take %.3f of their fp32 size, want at most %.3f", dt, r, bound)
+		}
+		t.Logf("%s: %d bytes of weights held, %.2f of fp32's %d", dt, held, float64(held)/float64(full), full)
 		dr.Close()
 		dq.Close()
 		ref.Close()

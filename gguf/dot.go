@@ -105,3 +105,16 @@ func (m *Matrix) dotRowsGo(y, x []float32, o0, o1 int, acc bool) {
 		}
 	}
 }
+
+// DequantizeRows writes rows [o0, o1) of W to dst, Cols elements a row.
+func (m *Matrix) DequantizeRows(dst []float32, o0, o1 int) {
+	for o := o0; o < o1; o++ {
+		DequantizeRow(m.Type, dst[(o-o0)*m.Cols:(o-o0+1)*m.Cols], m.Data[o*m.rowBytes:(o+1)*m.rowBytes])
+	}
+}
+
+// Bytes is the size of the matrix's blocks.
+func (m *Matrix) Bytes() int { return len(m.Data) }
+
+// Dims is the matrix's shape.
+func (m *Matrix) Dims() (rows, cols int) { return m.Rows, m.Cols }
