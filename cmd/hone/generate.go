@@ -27,7 +27,7 @@ func generateCmd() *cobra.Command {
 version) is completed by the server (--server), as its /api/generate and OpenAI-compatible routes
 would. A local HF model directory, or a PEFT adapter directory whose base_model_name_or_path is a
 local model directory (merged into it in memory), or a GGUF file hone export wrote (decoding
-reads its Q8_0, Q4_K and Q6_K matrices as they are, its other tensors dequantized to fp32), is loaded
+reads its Q8_0, Q4_K and Q6_K matrices as they are, without an fp32 copy, its other tensors dequantized to fp32), is loaded
 and completed here. Either way the prompt is formatted as
 the model was trained: its chat template for chat models, plain text otherwise.`,
 		Args: cobra.NoArgs,
