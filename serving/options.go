@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"hone/engine"
+	"hone/export"
 	"hone/safetensors"
 )
 
@@ -48,5 +49,7 @@ func loadModel(dir string, dev engine.Device) (*engine.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return engine.LoadWithAdapter(dir, dev, opt)
+	// A directory holding a quantized GGUF (export.UnpackServable)
+	// decodes from its quantized matrices.
+	return export.LoadDir(dir, dev, 0, func() (*engine.Model, error) { return engine.LoadWithAdapter(dir, dev, opt) })
 }
