@@ -3,18 +3,21 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"hone/catalog"
+	"hone/client"
 	"hone/export"
 	"hone/internal/testmodel"
 	"hone/store/storetest"
 )
 
-// A catalog version registered from export.UnpackServable's directory is
-// answered at /v1/chat/completions from its quantized GGUF, as the same
-// weights dequantized to fp32 answer.
+// A GGUF file under the data roots registered as a catalog version (POST
+// /api/catalog/models/{name}/gguf) is answered at /v1/chat/completions
+// from its quantized matrices, as the same weights dequantized to fp32
+// answer; a file outside the roots is refused.
 func TestChatServesQuantizedGGUF(t *testing.T) {
 	st, _ := storetest.OpenSQLite(t)
 	h := newHarness(t, st, harnessOpts{token: testToken})
@@ -25,19 +28,29 @@ func TestChatServesQuantizedGGUF(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "model")
 	testmodel.Write(t, src, testmodel.Llama3Tiny, 4)
-	file := filepath.Join(t.TempDir(), "bot-q8_0.gguf")
+	file := filepath.Join(h.data, "bot-q8_0.gguf")
 	if err := export.GGUF(ctx, src, file, export.GGUFOptions{DType: "q8_0"}); err != nil {
 		t.Fatal(err)
 	}
-	for model, unpack := range map[string]func(context.Context, string, string) error{"botq": export.UnpackServable, "botf": export.Unpack} {
-		dir := filepath.Join(t.TempDir(), model)
-		if err := unpack(ctx, file, dir); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cat.Register(ctx, catalog.Registration{Target: catalog.Name{Catalog: "main", Schema: "demo", Model: model},
-			SourceDir: dir, Move: true, Run: "test"}); err != nil {
-			t.Fatal(err)
-		}
+	// The quantized version through the API, from the data root; the
+	// reference through the catalog, dequantized to fp32.
+	if _, err := h.c.RegisterGGUF(ctx, "main.demo.botq", file); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "botf")
+	if err := export.Unpack(ctx, file, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cat.Register(ctx, catalog.Registration{Target: catalog.Name{Catalog: "main", Schema: "demo", Model: "botf"},
+		SourceDir: dir, Move: true, Run: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(t.TempDir(), "bot.gguf")
+	if err := os.Rename(file, outside); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.RegisterGGUF(ctx, "main.demo.botq", outside); client.StatusOf(err) != 400 && client.StatusOf(err) != 403 {
+		t.Errorf("RegisterGGUF(a file outside the data roots) = %v, want refused", err)
 	}
 	answer := func(model string) string {
 		resp, b := post(t, h, "/v1/chat/completions", testToken,

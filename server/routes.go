@@ -36,6 +36,7 @@ func (s *Server) routes() {
 	s.endpointRoutes()
 	s.fineTuningRoutes()
 	s.servingEndpointRoutes()
+	s.ggufRoutes()
 }
 
 // runRoutes are the runs API: create, list, inspect, cancel, resume, delete.

@@ -58,7 +58,7 @@ func catalogCmd() *cobra.Command {
 			return c.RemoveAlias(cmd.Context(), args[0], args[1])
 		},
 	}
-	cmd.AddCommand(create, catalogShowCmd(&cf), alias, unalias, catalogModelsCmd(&cf), catalogCreateVolumeCmd(&cf))
+	cmd.AddCommand(create, catalogShowCmd(&cf), alias, unalias, catalogModelsCmd(&cf), catalogCreateVolumeCmd(&cf), catalogRegisterGGUFCmd(&cf))
 	return cmd
 }
 
