@@ -67,8 +67,8 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 			var m *engine.Model
 			if ggufFile != "" { // decoding reads its Q8_0, Q4_K and Q6_K matrices as they are
 				m, _, err = export.LoadQuantized(ggufFile, modelRef, dev, 0)
-			} else {
-				m, err = engine.LoadWithAdapter(modelRef, dev, opt)
+			} else { // a registered GGUF version (export.QuantizedFile) decodes quantized too
+				m, err = export.LoadDir(modelRef, dev, 0, func() (*engine.Model, error) { return engine.LoadWithAdapter(modelRef, dev, opt) })
 			}
 			if err != nil {
 				return err
