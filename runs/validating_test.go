@@ -202,4 +202,3 @@ func TestRestartRevalidatesPending(t *testing.T) {
 		t.Fatalf("re-validated run: job %d, events %+v; want a job and a 'validating again' event", r.JobID, eventTypes(t, f.st, run.Name))
 	}
 }
-
