@@ -2,6 +2,7 @@ package runs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -195,7 +196,7 @@ wait:
 			return errNotPending // cancelled meanwhile: no job
 		}
 		return tx.AddEvent(ctx, name, store.Event{Time: s.clock(), Type: string(store.StatusQueued),
-			Message: fmt.Sprintf("inputs validated (%s in %s); waiting for a worker", mib(size), time.Since(start).Round(time.Millisecond))})
+			Message: fmt.Sprintf("inputs validated (%s%s in %s); waiting for a worker", mib(size), counts(res.summary), time.Since(start).Round(time.Millisecond))})
 	})
 	if err != nil && !errors.Is(err, errNotPending) {
 		// The run stays PENDING; the next start validates it again.
@@ -241,6 +242,21 @@ func (s *Service) resumeValidations(ctx context.Context) error {
 		}
 		tok = next
 	}
+}
+
+// counts is ", N examples, T tokens" from a data report's JSON summary,
+// or "" (a trainer's plain-text summary).
+func counts(summary string) string {
+	var rep struct {
+		Stats struct {
+			Examples int64 `json:"examples"`
+			Tokens   int64 `json:"tokens"`
+		} `json:"stats"`
+	}
+	if json.Unmarshal([]byte(summary), &rep) != nil || rep.Stats.Examples == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d examples, %d tokens", rep.Stats.Examples, rep.Stats.Tokens)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

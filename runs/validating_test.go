@@ -35,7 +35,7 @@ func (g *gateTrainer) Validate(ctx context.Context, spec train.Spec) (string, er
 	g.entered <- spec.TrainData
 	select {
 	case err := <-g.result:
-		return "ok", err
+		return `{"stats":{"examples":4,"tokens":40}}`, err
 	case <-ctx.Done():
 		g.cancelled <- ctx.Err()
 		return "", ctx.Err()
@@ -110,7 +110,7 @@ func TestCreateLargeDataValidatesInBackground(t *testing.T) {
 	g.result <- nil
 	r := waitRun(t, f.st, run.Name, store.StatusQueued)
 	evs := eventTypes(t, f.st, run.Name)
-	if !hasEvent(evs, "VALIDATING", "MiB of data") || !hasEvent(evs, "QUEUED", "inputs validated") {
+	if !hasEvent(evs, "VALIDATING", "MiB of data") || !hasEvent(evs, "QUEUED", "4 examples, 40 tokens") {
 		t.Fatalf("events %+v: want a VALIDATING progress event and a QUEUED one", evs)
 	}
 	if err := f.s.execute(ctx, r.JobID, 1, r.Name); err != nil {
