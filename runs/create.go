@@ -46,35 +46,68 @@ var taskNames = map[string]string{
 var nameSlugRE = regexp.MustCompile(`[^a-z0-9]+`)
 
 // Create validates req, then inserts the run and its queue job in one
-// transaction. A refused request leaves nothing behind.
+// transaction. A refused request leaves nothing behind. Data over
+// Config.InlineValidateMax is validated after the answer instead: the run
+// is inserted PENDING and queued (or failed) by a background validation.
 func (s *Service) Create(ctx context.Context, req client.CreateRunRequest) (*client.Run, error) {
-	p, name, err := s.check(ctx, &req, req.ValidateInputs == nil || *req.ValidateInputs)
+	validate := req.ValidateInputs == nil || *req.ValidateInputs
+	p, name, err := s.check(ctx, &req, false)
 	if err != nil {
 		return nil, err
 	}
-	err = s.st.InTx(ctx, func(tx *store.Tx) error { return s.insertRun(ctx, tx, p, name, s.clock()) })
+	var size int64
+	later := false
+	if validate {
+		if max := s.cfg.InlineValidateMax; max >= 0 {
+			size = dataSize(p.Spec, max)
+			later = size > max
+		}
+		if !later {
+			if err := s.checkData(ctx, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	err = s.st.InTx(ctx, func(tx *store.Tx) error { return s.insertRunAs(ctx, tx, p, name, s.clock(), !later) })
 	if err != nil {
 		return nil, fmt.Errorf("create run: %w", err)
 	}
-	s.log.Info("run created", "run", name, "user", p.Request.User, "model", p.Model.Ref, "register_to", p.Target)
+	s.log.Info("run created", "run", name, "user", p.Request.User, "model", p.Model.Ref, "register_to", p.Target, "validating", later)
+	if later {
+		s.validateLater(name, p, size)
+	}
 	return s.Get(ctx, name)
 }
 
 // insertRun inserts the checked run p as name, with its experiment, its
 // queue job and its first events, in tx.
 func (s *Service) insertRun(ctx context.Context, tx *store.Tx, p *params, name string, now time.Time) error {
+	return s.insertRunAs(ctx, tx, p, name, now, true)
+}
+
+// insertRunAs inserts the run QUEUED with its job when queued, else
+// PENDING (its data to be validated in the background) without one.
+func (s *Service) insertRunAs(ctx context.Context, tx *store.Tx, p *params, name string, now time.Time, queued bool) error {
 	raw, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("runs: encode params: %w", err)
 	}
 	req := &p.Request
-	run := &store.Run{Name: name, User: req.User, ExperimentPath: req.ExperimentPath, Status: store.StatusQueued,
+	status := store.StatusQueued
+	if !queued {
+		status = store.StatusPending
+	}
+	run := &store.Run{Name: name, User: req.User, ExperimentPath: req.ExperimentPath, Status: status,
 		Params: string(raw), RegisterTo: req.RegisterTo, CreatedAt: now}
 	if err := tx.EnsureExperiment(ctx, store.Experiment{Path: run.ExperimentPath, User: run.User, CreatedAt: now}); err != nil {
 		return err
 	}
 	if err := tx.InsertRun(ctx, run); err != nil {
 		return err
+	}
+	evs := []store.Event{{Time: now, Type: string(store.StatusPending), Message: fmt.Sprintf("run created by %s from %s; will register to %s", run.User, p.Model.Ref, p.Target)}}
+	if !queued {
+		return tx.AddEvent(ctx, name, evs[0])
 	}
 	id, err := s.q.insertTx(ctx, tx, TrainArgs{Run: name})
 	if err != nil {
@@ -83,10 +116,8 @@ func (s *Service) insertRun(ctx context.Context, tx *store.Tx, p *params, name s
 	if _, err := tx.UpdateRun(ctx, name, store.RunCond{}, store.RunUpdate{JobID: &id}); err != nil {
 		return err
 	}
-	for _, e := range []store.Event{
-		{Time: now, Type: string(store.StatusPending), Message: fmt.Sprintf("run created by %s from %s; will register to %s", run.User, p.Model.Ref, p.Target)},
-		{Time: now, Type: string(store.StatusQueued), Message: "inputs validated; waiting for a worker"},
-	} {
+	evs = append(evs, store.Event{Time: now, Type: string(store.StatusQueued), Message: "inputs validated; waiting for a worker"})
+	for _, e := range evs {
 		if err := tx.AddEvent(ctx, name, e); err != nil {
 			return err
 		}

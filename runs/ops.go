@@ -260,6 +260,7 @@ func (s *Service) cancelOne(ctx context.Context, name string) error {
 			if !ok {
 				continue // a worker took it meanwhile
 			}
+			s.stopValidation(name)
 			if r.JobID != 0 {
 				if err := s.q.cancel(ctx, r.JobID); err != nil {
 					s.log.Warn("cancel queue job", "run", name, "job", r.JobID, "err", err)

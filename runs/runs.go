@@ -92,6 +92,17 @@ type Config struct {
 	// return before the worker stops waiting for it (blocked in I/O: a
 	// FIFO, a stalled network file system); default 5s.
 	StopGrace time.Duration
+	// InlineValidateMax is the most training + eval data (bytes) a create
+	// request validates before it answers; more is validated in the
+	// background with the run PENDING (background.go). Default 16 MiB;
+	// negative: always inline.
+	InlineValidateMax int64
+	// ValidateConcurrency bounds the background validations at once;
+	// default 2.
+	ValidateConcurrency int
+	// ValidateProgressEvery spaces a background validation's progress
+	// events; default 10s.
+	ValidateProgressEvery time.Duration
 }
 
 // Service implements the runs API and worker.
@@ -112,6 +123,8 @@ type Service struct {
 	stopBG  context.CancelFunc
 	bgDone  chan struct{}
 	started bool
+
+	val validators
 }
 
 // New validates cfg, fills defaults and prepares the queue (migrating its
@@ -171,6 +184,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.RetryEvery < 0 || cfg.StoreWait < 0 {
 		return nil, fmt.Errorf("runs: bad retry config: retry every %s, store wait %s", cfg.RetryEvery, cfg.StoreWait)
 	}
+	if cfg.InlineValidateMax == 0 {
+		cfg.InlineValidateMax = defaultInlineValidateMax
+	}
+	if cfg.ValidateConcurrency <= 0 {
+		cfg.ValidateConcurrency = 2
+	}
+	if cfg.ValidateProgressEvery <= 0 {
+		cfg.ValidateProgressEvery = 10 * time.Second
+	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 5 * time.Second
 	}
@@ -184,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, st: cfg.Store, cat: cfg.Catalog, models: cfg.Models, tr: cfg.Trainer,
 		log: cfg.Logger, clock: cfg.Clock, roots: roots, nsTag: tag}
+	s.initValidators()
 	s.log.Info("data roots in force: request paths must lie in these", "roots", roots)
 	q, err := newQueue(ctx, cfg.Store, queueConfig{work: cfg.Work, concurrency: cfg.Concurrency,
 		fetchPoll: cfg.FetchPoll, logger: cfg.Logger.With("component", "river"), id: cfg.WorkerID}, &trainWorker{s: s})
@@ -197,10 +220,14 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 // Confine is the service's path check, for the model resolver.
 func (s *Service) Confine(p string) (string, error) { return s.resolvePath(p) }
 
-// Start begins working jobs and reaping dead workers' runs (if Work).
+// Start validates again the PENDING runs whose validation was lost, and
+// begins working jobs and reaping dead workers' runs (if Work).
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.resumeValidations(ctx); err != nil {
+		return err
+	}
 	if s.started || !s.cfg.Work {
 		return nil
 	}
@@ -220,6 +247,7 @@ func (s *Service) Start(ctx context.Context) error {
 // Stop cancels running training (each keeps its last checkpoint and is
 // re-queued to resume) and waits for the workers, at most until ctx ends.
 func (s *Service) Stop(ctx context.Context) error {
+	s.stopValidators()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.started {

@@ -28,16 +28,28 @@ func (s *Service) check(ctx context.Context, req *client.CreateRunRequest, data 
 	}
 	p.Target = target.String()
 	if data {
-		summary, err := s.tr.Validate(ctx, p.Spec)
-		p.Validation = summary
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, "", ctx.Err()
+		if err := s.checkData(ctx, p); err != nil {
+			if errors.Is(err, ErrInvalid) {
+				return p, "", err
 			}
-			return p, "", invalidf("%v", err)
+			return nil, "", err
 		}
 	}
 	return p, name, nil
+}
+
+// checkData validates p's training and eval data, putting the report's
+// summary in p.Validation.
+func (s *Service) checkData(ctx context.Context, p *params) error {
+	summary, err := s.tr.Validate(ctx, p.Spec)
+	p.Validation = summary
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return invalidf("%v", err)
+	}
+	return nil
 }
 
 // Validate checks req exactly as Create would, data included, without
