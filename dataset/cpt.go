@@ -81,6 +81,9 @@ func (s *scanner) scanDocs(ctx context.Context, where string, produce func(ctx c
 	}
 	consume := func(r cptResult) error {
 		s.progress(r.bytes)
+		if s.checked != nil && r.last {
+			s.checked()
+		}
 		for _, p := range r.problems {
 			s.problem(p)
 		}

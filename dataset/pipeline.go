@@ -137,6 +137,9 @@ type scanner struct {
 	task     Task
 	opt      Options
 	progress func(n int64) // bytes of data consumed
+	// checked, when not nil, is called after each record (line, row or
+	// document) is consumed, after progress for its bytes.
+	checked func()
 	// problem receives every bad record.
 	problem func(Problem)
 	// example receives each valid chat/instruct example (before any
@@ -153,6 +156,7 @@ type jsonJob struct {
 	rec      record
 	problems []Problem
 	bytes    int64
+	record   bool // one line or row (not a file's trailing bytes or problems)
 }
 
 type jsonResult struct {
@@ -160,6 +164,7 @@ type jsonResult struct {
 	enc      encoded
 	problems []Problem
 	bytes    int64
+	record   bool
 }
 
 // scanFiles runs the scanner over the data of src.
@@ -186,7 +191,7 @@ func (s *scanner) scanFiles(ctx context.Context, src source) error {
 				}
 				n := pending
 				pending = 0
-				return emit(jsonJob{rec: rec, problems: probs, bytes: n})
+				return emit(jsonJob{rec: rec, problems: probs, bytes: n, record: true})
 			}, func(n int64) { pending += n })
 			if err != nil {
 				return err
@@ -214,7 +219,7 @@ func (s *scanner) parser() func(file string, line int, b []byte) (record, []Prob
 // order, on the scanner's workers.
 func (s *scanner) scanRecords(ctx context.Context, produce func(ctx context.Context, emit func(jsonJob) error) error) error {
 	work := func(j jsonJob) jsonResult {
-		r := jsonResult{rec: j.rec, problems: j.problems, bytes: j.bytes}
+		r := jsonResult{rec: j.rec, problems: j.problems, bytes: j.bytes, record: j.record}
 		if len(j.problems) > 0 || j.rec.file == "" {
 			return r
 		}
@@ -234,6 +239,9 @@ func (s *scanner) scanRecords(ctx context.Context, produce func(ctx context.Cont
 		s.progress(r.bytes)
 		for _, p := range r.problems {
 			s.problem(p)
+		}
+		if s.checked != nil && r.record {
+			s.checked()
 		}
 		if len(r.problems) > 0 || r.rec.file == "" {
 			return nil

@@ -19,6 +19,17 @@ type source struct {
 	table *tabular.Table // nil for JSONL and text
 }
 
+// size is the bytes of src's files (those it cannot stat count 0).
+func (src source) size() int64 {
+	var n int64
+	for _, f := range src.files {
+		if fi, err := os.Stat(f); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
 // DefaultEvalSplit is the Hugging Face split read for eval data: the first
 // of validation and test that the dataset has.
 const DefaultEvalSplit = "validation,test"
@@ -141,14 +152,14 @@ func (s *scanner) scanTable(ctx context.Context, t *tabular.Table) error {
 		}, func(loc tabular.Loc, obj []byte, verr *tabular.ValueError) error {
 			at := record{file: loc.File, rowGroup: loc.RowGroup, row: loc.Row}
 			if verr != nil {
-				return emit(jsonJob{problems: []Problem{at.at(Problem{Field: verr.Field, Rule: RuleInvalidUTF8, Message: verr.Message})}})
+				return emit(jsonJob{problems: []Problem{at.at(Problem{Field: verr.Field, Rule: RuleInvalidUTF8, Message: verr.Message})}, record: true})
 			}
 			rec, probs := parse(loc.File, 0, obj)
 			rec.rowGroup, rec.row = loc.RowGroup, loc.Row
 			for i := range probs {
 				probs[i] = at.at(probs[i])
 			}
-			return emit(jsonJob{rec: rec, problems: probs})
+			return emit(jsonJob{rec: rec, problems: probs, record: true})
 		})
 	})
 }

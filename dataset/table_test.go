@@ -172,6 +172,19 @@ func TestTableInstructAndCPT(t *testing.T) {
 	if err != nil || r.ProblemCount != 0 || r.Stats.Examples != 2 {
 		t.Fatalf("mixed answer columns: %v, %+v, %d examples", err, r.Problems, r.Stats.Examples)
 	}
+	// A table's progress counts its rows and, file by file, its bytes.
+	var last Progress
+	rows := 0
+	if _, err := Validate(context.Background(), mdir, Instruct, filepath.Join(dir, "inst.parquet"), Options{Progress: func(p Progress) { last = p; rows++ }}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "inst.parquet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != (Progress{BytesRead: fi.Size(), TotalBytes: fi.Size(), Records: 6}) || rows != 7 {
+		t.Fatalf("last table progress %+v after %d reports, want %d of %d bytes, 6 rows, 7 reports", last, rows, fi.Size(), fi.Size())
+	}
 }
 
 // TestTableProblems: bad values are named by file, row group, row and

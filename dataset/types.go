@@ -78,6 +78,19 @@ type Options struct {
 	// "test"); Version the Delta table version (nil: the latest).
 	Split, EvalSplit string
 	Version          *int64
+	// Progress, when not nil, receives Validate's progress on the
+	// validating goroutine after each record and once at the end, so it
+	// must be cheap (copy the value; throttle elsewhere).
+	Progress func(Progress)
+}
+
+// Progress is how far Validate has come: the bytes of data read of the
+// data's total (0 when unknown), and the records checked (JSONL lines,
+// table rows, cpt documents), valid or not.
+type Progress struct {
+	BytesRead  int64 `json:"bytes_read"`
+	TotalBytes int64 `json:"total_bytes"`
+	Records    int64 `json:"records"`
 }
 
 func (o Options) withDefaults() (Options, error) {

@@ -143,6 +143,12 @@ func Validate(ctx context.Context, modelDir string, task Task, dataPath string, 
 		r.addProblem(p)
 	}
 	s := &scanner{m: m, task: task, opt: opt, progress: func(int64) {}, problem: r.addProblem}
+	var pr Progress
+	if opt.Progress != nil {
+		pr.TotalBytes = src.size()
+		s.progress = func(n int64) { pr.BytesRead += n }
+		s.checked = func() { pr.Records++; opt.Progress(pr) }
+	}
 	var keptLens []int
 	col := &collector{ctxLen: m.ctxLen, overlong: opt.Overlong}
 	col.kept = func(e encoded) error {
@@ -157,6 +163,9 @@ func Validate(ctx context.Context, modelDir string, task Task, dataPath string, 
 	s.maxTokens = MaxTokens
 	if err := s.scanFiles(ctx, src); err != nil {
 		return nil, err
+	}
+	if opt.Progress != nil {
+		opt.Progress(pr)
 	}
 	if task == CPT {
 		r.Stats = cc.stats()
