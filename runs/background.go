@@ -10,8 +10,10 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"hone/dataset"
 	"hone/store"
 	"hone/train"
 )
@@ -136,6 +138,7 @@ func (s *Service) validateRun(ctx context.Context, name string, p *params, size 
 		err     error
 	}
 	done := make(chan result, 1)
+	var progress atomic.Pointer[dataset.Progress] // the latest, from the validating goroutine
 	go func() {
 		defer func() {
 			if x := recover(); x != nil {
@@ -143,7 +146,13 @@ func (s *Service) validateRun(ctx context.Context, name string, p *params, size 
 				done <- result{"", fmt.Errorf("internal error: %v", x)}
 			}
 		}()
-		sum, err := s.tr.Validate(ctx, p.Spec)
+		var sum string
+		var err error
+		if pv, ok := s.tr.(progressValidator); ok {
+			sum, err = pv.ValidateProgress(ctx, p.Spec, func(pr dataset.Progress) { progress.Store(&pr) })
+		} else {
+			sum, err = s.tr.Validate(ctx, p.Spec)
+		}
 		done <- result{sum, err}
 	}()
 	poll := time.NewTicker(s.cfg.PollEvery)
@@ -164,7 +173,12 @@ wait:
 			}
 			if time.Since(lastNote) >= s.cfg.ValidateProgressEvery {
 				lastNote = time.Now()
-				s.event(ctx, name, "VALIDATING", "still validating %s of data (%s so far)", mib(size), time.Since(start).Round(time.Second))
+				elapsed := time.Since(start).Round(time.Second)
+				if pr := progress.Load(); pr != nil {
+					s.event(ctx, name, "VALIDATING", "%s", progressNote(*pr, elapsed))
+				} else {
+					s.event(ctx, name, "VALIDATING", "still validating %s of data (%s so far)", mib(size), elapsed)
+				}
 			}
 		}
 	}
@@ -257,6 +271,17 @@ func counts(summary string) string {
 		return ""
 	}
 	return fmt.Sprintf(", %d examples, %d tokens", rep.Stats.Examples, rep.Stats.Tokens)
+}
+
+// progressNote is a background validation's progress event, e.g.
+// "validating: 12.0 of 40.0 MiB read, 51234 records checked (30%, 1m0s so far)";
+// the percent only when the total is known.
+func progressNote(p dataset.Progress, elapsed time.Duration) string {
+	if p.TotalBytes <= 0 {
+		return fmt.Sprintf("validating: %s read, %d records checked (%s so far)", mib(p.BytesRead), p.Records, elapsed)
+	}
+	return fmt.Sprintf("validating: %.1f of %s read, %d records checked (%d%%, %s so far)",
+		float64(p.BytesRead)/(1<<20), mib(p.TotalBytes), p.Records, 100*p.BytesRead/p.TotalBytes, elapsed)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"hone/dataset"
 	"hone/train"
 )
 
@@ -21,6 +22,12 @@ type Trainer interface {
 	Run(ctx context.Context, spec train.Spec, workDir string, obs train.Observer) (*train.Result, error)
 }
 
+// progressValidator is a Trainer whose Validate also reports the data's
+// progress (optional: a trainer without it gets time-only progress events).
+type progressValidator interface {
+	ValidateProgress(ctx context.Context, spec train.Spec, progress func(dataset.Progress)) (summary string, err error)
+}
+
 // trainPackage is the production Trainer: train.Validate and train.Run.
 type trainPackage struct{}
 
@@ -28,8 +35,13 @@ var _ Trainer = trainPackage{}
 
 // Validate runs train.Validate and summarises its data report as JSON,
 // also when the data is refused (the report lists the bad records).
-func (trainPackage) Validate(ctx context.Context, spec train.Spec) (string, error) {
-	rep, err := train.Validate(ctx, spec)
+func (t trainPackage) Validate(ctx context.Context, spec train.Spec) (string, error) {
+	return t.ValidateProgress(ctx, spec, nil)
+}
+
+// ValidateProgress is Validate reporting progress as train.ValidateProgress.
+func (trainPackage) ValidateProgress(ctx context.Context, spec train.Spec, progress func(dataset.Progress)) (string, error) {
+	rep, err := train.ValidateProgress(ctx, spec, progress)
 	if rep == nil {
 		return "", err
 	}

@@ -29,6 +29,14 @@ type ValidationReport = dataset.Report
 // in the report (report.OK() is false) and also returned as an error that
 // lists the first of them with file:line.
 func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
+	return ValidateProgress(ctx, spec, nil)
+}
+
+// ValidateProgress is Validate reporting its data's progress to progress
+// (when not nil) as dataset.Validate does: the training data, then the
+// eval data counted on top of it (its bytes join the total when its
+// validation starts).
+func ValidateProgress(ctx context.Context, spec Spec, progress func(dataset.Progress)) (*ValidationReport, error) {
 	spec, err := spec.withDefaults()
 	if err != nil {
 		return nil, err
@@ -57,7 +65,12 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 		return nil, err
 	}
 	spec.ContextLength = cc.Length
-	rep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.TrainData, spec.dataOptions())
+	opt := spec.dataOptions()
+	var trained dataset.Progress // the training data's, once done
+	if progress != nil {
+		opt.Progress = func(p dataset.Progress) { trained = p; progress(p) }
+	}
+	rep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.TrainData, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -67,6 +80,12 @@ func Validate(ctx context.Context, spec Spec) (*ValidationReport, error) {
 	if spec.EvalData != "" {
 		eopt := spec.dataOptions()
 		eopt.Split, eopt.Version = cmp.Or(spec.EvalSplit, dataset.DefaultEvalSplit), nil
+		if progress != nil {
+			eopt.Progress = func(p dataset.Progress) {
+				progress(dataset.Progress{BytesRead: trained.BytesRead + p.BytesRead, TotalBytes: trained.TotalBytes + p.TotalBytes,
+					Records: trained.Records + p.Records})
+			}
+		}
 		erep, err := dataset.Validate(ctx, spec.ModelDir, task, spec.EvalData, eopt)
 		if err != nil {
 			return rep, fmt.Errorf("eval_data_path: %w", err)
