@@ -185,11 +185,19 @@ wait:
 	if ctx.Err() != nil {
 		return
 	}
+	// The run keeps the data report, as an inline-validated run does.
+	var withReport *string
+	if res.summary != "" {
+		p.Validation = res.summary
+		if raw, err := json.Marshal(p); err == nil {
+			withReport = new(string(raw))
+		}
+	}
 	if res.err != nil {
 		msg := "input validation failed: " + strings.TrimSpace(res.err.Error())
 		failed, now := store.StatusFailed, s.clock()
 		_, err := s.transition(context.WithoutCancel(ctx), name, store.RunCond{Statuses: []store.RunStatus{store.StatusPending}},
-			store.RunUpdate{Status: &failed, CompletedAt: &now, Error: &msg}, string(store.StatusFailed), msg)
+			store.RunUpdate{Status: &failed, CompletedAt: &now, Error: &msg, Params: withReport}, string(store.StatusFailed), msg)
 		if err != nil {
 			s.log.Error("record failed validation", "run", name, "err", err)
 		}
@@ -202,7 +210,7 @@ wait:
 		}
 		queued := store.StatusQueued
 		ok, err := tx.UpdateRun(ctx, name, store.RunCond{Statuses: []store.RunStatus{store.StatusPending}},
-			store.RunUpdate{Status: &queued, JobID: &id})
+			store.RunUpdate{Status: &queued, JobID: &id, Params: withReport})
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package runs
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -79,4 +80,32 @@ func TestBackgroundValidationReportsProgress(t *testing.T) {
 	}
 	g.result <- nil
 	waitRun(t, f.st, run.Name, store.StatusQueued)
+}
+
+// TestBackgroundValidationKeepsReport: a background-validated run keeps
+// its data report, queued or failed, as an inline-validated one does.
+func TestBackgroundValidationKeepsReport(t *testing.T) {
+	f, g, req := largeFixture(t)
+	const report = `{"stats":{"examples":4,"tokens":40}}` // gateTrainer's
+	for _, fail := range []bool{false, true} {
+		run, err := f.s.Create(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-g.entered
+		if got := f.s.view(f.get(t, run.Name)).Validation; got != "" {
+			t.Fatalf("while validating: validation %q, want none yet", got)
+		}
+		want := store.StatusQueued
+		if fail {
+			g.result <- errors.New("big.jsonl:3: bad")
+			want = store.StatusFailed
+		} else {
+			g.result <- nil
+		}
+		r := waitRun(t, f.st, run.Name, want)
+		if got := f.s.view(r); got.Validation != report || got.Config.TrainDataPath != req.TrainDataPath {
+			t.Fatalf("%s run: validation %q, config %+v; want the report %s and the request kept", want, got.Validation, got.Config, report)
+		}
+	}
 }

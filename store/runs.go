@@ -263,6 +263,9 @@ type RunUpdate struct {
 	CompletedAt    *time.Time
 	Error          *string
 	ModelVersion   *string
+	// Params replaces the run's JSON params: a background validation adds
+	// its data report.
+	Params *string
 }
 
 // UpdateRun applies up to the run if cond holds, and reports whether it did.
@@ -300,6 +303,9 @@ func (o ops) UpdateRun(ctx context.Context, name string, cond RunCond, up RunUpd
 	}
 	if up.ModelVersion != nil {
 		set("model_version", *up.ModelVersion)
+	}
+	if up.Params != nil {
+		set("params", *up.Params)
 	}
 	if len(sets) == 0 {
 		return false, errors.New("store: update run: nothing to set")
