@@ -59,7 +59,8 @@ func testRuns(t *testing.T, s *store.Store) {
 		t.Fatalf("UpdateRun(steal live lease) = %v, %v; want false", ok, err)
 	}
 	// ...but can once it has expired.
-	ok, err = s.UpdateRun(ctx, "r1", store.RunCond{LeaseFreeAt: t0.Add(2 * time.Minute), Owner: other}, store.RunUpdate{LeaseOwner: &other})
+	params := `{"a":2}`
+	ok, err = s.UpdateRun(ctx, "r1", store.RunCond{LeaseFreeAt: t0.Add(2 * time.Minute), Owner: other}, store.RunUpdate{LeaseOwner: &other, Params: &params})
 	if err != nil || !ok {
 		t.Fatalf("UpdateRun(expired lease) = %v, %v; want true", ok, err)
 	}
@@ -71,7 +72,7 @@ func testRuns(t *testing.T, s *store.Store) {
 		t.Fatalf("UpdateRun(nope) = %v, want ErrNotFound", err)
 	}
 	got, _ = s.GetRun(ctx, "r1")
-	if got.Status != store.StatusStarting || got.LeaseOwner != "w2" || !got.LeaseUntil.Equal(until) || !got.StartedAt.Equal(t0) {
+	if got.Status != store.StatusStarting || got.LeaseOwner != "w2" || !got.LeaseUntil.Equal(until) || !got.StartedAt.Equal(t0) || got.Params != params {
 		t.Fatalf("after updates: %+v", got)
 	}
 	if err := s.AddEvent(ctx, "r1", store.Event{Time: t0, Type: "CREATED", Message: "hi"}); err != nil {
