@@ -26,9 +26,22 @@ func axpy(y []float32, a float32, x []float32) {
 	}
 }
 
-// AttentionCached handles the few queries of a decoding step with plain
-// loops, one head per task: the work is tiny next to the projections.
+// AttentionCached attends nq queries at positions start.. over the cache's
+// first start+nq keys: the AVX-512 kernel where the CPU has it, else the
+// Go loop below, which is also its reference.
 func (d *Device) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd, window int) {
+	if nq == 0 {
+		return
+	}
+	if cachedSIMD {
+		d.attentionCachedSIMD(out, q, kc, vc, start, nq, nh, nkv, hd, window)
+		return
+	}
+	d.attentionCachedGo(out, q, kc, vc, start, nq, nh, nkv, hd, window)
+}
+
+// attentionCachedGo handles the queries with plain loops, one head per task.
+func (d *Device) attentionCachedGo(out, q, kc, vc []float32, start, nq, nh, nkv, hd, window int) {
 	group := nh / nkv
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	d.parallel(nq*nh, func(lo, hi int) {
