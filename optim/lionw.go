@@ -104,12 +104,7 @@ func decayGroups(specs []engine.ParamSpec, all bool) []group {
 // learning rate lr. A non-finite gradient norm skips the update and is
 // reported as an error, as for AdamW.
 func (o *LionW) Step(m *engine.Model, lr float64) (StepResult, error) {
-	p16 := m.LowPrecisionParams()
-	res, err := o.step(m.Dev, m.Params.Arena, m.Grads.Arena, p16, m.GradNorm(), lr)
-	if err == nil && p16 == nil {
-		m.ParamsChanged()
-	}
-	return res, err
+	return stepModel(o.step, m, lr)
 }
 
 // StepAdapter is Step for an optimizer made by NewLionWAdapter.

@@ -110,8 +110,18 @@ type StepResult struct {
 // parameters stay as they were) and is reported as an error, so one bad
 // batch cannot poison the weights.
 func (o *AdamW) Step(m *engine.Model, lr float64) (StepResult, error) {
+	return stepModel(o.step, m, lr)
+}
+
+// stepFunc is an optimizer's update over flat parameters, gradients and
+// (when held) their bf16 copy, given the gradients' global norm.
+type stepFunc func(dev engine.Device, params, grads []float32, p16 []uint16, norm, lr float64) (StepResult, error)
+
+// stepModel applies step to m's parameters and tells m they changed when
+// no bf16 copy was written alongside them.
+func stepModel(step stepFunc, m *engine.Model, lr float64) (StepResult, error) {
 	p16 := m.LowPrecisionParams()
-	res, err := o.step(m.Dev, m.Params.Arena, m.Grads.Arena, p16, m.GradNorm(), lr)
+	res, err := step(m.Dev, m.Params.Arena, m.Grads.Arena, p16, m.GradNorm(), lr)
 	if err == nil && p16 == nil {
 		m.ParamsChanged()
 	}

@@ -16,33 +16,12 @@ package cpu
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE AVX512 __mmask16 ac_tail(long n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
-
-// ac_exp16 is exp32 (exp.go) on 16 lanes.
-INLINE AVX512 __m512 ac_exp16(__m512 x) {
-	const __m512 round = _mm512_set1_ps(12582912.0f);
-	__m512 k = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), round), round);
-	__m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(k, _mm512_set1_ps(0.693359375f))),
-		_mm512_mul_ps(k, _mm512_set1_ps(-2.12194440e-4f)));
-	__m512 p = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f / 720.0f), r), _mm512_set1_ps(1.0f / 120.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-	__m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
-	p = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-	p = _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ), _mm512_setzero_ps());
-	return _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.7f), _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
-}
+#include "simd.h"
 
 INLINE AVX512 float ac_dot(const float *a, const float *b, long n) {
 	__m512 s = _mm512_setzero_ps();
 	for (long e = 0; e < n; e += 16) {
-		__mmask16 mk = ac_tail(n - e);
+		__mmask16 mk = tailmask(n - e);
 		s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + e), _mm512_maskz_loadu_ps(mk, b + e), s);
 	}
 	return _mm512_reduce_add_ps(s);
@@ -87,7 +66,7 @@ static AVX512 void ac_task(float *out, const float *q, const float *kc, const fl
 					float c = m[x] == -INFINITY ? 0.0f : expf(m[x] - mn);
 					__m512 cv = _mm512_set1_ps(c);
 					for (long e = 0; e < hd; e += 16) {
-						__mmask16 mk = ac_tail(hd - e);
+						__mmask16 mk = tailmask(hd - e);
 						_mm512_mask_storeu_ps(o + e, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + e), cv));
 					}
 					l[x] *= c;
@@ -95,8 +74,8 @@ static AVX512 void ac_task(float *out, const float *q, const float *kc, const fl
 				}
 				__m512 sum = _mm512_setzero_ps();
 				for (long j = 0; j < n; j += 16) {
-					__mmask16 mk = ac_tail(n - j);
-					__m512 p = ac_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), _mm512_set1_ps(mn)));
+					__mmask16 mk = tailmask(n - j);
+					__m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), _mm512_set1_ps(mn)));
 					p = _mm512_maskz_mov_ps(mk, p);
 					sum = _mm512_add_ps(sum, p);
 					_mm512_mask_storeu_ps(s + j, mk, p);
@@ -106,20 +85,20 @@ static AVX512 void ac_task(float *out, const float *q, const float *kc, const fl
 					// The output row stays in registers across the block.
 					__m512 acc[8];
 					long nv = (hd + 15) / 16;
-					for (long c = 0; c < nv; c++) acc[c] = _mm512_maskz_loadu_ps(ac_tail(hd - c * 16), o + c * 16);
+					for (long c = 0; c < nv; c++) acc[c] = _mm512_maskz_loadu_ps(tailmask(hd - c * 16), o + c * 16);
 					for (long j = 0; j < n; j++) {
 						__m512 p = _mm512_set1_ps(s[j]);
 						const float *v = vc + ((lo + j) * nkv + kh) * hd;
 						for (long c = 0; c < nv; c++)
-							acc[c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(ac_tail(hd - c * 16), v + c * 16), acc[c]);
+							acc[c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(tailmask(hd - c * 16), v + c * 16), acc[c]);
 					}
-					for (long c = 0; c < nv; c++) _mm512_mask_storeu_ps(o + c * 16, ac_tail(hd - c * 16), acc[c]);
+					for (long c = 0; c < nv; c++) _mm512_mask_storeu_ps(o + c * 16, tailmask(hd - c * 16), acc[c]);
 				} else {
 					for (long j = 0; j < n; j++) {
 						__m512 p = _mm512_set1_ps(s[j]);
 						const float *v = vc + ((lo + j) * nkv + kh) * hd;
 						for (long e = 0; e < hd; e += 16) {
-							__mmask16 mk = ac_tail(hd - e);
+							__mmask16 mk = tailmask(hd - e);
 							_mm512_mask_storeu_ps(o + e, mk, _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mk, v + e), _mm512_maskz_loadu_ps(mk, o + e)));
 						}
 					}

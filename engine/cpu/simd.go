@@ -18,17 +18,13 @@ package cpu
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define INLINE static inline __attribute__((always_inline))
+#include "simd.h"
 
 static int hone_simd_ok(void) {
 	__builtin_cpu_init();
 	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
 		__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
-
-INLINE AVX512 __mmask16 tailmask(long n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
 
 // bf16 rounds to nearest even as toBF16: u + 0x7fff + lsb, top half; a NaN
 // keeps its top half with the quiet bit set. (VCVTNEPS2BF16 would flush
@@ -44,24 +40,6 @@ INLINE AVX512 __m256i bf16(__m512 x) {
 }
 
 INLINE AVX512 void store16(uint16_t *dst, __m512 x, __mmask16 mk) { _mm256_mask_storeu_epi16(dst, mk, bf16(x)); }
-
-// exp16 is exp32 (exp.go) on 16 lanes, operation for operation.
-INLINE AVX512 __m512 exp16(__m512 x) {
-	const __m512 round = _mm512_set1_ps(12582912.0f);
-	__m512 k = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), round), round);
-	__m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(k, _mm512_set1_ps(0.693359375f))),
-		_mm512_mul_ps(k, _mm512_set1_ps(-2.12194440e-4f)));
-	__m512 p = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f / 720.0f), r), _mm512_set1_ps(1.0f / 120.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-	p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-	__m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
-	p = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-	p = _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ), _mm512_setzero_ps());
-	return _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.7f), _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
-}
 
 static AVX512 void s_tobf16(uint16_t *dst, const float *src, long n) {
 	for (long i = 0; i < n; i += 16) {

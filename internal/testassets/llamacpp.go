@@ -28,8 +28,17 @@ type LlamaCppResult struct {
 // node-llama-cpp package that scripts/test-assets.sh fetches, under node.
 func LlamaCpp(t testing.TB, req LlamaCppRequest) LlamaCppResult {
 	t.Helper()
+	var res LlamaCppResult
+	runLlamaCppScript(t, "llamacpp.mjs", req, &res)
+	return res
+}
+
+// runLlamaCppScript runs internal/testassets/script under node with
+// node-llama-cpp's modules and req as a JSON file, and decodes its
+// standard output into res.
+func runLlamaCppScript(t testing.TB, script string, req, res any) {
+	t.Helper()
 	modules := Path(t, "node-llama-cpp/node_modules")
-	script := filepath.Join(Root(t), "internal", "testassets", "llamacpp.mjs")
 	reqPath := filepath.Join(t.TempDir(), "request.json")
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -38,15 +47,13 @@ func LlamaCpp(t testing.TB, req LlamaCppRequest) LlamaCppResult {
 	if err := os.WriteFile(reqPath, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", script, modules, reqPath)
+	cmd := exec.Command("node", filepath.Join(Root(t), "internal", "testassets", script), modules, reqPath)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("llama.cpp (node-llama-cpp): %v: %s", err, out)
 	}
-	var res LlamaCppResult
-	if err := json.Unmarshal(out, &res); err != nil {
+	if err := json.Unmarshal(out, res); err != nil {
 		t.Fatalf("llama.cpp output %q: %v", out, err)
 	}
-	return res
 }

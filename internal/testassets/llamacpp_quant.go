@@ -1,12 +1,6 @@
 package testassets
 
-import (
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"testing"
-)
+import "testing"
 
 // LlamaCppCompareRequest asks llama.cpp to decode prompts greedily with
 // each of Models (an F32 KV cache, so only the weights and llama.cpp's
@@ -40,25 +34,7 @@ type LlamaCppCompareResult struct {
 // LlamaCppCompare runs req in llama.cpp (node-llama-cpp, as LlamaCpp).
 func LlamaCppCompare(t testing.TB, req LlamaCppCompareRequest) LlamaCppCompareResult {
 	t.Helper()
-	modules := Path(t, "node-llama-cpp/node_modules")
-	script := filepath.Join(Root(t), "internal", "testassets", "llamacpp_quant.mjs")
-	reqPath := filepath.Join(t.TempDir(), "compare.json")
-	b, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(reqPath, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("node", script, modules, reqPath)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("llama.cpp (node-llama-cpp): %v: %s", err, out)
-	}
 	var res LlamaCppCompareResult
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("llama.cpp output %q: %v", out, err)
-	}
+	runLlamaCppScript(t, "llamacpp_quant.mjs", req, &res)
 	return res
 }
