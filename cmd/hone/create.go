@@ -35,20 +35,7 @@ func createCmd() *cobra.Command {
 			if cmd.Flags().Changed("train-data-version") {
 				req.TrainDataVersion = &trainVersion
 			}
-			if noValidate {
-				f := false
-				req.ValidateInputs = &f
-			}
-			// Local relative paths mean the caller's directory.
-			for _, p := range []*string{&req.TrainDataPath, &req.EvalDataPath, &req.CustomWeightsPath, &req.AdapterPath} {
-				*p = absIfLocal(*p)
-			}
-			if strings.HasPrefix(req.Model, ".") {
-				req.Model = absIfLocal(req.Model)
-			}
-			if req.User == "" {
-				req.User = os.Getenv("USER")
-			}
+			completeRequest(&req, noValidate)
 			ctx := cmd.Context()
 			run, err := c.CreateRun(ctx, req)
 			if err != nil {
@@ -250,5 +237,24 @@ func loraFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 		if l.Rank != 0 || l.Alpha != 0 || l.Dropout != nil || l.TargetModules != nil || l.UseRSLoRA || l.QuantizeBase != "" {
 			req.LoRA = l
 		}
+	}
+}
+
+// completeRequest fills in what a create request from the CLI leaves to
+// the caller's environment: --no-validate, local relative paths made
+// absolute (they mean the caller's directory), and the user.
+func completeRequest(req *client.CreateRunRequest, noValidate bool) {
+	if noValidate {
+		f := false
+		req.ValidateInputs = &f
+	}
+	for _, p := range []*string{&req.TrainDataPath, &req.EvalDataPath, &req.CustomWeightsPath, &req.AdapterPath} {
+		*p = absIfLocal(*p)
+	}
+	if strings.HasPrefix(req.Model, ".") {
+		req.Model = absIfLocal(req.Model)
+	}
+	if req.User == "" {
+		req.User = os.Getenv("USER")
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -36,19 +35,7 @@ func sweepCreateCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if noValidate {
-				f := false
-				req.ValidateInputs = &f
-			}
-			for _, p := range []*string{&req.TrainDataPath, &req.EvalDataPath, &req.CustomWeightsPath, &req.AdapterPath} {
-				*p = absIfLocal(*p)
-			}
-			if strings.HasPrefix(req.Model, ".") {
-				req.Model = absIfLocal(req.Model)
-			}
-			if req.User == "" {
-				req.User = os.Getenv("USER")
-			}
+			completeRequest(&req.CreateRunRequest, noValidate)
 			sw, err := c.CreateSweep(cmd.Context(), req)
 			if err != nil {
 				return err
