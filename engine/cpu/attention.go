@@ -55,31 +55,14 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32
 			g.gather(oc, out, b, i0, tq)
 			g.gather(doc, dout, b, i0, tq)
 			rows := nh * tq
-			d.parallel(rows, func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					delta[r] = dot(doc[r*hd:(r+1)*hd], oc[r*hd:(r+1)*hd])
-				}
-			})
+			d.rowDeltas(delta, doc, oc, rows, hd)
 			off := (b*T + k0) * g.kvd
 			kb, vb, dkb, dvb := k[off:], v[off:], dk[off:], dv[off:]
 			d.mm.run(g.scoresKey(tq, nk), ptr(sc), ptr(qc), ptr(kb))
 			d.probsBlock(sc, lse, docStart, g, b, i0, tq, k0, nk)
 			d.mm.run(g.dvKey(tq, nk), ptr(dvb), ptr(sc), ptr(doc))
 			d.mm.run(g.scoresKey(tq, nk), ptr(dsc), ptr(doc), ptr(vb))
-			scale := g.scale
-			d.parallel(rows, func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					p, ds := sc[r*nk:(r+1)*nk], dsc[r*nk:(r+1)*nk]
-					dl := delta[r]
-					if simd {
-						simdDScore(ds, p, dl, scale)
-						continue
-					}
-					for j := range p {
-						ds[j] = p[j] * (ds[j] - dl) * scale
-					}
-				}
-			})
+			d.scoreGrads(dsc, sc, delta, rows, nk, g.scale)
 			d.mm.run(g.pvKey(tq, nk), ptr(dqc), ptr(dsc), ptr(kb))
 			d.mm.run(g.dvKey(tq, nk), ptr(dkb), ptr(dsc), ptr(qc))
 			g.scatter(dq, dqc, b, i0, tq)
@@ -277,3 +260,30 @@ func (d *Device) scratch(i, n int) []float32 {
 }
 
 func ptr(x []float32) unsafe.Pointer { return unsafe.Pointer(&x[0]) }
+
+// rowDeltas sets delta(rows) to the dot product of each row of dout and
+// out (rows, hd): the softmax backward's Σ_j p_j·dp_j.
+func (d *Device) rowDeltas(delta, dout, out []float32, rows, hd int) {
+	d.parallel(rows, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			delta[r] = dot(dout[r*hd:(r+1)*hd], out[r*hd:(r+1)*hd])
+		}
+	})
+}
+
+// scoreGrads turns dp(rows, nk), held in ds, into the scores' gradient
+// p·(dp − delta)·scale in place.
+func (d *Device) scoreGrads(ds, p, delta []float32, rows, nk int, scale float32) {
+	d.parallel(rows, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			pr, dr, dl := p[r*nk:(r+1)*nk], ds[r*nk:(r+1)*nk], delta[r]
+			if simd {
+				simdDScore(dr, pr, dl, scale)
+				continue
+			}
+			for j := range pr {
+				dr[j] = pr[j] * (dr[j] - dl) * scale
+			}
+		}
+	})
+}

@@ -66,11 +66,7 @@ func (d *Device) AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v []flo
 			g.gather(doc, dout, b, i0, tq)
 			d.ToBF16(do16[:nh*tq*hd], doc[:nh*tq*hd])
 			rows := nh * tq
-			d.parallel(rows, func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					delta[r] = dot(doc[r*hd:(r+1)*hd], oc[r*hd:(r+1)*hd])
-				}
-			})
+			d.rowDeltas(delta, doc, oc, rows, hd)
 			off := (b*T + k0) * g.kvd
 			kb, vb, dkb, dvb := k16[off:], v16[off:], dk[off:], dv[off:]
 			d.mm.run(bf16Key(g.scoresKey(tq, nk)), ptr(sc), ptr16(q16), ptr16(kb))
@@ -78,20 +74,7 @@ func (d *Device) AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v []flo
 			d.ToBF16(p16[:rows*nk], sc[:rows*nk])
 			d.mm.run(bf16Key(g.dvKey(tq, nk)), ptr(dvb), ptr16(p16), ptr16(do16))
 			d.mm.run(bf16Key(g.scoresKey(tq, nk)), ptr(dsc), ptr16(do16), ptr16(vb))
-			scale := g.scale
-			d.parallel(rows, func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					p, ds := sc[r*nk:(r+1)*nk], dsc[r*nk:(r+1)*nk]
-					dl := delta[r]
-					if simd {
-						simdDScore(ds, p, dl, scale)
-						continue
-					}
-					for j := range p {
-						ds[j] = p[j] * (ds[j] - dl) * scale
-					}
-				}
-			})
+			d.scoreGrads(dsc, sc, delta, rows, nk, g.scale)
 			d.ToBF16(ds16[:rows*nk], dsc[:rows*nk])
 			d.mm.run(bf16Key(g.pvKey(tq, nk)), ptr(dqc), ptr16(ds16), ptr16(kb))
 			d.mm.run(bf16Key(g.dvKey(tq, nk)), ptr(dkb), ptr16(ds16), ptr16(q16))
