@@ -16,4 +16,4 @@ func (m *Matrix) intDotRows(y []float32, a *q8Row, n, o0, o1 int, acc bool) {
 }
 
 func quantizeQ8KC(qs []int8, d []float32, bs []int16, x []float32) bool { return false }
-func quantizeQ8_0C(qs []int8, d []float32, x []float32) bool          { return false }
+func quantizeQ8_0C(qs []int8, d []float32, x []float32) bool            { return false }

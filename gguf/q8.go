@@ -116,11 +116,11 @@ func intDots(t TensorType) bool {
 
 // The kernels MatVec may use, in order of preference.
 const (
-	kernGo        = iota // dequantize a row to fp32, dot in Go
-	kernAVX512           // dequantize-and-dot on fp32 activations, AVX-512
-	kernInt8Go           // the integer dot products in Go (tests' reference)
-	kernInt8AVX2         // integer dot products, AVX2 (maddubs)
-	kernInt8VNNI         // integer dot products, AVX-512 VNNI (dpbusd)
+	kernGo       = iota // dequantize a row to fp32, dot in Go
+	kernAVX512          // dequantize-and-dot on fp32 activations, AVX-512
+	kernInt8Go          // the integer dot products in Go (tests' reference)
+	kernInt8AVX2        // integer dot products, AVX2 (maddubs)
+	kernInt8VNNI        // integer dot products, AVX-512 VNNI (dpbusd)
 )
 
 var kernelNames = map[int]string{kernGo: "go", kernAVX512: "avx512", kernInt8Go: "int8-go",
