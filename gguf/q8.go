@@ -127,8 +127,16 @@ var kernelNames = map[int]string{kernGo: "go", kernAVX512: "avx512", kernInt8Go:
 	kernInt8AVX2: "int8-avx2", kernInt8VNNI: "int8-avx512vnni"}
 
 // dotKernel is the best the CPU runs; HONE_CPU_KERNELS=go keeps the
-// portable fp32 path (to compare against).
+// portable fp32 path, and HONE_QUANT_KERNELS names one (as SetDotKernels
+// does, "avx512" the fp32-activation kernels) to compare against.
 var dotKernel = func() int {
+	if name := os.Getenv("HONE_QUANT_KERNELS"); name != "" {
+		for k, n := range kernelNames {
+			if n == name && kernelOK(k) {
+				return k
+			}
+		}
+	}
 	switch {
 	case os.Getenv("HONE_CPU_KERNELS") == "go":
 		return kernGo
@@ -149,24 +157,24 @@ var dotKernel = func() int {
 func SetDotKernels(name string) (prev string, ok bool) {
 	prev = kernelNames[dotKernel]
 	for k, n := range kernelNames {
-		if n != name {
-			continue
-		}
-		switch k {
-		case kernAVX512:
-			ok = useAVX512
-		case kernInt8AVX2:
-			ok = useAVX2
-		case kernInt8VNNI:
-			ok = useVNNI
-		default:
-			ok = true
-		}
-		if ok {
-			dotKernel = k
+		if n == name && kernelOK(k) {
+			dotKernel, ok = k, true
 		}
 	}
 	return prev, ok
+}
+
+// kernelOK says whether the CPU runs kernels k.
+func kernelOK(k int) bool {
+	switch k {
+	case kernAVX512:
+		return useAVX512
+	case kernInt8AVX2:
+		return useAVX2
+	case kernInt8VNNI:
+		return useVNNI
+	}
+	return true
 }
 
 // intDotRowsGo is the reference of the integer kernels: y[r*yRows+o]

@@ -182,7 +182,7 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
 directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
 each one's tokens/s and hone's ratio to it. REF may be a GGUF file hone export wrote (quantized or
-not): hone decodes its Q8_0, Q4_K and Q6_K matrices with its dequantize-and-dot kernels (--precision
+not): hone decodes its Q8_0, Q4_K, Q5_K and Q6_K matrices with its integer-dot kernels (--precision
 quantized, the default for a GGUF file; its other tensors, and the prompt, from their fp32 copy) or
 all of it dequantized (--precision fp32), and the llama.cpp peer decodes the file itself.`,
 		Args: cobra.NoArgs,
