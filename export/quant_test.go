@@ -145,17 +145,23 @@ func TestQuantizedExportInLlamaCpp(t *testing.T) {
 				// integer kernels on 8-bit activations where the CPU has
 				// them, as llama.cpp multiplies): the same agreement.
 				quant, qm := honeGreedyQuantized(t, files[i], prompts, tok.Special().EOSIDs)
+				qwhole := 0
 				for j := range prompts {
 					got, w := res.Continuations[i][j], quant[j]
 					k := 0
 					for k < min(len(got), len(w)) && got[k] == w[k] {
 						k++
 					}
+					if k == len(w) && len(got) == k {
+						qwhole++
+					}
 					if (k < len(w) || len(got) != k) && !(k < len(qm[j]) && qm[j][k] < nearTie) {
 						t.Errorf("prompt %d: llama.cpp continues %v, hone's quantized decoding (%s kernels) %v; they part at token %d",
 							j, got, gguf.DotKernels(), w, k)
 					}
 				}
+				t.Logf("%s: continuations equal to llama.cpp's to the end: %d of %d decoding the dequantized weights, %d decoding the quantized blocks (%s kernels)",
+					dt, whole, len(prompts), qwhole, gguf.DotKernels())
 			}
 			kl := res.KL[i]
 			t.Logf("%s: mean KL %.5f, max %.4f, top-1 agreement %.3f over %d positions", dt, kl.Mean, kl.Max, kl.Top1Agree, kl.Positions)
