@@ -24,7 +24,7 @@ func withKernels(t *testing.T, name string, f func()) {
 	prev, ok := SetDotKernels(name)
 	defer SetDotKernels(prev)
 	if !ok {
-		t.Logf("%s: this CPU lacks it; skipped", name)
+		t.Logf("%s: not in this build or on this CPU; skipped", name)
 		return
 	}
 	f()
