@@ -273,6 +273,140 @@ attr static void name(int t, const uint8_t *w, long rowBytes, long cols, const i
 DRIVER(qdot_vnni, T512, q8_0_row_512, q4k_row_512, q6k_row_512)
 DRIVER(qdot_avx2, T256, q8_0_row_256, q4k_row_256, q6k_row_256)
 
+// The k-quant kernels for several activation rows (batched streams): each
+// super-block of the weight row unpacked once, then dotted with every row
+// (n <= 16), each row's sums formed in the single-row kernels' order (the
+// same bits).
+T512 static void q4k_rows_512(const uint8_t *b, long nb, const int8_t *q, const float *xd, const int16_t *xs, int five,
+		long n, long cols, float *out) {
+	const __m512i m4 = _mm512_set1_epi8(15), one = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+	const __m512i idx[4] = {
+		_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+		_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3),
+		_mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6),
+		_mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7),
+	};
+	const __m512i midx = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+	const long bb = five ? 176 : 144;
+	__m512 acc[16], macc[16];
+	for (long r = 0; r < n; r++)
+		acc[r] = macc[r] = _mm512_setzero_ps();
+	for (long i = 0; i < nb; i++, b += bb) {
+		uint32_t u[4];
+		k4_scales32(b + 4, u);
+		__m512i scv = _mm512_cvtepu8_epi32(_mm_set_epi32(u[3], u[2], u[1], u[0]));
+		__m512i sv[4], wv[4];
+		for (int k = 0; k < 4; k++)
+			sv[k] = _mm512_permutexvar_epi32(idx[k], scv);
+		__m512i mv = _mm512_permutexvar_epi32(midx, scv);
+		const uint8_t *qs = b + (five ? 48 : 16);
+		__m512i hh = zero;
+		if (five) {
+			__m256i h = _mm256_loadu_si256((const __m256i *)(b + 16));
+			hh = _mm512_inserti64x4(_mm512_castsi256_si512(h), h, 1);
+		}
+		for (int jj = 0; jj < 2; jj++) {
+			__m512i w = _mm512_loadu_si512(qs + 64 * jj);
+			__m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+			if (five) {
+				__m512i sl = _mm512_mask_blend_epi16(0xFFFF0000, _mm512_set1_epi16(4 * jj), _mm512_set1_epi16(4 * jj + 2));
+				__m512i sh = _mm512_add_epi16(sl, _mm512_set1_epi16(1));
+				lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hh, sl), one), 4));
+				hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hh, sh), one), 4));
+			}
+			wv[2 * jj] = lo;
+			wv[2 * jj + 1] = hi;
+		}
+		const float fd = H2F(b), fm = H2F(b + 2);
+		for (long r = 0; r < n; r++) {
+			const int8_t *x = q + r * cols + 256 * i;
+			__m512i isum = zero;
+			for (int jj = 0; jj < 2; jj++) {
+				const int8_t *xj = x + 128 * jj;
+				__m512i xlo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xj)), _mm256_loadu_si256((const __m256i *)(xj + 64)), 1);
+				__m512i xhi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(xj + 32))), _mm256_loadu_si256((const __m256i *)(xj + 96)), 1);
+				__m512i dl = _mm512_dpbusd_epi32(zero, wv[2 * jj], xlo), dh = _mm512_dpbusd_epi32(zero, wv[2 * jj + 1], xhi);
+				isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dl, sv[2 * jj]));
+				isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dh, sv[2 * jj + 1]));
+			}
+			__m512i bsv = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xs + r * (cols / 16) + 16 * i)));
+			__m512i summ = _mm512_madd_epi16(bsv, mv);
+			float dx = xd[r * nb + i];
+			acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(fd * dx), _mm512_cvtepi32_ps(isum), acc[r]);
+			macc[r] = _mm512_fmadd_ps(_mm512_set1_ps(fm * dx), _mm512_cvtepi32_ps(summ), macc[r]);
+		}
+	}
+	for (long r = 0; r < n; r++)
+		out[r] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r], macc[r]));
+}
+
+T512 static void q6k_rows_512(const uint8_t *b, long nb, const int8_t *q, const float *xd, const int16_t *xs,
+		long n, long cols, float *out) {
+	const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3), zero = _mm512_setzero_si512();
+	const __m512i idx[4] = {
+		_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+		_mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+		_mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
+		_mm512_setr_epi32(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15),
+	};
+	__m512 acc[16];
+	for (long r = 0; r < n; r++)
+		acc[r] = _mm512_setzero_ps();
+	for (long i = 0; i < nb; i++, b += 210) {
+		const uint8_t *ql = b, *qh = b + 128;
+		__m512i scv = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 192))), _mm512_set1_epi32(0xFFFF));
+		__m512i sv[4], wv[4];
+		for (int k = 0; k < 4; k++)
+			sv[k] = _mm512_permutexvar_epi32(idx[k], scv);
+		for (int nn = 0; nn < 2; nn++) {
+			__m512i l = _mm512_loadu_si512(ql + 64 * nn);
+			__m256i h = _mm256_loadu_si256((const __m256i *)(qh + 32 * nn));
+			__m512i ha = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_srli_epi16(h, 2), 1);
+			__m512i hb = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_srli_epi16(h, 4)), _mm256_srli_epi16(h, 6), 1);
+			wv[2 * nn] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(ha, m3), 4));
+			wv[2 * nn + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(hb, m3), 4));
+		}
+		const float fd = H2F(b + 208);
+		for (long r = 0; r < n; r++) {
+			const int8_t *x = q + r * cols + 256 * i;
+			__m512i isum = zero;
+			for (int nn = 0; nn < 2; nn++) {
+				__m512i da = _mm512_dpbusd_epi32(zero, wv[2 * nn], _mm512_loadu_si512(x + 128 * nn));
+				__m512i db = _mm512_dpbusd_epi32(zero, wv[2 * nn + 1], _mm512_loadu_si512(x + 128 * nn + 64));
+				isum = _mm512_add_epi32(isum, _mm512_madd_epi16(da, sv[2 * nn]));
+				isum = _mm512_add_epi32(isum, _mm512_madd_epi16(db, sv[2 * nn + 1]));
+			}
+			__m512i bsv = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xs + r * (cols / 16) + 16 * i)));
+			isum = _mm512_sub_epi32(isum, _mm512_slli_epi32(_mm512_madd_epi16(bsv, scv), 5));
+			acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(fd * xd[r * nb + i]), _mm512_cvtepi32_ps(isum), acc[r]);
+		}
+	}
+	for (long r = 0; r < n; r++)
+		out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// qdot_vnni_multi is qdot_vnni for n >= 2 rows of k-quant products: the
+// weight row's super-blocks unpacked once for up to 16 activation rows.
+T512 static void qdot_vnni_multi(int t, const uint8_t *w, long rowBytes, long cols, const int8_t *q, const float *xd, const int16_t *xs,
+		long n, float *y, long yRows, long o0, long o1, int acc) {
+	long nb = cols / 256;
+	float out[16];
+	for (long o = o0; o < o1; o++) {
+		const uint8_t *b = w + o * rowBytes;
+		for (long r0 = 0; r0 < n; r0 += 16) {
+			long m = n - r0 < 16 ? n - r0 : 16;
+			if (t == 14)
+				q6k_rows_512(b, nb, q + r0 * cols, xd + r0 * nb, xs + r0 * (cols / 16), m, cols, out);
+			else
+				q4k_rows_512(b, nb, q + r0 * cols, xd + r0 * nb, xs + r0 * (cols / 16), t == 13, m, cols, out);
+			for (long r = 0; r < m; r++) {
+				float *yo = y + (r0 + r) * yRows + o;
+				*yo = acc ? *yo + out[r] : out[r];
+			}
+		}
+	}
+}
+
 // Q8_K activations (see quantizeQ8K): the same float32 operations and
 // rounding, 16 elements a step.
 T512 static void quant_q8k(int8_t *qs, float *d, int16_t *bs, const float *x, long k) {
@@ -347,7 +481,9 @@ func (m *Matrix) intDotRows(y []float32, a *q8Row, n, o0, o1 int, acc bool) {
 	}
 	t, w, rb, cols := C.int(m.Type), (*C.uint8_t)(unsafe.Pointer(&m.Data[0])), C.long(m.rowBytes), C.long(m.Cols)
 	q, d, yp := (*C.int8_t)(unsafe.Pointer(&a.qs[0])), (*C.float)(&a.d[0]), (*C.float)(&y[0])
-	if dotKernel == kernInt8VNNI {
+	if dotKernel == kernInt8VNNI && n > 1 && m.Type != Q8_0 {
+		C.qdot_vnni_multi(t, w, rb, cols, q, d, bs, C.long(n), yp, C.long(m.Rows), C.long(o0), C.long(o1), ac)
+	} else if dotKernel == kernInt8VNNI {
 		C.qdot_vnni(t, w, rb, cols, q, d, bs, C.long(n), yp, C.long(m.Rows), C.long(o0), C.long(o1), ac)
 	} else {
 		C.qdot_avx2(t, w, rb, cols, q, d, bs, C.long(n), yp, C.long(m.Rows), C.long(o0), C.long(o1), ac)

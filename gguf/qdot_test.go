@@ -139,7 +139,7 @@ func TestIntegerDots(t *testing.T) {
 		rows, cols int
 	}{{Q8_0, 130, 800}, {Q8_0, 70, 512}, {Q4_K, 130, 768}, {Q5_K, 70, 512}, {Q6_K, 130, 768}} {
 		m, w := testMatrix(t, tc.typ, tc.rows, tc.cols)
-		for _, n := range []int{1, 2, 5} {
+		for _, n := range []int{1, 2, 5, 17} {
 			x := testActs(n, tc.cols)
 			a := quantizeActs(tc.typ, x, n, tc.cols)
 			ref := make([]float32, n*tc.rows)
@@ -173,6 +173,19 @@ func TestIntegerDots(t *testing.T) {
 							}
 							if math.Abs(float64(y[i])-want) > 1e-6*mag[i]+1e-6 {
 								t.Fatalf("%v %s n=%d acc=%v: y[%d] = %.9g, reference %.9g", tc.typ, kern, n, acc, i, y[i], want)
+							}
+						}
+					}
+					// Several rows at once (weights unpacked once for all)
+					// give each row's single-row bits.
+					y := make([]float32, n*tc.rows)
+					m.MatVec(y, x, n, false, 2)
+					for r := range n {
+						y1 := make([]float32, tc.rows)
+						m.MatVec(y1, x[r*tc.cols:(r+1)*tc.cols], 1, false, 1)
+						for o, v := range y1 {
+							if y[r*tc.rows+o] != v {
+								t.Fatalf("%v %s n=%d: row %d output %d is %.9g, alone %.9g", tc.typ, kern, n, r, o, y[r*tc.rows+o], v)
 							}
 						}
 					}
