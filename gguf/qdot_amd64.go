@@ -105,8 +105,8 @@ T512 static float q4k_row_512(const uint8_t *b, long nb, const int8_t *q, const 
 				hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hh, sh), one), 4));
 			}
 			const int8_t *xj = x + 128 * jj;
-			__m512i xlo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xj)), _mm256_loadu_si256((const __m256i *)(xj + 64)), 1);
-			__m512i xhi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(xj + 32))), _mm256_loadu_si256((const __m256i *)(xj + 96)), 1);
+			__m512i xa = _mm512_loadu_si512(xj), xb = _mm512_loadu_si512(xj + 64);
+			__m512i xlo = _mm512_shuffle_i64x2(xa, xb, 0x44), xhi = _mm512_shuffle_i64x2(xa, xb, 0xEE); // [x0..31 x64..95], [x32..63 x96..127]
 			__m512i dl = _mm512_dpbusd_epi32(zero, lo, xlo), dh = _mm512_dpbusd_epi32(zero, hi, xhi);
 			isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dl, _mm512_permutexvar_epi32(idx[2 * jj], scv)));
 			isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dh, _mm512_permutexvar_epi32(idx[2 * jj + 1], scv)));
@@ -323,8 +323,8 @@ T512 static void q4k_rows_512(const uint8_t *b, long nb, const int8_t *q, const 
 			__m512i isum = zero;
 			for (int jj = 0; jj < 2; jj++) {
 				const int8_t *xj = x + 128 * jj;
-				__m512i xlo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xj)), _mm256_loadu_si256((const __m256i *)(xj + 64)), 1);
-				__m512i xhi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(xj + 32))), _mm256_loadu_si256((const __m256i *)(xj + 96)), 1);
+				__m512i xa = _mm512_loadu_si512(xj), xb = _mm512_loadu_si512(xj + 64);
+				__m512i xlo = _mm512_shuffle_i64x2(xa, xb, 0x44), xhi = _mm512_shuffle_i64x2(xa, xb, 0xEE);
 				__m512i dl = _mm512_dpbusd_epi32(zero, wv[2 * jj], xlo), dh = _mm512_dpbusd_epi32(zero, wv[2 * jj + 1], xhi);
 				isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dl, sv[2 * jj]));
 				isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dh, sv[2 * jj + 1]));
