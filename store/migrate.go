@@ -150,7 +150,7 @@ var addedColumns = []struct{ table, column, decl string }{
 }
 
 // migrations are applied in order, all of them at every start.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaSweeps} // schemaSweeps: sweeps.go
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaSweeps, schemaGang} // schemaSweeps: sweeps.go; schemaGang: gang.go
 
 func (s *Store) migrate(ctx context.Context) error {
 	id := "INTEGER PRIMARY KEY AUTOINCREMENT"
