@@ -263,8 +263,8 @@ func (s *Service) requeue(ctx context.Context, r store.Run) error {
 			return errNotOrphan // rolls the new job back
 		}
 		return tx.AddEvent(ctx, r.Name, store.Event{Time: s.clock(), Type: string(store.StatusQueued),
-			Message: fmt.Sprintf("worker %s stopped responding (lease expired %s); re-queued to resume from the last checkpoint",
-				r.LeaseOwner, r.LeaseUntil.Format(time.RFC3339))})
+			Message: fmt.Sprintf("worker %s%s stopped responding (lease expired %s); re-queued to resume from the last checkpoint",
+				r.LeaseOwner, s.rankNote(ctx, r), r.LeaseUntil.Format(time.RFC3339))})
 	})
 	switch {
 	case errors.Is(err, errNotOrphan):
