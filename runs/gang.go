@@ -427,7 +427,9 @@ func (s *Service) lostRanks(ctx context.Context, run string, epoch int64, nodes 
 			case !k.LeftAt.IsZero():
 				left = append(left, who+" left: "+k.Note)
 			case now.Sub(k.SeenAt) > stale:
-				lost = append(lost, who+" was lost: no heartbeat since "+k.SeenAt.Format(time.RFC3339))
+				note := "was lost: no heartbeat since " + k.SeenAt.Format(time.RFC3339)
+				lost = append(lost, who+" "+note)
+				s.leave(ctx, k, note)
 			default:
 				pending = append(pending, who)
 			}
@@ -435,6 +437,9 @@ func (s *Service) lostRanks(ctx context.Context, run string, epoch int64, nodes 
 		if len(pending) == 0 || time.Now().After(deadline) {
 			for _, w := range pending {
 				lost = append(lost, w+" did not say why it stopped")
+			}
+			if len(lost)+len(left) == 0 {
+				return "a rank was lost"
 			}
 			return strings.Join(slices.Concat(lost, left), "; ")
 		}
@@ -499,19 +504,19 @@ func (s *Service) requeueGang(ctx context.Context, name string, jobID, epoch int
 	return river.JobSnooze(max(s.cfg.FetchPoll, time.Second))
 }
 
-// rankNote names the rank and host of a multi-node run's lease holder, for
-// the reaper's event when that worker is lost.
-func (s *Service) rankNote(ctx context.Context, r store.Run) string {
+// rankNote names the rank (nil: none) and host of a multi-node run's lease
+// holder, for the reaper's event when that worker is lost.
+func (s *Service) rankNote(ctx context.Context, r store.Run) (*store.Rank, string) {
 	ranks, err := s.st.ListRanks(ctx, r.Name)
 	if err != nil {
-		return ""
+		return nil, ""
 	}
 	for _, k := range ranks {
-		if k.Epoch == r.LeaseEpoch && k.Worker == r.LeaseOwner {
-			return fmt.Sprintf(" (rank %d of the run, host %s)", k.Rank, k.Host)
+		if k.Epoch == r.LeaseEpoch && k.Worker == r.LeaseOwner && k.LeftAt.IsZero() {
+			return &k, fmt.Sprintf(" (rank %d of the run, host %s)", k.Rank, k.Host)
 		}
 	}
-	return ""
+	return nil, ""
 }
 
 // rankViews shows the ranks of every claim of a run.
