@@ -155,6 +155,7 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		{"learning_rate", req["learning_rate"], settings.LearningRate},
 		{"batch_rows", req["batch_rows"], float64(settings.BatchRows)},
 		{"grad_accum", req["grad_accum"], float64(settings.GradAccum)},
+		{"nodes", req["nodes"], float64(settings.Nodes)},
 		{"checkpoint_every", req["checkpoint_every"], float64(settings.CheckpointEvery)},
 		{"keep_checkpoints", req["keep_checkpoints"], float64(settings.KeepCheckpoints)},
 		{"precision", req["precision"], settings.Precision},
