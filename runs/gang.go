@@ -210,6 +210,23 @@ func (s *Service) gangLoop(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// waitRanks waits for the ranks this worker holds in others' runs to stop
+// (they stop with the whole group, at a step boundary), at most until ctx
+// ends.
+func (s *Service) waitRanks(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.gangs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("runs: ranks of multi-node runs still stopping: %w", ctx.Err())
+	}
+}
+
 // joinOpenGang takes the first free rank of an open rendezvous this worker
 // is not part of yet.
 func (s *Service) joinOpenGang(ctx context.Context) (*store.Rank, *store.Gang, error) {

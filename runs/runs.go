@@ -246,8 +246,13 @@ func (s *Service) Start(ctx context.Context) error {
 	s.stopBG, s.bgDone, s.started = cancel, make(chan struct{}), true
 	go func() {
 		defer close(s.bgDone)
-		go s.gangLoop(bg, &s.gangs)
+		gangDone := make(chan struct{})
+		go func() {
+			defer close(gangDone)
+			s.gangLoop(bg, &s.gangs)
+		}()
 		s.reapLoop(bg)
+		<-gangDone
 	}()
 	s.log.Info("worker started", "worker", s.cfg.WorkerID, "concurrency", s.cfg.Concurrency)
 	return nil
@@ -266,8 +271,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	s.stopBG()
 	<-s.bgDone
 	err := s.q.stop(ctx)
-	s.gangs.Wait()
-	return err
+	return errors.Join(err, s.waitRanks(ctx))
 }
 
 func (s *Service) runDir(name string) string { return filepath.Join(s.cfg.Home, "runs", name) }
