@@ -316,7 +316,8 @@ func (s *Service) followRun(ctx context.Context, g store.Gang, k store.Rank) (st
 	}
 	coll, err := s.connect(ctx, g, k.Rank)
 	if err != nil {
-		return "", fmt.Errorf("the rendezvous did not complete: %w", err)
+		// The store's address stays in the rendezvous record.
+		return "", fmt.Errorf("the rendezvous did not complete: %s", strings.ReplaceAll(err.Error(), g.StoreAddr, "rank 0's store"))
 	}
 	defer coll.Close()
 	if _, err := dt.RunDistributed(ctx, p.Spec, workDir, nopObserver{}, coll); err != nil {
