@@ -163,6 +163,11 @@ func (s *StoreServer) serve(c net.Conn) {
 		if err := s.admit(hello.Rank, c.RemoteAddr()); err != nil {
 			s.log.Warn("rendezvous store: refused a client the rendezvous record does not name", "rank", hello.Rank,
 				"remote", c.RemoteAddr().String(), "err", err)
+			// Free the rank before answering: the right client may be next.
+			s.mu.Lock()
+			delete(s.ranks, rank)
+			s.mu.Unlock()
+			rank = -1
 			_ = enc.Encode(storeResponse{Err: err.Error()})
 			return
 		}
