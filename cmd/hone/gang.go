@@ -1,8 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"io"
+	"time"
+
 	"github.com/spf13/cobra"
 
+	"hone/client"
 	"hone/collective"
 	"hone/runs"
 )
@@ -18,4 +23,16 @@ func registerGangFlags(cmd *cobra.Command, g *runs.GangConfig) {
 		"how long rank 0 of a multi-node run waits for the other workers to join before re-queuing it (default 5m)")
 	fl.DurationVar(&g.WorkersWindow, "workers-window", 0,
 		"a run may ask for as many nodes as workers worked the queue within this window (default 24h)")
+}
+
+// printRanks lists a multi-node run's ranks, one line each.
+func printRanks(w io.Writer, ranks []client.RunRank) {
+	for _, k := range ranks {
+		left := "in"
+		if k.LeftAt != nil {
+			left = "left " + k.LeftAt.Local().Format(time.DateTime) + ": " + k.Note
+		}
+		fmt.Fprintf(w, "rank:      attempt %d rank %d  %s on %s  joined %s  %s\n", k.Attempt, k.Rank, k.Worker, k.Host,
+			k.JoinedAt.Local().Format(time.DateTime), left)
+	}
 }
