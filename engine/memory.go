@@ -244,6 +244,26 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 	return opts, notes, need, false
 }
 
+// Savings names the savings fitted has on that asked has not, in the
+// words of Fit's notes: what a plan of fitted runs with beyond what was
+// asked.
+func Savings(asked, fitted Options) []string {
+	var out []string
+	if fitted.FrozenBF16 && !asked.FrozenBF16 {
+		out = append(out, "a frozen bf16 base")
+	}
+	if fitted.Recompute && !asked.Recompute {
+		out = append(out, "activation recomputation")
+	}
+	if fitted.CompactBF16 && !asked.CompactBF16 {
+		out = append(out, "per-layer bf16 weights")
+	}
+	if fitted.Recompute && fitted.CheckpointEvery > 1 && !(asked.Recompute && asked.CheckpointEvery > 1) {
+		out = append(out, fmt.Sprintf("residual checkpoints every %d layers", fitted.CheckpointEvery))
+	}
+	return out
+}
+
 func gib(b int64) float64 { return float64(b) / (1 << 30) }
 
 // MemAvailable reads MemAvailable from /proc/meminfo (0 when unknown).

@@ -94,6 +94,7 @@ func benchTrainCmd() *cobra.Command {
 	var asJSON bool
 	var profile string
 	var kernelTimes, planOnly bool
+	var planMemory byteSize
 	var ranks int
 	cmd := &cobra.Command{
 		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--ranks R] [--plan] [--json]",
@@ -108,7 +109,7 @@ func benchTrainCmd() *cobra.Command {
 				return fmt.Errorf("%s: %w", configPath, err)
 			}
 			if planOnly {
-				return printPlan(cmd.OutOrStdout(), s, asJSON)
+				return printPlan(cmd.OutOrStdout(), s, int64(planMemory), asJSON)
 			}
 			if done, err := benchTrainRanks(cmd, &s, ranks, asJSON); done || err != nil {
 				return err
@@ -160,7 +161,8 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
-	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts) without training")
+	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts, with the savings this machine's memory needs) without training")
+	f.Var(&planMemory, "plan-memory", "with --plan: the memory to plan against, e.g. 24GiB (default: what this machine has available)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
