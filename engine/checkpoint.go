@@ -5,8 +5,12 @@ package engine
 // and CheckpointEvery k > 1, only every k-th stream and the last keep a
 // buffer of their own (the checkpoints); the k-1 streams between two
 // checkpoints share k-1 buffers, which the backward pass refills segment
-// by segment by running the segment's layers forward again. It returns the
-// slot of each stream and the number of buffers.
+// by segment by running the segment's layers forward again. With more
+// than one segment the last stream shares the first's buffer: the first
+// stream is dead once layer 0 ran, the last once the final norm's backward
+// ran, before the backward pass reaches the first segment, which embeds
+// the batch again (a copy of the same rows). It returns the slot of each
+// stream and the number of buffers.
 func (o Options) residualSlots(c *Config) ([]int, int) {
 	L := c.NumHiddenLayers
 	k := o.CheckpointEvery
@@ -19,7 +23,9 @@ func (o Options) residualSlots(c *Config) ([]int, int) {
 	}
 	n := 0
 	for l := 0; l <= L; l++ {
-		if l%k == 0 || l == L {
+		if l == L && o.sharedEnds(c) {
+			slot[l] = slot[0]
+		} else if l%k == 0 || l == L {
 			slot[l] = n
 			n++
 		}
@@ -34,8 +40,14 @@ func (o Options) residualSlots(c *Config) ([]int, int) {
 	return slot, n + work
 }
 
+// sharedEnds says the first and last residual streams share a buffer
+// (residualSlots).
+func (o Options) sharedEnds(c *Config) bool {
+	return o.Recompute && o.CheckpointEvery > 1 && c.NumHiddenLayers > o.CheckpointEvery
+}
+
 // CheckpointSpacing is the checkpoint spacing Fit turns on: about √L, which
-// keeps the fewest residual buffers (L/k checkpoints + k-1 shared).
+// keeps the fewest residual buffers (about L/k checkpoints + k-1 shared).
 func (c *Config) CheckpointSpacing() int {
 	k := 1
 	for (k+1)*(k+1) <= c.NumHiddenLayers {
@@ -65,6 +77,9 @@ func (m *Model) backwardLayers(bt *Batch) {
 	}
 	for end := L; end > 0; {
 		start := (end - 1) / k * k
+		if start == 0 && m.Opt.sharedEnds(m.Config) {
+			m.embed(bt) // res[0] held the last stream meanwhile
+		}
 		for l := start; l < end-1; l++ { // the segment's residual streams again
 			m.layerForward(l, bt)
 		}
