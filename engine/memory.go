@@ -59,10 +59,10 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	NK := int64(c.routedRows(B * T))                   // rows of the MoE's activations: only routed experts'
-	R := int64(opt.mlpRows(c, B*T))                    // rows of ln2 and the MLP's buffers: a chunk with recomputation
-	NF := int64(c.routedRows(int(R))) * F              // the MLP's buffers
-	perLayer := N*(C+2*QD+2*KVD+2+NH) + R*C + 3*NF     // ln1 = mid; q, att; k, v; rstd1, rstd2; lse; ln2; gate, up, h
+	NK := int64(c.routedRows(B * T))               // rows of the MoE's activations: only routed experts'
+	R := int64(opt.mlpRows(c, B*T))                // rows of ln2 and the MLP's buffers: a chunk with recomputation
+	NF := int64(c.routedRows(int(R))) * F          // the MLP's buffers
+	perLayer := N*(C+2*QD+2*KVD+2+NH) + R*C + 3*NF // ln1 = mid; q, att; k, v; rstd1, rstd2; lse; ln2; gate, up, h
 	layers := L
 	if opt.Recompute {
 		layers = 1
