@@ -72,7 +72,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		chunk = 256
 	}
 	chunk = min(chunk, N)
-	_, nres := opt.residualSlots(c)
+	nres := opt.residualBuffers(c)
 	// The residual streams; the final norm of one loss chunk and every
 	// rstd; scratch dres, dln = datt, dq, dk, dv, dgate, dup, dh.
 	acts := layers*perLayer + int64(nres)*N*C + chunk*C + N + N*(C+max(C, QD)+QD+2*KVD) + 3*NF

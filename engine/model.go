@@ -52,11 +52,13 @@ type Options struct {
 	// safetensors of any dtype; a bf16 checkpoint loads bit for bit.
 	// Without it a LoRA base is fp32, as for full fine-tuning.
 	FrozenBF16 bool
-	// CheckpointEvery k > 1 (with Recompute) keeps the residual stream only
-	// at every k-th layer and the last, and runs each segment's layers
-	// forward once more in the backward pass: about L/k + k residual
-	// buffers of (N,C) instead of L+1, for one more forward pass of most
-	// layers. Fit turns it on (CheckpointSpacing) when nothing else fits.
+	// CheckpointEvery k > 1 (with Recompute) cuts the layers into segments
+	// of at most k layers, keeps only the residual streams entering them,
+	// and runs each segment's layers forward once more in the backward
+	// pass: B residual buffers of (N,C) instead of L+1 where L ≤ B+B+(B-1)
+	// +…+3 (5 for 16 layers, 7 for 32), for one more forward pass of most
+	// layers (checkpoint.go). Fit turns it on (CheckpointSpacing) when
+	// nothing else fits.
 	CheckpointEvery int
 	// MLPChunk (with Recompute, dense models) is how many token rows the
 	// MLP works on at once: its (rows, intermediate) buffers then do not
@@ -147,7 +149,7 @@ type Model struct {
 type activations struct {
 	n       int
 	res     [][]float32 // L+1 x (N,C): residual stream entering each layer, and leaving the last (in resBufs)
-	resBufs [][]float32 // the distinct buffers of res: shared between checkpoints (Options.CheckpointEvery)
+	resBufs [][]float32 // the distinct buffers of res: fewer with checkpoints (Options.CheckpointEvery, checkpoint.go)
 	layer   []layerActs // L entries, or one shared entry when recomputing
 	lnf     []float32   // (chunk,C) final norm output of one loss chunk (head)
 	rstdf   []float32   // (N)
@@ -258,15 +260,12 @@ func (m *Model) allocActs(N int) *activations {
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	NF := c.routedRows(m.Opt.mlpRows(c, N)) * F
 	a := &activations{n: N}
-	slot, nbuf := m.Opt.residualSlots(c)
-	a.resBufs = make([][]float32, nbuf)
+	a.resBufs = make([][]float32, m.Opt.residualBuffers(c))
 	for i := range a.resBufs {
 		a.resBufs[i] = d.Alloc(N * C)
 	}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
-	for i := range a.res {
-		a.res[i] = a.resBufs[slot[i]]
-	}
+	a.forwardSlots(m.Opt, c)
 	nl := c.NumHiddenLayers
 	if m.Opt.Recompute {
 		nl = 1
@@ -526,6 +525,11 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	eps := float32(c.RMSNormEps)
 	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
+	if m.recomputing {
+		// The output is known; its buffer may hold another stream now
+		// (checkpoint.go). dln is dead until this layer's backward.
+		out = a.scr.dln[:N*C]
+	}
 
 	x16 := m.buf16(a.a16, N*C) // the norms and SwiGLU write their outputs' bf16 casts here
 	m.norm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
