@@ -174,8 +174,9 @@ func benchGenerateCmd() *cobra.Command {
 	var s bench.GenerateSpec
 	var ref string
 	var asJSON, kernelTimes bool
+	var background int
 	cmd := &cobra.Command{
-		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
+		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--background-streams B] [--json]",
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
 prompt tokens and decodes N tokens for each (greedy, or sampled with --temperature), all streams in one batched step as hone serve does.
@@ -209,6 +210,10 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 				}
 				s.Dir = model.Dir
 			}
+			if background > 0 {
+				return printServe(cmd.OutOrStdout(), cmd.Context(), bench.ServeSpec{Dir: s.Dir, PromptTokens: s.PromptTokens,
+					Background: background, Threads: s.Threads, Seed: s.Seed}, asJSON)
+			}
 			if kernelTimes {
 				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}
@@ -234,6 +239,7 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 	f.StringVar(&ref, "model", "", "model directory or Hugging Face id (required)")
 	f.IntVar(&s.NewTokens, "new-tokens", 64, "timed tokens per stream (after one warm-up token)")
 	f.IntVar(&s.Streams, "streams", 1, "streams decoded together")
+	f.IntVar(&background, "background-streams", 0, "instead: submit one --prompt-tokens prompt to hone serve's batch scheduler while this many other streams decode, and report their inter-token gaps (p50, p99, max) and the prompt's prefill tokens/s")
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream (prefill_tokens_per_s reports how fast they are read)")
 	f.IntVar(&s.PrefillChunk, "prefill-chunk", 0, "prompt tokens per model call (hone serve reads 64 at a time); 0 = the whole prompt at once")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
