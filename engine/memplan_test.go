@@ -257,3 +257,50 @@ func TestLongContextSavingsSameGradients(t *testing.T) {
 		}
 	}
 }
+
+// Evaluation and eval prompts at long context take no second full-size
+// allocation: Evaluate on the training batch shape allocates nothing (it
+// runs in the training buffers), and reading a prompt in chunks of 256
+// grows memory by the prompt's key/value cache alone (prompts of T and 2T
+// tokens differ by exactly the cache of T tokens: no buffer of the
+// prompt's length besides it).
+func TestEvalAtLongContextReusesBuffers(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(memTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const T = 768
+	dev := engine.NewCountingDevice(openCPU(t))
+	m := engine.New(c, dev, engine.Options{Recompute: true, CheckpointEvery: 2})
+	defer m.Close()
+	m.InitRandom(1)
+	bt := randomBatch(t, 1, T, c.VocabSize)
+	m.ForwardBackward(bt, 1/float32(bt.Scored()))
+	before := dev.Memory()
+	m.Evaluate(bt)
+	if after := dev.Memory(); after.Allocs != before.Allocs || after.Live != before.Live {
+		t.Errorf("Evaluate allocated: %d allocations and %d bytes live before, %d and %d after", before.Allocs, before.Live, after.Allocs, after.Live)
+	}
+	grew := func(n int) int64 {
+		d, err := m.NewDecoder(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		live := dev.Memory().Live
+		for s := 0; s < n; s += 256 {
+			ids := make([]int, min(256, n-s))
+			for i := range ids {
+				ids[i] = (s + i) % c.VocabSize
+			}
+			if _, err := d.Append(ids); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dev.Memory().Live - live
+	}
+	one, two := grew(T/2), grew(T)
+	if two-one != c.KVCacheBytes(T/2) {
+		t.Errorf("a prompt of %d tokens takes %d bytes more than one of %d; want only the cache of %d tokens, %d bytes", T, two-one, T/2, T/2, c.KVCacheBytes(T/2))
+	}
+}
