@@ -59,10 +59,14 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	NK := int64(c.routedRows(B * T))               // rows of the MoE's activations: only routed experts'
-	R := int64(opt.mlpRows(c, B*T))                // rows of ln2 and the MLP's buffers: a chunk with recomputation
-	NF := int64(c.routedRows(int(R))) * F          // the MLP's buffers
-	perLayer := N*(C+2*QD+2*KVD+2+NH) + R*C + 3*NF // ln1 = mid; q, att; k, v; rstd1, rstd2; lse; ln2; gate, up, h
+	NK := int64(c.routedRows(B * T))      // rows of the MoE's activations: only routed experts'
+	R := int64(opt.mlpRows(c, B*T))       // rows of ln2 and the MLP's buffers: a chunk with recomputation
+	NF := int64(c.routedRows(int(R))) * F // the MLP's buffers
+	W, midW, dq := max(C, QD), C, QD      // att = ln1 and dln = datt take the wider; with recomputation, mid = dq too
+	if opt.Recompute {
+		midW, dq = W, 0
+	}
+	perLayer := N*(midW+W+QD+2*KVD+2+NH) + R*C + 3*NF // mid; att = ln1; q; k, v; rstd1, rstd2; lse; ln2; gate, up, h
 	layers := L
 	if opt.Recompute {
 		layers = 1
@@ -75,7 +79,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	nres := opt.residualBuffers(c)
 	// The residual streams; the final norm of one loss chunk and every
 	// rstd; scratch dres, dln = datt, dq, dk, dv, dgate, dup, dh.
-	acts := layers*perLayer + int64(nres)*N*C + chunk*C + N + N*(C+max(C, QD)+QD+2*KVD) + 3*NF
+	acts := layers*perLayer + int64(nres)*N*C + chunk*C + N + N*(C+W+dq+2*KVD) + 3*NF
 	ints := int64(0)
 	if c.MoE() {
 		E := int64(c.NumLocalExperts)

@@ -76,25 +76,42 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96},
 	} {
 		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.B, tc.T), func(t *testing.T) {
-			dev := openCPU(t)
-			plan := c.MemoryPlan(dev, tc.opt, tc.B, tc.T)
-			var sum int64
-			for _, b := range plan.Parts {
-				sum += b
-			}
-			if sum != plan.PeakBytes {
-				t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
-			}
-			peak, weights := countedPeak(t, c, tc.opt, tc.B, tc.T)
-			if plan.PeakBytes != peak {
-				t.Errorf("plan peak %d bytes, counted %d (parts %v)", plan.PeakBytes, peak, plan.Parts)
-			}
-			// New and NewAdapter allocate the weights and the gradients; the
-			// optimizer's moments come later.
-			if want := plan.Parts[engine.PartWeights] + plan.Parts[engine.PartGradients]; weights != want {
-				t.Errorf("after New %d bytes are live, plan's weights + gradients %d", weights, want)
-			}
+			checkPlanEqualsCounted(t, c, tc.opt, tc.B, tc.T)
 		})
+	}
+	// Attention wider than the hidden size (head_dim 32 × 4 heads = 128 >
+	// 64): the buffers shared between C- and QD-wide values take the wider.
+	wide, err := engine.ParseConfig([]byte(strings.Replace(memTestConfig, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 32,`, 1)))
+	if err != nil || wide.QDim() <= wide.HiddenSize {
+		t.Fatalf("wide config: %v (q dim %d)", err, wide.QDim())
+	}
+	for _, opt := range []engine.Options{{}, {Recompute: true, CheckpointEvery: 2}, {LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 40}} {
+		t.Run(fmt.Sprintf("wide/lora=%v/recompute=%v", opt.LoRA != nil, opt.Recompute), func(t *testing.T) {
+			checkPlanEqualsCounted(t, wide, opt, 1, 96)
+		})
+	}
+}
+
+// checkPlanEqualsCounted holds c's plan for opt at B×T to a counting
+// device's peak (see TestMemoryPlanEqualsCountedPeak).
+func checkPlanEqualsCounted(t *testing.T, c *engine.Config, opt engine.Options, B, T int) {
+	t.Helper()
+	plan := c.MemoryPlan(openCPU(t), opt, B, T)
+	var sum int64
+	for _, b := range plan.Parts {
+		sum += b
+	}
+	if sum != plan.PeakBytes {
+		t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
+	}
+	peak, weights := countedPeak(t, c, opt, B, T)
+	if plan.PeakBytes != peak {
+		t.Errorf("plan peak %d bytes, counted %d (parts %v)", plan.PeakBytes, peak, plan.Parts)
+	}
+	// New and NewAdapter allocate the weights and the gradients; the
+	// optimizer's moments come later.
+	if want := plan.Parts[engine.PartWeights] + plan.Parts[engine.PartGradients]; weights != want {
+		t.Errorf("after New %d bytes are live, plan's weights + gradients %d", weights, want)
 	}
 }
 
@@ -206,10 +223,18 @@ func TestCheckpointsSameGradients(t *testing.T) {
 // base. ln1 recomputed into mid's buffer and datt in dln's are on both
 // sides; the parity tests hold them to the float64 reference.
 func TestLongContextSavingsSameGradients(t *testing.T) {
-	c, err := engine.ParseConfig([]byte(strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)))
-	if err != nil {
-		t.Fatal(err)
+	five := strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)
+	// And attention wider than the hidden size, whose buffers share.
+	for _, js := range []string{five, strings.Replace(five, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 32,`, 1)} {
+		c, err := engine.ParseConfig([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSavingsSameGradients(t, c)
 	}
+}
+
+func checkSavingsSameGradients(t *testing.T, c *engine.Config) {
 	const T = 1024 // four loss chunks; the MLP's default chunk (2048 rows) leaves it whole on both sides
 	bt := randomBatch(t, 1, T, c.VocabSize)
 	grads := func(opt engine.Options) (float64, []float32) {
@@ -247,11 +272,11 @@ func TestLongContextSavingsSameGradients(t *testing.T) {
 		opt.Recompute, opt.CheckpointEvery = true, 2
 		loss, got := grads(opt)
 		if loss != wantLoss {
-			t.Errorf("lora=%v: loss %v with the savings, %v without", base.LoRA != nil, loss, wantLoss)
+			t.Errorf("q dim %d, lora=%v: loss %v with the savings, %v without", c.QDim(), base.LoRA != nil, loss, wantLoss)
 		}
 		for i := range got {
 			if got[i] != want[i] {
-				t.Errorf("lora=%v: gradient %d = %v with the savings, %v without", base.LoRA != nil, i, got[i], want[i])
+				t.Errorf("q dim %d, lora=%v: gradient %d = %v with the savings, %v without", c.QDim(), base.LoRA != nil, i, got[i], want[i])
 				break
 			}
 		}

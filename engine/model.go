@@ -167,15 +167,16 @@ type activations struct {
 	auxGrad []float64
 }
 
-// ln1 and mid share one buffer: ln1 is dead once q, k and v are computed,
-// before mid is written, and layerBackward recomputes it (norm1) once mid
-// is dead. With the MLP in chunks, ln2 holds one chunk's rows, normalised
-// chunk by chunk as the MLP runs (mlpchunk.go).
+// ln1 and att share one buffer (N, max(C,QD)): ln1 is dead once q, k and
+// v are computed, before the attention writes att, and layerBackward
+// recomputes it (the same norm of the same input) once att is dead. With
+// the MLP in chunks, ln2 holds one chunk's rows, normalised chunk by chunk
+// as the MLP runs (mlpchunk.go).
 type layerActs struct {
-	ln1, rstd1 []float32 // (N,C) (N); ln1 is mid's buffer
+	ln1, rstd1 []float32 // (N,C) (N); ln1 is att's buffer
 	q, k, v    []float32 // (N,QD) (N,KVD) (N,KVD), after RoPE
 	att, lse   []float32 // (N,QD) (B,NH,T)
-	mid        []float32 // (N,C) residual after attention
+	mid        []float32 // (N,C) residual after attention; with Recompute (N, max(C,QD)), scr.dq's buffer too
 	ln2, rstd2 []float32 // (rows,C) (N): rows N, or the MLP's chunk
 	gate, up   []float32 // (N,F), (NK,F) with experts
 	h          []float32 // (N,F) silu(gate)*up, (NK,F) with experts
@@ -185,8 +186,11 @@ type layerActs struct {
 // scratch buffers for the backward pass, shared by all layers. datt
 // shares dln's buffer (N, max(C,QD)): the attention branch's backward
 // reads dln's last value (the norm's backward) before datt is written, and
-// writes dln afresh only once datt is dead.
+// writes dln afresh only once datt is dead. With Recompute dq is the one
+// layer's mid buffer, dead from the second norm's backward until the next
+// layer's recomputation (dqShared).
 type scratch struct {
+	dqShared         bool
 	dres, dln        []float32 // (N,C)
 	dq, dk, dv, datt []float32 // (N,QD) (N,KVD) (N,KVD) (N,QD)
 	dgate, dup, dh   []float32 // (N,F), (NK,F) with experts
@@ -271,13 +275,18 @@ func (m *Model) allocActs(N int) *activations {
 		nl = 1
 	}
 	a.layer = make([]layerActs, nl)
+	W := max(C, QD)
+	midW := C
+	if m.Opt.Recompute {
+		midW = W
+	}
 	for i := range a.layer {
-		mid := d.Alloc(N * C)
+		att := d.Alloc(N * W)
 		a.layer[i] = layerActs{
-			ln1: mid, rstd1: d.Alloc(N),
+			ln1: att[:N*C], rstd1: d.Alloc(N),
 			q: d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
-			att: d.Alloc(N * QD), lse: d.Alloc(N * c.NumAttentionHeads),
-			mid: mid, ln2: d.Alloc(m.Opt.mlpRows(c, N) * C), rstd2: d.Alloc(N),
+			att: att[:N*QD], lse: d.Alloc(N * c.NumAttentionHeads),
+			mid: d.Alloc(N * midW)[:N*C], ln2: d.Alloc(m.Opt.mlpRows(c, N) * C), rstd2: d.Alloc(N),
 			gate: d.Alloc(NF), up: d.Alloc(NF), h: d.Alloc(NF),
 		}
 		if c.MoE() {
@@ -289,11 +298,16 @@ func (m *Model) allocActs(N int) *activations {
 	}
 	a.lnf, a.rstdf = d.Alloc(min(m.Opt.LossChunk, N)*C), d.Alloc(N)
 	a.logits = d.Alloc(min(m.Opt.LossChunk, N) * c.VocabSize)
-	dln := d.Alloc(N * max(C, QD))
+	dln := d.Alloc(N * W)
 	a.scr = scratch{
 		dres: d.Alloc(N * C), dln: dln[:N*C],
-		dq: d.Alloc(N * QD), dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: dln[:N*QD],
+		dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: dln[:N*QD],
 		dgate: d.Alloc(NF), dup: d.Alloc(NF), dh: d.Alloc(NF),
+	}
+	if m.Opt.Recompute {
+		a.scr.dq, a.scr.dqShared = a.layer[0].mid[:N*QD], true
+	} else {
+		a.scr.dq = d.Alloc(N * QD)
 	}
 	if m.Opt.BF16 {
 		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N))
@@ -312,7 +326,7 @@ func (m *Model) freeActs() {
 	for _, x := range a.resBufs {
 		d.Free(x)
 	}
-	for _, la := range a.layer { // ln1 is mid's buffer
+	for _, la := range a.layer { // ln1 is att's buffer
 		freeAll(d, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.ln2, la.rstd2, la.gate, la.up, la.h)
 		la.moe.free(d)
 	}
@@ -323,7 +337,10 @@ func (m *Model) freeActs() {
 	if len(s.datt) > len(dln) {
 		dln = s.datt
 	}
-	freeAll(d, a.lnf, a.rstdf, a.logits, s.dres, dln, s.dq, s.dk, s.dv, s.dgate, s.dup, s.dh)
+	if !s.dqShared {
+		d.Free(s.dq)
+	}
+	freeAll(d, a.lnf, a.rstdf, a.logits, s.dres, dln, s.dk, s.dv, s.dgate, s.dup, s.dh)
 	if a.a16 != nil {
 		d.FreeBF16(a.a16)
 		d.FreeBF16(a.b16)
@@ -597,13 +614,14 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	m.normBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
-	// mid is dead from here, dln until the q, k, v projections' backward.
+	// mid is dead from here (dq may be its buffer), dln until the q, k, v
+	// projections' backward (datt is its buffer), att after the attention's.
 	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
 	m.adaptBackward(l, projO, s.datt, dres, la.att, N)
 	m.attentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	// ln1 again, into mid's buffer: the same kernel on the same input.
+	// ln1 again, into att's buffer: the same kernel on the same input.
 	m.norm(la.ln1, nil, la.rstd1, a.res[l][:N*C], p.LN1, N, C, float32(c.RMSNormEps))
 	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)
 	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
