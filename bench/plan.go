@@ -20,7 +20,7 @@ type PlanResult struct {
 	Method    string `json:"method"`
 	// The memory options the plan is for (with Fit's savings).
 	Recompute       bool `json:"recompute"`
-	CheckpointEvery int  `json:"checkpoint_every,omitempty"` // residual checkpoints every k layers
+	CheckpointEvery int  `json:"checkpoint_every,omitempty"` // residual checkpoints: segments of at most k layers
 	CompactBF16     bool `json:"compact_bf16,omitempty"`
 	FrozenBF16      bool `json:"frozen_bf16,omitempty"`
 	// Savings names what Fit turned on beyond the options asked for.

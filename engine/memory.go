@@ -266,7 +266,7 @@ func Savings(asked, fitted Options) []string {
 		out = append(out, "per-layer bf16 weights")
 	}
 	if fitted.Recompute && fitted.CheckpointEvery > 1 && !(asked.Recompute && asked.CheckpointEvery > 1) {
-		out = append(out, fmt.Sprintf("residual checkpoints every %d layers", fitted.CheckpointEvery))
+		out = append(out, fmt.Sprintf("residual checkpoints (segments of at most %d layers)", fitted.CheckpointEvery))
 	}
 	return out
 }

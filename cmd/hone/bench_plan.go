@@ -29,7 +29,7 @@ func printPlan(w io.Writer, s bench.TrainSpec, avail int64, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "%s %s, seq %d × batch %d, recompute %v", res.Method, res.Precision, res.Seq, res.Batch, res.Recompute)
 	if res.CheckpointEvery > 1 {
-		fmt.Fprintf(w, ", residual checkpoints every %d layers", res.CheckpointEvery)
+		fmt.Fprintf(w, ", residual checkpoints (segments of at most %d layers)", res.CheckpointEvery)
 	}
 	fmt.Fprintf(w, ": peak %.2f GiB\n", gibs(res.PeakBytes))
 	for _, k := range slices.Sorted(maps.Keys(res.Parts)) {
