@@ -92,7 +92,8 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	parts[PartBatch] = 4 * 4 * N                      // ids, targets, positions, document starts
 	parts[PartAttentionScratch] = dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 || opt.FrozenBF16 {
-		parts[PartBF16Scratch] = 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk), opt.mlpRows(c, B*T)))
+		rows := opt.mlpRows(c, B*T)
+		parts[PartBF16Scratch] = 2 * int64(c.bf16Scratch(B*T, int(chunk), rows)+c.bf16ScratchB(opt, B*T, int(chunk), rows))
 	}
 	var total int64
 	for _, b := range parts {

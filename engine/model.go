@@ -310,8 +310,8 @@ func (m *Model) allocActs(N int) *activations {
 		a.scr.dq = d.Alloc(N * QD)
 	}
 	if m.Opt.BF16 {
-		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N))
-		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
+		chunk, rows := min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N)
+		a.a16, a.b16 = d.AllocBF16(c.bf16Scratch(N, chunk, rows)), d.AllocBF16(c.bf16ScratchB(m.Opt, N, chunk, rows))
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
 	return a
