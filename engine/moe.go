@@ -113,6 +113,21 @@ func (c *Config) bf16Scratch(N, chunk, mlpRows int) int {
 	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), mlpRows*F, chunk*c.VocabSize)
 }
 
+// bf16ScratchB is the length of the second bf16 scratch (b16), which
+// holds the inputs of weight gradients besides: a frozen dense base
+// without clip_qkv takes none, leaving the casts of one loss chunk's final
+// norm and of one MLP chunk's h.
+func (c *Config) bf16ScratchB(o Options, N, chunk, mlpRows int) int {
+	if !o.frozenBase() || c.MoE() || c.ClipQKV != nil {
+		return c.bf16Scratch(N, chunk, mlpRows)
+	}
+	n := chunk * c.HiddenSize
+	if mlpRows < N {
+		n = max(n, mlpRows*c.IntermediateSize)
+	}
+	return n
+}
+
 func (a moeActs) free(d Device) {
 	if a.tok != nil {
 		d.FreeInt32(a.tok)
