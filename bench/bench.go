@@ -50,6 +50,13 @@ type TrainSpec struct {
 	// ShardOptimizer shards the AdamW moments across the ranks (ZeRO
 	// stage 1, as train.DistOptions.ShardOptimizer).
 	ShardOptimizer bool
+	// ShardParameters shards the parameters, gradients and AdamW moments
+	// across the ranks (ZeRO stage 3, as train.DistOptions.ShardParameters);
+	// fp32 full fine-tuning only.
+	ShardParameters bool
+	// PlanRanks is the number of ranks --plan plans for (each rank's
+	// share of Batch; with ShardParameters, its shard of the state).
+	PlanRanks int
 	// MFU times the device's matmul ceiling (MeasureCeiling) before the
 	// run and reports the step's model FLOPs/s as a fraction of it.
 	MFU bool
@@ -141,12 +148,21 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	// Like a training run, turn on memory savings when the model would not
 	// fit otherwise, and say so in the result.
-	opts, notes, err := s.Config.Fit(dev, s.options(), s.Batch, s.Seq, 0)
+	base := s.options()
+	if s.sharded() {
+		if err := s.checkSharded(); err != nil {
+			return nil, err
+		}
+		base.ShardRanks = s.ranks()
+	}
+	opts, notes, err := s.Config.Fit(dev, base, s.Batch, s.Seq, 0)
 	if err != nil {
 		return nil, err
 	}
 	m := engine.New(s.Config, dev, opts)
-	m.InitRandom(s.Seed)
+	if !s.sharded() {
+		m.InitRandom(s.Seed)
+	}
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
 		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
 		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), Notes: notes}
@@ -239,6 +255,9 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 			_, err := opt.StepAdapter(a, 1e-4)
 			return sum, n, err
 		}, nil
+	}
+	if s.sharded() {
+		return s.shardedStepper(m)
 	}
 	opt, shard, err := s.optimizer(m)
 	if err != nil {

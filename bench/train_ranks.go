@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 
 	"hone/dataparallel"
@@ -56,4 +57,44 @@ func (s TrainSpec) optimizer(m *engine.Model) (*optim.AdamW, []int, error) {
 	}
 	o, err := optim.NewAdamW(m, optim.DefaultAdamW)
 	return o, nil, err
+}
+
+// sharded says whether the spec shards the parameters (ZeRO stage 3).
+func (s TrainSpec) sharded() bool { return s.ShardParameters && s.ranks() > 1 }
+
+// checkSharded refuses what sharded parameters do not support.
+func (s TrainSpec) checkSharded() error {
+	if s.Precision != "fp32" || s.LoRARank > 0 {
+		return fmt.Errorf("bench: --shard-parameters supports fp32 full fine-tuning only (got --precision %s, --lora-rank %d)", s.Precision, s.LoRARank)
+	}
+	return s.Config.CheckShardable()
+}
+
+// shardedStepper is full fine-tuning with the parameters, gradients and
+// moments sharded across the ranks (dataparallel.Sharded): each rank
+// initialises only its shards.
+func (s TrainSpec) shardedStepper(m *engine.Model) (func(*engine.Batch, float32) (float64, int, error), error) {
+	sh, err := dataparallel.NewSharded(s.Coll, m)
+	if err != nil {
+		return nil, err
+	}
+	engine.InitRandomRanges(m.Config, s.Seed, sh.Ranges(), sh.Chunks(sh.P))
+	opt, err := sh.NewAdamW(optim.DefaultAdamW)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	return func(bt *engine.Batch, scale float32) (float64, int, error) {
+		sh.Begin(ctx)
+		sh.ZeroGrad()
+		sum, n := m.ForwardBackward(bt, scale)
+		if err := sh.Err(); err != nil {
+			return 0, 0, err
+		}
+		if _, err := dataparallel.SumLoss(ctx, s.Coll, sum); err != nil {
+			return 0, 0, err
+		}
+		_, err := sh.Step(ctx, opt, 1e-4)
+		return sum, n, err
+	}, nil
 }

@@ -53,12 +53,14 @@ func (m *Model) backwardLayers(bt *Batch) {
 	k := m.Opt.CheckpointEvery
 	if !m.Opt.Recompute || k <= 1 {
 		for l := L - 1; l >= 0; l-- {
+			m.gather(l, UseParams|UseGrads)
 			if m.Opt.Recompute {
 				m.recomputing = true
 				m.layerForward(l, bt)
 				m.recomputing = false
 			}
 			m.layerBackward(l, bt)
+			m.release(l, UseParams|UseGrads)
 			m.layerBackwardDone(l)
 		}
 		return
@@ -66,13 +68,17 @@ func (m *Model) backwardLayers(bt *Batch) {
 	for end := L; end > 0; {
 		start := (end - 1) / k * k
 		for l := start; l < end-1; l++ { // the segment's residual streams again
+			m.gather(l, UseParams)
 			m.layerForward(l, bt)
+			m.release(l, UseParams)
 		}
 		for l := end - 1; l >= start; l-- {
+			m.gather(l, UseParams|UseGrads)
 			m.recomputing = true
 			m.layerForward(l, bt)
 			m.recomputing = false
 			m.layerBackward(l, bt)
+			m.release(l, UseParams|UseGrads)
 			m.layerBackwardDone(l)
 		}
 		end = start

@@ -110,6 +110,13 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartGradients] = 4 * vec
 		return parts
 	}
+	if n := int64(opt.ShardRanks); n > 0 { // this rank's shards, and the gathered part
+		shard, slot := (P+n-1)/n, int64(c.shardSlot(int(n)))
+		parts[PartWeights] = 4*shard + 4*slot
+		parts[PartGradients] = 4*shard + 4*slot
+		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
+		return parts
+	}
 	parts[PartWeights] = 4 * P // fp32 parameters
 	if opt.LoRA != nil {
 		parts[PartGradients] = 4 * vec // a frozen base: gradients of the norms and biases only, no moments

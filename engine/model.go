@@ -81,6 +81,13 @@ type Options struct {
 	// per trained parameter, for MemoryEstimate and Fit: 2 for AdamW's
 	// moments (also when 0), 1 for LionW's.
 	OptimizerStates int
+	// ShardRanks N > 0 shards the parameters over N ranks (ZeRO stage 3,
+	// see sharded.go): the model holds one part's parameters and
+	// gradients at a time, which its Shards hooks gather and take; fp32
+	// full fine-tuning of a config CheckShardable accepts only. For
+	// MemoryEstimate and Fit the parameters, gradients and optimizer
+	// state count 1/N.
+	ShardRanks int
 }
 
 // optimizerStates is OptimizerStates with its default.
@@ -113,6 +120,10 @@ type Model struct {
 	// running ForwardBackward; data parallelism starts reducing them
 	// while the earlier layers' backward runs.
 	LayerBackwardDone func(l int)
+	// Shards gathers and releases the parts of a model with sharded
+	// parameters (Options.ShardRanks); it must be set before the model
+	// runs.
+	Shards ShardHooks
 	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
 	// all of Params, which the optimizer refreshes as it updates them (with
 	// FrozenBF16 it is the only copy of the matrices). With
@@ -199,6 +210,11 @@ func New(c *Config, dev Device, opt Options) *Model {
 	m := &Model{Config: c, Dev: dev, Opt: opt}
 	m.bf16, m.w16Stale, m.layer16Of = opt.BF16, !opt.FrozenBF16, -1
 	vectors := func() *Weights { v := c.vectorSpecs(); return weightSetOf(c, v, dev.Alloc(specsSize(v))) }
+	if opt.ShardRanks > 0 {
+		slot := c.shardSlot(opt.ShardRanks)
+		m.Params, m.Grads = newShardedWeights(c, dev.Alloc(slot)), newShardedWeights(c, dev.Alloc(slot))
+		return m
+	}
 	if opt.FrozenBF16 {
 		m.Params = vectors()
 	} else {
@@ -593,18 +609,27 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 }
 
 // forwardTrunk embeds the batch and runs every layer and the final norm.
-func (m *Model) forwardTrunk(bt *Batch) {
+// On a sharded model the head part stays gathered for headUse; the caller
+// releases it.
+func (m *Model) forwardTrunk(bt *Batch, headUse Use) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.refresh16()
+	m.gather(c.PartEmbed(), UseParams)
 	if m.Opt.FrozenBF16 {
 		m.Dev.EmbeddingBF16(a.res[0], a.ids, m.w16.Embed, N, C)
 	} else {
 		m.Dev.Embedding(a.res[0], a.ids, m.Params.Embed, N, C)
 	}
+	m.release(c.PartEmbed(), UseParams)
 	for l := 0; l < c.NumHiddenLayers; l++ {
+		m.gather(l, UseParams)
 		m.layerForward(l, bt)
+		m.release(l, UseParams)
 	}
+	// A sharded model keeps the head gathered until its caller is done
+	// with it (releaseHead).
+	m.gather(c.PartHead(), headUse)
 	m.norm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
 }
 
@@ -613,13 +638,14 @@ func (m *Model) forwardTrunk(bt *Batch) {
 // evaluation of short rows.
 func (m *Model) Logits(bt *Batch) []float32 {
 	m.prepare(bt)
-	m.forwardTrunk(bt)
+	m.forwardTrunk(bt, UseParams)
 	c := m.Config
 	N := bt.B * bt.T
 	dev := m.Dev.Alloc(N * c.VocabSize)
 	defer m.Dev.Free(dev)
 	x := m.acts.lnf[:N*c.HiddenSize]
 	m.matmul(dev, x, m.cast(m.acts.a16, x), m.Params.LMHead, m.lmHead16(), N, c.VocabSize, c.HiddenSize, xWt)
+	m.release(c.PartHead(), UseParams)
 	out := make([]float32, len(dev))
 	m.Dev.Download(out, dev)
 	return out
@@ -635,8 +661,9 @@ type Eval struct {
 // Evaluate runs the forward pass only (no gradients).
 func (m *Model) Evaluate(bt *Batch) Eval {
 	m.prepare(bt)
-	m.forwardTrunk(bt)
+	m.forwardTrunk(bt, UseParams)
 	sum, correct := m.head(bt, 0, false)
+	m.release(m.Config.PartHead(), UseParams)
 	return Eval{LossSum: sum, Tokens: bt.Scored(), Correct: correct}
 }
 
@@ -700,7 +727,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	m.prepare(bt)
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
-	m.forwardTrunk(bt)
+	m.forwardTrunk(bt, UseParams|UseGrads)
 	sum, _ = m.head(bt, scale, true)
 	sum += m.routerAuxLoss(scale, bt.Scored())
 
@@ -708,9 +735,12 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
 	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
+	m.release(c.PartHead(), UseParams|UseGrads)
 	m.backwardLayers(bt)
 	if !m.frozen() {
+		m.gather(c.PartEmbed(), UseGrads)
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
+		m.release(c.PartEmbed(), UseGrads)
 	}
 	return sum, bt.Scored()
 }

@@ -248,21 +248,26 @@ func initRandom(specs []ParamSpec, arena []float32, seed uint64) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			dst := arena[s.Offset : s.Offset+s.Size()]
-			switch {
-			case !s.Decay && !strings.HasSuffix(s.Name, ".bias"): // a norm's weight
-				for j := range dst {
-					dst[j] = 1
-				}
-			case strings.HasSuffix(s.Name, ".bias"):
-				clear(dst)
-			default:
-				r := rand.New(rand.NewPCG(seed, uint64(i)))
-				for j := range dst {
-					dst[j] = float32(0.02 * r.NormFloat64())
-				}
-			}
+			initRandomTensor(i, s, arena[s.Offset:s.Offset+s.Size()], seed)
 		}()
 	}
 	wg.Wait()
+}
+
+// initRandomTensor fills dst with spec s (the i-th of ParamSpecs) as
+// InitRandom does.
+func initRandomTensor(i int, s ParamSpec, dst []float32, seed uint64) {
+	switch {
+	case !s.Decay && !strings.HasSuffix(s.Name, ".bias"): // a norm's weight
+		for j := range dst {
+			dst[j] = 1
+		}
+	case strings.HasSuffix(s.Name, ".bias"):
+		clear(dst)
+	default:
+		r := rand.New(rand.NewPCG(seed, uint64(i)))
+		for j := range dst {
+			dst[j] = float32(0.02 * r.NormFloat64())
+		}
+	}
 }

@@ -108,6 +108,7 @@ func benchTrainCmd() *cobra.Command {
 				return fmt.Errorf("%s: %w", configPath, err)
 			}
 			if planOnly {
+				s.PlanRanks = ranks
 				return printPlan(cmd.OutOrStdout(), s, asJSON)
 			}
 			if done, err := benchTrainRanks(cmd, &s, ranks, asJSON); done || err != nil {
@@ -163,6 +164,7 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts) without training")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
+	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and AdamW moments across the ranks, gathering one layer at a time (ZeRO stage 3; fp32 full fine-tuning)")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
 	return cmd
