@@ -216,4 +216,3 @@ func (s *Sharded) GatherTo(ctx context.Context, root int, dst []float32) error {
 	}
 	return nil
 }
-
