@@ -61,6 +61,19 @@ func (c *Config) CheckShardable() error {
 	return nil
 }
 
+// ShardRanges are rank q's ranges of the full arena over n ranks, one per
+// part in part order (a short last chunk's may be empty): the layout of a
+// sharded checkpoint's files.
+func (c *Config) ShardRanges(n, q int) [][2]int {
+	var out [][2]int
+	for p := range c.NumParts() {
+		lo, hi := c.PartRange(p)
+		a := min(hi, lo+q*c.ShardChunk(p, n))
+		out = append(out, [2]int{a, min(hi, a+c.ShardChunk(p, n))})
+	}
+	return out
+}
+
 // shardSlot is the gather buffer's size for n ranks: the largest part,
 // rounded up to n equal chunks.
 func (c *Config) shardSlot(n int) int {
