@@ -63,7 +63,7 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 		total += b - a
 		maxChunk = max(maxChunk, ch)
 	}
-	s.P, s.G, s.pad = m.Dev.Alloc(total), m.Dev.Alloc(total), make([]float32, maxChunk)
+	s.P, s.G, s.pad = m.Dev.Alloc(total), m.Dev.Alloc(total), m.Dev.Alloc(maxChunk)
 	m.Shards = s
 	return s, nil
 }

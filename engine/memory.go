@@ -111,8 +111,15 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		return parts
 	}
 	if n := int64(opt.ShardRanks); n > 0 { // this rank's shards, and the gathered part
-		shard, slot := (P+n-1)/n, int64(c.shardSlot(int(n)))
-		parts[PartWeights] = 4*shard + 4*slot
+		var shard int64 // rank 0's: the largest
+		for _, rg := range c.ShardRanges(int(n), 0) {
+			shard += int64(rg[1] - rg[0])
+		}
+		slot, chunk := int64(c.shardSlot(int(n))), int64(0)
+		for p := range c.NumParts() {
+			chunk = max(chunk, int64(c.ShardChunk(p, int(n))))
+		}
+		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
 		parts[PartGradients] = 4*shard + 4*slot
 		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
 		return parts

@@ -1,0 +1,311 @@
+package dataparallel
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"hone/collective"
+	"hone/engine"
+	_ "hone/engine/cpu"
+	"hone/optim"
+)
+
+// hub is an in-process group of n ranks (goroutines) for unit tests: each
+// call deposits its buffer, waits for every rank, computes its result
+// from all the deposits, and waits again before anyone reuses them.
+type hub struct {
+	n          int
+	mu         sync.Mutex
+	cond       *sync.Cond
+	count, gen int
+	bufs       [][]float32
+}
+
+func newHub(n int) *hub {
+	h := &hub{n: n, bufs: make([][]float32, n)}
+	h.cond = sync.NewCond(&h.mu)
+	return h
+}
+
+func (h *hub) barrier() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.gen
+	if h.count++; h.count == h.n {
+		h.count, h.gen = 0, h.gen+1
+		h.cond.Broadcast()
+		return
+	}
+	for g == h.gen {
+		h.cond.Wait()
+	}
+}
+
+type hubRank struct {
+	h    *hub
+	rank int
+}
+
+var _ collective.Collective = hubRank{}
+
+func (r hubRank) Rank() int { return r.rank }
+func (r hubRank) Size() int { return r.h.n }
+func (r hubRank) Close() error {
+	return nil
+}
+func (r hubRank) Barrier(context.Context) error { r.h.barrier(); return nil }
+
+// sum adds every rank's deposit over [lo, hi) in rank order.
+func (r hubRank) sum(buf []float32, lo, hi int) []float32 {
+	r.h.bufs[r.rank] = buf
+	r.h.barrier()
+	out := make([]float32, hi-lo)
+	for _, b := range r.h.bufs {
+		for i := range out {
+			out[i] += b[lo+i]
+		}
+	}
+	r.h.barrier()
+	return out
+}
+
+func (r hubRank) AllReduce(_ context.Context, buf []float32) error {
+	copy(buf, r.sum(buf, 0, len(buf)))
+	return nil
+}
+
+func (r hubRank) ReduceScatter(_ context.Context, buf []float32, counts []int) error {
+	off := collective.Offsets(counts)
+	copy(buf[off[r.rank]:], r.sum(buf, off[r.rank], off[r.rank+1]))
+	return nil
+}
+
+func (r hubRank) AllGather(_ context.Context, out, in []float32) error {
+	r.h.bufs[r.rank] = in
+	r.h.barrier()
+	for q, b := range r.h.bufs {
+		copy(out[q*len(in):], b)
+	}
+	r.h.barrier()
+	return nil
+}
+
+func (r hubRank) Broadcast(_ context.Context, buf []float32, root int) error {
+	r.h.bufs[r.rank] = buf
+	r.h.barrier()
+	if r.rank != root {
+		copy(buf, r.h.bufs[root])
+	}
+	r.h.barrier()
+	return nil
+}
+
+const testConfig = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 300, "hidden_size": 32,
+	"intermediate_size": 88, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+	"rms_norm_eps": 1e-5, "rope_theta": 10000, "max_position_embeddings": 256, "attention_bias": true}`
+
+func testBatch(t *testing.T, r *rand.Rand, B, T, V int) *engine.Batch {
+	ids := make([][]int, B)
+	for i := range ids {
+		ids[i] = make([]int, T)
+		for j := range ids[i] {
+			ids[i][j] = r.IntN(V)
+		}
+	}
+	bt, err := engine.NewBatch(ids, ids, nil, V)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bt
+}
+
+func openCPU(t *testing.T, dev engine.Device) engine.Device {
+	if dev != nil {
+		return dev
+	}
+	d, err := engine.OpenDevice("cpu", engine.DeviceOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Three steps of a model sharded over n in-process ranks (rank q runs
+// micro-batch q) equal three steps of one unsharded model on all the
+// micro-batches: the parts are gathered, released and reduce-scattered
+// in every layer order the engine has (plain, recomputation, residual
+// checkpoints).
+func TestShardedStepsMatchUnsharded(t *testing.T) {
+	cfg, err := engine.ParseConfig([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		n    int
+		opt  engine.Options
+	}{
+		{"plain", 2, engine.Options{}},
+		{"recompute", 3, engine.Options{Recompute: true}},
+		{"checkpoints", 2, engine.Options{Recompute: true, CheckpointEvery: 2, MLPChunk: 8}},
+	} {
+		t.Run(fmt.Sprintf("%s/%d-ranks", tc.name, tc.n), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(1, 2))
+			batches := make([]*engine.Batch, tc.n)
+			scored := 0
+			for i := range batches {
+				batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
+				scored += batches[i].Scored()
+			}
+			const steps, lr = 3, 1e-2
+			ref := engine.New(cfg, openCPU(t, nil), tc.opt)
+			ref.InitRandom(7)
+			o, err := optim.NewAdamW(ref, optim.DefaultAdamW)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refLoss [steps]float64
+			for s := range steps {
+				ref.ZeroGrad()
+				for _, bt := range batches {
+					l, _ := ref.ForwardBackward(bt, 1/float32(scored))
+					refLoss[s] += l
+				}
+				if _, err := o.Step(ref, lr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := engine.HostView(ref.Dev, ref.Params.Arena)
+
+			h := newHub(tc.n)
+			got := make([]float32, cfg.NumParams())
+			losses := make([][steps]float64, tc.n)
+			errs := make([]error, tc.n)
+			var wg sync.WaitGroup
+			for q := range tc.n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[q] = func() error {
+						c := hubRank{h, q}
+						opt := tc.opt
+						opt.ShardRanks = tc.n
+						m := engine.New(cfg, openCPU(t, nil), opt)
+						sh, err := NewSharded(c, m)
+						if err != nil {
+							return err
+						}
+						engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
+						o, err := sh.NewAdamW(optim.DefaultAdamW)
+						if err != nil {
+							return err
+						}
+						ctx := context.Background()
+						for s := range steps {
+							sh.Begin(ctx)
+							sh.ZeroGrad()
+							l, _ := m.ForwardBackward(batches[q], 1/float32(scored))
+							if err := sh.Err(); err != nil {
+								return err
+							}
+							if losses[q][s], err = SumLoss(ctx, c, l); err != nil {
+								return err
+							}
+							if _, err := sh.Step(ctx, o, lr); err != nil {
+								return err
+							}
+						}
+						var dst []float32
+						if q == 0 {
+							dst = got
+						}
+						return sh.GatherTo(ctx, 0, dst)
+					}()
+				}()
+			}
+			wg.Wait()
+			for q, err := range errs {
+				if err != nil {
+					t.Fatalf("rank %d: %v", q, err)
+				}
+			}
+			for s := range steps {
+				if d := math.Abs(losses[0][s] - refLoss[s]); d > 1e-6*refLoss[s] {
+					t.Errorf("step %d: loss %.9g sharded, %.9g unsharded", s+1, losses[0][s], refLoss[s])
+				}
+			}
+			var worst float64
+			for i := range want {
+				worst = max(worst, math.Abs(float64(want[i])-float64(got[i])))
+			}
+			if worst > 1e-5 {
+				t.Errorf("weights after %d steps differ by up to %g, want ≤ 1e-5", steps, worst)
+			}
+		})
+	}
+}
+
+// The memory plan of a sharded rank (Options.ShardRanks) matches what the
+// rank allocates: its shards, the moments, the gather buffers and the
+// activations, at their peak.
+func TestShardedMemoryMatchesPlan(t *testing.T) {
+	cfg, err := engine.ParseConfig([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, B, T = 2, 2, 32
+	h := newHub(n)
+	peaks := make([]int64, n)
+	errs := make([]error, n)
+	opt := engine.Options{ShardRanks: n}
+	var est int64
+	var wg sync.WaitGroup
+	for q := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dev := engine.NewCountingDevice(openCPU(t, nil))
+			if q == 0 {
+				est = cfg.MemoryEstimate(dev, opt, B, T) - dev.AttentionScratch(B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
+			}
+			errs[q] = func() error {
+				m := engine.New(cfg, dev, opt)
+				sh, err := NewSharded(hubRank{h, q}, m)
+				if err != nil {
+					return err
+				}
+				engine.InitRandomRanges(cfg, 1, sh.Ranges(), sh.Chunks(sh.P))
+				o, err := sh.NewAdamW(optim.DefaultAdamW)
+				if err != nil {
+					return err
+				}
+				m.Reserve(B, T)
+				bt := testBatch(t, rand.New(rand.NewPCG(3, uint64(q))), B, T, cfg.VocabSize)
+				sh.ZeroGrad()
+				m.ForwardBackward(bt, 1/float32(bt.Scored()))
+				if err := sh.Err(); err != nil {
+					return err
+				}
+				_, err = sh.Step(context.Background(), o, 1e-3)
+				return err
+			}()
+			peaks[q] = dev.Memory().Peak
+		}()
+	}
+	wg.Wait()
+	for q, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", q, err)
+		}
+	}
+	// Rank 0 holds the largest shard: the plan is its.
+	t.Logf("plan %d bytes, rank 0 allocated %d, rank 1 %d (unsharded plan %d)", est, peaks[0], peaks[1],
+		cfg.MemoryEstimate(engine.NewCountingDevice(openCPU(t, nil)), engine.Options{}, B, T))
+	if rel := float64(est-peaks[0]) / float64(peaks[0]); math.Abs(rel) > 0.01 {
+		t.Errorf("sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", est, peaks[0], 100*rel)
+	}
+}
