@@ -230,6 +230,9 @@ func (s TrainSpec) options() engine.Options {
 // optim.AdamW, or the adapter's step when the spec asks for LoRA (it then
 // fills res's LoRA fields).
 func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
+	if s.sharded() {
+		return s.shardedStepper(m, res)
+	}
 	if lc := m.Opt.LoRA; lc != nil {
 		a, err := engine.NewAdapter(m.Config, m.Dev, *lc)
 		if err != nil {
@@ -255,9 +258,6 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 			_, err := opt.StepAdapter(a, 1e-4)
 			return sum, n, err
 		}, nil
-	}
-	if s.sharded() {
-		return s.shardedStepper(m)
 	}
 	opt, shard, err := s.optimizer(m)
 	if err != nil {

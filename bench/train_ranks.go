@@ -64,8 +64,8 @@ func (s TrainSpec) sharded() bool { return s.ShardParameters && s.ranks() > 1 }
 
 // checkSharded refuses what sharded parameters do not support.
 func (s TrainSpec) checkSharded() error {
-	if s.Precision != "fp32" || s.LoRARank > 0 {
-		return fmt.Errorf("bench: --shard-parameters supports fp32 full fine-tuning only (got --precision %s, --lora-rank %d)", s.Precision, s.LoRARank)
+	if s.Precision != "fp32" || s.QuantizeBase != "" {
+		return fmt.Errorf("bench: --shard-parameters supports an fp32 model (full fine-tuning, or LoRA on an fp32 base), not --precision %s --quantize-base %q", s.Precision, s.QuantizeBase)
 	}
 	return s.Config.CheckShardable()
 }
@@ -73,17 +73,48 @@ func (s TrainSpec) checkSharded() error {
 // shardedStepper is full fine-tuning with the parameters, gradients and
 // moments sharded across the ranks (dataparallel.Sharded): each rank
 // initialises only its shards.
-func (s TrainSpec) shardedStepper(m *engine.Model) (func(*engine.Batch, float32) (float64, int, error), error) {
+func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
 	sh, err := dataparallel.NewSharded(s.Coll, m)
 	if err != nil {
 		return nil, err
 	}
 	engine.InitRandomRanges(m.Config, s.Seed, sh.Ranges(), sh.Chunks(sh.P))
+	ctx := context.Background()
+	if lc := m.Opt.LoRA; lc != nil {
+		// The adapter is whole on every rank; its gradients are summed
+		// after the passes (the gathers use the group meanwhile).
+		a, err := engine.NewAdapter(m.Config, m.Dev, *lc)
+		if err != nil {
+			return nil, err
+		}
+		a.InitPEFT(s.Seed)
+		if err := m.Attach(a); err != nil {
+			return nil, err
+		}
+		opt, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+		if err != nil {
+			return nil, err
+		}
+		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
+		return func(bt *engine.Batch, scale float32) (float64, int, error) {
+			sh.Begin(ctx)
+			a.ZeroGrad()
+			red := dataparallel.Start(ctx, s.Coll, m, a)
+			sum, n := m.ForwardBackward(bt, scale)
+			if err := sh.Err(); err != nil {
+				return 0, 0, err
+			}
+			if _, err := red.Finish(sum); err != nil {
+				return 0, 0, err
+			}
+			_, err := opt.StepAdapter(a, 1e-4)
+			return sum, n, err
+		}, nil
+	}
 	opt, err := sh.NewAdamW(optim.DefaultAdamW)
 	if err != nil {
 		return nil, err
 	}
-	ctx := context.Background()
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
 		sh.Begin(ctx)
 		sh.ZeroGrad()

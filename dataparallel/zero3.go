@@ -2,6 +2,7 @@ package dataparallel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -34,6 +35,9 @@ type Sharded struct {
 	P, G []float32
 	pad  []float32 // a whole chunk, for a rank whose chunk is short
 	err  error
+	// frozen: the model trains a LoRA adapter on the sharded base, which
+	// takes no gradients (G is nil; the adapter's are reduced by Reducer).
+	frozen bool
 }
 
 // shardPart is one part's place: its full-arena range, the chunk size, and
@@ -52,7 +56,10 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 	if err := cfg.CheckShardable(); err != nil {
 		return nil, err
 	}
-	s := &Sharded{c: c, m: m, ctx: context.Background()}
+	s := &Sharded{c: c, m: m, ctx: context.Background(), frozen: m.Opt.LoRA != nil}
+	if s.frozen && m.Opt.FrozenBF16 {
+		return nil, errors.New("sharded parameters: a LoRA base held in bf16 only is not sharded; use an fp32 base")
+	}
 	total, maxChunk := 0, 0
 	for p := range cfg.NumParts() {
 		lo, hi := cfg.PartRange(p)
@@ -63,7 +70,10 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 		total += b - a
 		maxChunk = max(maxChunk, ch)
 	}
-	s.P, s.G, s.pad = m.Dev.Alloc(total), m.Dev.Alloc(total), m.Dev.Alloc(maxChunk)
+	s.P, s.pad = m.Dev.Alloc(total), m.Dev.Alloc(maxChunk)
+	if !s.frozen {
+		s.G = m.Dev.Alloc(total)
+	}
 	m.Shards = s
 	return s, nil
 }
@@ -112,13 +122,17 @@ func (s *Sharded) Begin(ctx context.Context) { s.ctx = ctx }
 func (s *Sharded) Err() error { return s.err }
 
 // ZeroGrad clears this rank's gradient shard.
-func (s *Sharded) ZeroGrad() { s.m.Dev.Zero(s.G) }
+func (s *Sharded) ZeroGrad() {
+	if s.G != nil {
+		s.m.Dev.Zero(s.G)
+	}
+}
 
 // Gather is engine.ShardHooks.Gather: all-gather part p's chunks.
 func (s *Sharded) Gather(p int, use engine.Use) {
 	sp := s.parts[p]
 	n := s.c.Size()
-	if use&engine.UseGrads != 0 {
+	if use&engine.UseGrads != 0 && !s.frozen {
 		clear(s.m.Grads.Arena[:n*sp.chunk]) // the padding too: Release reduces it
 	}
 	if use&engine.UseParams == 0 || s.err != nil {
@@ -138,7 +152,7 @@ func (s *Sharded) Gather(p int, use engine.Use) {
 // Release is engine.ShardHooks.Release: reduce-scatter part p's gradient
 // and add this rank's chunk of the sum to G.
 func (s *Sharded) Release(p int, use engine.Use) {
-	if use&engine.UseGrads == 0 || s.err != nil {
+	if use&engine.UseGrads == 0 || s.err != nil || s.frozen {
 		return
 	}
 	sp := s.parts[p]

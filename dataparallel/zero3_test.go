@@ -258,54 +258,169 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n, B, T = 2, 2, 32
+	for _, opt := range []engine.Options{{ShardRanks: n}, {ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}}} {
+		h := newHub(n)
+		peaks := make([]int64, n)
+		errs := make([]error, n)
+		var est int64
+		var wg sync.WaitGroup
+		for q := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				dev := engine.NewCountingDevice(openCPU(t, nil))
+				if q == 0 {
+					est = cfg.MemoryEstimate(dev, opt, B, T) - dev.AttentionScratch(B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
+				}
+				errs[q] = func() error {
+					m := engine.New(cfg, dev, opt)
+					c := hubRank{h, q}
+					sh, err := NewSharded(c, m)
+					if err != nil {
+						return err
+					}
+					engine.InitRandomRanges(cfg, 1, sh.Ranges(), sh.Chunks(sh.P))
+					ctx := context.Background()
+					step := func() error { return nil }
+					if opt.LoRA != nil {
+						a, err := engine.NewAdapter(cfg, dev, *opt.LoRA)
+						if err != nil {
+							return err
+						}
+						a.InitPEFT(1)
+						if err := m.Attach(a); err != nil {
+							return err
+						}
+						o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+						if err != nil {
+							return err
+						}
+						step = func() error { _, err := o.StepAdapter(a, 1e-3); return err }
+					} else {
+						o, err := sh.NewAdamW(optim.DefaultAdamW)
+						if err != nil {
+							return err
+						}
+						step = func() error { _, err := sh.Step(ctx, o, 1e-3); return err }
+					}
+					m.Reserve(B, T)
+					bt := testBatch(t, rand.New(rand.NewPCG(3, uint64(q))), B, T, cfg.VocabSize)
+					sh.ZeroGrad()
+					m.ForwardBackward(bt, 1/float32(bt.Scored()))
+					if err := sh.Err(); err != nil {
+						return err
+					}
+					return step()
+				}()
+				peaks[q] = dev.Memory().Peak
+			}()
+		}
+		wg.Wait()
+		for q, err := range errs {
+			if err != nil {
+				t.Fatalf("rank %d: %v", q, err)
+			}
+		}
+		// Rank 0 holds the largest shard: the plan is its.
+		t.Logf("LoRA %v: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, est, peaks[0], peaks[1])
+		if rel := float64(est-peaks[0]) / float64(peaks[0]); math.Abs(rel) > 0.01 {
+			t.Errorf("LoRA %v: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, est, peaks[0], 100*rel)
+		}
+	}
+}
+
+// A LoRA adapter trained on a base sharded over 2 in-process ranks (the
+// base gathered part by part, taking no gradients; the adapter's
+// gradients summed by Reducer) takes the steps of one unsharded process.
+func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
+	cfg, err := engine.ParseConfig([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, steps, lr = 2, 3, 1e-2
+	lc := engine.LoRAConfig{Rank: 4, Alpha: 8}
+	r := rand.New(rand.NewPCG(4, 5))
+	batches := make([]*engine.Batch, n)
+	scored := 0
+	for i := range batches {
+		batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
+		scored += batches[i].Scored()
+	}
+	train := func(m *engine.Model, c collective.Collective, sh *Sharded, mine []*engine.Batch) ([]float32, error) {
+		a, err := engine.NewAdapter(cfg, m.Dev, lc)
+		if err != nil {
+			return nil, err
+		}
+		a.InitPEFT(3)
+		if err := m.Attach(a); err != nil {
+			return nil, err
+		}
+		o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+		if err != nil {
+			return nil, err
+		}
+		ctx := context.Background()
+		for range steps {
+			a.ZeroGrad()
+			var red *Reducer
+			if sh != nil {
+				sh.Begin(ctx)
+				red = Start(ctx, c, m, a)
+			}
+			var sum float64
+			for _, bt := range mine {
+				l, _ := m.ForwardBackward(bt, 1/float32(scored))
+				sum += l
+			}
+			if sh != nil {
+				if err := sh.Err(); err != nil {
+					return nil, err
+				}
+			}
+			if _, err := red.Finish(sum); err != nil {
+				return nil, err
+			}
+			if _, err := o.StepAdapter(a, lr); err != nil {
+				return nil, err
+			}
+		}
+		return engine.HostView(m.Dev, a.Params), nil
+	}
+	ref := engine.New(cfg, openCPU(t, nil), engine.Options{LoRA: &lc})
+	ref.InitRandom(7)
+	want, err := train(ref, nil, nil, batches)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := newHub(n)
-	peaks := make([]int64, n)
+	got := make([][]float32, n)
 	errs := make([]error, n)
-	opt := engine.Options{ShardRanks: n}
-	var est int64
 	var wg sync.WaitGroup
 	for q := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dev := engine.NewCountingDevice(openCPU(t, nil))
-			if q == 0 {
-				est = cfg.MemoryEstimate(dev, opt, B, T) - dev.AttentionScratch(B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
+			m := engine.New(cfg, openCPU(t, nil), engine.Options{LoRA: &lc, ShardRanks: n})
+			sh, err := NewSharded(hubRank{h, q}, m)
+			if err != nil {
+				errs[q] = err
+				return
 			}
-			errs[q] = func() error {
-				m := engine.New(cfg, dev, opt)
-				sh, err := NewSharded(hubRank{h, q}, m)
-				if err != nil {
-					return err
-				}
-				engine.InitRandomRanges(cfg, 1, sh.Ranges(), sh.Chunks(sh.P))
-				o, err := sh.NewAdamW(optim.DefaultAdamW)
-				if err != nil {
-					return err
-				}
-				m.Reserve(B, T)
-				bt := testBatch(t, rand.New(rand.NewPCG(3, uint64(q))), B, T, cfg.VocabSize)
-				sh.ZeroGrad()
-				m.ForwardBackward(bt, 1/float32(bt.Scored()))
-				if err := sh.Err(); err != nil {
-					return err
-				}
-				_, err = sh.Step(context.Background(), o, 1e-3)
-				return err
-			}()
-			peaks[q] = dev.Memory().Peak
+			engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
+			got[q], errs[q] = train(m, hubRank{h, q}, sh, batches[q:q+1])
 		}()
 	}
 	wg.Wait()
-	for q, err := range errs {
-		if err != nil {
-			t.Fatalf("rank %d: %v", q, err)
+	for q := range n {
+		if errs[q] != nil {
+			t.Fatalf("rank %d: %v", q, errs[q])
 		}
-	}
-	// Rank 0 holds the largest shard: the plan is its.
-	t.Logf("plan %d bytes, rank 0 allocated %d, rank 1 %d (unsharded plan %d)", est, peaks[0], peaks[1],
-		cfg.MemoryEstimate(engine.NewCountingDevice(openCPU(t, nil)), engine.Options{}, B, T))
-	if rel := float64(est-peaks[0]) / float64(peaks[0]); math.Abs(rel) > 0.01 {
-		t.Errorf("sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", est, peaks[0], 100*rel)
+		var worst float64
+		for i := range want {
+			worst = max(worst, math.Abs(float64(want[i])-float64(got[q][i])))
+		}
+		if worst > 1e-5 {
+			t.Errorf("rank %d: adapter after %d steps differs by up to %g, want ≤ 1e-5", q, steps, worst)
+		}
 	}
 }

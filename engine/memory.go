@@ -122,6 +122,9 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
 		parts[PartGradients] = 4*shard + 4*slot
 		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
+		if opt.LoRA != nil { // a frozen base: the gather buffer of the norms' unused gradients only
+			parts[PartGradients], parts[PartOptimizer] = 4*slot, 0
+		}
 		return parts
 	}
 	parts[PartWeights] = 4 * P // fp32 parameters

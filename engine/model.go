@@ -86,7 +86,8 @@ type Options struct {
 	// gradients at a time, which its Shards hooks gather and take; fp32
 	// full fine-tuning of a config CheckShardable accepts only. For
 	// MemoryEstimate and Fit the parameters, gradients and optimizer
-	// state count 1/N.
+	// state count 1/N. With LoRA (an fp32 base, not FrozenBF16) the
+	// frozen base is sharded the same way and takes no gradients.
 	ShardRanks int
 }
 
