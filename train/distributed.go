@@ -101,7 +101,7 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	if !r.distributed() {
 		return nil
 	}
-	if r.sh != nil {
+	if r.sh != nil && r.a == nil {
 		return r.syncSharded(ctx, st)
 	}
 	type header struct {
@@ -239,7 +239,7 @@ func (r *runner) stepShard(ctx context.Context, lr float64) (optim.StepResult, e
 // saveAll writes a checkpoint of st: the leader writes it, after gathering
 // the optimizer state when it is sharded (every rank takes part).
 func (r *runner) saveAll(ctx context.Context, st *ckptState) error {
-	if r.sh != nil {
+	if r.sh != nil && r.a == nil {
 		return r.saveSharded(ctx, st)
 	}
 	if r.shard != nil {

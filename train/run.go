@@ -224,7 +224,7 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	}
 	res := &Result{Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
 		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}
-	if r.sh != nil { // every rank sends the leader its shards
+	if r.sh != nil && r.a == nil { // every rank sends the leader its shards
 		if res.ModelDir, err = r.saveFinalSharded(ctx); err != nil {
 			return nil, err
 		}
@@ -414,7 +414,7 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 	} else if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
 		return st, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", r.workDir)
 	}
-	if r.sh != nil { // syncSharded reads it and deals the shards out
+	if r.sh != nil && r.a == nil { // syncSharded reads it and deals the shards out
 		r.resumeDir = last
 		got, err := readState(last)
 		if err == nil {
@@ -604,7 +604,7 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 		return 0, tokens, res, nil
 	}
 	if r.sh != nil {
-		loss, res, err = r.stepSharded(ctx, batches, first, last, scored, lr)
+		loss, res, err = r.stepSharded(ctx, batches, starts, first, last, scored, lr)
 		return loss, tokens, res, err
 	}
 	if r.a != nil {

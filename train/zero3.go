@@ -59,9 +59,9 @@ func shardFile(kind string, q, n int) string {
 // newShardedRunner is newRunner for sharded parameters.
 func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective) (*runner, error) {
 	switch {
-	case spec.Method == "lora":
-		return nil, errors.New("sharded parameters (--shard-parameters) train the whole model: a LoRA run's base is not sharded yet; run it without")
-	case spec.Optimizer == "lionw":
+	case spec.Method == "lora" && spec.LoRA.QuantizeBase != "":
+		return nil, errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
+	case spec.Optimizer == "lionw" && spec.Method != "lora":
 		return nil, errors.New("sharded parameters (--shard-parameters) support AdamW only: run LionW unsharded")
 	case spec.Precision != "fp32":
 		return nil, fmt.Errorf("sharded parameters (--shard-parameters) support fp32 precision only, not %s: set precision to fp32", spec.Precision)
@@ -102,12 +102,20 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 		return nil, err
 	}
 	m.Reserve(spec.BatchRows, prep.ContextLength())
-	o, err := sh.NewAdamW(spec.AdamW)
+	var a *engine.Adapter
+	var o optim.Optimizer
+	if spec.Method == "lora" { // the adapter is whole on every rank
+		if a, err = newAdapter(spec, m); err == nil {
+			o, err = newOptimizer(spec, m, a)
+		}
+	} else {
+		o, err = sh.NewAdamW(spec.AdamW)
+	}
 	if err != nil {
 		return nil, err
 	}
 	trainSet := prep.Train()
-	r := &runner{spec: spec, m: m, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
+	r := &runner{spec: spec, m: m, a: a, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
 		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}, coll: coll, sh: sh}
 	if err := r.plan(trainSet.Stats().Tokens); err != nil {
 		return nil, err
@@ -119,17 +127,24 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 // stepSharded runs a step's passes on a sharded model: this rank's
 // micro-batches, then passes that score nothing until it has run as many
 // as the rank with the most (every pass gathers from every rank).
-func (r *runner) stepSharded(ctx context.Context, batches []*engine.Batch, first, last int64, scored int, lr float64) (float64, optim.StepResult, error) {
+func (r *runner) stepSharded(ctx context.Context, batches []*engine.Batch, starts []int64, first, last int64, scored int, lr float64) (float64, optim.StepResult, error) {
 	var res optim.StepResult
 	rows := int64(r.spec.BatchRows)
 	micro := int((last - first + rows - 1) / rows)
 	passes := (micro + r.coll.Size() - 1) / r.coll.Size()
 	r.sh.Begin(ctx)
 	r.sh.ZeroGrad()
+	var red *dataparallel.Reducer
+	if r.a != nil {
+		// The adapter's gradients are summed after the passes: the
+		// gathers use the group meanwhile.
+		r.a.ZeroGrad()
+		red = dataparallel.Start(ctx, r.coll, r.m, r.a)
+	}
 	var sum float64
 	for i := range passes {
 		if i < len(batches) {
-			s, _ := r.m.ForwardBackward(batches[i], 1/float32(scored))
+			s, _ := r.m.ForwardBackwardDropout(batches[i], 1/float32(scored), dropoutSeed(r.spec.Seed, starts[i]))
 			sum += s
 		} else {
 			pad, err := engine.NewBatch([][]int{{0}}, [][]int{{-100}}, nil, r.m.Config.VocabSize)
@@ -139,10 +154,18 @@ func (r *runner) stepSharded(ctx context.Context, batches []*engine.Batch, first
 			r.m.ForwardBackward(pad, 0)
 		}
 		if err := r.sh.Err(); err != nil {
+			if red != nil {
+				red.Finish(0) // stops its goroutine (the group is broken)
+			}
 			return 0, res, err
 		}
 	}
-	sum, err := dataparallel.SumLoss(ctx, r.coll, sum)
+	var err error
+	if red != nil {
+		sum, err = red.Finish(sum)
+	} else {
+		sum, err = dataparallel.SumLoss(ctx, r.coll, sum)
+	}
 	if err != nil {
 		return 0, res, err
 	}
@@ -150,7 +173,11 @@ func (r *runner) stepSharded(ctx context.Context, batches []*engine.Batch, first
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return loss, res, fmt.Errorf("loss is %v: the learning rate may be too high", loss)
 	}
-	res, err = r.sh.Step(ctx, r.shardOpt(), lr)
+	if r.a != nil {
+		res, err = r.o.StepAdapter(r.a, lr)
+	} else {
+		res, err = r.sh.Step(ctx, r.shardOpt(), lr)
+	}
 	return loss, res, err
 }
 
@@ -259,6 +286,12 @@ func (r *runner) checkpointSharded(ctx context.Context, st *ckptState) error {
 		if r.leader() {
 			r.obs.OnEval(em)
 		}
+	}
+	if r.a != nil { // a LoRA run saves its adapter only: the leader has it
+		if !r.leader() {
+			return nil
+		}
+		return r.save(st)
 	}
 	return r.saveSharded(ctx, st)
 }

@@ -183,3 +183,68 @@ func maxDiff(a, b []float32) float64 {
 	}
 	return worst
 }
+
+// A LoRA run with its fp32 base sharded over 3 ranks (4 micro-batches a
+// step: one rank runs a pass scoring nothing) takes the steps of one
+// process, with dropout, and rank 0 writes the adapter and merged model.
+func TestShardedLoRABaseMatchesOneProcess(t *testing.T) {
+	model := t.TempDir()
+	testmodel.Write(t, model, strings.Replace(testmodel.Llama3Tiny, `"tie_word_embeddings": true`, `"tie_word_embeddings": false`, 1), 1)
+	s := spec(model, chatData(t))
+	s.Method = "lora"
+	dropout := 0.1
+	s.LoRA = &train.LoRASpec{Rank: 4, Targets: []string{"q_proj", "v_proj", "down_proj"}, Dropout: &dropout}
+	s.Duration = train.Duration{Batches: 4}
+	s.BatchRows, s.GradAccum = 1, 4
+	s.ContextLength = 128
+	s.Precision, s.Threads, s.CheckpointEvery = "fp32", 1, 2
+	s.EvalPrompts = []string{"What is 12 + 30?"} // skipped while sharded
+	rec := &recorder{}
+	one := t.TempDir()
+	res, err := train.Run(context.Background(), s, one, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	outs, log, err := launch(t, s, 3, base, envShard+"=3")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	losses := stepLosses(outs[0])
+	if len(losses) != 4 {
+		t.Fatalf("sharded LoRA: %d steps, want 4", len(losses))
+	}
+	for i, l := range losses {
+		if want := rec.steps[i].Loss; math.Abs(l-want) > 1e-6*math.Abs(want) {
+			t.Errorf("sharded LoRA, step %d: loss %.9g, one process %.9g", i+1, l, want)
+		}
+	}
+	a := readModelTensorAll(t, filepath.Join(res.AdapterDir, engine.AdapterWeightsFile))
+	b := readModelTensorAll(t, filepath.Join(base, "rank-0", "final-adapter", engine.AdapterWeightsFile))
+	for name, x := range a {
+		if d := maxDiff(x, b[name]); d > 1e-5 {
+			t.Errorf("sharded LoRA: adapter %s differs by up to %g, want ≤ 1e-5", name, d)
+		}
+	}
+	if _, err := engine.LoadConfig(filepath.Join(base, "rank-0", "final")); err != nil {
+		t.Errorf("rank 0's merged model: %v", err)
+	}
+}
+
+func readModelTensorAll(t *testing.T, path string) map[string][]float32 {
+	t.Helper()
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string][]float32{}
+	for _, ti := range f.Tensors() {
+		x := make([]float32, ti.NumElements())
+		if err := f.Float32(ti.Name, x); err != nil {
+			t.Fatal(err)
+		}
+		out[ti.Name] = x
+	}
+	return out
+}
