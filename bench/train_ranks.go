@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 
 	"hone/dataparallel"
 	"hone/engine"
@@ -79,6 +80,7 @@ func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engi
 		return nil, err
 	}
 	engine.InitRandomRanges(m.Config, s.Seed, sh.Ranges(), sh.Chunks(sh.P))
+	debug.FreeOSMemory() // the whole tensors it filled from: not part of a rank's training footprint
 	ctx := context.Background()
 	if lc := m.Opt.LoRA; lc != nil {
 		// The adapter is whole on every rank; its gradients are summed

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 
 	"hone/collective"
 	"hone/dataparallel"
@@ -101,6 +102,7 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 	if err := engine.LoadRanges(weights, cfg, sh.Ranges(), sh.Chunks(sh.P)); err != nil {
 		return nil, err
 	}
+	debug.FreeOSMemory() // the whole tensors the shards were cut from
 	m.Reserve(spec.BatchRows, prep.ContextLength())
 	var a *engine.Adapter
 	var o optim.Optimizer
