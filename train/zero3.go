@@ -26,7 +26,9 @@ import (
 // again before its backward, and reduce-scatters its gradient after.
 // Every rank takes part in every pass, so evaluation runs on all ranks
 // (the leader reports it) and a rank with fewer micro-batches in a step
-// runs passes that score nothing.
+// runs passes that score nothing. A LoRA run shards its frozen fp32 base
+// the same way; its adapter is whole on every rank and checkpointed as in
+// any LoRA run.
 //
 // Checkpoint layout (checkpoints/step-NNNNNNNN of the leader's work dir):
 //
