@@ -29,8 +29,7 @@ type PlanResult struct {
 	// Ranks is the ranks planned for (TrainSpec.PlanRanks): the plan is
 	// one rank's, for its share of the batch, with the state divided by
 	// Ranks when ShardedParameters. RanksNeeded is the fewest ranks with
-	// sharded parameters (an fp32 model) whose plan fits, 0 when none up
-	// to 4096 does.
+	// sharded parameters whose plan fits, 0 when none up to 4096 does.
 	Ranks             int  `json:"ranks,omitempty"`
 	ShardedParameters bool `json:"sharded_parameters,omitempty"`
 	RanksNeeded       int  `json:"ranks_needed,omitempty"`
@@ -77,7 +76,7 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	if ranks > 1 {
 		res.Ranks, res.ShardedParameters = ranks, sharded
 	}
-	if s.Precision == "fp32" && opts.QuantizeBase == "" && s.Config.CheckShardable() == nil {
+	if opts.QuantizeBase == "" && s.Config.CheckShardable() == nil {
 		res.RanksNeeded = ranksNeeded(s.Config, dev, opts, global, s.Seq, avail)
 	}
 	res.LongestSeq = s.Config.LongestContext(dev, opts, s.Batch, s.Config.MaxPositionEmbeddings, avail)

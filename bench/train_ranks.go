@@ -65,8 +65,8 @@ func (s TrainSpec) sharded() bool { return s.ShardParameters && s.ranks() > 1 }
 
 // checkSharded refuses what sharded parameters do not support.
 func (s TrainSpec) checkSharded() error {
-	if s.Precision != "fp32" || s.QuantizeBase != "" {
-		return fmt.Errorf("bench: --shard-parameters supports an fp32 model (full fine-tuning, or LoRA on an fp32 base), not --precision %s --quantize-base %q", s.Precision, s.QuantizeBase)
+	if s.QuantizeBase != "" {
+		return fmt.Errorf("bench: --shard-parameters shards fp32 weights, not a --quantize-base %s base", s.QuantizeBase)
 	}
 	return s.Config.CheckShardable()
 }

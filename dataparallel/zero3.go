@@ -2,7 +2,6 @@ package dataparallel
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 
@@ -57,9 +56,6 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 		return nil, err
 	}
 	s := &Sharded{c: c, m: m, ctx: context.Background(), frozen: m.Opt.LoRA != nil}
-	if s.frozen && m.Opt.FrozenBF16 {
-		return nil, errors.New("sharded parameters: a LoRA base held in bf16 only is not sharded; use an fp32 base")
-	}
 	total, maxChunk := 0, 0
 	for p := range cfg.NumParts() {
 		lo, hi := cfg.PartRange(p)

@@ -152,6 +152,7 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 		{"plain", 2, engine.Options{}},
 		{"recompute", 3, engine.Options{Recompute: true}},
 		{"checkpoints", 2, engine.Options{Recompute: true, CheckpointEvery: 2, MLPChunk: 8}},
+		{"bf16", 2, engine.Options{BF16: true, CompactBF16: true, Recompute: true}},
 	} {
 		t.Run(fmt.Sprintf("%s/%d-ranks", tc.name, tc.n), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(1, 2))
@@ -233,8 +234,18 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 					t.Fatalf("rank %d: %v", q, err)
 				}
 			}
+			// In bf16 the summation order's last-bit differences flip
+			// a few weights' bf16 rounding from step 2 on, and AdamW
+			// magnifies the tiny gradients they touch: the first two
+			// losses must agree closely, later ones and the weights
+			// within what such flips explain (a wrong part gathered or
+			// converted would be off by far more).
+			lossTol, weightTol := []float64{1e-6, 1e-6, 1e-6}, 1e-5
+			if tc.opt.BF16 {
+				lossTol, weightTol = []float64{1e-6, 1e-6, 1e-4}, lr
+			}
 			for s := range steps {
-				if d := math.Abs(losses[0][s] - refLoss[s]); d > 1e-6*refLoss[s] {
+				if d := math.Abs(losses[0][s] - refLoss[s]); d > lossTol[s]*refLoss[s] {
 					t.Errorf("step %d: loss %.9g sharded, %.9g unsharded", s+1, losses[0][s], refLoss[s])
 				}
 			}
@@ -242,8 +253,8 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 			for i := range want {
 				worst = max(worst, math.Abs(float64(want[i])-float64(got[i])))
 			}
-			if worst > 1e-5 {
-				t.Errorf("weights after %d steps differ by up to %g, want ≤ 1e-5", steps, worst)
+			if worst > weightTol {
+				t.Errorf("weights after %d steps differ by up to %g, want ≤ %g", steps, worst, weightTol)
 			}
 		})
 	}
@@ -258,7 +269,8 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n, B, T = 2, 2, 32
-	for _, opt := range []engine.Options{{ShardRanks: n}, {ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}}} {
+	for _, opt := range []engine.Options{{ShardRanks: n}, {ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}},
+		{ShardRanks: n, BF16: true, Recompute: true}} {
 		h := newHub(n)
 		peaks := make([]int64, n)
 		errs := make([]error, n)
@@ -322,9 +334,9 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 			}
 		}
 		// Rank 0 holds the largest shard: the plan is its.
-		t.Logf("LoRA %v: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, est, peaks[0], peaks[1])
+		t.Logf("LoRA %v, bf16 %v: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, opt.BF16, est, peaks[0], peaks[1])
 		if rel := float64(est-peaks[0]) / float64(peaks[0]); math.Abs(rel) > 0.01 {
-			t.Errorf("LoRA %v: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, est, peaks[0], 100*rel)
+			t.Errorf("LoRA %v, bf16 %v: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, opt.BF16, est, peaks[0], 100*rel)
 		}
 	}
 }

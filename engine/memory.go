@@ -125,6 +125,9 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		if opt.LoRA != nil { // a frozen base: the gather buffer of the norms' unused gradients only
 			parts[PartGradients], parts[PartOptimizer] = 4*slot, 0
 		}
+		if opt.BF16 { // converted part by part (New turns CompactBF16 on)
+			parts[PartWeights] += c.compactBF16Bytes()
+		}
 		return parts
 	}
 	parts[PartWeights] = 4 * P // fp32 parameters

@@ -86,8 +86,9 @@ type Options struct {
 	// gradients at a time, which its Shards hooks gather and take; fp32
 	// full fine-tuning of a config CheckShardable accepts only. For
 	// MemoryEstimate and Fit the parameters, gradients and optimizer
-	// state count 1/N. With LoRA (an fp32 base, not FrozenBF16) the
-	// frozen base is sharded the same way and takes no gradients.
+	// state count 1/N. With LoRA the frozen base is sharded the same way
+	// and takes no gradients. With BF16 the bf16 weights are converted
+	// part by part (New turns CompactBF16 on and FrozenBF16 off).
 	ShardRanks int
 }
 
@@ -207,6 +208,9 @@ func New(c *Config, dev Device, opt Options) *Model {
 		opt.FrozenBF16, opt.CompactBF16 = opt.BF16, false
 		return newNF4(c, dev, opt)
 	}
+	if opt.ShardRanks > 0 { // bf16 weights are converted part by part as they are gathered
+		opt.FrozenBF16, opt.CompactBF16 = false, opt.BF16
+	}
 	n := int(c.NumParams())
 	m := &Model{Config: c, Dev: dev, Opt: opt}
 	m.bf16, m.w16Stale, m.layer16Of = opt.BF16, !opt.FrozenBF16, -1
@@ -214,16 +218,16 @@ func New(c *Config, dev Device, opt Options) *Model {
 	if opt.ShardRanks > 0 {
 		slot := c.shardSlot(opt.ShardRanks)
 		m.Params, m.Grads = newShardedWeights(c, dev.Alloc(slot)), newShardedWeights(c, dev.Alloc(slot))
-		return m
-	}
-	if opt.FrozenBF16 {
+	} else if opt.FrozenBF16 {
 		m.Params = vectors()
 	} else {
 		m.Params = NewWeights(c, dev.Alloc(n))
 	}
-	if opt.frozenBase() {
+	switch {
+	case opt.ShardRanks > 0: // allocated with Params
+	case opt.frozenBase():
 		m.Grads = vectors()
-	} else {
+	default:
 		m.Grads = NewWeights(c, dev.Alloc(n))
 	}
 	switch {
@@ -488,7 +492,11 @@ func (m *Model) w16Layer(l int) *Layer[uint16] {
 	case m.bf16:
 		if m.layer16Of != l {
 			lo, hi := m.Config.layerRange(l)
-			m.Dev.ToBF16(m.layer16b, m.Params.Arena[lo:hi])
+			if m.sharded() { // the gathered layer sits at the start of the gather buffer
+				lo, hi = 0, hi-lo
+			}
+			src := m.Params.Arena[lo:hi]
+			m.Dev.ToBF16(m.layer16b, src)
 			m.layer16Of = l
 		}
 		return &m.layer16
@@ -509,7 +517,7 @@ func (m *Model) lmHead16() []uint16 {
 
 // refresh16 brings stale bf16 weight copies up to date.
 func (m *Model) refresh16() {
-	if !m.w16Stale {
+	if !m.w16Stale || m.sharded() { // a sharded model converts as it gathers
 		return
 	}
 	switch {

@@ -125,9 +125,16 @@ func (m *Model) sharded() bool { return m.Opt.ShardRanks > 0 }
 
 // gather and release call the hooks on a sharded model.
 func (m *Model) gather(p int, use Use) {
-	if m.sharded() {
-		m.Dev.Sync()
-		m.Shards.Gather(p, use)
+	if !m.sharded() {
+		return
+	}
+	m.Dev.Sync()
+	m.Shards.Gather(p, use)
+	if use&UseParams != 0 && m.bf16 { // the bf16 copies are of the part the buffer held before
+		m.layer16Of = -1
+		if p == m.Config.PartHead() {
+			m.Dev.ToBF16(m.lm16, m.Params.LMHead)
+		}
 	}
 }
 

@@ -66,8 +66,6 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 		return nil, errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
 	case spec.Optimizer == "lionw" && spec.Method != "lora":
 		return nil, errors.New("sharded parameters (--shard-parameters) support AdamW only: run LionW unsharded")
-	case spec.Precision != "fp32":
-		return nil, fmt.Errorf("sharded parameters (--shard-parameters) support fp32 precision only, not %s: set precision to fp32", spec.Precision)
 	}
 	cfg, err := engine.LoadConfig(spec.ModelDir)
 	if err != nil {
