@@ -39,9 +39,18 @@ type Sharded struct {
 	frozen bool
 }
 
-// shardPart is one part's place: its full-arena range, the chunk size, and
-// this rank's chunk (n elements at off in P and G).
-type shardPart struct{ lo, hi, chunk, off, n int }
+// shardPart is one part's place: its full-arena range, the chunk size,
+// this rank's chunk (n elements at off in P and G), and the segments the
+// part gathers (engine.Config.PartSegments: its own range, and the tied
+// head's embeddings too).
+type shardPart struct {
+	lo, hi, chunk, off, n int
+	segs                  []shardSeg
+}
+
+// shardSeg is one gathered range: its chunk, this rank's chunk at off in P
+// and G (n elements), and where it lands in the gather buffer.
+type shardSeg struct{ chunk, off, n, at int }
 
 // NewSharded allocates this rank's shards for model m, built with
 // engine.Options.ShardRanks = c.Size(), and installs itself as m's hooks.
@@ -65,6 +74,17 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 		s.parts = append(s.parts, shardPart{lo: lo, hi: hi, chunk: ch, off: total, n: b - a})
 		total += b - a
 		maxChunk = max(maxChunk, ch)
+	}
+	for p := range s.parts {
+		for _, sg := range cfg.PartSegments(p, n) {
+			own := s.parts[p] // the part whose shard holds the segment
+			for _, q := range s.parts {
+				if q.lo == sg.Lo && q.hi == sg.Hi {
+					own = q
+				}
+			}
+			s.parts[p].segs = append(s.parts[p].segs, shardSeg{chunk: own.chunk, off: own.off, n: own.n, at: sg.At})
+		}
 	}
 	s.P, s.pad = m.Dev.Alloc(total), m.Dev.Alloc(maxChunk)
 	if !s.frozen {
@@ -129,42 +149,53 @@ func (s *Sharded) Gather(p int, use engine.Use) {
 	sp := s.parts[p]
 	n := s.c.Size()
 	if use&engine.UseGrads != 0 && !s.frozen {
-		clear(s.m.Grads.Arena[:n*sp.chunk]) // the padding too: Release reduces it
+		last := sp.segs[len(sp.segs)-1]
+		clear(s.m.Grads.Arena[:last.at+n*last.chunk]) // the padding too: Release reduces it
 	}
-	if use&engine.UseParams == 0 || s.err != nil {
+	if use&engine.UseParams == 0 {
 		return
 	}
-	in := s.P[sp.off : sp.off+sp.n]
-	if sp.n < sp.chunk {
-		copy(s.pad, in)
-		clear(s.pad[sp.n:sp.chunk])
-		in = s.pad[:sp.chunk]
-	}
-	if err := s.c.AllGather(s.ctx, s.m.Params.Arena[:n*sp.chunk], in); err != nil {
-		s.err = fmt.Errorf("gather part %d of the parameters: %w", p, err)
+	for _, sg := range sp.segs {
+		if s.err != nil {
+			return
+		}
+		in := s.P[sg.off : sg.off+sg.n]
+		if sg.n < sg.chunk {
+			copy(s.pad, in)
+			clear(s.pad[sg.n:sg.chunk])
+			in = s.pad[:sg.chunk]
+		}
+		if err := s.c.AllGather(s.ctx, s.m.Params.Arena[sg.at:sg.at+n*sg.chunk], in); err != nil {
+			s.err = fmt.Errorf("gather part %d of the parameters: %w", p, err)
+		}
 	}
 }
 
 // Release is engine.ShardHooks.Release: reduce-scatter part p's gradient
-// and add this rank's chunk of the sum to G.
+// and add this rank's chunk of the sum to G (a tied head's embedding
+// gradient to the embeddings' chunk).
 func (s *Sharded) Release(p int, use engine.Use) {
-	if use&engine.UseGrads == 0 || s.err != nil || s.frozen {
+	if use&engine.UseGrads == 0 || s.frozen {
 		return
 	}
-	sp := s.parts[p]
 	n, me := s.c.Size(), s.c.Rank()
-	buf := s.m.Grads.Arena[:n*sp.chunk]
-	counts := make([]int, n)
-	for i := range counts {
-		counts[i] = sp.chunk
-	}
-	if err := s.c.ReduceScatter(s.ctx, buf, counts); err != nil {
-		s.err = fmt.Errorf("reduce-scatter the gradients of part %d: %w", p, err)
-		return
-	}
-	g, sum := s.G[sp.off:sp.off+sp.n], buf[me*sp.chunk:me*sp.chunk+sp.n]
-	for i, x := range sum {
-		g[i] += x
+	for _, sg := range s.parts[p].segs {
+		if s.err != nil {
+			return
+		}
+		buf := s.m.Grads.Arena[sg.at : sg.at+n*sg.chunk]
+		counts := make([]int, n)
+		for i := range counts {
+			counts[i] = sg.chunk
+		}
+		if err := s.c.ReduceScatter(s.ctx, buf, counts); err != nil {
+			s.err = fmt.Errorf("reduce-scatter the gradients of part %d: %w", p, err)
+			return
+		}
+		g, sum := s.G[sg.off:sg.off+sg.n], buf[me*sg.chunk:me*sg.chunk+sg.n]
+		for i, x := range sum {
+			g[i] += x
+		}
 	}
 }
 
@@ -221,7 +252,8 @@ func (s *Sharded) GatherTo(ctx context.Context, root int, dst []float32) error {
 			return s.err
 		}
 		if s.c.Rank() == root {
-			copy(dst[sp.lo:sp.hi], s.m.Params.Arena[:sp.hi-sp.lo])
+			at := sp.segs[len(sp.segs)-1].at // the part's own range is its last segment
+			copy(dst[sp.lo:sp.hi], s.m.Params.Arena[at:at+sp.hi-sp.lo])
 		}
 	}
 	return nil

@@ -106,7 +106,16 @@ func (r hubRank) Broadcast(_ context.Context, buf []float32, root int) error {
 
 const testConfig = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 300, "hidden_size": 32,
 	"intermediate_size": 88, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-	"rms_norm_eps": 1e-5, "rope_theta": 10000, "max_position_embeddings": 256, "attention_bias": true}`
+	"rms_norm_eps": 1e-5, "rope_theta": 10000, "max_position_embeddings": 256, "attention_bias": true, "tie_word_embeddings": %v}`
+
+// testCfg is testConfig, its embeddings tied or not.
+func testCfg(t *testing.T, tied bool) *engine.Config {
+	cfg, err := engine.ParseConfig([]byte(fmt.Sprintf(testConfig, tied)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
 
 func testBatch(t *testing.T, r *rand.Rand, B, T, V int) *engine.Batch {
 	ids := make([][]int, B)
@@ -140,21 +149,21 @@ func openCPU(t *testing.T, dev engine.Device) engine.Device {
 // in every layer order the engine has (plain, recomputation, residual
 // checkpoints).
 func TestShardedStepsMatchUnsharded(t *testing.T) {
-	cfg, err := engine.ParseConfig([]byte(testConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name string
 		n    int
 		opt  engine.Options
+		tied bool
 	}{
-		{"plain", 2, engine.Options{}},
-		{"recompute", 3, engine.Options{Recompute: true}},
-		{"checkpoints", 2, engine.Options{Recompute: true, CheckpointEvery: 2, MLPChunk: 8}},
-		{"bf16", 2, engine.Options{BF16: true, CompactBF16: true, Recompute: true}},
+		{"plain", 2, engine.Options{}, false},
+		{"recompute", 3, engine.Options{Recompute: true}, false},
+		{"checkpoints", 2, engine.Options{Recompute: true, CheckpointEvery: 2, MLPChunk: 8}, false},
+		{"bf16", 2, engine.Options{BF16: true, CompactBF16: true, Recompute: true}, false},
+		{"tied", 3, engine.Options{}, true},
+		{"tied-bf16", 2, engine.Options{BF16: true, CompactBF16: true}, true},
 	} {
 		t.Run(fmt.Sprintf("%s/%d-ranks", tc.name, tc.n), func(t *testing.T) {
+			cfg := testCfg(t, tc.tied)
 			r := rand.New(rand.NewPCG(1, 2))
 			batches := make([]*engine.Batch, tc.n)
 			scored := 0
@@ -264,13 +273,10 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 // rank allocates: its shards, the moments, the gather buffers and the
 // activations, at their peak.
 func TestShardedMemoryMatchesPlan(t *testing.T) {
-	cfg, err := engine.ParseConfig([]byte(testConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n, B, T = 2, 2, 32
-	for _, opt := range []engine.Options{{ShardRanks: n}, {ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}},
-		{ShardRanks: n, BF16: true, Recompute: true}} {
+	for i, opt := range []engine.Options{{ShardRanks: n}, {ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}},
+		{ShardRanks: n, BF16: true, Recompute: true}, {ShardRanks: n}} {
+		cfg := testCfg(t, i == 3)
 		h := newHub(n)
 		peaks := make([]int64, n)
 		errs := make([]error, n)
@@ -345,10 +351,7 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 // base gathered part by part, taking no gradients; the adapter's
 // gradients summed by Reducer) takes the steps of one unsharded process.
 func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
-	cfg, err := engine.ParseConfig([]byte(testConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testCfg(t, false)
 	const n, steps, lr = 2, 3, 1e-2
 	lc := engine.LoRAConfig{Rank: 4, Alpha: 8}
 	r := rand.New(rand.NewPCG(4, 5))

@@ -217,7 +217,7 @@ func New(c *Config, dev Device, opt Options) *Model {
 	vectors := func() *Weights { v := c.vectorSpecs(); return weightSetOf(c, v, dev.Alloc(specsSize(v))) }
 	if opt.ShardRanks > 0 {
 		slot := c.shardSlot(opt.ShardRanks)
-		m.Params, m.Grads = newShardedWeights(c, dev.Alloc(slot)), newShardedWeights(c, dev.Alloc(slot))
+		m.Params, m.Grads = newShardedWeights(c, dev.Alloc(slot), opt.ShardRanks), newShardedWeights(c, dev.Alloc(slot), opt.ShardRanks)
 	} else if opt.FrozenBF16 {
 		m.Params = vectors()
 	} else {

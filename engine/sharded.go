@@ -50,15 +50,29 @@ func (c *Config) ShardChunk(p, n int) int {
 }
 
 // CheckShardable says whether a config's parameters can be sharded:
-// Llama, Mistral and Mixtral layouts with separate output head weights.
+// Llama, Mistral and Mixtral layouts.
 func (c *Config) CheckShardable() error {
 	if c.IsDBRX() {
 		return errors.New("sharded parameters support Llama, Mistral and Mixtral models, not DBRX")
 	}
-	if c.TieWordEmbeddings {
-		return errors.New("sharded parameters need separate embedding and output head weights (tie_word_embeddings is true)")
-	}
 	return nil
+}
+
+// Segment is one full-arena range [Lo, Hi) that a part gathers, and the
+// offset At in the gather buffer where it lands (rounded up to n equal
+// chunks, so an all-gather lands every element in place).
+type Segment struct{ Lo, Hi, At int }
+
+// PartSegments are the ranges part p gathers over n ranks: its own range,
+// and with tied embeddings the head also gathers the embeddings (its
+// output head), first, with the final norm after them.
+func (c *Config) PartSegments(p, n int) []Segment {
+	lo, hi := c.PartRange(p)
+	if p != c.PartHead() || !c.TieWordEmbeddings {
+		return []Segment{{lo, hi, 0}}
+	}
+	elo, ehi := c.PartRange(c.PartEmbed())
+	return []Segment{{elo, ehi, 0}, {lo, hi, n * ((ehi - elo + n - 1) / n)}}
 }
 
 // ShardRanges are rank q's ranges of the full arena over n ranks, one per
@@ -75,11 +89,13 @@ func (c *Config) ShardRanges(n, q int) [][2]int {
 }
 
 // shardSlot is the gather buffer's size for n ranks: the largest part,
-// rounded up to n equal chunks.
+// each segment rounded up to n equal chunks.
 func (c *Config) shardSlot(n int) int {
 	slot := 0
 	for p := range c.NumParts() {
-		slot = max(slot, n*c.ShardChunk(p, n))
+		for _, s := range c.PartSegments(p, n) {
+			slot = max(slot, s.At+n*((s.Hi-s.Lo+n-1)/n))
+		}
 	}
 	return slot
 }
@@ -108,10 +124,17 @@ type ShardHooks interface {
 	Release(p int, use Use)
 }
 
-// newShardedWeights views one gather buffer as every part of a weight set.
-func newShardedWeights(c *Config, slot []float32) *Weights {
+// newShardedWeights views one gather buffer as every part of a weight set
+// over n ranks.
+func newShardedWeights(c *Config, slot []float32, n int) *Weights {
 	C, E := c.HiddenSize, c.VocabSize*c.HiddenSize
-	w := &Weights{Arena: slot, Embed: slot[:E:E], NormF: slot[:C:C], LMHead: slot[C : C+E : C+E]}
+	w := &Weights{Arena: slot, Embed: slot[:E:E], NormF: slot[:C:C]}
+	if c.TieWordEmbeddings { // the head part: the embeddings, then the final norm (PartSegments)
+		at := c.PartSegments(c.PartHead(), n)[1].At
+		w.LMHead, w.NormF = w.Embed, slot[at:at+C:at+C]
+	} else {
+		w.LMHead = slot[C : C+E : C+E]
+	}
 	w.Layers = make([]Layer[float32], c.NumHiddenLayers)
 	one := oneLayerViews(c, slot)
 	for l := range w.Layers {

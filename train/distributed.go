@@ -42,9 +42,9 @@ type DistOptions struct {
 	// AdamW moments (ZeRO stage 3): each rank holds 1/N of them and the
 	// model all-gathers one part (embeddings, a decoder layer, the head)
 	// before its forward and its backward and reduce-scatters its
-	// gradient after (see zero3.go for the checkpoint layout). A model
-	// with untied embeddings, full fine-tuning with AdamW or LoRA on the
-	// sharded base, fp32 or bf16; it implies ShardOptimizer's saving.
+	// gradient after (see zero3.go for the checkpoint layout). Llama,
+	// Mistral and Mixtral models, full fine-tuning with AdamW or LoRA on
+	// the sharded base, fp32 or bf16; it implies ShardOptimizer's saving.
 	ShardParameters bool
 }
 
