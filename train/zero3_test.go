@@ -113,6 +113,27 @@ func TestShardedParametersMatchOneProcess(t *testing.T) {
 	if d := maxWeightDiff(t, filepath.Join(one, ck), filepath.Join(alone, ck)); d > 1e-5 {
 		t.Errorf("one process resumed from shards: weights differ by up to %g, want ≤ 1e-5", d)
 	}
+
+	// And 2 sharded ranks resume from the one-process checkpoint of step 5
+	// (model/ and optimizer.safetensors), each reading its ranges.
+	base2 := t.TempDir()
+	if err := os.CopyFS(filepath.Join(base2, "rank-0", "checkpoints", "step-00000005"), os.DirFS(filepath.Join(one, "checkpoints", "step-00000005"))); err != nil {
+		t.Fatal(err)
+	}
+	outs, log, err := launch(t, s, 2, base2, envShard+"=3")
+	if err != nil {
+		t.Fatalf("sharded, resumed from an unsharded checkpoint: %v\n%s", err, log)
+	}
+	if got := stepLosses(outs[0]); len(got) != 5 || math.Abs(got[4]-rec.steps[9].Loss) > 1e-6*rec.steps[9].Loss {
+		t.Errorf("sharded, resumed from an unsharded checkpoint: losses %v, want 5 ending at %.9g", got, rec.steps[9].Loss)
+	}
+	got = shardedState(t, filepath.Join(base2, "rank-0", "checkpoints", "step-00000010"), "params", int(cfg.NumParams()))
+	for _, sp := range cfg.ParamSpecs() {
+		want := readModelTensor(t, filepath.Join(oneCkpt, "model"), sp.Name, sp.Size())
+		if d := maxDiff(want, got[sp.Offset:sp.Offset+sp.Size()]); d > 1e-5 {
+			t.Errorf("sharded, resumed from an unsharded checkpoint: %s differs by up to %g", sp.Name, d)
+		}
+	}
 }
 
 type manifest struct {
