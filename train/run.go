@@ -161,6 +161,9 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	if err := spec.checkAdapter(); err != nil {
 		return nil, err
 	}
+	if dopt.ShardParameters && coll != nil && coll.Size() > 1 {
+		spec.shardRanks = coll.Size() // the context length is chosen for a rank's share of the state
+	}
 	task, err := dataset.ParseTask(spec.Task)
 	if err != nil {
 		return nil, err
@@ -361,7 +364,7 @@ func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, a
 
 // baseOptions are the model's options for the run before Fit.
 func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
-	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
+	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16", ShardRanks: spec.shardRanks}
 	if spec.Optimizer == "lionw" {
 		opts.OptimizerStates = 1
 	}
