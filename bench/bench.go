@@ -50,6 +50,13 @@ type TrainSpec struct {
 	// ShardOptimizer shards the AdamW moments across the ranks (ZeRO
 	// stage 1, as train.DistOptions.ShardOptimizer).
 	ShardOptimizer bool
+	// ShardParameters shards the parameters, gradients and AdamW moments
+	// across the ranks (ZeRO stage 3, as train.DistOptions.ShardParameters);
+	// fp32 full fine-tuning only.
+	ShardParameters bool
+	// PlanRanks is the number of ranks --plan plans for (each rank's
+	// share of Batch; with ShardParameters, its shard of the state).
+	PlanRanks int
 	// MFU times the device's matmul ceiling (MeasureCeiling) before the
 	// run and reports the step's model FLOPs/s as a fraction of it.
 	MFU bool
@@ -141,12 +148,21 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	// Like a training run, turn on memory savings when the model would not
 	// fit otherwise, and say so in the result.
-	opts, notes, err := s.Config.Fit(dev, s.options(), s.Batch, s.Seq, 0)
+	base := s.options()
+	if s.sharded() {
+		if err := s.checkSharded(); err != nil {
+			return nil, err
+		}
+		base.ShardRanks = s.ranks()
+	}
+	opts, notes, err := s.Config.Fit(dev, base, s.Batch, s.Seq, 0)
 	if err != nil {
 		return nil, err
 	}
 	m := engine.New(s.Config, dev, opts)
-	m.InitRandom(s.Seed)
+	if !s.sharded() {
+		m.InitRandom(s.Seed)
+	}
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
 		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
 		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), Notes: notes}
@@ -214,6 +230,9 @@ func (s TrainSpec) options() engine.Options {
 // optim.AdamW, or the adapter's step when the spec asks for LoRA (it then
 // fills res's LoRA fields).
 func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
+	if s.sharded() {
+		return s.shardedStepper(m, res)
+	}
 	if lc := m.Opt.LoRA; lc != nil {
 		a, err := engine.NewAdapter(m.Config, m.Dev, *lc)
 		if err != nil {

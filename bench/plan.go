@@ -34,6 +34,13 @@ type PlanResult struct {
 	// length would be on this machine.
 	LongestSeq int    `json:"longest_seq_that_fits"`
 	Refusal    string `json:"refusal,omitempty"`
+	// Ranks is the ranks planned for (TrainSpec.PlanRanks): the plan is
+	// one rank's, for its share of the batch, with the state divided by
+	// Ranks when ShardedParameters. RanksNeeded is the fewest ranks with
+	// sharded parameters whose plan fits, 0 when none up to 4096 does.
+	Ranks             int  `json:"ranks,omitempty"`
+	ShardedParameters bool `json:"sharded_parameters,omitempty"`
+	RanksNeeded       int  `json:"ranks_needed,omitempty"`
 }
 
 // Plan computes the training memory plan of s without allocating anything.
@@ -56,10 +63,29 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 		avail = engine.MemAvailable()
 	}
 	opts := s.options()
+	ranks := max(1, s.PlanRanks)
+	if s.Batch%ranks != 0 {
+		return nil, fmt.Errorf("bench: batch %d does not split evenly over %d ranks", s.Batch, ranks)
+	}
+	global := s.Batch
+	s.Batch /= ranks
+	sharded := s.ShardParameters && ranks > 1
+	if sharded {
+		if err := s.checkSharded(); err != nil {
+			return nil, err
+		}
+		opts.ShardRanks = ranks
+	}
 	res := &PlanResult{Seq: s.Seq, Batch: s.Batch, Precision: s.Precision, Method: "full", AvailableBytes: avail,
 		AskedBytes: s.Config.MemoryEstimate(dev, opts, s.Batch, s.Seq), Savings: []string{}}
 	if opts.LoRA != nil {
 		res.Method = "lora"
+	}
+	if ranks > 1 {
+		res.Ranks, res.ShardedParameters = ranks, sharded
+	}
+	if opts.QuantizeBase == "" && s.Config.CheckShardable() == nil {
+		res.RanksNeeded = ranksNeeded(s.Config, dev, opts, global, s.Seq, avail)
 	}
 	res.LongestSeq = s.Config.LongestContext(dev, opts, s.Batch, s.Config.MaxPositionEmbeddings, avail)
 	fitted, notes, err := s.Config.Fit(dev, opts, s.Batch, s.Seq, avail)
@@ -76,4 +102,21 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	}
 	res.Fits = true
 	return res, nil
+}
+
+// ranksNeeded is the fewest ranks (powers of two up to 4096) whose rank
+// fits avail with sharded parameters and Fit's savings, each rank taking
+// its share of the global batch (at least one row); 0 when none does.
+func ranksNeeded(c *engine.Config, dev engine.Device, opts engine.Options, global, seq int, avail int64) int {
+	for n := 1; n <= 4096; n *= 2 {
+		o := opts
+		o.ShardRanks = 0
+		if n > 1 {
+			o.ShardRanks = n
+		}
+		if _, _, err := c.Fit(dev, o, max(1, global/n), seq, avail); err == nil {
+			return n
+		}
+	}
+	return 0
 }

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"context"
 	"fmt"
+	"runtime/debug"
 
 	"hone/dataparallel"
 	"hone/engine"
@@ -56,4 +58,76 @@ func (s TrainSpec) optimizer(m *engine.Model) (*optim.AdamW, []int, error) {
 	}
 	o, err := optim.NewAdamW(m, optim.DefaultAdamW)
 	return o, nil, err
+}
+
+// sharded says whether the spec shards the parameters (ZeRO stage 3).
+func (s TrainSpec) sharded() bool { return s.ShardParameters && s.ranks() > 1 }
+
+// checkSharded refuses what sharded parameters do not support.
+func (s TrainSpec) checkSharded() error {
+	if s.QuantizeBase != "" {
+		return fmt.Errorf("bench: --shard-parameters shards fp32 weights, not a --quantize-base %s base", s.QuantizeBase)
+	}
+	return s.Config.CheckShardable()
+}
+
+// shardedStepper is full fine-tuning with the parameters, gradients and
+// moments sharded across the ranks (dataparallel.Sharded): each rank
+// initialises only its shards.
+func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
+	sh, err := dataparallel.NewSharded(s.Coll, m)
+	if err != nil {
+		return nil, err
+	}
+	engine.InitRandomRanges(m.Config, s.Seed, sh.Ranges(), sh.Chunks(sh.P))
+	debug.FreeOSMemory() // the whole tensors it filled from: not part of a rank's training footprint
+	ctx := context.Background()
+	if lc := m.Opt.LoRA; lc != nil {
+		// The adapter is whole on every rank; its gradients are summed
+		// after the passes (the gathers use the group meanwhile).
+		a, err := engine.NewAdapter(m.Config, m.Dev, *lc)
+		if err != nil {
+			return nil, err
+		}
+		a.InitPEFT(s.Seed)
+		if err := m.Attach(a); err != nil {
+			return nil, err
+		}
+		opt, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+		if err != nil {
+			return nil, err
+		}
+		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
+		return func(bt *engine.Batch, scale float32) (float64, int, error) {
+			sh.Begin(ctx)
+			a.ZeroGrad()
+			red := dataparallel.Start(ctx, s.Coll, m, a)
+			sum, n := m.ForwardBackward(bt, scale)
+			if err := sh.Err(); err != nil {
+				return 0, 0, err
+			}
+			if _, err := red.Finish(sum); err != nil {
+				return 0, 0, err
+			}
+			_, err := opt.StepAdapter(a, 1e-4)
+			return sum, n, err
+		}, nil
+	}
+	opt, err := sh.NewAdamW(optim.DefaultAdamW)
+	if err != nil {
+		return nil, err
+	}
+	return func(bt *engine.Batch, scale float32) (float64, int, error) {
+		sh.Begin(ctx)
+		sh.ZeroGrad()
+		sum, n := m.ForwardBackward(bt, scale)
+		if err := sh.Err(); err != nil {
+			return 0, 0, err
+		}
+		if _, err := dataparallel.SumLoss(ctx, s.Coll, sum); err != nil {
+			return 0, 0, err
+		}
+		_, err := sh.Step(ctx, opt, 1e-4)
+		return sum, n, err
+	}, nil
 }

@@ -130,12 +130,14 @@ func (m *Model) backwardLayers(bt *Batch) {
 	p, ok := m.Opt.residualPlan(m.Config)
 	if !ok {
 		for l := L - 1; l >= 0; l-- {
+			m.gather(l, UseParams|UseGrads)
 			if m.Opt.Recompute {
 				m.recomputing = true
 				m.layerForward(l, bt)
 				m.recomputing = false
 			}
 			m.layerBackward(l, bt)
+			m.release(l, UseParams|UseGrads)
 			m.layerBackwardDone(l)
 		}
 		return
@@ -151,13 +153,17 @@ func (m *Model) backwardLayers(bt *Batch) {
 			m.embed(bt)
 		}
 		for l := start; l < end-1; l++ { // the segment's residual streams again
+			m.gather(l, UseParams)
 			m.layerForward(l, bt)
+			m.release(l, UseParams)
 		}
 		for l := end - 1; l >= start; l-- {
+			m.gather(l, UseParams|UseGrads)
 			m.recomputing = true
 			m.layerForward(l, bt)
 			m.recomputing = false
 			m.layerBackward(l, bt)
+			m.release(l, UseParams|UseGrads)
 			m.layerBackwardDone(l)
 		}
 	}

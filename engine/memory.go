@@ -118,6 +118,26 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartGradients] = 4 * vec
 		return parts
 	}
+	if n := int64(opt.ShardRanks); n > 0 { // this rank's shards, and the gathered part
+		var shard int64 // rank 0's: the largest
+		for _, rg := range c.ShardRanges(int(n), 0) {
+			shard += int64(rg[1] - rg[0])
+		}
+		slot, chunk := int64(c.shardSlot(int(n))), int64(0)
+		for p := range c.NumParts() {
+			chunk = max(chunk, int64(c.ShardChunk(p, int(n))))
+		}
+		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
+		parts[PartGradients] = 4*shard + 4*slot
+		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
+		if opt.LoRA != nil { // a frozen base: the gather buffer of the norms' unused gradients only
+			parts[PartGradients], parts[PartOptimizer] = 4*slot, 0
+		}
+		if opt.BF16 { // converted part by part (New turns CompactBF16 on)
+			parts[PartWeights] += c.compactBF16Bytes()
+		}
+		return parts
+	}
 	parts[PartWeights] = 4 * P // fp32 parameters
 	if opt.LoRA != nil {
 		parts[PartGradients] = 4 * vec // a frozen base: gradients of the norms and biases only, no moments
@@ -221,14 +241,16 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		apply func(*Options) bool
 	}{
 		// A LoRA base already computed in bf16 loses only its fp32 copy.
+		// A sharded base (ShardRanks) is converted part by part already:
+		// New turns these two off and on, so Fit names neither.
 		{"a frozen bf16 base", func(o *Options) bool {
-			r := o.LoRA != nil && o.BF16 && !o.FrozenBF16
+			r := o.LoRA != nil && o.BF16 && !o.FrozenBF16 && o.ShardRanks == 0
 			o.FrozenBF16 = o.FrozenBF16 || r
 			return r
 		}},
 		{"activation recomputation", func(o *Options) bool { r := !o.Recompute; o.Recompute = true; return r }},
 		{"per-layer bf16 weights", func(o *Options) bool {
-			r := o.BF16 && !o.CompactBF16 && !o.FrozenBF16
+			r := o.BF16 && !o.CompactBF16 && !o.FrozenBF16 && o.ShardRanks == 0
 			o.CompactBF16 = o.CompactBF16 || r
 			return r
 		}},

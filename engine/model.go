@@ -83,6 +83,15 @@ type Options struct {
 	// per trained parameter, for MemoryEstimate and Fit: 2 for AdamW's
 	// moments (also when 0), 1 for LionW's.
 	OptimizerStates int
+	// ShardRanks N > 0 shards the parameters over N ranks (ZeRO stage 3,
+	// see sharded.go): the model holds one part's parameters and
+	// gradients at a time, which its Shards hooks gather and take; fp32
+	// full fine-tuning of a config CheckShardable accepts only. For
+	// MemoryEstimate and Fit the parameters, gradients and optimizer
+	// state count 1/N. With LoRA the frozen base is sharded the same way
+	// and takes no gradients. With BF16 the bf16 weights are converted
+	// part by part (New turns CompactBF16 on and FrozenBF16 off).
+	ShardRanks int
 }
 
 // optimizerStates is OptimizerStates with its default.
@@ -115,6 +124,10 @@ type Model struct {
 	// running ForwardBackward; data parallelism starts reducing them
 	// while the earlier layers' backward runs.
 	LayerBackwardDone func(l int)
+	// Shards gathers and releases the parts of a model with sharded
+	// parameters (Options.ShardRanks); it must be set before the model
+	// runs.
+	Shards ShardHooks
 	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
 	// all of Params, which the optimizer refreshes as it updates them (with
 	// FrozenBF16 it is the only copy of the matrices). With
@@ -208,18 +221,26 @@ func New(c *Config, dev Device, opt Options) *Model {
 		opt.FrozenBF16, opt.CompactBF16 = opt.BF16, false
 		return newNF4(c, dev, opt)
 	}
+	if opt.ShardRanks > 0 { // bf16 weights are converted part by part as they are gathered
+		opt.FrozenBF16, opt.CompactBF16 = false, opt.BF16
+	}
 	n := int(c.NumParams())
 	m := &Model{Config: c, Dev: dev, Opt: opt}
 	m.bf16, m.w16Stale, m.layer16Of = opt.BF16, !opt.FrozenBF16, -1
 	vectors := func() *Weights { v := c.vectorSpecs(); return weightSetOf(c, v, dev.Alloc(specsSize(v))) }
-	if opt.FrozenBF16 {
+	if opt.ShardRanks > 0 {
+		slot := c.shardSlot(opt.ShardRanks)
+		m.Params, m.Grads = newShardedWeights(c, dev.Alloc(slot), opt.ShardRanks), newShardedWeights(c, dev.Alloc(slot), opt.ShardRanks)
+	} else if opt.FrozenBF16 {
 		m.Params = vectors()
 	} else {
 		m.Params = NewWeights(c, dev.Alloc(n))
 	}
-	if opt.frozenBase() {
+	switch {
+	case opt.ShardRanks > 0: // allocated with Params
+	case opt.frozenBase():
 		m.Grads = vectors()
-	} else {
+	default:
 		m.Grads = NewWeights(c, dev.Alloc(n))
 	}
 	switch {
@@ -501,7 +522,11 @@ func (m *Model) w16Layer(l int) *Layer[uint16] {
 	case m.bf16:
 		if m.layer16Of != l {
 			lo, hi := m.Config.layerRange(l)
-			m.Dev.ToBF16(m.layer16b, m.Params.Arena[lo:hi])
+			if m.sharded() { // the gathered layer sits at the start of the gather buffer
+				lo, hi = 0, hi-lo
+			}
+			src := m.Params.Arena[lo:hi]
+			m.Dev.ToBF16(m.layer16b, src)
 			m.layer16Of = l
 		}
 		return &m.layer16
@@ -522,7 +547,7 @@ func (m *Model) lmHead16() []uint16 {
 
 // refresh16 brings stale bf16 weight copies up to date.
 func (m *Model) refresh16() {
-	if !m.w16Stale {
+	if !m.w16Stale || m.sharded() { // a sharded model converts as it gathers
 		return
 	}
 	switch {
@@ -631,31 +656,41 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	m.normBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
-// embed writes the batch's token embeddings into res[0].
+// embed writes the batch's token embeddings into res[0]; a sharded model
+// gathers the embeddings around it (also when the backward pass embeds the
+// batch again for the first checkpoint segment).
 func (m *Model) embed(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
+	m.gather(c.PartEmbed(), UseParams)
 	if m.Opt.FrozenBF16 {
 		m.Dev.EmbeddingBF16(a.res[0], a.ids, m.w16.Embed, N, C)
 	} else {
 		m.Dev.Embedding(a.res[0], a.ids, m.Params.Embed, N, C)
 	}
+	m.release(c.PartEmbed(), UseParams)
 }
 
 // forwardTrunk embeds the batch and runs every layer; the head runs the
-// final norm.
-func (m *Model) forwardTrunk(bt *Batch) {
+// final norm. On a sharded model the head part (final norm and output
+// head) is gathered at the end for headUse, for the head's loss chunks;
+// the caller releases it.
+func (m *Model) forwardTrunk(bt *Batch, headUse Use) {
 	c := m.Config
 	m.refresh16()
 	m.embed(bt)
 	for l := 0; l < c.NumHiddenLayers; l++ {
+		m.gather(l, UseParams)
 		m.layerForward(l, bt)
+		m.release(l, UseParams)
 	}
+	m.gather(c.PartHead(), headUse)
 }
 
 // normF is the final norm of tokens s..s+n into lnf's first n rows (and
 // their rstd): the head runs it a loss chunk at a time, so no (N,C) copy
-// of the normalised stream exists.
+// of the normalised stream exists. A sharded model has the head part
+// gathered (forwardTrunk).
 func (m *Model) normF(s, n int) []float32 {
 	c, a := m.Config, m.acts
 	C := c.HiddenSize
@@ -669,7 +704,7 @@ func (m *Model) normF(s, n int) []float32 {
 // evaluation of short rows.
 func (m *Model) Logits(bt *Batch) []float32 {
 	m.prepare(bt)
-	m.forwardTrunk(bt)
+	m.forwardTrunk(bt, UseParams)
 	c := m.Config
 	N := bt.B * bt.T
 	dev := m.Dev.Alloc(N * c.VocabSize)
@@ -680,6 +715,7 @@ func (m *Model) Logits(bt *Batch) []float32 {
 		x := m.normF(s, n)
 		m.matmul(dev[s*V:(s+n)*V], x, m.cast(m.acts.a16, x), m.Params.LMHead, m.lmHead16(), n, V, c.HiddenSize, xWt)
 	}
+	m.release(c.PartHead(), UseParams)
 	out := make([]float32, len(dev))
 	m.Dev.Download(out, dev)
 	return out
@@ -695,8 +731,9 @@ type Eval struct {
 // Evaluate runs the forward pass only (no gradients).
 func (m *Model) Evaluate(bt *Batch) Eval {
 	m.prepare(bt)
-	m.forwardTrunk(bt)
+	m.forwardTrunk(bt, UseParams)
 	sum, correct := m.head(bt, 0, false)
+	m.release(m.Config.PartHead(), UseParams)
 	return Eval{LossSum: sum, Tokens: bt.Scored(), Correct: correct}
 }
 
@@ -760,7 +797,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	m.prepare(bt)
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
-	m.forwardTrunk(bt)
+	m.forwardTrunk(bt, UseParams|UseGrads)
 	sum, _ = m.head(bt, scale, true)
 	sum += m.routerAuxLoss(scale, bt.Scored())
 
@@ -768,9 +805,12 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
 	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
+	m.release(c.PartHead(), UseParams|UseGrads)
 	m.backwardLayers(bt)
 	if !m.frozen() {
+		m.gather(c.PartEmbed(), UseGrads)
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
+		m.release(c.PartEmbed(), UseGrads)
 	}
 	return sum, bt.Scored()
 }

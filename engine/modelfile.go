@@ -124,18 +124,27 @@ func (m *Model) Save(dir string, opt SaveOptions) error {
 	if m.Opt.FrozenBF16 {
 		return errFrozenBF16("save model")
 	}
+	return SaveArena(m.Config, HostView(m.Dev, m.Params.Arena), dir, opt)
+}
+
+// SaveArena writes a whole parameter arena (ParamSpecs' layout, host
+// memory) of config c as an HF model directory, as Model.Save does: how
+// the leader of a sharded run writes the weights it gathered.
+func SaveArena(c *Config, params []float32, dir string, opt SaveOptions) error {
+	if opt.DType == "" {
+		opt.DType = safetensors.BF16
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
 	var tensors []safetensors.Tensor
-	params := HostView(m.Dev, m.Params.Arena)
-	for _, s := range m.Config.ParamSpecs() {
+	for _, s := range c.ParamSpecs() {
 		tensors = append(tensors, safetensors.Tensor{Name: s.Name, Shape: s.Shape, Data: params[s.Offset : s.Offset+s.Size()]})
 	}
 	if err := safetensors.WriteModel(dir, tensors, safetensors.WriteOptions{DType: opt.DType, MaxShardBytes: opt.MaxShardBytes}); err != nil {
 		return fmt.Errorf("save model %s: %w", dir, err)
 	}
-	return writeModelFiles(m.Config, dir, opt)
+	return writeModelFiles(c, dir, opt)
 }
 
 // writeModelFiles writes the config.json of c and copies the source's
@@ -248,21 +257,26 @@ func initRandom(specs []ParamSpec, arena []float32, seed uint64) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			dst := arena[s.Offset : s.Offset+s.Size()]
-			switch {
-			case !s.Decay && !strings.HasSuffix(s.Name, ".bias"): // a norm's weight
-				for j := range dst {
-					dst[j] = 1
-				}
-			case strings.HasSuffix(s.Name, ".bias"):
-				clear(dst)
-			default:
-				r := rand.New(rand.NewPCG(seed, uint64(i)))
-				for j := range dst {
-					dst[j] = float32(0.02 * r.NormFloat64())
-				}
-			}
+			initRandomTensor(i, s, arena[s.Offset:s.Offset+s.Size()], seed)
 		}()
 	}
 	wg.Wait()
+}
+
+// initRandomTensor fills dst with spec s (the i-th of ParamSpecs) as
+// InitRandom does.
+func initRandomTensor(i int, s ParamSpec, dst []float32, seed uint64) {
+	switch {
+	case !s.Decay && !strings.HasSuffix(s.Name, ".bias"): // a norm's weight
+		for j := range dst {
+			dst[j] = 1
+		}
+	case strings.HasSuffix(s.Name, ".bias"):
+		clear(dst)
+	default:
+		r := rand.New(rand.NewPCG(seed, uint64(i)))
+		for j := range dst {
+			dst[j] = float32(0.02 * r.NormFloat64())
+		}
+	}
 }

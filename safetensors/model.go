@@ -186,6 +186,12 @@ func (m *Model) Float32At(name string, dst []float32, off int) error {
 	if err != nil {
 		return err
 	}
+	return f.Float32At(name, dst, off)
+}
+
+// Float32At converts the values [off, off+len(dst)) of the named tensor
+// (row-major) into dst, as Float32 does for the whole tensor.
+func (f *File) Float32At(name string, dst []float32, off int) error {
 	t, b, err := f.lookup(name)
 	if err != nil {
 		return err

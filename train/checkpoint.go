@@ -45,9 +45,7 @@ func ckptRoot(workDir string) string { return filepath.Join(workDir, "checkpoint
 // just before, allows it; otherwise the temporary copy is removed.
 // a is the adapter of a LoRA run, nil for full fine-tuning.
 func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapter, o optim.Optimizer, st ckptState, keep int, fence func() error) (string, []int, error) {
-	root := ckptRoot(workDir)
-	final := filepath.Join(root, fmt.Sprintf("%s%08d", ckptPrefix, st.Step))
-	tmp := final + ".tmp"
+	final, tmp := ckptDir(workDir, st.Step)
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", nil, err
 	}
@@ -71,15 +69,30 @@ func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapte
 	if err := engine.WriteFileAtomic(filepath.Join(tmp, "state.json"), b); err != nil {
 		return "", nil, fmt.Errorf("save checkpoint: %w", err)
 	}
+	pruned, err := commitCheckpoint(workDir, tmp, final, keep, fence)
+	return final, pruned, err
+}
+
+// ckptDir is the directory of step's checkpoint and the temporary one it
+// is written in.
+func ckptDir(workDir string, step int) (final, tmp string) {
+	final = filepath.Join(ckptRoot(workDir), fmt.Sprintf("%s%08d", ckptPrefix, step))
+	return final, final + ".tmp"
+}
+
+// commitCheckpoint renames the written checkpoint tmp to final if fence
+// allows it (else removes tmp), then prunes all but the newest keep.
+func commitCheckpoint(workDir, tmp, final string, keep int, fence func() error) ([]int, error) {
+	root := ckptRoot(workDir)
 	if err := fence(); err != nil {
 		os.RemoveAll(tmp)
-		return "", nil, err
+		return nil, err
 	}
 	if err := os.RemoveAll(final); err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return "", nil, fmt.Errorf("save checkpoint: %w", err)
+		return nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	if d, err := os.Open(root); err == nil {
 		d.Sync()
@@ -96,7 +109,7 @@ func saveCheckpoint(workDir, sourceDir string, m *engine.Model, a *engine.Adapte
 			pruned = append(pruned, n)
 		}
 	}
-	return final, pruned, nil
+	return pruned, nil
 }
 
 // ckptStep reads the step from a checkpoint directory's name.
@@ -177,6 +190,9 @@ func loadCheckpoint(dir string, m *engine.Model, a *engine.Adapter, o optim.Opti
 	if err != nil {
 		return st, err
 	}
+	if _, serr := os.Stat(filepath.Join(dir, "shards", "manifest.json")); serr == nil && a == nil {
+		return st, loadFromShards(dir, m, o, st)
+	}
 	if a != nil {
 		err = a.LoadWeights(filepath.Join(dir, "adapter"))
 	} else {
@@ -228,4 +244,27 @@ func readState(dir string) (ckptState, error) {
 		return st, fmt.Errorf("%s: %w", filepath.Join(dir, "state.json"), err)
 	}
 	return st, nil
+}
+
+// loadFromShards restores a sharded run's checkpoint into an unsharded
+// model m and optimizer o (whole state: one process, or the leader of a
+// run with the optimizer sharded, which deals it out).
+func loadFromShards(dir string, m *engine.Model, o optim.Optimizer, st ckptState) error {
+	rd, err := openStateReader(dir, m.Config)
+	if err != nil {
+		return fmt.Errorf("restore checkpoint %s: %w", dir, err)
+	}
+	defer rd.Close()
+	bufs := map[string][]float32{"params": m.Params.Arena}
+	for _, s := range o.State() {
+		bufs[s.Name] = s.Buf
+	}
+	for name, buf := range bufs {
+		if err := engine.FillDevice(m.Dev, buf, func(host []float32) error { return rd.read(name, 0, len(host), host) }); err != nil {
+			return fmt.Errorf("restore checkpoint %s: %s: %w", dir, name, err)
+		}
+	}
+	o.SetStepCount(st.Step)
+	m.ParamsChanged()
+	return nil
 }

@@ -38,6 +38,14 @@ type DistOptions struct {
 	// so a run resumes with any number of ranks, sharded or not. Full
 	// fine-tuning only; a LoRA run ignores it (its state is small).
 	ShardOptimizer bool
+	// ShardParameters shards the fp32 parameters, the gradients and the
+	// AdamW moments (ZeRO stage 3): each rank holds 1/N of them and the
+	// model all-gathers one part (embeddings, a decoder layer, the head)
+	// before its forward and its backward and reduce-scatters its
+	// gradient after (see zero3.go for the checkpoint layout). Llama,
+	// Mistral and Mixtral models, full fine-tuning with AdamW or LoRA on
+	// the sharded base, fp32 or bf16; it implies ShardOptimizer's saving.
+	ShardParameters bool
 }
 
 // RunDistributed is Run as one rank of the data-parallel group coll. Every
@@ -92,6 +100,9 @@ func (r *runner) stopped(ctx context.Context) error {
 func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	if !r.distributed() {
 		return nil
+	}
+	if r.sh != nil && r.a == nil {
+		return r.syncSharded(ctx, st)
 	}
 	type header struct {
 		State     ckptState `json:"state"`
@@ -228,6 +239,9 @@ func (r *runner) stepShard(ctx context.Context, lr float64) (optim.StepResult, e
 // saveAll writes a checkpoint of st: the leader writes it, after gathering
 // the optimizer state when it is sharded (every rank takes part).
 func (r *runner) saveAll(ctx context.Context, st *ckptState) error {
+	if r.sh != nil && r.a == nil {
+		return r.saveSharded(ctx, st)
+	}
 	if r.shard != nil {
 		if err := r.gatherMoments(ctx); err != nil {
 			return err
@@ -270,7 +284,10 @@ func (r *runner) checkpointAll(ctx context.Context, st *ckptState) error {
 		}
 		defer func() { r.gathered = nil }()
 	}
-	if r.leader() {
+	switch {
+	case r.sh != nil:
+		err = r.checkpointSharded(ctx, st)
+	case r.leader():
 		err = r.checkpoint(ctx, st)
 	}
 	if !r.distributed() {

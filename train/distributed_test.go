@@ -30,7 +30,7 @@ const (
 	envWorkDir = "HONE_TRAIN_TEST_WORKDIR"
 	envKillAt  = "HONE_TRAIN_TEST_KILL_AT"   // "rank:step": that rank SIGKILLs itself after that step
 	envStopAt  = "HONE_TRAIN_TEST_CANCEL_AT" // "rank:step": that rank's context is cancelled after that step
-	envShard   = "HONE_TRAIN_TEST_SHARD"     // "1": DistOptions.ShardOptimizer
+	envShard   = "HONE_TRAIN_TEST_SHARD"     // "1": DistOptions.ShardOptimizer; "3": ShardParameters
 )
 
 func TestMain(m *testing.M) {
@@ -91,7 +91,7 @@ func playRank() error {
 			*at, _ = strconv.Atoi(step)
 		}
 	}
-	_, err = train.RunDistributed(ctx, s, dir, obs, g, train.DistOptions{ShardOptimizer: os.Getenv(envShard) == "1"})
+	_, err = train.RunDistributed(ctx, s, dir, obs, g, train.DistOptions{ShardOptimizer: os.Getenv(envShard) == "1", ShardParameters: os.Getenv(envShard) == "3"})
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "stopped:", err)
 		return nil

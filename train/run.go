@@ -164,6 +164,9 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	if err := spec.checkAdapter(); err != nil {
 		return nil, err
 	}
+	if dopt.ShardParameters && coll != nil && coll.Size() > 1 {
+		spec.shardRanks = coll.Size() // the context length is chosen for a rank's share of the state
+	}
 	task, err := dataset.ParseTask(spec.Task)
 	if err != nil {
 		return nil, err
@@ -197,7 +200,9 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	if err != nil {
 		return nil, err
 	}
-	if len(spec.EvalPrompts) > 0 && spec.Method == "lora" && spec.LoRA.QuantizeBase != "" {
+	if len(spec.EvalPrompts) > 0 && r.sh != nil {
+		obs.OnLog("eval prompts skipped: no rank holds the whole model while its parameters are sharded; the registered model answers them")
+	} else if len(spec.EvalPrompts) > 0 && spec.Method == "lora" && spec.LoRA.QuantizeBase != "" {
 		obs.OnLog(fmt.Sprintf("eval prompts skipped: hone does not decode on a %s base; the registered model answers them", spec.LoRA.QuantizeBase))
 	} else if len(spec.EvalPrompts) > 0 {
 		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
@@ -225,6 +230,12 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	}
 	res := &Result{Steps: st.Step, TokensSeen: st.TokensSeen, TrainLoss: st.LastLoss,
 		EvalLoss: r.lastEval, DataFingerprint: prep.Fingerprint()}
+	if r.sh != nil && r.a == nil { // every rank sends the leader its shards
+		if res.ModelDir, err = r.saveFinalSharded(ctx); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
 	if !r.leader() {
 		return res, nil // the leader writes the model
 	}
@@ -272,6 +283,9 @@ func prepareData(ctx context.Context, spec Spec, task dataset.Task, workDir stri
 // newRunner loads the model and its optimizer (this rank's shard of it
 // when dopt shards it) and plans the steps.
 func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective, dopt DistOptions) (*runner, error) {
+	if dopt.ShardParameters && coll != nil && coll.Size() > 1 {
+		return newShardedRunner(spec, prep, workDir, obs, coll)
+	}
 	m, err := loadModel(spec, prep.ContextLength(), obs)
 	if err != nil {
 		return nil, err
@@ -353,7 +367,7 @@ func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, a
 
 // baseOptions are the model's options for the run before Fit.
 func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
-	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16"}
+	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16", ShardRanks: spec.shardRanks}
 	if spec.Optimizer == "lionw" {
 		opts.OptimizerStates = 1
 	}
@@ -405,6 +419,14 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 		return st, err
 	} else if got.DataFingerprint != st.DataFingerprint || got.SpecFingerprint != fp {
 		return st, fmt.Errorf("work dir %s holds checkpoints of a run with other data or settings; use a new work dir", r.workDir)
+	}
+	if r.sh != nil && r.a == nil { // syncSharded reads it and deals the shards out
+		r.resumeDir = last
+		got, err := readState(last)
+		if err == nil {
+			r.obs.OnLog(fmt.Sprintf("resuming from checkpoint %s (step %d of %d)", last, got.Step, r.totalSteps))
+		}
+		return got, err
 	}
 	o := r.o
 	if r.shard != nil {
@@ -464,11 +486,17 @@ func (r *runner) loop(ctx context.Context, st *ckptState) error {
 
 // saveFinal writes the final model (bf16, HF layout) to workDir/final.
 func (r *runner) saveFinal() (string, error) {
+	return r.writeFinal(func(dir string) error { return r.m.Save(dir, engine.SaveOptions{SourceDir: r.spec.ModelDir}) })
+}
+
+// writeFinal writes the final model with save into a temporary directory
+// and renames it to workDir/final when the fence allows.
+func (r *runner) writeFinal(save func(dir string) error) (string, error) {
 	final := filepath.Join(r.workDir, "final")
 	if err := os.RemoveAll(final + ".tmp"); err != nil {
 		return "", err
 	}
-	if err := r.m.Save(final+".tmp", engine.SaveOptions{SourceDir: r.spec.ModelDir}); err != nil {
+	if err := save(final + ".tmp"); err != nil {
 		return "", err
 	}
 	if err := fence(r.obs, "final model"); err != nil {
@@ -507,6 +535,10 @@ type runner struct {
 	// leader's whole optimizer state while it resumes or saves.
 	shard             []int
 	resumed, gathered *optim.AdamW
+	// sh, when the parameters are sharded (ZeRO stage 3), is this rank's
+	// shard of them; resumeDir the checkpoint the leader resumes from.
+	sh        *dataparallel.Sharded
+	resumeDir string
 }
 
 // epochAt is the fractional epoch after `steps` optimizer steps.
@@ -576,6 +608,10 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 	}
 	if scored == 0 {
 		return 0, tokens, res, nil
+	}
+	if r.sh != nil {
+		loss, res, err = r.stepSharded(ctx, batches, starts, first, last, scored, lr)
+		return loss, tokens, res, err
 	}
 	if r.a != nil {
 		r.a.ZeroGrad()

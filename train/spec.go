@@ -119,6 +119,11 @@ type Spec struct {
 	// AdapterOnly (method lora) writes the final adapter alone, without
 	// the merged model, which needs the whole base in fp32 to write.
 	AdapterOnly bool `json:",omitempty"`
+
+	// shardRanks is the number of ranks a run with sharded parameters
+	// spreads its state over (DistOptions.ShardParameters), for planning
+	// its memory; not part of the spec's JSON or fingerprint.
+	shardRanks int
 }
 
 // Resolve returns s with every unset setting at its default, or an error

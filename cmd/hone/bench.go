@@ -109,6 +109,7 @@ func benchTrainCmd() *cobra.Command {
 				return fmt.Errorf("%s: %w", configPath, err)
 			}
 			if planOnly {
+				s.PlanRanks = ranks
 				return printPlan(cmd.OutOrStdout(), s, int64(planMemory), asJSON)
 			}
 			if done, err := benchTrainRanks(cmd, &s, ranks, asJSON); done || err != nil {
@@ -165,6 +166,7 @@ func benchTrainCmd() *cobra.Command {
 	f.Var(&planMemory, "plan-memory", "with --plan: the memory to plan against, e.g. 24GiB (default: what this machine has available)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
+	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and AdamW moments across the ranks, gathering one layer at a time (ZeRO stage 3; fp32 full fine-tuning)")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
 	return cmd

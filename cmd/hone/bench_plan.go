@@ -47,6 +47,12 @@ func printPlan(w io.Writer, s bench.TrainSpec, avail int64, asJSON bool) error {
 		fmt.Fprintf(w, "fits in %.1f GiB available\n", gibs(res.AvailableBytes))
 	}
 	fmt.Fprintf(w, "longest row that fits at %d rows per micro-batch: %d tokens\n", res.Batch, res.LongestSeq)
+	if res.Ranks > 1 {
+		fmt.Fprintf(w, "planned for one of %d ranks (parameters sharded: %v)\n", res.Ranks, res.ShardedParameters)
+	}
+	if res.RanksNeeded > 0 {
+		fmt.Fprintf(w, "ranks needed with sharded parameters (--shard-parameters): %d\n", res.RanksNeeded)
+	}
 	return nil
 }
 

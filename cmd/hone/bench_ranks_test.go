@@ -65,8 +65,8 @@ func TestBenchTrainRanks(t *testing.T) {
 		PeakRSS int64     `json:"peak_rss_bytes"`
 		Losses  []float64 `json:"losses"`
 	}
-	var runs [2]result
-	for i, extra := range [][]string{nil, {"--shard-optimizer"}} {
+	var runs [3]result
+	for i, extra := range [][]string{nil, {"--shard-optimizer"}, {"--shard-parameters"}} {
 		args := append([]string{"train", "--config", cfg, "--seq", "32", "--batch", "2", "--steps", "2", "--precision", "fp32",
 			"--threads", "1", "--ranks", "2", "--json"}, extra...)
 		line := runBench(t, args...)
@@ -75,10 +75,16 @@ func TestBenchTrainRanks(t *testing.T) {
 			t.Errorf("%v: last line %q (%v), want ranks 2, batch 2, tokens_per_s > 0, peak_rss_bytes > 0, 2 losses", extra, line, err)
 		}
 	}
-	// The sharded optimizer takes the same steps: the losses after them agree.
-	for i := range runs[0].Losses {
-		if a, b := runs[0].Losses[i], runs[1].Losses[i]; math.Abs(a-b) > 1e-6*math.Abs(a) {
-			t.Errorf("loss %d: %v with the optimizer sharded, %v without", i, b, a)
+	// The sharded optimizer and sharded parameters take the same steps:
+	// the losses after them agree.
+	for k, what := range []string{"", "the optimizer", "the parameters"} {
+		for i := range runs[0].Losses {
+			if k == 0 || i >= len(runs[k].Losses) {
+				continue
+			}
+			if a, b := runs[0].Losses[i], runs[k].Losses[i]; math.Abs(a-b) > 1e-6*math.Abs(a) {
+				t.Errorf("loss %d: %v with %s sharded, %v without", i, b, what, a)
+			}
 		}
 	}
 }

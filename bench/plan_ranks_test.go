@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"os"
+	"testing"
+
+	"hone/engine"
+)
+
+// --plan with --ranks plans one rank: its share of the batch and, with
+// sharded parameters, 1/N of the state; ranks_needed is the fewest ranks
+// whose rank fits the memory given.
+func TestPlanRanks(t *testing.T) {
+	raw, err := os.ReadFile("configs/llama-400m.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const avail = 64 << 30
+	plan := func(ranks int, shard bool, avail int64) *PlanResult {
+		t.Helper()
+		res, err := Plan(TrainSpec{Config: c, Seq: 256, Batch: 4, Precision: "fp32", PlanRanks: ranks, ShardParameters: shard}, avail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	one, two, four := plan(1, false, avail), plan(2, true, avail), plan(4, true, avail)
+	if two.Batch != 2 || two.Ranks != 2 || !two.ShardedParameters || four.Batch != 1 {
+		t.Errorf("2 ranks: batch %d, ranks %d, sharded %v; 4 ranks: batch %d", two.Batch, two.Ranks, two.ShardedParameters, four.Batch)
+	}
+	P := c.NumParams()
+	for _, p := range []struct {
+		res *PlanResult
+		n   int64
+	}{{one, 1}, {two, 2}, {four, 4}} {
+		// The moments are 8 bytes a parameter, divided by the ranks (rank
+		// 0's shard is the largest, by at most a chunk a part).
+		want, got := 8*P/p.n, p.res.Parts[engine.PartOptimizer]
+		if got < want || got > want+8*int64(c.NumParts()) {
+			t.Errorf("%d ranks: optimizer state %d bytes, want about %d", p.n, got, want)
+		}
+	}
+	if r := float64(two.PeakBytes) / float64(one.PeakBytes); r > 0.6 {
+		t.Errorf("2 sharded ranks plan %.2f of one process's peak, want ≤ 0.6", r)
+	}
+	if r := float64(four.PeakBytes) / float64(one.PeakBytes); r > 0.4 {
+		t.Errorf("4 sharded ranks plan %.2f of one process's peak, want ≤ 0.4", r)
+	}
+	// A machine with room for the 4-rank plan but not for one process's
+	// state needs more than one rank and at most 4: the fewest whose plan
+	// fits (with Fit's savings), half as many not fitting.
+	small := four.PeakBytes + 2<<30 + 1<<20 // MemoryBudget leaves 2 GiB
+	need := plan(1, false, small).RanksNeeded
+	if need < 2 || need > 4 || one.RanksNeeded != 1 {
+		t.Fatalf("ranks needed: %d with room for the 4-rank plan, %d with 64 GiB; want 2 to 4, and 1", need, one.RanksNeeded)
+	}
+	if !plan(need, true, small).Fits || plan(need/2, need/2 > 1, small).Fits {
+		t.Errorf("ranks needed %d: its plan does not fit, or half as many ranks fit too", need)
+	}
+}
