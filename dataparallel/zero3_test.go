@@ -371,91 +371,103 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 // base gathered part by part, taking no gradients; the adapter's
 // gradients summed by Reducer) takes the steps of one unsharded process.
 func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
-	cfg := testCfg(t, false)
-	const n, steps, lr = 2, 3, 1e-2
-	lc := engine.LoRAConfig{Rank: 4, Alpha: 8}
-	r := rand.New(rand.NewPCG(4, 5))
-	batches := make([]*engine.Batch, n)
-	scored := 0
-	for i := range batches {
-		batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
-		scored += batches[i].Scored()
-	}
-	train := func(m *engine.Model, c collective.Collective, sh *Sharded, mine []*engine.Batch) ([]float32, error) {
-		a, err := engine.NewAdapter(cfg, m.Dev, lc)
-		if err != nil {
-			return nil, err
-		}
-		a.InitPEFT(3)
-		if err := m.Attach(a); err != nil {
-			return nil, err
-		}
-		o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
-		if err != nil {
-			return nil, err
-		}
-		ctx := context.Background()
-		for range steps {
-			a.ZeroGrad()
-			var red *Reducer
-			if sh != nil {
-				sh.Begin(ctx)
-				red = Start(ctx, c, m, a)
+	// With residual checkpoints the backward pass embeds the batch again
+	// from the sharded base's embeddings.
+	for _, opt := range []engine.Options{{}, {Recompute: true, CheckpointEvery: 2}} {
+		t.Run(fmt.Sprintf("checkpoint-every-%d", opt.CheckpointEvery), func(t *testing.T) {
+			cfg := testCfg(t, false)
+			const n, steps, lr = 2, 3, 1e-2
+			lc := engine.LoRAConfig{Rank: 4, Alpha: 8}
+			r := rand.New(rand.NewPCG(4, 5))
+			batches := make([]*engine.Batch, n)
+			scored := 0
+			for i := range batches {
+				batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
+				scored += batches[i].Scored()
 			}
-			var sum float64
-			for _, bt := range mine {
-				l, _ := m.ForwardBackward(bt, 1/float32(scored))
-				sum += l
-			}
-			if sh != nil {
-				if err := sh.Err(); err != nil {
+			train := func(m *engine.Model, c collective.Collective, sh *Sharded, mine []*engine.Batch) ([]float32, error) {
+				a, err := engine.NewAdapter(cfg, m.Dev, lc)
+				if err != nil {
 					return nil, err
 				}
+				a.InitPEFT(3)
+				if err := m.Attach(a); err != nil {
+					return nil, err
+				}
+				o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+				if err != nil {
+					return nil, err
+				}
+				ctx := context.Background()
+				for range steps {
+					a.ZeroGrad()
+					var red *Reducer
+					if sh != nil {
+						sh.Begin(ctx)
+						red = Start(ctx, c, m, a)
+					}
+					var sum float64
+					for _, bt := range mine {
+						l, _ := m.ForwardBackward(bt, 1/float32(scored))
+						sum += l
+					}
+					if sh != nil {
+						if err := sh.Err(); err != nil {
+							return nil, err
+						}
+					}
+					if _, err := red.Finish(sum); err != nil {
+						return nil, err
+					}
+					if _, err := o.StepAdapter(a, lr); err != nil {
+						return nil, err
+					}
+				}
+				return engine.HostView(m.Dev, a.Params), nil
 			}
-			if _, err := red.Finish(sum); err != nil {
-				return nil, err
-			}
-			if _, err := o.StepAdapter(a, lr); err != nil {
-				return nil, err
-			}
-		}
-		return engine.HostView(m.Dev, a.Params), nil
-	}
-	ref := engine.New(cfg, openCPU(t, nil), engine.Options{LoRA: &lc})
-	ref.InitRandom(7)
-	want, err := train(ref, nil, nil, batches)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHub(n)
-	got := make([][]float32, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for q := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m := engine.New(cfg, openCPU(t, nil), engine.Options{LoRA: &lc, ShardRanks: n})
-			sh, err := NewSharded(hubRank{h, q}, m)
+			ref := engine.New(cfg, openCPU(t, nil), withLoRA(opt, &lc, 0))
+			ref.InitRandom(7)
+			want, err := train(ref, nil, nil, batches)
 			if err != nil {
-				errs[q] = err
-				return
+				t.Fatal(err)
 			}
-			engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
-			got[q], errs[q] = train(m, hubRank{h, q}, sh, batches[q:q+1])
-		}()
+			h := newHub(n)
+			got := make([][]float32, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for q := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					m := engine.New(cfg, openCPU(t, nil), withLoRA(opt, &lc, n))
+					sh, err := NewSharded(hubRank{h, q}, m)
+					if err != nil {
+						errs[q] = err
+						return
+					}
+					engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
+					got[q], errs[q] = train(m, hubRank{h, q}, sh, batches[q:q+1])
+				}()
+			}
+			wg.Wait()
+			for q := range n {
+				if errs[q] != nil {
+					t.Fatalf("rank %d: %v", q, errs[q])
+				}
+				var worst float64
+				for i := range want {
+					worst = max(worst, math.Abs(float64(want[i])-float64(got[q][i])))
+				}
+				if worst > 1e-5 {
+					t.Errorf("rank %d: adapter after %d steps differs by up to %g, want ≤ 1e-5", q, steps, worst)
+				}
+			}
+		})
 	}
-	wg.Wait()
-	for q := range n {
-		if errs[q] != nil {
-			t.Fatalf("rank %d: %v", q, errs[q])
-		}
-		var worst float64
-		for i := range want {
-			worst = max(worst, math.Abs(float64(want[i])-float64(got[q][i])))
-		}
-		if worst > 1e-5 {
-			t.Errorf("rank %d: adapter after %d steps differs by up to %g, want ≤ 1e-5", q, steps, worst)
-		}
-	}
+}
+
+// withLoRA is opt with the adapter lc, sharded over n ranks.
+func withLoRA(opt engine.Options, lc *engine.LoRAConfig, n int) engine.Options {
+	opt.LoRA, opt.ShardRanks = lc, n
+	return opt
 }
