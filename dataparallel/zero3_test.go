@@ -295,7 +295,8 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 func TestShardedMemoryMatchesPlan(t *testing.T) {
 	const n, B, T = 2, 2, 32
 	for i, opt := range []engine.Options{{ShardRanks: n}, {ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}},
-		{ShardRanks: n, BF16: true, Recompute: true}, {ShardRanks: n}} {
+		{ShardRanks: n, BF16: true, Recompute: true}, {ShardRanks: n},
+		{ShardRanks: n, Recompute: true, CheckpointEvery: 2, LossChunk: 8}} {
 		cfg := testCfg(t, i == 3)
 		h := newHub(n)
 		peaks := make([]int64, n)
@@ -360,9 +361,9 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 			}
 		}
 		// Rank 0 holds the largest shard: the plan is its.
-		t.Logf("LoRA %v, bf16 %v: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, opt.BF16, est, peaks[0], peaks[1])
+		t.Logf("LoRA %v, bf16 %v, checkpoints %d: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, opt.BF16, opt.CheckpointEvery, est, peaks[0], peaks[1])
 		if rel := float64(est-peaks[0]) / float64(peaks[0]); math.Abs(rel) > 0.01 {
-			t.Errorf("LoRA %v, bf16 %v: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, opt.BF16, est, peaks[0], 100*rel)
+			t.Errorf("LoRA %v, bf16 %v, checkpoints %d: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, opt.BF16, opt.CheckpointEvery, est, peaks[0], 100*rel)
 		}
 	}
 }
