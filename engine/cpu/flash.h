@@ -151,11 +151,13 @@ static void pack_rows(uint16_t *dst, const float *src, long ld, long T, long Tp,
 			dst[t * hp + e] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
 }
 
-// pack_cols: transposed [hp][Tp], an A operand over t.
+// pack_cols: transposed [hp][Tp] with rows COLS(Tp) apart, an A operand
+// over t. (Rows a power of two of bytes apart would share cache sets.)
+#define COLS(Tp) ((Tp) + 32)
 static void pack_cols(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
 	for (long e = 0; e < hp; e++)
 		for (long t = 0; t < Tp; t++)
-			dst[e * Tp + t] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+			dst[e * COLS(Tp) + t] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
 }
 
 // pack_bt: the B operand of X·Yᵀ over hd for rows t as columns:
@@ -258,7 +260,7 @@ static BF16T void flash_fwd(int amx, float *out, float *lse, const float *q, lon
 
 // flash_bwd_ws: uint16 units of one backward worker's workspace.
 static long flash_bwd_ws(long Tp, long hp) {
-	return 7 * AL(Tp * hp) + 2 * AL(Tp * hp) + 2 * 2 * AL(Tp) + 2 * 2 * AL(FB * FB) + 3 * AL(FB * FB) + 2 * 2 * AL(hp * FB);
+	return 9 * AL(COLS(Tp) * hp) + 2 * 2 * AL(Tp) + 2 * 2 * AL(FB * FB) + 3 * AL(FB * FB) + 2 * 2 * AL(hp * FB);
 }
 
 // pairs2 writes rows x0, x1 (64 floats each) as bf16 pairs (x0[n], x1[n]).
@@ -277,7 +279,7 @@ static inline BF16T void pairs2(uint16_t *dst, __m512 a0, __m512 a1, __m512i idx
 static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
 		const float *q, const float *k, const float *v, const int32_t *ds, long T, long qd, long kvd, long hd, long hp,
 		long group, long window, float scale, uint16_t *ws) {
-	long Tp = (T + FB - 1) / FB * FB, n = AL(Tp * hp);
+	long Tp = (T + FB - 1) / FB * FB, n = AL(COLS(Tp) * hp);
 	uint16_t *kt = ws, *vt = kt + n, *kv = vt + n, *qa = kv + n, *qT = qa + n, *da = qT + n, *dT = da + n;
 	float *dqa = (float *)(dT + n), *delta = dqa + n, *lv = delta + AL(Tp), *s = lv + AL(Tp), *dp = s + AL(FB * FB);
 	uint16_t *dsb = (uint16_t *)(dp + AL(FB * FB)), *pv = dsb + AL(FB * FB), *dsv = pv + AL(FB * FB);
@@ -338,8 +340,8 @@ static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const floa
 						pairs2(dsv + (r / 2) * FB * 2 + 32 * c, dr[0][c], dr[1][c], idx);
 					}
 				}
-				mm(amx, dvT, FB, dT + i0, Tp, pv, FB * 4, 64, hp, FB, FB, 1);
-				mm(amx, dkT, FB, qT + i0, Tp, dsv, FB * 4, 64, hp, FB, FB, 1);
+				mm(amx, dvT, FB, dT + i0, COLS(Tp), pv, FB * 4, 64, hp, FB, FB, 1);
+				mm(amx, dkT, FB, qT + i0, COLS(Tp), dsv, FB * 4, 64, hp, FB, FB, 1);
 				mm(amx, dqa + i0 * hp, hp, dsb, FB, kv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
 			}
 			for (long c = 0; c < FB && j0 + c < T; c++)
