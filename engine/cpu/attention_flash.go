@@ -12,11 +12,11 @@ static void flash_pack(int kind, uint16_t *dst, const float *src, long ld, long 
 #else
 #include <stdint.h>
 static int flash_isa(void) { return 0; }
-static long flash_fwd_ws(long hp) { return 0; }
+static long flash_fwd_ws(long hp, long group) { return 0; }
 static long flash_bwd_ws(long Tp, long hp) { return 0; }
 static void flash_pack(int kind, uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {}
 static void flash_fwd(int amx, float *out, float *lse, const float *q, long ld, const uint16_t *kt, const uint16_t *vv,
-	const int32_t *ds, long T, long hd, long hp, long window, float scale, long i0, uint16_t *ws) {}
+	const int32_t *ds, long T, long hd, long hp, long group, long window, float scale, long i0, uint16_t *ws) {}
 static void flash_bwd(int amx, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
 	const float *q, const float *k, const float *v, const int32_t *ds, long T, long qd, long kvd, long hd, long hp,
 	long group, long window, float scale, uint16_t *ws) {}
@@ -68,9 +68,9 @@ func flashGeom(T, hd int) (Tp, hp int) {
 // operands and one query head's).
 func (d *Device) flashScratch(B, T, nh, nkv, hd int) (kv, fwd, bwd int) {
 	Tp, hpad := flashGeom(T, hd)
-	fw := min(d.threads, B*nh*(Tp/flashBlock))
+	fw := min(d.threads, B*nkv*(Tp/flashBlock))
 	bw := min(d.threads, B*nkv)
-	return B * nkv * Tp * hpad, fw * int(C.flash_fwd_ws(C.long(hpad))), bw * int(C.flash_bwd_ws(C.long(Tp), C.long(hpad)))
+	return B * nkv * Tp * hpad, fw * int(C.flash_fwd_ws(C.long(hpad), C.long(nh/nkv))), bw * int(C.flash_bwd_ws(C.long(Tp), C.long(hpad)))
 }
 
 // flashBytes is flashScratch in bytes.
@@ -105,16 +105,16 @@ func (d *Device) flashForward(out, lse, q, k, v []float32, docStart []int32, B, 
 		C.flash_pack(C.int(i%2), hp(dst[bk*per:]), fp(src[b*T*g.kvd+kh*hd:]), C.long(g.kvd), C.long(T), C.long(Tp), C.long(hd), C.long(hpad))
 	})
 	nb := Tp / flashBlock
-	wsN := fwdN / min(d.threads, B*nh*nb)
+	wsN := fwdN / min(d.threads, B*nkv*nb)
 	amx := C.int(d.flash - 1)
-	// Later query blocks see more keys: hand them out first.
-	d.dynamicW(B*nh*nb, func(w, i int) {
-		blk, bh := nb-1-i/(B*nh), i%(B*nh)
-		b, h := bh/nh, bh%nh
-		bk := b*nkv + h/g.group
-		C.flash_fwd(amx, fp(out[b*T*g.qd+h*hd:]), fp(lse[bh*T:]), fp(q[b*T*g.qd+h*hd:]), C.long(g.qd),
+	// One task per (row, kv head, query block), its group's query heads
+	// together; later query blocks see more keys: hand them out first.
+	d.dynamicW(B*nkv*nb, func(w, i int) {
+		blk, bk := nb-1-i/(B*nkv), i%(B*nkv)
+		b, h0 := bk/nkv, bk%nkv*g.group
+		C.flash_fwd(amx, fp(out[b*T*g.qd+h0*hd:]), fp(lse[(b*nh+h0)*T:]), fp(q[b*T*g.qd+h0*hd:]), C.long(g.qd),
 			hp(kt[bk*per:]), hp(vv[bk*per:]), ip(docStart[b*T:]), C.long(T), C.long(hd), C.long(hpad),
-			C.long(window), C.float(g.scale), C.long(blk*flashBlock), hp(ws[w*wsN:]))
+			C.long(g.group), C.long(window), C.float(g.scale), C.long(blk*flashBlock), hp(ws[w*wsN:]))
 	})
 }
 

@@ -213,71 +213,83 @@ static inline uint64_t keymask(long lo, long hi) {
 #define AL(n) (((n) + 31) & ~31L) // uint16 units, 64-byte aligned
 
 // flash_fwd_ws: uint16 units of one forward worker's workspace.
-static long flash_fwd_ws(long hp) { return AL(FB * hp) + 2 * AL(FB * FB) + AL(FB * FB) + 2 * AL(FB * hp) + 4 * AL(FB); }
+static long flash_fwd_ws(long hp, long group) { return 3 * AL(FB * FB) + group * (3 * AL(FB * hp) + 4 * AL(FB)); }
 
-// flash_fwd does query block [i0, i0+FB) of one (row, head): q, out
-// point at the head's first element of the row's first token (stride
-// ld); lse at the (row, head)'s T values; kt, vv the (row, kv head)'s
-// keys in pack_bt and values in pack_vnni; ds the row's document starts.
+// flash_fwd does query block [i0, i0+FB) of the group query heads that
+// share one kv head, in one (row): each key block is read once for all of
+// them. q, out point at the first head's first element of the row's first
+// token (stride ld, heads hd apart); lse at the first head's T values
+// (heads T apart); kt, vv the kv head's keys in pack_bt and values in
+// pack_vnni; ds the row's document starts.
 static BF16T void flash_fwd(int amx, float *out, float *lse, const float *q, long ld, const uint16_t *kt, const uint16_t *vv,
-		const int32_t *ds, long T, long hd, long hp, long window, float scale, long i0, uint16_t *ws) {
-	uint16_t *qb = ws, *p = qb + AL(FB * hp);
-	float *s = (float *)(p + AL(FB * FB)), *o = s + AL(FB * FB), *mx = o + AL(FB * hp), *l = mx + AL(FB);
+		const int32_t *ds, long T, long hd, long hp, long group, long window, float scale, long i0, uint16_t *ws) {
+	uint16_t *p = ws, *qb0 = p + AL(FB * FB);
+	float *s = (float *)(qb0 + group * AL(FB * hp)), *o0 = s + AL(FB * FB), *mx0 = o0 + group * AL(FB * hp), *l0 = mx0 + group * AL(FB);
 	long rows = T - i0 < FB ? T - i0 : FB;
-	pack_rows(qb, q + i0 * ld, ld, rows, FB, hd, hp);
-	memset(o, 0, FB * hp * 4);
-	for (long r = 0; r < FB; r++) {
-		mx[r] = -INFINITY;
-		l[r] = 0;
+	for (long g = 0; g < group; g++) {
+		pack_rows(qb0 + g * AL(FB * hp), q + g * hd + i0 * ld, ld, rows, FB, hd, hp);
+		memset(o0 + g * AL(FB * hp), 0, FB * hp * 4);
+		for (long r = 0; r < FB; r++) {
+			mx0[g * AL(FB) + r] = -INFINITY;
+			l0[g * AL(FB) + r] = 0;
+		}
 	}
 	if (amx) amx_begin();
 	const __m512 vs = _mm512_set1_ps(scale);
-	for (long j0 = first_key(ds, i0, window) / FB * FB; j0 <= i0; j0 += FB) {
-		mm(amx, s, FB, qb, hp, kt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
-		for (long r = 0; r < FB; r++) {
-			long t = i0 + r;
-			uint64_t km = r < rows ? keymask(first_key(ds, t, window) - j0, t - j0 + 1) : 0;
-			float *sr = s + r * FB;
-			if (!km) {
-				memset(p + r * FB, 0, FB * 2);
-				continue;
+	for (long j0 = first_key(ds, i0, window) / FB * FB; j0 <= i0; j0 += FB)
+		for (long g = 0; g < group; g++) {
+			uint16_t *qb = qb0 + g * AL(FB * hp);
+			float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
+			mm(amx, s, FB, qb, hp, kt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
+			for (long r = 0; r < FB; r++) {
+				long t = i0 + r;
+				uint64_t km = r < rows ? keymask(first_key(ds, t, window) - j0, t - j0 + 1) : 0;
+				float *sr = s + r * FB;
+				if (!km) {
+					memset(p + r * FB, 0, FB * 2);
+					continue;
+				}
+				__m512 x[FB / 16], vm = _mm512_set1_ps(-INFINITY);
+				for (int c = 0; c < FB / 16; c++) {
+					__mmask16 k = (__mmask16)(km >> (16 * c));
+					x[c] = _mm512_mul_ps(_mm512_loadu_ps(sr + 16 * c), vs);
+					vm = _mm512_mask_max_ps(vm, k, vm, x[c]);
+				}
+				float mnew = _mm512_reduce_max_ps(vm);
+				if (mx[r] > mnew) mnew = mx[r];
+				float alpha = mx[r] == -INFINITY ? 0 : expf(mx[r] - mnew);
+				__m512 vmn = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
+				for (int c = 0; c < FB / 16; c++) {
+					__mmask16 k = (__mmask16)(km >> (16 * c));
+					__m512 e = _mm512_maskz_mov_ps(k, ex16(_mm512_sub_ps(x[c], vmn)));
+					sum = _mm512_add_ps(sum, e);
+					_mm256_storeu_si256((__m256i *)(p + r * FB + 16 * c), (__m256i)_mm512_cvtneps_pbh(e));
+				}
+				l[r] = l[r] * alpha + _mm512_reduce_add_ps(sum);
+				mx[r] = mnew;
+				if (alpha != 1) {
+					__m512 va = _mm512_set1_ps(alpha);
+					for (long e = 0; e < hp; e += 16) _mm512_storeu_ps(o + r * hp + e, _mm512_mul_ps(_mm512_loadu_ps(o + r * hp + e), va));
+				}
 			}
-			__m512 x[FB / 16], vm = _mm512_set1_ps(-INFINITY);
-			for (int c = 0; c < FB / 16; c++) {
-				__mmask16 k = (__mmask16)(km >> (16 * c));
-				x[c] = _mm512_mul_ps(_mm512_loadu_ps(sr + 16 * c), vs);
-				vm = _mm512_mask_max_ps(vm, k, vm, x[c]);
-			}
-			float mnew = _mm512_reduce_max_ps(vm);
-			if (mx[r] > mnew) mnew = mx[r];
-			float alpha = mx[r] == -INFINITY ? 0 : expf(mx[r] - mnew);
-			__m512 vmn = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
-			for (int c = 0; c < FB / 16; c++) {
-				__mmask16 k = (__mmask16)(km >> (16 * c));
-				__m512 e = _mm512_maskz_mov_ps(k, ex16(_mm512_sub_ps(x[c], vmn)));
-				sum = _mm512_add_ps(sum, e);
-				_mm256_storeu_si256((__m256i *)(p + r * FB + 16 * c), (__m256i)_mm512_cvtneps_pbh(e));
-			}
-			l[r] = l[r] * alpha + _mm512_reduce_add_ps(sum);
-			mx[r] = mnew;
-			if (alpha != 1) {
-				__m512 va = _mm512_set1_ps(alpha);
-				for (long e = 0; e < hp; e += 16) _mm512_storeu_ps(o + r * hp + e, _mm512_mul_ps(_mm512_loadu_ps(o + r * hp + e), va));
-			}
+			mm(amx, o, hp, p, FB, vv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
 		}
-		mm(amx, o, hp, p, FB, vv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
-	}
 	if (amx) amx_end();
-	for (long r = 0; r < rows; r++) {
-		float inv = 1 / l[r];
-		for (long e = 0; e < hd; e++) out[(i0 + r) * ld + e] = o[r * hp + e] * inv;
-		lse[i0 + r] = mx[r] + logf(l[r]);
+	for (long g = 0; g < group; g++) {
+		float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
+		for (long r = 0; r < rows; r++) {
+			float inv = 1 / l[r];
+			for (long e = 0; e < hd; e++) out[(i0 + r) * ld + g * hd + e] = o[r * hp + e] * inv;
+			lse[g * T + i0 + r] = mx[r] + logf(l[r]);
+		}
 	}
 }
 
+#define SB 4 // key blocks per sweep of the backward over query blocks
+
 // flash_bwd_ws: uint16 units of one backward worker's workspace.
 static long flash_bwd_ws(long Tp, long hp) {
-	return 9 * AL(COLS(Tp) * hp) + 2 * 2 * AL(Tp) + 2 * 2 * AL(FB * FB) + 3 * AL(FB * FB) + 2 * 2 * AL(hp * FB);
+	return 9 * AL(COLS(Tp) * hp) + 2 * 2 * AL(Tp) + 2 * 2 * AL(FB * FB) + 3 * AL(FB * FB) + 2 * 2 * SB * AL(hp * FB);
 }
 
 // pairs2 writes rows x0, x1 (64 floats each) as bf16 pairs (x0[n], x1[n]).
@@ -300,7 +312,7 @@ static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const floa
 	uint16_t *kt = ws, *vt = kt + n, *kv = vt + n, *qa = kv + n, *qT = qa + n, *da = qT + n, *dT = da + n;
 	float *dqa = (float *)(dT + n), *delta = dqa + n, *lv = delta + AL(Tp), *s = lv + AL(Tp), *dp = s + AL(FB * FB);
 	uint16_t *dsb = (uint16_t *)(dp + AL(FB * FB)), *pv = dsb + AL(FB * FB), *dsv = pv + AL(FB * FB);
-	float *dkT = (float *)(dsv + AL(FB * FB)), *dvT = dkT + AL(hp * FB);
+	float *dkT0 = (float *)(dsv + AL(FB * FB)), *dvT0 = dkT0 + SB * AL(hp * FB);
 	pack_bt(kt, k, kvd, T, Tp, hd, hp);
 	pack_bt(vt, v, kvd, T, Tp, hd, hp);
 	pack_vnni(kv, k, kvd, T, Tp, hd, hp);
@@ -329,43 +341,57 @@ static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const floa
 		}
 		memset(dqa, 0, Tp * hp * 4);
 		if (amx) amx_begin();
-		for (long j0 = 0; j0 < T; j0 += FB) {
-			memset(dkT, 0, hp * FB * 4);
-			memset(dvT, 0, hp * FB * 4);
-			for (long i0 = j0; i0 < T; i0 += FB) {
-				if (first_key(ds, i0, window) >= j0 + FB) break; // later blocks start later still
-				mm(amx, s, FB, qa + i0 * hp, hp, kt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
-				mm(amx, dp, FB, da + i0 * hp, hp, vt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
-				for (long r = 0; r < FB; r += 2) {
-					__m512 pr[2][FB / 16], dr[2][FB / 16];
-					for (int u = 0; u < 2; u++) {
-						long t = i0 + r + u;
-						uint64_t km = t < T ? keymask(first_key(ds, t, window) - j0, t - j0 + 1) : 0;
-						__m512 vl = _mm512_set1_ps(lv[t]), vd = _mm512_set1_ps(delta[t]);
+		// SB key blocks at a time, so each query block's operands, once
+		// loaded, serve several key blocks.
+		for (long J0 = 0; J0 < T; J0 += SB * FB) {
+			long nj = (T - J0 + FB - 1) / FB < SB ? (T - J0 + FB - 1) / FB : SB;
+			memset(dkT0, 0, SB * AL(hp * FB) * 4);
+			memset(dvT0, 0, SB * AL(hp * FB) * 4);
+			for (long i0 = J0; i0 < T; i0 += FB) {
+				long fk = first_key(ds, i0, window);
+				if (fk >= J0 + nj * FB) break; // later query blocks start later still
+				for (long jj = 0; jj < nj; jj++) {
+					long j0 = J0 + jj * FB;
+					if (j0 > i0) break;
+					if (fk >= j0 + FB) continue;
+					float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
+					mm(amx, s, FB, qa + i0 * hp, hp, kt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
+					mm(amx, dp, FB, da + i0 * hp, hp, vt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
+					for (long r = 0; r < FB; r += 2) {
+						__m512 pr[2][FB / 16], dr[2][FB / 16];
+						for (int u = 0; u < 2; u++) {
+							long t = i0 + r + u;
+							uint64_t km = t < T ? keymask(first_key(ds, t, window) - j0, t - j0 + 1) : 0;
+							__m512 vl = _mm512_set1_ps(lv[t]), vd = _mm512_set1_ps(delta[t]);
+							for (int c = 0; c < FB / 16; c++) {
+								__mmask16 mk = (__mmask16)(km >> (16 * c));
+								__m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + (r + u) * FB + 16 * c), vs), vl);
+								__m512 pe = _mm512_maskz_mov_ps(mk, ex16(x));
+								__m512 de = _mm512_mul_ps(_mm512_mul_ps(pe, _mm512_sub_ps(_mm512_loadu_ps(dp + (r + u) * FB + 16 * c), vd)), vs);
+								pr[u][c] = pe;
+								dr[u][c] = de;
+								_mm256_storeu_si256((__m256i *)(dsb + (r + u) * FB + 16 * c), (__m256i)_mm512_cvtneps_pbh(de));
+							}
+						}
 						for (int c = 0; c < FB / 16; c++) {
-							__mmask16 mk = (__mmask16)(km >> (16 * c));
-							__m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + (r + u) * FB + 16 * c), vs), vl);
-							__m512 pe = _mm512_maskz_mov_ps(mk, ex16(x));
-							__m512 de = _mm512_mul_ps(_mm512_mul_ps(pe, _mm512_sub_ps(_mm512_loadu_ps(dp + (r + u) * FB + 16 * c), vd)), vs);
-							pr[u][c] = pe;
-							dr[u][c] = de;
-							_mm256_storeu_si256((__m256i *)(dsb + (r + u) * FB + 16 * c), (__m256i)_mm512_cvtneps_pbh(de));
+							pairs2(pv + (r / 2) * FB * 2 + 32 * c, pr[0][c], pr[1][c], idx);
+							pairs2(dsv + (r / 2) * FB * 2 + 32 * c, dr[0][c], dr[1][c], idx);
 						}
 					}
-					for (int c = 0; c < FB / 16; c++) {
-						pairs2(pv + (r / 2) * FB * 2 + 32 * c, pr[0][c], pr[1][c], idx);
-						pairs2(dsv + (r / 2) * FB * 2 + 32 * c, dr[0][c], dr[1][c], idx);
-					}
+					mm(amx, dvT, FB, dT + i0, COLS(Tp), pv, FB * 4, 64, hp, FB, FB, 1);
+					mm(amx, dkT, FB, qT + i0, COLS(Tp), dsv, FB * 4, 64, hp, FB, FB, 1);
+					mm(amx, dqa + i0 * hp, hp, dsb, FB, kv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
 				}
-				mm(amx, dvT, FB, dT + i0, COLS(Tp), pv, FB * 4, 64, hp, FB, FB, 1);
-				mm(amx, dkT, FB, qT + i0, COLS(Tp), dsv, FB * 4, 64, hp, FB, FB, 1);
-				mm(amx, dqa + i0 * hp, hp, dsb, FB, kv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
 			}
-			for (long c = 0; c < FB && j0 + c < T; c++)
-				for (long e = 0; e < hd; e++) {
-					dk[(j0 + c) * kvd + e] += dkT[e * FB + c];
-					dv[(j0 + c) * kvd + e] += dvT[e * FB + c];
-				}
+			for (long jj = 0; jj < nj; jj++) {
+				long j0 = J0 + jj * FB;
+				float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
+				for (long c = 0; c < FB && j0 + c < T; c++)
+					for (long e = 0; e < hd; e++) {
+						dk[(j0 + c) * kvd + e] += dkT[e * FB + c];
+						dv[(j0 + c) * kvd + e] += dvT[e * FB + c];
+					}
+			}
 		}
 		if (amx) amx_end();
 		for (long t = 0; t < T; t++)
