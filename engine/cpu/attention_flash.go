@@ -76,7 +76,7 @@ func (d *Device) flashScratch(B, T, nh, nkv, hd int) (kv, fwd, bwd int) {
 // flashBytes is flashScratch in bytes.
 func (d *Device) flashBytes(B, T, nh, nkv, hd int) int64 {
 	kv, fwd, bwd := d.flashScratch(B, T, nh, nkv, hd)
-	return 2 * (2*int64(kv) + int64(fwd) + int64(bwd))
+	return 2 * (int64(max(kv, bwd)) + int64(kv) + int64(fwd)) // the backward reuses the packed keys' buffer
 }
 
 func checkAttn(q, k, v, out []float32, docStart []int32, lse []float32, B, T, nh, nkv, hd int) {
@@ -127,7 +127,7 @@ func (d *Device) flashBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, do
 	g := d.attnGeom(B, T, nh, nkv, hd, window)
 	_, hpad := flashGeom(T, hd)
 	_, _, bwdN := d.flashScratch(B, T, nh, nkv, hd)
-	ws := d.scratch16(9, bwdN)
+	ws := d.scratch16(6, bwdN)
 	wsN := bwdN / min(d.threads, B*nkv)
 	d.Zero(dk[:B*T*g.kvd])
 	d.Zero(dv[:B*T*g.kvd])
