@@ -18,7 +18,8 @@ import (
 // exponentials of exact scores, rescaled once per key block: 2e-5.
 // Packed documents (a document starting inside a block, blocks wholly
 // before a document), grouped heads, sliding windows, T not a multiple of
-// the 64-query block and head sizes needing padding (16) are covered.
+// the 64-query block, head sizes needing padding (16) and peaked rows
+// (queries ×12: most probabilities underflow to zero) are covered.
 func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	const B, T, nh, nkv = 2, 150, 4, 2
@@ -40,8 +41,13 @@ func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
 		name string
 		isa  int
 	}{{"amx", 2}, {"avx512bf16", 1}}
-	for _, hd := range []int{64, 16} {
-		q, k, v := round(randSlice(r, B*T*nh*hd)), round(randSlice(r, B*T*nkv*hd)), round(randSlice(r, B*T*nkv*hd))
+	for _, tc := range []struct{ hd, qscale int }{{64, 1}, {16, 1}, {64, 12}} {
+		hd := tc.hd
+		q := randSlice(r, B*T*nh*hd)
+		for i := range q { // peaked rows: exponents far below the max, probabilities underflow
+			q[i] *= float32(tc.qscale)
+		}
+		q, k, v := round(q), round(randSlice(r, B*T*nkv*hd)), round(randSlice(r, B*T*nkv*hd))
 		dout := round(randSlice(r, B*T*nh*hd))
 		for _, window := range []int{0, 50} {
 			ref := New(2)
@@ -51,7 +57,7 @@ func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
 			ref.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
 			want := [][]float32{out, lse, dq, dk, dv}
 			for _, p := range paths {
-				t.Run(fmt.Sprintf("%s/hd%d/window%d", p.name, hd, window), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/hd%d/q×%d/window%d", p.name, hd, tc.qscale, window), func(t *testing.T) {
 					if flashISA < p.isa {
 						t.Skipf("the CPU (or HONE_CPU_KERNELS) does not allow the %s path", p.name)
 					}

@@ -180,11 +180,12 @@ static void pack_vnni(uint16_t *dst, const float *src, long ld, long T, long Tp,
 // ex16 is e^x on 16 lanes for the softmax: 2^(x·log2 e) as 2^k·2^f with
 // k the nearest integer and 2^f, f in [-0.5, 0.5], from its degree-5
 // Taylor polynomial (relative error below 3e-6, far under the bf16
-// rounding of P that follows); lanes below -150/log2 e give 0. Half the
-// work of exp16, which matters: the softmax, not the products, bounds
-// flash attention on AMX.
+// rounding of P that follows); lanes below 2^-125 give 0, so no result
+// is denormal (denormals cost microcode assists). Half the work of exp16,
+// which matters: the softmax, not the products, bounds flash attention.
 INLINE BF16T __m512 ex16(__m512 x) {
-	__m512 t = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _mm512_set1_ps(-150.0f));
+	__m512 t = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _mm512_set1_ps(-126.0f));
+	__mmask16 live = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
 	__m512 k = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	__m512 f = _mm512_sub_ps(t, k);
 	__m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.3333558e-3f), f, _mm512_set1_ps(9.6181291e-3f));
@@ -192,7 +193,7 @@ INLINE BF16T __m512 ex16(__m512 x) {
 	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022651f));
 	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.69314718f));
 	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-	return _mm512_scalef_ps(p, k);
+	return _mm512_maskz_scalef_ps(live, p, k);
 }
 
 static inline long first_key(const int32_t *ds, long t, long window) {
