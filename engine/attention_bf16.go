@@ -55,3 +55,50 @@ func (td *TimedDevice) AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v
 	defer td.since("AttentionBackwardBF16", time.Now())
 	ba.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd, window)
 }
+
+// BF16AttentionScratch is an optional capability of a BF16Attention
+// device: the scratch its bf16 attention alone holds, which can be far
+// less than AttentionScratch (the CPU's flash attention keeps O(T) per
+// head, its fp32 attention a block of scores per head).
+type BF16AttentionScratch interface {
+	AttentionScratchBF16(b, t, nh, nkv, hd int) int64
+}
+
+// AttentionScratchFor is the attention scratch a model holds on dev: the
+// bf16 attention's in BF16 mode where dev runs one, else AttentionScratch.
+func AttentionScratchFor(dev Device, bf16 bool, b, t, nh, nkv, hd int) int64 {
+	if _, ok := dev.(BF16Attention); ok && bf16 {
+		if s, ok := dev.(BF16AttentionScratch); ok {
+			return s.AttentionScratchBF16(b, t, nh, nkv, hd)
+		}
+	}
+	return dev.AttentionScratch(b, t, nh, nkv, hd)
+}
+
+// AttentionScratchBF16 is the wrapped device's, as AttentionBF16 runs its
+// bf16 attention (or its fp32 one where it has none).
+func (td *TimedDevice) AttentionScratchBF16(b, t, nh, nkv, hd int) int64 {
+	return AttentionScratchFor(td.Device, true, b, t, nh, nkv, hd)
+}
+
+// The counting device runs what the device it wraps runs, bf16 attention
+// included, so memory tests count the bf16 path a model really takes.
+func (c *CountingDevice) AttentionBF16(out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd, window int) {
+	if ba, ok := c.Device.(BF16Attention); ok {
+		ba.AttentionBF16(out, lse, q, k, v, docStart, b, t, nh, nkv, hd, window)
+		return
+	}
+	c.Device.Attention(out, lse, q, k, v, docStart, b, t, nh, nkv, hd, window)
+}
+
+func (c *CountingDevice) AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, b, t, nh, nkv, hd, window int) {
+	if ba, ok := c.Device.(BF16Attention); ok {
+		ba.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd, window)
+		return
+	}
+	c.Device.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, b, t, nh, nkv, hd, window)
+}
+
+func (c *CountingDevice) AttentionScratchBF16(b, t, nh, nkv, hd int) int64 {
+	return AttentionScratchFor(c.Device, true, b, t, nh, nkv, hd)
+}

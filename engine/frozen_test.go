@@ -201,7 +201,7 @@ func TestLoRAMemoryEstimateMatchesAllocations(t *testing.T) {
 			a.ZeroGrad()
 			m.ForwardBackward(bt, 1/float32(bt.Scored()))
 			dev.AdamW(a.Params, a.Grads, mom, vel, nil, engine.AdamWStep{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: 1})
-			scratch := dev.AttentionScratch(tc.B, tc.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+			scratch := engine.AttentionScratchFor(dev, tc.opt.BF16, tc.B, tc.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 			actual := dev.Memory().Peak + scratch
 			est := c.MemoryEstimate(dev, tc.opt, tc.B, tc.T)
 			t.Logf("estimate %d bytes, allocated %d", est, actual)

@@ -90,7 +90,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	parts[PartLogitsChunk] = 4 * chunk * V
 	parts[PartRope] = 4 * int64(T) * int64(c.HeadDim) // rotary tables (T, HD/2) × 2
 	parts[PartBatch] = 4 * 4 * N                      // ids, targets, positions, document starts
-	parts[PartAttentionScratch] = dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	parts[PartAttentionScratch] = AttentionScratchFor(dev, opt.BF16, B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 || opt.FrozenBF16 {
 		rows := opt.mlpRows(c, B*T)
 		parts[PartBF16Scratch] = 2 * int64(c.bf16Scratch(B*T, int(chunk), rows)+c.bf16ScratchB(opt, B*T, int(chunk), rows))

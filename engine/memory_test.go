@@ -52,7 +52,7 @@ func TestMemoryEstimateMatchesAllocations(t *testing.T) {
 			if _, err := o.Step(m, 1e-4); err != nil {
 				t.Fatal(err)
 			}
-			scratch := dev.AttentionScratch(tc.B, tc.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+			scratch := engine.AttentionScratchFor(dev, tc.opt.BF16, tc.B, tc.T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 			actual := dev.Memory().Peak + scratch
 			est := c.MemoryEstimate(dev, tc.opt, tc.B, tc.T)
 			t.Logf("estimate %d bytes, allocated %d", est, actual)
@@ -121,7 +121,7 @@ func checkMoEMemory(t *testing.T, c *engine.Config) {
 			if _, err := o.Step(m, 1e-4); err != nil {
 				t.Fatal(err)
 			}
-			actual := dev.Memory().Peak + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+			actual := dev.Memory().Peak + engine.AttentionScratchFor(dev, opt.BF16, B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 			if est := c.MemoryEstimate(dev, opt, B, T); est != actual {
 				t.Errorf("MemoryEstimate = %d bytes, training allocated %d", est, actual)
 			}

@@ -47,7 +47,7 @@ func countedPeak(t *testing.T, c *engine.Config, opt engine.Options, B, T int) (
 			t.Fatal(err)
 		}
 	}
-	return dev.Memory().Peak + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim), weights
+	return dev.Memory().Peak + engine.AttentionScratchFor(dev, opt.BF16, B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim), weights
 }
 
 // The plan `hone bench train --plan` prints is exactly what a counting
@@ -130,7 +130,7 @@ func TestTrainingMemoryLinearInT(t *testing.T) {
 		for i := range peaks {
 			dev := openCPU(t)
 			p, _ := countedPeak(t, c, opt, 1, (i+1)*T)
-			peaks[i] = p - dev.AttentionScratch(1, (i+1)*T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+			peaks[i] = p - engine.AttentionScratchFor(dev, opt.BF16, 1, (i+1)*T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 		}
 		if d1, d2 := peaks[1]-peaks[0], peaks[2]-peaks[1]; d1 != d2 {
 			t.Errorf("lora=%v: counted peaks at T=%d,%d,%d are %v: steps %d and %d, want equal (memory linear in T)", opt.LoRA != nil, T, 2*T, 3*T, peaks, d1, d2)

@@ -45,7 +45,7 @@ func TestNF4MemoryEstimateMatchesAllocations(t *testing.T) {
 			a.ZeroGrad()
 			m.ForwardBackward(bt, 1/float32(bt.Scored()))
 			dev.AdamW(a.Params, a.Grads, mom, vel, nil, engine.AdamWStep{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: 1})
-			actual := dev.Memory().Peak + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim) + m.NF4Bytes()
+			actual := dev.Memory().Peak + engine.AttentionScratchFor(dev, opt.BF16, B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim) + m.NF4Bytes()
 			est := c.MemoryEstimate(dev, opt, B, T)
 			if rel := float64(est-actual) / float64(actual); rel > 0.01 || rel < -0.01 {
 				t.Errorf("MemoryEstimate = %d bytes, allocated %d (NF4 %d): off by %.2f%%", est, actual, m.NF4Bytes(), 100*rel)

@@ -71,7 +71,7 @@ func TestLionWMemoryPlanMatchesAllocations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			actual := dev.Memory().Peak + dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+			actual := dev.Memory().Peak + engine.AttentionScratchFor(dev, opts.BF16, B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 			plan := c.MemoryEstimate(dev, opts, B, T)
 			if rel := float64(plan-actual) / float64(actual); rel > 0.01 || rel < -0.01 {
 				t.Errorf("LionW plan %d bytes, training allocated %d: off by %.2f%%", plan, actual, 100*rel)

@@ -79,7 +79,7 @@ func TestLoRAMemoryPlanMatchesAllocations(t *testing.T) {
 			if *tc.lo.Dropout > 0 {
 				mask = 4 * int64(B*T) * int64(max(c.HiddenSize, c.IntermediateSize, c.QDim()))
 			}
-			scratch := dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+			scratch := engine.AttentionScratchFor(dev, opts.BF16, B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 			actual := dev.Memory().Peak + mask + scratch
 			plan := c.MemoryEstimate(dev, opts, B, T)
 			if rel := float64(plan-actual) / float64(actual); rel > 0.01 || rel < -0.01 {

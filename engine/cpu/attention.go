@@ -99,13 +99,38 @@ func (d *Device) queryBlock(T, nh int) int {
 // AttentionScratch is the scratch Attention and AttentionBackward take for
 // these sizes (see scratch): four (tq, QD) gathers, scores and their
 // gradient (NH, tq, T), and the (NH, tq) row sums of the backward pass;
-// the bf16 forms (attention_bf16.go) add bf16 copies of K and V, two
-// gathers and the probabilities and their gradient.
+// the bf16 forms add theirs (AttentionScratchBF16), as a device that runs
+// both keeps both.
 func (d *Device) AttentionScratch(B, T, nh, nkv, hd int) int64 {
+	if d.flash > 0 {
+		return d.attentionScratch32(T, nh, hd) + d.flashBytes(B, T, nh, nkv, hd)
+	}
+	return d.attentionScratch32(T, nh, hd) + d.attentionScratch16(B, T, nh, nkv, hd)
+}
+
+// AttentionScratchBF16 is the scratch of the bf16 forms alone: the flash
+// kernels' (attention_flash.go), or where they do not run the blocked
+// bf16 form's, which shares the fp32 form's buffers and adds bf16 copies
+// of K and V, two gathers and the probabilities and their gradient (all
+// but the fp32 form's query gather).
+func (d *Device) AttentionScratchBF16(B, T, nh, nkv, hd int) int64 {
+	if d.flash > 0 {
+		return d.flashBytes(B, T, nh, nkv, hd)
+	}
 	tq := int64(d.queryBlock(T, nh))
-	floats := 4*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T) + int64(nh)*tq
-	halves := 2*int64(B*T*nkv*hd) + 2*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T)
-	return 4*floats + 2*halves
+	return d.attentionScratch32(T, nh, hd) - 4*tq*int64(nh*hd) + d.attentionScratch16(B, T, nh, nkv, hd)
+}
+
+// attentionScratch16 is the blocked bf16 form's own bf16 buffers in bytes.
+func (d *Device) attentionScratch16(B, T, nh, nkv, hd int) int64 {
+	tq := int64(d.queryBlock(T, nh))
+	return 2 * (2*int64(B*T*nkv*hd) + 2*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T))
+}
+
+// attentionScratch32 is the fp32 form's scratch in bytes.
+func (d *Device) attentionScratch32(T, nh, hd int) int64 {
+	tq := int64(d.queryBlock(T, nh))
+	return 4 * (4*tq*int64(nh*hd) + 2*int64(nh)*tq*int64(T) + int64(nh)*tq)
 }
 
 // scratchBytes is the scratch the device holds now.

@@ -13,8 +13,13 @@ var _ engine.BF16Attention = (*Device)(nil)
 // to bf16 once per call, each block's queries as they are gathered and its
 // probabilities after the fp32 softmax. Scores, the softmax statistics,
 // the saved log-sum-exp and the output stay fp32. Memory is Attention's
-// plus bf16 copies of K, V and one block.
+// plus bf16 copies of K, V and one block. Where the CPU has AVX-512 BF16
+// the flash form (attention_flash.go) runs instead.
 func (d *Device) AttentionBF16(out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
+	if d.flash > 0 {
+		d.flashForward(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		return
+	}
 	g := d.attnGeom(B, T, nh, nkv, hd, window)
 	nkvAll := B * T * g.kvd
 	k16, v16 := d.scratch16(0, nkvAll), d.scratch16(1, nkvAll)
@@ -43,6 +48,10 @@ func (d *Device) AttentionBF16(out, lse, q, k, v []float32, docStart []int32, B,
 // gathered, K and V once per call; the row sums δ = rowsum(dO∘O), dS and
 // every gradient are fp32.
 func (d *Device) AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
+	if d.flash > 0 {
+		d.flashBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		return
+	}
 	g := d.attnGeom(B, T, nh, nkv, hd, window)
 	nkvAll := B * T * g.kvd
 	k16, v16 := d.scratch16(0, nkvAll), d.scratch16(1, nkvAll)

@@ -25,6 +25,7 @@ type Device struct {
 	bufs16  [][]uint16  // bf16 kernel scratch, see scratch16
 
 	attnBlock int // query block of Attention; 0 = chosen by size
+	flash     int // bf16 attention: flashISA's values (a field, so tests pick the path)
 }
 
 var (
@@ -44,7 +45,7 @@ func New(threads int) *Device {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setMatmulThreads(threads)
-	return &Device{threads: threads}
+	return &Device{threads: threads, flash: flashISA}
 }
 
 func (d *Device) Name() string { return "cpu (oneDNN matmul)" }

@@ -91,23 +91,29 @@ func TestPrimitiveCacheKeepsRecent(t *testing.T) {
 }
 
 // AttentionScratch, which memory estimates use, is what the kernels (fp32
-// and bf16 forms) really keep, whole rows and blocked alike.
+// and bf16 forms) really keep, whole rows and blocked alike, and
+// AttentionScratchBF16 what the bf16 forms alone keep, flash or not.
 func TestAttentionScratchStated(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
-	for _, tc := range []struct{ B, T, nh, nkv, hd, block int }{{2, 13, 4, 2, 8, 0}, {1, 40, 4, 1, 8, 16}, {1, 1500, 4, 2, 4, 0}} {
-		d := New(2)
-		d.attnBlock = tc.block
-		N := tc.B * tc.T
-		q, k, v := randSlice(r, N*tc.nh*tc.hd), randSlice(r, N*tc.nkv*tc.hd), randSlice(r, N*tc.nkv*tc.hd)
-		docStart := make([]int32, N)
-		out, lse := make([]float32, len(q)), make([]float32, N*tc.nh)
-		d.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
-		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-		d.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
-		d.AttentionBF16(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
-		d.AttentionBackwardBF16(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
-		if got, want := d.scratchBytes(), d.AttentionScratch(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
-			t.Errorf("%+v: attention keeps %d bytes of scratch, AttentionScratch says %d", tc, got, want)
+	for _, tc := range []struct{ B, T, nh, nkv, hd, block int }{{2, 13, 4, 2, 8, 0}, {1, 40, 4, 1, 8, 16}, {1, 1500, 4, 2, 4, 0}, {2, 200, 4, 2, 64, 0}} {
+		for _, flash := range []int{0, flashISA} {
+			N := tc.B * tc.T
+			q, k, v := randSlice(r, N*tc.nh*tc.hd), randSlice(r, N*tc.nkv*tc.hd), randSlice(r, N*tc.nkv*tc.hd)
+			docStart := make([]int32, N)
+			out, lse := make([]float32, len(q)), make([]float32, N*tc.nh)
+			dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+			d := New(2)
+			d.attnBlock, d.flash = tc.block, flash
+			d.AttentionBF16(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+			d.AttentionBackwardBF16(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+			if got, want := d.scratchBytes(), d.AttentionScratchBF16(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
+				t.Errorf("%+v flash=%d: bf16 attention keeps %d bytes of scratch, AttentionScratchBF16 says %d", tc, flash, got, want)
+			}
+			d.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+			d.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+			if got, want := d.scratchBytes(), d.AttentionScratch(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
+				t.Errorf("%+v flash=%d: attention keeps %d bytes of scratch, AttentionScratch says %d", tc, flash, got, want)
+			}
 		}
 	}
 }

@@ -5,7 +5,8 @@ import "C"
 
 // ISA names the instruction set the device's kernels run on: oneDNN's
 // choice for matrix products (amx, avx512_bf16, avx512, avx2, ...) and
-// whether the AVX-512 C kernels are in use for the rest.
+// whether the AVX-512 C kernels are in use for the rest, and which bf16
+// attention runs (attention_flash.go).
 func (d *Device) ISA() string {
 	mm := "generic"
 	switch isa := C.dnnl_get_effective_cpu_isa(); {
@@ -22,5 +23,12 @@ func (d *Device) ISA() string {
 	if simd {
 		k = "avx512"
 	}
-	return "matmul " + mm + ", kernels " + k
+	a := "onednn"
+	switch d.flash {
+	case 1:
+		a = "flash avx512_bf16"
+	case 2:
+		a = "flash amx_bf16"
+	}
+	return "matmul " + mm + ", kernels " + k + ", bf16 attention " + a
 }

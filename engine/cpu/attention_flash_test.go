@@ -1,0 +1,123 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Flash attention (AMX and AVX-512 BF16 paths) against the fp32 attention
+// over the same bf16-rounded q, k, v and dO, so the difference is what
+// the flash form adds. Its products are exact (bf16 × bf16 fits fp32) and
+// accumulate in fp32; what it rounds is P to bf16 before P·V and dOᵀ·P
+// (a relative 2⁻⁹ per element: |Σ δp·v| ≤ 2⁻⁹·Σ p|v|, so out and dV stay
+// within 2⁻⁹ ≈ 2e-3 of the values they average, well inside 5e-3 of
+// their largest) and dS before dS·K and Qᵀ·dS (the same 2⁻⁹ per element,
+// but dS's rows sum to about zero, so relative to the largest dQ, dK the
+// error grows by the cancellation: 1e-2). The log-sum-exp sums fp32
+// exponentials of exact scores, rescaled once per key block: 2e-5.
+// Packed documents (a document starting inside a block, blocks wholly
+// before a document), grouped heads, sliding windows, T not a multiple of
+// the 64-query block, head sizes needing padding (16) and peaked rows
+// (queries ×12: most probabilities underflow to zero) are covered.
+func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const B, T, nh, nkv = 2, 150, 4, 2
+	docStart := make([]int32, B*T)
+	for i := range docStart { // row 0: documents at 0, 37, 100; row 1: one
+		if p := i % T; i < T && p >= 100 {
+			docStart[i] = 100
+		} else if i < T && p >= 37 {
+			docStart[i] = 37
+		}
+	}
+	round := func(x []float32) []float32 {
+		for i, v := range x {
+			x[i] = widenBF16(toBF16(v))
+		}
+		return x
+	}
+	paths := []struct {
+		name string
+		isa  int
+	}{{"amx", 2}, {"avx512bf16", 1}}
+	for _, tc := range []struct{ hd, qscale int }{{64, 1}, {16, 1}, {64, 12}} {
+		hd := tc.hd
+		q := randSlice(r, B*T*nh*hd)
+		for i := range q { // peaked rows: exponents far below the max, probabilities underflow
+			q[i] *= float32(tc.qscale)
+		}
+		q, k, v := round(q), round(randSlice(r, B*T*nkv*hd)), round(randSlice(r, B*T*nkv*hd))
+		dout := round(randSlice(r, B*T*nh*hd))
+		for _, window := range []int{0, 50} {
+			ref := New(2)
+			out, lse := make([]float32, len(q)), make([]float32, B*nh*T)
+			dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+			ref.Attention(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+			ref.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+			want := [][]float32{out, lse, dq, dk, dv}
+			for _, p := range paths {
+				t.Run(fmt.Sprintf("%s/hd%d/q×%d/window%d", p.name, hd, tc.qscale, window), func(t *testing.T) {
+					if flashISA < p.isa {
+						t.Skipf("the CPU (or HONE_CPU_KERNELS) does not allow the %s path", p.name)
+					}
+					d := New(2)
+					d.flash = p.isa
+					out, lse := make([]float32, len(q)), make([]float32, B*nh*T)
+					dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+					d.AttentionBF16(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+					d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+					for i, c := range []struct {
+						name string
+						got  []float32
+						tol  float64
+					}{{"out", out, 5e-3}, {"lse", lse, 2e-5}, {"dq", dq, 1e-2}, {"dk", dk, 1e-2}, {"dv", dv, 5e-3}} {
+						e := maxRel(c.got, want[i])
+						if e > c.tol {
+							t.Errorf("%s differs by %.3g of its largest value (bound %g)", c.name, e, c.tol)
+						}
+						if testing.Verbose() {
+							t.Logf("%s %.3g", c.name, e)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkAttentionBF16Paths compares the bf16 attention paths (the
+// oneDNN blocked one, flash on AVX-512 BF16, flash on AMX) on the 125M
+// bench model's heads at one long row, forward and backward, reporting
+// causal GFLOP/s (QKᵀ and PV: 2·nh·hd·T² forward, 2.5 times that back).
+func BenchmarkAttentionBF16Paths(b *testing.B) {
+	const B, T = 1, 2048
+	r := rand.New(rand.NewPCG(1, 1))
+	q, k, v := randSlice(r, B*T*benchNH*benchHD), randSlice(r, B*T*benchKV*benchHD), randSlice(r, B*T*benchKV*benchHD)
+	out, lse, ds := make([]float32, len(q)), make([]float32, B*benchNH*T), make([]int32, B*T)
+	dout := randSlice(r, len(q))
+	dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+	fwd := 2 * float64(B*benchNH*benchHD) * T * T
+	for _, p := range []struct {
+		name string
+		isa  int
+	}{{"onednn", 0}, {"avx512bf16", 1}, {"amx", 2}} {
+		if flashISA < p.isa {
+			continue
+		}
+		d := New(0)
+		d.flash = p.isa
+		b.Run(p.name+"/forward", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				d.AttentionBF16(out, lse, q, k, v, ds, B, T, benchNH, benchKV, benchHD, 0)
+			}
+			b.ReportMetric(fwd*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(p.name+"/backward", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, ds, B, T, benchNH, benchKV, benchHD, 0)
+			}
+			b.ReportMetric(2.5*fwd*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

@@ -1,0 +1,403 @@
+// Flash attention in bf16 products (attention_flash.go): query block ×
+// key block tiles, online softmax in fp32, products on AMX tiles or with
+// AVX-512 BF16 dot products. Both product paths read the same packed
+// layouts, so the kernels above them are shared. x86-64 only; the
+// functions carry their own target attributes, so the file builds for any
+// x86-64 and runs only where flash_isa says the CPU has the features.
+#ifndef HONE_CPU_FLASH_H
+#define HONE_CPU_FLASH_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <immintrin.h>
+#include <cpuid.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include "simd.h"
+
+#define FB 64 // query and key block
+#define BF16T __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define AMXT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+
+// flash_isa: 2 AMX (tiles granted by the kernel), 1 AVX-512 BF16, 0 neither.
+static int flash_isa(void) {
+	unsigned a, b, c, d;
+	__builtin_cpu_init();
+	if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+			__builtin_cpu_supports("avx512dq")))
+		return 0;
+	if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) // AVX512_BF16
+		return 0;
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) // AMX-BF16, AMX-TILE
+		return 1;
+	// Linux hands out the 8 KiB tile state only on request, once per
+	// process (oneDNN asks too; asking twice is harmless).
+	if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0)
+		return 1;
+	return 2;
+}
+
+typedef struct {
+	uint8_t palette, start;
+	uint8_t res[14];
+	uint16_t colsb[16];
+	uint8_t rows[16];
+} tilecfg;
+
+// Every tile is 16 rows × 64 bytes: 0-3 fp32 results, 4-5 A, 6-7 B.
+static AMXT void amx_begin(void) {
+	tilecfg cfg __attribute__((aligned(64)));
+	memset(&cfg, 0, sizeof cfg);
+	cfg.palette = 1;
+	for (int i = 0; i < 8; i++) {
+		cfg.colsb[i] = 64;
+		cfg.rows[i] = 16;
+	}
+	__asm__ volatile("" : : "r"(&cfg) : "memory"); // GCC does not see LDTILECFG read cfg
+	_tile_loadconfig(&cfg);
+}
+
+static AMXT void amx_end(void) { _tile_release(); }
+
+// C(M,N) (+)= A(M,K) · B. A is bf16 row-major (lda elements). B is in
+// pairs: for k-pair r and column n the two bf16 B[2r][n], B[2r+1][n] at
+// b + (n/16)·ps + r·rs + (n%16)·4 bytes (rs, ps in bytes), the layout
+// TDPBF16PS and VDPBF16PS both read. M, N multiples of 32, K of 32.
+static AMXT void amx_mm(float *c, long ldc, const uint16_t *a, long lda, const char *b, long rs, long ps, long M, long N, long K, int acc) {
+	for (long m = 0; m < M; m += 32)
+		for (long n = 0; n < N; n += 32) {
+			float *c0 = c + m * ldc + n, *c1 = c0 + 16 * ldc;
+			if (acc) {
+				_tile_loadd(0, c0, ldc * 4);
+				_tile_loadd(1, c0 + 16, ldc * 4);
+				_tile_loadd(2, c1, ldc * 4);
+				_tile_loadd(3, c1 + 16, ldc * 4);
+			} else {
+				_tile_zero(0);
+				_tile_zero(1);
+				_tile_zero(2);
+				_tile_zero(3);
+			}
+			for (long k = 0; k < K; k += 32) {
+				const char *b0 = b + (n / 16) * ps + (k / 2) * rs;
+				_tile_loadd(4, a + m * lda + k, lda * 2);
+				_tile_loadd(6, b0, rs);
+				_tile_loadd(7, b0 + ps, rs);
+				_tile_loadd(5, a + (m + 16) * lda + k, lda * 2);
+				_tile_dpbf16ps(0, 4, 6);
+				_tile_dpbf16ps(1, 4, 7);
+				_tile_dpbf16ps(2, 5, 6);
+				_tile_dpbf16ps(3, 5, 7);
+			}
+			_tile_stored(0, c0, ldc * 4);
+			_tile_stored(1, c0 + 16, ldc * 4);
+			_tile_stored(2, c1, ldc * 4);
+			_tile_stored(3, c1 + 16, ldc * 4);
+		}
+}
+
+// avx_mm is amx_mm with VDPBF16PS: 8 rows × 32 columns of accumulators.
+static BF16T void avx_mm(float *c, long ldc, const uint16_t *a, long lda, const char *b, long rs, long ps, long M, long N, long K, int acc) {
+	for (long m = 0; m < M; m += 8)
+		for (long n = 0; n < N; n += 32) {
+			__m512 s[8][2];
+			for (int i = 0; i < 8; i++) {
+				float *ci = c + (m + i) * ldc + n;
+				s[i][0] = acc ? _mm512_loadu_ps(ci) : _mm512_setzero_ps();
+				s[i][1] = acc ? _mm512_loadu_ps(ci + 16) : _mm512_setzero_ps();
+			}
+			const char *bp = b + (n / 16) * ps;
+			for (long r = 0; r < K / 2; r++) {
+				__m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + r * rs), b1 = (__m512bh)_mm512_loadu_si512(bp + ps + r * rs);
+				for (int i = 0; i < 8; i++) {
+					int32_t pair;
+					memcpy(&pair, a + (m + i) * lda + 2 * r, 4);
+					__m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+					s[i][0] = _mm512_dpbf16_ps(s[i][0], av, b0);
+					s[i][1] = _mm512_dpbf16_ps(s[i][1], av, b1);
+				}
+			}
+			for (int i = 0; i < 8; i++) {
+				float *ci = c + (m + i) * ldc + n;
+				_mm512_storeu_ps(ci, s[i][0]);
+				_mm512_storeu_ps(ci + 16, s[i][1]);
+			}
+		}
+}
+
+static BF16T void mm(int amx, float *c, long ldc, const uint16_t *a, long lda, const uint16_t *b, long rs, long ps, long M, long N, long K, int acc) {
+	if (amx)
+		amx_mm(c, ldc, a, lda, (const char *)b, rs, ps, M, N, K, acc);
+	else
+		avx_mm(c, ldc, a, lda, (const char *)b, rs, ps, M, N, K, acc);
+}
+
+// f2bf rounds to nearest even (toBF16 in Go, NaN aside).
+static inline uint16_t f2bf(float x) {
+	uint32_t u;
+	memcpy(&u, &x, 4);
+	if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);
+	return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+// Packings of T rows of hd floats (row stride ld) into Tp rows (Tp a
+// multiple of FB) and hp ≥ hd columns (a multiple of 32), zero padded.
+
+// pack_rows: row-major [Tp][hp], an A operand over hd.
+static void pack_rows(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+	for (long t = 0; t < Tp; t++)
+		for (long e = 0; e < hp; e++)
+			dst[t * hp + e] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+}
+
+// pack_cols: transposed [hp][Tp] with rows COLS(Tp) apart, an A operand
+// over t. (Rows a power of two of bytes apart would share cache sets.)
+#define COLS(Tp) ((Tp) + 32)
+static void pack_cols(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+	for (long e = 0; e < hp; e++)
+		for (long t = 0; t < Tp; t++)
+			dst[e * COLS(Tp) + t] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+}
+
+// pack_bt: the B operand of X·Yᵀ over hd for rows t as columns:
+// [Tp/16][hp/2][16][2]; rs = 64 bytes, ps = hp·32 bytes; rows from t at
+// element t·hp.
+static void pack_bt(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+	for (long t = 0; t < Tp; t++)
+		for (long e = 0; e < hp; e++)
+			dst[((t / 16) * (hp / 2) + e / 2) * 32 + (t % 16) * 2 + e % 2] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+}
+
+// pack_vnni: the B operand of X·Y over t: [Tp/2][hp][2]; rs = hp·4
+// bytes, ps = 64 bytes; rows from t at element t·hp.
+static void pack_vnni(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+	for (long t = 0; t < Tp; t++)
+		for (long e = 0; e < hp; e++)
+			dst[((t / 2) * hp + e) * 2 + t % 2] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+}
+
+// ex16 is e^x on 16 lanes for the softmax: 2^(x·log2 e) as 2^k·2^f with
+// k the nearest integer and 2^f, f in [-0.5, 0.5], from its degree-5
+// Taylor polynomial (relative error below 3e-6, far under the bf16
+// rounding of P that follows); lanes below 2^-125 give 0, so no result
+// is denormal (denormals cost microcode assists). Half the work of exp16,
+// which matters: the softmax, not the products, bounds flash attention.
+INLINE BF16T __m512 ex16(__m512 x) {
+	__m512 t = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _mm512_set1_ps(-126.0f));
+	__mmask16 live = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
+	__m512 k = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 f = _mm512_sub_ps(t, k);
+	__m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.3333558e-3f), f, _mm512_set1_ps(9.6181291e-3f));
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022651f));
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.69314718f));
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+	return _mm512_maskz_scalef_ps(live, p, k);
+}
+
+static inline long first_key(const int32_t *ds, long t, long window) {
+	long s = ds[t];
+	if (window > 0 && t - window + 1 > s) s = t - window + 1;
+	return s;
+}
+
+// keymask: bits [lo,hi) of a 64-key block.
+static inline uint64_t keymask(long lo, long hi) {
+	if (lo < 0) lo = 0;
+	if (hi > FB) hi = FB;
+	if (lo >= hi) return 0;
+	uint64_t h = hi >= 64 ? ~0ull : (1ull << hi) - 1;
+	return h & ~((1ull << lo) - 1);
+}
+
+#define AL(n) (((n) + 31) & ~31L) // uint16 units, 64-byte aligned
+
+// flash_fwd_ws: uint16 units of one forward worker's workspace.
+static long flash_fwd_ws(long hp, long group) { return 3 * AL(FB * FB) + group * (3 * AL(FB * hp) + 4 * AL(FB)); }
+
+// flash_fwd does query block [i0, i0+FB) of the group query heads that
+// share one kv head, in one (row): each key block is read once for all of
+// them. q, out point at the first head's first element of the row's first
+// token (stride ld, heads hd apart); lse at the first head's T values
+// (heads T apart); kt, vv the kv head's keys in pack_bt and values in
+// pack_vnni; ds the row's document starts.
+static BF16T void flash_fwd(int amx, float *out, float *lse, const float *q, long ld, const uint16_t *kt, const uint16_t *vv,
+		const int32_t *ds, long T, long hd, long hp, long group, long window, float scale, long i0, uint16_t *ws) {
+	uint16_t *p = ws, *qb0 = p + AL(FB * FB);
+	float *s = (float *)(qb0 + group * AL(FB * hp)), *o0 = s + AL(FB * FB), *mx0 = o0 + group * AL(FB * hp), *l0 = mx0 + group * AL(FB);
+	long rows = T - i0 < FB ? T - i0 : FB;
+	for (long g = 0; g < group; g++) {
+		pack_rows(qb0 + g * AL(FB * hp), q + g * hd + i0 * ld, ld, rows, FB, hd, hp);
+		memset(o0 + g * AL(FB * hp), 0, FB * hp * 4);
+		for (long r = 0; r < FB; r++) {
+			mx0[g * AL(FB) + r] = -INFINITY;
+			l0[g * AL(FB) + r] = 0;
+		}
+	}
+	if (amx) amx_begin();
+	const __m512 vs = _mm512_set1_ps(scale);
+	for (long j0 = first_key(ds, i0, window) / FB * FB; j0 <= i0; j0 += FB)
+		for (long g = 0; g < group; g++) {
+			uint16_t *qb = qb0 + g * AL(FB * hp);
+			float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
+			mm(amx, s, FB, qb, hp, kt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
+			for (long r = 0; r < FB; r++) {
+				long t = i0 + r;
+				uint64_t km = r < rows ? keymask(first_key(ds, t, window) - j0, t - j0 + 1) : 0;
+				float *sr = s + r * FB;
+				if (!km) {
+					memset(p + r * FB, 0, FB * 2);
+					continue;
+				}
+				__m512 x[FB / 16], vm = _mm512_set1_ps(-INFINITY);
+				for (int c = 0; c < FB / 16; c++) {
+					__mmask16 k = (__mmask16)(km >> (16 * c));
+					x[c] = _mm512_mul_ps(_mm512_loadu_ps(sr + 16 * c), vs);
+					vm = _mm512_mask_max_ps(vm, k, vm, x[c]);
+				}
+				float mnew = _mm512_reduce_max_ps(vm);
+				if (mx[r] > mnew) mnew = mx[r];
+				float alpha = mx[r] == -INFINITY ? 0 : expf(mx[r] - mnew);
+				__m512 vmn = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
+				for (int c = 0; c < FB / 16; c++) {
+					__mmask16 k = (__mmask16)(km >> (16 * c));
+					__m512 e = _mm512_maskz_mov_ps(k, ex16(_mm512_sub_ps(x[c], vmn)));
+					sum = _mm512_add_ps(sum, e);
+					_mm256_storeu_si256((__m256i *)(p + r * FB + 16 * c), (__m256i)_mm512_cvtneps_pbh(e));
+				}
+				l[r] = l[r] * alpha + _mm512_reduce_add_ps(sum);
+				mx[r] = mnew;
+				if (alpha != 1) {
+					__m512 va = _mm512_set1_ps(alpha);
+					for (long e = 0; e < hp; e += 16) _mm512_storeu_ps(o + r * hp + e, _mm512_mul_ps(_mm512_loadu_ps(o + r * hp + e), va));
+				}
+			}
+			mm(amx, o, hp, p, FB, vv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
+		}
+	if (amx) amx_end();
+	for (long g = 0; g < group; g++) {
+		float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
+		for (long r = 0; r < rows; r++) {
+			float inv = 1 / l[r];
+			for (long e = 0; e < hd; e++) out[(i0 + r) * ld + g * hd + e] = o[r * hp + e] * inv;
+			lse[g * T + i0 + r] = mx[r] + logf(l[r]);
+		}
+	}
+}
+
+#define SB 4 // key blocks per sweep of the backward over query blocks
+
+// flash_bwd_ws: uint16 units of one backward worker's workspace.
+static long flash_bwd_ws(long Tp, long hp) {
+	return 9 * AL(COLS(Tp) * hp) + 2 * 2 * AL(Tp) + 2 * 2 * AL(FB * FB) + 3 * AL(FB * FB) + 2 * 2 * SB * AL(hp * FB);
+}
+
+// pairs2 writes rows x0, x1 (64 floats each) as bf16 pairs (x0[n], x1[n]).
+static inline BF16T void pairs2(uint16_t *dst, __m512 a0, __m512 a1, __m512i idx) {
+	__m512i w = (__m512i)_mm512_cvtne2ps_pbh(a1, a0); // words 0-15 from a0, 16-31 from a1
+	_mm512_storeu_si512(dst, _mm512_permutexvar_epi16(idx, w));
+}
+
+// flash_bwd is the whole backward of one (row, kv head): for each of its
+// group's query heads, key blocks in turn, each against the query blocks
+// that see it: S = QKᵀ, P = exp(S·scale − lse), dP = dO·Vᵀ,
+// dS = P∘(dP − δ)·scale, then dVᵀ += dOᵀ·P, dKᵀ += Qᵀ·dS (into per-block
+// accumulators added to dk, dv, which this call alone writes) and
+// dQ += dS·K (into a per-head accumulator copied to dq). Pointers are at
+// the row's first token and the first head (query heads h0.., kv head).
+static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+		const float *q, const float *k, const float *v, const int32_t *ds, long T, long qd, long kvd, long hd, long hp,
+		long group, long window, float scale, uint16_t *ws) {
+	long Tp = (T + FB - 1) / FB * FB, n = AL(COLS(Tp) * hp);
+	uint16_t *kt = ws, *vt = kt + n, *kv = vt + n, *qa = kv + n, *qT = qa + n, *da = qT + n, *dT = da + n;
+	float *dqa = (float *)(dT + n), *delta = dqa + n, *lv = delta + AL(Tp), *s = lv + AL(Tp), *dp = s + AL(FB * FB);
+	uint16_t *dsb = (uint16_t *)(dp + AL(FB * FB)), *pv = dsb + AL(FB * FB), *dsv = pv + AL(FB * FB);
+	float *dkT0 = (float *)(dsv + AL(FB * FB)), *dvT0 = dkT0 + SB * AL(hp * FB);
+	pack_bt(kt, k, kvd, T, Tp, hd, hp);
+	pack_bt(vt, v, kvd, T, Tp, hd, hp);
+	pack_vnni(kv, k, kvd, T, Tp, hd, hp);
+	const __m512 vs = _mm512_set1_ps(scale);
+	__m512i idx;
+	{
+		uint16_t ix[32];
+		for (int i = 0; i < 16; i++) {
+			ix[2 * i] = i;
+			ix[2 * i + 1] = 16 + i;
+		}
+		idx = _mm512_loadu_si512(ix);
+	}
+	for (long g = 0; g < group; g++) {
+		const float *qh = q + g * hd, *doh = dout + g * hd, *oh = out + g * hd, *lh = lse + g * T;
+		pack_rows(qa, qh, qd, T, Tp, hd, hp);
+		pack_cols(qT, qh, qd, T, Tp, hd, hp);
+		pack_rows(da, doh, qd, T, Tp, hd, hp);
+		pack_cols(dT, doh, qd, T, Tp, hd, hp);
+		for (long t = 0; t < Tp; t++) {
+			float acc = 0;
+			if (t < T)
+				for (long e = 0; e < hd; e++) acc += doh[t * qd + e] * oh[t * qd + e];
+			delta[t] = acc;
+			lv[t] = t < T ? lh[t] : 0;
+		}
+		memset(dqa, 0, Tp * hp * 4);
+		if (amx) amx_begin();
+		// SB key blocks at a time, so each query block's operands, once
+		// loaded, serve several key blocks.
+		for (long J0 = 0; J0 < T; J0 += SB * FB) {
+			long nj = (T - J0 + FB - 1) / FB < SB ? (T - J0 + FB - 1) / FB : SB;
+			memset(dkT0, 0, SB * AL(hp * FB) * 4);
+			memset(dvT0, 0, SB * AL(hp * FB) * 4);
+			for (long i0 = J0; i0 < T; i0 += FB) {
+				long fk = first_key(ds, i0, window);
+				if (fk >= J0 + nj * FB) break; // later query blocks start later still
+				for (long jj = 0; jj < nj; jj++) {
+					long j0 = J0 + jj * FB;
+					if (j0 > i0) break;
+					if (fk >= j0 + FB) continue;
+					float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
+					mm(amx, s, FB, qa + i0 * hp, hp, kt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
+					mm(amx, dp, FB, da + i0 * hp, hp, vt + j0 * hp, 64, hp * 32, FB, FB, hp, 0);
+					for (long r = 0; r < FB; r += 2) {
+						__m512 pr[2][FB / 16], dr[2][FB / 16];
+						for (int u = 0; u < 2; u++) {
+							long t = i0 + r + u;
+							uint64_t km = t < T ? keymask(first_key(ds, t, window) - j0, t - j0 + 1) : 0;
+							__m512 vl = _mm512_set1_ps(lv[t]), vd = _mm512_set1_ps(delta[t]);
+							for (int c = 0; c < FB / 16; c++) {
+								__mmask16 mk = (__mmask16)(km >> (16 * c));
+								__m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + (r + u) * FB + 16 * c), vs), vl);
+								__m512 pe = _mm512_maskz_mov_ps(mk, ex16(x));
+								__m512 de = _mm512_mul_ps(_mm512_mul_ps(pe, _mm512_sub_ps(_mm512_loadu_ps(dp + (r + u) * FB + 16 * c), vd)), vs);
+								pr[u][c] = pe;
+								dr[u][c] = de;
+								_mm256_storeu_si256((__m256i *)(dsb + (r + u) * FB + 16 * c), (__m256i)_mm512_cvtneps_pbh(de));
+							}
+						}
+						for (int c = 0; c < FB / 16; c++) {
+							pairs2(pv + (r / 2) * FB * 2 + 32 * c, pr[0][c], pr[1][c], idx);
+							pairs2(dsv + (r / 2) * FB * 2 + 32 * c, dr[0][c], dr[1][c], idx);
+						}
+					}
+					mm(amx, dvT, FB, dT + i0, COLS(Tp), pv, FB * 4, 64, hp, FB, FB, 1);
+					mm(amx, dkT, FB, qT + i0, COLS(Tp), dsv, FB * 4, 64, hp, FB, FB, 1);
+					mm(amx, dqa + i0 * hp, hp, dsb, FB, kv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
+				}
+			}
+			for (long jj = 0; jj < nj; jj++) {
+				long j0 = J0 + jj * FB;
+				float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
+				for (long c = 0; c < FB && j0 + c < T; c++)
+					for (long e = 0; e < hd; e++) {
+						dk[(j0 + c) * kvd + e] += dkT[e * FB + c];
+						dv[(j0 + c) * kvd + e] += dvT[e * FB + c];
+					}
+			}
+		}
+		if (amx) amx_end();
+		for (long t = 0; t < T; t++)
+			for (long e = 0; e < hd; e++) dq[t * qd + g * hd + e] = dqa[t * hp + e];
+	}
+}
+
+#endif
