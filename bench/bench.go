@@ -248,6 +248,9 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		m.ZeroGrad()
 		red := dataparallel.Start(context.Background(), s.Coll, m, nil)
 		red.Attach()
+		if red == nil {
+			m.FuseGradNorm() // as train does
+		}
 		sum, n := m.ForwardBackward(bt, scale)
 		if _, err := red.Finish(sum); err != nil {
 			return 0, 0, err

@@ -113,6 +113,8 @@ type Model struct {
 	// running ForwardBackward; data parallelism starts reducing them
 	// while the earlier layers' backward runs.
 	LayerBackwardDone func(l int)
+	// gnorm is the gradient norm fused into the backward pass (FuseGradNorm).
+	gnorm gradNorm
 	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
 	// all of Params, which the optimizer refreshes as it updates them (with
 	// FrozenBF16 it is the only copy of the matrices). With
@@ -698,6 +700,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 		panic("engine: ForwardBackward on a model with a frozen base (Options.FrozenBF16 or LoRA) needs an attached adapter (Attach)")
 	}
 	m.prepare(bt)
+	m.startGradNorm()
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.forwardTrunk(bt)
@@ -712,6 +715,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	if !m.frozen() {
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
 	}
+	m.finishGradNorm()
 	return sum, bt.Scored()
 }
 
@@ -736,10 +740,19 @@ func (m *Model) LowPrecisionParams() []uint16 {
 }
 
 // ZeroGrad clears every gradient.
-func (m *Model) ZeroGrad() { m.Dev.Zero(m.Grads.Arena) }
+func (m *Model) ZeroGrad() {
+	m.gnorm.valid = false
+	m.Dev.Zero(m.Grads.Arena)
+}
 
-// GradNorm returns the global L2 norm of the gradients.
-func (m *Model) GradNorm() float64 { return math.Sqrt(m.Dev.SumSquares(m.Grads.Arena)) }
+// GradNorm returns the global L2 norm of the gradients: the one the last
+// backward pass computed when FuseGradNorm armed it, else a pass over them.
+func (m *Model) GradNorm() float64 {
+	if m.gnorm.valid {
+		return math.Sqrt(m.gnorm.sq)
+	}
+	return math.Sqrt(m.Dev.SumSquares(m.Grads.Arena))
+}
 
 // CheckBatch verifies a batch fits the model's positional range.
 func (m *Model) CheckBatch(bt *Batch) error {
