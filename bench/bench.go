@@ -192,7 +192,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
-		s.KernelTimes(timed.Report())
+		s.KernelTimes(append(timed.Report(), timed.PassReport(s.Steps)...))
 	}
 	return res, nil
 }
@@ -243,6 +243,13 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 	opt, shard, err := s.optimizer(m)
 	if err != nil {
 		return nil, err
+	}
+	if td, ok := m.Dev.(*engine.TimedDevice); ok { // --kernel-times counts passes over these
+		td.Track("weights", m.Params.Arena)
+		td.Track("gradients", m.Grads.Arena)
+		td.Track("bf16 weights", m.LowPrecisionParams())
+		td.Track("AdamW m", opt.M)
+		td.Track("AdamW v", opt.V)
 	}
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
 		m.ZeroGrad()

@@ -121,8 +121,10 @@ type Device interface {
 	// SwiGLU: h = silu(gate) * up, all (N,F); h16, when non-nil, receives h
 	// in bf16 for the down projection.
 	SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int)
-	// SwiGLUBackward overwrites dgate and dup.
-	SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
+	// SwiGLUBackward overwrites dgate and dup; dgate16 and dup16, when
+	// non-nil (both or neither), receive them in bf16 in the same pass for
+	// the gate and up projections' backward products.
+	SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32, n int)
 
 	// GatherRows copies rows: out(n,dim) row j = x[idx[j]], times scale[j]
 	// when scale is non-nil (the tokens routed to an expert, gathered).
@@ -138,7 +140,11 @@ type Device interface {
 	// returns the summed loss over scored rows and how many of them have
 	// their target as the arg-max. When dlogits is non-nil it is
 	// overwritten with scale * d(loss sum)/d(logits); it may alias logits.
-	CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int)
+	// When dlogits16 is non-nil it receives that gradient in bf16 instead
+	// (for the head's bf16 products, no fp32 gradient written and cast):
+	// dlogits must then be given too and serves only as scratch, its
+	// contents left unspecified.
+	CrossEntropy(dlogits []float32, dlogits16 []uint16, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int)
 
 	// Copy copies src into dst (device to device); Zero clears x.
 	Copy(dst, src []float32)

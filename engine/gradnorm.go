@@ -1,21 +1,21 @@
 package engine
 
-import "strings"
-
-// The global gradient norm of a full fine-tune is fused into the backward
-// pass of a step's last micro-batch: each decoder layer's gradient range is
-// summed (squares, in float64) right after its backward pass finishes it,
-// while much of it is still in cache, and the rest of the arena (embeddings,
-// final norm, head) at the end of the pass. The optimizer then takes the
-// norm from GradNorm without its own pass over every gradient. The sum is
-// Σ_ranges SumSquares(range) rather than SumSquares(arena): the terms are
-// the same, grouped per layer, so the result differs from the unfused norm
-// only by float64 rounding (relative ~1e-15), far inside SumSquares'
-// documented accuracy, and it is deterministic, so resumed runs match.
+// The global gradient norm of a full fine-tune is a sum of squares in a
+// fixed grouping: each decoder layer's arena range (layerRange), then the
+// ranges before and after the layers (embeddings, final norm, head), each
+// one SumSquares call, their float64 results added in that order. Fused
+// (FuseGradNorm), each layer's term is taken right after the backward pass
+// of a step's last micro-batch finishes that layer's gradients, while much
+// of them is still in cache, and the rest at the end of the pass; the
+// optimizer then reads the norm with no pass of its own. Unfused, GradNorm
+// takes the same terms in a pass of its own. Both add the same float64
+// terms in the same order, so the fused norm equals the unfused one bit
+// for bit, clipping decides alike and resumed runs match.
 type gradNorm struct {
 	armed  bool      // the next ForwardBackward computes the norm
 	active bool      // this pass computes it
 	valid  bool      // sq holds the norm² of the current gradients
+	init   bool      // layers and rest are set
 	layers [][2]int  // per decoder layer, its arena range
 	rest   [][2]int  // the ranges outside the layers
 	part   []float64 // per layer, its sum of squares
@@ -27,17 +27,42 @@ type gradNorm struct {
 // it finishes them, so GradNorm needs no pass of its own. Nothing may change
 // Grads between that pass and GradNorm (a data-parallel reduction does:
 // there, leave it off). It does nothing for a frozen base, whose Grads the
-// optimizer does not read, or when the layers' tensors are not contiguous.
+// optimizer does not read.
 func (m *Model) FuseGradNorm() {
 	if m.Opt.frozenBase() {
 		return
 	}
+	m.gnorm.armed = len(m.gradRanges().layers) > 0
+}
+
+// gradRanges sets and returns the grouping of the norm's terms.
+func (m *Model) gradRanges() *gradNorm {
 	g := &m.gnorm
-	if g.layers == nil && g.rest == nil {
-		g.layers, g.rest = layerRanges(m.Config.ParamSpecs(), len(m.Grads.Arena), m.Config.NumHiddenLayers)
-		g.part = make([]float64, len(g.layers))
+	if g.init {
+		return g
 	}
-	g.armed = len(g.layers) > 0
+	g.init = true
+	c, n := m.Config, len(m.Grads.Arena)
+	if m.Opt.frozenBase() || c.NumHiddenLayers == 0 {
+		return g
+	}
+	first, _ := c.layerRange(0)
+	_, last := c.layerRange(c.NumHiddenLayers - 1)
+	if first < 0 || last > n || first >= last {
+		return g
+	}
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		lo, hi := c.layerRange(l)
+		g.layers = append(g.layers, [2]int{lo, hi})
+	}
+	if first > 0 {
+		g.rest = append(g.rest, [2]int{0, first})
+	}
+	if last < n {
+		g.rest = append(g.rest, [2]int{last, n})
+	}
+	g.part = make([]float64, len(g.layers))
+	return g
 }
 
 // startGradNorm begins a backward pass: whatever it adds makes a held norm
@@ -63,73 +88,31 @@ func (m *Model) finishGradNorm() {
 		return
 	}
 	g.active = false
+	g.sq, g.valid = m.sumGradParts(g.part), true
+}
+
+// sumGradParts adds the layers' terms and then the rest's, in order.
+func (m *Model) sumGradParts(part []float64) float64 {
 	var s float64
-	for _, p := range g.part {
+	for _, p := range part {
 		s += p
 	}
-	for _, rg := range g.rest {
+	for _, rg := range m.gnorm.rest {
 		s += m.Dev.SumSquares(m.Grads.Arena[rg[0]:rg[1]])
 	}
-	g.sq, g.valid = s, true
+	return s
 }
 
-// layerRanges splits an arena of n floats laid out by specs into each
-// decoder layer's contiguous range and the ranges between them; nil, nil
-// when a layer's tensors are not contiguous and in order.
-func layerRanges(specs []ParamSpec, n, numLayers int) (layers, rest [][2]int) {
-	layers = make([][2]int, numLayers)
-	size := make([]int, numLayers)
-	for l := range layers {
-		layers[l] = [2]int{n, 0}
+// gradSumSquares is the gradients' squared norm in a pass of its own, in
+// the fused path's grouping where there is one.
+func (m *Model) gradSumSquares() float64 {
+	g := m.gradRanges()
+	if len(g.layers) == 0 {
+		return m.Dev.SumSquares(m.Grads.Arena)
 	}
-	for _, s := range specs {
-		l, ok := specLayer(s.Name)
-		if !ok {
-			continue
-		}
-		if l >= numLayers {
-			return nil, nil
-		}
-		layers[l] = [2]int{min(layers[l][0], s.Offset), max(layers[l][1], s.Offset+s.Size())}
-		size[l] += s.Size()
+	part := make([]float64, len(g.layers))
+	for l, rg := range g.layers {
+		part[l] = m.Dev.SumSquares(m.Grads.Arena[rg[0]:rg[1]])
 	}
-	at := 0
-	for l, rg := range layers {
-		if size[l] == 0 || rg[1]-rg[0] != size[l] || rg[0] < at || rg[1] > n {
-			return nil, nil
-		}
-		if rg[0] > at {
-			rest = append(rest, [2]int{at, rg[0]})
-		}
-		at = rg[1]
-	}
-	if at < n {
-		rest = append(rest, [2]int{at, n})
-	}
-	return layers, rest
-}
-
-// specLayer parses the decoder layer index from a tensor name
-// (".layers.N." or ".blocks.N.").
-func specLayer(name string) (int, bool) {
-	for _, key := range []string{"layers.", "blocks."} {
-		i := strings.Index(name, key)
-		if i < 0 || (i > 0 && name[i-1] != '.') {
-			continue
-		}
-		rest := name[i+len(key):]
-		j := strings.IndexByte(rest, '.')
-		if j <= 0 {
-			continue
-		}
-		l := 0
-		for _, c := range rest[:j] {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			l = 10*l + int(c-'0')
-		}
-		return l, true
-	}
-	return 0, false
+	return m.sumGradParts(part)
 }

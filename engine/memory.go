@@ -85,7 +85,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	parts[PartBatch] = 4 * 4 * N                      // ids, targets, positions, document starts
 	parts[PartAttentionScratch] = dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 || opt.FrozenBF16 {
-		parts[PartBF16Scratch] = 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk), opt.mlpRows(c, B*T)))
+		parts[PartBF16Scratch] = 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk), opt.mlpRows(c, B*T), opt.frozenBase()))
 	}
 	var total int64
 	for _, b := range parts {

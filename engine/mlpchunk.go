@@ -89,9 +89,9 @@ func (m *Model) mlpChunkBackward(l int, p *Layer[float32], h *Layer[uint16], g *
 		dh, dgate, dup := s.dh[:n*F], s.dgate[:n*F], s.dup[:n*F]
 		m.linearBackward(dh, g.WDown, g.BDown, dy, hh, p.WDown, h.WDown, n, F, C, overwrite)
 		m.adaptBackward(l, projDown, dh, dy, hh, n)
-		m.Dev.SwiGLUBackward(dgate, dup, dh, la.gate[:n*F], la.up[:n*F], n*F)
-		m.linearBackward(dln, g.WGate, g.BGate, dgate, ln, p.WGate, h.WGate, n, C, F, overwrite)
-		m.linearBackward(dln, g.WUp, g.BUp, dup, ln, p.WUp, h.WUp, n, C, F, accumulate)
+		dg16, du16 := m.swigluBackward(dgate, dup, dh, la.gate, la.up, n*F)
+		x16 := m.linearBackward16(dln, g.WGate, g.BGate, dgate, dg16, ln, nil, p.WGate, h.WGate, n, C, F, overwrite)
+		m.linearBackward16(dln, g.WUp, g.BUp, dup, du16, ln, x16, p.WUp, h.WUp, n, C, F, accumulate)
 		m.adaptBackward(l, projGate, dln, dgate, ln, n)
 		m.adaptBackward(l, projUp, dln, dup, ln, n)
 	}

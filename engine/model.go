@@ -290,7 +290,7 @@ func (m *Model) allocActs(N int) *activations {
 		dgate: d.Alloc(NF), dup: d.Alloc(NF), dh: d.Alloc(NF),
 	}
 	if m.Opt.BF16 {
-		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N))
+		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N), m.Opt.frozenBase())
 		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
@@ -445,19 +445,48 @@ func (m *Model) linear(y, x []float32, x16 []uint16, w []float32, w16 []uint16, 
 // dx is non-nil, and adds dW += dyᵀ·x and db += colsum(dy) unless the base
 // weights are frozen.
 func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, in, out int, o output) {
+	m.linearBackward16(dx, dw, db, dy, nil, x, nil, w, w16, n, in, out, o)
+}
+
+// linearBackward16 is linearBackward given the bf16 casts of dy and x
+// where a kernel already wrote them (nil: cast here, dy into a16 and x into
+// b16). It returns x's cast, which the next product reading the same x
+// (q, k and v from ln1; gate and up from ln2) passes back instead of
+// casting x again; it stays valid while nothing else writes b16.
+func (m *Model) linearBackward16(dx, dw, db, dy []float32, dy16 []uint16, x []float32, x16 []uint16, w []float32, w16 []uint16, n, in, out int, o output) []uint16 {
 	a := m.acts
-	dy16 := m.cast(a.a16, dy[:n*out])
+	if dy16 == nil {
+		dy16 = m.cast(a.a16, dy[:n*out])
+	}
 	if dx != nil {
 		m.matmul(dx, dy, dy16, w, w16, n, in, out, MatMulFlags{Acc: bool(o)})
 	}
 	if m.frozen() {
-		return
+		return x16
 	}
-	x16 := m.cast(a.b16, x[:n*in])
+	if x16 == nil {
+		x16 = m.cast(a.b16, x[:n*in])
+	}
 	m.matmul(dw, dy, dy16, x, x16, out, in, n, dytX)
 	if db != nil {
 		m.Dev.BiasBackward(db, dy, n, out)
 	}
+	return x16
+}
+
+// swigluBackward is SwiGLUBackward of n values, writing dgate's and dup's
+// bf16 casts in the same pass in BF16 mode, and returns those casts: both
+// in a16 (b16 then takes ln2's cast for the weight gradients), or with a
+// frozen base, which needs no such cast, one in each (bf16Scratch).
+func (m *Model) swigluBackward(dgate, dup, dh, gate, up []float32, n int) (dgate16, dup16 []uint16) {
+	switch {
+	case m.bf16 && m.frozen():
+		dgate16, dup16 = m.acts.a16[:n], m.acts.b16[:n]
+	case m.bf16:
+		dgate16, dup16 = m.acts.a16[:n], m.acts.a16[n:2*n]
+	}
+	m.Dev.SwiGLUBackward(dgate[:n], dup[:n], dgate16, dup16, dh[:n], gate[:n], up[:n], n)
+	return dgate16, dup16
 }
 
 // w16Layer is layer l's bf16 weights (converted now in compact mode), or
@@ -572,9 +601,9 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	} else {
 		m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
 		m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
-		d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
-		m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
-		m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
+		dg16, du16 := m.swigluBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
+		x16 := m.linearBackward16(s.dln, g.WGate, g.BGate, s.dgate, dg16, la.ln2, nil, p.WGate, h.WGate, N, C, F, overwrite)
+		m.linearBackward16(s.dln, g.WUp, g.BUp, s.dup, du16, la.ln2, x16, p.WUp, h.WUp, N, C, F, accumulate)
 		m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
 		m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
 	}
@@ -587,9 +616,9 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
 	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)
-	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
-	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, accumulate)
-	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, accumulate)
+	x16 := m.linearBackward16(s.dln, g.WQ, g.BQ, s.dq, nil, la.ln1, nil, p.WQ, h.WQ, N, C, QD, overwrite)
+	x16 = m.linearBackward16(s.dln, g.WK, g.BK, s.dk, nil, la.ln1, x16, p.WK, h.WK, N, C, KVD, accumulate)
+	m.linearBackward16(s.dln, g.WV, g.BV, s.dv, nil, la.ln1, x16, p.WV, h.WV, N, C, KVD, accumulate)
 	m.adaptQKVBackward(l, s.dln, s.dq, s.dk, s.dv, la.ln1, N)
 	m.normBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
@@ -666,13 +695,15 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 		m.matmul(logits, x, x16, m.Params.LMHead, w16, n, V, C, xWt)
 		targets := a.targets[s : s+n]
 		if !grad {
-			l, c := d.CrossEntropy(nil, logits, targets, n, V, 0)
+			l, c := d.CrossEntropy(nil, nil, logits, targets, n, V, 0)
 			total, correct = total+l, correct+c
 			continue
 		}
-		l, c := d.CrossEntropy(logits, logits, targets, n, V, scale)
+		// In BF16 mode the gradient is written only in bf16, for the two
+		// products below; logits then holds scratch.
+		dl16 := m.buf16(a.a16, n*V)
+		l, c := d.CrossEntropy(logits, dl16, logits, targets, n, V, scale)
 		total, correct = total+l, correct+c
-		dl16 := m.cast(a.a16, logits)
 		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, dyW)
 		if !m.frozen() {
 			m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, dytX)
@@ -746,12 +777,13 @@ func (m *Model) ZeroGrad() {
 }
 
 // GradNorm returns the global L2 norm of the gradients: the one the last
-// backward pass computed when FuseGradNorm armed it, else a pass over them.
+// backward pass computed when FuseGradNorm armed it, else a pass over them
+// summing the same terms in the same order (gradnorm.go).
 func (m *Model) GradNorm() float64 {
 	if m.gnorm.valid {
 		return math.Sqrt(m.gnorm.sq)
 	}
-	return math.Sqrt(m.Dev.SumSquares(m.Grads.Arena))
+	return math.Sqrt(m.gradSumSquares())
 }
 
 // CheckBatch verifies a batch fits the model's positional range.

@@ -107,10 +107,17 @@ func allocMoEScratch(d Device, c *Config, N int) moeScratch {
 }
 
 // bf16Scratch is the size of each of the two bf16 operand buffers of BF16
-// mode: the widest matmul operand, gathered expert rows included.
-func (c *Config) bf16Scratch(N, chunk, mlpRows int) int {
+// mode: the widest matmul operand, gathered expert rows included. Training
+// a full model, the dense MLP's backward holds the bf16 casts of dgate and
+// dup together in one (swigluBackward); a frozen base needs no cast of ln2,
+// so they take one buffer each.
+func (c *Config) bf16Scratch(N, chunk, mlpRows int, frozenBase bool) int {
 	C, F, QD := c.HiddenSize, c.IntermediateSize, c.QDim()
-	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), mlpRows*F, chunk*c.VocabSize)
+	pair := 2
+	if frozenBase {
+		pair = 1
+	}
+	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), pair*mlpRows*F, chunk*c.VocabSize)
 }
 
 func (a moeActs) free(d Device) {
@@ -238,7 +245,7 @@ func (m *Model) moeBackward(l int, la *layerActs, dres []float32, N int) {
 		m.downBackward(s.dh[o*F:(o+n)*F], g.Experts[e].W2, dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], p.Experts[e].W2, expert16(h, e).W2, n)
 		m.adaptExpertBackward(l, e, expW2, s.dh[o*F:(o+n)*F], dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], n)
 	}
-	d.SwiGLUBackward(s.dgate[:NK*F], s.dup[:NK*F], s.dh[:NK*F], la.gate[:NK*F], la.up[:NK*F], NK*F)
+	d.SwiGLUBackward(s.dgate[:NK*F], s.dup[:NK*F], nil, nil, s.dh[:NK*F], la.gate[:NK*F], la.up[:NK*F], NK*F)
 	dxg := a.moe.dxg[:NK*C] // dy is spent
 	for e := range p.Experts {
 		o, n := r.off[e], r.off[e+1]-r.off[e]

@@ -63,7 +63,7 @@ func BenchmarkCrossEntropy(b *testing.B) {
 	dl := make([]float32, len(logits))
 	b.SetBytes(int64(4 * len(logits)))
 	for i := 0; i < b.N; i++ {
-		d.CrossEntropy(dl, logits, targets, n, benchV, 1)
+		d.CrossEntropy(dl, nil, logits, targets, n, benchV, 1)
 	}
 }
 

@@ -169,17 +169,21 @@ func (d *Device) SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int) {
 }
 
 // SwiGLUBackward: silu'(g) = σ(g)·(1 + g·(1 − σ(g))).
-func (d *Device) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int) {
+func (d *Device) SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32, n int) {
 	DG, DU, DH, G, U := d.f32.data(dgate), d.f32.data(dup), d.f32.data(dh), d.f32.data(gate), d.f32.data(up)
+	DG16, DU16 := d.b16.data(dgate16), d.b16.data(dup16)
 	for i := 0; i < n; i++ {
 		s := 1 / (1 + float32(math.Exp(float64(-G[i]))))
 		DG[i] = DH[i] * U[i] * s * (1 + G[i]*(1-s))
 		DU[i] = DH[i] * G[i] * s
+		if DG16 != nil {
+			DG16[i], DU16[i] = toBF16(DG[i]), toBF16(DU[i])
+		}
 	}
 }
 
-func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
-	DL, L, T := d.f32.data(dlogits), d.f32.data(logits), d.i32.data(targets)
+func (d *Device) CrossEntropy(dlogits []float32, dlogits16 []uint16, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
+	DL, DL16, L, T := d.f32.data(dlogits), d.b16.data(dlogits16), d.f32.data(logits), d.i32.data(targets)
 	var loss float64
 	correct := 0
 	for i := 0; i < n; i++ {
@@ -188,6 +192,9 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 		if t < 0 {
 			if DL != nil {
 				clear(DL[i*vocab : (i+1)*vocab])
+			}
+			if DL16 != nil {
+				clear(DL16[i*vocab : (i+1)*vocab])
 			}
 			continue
 		}
@@ -214,6 +221,9 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 					p--
 				}
 				g[j] = scale * p // row[j] is read before g[j] is written: g may alias row
+				if DL16 != nil {
+					DL16[i*vocab+j] = toBF16(g[j])
+				}
 			}
 		}
 	}
