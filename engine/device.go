@@ -78,8 +78,10 @@ type Device interface {
 	// is non-nil it also receives out in bf16: the next matmul's input cast,
 	// fused.
 	RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32)
-	// RMSNormBackward adds into dx(N,C) and dw(C).
-	RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
+	// RMSNormBackward adds into dx(N,C) and dw(C). When dx16 is non-nil it
+	// also receives the updated dx in bf16: the cast the next backward
+	// product (the attention output projection's) reads, fused.
+	RMSNormBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int)
 
 	// LayerNorm is RMSNorm's counterpart without bias (DBRX): out = (x −
 	// mean) * rstd * w, rstd = 1/sqrt(var + eps) with the biased variance.

@@ -607,10 +607,11 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 		m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
 		m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
 	}
-	m.normBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
+	dres16 := m.buf16(a.a16, N*C) // the output projection's dy, cast as the norm's backward writes it
+	m.normBackward(dres, dres16, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
-	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
+	m.linearBackward16(s.datt, g.WO, g.BO, dres, dres16, la.att, nil, p.WO, h.WO, N, QD, C, overwrite)
 	m.adaptBackward(l, projO, s.datt, dres, la.att, N)
 	m.attentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
@@ -620,7 +621,7 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	x16 = m.linearBackward16(s.dln, g.WK, g.BK, s.dk, nil, la.ln1, x16, p.WK, h.WK, N, C, KVD, accumulate)
 	m.linearBackward16(s.dln, g.WV, g.BV, s.dv, nil, la.ln1, x16, p.WV, h.WV, N, C, KVD, accumulate)
 	m.adaptQKVBackward(l, s.dln, s.dq, s.dk, s.dv, la.ln1, N)
-	m.normBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
+	m.normBackward(dres, nil, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
 // forwardTrunk embeds the batch and runs every layer and the final norm.
@@ -741,7 +742,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	// Final norm: the head left d(lnf) in scr.dln.
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
-	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
+	m.normBackward(dres, nil, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
 	m.backwardLayers(bt)
 	if !m.frozen() {
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)

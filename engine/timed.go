@@ -101,9 +101,9 @@ func (td *TimedDevice) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float
 	td.Device.RMSNorm(out, out16, rstd, x, w, n, dim, eps)
 }
 
-func (td *TimedDevice) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+func (td *TimedDevice) RMSNormBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int) {
 	defer td.since("RMSNormBackward", time.Now())
-	td.Device.RMSNormBackward(dx, dw, dout, x, w, rstd, n, dim)
+	td.Device.RMSNormBackward(dx, dx16, dw, dout, x, w, rstd, n, dim)
 }
 
 func (td *TimedDevice) AddBias(y, b []float32, n, dim int) {

@@ -42,7 +42,7 @@ func TestRMSNormGradient(t *testing.T) {
 	loss := func() float64 { d.RMSNorm(out, nil, rstd, x, w, n, c, 1e-5); return dot64(out, probe) }
 	loss()
 	dx, dw := make([]float32, n*c), make([]float32, c)
-	d.RMSNormBackward(dx, dw, probe, x, w, rstd, n, c)
+	d.RMSNormBackward(dx, nil, dw, probe, x, w, rstd, n, c)
 	fdCheck(t, "rmsnorm x", loss, x, dx)
 	fdCheck(t, "rmsnorm w", loss, w, dw)
 }

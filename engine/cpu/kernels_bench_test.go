@@ -82,7 +82,7 @@ func BenchmarkRMSNormBackward(b *testing.B) {
 	out, rstd, dx, dw := make([]float32, len(x)), make([]float32, benchN), make([]float32, len(x)), make([]float32, benchC)
 	d.RMSNorm(out, nil, rstd, x, w, benchN, benchC, 1e-5)
 	for i := 0; i < b.N; i++ {
-		d.RMSNormBackward(dx, dw, dout, x, w, rstd, benchN, benchC)
+		d.RMSNormBackward(dx, nil, dw, dout, x, w, rstd, benchN, benchC)
 	}
 }
 

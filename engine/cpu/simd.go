@@ -160,8 +160,9 @@ static AVX512 void s_rmsnorm(float *out, uint16_t *out16, float *rstd, const flo
 	}
 }
 
-// s_rmsnorm_dx does rows [lo,hi) of dx += r·w·dy − k·x.
-static AVX512 void s_rmsnorm_dx(float *dx, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {
+// s_rmsnorm_dx does rows [lo,hi) of dx += r·w·dy − k·x, and dx's bf16
+// cast into dx16 when it is non-NULL.
+static AVX512 void s_rmsnorm_dx(float *dx, uint16_t *dx16, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {
 	for (long r = lo; r < hi; r++) {
 		const float *xr = x + r * dim, *gr = dout + r * dim;
 		float *dr = dx + r * dim;
@@ -172,7 +173,9 @@ static AVX512 void s_rmsnorm_dx(float *dx, const float *dout, const float *x, co
 			__mmask16 mk = tailmask(dim - j);
 			__m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(vr, _mm512_maskz_loadu_ps(mk, w + j)), _mm512_maskz_loadu_ps(mk, gr + j)),
 				_mm512_mul_ps(vk, _mm512_maskz_loadu_ps(mk, xr + j)));
-			_mm512_mask_storeu_ps(dr + j, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dr + j), t));
+			__m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dr + j), t);
+			_mm512_mask_storeu_ps(dr + j, mk, v);
+			if (dx16) store16(dx16 + r * dim + j, v, mk);
 		}
 	}
 }
@@ -346,7 +349,7 @@ static void s_adamw(float *p, const float *g, float *m, float *v, uint16_t *p16,
 static void s_swiglu(float *h, uint16_t *h16, const float *gate, const float *up, long n) {}
 static void s_swiglu_back(float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate, const float *up, long n) {}
 static void s_rmsnorm(float *out, uint16_t *out16, float *rstd, const float *x, const float *w, long lo, long hi, long dim, float eps) {}
-static void s_rmsnorm_dx(float *dx, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {}
+static void s_rmsnorm_dx(float *dx, uint16_t *dx16, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {}
 static void s_rmsnorm_dw(float *dw, const float *dout, const float *x, const float *rstd, long n, long dim, long lo, long hi) {}
 static void s_rope(float *x, const int32_t *pos, const float *cos, const float *sin, long lo, long hi, long heads, long hd, float sign) {}
 static void s_xent_row(float *out, uint16_t *out16, const float *row, long vocab, long t, float scale, double *lossp, long *argp) {}
@@ -414,8 +417,8 @@ func simdRMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, lo, hi, di
 	C.s_rmsnorm(fp(out), hp(out16), fp(rstd), fp(x), fp(w), C.long(lo), C.long(hi), C.long(dim), C.float(eps))
 }
 
-func simdRMSNormDx(dx, dout, x, w, rstd []float32, lo, hi, dim int) {
-	C.s_rmsnorm_dx(fp(dx), fp(dout), fp(x), fp(w), fp(rstd), C.long(lo), C.long(hi), C.long(dim))
+func simdRMSNormDx(dx []float32, dx16 []uint16, dout, x, w, rstd []float32, lo, hi, dim int) {
+	C.s_rmsnorm_dx(fp(dx), hp(dx16), fp(dout), fp(x), fp(w), fp(rstd), C.long(lo), C.long(hi), C.long(dim))
 }
 
 func simdRMSNormDw(dw, dout, x, rstd []float32, n, dim, lo, hi int) {

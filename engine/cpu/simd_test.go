@@ -228,7 +228,17 @@ func TestSIMDRMSNorm(t *testing.T) {
 			for i := range ref {
 				ref[i] = 0.5 + float32(i)/8
 			}
-			d.RMSNormBackward(dx, dw, dout, x, w, ref, n, dim)
+			dx16 := make([]uint16, n*dim)
+			d.RMSNormBackward(dx, dx16, dw, dout, x, w, ref, n, dim)
+			// The fused cast is ToBF16 of the dx written beside it, and
+			// that dx is the unfused kernel's.
+			dxu, dwu, want16 := slices.Clone(dx0), slices.Clone(dw0), make([]uint16, n*dim)
+			d.RMSNormBackward(dxu, nil, dwu, dout, x, w, ref, n, dim)
+			sameBits(t, "dx beside its cast", dx, dxu)
+			d.ToBF16(want16, dx)
+			if !slices.Equal(dx16, want16) {
+				t.Fatalf("dim %d (vectorised %v): RMSNormBackward's bf16 dx differs from ToBF16 of its dx", dim, vec)
+			}
 			got[b2i(vec)], got16[b2i(vec)] = [][]float32{out, rstd, dx, dw}, out16
 		})
 		if u := maxUlps(got[1][1], got[0][1]); u > 1 {

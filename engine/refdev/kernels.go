@@ -102,8 +102,9 @@ func (d *Device) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n,
 
 // RMSNormBackward: with y = w·x·r, r = (mean(x²)+eps)^-½,
 // dx = r·w·dy − x·r³·mean(w·dy·x) and dw = Σ dy·x·r.
-func (d *Device) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+func (d *Device) RMSNormBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int) {
 	DX, DW, DO, X, W, R := d.f32.data(dx), d.f32.data(dw), d.f32.data(dout), d.f32.data(x), d.f32.data(w), d.f32.data(rstd)
+	DX16 := d.b16.data(dx16)
 	for i := 0; i < n; i++ {
 		r := R[i]
 		var dot float32
@@ -113,6 +114,9 @@ func (d *Device) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
 		for j := 0; j < dim; j++ {
 			DX[i*dim+j] += r*W[j]*DO[i*dim+j] - X[i*dim+j]*r*r*r*dot/float32(dim)
 			DW[j] += DO[i*dim+j] * X[i*dim+j] * r
+			if DX16 != nil {
+				DX16[i*dim+j] = toBF16(DX[i*dim+j])
+			}
 		}
 	}
 }
