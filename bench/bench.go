@@ -252,7 +252,7 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		td.Track("AdamW v", opt.V)
 	}
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
-		m.ZeroGrad()
+		m.OverwriteGrads() // as train does
 		red := dataparallel.Start(context.Background(), s.Coll, m, nil)
 		red.Attach()
 		if red == nil {

@@ -81,7 +81,10 @@ func (m *Model) mlpChunkBackward(l int, p *Layer[float32], h *Layer[uint16], g *
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
 	s := &m.acts.scr
 	rows := len(la.gate) / F
+	fresh := m.gradFresh // only the first chunk overwrites the gradients
+	defer func() { m.gradFresh = fresh }()
 	for s0 := 0; s0 < N; s0 += rows {
+		m.gradFresh = fresh && s0 == 0
 		n := min(rows, N-s0)
 		ln := la.ln2[s0*C : (s0+n)*C]
 		hh, _ := m.mlpChunkInner(l, p, h, la, m.cast(m.acts.a16, ln), s0, n, false)

@@ -115,6 +115,11 @@ type Model struct {
 	LayerBackwardDone func(l int)
 	// gnorm is the gradient norm fused into the backward pass (FuseGradNorm).
 	gnorm gradNorm
+	// gradFresh: the pass under way writes the gradients of the weight
+	// products instead of adding to them (OverwriteGrads); overwrite is
+	// the arena's other ranges, which OverwriteGrads zeroes.
+	gradFresh bool
+	overwrite [][2]int
 	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
 	// all of Params, which the optimizer refreshes as it updates them (with
 	// FrozenBF16 it is the only copy of the matrices). With
@@ -467,7 +472,7 @@ func (m *Model) linearBackward16(dx, dw, db, dy []float32, dy16 []uint16, x []fl
 	if x16 == nil {
 		x16 = m.cast(a.b16, x[:n*in])
 	}
-	m.matmul(dw, dy, dy16, x, x16, out, in, n, dytX)
+	m.matmul(dw, dy, dy16, x, x16, out, in, n, m.gradProduct())
 	if db != nil {
 		m.Dev.BiasBackward(db, dy, n, out)
 	}
@@ -681,6 +686,7 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 	w16 := m.lmHead16()
 	var total float64
 	var correct int
+	fresh := m.gradFresh && grad // the first scored chunk overwrites the head's gradient
 	for s := 0; s < N; s += m.Opt.LossChunk {
 		n := min(m.Opt.LossChunk, N-s)
 		x := a.lnf[s*C : (s+n)*C]
@@ -707,8 +713,14 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 		total, correct = total+l, correct+c
 		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, dyW)
 		if !m.frozen() {
-			m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, dytX)
+			f := dytX
+			f.Acc = !fresh
+			m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, f)
+			fresh = false
 		}
+	}
+	if fresh && !m.frozen() { // no scored chunk wrote it
+		d.Zero(m.Grads.LMHead)
 	}
 	return total, correct
 }
@@ -747,6 +759,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	if !m.frozen() {
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
 	}
+	m.gradFresh = false
 	m.finishGradNorm()
 	return sum, bt.Scored()
 }

@@ -577,7 +577,7 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 	if r.a != nil {
 		r.a.ZeroGrad()
 	} else {
-		r.m.ZeroGrad()
+		r.m.OverwriteGrads() // the first micro-batch writes the gradients: no zeroing pass
 	}
 	var sum float64
 	red := dataparallel.Start(ctx, r.coll, r.m, r.a)
