@@ -6,20 +6,28 @@ import (
 	"hone/engine"
 )
 
-// PlanResult is what `hone bench train --plan --json` prints: the memory
-// plan of the options asked for (engine.MemoryPlan), and what a run would
-// do on this machine: whether it fits the memory available, the savings
-// Fit would turn on, and the plan with them.
+// PlanResult is what `hone bench train --plan --json` prints. Its
+// peak_bytes and parts (engine.MemoryPlan) are the plan of what would run
+// on this machine: the options asked for plus the savings Fit turns on to
+// fit the memory available (listed in Savings; when even they do not fit,
+// the plan with every saving tried, and Refusal says so). AskedBytes is
+// the plan of the options as asked, before any saving.
 type PlanResult struct {
 	engine.MemoryPlan
-	Seq            int      `json:"seq"`
-	Batch          int      `json:"batch"`
-	Precision      string   `json:"precision"`
-	Method         string   `json:"method"`
-	Recompute      bool     `json:"recompute"`
+	Seq       int    `json:"seq"`
+	Batch     int    `json:"batch"`
+	Precision string `json:"precision"`
+	Method    string `json:"method"`
+	// The memory options the plan is for (with Fit's savings).
+	Recompute       bool `json:"recompute"`
+	CheckpointEvery int  `json:"checkpoint_every,omitempty"` // residual checkpoints: segments of at most k layers
+	CompactBF16     bool `json:"compact_bf16,omitempty"`
+	FrozenBF16      bool `json:"frozen_bf16,omitempty"`
+	// Savings names what Fit turned on beyond the options asked for.
+	Savings        []string `json:"savings"`
+	AskedBytes     int64    `json:"asked_peak_bytes"` // the plan of the options as asked
 	AvailableBytes int64    `json:"available_bytes"`
 	Fits           bool     `json:"fits"`
-	FittedBytes    int64    `json:"fitted_peak_bytes,omitempty"` // with Fit's savings, when they are needed and enough
 	Notes          []string `json:"notes,omitempty"`
 	// LongestSeq is the longest row, up to the model's maximum, that fits
 	// at Batch rows with Fit's savings: what a run's default context
@@ -48,21 +56,24 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 		avail = engine.MemAvailable()
 	}
 	opts := s.options()
-	res := &PlanResult{MemoryPlan: s.Config.MemoryPlan(dev, opts, s.Batch, s.Seq), Seq: s.Seq, Batch: s.Batch,
-		Precision: s.Precision, Method: "full", Recompute: opts.Recompute, AvailableBytes: avail}
+	res := &PlanResult{Seq: s.Seq, Batch: s.Batch, Precision: s.Precision, Method: "full", AvailableBytes: avail,
+		AskedBytes: s.Config.MemoryEstimate(dev, opts, s.Batch, s.Seq), Savings: []string{}}
 	if opts.LoRA != nil {
 		res.Method = "lora"
 	}
 	res.LongestSeq = s.Config.LongestContext(dev, opts, s.Batch, s.Config.MaxPositionEmbeddings, avail)
 	fitted, notes, err := s.Config.Fit(dev, opts, s.Batch, s.Seq, avail)
 	res.Notes = notes
+	res.Savings = append(res.Savings, engine.Savings(opts, fitted)...)
+	res.MemoryPlan = s.Config.MemoryPlan(dev, fitted, s.Batch, s.Seq)
+	res.Recompute, res.CompactBF16, res.FrozenBF16 = fitted.Recompute, fitted.CompactBF16, fitted.FrozenBF16
+	if fitted.Recompute && fitted.CheckpointEvery > 1 {
+		res.CheckpointEvery = fitted.CheckpointEvery
+	}
 	if err != nil {
 		res.Refusal = err.Error()
 		return res, nil
 	}
 	res.Fits = true
-	if len(notes) > 0 {
-		res.FittedBytes = s.Config.MemoryEstimate(dev, fitted, s.Batch, s.Seq)
-	}
 	return res, nil
 }

@@ -68,6 +68,9 @@ type CreateRunRequest struct {
 	// RegisterAdapter (method lora) registers the adapter alone, as a
 	// version that names its base model, instead of the merged model.
 	RegisterAdapter bool `json:"register_adapter,omitempty"`
+	// Nodes is how many workers train the run together, one rank each
+	// (data parallel over Gloo); default 1.
+	Nodes int `json:"nodes,omitempty"`
 }
 
 // LoRA holds the adapter settings of a method "lora" run; unset fields take
@@ -126,6 +129,20 @@ type Run struct {
 	Events          []Event          `json:"events,omitempty"`
 	Checkpoints     []Checkpoint     `json:"checkpoints,omitempty"`
 	Metrics         *LatestMetrics   `json:"metrics,omitempty"`
+	// Ranks are the workers of each attempt of a multi-node run.
+	Ranks []RunRank `json:"ranks,omitempty"`
+}
+
+// RunRank is one worker's part in an attempt (a claim) of a multi-node
+// run: when it joined, when and why it left.
+type RunRank struct {
+	Attempt  int64      `json:"attempt"`
+	Rank     int        `json:"rank"`
+	Worker   string     `json:"worker"`
+	Host     string     `json:"host"`
+	JoinedAt time.Time  `json:"joined_at"`
+	LeftAt   *time.Time `json:"left_at,omitempty"`
+	Note     string     `json:"note,omitempty"`
 }
 
 // Remaining is how long the run is expected to take from now on: never

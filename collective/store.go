@@ -41,6 +41,7 @@ type StoreServer struct {
 	secret string
 	size   int
 	log    *slog.Logger
+	admit  func(rank int, remote net.Addr) error
 
 	mu      sync.Mutex
 	data    map[string][]byte
@@ -54,6 +55,13 @@ type StoreServer struct {
 // ServeStore starts a store on addr (host:port; port 0 picks one) for a
 // group of size ranks. Close stops it.
 func ServeStore(addr, secret string, size int, log *slog.Logger) (*StoreServer, error) {
+	return ServeStoreAdmit(addr, secret, size, log, nil)
+}
+
+// ServeStoreAdmit is ServeStore with a further check of each client that
+// presents the secret: admit (when not nil) refuses a rank connecting from
+// an address other than the one the rendezvous record names for it.
+func ServeStoreAdmit(addr, secret string, size int, log *slog.Logger, admit func(rank int, remote net.Addr) error) (*StoreServer, error) {
 	if len(secret) < 16 {
 		return nil, errors.New("rendezvous store: the shared secret must have at least 16 bytes")
 	}
@@ -64,7 +72,7 @@ func ServeStore(addr, secret string, size int, log *slog.Logger) (*StoreServer, 
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous store: listen on %s: %w", addr, err)
 	}
-	s := &StoreServer{ln: ln, secret: secret, size: size, log: log, data: map[string][]byte{},
+	s := &StoreServer{ln: ln, secret: secret, size: size, log: log, admit: admit, data: map[string][]byte{},
 		changed: make(chan struct{}), ranks: map[int]bool{}, conns: map[net.Conn]bool{}}
 	s.wg.Add(1)
 	go s.accept()
@@ -151,6 +159,19 @@ func (s *StoreServer) serve(c net.Conn) {
 	s.ranks[hello.Rank] = true
 	rank = hello.Rank
 	s.mu.Unlock()
+	if s.admit != nil {
+		if err := s.admit(hello.Rank, c.RemoteAddr()); err != nil {
+			s.log.Warn("rendezvous store: refused a client the rendezvous record does not name", "rank", hello.Rank,
+				"remote", c.RemoteAddr().String(), "err", err)
+			// Free the rank before answering: the right client may be next.
+			s.mu.Lock()
+			delete(s.ranks, rank)
+			s.mu.Unlock()
+			rank = -1
+			_ = enc.Encode(storeResponse{Err: err.Error()})
+			return
+		}
+	}
 	if enc.Encode(storeResponse{}) != nil {
 		return
 	}

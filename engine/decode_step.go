@@ -84,7 +84,9 @@ func (m *Model) extend(b *stepBufs, decs []*Decoder, feeds [][]int) []float32 {
 	dev.UploadInt32(b.pos, b.hostPos[:R])
 	eps := float32(c.RMSNormEps)
 	x := b.x[:R*C]
-	if m.Opt.FrozenBF16 {
+	if q, ok := m.quantFor(m.Params.Embed); ok && q.only { // a host-memory device (LoadQuantized)
+		embedQuant(q.q, x, b.hostIDs[:R], C)
+	} else if m.Opt.FrozenBF16 {
 		dev.EmbeddingBF16(x, b.ids, m.w16.Embed, R, C)
 	} else {
 		dev.Embedding(x, b.ids, m.Params.Embed, R, C)

@@ -59,9 +59,14 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
 	L, NH := int64(c.NumHiddenLayers), int64(c.NumAttentionHeads)
-	NK := int64(c.routedRows(B * T))                   // rows of the MoE's activations: only routed experts'
-	NF := int64(c.routedRows(opt.mlpRows(c, B*T))) * F // the MLP's buffers: in chunks with recomputation
-	perLayer := N*(3*C+2*QD+2*KVD+2+NH) + 3*NF         // ln1, mid, ln2; q, att; k, v; rstd1, rstd2; lse; gate, up, h
+	NK := int64(c.routedRows(B * T))      // rows of the MoE's activations: only routed experts'
+	R := int64(opt.mlpRows(c, B*T))       // rows of ln2 and the MLP's buffers: a chunk with recomputation
+	NF := int64(c.routedRows(int(R))) * F // the MLP's buffers
+	W, midW, dq := max(C, QD), C, QD      // att = ln1 and dln = datt take the wider; with recomputation, mid = dq too
+	if opt.Recompute {
+		midW, dq = W, 0
+	}
+	perLayer := N*(midW+W+QD+2*KVD+2+NH) + R*C + 3*NF // mid; att = ln1; q; k, v; rstd1, rstd2; lse; ln2; gate, up, h
 	layers := L
 	if opt.Recompute {
 		layers = 1
@@ -71,8 +76,10 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		chunk = 256
 	}
 	chunk = min(chunk, N)
-	_, nres := opt.residualSlots(c)
-	acts := layers*perLayer + int64(nres)*N*C + N*(C+1) + N*(2*C+2*QD+2*KVD) + 3*NF
+	nres := opt.residualBuffers(c)
+	// The residual streams; the final norm of one loss chunk and every
+	// rstd; scratch dres, dln = datt, dq, dk, dv, dgate, dup, dh.
+	acts := layers*perLayer + int64(nres)*N*C + chunk*C + N + N*(C+W+dq+2*KVD) + 3*NF
 	ints := int64(0)
 	if c.MoE() {
 		E := int64(c.NumLocalExperts)
@@ -85,7 +92,8 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	parts[PartBatch] = 4 * 4 * N                      // ids, targets, positions, document starts
 	parts[PartAttentionScratch] = dev.AttentionScratch(B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 || opt.FrozenBF16 {
-		parts[PartBF16Scratch] = 2 * 2 * int64(c.bf16Scratch(B*T, int(chunk), opt.mlpRows(c, B*T), opt.frozenBase()))
+		rows := opt.mlpRows(c, B*T)
+		parts[PartBF16Scratch] = 2 * int64(c.bf16Scratch(B*T, int(chunk), rows, !opt.frozenBase())+c.bf16ScratchB(opt, B*T, int(chunk), rows))
 	}
 	var total int64
 	for _, b := range parts {
@@ -242,6 +250,26 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		}
 	}
 	return opts, notes, need, false
+}
+
+// Savings names the savings fitted has on that asked has not, in the
+// words of Fit's notes: what a plan of fitted runs with beyond what was
+// asked.
+func Savings(asked, fitted Options) []string {
+	var out []string
+	if fitted.FrozenBF16 && !asked.FrozenBF16 {
+		out = append(out, "a frozen bf16 base")
+	}
+	if fitted.Recompute && !asked.Recompute {
+		out = append(out, "activation recomputation")
+	}
+	if fitted.CompactBF16 && !asked.CompactBF16 {
+		out = append(out, "per-layer bf16 weights")
+	}
+	if fitted.Recompute && fitted.CheckpointEvery > 1 && !(asked.Recompute && asked.CheckpointEvery > 1) {
+		out = append(out, fmt.Sprintf("residual checkpoints (segments of at most %d layers)", fitted.CheckpointEvery))
+	}
+	return out
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }

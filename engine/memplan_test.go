@@ -76,25 +76,42 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96},
 	} {
 		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.B, tc.T), func(t *testing.T) {
-			dev := openCPU(t)
-			plan := c.MemoryPlan(dev, tc.opt, tc.B, tc.T)
-			var sum int64
-			for _, b := range plan.Parts {
-				sum += b
-			}
-			if sum != plan.PeakBytes {
-				t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
-			}
-			peak, weights := countedPeak(t, c, tc.opt, tc.B, tc.T)
-			if plan.PeakBytes != peak {
-				t.Errorf("plan peak %d bytes, counted %d (parts %v)", plan.PeakBytes, peak, plan.Parts)
-			}
-			// New and NewAdapter allocate the weights and the gradients; the
-			// optimizer's moments come later.
-			if want := plan.Parts[engine.PartWeights] + plan.Parts[engine.PartGradients]; weights != want {
-				t.Errorf("after New %d bytes are live, plan's weights + gradients %d", weights, want)
-			}
+			checkPlanEqualsCounted(t, c, tc.opt, tc.B, tc.T)
 		})
+	}
+	// Attention wider than the hidden size (head_dim 32 × 4 heads = 128 >
+	// 64): the buffers shared between C- and QD-wide values take the wider.
+	wide, err := engine.ParseConfig([]byte(strings.Replace(memTestConfig, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 32,`, 1)))
+	if err != nil || wide.QDim() <= wide.HiddenSize {
+		t.Fatalf("wide config: %v (q dim %d)", err, wide.QDim())
+	}
+	for _, opt := range []engine.Options{{}, {Recompute: true, CheckpointEvery: 2}, {LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 40}} {
+		t.Run(fmt.Sprintf("wide/lora=%v/recompute=%v", opt.LoRA != nil, opt.Recompute), func(t *testing.T) {
+			checkPlanEqualsCounted(t, wide, opt, 1, 96)
+		})
+	}
+}
+
+// checkPlanEqualsCounted holds c's plan for opt at B×T to a counting
+// device's peak (see TestMemoryPlanEqualsCountedPeak).
+func checkPlanEqualsCounted(t *testing.T, c *engine.Config, opt engine.Options, B, T int) {
+	t.Helper()
+	plan := c.MemoryPlan(openCPU(t), opt, B, T)
+	var sum int64
+	for _, b := range plan.Parts {
+		sum += b
+	}
+	if sum != plan.PeakBytes {
+		t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
+	}
+	peak, weights := countedPeak(t, c, opt, B, T)
+	if plan.PeakBytes != peak {
+		t.Errorf("plan peak %d bytes, counted %d (parts %v)", plan.PeakBytes, peak, plan.Parts)
+	}
+	// New and NewAdapter allocate the weights and the gradients; the
+	// optimizer's moments come later.
+	if want := plan.Parts[engine.PartWeights] + plan.Parts[engine.PartGradients]; weights != want {
+		t.Errorf("after New %d bytes are live, plan's weights + gradients %d", weights, want)
 	}
 }
 
@@ -194,5 +211,121 @@ func TestCheckpointsSameGradients(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// At a longer context the memory savings of recomputation change what is
+// kept, not the math: with every activation stored and nothing recomputed,
+// and with recomputation, residual checkpoints every 2 layers (the first
+// and last streams sharing a buffer, the batch embedded again) and the
+// final norm run per loss chunk, the loss and gradients are equal bit for
+// bit, for full fine-tuning (fp32) and a LoRA adapter on a frozen bf16
+// base. ln1 recomputed into mid's buffer and datt in dln's are on both
+// sides; the parity tests hold them to the float64 reference.
+func TestLongContextSavingsSameGradients(t *testing.T) {
+	five := strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)
+	// And attention wider than the hidden size, whose buffers share.
+	for _, js := range []string{five, strings.Replace(five, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 32,`, 1)} {
+		c, err := engine.ParseConfig([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSavingsSameGradients(t, c)
+	}
+}
+
+func checkSavingsSameGradients(t *testing.T, c *engine.Config) {
+	const T = 1024 // four loss chunks; the MLP's default chunk (2048 rows) leaves it whole on both sides
+	bt := randomBatch(t, 1, T, c.VocabSize)
+	grads := func(opt engine.Options) (float64, []float32) {
+		dev := openCPU(t)
+		m := engine.New(c, dev, opt)
+		defer m.Close()
+		m.InitRandom(7)
+		if opt.LoRA != nil {
+			a, err := engine.NewAdapter(c, dev, *opt.LoRA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			engine.FillDevice(dev, a.Params, func(p []float32) error { // a nonzero B, so every adapter gradient flows
+				for i := range p {
+					p[i] = 0.02 * float32(i*7919%13-6) / 6
+				}
+				return nil
+			})
+			if err := m.Attach(a); err != nil {
+				t.Fatal(err)
+			}
+			a.ZeroGrad()
+			sum, _ := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+			return sum, append([]float32(nil), engine.HostView(dev, a.Grads)...)
+		}
+		m.ZeroGrad()
+		sum, _ := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+		return sum, append([]float32(nil), engine.HostView(dev, m.Grads.Arena)...)
+	}
+	lora := &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}
+	for _, base := range []engine.Options{{}, {LoRA: lora, FrozenBF16: true}} {
+		wantLoss, want := grads(base)
+		opt := base
+		opt.Recompute, opt.CheckpointEvery = true, 2
+		loss, got := grads(opt)
+		if loss != wantLoss {
+			t.Errorf("q dim %d, lora=%v: loss %v with the savings, %v without", c.QDim(), base.LoRA != nil, loss, wantLoss)
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("q dim %d, lora=%v: gradient %d = %v with the savings, %v without", c.QDim(), base.LoRA != nil, i, got[i], want[i])
+				break
+			}
+		}
+	}
+}
+
+// Evaluation and eval prompts at long context take no second full-size
+// allocation: Evaluate on the training batch shape allocates nothing (it
+// runs in the training buffers), and reading a prompt in chunks of 256
+// grows memory by the prompt's key/value cache alone (prompts of T and 2T
+// tokens differ by exactly the cache of T tokens: no buffer of the
+// prompt's length besides it).
+func TestEvalAtLongContextReusesBuffers(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(memTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const T = 768
+	dev := engine.NewCountingDevice(openCPU(t))
+	m := engine.New(c, dev, engine.Options{Recompute: true, CheckpointEvery: 2})
+	defer m.Close()
+	m.InitRandom(1)
+	bt := randomBatch(t, 1, T, c.VocabSize)
+	m.ForwardBackward(bt, 1/float32(bt.Scored()))
+	before := dev.Memory()
+	m.Evaluate(bt)
+	if after := dev.Memory(); after.Allocs != before.Allocs || after.Live != before.Live {
+		t.Errorf("Evaluate allocated: %d allocations and %d bytes live before, %d and %d after", before.Allocs, before.Live, after.Allocs, after.Live)
+	}
+	grew := func(n int) int64 {
+		d, err := m.NewDecoder(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		live := dev.Memory().Live
+		for s := 0; s < n; s += 256 {
+			ids := make([]int, min(256, n-s))
+			for i := range ids {
+				ids[i] = (s + i) % c.VocabSize
+			}
+			if _, err := d.Append(ids); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dev.Memory().Live - live
+	}
+	one, two := grew(T/2), grew(T)
+	if two-one != c.KVCacheBytes(T/2) {
+		t.Errorf("a prompt of %d tokens takes %d bytes more than one of %d; want only the cache of %d tokens, %d bytes", T, two-one, T/2, T/2, c.KVCacheBytes(T/2))
 	}
 }

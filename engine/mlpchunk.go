@@ -6,11 +6,11 @@ package engine
 const DefaultMLPChunk = 2048
 
 // mlpRows is how many token rows of a batch of N the dense MLP's
-// (rows, intermediate) buffers hold. Without recomputation the backward
-// pass needs every layer's, so all N. With it, the backward pass
-// recomputes the MLP's gate, up and h chunk by chunk from the stored
-// ln2, so only Options.MLPChunk rows exist at once: the MLP's working
-// memory stops growing with the context. Experts keep their routed rows,
+// (rows, intermediate) buffers and ln2 hold. Without recomputation the
+// backward pass needs every layer's, so all N. With it, the backward pass
+// recomputes the MLP's ln2, gate, up and h chunk by chunk from mid, so
+// only Options.MLPChunk rows exist at once: the MLP's working memory stops
+// growing with the context. Experts keep their routed rows,
 // and LoRA dropout (whose masks are drawn per whole batch) keeps N.
 func (o Options) mlpRows(c *Config, N int) int {
 	if !o.Recompute || c.MoE() || (o.LoRA != nil && o.LoRA.Dropout > 0) {
@@ -30,10 +30,10 @@ func (m *Model) mlpChunked(la *layerActs, n int) bool {
 }
 
 // mlpChunkForward computes out += down(silu(gate(ln2))·up(ln2)) for the
-// N rows of layer l, rows chunk rows at a time (x16: ln2's bf16 cast, or
-// nil). In the backward pass's recomputation it does nothing: out is
-// already known there, and mlpChunkBackward recomputes each chunk.
-func (m *Model) mlpChunkForward(l int, p *Layer[float32], h *Layer[uint16], la *layerActs, x16 []uint16, out []float32, N int) {
+// N rows of layer l, rows chunk rows at a time, ln2 = norm(mid) too. In
+// the backward pass's recomputation it does nothing: out is already known
+// there, and mlpChunkBackward recomputes each chunk.
+func (m *Model) mlpChunkForward(l int, p *Layer[float32], h *Layer[uint16], la *layerActs, out []float32, N int) {
 	if m.recomputing {
 		return
 	}
@@ -44,23 +44,28 @@ func (m *Model) mlpChunkForward(l int, p *Layer[float32], h *Layer[uint16], la *
 	rows := len(la.gate) / F
 	for s0 := 0; s0 < N; s0 += rows {
 		n := min(rows, N-s0)
-		var xc []uint16
-		if x16 != nil {
-			xc = x16[s0*C : (s0+n)*C]
-		}
-		hh, h16 := m.mlpChunkInner(l, p, h, la, xc, s0, n, true)
+		xc := m.buf16(m.acts.a16, n*C) // the norm writes ln2's bf16 cast here
+		m.norm2(p, la, xc, s0, n)
+		hh, h16 := m.mlpChunkInner(l, p, h, la, xc, n, true)
 		y := out[s0*C : (s0+n)*C]
 		m.linear(y, hh, h16, p.WDown, h.WDown, p.BDown, n, F, C, accumulate)
 		m.adapt(l, projDown, y, hh, n)
 	}
 }
 
-// mlpChunkInner computes gate, up and h of rows s0..s0+n of layer l into
-// the first n rows of la's buffers and returns h (and its bf16 cast when
-// cast is set, in b16: a16 holds ln2's cast meanwhile).
-func (m *Model) mlpChunkInner(l int, p *Layer[float32], h *Layer[uint16], la *layerActs, xc []uint16, s0, n int, cast bool) ([]float32, []uint16) {
+// norm2 is the layer's (p's) second norm of rows s0..s0+n (from mid) into ln2's
+// first n rows and their rstd2, and into x16 when not nil.
+func (m *Model) norm2(p *Layer[float32], la *layerActs, x16 []uint16, s0, n int) {
+	C := m.Config.HiddenSize
+	m.norm(la.ln2[:n*C], x16, la.rstd2[s0:s0+n], la.mid[s0*C:(s0+n)*C], p.LN2, n, C, float32(m.Config.RMSNormEps))
+}
+
+// mlpChunkInner computes gate, up and h of the chunk of n rows whose ln2
+// is in la.ln2 into the first n rows of la's buffers and returns h (and
+// its bf16 cast when cast is set, in b16: a16 holds ln2's cast meanwhile).
+func (m *Model) mlpChunkInner(l int, p *Layer[float32], h *Layer[uint16], la *layerActs, xc []uint16, n int, cast bool) ([]float32, []uint16) {
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
-	ln := la.ln2[s0*C : (s0+n)*C]
+	ln := la.ln2[:n*C]
 	gate, up, hh := la.gate[:n*F], la.up[:n*F], la.h[:n*F]
 	m.linear(gate, ln, xc, p.WGate, h.WGate, p.BGate, n, C, F, overwrite)
 	m.linear(up, ln, xc, p.WUp, h.WUp, p.BUp, n, C, F, overwrite)
@@ -75,8 +80,8 @@ func (m *Model) mlpChunkInner(l int, p *Layer[float32], h *Layer[uint16], la *la
 }
 
 // mlpChunkBackward is the MLP branch of layerBackward in chunks: for each
-// chunk of rows it recomputes gate, up and h from ln2 and propagates dres
-// into scr.dln (overwritten) and the gradients.
+// chunk of rows it recomputes ln2 (and rstd2), gate, up and h from mid and
+// propagates dres into scr.dln (overwritten) and the gradients.
 func (m *Model) mlpChunkBackward(l int, p *Layer[float32], h *Layer[uint16], g *Layer[float32], la *layerActs, dres []float32, N int) {
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
 	s := &m.acts.scr
@@ -86,8 +91,9 @@ func (m *Model) mlpChunkBackward(l int, p *Layer[float32], h *Layer[uint16], g *
 	for s0 := 0; s0 < N; s0 += rows {
 		m.gradFresh = fresh && s0 == 0
 		n := min(rows, N-s0)
-		ln := la.ln2[s0*C : (s0+n)*C]
-		hh, _ := m.mlpChunkInner(l, p, h, la, m.cast(m.acts.a16, ln), s0, n, false)
+		m.norm2(p, la, nil, s0, n)
+		ln := la.ln2[:n*C]
+		hh, _ := m.mlpChunkInner(l, p, h, la, m.cast(m.acts.a16, ln), n, false)
 		dy, dln := dres[s0*C:(s0+n)*C], s.dln[s0*C:(s0+n)*C]
 		dh, dgate, dup := s.dh[:n*F], s.dgate[:n*F], s.dup[:n*F]
 		m.linearBackward(dh, g.WDown, g.BDown, dy, hh, p.WDown, h.WDown, n, F, C, overwrite)

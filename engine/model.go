@@ -52,11 +52,13 @@ type Options struct {
 	// safetensors of any dtype; a bf16 checkpoint loads bit for bit.
 	// Without it a LoRA base is fp32, as for full fine-tuning.
 	FrozenBF16 bool
-	// CheckpointEvery k > 1 (with Recompute) keeps the residual stream only
-	// at every k-th layer and the last, and runs each segment's layers
-	// forward once more in the backward pass: about L/k + k residual
-	// buffers of (N,C) instead of L+1, for one more forward pass of most
-	// layers. Fit turns it on (CheckpointSpacing) when nothing else fits.
+	// CheckpointEvery k > 1 (with Recompute) cuts the layers into segments
+	// of at most k layers, keeps only the residual streams entering them,
+	// and runs each segment's layers forward once more in the backward
+	// pass: B residual buffers of (N,C) instead of L+1 where L ≤ B+B+(B-1)
+	// +…+3 (5 for 16 layers, 7 for 32), for one more forward pass of most
+	// layers (checkpoint.go). Fit turns it on (CheckpointSpacing) when
+	// nothing else fits.
 	CheckpointEvery int
 	// MLPChunk (with Recompute, dense models) is how many token rows the
 	// MLP works on at once: its (rows, intermediate) buffers then do not
@@ -154,9 +156,9 @@ type Model struct {
 type activations struct {
 	n       int
 	res     [][]float32 // L+1 x (N,C): residual stream entering each layer, and leaving the last (in resBufs)
-	resBufs [][]float32 // the distinct buffers of res: shared between checkpoints (Options.CheckpointEvery)
+	resBufs [][]float32 // the distinct buffers of res: fewer with checkpoints (Options.CheckpointEvery, checkpoint.go)
 	layer   []layerActs // L entries, or one shared entry when recomputing
-	lnf     []float32   // (N,C) final norm output
+	lnf     []float32   // (chunk,C) final norm output of one loss chunk (head)
 	rstdf   []float32   // (N)
 	logits  []float32   // (chunk,V)
 	scr     scratch
@@ -172,19 +174,30 @@ type activations struct {
 	auxGrad []float64
 }
 
+// ln1 and att share one buffer (N, max(C,QD)): ln1 is dead once q, k and
+// v are computed, before the attention writes att, and layerBackward
+// recomputes it (the same norm of the same input) once att is dead. With
+// the MLP in chunks, ln2 holds one chunk's rows, normalised chunk by chunk
+// as the MLP runs (mlpchunk.go).
 type layerActs struct {
-	ln1, rstd1 []float32 // (N,C) (N)
+	ln1, rstd1 []float32 // (N,C) (N); ln1 is att's buffer
 	q, k, v    []float32 // (N,QD) (N,KVD) (N,KVD), after RoPE
 	att, lse   []float32 // (N,QD) (B,NH,T)
-	mid        []float32 // (N,C) residual after attention
-	ln2, rstd2 []float32 // (N,C) (N)
+	mid        []float32 // (N,C) residual after attention; with Recompute (N, max(C,QD)), scr.dq's buffer too
+	ln2, rstd2 []float32 // (rows,C) (N): rows N, or the MLP's chunk
 	gate, up   []float32 // (N,F), (NK,F) with experts
 	h          []float32 // (N,F) silu(gate)*up, (NK,F) with experts
 	moe        moeActs
 }
 
-// scratch buffers for the backward pass, shared by all layers.
+// scratch buffers for the backward pass, shared by all layers. datt
+// shares dln's buffer (N, max(C,QD)): the attention branch's backward
+// reads dln's last value (the norm's backward) before datt is written, and
+// writes dln afresh only once datt is dead. With Recompute dq is the one
+// layer's mid buffer, dead from the second norm's backward until the next
+// layer's recomputation (dqShared).
 type scratch struct {
+	dqShared         bool
 	dres, dln        []float32 // (N,C)
 	dq, dk, dv, datt []float32 // (N,QD) (N,KVD) (N,KVD) (N,QD)
 	dgate, dup, dh   []float32 // (N,F), (NK,F) with experts
@@ -258,26 +271,29 @@ func (m *Model) allocActs(N int) *activations {
 	C, F, QD, KVD := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	NF := c.routedRows(m.Opt.mlpRows(c, N)) * F
 	a := &activations{n: N}
-	slot, nbuf := m.Opt.residualSlots(c)
-	a.resBufs = make([][]float32, nbuf)
+	a.resBufs = make([][]float32, m.Opt.residualBuffers(c))
 	for i := range a.resBufs {
 		a.resBufs[i] = d.Alloc(N * C)
 	}
 	a.res = make([][]float32, c.NumHiddenLayers+1)
-	for i := range a.res {
-		a.res[i] = a.resBufs[slot[i]]
-	}
+	a.forwardSlots(m.Opt, c)
 	nl := c.NumHiddenLayers
 	if m.Opt.Recompute {
 		nl = 1
 	}
 	a.layer = make([]layerActs, nl)
+	W := max(C, QD)
+	midW := C
+	if m.Opt.Recompute {
+		midW = W
+	}
 	for i := range a.layer {
+		att := d.Alloc(N * W)
 		a.layer[i] = layerActs{
-			ln1: d.Alloc(N * C), rstd1: d.Alloc(N),
+			ln1: att[:N*C], rstd1: d.Alloc(N),
 			q: d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
-			att: d.Alloc(N * QD), lse: d.Alloc(N * c.NumAttentionHeads),
-			mid: d.Alloc(N * C), ln2: d.Alloc(N * C), rstd2: d.Alloc(N),
+			att: att[:N*QD], lse: d.Alloc(N * c.NumAttentionHeads),
+			mid: d.Alloc(N * midW)[:N*C], ln2: d.Alloc(m.Opt.mlpRows(c, N) * C), rstd2: d.Alloc(N),
 			gate: d.Alloc(NF), up: d.Alloc(NF), h: d.Alloc(NF),
 		}
 		if c.MoE() {
@@ -287,16 +303,22 @@ func (m *Model) allocActs(N int) *activations {
 	if c.MoE() {
 		a.moe, a.routes = allocMoEScratch(d, c, N), make([]moeRoute, c.NumHiddenLayers)
 	}
-	a.lnf, a.rstdf = d.Alloc(N*C), d.Alloc(N)
+	a.lnf, a.rstdf = d.Alloc(min(m.Opt.LossChunk, N)*C), d.Alloc(N)
 	a.logits = d.Alloc(min(m.Opt.LossChunk, N) * c.VocabSize)
+	dln := d.Alloc(N * W)
 	a.scr = scratch{
-		dres: d.Alloc(N * C), dln: d.Alloc(N * C),
-		dq: d.Alloc(N * QD), dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: d.Alloc(N * QD),
+		dres: d.Alloc(N * C), dln: dln[:N*C],
+		dk: d.Alloc(N * KVD), dv: d.Alloc(N * KVD), datt: dln[:N*QD],
 		dgate: d.Alloc(NF), dup: d.Alloc(NF), dh: d.Alloc(NF),
 	}
+	if m.Opt.Recompute {
+		a.scr.dq, a.scr.dqShared = a.layer[0].mid[:N*QD], true
+	} else {
+		a.scr.dq = d.Alloc(N * QD)
+	}
 	if m.Opt.BF16 {
-		n16 := c.bf16Scratch(N, min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N), m.Opt.frozenBase())
-		a.a16, a.b16 = d.AllocBF16(n16), d.AllocBF16(n16)
+		chunk, rows := min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N)
+		a.a16, a.b16 = d.AllocBF16(c.bf16Scratch(N, chunk, rows, !m.Opt.frozenBase())), d.AllocBF16(c.bf16ScratchB(m.Opt, N, chunk, rows))
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
 	return a
@@ -311,13 +333,21 @@ func (m *Model) freeActs() {
 	for _, x := range a.resBufs {
 		d.Free(x)
 	}
-	for _, la := range a.layer {
-		freeAll(d, la.ln1, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.ln2, la.rstd2, la.gate, la.up, la.h)
+	for _, la := range a.layer { // ln1 is att's buffer
+		freeAll(d, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.ln2, la.rstd2, la.gate, la.up, la.h)
 		la.moe.free(d)
 	}
 	a.moe.free(d)
 	s := a.scr
-	freeAll(d, a.lnf, a.rstdf, a.logits, s.dres, s.dln, s.dq, s.dk, s.dv, s.datt, s.dgate, s.dup, s.dh)
+	// datt is dln's buffer, which may be the longer of the two.
+	dln := s.dln
+	if len(s.datt) > len(dln) {
+		dln = s.datt
+	}
+	if !s.dqShared {
+		d.Free(s.dq)
+	}
+	freeAll(d, a.lnf, a.rstdf, a.logits, s.dres, dln, s.dk, s.dv, s.dgate, s.dup, s.dh)
 	if a.a16 != nil {
 		d.FreeBF16(a.a16)
 		d.FreeBF16(a.b16)
@@ -480,14 +510,12 @@ func (m *Model) linearBackward16(dx, dw, db, dy []float32, dy16 []uint16, x []fl
 }
 
 // swigluBackward is SwiGLUBackward of n values, writing dgate's and dup's
-// bf16 casts in the same pass in BF16 mode, and returns those casts: both
-// in a16 (b16 then takes ln2's cast for the weight gradients), or with a
-// frozen base, which needs no such cast, one in each (bf16Scratch).
+// bf16 casts in the same pass when training a full model in BF16 mode, and
+// returns those casts: both in a16 (bf16Scratch's pair), as b16 takes ln2's
+// cast for the weight gradients. A frozen base's scratch has no room for
+// the pair (nil: linearBackward16 casts each).
 func (m *Model) swigluBackward(dgate, dup, dh, gate, up []float32, n int) (dgate16, dup16 []uint16) {
-	switch {
-	case m.bf16 && m.frozen():
-		dgate16, dup16 = m.acts.a16[:n], m.acts.b16[:n]
-	case m.bf16:
+	if m.bf16 && !m.frozen() && !m.Opt.frozenBase() {
 		dgate16, dup16 = m.acts.a16[:n], m.acts.a16[n:2*n]
 	}
 	m.Dev.SwiGLUBackward(dgate[:n], dup[:n], dgate16, dup16, dh[:n], gate[:n], up[:n], n)
@@ -548,6 +576,11 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	N, C, F, QD, KVD := bt.B*bt.T, c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim()
 	eps := float32(c.RMSNormEps)
 	in, out := a.res[l][:N*C], a.res[l+1][:N*C]
+	if m.recomputing {
+		// The output is known; its buffer may hold another stream now
+		// (checkpoint.go). dln is dead until this layer's backward.
+		out = a.scr.dln[:N*C]
+	}
 
 	x16 := m.buf16(a.a16, N*C) // the norms and SwiGLU write their outputs' bf16 casts here
 	m.norm(la.ln1, x16, la.rstd1, in, p.LN1, N, C, eps)
@@ -564,18 +597,18 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, accumulate)
 	m.adapt(l, projO, la.mid, la.att, N)
 
+	if m.mlpChunked(la, N) { // ln2 too is normalised chunk by chunk
+		if !m.recomputing {
+			d.Copy(out, la.mid[:N*C])
+		}
+		m.mlpChunkForward(l, p, h, la, out, N)
+		return
+	}
 	x16 = m.buf16(a.a16, N*C)
 	m.norm(la.ln2, x16, la.rstd2, la.mid, p.LN2, N, C, eps)
 	if c.MoE() {
 		d.Copy(out, la.mid[:N*C])
 		m.moeForward(l, la, x16, out, N)
-		return
-	}
-	if m.mlpChunked(la, N) {
-		if !m.recomputing {
-			d.Copy(out, la.mid[:N*C])
-		}
-		m.mlpChunkForward(l, p, h, la, x16, out, N)
 		return
 	}
 	m.linear(la.gate, la.ln2, x16, p.WGate, h.WGate, p.BGate, N, C, F, overwrite)
@@ -616,33 +649,59 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	m.normBackward(dres, dres16, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
+	// mid is dead from here (dq may be its buffer), dln until the q, k, v
+	// projections' backward (datt is its buffer), att after the attention's.
 	m.linearBackward16(s.datt, g.WO, g.BO, dres, dres16, la.att, nil, p.WO, h.WO, N, QD, C, overwrite)
 	m.adaptBackward(l, projO, s.datt, dres, la.att, N)
 	m.attentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
+	// ln1 again, into att's buffer: the same kernel on the same input. It
+	// writes the cast the q, k, v weight gradients read into b16 as well.
+	var ln16 []uint16
+	if m.bf16 && !m.frozen() {
+		ln16 = a.b16[:N*C]
+	}
+	m.norm(la.ln1, ln16, la.rstd1, a.res[l][:N*C], p.LN1, N, C, float32(c.RMSNormEps))
 	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)
-	x16 := m.linearBackward16(s.dln, g.WQ, g.BQ, s.dq, nil, la.ln1, nil, p.WQ, h.WQ, N, C, QD, overwrite)
+	x16 := m.linearBackward16(s.dln, g.WQ, g.BQ, s.dq, nil, la.ln1, ln16, p.WQ, h.WQ, N, C, QD, overwrite)
 	x16 = m.linearBackward16(s.dln, g.WK, g.BK, s.dk, nil, la.ln1, x16, p.WK, h.WK, N, C, KVD, accumulate)
 	m.linearBackward16(s.dln, g.WV, g.BV, s.dv, nil, la.ln1, x16, p.WV, h.WV, N, C, KVD, accumulate)
 	m.adaptQKVBackward(l, s.dln, s.dq, s.dk, s.dv, la.ln1, N)
 	m.normBackward(dres, nil, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
-// forwardTrunk embeds the batch and runs every layer and the final norm.
-func (m *Model) forwardTrunk(bt *Batch) {
+// embed writes the batch's token embeddings into res[0].
+func (m *Model) embed(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
-	m.refresh16()
 	if m.Opt.FrozenBF16 {
 		m.Dev.EmbeddingBF16(a.res[0], a.ids, m.w16.Embed, N, C)
 	} else {
 		m.Dev.Embedding(a.res[0], a.ids, m.Params.Embed, N, C)
 	}
+}
+
+// forwardTrunk embeds the batch and runs every layer; the head runs the
+// final norm.
+func (m *Model) forwardTrunk(bt *Batch) {
+	c := m.Config
+	m.refresh16()
+	m.embed(bt)
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.layerForward(l, bt)
 	}
-	m.norm(a.lnf, nil, a.rstdf, a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, N, C, float32(c.RMSNormEps))
+}
+
+// normF is the final norm of tokens s..s+n into lnf's first n rows (and
+// their rstd): the head runs it a loss chunk at a time, so no (N,C) copy
+// of the normalised stream exists.
+func (m *Model) normF(s, n int) []float32 {
+	c, a := m.Config, m.acts
+	C := c.HiddenSize
+	x := a.lnf[:n*C]
+	m.norm(x, nil, a.rstdf[s:s+n], a.res[c.NumHiddenLayers][s*C:(s+n)*C], m.Params.NormF, n, C, float32(c.RMSNormEps))
+	return x
 }
 
 // Logits runs the forward pass and returns all logits (N,V) in host
@@ -655,8 +714,12 @@ func (m *Model) Logits(bt *Batch) []float32 {
 	N := bt.B * bt.T
 	dev := m.Dev.Alloc(N * c.VocabSize)
 	defer m.Dev.Free(dev)
-	x := m.acts.lnf[:N*c.HiddenSize]
-	m.matmul(dev, x, m.cast(m.acts.a16, x), m.Params.LMHead, m.lmHead16(), N, c.VocabSize, c.HiddenSize, xWt)
+	V := c.VocabSize
+	for s := 0; s < N; s += m.Opt.LossChunk {
+		n := min(m.Opt.LossChunk, N-s)
+		x := m.normF(s, n)
+		m.matmul(dev[s*V:(s+n)*V], x, m.cast(m.acts.a16, x), m.Params.LMHead, m.lmHead16(), n, V, c.HiddenSize, xWt)
+	}
 	out := make([]float32, len(dev))
 	m.Dev.Download(out, dev)
 	return out
@@ -689,7 +752,7 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 	fresh := m.gradFresh && grad // the first scored chunk overwrites the head's gradient
 	for s := 0; s < N; s += m.Opt.LossChunk {
 		n := min(m.Opt.LossChunk, N-s)
-		x := a.lnf[s*C : (s+n)*C]
+		x := m.normF(s, n) // every chunk's: the norm's backward reads every row's rstd
 		logits := a.logits[:n*V]
 		scored := anyScored(bt.Targets[s : s+n])
 		if !scored {

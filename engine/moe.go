@@ -107,17 +107,31 @@ func allocMoEScratch(d Device, c *Config, N int) moeScratch {
 }
 
 // bf16Scratch is the size of each of the two bf16 operand buffers of BF16
-// mode: the widest matmul operand, gathered expert rows included. Training
-// a full model, the dense MLP's backward holds the bf16 casts of dgate and
-// dup together in one (swigluBackward); a frozen base needs no cast of ln2,
-// so they take one buffer each.
-func (c *Config) bf16Scratch(N, chunk, mlpRows int, frozenBase bool) int {
+// mode: the widest matmul operand, gathered expert rows included. With
+// pair (a16 of a full model's training) it also holds the dense MLP
+// backward's bf16 casts of dgate and dup together (swigluBackward).
+func (c *Config) bf16Scratch(N, chunk, mlpRows int, pair bool) int {
 	C, F, QD := c.HiddenSize, c.IntermediateSize, c.QDim()
-	pair := 2
-	if frozenBase {
-		pair = 1
+	rowsF := mlpRows * F
+	if pair {
+		rowsF *= 2
 	}
-	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), pair*mlpRows*F, chunk*c.VocabSize)
+	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), rowsF, chunk*c.VocabSize)
+}
+
+// bf16ScratchB is the length of the second bf16 scratch (b16), which
+// holds the inputs of weight gradients besides: a frozen dense base
+// without clip_qkv takes none, leaving the casts of one loss chunk's final
+// norm and of one MLP chunk's h.
+func (c *Config) bf16ScratchB(o Options, N, chunk, mlpRows int) int {
+	if !o.frozenBase() || c.MoE() || c.ClipQKV != nil {
+		return c.bf16Scratch(N, chunk, mlpRows, false)
+	}
+	n := chunk * c.HiddenSize
+	if mlpRows < N {
+		n = max(n, mlpRows*c.IntermediateSize)
+	}
+	return n
 }
 
 func (a moeActs) free(d Device) {

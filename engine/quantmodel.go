@@ -7,8 +7,8 @@ import (
 )
 
 // LoadQuantized reads the model directory dir like Load, except that the
-// tensors named in mats (checkpoint names of layer matrices or
-// lm_head.weight) are not read: the model holds them only as the given
+// tensors named in mats (checkpoint names of layer matrices, lm_head.weight
+// or model.embed_tokens.weight, untied) are not read: the model holds them only as the given
 // quantized matrices, so its weight memory is about the quantized file's
 // size plus the tensors kept in fp32 (embeddings, norms, biases, matrices
 // of other types). Such a model decodes only (NewDecoder, the serving
@@ -24,7 +24,7 @@ func LoadQuantized(dir string, dev Device, mats map[string]QuantMatrix, threads 
 	if c.MoE() || c.IsDBRX() {
 		return nil, fmt.Errorf("load quantized model %s: %s is a mixture of experts; quantized decoding takes Llama-style models only", dir, c.archName())
 	}
-	if c.TieWordEmbeddings && mats["lm_head.weight"] != nil {
+	if c.TieWordEmbeddings && (mats["lm_head.weight"] != nil || mats[embedName] != nil) {
 		return nil, fmt.Errorf("load quantized model %s: lm_head.weight is tied to the embeddings and cannot be held quantized", dir)
 	}
 	specs := map[string]ParamSpec{}
@@ -75,10 +75,18 @@ func LoadQuantized(dir string, dev Device, mats map[string]QuantMatrix, threads 
 	return m, nil
 }
 
+// embedName is the token embeddings' checkpoint name: LoadQuantized may
+// hold them quantized too, decoding then dequantizing only the rows it
+// looks up (embedQuant).
+const embedName = "model.embed_tokens.weight"
+
 // matrixView is the Params field viewing the matrix called name.
 func (m *Model) matrixView(name string) *[]float32 {
-	if name == "lm_head.weight" {
+	switch name {
+	case "lm_head.weight":
 		return &m.Params.LMHead
+	case embedName:
+		return &m.Params.Embed
 	}
 	for l := range m.Params.Layers {
 		p, pre := &m.Params.Layers[l], m.Config.layerPrefix(l)
@@ -134,5 +142,13 @@ func (m *Model) quantMatMul(q QuantMatrix, y, x []float32, n, in, out int, acc b
 				copy(dst, src)
 			}
 		}
+	}
+}
+
+// embedQuant writes the embeddings of ids to x (C each) from the quantized
+// table, dequantizing those rows only.
+func embedQuant(q QuantMatrix, x []float32, ids []int32, C int) {
+	for i, id := range ids {
+		q.DequantizeRows(x[i*C:(i+1)*C], int(id), int(id)+1)
 	}
 }

@@ -140,6 +140,29 @@ func TestQuantizedExportInLlamaCpp(t *testing.T) {
 			if whole < len(prompts)/2 {
 				t.Errorf("only %d of %d continuations free of near-ties", whole, len(prompts))
 			}
+			if dt != "bf16" && dt != "q4_0" { // files hone decodes from their quantized blocks
+				// The same file decoded from its quantized matrices (the
+				// integer kernels on 8-bit activations where the CPU has
+				// them, as llama.cpp multiplies): the same agreement.
+				quant, qm := honeGreedyQuantized(t, files[i], prompts, tok.Special().EOSIDs)
+				qwhole := 0
+				for j := range prompts {
+					got, w := res.Continuations[i][j], quant[j]
+					k := 0
+					for k < min(len(got), len(w)) && got[k] == w[k] {
+						k++
+					}
+					if k == len(w) && len(got) == k {
+						qwhole++
+					}
+					if (k < len(w) || len(got) != k) && !(k < len(qm[j]) && qm[j][k] < nearTie) {
+						t.Errorf("prompt %d: llama.cpp continues %v, hone's quantized decoding (%s kernels) %v; they part at token %d",
+							j, got, gguf.DotKernels(), w, k)
+					}
+				}
+				t.Logf("%s: continuations equal to llama.cpp's to the end: %d of %d decoding the dequantized weights, %d decoding the quantized blocks (%s kernels)",
+					dt, whole, len(prompts), qwhole, gguf.DotKernels())
+			}
 			kl := res.KL[i]
 			t.Logf("%s: mean KL %.5f, max %.4f, top-1 agreement %.3f over %d positions", dt, kl.Mean, kl.Max, kl.Top1Agree, kl.Positions)
 			if b, ok := bounds[dt]; ok && !(kl.Mean <= b) {
@@ -230,6 +253,67 @@ func honeGreedy(t *testing.T, src, path string, prompts [][]int, stop []int) (co
 		margins = append(margins, gaps)
 	}
 	return conts, margins
+}
+
+// honeGreedyQuantized decodes prompts greedily from the GGUF file's
+// quantized matrices (export.LoadQuantized), as hone serves the file, and
+// returns with each token the gap between the top two logits it was
+// chosen by.
+func honeGreedyQuantized(t *testing.T, path string, prompts [][]int, stop []int) (conts [][]int, margins [][]float32) {
+	dir := filepath.Join(t.TempDir(), "unpacked")
+	if err := export.Unpack(context.Background(), path, dir); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, n, err := export.LoadQuantized(path, dir, dev, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if n == 0 {
+		t.Fatalf("%s: no matrix decodes quantized", path)
+	}
+	for _, p := range prompts {
+		got, err := generate.Complete(context.Background(), m, p, generate.Params{MaxNewTokens: 32, StopIDs: stop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conts = append(conts, got)
+		// The top-two gap along this path, replayed step by step.
+		d, err := m.NewDecoder(len(p) + len(got) + 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gaps []float32
+		feed := p
+		for k := range got {
+			logits, err := d.Append(feed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gaps = append(gaps, topGap(logits))
+			feed = got[k : k+1]
+		}
+		d.Close()
+		margins = append(margins, gaps)
+	}
+	return conts, margins
+}
+
+// topGap is the gap between the two largest values of row.
+func topGap(row []float32) float32 {
+	first, second := float32(math.Inf(-1)), float32(math.Inf(-1))
+	for _, v := range row {
+		if v > first {
+			first, second = v, first
+		} else if v > second {
+			second = v
+		}
+	}
+	return first - second
 }
 
 // shapeForMargins makes the random model well conditioned, as a trained

@@ -9,13 +9,13 @@ import (
 )
 
 // QuantizedTypes are the GGUF tensor types decoding reads quantized
-// (gguf.Matrix's dequantize-and-dot kernels: Q6_K is the output matrix and
-// some attn_v / ffn_down of the _M mixes); other tensors decode from
-// their dequantized fp32 copy.
-var QuantizedTypes = []gguf.TensorType{gguf.Q8_0, gguf.Q4_K, gguf.Q6_K}
+// (gguf.Matrix's kernels: Q6_K is the output matrix and some attn_v /
+// ffn_down of the _M mixes, Q5_K q5_k_m's other matrices); other tensors
+// decode from their dequantized fp32 copy.
+var QuantizedTypes = []gguf.TensorType{gguf.Q8_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K}
 
 // LoadQuantized loads the GGUF file at path, whose weights Unpack wrote to
-// dir, for decoding from its quantized tensors: its Q8_0, Q4_K and Q6_K
+// dir, for decoding from its quantized tensors: its Q8_0, Q4_K, Q5_K and Q6_K
 // matrices are held only as the file's blocks (engine.LoadQuantized), for
 // prefill and decode steps alike, with up to threads goroutines, and the
 // other tensors are read from dir in fp32. It reports how many matrices
@@ -48,12 +48,16 @@ func LoadQuantized(path, dir string, dev engine.Device, threads int) (*engine.Mo
 		}
 	}
 	if !c.TieWordEmbeddings {
-		q, err := quantMatrix(g, "output.weight", 0)
-		if err != nil {
-			return nil, 0, err
-		}
-		if q != nil {
-			mats["lm_head.weight"] = q
+		// The token embeddings too: decoding dequantizes only the rows it
+		// looks up.
+		for name, hf := range map[string]string{"output.weight": "lm_head.weight", "token_embd.weight": "model.embed_tokens.weight"} {
+			q, err := quantMatrix(g, name, 0)
+			if err != nil {
+				return nil, 0, err
+			}
+			if q != nil {
+				mats[hf] = q
+			}
 		}
 	}
 	m, err := engine.LoadQuantized(dir, dev, mats, threads)

@@ -24,25 +24,29 @@ func NewMatrix(t TensorType, rows, cols int, data []byte) (*Matrix, error) {
 	return &Matrix{Type: t, Rows: rows, Cols: cols, Data: data, rowBytes: t.RowBytes(cols)}, nil
 }
 
-// DotKernels says which dequantize-and-dot kernels MatVec uses: "avx512"
-// (C through cgo, where the CPU has AVX-512) or "go".
-func DotKernels() string {
-	if useAVX512 {
-		return "avx512"
-	}
-	return "go"
-}
+// DotKernels says which kernels MatVec uses: "int8-avx512vnni" or
+// "int8-avx2" (integer dot products on 8-bit activations, where the CPU
+// has them; see q8.go), "avx512" (dequantize-and-dot on fp32 activations,
+// C through cgo) or "go" (the portable fp32 kernel).
+func DotKernels() string { return kernelNames[dotKernel] }
 
 // MatVec computes, for each of the n rows of x (Cols elements each),
 // y[r*Rows+o] = Σ_k W[o][k]·x[r*Cols+k], adding to y when acc is set,
 // with up to threads goroutines over the output rows (0: GOMAXPROCS).
-// Products and sums are fp32; x is not quantized (llama.cpp quantizes it
-// to 8 bits first).
+// With the integer kernels (DotKernels "int8-*") x is first quantized to
+// 8 bits as llama.cpp does (Q8_0 blocks for Q8_0 weights, Q8_K for the
+// k-quants); otherwise products and sums are fp32 on x as it is.
 func (m *Matrix) MatVec(y, x []float32, n int, acc bool, threads int) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	threads = max(1, min(threads, m.Rows/64))
+	if intDots(m.Type) {
+		a := quantizeActs(m.Type, x, n, m.Cols)
+		parallelRows(m.Rows, threads, func(o0, o1 int) { m.intDotRows(y, a, n, o0, o1, acc) })
+		q8Pool.Put(a)
+		return
+	}
 	var xs []float32 // Q4_K: each 32-element group's sum of x, for the mins
 	if m.Type == Q4_K {
 		xs = make([]float32, n*m.Cols/32)
@@ -64,25 +68,30 @@ func (m *Matrix) MatVec(y, x []float32, n int, acc bool, threads int) {
 			m.dotRows(y[r*m.Rows+o0:r*m.Rows+o1], xr, xsr, o0, o1, acc)
 		}
 	}
+	parallelRows(m.Rows, threads, run)
+}
+
+// parallelRows runs f over [0, rows) in threads contiguous chunks.
+func parallelRows(rows, threads int, f func(o0, o1 int)) {
 	if threads == 1 {
-		run(0, m.Rows)
+		f(0, rows)
 		return
 	}
-	chunk := (m.Rows + threads - 1) / threads
+	chunk := (rows + threads - 1) / threads
 	var wg sync.WaitGroup
-	for o := 0; o < m.Rows; o += chunk {
+	for o := 0; o < rows; o += chunk {
 		wg.Add(1)
 		go func(o0, o1 int) {
 			defer wg.Done()
-			run(o0, o1)
-		}(o, min(m.Rows, o+chunk))
+			f(o0, o1)
+		}(o, min(rows, o+chunk))
 	}
 	wg.Wait()
 }
 
 // dotRows writes y[i] (+)= row o0+i of W · x for o0 <= o < o1.
 func (m *Matrix) dotRows(y, x, xs []float32, o0, o1 int, acc bool) {
-	if useAVX512 && (m.Type == Q8_0 || m.Type == Q4_K || m.Type == Q6_K) {
+	if useAVX512 && dotKernel != kernGo && (m.Type == Q8_0 || m.Type == Q4_K || m.Type == Q6_K) {
 		dotRowsAVX512(m, y, x, xs, o0, o1, acc)
 		return
 	}

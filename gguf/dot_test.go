@@ -20,10 +20,16 @@ func testMatrix(t testing.TB, typ TensorType, rows, cols int) (*Matrix, []float3
 	return m, w
 }
 
-// MatVec (the AVX-512 kernels where the CPU has them, else Go) equals a
-// float64 product with the dequantized weights, for each row of x, set and
-// accumulated.
+// MatVec with the fp32-activation kernels (AVX-512 where the CPU has it,
+// and Go) equals a float64 product with the dequantized weights, for each
+// row of x, set and accumulated. (The integer kernels: TestIntegerDots.)
 func TestMatVec(t *testing.T) {
+	for _, k := range []string{"avx512", "go"} {
+		withKernels(t, k, func() { testMatVecFP32(t) })
+	}
+}
+
+func testMatVecFP32(t *testing.T) {
 	const rows, cols, n = 300, 512, 3
 	x := make([]float32, n*cols)
 	for i := range x {

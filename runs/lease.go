@@ -247,6 +247,7 @@ func (s *Service) requeue(ctx context.Context, r store.Run) error {
 			fmt.Sprintf("worker %s stopped responding while stopping; its last checkpoint is kept", r.LeaseOwner))
 		return nil
 	}
+	rank, note := s.rankNote(ctx, r)
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		id, err := s.q.insertTx(ctx, tx, TrainArgs{Run: r.Name})
 		if err != nil {
@@ -263,8 +264,8 @@ func (s *Service) requeue(ctx context.Context, r store.Run) error {
 			return errNotOrphan // rolls the new job back
 		}
 		return tx.AddEvent(ctx, r.Name, store.Event{Time: s.clock(), Type: string(store.StatusQueued),
-			Message: fmt.Sprintf("worker %s stopped responding (lease expired %s); re-queued to resume from the last checkpoint",
-				r.LeaseOwner, r.LeaseUntil.Format(time.RFC3339))})
+			Message: fmt.Sprintf("worker %s%s stopped responding (lease expired %s); re-queued to resume from the last checkpoint",
+				r.LeaseOwner, note, r.LeaseUntil.Format(time.RFC3339))})
 	})
 	switch {
 	case errors.Is(err, errNotOrphan):
@@ -273,6 +274,9 @@ func (s *Service) requeue(ctx context.Context, r store.Run) error {
 		return fmt.Errorf("re-queue %s: %w", r.Name, err)
 	}
 	s.log.Warn("re-queued run of a dead worker", "run", r.Name, "worker", r.LeaseOwner)
+	if rank != nil {
+		s.leave(ctx, *rank, "was lost: its lease expired")
+	}
 	return nil
 }
 

@@ -29,6 +29,11 @@ func (s *Service) Get(ctx context.Context, name string) (*client.Run, error) {
 		return nil, err
 	}
 	out.Checkpoints = checkpointViews(cks)
+	ranks, err := s.st.ListRanks(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out.Ranks = rankViews(ranks)
 	last, err := s.st.LatestStep(ctx, name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err

@@ -103,6 +103,8 @@ type Config struct {
 	// ValidateProgressEvery spaces a background validation's progress
 	// events; default 10s.
 	ValidateProgressEvery time.Duration
+	// Gang configures this worker's part in multi-node runs (gang.go).
+	Gang GangConfig
 }
 
 // Service implements the runs API and worker.
@@ -125,6 +127,9 @@ type Service struct {
 	started bool
 
 	val validators
+
+	slots chan struct{} // see takeSlot
+	gangs sync.WaitGroup
 }
 
 // New validates cfg, fills defaults and prepares the queue (migrating its
@@ -200,12 +205,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("runs: bad timing config: concurrency %d, lease %s, poll %s, fetch poll %s",
 			cfg.Concurrency, cfg.LeaseTTL, cfg.PollEvery, cfg.FetchPoll)
 	}
+	if err := cfg.Gang.fill(); err != nil {
+		return nil, fmt.Errorf("runs: %w", err)
+	}
 	tag := namespaceTag()
 	if cfg.WorkerID == "" {
 		cfg.WorkerID = workerID(tag)
 	}
 	s := &Service{cfg: cfg, st: cfg.Store, cat: cfg.Catalog, models: cfg.Models, tr: cfg.Trainer,
-		log: cfg.Logger, clock: cfg.Clock, roots: roots, nsTag: tag}
+		log: cfg.Logger, clock: cfg.Clock, roots: roots, nsTag: tag, slots: make(chan struct{}, cfg.Concurrency)}
 	s.initValidators()
 	s.log.Info("data roots in force: request paths must lie in these", "roots", roots)
 	q, err := newQueue(ctx, cfg.Store, queueConfig{work: cfg.Work, concurrency: cfg.Concurrency,
@@ -238,7 +246,13 @@ func (s *Service) Start(ctx context.Context) error {
 	s.stopBG, s.bgDone, s.started = cancel, make(chan struct{}), true
 	go func() {
 		defer close(s.bgDone)
+		gangDone := make(chan struct{})
+		go func() {
+			defer close(gangDone)
+			s.gangLoop(bg, &s.gangs)
+		}()
 		s.reapLoop(bg)
+		<-gangDone
 	}()
 	s.log.Info("worker started", "worker", s.cfg.WorkerID, "concurrency", s.cfg.Concurrency)
 	return nil
@@ -256,7 +270,8 @@ func (s *Service) Stop(ctx context.Context) error {
 	s.started = false
 	s.stopBG()
 	<-s.bgDone
-	return s.q.stop(ctx)
+	err := s.q.stop(ctx)
+	return errors.Join(err, s.waitRanks(ctx))
 }
 
 func (s *Service) runDir(name string) string { return filepath.Join(s.cfg.Home, "runs", name) }

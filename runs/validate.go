@@ -18,6 +18,9 @@ func (s *Service) check(ctx context.Context, req *client.CreateRunRequest, data 
 	if err != nil {
 		return nil, "", err
 	}
+	if err := s.checkNodes(ctx, req); err != nil {
+		return nil, "", err
+	}
 	name := runName(p.Model.BaseModel)
 	target, err := s.cat.CheckTarget(ctx, req.RegisterTo, name)
 	if err != nil {

@@ -39,6 +39,11 @@ func (w *trainWorker) Work(ctx context.Context, job *river.Job[TrainArgs]) (err 
 			err = nil
 		}
 	}()
+	// A slot held by a rank of another worker's run: try again later.
+	if !s.takeSlot() {
+		return river.JobSnooze(max(s.cfg.FetchPoll, time.Second))
+	}
+	defer s.freeSlot()
 	return s.execute(ctx, job.ID, job.Attempt, job.Args.Run)
 }
 
@@ -85,13 +90,20 @@ func (s *Service) execute(ctx context.Context, jobID int64, attempt int, name st
 		tr.event(string(store.StatusStarting), "worker %s picked up the run; preparing data in %s", s.cfg.WorkerID, workDir)
 	}
 	obs := s.newObserver(name, jobID, tr, workDir)
-	res, trainErr := s.trainBounded(trainCtx, p.Spec, workDir, obs)
+	var res *train.Result
+	var trainErr error
+	if p.Request.Nodes > 1 {
+		res, trainErr = s.lead(trainCtx, run, p, workDir, obs, tr)
+	} else {
+		res, trainErr = s.trainBounded(trainCtx, p.Spec, workDir, obs)
+	}
 	cause := context.Cause(trainCtx)
 	if errors.Is(cause, errLeaseLost) || lease.isLost() {
 		s.log.Warn("lease lost; leaving the run to its new job", "run", name, "job", jobID)
 		return nil
 	}
 	var version string
+	var requeue *errRequeue
 	if trainErr == nil {
 		if version, err = s.registerFenced(bg, lease, p, res); errors.Is(err, errLeaseLost) {
 			s.log.Warn("lease lost before registering; leaving the run to its new job", "run", name, "job", jobID)
@@ -126,6 +138,8 @@ func (s *Service) execute(ctx context.Context, jobID int64, attempt int, name st
 		s.event(bg, name, string(store.StatusQueued), "worker %s shut down at step %s; re-queued to resume",
 			s.cfg.WorkerID, obs.progress())
 		return river.JobSnooze(0)
+	case errors.As(trainErr, &requeue):
+		return s.requeueGang(bg, name, jobID, epoch, requeue.msg)
 	default:
 		end(store.StatusFailed, trainErr.Error(), "")
 	}

@@ -36,7 +36,8 @@ const openAPIDoc = `{
         "method": {"type": "string", "enum": ["full", "lora"], "default": "full", "description": "full: every weight trains; lora: a low-rank adapter trains on the frozen base"},
         "lora": {"$ref": "#/components/schemas/LoRA"},
         "adapter_path": {"type": "string", "description": "method lora: a PEFT adapter directory to continue training; its adapter_config.json sets rank, alpha and targets"},
-        "register_adapter": {"type": "boolean", "default": false, "description": "method lora: register the adapter alone (a version naming its base version) instead of the merged model"}}},
+        "register_adapter": {"type": "boolean", "default": false, "description": "method lora: register the adapter alone (a version naming its base version) instead of the merged model"},
+        "nodes": {"type": "integer", "minimum": 1, "default": 1, "description": "workers that train the run together, one rank each (data parallel over Gloo); at most the workers that worked the queue recently"}}},
       "LoRA": {"type": "object", "description": "method lora's adapter settings; unset fields take the defaults", "properties": {
         "rank": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 16},
         "alpha": {"type": "number", "default": 32, "description": "the adapter's output is scaled by alpha/rank (alpha/sqrt(rank) with use_rslora)"},

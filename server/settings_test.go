@@ -48,6 +48,8 @@ func TestRunSettings(t *testing.T) {
 				r.Optimizer = &client.Optimizer{Decay: "constant", FinalLRMult: 0.1}
 			}, "optimizer.final_lr_mult: 0.1 has no effect with constant decay"},
 			{func(r *client.CreateRunRequest) { r.BatchRows = -1 }, "batch_rows: -1 is less than 1"},
+			{func(r *client.CreateRunRequest) { r.Nodes = -1 }, "nodes: -1 is less than 1"},
+			{func(r *client.CreateRunRequest) { r.Nodes = 2 }, "nodes: 2 workers are needed (one rank each) but only"},
 			{func(r *client.CreateRunRequest) { r.KeepCheckpoints = -3 }, "keep_checkpoints"},
 			{func(r *client.CreateRunRequest) { r.Precision = "fp16" }, "precision"},
 			{func(r *client.CreateRunRequest) { r.LearningRate = 2 }, "learning_rate: 2 is outside (0, 1]"},
@@ -155,6 +157,7 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		{"learning_rate", req["learning_rate"], settings.LearningRate},
 		{"batch_rows", req["batch_rows"], float64(settings.BatchRows)},
 		{"grad_accum", req["grad_accum"], float64(settings.GradAccum)},
+		{"nodes", req["nodes"], float64(settings.Nodes)},
 		{"checkpoint_every", req["checkpoint_every"], float64(settings.CheckpointEvery)},
 		{"keep_checkpoints", req["keep_checkpoints"], float64(settings.KeepCheckpoints)},
 		{"precision", req["precision"], settings.Precision},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"hone/engine"
 	"hone/generate"
@@ -33,6 +34,12 @@ type batcher struct {
 	// owned by the loop goroutine
 	waiting, active []*slot
 	kvUsed          int64 // KV bytes the active slots hold at their full length
+	// perToken is the measured seconds a turn takes per prompt token it
+	// reads (0: not measured yet), which sizes prefill budgets; turnFed
+	// is how many prompt tokens the last turn read.
+	perToken float64
+	turnFed  int
+	now      func() time.Time // time.Now; tests fake it
 }
 
 // slot is one generation in the batcher. The loop produces its tokens
@@ -48,6 +55,8 @@ type slot struct {
 
 	mu    sync.Mutex
 	toks  []int
+	at    []time.Time // when each token was made, when timed (Scheduler)
+	timed bool
 	err   error
 	ended bool // no more tokens will come
 	wake  chan struct{}
@@ -57,12 +66,21 @@ type slot struct {
 
 // submit queues a generation; ErrBusy when the queue is full.
 func (b *batcher) submit(m *engine.Model, prompt []int, p generate.Params) (*slot, error) {
-	s := &slot{m: m, prompt: prompt, p: p, wake: make(chan struct{}, 1), freed: make(chan struct{}),
+	s := newSlot(m, prompt, p)
+	return s, b.enqueue(s)
+}
+
+func newSlot(m *engine.Model, prompt []int, p generate.Params) *slot {
+	return &slot{m: m, prompt: prompt, p: p, wake: make(chan struct{}, 1), freed: make(chan struct{}),
 		kv: m.Config.KVCacheBytes(len(prompt) + p.MaxNewTokens)}
+}
+
+// enqueue queues s; ErrBusy when the queue is full.
+func (b *batcher) enqueue(s *slot) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.queued >= b.maxQueue {
-		return nil, ErrBusy
+		return ErrBusy
 	}
 	b.queued++
 	b.incoming = append(b.incoming, s)
@@ -70,7 +88,7 @@ func (b *batcher) submit(m *engine.Model, prompt []int, p generate.Params) (*slo
 		b.running = true
 		go b.loop()
 	}
-	return s, nil
+	return nil
 }
 
 // Queued is how many requests wait for a place in the running batch.
@@ -98,6 +116,9 @@ func (s *slot) read(from int) ([]int, bool, error) {
 func (s *slot) push(id int) {
 	s.mu.Lock()
 	s.toks = append(s.toks, id)
+	if s.timed {
+		s.at = append(s.at, time.Now())
+	}
 	s.mu.Unlock()
 	s.signal()
 }
@@ -181,21 +202,51 @@ func (b *batcher) admit() bool {
 	return true
 }
 
-// prefillBudget is the most prompt tokens one turn runs, over all the
-// prompts being read: enough for several prompts' chunks to share one read
-// of the weights, few enough that a turn stays short for running streams.
-const prefillBudget = 2 * prefillChunk
+// The prefill budget is the most prompt tokens one turn runs, over all the
+// prompts being read, in whole chunks (a prompt is read prefillChunk
+// tokens per call whatever the budget, so its numbers do not depend on
+// timing). While streams decode, a turn is their inter-token gap: the
+// budget is as many chunks as the measured cost per prompt token fits in
+// turnTarget, at least one (so prompts advance; one chunk bounds the gap)
+// and at most maxPrefillBudget. With no stream decoding it is
+// maxPrefillBudget: several prompts' chunks share one read of the weights.
+const (
+	turnTarget        = 250 * time.Millisecond
+	maxPrefillBudget  = 8 * prefillChunk
+	unmeasuredPrefill = 2 * prefillChunk // until a turn was measured
+	perTokenWeight    = 0.5              // of the newest measurement
+)
+
+// prefillBudget is the turn's budget of prompt tokens (see above).
+func (b *batcher) prefillBudget(decoding bool) int {
+	switch {
+	case !decoding:
+		return maxPrefillBudget
+	case b.perToken <= 0:
+		return unmeasuredPrefill
+	}
+	chunks := int(turnTarget.Seconds() / b.perToken / prefillChunk)
+	return min(max(chunks, 1), maxPrefillBudget/prefillChunk) * prefillChunk
+}
 
 // step runs one turn: one model call per model, holding the next token of
-// every running sequence and, within prefillBudget, the next chunks of the
-// prompts still being read, in arrival order (a request's cache is
+// every running sequence and, within the prefill budget, the next chunks
+// of the prompts still being read, in arrival order (a request's cache is
 // created when its first chunk is due).
 func (b *batcher) step() {
+	if b.now == nil {
+		b.now = time.Now
+	}
 	groups := map[*engine.Model][]*slot{}
 	var order []*engine.Model
-	budget := prefillBudget
+	decoding := false
 	for _, s := range b.active {
-		if s.over || s.left.Load() || !b.due(s, &budget) {
+		decoding = decoding || (!s.over && s.seq != nil && !s.seq.Prefilling())
+	}
+	full := b.prefillBudget(decoding)
+	budget := full
+	for _, s := range b.active {
+		if s.over || s.left.Load() || !b.due(s, &budget, full) {
 			continue
 		}
 		if groups[s.m] == nil {
@@ -203,6 +254,18 @@ func (b *batcher) step() {
 		}
 		groups[s.m] = append(groups[s.m], s)
 	}
+	b.turnFed = full - budget
+	start := b.now()
+	defer func() {
+		if b.turnFed > 0 {
+			t := b.now().Sub(start).Seconds() / float64(b.turnFed)
+			if b.perToken <= 0 {
+				b.perToken = t
+			} else {
+				b.perToken += perTokenWeight * (t - b.perToken)
+			}
+		}
+	}()
 	for _, m := range order {
 		g := groups[m]
 		seqs := make([]*generate.Sequence, len(g))
@@ -226,8 +289,9 @@ func (b *batcher) step() {
 
 // due reports whether s runs this turn: a decoding sequence always; one
 // reading its prompt when its next chunk fits the budget left (or is the
-// turn's first), which it then takes. It starts s's sequence if need be.
-func (b *batcher) due(s *slot, budget *int) bool {
+// turn's first: the budget is still full), which it then takes. It starts
+// s's sequence if need be.
+func (b *batcher) due(s *slot, budget *int, full int) bool {
 	if s.seq == nil {
 		if *budget <= 0 {
 			return false
@@ -246,7 +310,7 @@ func (b *batcher) due(s *slot, budget *int) bool {
 		return true
 	}
 	n := s.seq.NextFeed()
-	if n > *budget && *budget < prefillBudget {
+	if n > *budget && *budget < full {
 		return false
 	}
 	*budget -= n

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // schemaV1 is hone's schema; {{ID}} is the dialect's auto-increment key.
@@ -150,9 +151,27 @@ var addedColumns = []struct{ table, column, decl string }{
 }
 
 // migrations are applied in order, all of them at every start.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaSweeps} // schemaSweeps: sweeps.go
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaSweeps, schemaGang} // schemaSweeps: sweeps.go; schemaGang: gang.go
 
+// migrate applies the schema. On PostgreSQL, its IF NOT EXISTS statements
+// still lock the tables they name, so a process starting while others
+// write runs can deadlock with them; PostgreSQL then aborts one side, and
+// a migration it aborted is tried again.
 func (s *Store) migrate(ctx context.Context) error {
+	for try := 1; ; try++ {
+		err := s.migrateOnce(ctx)
+		if err == nil || try == 5 || !strings.Contains(err.Error(), "SQLSTATE 40P01") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Store) migrateOnce(ctx context.Context) error {
 	id := "INTEGER PRIMARY KEY AUTOINCREMENT"
 	if s.d == Postgres {
 		id = "BIGSERIAL PRIMARY KEY"

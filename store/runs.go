@@ -382,7 +382,8 @@ func (o ops) DeleteRunIn(ctx context.Context, name string, statuses []RunStatus)
 		}
 		return false, nil
 	}
-	for _, t := range []string{"hone_run_events", "hone_step_metrics", "hone_eval_metrics", "hone_checkpoints", "hone_prompt_outputs"} {
+	for _, t := range []string{"hone_run_events", "hone_step_metrics", "hone_eval_metrics", "hone_checkpoints", "hone_prompt_outputs",
+		"hone_run_ranks", "hone_run_gangs"} {
 		if _, err := o.q.exec(ctx, "DELETE FROM "+t+" WHERE run_name = ?", name); err != nil {
 			return false, fmt.Errorf("store: delete run %s: %w", name, err)
 		}

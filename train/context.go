@@ -16,10 +16,19 @@ import (
 // even if the machine has more or less memory free on the second start.
 const contextFile = "context_length.json"
 
+// legacyDefaultContext capped the default context length before runs
+// chose the model's maximum: a run started then (checkpoints in its work
+// dir, no contextFile) resumes at min(maximum, it), with the settings
+// fingerprint of an unset length (Spec.legacyContext).
+const legacyDefaultContext = 2048
+
 // contextChoice is the context length a run trains at and why.
 type contextChoice struct {
 	Length int    `json:"context_length"`
 	Why    string `json:"why"`
+	// Legacy marks the default of a run started before the default was
+	// the model's maximum (legacyDefaultContext).
+	Legacy bool `json:"legacy_default,omitempty"`
 }
 
 // chooseContext settles the run's context length before any data is
@@ -59,6 +68,15 @@ func chooseContext(spec Spec, cfg *engine.Config, dev engine.Device, workDir str
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return contextChoice{}, err
 		}
+		ckpts, err := scanCheckpoints(workDir, keepLeftovers)
+		if err != nil {
+			return contextChoice{}, err
+		}
+		if len(ckpts) > 0 { // started before the choice was kept: the default then
+			c := contextChoice{Length: min(max, legacyDefaultContext), Legacy: true,
+				Why: fmt.Sprintf("as when the run started, whose default was the model's maximum %d capped at %d", max, legacyDefaultContext)}
+			return c, saveContext(workDir, c)
+		}
 	}
 	if avail <= 0 {
 		avail = engine.MemAvailable()
@@ -79,15 +97,21 @@ func chooseContext(spec Spec, cfg *engine.Config, dev engine.Device, workDir str
 			max, gib(full), spec.BatchRows, describe(opts), gib(avail))}
 	}
 	if workDir != "" {
-		b, _ := json.Marshal(c)
-		if err := os.MkdirAll(workDir, 0o755); err != nil {
-			return c, err
-		}
-		if err := engine.WriteFileAtomic(filepath.Join(workDir, contextFile), b); err != nil {
-			return c, fmt.Errorf("save the chosen context length: %w", err)
-		}
+		return c, saveContext(workDir, c)
 	}
 	return c, nil
+}
+
+// saveContext keeps c in workDir's contextFile.
+func saveContext(workDir string, c contextChoice) error {
+	b, _ := json.Marshal(c)
+	if err := os.MkdirAll(workDir, 0o755); err != nil {
+		return err
+	}
+	if err := engine.WriteFileAtomic(filepath.Join(workDir, contextFile), b); err != nil {
+		return fmt.Errorf("save the chosen context length: %w", err)
+	}
+	return nil
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }

@@ -134,6 +134,9 @@ func (s Spec) fingerprint() string {
 	if s.Optimizer == "adamw" {
 		s.Optimizer = "" // as before optimizers were chosen
 	}
+	if s.legacyContext {
+		s.ContextLength = 0 // as before runs chose their context length
+	}
 	b, _ := json.Marshal(struct {
 		Spec
 		EvalPrompts, Threads, KeepCheckpoints, CheckpointEvery, AdapterOnly any // do not change the weights
@@ -182,7 +185,7 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	if err != nil {
 		return nil, err
 	}
-	spec.ContextLength = cc.Length
+	spec.ContextLength, spec.legacyContext = cc.Length, cc.Legacy
 	obs.OnLog(fmt.Sprintf("context length %d: %s", cc.Length, cc.Why))
 	// Data first: it is the likeliest thing to be wrong.
 	prep, err := prepareData(ctx, spec, task, workDir, obs)

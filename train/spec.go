@@ -83,6 +83,10 @@ type Spec struct {
 
 	LearningRate  float64
 	ContextLength int // tokens per row; 0 = the model's maximum, shortened to what fits (chooseContext)
+	// legacyContext: ContextLength is the default of a run started before
+	// the default was the model's maximum (legacyDefaultContext), whose
+	// checkpoints' settings fingerprint has an unset length.
+	legacyContext bool
 	BatchRows     int // rows per micro-batch
 	GradAccum     int // micro-batches per optimizer step
 	Seed          uint64

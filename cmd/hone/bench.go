@@ -94,6 +94,7 @@ func benchTrainCmd() *cobra.Command {
 	var asJSON bool
 	var profile string
 	var kernelTimes, planOnly bool
+	var planMemory byteSize
 	var ranks int
 	cmd := &cobra.Command{
 		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--ranks R] [--plan] [--json]",
@@ -108,7 +109,7 @@ func benchTrainCmd() *cobra.Command {
 				return fmt.Errorf("%s: %w", configPath, err)
 			}
 			if planOnly {
-				return printPlan(cmd.OutOrStdout(), s, asJSON)
+				return printPlan(cmd.OutOrStdout(), s, int64(planMemory), asJSON)
 			}
 			if done, err := benchTrainRanks(cmd, &s, ranks, asJSON); done || err != nil {
 				return err
@@ -160,7 +161,8 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
-	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts) without training")
+	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts, with the savings this machine's memory needs) without training")
+	f.Var(&planMemory, "plan-memory", "with --plan: the memory to plan against, e.g. 24GiB (default: what this machine has available)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
@@ -172,8 +174,9 @@ func benchGenerateCmd() *cobra.Command {
 	var s bench.GenerateSpec
 	var ref string
 	var asJSON, kernelTimes bool
+	var background int
 	cmd := &cobra.Command{
-		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--json]",
+		Use:   "generate --model REF --new-tokens N --streams S [--prompt-tokens P] [--background-streams B] [--json]",
 		Short: "Decode S streams together and report the aggregate generated tokens/s",
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
 prompt tokens and decodes N tokens for each (greedy, or sampled with --temperature), all streams in one batched step as hone serve does.
@@ -182,7 +185,7 @@ tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one 
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
 directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
 each one's tokens/s and hone's ratio to it. REF may be a GGUF file hone export wrote (quantized or
-not): hone decodes its Q8_0, Q4_K and Q6_K matrices with its dequantize-and-dot kernels (--precision
+not): hone decodes its Q8_0, Q4_K, Q5_K and Q6_K matrices with its integer-dot kernels (--precision
 quantized, the default for a GGUF file; its other tensors, and the prompt, from their fp32 copy) or
 all of it dequantized (--precision fp32), and the llama.cpp peer decodes the file itself.`,
 		Args: cobra.NoArgs,
@@ -206,6 +209,10 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 					return err
 				}
 				s.Dir = model.Dir
+			}
+			if background > 0 {
+				return printServe(cmd.OutOrStdout(), cmd.Context(), bench.ServeSpec{Dir: s.Dir, PromptTokens: s.PromptTokens,
+					Background: background, Threads: s.Threads, Seed: s.Seed}, asJSON)
 			}
 			if kernelTimes {
 				s.KernelTimes = printLines(cmd.ErrOrStderr())
@@ -232,6 +239,7 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 	f.StringVar(&ref, "model", "", "model directory or Hugging Face id (required)")
 	f.IntVar(&s.NewTokens, "new-tokens", 64, "timed tokens per stream (after one warm-up token)")
 	f.IntVar(&s.Streams, "streams", 1, "streams decoded together")
+	f.IntVar(&background, "background-streams", 0, "instead: submit one --prompt-tokens prompt to hone serve's batch scheduler while this many other streams decode, and report their inter-token gaps (p50, p99, max) and the prompt's prefill tokens/s")
 	f.IntVar(&s.PromptTokens, "prompt-tokens", 32, "random prompt tokens per stream (prefill_tokens_per_s reports how fast they are read)")
 	f.IntVar(&s.PrefillChunk, "prefill-chunk", 0, "prompt tokens per model call (hone serve reads 64 at a time); 0 = the whole prompt at once")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")

@@ -6,14 +6,16 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 
 	"hone/bench"
 )
 
 // printPlan prints `hone bench train --plan`: the memory plan part by part,
-// or one JSON object as the last line.
-func printPlan(w io.Writer, s bench.TrainSpec, asJSON bool) error {
-	res, err := bench.Plan(s, 0)
+// or one JSON object as the last line, planned against avail bytes (0:
+// the memory this machine has available).
+func printPlan(w io.Writer, s bench.TrainSpec, avail int64, asJSON bool) error {
+	res, err := bench.Plan(s, avail)
 	if err != nil {
 		return err
 	}
@@ -25,7 +27,11 @@ func printPlan(w io.Writer, s bench.TrainSpec, asJSON bool) error {
 		fmt.Fprintln(w, string(b))
 		return nil
 	}
-	fmt.Fprintf(w, "%s %s, seq %d × batch %d, recompute %v: peak %.2f GiB\n", res.Method, res.Precision, res.Seq, res.Batch, res.Recompute, gibs(res.PeakBytes))
+	fmt.Fprintf(w, "%s %s, seq %d × batch %d, recompute %v", res.Method, res.Precision, res.Seq, res.Batch, res.Recompute)
+	if res.CheckpointEvery > 1 {
+		fmt.Fprintf(w, ", residual checkpoints (segments of at most %d layers)", res.CheckpointEvery)
+	}
+	fmt.Fprintf(w, ": peak %.2f GiB\n", gibs(res.PeakBytes))
 	for _, k := range slices.Sorted(maps.Keys(res.Parts)) {
 		fmt.Fprintf(w, "  %-18s %10.3f GiB\n", k, gibs(res.Parts[k]))
 	}
@@ -35,8 +41,8 @@ func printPlan(w io.Writer, s bench.TrainSpec, asJSON bool) error {
 	switch {
 	case res.Refusal != "":
 		fmt.Fprintln(w, res.Refusal)
-	case res.FittedBytes > 0:
-		fmt.Fprintf(w, "fits in %.1f GiB available with those savings: %.2f GiB\n", gibs(res.AvailableBytes), gibs(res.FittedBytes))
+	case len(res.Savings) > 0:
+		fmt.Fprintf(w, "fits in %.1f GiB available with %s (%.2f GiB without)\n", gibs(res.AvailableBytes), strings.Join(res.Savings, ", "), gibs(res.AskedBytes))
 	default:
 		fmt.Fprintf(w, "fits in %.1f GiB available\n", gibs(res.AvailableBytes))
 	}

@@ -11,7 +11,16 @@ import (
 // the last line holds peak_bytes and its parts, which add up to it, and
 // recomputation shrinks only the activations.
 func TestBenchTrainPlan(t *testing.T) {
-	plan := func(args ...string) (peak int64, parts map[string]int64) {
+	type planJSON struct {
+		Peak            int64            `json:"peak_bytes"`
+		Parts           map[string]int64 `json:"parts"`
+		Asked           int64            `json:"asked_peak_bytes"`
+		Savings         []string         `json:"savings"`
+		Recompute       bool             `json:"recompute"`
+		CheckpointEvery int              `json:"checkpoint_every"`
+		Fits            bool             `json:"fits"`
+	}
+	plan := func(args ...string) planJSON {
 		t.Helper()
 		cmd := benchCmd()
 		var stdout bytes.Buffer
@@ -22,10 +31,7 @@ func TestBenchTrainPlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-		var res struct {
-			Peak  int64            `json:"peak_bytes"`
-			Parts map[string]int64 `json:"parts"`
-		}
+		var res planJSON
 		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 			t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
 		}
@@ -41,15 +47,26 @@ func TestBenchTrainPlan(t *testing.T) {
 				t.Errorf("part %s = %d, want positive (parts %v)", k, res.Parts[k], res.Parts)
 			}
 		}
-		return res.Peak, res.Parts
+		return res
 	}
-	peak, parts := plan()
-	rpeak, rparts := plan("--recompute")
+	// Planned against a terabyte, nothing needs turning on: the plan is
+	// the options' own.
+	full, rec := plan("--plan-memory", "1TiB"), plan("--plan-memory", "1TiB", "--recompute")
+	if len(full.Savings) != 0 || full.Asked != full.Peak || full.Recompute || !rec.Recompute || !full.Fits {
+		t.Errorf("with a terabyte: %+v, want no savings and the plan as asked", full)
+	}
 	// Recomputation (with the MLP in chunks) shrinks the activations and the
 	// bf16 operand scratch, nothing else.
-	saved := parts["activations"] - rparts["activations"] + parts["bf16_scratch"] - rparts["bf16_scratch"]
-	if rparts["activations"] >= parts["activations"] || rparts["weights"] != parts["weights"] || peak-rpeak != saved {
-		t.Errorf("recompute: parts %v, without %v: want only the activations and bf16 scratch smaller", rparts, parts)
+	saved := full.Parts["activations"] - rec.Parts["activations"] + full.Parts["bf16_scratch"] - rec.Parts["bf16_scratch"]
+	if rec.Parts["activations"] >= full.Parts["activations"] || rec.Parts["weights"] != full.Parts["weights"] || full.Peak-rec.Peak != saved {
+		t.Errorf("recompute: parts %v, without %v: want only the activations and bf16 scratch smaller", rec.Parts, full.Parts)
+	}
+	// Planned against less than that, the plan printed is the one that
+	// runs: with the savings it names, smaller than the plan asked for.
+	tight := plan("--plan-memory", "12GiB")
+	if !tight.Fits || !tight.Recompute || tight.CheckpointEvery < 2 || len(tight.Savings) != 2 ||
+		tight.Peak >= tight.Asked || tight.Asked != full.Peak || tight.Parts["activations"] >= rec.Parts["activations"] {
+		t.Errorf("in 12 GiB: %+v, want recomputation and residual checkpoints named and their plan printed (asked %d)", tight, full.Peak)
 	}
 }
 

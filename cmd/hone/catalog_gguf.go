@@ -12,7 +12,7 @@ func catalogRegisterGGUFCmd(cf *clientFlags) *cobra.Command {
 		Use:   "register-gguf CATALOG.SCHEMA.MODEL FILE.gguf",
 		Short: "Register a GGUF file from hone export as the model's next version, served from its quantized weights",
 		Long: `FILE.gguf is a path on the server, under its data roots. The version holds the file and its
-unpacked config, tokenizer and weights; hone serve decodes it from the file's Q8_0, Q4_K and Q6_K
+unpacked config, tokenizer and weights; hone serve decodes it from the file's Q8_0, Q4_K, Q5_K and Q6_K
 matrices without an fp32 copy of them.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -27,7 +27,7 @@ func generateCmd() *cobra.Command {
 version) is completed by the server (--server), as its /api/generate and OpenAI-compatible routes
 would. A local HF model directory, or a PEFT adapter directory whose base_model_name_or_path is a
 local model directory (merged into it in memory), or a GGUF file hone export wrote (decoding
-reads its Q8_0, Q4_K and Q6_K matrices as they are, without an fp32 copy, its other tensors dequantized to fp32), is loaded
+reads its Q8_0, Q4_K, Q5_K and Q6_K matrices and token embeddings as they are, without an fp32 copy, its other tensors dequantized to fp32), is loaded
 and completed here. Either way the prompt is formatted as
 the model was trained: its chat template for chat models, plain text otherwise.`,
 		Args: cobra.NoArgs,
@@ -65,7 +65,7 @@ the model was trained: its chat template for chat models, plain text otherwise.`
 				return err
 			}
 			var m *engine.Model
-			if ggufFile != "" { // decoding reads its Q8_0, Q4_K and Q6_K matrices as they are
+			if ggufFile != "" { // decoding reads its Q8_0, Q4_K, Q5_K and Q6_K matrices as they are
 				m, _, err = export.LoadQuantized(ggufFile, modelRef, dev, 0)
 			} else { // a registered GGUF version (export.QuantizedFile) decodes quantized too
 				m, err = export.LoadDir(modelRef, dev, 0, func() (*engine.Model, error) { return engine.LoadWithAdapter(modelRef, dev, opt) })

@@ -154,6 +154,7 @@ func runsGetCmd(cf *clientFlags) *cobra.Command {
 			for _, ck := range r.Checkpoints {
 				fmt.Fprintf(w, "checkpoint: step %d  %s\n", ck.Step, ck.Path)
 			}
+			printRanks(w, r.Ranks)
 			for _, e := range r.Events {
 				printEvent(w, e)
 			}

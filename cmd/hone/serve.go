@@ -25,6 +25,7 @@ type serviceFlags struct {
 	dataRoots        []string
 	concurrency      int
 	leaseTTL         time.Duration
+	gang             runs.GangConfig
 }
 
 func (f *serviceFlags) register(cmd *cobra.Command) {
@@ -34,6 +35,7 @@ func (f *serviceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&f.dataRoots, "data-root", nil, "directory request paths must lie in (repeatable; default: HOME/data, and the current directory unless it is your home directory or /)")
 	cmd.Flags().IntVar(&f.concurrency, "concurrency", 1, "runs this process trains at once")
 	cmd.Flags().DurationVar(&f.leaseTTL, "lease-ttl", 30*time.Second, "a worker silent this long is presumed dead and its run resumes elsewhere")
+	registerGangFlags(cmd, &f.gang)
 }
 
 type service struct {
@@ -80,7 +82,7 @@ func (f *serviceFlags) open(ctx context.Context, work bool) (*service, error) {
 	}
 	svc, err = runs.New(ctx, runs.Config{Store: st, Catalog: cat, Models: models, Home: home,
 		DataRoots: roots, Logger: log, Work: work, Concurrency: f.concurrency, LeaseTTL: f.leaseTTL,
-		DefaultUser: os.Getenv("USER")})
+		DefaultUser: os.Getenv("USER"), Gang: f.gang})
 	if err != nil {
 		st.Close()
 		return nil, err

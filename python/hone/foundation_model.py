@@ -223,6 +223,7 @@ def create(model: str,
            train_data_split: Optional[str] = None,
            eval_data_split: Optional[str] = None,
            train_data_version: Optional[int] = None,
+           nodes: Optional[int] = None,
            server: Optional[str] = None,
            token: Optional[str] = None) -> Run:
     """Creates a fine-tuning run, as the product's fm.create does.
@@ -248,7 +249,7 @@ def create(model: str,
                        ("optimizer", optimizer), ("precision", precision), ("method", method), ("lora", lora),
                        ("adapter_path", adapter_path), ("register_adapter", register_adapter), ("user", user),
                        ("train_data_split", train_data_split), ("eval_data_split", eval_data_split),
-                       ("train_data_version", train_data_version)):
+                       ("train_data_version", train_data_version), ("nodes", nodes)):
         if value is not None:
             body[key] = value
     if eval_prompts is not None:

@@ -109,6 +109,7 @@ export function runPage(main, name) {
   const charts = h('div', { class: 'charts' });
   const outputs = h('div');
   const checkpoints = h('div');
+  const ranks = h('div');
   const events = h('ol', { class: 'events', tabindex: 0, 'aria-label': 'events' });
   const config = h('div');
   const msg = h('div', { 'aria-live': 'polite' });
@@ -119,6 +120,7 @@ export function runPage(main, name) {
     h('section', { 'aria-labelledby': 'curves' }, h('h2', { id: 'curves' }, 'Curves'), charts),
     h('section', { 'aria-labelledby': 'outs' }, h('h2', { id: 'outs' }, 'Eval prompt outputs'), outputs),
     h('section', { 'aria-labelledby': 'cks' }, h('h2', { id: 'cks' }, 'Checkpoints'), checkpoints),
+    ranks,
     h('section', { 'aria-labelledby': 'evs' }, h('h2', { id: 'evs' }, 'Events'), events),
     h('section', { 'aria-labelledby': 'cfg' }, h('h2', { id: 'cfg' }, 'Configuration'), config));
   let lastStatus = null, lastEvent = 0, actionsFor = null;
@@ -173,6 +175,13 @@ export function runPage(main, name) {
       h('table', { class: 'stack' }, h('thead', {}, h('tr', {}, ['Step', 'Epoch', 'Saved', 'Path'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, run.checkpoints.map((c) => h('tr', {}, h('td', { 'data-label': 'Step' }, c.step), h('td', { 'data-label': 'Epoch' }, num(c.epoch, 3)),
           h('td', { 'data-label': 'Saved' }, when(c.time)), h('td', { 'data-label': 'Path', class: 'long' }, h('code', {}, c.path)))))));
+    // A multi-node run's workers, one rank each, per attempt.
+    ranks.replaceChildren(...((run.ranks || []).length === 0 ? [] : [h('section', { 'aria-labelledby': 'rks' }, h('h2', { id: 'rks' }, 'Ranks'),
+      h('table', { class: 'stack' }, h('thead', {}, h('tr', {}, ['Attempt', 'Rank', 'Worker', 'Host', 'Joined', 'Left', 'Why'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, run.ranks.map((k) => h('tr', {}, h('td', { 'data-label': 'Attempt' }, k.attempt), h('td', { 'data-label': 'Rank' }, k.rank),
+          h('td', { 'data-label': 'Worker', class: 'long' }, k.worker), h('td', { 'data-label': 'Host' }, k.host),
+          h('td', { 'data-label': 'Joined' }, when(k.joined_at)), h('td', { 'data-label': 'Left' }, k.left_at ? when(k.left_at) : '—'),
+          h('td', { 'data-label': 'Why', class: 'long' }, k.note || ''))))))]));
     for (const e of run.events || []) {
       if (e.id <= lastEvent) continue;
       lastEvent = e.id;

@@ -1,0 +1,185 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// schemaGang adds gang-scheduled runs (a run trained by several workers,
+// one rank each): the workers that work the queue, each run's current
+// rendezvous (where rank 0's store listens and the run's shared secret),
+// and the ranks that joined each claim of the run.
+var schemaGang = []string{
+	`CREATE TABLE IF NOT EXISTS hone_workers (
+		id TEXT PRIMARY KEY,
+		host TEXT NOT NULL,
+		started_at BIGINT NOT NULL,
+		seen_at BIGINT NOT NULL
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_run_gangs (
+		run_name TEXT PRIMARY KEY,
+		epoch BIGINT NOT NULL,
+		size BIGINT NOT NULL,
+		store_addr TEXT NOT NULL,
+		secret TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
+	`CREATE TABLE IF NOT EXISTS hone_run_ranks (
+		run_name TEXT NOT NULL,
+		epoch BIGINT NOT NULL,
+		rank_no BIGINT NOT NULL,
+		worker TEXT NOT NULL,
+		host TEXT NOT NULL,
+		joined_at BIGINT NOT NULL,
+		seen_at BIGINT NOT NULL,
+		left_at BIGINT NOT NULL DEFAULT 0,
+		note TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (run_name, epoch, rank_no)
+	)`,
+	// A worker is one rank of a claim, never two.
+	`CREATE UNIQUE INDEX IF NOT EXISTS hone_run_ranks_worker ON hone_run_ranks (run_name, epoch, worker)`,
+}
+
+// Worker is a process working the queue, as it last reported itself.
+type Worker struct {
+	ID        string
+	Host      string // its collective address (host), where its ranks listen
+	StartedAt time.Time
+	SeenAt    time.Time
+}
+
+// Gang is the rendezvous of one claim (lease epoch) of a multi-node run.
+// Secret admits ranks to rank 0's store: it is for the run's workers only,
+// never shown in events, logs or the API.
+type Gang struct {
+	Run       string
+	Epoch     int64
+	Size      int
+	StoreAddr string
+	Secret    string
+	CreatedAt time.Time
+}
+
+// Rank is one worker's membership in a claim of a run.
+type Rank struct {
+	Run      string
+	Epoch    int64
+	Rank     int
+	Worker   string
+	Host     string
+	JoinedAt time.Time
+	SeenAt   time.Time
+	LeftAt   time.Time // zero while it is in
+	Note     string    // why it left
+}
+
+// SeeWorker records that worker w is alive (inserting it the first time).
+func (o ops) SeeWorker(ctx context.Context, w Worker) error {
+	_, err := o.q.exec(ctx, `INSERT INTO hone_workers (id, host, started_at, seen_at) VALUES (?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET host = excluded.host, seen_at = excluded.seen_at`,
+		w.ID, w.Host, micros(w.StartedAt), micros(w.SeenAt))
+	if err != nil {
+		return fmt.Errorf("store: record worker %s: %w", w.ID, err)
+	}
+	return nil
+}
+
+// CountWorkers counts the workers seen at or after since.
+func (o ops) CountWorkers(ctx context.Context, since time.Time) (int, error) {
+	var n int
+	if err := o.one(ctx, `SELECT COUNT(*) FROM hone_workers WHERE seen_at >= ?`, []any{micros(since)}, &n); err != nil {
+		return 0, fmt.Errorf("store: count workers: %w", err)
+	}
+	return n, nil
+}
+
+// OpenGang records g as the run's rendezvous, replacing an earlier claim's.
+func (o ops) OpenGang(ctx context.Context, g Gang) error {
+	_, err := o.q.exec(ctx, `INSERT INTO hone_run_gangs (run_name, epoch, size, store_addr, secret, created_at) VALUES (?,?,?,?,?,?)
+		ON CONFLICT (run_name) DO UPDATE SET epoch = excluded.epoch, size = excluded.size, store_addr = excluded.store_addr,
+		secret = excluded.secret, created_at = excluded.created_at`,
+		g.Run, g.Epoch, g.Size, g.StoreAddr, g.Secret, micros(g.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("store: open the rendezvous of run %s: %w", g.Run, err)
+	}
+	return nil
+}
+
+// CloseGang removes the run's rendezvous of epoch (its secret with it).
+func (o ops) CloseGang(ctx context.Context, run string, epoch int64) error {
+	if _, err := o.q.exec(ctx, `DELETE FROM hone_run_gangs WHERE run_name = ? AND epoch = ?`, run, epoch); err != nil {
+		return fmt.Errorf("store: close the rendezvous of run %s: %w", run, err)
+	}
+	return nil
+}
+
+// OpenGangs lists the rendezvous that still want ranks: their run is
+// STARTING under the same claim and fewer than Size ranks have joined.
+func (o ops) OpenGangs(ctx context.Context) ([]Gang, error) {
+	var out []Gang
+	err := o.all(ctx, `SELECT g.run_name, g.epoch, g.size, g.store_addr, g.secret, g.created_at
+		FROM hone_run_gangs g JOIN hone_runs r ON r.name = g.run_name AND r.lease_epoch = g.epoch
+		WHERE r.status = ? AND (SELECT COUNT(*) FROM hone_run_ranks k WHERE k.run_name = g.run_name AND k.epoch = g.epoch) < g.size
+		ORDER BY g.created_at`, []any{string(StatusStarting)}, func(r rows) error {
+		var g Gang
+		var t int64
+		err := r.Scan(&g.Run, &g.Epoch, &g.Size, &g.StoreAddr, &g.Secret, &t)
+		g.CreatedAt = fromMicros(t)
+		out = append(out, g)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list open rendezvous: %w", err)
+	}
+	return out, nil
+}
+
+// JoinRank takes rank k.Rank of the claim for k.Worker; false when the
+// rank is taken or the worker already holds one.
+func (o ops) JoinRank(ctx context.Context, k Rank) (bool, error) {
+	n, err := o.q.exec(ctx, `INSERT INTO hone_run_ranks (run_name, epoch, rank_no, worker, host, joined_at, seen_at) VALUES (?,?,?,?,?,?,?)
+		ON CONFLICT DO NOTHING`, k.Run, k.Epoch, k.Rank, k.Worker, k.Host, micros(k.JoinedAt), micros(k.JoinedAt))
+	if err != nil {
+		return false, fmt.Errorf("store: join run %s as rank %d: %w", k.Run, k.Rank, err)
+	}
+	return n > 0, nil
+}
+
+// TouchRank records that a rank is still alive.
+func (o ops) TouchRank(ctx context.Context, run string, epoch int64, rank int, now time.Time) error {
+	_, err := o.q.exec(ctx, `UPDATE hone_run_ranks SET seen_at = ? WHERE run_name = ? AND epoch = ? AND rank_no = ? AND left_at = 0`,
+		micros(now), run, epoch, rank)
+	return err
+}
+
+// LeaveRank records that a rank left (once: the first reason stays).
+func (o ops) LeaveRank(ctx context.Context, run string, epoch int64, rank int, now time.Time, note string) error {
+	_, err := o.q.exec(ctx, `UPDATE hone_run_ranks SET left_at = ?, note = ? WHERE run_name = ? AND epoch = ? AND rank_no = ? AND left_at = 0`,
+		micros(now), note, run, epoch, rank)
+	if err != nil {
+		return fmt.Errorf("store: record rank %d leaving run %s: %w", rank, run, err)
+	}
+	return nil
+}
+
+// ListRanks lists the ranks of every claim of the run, oldest claim first.
+func (o ops) ListRanks(ctx context.Context, run string) ([]Rank, error) {
+	out := []Rank{}
+	err := o.all(ctx, `SELECT epoch, rank_no, worker, host, joined_at, seen_at, left_at, note FROM hone_run_ranks
+		WHERE run_name = ? ORDER BY epoch, rank_no`, []any{run}, func(r rows) error {
+		k := Rank{Run: run}
+		var j, s, l int64
+		err := r.Scan(&k.Epoch, &k.Rank, &k.Worker, &k.Host, &j, &s, &l, &k.Note)
+		k.JoinedAt, k.SeenAt = fromMicros(j), fromMicros(s)
+		if l != 0 {
+			k.LeftAt = fromMicros(l)
+		}
+		out = append(out, k)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list the ranks of run %s: %w", run, err)
+	}
+	return out, nil
+}
