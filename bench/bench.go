@@ -208,7 +208,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
-		s.KernelTimes(timed.Report())
+		s.KernelTimes(append(timed.Report(), timed.PassReport(s.Steps)...))
 	}
 	return res, nil
 }
@@ -263,10 +263,20 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 	if err != nil {
 		return nil, err
 	}
+	if td, ok := m.Dev.(*engine.TimedDevice); ok { // --kernel-times counts passes over these
+		td.Track("weights", m.Params.Arena)
+		td.Track("gradients", m.Grads.Arena)
+		td.Track("bf16 weights", m.LowPrecisionParams())
+		td.Track("AdamW m", opt.M)
+		td.Track("AdamW v", opt.V)
+	}
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
-		m.ZeroGrad()
+		m.OverwriteGrads() // as train does
 		red := dataparallel.Start(context.Background(), s.Coll, m, nil)
 		red.Attach()
+		if red == nil {
+			m.FuseGradNorm() // as train does
+		}
 		sum, n := m.ForwardBackward(bt, scale)
 		if _, err := red.Finish(sum); err != nil {
 			return 0, 0, err

@@ -172,6 +172,7 @@ func (m *Model) backwardLayers(bt *Batch) {
 // layerBackwardDone tells the LayerBackwardDone hook that layer l's
 // gradients are final.
 func (m *Model) layerBackwardDone(l int) {
+	m.layerGradNorm(l)
 	if m.LayerBackwardDone != nil {
 		m.LayerBackwardDone(l)
 	}

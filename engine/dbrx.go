@@ -197,13 +197,17 @@ func (m *Model) norm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim
 	m.Dev.RMSNorm(out, out16, rstd, x, w, n, dim, eps)
 }
 
-// normBackward is norm's backward.
-func (m *Model) normBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+// normBackward is norm's backward; dx16, when non-nil, receives dx's bf16
+// cast (fused into RMSNormBackward; LayerNorm's is a pass of its own).
+func (m *Model) normBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int) {
 	if m.Config.IsDBRX() {
 		m.Dev.LayerNormBackward(dx, dw, dout, x, w, rstd, n, dim)
+		if dx16 != nil {
+			m.Dev.ToBF16(dx16, dx[:n*dim])
+		}
 		return
 	}
-	m.Dev.RMSNormBackward(dx, dw, dout, x, w, rstd, n, dim)
+	m.Dev.RMSNormBackward(dx, dx16, dw, dout, x, w, rstd, n, dim)
 }
 
 // clipQKV clamps the n rows of q, k, v to [-clip_qkv, clip_qkv] (DBRX),

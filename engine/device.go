@@ -78,8 +78,10 @@ type Device interface {
 	// is non-nil it also receives out in bf16: the next matmul's input cast,
 	// fused.
 	RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32)
-	// RMSNormBackward adds into dx(N,C) and dw(C).
-	RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
+	// RMSNormBackward adds into dx(N,C) and dw(C). When dx16 is non-nil it
+	// also receives the updated dx in bf16: the cast the next backward
+	// product (the attention output projection's) reads, fused.
+	RMSNormBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int)
 
 	// LayerNorm is RMSNorm's counterpart without bias (DBRX): out = (x −
 	// mean) * rstd * w, rstd = 1/sqrt(var + eps) with the biased variance.
@@ -121,8 +123,10 @@ type Device interface {
 	// SwiGLU: h = silu(gate) * up, all (N,F); h16, when non-nil, receives h
 	// in bf16 for the down projection.
 	SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int)
-	// SwiGLUBackward overwrites dgate and dup.
-	SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int)
+	// SwiGLUBackward overwrites dgate and dup; dgate16 and dup16, when
+	// non-nil (both or neither), receive them in bf16 in the same pass for
+	// the gate and up projections' backward products.
+	SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32, n int)
 
 	// GatherRows copies rows: out(n,dim) row j = x[idx[j]], times scale[j]
 	// when scale is non-nil (the tokens routed to an expert, gathered).
@@ -138,7 +142,11 @@ type Device interface {
 	// returns the summed loss over scored rows and how many of them have
 	// their target as the arg-max. When dlogits is non-nil it is
 	// overwritten with scale * d(loss sum)/d(logits); it may alias logits.
-	CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int)
+	// When dlogits16 is non-nil it receives that gradient in bf16 instead
+	// (for the head's bf16 products, no fp32 gradient written and cast):
+	// dlogits must then be given too and serves only as scratch, its
+	// contents left unspecified.
+	CrossEntropy(dlogits []float32, dlogits16 []uint16, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int)
 
 	// Copy copies src into dst (device to device); Zero clears x.
 	Copy(dst, src []float32)

@@ -86,7 +86,10 @@ func (m *Model) mlpChunkBackward(l int, p *Layer[float32], h *Layer[uint16], g *
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
 	s := &m.acts.scr
 	rows := len(la.gate) / F
+	fresh := m.gradFresh // only the first chunk overwrites the gradients
+	defer func() { m.gradFresh = fresh }()
 	for s0 := 0; s0 < N; s0 += rows {
+		m.gradFresh = fresh && s0 == 0
 		n := min(rows, N-s0)
 		m.norm2(p, la, nil, s0, n)
 		ln := la.ln2[:n*C]
@@ -95,9 +98,9 @@ func (m *Model) mlpChunkBackward(l int, p *Layer[float32], h *Layer[uint16], g *
 		dh, dgate, dup := s.dh[:n*F], s.dgate[:n*F], s.dup[:n*F]
 		m.linearBackward(dh, g.WDown, g.BDown, dy, hh, p.WDown, h.WDown, n, F, C, overwrite)
 		m.adaptBackward(l, projDown, dh, dy, hh, n)
-		m.Dev.SwiGLUBackward(dgate, dup, dh, la.gate[:n*F], la.up[:n*F], n*F)
-		m.linearBackward(dln, g.WGate, g.BGate, dgate, ln, p.WGate, h.WGate, n, C, F, overwrite)
-		m.linearBackward(dln, g.WUp, g.BUp, dup, ln, p.WUp, h.WUp, n, C, F, accumulate)
+		dg16, du16 := m.swigluBackward(dgate, dup, dh, la.gate, la.up, n*F)
+		x16 := m.linearBackward16(dln, g.WGate, g.BGate, dgate, dg16, ln, nil, p.WGate, h.WGate, n, C, F, overwrite)
+		m.linearBackward16(dln, g.WUp, g.BUp, dup, du16, ln, x16, p.WUp, h.WUp, n, C, F, accumulate)
 		m.adaptBackward(l, projGate, dln, dgate, ln, n)
 		m.adaptBackward(l, projUp, dln, dup, ln, n)
 	}

@@ -128,6 +128,13 @@ type Model struct {
 	// parameters (Options.ShardRanks); it must be set before the model
 	// runs.
 	Shards ShardHooks
+	// gnorm is the gradient norm fused into the backward pass (FuseGradNorm).
+	gnorm gradNorm
+	// gradFresh: the pass under way writes the gradients of the weight
+	// products instead of adding to them (OverwriteGrads); overwrite is
+	// the arena's other ranges, which OverwriteGrads zeroes.
+	gradFresh bool
+	overwrite [][2]int
 	// In BF16 mode matrix products read bf16 weights. w16 is a bf16 copy of
 	// all of Params, which the optimizer refreshes as it updates them (with
 	// FrozenBF16 it is the only copy of the matrices). With
@@ -332,7 +339,7 @@ func (m *Model) allocActs(N int) *activations {
 	}
 	if m.Opt.BF16 {
 		chunk, rows := min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N)
-		a.a16, a.b16 = d.AllocBF16(c.bf16Scratch(N, chunk, rows)), d.AllocBF16(c.bf16ScratchB(m.Opt, N, chunk, rows))
+		a.a16, a.b16 = d.AllocBF16(c.bf16Scratch(N, chunk, rows, !m.Opt.frozenBase())), d.AllocBF16(c.bf16ScratchB(m.Opt, N, chunk, rows))
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
 	return a
@@ -494,19 +501,46 @@ func (m *Model) linear(y, x []float32, x16 []uint16, w []float32, w16 []uint16, 
 // dx is non-nil, and adds dW += dyᵀ·x and db += colsum(dy) unless the base
 // weights are frozen.
 func (m *Model) linearBackward(dx, dw, db, dy, x, w []float32, w16 []uint16, n, in, out int, o output) {
+	m.linearBackward16(dx, dw, db, dy, nil, x, nil, w, w16, n, in, out, o)
+}
+
+// linearBackward16 is linearBackward given the bf16 casts of dy and x
+// where a kernel already wrote them (nil: cast here, dy into a16 and x into
+// b16). It returns x's cast, which the next product reading the same x
+// (q, k and v from ln1; gate and up from ln2) passes back instead of
+// casting x again; it stays valid while nothing else writes b16.
+func (m *Model) linearBackward16(dx, dw, db, dy []float32, dy16 []uint16, x []float32, x16 []uint16, w []float32, w16 []uint16, n, in, out int, o output) []uint16 {
 	a := m.acts
-	dy16 := m.cast(a.a16, dy[:n*out])
+	if dy16 == nil {
+		dy16 = m.cast(a.a16, dy[:n*out])
+	}
 	if dx != nil {
 		m.matmul(dx, dy, dy16, w, w16, n, in, out, MatMulFlags{Acc: bool(o)})
 	}
 	if m.frozen() {
-		return
+		return x16
 	}
-	x16 := m.cast(a.b16, x[:n*in])
-	m.matmul(dw, dy, dy16, x, x16, out, in, n, dytX)
+	if x16 == nil {
+		x16 = m.cast(a.b16, x[:n*in])
+	}
+	m.matmul(dw, dy, dy16, x, x16, out, in, n, m.gradProduct())
 	if db != nil {
 		m.Dev.BiasBackward(db, dy, n, out)
 	}
+	return x16
+}
+
+// swigluBackward is SwiGLUBackward of n values, writing dgate's and dup's
+// bf16 casts in the same pass when training a full model in BF16 mode, and
+// returns those casts: both in a16 (bf16Scratch's pair), as b16 takes ln2's
+// cast for the weight gradients. A frozen base's scratch has no room for
+// the pair (nil: linearBackward16 casts each).
+func (m *Model) swigluBackward(dgate, dup, dh, gate, up []float32, n int) (dgate16, dup16 []uint16) {
+	if m.bf16 && !m.frozen() && !m.Opt.frozenBase() {
+		dgate16, dup16 = m.acts.a16[:n], m.acts.a16[n:2*n]
+	}
+	m.Dev.SwiGLUBackward(dgate[:n], dup[:n], dgate16, dup16, dh[:n], gate[:n], up[:n], n)
+	return dgate16, dup16
 }
 
 // w16Layer is layer l's bf16 weights (converted now in compact mode), or
@@ -630,30 +664,36 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	} else {
 		m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
 		m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
-		d.SwiGLUBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
-		m.linearBackward(s.dln, g.WGate, g.BGate, s.dgate, la.ln2, p.WGate, h.WGate, N, C, F, overwrite)
-		m.linearBackward(s.dln, g.WUp, g.BUp, s.dup, la.ln2, p.WUp, h.WUp, N, C, F, accumulate)
+		dg16, du16 := m.swigluBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
+		x16 := m.linearBackward16(s.dln, g.WGate, g.BGate, s.dgate, dg16, la.ln2, nil, p.WGate, h.WGate, N, C, F, overwrite)
+		m.linearBackward16(s.dln, g.WUp, g.BUp, s.dup, du16, la.ln2, x16, p.WUp, h.WUp, N, C, F, accumulate)
 		m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
 		m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
 	}
-	m.normBackward(dres, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
+	dres16 := m.buf16(a.a16, N*C) // the output projection's dy, cast as the norm's backward writes it
+	m.normBackward(dres, dres16, g.LN2, s.dln, la.mid, p.LN2, la.rstd2, N, C)
 
 	// Attention branch: mid = in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
 	// mid is dead from here (dq may be its buffer), dln until the q, k, v
 	// projections' backward (datt is its buffer), att after the attention's.
-	m.linearBackward(s.datt, g.WO, g.BO, dres, la.att, p.WO, h.WO, N, QD, C, overwrite)
+	m.linearBackward16(s.datt, g.WO, g.BO, dres, dres16, la.att, nil, p.WO, h.WO, N, QD, C, overwrite)
 	m.adaptBackward(l, projO, s.datt, dres, la.att, N)
 	m.attentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
 	d.RoPEBackward(s.dq, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPEBackward(s.dk, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	// ln1 again, into att's buffer: the same kernel on the same input.
-	m.norm(la.ln1, nil, la.rstd1, a.res[l][:N*C], p.LN1, N, C, float32(c.RMSNormEps))
+	// ln1 again, into att's buffer: the same kernel on the same input. It
+	// writes the cast the q, k, v weight gradients read into b16 as well.
+	var ln16 []uint16
+	if m.bf16 && !m.frozen() {
+		ln16 = a.b16[:N*C]
+	}
+	m.norm(la.ln1, ln16, la.rstd1, a.res[l][:N*C], p.LN1, N, C, float32(c.RMSNormEps))
 	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)
-	m.linearBackward(s.dln, g.WQ, g.BQ, s.dq, la.ln1, p.WQ, h.WQ, N, C, QD, overwrite)
-	m.linearBackward(s.dln, g.WK, g.BK, s.dk, la.ln1, p.WK, h.WK, N, C, KVD, accumulate)
-	m.linearBackward(s.dln, g.WV, g.BV, s.dv, la.ln1, p.WV, h.WV, N, C, KVD, accumulate)
+	x16 := m.linearBackward16(s.dln, g.WQ, g.BQ, s.dq, nil, la.ln1, ln16, p.WQ, h.WQ, N, C, QD, overwrite)
+	x16 = m.linearBackward16(s.dln, g.WK, g.BK, s.dk, nil, la.ln1, x16, p.WK, h.WK, N, C, KVD, accumulate)
+	m.linearBackward16(s.dln, g.WV, g.BV, s.dv, nil, la.ln1, x16, p.WV, h.WV, N, C, KVD, accumulate)
 	m.adaptQKVBackward(l, s.dln, s.dq, s.dk, s.dv, la.ln1, N)
-	m.normBackward(dres, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
+	m.normBackward(dres, nil, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
 // embed writes the batch's token embeddings into res[0]; a sharded model
@@ -746,6 +786,7 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 	w16 := m.lmHead16()
 	var total float64
 	var correct int
+	fresh := m.gradFresh && grad // the first scored chunk overwrites the head's gradient
 	for s := 0; s < N; s += m.Opt.LossChunk {
 		n := min(m.Opt.LossChunk, N-s)
 		x := m.normF(s, n) // every chunk's: the norm's backward reads every row's rstd
@@ -761,17 +802,25 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 		m.matmul(logits, x, x16, m.Params.LMHead, w16, n, V, C, xWt)
 		targets := a.targets[s : s+n]
 		if !grad {
-			l, c := d.CrossEntropy(nil, logits, targets, n, V, 0)
+			l, c := d.CrossEntropy(nil, nil, logits, targets, n, V, 0)
 			total, correct = total+l, correct+c
 			continue
 		}
-		l, c := d.CrossEntropy(logits, logits, targets, n, V, scale)
+		// In BF16 mode the gradient is written only in bf16, for the two
+		// products below; logits then holds scratch.
+		dl16 := m.buf16(a.a16, n*V)
+		l, c := d.CrossEntropy(logits, dl16, logits, targets, n, V, scale)
 		total, correct = total+l, correct+c
-		dl16 := m.cast(a.a16, logits)
 		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, dyW)
 		if !m.frozen() {
-			m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, dytX)
+			f := dytX
+			f.Acc = !fresh
+			m.matmul(m.Grads.LMHead, logits, dl16, x, x16, V, C, n, f)
+			fresh = false
 		}
+	}
+	if fresh && !m.frozen() { // no scored chunk wrote it
+		d.Zero(m.Grads.LMHead)
 	}
 	return total, correct
 }
@@ -795,6 +844,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 		panic("engine: ForwardBackward on a model with a frozen base (Options.FrozenBF16 or LoRA) needs an attached adapter (Attach)")
 	}
 	m.prepare(bt)
+	m.startGradNorm()
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
 	m.forwardTrunk(bt, UseParams|UseGrads)
@@ -804,7 +854,7 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	// Final norm: the head left d(lnf) in scr.dln.
 	dres := a.scr.dres[:N*C]
 	d.Zero(dres)
-	m.normBackward(dres, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
+	m.normBackward(dres, nil, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
 	m.release(c.PartHead(), UseParams|UseGrads)
 	m.backwardLayers(bt)
 	if !m.frozen() {
@@ -812,6 +862,8 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 		d.EmbeddingBackward(m.Grads.Embed, a.ids, dres, N, C)
 		m.release(c.PartEmbed(), UseGrads)
 	}
+	m.gradFresh = false
+	m.finishGradNorm()
 	return sum, bt.Scored()
 }
 
@@ -836,10 +888,20 @@ func (m *Model) LowPrecisionParams() []uint16 {
 }
 
 // ZeroGrad clears every gradient.
-func (m *Model) ZeroGrad() { m.Dev.Zero(m.Grads.Arena) }
+func (m *Model) ZeroGrad() {
+	m.gnorm.valid = false
+	m.Dev.Zero(m.Grads.Arena)
+}
 
-// GradNorm returns the global L2 norm of the gradients.
-func (m *Model) GradNorm() float64 { return math.Sqrt(m.Dev.SumSquares(m.Grads.Arena)) }
+// GradNorm returns the global L2 norm of the gradients: the one the last
+// backward pass computed when FuseGradNorm armed it, else a pass over them
+// summing the same terms in the same order (gradnorm.go).
+func (m *Model) GradNorm() float64 {
+	if m.gnorm.valid {
+		return math.Sqrt(m.gnorm.sq)
+	}
+	return math.Sqrt(m.gradSumSquares())
+}
 
 // CheckBatch verifies a batch fits the model's positional range.
 func (m *Model) CheckBatch(bt *Batch) error {

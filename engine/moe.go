@@ -107,10 +107,16 @@ func allocMoEScratch(d Device, c *Config, N int) moeScratch {
 }
 
 // bf16Scratch is the size of each of the two bf16 operand buffers of BF16
-// mode: the widest matmul operand, gathered expert rows included.
-func (c *Config) bf16Scratch(N, chunk, mlpRows int) int {
+// mode: the widest matmul operand, gathered expert rows included. With
+// pair (a16 of a full model's training) it also holds the dense MLP
+// backward's bf16 casts of dgate and dup together (swigluBackward).
+func (c *Config) bf16Scratch(N, chunk, mlpRows int, pair bool) int {
 	C, F, QD := c.HiddenSize, c.IntermediateSize, c.QDim()
-	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), mlpRows*F, chunk*c.VocabSize)
+	rowsF := mlpRows * F
+	if pair {
+		rowsF *= 2
+	}
+	return max(N*max(C, QD), c.routedRows(mlpRows)*max(C, F), rowsF, chunk*c.VocabSize)
 }
 
 // bf16ScratchB is the length of the second bf16 scratch (b16), which
@@ -119,7 +125,7 @@ func (c *Config) bf16Scratch(N, chunk, mlpRows int) int {
 // norm and of one MLP chunk's h.
 func (c *Config) bf16ScratchB(o Options, N, chunk, mlpRows int) int {
 	if !o.frozenBase() || c.MoE() || c.ClipQKV != nil {
-		return c.bf16Scratch(N, chunk, mlpRows)
+		return c.bf16Scratch(N, chunk, mlpRows, false)
 	}
 	n := chunk * c.HiddenSize
 	if mlpRows < N {
@@ -253,7 +259,7 @@ func (m *Model) moeBackward(l int, la *layerActs, dres []float32, N int) {
 		m.downBackward(s.dh[o*F:(o+n)*F], g.Experts[e].W2, dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], p.Experts[e].W2, expert16(h, e).W2, n)
 		m.adaptExpertBackward(l, e, expW2, s.dh[o*F:(o+n)*F], dy[o*C:(o+n)*C], la.h[o*F:(o+n)*F], n)
 	}
-	d.SwiGLUBackward(s.dgate[:NK*F], s.dup[:NK*F], s.dh[:NK*F], la.gate[:NK*F], la.up[:NK*F], NK*F)
+	d.SwiGLUBackward(s.dgate[:NK*F], s.dup[:NK*F], nil, nil, s.dh[:NK*F], la.gate[:NK*F], la.up[:NK*F], NK*F)
 	dxg := a.moe.dxg[:NK*C] // dy is spent
 	for e := range p.Experts {
 		o, n := r.off[e], r.off[e+1]-r.off[e]

@@ -12,6 +12,10 @@ type TimedDevice struct {
 	Device
 	Times map[string]time.Duration
 	Calls map[string]int
+	// tracked and passes count passes over parameter-sized buffers
+	// (passes.go).
+	tracked []trackedBuf
+	passes  map[string]map[string]float64
 }
 
 // NewTimedDevice wraps d.
@@ -34,6 +38,9 @@ func (t *TimedDevice) HostMemory() bool { return hostAddressable(t.Device) }
 func (t *TimedDevice) Reset() {
 	clear(t.Times)
 	clear(t.Calls)
+	for _, k := range t.passes {
+		clear(k)
+	}
 }
 
 // Report lists methods by total time, largest first.
@@ -51,21 +58,25 @@ func (t *TimedDevice) Report() []string {
 }
 
 func (td *TimedDevice) ToBF16(dst []uint16, src []float32) {
+	td.touch("ToBF16", dst, src)
 	defer td.since("ToBF16", time.Now())
 	td.Device.ToBF16(dst, src)
 }
 
 func (td *TimedDevice) MatMul(c, a, b []float32, m, n, k int, f MatMulFlags) {
+	td.touch("MatMul", c, a, b)
 	defer td.since("MatMul", time.Now())
 	td.Device.MatMul(c, a, b, m, n, k, f)
 }
 
 func (td *TimedDevice) MatMulW16(c, a []float32, b []uint16, m, n, k int, acc bool) {
+	td.touch("MatMulW16", c, a, b)
 	defer td.since("MatMulW16", time.Now())
 	td.Device.MatMulW16(c, a, b, m, n, k, acc)
 }
 
 func (td *TimedDevice) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f MatMulFlags) {
+	td.touch("MatMulBF16", c, a, b)
 	defer td.since("MatMulBF16", time.Now())
 	td.Device.MatMulBF16(c, a, b, m, n, k, f)
 }
@@ -90,9 +101,9 @@ func (td *TimedDevice) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float
 	td.Device.RMSNorm(out, out16, rstd, x, w, n, dim, eps)
 }
 
-func (td *TimedDevice) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+func (td *TimedDevice) RMSNormBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int) {
 	defer td.since("RMSNormBackward", time.Now())
-	td.Device.RMSNormBackward(dx, dw, dout, x, w, rstd, n, dim)
+	td.Device.RMSNormBackward(dx, dx16, dw, dout, x, w, rstd, n, dim)
 }
 
 func (td *TimedDevice) AddBias(y, b []float32, n, dim int) {
@@ -135,9 +146,9 @@ func (td *TimedDevice) SwiGLU(h []float32, h16 []uint16, gate, up []float32, n i
 	td.Device.SwiGLU(h, h16, gate, up, n)
 }
 
-func (td *TimedDevice) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int) {
+func (td *TimedDevice) SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32, n int) {
 	defer td.since("SwiGLUBackward", time.Now())
-	td.Device.SwiGLUBackward(dgate, dup, dh, gate, up, n)
+	td.Device.SwiGLUBackward(dgate, dup, dgate16, dup16, dh, gate, up, n)
 }
 
 func (td *TimedDevice) LayerNorm(out []float32, out16 []uint16, rstd, x, w []float32, n, dim int, eps float32) {
@@ -175,32 +186,37 @@ func (td *TimedDevice) RowDots(out, x []float32, idx []int32, y []float32, n, di
 	td.Device.RowDots(out, x, idx, y, n, dim)
 }
 
-func (td *TimedDevice) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
+func (td *TimedDevice) CrossEntropy(dlogits []float32, dlogits16 []uint16, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
 	defer td.since("CrossEntropy", time.Now())
-	return td.Device.CrossEntropy(dlogits, logits, targets, n, vocab, scale)
+	return td.Device.CrossEntropy(dlogits, dlogits16, logits, targets, n, vocab, scale)
 }
 
 func (td *TimedDevice) Copy(dst, src []float32) {
+	td.touch("Copy", dst, src)
 	defer td.since("Copy", time.Now())
 	td.Device.Copy(dst, src)
 }
 
 func (td *TimedDevice) Zero(x []float32) {
+	td.touch("Zero", x)
 	defer td.since("Zero", time.Now())
 	td.Device.Zero(x)
 }
 
 func (td *TimedDevice) SumSquares(x []float32) float64 {
+	td.touch("SumSquares", x)
 	defer td.since("SumSquares", time.Now())
 	return td.Device.SumSquares(x)
 }
 
 func (td *TimedDevice) AdamW(p, g, m, v []float32, p16 []uint16, s AdamWStep) {
+	td.touch("AdamW", p, g, m, v, p16)
 	defer td.since("AdamW", time.Now())
 	td.Device.AdamW(p, g, m, v, p16, s)
 }
 
 func (td *TimedDevice) LionW(p, g, m []float32, p16 []uint16, s LionWStep) {
+	td.touch("LionW", p, g, m, p16)
 	defer td.since("LionW", time.Now())
 	td.Device.LionW(p, g, m, p16, s)
 }

@@ -616,13 +616,16 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 	if r.a != nil {
 		r.a.ZeroGrad()
 	} else {
-		r.m.ZeroGrad()
+		r.m.OverwriteGrads() // the first micro-batch writes the gradients: no zeroing pass
 	}
 	var sum float64
 	red := dataparallel.Start(ctx, r.coll, r.m, r.a)
 	for i, bt := range batches {
 		if i == len(batches)-1 {
 			red.Attach() // the last pass finishes each layer's gradients
+			if red == nil && r.a == nil {
+				r.m.FuseGradNorm() // the optimizer's clipping norm, as it finishes them
+			}
 		}
 		// LoRA dropout masks are a function of the micro-batch's first
 		// row, so a resumed run draws the masks of an uninterrupted one.

@@ -4,8 +4,13 @@ import "math"
 
 // CrossEntropy returns Σ over scored rows of logsumexp(logits) − logits[target]
 // and, when dlogits is non-nil, writes scale·(softmax − onehot) (zero rows for
-// unscored positions). The sum of exponentials is kept in float64.
-func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
+// unscored positions). The sum of exponentials is kept in float64. With
+// dlogits16 the gradient goes there in bf16 instead, computed as the fp32
+// one and rounded, and dlogits holds the row's exponentials.
+func (d *Device) CrossEntropy(dlogits []float32, dlogits16 []uint16, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
+	if dlogits16 != nil && dlogits == nil {
+		panic("cpu: CrossEntropy with a bf16 gradient needs dlogits as scratch")
+	}
 	loss := make([]float64, n)
 	hit := make([]bool, n)
 	d.parallel(n, func(lo, hi int) {
@@ -13,10 +18,16 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 			row := logits[i*vocab : (i+1)*vocab]
 			t := targets[i]
 			if t < 0 {
-				if dlogits != nil {
+				if dlogits16 != nil {
+					clear(dlogits16[i*vocab : (i+1)*vocab])
+				} else if dlogits != nil {
 					clear(dlogits[i*vocab : (i+1)*vocab])
 				}
 				continue
+			}
+			var out16 []uint16
+			if dlogits16 != nil {
+				out16 = dlogits16[i*vocab : (i+1)*vocab][:len(row)]
 			}
 			if simd {
 				var out []float32
@@ -25,7 +36,7 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 				}
 				_ = row[t]
 				var a int
-				loss[i], a = simdXentRow(out, row, int(t), scale)
+				loss[i], a = simdXentRow(out, out16, row, int(t), scale)
 				hit[i] = a == int(t)
 				continue
 			}
@@ -59,8 +70,13 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 			}
 			lse := float64(mx) + math.Log(sum)
 			loss[i] = lse - float64(lt)
-			if out != nil {
-				f := scale / float32(sum)
+			switch f := scale / float32(sum); {
+			case out16 != nil:
+				for j, e := range out {
+					out16[j] = toBF16(e * f)
+				}
+				out16[t] = toBF16(out[t]*f - scale)
+			case out != nil:
 				for j := range out {
 					out[j] *= f
 				}

@@ -42,7 +42,7 @@ func TestRMSNormGradient(t *testing.T) {
 	loss := func() float64 { d.RMSNorm(out, nil, rstd, x, w, n, c, 1e-5); return dot64(out, probe) }
 	loss()
 	dx, dw := make([]float32, n*c), make([]float32, c)
-	d.RMSNormBackward(dx, dw, probe, x, w, rstd, n, c)
+	d.RMSNormBackward(dx, nil, dw, probe, x, w, rstd, n, c)
 	fdCheck(t, "rmsnorm x", loss, x, dx)
 	fdCheck(t, "rmsnorm w", loss, w, dw)
 }
@@ -54,7 +54,7 @@ func TestSwiGLUGradient(t *testing.T) {
 	h := make([]float32, n)
 	loss := func() float64 { d.SwiGLU(h, nil, g, u, n); return dot64(h, probe) }
 	dg, du := make([]float32, n), make([]float32, n)
-	d.SwiGLUBackward(dg, du, probe, g, u, n)
+	d.SwiGLUBackward(dg, du, nil, nil, probe, g, u, n)
 	fdCheck(t, "swiglu gate", loss, g, dg)
 	fdCheck(t, "swiglu up", loss, u, du)
 }
@@ -83,9 +83,9 @@ func TestCrossEntropyGradient(t *testing.T) {
 	const n, v = 4, 50
 	logits := randSlice(r, n*v)
 	targets := []int32{3, -1, 49, 0}
-	loss := func() float64 { l, _ := d.CrossEntropy(nil, logits, targets, n, v, 0); return l }
+	loss := func() float64 { l, _ := d.CrossEntropy(nil, nil, logits, targets, n, v, 0); return l }
 	grad := make([]float32, n*v)
-	d.CrossEntropy(grad, logits, targets, n, v, 1)
+	d.CrossEntropy(grad, nil, logits, targets, n, v, 1)
 	fdCheck(t, "cross-entropy", loss, logits, grad)
 	// Reference loss for row 0 in float64.
 	var mx, sum float64 = math.Inf(-1), 0
@@ -96,7 +96,7 @@ func TestCrossEntropyGradient(t *testing.T) {
 		sum += math.Exp(float64(z) - mx)
 	}
 	want := mx + math.Log(sum) - float64(logits[3])
-	got, _ := d.CrossEntropy(nil, logits[:v], targets[:1], 1, v, 0)
+	got, _ := d.CrossEntropy(nil, nil, logits[:v], targets[:1], 1, v, 0)
 	if math.Abs(got-want) > 1e-5*want {
 		t.Errorf("cross-entropy row 0 = %v, want %v", got, want)
 	}

@@ -63,7 +63,7 @@ func BenchmarkCrossEntropy(b *testing.B) {
 	dl := make([]float32, len(logits))
 	b.SetBytes(int64(4 * len(logits)))
 	for i := 0; i < b.N; i++ {
-		d.CrossEntropy(dl, logits, targets, n, benchV, 1)
+		d.CrossEntropy(dl, nil, logits, targets, n, benchV, 1)
 	}
 }
 
@@ -82,7 +82,7 @@ func BenchmarkRMSNormBackward(b *testing.B) {
 	out, rstd, dx, dw := make([]float32, len(x)), make([]float32, benchN), make([]float32, len(x)), make([]float32, benchC)
 	d.RMSNorm(out, nil, rstd, x, w, benchN, benchC, 1e-5)
 	for i := 0; i < b.N; i++ {
-		d.RMSNormBackward(dx, dw, dout, x, w, rstd, benchN, benchC)
+		d.RMSNormBackward(dx, nil, dw, dout, x, w, rstd, benchN, benchC)
 	}
 }
 
@@ -94,5 +94,48 @@ func BenchmarkAdamW(b *testing.B) {
 	b.SetBytes(4*7*n + 2*n)
 	for i := 0; i < b.N; i++ {
 		d.AdamW(p, g, m, v, p16, engine.AdamWStep{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: i + 1})
+	}
+}
+
+// The bf16 casts fused into their producers against the producer and a
+// ToBF16 pass after it, as the layers ran them before: "go test
+// ./engine/cpu -run '^$' -bench 'Cast/'".
+func BenchmarkCast(b *testing.B) {
+	d, r := New(0), rand.New(rand.NewPCG(1, 1))
+	nf := benchN * benchF
+	g, u, dh := randSlice(r, nf), randSlice(r, nf), randSlice(r, nf)
+	dg, du, dg16, du16 := make([]float32, nf), make([]float32, nf), make([]uint16, nf), make([]uint16, nf)
+	for _, fused := range []bool{false, true} {
+		b.Run(map[bool]string{false: "SwiGLUBackward/separate", true: "SwiGLUBackward/fused"}[fused], func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if fused {
+					d.SwiGLUBackward(dg, du, dg16, du16, dh, g, u, nf)
+				} else {
+					d.SwiGLUBackward(dg, du, nil, nil, dh, g, u, nf)
+					d.ToBF16(dg16, dg)
+					d.ToBF16(du16, du)
+				}
+			}
+		})
+	}
+	const n = 256
+	logits := randSlice(r, n*benchV)
+	targets := make([]int32, n)
+	for i := range targets {
+		targets[i] = int32(r.IntN(benchV))
+	}
+	scratch, dl16 := make([]float32, len(logits)), make([]uint16, len(logits))
+	for _, fused := range []bool{false, true} {
+		b.Run(map[bool]string{false: "CrossEntropy/separate", true: "CrossEntropy/fused"}[fused], func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				copy(scratch, logits) // the gradient overwrites the logits in place, as in the head
+				if fused {
+					d.CrossEntropy(scratch, dl16, scratch, targets, n, benchV, 1)
+				} else {
+					d.CrossEntropy(scratch, nil, scratch, targets, n, benchV, 1)
+					d.ToBF16(dl16, scratch)
+				}
+			}
+		})
 	}
 }

@@ -35,11 +35,14 @@ func (d *Device) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n,
 }
 
 // RMSNormBackward adds dx += r·(w∘dy) − r³/C · x · Σ(w∘dy∘x) and
-// dw += Σ_rows dy∘x·r.
-func (d *Device) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+// dw += Σ_rows dy∘x·r, and dx's bf16 cast into dx16 when it is non-nil.
+func (d *Device) RMSNormBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int) {
+	if dx16 != nil {
+		_ = dx16[n*dim-1]
+	}
 	if simd {
 		_, _, _, _, _ = dx[n*dim-1], dout[n*dim-1], x[n*dim-1], rstd[n-1], dw[dim-1]
-		d.parallel(n, func(lo, hi int) { simdRMSNormDx(dx, dout, x, w[:dim], rstd, lo, hi, dim) })
+		d.parallel(n, func(lo, hi int) { simdRMSNormDx(dx, dx16, dout, x, w[:dim], rstd, lo, hi, dim) })
 		// Columns in whole vectors per thread.
 		d.parallel((dim+15)/16, func(lo, hi int) { simdRMSNormDw(dw, dout, x, rstd, n, dim, lo*16, min(hi*16, dim)) })
 		return
@@ -55,6 +58,11 @@ func (d *Device) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
 			k := float32(dot) * r * r * r / float32(dim)
 			for j, v := range xr {
 				dr[j] += r*w[j]*gr[j] - k*v
+			}
+			if dx16 != nil {
+				for j, v := range dr {
+					dx16[i*dim+j] = toBF16(v)
+				}
 			}
 		}
 	})

@@ -100,16 +100,23 @@ static AVX512 void s_swiglu(float *h, uint16_t *h16, const float *gate, const fl
 	}
 }
 
-static AVX512 void s_swiglu_back(float *dgate, float *dup, const float *dh, const float *gate, const float *up, long n) {
+// s_swiglu_back writes dgate and dup, and their bf16 casts in the same
+// pass when dgate16 (and so dup16) is non-NULL.
+static AVX512 void s_swiglu_back(float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate, const float *up, long n) {
 	const __m512 one = _mm512_set1_ps(1.0f);
 	for (long i = 0; i < n; i += 16) {
 		__mmask16 mk = tailmask(n - i);
 		__m512 g = _mm512_maskz_loadu_ps(mk, gate + i), d = _mm512_maskz_loadu_ps(mk, dh + i);
 		__m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
-		_mm512_mask_storeu_ps(dup + i, mk, _mm512_mul_ps(_mm512_mul_ps(d, g), sig));
+		__m512 du = _mm512_mul_ps(_mm512_mul_ps(d, g), sig);
+		_mm512_mask_storeu_ps(dup + i, mk, du);
 		__m512 t = _mm512_add_ps(one, _mm512_mul_ps(g, _mm512_sub_ps(one, sig)));
 		__m512 dg = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(mk, up + i)), sig), t);
 		_mm512_mask_storeu_ps(dgate + i, mk, dg);
+		if (dgate16) {
+			store16(dgate16 + i, dg, mk);
+			store16(dup16 + i, du, mk);
+		}
 	}
 }
 
@@ -153,8 +160,9 @@ static AVX512 void s_rmsnorm(float *out, uint16_t *out16, float *rstd, const flo
 	}
 }
 
-// s_rmsnorm_dx does rows [lo,hi) of dx += r·w·dy − k·x.
-static AVX512 void s_rmsnorm_dx(float *dx, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {
+// s_rmsnorm_dx does rows [lo,hi) of dx += r·w·dy − k·x, and dx's bf16
+// cast into dx16 when it is non-NULL.
+static AVX512 void s_rmsnorm_dx(float *dx, uint16_t *dx16, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {
 	for (long r = lo; r < hi; r++) {
 		const float *xr = x + r * dim, *gr = dout + r * dim;
 		float *dr = dx + r * dim;
@@ -165,7 +173,9 @@ static AVX512 void s_rmsnorm_dx(float *dx, const float *dout, const float *x, co
 			__mmask16 mk = tailmask(dim - j);
 			__m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(vr, _mm512_maskz_loadu_ps(mk, w + j)), _mm512_maskz_loadu_ps(mk, gr + j)),
 				_mm512_mul_ps(vk, _mm512_maskz_loadu_ps(mk, xr + j)));
-			_mm512_mask_storeu_ps(dr + j, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dr + j), t));
+			__m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dr + j), t);
+			_mm512_mask_storeu_ps(dr + j, mk, v);
+			if (dx16) store16(dx16 + r * dim + j, v, mk);
 		}
 	}
 }
@@ -205,8 +215,9 @@ static AVX512 void s_rope(float *x, const int32_t *pos, const float *cos, const 
 // s_xent_row is one scored row of CrossEntropy: the arg-max (first of
 // equals), Σ e^(v−max) (float32 lanes over 64-value runs, summed in
 // float64), and, when out is non-NULL, scale·softmax − scale·onehot;
-// out may be row itself.
-static AVX512 void s_xent_row(float *out, const float *row, long vocab, long t, float scale, double *lossp, long *argp) {
+// out may be row itself. With out16 that gradient goes there in bf16, and
+// out keeps the exponentials.
+static AVX512 void s_xent_row(float *out, uint16_t *out16, const float *row, long vocab, long t, float scale, double *lossp, long *argp) {
 	float lt = row[t]; // before out, which may alias row, is written
 	__m512 vm = _mm512_set1_ps(-INFINITY);
 	for (long j = 0; j < vocab; j += 16) {
@@ -236,8 +247,16 @@ static AVX512 void s_xent_row(float *out, const float *row, long vocab, long t, 
 	}
 	*lossp = (double)mx + log(sum) - (double)lt;
 	*argp = arg;
-	if (out) {
-		__m512 f = _mm512_set1_ps(scale / (float)sum);
+	float fs = scale / (float)sum;
+	__m512 f = _mm512_set1_ps(fs);
+	if (out16) {
+		for (long j = 0; j < vocab; j += 16) {
+			__mmask16 mk = tailmask(vocab - j);
+			store16(out16 + j, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, out + j), f), mk);
+		}
+		float gt = out[t] * fs - scale;
+		store16(out16 + t, _mm512_set1_ps(gt), 1);
+	} else if (out) {
 		for (long j = 0; j < vocab; j += 16) {
 			__mmask16 mk = tailmask(vocab - j);
 			_mm512_mask_storeu_ps(out + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, out + j), f));
@@ -328,12 +347,12 @@ static void s_sumsq(double *part, const float *x, long n, long bs, long b0, long
 static void s_adamw(float *p, const float *g, float *m, float *v, uint16_t *p16, long n,
 		float gs, float b1, float b2, float c1, float c2, float eps, float invbc2, float decay, float stepsize) {}
 static void s_swiglu(float *h, uint16_t *h16, const float *gate, const float *up, long n) {}
-static void s_swiglu_back(float *dgate, float *dup, const float *dh, const float *gate, const float *up, long n) {}
+static void s_swiglu_back(float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate, const float *up, long n) {}
 static void s_rmsnorm(float *out, uint16_t *out16, float *rstd, const float *x, const float *w, long lo, long hi, long dim, float eps) {}
-static void s_rmsnorm_dx(float *dx, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {}
+static void s_rmsnorm_dx(float *dx, uint16_t *dx16, const float *dout, const float *x, const float *w, const float *rstd, long lo, long hi, long dim) {}
 static void s_rmsnorm_dw(float *dw, const float *dout, const float *x, const float *rstd, long n, long dim, long lo, long hi) {}
 static void s_rope(float *x, const int32_t *pos, const float *cos, const float *sin, long lo, long hi, long heads, long hd, float sign) {}
-static void s_xent_row(float *out, const float *row, long vocab, long t, float scale, double *lossp, long *argp) {}
+static void s_xent_row(float *out, uint16_t *out16, const float *row, long vocab, long t, float scale, double *lossp, long *argp) {}
 static float s_softmax_row(float *row, long nk, long j0, long j1, float scale) { return 0; }
 static void s_probs_row(float *row, long nk, long j0, long j1, float scale, float l) {}
 static void s_dscore(float *ds, const float *p, long n, float dl, float scale) {}
@@ -390,16 +409,16 @@ func simdSwiGLU(h []float32, h16 []uint16, gate, up []float32) {
 	C.s_swiglu(fp(h), hp(h16), fp(gate), fp(up), C.long(len(h)))
 }
 
-func simdSwiGLUBackward(dgate, dup, dh, gate, up []float32) {
-	C.s_swiglu_back(fp(dgate), fp(dup), fp(dh), fp(gate), fp(up), C.long(len(dgate)))
+func simdSwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32) {
+	C.s_swiglu_back(fp(dgate), fp(dup), hp(dgate16), hp(dup16), fp(dh), fp(gate), fp(up), C.long(len(dgate)))
 }
 
 func simdRMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, lo, hi, dim int, eps float32) {
 	C.s_rmsnorm(fp(out), hp(out16), fp(rstd), fp(x), fp(w), C.long(lo), C.long(hi), C.long(dim), C.float(eps))
 }
 
-func simdRMSNormDx(dx, dout, x, w, rstd []float32, lo, hi, dim int) {
-	C.s_rmsnorm_dx(fp(dx), fp(dout), fp(x), fp(w), fp(rstd), C.long(lo), C.long(hi), C.long(dim))
+func simdRMSNormDx(dx []float32, dx16 []uint16, dout, x, w, rstd []float32, lo, hi, dim int) {
+	C.s_rmsnorm_dx(fp(dx), hp(dx16), fp(dout), fp(x), fp(w), fp(rstd), C.long(lo), C.long(hi), C.long(dim))
 }
 
 func simdRMSNormDw(dw, dout, x, rstd []float32, n, dim, lo, hi int) {
@@ -411,10 +430,10 @@ func simdRoPE(x []float32, pos []int32, cos, sin []float32, lo, hi, heads, hd in
 }
 
 // simdXentRow returns the row's loss and arg-max.
-func simdXentRow(out, row []float32, t int, scale float32) (float64, int) {
+func simdXentRow(out []float32, out16 []uint16, row []float32, t int, scale float32) (float64, int) {
 	var loss C.double
 	var arg C.long
-	C.s_xent_row(fp(out), fp(row), C.long(len(row)), C.long(t), C.float(scale), &loss, &arg)
+	C.s_xent_row(fp(out), hp(out16), fp(row), C.long(len(row)), C.long(t), C.float(scale), &loss, &arg)
 	return float64(loss), int(arg)
 }
 

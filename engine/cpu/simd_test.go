@@ -61,6 +61,21 @@ func sameBits(t *testing.T, what string, a, b []float32) {
 	}
 }
 
+// sameBF16 is sameBits for bf16 values: equal, or NaN in both (the
+// payload of a NaN an operation makes is the hardware's choice).
+func sameBF16(t *testing.T, what string, a, b []uint16) {
+	t.Helper()
+	if len(a) != len(b) {
+		t.Fatalf("%s: %d values, want %d", what, len(a), len(b))
+	}
+	nan := func(u uint16) bool { return u&0x7fff > 0x7f80 }
+	for i := range a {
+		if a[i] != b[i] && !(nan(a[i]) && nan(b[i])) {
+			t.Fatalf("%s[%d]: AVX-512 %#x, Go %#x", what, i, a[i], b[i])
+		}
+	}
+}
+
 // specials are values where rounding and exponent tricks go wrong first.
 var specials = []float32{0, float32(math.Copysign(0, -1)), 1, -1, float32(math.Inf(1)), float32(math.Inf(-1)),
 	float32(math.NaN()), math.Float32frombits(0x7f800001), math.Float32frombits(0xffc12345),
@@ -133,19 +148,30 @@ func TestSIMDSwiGLU(t *testing.T) {
 	}
 	copy(gate[2000:], specials)
 	var got [2][][]float32
-	var got16 [2][]uint16
+	var got16 [2][][]uint16
 	both(t, func(vec bool) {
 		d := New(2)
 		h, h16, dg, du := make([]float32, n), make([]uint16, n), make([]float32, n), make([]float32, n)
 		d.SwiGLU(h, h16, gate, up, n)
-		d.SwiGLUBackward(dg, du, dh, gate, up, n)
-		got[b2i(vec)], got16[b2i(vec)] = [][]float32{h, dg, du}, h16
+		// The backward with its bf16 casts fused: the fp32 outputs are
+		// those of the unfused kernel, the casts those ToBF16 makes of them.
+		dg16, du16 := make([]uint16, n), make([]uint16, n)
+		d.SwiGLUBackward(dg, du, dg16, du16, dh, gate, up, n)
+		dg0, du0, want16 := make([]float32, n), make([]float32, n), make([]uint16, n)
+		d.SwiGLUBackward(dg0, du0, nil, nil, dh, gate, up, n)
+		sameBits(t, "dgate beside its cast", dg, dg0)
+		sameBits(t, "dup beside its cast", du, du0)
+		for _, c := range [][2]any{{dg16, dg0}, {du16, du0}} {
+			d.ToBF16(want16, c[1].([]float32))
+			if !slices.Equal(c[0].([]uint16), want16) {
+				t.Fatalf("vec=%v: SwiGLUBackward's fused bf16 output differs from ToBF16 of its fp32 output", vec)
+			}
+		}
+		got[b2i(vec)], got16[b2i(vec)] = [][]float32{h, dg, du}, [][]uint16{h16, dg16, du16}
 	})
 	for i, name := range []string{"h", "dgate", "dup"} {
 		sameBits(t, name, got[1][i], got[0][i])
-	}
-	if !slices.Equal(got16[1], got16[0]) {
-		t.Fatal("SwiGLU's bf16 copy differs")
+		sameBF16(t, name+"'s bf16 copy", got16[1][i], got16[0][i])
 	}
 }
 
@@ -202,7 +228,17 @@ func TestSIMDRMSNorm(t *testing.T) {
 			for i := range ref {
 				ref[i] = 0.5 + float32(i)/8
 			}
-			d.RMSNormBackward(dx, dw, dout, x, w, ref, n, dim)
+			dx16 := make([]uint16, n*dim)
+			d.RMSNormBackward(dx, dx16, dw, dout, x, w, ref, n, dim)
+			// The fused cast is ToBF16 of the dx written beside it, and
+			// that dx is the unfused kernel's.
+			dxu, dwu, want16 := slices.Clone(dx0), slices.Clone(dw0), make([]uint16, n*dim)
+			d.RMSNormBackward(dxu, nil, dwu, dout, x, w, ref, n, dim)
+			sameBits(t, "dx beside its cast", dx, dxu)
+			d.ToBF16(want16, dx)
+			if !slices.Equal(dx16, want16) {
+				t.Fatalf("dim %d (vectorised %v): RMSNormBackward's bf16 dx differs from ToBF16 of its dx", dim, vec)
+			}
 			got[b2i(vec)], got16[b2i(vec)] = [][]float32{out, rstd, dx, dw}, out16
 		})
 		if u := maxUlps(got[1][1], got[0][1]); u > 1 {
@@ -247,11 +283,26 @@ func TestSIMDCrossEntropy(t *testing.T) {
 	both(t, func(vec bool) {
 		d := New(2)
 		dl := make([]float32, n*vocab)
-		l, h := d.CrossEntropy(dl, logits, targets, n, vocab, 0.25)
-		l2, _ := d.CrossEntropy(nil, logits, targets, n, vocab, 1)
+		l, h := d.CrossEntropy(dl, nil, logits, targets, n, vocab, 0.25)
+		l2, _ := d.CrossEntropy(nil, nil, logits, targets, n, vocab, 1)
 		alias := slices.Clone(logits) // dlogits may alias logits
-		if l3, _ := d.CrossEntropy(alias, alias, targets, n, vocab, 0.25); l3 != l || !slices.Equal(alias, dl) {
+		if l3, _ := d.CrossEntropy(alias, nil, alias, targets, n, vocab, 0.25); l3 != l || !slices.Equal(alias, dl) {
 			t.Fatalf("aliased CrossEntropy (vectorised %v): loss %v vs %v, or gradients differ", vec, l3, l)
+		}
+		// The gradient written in bf16 only is ToBF16 of the fp32 one, bit
+		// for bit, unscored rows zero, with logits as scratch.
+		want16 := make([]uint16, n*vocab)
+		d.ToBF16(want16, dl)
+		dl16 := make([]uint16, n*vocab)
+		for i := range dl16 {
+			dl16[i] = 0xffff // stale values an unscored row must clear
+		}
+		scratch := slices.Clone(logits)
+		if l4, h4 := d.CrossEntropy(scratch, dl16, scratch, targets, n, vocab, 0.25); l4 != l || h4 != h {
+			t.Fatalf("CrossEntropy with a bf16 gradient (vectorised %v): loss %v, hits %d; want %v, %d", vec, l4, h4, l, h)
+		}
+		if !slices.Equal(dl16, want16) {
+			t.Fatalf("CrossEntropy's bf16 gradient (vectorised %v) differs from ToBF16 of its fp32 gradient", vec)
 		}
 		got[b2i(vec)] = res{l, h, dl, l2}
 	})

@@ -28,19 +28,32 @@ func (d *Device) SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int) {
 	})
 }
 
-// SwiGLUBackward: dup = dh·silu(g); dgate = dh·up·σ(g)(1 + g(1 − σ(g))).
-func (d *Device) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int) {
+// SwiGLUBackward: dup = dh·silu(g); dgate = dh·up·σ(g)(1 + g(1 − σ(g))),
+// and their bf16 casts in the same pass when dgate16, dup16 are non-nil.
+func (d *Device) SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32, n int) {
+	if dgate16 != nil {
+		_, _ = dgate16[n-1], dup16[n-1]
+	}
 	d.parallel((n+swigluBlock-1)/swigluBlock, func(lo, hi int) {
+		lo, hi = lo*swigluBlock, min(hi*swigluBlock, n)
+		var g16, u16 []uint16
+		if dgate16 != nil {
+			g16, u16 = dgate16[lo:hi], dup16[lo:hi]
+		}
 		if simd {
-			lo, hi = lo*swigluBlock, min(hi*swigluBlock, n)
-			simdSwiGLUBackward(dgate[lo:hi], dup[lo:hi], dh[lo:hi], gate[lo:hi], up[lo:hi])
+			simdSwiGLUBackward(dgate[lo:hi], dup[lo:hi], g16, u16, dh[lo:hi], gate[lo:hi], up[lo:hi])
 			return
 		}
-		for i := lo * swigluBlock; i < min(hi*swigluBlock, n); i++ {
+		for i := lo; i < hi; i++ {
 			g := gate[i]
 			sig := 1 / (1 + exp32(-g))
 			dup[i] = dh[i] * g * sig
 			dgate[i] = dh[i] * up[i] * sig * (1 + g*(1-sig))
+		}
+		if g16 != nil {
+			for i := range g16 {
+				g16[i], u16[i] = toBF16(dgate[lo+i]), toBF16(dup[lo+i])
+			}
 		}
 	})
 }

@@ -102,8 +102,9 @@ func (d *Device) RMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, n,
 
 // RMSNormBackward: with y = w·x·r, r = (mean(x²)+eps)^-½,
 // dx = r·w·dy − x·r³·mean(w·dy·x) and dw = Σ dy·x·r.
-func (d *Device) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int) {
+func (d *Device) RMSNormBackward(dx []float32, dx16 []uint16, dw, dout, x, w, rstd []float32, n, dim int) {
 	DX, DW, DO, X, W, R := d.f32.data(dx), d.f32.data(dw), d.f32.data(dout), d.f32.data(x), d.f32.data(w), d.f32.data(rstd)
+	DX16 := d.b16.data(dx16)
 	for i := 0; i < n; i++ {
 		r := R[i]
 		var dot float32
@@ -113,6 +114,9 @@ func (d *Device) RMSNormBackward(dx, dw, dout, x, w, rstd []float32, n, dim int)
 		for j := 0; j < dim; j++ {
 			DX[i*dim+j] += r*W[j]*DO[i*dim+j] - X[i*dim+j]*r*r*r*dot/float32(dim)
 			DW[j] += DO[i*dim+j] * X[i*dim+j] * r
+			if DX16 != nil {
+				DX16[i*dim+j] = toBF16(DX[i*dim+j])
+			}
 		}
 	}
 }
@@ -169,17 +173,21 @@ func (d *Device) SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int) {
 }
 
 // SwiGLUBackward: silu'(g) = σ(g)·(1 + g·(1 − σ(g))).
-func (d *Device) SwiGLUBackward(dgate, dup, dh, gate, up []float32, n int) {
+func (d *Device) SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32, n int) {
 	DG, DU, DH, G, U := d.f32.data(dgate), d.f32.data(dup), d.f32.data(dh), d.f32.data(gate), d.f32.data(up)
+	DG16, DU16 := d.b16.data(dgate16), d.b16.data(dup16)
 	for i := 0; i < n; i++ {
 		s := 1 / (1 + float32(math.Exp(float64(-G[i]))))
 		DG[i] = DH[i] * U[i] * s * (1 + G[i]*(1-s))
 		DU[i] = DH[i] * G[i] * s
+		if DG16 != nil {
+			DG16[i], DU16[i] = toBF16(DG[i]), toBF16(DU[i])
+		}
 	}
 }
 
-func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
-	DL, L, T := d.f32.data(dlogits), d.f32.data(logits), d.i32.data(targets)
+func (d *Device) CrossEntropy(dlogits []float32, dlogits16 []uint16, logits []float32, targets []int32, n, vocab int, scale float32) (float64, int) {
+	DL, DL16, L, T := d.f32.data(dlogits), d.b16.data(dlogits16), d.f32.data(logits), d.i32.data(targets)
 	var loss float64
 	correct := 0
 	for i := 0; i < n; i++ {
@@ -188,6 +196,9 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 		if t < 0 {
 			if DL != nil {
 				clear(DL[i*vocab : (i+1)*vocab])
+			}
+			if DL16 != nil {
+				clear(DL16[i*vocab : (i+1)*vocab])
 			}
 			continue
 		}
@@ -214,6 +225,9 @@ func (d *Device) CrossEntropy(dlogits, logits []float32, targets []int32, n, voc
 					p--
 				}
 				g[j] = scale * p // row[j] is read before g[j] is written: g may alias row
+				if DL16 != nil {
+					DL16[i*vocab+j] = toBF16(g[j])
+				}
 			}
 		}
 	}
