@@ -309,7 +309,7 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 				defer wg.Done()
 				dev := engine.NewCountingDevice(openCPU(t, nil))
 				if q == 0 {
-					est = cfg.MemoryEstimate(dev, opt, B, T) - dev.AttentionScratch(B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
+					est = cfg.MemoryEstimate(dev, opt, B, T) - engine.AttentionScratchFor(dev, opt.BF16, B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
 				}
 				errs[q] = func() error {
 					m := engine.New(cfg, dev, opt)

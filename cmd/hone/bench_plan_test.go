@@ -63,10 +63,12 @@ func TestBenchTrainPlan(t *testing.T) {
 	}
 	// Planned against less than that, the plan printed is the one that
 	// runs: with the savings it names, smaller than the plan asked for.
-	tight := plan("--plan-memory", "12GiB")
+	// 10 GiB needs both savings with the flash attention's O(T) scratch
+	// and with the blocked attention's larger one (CPUs without AVX-512 BF16).
+	tight := plan("--plan-memory", "10GiB")
 	if !tight.Fits || !tight.Recompute || tight.CheckpointEvery < 2 || len(tight.Savings) != 2 ||
 		tight.Peak >= tight.Asked || tight.Asked != full.Peak || tight.Parts["activations"] >= rec.Parts["activations"] {
-		t.Errorf("in 12 GiB: %+v, want recomputation and residual checkpoints named and their plan printed (asked %d)", tight, full.Peak)
+		t.Errorf("in 10 GiB: %+v, want recomputation and residual checkpoints named and their plan printed (asked %d)", tight, full.Peak)
 	}
 }
 

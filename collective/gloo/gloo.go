@@ -19,9 +19,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/signal"
 	"runtime/cgo"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -58,6 +60,10 @@ func New(ctx context.Context, cfg collective.Config) (*Group, error) {
 	if cfg.Size == 1 {
 		return &Group{rank: 0, size: 1, timeout: cfg.Timeout}, nil
 	}
+	// Gloo writes to its peers' sockets from its own threads without
+	// MSG_NOSIGNAL: when a peer dies, the SIGPIPE raised on such a non-Go
+	// thread would kill this process instead of failing the collective.
+	signal.Ignore(syscall.SIGPIPE)
 	sc, err := collective.DialStore(ctx, cfg.StoreAddr, cfg.Secret, cfg.Rank, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("rank %d: join the rendezvous: %w", cfg.Rank, err)
