@@ -226,6 +226,25 @@ func (s TrainSpec) options() engine.Options {
 	return o
 }
 
+// attachAdapter attaches a fresh PEFT-initialised adapter of lc to m and
+// returns it with its AdamW, filling res's LoRA fields.
+func (s TrainSpec) attachAdapter(m *engine.Model, lc engine.LoRAConfig, res *TrainResult) (*engine.Adapter, *optim.AdamW, error) {
+	a, err := engine.NewAdapter(m.Config, m.Dev, lc)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.InitPEFT(s.Seed)
+	if err := m.Attach(a); err != nil {
+		return nil, nil, err
+	}
+	opt, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
+	return a, opt, nil
+}
+
 // stepper returns one optimizer step on a batch: full fine-tuning with
 // optim.AdamW, or the adapter's step when the spec asks for LoRA (it then
 // fills res's LoRA fields).
@@ -234,19 +253,10 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		return s.shardedStepper(m, res)
 	}
 	if lc := m.Opt.LoRA; lc != nil {
-		a, err := engine.NewAdapter(m.Config, m.Dev, *lc)
+		a, opt, err := s.attachAdapter(m, *lc, res)
 		if err != nil {
 			return nil, err
 		}
-		a.InitPEFT(s.Seed)
-		if err := m.Attach(a); err != nil {
-			return nil, err
-		}
-		opt, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
-		if err != nil {
-			return nil, err
-		}
-		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			a.ZeroGrad()
 			red := dataparallel.Start(context.Background(), s.Coll, m, a)

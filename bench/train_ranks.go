@@ -85,19 +85,10 @@ func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engi
 	if lc := m.Opt.LoRA; lc != nil {
 		// The adapter is whole on every rank; its gradients are summed
 		// after the passes (the gathers use the group meanwhile).
-		a, err := engine.NewAdapter(m.Config, m.Dev, *lc)
+		a, opt, err := s.attachAdapter(m, *lc, res)
 		if err != nil {
 			return nil, err
 		}
-		a.InitPEFT(s.Seed)
-		if err := m.Attach(a); err != nil {
-			return nil, err
-		}
-		opt, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
-		if err != nil {
-			return nil, err
-		}
-		res.Method, res.LoRARank, res.LoRATargets, res.Trainable = "lora", lc.Rank, a.Config.Targets, int64(len(a.Params))
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			sh.Begin(ctx)
 			a.ZeroGrad()
