@@ -67,6 +67,9 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		midW, dq = W, 0
 	}
 	perLayer := N*(midW+W+QD+2*KVD+2+NH) + R*C + 3*NF // mid; att = ln1; q; k, v; rstd1, rstd2; lse; ln2; gate, up, h
+	if opt.shareMLPInputs(c) {                        // ln2 and h live in the scratch dq and dgate
+		perLayer -= R*C + NF
+	}
 	layers := L
 	if opt.Recompute {
 		layers = 1

@@ -12,6 +12,16 @@ const DefaultMLPChunk = 2048
 // only Options.MLPChunk rows exist at once: the MLP's working memory stops
 // growing with the context. Experts keep their routed rows,
 // and LoRA dropout (whose masks are drawn per whole batch) keeps N.
+// shareMLPInputs says whether the layers keep no SwiGLU output h and no
+// second norm's output ln2 for the backward pass: a frozen base (no weight
+// gradients read them) without recomputation, dense, with the query width
+// at least the hidden size (ln2 lives in dq's scratch). The backward pass
+// recomputes both, an elementwise pass and a norm per layer, into scratch
+// that is dead at that point: (N,F)+(N,C) floats a layer less memory.
+func (o Options) shareMLPInputs(c *Config) bool {
+	return o.frozenBase() && !o.Recompute && !c.MoE() && c.QDim() >= c.HiddenSize
+}
+
 func (o Options) mlpRows(c *Config, N int) int {
 	if !o.Recompute || c.MoE() || (o.LoRA != nil && o.LoRA.Dropout > 0) {
 		return N

@@ -175,8 +175,11 @@ type activations struct {
 	rstdf   []float32   // (N)
 	logits  []float32   // (chunk,V)
 	scr     scratch
-	a16     []uint16 // bf16 casts of matmul operands (BF16 mode only)
-	b16     []uint16
+	// mlpShared: every layer's h is scr.dgate's buffer and its ln2
+	// scr.dq's, recomputed in the backward pass (Options.shareMLPInputs).
+	mlpShared bool
+	a16       []uint16 // bf16 casts of matmul operands (BF16 mode only)
+	b16       []uint16
 	// The batch on the device: (N) token ids, targets, rotary positions
 	// and document starts, uploaded from the host Batch by prepare.
 	ids, targets, pos, docStart []int32
@@ -308,14 +311,18 @@ func (m *Model) allocActs(N int) *activations {
 	if m.Opt.Recompute {
 		midW = W
 	}
+	a.mlpShared = m.Opt.shareMLPInputs(c)
 	for i := range a.layer {
 		att := d.Alloc(N * W)
 		a.layer[i] = layerActs{
 			ln1: att[:N*C], rstd1: d.Alloc(N),
 			q: d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
 			att: att[:N*QD], lse: d.Alloc(N * c.NumAttentionHeads),
-			mid: d.Alloc(N * midW)[:N*C], ln2: d.Alloc(m.Opt.mlpRows(c, N) * C), rstd2: d.Alloc(N),
-			gate: d.Alloc(NF), up: d.Alloc(NF), h: d.Alloc(NF),
+			mid: d.Alloc(N * midW)[:N*C], rstd2: d.Alloc(N),
+			gate: d.Alloc(NF), up: d.Alloc(NF),
+		}
+		if !a.mlpShared {
+			a.layer[i].ln2, a.layer[i].h = d.Alloc(m.Opt.mlpRows(c, N)*C), d.Alloc(NF)
 		}
 		if c.MoE() {
 			a.layer[i].moe = allocMoEActs(d, c, N)
@@ -337,6 +344,11 @@ func (m *Model) allocActs(N int) *activations {
 	} else {
 		a.scr.dq = d.Alloc(N * QD)
 	}
+	if a.mlpShared {
+		for i := range a.layer {
+			a.layer[i].ln2, a.layer[i].h = a.scr.dq[:N*C], a.scr.dgate
+		}
+	}
 	if m.Opt.BF16 {
 		chunk, rows := min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N)
 		a.a16, a.b16 = d.AllocBF16(c.bf16Scratch(N, chunk, rows, !m.Opt.frozenBase())), d.AllocBF16(c.bf16ScratchB(m.Opt, N, chunk, rows))
@@ -355,7 +367,10 @@ func (m *Model) freeActs() {
 		d.Free(x)
 	}
 	for _, la := range a.layer { // ln1 is att's buffer
-		freeAll(d, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.ln2, la.rstd2, la.gate, la.up, la.h)
+		freeAll(d, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.rstd2, la.gate, la.up)
+		if !a.mlpShared {
+			freeAll(d, la.ln2, la.h)
+		}
 		la.moe.free(d)
 	}
 	a.moe.free(d)
@@ -662,11 +677,17 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	} else if m.mlpChunked(la, N) {
 		m.mlpChunkBackward(l, p, h, g, la, dres, N)
 	} else {
+		if a.mlpShared { // h again, into dgate's buffer (dead until the SwiGLU's backward): the same kernel on the same input
+			d.SwiGLU(la.h, nil, la.gate, la.up, N*F)
+		}
 		m.linearBackward(s.dh, g.WDown, g.BDown, dres, la.h, p.WDown, h.WDown, N, F, C, overwrite)
 		m.adaptBackward(l, projDown, s.dh, dres, la.h, N)
 		dg16, du16 := m.swigluBackward(s.dgate, s.dup, s.dh, la.gate, la.up, N*F)
 		x16 := m.linearBackward16(s.dln, g.WGate, g.BGate, s.dgate, dg16, la.ln2, nil, p.WGate, h.WGate, N, C, F, overwrite)
 		m.linearBackward16(s.dln, g.WUp, g.BUp, s.dup, du16, la.ln2, x16, p.WUp, h.WUp, N, C, F, accumulate)
+		if a.mlpShared { // ln2 again, into dq's buffer (dead until the attention's backward)
+			m.norm(la.ln2, nil, la.rstd2, la.mid, p.LN2, N, C, float32(c.RMSNormEps))
+		}
 		m.adaptBackward(l, projGate, s.dln, s.dgate, la.ln2, N)
 		m.adaptBackward(l, projUp, s.dln, s.dup, la.ln2, N)
 	}
