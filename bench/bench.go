@@ -41,6 +41,9 @@ type TrainSpec struct {
 	// QuantizeBase "nf4" (with LoRARank) holds the frozen base's layer
 	// matrices in NF4 (QLoRA, engine.Options.QuantizeBase).
 	QuantizeBase string
+	// NF4Embeddings (with QuantizeBase) holds the embeddings and the
+	// output head in NF4 too (engine.Options.NF4Embeddings).
+	NF4Embeddings bool
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
 	// Coll, when set, makes this process one rank of a data-parallel
@@ -76,6 +79,7 @@ type TrainResult struct {
 	FrozenBF16   bool      `json:"frozen_bf16,omitempty"`
 	QuantizeBase string    `json:"quantize_base,omitempty"`
 	NF4Bytes     int64     `json:"nf4_bytes,omitempty"` // the quantized matrices' storage
+	NF4Embed     bool      `json:"nf4_embeddings,omitempty"`
 	Seq          int       `json:"seq"`
 	Batch        int       `json:"batch"`
 	Steps        int       `json:"steps"`
@@ -119,6 +123,9 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	if s.QuantizeBase != "" && s.LoRARank <= 0 {
 		return nil, fmt.Errorf("bench: --quantize-base %s quantizes a frozen base; give --lora-rank", s.QuantizeBase)
+	}
+	if s.NF4Embeddings && s.QuantizeBase == "" {
+		return nil, fmt.Errorf("bench: --nf4-embeddings quantizes the embeddings and head of an NF4 base; give --quantize-base nf4")
 	}
 	if err := s.Config.CheckQuantizeBase(s.QuantizeBase); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -165,7 +172,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
 		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
-		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), Notes: notes}
+		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), NF4Embed: opts.NF4Embeddings, Notes: notes}
 	step, err := s.stepper(m, res)
 	if err != nil {
 		return nil, err
@@ -221,7 +228,7 @@ func (s TrainSpec) options() engine.Options {
 		if lc.Alpha == 0 {
 			lc.Alpha = 2 * float64(s.LoRARank)
 		}
-		o.LoRA, o.FrozenBF16, o.QuantizeBase = &lc, o.BF16, s.QuantizeBase
+		o.LoRA, o.FrozenBF16, o.QuantizeBase, o.NF4Embeddings = &lc, o.BF16, s.QuantizeBase, s.NF4Embeddings
 	}
 	return o
 }

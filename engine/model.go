@@ -79,6 +79,13 @@ type Options struct {
 	// NF4SingleScale keeps the NF4 blocks' absmax scales in fp32 instead
 	// of QLoRA's double quantization (8-bit scales in blocks of 256).
 	NF4SingleScale bool
+	// NF4Embeddings (with QuantizeBase) holds the token embeddings and the
+	// output head in NF4 too, where QLoRA keeps them unquantized: the
+	// looked-up rows dequantized, the head a tile of NF4HeadRows rows at a
+	// time inside its products (nf4embed.go).
+	NF4Embeddings bool
+	// NF4HeadRows is the rows of those tiles; default DefaultNF4HeadRows.
+	NF4HeadRows int
 	// OptimizerStates is how many fp32 state buffers the optimizer keeps
 	// per trained parameter, for MemoryEstimate and Fit: 2 for AdamW's
 	// moments (also when 0), 1 for LionW's.
@@ -723,6 +730,10 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 func (m *Model) embed(bt *Batch) {
 	c, a := m.Config, m.acts
 	N, C := bt.B*bt.T, c.HiddenSize
+	if m.nf4Head() { // the embeddings are NF4 too
+		m.nf4Embed(a.res[0][:N*C], bt.IDs[:N])
+		return
+	}
 	m.gather(c.PartEmbed(), UseParams)
 	if m.Opt.FrozenBF16 {
 		m.Dev.EmbeddingBF16(a.res[0], a.ids, m.w16.Embed, N, C)
@@ -774,7 +785,7 @@ func (m *Model) Logits(bt *Batch) []float32 {
 	for s := 0; s < N; s += m.Opt.LossChunk {
 		n := min(m.Opt.LossChunk, N-s)
 		x := m.normF(s, n)
-		m.matmul(dev[s*V:(s+n)*V], x, m.cast(m.acts.a16, x), m.Params.LMHead, m.lmHead16(), n, V, c.HiddenSize, xWt)
+		m.headLogits(dev[s*V:(s+n)*V], x, m.cast(m.acts.a16, x), n)
 	}
 	m.release(c.PartHead(), UseParams)
 	out := make([]float32, len(dev))
@@ -804,7 +815,6 @@ func (m *Model) Evaluate(bt *Batch) Eval {
 func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 	c, d, a := m.Config, m.Dev, m.acts
 	N, C, V := bt.B*bt.T, c.HiddenSize, c.VocabSize
-	w16 := m.lmHead16()
 	var total float64
 	var correct int
 	fresh := m.gradFresh && grad // the first scored chunk overwrites the head's gradient
@@ -820,7 +830,7 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 			continue
 		}
 		x16 := m.cast(a.b16, x)
-		m.matmul(logits, x, x16, m.Params.LMHead, w16, n, V, C, xWt)
+		m.headLogits(logits, x, x16, n)
 		targets := a.targets[s : s+n]
 		if !grad {
 			l, c := d.CrossEntropy(nil, nil, logits, targets, n, V, 0)
@@ -828,11 +838,15 @@ func (m *Model) head(bt *Batch, scale float32, grad bool) (float64, int) {
 			continue
 		}
 		// In BF16 mode the gradient is written only in bf16, for the two
-		// products below; logits then holds scratch.
-		dl16 := m.buf16(a.a16, n*V)
+		// products below; logits then holds scratch. An NF4 head reads it
+		// in fp32 (headGrad16).
+		var dl16 []uint16
+		if m.headGrad16() {
+			dl16 = a.a16[:n*V]
+		}
 		l, c := d.CrossEntropy(logits, dl16, logits, targets, n, V, scale)
 		total, correct = total+l, correct+c
-		m.matmul(a.scr.dln[s*C:(s+n)*C], logits, dl16, m.Params.LMHead, w16, n, C, V, dyW)
+		m.headInputGrad(a.scr.dln[s*C:(s+n)*C], logits, dl16, n)
 		if !m.frozen() {
 			f := dytX
 			f.Acc = !fresh

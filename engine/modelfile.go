@@ -34,6 +34,9 @@ func Load(dir string, dev Device, opt Options) (*Model, error) {
 	if err := c.CheckQuantizeBase(opt.QuantizeBase); err != nil {
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
+	if opt.NF4Embeddings && opt.QuantizeBase == "" {
+		return nil, fmt.Errorf("load model %s: NF4Embeddings quantizes the embeddings of an NF4 base; set QuantizeBase %q", dir, QuantizeNF4)
+	}
 	load := loadWeights
 	switch {
 	case opt.QuantizeBase != "":

@@ -39,6 +39,9 @@ type nf4Base struct {
 	// scales holds the block scales of the matrix being dequantized,
 	// reused so that training makes no garbage for the collector.
 	scales []float32
+	// With Options.NF4Embeddings, the token embeddings and the output
+	// head (nf4embed.go); nil otherwise.
+	emb *nf4Rows
 }
 
 func errNF4(what string) error {
@@ -65,17 +68,22 @@ func (c *Config) isLayerMatrix(s ParamSpec) bool {
 }
 
 // nf4KeptSpecs are the tensors an NF4 base keeps unquantized in Params:
-// all but the layer matrices in fp32 mode; in BF16 mode the norms and
-// biases only (the embeddings and head are in w16, see nf4Bf16Specs).
-func (c *Config) nf4KeptSpecs(bf16 bool) []ParamSpec {
-	if bf16 {
+// all but the layer matrices (and, with NF4Embeddings, the embeddings and
+// head) in fp32 mode; in BF16 mode the norms and biases only (the
+// embeddings and head are in w16, see nf4Bf16Specs).
+func (c *Config) nf4KeptSpecs(opt Options) []ParamSpec {
+	if opt.BF16 || opt.NF4Embeddings {
 		return c.vectorSpecs()
 	}
 	return c.respec(func(s ParamSpec) bool { return !c.isLayerMatrix(s) })
 }
 
-// nf4Bf16Specs are the embeddings and output head of a BF16-mode NF4 base.
-func (c *Config) nf4Bf16Specs() []ParamSpec {
+// nf4Bf16Specs are the embeddings and output head of a BF16-mode NF4 base
+// that keeps them unquantized (none with NF4Embeddings).
+func (c *Config) nf4Bf16Specs(opt Options) []ParamSpec {
+	if opt.NF4Embeddings {
+		return nil
+	}
 	return c.respec(func(s ParamSpec) bool { return len(s.Shape) == 2 && !c.isLayerMatrix(s) })
 }
 
@@ -98,7 +106,7 @@ func (c *Config) respec(keep func(ParamSpec) bool) []ParamSpec {
 func newNF4(c *Config, dev Device, opt Options) *Model {
 	m := &Model{Config: c, Dev: dev, Opt: opt}
 	m.bf16, m.layer16Of = opt.BF16, -1
-	kept := c.nf4KeptSpecs(opt.BF16)
+	kept := c.nf4KeptSpecs(opt)
 	m.Params = weightSetOf(c, kept, dev.Alloc(specsSize(kept)))
 	v := c.vectorSpecs()
 	m.Grads = weightSetOf(c, v, dev.Alloc(specsSize(v)))
@@ -114,10 +122,15 @@ func newNF4(c *Config, dev Device, opt Options) *Model {
 	for _, s := range q.rel {
 		widest = max(widest, s.Size())
 	}
+	if opt.NF4Embeddings {
+		q.emb = newNF4Rows(c, dev, opt)
+		widest = max(widest, q.emb.rows*c.HiddenSize)
+	}
 	q.scales = make([]float32, nf4.Blocks(widest))
 	if opt.BF16 {
-		b := c.nf4Bf16Specs()
-		m.w16 = weightSetOf(c, b, dev.AllocBF16(specsSize(b)))
+		if b := c.nf4Bf16Specs(opt); b != nil {
+			m.w16 = weightSetOf(c, b, dev.AllocBF16(specsSize(b)))
+		}
 		m.layer16b = dev.AllocBF16(hi - lo)
 		m.layer16 = oneLayerViews(c, m.layer16b)
 	} else {
@@ -132,6 +145,9 @@ func newNF4(c *Config, dev Device, opt Options) *Model {
 func (m *Model) freeNF4() {
 	if m.nf4 != nil && m.nf4.buf32 != nil {
 		m.Dev.Free(m.nf4.buf32)
+	}
+	if m.nf4 != nil && m.nf4.emb != nil {
+		m.nf4.emb.free(m.Dev)
 	}
 	m.nf4 = nil
 }
@@ -197,7 +213,7 @@ func (m *Model) quantizeAll(fill func(l, k int, dst []float32) error) error {
 func loadWeightsNF4(m *Model, st *safetensors.Model) error {
 	c := m.Config
 	if err := FillDevice(m.Dev, m.Params.Arena, func(p []float32) error {
-		for _, s := range c.nf4KeptSpecs(m.bf16) {
+		for _, s := range c.nf4KeptSpecs(m.Opt) {
 			if err := st.Float32(s.Name, p[s.Offset:s.Offset+s.Size()]); err != nil {
 				return err
 			}
@@ -206,9 +222,9 @@ func loadWeightsNF4(m *Model, st *safetensors.Model) error {
 	}); err != nil {
 		return err
 	}
-	if m.bf16 {
+	if m.w16 != nil {
 		if err := FillDeviceBF16(m.Dev, m.w16.Arena, func(w []uint16) error {
-			for _, s := range c.nf4Bf16Specs() {
+			for _, s := range c.nf4Bf16Specs(m.Opt) {
 				if err := readBF16(st, s.Name, w[s.Offset:s.Offset+s.Size()]); err != nil {
 					return err
 				}
@@ -218,7 +234,13 @@ func loadWeightsNF4(m *Model, st *safetensors.Model) error {
 			return err
 		}
 	}
-	return m.quantizeAll(func(l, k int, dst []float32) error { return st.Float32(m.nf4.name(c, l, k), dst) })
+	if err := m.quantizeAll(func(l, k int, dst []float32) error { return st.Float32(m.nf4.name(c, l, k), dst) }); err != nil {
+		return err
+	}
+	if q := m.nf4.emb; q != nil {
+		return q.quantize(c, !m.Opt.NF4SingleScale, func(name string, dst []float32, off int) error { return st.Float32At(name, dst, off) })
+	}
+	return nil
 }
 
 // initRandomNF4 is InitRandom for a frozen NF4 base: each tensor gets the
@@ -238,7 +260,7 @@ func (m *Model) initRandomNF4(seed uint64) {
 		}
 	}
 	_ = FillDevice(m.Dev, m.Params.Arena, func(p []float32) error {
-		for _, s := range c.nf4KeptSpecs(m.bf16) {
+		for _, s := range c.nf4KeptSpecs(m.Opt) {
 			dst := p[s.Offset : s.Offset+s.Size()]
 			switch {
 			case len(s.Shape) == 2:
@@ -253,10 +275,10 @@ func (m *Model) initRandomNF4(seed uint64) {
 		}
 		return nil
 	})
-	if m.bf16 { // straight to bf16, one tensor a core, as initRandomBF16 does
+	if m.w16 != nil { // straight to bf16, one tensor a core, as initRandomBF16 does
 		_ = FillDeviceBF16(m.Dev, m.w16.Arena, func(w []uint16) error {
 			var wg sync.WaitGroup
-			for _, s := range c.nf4Bf16Specs() {
+			for _, s := range c.nf4Bf16Specs(m.Opt) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -274,6 +296,21 @@ func (m *Model) initRandomNF4(seed uint64) {
 		normal(m.nf4.name(c, l, k), dst)
 		return nil
 	})
+	if q := m.nf4.emb; q != nil {
+		// Each tensor's one stream, drawn in order a chunk at a time.
+		streams := map[string]*rand.Rand{}
+		_ = q.quantize(c, !m.Opt.NF4SingleScale, func(name string, dst []float32, _ int) error {
+			r := streams[name]
+			if r == nil {
+				r = rand.New(rand.NewPCG(seed, uint64(index[name])))
+				streams[name] = r
+			}
+			for j := range dst {
+				dst[j] = float32(0.02 * r.NormFloat64())
+			}
+			return nil
+		})
+	}
 }
 
 // nf4Layer16 is w16Layer for an NF4 base in BF16 mode: layer l's matrices
@@ -371,6 +408,9 @@ func (m *Model) NF4Bytes() int64 {
 			}
 		}
 	}
+	if q := m.nf4.emb; q != nil {
+		n += q.bytes()
+	}
 	return n
 }
 
@@ -384,12 +424,15 @@ func (c *Config) nf4WeightBytes(opt Options) int64 {
 			q += nf4.StorageBytes(int64(s.Size()), !opt.NF4SingleScale)
 		}
 	}
+	if opt.NF4Embeddings {
+		q += c.nf4RowsBytes(opt)
+	}
 	lo, hi := c.layerRange(0)
 	vec := int64(specsSize(c.vectorSpecs()))
 	if opt.BF16 {
-		return q + 4*vec + 2*int64(specsSize(c.nf4Bf16Specs())) + 4*vec + 2*int64(hi-lo)
+		return q + 4*vec + 2*int64(specsSize(c.nf4Bf16Specs(opt))) + 4*vec + 2*int64(hi-lo)
 	}
-	return q + 4*int64(specsSize(c.nf4KeptSpecs(false))) + 4*vec + 4*int64(hi-lo)
+	return q + 4*int64(specsSize(c.nf4KeptSpecs(opt))) + 4*vec + 4*int64(hi-lo)
 }
 
 // DequantizedTensors are the base's weights as the model computes with
@@ -407,8 +450,13 @@ func (m *Model) DequantizedTensors() ([]safetensors.Tensor, error) {
 	}
 	data := map[string][]float32{}
 	host := HostView(m.Dev, m.Params.Arena)
-	for _, s := range c.nf4KeptSpecs(false) {
+	for _, s := range c.nf4KeptSpecs(m.Opt) {
 		data[s.Name] = host[s.Offset : s.Offset+s.Size()]
+	}
+	if q.emb != nil {
+		for _, name := range q.emb.names {
+			data[name] = q.emb.dequantizeAll(name)
+		}
 	}
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		for k, s := range q.rel {

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,8 +26,10 @@ func TestNF4MemoryEstimateMatchesAllocations(t *testing.T) {
 		{QuantizeBase: "nf4", BF16: true, FrozenBF16: true, LoRA: lora},
 		{QuantizeBase: "nf4", BF16: true, LoRA: lora, Recompute: true, NF4SingleScale: true},
 		{QuantizeBase: "nf4", LoRA: lora},
+		{QuantizeBase: "nf4", BF16: true, FrozenBF16: true, LoRA: lora, NF4Embeddings: true},
+		{QuantizeBase: "nf4", LoRA: lora, NF4Embeddings: true, NF4HeadRows: 100},
 	} {
-		t.Run(fmt.Sprintf("bf16=%v/recompute=%v/single=%v", opt.BF16, opt.Recompute, opt.NF4SingleScale), func(t *testing.T) {
+		t.Run(fmt.Sprintf("bf16=%v/recompute=%v/single=%v/embeddings=%v", opt.BF16, opt.Recompute, opt.NF4SingleScale, opt.NF4Embeddings), func(t *testing.T) {
 			dev := engine.NewCountingDevice(openCPU(t))
 			m := engine.New(c, dev, opt)
 			m.InitRandom(1)
@@ -54,7 +57,7 @@ func TestNF4MemoryEstimateMatchesAllocations(t *testing.T) {
 			// (fp32) or about 1 (double-quantized).
 			var q int64
 			for _, s := range c.ParamSpecs() {
-				if len(s.Shape) == 2 && strings.HasPrefix(s.Name, "model.layers.") {
+				if len(s.Shape) == 2 && (opt.NF4Embeddings || strings.HasPrefix(s.Name, "model.layers.")) {
 					q += int64(s.Size())
 				}
 			}
@@ -75,9 +78,17 @@ func TestNF4MemoryEstimateMatchesAllocations(t *testing.T) {
 // adapter attached the two give bit-identical logits and adapter
 // gradients, with and without recomputation.
 func TestNF4BF16EqualsFrozenBF16OfDequantized(t *testing.T) {
+	for _, emb := range []bool{false, true} {
+		t.Run(fmt.Sprintf("embeddings=%v", emb), func(t *testing.T) { testNF4BF16EqualsFrozenBF16(t, emb) })
+	}
+}
+
+// testNF4BF16EqualsFrozenBF16 is the test above, with the embeddings and
+// head in NF4 too when emb (Options.NF4Embeddings).
+func testNF4BF16EqualsFrozenBF16(t *testing.T, emb bool) {
 	src := filepath.Join("testdata", "lora", "gqa_packed")
 	dev := openCPU(t)
-	q32, err := engine.Load(src, dev, engine.Options{QuantizeBase: "nf4"})
+	q32, err := engine.Load(src, dev, engine.Options{QuantizeBase: "nf4", NF4Embeddings: emb})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +112,7 @@ func TestNF4BF16EqualsFrozenBF16OfDequantized(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := engine.Load(src, dev, engine.Options{QuantizeBase: "nf4", BF16: true, Recompute: recompute})
+		q, err := engine.Load(src, dev, engine.Options{QuantizeBase: "nf4", BF16: true, Recompute: recompute, NF4Embeddings: emb})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,5 +176,47 @@ func TestNF4Refusals(t *testing.T) {
 	}
 	if _, err := engine.Load(src, dev, engine.Options{QuantizeBase: "int3"}); err == nil || !strings.Contains(err.Error(), "int3") {
 		t.Errorf("Load with quantize_base int3: %v, want a refusal naming it", err)
+	}
+}
+
+// The head of NF4 embeddings (Options.NF4Embeddings) computes in tiles of
+// NF4HeadRows rows: any tile height gives the same logits and adapter
+// gradients up to fp32 rounding. Here tiles of 10 rows (320 values, whole
+// blocks, and fp32 scales, so the chunks quantize alike; the last tile
+// short) against one tile of the whole vocabulary, with rows starting
+// inside an NF4 block (hidden size 32).
+func TestNF4HeadTilesAgree(t *testing.T) {
+	src := filepath.Join("testdata", "lora", "gqa_packed")
+	dev := openCPU(t)
+	var logits, grads [2][]float32
+	for i, rows := range []int{0, 10} {
+		m, err := engine.Load(src, dev, engine.Options{QuantizeBase: "nf4", NF4SingleScale: true, NF4Embeddings: true, NF4HeadRows: rows})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := engine.LoadAdapter(filepath.Join(src, "adapter"), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Attach(a); err != nil {
+			t.Fatal(err)
+		}
+		bt := randomBatch(t, 2, 24, m.Config.VocabSize)
+		logits[i] = m.Logits(bt)
+		a.ZeroGrad()
+		m.ForwardBackward(bt, 1/float32(bt.Scored()))
+		grads[i] = append([]float32(nil), engine.HostView(dev, a.Grads)...)
+		m.Close()
+	}
+	for name, v := range map[string][2][]float32{"logit": logits, "adapter gradient": grads} {
+		scale := 0.0
+		for _, x := range v[0] {
+			scale = max(scale, math.Abs(float64(x)))
+		}
+		for i := range v[0] {
+			if d := math.Abs(float64(v[0][i] - v[1][i])); d > 1e-5*scale {
+				t.Fatalf("%s %d: tiles of 10 rows %v, one tile %v", name, i, v[1][i], v[0][i])
+			}
+		}
 	}
 }

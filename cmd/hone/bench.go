@@ -159,6 +159,7 @@ func benchTrainCmd() *cobra.Command {
 	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
 	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
 	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "modules the adapter wraps (default the architecture's: Llama's seven projections; Mixtral's attention and experts w1,w2,w3; DBRX's Wqkv,out_proj)")
+	f.BoolVar(&s.NF4Embeddings, "nf4-embeddings", false, "with --quantize-base nf4: hold the embeddings and output head in NF4 too (QLoRA keeps them in bf16)")
 	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")

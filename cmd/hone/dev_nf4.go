@@ -15,15 +15,17 @@ import (
 type quantFlags struct {
 	base        string
 	singleScale bool
+	embeddings  bool
 }
 
 func (q *quantFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&q.base, "quantize-base", "", `hold the frozen base in this format: "nf4" (QLoRA's 4-bit NormalFloat, blocks of 64)`)
 	cmd.Flags().BoolVar(&q.singleScale, "nf4-single-scale", false, "keep NF4's block scales in fp32 instead of double-quantizing them to 8 bits")
+	cmd.Flags().BoolVar(&q.embeddings, "nf4-embeddings", false, "hold the embeddings and output head in NF4 too (QLoRA keeps them unquantized)")
 }
 
 func (q *quantFlags) options() engine.Options {
-	return engine.Options{QuantizeBase: q.base, NF4SingleScale: q.singleScale}
+	return engine.Options{QuantizeBase: q.base, NF4SingleScale: q.singleScale, NF4Embeddings: q.embeddings}
 }
 
 func devDequantizeCmd() *cobra.Command {
