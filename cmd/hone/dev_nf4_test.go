@@ -8,22 +8,30 @@ import (
 )
 
 // qloraCases are the committed QLoRA fixtures: a LoRA case's base
-// quantized to NF4 (double-quantized scales, or fp32 scales), its
-// dequantized weights as hone dev dequantize wrote them, and the float64
-// reference's gradients on those weights (tools/reference/qlora_reference.py).
+// quantized to NF4 (double-quantized scales, or fp32 scales; the layers'
+// matrices, or with embeddings the token embeddings and output head too,
+// tied or not), its dequantized weights as hone dev dequantize wrote them,
+// and the float64 reference's gradients on those weights
+// (tools/reference/qlora_reference.py).
 var qloraCases = []struct {
-	base, dir   string
-	singleScale bool
+	base, dir               string
+	singleScale, embeddings bool
 }{
-	{"gqa_packed", "gqa_packed_nf4", false},
-	{"tied_llama3_rslora", "tied_llama3_rslora_nf4_single", true},
+	{"gqa_packed", "gqa_packed_nf4", false, false},
+	{"tied_llama3_rslora", "tied_llama3_rslora_nf4_single", true, false},
+	{"gqa_packed", "gqa_packed_nf4_embed", false, true},
+	{"tied_llama3_rslora", "tied_llama3_rslora_nf4_single_embed", true, true},
 }
 
-func qloraFlags(singleScale bool) []string {
+func qloraFlags(singleScale, embeddings bool) []string {
+	f := []string{"--quantize-base", "nf4"}
 	if singleScale {
-		return []string{"--quantize-base", "nf4", "--nf4-single-scale"}
+		f = append(f, "--nf4-single-scale")
 	}
-	return []string{"--quantize-base", "nf4"}
+	if embeddings {
+		f = append(f, "--nf4-embeddings")
+	}
+	return f
 }
 
 // `hone dev grad --adapter --quantize-base nf4` equals the float64
@@ -34,7 +42,7 @@ func TestDevGradQLoRAMatchesReference(t *testing.T) {
 	for _, c := range qloraCases {
 		base := filepath.Join("..", "..", "engine", "testdata", "lora", c.base)
 		dir := filepath.Join("..", "..", "engine", "testdata", "qlora", c.dir)
-		args := append([]string{"--model", base, "--adapter", filepath.Join(base, "adapter"), "--batch", filepath.Join(base, "batch.json")}, qloraFlags(c.singleScale)...)
+		args := append([]string{"--model", base, "--adapter", filepath.Join(base, "adapter"), "--batch", filepath.Join(base, "batch.json")}, qloraFlags(c.singleScale, c.embeddings)...)
 		checkDevGrad(t, c.dir, dir, args...)
 	}
 }
@@ -51,7 +59,7 @@ func TestDevDequantizeMatchesFixture(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		cmd.SetOut(&stdout)
 		cmd.SetErr(&stderr)
-		cmd.SetArgs(append([]string{"dequantize", "--model", base, "--out", out}, qloraFlags(c.singleScale)...))
+		cmd.SetArgs(append([]string{"dequantize", "--model", base, "--out", out}, qloraFlags(c.singleScale, c.embeddings)...))
 		if err := cmd.Execute(); err != nil {
 			t.Fatalf("%s: hone dev dequantize: %v\n%s", c.dir, err, stderr.String())
 		}
@@ -76,6 +84,9 @@ func TestDevDequantizeMatchesFixture(t *testing.T) {
 			}
 			if changed {
 				quantized++
+			}
+			if k == "model.embed_tokens.weight" && changed != c.embeddings {
+				t.Errorf("%s: embeddings changed by dequantization: %v, want %v (--nf4-embeddings %v)", c.dir, changed, c.embeddings, c.embeddings)
 			}
 		}
 		if quantized == 0 {
