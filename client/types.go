@@ -84,6 +84,9 @@ type LoRA struct {
 	// QuantizeBase "nf4" holds the frozen base in 4-bit NormalFloat while
 	// training (QLoRA); the result merges into the unquantized base.
 	QuantizeBase string `json:"quantize_base,omitempty"`
+	// QuantizeEmbeddings (with QuantizeBase "nf4") holds the token
+	// embeddings and output head in NF4 too.
+	QuantizeEmbeddings bool `json:"quantize_embeddings,omitempty"`
 }
 
 // Optimizer holds AdamW and schedule settings; unset fields take the

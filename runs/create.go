@@ -203,7 +203,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 func loraSpec(req *client.CreateRunRequest, spec *train.Spec) {
 	spec.Method, spec.Adapter, spec.AdapterOnly = req.Method, req.AdapterPath, req.RegisterAdapter
 	if l := req.LoRA; l != nil {
-		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA, QuantizeBase: l.QuantizeBase}
+		spec.LoRA = &train.LoRASpec{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.UseRSLoRA, QuantizeBase: l.QuantizeBase, QuantizeEmbeddings: l.QuantizeEmbeddings}
 	}
 }
 
@@ -215,7 +215,7 @@ func showLoRA(sp train.Spec) (string, *client.LoRA) {
 		return method, nil
 	}
 	l := sp.LoRA
-	return method, &client.LoRA{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, TargetModules: l.Targets, UseRSLoRA: l.RSLoRA, QuantizeBase: l.QuantizeBase}
+	return method, &client.LoRA{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, TargetModules: l.Targets, UseRSLoRA: l.RSLoRA, QuantizeBase: l.QuantizeBase, QuantizeEmbeddings: l.QuantizeEmbeddings}
 }
 
 // pinVersion is catalog.schema.model/N of a base model given as a catalog

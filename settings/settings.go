@@ -109,10 +109,11 @@ var help = map[string]string{
 	"lora.dropout": "dropout on the adapter's input while training, in [0, 1)",
 	"lora.target_modules": "modules to adapt (unset: the model's defaults): Llama/Mistral " + strings.Join(engine.LoRATargets, ", ") +
 		"; Mixtral q_proj, k_proj, v_proj, o_proj, gate (router), w1, w2, w3 (default all but gate); DBRX Wqkv, out_proj, layer (router) (default Wqkv, out_proj)",
-	"lora.use_rslora":    "scale by alpha/sqrt(r) (rank-stabilised LoRA) instead of alpha/r",
-	"lora.quantize_base": "hold the frozen base in this format while training: nf4 (QLoRA: 4-bit NormalFloat, blocks of 64, double-quantized scales); the result merges into the unquantized base",
-	"adapter_path":       "PEFT adapter directory to continue training (method lora); its config sets rank and targets",
-	"register_adapter":   "register the LoRA adapter alone (it names its base version) instead of the merged model",
+	"lora.use_rslora":          "scale by alpha/sqrt(r) (rank-stabilised LoRA) instead of alpha/r",
+	"lora.quantize_base":       "hold the frozen base in this format while training: nf4 (QLoRA: 4-bit NormalFloat, blocks of 64, double-quantized scales); the result merges into the unquantized base",
+	"lora.quantize_embeddings": "with quantize_base nf4: hold the token embeddings and output head in NF4 too (QLoRA keeps them unquantized): about 1.5 GB less on an 8B model, a little less precise",
+	"adapter_path":             "PEFT adapter directory to continue training (method lora); its config sets rank and targets",
+	"register_adapter":         "register the LoRA adapter alone (it names its base version) instead of the merged model",
 
 	"optimizer.warmup_frac":   "fraction of the steps with linear warmup, in [0, 1) (0: no warmup)",
 	"optimizer.decay":         "learning-rate decay after warmup: " + strings.Join(decays, ", "),

@@ -26,6 +26,9 @@ type LoRASpec struct {
 	// while training (QLoRA, engine.Options.QuantizeBase); "" keeps them
 	// as the precision says.
 	QuantizeBase string `json:",omitempty"`
+	// QuantizeEmbeddings (with QuantizeBase) holds the embeddings and the
+	// output head in NF4 too (engine.Options.NF4Embeddings).
+	QuantizeEmbeddings bool `json:",omitempty"`
 	// DefaultTargets says Targets were not given: they are the base
 	// model's architecture's defaults (engine.Config.DefaultLoRATargets),
 	// set once the model is known (Llama's until then).
@@ -82,6 +85,10 @@ func (s *Spec) resolveLoRA() error {
 		errs = append(errs, settings.CheckLoRATargets(lo.Targets))
 	}
 	errs = append(errs, settings.CheckLoRADropout(*lo.Dropout), settings.CheckQuantizeBase(lo.QuantizeBase))
+	if lo.QuantizeEmbeddings && lo.QuantizeBase == "" {
+		errs = append(errs, &settings.Error{Setting: "lora.quantize_embeddings", Problem: "it quantizes the embeddings of a quantized base, and quantize_base is unset",
+			Fix: `set lora.quantize_base to "nf4", or leave quantize_embeddings unset`})
+	}
 	if s.InitWeights != "" {
 		errs = append(errs, &settings.Error{Setting: "custom_weights_path", Problem: "method lora trains an adapter on the base model's own weights",
 			Fix: "register the custom weights as a model and name it as the base model, or use method full"})
@@ -209,6 +216,9 @@ func (lo *LoRASpec) String() string {
 	base := ""
 	if lo.QuantizeBase != "" {
 		base = ", base quantized to " + lo.QuantizeBase
+		if lo.QuantizeEmbeddings {
+			base += " with its embeddings and head"
+		}
 	}
 	return fmt.Sprintf("LoRA rank %d, alpha %g (scale %s = %.4g), dropout %g, targets %s%s",
 		lo.Rank, lo.Alpha, kind, scale, *lo.Dropout, strings.Join(lo.Targets, ","), base)

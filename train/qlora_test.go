@@ -34,10 +34,19 @@ func (r *logRecorder) logged(part string) bool {
 // registers the merge of its adapter into the unquantized base, saying so
 // too.
 func TestQLoRARunMergesIntoUnquantizedBase(t *testing.T) {
+	for _, emb := range []bool{false, true} {
+		t.Run(map[bool]string{false: "layers", true: "embeddings"}[emb], func(t *testing.T) { testQLoRARun(t, emb) })
+	}
+}
+
+// testQLoRARun is the test above; emb quantizes the embeddings and head
+// too (lora.quantize_embeddings), which the log says.
+func testQLoRARun(t *testing.T, emb bool) {
 	model, data := tinyModel(t), chatData(t)
 	s := loraSpec(model, data)
 	s.Precision = "bf16"
 	s.LoRA.QuantizeBase = "nf4"
+	s.LoRA.QuantizeEmbeddings = emb
 	s.EvalPrompts = []string{"What is 12 + 30?"}
 	rec := &logRecorder{}
 	res, err := train.Run(context.Background(), s, t.TempDir(), rec)
@@ -47,7 +56,11 @@ func TestQLoRARunMergesIntoUnquantizedBase(t *testing.T) {
 	if first, last := rec.steps[0].Loss, rec.steps[len(rec.steps)-1].Loss; !(last < first) {
 		t.Errorf("loss did not fall: %.4f -> %.4f", first, last)
 	}
-	for _, want := range []string{"base quantized to nf4", "eval prompts skipped", "merging the adapter into the unquantized base"} {
+	wants := []string{"base quantized to nf4", "eval prompts skipped", "merging the adapter into the unquantized base"}
+	if emb {
+		wants = append(wants, "base quantized to nf4 with its embeddings and head")
+	}
+	for _, want := range wants {
 		if !rec.logged(want) {
 			t.Errorf("no log line says %q; logs: %q", want, rec.logs)
 		}
@@ -74,5 +87,14 @@ func TestQLoRASpecRefusesUnknownQuantization(t *testing.T) {
 	s.LoRA.QuantizeBase = "int4"
 	if _, err := s.Resolve(); err == nil || !strings.Contains(err.Error(), "lora.quantize_base") {
 		t.Errorf("Resolve with quantize_base int4: %v, want an error naming lora.quantize_base", err)
+	}
+}
+
+// quantize_embeddings without quantize_base is refused naming the setting.
+func TestQLoRASpecRefusesEmbeddingsWithoutBase(t *testing.T) {
+	s := loraSpec("model", "data")
+	s.LoRA.QuantizeEmbeddings = true
+	if _, err := s.Resolve(); err == nil || !strings.Contains(err.Error(), "lora.quantize_embeddings") {
+		t.Errorf("Resolve with quantize_embeddings and no quantize_base: %v, want an error naming lora.quantize_embeddings", err)
 	}
 }

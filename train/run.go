@@ -378,7 +378,7 @@ func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 		if err := cfg.CheckQuantizeBase(spec.LoRA.QuantizeBase); err != nil {
 			return opts, &settings.Error{Setting: "lora.quantize_base", Problem: err.Error(), Fix: "train a LoRA on this model without quantize_base"}
 		}
-		opts.QuantizeBase = spec.LoRA.QuantizeBase
+		opts.QuantizeBase, opts.NF4Embeddings = spec.LoRA.QuantizeBase, spec.LoRA.QuantizeEmbeddings
 	}
 	return opts, nil
 }

@@ -228,6 +228,7 @@ func loraFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 	targets := fl.StringSlice("lora-targets", settings.LoRATargets(), settings.Help("lora.target_modules"))
 	fl.BoolVar(&l.UseRSLoRA, "lora-rslora", false, settings.Help("lora.use_rslora"))
 	fl.StringVar(&l.QuantizeBase, "quantize-base", "", settings.Help("lora.quantize_base"))
+	fl.BoolVar(&l.QuantizeEmbeddings, "quantize-embeddings", false, settings.Help("lora.quantize_embeddings"))
 	fl.StringVar(&req.AdapterPath, "adapter", "", settings.Help("adapter_path"))
 	fl.BoolVar(&req.RegisterAdapter, "register-adapter", false, settings.Help("register_adapter"))
 	return func() {
@@ -235,7 +236,7 @@ func loraFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 		setIfChanged(fl.Changed("lora-alpha"), &l.Alpha, *alpha)
 		setIfChanged(fl.Changed("lora-dropout"), &l.Dropout, dropout)
 		setIfChanged(fl.Changed("lora-targets"), &l.TargetModules, *targets)
-		if l.Rank != 0 || l.Alpha != 0 || l.Dropout != nil || l.TargetModules != nil || l.UseRSLoRA || l.QuantizeBase != "" {
+		if l.Rank != 0 || l.Alpha != 0 || l.Dropout != nil || l.TargetModules != nil || l.UseRSLoRA || l.QuantizeBase != "" || l.QuantizeEmbeddings {
 			req.LoRA = l
 		}
 	}

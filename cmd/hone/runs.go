@@ -140,6 +140,9 @@ func runsGetCmd(cf *clientFlags) *cobra.Command {
 					*l.Dropout, strings.Join(l.TargetModules, ","))
 				if l.QuantizeBase != "" {
 					fmt.Fprintf(w, "base:      held in %s while training (QLoRA); registers the merge into the unquantized base\n", l.QuantizeBase)
+					if l.QuantizeEmbeddings {
+						fmt.Fprintf(w, "           its embeddings and output head in %s too\n", l.QuantizeBase)
+					}
 				}
 			}
 			if r.RegisteredModel != "" {
