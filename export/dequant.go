@@ -13,8 +13,10 @@ import (
 // GGUFWeights reads the tensors of a llama-architecture GGUF file that
 // hone exported (dense or Mixtral) back as the HF-named float32 parameters
 // of cfg: quantized tensors dequantized, the Q/K rows returned to HF's
-// layout, stacked experts split. Each Fill reads its tensor when called,
-// so writing them holds one tensor at a time.
+// layout, stacked experts split. Each Fill reads only the rows it is asked
+// for (whole heads of Q and K, whose rows are permuted within a head), so
+// writing them holds one writer's chunk at a time, not a tensor: a 70B
+// model's token embeddings alone are 4 GB in float32.
 func GGUFWeights(path string, cfg *engine.Config) ([]safetensors.Tensor, func() error, error) {
 	g, err := gguf.Open(path)
 	if err != nil {
@@ -50,26 +52,29 @@ func GGUFWeights(path string, cfg *engine.Config) ([]safetensors.Tensor, func() 
 		case strings.Contains(p.Name, ".k_proj."):
 			heads = cfg.NumKeyValueHeads
 		}
-		var x []float32 // the decoded tensor while the writer takes it in chunks
+		cols := p.Shape[len(p.Shape)-1]
+		rows, first, unit := p.Size()/cols, 0, 1 // rows of this tensor, its first in the file's, rows read together
+		if expert >= 0 {
+			first = expert * rows
+		}
+		if heads > 0 {
+			unit = rows / heads
+		}
+		var buf []float32 // reused across the writer's chunks
 		out = append(out, safetensors.Tensor{Name: p.Name, Shape: p.Shape, Fill: func(dst []float32, off int) error {
-			if x == nil {
-				all, _, err := g.Float32(name)
-				if err != nil {
-					return err
-				}
-				x = all
-				if expert >= 0 {
-					n := p.Size()
-					x = all[expert*n : (expert+1)*n]
-				}
-				if heads > 0 {
-					x = UnpermuteQK(x, heads, len(x)/p.Shape[0])
-				}
+			r0, r1 := off/cols/unit*unit, min(rows, ((off+len(dst)+cols-1)/cols+unit-1)/unit*unit)
+			n := (r1 - r0) * cols
+			if cap(buf) < n {
+				buf = make([]float32, n)
 			}
-			copy(dst, x[off:])
-			if off+len(dst) >= len(x) {
-				x = nil
+			x := buf[:n]
+			if err := g.Float32Rows(ti, x, first+r0, first+r1); err != nil {
+				return err
 			}
+			if heads > 0 {
+				x = UnpermuteQK(x, (r1-r0)/unit, cols)
+			}
+			copy(dst, x[off-r0*cols:])
 			return nil
 		}})
 	}

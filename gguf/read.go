@@ -91,6 +91,23 @@ func (g *File) Float32(name string) ([]float32, TensorInfo, error) {
 	return out, t, nil
 }
 
+// Float32Rows reads rows [r0, r1) of tensor t, viewed as rows of its
+// innermost dimension, dequantized into dst ((r1-r0)·cols values): a part
+// of a large tensor without the rest of it in memory.
+func (g *File) Float32Rows(t TensorInfo, dst []float32, r0, r1 int) error {
+	cols := t.Shape[len(t.Shape)-1]
+	if r0 < 0 || r1 < r0 || r1*cols > t.Elements() || len(dst) < (r1-r0)*cols {
+		return fmt.Errorf("gguf: %s: rows [%d, %d) of tensor %s (%v) into %d values", g.path, r0, r1, t.Name, t.Shape, len(dst))
+	}
+	rb := int64(t.Type.RowBytes(cols))
+	raw := make([]byte, int64(r1-r0)*rb)
+	if _, err := g.f.ReadAt(raw, g.data+t.Offset+int64(r0)*rb); err != nil {
+		return fmt.Errorf("gguf: %s: read rows [%d, %d) of tensor %s: %w", g.path, r0, r1, t.Name, err)
+	}
+	Dequantize(t.Type, dst[:(r1-r0)*cols], raw, cols)
+	return nil
+}
+
 // String is the string metadata value of key ("" when absent).
 func (g *File) String(key string) string { s, _ := g.Meta[key].(string); return s }
 
