@@ -96,7 +96,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	parts[PartAttentionScratch] = AttentionScratchFor(dev, opt.BF16, B, T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	if opt.BF16 || opt.FrozenBF16 {
 		rows := opt.mlpRows(c, B*T)
-		parts[PartBF16Scratch] = 2 * int64(c.bf16Scratch(B*T, int(chunk), rows, !opt.frozenBase())+c.bf16ScratchB(opt, B*T, int(chunk), rows))
+		parts[PartBF16Scratch] = 2 * int64(c.bf16Scratch(B*T, opt.headGradChunk(int(chunk)), rows, !opt.frozenBase())+c.bf16ScratchB(opt, B*T, int(chunk), rows))
 	}
 	var total int64
 	for _, b := range parts {

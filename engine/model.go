@@ -358,7 +358,7 @@ func (m *Model) allocActs(N int) *activations {
 	}
 	if m.Opt.BF16 {
 		chunk, rows := min(m.Opt.LossChunk, N), m.Opt.mlpRows(c, N)
-		a.a16, a.b16 = d.AllocBF16(c.bf16Scratch(N, chunk, rows, !m.Opt.frozenBase())), d.AllocBF16(c.bf16ScratchB(m.Opt, N, chunk, rows))
+		a.a16, a.b16 = d.AllocBF16(c.bf16Scratch(N, m.Opt.headGradChunk(chunk), rows, !m.Opt.frozenBase())), d.AllocBF16(c.bf16ScratchB(m.Opt, N, chunk, rows))
 	}
 	a.ids, a.targets, a.pos, a.docStart = d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N), d.AllocInt32(N)
 	return a

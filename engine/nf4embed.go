@@ -59,6 +59,16 @@ func (o Options) lossChunk() int {
 	return o.LossChunk
 }
 
+// headGradChunk is the rows of the logits' bf16 gradient the first bf16
+// scratch holds: a loss chunk's, or none for an NF4 head, which gathers
+// it a tile at a time into its own buffer (headGrad16).
+func (o Options) headGradChunk(chunk int) int {
+	if o.QuantizeBase != "" && o.NF4Embeddings {
+		return 0
+	}
+	return chunk
+}
+
 // nf4RowsNames are the checkpoint names of the embeddings and the head.
 func (c *Config) nf4RowsNames() []string {
 	if c.TieWordEmbeddings {
