@@ -60,7 +60,7 @@ func GGUFWeights(path string, cfg *engine.Config) ([]safetensors.Tensor, func() 
 		if heads > 0 {
 			unit = rows / heads
 		}
-		var buf []float32 // reused across the writer's chunks
+		var buf []float32 // reused across the writer's chunks of this tensor
 		out = append(out, safetensors.Tensor{Name: p.Name, Shape: p.Shape, Fill: func(dst []float32, off int) error {
 			r0, r1 := off/cols/unit*unit, min(rows, ((off+len(dst)+cols-1)/cols+unit-1)/unit*unit)
 			n := (r1 - r0) * cols
@@ -75,6 +75,9 @@ func GGUFWeights(path string, cfg *engine.Config) ([]safetensors.Tensor, func() 
 				x = UnpermuteQK(x, (r1-r0)/unit, cols)
 			}
 			copy(dst, x[off-r0*cols:])
+			if off+len(dst) >= p.Size() { // the last chunk: the closure outlives the writing
+				buf = nil
+			}
 			return nil
 		}})
 	}
