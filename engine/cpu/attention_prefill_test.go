@@ -76,11 +76,13 @@ func TestAttentionPrefill(t *testing.T) {
 	}
 }
 
-// BenchmarkAttentionPrefill compares the kernels on a 64-token prompt
-// chunk at the end of a long cache, the 125M shape's heads.
+// BenchmarkAttentionPrefill compares the kernels on a prompt chunk (the
+// fewest rows that take the blocked kernel, and 64) at the end of a long
+// cache, the 125M shape's heads.
 func BenchmarkAttentionPrefill(b *testing.B) {
-	const nh, nkv, hd, nq = 12, 4, 64, 64
-	for _, T := range []int{8192, 32768} {
+	const nh, nkv, hd = 12, 4, 64
+	for _, c := range []struct{ nq, T int }{{8, 8192}, {64, 8192}, {64, 32768}} {
+		nq, T := c.nq, c.T
 		for _, path := range []string{"streaming", "blocked"} {
 			b.Run(fmt.Sprintf("nq%d_T%d/%s", nq, T, path), func(b *testing.B) {
 				if !prefillSIMD {
