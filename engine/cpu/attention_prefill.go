@@ -188,8 +188,9 @@ import (
 var prefillSIMD = C.hone_pf_avx512() != 0 && !slices.Contains([]string{"go", "noprefill"}, os.Getenv("HONE_CPU_KERNELS"))
 
 // prefillMinRows is the fewest queries of one call that take the blocked
-// kernel. Below it (decode steps: one query per sequence) the streaming
-// kernel is as fast, and decode keeps exactly its numbers.
+// kernel. Below it (decode steps: one query per sequence) most of a
+// task's 16-query vectors would be padding; decode keeps the streaming
+// kernel, its speed and exactly its numbers.
 const prefillMinRows = 8
 
 // prefillColumns is the most (query, head) columns of one task: enough
