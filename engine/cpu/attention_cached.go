@@ -27,10 +27,16 @@ func axpy(y []float32, a float32, x []float32) {
 }
 
 // AttentionCached attends nq queries at positions start.. over the cache's
-// first start+nq keys: the AVX-512 kernel where the CPU has it, else the
-// Go loop below, which is also its reference.
+// first start+nq keys: prompt chunks on the blocked kernel
+// (attention_prefill.go), single tokens on the streaming AVX-512 kernel
+// where the CPU has it, else the Go loop below, which is also their
+// reference.
 func (d *Device) AttentionCached(out, q, kc, vc []float32, start, nq, nh, nkv, hd, window int) {
 	if nq == 0 {
+		return
+	}
+	if prefillSIMD && nq >= prefillMinRows {
+		d.attentionPrefill(out, q, kc, vc, start, nq, nh, nkv, hd, window)
 		return
 	}
 	if cachedSIMD {

@@ -52,7 +52,8 @@ func TestAttentionCachedSIMD(t *testing.T) {
 	if !cachedSIMD {
 		t.Skip("no AVX-512 on this CPU: the Go loop is the only path")
 	}
-	defer func() { cachedSIMD = cachedSIMDDefault }()
+	defer func(p bool) { cachedSIMD, prefillSIMD = cachedSIMDDefault, p }(prefillSIMD)
+	prefillSIMD = false // the streaming kernel, chunks included (TestAttentionPrefill has the blocked one)
 	d := New(0)
 	cases := []struct{ start, nq, nh, nkv, hd, window int }{
 		{0, 1, 4, 4, 64, 0},
