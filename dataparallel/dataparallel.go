@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 
@@ -72,8 +73,9 @@ type Reducer struct {
 	rest   [][2]int // the ranges before the layers (all of the arena when layers is nil)
 	rows   int      // > 0: rest is one embedding matrix of rows × cols, reduced by rows
 	cols   int
-	sent   bool // head handed over
-	next   int  // the next layer to hand over, counting down
+	owners []int // set by Zero1.Start: reduce [owners[q], owners[q+1]) to rank q only
+	sent   bool  // head handed over
+	next   int   // the next layer to hand over, counting down
 	work   chan reduceWork
 	done   chan error
 }
@@ -107,7 +109,11 @@ func Start(ctx context.Context, c collective.Collective, m *engine.Model, a *eng
 			g.rest = append(g.rest, rg)
 		}
 	}
-	if a == nil && !m.Config.TieWordEmbeddings && len(g.rest) == 1 {
+	if os.Getenv("HONE_DP_OLD") != "" {
+		g.rest = append(g.head, g.rest...)
+		g.head = nil
+	}
+	if a == nil && !m.Config.TieWordEmbeddings && len(g.rest) == 1 && os.Getenv("HONE_DP_OLD") == "" {
 		g.rows, g.cols = embeddingRows(specs, g.rest[0])
 	}
 	go g.run()
@@ -134,6 +140,8 @@ func (g *Reducer) run() {
 		case err != nil:
 		case w.rows > 0:
 			scratch, err = g.reduceRows(g.grads[w.rg[0]:w.rg[1]], w.rows, w.cols, scratch)
+		case g.owners != nil:
+			scratch, err = g.reduceOwned(w.rg[0], g.grads[w.rg[0]:w.rg[1]], scratch)
 		default:
 			err = allReduce(g.ctx, g.c, g.grads[w.rg[0]:w.rg[1]])
 		}

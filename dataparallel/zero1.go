@@ -1,0 +1,269 @@
+package dataparallel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"hone/collective"
+	"hone/engine"
+	"hone/optim"
+)
+
+// Zero1 shards the optimizer state of a full fine-tune (ZeRO stage 1)
+// so that it also moves fewer bytes than an allreduce of the gradients.
+// The arena after the embeddings is split into one contiguous shard per
+// rank. Each rank receives only its shard's summed gradients, updates
+// its shard (AdamW, clipping by the whole gradient's norm) and sends the
+// result to the others: the bf16 copy that the matrix products read, and
+// the fp32 values only of the tensors that the passes read in fp32 (norms,
+// biases; all of them without a bf16 copy). An untied embedding matrix,
+// whose gradient is sparse (Reducer reduces it by rows), is not sharded:
+// every rank updates it, so no rank sends it.
+//
+// With a bf16 copy, the fp32 matrices outside a rank's shard are therefore
+// stale after a step: call SyncParams before reading them (a checkpoint,
+// the final model). Two ranks receive their half of the gradient from the
+// other with one broadcast per bucket; more ranks allreduce it.
+type Zero1 struct {
+	c collective.Collective
+	m *engine.Model
+	// front is [0, front): the embeddings every rank updates (0 when
+	// they are tied or the layout is not known).
+	front int
+	off   []int    // rank q's shard is [off[q], off[q+1])
+	fp32  [][2]int // ranges the passes read in fp32, each within one shard
+	O     *optim.AdamW
+}
+
+// NewZero1 shards the optimizer state of m (full fine-tuning with AdamW)
+// over c's ranks.
+func NewZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (*Zero1, error) {
+	if m.Opt.LoRA != nil || m.Opt.FrozenBF16 || m.Opt.ShardRanks > 1 {
+		return nil, errors.New("zero1: full fine-tuning of an unsharded model only")
+	}
+	specs := m.Config.ParamSpecs()
+	n := len(m.Params.Arena)
+	z := &Zero1{c: c, m: m}
+	layers, rest := layerRanges(specs, n, m.Config.NumHiddenLayers)
+	if len(layers) > 0 && !m.Config.TieWordEmbeddings && len(rest) > 0 && rest[0][0] == 0 {
+		if rows, _ := embeddingRows(specs, rest[0]); rows > 0 {
+			z.front = rest[0][1]
+		}
+	}
+	// Shard boundaries even, so a shard's bf16 halves pack into floats.
+	z.off = Shards(n-z.front, c.Size())
+	for q := range z.off {
+		z.off[q] = min(n, z.front+(z.off[q]+1)&^1)
+	}
+	z.off[0], z.off[c.Size()] = z.front, n
+	p16 := m.LowPrecisionParams()
+	for _, s := range specs {
+		lo, hi := s.Offset, s.Offset+s.Size()
+		if hi <= z.front || (p16 != nil && len(s.Shape) == 2 && !embedding(s)) {
+			continue // updated everywhere, or read through the bf16 copy
+		}
+		for q := range c.Size() {
+			if a, b := max(lo, z.off[q]), min(hi, z.off[q+1]); a < b {
+				z.fp32 = appendRange(z.fp32, [2]int{a, b}, z.off)
+			}
+		}
+	}
+	me := c.Rank()
+	var err error
+	z.O, err = optim.NewAdamWRanges(m.Dev, specs, [][2]int{{0, z.front}, {z.off[me], z.off[me+1]}}, cfg)
+	return z, err
+}
+
+func embedding(s engine.ParamSpec) bool {
+	return len(s.Name) >= 19 && s.Name[len(s.Name)-19:] == "embed_tokens.weight"
+}
+
+// appendRange appends rg to rs, merged with the last range when they touch
+// within one shard.
+func appendRange(rs [][2]int, rg [2]int, off []int) [][2]int {
+	if k := len(rs); k > 0 && rs[k-1][1] == rg[0] && ownerOf(off, rg[0]) == ownerOf(off, rs[k-1][0]) {
+		rs[k-1][1] = rg[1]
+		return rs
+	}
+	return append(rs, rg)
+}
+
+// ownerOf is the rank whose shard holds arena index i.
+func ownerOf(off []int, i int) int {
+	q := 0
+	for q+1 < len(off)-1 && off[q+1] <= i {
+		q++
+	}
+	return q
+}
+
+// Shard is this rank's shard, [lo, hi) of the arena.
+func (z *Zero1) Shard() (lo, hi int) { return z.off[z.c.Rank()], z.off[z.c.Rank()+1] }
+
+// Start starts the reduction of one step's gradients (see Reducer): the
+// embeddings' to every rank, the rest to the rank whose shard holds it.
+func (z *Zero1) Start(ctx context.Context) *Reducer {
+	g := Start(ctx, z.c, z.m, nil)
+	if g != nil {
+		g.owners = z.off
+	}
+	return g
+}
+
+// reduceOwned sums buf (the arena range [lo, lo+len(buf))) across ranks
+// into the ranks whose shards hold it; elsewhere buf is left as it was.
+func (g *Reducer) reduceOwned(lo int, buf []float32, scratch []float32) ([]float32, error) {
+	if g.c.Size() != 2 || lo < g.owners[0] {
+		return scratch, allReduce(g.ctx, g.c, buf)
+	}
+	me := g.c.Rank()
+	for a := 0; a < len(buf); {
+		q := ownerOf(g.owners, lo+a)
+		b := min(len(buf), g.owners[q+1]-lo, a+Bucket)
+		piece := buf[a:b]
+		if q != me {
+			if err := g.c.Broadcast(g.ctx, piece, me); err != nil {
+				return scratch, err
+			}
+		} else {
+			if cap(scratch) < len(piece) {
+				scratch = make([]float32, Bucket)
+			}
+			other := scratch[:len(piece)]
+			if err := g.c.Broadcast(g.ctx, other, 1-me); err != nil {
+				return scratch, err
+			}
+			// Rank 0's gradient first, as an allreduce adds them.
+			if me == 0 {
+				addTo(piece, other)
+			} else {
+				addFrom(piece, other)
+			}
+		}
+		a = b
+	}
+	return scratch, nil
+}
+
+// addTo adds x into y: y[i] = y[i] + x[i].
+func addTo(y, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += x[i]
+	}
+}
+
+// addFrom sets y[i] = x[i] + y[i] (the same sum, x first).
+func addFrom(y, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] = x[i] + y[i]
+	}
+}
+
+// GradNorm is the whole gradient's L2 norm after the reduction: the
+// embeddings' term, which every rank holds, plus every shard's, added in
+// float64 in rank order on every rank.
+func (z *Zero1) GradNorm(ctx context.Context) (float64, error) {
+	g := z.m.Grads.Arena
+	lo, hi := z.Shard()
+	terms, err := allGather64(ctx, z.c, z.m.Dev.SumSquares(g[lo:hi]))
+	if err != nil {
+		return 0, fmt.Errorf("sum the gradient norm across ranks: %w", err)
+	}
+	sq := 0.0
+	if z.front > 0 {
+		sq = z.m.Dev.SumSquares(g[:z.front])
+	}
+	for _, t := range terms {
+		sq += t
+	}
+	return math.Sqrt(sq), nil
+}
+
+// allGather64 gives every rank every rank's x, exactly: its bits travel
+// as two floats that no rank adds.
+func allGather64(ctx context.Context, c collective.Collective, x float64) ([]float64, error) {
+	b := math.Float64bits(x)
+	in := []float32{math.Float32frombits(uint32(b)), math.Float32frombits(uint32(b >> 32))}
+	out := make([]float32, 2*c.Size())
+	if err := c.AllGather(ctx, out, in); err != nil {
+		return nil, err
+	}
+	xs := make([]float64, c.Size())
+	for q := range xs {
+		xs[q] = math.Float64frombits(uint64(math.Float32bits(out[2*q])) | uint64(math.Float32bits(out[2*q+1]))<<32)
+	}
+	return xs, nil
+}
+
+// Step updates the embeddings and this rank's shard, clipping by the
+// whole gradient's norm, then sends every shard to every rank (the bf16
+// copy and the fp32 tensors read in fp32; see Zero1).
+func (z *Zero1) Step(ctx context.Context, lr float64) (optim.StepResult, error) {
+	norm, err := z.GradNorm(ctx)
+	if err != nil {
+		return optim.StepResult{GradNorm: norm}, err
+	}
+	m := z.m
+	p16 := m.LowPrecisionParams()
+	res, err := z.O.StepRanges(m.Dev, m.Params.Arena, m.Grads.Arena, p16, norm, lr)
+	if err != nil {
+		return res, err // the norm is the same on every rank: all skip
+	}
+	m.Dev.Sync()
+	if p16 == nil {
+		for q := range z.c.Size() {
+			if err := Broadcast(ctx, z.c, m.Params.Arena[z.off[q]:z.off[q+1]], q); err != nil {
+				return res, fmt.Errorf("exchange the updated parameters: %w", err)
+			}
+		}
+		m.ParamsChanged()
+		return res, nil
+	}
+	for q := range z.c.Size() {
+		if err := z.broadcast16(ctx, p16[z.off[q]:z.off[q+1]], q); err != nil {
+			return res, fmt.Errorf("exchange the updated bf16 weights: %w", err)
+		}
+	}
+	for _, rg := range z.fp32 {
+		if err := Broadcast(ctx, z.c, m.Params.Arena[rg[0]:rg[1]], ownerOf(z.off, rg[0])); err != nil {
+			return res, fmt.Errorf("exchange the updated parameters: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// broadcast16 sends buf (bf16) from root to every rank, packed two halves
+// a float, in buckets.
+func (z *Zero1) broadcast16(ctx context.Context, buf []uint16, root int) error {
+	if len(buf) >= 2 {
+		f := unsafe.Slice((*float32)(unsafe.Pointer(&buf[0])), len(buf)/2)
+		if err := Broadcast(ctx, z.c, f, root); err != nil {
+			return err
+		}
+	}
+	if len(buf)%2 != 0 { // the last shard may end on an odd index
+		last := []float32{math.Float32frombits(uint32(buf[len(buf)-1]))}
+		if err := z.c.Broadcast(ctx, last, root); err != nil {
+			return err
+		}
+		buf[len(buf)-1] = uint16(math.Float32bits(last[0]))
+	}
+	return nil
+}
+
+// SyncParams gives every rank every shard's fp32 parameters (stale
+// outside its own shard after Step when the model holds a bf16 copy).
+func (z *Zero1) SyncParams(ctx context.Context) error {
+	z.m.Dev.Sync()
+	for q := range z.c.Size() {
+		if err := Broadcast(ctx, z.c, z.m.Params.Arena[z.off[q]:z.off[q+1]], q); err != nil {
+			return fmt.Errorf("gather the parameters: %w", err)
+		}
+	}
+	return nil
+}
