@@ -10,9 +10,9 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"hone/collective"
 	"hone/engine"
@@ -109,11 +109,7 @@ func Start(ctx context.Context, c collective.Collective, m *engine.Model, a *eng
 			g.rest = append(g.rest, rg)
 		}
 	}
-	if os.Getenv("HONE_DP_OLD") != "" {
-		g.rest = append(g.head, g.rest...)
-		g.head = nil
-	}
-	if a == nil && !m.Config.TieWordEmbeddings && len(g.rest) == 1 && os.Getenv("HONE_DP_OLD") == "" {
+	if a == nil && !m.Config.TieWordEmbeddings && len(g.rest) == 1 {
 		g.rows, g.cols = embeddingRows(specs, g.rest[0])
 	}
 	go g.run()
@@ -166,11 +162,8 @@ func allReduce(ctx context.Context, c collective.Collective, buf []float32) erro
 func (g *Reducer) reduceRows(buf []float32, rows, cols int, scratch []float32) ([]float32, error) {
 	mask := make([]float32, rows)
 	for r := range rows {
-		for _, x := range buf[r*cols : (r+1)*cols] {
-			if math.Float32bits(x) != 0 {
-				mask[r] = 1
-				break
-			}
+		if anyBits(buf[r*cols : (r+1)*cols]) {
+			mask[r] = 1
 		}
 	}
 	if err := g.c.AllReduce(g.ctx, mask); err != nil {
@@ -196,6 +189,22 @@ func (g *Reducer) reduceRows(buf []float32, rows, cols int, scratch []float32) (
 		copy(buf[r*cols:(r+1)*cols], packed[i*cols:(i+1)*cols])
 	}
 	return scratch, nil
+}
+
+// anyBits says whether some x has a bit set (negative zero counts), OR-ing
+// eight bytes at a time: most rows of an embedding gradient are zero and
+// read whole.
+func anyBits(x []float32) bool {
+	var acc uint64
+	if n := len(x) / 2; n > 0 {
+		for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(&x[0])), n) {
+			acc |= w
+		}
+	}
+	if len(x)%2 != 0 {
+		acc |= uint64(math.Float32bits(x[len(x)-1]))
+	}
+	return acc != 0
 }
 
 // Attach makes the model's next backward pass hand the head's and each

@@ -35,12 +35,20 @@ type Zero1 struct {
 	front int
 	off   []int    // rank q's shard is [off[q], off[q+1])
 	fp32  [][2]int // ranges the passes read in fp32, each within one shard
-	O     *optim.AdamW
+	// pieces are each rank's shard in buckets: the optimizer updates
+	// this rank's one at a time and the exchange sends each as it is done.
+	pieces [][][2]int
+	O      *optim.AdamW
 }
 
 // NewZero1 shards the optimizer state of m (full fine-tuning with AdamW)
 // over c's ranks.
 func NewZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (*Zero1, error) {
+	return newZero1(c, m, cfg, Bucket)
+}
+
+// newZero1 is NewZero1 with shards sent in buckets of bucket weights.
+func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, bucket int) (*Zero1, error) {
 	if m.Opt.LoRA != nil || m.Opt.FrozenBF16 || m.Opt.ShardRanks > 1 {
 		return nil, errors.New("zero1: full fine-tuning of an unsharded model only")
 	}
@@ -71,9 +79,14 @@ func NewZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (
 			}
 		}
 	}
-	me := c.Rank()
+	z.pieces = make([][][2]int, c.Size())
+	for q := range z.pieces {
+		for lo := z.off[q]; lo < z.off[q+1]; lo += bucket {
+			z.pieces[q] = append(z.pieces[q], [2]int{lo, min(lo+bucket, z.off[q+1])})
+		}
+	}
 	var err error
-	z.O, err = optim.NewAdamWRanges(m.Dev, specs, [][2]int{{0, z.front}, {z.off[me], z.off[me+1]}}, cfg)
+	z.O, err = optim.NewAdamWRanges(m.Dev, specs, append([][2]int{{0, z.front}}, z.pieces[c.Rank()]...), cfg)
 	return z, err
 }
 
@@ -99,6 +112,11 @@ func ownerOf(off []int, i int) int {
 	}
 	return q
 }
+
+// Offsets are the shards' bounds: rank q's shard is [off[q], off[q+1]),
+// and [0, off[0]) are the embeddings every rank updates. This rank's
+// moments (O.M, O.V) hold [0, off[0]) and then its shard.
+func (z *Zero1) Offsets() []int { return z.off }
 
 // Shard is this rank's shard, [lo, hi) of the arena.
 func (z *Zero1) Shard() (lo, hi int) { return z.off[z.c.Rank()], z.off[z.c.Rank()+1] }
@@ -148,18 +166,31 @@ func (g *Reducer) reduceOwned(lo int, buf []float32, scratch []float32) ([]float
 	return scratch, nil
 }
 
-// addTo adds x into y: y[i] = y[i] + x[i].
+// addTo adds x into y: y[i] = y[i] + x[i] (eight at a time, without
+// bounds checks in the loop).
 func addTo(y, x []float32) {
 	x = x[:len(y)]
-	for i := range y {
+	i := 0
+	for ; i+8 <= len(y); i += 8 {
+		a, b := (*[8]float32)(y[i:]), (*[8]float32)(x[i:])
+		a[0], a[1], a[2], a[3] = a[0]+b[0], a[1]+b[1], a[2]+b[2], a[3]+b[3]
+		a[4], a[5], a[6], a[7] = a[4]+b[4], a[5]+b[5], a[6]+b[6], a[7]+b[7]
+	}
+	for ; i < len(y); i++ {
 		y[i] += x[i]
 	}
 }
 
-// addFrom sets y[i] = x[i] + y[i] (the same sum, x first).
+// addFrom sets y[i] = x[i] + y[i]: the same sum, x first.
 func addFrom(y, x []float32) {
 	x = x[:len(y)]
-	for i := range y {
+	i := 0
+	for ; i+8 <= len(y); i += 8 {
+		a, b := (*[8]float32)(y[i:]), (*[8]float32)(x[i:])
+		a[0], a[1], a[2], a[3] = b[0]+a[0], b[1]+a[1], b[2]+a[2], b[3]+a[3]
+		a[4], a[5], a[6], a[7] = b[4]+a[4], b[5]+a[5], b[6]+a[6], b[7]+a[7]
+	}
+	for ; i < len(y); i++ {
 		y[i] = x[i] + y[i]
 	}
 }
@@ -201,40 +232,69 @@ func allGather64(ctx context.Context, c collective.Collective, x float64) ([]flo
 }
 
 // Step updates the embeddings and this rank's shard, clipping by the
-// whole gradient's norm, then sends every shard to every rank (the bf16
-// copy and the fp32 tensors read in fp32; see Zero1).
+// whole gradient's norm, and sends every shard to every rank (the bf16
+// copy and the fp32 tensors read in fp32; see Zero1): a goroutine sends
+// each bucket of this rank's shard as soon as the optimizer has updated
+// it, and receives the other ranks' meanwhile.
 func (z *Zero1) Step(ctx context.Context, lr float64) (optim.StepResult, error) {
 	norm, err := z.GradNorm(ctx)
-	if err != nil {
-		return optim.StepResult{GradNorm: norm}, err
+	if err != nil || math.IsNaN(norm) || math.IsInf(norm, 0) {
+		// The norm is the same on every rank: all skip the exchange.
+		res, serr := z.O.StepRanges(z.m.Dev, z.m.Params.Arena, z.m.Grads.Arena, nil, norm, lr)
+		return res, errors.Join(err, serr)
 	}
 	m := z.m
 	p16 := m.LowPrecisionParams()
-	res, err := z.O.StepRanges(m.Dev, m.Params.Arena, m.Grads.Arena, p16, norm, lr)
-	if err != nil {
-		return res, err // the norm is the same on every rank: all skip
+	ready := make(chan int, len(z.pieces[z.c.Rank()]))
+	sent := make(chan error, 1)
+	go func() { sent <- z.exchange(ctx, p16, ready) }()
+	res, err := z.O.StepRangesEach(m.Dev, m.Params.Arena, m.Grads.Arena, p16, norm, lr, func(k int) {
+		if k > 0 { // range 0 is the embeddings
+			m.Dev.Sync()
+			ready <- k - 1
+		}
+	})
+	close(ready)
+	if serr := <-sent; serr != nil {
+		return res, errors.Join(err, fmt.Errorf("exchange the updated weights: %w", serr))
 	}
-	m.Dev.Sync()
-	if p16 == nil {
-		for q := range z.c.Size() {
-			if err := Broadcast(ctx, z.c, m.Params.Arena[z.off[q]:z.off[q+1]], q); err != nil {
-				return res, fmt.Errorf("exchange the updated parameters: %w", err)
+	if err == nil && p16 == nil {
+		m.ParamsChanged()
+	}
+	return res, err
+}
+
+// exchange sends every rank's updated shard to every rank, bucket by
+// bucket in rank order; this rank's buckets as ready hands them over.
+func (z *Zero1) exchange(ctx context.Context, p16 []uint16, ready <-chan int) error {
+	me := z.c.Rank()
+	for q, pieces := range z.pieces {
+		for j, pc := range pieces {
+			if q == me {
+				if k, ok := <-ready; !ok || k != j {
+					return fmt.Errorf("zero1: bucket %d of this rank's shard was not updated (got %d, %v)", j, k, ok)
+				}
+			}
+			var err error
+			if p16 != nil {
+				err = z.broadcast16(ctx, p16[pc[0]:pc[1]], q)
+			} else {
+				err = Broadcast(ctx, z.c, z.m.Params.Arena[pc[0]:pc[1]], q)
+			}
+			if err != nil {
+				return err
 			}
 		}
-		m.ParamsChanged()
-		return res, nil
 	}
-	for q := range z.c.Size() {
-		if err := z.broadcast16(ctx, p16[z.off[q]:z.off[q+1]], q); err != nil {
-			return res, fmt.Errorf("exchange the updated bf16 weights: %w", err)
-		}
+	if p16 == nil {
+		return nil
 	}
 	for _, rg := range z.fp32 {
-		if err := Broadcast(ctx, z.c, m.Params.Arena[rg[0]:rg[1]], ownerOf(z.off, rg[0])); err != nil {
-			return res, fmt.Errorf("exchange the updated parameters: %w", err)
+		if err := Broadcast(ctx, z.c, z.m.Params.Arena[rg[0]:rg[1]], ownerOf(z.off, rg[0])); err != nil {
+			return err
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // broadcast16 sends buf (bf16) from root to every rank, packed two halves

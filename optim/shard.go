@@ -31,7 +31,7 @@ func NewAdamWRange(dev engine.Device, specs []engine.ParamSpec, lo, hi int, cfg 
 			o.groups[k-1].hi = b - lo
 			continue
 		}
-		o.groups = append(o.groups, group{a - lo, b - lo, decay, 0})
+		o.groups = append(o.groups, group{lo: a - lo, hi: b - lo, decay: decay})
 	}
 	return o, nil
 }
@@ -66,7 +66,7 @@ func NewAdamWRanges(dev engine.Device, specs []engine.ParamSpec, ranges [][2]int
 	}
 	o := &AdamW{Config: cfg, M: dev.Alloc(n), V: dev.Alloc(n)}
 	state := 0
-	for _, rg := range ranges {
+	for r, rg := range ranges {
 		shift := rg[0] - state
 		for _, s := range specs {
 			a, b := max(s.Offset, rg[0]), min(s.Offset+s.Size(), rg[1])
@@ -74,11 +74,11 @@ func NewAdamWRanges(dev engine.Device, specs []engine.ParamSpec, ranges [][2]int
 				continue
 			}
 			decay := s.Decay || cfg.DecayAll
-			if k := len(o.groups); k > 0 && o.groups[k-1].decay == decay && o.groups[k-1].hi == a-shift && o.groups[k-1].shift == shift {
+			if k := len(o.groups); k > 0 && o.groups[k-1].decay == decay && o.groups[k-1].hi == a-shift && o.groups[k-1].rng == r {
 				o.groups[k-1].hi = b - shift
 				continue
 			}
-			o.groups = append(o.groups, group{a - shift, b - shift, decay, shift})
+			o.groups = append(o.groups, group{lo: a - shift, hi: b - shift, decay: decay, shift: shift, rng: r})
 		}
 		state += rg[1] - rg[0]
 	}
@@ -97,4 +97,14 @@ func (o *AdamW) StepRanges(dev engine.Device, params, grads []float32, p16 []uin
 		return StepResult{}, fmt.Errorf("adamw: shard ranges reach past the %d parameters", len(params))
 	}
 	return o.step(dev, params, grads, p16, norm, lr)
+}
+
+// StepRangesEach is StepRanges telling done each range's index (in the
+// order given to NewAdamWRanges) as soon as it is updated, from the
+// calling goroutine: a data-parallel rank sends an updated range while
+// the optimizer updates the next.
+func (o *AdamW) StepRangesEach(dev engine.Device, params, grads []float32, p16 []uint16, norm, lr float64, done func(k int)) (StepResult, error) {
+	o.rangeDone = done
+	defer func() { o.rangeDone = nil }()
+	return o.StepRanges(dev, params, grads, p16, norm, lr)
 }
