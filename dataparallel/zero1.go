@@ -195,20 +195,22 @@ func addFrom(y, x []float32) {
 	}
 }
 
-// GradNorm is the whole gradient's L2 norm after the reduction: the
-// embeddings' term, which every rank holds, plus every shard's, added in
-// float64 in rank order on every rank.
+// GradNorm is the whole gradient's L2 norm after the reduction: every
+// shard's sum of squares, rank 0's with the embeddings' term (which every
+// rank holds) added first, gathered and added in float64 in rank order on
+// every rank.
 func (z *Zero1) GradNorm(ctx context.Context) (float64, error) {
 	g := z.m.Grads.Arena
 	lo, hi := z.Shard()
-	terms, err := allGather64(ctx, z.c, z.m.Dev.SumSquares(g[lo:hi]))
+	sq := z.m.Dev.SumSquares(g[lo:hi])
+	if z.c.Rank() == 0 && z.front > 0 {
+		sq = z.m.Dev.SumSquares(g[:z.front]) + sq
+	}
+	terms, err := allGather64(ctx, z.c, sq)
 	if err != nil {
 		return 0, fmt.Errorf("sum the gradient norm across ranks: %w", err)
 	}
-	sq := 0.0
-	if z.front > 0 {
-		sq = z.m.Dev.SumSquares(g[:z.front])
-	}
+	sq = 0
 	for _, t := range terms {
 		sq += t
 	}
