@@ -93,6 +93,8 @@ type TrainResult struct {
 	Notes          []string  `json:"notes,omitempty"`
 	Losses         []float64 `json:"losses"`
 	Ranks          int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
+	// ShardOptimizer: the ranks shard the AdamW state (ZeRO stage 1).
+	ShardOptimizer bool `json:"shard_optimizer,omitempty"`
 
 	// MFU is GFLOPs over the device's measured matrix-product ceiling in
 	// this precision (CeilingGFLOPs, timed in the same process); set when
@@ -175,6 +177,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.ShardOptimizer = s.ShardOptimizer && s.ranks() > 1 && !s.sharded() && res.Method == "full"
 	bt, err := randomBatch(s)
 	if err != nil {
 		return nil, err
