@@ -16,7 +16,6 @@ import (
 
 	"hone/collective"
 	"hone/engine"
-	"hone/optim"
 )
 
 // Bucket is the number of floats reduced per collective call: big enough
@@ -341,31 +340,3 @@ func Broadcast(ctx context.Context, c collective.Collective, buf []float32, root
 // Shards returns the ranks' ranges of an n-float arena: rank q's is
 // [off[q], off[q+1]).
 func Shards(n, ranks int) []int { return collective.Offsets(collective.EvenCounts(n, ranks)) }
-
-// NewShardedAdamW returns this rank's shard of m's optimizer (ZeRO stage
-// 1) and the ranks' ranges; step it with StepShard.
-func NewShardedAdamW(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (*optim.AdamW, []int, error) {
-	off := Shards(len(m.Params.Arena), c.Size())
-	o, err := optim.NewAdamWRange(m.Dev, m.Config.ParamSpecs(), off[c.Rank()], off[c.Rank()+1], cfg)
-	return o, off, err
-}
-
-// StepShard updates this rank's range of m's parameters with its shard o
-// of the optimizer (clipping by the whole gradient's norm, which every rank
-// holds after the reduction), then every rank sends its range to all.
-func StepShard(ctx context.Context, c collective.Collective, m *engine.Model, o *optim.AdamW, off []int, lr float64) (optim.StepResult, error) {
-	me := c.Rank()
-	p, g := m.Params.Arena, m.Grads.Arena
-	res, err := o.StepRange(m.Dev, p[off[me]:off[me+1]], g[off[me]:off[me+1]], m.GradNorm(), lr)
-	if err != nil {
-		return res, err // the norm is the same on every rank: all skip
-	}
-	m.Dev.Sync()
-	for q := range c.Size() {
-		if err := Broadcast(ctx, c, p[off[q]:off[q+1]], q); err != nil {
-			return res, fmt.Errorf("exchange the updated parameters: %w", err)
-		}
-	}
-	m.ParamsChanged()
-	return res, nil
-}

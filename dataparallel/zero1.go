@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"unsafe"
 
 	"hone/collective"
@@ -90,9 +91,9 @@ func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, b
 	return z, err
 }
 
-func embedding(s engine.ParamSpec) bool {
-	return len(s.Name) >= 19 && s.Name[len(s.Name)-19:] == "embed_tokens.weight"
-}
+// embedding says whether s is the embedding matrix (read in fp32 by the
+// forward pass's lookup).
+func embedding(s engine.ParamSpec) bool { return strings.HasSuffix(s.Name, "embed_tokens.weight") }
 
 // appendRange appends rg to rs, merged with the last range when they touch
 // within one shard.
