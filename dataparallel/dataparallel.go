@@ -109,20 +109,19 @@ func Start(ctx context.Context, c collective.Collective, m *engine.Model, a *eng
 		}
 	}
 	if a == nil && !m.Config.TieWordEmbeddings && len(g.rest) == 1 {
-		g.rows, g.cols = embeddingRows(specs, g.rest[0])
+		if g.rest[0] == embedRange(m) {
+			g.rows, g.cols = m.Config.VocabSize, m.Config.HiddenSize
+		}
 	}
 	go g.run()
 	return g
 }
 
-// embeddingRows is the embedding matrix's shape when it alone fills rg.
-func embeddingRows(specs []engine.ParamSpec, rg [2]int) (rows, cols int) {
-	for _, s := range specs {
-		if strings.HasSuffix(s.Name, "embed_tokens.weight") && len(s.Shape) == 2 && s.Offset == rg[0] && s.Offset+s.Size() == rg[1] {
-			return s.Shape[0], s.Shape[1]
-		}
-	}
-	return 0, 0
+// embedRange is the embedding matrix's range of m's arena.
+func embedRange(m *engine.Model) [2]int {
+	e := m.Params.Embed
+	lo := int((uintptr(unsafe.Pointer(&e[0])) - uintptr(unsafe.Pointer(&m.Params.Arena[0]))) / 4)
+	return [2]int{lo, lo + len(e)}
 }
 
 // run reduces what the reducer is handed until the channel closes; after

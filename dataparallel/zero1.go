@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"unsafe"
 
 	"hone/collective"
@@ -57,10 +56,9 @@ func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, b
 	n := len(m.Params.Arena)
 	z := &Zero1{c: c, m: m}
 	layers, rest := layerRanges(specs, n, m.Config.NumHiddenLayers)
-	if len(layers) > 0 && !m.Config.TieWordEmbeddings && len(rest) > 0 && rest[0][0] == 0 {
-		if rows, _ := embeddingRows(specs, rest[0]); rows > 0 {
-			z.front = rest[0][1]
-		}
+	emb := embedRange(m)
+	if len(layers) > 0 && !m.Config.TieWordEmbeddings && len(rest) > 0 && rest[0] == emb && emb[0] == 0 {
+		z.front = emb[1]
 	}
 	// Shard boundaries even, so a shard's bf16 halves pack into floats.
 	z.off = Shards(n-z.front, c.Size())
@@ -71,7 +69,7 @@ func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, b
 	p16 := m.LowPrecisionParams()
 	for _, s := range specs {
 		lo, hi := s.Offset, s.Offset+s.Size()
-		if hi <= z.front || (p16 != nil && len(s.Shape) == 2 && !embedding(s)) {
+		if hi <= z.front || (p16 != nil && len(s.Shape) == 2 && lo != emb[0]) {
 			continue // updated everywhere, or read through the bf16 copy
 		}
 		for q := range c.Size() {
@@ -90,10 +88,6 @@ func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, b
 	z.O, err = optim.NewAdamWRanges(m.Dev, specs, append([][2]int{{0, z.front}}, z.pieces[c.Rank()]...), cfg)
 	return z, err
 }
-
-// embedding says whether s is the embedding matrix (read in fp32 by the
-// forward pass's lookup).
-func embedding(s engine.ParamSpec) bool { return strings.HasSuffix(s.Name, "embed_tokens.weight") }
 
 // appendRange appends rg to rs, merged with the last range when they touch
 // within one shard.
