@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"hone/collective"
@@ -85,13 +86,19 @@ type TrainResult struct {
 	Steps        int       `json:"steps"`
 	TokensPerS   float64   `json:"tokens_per_s"`
 	StepSeconds  []float64 `json:"step_seconds"`
-	GFLOPs       float64   `json:"gflop_per_s"`
-	PeakRSSBytes int64     `json:"peak_rss_bytes"`
-	Recompute    bool      `json:"recompute"`
-	CompactBF16  bool      `json:"compact_bf16"`
-	Notes        []string  `json:"notes,omitempty"`
-	Losses       []float64 `json:"losses"`
-	Ranks        int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
+	// StepCPUSeconds is the median step's CPU time (user and system, all
+	// threads; with ranks, summed over the ranks): on a machine others
+	// share it moves less than the wall-clock time.
+	StepCPUSeconds float64   `json:"step_cpu_seconds"`
+	GFLOPs         float64   `json:"gflop_per_s"`
+	PeakRSSBytes   int64     `json:"peak_rss_bytes"`
+	Recompute      bool      `json:"recompute"`
+	CompactBF16    bool      `json:"compact_bf16"`
+	Notes          []string  `json:"notes,omitempty"`
+	Losses         []float64 `json:"losses"`
+	Ranks          int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
+	// ShardOptimizer: the ranks shard the AdamW state (ZeRO stage 1).
+	ShardOptimizer bool `json:"shard_optimizer,omitempty"`
 
 	// MFU is GFLOPs over the device's measured matrix-product ceiling in
 	// this precision (CeilingGFLOPs, timed in the same process); set when
@@ -177,16 +184,18 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.ShardOptimizer = s.ShardOptimizer && s.ranks() > 1 && !s.sharded() && res.Method == "full"
 	bt, err := randomBatch(s)
 	if err != nil {
 		return nil, err
 	}
 	scale := 1 / float32(bt.Scored()*s.ranks()) // every rank's batch scores as many tokens
+	var cpu []float64
 	for i := 0; i <= s.Steps; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		start := time.Now()
+		start, startCPU := time.Now(), cpuSeconds()
 		sum, n, err := step(bt, scale)
 		if err != nil {
 			return nil, err
@@ -197,10 +206,12 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		}
 		if i > 0 { // step 0 warms up primitives and page faults
 			res.StepSeconds = append(res.StepSeconds, time.Since(start).Seconds())
+			cpu = append(cpu, cpuSeconds()-startCPU)
 			res.Losses = append(res.Losses, sum/float64(n))
 		}
 	}
 	res.TokensPerS = float64(s.Seq*global) / median(res.StepSeconds)
+	res.StepCPUSeconds = median(cpu)
 	flops := FLOPsPerToken(s.Config, s.Seq)
 	if res.Method == "lora" {
 		flops = loraFLOPsPerToken(s.Config, s.Seq, int(res.Trainable))
@@ -276,7 +287,10 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 			return sum, n, err
 		}, nil
 	}
-	opt, shard, err := s.optimizer(m)
+	if s.ShardOptimizer && s.ranks() > 1 {
+		return s.zero1Stepper(m)
+	}
+	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
 	if err != nil {
 		return nil, err
 	}
@@ -297,10 +311,6 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		sum, n := m.ForwardBackward(bt, scale)
 		if _, err := red.Finish(sum); err != nil {
 			return 0, 0, err
-		}
-		if shard != nil {
-			_, err := dataparallel.StepShard(context.Background(), s.Coll, m, opt, shard, 1e-4)
-			return sum, n, err
 		}
 		_, err := opt.Step(m, 1e-4)
 		return sum, n, err
@@ -328,6 +338,15 @@ func median(x []float64) float64 {
 		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
 	}
 	return med
+}
+
+// cpuSeconds is the process's CPU time so far, user and system.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // PeakRSS reads the process's peak resident set (VmHWM) from /proc.

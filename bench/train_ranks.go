@@ -41,23 +41,35 @@ func (s *TrainSpec) splitBatch() (int, error) {
 
 // MergeRanks combines the ranks' results: throughput is rank 0's (every
 // rank steps together, and Batch is the global batch), memory the
-// largest rank's.
+// largest rank's, CPU time the ranks' sum.
 func MergeRanks(results []*TrainResult) *TrainResult {
 	out := *results[0]
 	for _, r := range results[1:] {
 		out.PeakRSSBytes = max(out.PeakRSSBytes, r.PeakRSSBytes)
+		out.StepCPUSeconds += r.StepCPUSeconds
 	}
 	return &out
 }
 
-// optimizer is full fine-tuning's AdamW: this rank's shard of it, with the
-// ranks' ranges, when the spec shards it over several ranks.
-func (s TrainSpec) optimizer(m *engine.Model) (*optim.AdamW, []int, error) {
-	if s.ShardOptimizer && s.ranks() > 1 {
-		return dataparallel.NewShardedAdamW(s.Coll, m, optim.DefaultAdamW)
+// zero1Stepper is full fine-tuning with the AdamW state sharded across
+// the ranks (dataparallel.Zero1, as train.DistOptions.ShardOptimizer).
+func (s TrainSpec) zero1Stepper(m *engine.Model) (func(*engine.Batch, float32) (float64, int, error), error) {
+	z, err := dataparallel.NewZero1(s.Coll, m, optim.DefaultAdamW)
+	if err != nil {
+		return nil, err
 	}
-	o, err := optim.NewAdamW(m, optim.DefaultAdamW)
-	return o, nil, err
+	ctx := context.Background()
+	return func(bt *engine.Batch, scale float32) (float64, int, error) {
+		m.OverwriteGrads()
+		red := z.Start(ctx)
+		red.Attach()
+		sum, n := m.ForwardBackward(bt, scale)
+		if _, err := red.Finish(sum); err != nil {
+			return 0, 0, err
+		}
+		_, err := z.Step(ctx, 1e-4)
+		return sum, n, err
+	}, nil
 }
 
 // sharded says whether the spec shards the parameters (ZeRO stage 3).

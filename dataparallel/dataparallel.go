@@ -9,12 +9,13 @@ package dataparallel
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"hone/collective"
 	"hone/engine"
-	"hone/optim"
 )
 
 // Bucket is the number of floats reduced per collective call: big enough
@@ -48,21 +49,41 @@ func SumCounts(ctx context.Context, c collective.Collective, scored int, tokens 
 }
 
 // Reducer sums the gradients across ranks while the backward pass
-// runs: a goroutine allreduces each decoder layer's gradient range as soon
-// as the last micro-batch's backward has finished it (the engine's
-// LayerBackwardDone), in buckets, then the rest (embeddings, final norm,
-// head) once the pass is over. Every rank issues the same calls in the
-// same order: layers from last to first, then the rest.
+// runs: a goroutine allreduces, in buckets, the gradients after the
+// decoder layers (final norm, output head) as soon as the last
+// micro-batch's backward has finished them (the engine's
+// HeadBackwardDone), then each decoder layer's as the backward pass
+// finishes it (LayerBackwardDone), then the rest (the embeddings) once the
+// pass is over. Every rank issues the same calls in the same order: the
+// head, layers from last to first, then the rest.
+//
+// The embeddings' gradient of a full fine-tune with untied embeddings is
+// sparse (only the rows of tokens in the batch are not zero), so it is
+// reduced as rows: the ranks first agree on the rows that are not zero on
+// some rank, then sum only those. A row left out is zero on every rank,
+// its sum too: the result is the dense allreduce's.
 type Reducer struct {
 	c      collective.Collective
 	m      *engine.Model
 	ctx    context.Context
 	grads  []float32
 	layers [][2]int // per decoder layer, its arena range; nil: no overlap
-	rest   [][2]int // the ranges outside the layers
-	next   int      // the next layer to hand over, counting down
-	work   chan [2]int
+	head   [][2]int // the ranges after the layers, reduced once the head's backward is done
+	rest   [][2]int // the ranges before the layers (all of the arena when layers is nil)
+	rows   int      // > 0: rest is one embedding matrix of rows × cols, reduced by rows
+	cols   int
+	owners []int // set by Zero1.Start: reduce [owners[q], owners[q+1]) to rank q only
+	sent   bool  // head handed over
+	next   int   // the next layer to hand over, counting down
+	work   chan reduceWork
 	done   chan error
+}
+
+// reduceWork is one range for the reducer's goroutine; rows > 0 reduces
+// it as a matrix of rows × cols by its rows that are not zero.
+type reduceWork struct {
+	rg         [2]int
+	rows, cols int
 }
 
 // Start starts a reducer for one optimizer step of m (of adapter a's
@@ -72,41 +93,149 @@ func Start(ctx context.Context, c collective.Collective, m *engine.Model, a *eng
 	if c == nil || c.Size() < 2 {
 		return nil
 	}
-	g := &Reducer{c: c, m: m, ctx: ctx, grads: m.Grads.Arena, work: make(chan [2]int, 1024), done: make(chan error, 1)}
+	g := &Reducer{c: c, m: m, ctx: ctx, grads: m.Grads.Arena, work: make(chan reduceWork, 1024), done: make(chan error, 1)}
 	specs := m.Config.ParamSpecs()
 	if a != nil {
 		g.grads, specs = a.Grads, a.Specs
 	}
-	g.layers, g.rest = layerRanges(specs, len(g.grads), m.Config.NumHiddenLayers)
+	var rest [][2]int
+	g.layers, rest = layerRanges(specs, len(g.grads), m.Config.NumHiddenLayers)
 	g.next = len(g.layers) - 1
-	go func() {
-		var err error
-		for rg := range g.work {
-			for lo := rg[0]; lo < rg[1] && err == nil; lo += Bucket {
-				err = c.AllReduce(ctx, g.grads[lo:min(lo+Bucket, rg[1])])
-			}
+	for _, rg := range rest {
+		if len(g.layers) > 0 && rg[0] >= g.layers[len(g.layers)-1][1] {
+			g.head = append(g.head, rg)
+		} else {
+			g.rest = append(g.rest, rg)
 		}
-		g.done <- err
-	}()
+	}
+	if a == nil && !m.Config.TieWordEmbeddings && len(g.rest) == 1 {
+		if g.rest[0] == embedRange(m) {
+			g.rows, g.cols = m.Config.VocabSize, m.Config.HiddenSize
+		}
+	}
+	go g.run()
 	return g
 }
 
-// Attach makes the model's next backward pass hand each layer's finished
-// gradients to the reducer (engine.Model.LayerBackwardDone); call it before
-// the step's last micro-batch. Finish detaches it.
+// embedRange is the embedding matrix's range of m's arena.
+func embedRange(m *engine.Model) [2]int {
+	e := m.Params.Embed
+	lo := int((uintptr(unsafe.Pointer(&e[0])) - uintptr(unsafe.Pointer(&m.Params.Arena[0]))) / 4)
+	return [2]int{lo, lo + len(e)}
+}
+
+// run reduces what the reducer is handed until the channel closes; after
+// an error it only drains (the group is broken).
+func (g *Reducer) run() {
+	var err error
+	var scratch []float32
+	for w := range g.work {
+		switch {
+		case err != nil:
+		case w.rows > 0:
+			scratch, err = g.reduceRows(g.grads[w.rg[0]:w.rg[1]], w.rows, w.cols, scratch)
+		case g.owners != nil:
+			scratch, err = g.reduceOwned(w.rg[0], g.grads[w.rg[0]:w.rg[1]], scratch)
+		default:
+			err = allReduce(g.ctx, g.c, g.grads[w.rg[0]:w.rg[1]])
+		}
+	}
+	g.done <- err
+}
+
+// allReduce sums buf across ranks in buckets.
+func allReduce(ctx context.Context, c collective.Collective, buf []float32) error {
+	for lo := 0; lo < len(buf); lo += Bucket {
+		if err := c.AllReduce(ctx, buf[lo:min(lo+Bucket, len(buf))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reduceRows sums the rows × cols matrix buf across ranks, moving only
+// the rows that are not zero on some rank: the ranks sum a mask of their
+// nonzero rows (negative zero counts as nonzero, so every rank ends with
+// the same bits), then the packed rows. scratch is reused across calls.
+func (g *Reducer) reduceRows(buf []float32, rows, cols int, scratch []float32) ([]float32, error) {
+	mask := make([]float32, rows)
+	for r := range rows {
+		if anyBits(buf[r*cols : (r+1)*cols]) {
+			mask[r] = 1
+		}
+	}
+	if err := g.c.AllReduce(g.ctx, mask); err != nil {
+		return scratch, err
+	}
+	var used []int
+	for r, x := range mask {
+		if x != 0 {
+			used = append(used, r)
+		}
+	}
+	if len(used)*cols > cap(scratch) {
+		scratch = make([]float32, len(used)*cols)
+	}
+	packed := scratch[:len(used)*cols]
+	for i, r := range used {
+		copy(packed[i*cols:(i+1)*cols], buf[r*cols:(r+1)*cols])
+	}
+	if err := allReduce(g.ctx, g.c, packed); err != nil {
+		return scratch, err
+	}
+	for i, r := range used {
+		copy(buf[r*cols:(r+1)*cols], packed[i*cols:(i+1)*cols])
+	}
+	return scratch, nil
+}
+
+// anyBits says whether some x has a bit set (negative zero counts), OR-ing
+// eight bytes at a time: most rows of an embedding gradient are zero and
+// read whole.
+func anyBits(x []float32) bool {
+	var acc uint64
+	if n := len(x) / 2; n > 0 {
+		for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(&x[0])), n) {
+			acc |= w
+		}
+	}
+	if len(x)%2 != 0 {
+		acc |= uint64(math.Float32bits(x[len(x)-1]))
+	}
+	return acc != 0
+}
+
+// Attach makes the model's next backward pass hand the head's and each
+// layer's finished gradients to the reducer (engine.Model's
+// HeadBackwardDone and LayerBackwardDone); call it before the step's last
+// micro-batch. Finish detaches it.
 func (g *Reducer) Attach() {
 	if g != nil {
 		g.m.LayerBackwardDone = g.layerDone
+		g.m.HeadBackwardDone = g.headDone
 	}
+}
+
+// headDone hands the ranges after the layers to the reducer (the engine
+// hook).
+func (g *Reducer) headDone() {
+	if g.sent {
+		return
+	}
+	g.m.Dev.Sync()
+	for _, rg := range g.head {
+		g.work <- reduceWork{rg: rg}
+	}
+	g.sent = true
 }
 
 // layerDone hands layer l's gradients to the reducer (the engine hook).
 func (g *Reducer) layerDone(l int) {
-	if l != g.next {
+	if l != g.next || !g.sent {
 		return // out of order: leave it to Finish, which keeps the order
 	}
 	g.m.Dev.Sync()
-	g.work <- g.layers[l]
+	g.work <- reduceWork{rg: g.layers[l]}
 	g.next--
 }
 
@@ -118,13 +247,14 @@ func (g *Reducer) Finish(lossSum float64) (float64, error) {
 	if g == nil {
 		return lossSum, nil
 	}
-	g.m.LayerBackwardDone = nil
+	g.m.LayerBackwardDone, g.m.HeadBackwardDone = nil, nil
 	g.m.Dev.Sync()
+	g.headDone()
 	for ; g.next >= 0; g.next-- {
-		g.work <- g.layers[g.next]
+		g.work <- reduceWork{rg: g.layers[g.next]}
 	}
 	for _, rg := range g.rest {
-		g.work <- rg
+		g.work <- reduceWork{rg: rg, rows: g.rows, cols: g.cols}
 	}
 	close(g.work)
 	if err := <-g.done; err != nil {
@@ -209,31 +339,3 @@ func Broadcast(ctx context.Context, c collective.Collective, buf []float32, root
 // Shards returns the ranks' ranges of an n-float arena: rank q's is
 // [off[q], off[q+1]).
 func Shards(n, ranks int) []int { return collective.Offsets(collective.EvenCounts(n, ranks)) }
-
-// NewShardedAdamW returns this rank's shard of m's optimizer (ZeRO stage
-// 1) and the ranks' ranges; step it with StepShard.
-func NewShardedAdamW(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (*optim.AdamW, []int, error) {
-	off := Shards(len(m.Params.Arena), c.Size())
-	o, err := optim.NewAdamWRange(m.Dev, m.Config.ParamSpecs(), off[c.Rank()], off[c.Rank()+1], cfg)
-	return o, off, err
-}
-
-// StepShard updates this rank's range of m's parameters with its shard o
-// of the optimizer (clipping by the whole gradient's norm, which every rank
-// holds after the reduction), then every rank sends its range to all.
-func StepShard(ctx context.Context, c collective.Collective, m *engine.Model, o *optim.AdamW, off []int, lr float64) (optim.StepResult, error) {
-	me := c.Rank()
-	p, g := m.Params.Arena, m.Grads.Arena
-	res, err := o.StepRange(m.Dev, p[off[me]:off[me+1]], g[off[me]:off[me+1]], m.GradNorm(), lr)
-	if err != nil {
-		return res, err // the norm is the same on every rank: all skip
-	}
-	m.Dev.Sync()
-	for q := range c.Size() {
-		if err := Broadcast(ctx, c, p[off[q]:off[q+1]], q); err != nil {
-			return res, fmt.Errorf("exchange the updated parameters: %w", err)
-		}
-	}
-	m.ParamsChanged()
-	return res, nil
-}

@@ -131,6 +131,11 @@ type Model struct {
 	// running ForwardBackward; data parallelism starts reducing them
 	// while the earlier layers' backward runs.
 	LayerBackwardDone func(l int)
+	// HeadBackwardDone, when set, is called like LayerBackwardDone once
+	// the backward pass has finished the gradients after the decoder
+	// layers in the arena (the final norm and an untied output head),
+	// before the layers' backward starts.
+	HeadBackwardDone func()
 	// Shards gathers and releases the parts of a model with sharded
 	// parameters (Options.ShardRanks); it must be set before the model
 	// runs.
@@ -891,6 +896,9 @@ func (m *Model) ForwardBackward(bt *Batch, scale float32) (sum float64, count in
 	d.Zero(dres)
 	m.normBackward(dres, nil, m.Grads.NormF, a.scr.dln[:N*C], a.res[c.NumHiddenLayers][:N*C], m.Params.NormF, a.rstdf, N, C)
 	m.release(c.PartHead(), UseParams|UseGrads)
+	if m.HeadBackwardDone != nil {
+		m.HeadBackwardDone()
+	}
 	m.backwardLayers(bt)
 	if !m.frozen() {
 		m.gather(c.PartEmbed(), UseGrads)

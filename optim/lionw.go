@@ -95,7 +95,7 @@ func decayGroups(specs []engine.ParamSpec, all bool) []group {
 			gs[k-1].hi = s.Offset + s.Size()
 			continue
 		}
-		gs = append(gs, group{s.Offset, s.Offset + s.Size(), decay})
+		gs = append(gs, group{lo: s.Offset, hi: s.Offset + s.Size(), decay: decay})
 	}
 	return gs
 }

@@ -61,12 +61,20 @@ type AdamW struct {
 	M, V   []float32
 	Steps  int // optimizer steps taken
 	groups []group
+	// rangeDone, during StepRangesEach, is told each range's index once
+	// the step has updated it.
+	rangeDone func(k int)
 }
 
 // group is a contiguous arena range sharing one decay setting.
 type group struct {
 	lo, hi int
 	decay  bool
+	// shift moves the group's parameters, gradients and bf16 copy to
+	// [lo+shift, hi+shift) of the arrays stepped, its state staying at
+	// [lo, hi) (NewAdamWRanges); 0 elsewhere.
+	shift int
+	rng   int // NewAdamWRanges: the index of the range the group is in
 }
 
 // NewAdamW allocates optimizer state for m.
@@ -94,7 +102,7 @@ func newAdamW(dev engine.Device, specs []engine.ParamSpec, n int, cfg AdamWConfi
 			o.groups[k-1].hi = s.Offset + s.Size()
 			continue
 		}
-		o.groups = append(o.groups, group{s.Offset, s.Offset + s.Size(), decay})
+		o.groups = append(o.groups, group{lo: s.Offset, hi: s.Offset + s.Size(), decay: decay})
 	}
 	return o, nil
 }
@@ -147,19 +155,23 @@ func (o *AdamW) step(dev engine.Device, params, grads []float32, p16 []uint16, n
 		res.Clipped = true
 	}
 	o.Steps++
-	for _, g := range o.groups {
+	for i, g := range o.groups {
+		lo, hi := g.lo+g.shift, g.hi+g.shift
 		var g16 []uint16
 		if p16 != nil {
-			g16 = p16[g.lo:g.hi]
+			g16 = p16[lo:hi]
 		}
 		wd := 0.0
 		if g.decay {
 			wd = o.Config.WeightDecay
 		}
-		dev.AdamW(params[g.lo:g.hi], grads[g.lo:g.hi], o.M[g.lo:g.hi], o.V[g.lo:g.hi], g16, engine.AdamWStep{
+		dev.AdamW(params[lo:hi], grads[lo:hi], o.M[g.lo:g.hi], o.V[g.lo:g.hi], g16, engine.AdamWStep{
 			LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
 			Eps: float32(o.Config.Eps), WeightDecay: float32(wd), Step: o.Steps, GradScale: gradScale,
 		})
+		if o.rangeDone != nil && (i == len(o.groups)-1 || o.groups[i+1].rng != g.rng) {
+			o.rangeDone(g.rng)
+		}
 	}
 	return res, nil
 }

@@ -169,30 +169,28 @@ func broadcastFrom(ctx context.Context, c collective.Collective, buf []float32, 
 	return dataparallel.Broadcast(ctx, c, buf, root)
 }
 
-// scatterMoments deals the leader's resumed moments out to the ranks'
-// shards. Collectives reach every rank, so ranks whose shard is not the
-// one in flight receive it into scratch.
+// scatterMoments deals the leader's resumed moments out: the embeddings'
+// (which every rank updates) to every rank, each shard's to its rank.
+// Collectives reach every rank, so ranks whose shard is not the one in
+// flight receive it into scratch.
 func (r *runner) scatterMoments(ctx context.Context) error {
-	me, size := r.coll.Rank(), r.coll.Size()
-	scratch := make([]float32, r.shard[1]-r.shard[0]) // the largest shard (EvenCounts)
+	me := r.coll.Rank()
 	so := r.shardOpt()
+	front := r.shard[0]
+	scratch := make([]float32, r.largestShard())
+	var all [2][]float32
+	if r.leader() {
+		all = [2][]float32{r.resumed.M, r.resumed.V}
+	}
 	for k, mine := range [][]float32{so.M, so.V} {
 		if r.leader() {
-			all := [][]float32{r.resumed.M, r.resumed.V}[k]
-			copy(mine, all[:r.shard[1]])
+			copy(mine, all[k][:r.shard[1]]) // the embeddings', then rank 0's shard
 		}
-		for q := 1; q < size; q++ {
-			lo, hi := r.shard[q], r.shard[q+1]
-			buf := scratch[:hi-lo]
-			switch {
-			case me == q:
-				buf = mine
-			case r.leader():
-				buf = [][]float32{r.resumed.M, r.resumed.V}[k][lo:hi]
-			}
-			if err := broadcastFrom(ctx, r.coll, buf, 0); err != nil {
-				return fmt.Errorf("receive this rank's optimizer state from rank 0: %w", err)
-			}
+		if err := broadcastFrom(ctx, r.coll, mine[:front], 0); err != nil {
+			return fmt.Errorf("receive the embeddings' optimizer state from rank 0: %w", err)
+		}
+		if err := r.exchangeShards(ctx, mine, all[k], scratch, me, true); err != nil {
+			return fmt.Errorf("receive this rank's optimizer state from rank 0: %w", err)
 		}
 	}
 	r.resumed = nil
@@ -202,38 +200,59 @@ func (r *runner) scatterMoments(ctx context.Context) error {
 // gatherMoments collects every rank's moments into r.gathered on the
 // leader, for a checkpoint of a sharded run.
 func (r *runner) gatherMoments(ctx context.Context) error {
-	me, size := r.coll.Rank(), r.coll.Size()
-	n := r.shard[size]
+	me := r.coll.Rank()
+	n := r.shard[r.coll.Size()]
 	so := r.shardOpt()
+	var all [2][]float32
 	if r.leader() {
 		r.gathered = &optim.AdamW{Config: so.Config, Steps: so.Steps, M: make([]float32, n), V: make([]float32, n)}
+		all = [2][]float32{r.gathered.M, r.gathered.V}
 	}
-	scratch := make([]float32, r.shard[1]-r.shard[0])
+	scratch := make([]float32, r.largestShard())
 	for k, mine := range [][]float32{so.M, so.V} {
 		if r.leader() {
-			copy([][]float32{r.gathered.M, r.gathered.V}[k], mine)
+			copy(all[k], mine) // the embeddings', then rank 0's shard
 		}
-		for q := 1; q < size; q++ {
-			lo, hi := r.shard[q], r.shard[q+1]
-			buf := scratch[:hi-lo]
-			switch {
-			case me == q:
-				buf = mine
-			case r.leader():
-				buf = [][]float32{r.gathered.M, r.gathered.V}[k][lo:hi]
-			}
-			if err := broadcastFrom(ctx, r.coll, buf, q); err != nil {
-				r.gathered = nil
-				return fmt.Errorf("gather the optimizer state for a checkpoint: %w", err)
-			}
+		if err := r.exchangeShards(ctx, mine, all[k], scratch, me, false); err != nil {
+			r.gathered = nil
+			return fmt.Errorf("gather the optimizer state for a checkpoint: %w", err)
 		}
 	}
 	return nil
 }
 
-// stepShard takes the optimizer step of a sharded run.
-func (r *runner) stepShard(ctx context.Context, lr float64) (optim.StepResult, error) {
-	return dataparallel.StepShard(ctx, r.coll, r.m, r.shardOpt(), r.shard, lr)
+// exchangeShards moves the shards of ranks 1..N-1 between the leader's
+// whole buffer all and each rank's own mine (the embeddings' part, then
+// its shard): from the leader (toRanks) or to it.
+func (r *runner) exchangeShards(ctx context.Context, mine, all, scratch []float32, me int, toRanks bool) error {
+	front := r.shard[0]
+	for q := 1; q < r.coll.Size(); q++ {
+		lo, hi := r.shard[q], r.shard[q+1]
+		buf := scratch[:hi-lo]
+		switch {
+		case me == q:
+			buf = mine[front : front+hi-lo]
+		case r.leader():
+			buf = all[lo:hi]
+		}
+		root := q
+		if toRanks {
+			root = 0
+		}
+		if err := broadcastFrom(ctx, r.coll, buf, root); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// largestShard is the size of the largest rank's shard.
+func (r *runner) largestShard() int {
+	n := 0
+	for q := range r.coll.Size() {
+		n = max(n, r.shard[q+1]-r.shard[q])
+	}
+	return n
 }
 
 // saveAll writes a checkpoint of st: the leader writes it, after gathering
@@ -243,7 +262,7 @@ func (r *runner) saveAll(ctx context.Context, st *ckptState) error {
 		return r.saveSharded(ctx, st)
 	}
 	if r.shard != nil {
-		if err := r.gatherMoments(ctx); err != nil {
+		if err := r.syncZero1(ctx); err != nil {
 			return err
 		}
 		defer func() { r.gathered = nil }()
@@ -252,6 +271,16 @@ func (r *runner) saveAll(ctx context.Context, st *ckptState) error {
 		return nil
 	}
 	return r.save(st)
+}
+
+// syncZero1 prepares a checkpoint of a run with a sharded optimizer:
+// every rank's fp32 weights made whole (Zero1 sends only the bf16 copy
+// of most of them each step) and the moments gathered on the leader.
+func (r *runner) syncZero1(ctx context.Context) error {
+	if err := r.zero1.SyncParams(ctx); err != nil {
+		return err
+	}
+	return r.gatherMoments(ctx)
 }
 
 // broadcastBytes sends b from rank 0 to every rank (one byte a float).
@@ -279,7 +308,7 @@ func broadcastBytes(ctx context.Context, c collective.Collective, b []byte) ([]b
 func (r *runner) checkpointAll(ctx context.Context, st *ckptState) error {
 	var err error
 	if r.shard != nil {
-		if err := r.gatherMoments(ctx); err != nil {
+		if err := r.syncZero1(ctx); err != nil {
 			return err
 		}
 		defer func() { r.gathered = nil }()

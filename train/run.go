@@ -236,6 +236,11 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 		}
 		return res, nil
 	}
+	if r.zero1 != nil {
+		if err := r.zero1.SyncParams(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if !r.leader() {
 		return res, nil // the leader writes the model
 	}
@@ -293,6 +298,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	var a *engine.Adapter
 	var o optim.Optimizer
 	var shard []int
+	var z *dataparallel.Zero1
 	switch {
 	case spec.Method == "lora":
 		if a, err = newAdapter(spec, m); err == nil {
@@ -302,7 +308,9 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 		if spec.Optimizer == "lionw" {
 			err = fmt.Errorf("sharding the optimizer state (--shard-optimizer) supports AdamW only: run LionW unsharded")
 		} else {
-			o, shard, err = dataparallel.NewShardedAdamW(coll, m, spec.AdamW)
+			if z, err = dataparallel.NewZero1(coll, m, spec.AdamW); err == nil {
+				o, shard = z.O, z.Offsets()
+			}
 		}
 	default:
 		o, err = newOptimizer(spec, m, nil)
@@ -312,7 +320,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	}
 	trainSet := prep.Train()
 	r := &runner{spec: spec, m: m, a: a, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
-		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}, coll: coll, shard: shard}
+		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}, coll: coll, shard: shard, zero1: z}
 	if err := r.plan(trainSet.Stats().Tokens); err != nil {
 		return nil, err
 	}
@@ -530,8 +538,12 @@ type runner struct {
 	orders     map[int][]int // epoch → row order
 	lastEval   float64
 	coll       collective.Collective // the data-parallel group; nil in a one-process run
+	// zero1 shards the optimizer state (DistOptions.ShardOptimizer).
+	zero1 *dataparallel.Zero1
 	// shard, when the optimizer is sharded, holds each rank's arena range
-	// (rank q's is [shard[q], shard[q+1])); resumed and gathered are the
+	// (rank q's is [shard[q], shard[q+1]); every rank updates [0,
+	// shard[0]), the embeddings, and holds their moments before its
+	// shard's); resumed and gathered are the
 	// leader's whole optimizer state while it resumes or saves.
 	shard             []int
 	resumed, gathered *optim.AdamW
@@ -620,6 +632,9 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 	}
 	var sum float64
 	red := dataparallel.Start(ctx, r.coll, r.m, r.a)
+	if r.zero1 != nil {
+		red = r.zero1.Start(ctx) // each shard's gradients to its rank
+	}
 	for i, bt := range batches {
 		if i == len(batches)-1 {
 			red.Attach() // the last pass finishes each layer's gradients
@@ -642,8 +657,8 @@ func (r *runner) step(ctx context.Context, step int, lr float64) (loss float64, 
 	switch {
 	case r.a != nil:
 		res, err = r.o.StepAdapter(r.a, lr)
-	case r.shard != nil:
-		res, err = r.stepShard(ctx, lr)
+	case r.zero1 != nil:
+		res, err = r.zero1.Step(ctx, lr)
 	default:
 		res, err = r.o.Step(r.m, lr)
 	}

@@ -166,7 +166,7 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts, with the savings this machine's memory needs) without training")
 	f.Var(&planMemory, "plan-memory", "with --plan: the memory to plan against, e.g. 24GiB (default: what this machine has available)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
-	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW moments across the ranks (ZeRO stage 1)")
+	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW state across the ranks (ZeRO stage 1; each rank receives its shard's gradients and sends its updated weights); default on with --ranks > 1, --shard-optimizer=false for plain data parallelism")
 	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and AdamW moments across the ranks, gathering one layer at a time (ZeRO stage 3; fp32 full fine-tuning)")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
