@@ -43,6 +43,11 @@ type TrainSpec struct {
 	QuantizeBase string
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
+	// Progress, when non-nil, is called after each step (step 0 is the
+	// warm-up) with its seconds and the process's peak RSS so far, so a
+	// long-context step that takes many minutes shows its figures before
+	// the run ends.
+	Progress func(step int, seconds float64, peakRSS int64)
 	// Coll, when set, makes this process one rank of a data-parallel
 	// group: it trains Batch/Size rows a step and sums the gradients
 	// across ranks (see train_ranks.go).
@@ -185,6 +190,9 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			return nil, err
 		}
 		dev.Sync()
+		if s.Progress != nil {
+			s.Progress(i, time.Since(start).Seconds(), PeakRSS())
+		}
 		if i == 0 && timed != nil {
 			timed.Reset()
 		}

@@ -131,6 +131,14 @@ func benchTrainCmd() *cobra.Command {
 				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}
 			s.MFU = true
+			s.Progress = func(step int, seconds float64, peakRSS int64) {
+				warm := ""
+				if step == 0 {
+					warm = " (warm-up)"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "step %d%s: %.1f s, %.1f tokens/s, peak RSS %d bytes\n",
+					step, warm, seconds, float64(s.Seq*s.Batch)/seconds, peakRSS)
+			}
 			res, err := bench.Train(cmd.Context(), s)
 			if err != nil {
 				return err
