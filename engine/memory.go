@@ -53,7 +53,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		parts[PartGradients] += 4 * pa
 		parts[PartOptimizer] += opt.optimizerStates() * 4 * pa
 		parts[PartActivations] += 4 * 3 * N * r // (N,r) scratch ×3
-		if opt.LoRA.Dropout > 0 { // the dropped input and its gradient, and the host mask
+		if opt.LoRA.Dropout > 0 {               // the dropped input and its gradient, and the host mask
 			parts[PartActivations] += 4 * 3 * int64(c.dropoutSize(*opt.LoRA, B*T, opt.mlpRows(c, B*T)))
 		}
 	}
