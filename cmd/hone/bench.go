@@ -14,6 +14,7 @@ import (
 	"hone/bench"
 	"hone/engine"
 	"hone/modelref"
+	"hone/settings"
 )
 
 func benchCmd() *cobra.Command {
@@ -166,6 +167,7 @@ func benchTrainCmd() *cobra.Command {
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
 	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
+	f.Float64Var(&s.LoRADropout, "lora-dropout", 0, fmt.Sprintf("LoRA dropout (hone create's default is %g; its masks and buffers are in the plan)", settings.LoRADropout))
 	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "modules the adapter wraps (default the architecture's: Llama's seven projections; Mixtral's attention and experts w1,w2,w3; DBRX's Wqkv,out_proj)")
 	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
 	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
