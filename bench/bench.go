@@ -39,6 +39,9 @@ type TrainSpec struct {
 	LoRARank    int
 	LoRAAlpha   float64
 	LoRATargets []string
+	// LoRADropout is the adapter's dropout (hone create's default is
+	// 0.05); each step draws its masks from the step's seed.
+	LoRADropout float64
 	// QuantizeBase "nf4" (with LoRARank) holds the frozen base's layer
 	// matrices in NF4 (QLoRA, engine.Options.QuantizeBase).
 	QuantizeBase string
@@ -47,6 +50,11 @@ type TrainSpec struct {
 	NF4Embeddings bool
 	// KernelTimes, when non-nil, receives time per device method.
 	KernelTimes func(lines []string)
+	// Progress, when non-nil, is called after each step (step 0 is the
+	// warm-up) with its seconds and the process's peak RSS so far, so a
+	// long-context step that takes many minutes shows its figures before
+	// the run ends.
+	Progress func(step int, seconds float64, peakRSS int64)
 	// Coll, when set, makes this process one rank of a data-parallel
 	// group: it trains Batch/Size rows a step and sums the gradients
 	// across ranks (see train_ranks.go).
@@ -201,6 +209,9 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			return nil, err
 		}
 		dev.Sync()
+		if s.Progress != nil {
+			s.Progress(i, time.Since(start).Seconds(), PeakRSS())
+		}
 		if i == 0 && timed != nil {
 			timed.Reset()
 		}
@@ -235,7 +246,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 func (s TrainSpec) options() engine.Options {
 	o := engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
 	if s.LoRARank > 0 {
-		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets}
+		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets, Dropout: s.LoRADropout}
 		if lc.Alpha == 0 {
 			lc.Alpha = 2 * float64(s.LoRARank)
 		}
@@ -275,11 +286,13 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		if err != nil {
 			return nil, err
 		}
+		var step uint64
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			a.ZeroGrad()
 			red := dataparallel.Start(context.Background(), s.Coll, m, a)
 			red.Attach()
-			sum, n := m.ForwardBackward(bt, scale)
+			step++
+			sum, n := m.ForwardBackwardDropout(bt, scale, s.Seed<<20|step) // as train does: dropout when the adapter has it
 			if _, err := red.Finish(sum); err != nil {
 				return 0, 0, err
 			}

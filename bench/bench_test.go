@@ -47,6 +47,45 @@ func TestTrainLoRA(t *testing.T) {
 	}
 }
 
+// --lora-dropout trains as hone create's runs do: the adapter drops out
+// (the first step's loss differs from the exact one's, as the masks change
+// the forward pass) and the plan counts its buffers.
+func TestTrainLoRADropout(t *testing.T) {
+	raw, err := os.ReadFile("configs/llama-small.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := TrainSpec{Config: c, Seq: 32, Batch: 2, Steps: 1, Precision: "fp32", Threads: 1, LoRARank: 4}
+	exact, err := Train(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.LoRADropout = 0.3
+	dropped, err := Train(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exact.Losses[0] == dropped.Losses[0] {
+		t.Errorf("dropout 0.3: loss %v, the same as without dropout", dropped.Losses[0])
+	}
+	withPlan, err := Plan(spec, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.LoRADropout = 0
+	withoutPlan, err := Plan(spec, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withPlan.PeakBytes <= withoutPlan.PeakBytes {
+		t.Errorf("plan with dropout %d bytes, without %d: want the dropout buffers counted", withPlan.PeakBytes, withoutPlan.PeakBytes)
+	}
+}
+
 // Below the table, each LoRA row is divided by the full row of its shape.
 func TestWriteLoRASpeedups(t *testing.T) {
 	full := Case{ConfigPath: "configs/llama-125m.json", Seq: 256, Batch: 4, Precision: "bf16", Threads: 2}

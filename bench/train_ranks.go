@@ -101,11 +101,13 @@ func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engi
 		if err != nil {
 			return nil, err
 		}
+		var step uint64
 		return func(bt *engine.Batch, scale float32) (float64, int, error) {
 			sh.Begin(ctx)
 			a.ZeroGrad()
 			red := dataparallel.Start(ctx, s.Coll, m, a)
-			sum, n := m.ForwardBackward(bt, scale)
+			step++
+			sum, n := m.ForwardBackwardDropout(bt, scale, s.Seed<<20|step)
 			if err := sh.Err(); err != nil {
 				return 0, 0, err
 			}

@@ -3,7 +3,6 @@ package engine
 import (
 	"math/rand/v2"
 	"runtime"
-	"strings"
 	"sync"
 )
 
@@ -24,6 +23,9 @@ type dropout struct {
 	x, dx []float32
 	mask  []float32
 	n     int
+	// row0 is the batch row of a call's first row: the MLP in chunks
+	// sets it to the chunk's, so each row keeps its mask.
+	row0 int
 }
 
 func (dr *dropout) free(d Device) {
@@ -38,10 +40,30 @@ func (dr *dropout) free(d Device) {
 // ForwardBackward, Evaluate and Logits never drop.
 func (m *Model) ForwardBackwardDropout(bt *Batch, scale float32, seed uint64) (sum float64, count int) {
 	if a := m.lora; a != nil && a.Config.Dropout > 0 {
-		a.drop.on, a.drop.seed = true, seed
+		a.drop.on, a.drop.seed, a.drop.row0 = true, seed, 0
 		defer func() { a.drop.on = false }()
+		// The buffers at their largest now: growing them call by call
+		// would leave the smaller ones behind as garbage.
+		N := bt.B * bt.T
+		a.drop.reserve(a.dev, m.Config.dropoutSize(a.Config, N, m.Opt.mlpRows(m.Config, N)))
 	}
 	return m.ForwardBackward(bt, scale)
+}
+
+// dropRows tells the adapter's dropout that the next calls' rows start at
+// batch row row0.
+func (m *Model) dropRows(row0 int) {
+	if m.lora != nil {
+		m.lora.drop.row0 = row0
+	}
+}
+
+// reserve makes the buffers hold at least size elements.
+func (dr *dropout) reserve(d Device, size int) {
+	if dr.n < size {
+		dr.free(d)
+		dr.x, dr.dx, dr.mask, dr.n = d.Alloc(size), d.Alloc(size), make([]float32, size), size
+	}
 }
 
 // dropped returns x(n,in) itself when no dropout pass is under way, else
@@ -52,12 +74,9 @@ func (a *Adapter) dropped(stream uint64, x []float32, n, in int) []float32 {
 	if !dr.on {
 		return x
 	}
-	if size := n * maxProjIn(a); dr.n < size {
-		dr.free(a.dev)
-		dr.x, dr.dx, dr.mask, dr.n = a.dev.Alloc(size), a.dev.Alloc(size), make([]float32, size), size
-	}
+	dr.reserve(a.dev, n*in)
 	mask, out := dr.mask[:n*in], dr.x[:n*in]
-	dropoutMask(mask, dr.seed, stream, n, in, a.Config.Dropout)
+	dropoutMask(mask, dr.seed, stream, dr.row0, n, in, a.Config.Dropout)
 	src := HostView(a.dev, x[:n*in])
 	_ = FillDevice(a.dev, out, func(host []float32) error {
 		parallelRows(n, func(lo, hi int) {
@@ -71,13 +90,14 @@ func (a *Adapter) dropped(stream uint64, x []float32, n, in int) []float32 {
 }
 
 // dropoutMask fills mask (rows, in) with 0 (probability p) or 1/(1-p),
-// drawing row i from the PCG stream (seed, stream<<32 | i): rows draw in
-// parallel, and the mask does not depend on how they are split.
-func dropoutMask(mask []float32, seed, stream uint64, rows, in int, p float64) {
+// drawing batch row row0+i from the PCG stream (seed, stream<<32 | row0+i):
+// rows draw in parallel, and the mask does not depend on how they are
+// split, across CPUs or into chunks of the batch.
+func dropoutMask(mask []float32, seed, stream uint64, row0, rows, in int, p float64) {
 	keep, pr := float32(1/(1-p)), float32(p)
 	parallelRows(rows, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			rng := rand.New(rand.NewPCG(seed, stream<<32|uint64(i)))
+			rng := rand.New(rand.NewPCG(seed, stream<<32|uint64(row0+i)))
 			for j := i * in; j < (i+1)*in; j++ {
 				mask[j] = keep
 				if rng.Float32() < pr {
@@ -114,15 +134,4 @@ func (a *Adapter) addMasked(dx, g []float32, n, in int) {
 		})
 		return nil
 	})
-}
-
-// maxProjIn is the widest input of a projection.
-func maxProjIn(a *Adapter) int {
-	w := 0
-	for _, s := range a.Specs {
-		if strings.HasSuffix(s.Name, ".lora_A.weight") {
-			w = max(w, s.Shape[1])
-		}
-	}
-	return w
 }

@@ -42,8 +42,8 @@ func TestLoRADropoutZeroIsExact(t *testing.T) {
 
 // Dropout masks are a function of the seed alone: the same seed gives the
 // same loss and gradients (with or without activation recomputation, which
-// runs each layer's forward twice), another seed others; Evaluate never
-// drops.
+// runs each layer's forward twice, and with the MLP in chunks), another
+// seed others; Evaluate never drops.
 func TestLoRADropoutDeterministic(t *testing.T) {
 	m, a, bt := loraDropoutCase(t, 0.3, engine.Options{})
 	evalBefore := m.Evaluate(bt)
@@ -68,10 +68,14 @@ func TestLoRADropoutDeterministic(t *testing.T) {
 		t.Errorf("Evaluate with dropout configured %+v, want the exact %+v", e, evalBefore)
 	}
 
-	mr, ar, _ := loraDropoutCase(t, 0.3, engine.Options{Recompute: true})
-	lr, gr := dropoutPass(mr, ar, bt, 7)
-	if math.Abs(lr-l1) > 1e-9*math.Abs(l1) || relErr(gr, g1) > 1e-6 {
-		t.Errorf("with recomputation: loss %v (want %v), gradient relative error %.3g", lr, l1, relErr(gr, g1))
+	for _, opt := range []engine.Options{{Recompute: true}, {Recompute: true, MLPChunk: 5}} {
+		// MLPChunk 5: the MLP runs 5 of the 24 rows at a time, each chunk
+		// drawing its rows' masks.
+		mr, ar, _ := loraDropoutCase(t, 0.3, opt)
+		lr, gr := dropoutPass(mr, ar, bt, 7)
+		if math.Abs(lr-l1) > 1e-9*math.Abs(l1) || relErr(gr, g1) > 1e-6 {
+			t.Errorf("with recomputation, MLP chunk %d: loss %v (want %v), gradient relative error %.3g", opt.MLPChunk, lr, l1, relErr(gr, g1))
+		}
 	}
 }
 

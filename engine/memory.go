@@ -53,8 +53,8 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		parts[PartGradients] += 4 * pa
 		parts[PartOptimizer] += opt.optimizerStates() * 4 * pa
 		parts[PartActivations] += 4 * 3 * N * r // (N,r) scratch ×3
-		if opt.LoRA.Dropout > 0 {               // the dropped input and its gradient, and the host mask: (N, widest input) ×3
-			parts[PartActivations] += 4 * 3 * N * int64(c.adaptedMaxIn(*opt.LoRA))
+		if opt.LoRA.Dropout > 0 {               // the dropped input and its gradient, and the host mask
+			parts[PartActivations] += 4 * 3 * int64(c.dropoutSize(*opt.LoRA, B*T, opt.mlpRows(c, B*T)))
 		}
 	}
 	C, F, QD, KVD, V := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.QDim()), int64(c.KVDim()), int64(c.VocabSize)
@@ -174,31 +174,39 @@ func (c *Config) adapterSize(lc LoRAConfig) (int64, error) {
 	return int64(specsSize(c.adapterSpecs(lc.Rank, on))), nil
 }
 
-// adaptedMaxIn is the widest input of a projection lc adapts (0 when lc
-// is invalid): the row width of the dropout buffers.
-func (c *Config) adaptedMaxIn(lc LoRAConfig) int {
+// dropoutSize is the elements of each LoRA dropout buffer (the dropped
+// input, its gradient, the host mask) for lc on batches of N rows whose
+// dense MLP runs R rows at a time (0 when lc is invalid): the largest
+// rows × input of a projection lc adapts. The MLP's projections see R
+// rows a call, so at long context the buffers are N × the attention's
+// input width rather than N × the intermediate size.
+func (c *Config) dropoutSize(lc LoRAConfig, N, R int) int {
 	on, err := lc.adapted(c)
 	if err != nil {
 		return 0
 	}
-	w := 0
+	size := 0
 	for l := range on.site {
 		for s, ok := range on.site[l] {
 			if ok {
 				in, _ := c.siteDims(s)
-				w = max(w, in)
+				rows := N
+				if s == projGate || s == projUp || s == projDown {
+					rows = R
+				}
+				size = max(size, rows*in)
 			}
 		}
 		for e := range on.exp[l] {
 			for k, ok := range on.exp[l][e] {
 				if ok {
 					in, _ := c.expertDims(k)
-					w = max(w, in)
+					size = max(size, N*in)
 				}
 			}
 		}
 	}
-	return w
+	return size
 }
 
 // Reserve allocates every activation buffer for micro-batches of B rows of

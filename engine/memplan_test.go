@@ -33,7 +33,7 @@ func countedPeak(t *testing.T, c *engine.Config, opt engine.Options, B, T int) (
 		defer dev.Free(mom)
 		defer dev.Free(vel)
 		a.ZeroGrad()
-		m.ForwardBackward(bt, 1/float32(bt.Scored()))
+		m.ForwardBackwardDropout(bt, 1/float32(bt.Scored()), 3) // as training runs it: with the adapter's dropout
 		dev.AdamW(a.Params, a.Grads, mom, vel, nil, engine.AdamWStep{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: 1})
 	} else {
 		weights = dev.Memory().Live
@@ -88,6 +88,37 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 	for _, opt := range []engine.Options{{}, {Recompute: true, CheckpointEvery: 2}, {LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 40}} {
 		t.Run(fmt.Sprintf("wide/lora=%v/recompute=%v", opt.LoRA != nil, opt.Recompute), func(t *testing.T) {
 			checkPlanEqualsCounted(t, wide, opt, 1, 96)
+		})
+	}
+}
+
+// With LoRA dropout the plan still equals what training allocates, plus
+// the host mask the counting device does not see (one element per element
+// of the dropped input). With recomputation the MLP runs in chunks under
+// dropout too, so its dropout buffers are (chunk, intermediate) and the
+// widest are the attention's (N, hidden); without, (N, intermediate).
+func TestLoRADropoutPlanEqualsCountedPeak(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(memTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	C, F := int64(c.HiddenSize), int64(c.IntermediateSize)
+	lora := &engine.LoRAConfig{Rank: 4, Alpha: 8, Dropout: 0.1, Targets: engine.LoRATargets}
+	for _, tc := range []struct {
+		opt  engine.Options
+		B, T int
+		mask int64 // elements of the host mask
+	}{
+		{engine.Options{LoRA: lora}, 2, 48, 2 * 48 * F},
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 8}, 1, 160, max(160*C, 8*F)},
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96, max(96*C, 40*F)},
+	} {
+		t.Run(fmt.Sprintf("recompute=%v/chunk=%d/B%dT%d", tc.opt.Recompute, tc.opt.MLPChunk, tc.B, tc.T), func(t *testing.T) {
+			plan := c.MemoryPlan(openCPU(t), tc.opt, tc.B, tc.T)
+			peak, _ := countedPeak(t, c, tc.opt, tc.B, tc.T)
+			if want := peak + 4*tc.mask; plan.PeakBytes != want {
+				t.Errorf("plan peak %d bytes, counted %d + host mask %d = %d (parts %v)", plan.PeakBytes, peak, 4*tc.mask, want, plan.Parts)
+			}
 		})
 	}
 }

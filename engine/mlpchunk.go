@@ -5,13 +5,6 @@ package engine
 // buffers stay small beside the per-token activations at long context.
 const DefaultMLPChunk = 2048
 
-// mlpRows is how many token rows of a batch of N the dense MLP's
-// (rows, intermediate) buffers and ln2 hold. Without recomputation the
-// backward pass needs every layer's, so all N. With it, the backward pass
-// recomputes the MLP's ln2, gate, up and h chunk by chunk from mid, so
-// only Options.MLPChunk rows exist at once: the MLP's working memory stops
-// growing with the context. Experts keep their routed rows,
-// and LoRA dropout (whose masks are drawn per whole batch) keeps N.
 // shareMLPInputs says whether the layers keep no SwiGLU output h and no
 // second norm's output ln2 for the backward pass: a frozen base (no weight
 // gradients read them) without recomputation, dense, with the query width
@@ -22,8 +15,16 @@ func (o Options) shareMLPInputs(c *Config) bool {
 	return o.frozenBase() && !o.Recompute && !c.MoE() && c.QDim() >= c.HiddenSize
 }
 
+// mlpRows is how many token rows of a batch of N the dense MLP's
+// (rows, intermediate) buffers and ln2 hold. Without recomputation the
+// backward pass needs every layer's, so all N. With it, the backward pass
+// recomputes the MLP's ln2, gate, up and h chunk by chunk from mid, so
+// only Options.MLPChunk rows exist at once: the MLP's working memory stops
+// growing with the context. Experts keep their routed rows. LoRA dropout
+// draws each row's mask from the row's index in the batch, so a chunk
+// draws the masks the whole batch would (dropout.row0).
 func (o Options) mlpRows(c *Config, N int) int {
-	if !o.Recompute || c.MoE() || (o.LoRA != nil && o.LoRA.Dropout > 0) {
+	if !o.Recompute || c.MoE() {
 		return N
 	}
 	ch := o.MLPChunk
@@ -47,12 +48,11 @@ func (m *Model) mlpChunkForward(l int, p *Layer[float32], h *Layer[uint16], la *
 	if m.recomputing {
 		return
 	}
-	if m.lora != nil && m.lora.drop.on {
-		panic("engine: LoRA dropout on a model planned without it (Options.LoRA.Dropout): its MLP runs in chunks")
-	}
 	C, F := m.Config.HiddenSize, m.Config.IntermediateSize
 	rows := len(la.gate) / F
+	defer m.dropRows(0)
 	for s0 := 0; s0 < N; s0 += rows {
+		m.dropRows(s0)
 		n := min(rows, N-s0)
 		xc := m.buf16(m.acts.a16, n*C) // the norm writes ln2's bf16 cast here
 		m.norm2(p, la, xc, s0, n)
@@ -97,9 +97,10 @@ func (m *Model) mlpChunkBackward(l int, p *Layer[float32], h *Layer[uint16], g *
 	s := &m.acts.scr
 	rows := len(la.gate) / F
 	fresh := m.gradFresh // only the first chunk overwrites the gradients
-	defer func() { m.gradFresh = fresh }()
+	defer func() { m.gradFresh = fresh; m.dropRows(0) }()
 	for s0 := 0; s0 < N; s0 += rows {
 		m.gradFresh = fresh && s0 == 0
+		m.dropRows(s0)
 		n := min(rows, N-s0)
 		m.norm2(p, la, nil, s0, n)
 		ln := la.ln2[:n*C]

@@ -37,15 +37,24 @@ func TestChooseContextDefault(t *testing.T) {
 	if err != nil || got.Length != 131072 || !strings.Contains(got.Why, "maximum") {
 		t.Errorf("with ample memory: %+v, %v; want 131072, the model's maximum", got, err)
 	}
-	const avail = 20 << 30
+	// The default LoRA drops out (0.05): its MLP still runs in chunks, so
+	// the maximum fits in 24 GiB (it needed 53 GiB when dropout kept the
+	// MLP's (T, intermediate) buffers whole).
+	if d := spec.LoRA.Dropout; d == nil || *d != 0.05 {
+		t.Fatalf("default LoRA dropout %v, want 0.05", d)
+	}
+	if got, err = chooseContext(spec, c, dev, "", 24<<30); err != nil || got.Length != 131072 {
+		t.Errorf("with 24 GiB: %+v, %v; want 131072, the model's maximum", got, err)
+	}
+	const avail = 16 << 30
 	dir := t.TempDir()
 	got, err = chooseContext(spec, c, dev, dir, avail)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d: %s", got.Length, got.Why)
-	if got.Length >= 131072 || got.Length%128 != 0 || !strings.Contains(got.Why, "131072") || !strings.Contains(got.Why, "20.0 GiB") {
-		t.Errorf("with 20 GiB: %+v; want a multiple of 128 below 131072 naming the maximum and the memory", got)
+	if got.Length >= 131072 || got.Length%128 != 0 || !strings.Contains(got.Why, "131072") || !strings.Contains(got.Why, "16.0 GiB") {
+		t.Errorf("with 16 GiB: %+v; want a multiple of 128 below 131072 naming the maximum and the memory", got)
 	}
 	if _, _, err := planOptions(spec, c, dev, got.Length, avail); err != nil {
 		t.Errorf("the chosen %d does not fit: %v", got.Length, err)

@@ -14,6 +14,7 @@ import (
 	"hone/bench"
 	"hone/engine"
 	"hone/modelref"
+	"hone/settings"
 )
 
 func benchCmd() *cobra.Command {
@@ -131,6 +132,14 @@ func benchTrainCmd() *cobra.Command {
 				s.KernelTimes = printLines(cmd.ErrOrStderr())
 			}
 			s.MFU = true
+			s.Progress = func(step int, seconds float64, peakRSS int64) {
+				warm := ""
+				if step == 0 {
+					warm = " (warm-up)"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "step %d%s: %.1f s, %.1f tokens/s, peak RSS %d bytes\n",
+					step, warm, seconds, float64(s.Seq*s.Batch)/seconds, peakRSS)
+			}
 			res, err := bench.Train(cmd.Context(), s)
 			if err != nil {
 				return err
@@ -158,6 +167,7 @@ func benchTrainCmd() *cobra.Command {
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
 	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
+	f.Float64Var(&s.LoRADropout, "lora-dropout", 0, fmt.Sprintf("LoRA dropout (hone create's default is %g; its masks and buffers are in the plan)", settings.LoRADropout))
 	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "modules the adapter wraps (default the architecture's: Llama's seven projections; Mixtral's attention and experts w1,w2,w3; DBRX's Wqkv,out_proj)")
 	f.BoolVar(&s.NF4Embeddings, "nf4-embeddings", false, "with --quantize-base nf4: hold the embeddings and output head in NF4 too (QLoRA keeps them in bf16)")
 	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
