@@ -109,16 +109,17 @@ func (d *Device) queryBlock(T, nh int) int {
 
 // AttentionScratch is the scratch Attention and AttentionBackward take for
 // these sizes (see scratch): the fp32 flash form's packed operands and
-// workspaces (flash32Bytes), or the oneDNN blocked form's four (tq, QD)
+// workspaces (flash32Bytes), which share nothing with the bf16 forms and
+// are all fp32 training holds; or the oneDNN blocked form's four (tq, QD)
 // gathers, scores and their gradient (NH, tq, T), and the (NH, tq) row
-// sums of the backward pass; the bf16 forms add theirs, as a device that
-// runs both keeps both. The blocked bf16 form shares the blocked fp32
-// form's buffers but the query gather (attention_bf16.go).
+// sums of the backward pass, with the bf16 forms' added, as a device that
+// runs both keeps both (the blocked bf16 form shares the blocked fp32
+// form's buffers but the query gather, attention_bf16.go).
 func (d *Device) AttentionScratch(B, T, nh, nkv, hd int) int64 {
 	tq := int64(d.queryBlock(T, nh))
 	switch {
 	case d.flash32 != flash32Off:
-		return d.flash32Bytes(B, T, nh, nkv, hd) + d.AttentionScratchBF16(B, T, nh, nkv, hd)
+		return d.flash32Bytes(B, T, nh, nkv, hd)
 	case d.flash > 0:
 		return d.attentionScratch32(T, nh, hd) + d.flashBytes(B, T, nh, nkv, hd)
 	}
