@@ -15,7 +15,14 @@ import (
 //
 // Buffers (per block): qc, oc (NKV, group·tq, HD) contiguous gathers of the
 // block's queries and outputs; sc (NKV, group·tq, nk) scores/probabilities.
+//
+// Where the CPU has AVX-512F the fp32 flash form (attention_flash32.go)
+// runs instead: O(T) memory per head, causal blocks skipped.
 func (d *Device) Attention(out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
+	if d.flash32 != flash32Off {
+		d.flash32Forward(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		return
+	}
 	g := d.attnGeom(B, T, nh, nkv, hd, window)
 	qc, oc := d.scratch(0, g.tq*nh*hd), d.scratch(1, g.tq*nh*hd)
 	sc := d.scratch(2, nh*g.tq*T)
@@ -39,6 +46,10 @@ func (d *Device) Attention(out, lse, q, k, v []float32, docStart []int32, B, T, 
 // dQ = dS·K, dK += dSᵀ·Q, each a batched matmul over the kv heads (the
 // group's query rows are the reduction dimension of dK and dV).
 func (d *Device) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, docStart []int32, B, T, nh, nkv, hd, window int) {
+	if d.flash32 != flash32Off {
+		d.flash32Backward(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+		return
+	}
 	g := d.attnGeom(B, T, nh, nkv, hd, window)
 	n := g.tq * nh * hd
 	qc, oc, doc, dqc := d.scratch(0, n), d.scratch(1, n), d.scratch(3, n), d.scratch(4, n)
@@ -97,15 +108,22 @@ func (d *Device) queryBlock(T, nh int) int {
 }
 
 // AttentionScratch is the scratch Attention and AttentionBackward take for
-// these sizes (see scratch): four (tq, QD) gathers, scores and their
-// gradient (NH, tq, T), and the (NH, tq) row sums of the backward pass;
-// the bf16 forms add theirs (AttentionScratchBF16), as a device that runs
-// both keeps both.
+// these sizes (see scratch): the fp32 flash form's packed operands and
+// workspaces (flash32Bytes), which share nothing with the bf16 forms and
+// are all fp32 training holds; or the oneDNN blocked form's four (tq, QD)
+// gathers, scores and their gradient (NH, tq, T), and the (NH, tq) row
+// sums of the backward pass, with the bf16 forms' added, as a device that
+// runs both keeps both (the blocked bf16 form shares the blocked fp32
+// form's buffers but the query gather, attention_bf16.go).
 func (d *Device) AttentionScratch(B, T, nh, nkv, hd int) int64 {
-	if d.flash > 0 {
+	tq := int64(d.queryBlock(T, nh))
+	switch {
+	case d.flash32 != flash32Off:
+		return d.flash32Bytes(B, T, nh, nkv, hd)
+	case d.flash > 0:
 		return d.attentionScratch32(T, nh, hd) + d.flashBytes(B, T, nh, nkv, hd)
 	}
-	return d.attentionScratch32(T, nh, hd) + d.attentionScratch16(B, T, nh, nkv, hd)
+	return 4*tq*int64(nh*hd) + d.AttentionScratchBF16(B, T, nh, nkv, hd)
 }
 
 // AttentionScratchBF16 is the scratch of the bf16 forms alone: the flash

@@ -26,6 +26,7 @@ type Device struct {
 
 	attnBlock int // query block of Attention; 0 = chosen by size
 	flash     int // bf16 attention: flashISA's values (a field, so tests pick the path)
+	flash32   int // fp32 attention: flash32ISA's values
 }
 
 var (
@@ -45,7 +46,7 @@ func New(threads int) *Device {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setMatmulThreads(threads)
-	return &Device{threads: threads, flash: flashISA}
+	return &Device{threads: threads, flash: flashISA, flash32: flash32ISA}
 }
 
 func (d *Device) Name() string { return "cpu (oneDNN matmul)" }

@@ -90,29 +90,45 @@ func TestPrimitiveCacheKeepsRecent(t *testing.T) {
 	}
 }
 
-// AttentionScratch, which memory estimates use, is what the kernels (fp32
-// and bf16 forms) really keep, whole rows and blocked alike, and
-// AttentionScratchBF16 what the bf16 forms alone keep, flash or not.
+// AttentionScratch, which memory estimates use, is what the kernels really
+// keep, whole rows and blocked alike: with the fp32 flash form what it
+// alone keeps (fp32 training runs nothing else), with the oneDNN blocked
+// form what it and the bf16 forms keep together (the blocked forms share
+// buffers); AttentionScratchBF16 is what the bf16 forms alone keep, flash
+// or not, in any pairing with the fp32 form.
 func TestAttentionScratchStated(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, tc := range []struct{ B, T, nh, nkv, hd, block int }{{2, 13, 4, 2, 8, 0}, {1, 40, 4, 1, 8, 16}, {1, 1500, 4, 2, 4, 0}, {2, 200, 4, 2, 64, 0}} {
-		for _, flash := range []int{0, flashISA} {
+		for _, fl := range [][2]int{{0, flash32Off}, {flashISA, flash32ISA}, {flashISA, flash32Off}, {0, flash32ISA}} {
+			flash, flash32 := fl[0], fl[1]
 			N := tc.B * tc.T
 			q, k, v := randSlice(r, N*tc.nh*tc.hd), randSlice(r, N*tc.nkv*tc.hd), randSlice(r, N*tc.nkv*tc.hd)
 			docStart := make([]int32, N)
 			out, lse := make([]float32, len(q)), make([]float32, N*tc.nh)
 			dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
 			d := New(2)
-			d.attnBlock, d.flash = tc.block, flash
+			d.attnBlock, d.flash, d.flash32 = tc.block, flash, flash32
+			if flash32 != flash32Off {
+				f := New(2)
+				f.attnBlock, f.flash, f.flash32 = tc.block, flash, flash32
+				f.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+				f.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
+				if got, want := f.scratchBytes(), f.AttentionScratch(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
+					t.Errorf("%+v flash=%d flash32=%d: fp32 flash attention keeps %d bytes of scratch, AttentionScratch says %d", tc, flash, flash32, got, want)
+				}
+			}
 			d.AttentionBF16(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 			d.AttentionBackwardBF16(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 			if got, want := d.scratchBytes(), d.AttentionScratchBF16(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
-				t.Errorf("%+v flash=%d: bf16 attention keeps %d bytes of scratch, AttentionScratchBF16 says %d", tc, flash, got, want)
+				t.Errorf("%+v flash=%d flash32=%d: bf16 attention keeps %d bytes of scratch, AttentionScratchBF16 says %d", tc, flash, flash32, got, want)
+			}
+			if flash32 != flash32Off {
+				continue
 			}
 			d.Attention(out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 			d.AttentionBackward(dq, dk, dv, out, out, lse, q, k, v, docStart, tc.B, tc.T, tc.nh, tc.nkv, tc.hd, 0)
 			if got, want := d.scratchBytes(), d.AttentionScratch(tc.B, tc.T, tc.nh, tc.nkv, tc.hd); got != want {
-				t.Errorf("%+v flash=%d: attention keeps %d bytes of scratch, AttentionScratch says %d", tc, flash, got, want)
+				t.Errorf("%+v flash=%d flash32=%d: attention keeps %d bytes of scratch, AttentionScratch says %d", tc, flash, flash32, got, want)
 			}
 		}
 	}

@@ -69,7 +69,7 @@ func checkBlocked(t *testing.T, name string, block, window int, q, k, v, dout []
 	outR, lseR, dqR, dkR, dvR := want[0], want[1], want[2], want[3], want[4]
 	t.Run(name, func(t *testing.T) {
 		d := New(2)
-		d.attnBlock = block
+		d.attnBlock, d.flash32 = block, flash32Off // the blocked form (TestFlash32MatchesBlocked checks flash against it)
 		out, lse := make([]float32, len(q)), make([]float32, B*nh*T)
 		d.Attention(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
 		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
