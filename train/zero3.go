@@ -59,13 +59,22 @@ func shardFile(kind string, q, n int) string {
 	return fmt.Sprintf("%s-%05d-of-%05d.safetensors", kind, q, n)
 }
 
+// checkShardable reports a method or optimizer that sharded parameters
+// cannot train.
+func checkShardable(spec Spec) error {
+	switch {
+	case spec.Method == "lora" && spec.LoRA != nil && spec.LoRA.QuantizeBase != "":
+		return errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
+	case spec.Optimizer == "lionw" && spec.Method != "lora":
+		return errors.New("sharded parameters (--shard-parameters) support AdamW only: run LionW unsharded")
+	}
+	return nil
+}
+
 // newShardedRunner is newRunner for sharded parameters.
 func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective) (*runner, error) {
-	switch {
-	case spec.Method == "lora" && spec.LoRA.QuantizeBase != "":
-		return nil, errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
-	case spec.Optimizer == "lionw" && spec.Method != "lora":
-		return nil, errors.New("sharded parameters (--shard-parameters) support AdamW only: run LionW unsharded")
+	if err := checkShardable(spec); err != nil {
+		return nil, err
 	}
 	cfg, err := engine.LoadConfig(spec.ModelDir)
 	if err != nil {
