@@ -151,6 +151,16 @@ func distOptions(req *client.CreateRunRequest) train.DistOptions {
 	return train.DistOptions{ShardOptimizer: req.Sharding == "optimizer", ShardParameters: req.Sharding == "parameters"}
 }
 
+// planned is the run's spec as one rank plans its memory: with sharded
+// parameters, a rank holds 1/nodes of the state, so the data check (and
+// its choice of context length) admits what fits on the ranks together.
+func (p *params) planned() train.Spec {
+	if p.Request.Sharding == "parameters" && p.Request.Nodes > 1 {
+		return p.Spec.ShardedOver(p.Request.Nodes)
+	}
+	return p.Spec
+}
+
 // shardingNote says what each rank of the run holds, for its events.
 func shardingNote(req *client.CreateRunRequest) string {
 	switch req.Sharding {

@@ -46,7 +46,7 @@ func (s *Service) check(ctx context.Context, req *client.CreateRunRequest, data 
 // checkData validates p's training and eval data, putting the report's
 // summary in p.Validation.
 func (s *Service) checkData(ctx context.Context, p *params) error {
-	summary, err := s.tr.Validate(ctx, p.Spec)
+	summary, err := s.tr.Validate(ctx, p.planned())
 	p.Validation = summary
 	if err != nil {
 		if ctx.Err() != nil {
