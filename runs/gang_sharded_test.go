@@ -1,15 +1,10 @@
 package runs_test
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,44 +21,11 @@ import (
 func TestGangRunShardedParametersResumes(t *testing.T) {
 	home, data, model := fixture(t)
 	_, dsn := storetest.OpenPostgres(t)
-	bin := buildHone(t)
-	addr := freeAddr(t)
-	var logs syncBuffer
-	common := []string{"--db", dsn, "--home", home, "--data-root", data, "--concurrency", "1", "--lease-ttl", "2s",
-		"--collective-addr", "127.0.0.1", "--collective-timeout", "5s", "--rendezvous-timeout", "20s"}
-	var mu sync.Mutex
-	procs := map[int]bool{} // pid: is the server
-	start := func(serve bool) {
-		args := append([]string{"worker"}, common...)
-		if serve {
-			args = append([]string{"serve", "--addr", addr}, common...)
-		}
-		cmd := exec.Command(bin, args...)
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		procs[cmd.Process.Pid] = serve
-		mu.Unlock()
-		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	}
-	c, _ := client.New(client.Config{Server: "http://" + addr})
+	g := newGangProcs(t, home, data, dsn, "20s")
+	c, logs := g.c, &g.logs
 	ctx := context.Background()
-	ready := func() {
-		for i := 0; ; i++ {
-			if _, err := c.ListRuns(ctx, client.ListRunsOptions{Limit: 1}); err == nil {
-				return
-			}
-			if i > 300 {
-				t.Fatalf("server did not start:\n%s", logs.String())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	start(true)
-	ready()
-	start(false)
+	g.start(true)
+	g.start(false)
 	for _, n := range []string{"main", "main.demo"} {
 		if err := c.CreateCatalog(ctx, n, ""); err != nil {
 			t.Fatal(err)
@@ -85,59 +47,21 @@ func TestGangRunShardedParametersResumes(t *testing.T) {
 	if run.Config.Sharding != "parameters" {
 		t.Fatalf("run config sharding %q, want parameters", run.Config.Sharding)
 	}
-	waitRunEvent(t, c, run.Name, 2*time.Minute, &logs, func(e client.Event) bool {
+	waitRunEvent(t, c, run.Name, 2*time.Minute, logs, func(e client.Event) bool {
 		return strings.Contains(e.Message, "all 2 ranks connected") && strings.Contains(e.Message, "sharding parameters: each rank holds 1/2")
 	})
 
-	// SIGKILL rank 1 once the run has trained past a checkpoint.
-	var killedAt int
-	for deadline := time.Now().Add(3 * time.Minute); killedAt == 0; {
-		r, err := c.GetRun(ctx, run.Name)
-		if err == nil && r.Status == client.StatusCompleted {
-			t.Fatal("run completed before a rank could be killed: make it longer")
-		}
-		if err == nil && r.Status == client.StatusRunning && len(r.Checkpoints) > 0 && r.Metrics != nil &&
-			r.Metrics.Step > r.Checkpoints[len(r.Checkpoints)-1].Step {
-			ck := r.Checkpoints[len(r.Checkpoints)-1]
-			if _, err := os.Stat(filepath.Join(ck.Path, "shards", "manifest.json")); err != nil {
-				t.Fatalf("checkpoint of step %d: %v; want a sharded checkpoint", ck.Step, err)
-			}
-			for _, k := range r.Ranks {
-				if k.Rank != 1 || k.LeftAt != nil {
-					continue
-				}
-				mu.Lock()
-				pid, serve := 0, false
-				for p, sv := range procs {
-					if strings.Contains(k.Worker, "-"+strconv.Itoa(p)+"-") {
-						pid, serve = p, sv
-					}
-				}
-				delete(procs, pid)
-				mu.Unlock()
-				if pid == 0 {
-					t.Fatalf("rank 1's worker %s is none of the test's processes", k.Worker)
-				}
-				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-				if serve {
-					time.Sleep(200 * time.Millisecond)
-					start(true)
-					ready()
-				}
-				killedAt = r.Metrics.Step
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the run never trained past a checkpoint: %+v %v\n%s", r, err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	// SIGKILL rank 1 once the run has trained past a (sharded) checkpoint.
+	_, killedAt := g.kill(run.Name, 1, 0)
+	if r, err := c.GetRun(ctx, run.Name); err != nil {
+		t.Fatal(err)
+	} else if ck := r.Checkpoints[len(r.Checkpoints)-1]; !exists(filepath.Join(ck.Path, "shards", "manifest.json")) {
+		t.Fatalf("checkpoint of step %d in %s: want a sharded checkpoint (shards/manifest.json)", ck.Step, ck.Path)
 	}
-	waitRunEvent(t, c, run.Name, 2*time.Minute, &logs, func(e client.Event) bool {
+	waitRunEvent(t, c, run.Name, 2*time.Minute, logs, func(e client.Event) bool {
 		return e.Type == client.StatusQueued && strings.Contains(e.Message, "rank 1")
 	})
-	start(false)
+	g.start(false)
 	done := waitStatus(t, c, run.Name, 3*time.Minute, client.StatusCompleted, client.StatusFailed)
 	if done.Status != client.StatusCompleted {
 		t.Fatalf("run %s: %s\n%s", done.Status, done.Error, logs.String())
@@ -169,11 +93,10 @@ func TestGangRunShardedParametersResumes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "shards")); !os.IsNotExist(err) {
 		t.Errorf("%s/shards: want no shard files in the registered model (%v)", dir, err)
 	}
-	for _, f := range files {
-		a, _ := os.ReadFile(f)
-		b, err := os.ReadFile(filepath.Join(m.Versions[1].StorageLocation, filepath.Base(f)))
-		if err != nil || !bytes.Equal(a, b) {
-			t.Fatalf("%s differs between the sharded run that lost rank 1 and the uninterrupted one (%v)", filepath.Base(f), err)
-		}
-	}
+	sameWeights(t, dir, m.Versions[1].StorageLocation, "the sharded run that lost rank 1 and the uninterrupted one")
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
