@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"hone/client"
-	"hone/store/storetest"
 )
 
 // A 2-node run through real processes sharing one PostgreSQL queue: `hone
@@ -25,17 +24,11 @@ import (
 // the same way, and the run resumes again and completes. Its registered
 // weights equal an uninterrupted 2-node run's, byte for byte.
 func TestGangRunSurvivesALostRank(t *testing.T) {
-	home, data, model := fixture(t)
-	_, dsn := storetest.OpenPostgres(t)
-	g := newGangProcs(t, home, data, dsn, "4s")
+	g, data, model := newGangProcs(t, "4s")
 	c, logs, start, addr := g.c, &g.logs, g.start, g.addr
 	ctx := context.Background()
 	start(true)
-	for _, n := range []string{"main", "main.demo"} {
-		if err := c.CreateCatalog(ctx, n, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	g.createCatalog()
 	req := request(data, model)
 	req.TrainingDuration, req.BatchRows, req.GradAccum, req.Nodes = "16ba", 1, 2, 2
 	req.EvalPrompts = nil
@@ -115,18 +108,7 @@ func TestGangRunSurvivesALostRank(t *testing.T) {
 		t.Errorf("run JSON: want ranks and no secret: %s", raw)
 	}
 
-	ref, err := c.CreateRun(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := waitStatus(t, c, ref.Name, 3*time.Minute, client.StatusCompleted, client.StatusFailed); d.Status != client.StatusCompleted {
-		t.Fatalf("reference run %s: %s\n%s", d.Status, d.Error, logs.String())
-	}
-	m, err := c.ShowModel(ctx, "main.demo.bot")
-	if err != nil || len(m.Versions) != 2 {
-		t.Fatalf("ShowModel = %+v, %v", m, err)
-	}
-	sameWeights(t, m.Versions[0].StorageLocation, m.Versions[1].StorageLocation, "the 2-node run that lost ranks and the uninterrupted one")
+	g.sameAsUninterrupted(req, "the 2-node run that lost ranks")
 	fmt.Fprintln(os.Stderr, "2-node weights equal after losing rank 1, then rank 0, and resuming")
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"hone/client"
+	"hone/store/storetest"
 )
 
 // syncBuffer collects the processes' logs, written from several goroutines.
@@ -48,12 +49,56 @@ type gangProcs struct {
 	procs  map[int]bool // pid: is the server
 }
 
-func newGangProcs(t *testing.T, home, data, dsn, rendezvousTimeout string) *gangProcs {
-	g := &gangProcs{t: t, bin: buildHone(t), addr: freeAddr(t), procs: map[int]bool{},
+// newGangProcs prepares processes over the test fixture (returning its
+// data root and model) and a PostgreSQL database of their own.
+func newGangProcs(t *testing.T, rendezvousTimeout string) (g *gangProcs, data, model string) {
+	home, data, model := fixture(t)
+	_, dsn := storetest.OpenPostgres(t)
+	g = &gangProcs{t: t, bin: buildHone(t), addr: freeAddr(t), procs: map[int]bool{},
 		common: []string{"--db", dsn, "--home", home, "--data-root", data, "--concurrency", "1", "--lease-ttl", "2s",
 			"--collective-addr", "127.0.0.1", "--collective-timeout", "5s", "--rendezvous-timeout", rendezvousTimeout}}
 	g.c, _ = client.New(client.Config{Server: "http://" + g.addr})
-	return g
+	return g, data, model
+}
+
+// createCatalog creates main.demo, where request() registers.
+func (g *gangProcs) createCatalog() {
+	for _, n := range []string{"main", "main.demo"} {
+		if err := g.c.CreateCatalog(context.Background(), n, ""); err != nil {
+			g.t.Fatal(err)
+		}
+	}
+}
+
+// sameAsUninterrupted trains req again without interruptions and fails
+// the test unless its registered weights (version 2 of main.demo.bot)
+// equal those of the first run (version 1), byte for byte.
+func (g *gangProcs) sameAsUninterrupted(req client.CreateRunRequest, what string) {
+	t, ctx := g.t, context.Background()
+	t.Helper()
+	ref, err := g.c.CreateRun(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := waitStatus(t, g.c, ref.Name, 3*time.Minute, client.StatusCompleted, client.StatusFailed); d.Status != client.StatusCompleted {
+		t.Fatalf("reference run %s: %s\n%s", d.Status, d.Error, g.logs.String())
+	}
+	m, err := g.c.ShowModel(ctx, "main.demo.bot")
+	if err != nil || len(m.Versions) != 2 {
+		t.Fatalf("ShowModel = %+v, %v", m, err)
+	}
+	a, b := m.Versions[0].StorageLocation, m.Versions[1].StorageLocation
+	files, _ := filepath.Glob(filepath.Join(a, "*.safetensors"))
+	if len(files) == 0 {
+		t.Fatalf("no safetensors in %s", a)
+	}
+	for _, f := range files {
+		x, _ := os.ReadFile(f)
+		y, err := os.ReadFile(filepath.Join(b, filepath.Base(f)))
+		if err != nil || !bytes.Equal(x, y) {
+			t.Fatalf("%s differs between %s and the uninterrupted run (%v)", filepath.Base(f), what, err)
+		}
+	}
 }
 
 // start starts a worker, or the server (which waits until its API answers).
@@ -135,22 +180,5 @@ func (g *gangProcs) kill(run string, rank, after int) (string, int) {
 			t.Fatalf("rank %d never ran past a checkpoint after step %d: %+v %v\n%s", rank, after, r, err, g.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// sameWeights fails t unless the safetensors files of two model
-// directories are byte for byte equal.
-func sameWeights(t *testing.T, a, b, what string) {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(a, "*.safetensors"))
-	if len(files) == 0 {
-		t.Fatalf("no safetensors in %s", a)
-	}
-	for _, f := range files {
-		x, _ := os.ReadFile(f)
-		y, err := os.ReadFile(filepath.Join(b, filepath.Base(f)))
-		if err != nil || !bytes.Equal(x, y) {
-			t.Fatalf("%s differs between %s (%v)", filepath.Base(f), what, err)
-		}
 	}
 }
