@@ -101,7 +101,7 @@ func TestHelp(t *testing.T) {
 		"checkpoint_every", "keep_checkpoints", "seed", "precision", "optimizer.warmup_frac", "optimizer.decay",
 		"optimizer.final_lr_mult", "optimizer.beta1", "optimizer.beta2", "optimizer.eps", "optimizer.weight_decay",
 		"optimizer.max_grad_norm", "method", "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules",
-		"lora.use_rslora", "lora.quantize_base", "adapter_path", "register_adapter"} {
+		"lora.use_rslora", "lora.quantize_base", "adapter_path", "register_adapter", "nodes", "sharding"} {
 		if settings.Help(s) == "" {
 			t.Errorf("Help(%q) is empty", s)
 		}
