@@ -71,6 +71,12 @@ type CreateRunRequest struct {
 	// Nodes is how many workers train the run together, one rank each
 	// (data parallel over Gloo); default 1.
 	Nodes int `json:"nodes,omitempty"`
+	// Sharding (nodes > 1) is what each rank holds 1/N of: "none"
+	// (default: every rank holds the whole state), "optimizer" (the AdamW
+	// moments, ZeRO stage 1) or "parameters" (the fp32 parameters,
+	// gradients and moments, ZeRO stage 3). The results are those of an
+	// unsharded run; the memory per rank is smaller.
+	Sharding string `json:"sharding,omitempty"`
 }
 
 // LoRA holds the adapter settings of a method "lora" run; unset fields take

@@ -149,9 +149,9 @@ func (s *Service) validateRun(ctx context.Context, name string, p *params, size 
 		var sum string
 		var err error
 		if pv, ok := s.tr.(progressValidator); ok {
-			sum, err = pv.ValidateProgress(ctx, p.Spec, func(pr dataset.Progress) { progress.Store(&pr) })
+			sum, err = pv.ValidateProgress(ctx, p.planned(), func(pr dataset.Progress) { progress.Store(&pr) })
 		} else {
-			sum, err = s.tr.Validate(ctx, p.Spec)
+			sum, err = s.tr.Validate(ctx, p.planned())
 		}
 		done <- result{sum, err}
 	}()

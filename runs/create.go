@@ -179,6 +179,9 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	if spec, err = spec.Resolve(); err != nil {
 		return nil, invalidf("%v", err)
 	}
+	if err := checkSharding(req, spec); err != nil {
+		return nil, err
+	}
 	if err := s.confinePaths(req, &spec); err != nil {
 		return nil, err
 	}
@@ -190,6 +193,9 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 		return nil, err
 	}
 	spec = spec.WithModelLoRATargets() // the architecture's defaults, now the model is known
+	if err := train.CheckDistOptions(spec, distOptions(req)); err != nil {
+		return nil, invalidf("sharding: %v", err)
+	}
 	p := &params{Request: *req, Model: *m, Spec: spec}
 	if p.BaseVersion, err = s.pinVersion(ctx, m); err != nil {
 		return nil, err

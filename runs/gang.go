@@ -126,11 +126,50 @@ func ResolveCollectiveAddr(a string) (string, int, error) {
 
 // distTrainer is a Trainer that can run one rank of a data-parallel run.
 type distTrainer interface {
-	RunDistributed(ctx context.Context, spec train.Spec, workDir string, obs train.Observer, coll collective.Collective) (*train.Result, error)
+	RunDistributed(ctx context.Context, spec train.Spec, workDir string, obs train.Observer, coll collective.Collective, opt train.DistOptions) (*train.Result, error)
 }
 
-func (trainPackage) RunDistributed(ctx context.Context, spec train.Spec, workDir string, obs train.Observer, coll collective.Collective) (*train.Result, error) {
-	return train.RunDistributed(ctx, spec, workDir, obs, coll, train.DistOptions{})
+func (trainPackage) RunDistributed(ctx context.Context, spec train.Spec, workDir string, obs train.Observer, coll collective.Collective, opt train.DistOptions) (*train.Result, error) {
+	return train.RunDistributed(ctx, spec, workDir, obs, coll, opt)
+}
+
+// checkSharding checks the request's sharding against its nodes and its
+// resolved method, optimizer and base quantization.
+func checkSharding(req *client.CreateRunRequest, spec train.Spec) error {
+	quant := ""
+	if spec.LoRA != nil {
+		quant = spec.LoRA.QuantizeBase
+	}
+	if err := settings.CheckSharding(req.Sharding, req.Nodes, spec.Method, spec.Optimizer, quant); err != nil {
+		return invalidf("%v", err)
+	}
+	return nil
+}
+
+// distOptions are the train options of the request's sharding.
+func distOptions(req *client.CreateRunRequest) train.DistOptions {
+	return train.DistOptions{ShardOptimizer: req.Sharding == "optimizer", ShardParameters: req.Sharding == "parameters"}
+}
+
+// planned is the run's spec as one rank plans its memory: with sharded
+// parameters, a rank holds 1/nodes of the state, so the data check (and
+// its choice of context length) admits what fits on the ranks together.
+func (p *params) planned() train.Spec {
+	if p.Request.Sharding == "parameters" && p.Request.Nodes > 1 {
+		return p.Spec.ShardedOver(p.Request.Nodes)
+	}
+	return p.Spec
+}
+
+// shardingNote says what each rank of the run holds, for its events.
+func shardingNote(req *client.CreateRunRequest) string {
+	switch req.Sharding {
+	case "optimizer":
+		return "sharding optimizer: each rank holds 1/" + strconv.Itoa(req.Nodes) + " of the AdamW moments"
+	case "parameters":
+		return "sharding parameters: each rank holds 1/" + strconv.Itoa(req.Nodes) + " of the parameters, gradients and AdamW moments"
+	}
+	return "sharding none: each rank holds the whole model and optimizer state"
 }
 
 // slots bounds what this process trains at once: runs it leads (river
@@ -320,7 +359,7 @@ func (s *Service) followRun(ctx context.Context, g store.Gang, k store.Rank) (st
 		return "", fmt.Errorf("the rendezvous did not complete: %s", strings.ReplaceAll(err.Error(), g.StoreAddr, "rank 0's store"))
 	}
 	defer coll.Close()
-	if _, err := dt.RunDistributed(ctx, p.Spec, workDir, nopObserver{}, coll); err != nil {
+	if _, err := dt.RunDistributed(ctx, p.Spec, workDir, nopObserver{}, coll, distOptions(&p.Request)); err != nil {
 		return "", fmt.Errorf("training stopped: %w", err)
 	}
 	return "the run finished", nil
@@ -407,8 +446,8 @@ func (s *Service) lead(ctx context.Context, run *store.Run, p *params, workDir s
 	}
 	watched := &watchedColl{Collective: coll}
 	defer coll.Close()
-	tr.event(string(store.StatusStarting), "all %d ranks connected; training", nodes)
-	res, trainErr := dt.RunDistributed(ctx, p.Spec, workDir, obs, watched)
+	tr.event(string(store.StatusStarting), "all %d ranks connected; training (%s)", nodes, shardingNote(&p.Request))
+	res, trainErr := dt.RunDistributed(ctx, p.Spec, workDir, obs, watched, distOptions(&p.Request))
 	if trainErr == nil {
 		s.leave(bg, me, "the run finished")
 		return res, nil

@@ -1,42 +1,18 @@
 package runs_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"hone/client"
-	"hone/store/storetest"
 )
-
-// syncBuffer collects the processes' logs, written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A 2-node run through real processes sharing one PostgreSQL queue: `hone
 // serve` and `hone worker`, one rank each over loopback. The run is
@@ -48,51 +24,11 @@ func (s *syncBuffer) String() string {
 // the same way, and the run resumes again and completes. Its registered
 // weights equal an uninterrupted 2-node run's, byte for byte.
 func TestGangRunSurvivesALostRank(t *testing.T) {
-	home, data, model := fixture(t)
-	_, dsn := storetest.OpenPostgres(t)
-	bin := buildHone(t)
-	addr := freeAddr(t)
-	var logs syncBuffer
-	common := []string{"--db", dsn, "--home", home, "--data-root", data, "--concurrency", "1", "--lease-ttl", "2s",
-		"--collective-addr", "127.0.0.1", "--collective-timeout", "5s", "--rendezvous-timeout", "4s"}
-	var mu sync.Mutex
-	procs := map[int]bool{} // pid: is the server
-	start := func(serve bool) *exec.Cmd {
-		args := append([]string{"worker"}, common...)
-		if serve {
-			args = append([]string{"serve", "--addr", addr}, common...)
-		}
-		cmd := exec.Command(bin, args...)
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		procs[cmd.Process.Pid] = serve
-		mu.Unlock()
-		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-		return cmd
-	}
-	c, _ := client.New(client.Config{Server: "http://" + addr})
+	g, data, model := newGangProcs(t, "4s")
+	c, logs, start, addr := g.c, &g.logs, g.start, g.addr
 	ctx := context.Background()
-	ready := func() {
-		for i := 0; ; i++ {
-			if _, err := c.ListRuns(ctx, client.ListRunsOptions{Limit: 1}); err == nil {
-				return
-			}
-			if i > 300 {
-				t.Fatalf("server did not start:\n%s", logs.String())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
 	start(true)
-	ready()
-	for _, n := range []string{"main", "main.demo"} {
-		if err := c.CreateCatalog(ctx, n, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	g.createCatalog()
 	req := request(data, model)
 	req.TrainingDuration, req.BatchRows, req.GradAccum, req.Nodes = "16ba", 1, 2, 2
 	req.EvalPrompts = nil
@@ -114,66 +50,16 @@ func TestGangRunSurvivesALostRank(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create with two workers seen: %v\n%s", err, logs.String())
 	}
-	waitRunEvent(t, c, run.Name, 2*time.Minute, &logs, func(e client.Event) bool {
+	waitRunEvent(t, c, run.Name, 2*time.Minute, logs, func(e client.Event) bool {
 		return e.Type == client.StatusQueued && strings.Contains(e.Message, "rendezvous did not complete within 4s") &&
 			strings.Contains(e.Message, "no worker joined as rank 1")
 	})
 	start(false)
 
-	// kill SIGKILLs the process holding rank of the newest attempt once it
-	// has trained past a checkpoint after step `after`, and returns the
-	// pid tag of its worker ID and the step it had reached. A killed
-	// server is started again (its API is the test's way in).
-	kill := func(rank, after int) (string, int) {
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
-			r, err := c.GetRun(ctx, run.Name)
-			if err == nil && r.Status == client.StatusCompleted {
-				t.Fatal("run completed before a rank could be killed: make it longer")
-			}
-			if err == nil && r.Status == client.StatusRunning && len(r.Checkpoints) > 0 && r.Checkpoints[len(r.Checkpoints)-1].Step > after &&
-				r.Metrics != nil && r.Metrics.Step > r.Checkpoints[len(r.Checkpoints)-1].Step {
-				var last int64
-				for _, k := range r.Ranks {
-					last = max(last, k.Attempt)
-				}
-				for _, k := range r.Ranks {
-					if k.Attempt != last || k.Rank != rank || k.LeftAt != nil {
-						continue
-					}
-					mu.Lock()
-					var pid int
-					var serve bool
-					for p, sv := range procs {
-						if strings.Contains(k.Worker, "-"+strconv.Itoa(p)+"-") {
-							pid, serve = p, sv
-						}
-					}
-					delete(procs, pid)
-					mu.Unlock()
-					if pid == 0 {
-						t.Fatalf("rank %d's worker %s is none of the test's processes", rank, k.Worker)
-					}
-					if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-						t.Fatal(err)
-					}
-					if serve {
-						time.Sleep(200 * time.Millisecond) // its port is free once it is gone
-						start(true)
-						ready()
-					}
-					return "-" + strconv.Itoa(pid) + "-", r.Metrics.Step
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("rank %d never ran past a checkpoint after step %d: %+v %v\n%s", rank, after, r, err, logs.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	kill := func(rank, after int) (string, int) { return g.kill(run.Name, rank, after) }
 	lostEvent := func(tag, rank string) {
 		t.Helper()
-		waitRunEvent(t, c, run.Name, 2*time.Minute, &logs, func(e client.Event) bool {
+		waitRunEvent(t, c, run.Name, 2*time.Minute, logs, func(e client.Event) bool {
 			return e.Type == client.StatusQueued && strings.Contains(e.Message, tag) && strings.Contains(e.Message, rank) &&
 				strings.Contains(e.Message, "127.0.0.1") && (strings.Contains(e.Message, "was lost") || strings.Contains(e.Message, "stopped responding"))
 		})
@@ -222,28 +108,7 @@ func TestGangRunSurvivesALostRank(t *testing.T) {
 		t.Errorf("run JSON: want ranks and no secret: %s", raw)
 	}
 
-	ref, err := c.CreateRun(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := waitStatus(t, c, ref.Name, 3*time.Minute, client.StatusCompleted, client.StatusFailed); d.Status != client.StatusCompleted {
-		t.Fatalf("reference run %s: %s\n%s", d.Status, d.Error, logs.String())
-	}
-	m, err := c.ShowModel(ctx, "main.demo.bot")
-	if err != nil || len(m.Versions) != 2 {
-		t.Fatalf("ShowModel = %+v, %v", m, err)
-	}
-	files, _ := filepath.Glob(filepath.Join(m.Versions[0].StorageLocation, "*.safetensors"))
-	if len(files) == 0 {
-		t.Fatalf("no safetensors in %s", m.Versions[0].StorageLocation)
-	}
-	for _, f := range files {
-		a, _ := os.ReadFile(f)
-		b, err := os.ReadFile(filepath.Join(m.Versions[1].StorageLocation, filepath.Base(f)))
-		if err != nil || !bytes.Equal(a, b) {
-			t.Fatalf("%s differs between the 2-node run that lost ranks and the uninterrupted one (%v)", filepath.Base(f), err)
-		}
-	}
+	g.sameAsUninterrupted(req, "the 2-node run that lost ranks")
 	fmt.Fprintln(os.Stderr, "2-node weights equal after losing rank 1, then rank 0, and resuming")
 }
 

@@ -1,12 +1,14 @@
 package runs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 
 	"hone/catalog"
 	"hone/client"
+	"hone/settings"
 )
 
 // check validates req as Create does: the parameters, the register_to
@@ -44,7 +46,7 @@ func (s *Service) check(ctx context.Context, req *client.CreateRunRequest, data 
 // checkData validates p's training and eval data, putting the report's
 // summary in p.Validation.
 func (s *Service) checkData(ctx context.Context, p *params) error {
-	summary, err := s.tr.Validate(ctx, p.Spec)
+	summary, err := s.tr.Validate(ctx, p.planned())
 	p.Validation = summary
 	if err != nil {
 		if ctx.Err() != nil {
@@ -68,6 +70,7 @@ func (s *Service) Validate(ctx context.Context, req client.CreateRunRequest) (*c
 		out.Request.CheckpointEvery, out.Request.KeepCheckpoints, out.Request.Precision = sp.CheckpointEvery, sp.KeepCheckpoints, sp.Precision
 		out.Request.Method, out.Request.LoRA = showLoRA(sp)
 		out.Request.Optimizer = showOptimizer(sp, out.Request.Optimizer)
+		out.Request.Sharding = cmp.Or(out.Request.Sharding, settings.Sharding)
 	}
 	if p != nil && p.Validation != "" {
 		if json.Valid([]byte(p.Validation)) {

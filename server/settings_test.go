@@ -50,6 +50,11 @@ func TestRunSettings(t *testing.T) {
 			{func(r *client.CreateRunRequest) { r.BatchRows = -1 }, "batch_rows: -1 is less than 1"},
 			{func(r *client.CreateRunRequest) { r.Nodes = -1 }, "nodes: -1 is less than 1"},
 			{func(r *client.CreateRunRequest) { r.Nodes = 2 }, "nodes: 2 workers are needed (one rank each) but only"},
+			{func(r *client.CreateRunRequest) { r.Sharding = "parameters" }, `sharding: "parameters" splits the state across ranks, and the run has one node; set nodes to 2 or more`},
+			{func(r *client.CreateRunRequest) { r.Sharding, r.Nodes = "zero3", 2 }, `sharding: "zero3" is not a known value; use one of none, optimizer, parameters`},
+			{func(r *client.CreateRunRequest) {
+				r.Sharding, r.Nodes, r.Optimizer = "optimizer", 2, &client.Optimizer{Name: "lionw"}
+			}, "sharding: \"optimizer\" splits AdamW's moments"},
 			{func(r *client.CreateRunRequest) { r.KeepCheckpoints = -3 }, "keep_checkpoints"},
 			{func(r *client.CreateRunRequest) { r.Precision = "fp16" }, "precision"},
 			{func(r *client.CreateRunRequest) { r.LearningRate = 2 }, "learning_rate: 2 is outside (0, 1]"},
@@ -158,6 +163,7 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		{"batch_rows", req["batch_rows"], float64(settings.BatchRows)},
 		{"grad_accum", req["grad_accum"], float64(settings.GradAccum)},
 		{"nodes", req["nodes"], float64(settings.Nodes)},
+		{"sharding", req["sharding"], settings.Sharding},
 		{"checkpoint_every", req["checkpoint_every"], float64(settings.CheckpointEvery)},
 		{"keep_checkpoints", req["keep_checkpoints"], float64(settings.KeepCheckpoints)},
 		{"precision", req["precision"], settings.Precision},
@@ -184,7 +190,7 @@ func TestOpenAPISettingsDefaults(t *testing.T) {
 		got  []any
 		want []string
 	}{{"optimizer.decay", opt["decay"].Enum, settings.Decays()}, {"optimizer.name", opt["name"].Enum, settings.Optimizers()}, {"precision", req["precision"].Enum, settings.Precisions()},
-		{"method", req["method"].Enum, settings.Methods()}, {"lora.target_modules", lora["target_modules"].Default.([]any), settings.LoRATargets()}} {
+		{"method", req["method"].Enum, settings.Methods()}, {"sharding", req["sharding"].Enum, settings.Shardings()}, {"lora.target_modules", lora["target_modules"].Default.([]any), settings.LoRATargets()}} {
 		if fmt.Sprint(tc.got) != fmt.Sprint(tc.want) {
 			t.Errorf("openapi.json: %s enum %v, want settings' %v", tc.name, tc.got, tc.want)
 		}

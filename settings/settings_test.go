@@ -25,6 +25,16 @@ func TestChecks(t *testing.T) {
 		{"CheckCount(batch_rows, 0, 1)", settings.CheckCount("batch_rows", 0, 1), "batch_rows"},
 		{"CheckCount(checkpoint_every, -1, 0)", settings.CheckCount("checkpoint_every", -1, 0), "checkpoint_every"},
 		{"CheckPrecision(bf16)", settings.CheckPrecision("bf16"), ""},
+		{"CheckSharding(, 1)", settings.CheckSharding("", 1, "full", "adamw", ""), ""},
+		{"CheckSharding(none, 0)", settings.CheckSharding("none", 0, "full", "adamw", ""), ""},
+		{"CheckSharding(parameters, 2)", settings.CheckSharding("parameters", 2, "full", "adamw", ""), ""},
+		{"CheckSharding(optimizer, 4)", settings.CheckSharding("optimizer", 4, "full", "adamw", ""), ""},
+		{"CheckSharding(optimizer, 2, lora lionw)", settings.CheckSharding("optimizer", 2, "lora", "lionw", ""), ""},
+		{"CheckSharding(parameters, 1)", settings.CheckSharding("parameters", 1, "full", "adamw", ""), "sharding"},
+		{"CheckSharding(optimizer, 0)", settings.CheckSharding("optimizer", 0, "full", "adamw", ""), "sharding"},
+		{"CheckSharding(zero3, 2)", settings.CheckSharding("zero3", 2, "full", "adamw", ""), "sharding"},
+		{"CheckSharding(parameters, 2, full lionw)", settings.CheckSharding("parameters", 2, "full", "lionw", ""), "sharding"},
+		{"CheckSharding(parameters, 2, nf4)", settings.CheckSharding("parameters", 2, "lora", "adamw", "nf4"), "sharding"},
 		{"CheckQuantizeBase()", settings.CheckQuantizeBase(""), ""},
 		{"CheckQuantizeBase(nf4)", settings.CheckQuantizeBase("nf4"), ""},
 		{"CheckQuantizeBase(fp4)", settings.CheckQuantizeBase("fp4"), "lora.quantize_base"},
@@ -91,7 +101,7 @@ func TestHelp(t *testing.T) {
 		"checkpoint_every", "keep_checkpoints", "seed", "precision", "optimizer.warmup_frac", "optimizer.decay",
 		"optimizer.final_lr_mult", "optimizer.beta1", "optimizer.beta2", "optimizer.eps", "optimizer.weight_decay",
 		"optimizer.max_grad_norm", "method", "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules",
-		"lora.use_rslora", "lora.quantize_base", "lora.quantize_embeddings", "adapter_path", "register_adapter"} {
+		"lora.use_rslora", "lora.quantize_base", "lora.quantize_embeddings", "adapter_path", "register_adapter", "nodes", "sharding"} {
 		if settings.Help(s) == "" {
 			t.Errorf("Help(%q) is empty", s)
 		}

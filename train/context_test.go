@@ -96,3 +96,24 @@ func TestChooseContextExplicit(t *testing.T) {
 		t.Errorf("context_length 1024 = %+v, %v; want it as set", got, err)
 	}
 }
+
+// A spec planned as one of N ranks with sharded parameters (ShardedOver,
+// as runs plans a "sharding": "parameters" run for its data check) fits
+// where the whole state does not: full fine-tuning of 1B in fp32 (16
+// bytes a parameter, ~20 GiB) in 12 GiB is refused unsharded and admitted
+// over 4 ranks.
+func TestChooseContextShardedOver(t *testing.T) {
+	c := llama1B(t)
+	dev := cpu.New(0)
+	spec, err := Spec{BatchRows: 1, ContextLength: 512}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const avail = 12 << 30
+	if _, err := chooseContext(spec, c, dev, "", avail); err == nil {
+		t.Fatal("full fine-tuning of 1B in fp32 fits in 12 GiB unsharded: make the memory smaller")
+	}
+	if got, err := chooseContext(spec.ShardedOver(4), c, dev, "", avail); err != nil || got.Length != 512 {
+		t.Errorf("sharded over 4 ranks: %+v, %v; want 512 tokens admitted", got, err)
+	}
+}

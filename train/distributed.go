@@ -9,6 +9,7 @@ import (
 
 	"hone/collective"
 	"hone/dataparallel"
+	"hone/engine"
 	"hone/optim"
 )
 
@@ -46,6 +47,29 @@ type DistOptions struct {
 	// Mistral and Mixtral models, full fine-tuning with AdamW or LoRA on
 	// the sharded base, fp32 or bf16; it implies ShardOptimizer's saving.
 	ShardParameters bool
+}
+
+// CheckDistOptions reports options that a run of the resolved spec cannot
+// use, before any work: sharded parameters need a model whose parts hone
+// can gather one at a time, AdamW (or LoRA) and an unquantized base.
+func CheckDistOptions(spec Spec, opt DistOptions) error {
+	if opt.ShardOptimizer && spec.Optimizer == "lionw" && spec.Method != "lora" {
+		return errors.New("sharding the optimizer state supports AdamW only: run LionW unsharded")
+	}
+	if !opt.ShardParameters {
+		return nil
+	}
+	if err := checkShardable(spec); err != nil {
+		return err
+	}
+	cfg, err := engine.LoadConfig(spec.ModelDir)
+	if err != nil {
+		return err
+	}
+	if err := cfg.CheckShardable(); err != nil {
+		return fmt.Errorf("%s: %w", spec.ModelDir, err)
+	}
+	return nil
 }
 
 // RunDistributed is Run as one rank of the data-parallel group coll. Every

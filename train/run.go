@@ -301,9 +301,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	var z *dataparallel.Zero1
 	switch {
 	case spec.Method == "lora":
-		if a, err = newAdapter(spec, m); err == nil {
-			o, err = newOptimizer(spec, m, a)
-		}
+		a, o, err = newLoRA(spec, m)
 	case dopt.ShardOptimizer && coll != nil && coll.Size() > 1:
 		if spec.Optimizer == "lionw" {
 			err = fmt.Errorf("sharding the optimizer state (--shard-optimizer) supports AdamW only: run LionW unsharded")
@@ -318,38 +316,61 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	if err != nil {
 		return nil, err
 	}
-	trainSet := prep.Train()
-	r := &runner{spec: spec, m: m, a: a, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
-		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}, coll: coll, shard: shard, zero1: z}
-	if err := r.plan(trainSet.Stats().Tokens); err != nil {
-		return nil, err
-	}
-	return r, nil
+	r := &runner{spec: spec, m: m, a: a, o: o, coll: coll, shard: shard, zero1: z}
+	return r, r.start(prep, workDir, obs)
 }
 
-// loadModel loads the base model (or the custom weights over its shape),
-// fitted to memory, with activations reserved for ctxLen-token rows.
-func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
+// start gives a runner whose model and optimizer are set its data, work
+// dir and observer, and plans its steps.
+func (r *runner) start(prep *dataset.Prepared, workDir string, obs Observer) error {
+	r.obs, r.workDir, r.orders = obs, workDir, map[int][]int{}
+	r.train, r.eval = prep.Train(), prep.Eval()
+	r.R, r.rps = r.train.NumRows(), r.spec.BatchRows*r.spec.GradAccum
+	return r.plan(r.train.Stats().Tokens)
+}
+
+// newLoRA attaches the run's adapter to m (whole on every rank) and
+// creates its optimizer.
+func newLoRA(spec Spec, m *engine.Model) (*engine.Adapter, optim.Optimizer, error) {
+	a, err := newAdapter(spec, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, err := newOptimizer(spec, m, a)
+	return a, o, err
+}
+
+// planModel opens the device and plans the model's options for spec
+// (for one rank's share of the state when spec.shardRanks > 1), fitted
+// to memory for ctxLen-token rows; it logs the plan's notes.
+func planModel(spec Spec, ctxLen int, obs Observer) (*engine.Config, engine.Device, engine.Options, error) {
 	cfg, err := engine.LoadConfig(spec.ModelDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, engine.Options{}, err
 	}
 	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: spec.Threads})
 	if err != nil {
-		return nil, err
+		return nil, nil, engine.Options{}, err
 	}
 	opts, notes, err := planOptions(spec, cfg, dev, ctxLen, 0)
 	for _, n := range notes {
 		obs.OnLog(n)
 	}
+	return cfg, dev, opts, err
+}
+
+// weightsDir is where the run's initial weights are: the custom weights
+// when given, else the base model.
+func (s Spec) weightsDir() string { return cmp.Or(s.InitWeights, s.ModelDir) }
+
+// loadModel loads the base model (or the custom weights over its shape),
+// fitted to memory, with activations reserved for ctxLen-token rows.
+func loadModel(spec Spec, ctxLen int, obs Observer) (*engine.Model, error) {
+	cfg, dev, opts, err := planModel(spec, ctxLen, obs)
 	if err != nil {
 		return nil, err
 	}
-	weights := spec.ModelDir
-	if spec.InitWeights != "" {
-		weights = spec.InitWeights
-	}
-	m, err := engine.Load(weights, dev, opts)
+	m, err := engine.Load(spec.weightsDir(), dev, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -126,6 +126,14 @@ type Spec struct {
 	shardRanks int
 }
 
+// ShardedOver returns s planned as one of n ranks with sharded parameters
+// (DistOptions.ShardParameters): Validate then checks that a rank's share
+// of the state, not the whole of it, fits in memory with its rows.
+func (s Spec) ShardedOver(n int) Spec {
+	s.shardRanks = n
+	return s
+}
+
 // Resolve returns s with every unset setting at its default, or an error
 // naming each setting that cannot be used, what is wrong with it and how to
 // fix it. It leaves the paths (ModelDir, TrainData, ...) to the caller. Run

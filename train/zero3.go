@@ -59,34 +59,25 @@ func shardFile(kind string, q, n int) string {
 	return fmt.Sprintf("%s-%05d-of-%05d.safetensors", kind, q, n)
 }
 
+// checkShardable reports a method or optimizer that sharded parameters
+// cannot train.
+func checkShardable(spec Spec) error {
+	switch {
+	case spec.Method == "lora" && spec.LoRA != nil && spec.LoRA.QuantizeBase != "":
+		return errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
+	case spec.Optimizer == "lionw" && spec.Method != "lora":
+		return errors.New("sharded parameters (--shard-parameters) support AdamW only: run LionW unsharded")
+	}
+	return nil
+}
+
 // newShardedRunner is newRunner for sharded parameters.
 func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective) (*runner, error) {
-	switch {
-	case spec.Method == "lora" && spec.LoRA.QuantizeBase != "":
-		return nil, errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
-	case spec.Optimizer == "lionw" && spec.Method != "lora":
-		return nil, errors.New("sharded parameters (--shard-parameters) support AdamW only: run LionW unsharded")
-	}
-	cfg, err := engine.LoadConfig(spec.ModelDir)
-	if err != nil {
+	if err := CheckDistOptions(spec, DistOptions{ShardParameters: true}); err != nil {
 		return nil, err
 	}
-	if err := cfg.CheckShardable(); err != nil {
-		return nil, fmt.Errorf("%s: %w", spec.ModelDir, err)
-	}
-	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: spec.Threads})
-	if err != nil {
-		return nil, err
-	}
-	opts, err := baseOptions(spec, cfg)
-	if err != nil {
-		return nil, err
-	}
-	opts.ShardRanks = coll.Size()
-	opts, notes, err := cfg.Fit(dev, opts, spec.BatchRows, prep.ContextLength(), 0)
-	for _, n := range notes {
-		obs.OnLog(n)
-	}
+	spec.shardRanks = coll.Size() // plan this rank's share of the state
+	cfg, dev, opts, err := planModel(spec, prep.ContextLength(), obs)
 	if err != nil {
 		return nil, err
 	}
@@ -95,31 +86,23 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 	if err != nil {
 		return nil, err
 	}
-	weights := spec.ModelDir
-	if spec.InitWeights != "" {
-		weights = spec.InitWeights
-	}
-	if err := engine.LoadRanges(weights, cfg, sh.Ranges(), sh.Chunks(sh.P)); err != nil {
+	if err := engine.LoadRanges(spec.weightsDir(), cfg, sh.Ranges(), sh.Chunks(sh.P)); err != nil {
 		return nil, err
 	}
 	debug.FreeOSMemory() // the whole tensors the shards were cut from
 	m.Reserve(spec.BatchRows, prep.ContextLength())
 	var a *engine.Adapter
 	var o optim.Optimizer
-	if spec.Method == "lora" { // the adapter is whole on every rank
-		if a, err = newAdapter(spec, m); err == nil {
-			o, err = newOptimizer(spec, m, a)
-		}
+	if spec.Method == "lora" {
+		a, o, err = newLoRA(spec, m)
 	} else {
 		o, err = sh.NewAdamW(spec.AdamW)
 	}
 	if err != nil {
 		return nil, err
 	}
-	trainSet := prep.Train()
-	r := &runner{spec: spec, m: m, a: a, o: o, obs: obs, train: trainSet, eval: prep.Eval(), R: trainSet.NumRows(),
-		rps: spec.BatchRows * spec.GradAccum, workDir: workDir, orders: map[int][]int{}, coll: coll, sh: sh}
-	if err := r.plan(trainSet.Stats().Tokens); err != nil {
+	r := &runner{spec: spec, m: m, a: a, o: o, coll: coll, sh: sh}
+	if err := r.start(prep, workDir, obs); err != nil {
 		return nil, err
 	}
 	obs.OnLog(fmt.Sprintf("parameters sharded over %d ranks: this rank holds %d of %d parameters, gathering one layer at a time", coll.Size(), len(sh.P), cfg.NumParams()))

@@ -116,6 +116,7 @@ func settingFlags(cmd *cobra.Command, req *client.CreateRunRequest) func() {
 	integer(&req.CheckpointEvery, "checkpoint-every", "checkpoint_every", settings.CheckpointEvery)
 	integer(&req.KeepCheckpoints, "keep-checkpoints", "keep_checkpoints", settings.KeepCheckpoints)
 	integer(&req.Nodes, "nodes", "nodes", settings.Nodes)
+	str(&req.Sharding, "sharding", "sharding", settings.Sharding)
 	str(&req.Precision, "precision", "precision", settings.Precision)
 	str(&req.Method, "method", "method", settings.Method)
 	apply = append(apply, loraFlags(cmd, req))

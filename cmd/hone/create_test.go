@@ -77,6 +77,8 @@ func TestCreateHelpShowsSettingsDefaults(t *testing.T) {
 		"grad-accum":        strconv.Itoa(settings.GradAccum),
 		"keep-checkpoints":  strconv.Itoa(settings.KeepCheckpoints),
 		"precision":         settings.Precision,
+		"nodes":             strconv.Itoa(settings.Nodes),
+		"sharding":          settings.Sharding,
 		"warmup-frac":       strconv.FormatFloat(settings.WarmupFrac, 'g', -1, 64),
 		"lr-decay":          settings.Decay,
 		"weight-decay":      strconv.FormatFloat(settings.WeightDecay, 'g', -1, 64),
@@ -124,5 +126,16 @@ func TestCreateSendsLoRASettings(t *testing.T) {
 		if f := fl.Lookup(flag); f == nil || f.DefValue != want {
 			t.Errorf("--%s: %+v, want default %q", flag, f, want)
 		}
+	}
+}
+
+// --nodes and --sharding send nodes and sharding as the API names them,
+// and nothing without them.
+func TestCreateSendsSharding(t *testing.T) {
+	if m := createBody(t); m["nodes"] != nil || m["sharding"] != nil {
+		t.Errorf("hone create without --nodes, --sharding sent nodes %v, sharding %v", m["nodes"], m["sharding"])
+	}
+	if m := createBody(t, "--nodes", "4", "--sharding", "parameters"); m["nodes"] != 4.0 || m["sharding"] != "parameters" {
+		t.Errorf("hone create --nodes 4 --sharding parameters sent nodes %v, sharding %v", m["nodes"], m["sharding"])
 	}
 }

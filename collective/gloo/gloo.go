@@ -4,7 +4,10 @@
 //
 // The rendezvous uses collective's TCP store: Gloo's Store calls come back
 // into Go (the exported honeGlooStore* functions) and go to a
-// collective.StoreClient. The transport binds to Config.ListenHost only.
+// collective.StoreClient. The transport binds to Config.ListenHost only,
+// and each pair's listening socket admits only the address its peer rank
+// published in the store (a socket filter set before the pair's address
+// is published; see shim.cc).
 package gloo
 
 /*

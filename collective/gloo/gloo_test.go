@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -44,8 +45,11 @@ func playRank(scenario string) error {
 		}
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
+	if scenario == "fake-peer" {
+		cfg.Timeout = 8 * time.Second // the test probes the pair meanwhile
+	}
 	g, err := New(context.Background(), cfg)
-	if scenario == "nojoin" || scenario == "rendezvous-death" {
+	if scenario == "nojoin" || scenario == "rendezvous-death" || scenario == "fake-peer" {
 		if err == nil {
 			return errors.New("joined a group whose peer never started")
 		}
@@ -217,6 +221,85 @@ func TestCollectivesAcrossProcesses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A pair's listening socket admits only the address its peer published:
+// the test plays rank 1 at the store (publishing 127.0.0.1, as rank 0's
+// own host), reads the address of rank 0's pair from the store, and dials
+// it from 127.0.0.2 (also loopback, named by no rank), which must fail
+// though the same dial reaches an unfiltered listener, and then from
+// 127.0.0.1, which must connect. Rank 0 then times out waiting for rank
+// 1's pairs, as with a peer that never joins.
+func TestPairAdmitsOnlyItsPeersAddress(t *testing.T) {
+	srv, err := collective.ServeStore("127.0.0.1:0", testSecret, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "HONE_GLOO_TEST_SCENARIO=fake-peer", "HONE_GLOO_TEST_RANK=0", "HONE_GLOO_TEST_SIZE=2",
+		"HONE_GLOO_TEST_STORE="+srv.Addr())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); cmd.Wait() }()
+	sc, err := collective.DialStore(context.Background(), srv.Addr(), testSecret, 1, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	host, err := waitGet(sc, "hone/host/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Set("hone/host/1", host); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := waitGet(sc, "hone/pairs/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Gloo's tcp::Address: a sockaddr_storage (family in host order, then
+	// a sockaddr_in's port and address in network order) and a sequence.
+	if len(pair) < 8 || int(pair[0])|int(pair[1])<<8 != syscall.AF_INET {
+		t.Fatalf("rank 0's pair address %x: want an IPv4 sockaddr", pair)
+	}
+	addr := net.JoinHostPort(net.IP(pair[4:8]).String(), strconv.Itoa(int(pair[2])<<8|int(pair[3])))
+	from := func(ip string) *net.Dialer {
+		return &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 2 * time.Second}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if c, err := from("127.0.0.2").Dial("tcp", ln.Addr().String()); err != nil {
+		t.Fatalf("control: 127.0.0.2 cannot reach an unfiltered listener: %v", err)
+	} else {
+		c.Close()
+	}
+	if c, err := from("127.0.0.2").Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Errorf("a connection from 127.0.0.2, which no rank published, reached rank 0's pair at %s", addr)
+	}
+	c, err := from("127.0.0.1").Dial("tcp", addr)
+	if err != nil {
+		t.Errorf("rank 1's published address 127.0.0.1 cannot reach rank 0's pair at %s: %v", addr, err)
+	} else {
+		defer c.Close()
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("rank 0: %v\n%s", err, out.String())
+	}
+}
+
+func waitGet(sc *collective.StoreClient, key string) ([]byte, error) {
+	if err := sc.Wait([]string{key}, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return sc.Get(key)
 }
 
 func TestRendezvousTimesOutWhenAPeerNeverJoins(t *testing.T) {

@@ -15,7 +15,9 @@ typedef struct hone_gloo hone_gloo;
 
 // hone_gloo_connect binds the TCP transport to host (an address of this
 // machine), meets the other ranks through the Go store behind handle
-// store, and connects to every peer, all within timeout_ms.
+// store, and connects to every peer, all within timeout_ms. Each
+// pair's listening socket admits only the address its peer published in
+// the store.
 int hone_gloo_connect(uintptr_t store, int rank, int size, const char* host, int64_t timeout_ms, hone_gloo** out, char** err);
 int hone_gloo_allreduce(hone_gloo* g, float* buf, size_t n, int64_t timeout_ms, char** err);
 int hone_gloo_reduce_scatter(hone_gloo* g, float* buf, size_t n, const int* counts, char** err);
