@@ -28,7 +28,9 @@ type Options struct {
 	// recomputes the layer's activations in the backward pass.
 	Recompute bool
 	// LossChunk is how many tokens' logits exist at once in the loss; the
-	// full (N,V) logits matrix is never materialised. Default 256.
+	// full (N,V) logits matrix is never materialised. Default
+	// (lossChunk): 256, or as many more multiples of 256 as keep the
+	// chunk's fp32 logits within 128 MiB.
 	LossChunk int
 	// BF16 runs every matrix product with bf16 operands (fp32 accumulation);
 	// master weights, gradients, optimizer state, norms, softmax and loss
@@ -103,6 +105,21 @@ func (o Options) optimizerStates() int64 {
 }
 
 // frozenBase says the base takes no gradients, so none are allocated.
+// defaultLogitsBytes bounds the fp32 logits of a default loss chunk.
+const defaultLogitsBytes = 128 << 20
+
+// lossChunk is LossChunk, or its default for c when unset: 256 rows, more
+// where the vocabulary is small (1024 at 32000 tokens). Fewer, larger
+// chunks run the head's products on more rows per call, so its weights
+// and gradient are read fewer times; with a 128k vocabulary the default
+// stays 256.
+func (o Options) lossChunk(c *Config) int {
+	if o.LossChunk > 0 {
+		return o.LossChunk
+	}
+	return max(256, defaultLogitsBytes/(4*max(c.VocabSize, 1))/256*256)
+}
+
 func (o Options) frozenBase() bool { return o.FrozenBF16 || o.LoRA != nil || o.QuantizeBase != "" }
 
 // Model holds parameters, gradients and activation buffers for one config.
@@ -218,9 +235,7 @@ type scratch struct {
 
 // New allocates a model with zeroed parameters and gradients on dev.
 func New(c *Config, dev Device, opt Options) *Model {
-	if opt.LossChunk <= 0 {
-		opt.LossChunk = 256
-	}
+	opt.LossChunk = opt.lossChunk(c)
 	if opt.FrozenBF16 {
 		opt.BF16, opt.CompactBF16 = true, false
 	}

@@ -225,9 +225,12 @@ static AVX512 void s_xent_row(float *out, uint16_t *out16, const float *row, lon
 		vm = _mm512_mask_max_ps(vm, mk, vm, _mm512_maskz_loadu_ps(mk, row + j));
 	}
 	float mx = _mm512_reduce_max_ps(vm);
-	long arg = 0;
-	for (long j = 0; j < vocab; j++)
-		if (row[j] == mx) { arg = j; break; }
+	long arg = 0; // the first lane equal to the max, 16 at a time
+	for (long j = 0; j < vocab; j += 16) {
+		__mmask16 mk = tailmask(vocab - j);
+		__mmask16 eq = _mm512_mask_cmp_ps_mask(mk, _mm512_maskz_loadu_ps(mk, row + j), _mm512_set1_ps(mx), _CMP_EQ_OQ);
+		if (eq) { arg = j + __builtin_ctz(eq); break; }
+	}
 	if (!(row[arg] == mx)) { // NaN logits: the first value, as the Go loop
 		mx = row[0];
 		arg = 0;
