@@ -548,13 +548,21 @@ func (m *Model) linearBackward16(dx, dw, db, dy []float32, dy16 []uint16, x []fl
 // swigluBackward is SwiGLUBackward of n values, writing dgate's and dup's
 // bf16 casts in the same pass when training a full model in BF16 mode, and
 // returns those casts: both in a16 (bf16Scratch's pair), as b16 takes ln2's
-// cast for the weight gradients. A frozen base's scratch has no room for
-// the pair (nil: linearBackward16 casts each).
+// cast for the weight gradients. Then, without MLP biases, the products
+// read only the casts and the fp32 dgate, dup are not written. A frozen
+// base's scratch has no room for the pair (nil: linearBackward16 casts
+// each).
 func (m *Model) swigluBackward(dgate, dup, dh, gate, up []float32, n int) (dgate16, dup16 []uint16) {
 	if m.bf16 && !m.frozen() && !m.Opt.frozenBase() {
 		dgate16, dup16 = m.acts.a16[:n], m.acts.a16[n:2*n]
+		if !m.Config.MLPBias {
+			dgate, dup = nil, nil
+		}
 	}
-	m.Dev.SwiGLUBackward(dgate[:n], dup[:n], dgate16, dup16, dh[:n], gate[:n], up[:n], n)
+	if dgate != nil {
+		dgate, dup = dgate[:n], dup[:n]
+	}
+	m.Dev.SwiGLUBackward(dgate, dup, dgate16, dup16, dh[:n], gate[:n], up[:n], n)
 	return dgate16, dup16
 }
 
