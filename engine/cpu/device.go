@@ -245,7 +245,7 @@ func (d *Device) matMulBF16Slices(c []float32, a, b []uint16, m, n, k int, f eng
 		kk := min(step, k-k0)
 		key := key2D(m, n, kk, engine.MatMulFlags{TransB: f.TransB, Acc: f.Acc || k0 > 0}, true)
 		key.as = [4]int{k, 1} // a's rows stay k long
-		bo := k0 * n // b(k,n): rows k0..
+		bo := k0 * n          // b(k,n): rows k0..
 		if f.TransB {
 			key.bs, bo = [4]int{1, k}, k0 // b stored (n,k): columns k0..
 		}
