@@ -125,7 +125,9 @@ type Device interface {
 	SwiGLU(h []float32, h16 []uint16, gate, up []float32, n int)
 	// SwiGLUBackward overwrites dgate and dup; dgate16 and dup16, when
 	// non-nil (both or neither), receive them in bf16 in the same pass for
-	// the gate and up projections' backward products.
+	// the gate and up projections' backward products. With the bf16 pair
+	// given, dgate and dup may be nil (both): only the casts are written,
+	// for a model whose products read nothing else.
 	SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32, n int)
 
 	// GatherRows copies rows: out(n,dim) row j = x[idx[j]], times scale[j]

@@ -74,11 +74,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	if opt.Recompute {
 		layers = 1
 	}
-	chunk := int64(opt.LossChunk)
-	if chunk <= 0 {
-		chunk = 256
-	}
-	chunk = min(chunk, N)
+	chunk := min(int64(opt.lossChunk(c)), N)
 	nres := opt.residualBuffers(c)
 	// The residual streams; the final norm of one loss chunk and every
 	// rstd; scratch dres, dln = datt, dq, dk, dv, dgate, dup, dh.

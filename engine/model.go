@@ -28,7 +28,9 @@ type Options struct {
 	// recomputes the layer's activations in the backward pass.
 	Recompute bool
 	// LossChunk is how many tokens' logits exist at once in the loss; the
-	// full (N,V) logits matrix is never materialised. Default 256.
+	// full (N,V) logits matrix is never materialised. Default
+	// (lossChunk): 256, or as many more multiples of 256 as keep the
+	// chunk's fp32 logits within 128 MiB.
 	LossChunk int
 	// BF16 runs every matrix product with bf16 operands (fp32 accumulation);
 	// master weights, gradients, optimizer state, norms, softmax and loss
@@ -110,6 +112,21 @@ func (o Options) optimizerStates() int64 {
 }
 
 // frozenBase says the base takes no gradients, so none are allocated.
+// defaultLogitsBytes bounds the fp32 logits of a default loss chunk.
+const defaultLogitsBytes = 128 << 20
+
+// lossChunk is LossChunk, or its default for c when unset: 256 rows, more
+// where the vocabulary is small (1024 at 32000 tokens). Fewer, larger
+// chunks run the head's products on more rows per call, so its weights
+// and gradient are read fewer times; with a 128k vocabulary the default
+// stays 256.
+func (o Options) lossChunk(c *Config) int {
+	if o.LossChunk > 0 {
+		return o.LossChunk
+	}
+	return max(256, defaultLogitsBytes/(4*max(c.VocabSize, 1))/256*256)
+}
+
 func (o Options) frozenBase() bool { return o.FrozenBF16 || o.LoRA != nil || o.QuantizeBase != "" }
 
 // Model holds parameters, gradients and activation buffers for one config.
@@ -233,9 +250,7 @@ type scratch struct {
 
 // New allocates a model with zeroed parameters and gradients on dev.
 func New(c *Config, dev Device, opt Options) *Model {
-	if opt.LossChunk <= 0 {
-		opt.LossChunk = 256
-	}
+	opt.LossChunk = opt.lossChunk(c)
 	if opt.FrozenBF16 {
 		opt.BF16, opt.CompactBF16 = true, false
 	}
@@ -560,13 +575,21 @@ func (m *Model) linearBackward16(dx, dw, db, dy []float32, dy16 []uint16, x []fl
 // swigluBackward is SwiGLUBackward of n values, writing dgate's and dup's
 // bf16 casts in the same pass when training a full model in BF16 mode, and
 // returns those casts: both in a16 (bf16Scratch's pair), as b16 takes ln2's
-// cast for the weight gradients. A frozen base's scratch has no room for
-// the pair (nil: linearBackward16 casts each).
+// cast for the weight gradients. Then, without MLP biases, the products
+// read only the casts and the fp32 dgate, dup are not written. A frozen
+// base's scratch has no room for the pair (nil: linearBackward16 casts
+// each).
 func (m *Model) swigluBackward(dgate, dup, dh, gate, up []float32, n int) (dgate16, dup16 []uint16) {
 	if m.bf16 && !m.frozen() && !m.Opt.frozenBase() {
 		dgate16, dup16 = m.acts.a16[:n], m.acts.a16[n:2*n]
+		if !m.Config.MLPBias {
+			dgate, dup = nil, nil
+		}
 	}
-	m.Dev.SwiGLUBackward(dgate[:n], dup[:n], dgate16, dup16, dh[:n], gate[:n], up[:n], n)
+	if dgate != nil {
+		dgate, dup = dgate[:n], dup[:n]
+	}
+	m.Dev.SwiGLUBackward(dgate, dup, dgate16, dup16, dh[:n], gate[:n], up[:n], n)
 	return dgate16, dup16
 }
 

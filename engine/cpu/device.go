@@ -221,7 +221,37 @@ func (d *Device) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f engine.Ma
 		return
 	}
 	_, _, _ = a[m*k-1], b[k*n-1], c[m*n-1]
+	if k >= 2*kSlice && !f.TransA {
+		d.matMulBF16Slices(c, a, b, m, n, k, f)
+		return
+	}
 	d.mm.run(key2D(m, n, k, f, true), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
+}
+
+// kSlice is the longest inner dimension a bf16 product runs in one oneDNN
+// call. oneDNN runs the output head's input gradient (256, 768, 32000) at
+// about 2/3 the rate of the same product cut into 4000-long slices added
+// up (TestTrainShapeRates, HONE_SHAPES=1), so longer ones are cut.
+const kSlice = 4096
+
+// matMulBF16Slices is MatMulBF16 over slices of k of equal length (a
+// multiple of 32, the last one shorter), each added into c after the
+// first. Each slice sums in fp32 as one call does; the slices' fp32 sums
+// are then added in order: a regrouping of the same fp32 sum, within its
+// usual bound (k·2⁻²⁴ of Σ|a·b|).
+func (d *Device) matMulBF16Slices(c []float32, a, b []uint16, m, n, k int, f engine.MatMulFlags) {
+	parts := (k + kSlice - 1) / kSlice
+	step := ((k+parts-1)/parts + 31) &^ 31
+	for k0 := 0; k0 < k; k0 += step {
+		kk := min(step, k-k0)
+		key := key2D(m, n, kk, engine.MatMulFlags{TransB: f.TransB, Acc: f.Acc || k0 > 0}, true)
+		key.as = [4]int{k, 1} // a's rows stay k long
+		bo := k0 * n          // b(k,n): rows k0..
+		if f.TransB {
+			key.bs, bo = [4]int{1, k}, k0 // b stored (n,k): columns k0..
+		}
+		d.mm.run(key, unsafe.Pointer(&c[0]), unsafe.Pointer(&a[k0]), unsafe.Pointer(&b[bo]))
+	}
 }
 
 // ToBF16 rounds to nearest even; NaN stays NaN.

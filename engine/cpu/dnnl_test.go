@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -133,3 +134,53 @@ func TestAttentionScratchStated(t *testing.T) {
 		}
 	}
 }
+
+// A bf16 product with a long inner dimension runs as slices of it
+// (matMulBF16Slices): for every operand layout it must match the float64
+// product of the same bf16 values within fp32 summation's bound, also
+// when k is no multiple of the slice or of 32, and add into c with Acc.
+func TestMatMulBF16LongKSlices(t *testing.T) {
+	d, r := New(0), rand.New(rand.NewPCG(3, 4))
+	const m, n = 5, 7
+	for _, k := range []int{2*kSlice + 1, 3*kSlice - 17} {
+		for _, f := range []engine.MatMulFlags{{}, {TransB: true}, {Acc: true}, {TransB: true, Acc: true}} {
+			a, b := make([]uint16, m*k), make([]uint16, k*n)
+			for i := range a {
+				a[i] = toBF16(float32(r.NormFloat64()))
+			}
+			for i := range b {
+				b[i] = toBF16(float32(r.NormFloat64()))
+			}
+			c := make([]float32, m*n)
+			for i := range c {
+				c[i] = float32(i)
+			}
+			want, bound := make([]float64, m*n), make([]float64, m*n)
+			for i := 0; i < m; i++ {
+				for j := 0; j < n; j++ {
+					var s, abs float64
+					for p := 0; p < k; p++ {
+						bi := p*n + j
+						if f.TransB {
+							bi = j*k + p
+						}
+						x := float64(bf16Value(a[i*k+p])) * float64(bf16Value(b[bi]))
+						s, abs = s+x, abs+math.Abs(x)
+					}
+					if f.Acc {
+						s += float64(c[i*n+j])
+					}
+					want[i*n+j], bound[i*n+j] = s, float64(k)*0x1p-24*(abs+math.Abs(float64(c[i*n+j])))
+				}
+			}
+			d.MatMulBF16(c, a, b, m, n, k, f)
+			for i, w := range want {
+				if tol := bound[i]; math.Abs(float64(c[i])-w) > tol {
+					t.Fatalf("MatMulBF16(k=%d, %+v)[%d] = %v, want %v (±%.3g)", k, f, i, c[i], w, tol)
+				}
+			}
+		}
+	}
+}
+
+func bf16Value(x uint16) float32 { return math.Float32frombits(uint32(x) << 16) }

@@ -143,38 +143,70 @@ static inline uint16_t f2bf(float x) {
 
 // Packings of T rows of hd floats (row stride ld) into Tp rows (Tp a
 // multiple of FB) and hp ≥ hd columns (a multiple of 32), zero padded.
+// They round as f2bf, on 16 lanes (bf16x16), and move 32-bit pairs of bf16
+// with scatters where the layout interleaves rows: at seq 256 the packing,
+// not the products, was most of flash attention's time.
+
+// bf16x16 is f2bf on 16 lanes (simd.go's bf16: VCVTNEPS2BF16 would flush
+// denormals), as 16 words in the low halves of 32-bit lanes.
+INLINE BF16T __m512i bf16x16(__m512 x) {
+	__m512i u = _mm512_castps_si512(x);
+	__m512i hi = _mm512_srli_epi32(u, 16);
+	__m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+		_mm512_and_si512(hi, _mm512_set1_epi32(1))), 16);
+	__mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+	return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+}
+
+// row16 is columns e..e+15 of row t rounded to bf16 (zero past hd or T).
+INLINE BF16T __m512i row16(const float *src, long ld, long T, long hd, long t, long e) {
+	if (t >= T || e >= hd) return _mm512_setzero_si512();
+	return bf16x16(_mm512_maskz_loadu_ps(hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1), src + t * ld + e));
+}
+
+// pairs16 is 16 words: (row t0's value, row t1's value) per column.
+INLINE BF16T __m512i pairs16(__m512i r0, __m512i r1) { return _mm512_or_si512(r0, _mm512_slli_epi32(r1, 16)); }
+
+// cols16 is 16 words: columns e..e+31 of one row as pairs of neighbours.
+INLINE BF16T __m512i cols16(__m512i lo, __m512i hi) {
+	return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)), _mm512_cvtepi32_epi16(hi), 1);
+}
 
 // pack_rows: row-major [Tp][hp], an A operand over hd.
-static void pack_rows(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+static BF16T void pack_rows(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
 	for (long t = 0; t < Tp; t++)
-		for (long e = 0; e < hp; e++)
-			dst[t * hp + e] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+		for (long e = 0; e < hp; e += 16)
+			_mm256_storeu_si256((__m256i *)(dst + t * hp + e), _mm512_cvtepi32_epi16(row16(src, ld, T, hd, t, e)));
 }
 
 // pack_cols: transposed [hp][Tp] with rows COLS(Tp) apart, an A operand
 // over t. (Rows a power of two of bytes apart would share cache sets.)
+// Rows t, t+1 of one column are one 32-bit word.
 #define COLS(Tp) ((Tp) + 32)
-static void pack_cols(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
-	for (long e = 0; e < hp; e++)
-		for (long t = 0; t < Tp; t++)
-			dst[e * COLS(Tp) + t] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+static BF16T void pack_cols(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+	__m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(COLS(Tp) / 2));
+	for (long t = 0; t < Tp; t += 2)
+		for (long e = 0; e < hp; e += 16)
+			_mm512_i32scatter_epi32(dst + e * COLS(Tp) + t, idx, pairs16(row16(src, ld, T, hd, t, e), row16(src, ld, T, hd, t + 1, e)), 4);
 }
 
 // pack_bt: the B operand of X·Yᵀ over hd for rows t as columns:
 // [Tp/16][hp/2][16][2]; rs = 64 bytes, ps = hp·32 bytes; rows from t at
-// element t·hp.
-static void pack_bt(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+// element t·hp. A row's column pairs land 16 words apart.
+static BF16T void pack_bt(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+	__m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(16));
 	for (long t = 0; t < Tp; t++)
-		for (long e = 0; e < hp; e++)
-			dst[((t / 16) * (hp / 2) + e / 2) * 32 + (t % 16) * 2 + e % 2] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+		for (long e = 0; e < hp; e += 32)
+			_mm512_i32scatter_epi32(dst + ((t / 16) * (hp / 2) + e / 2) * 32 + (t % 16) * 2, idx,
+				cols16(row16(src, ld, T, hd, t, e), row16(src, ld, T, hd, t, e + 16)), 4);
 }
 
 // pack_vnni: the B operand of X·Y over t: [Tp/2][hp][2]; rs = hp·4
 // bytes, ps = 64 bytes; rows from t at element t·hp.
-static void pack_vnni(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
-	for (long t = 0; t < Tp; t++)
-		for (long e = 0; e < hp; e++)
-			dst[((t / 2) * hp + e) * 2 + t % 2] = t < T && e < hd ? f2bf(src[t * ld + e]) : 0;
+static BF16T void pack_vnni(uint16_t *dst, const float *src, long ld, long T, long Tp, long hd, long hp) {
+	for (long t = 0; t < Tp; t += 2)
+		for (long e = 0; e < hp; e += 16)
+			_mm512_storeu_si512(dst + ((t / 2) * hp + e) * 2, pairs16(row16(src, ld, T, hd, t, e), row16(src, ld, T, hd, t + 1, e)));
 }
 
 // ex16 is e^x on 16 lanes for the softmax: 2^(x·log2 e) as 2^k·2^f with
@@ -333,11 +365,17 @@ static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const floa
 		pack_cols(qT, qh, qd, T, Tp, hd, hp);
 		pack_rows(da, doh, qd, T, Tp, hd, hp);
 		pack_cols(dT, doh, qd, T, Tp, hd, hp);
+		// δ in 16 lanes over e, then their sum: a reordering of the fp32
+		// sum whose error (≤ hd·2⁻²⁴·Σ|dO∘O| either way) is far under the
+		// bf16 rounding of dS that δ feeds.
 		for (long t = 0; t < Tp; t++) {
-			float acc = 0;
+			__m512 acc = _mm512_setzero_ps();
 			if (t < T)
-				for (long e = 0; e < hd; e++) acc += doh[t * qd + e] * oh[t * qd + e];
-			delta[t] = acc;
+				for (long e = 0; e < hd; e += 16) {
+					__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
+					acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, doh + t * qd + e), _mm512_maskz_loadu_ps(mk, oh + t * qd + e), acc);
+				}
+			delta[t] = _mm512_reduce_add_ps(acc);
 			lv[t] = t < T ? lh[t] : 0;
 		}
 		memset(dqa, 0, Tp * hp * 4);
@@ -387,10 +425,15 @@ static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const floa
 			for (long jj = 0; jj < nj; jj++) {
 				long j0 = J0 + jj * FB;
 				float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
+				__m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(FB));
 				for (long c = 0; c < FB && j0 + c < T; c++)
-					for (long e = 0; e < hd; e++) {
-						dk[(j0 + c) * kvd + e] += dkT[e * FB + c];
-						dv[(j0 + c) * kvd + e] += dvT[e * FB + c];
+					for (long e = 0; e < hd; e += 16) {
+						__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
+						float *pk = dk + (j0 + c) * kvd + e, *pv_ = dv + (j0 + c) * kvd + e;
+						__m512 gk = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dkT + e * FB + c, 4);
+						__m512 gv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dvT + e * FB + c, 4);
+						_mm512_mask_storeu_ps(pk, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pk), gk));
+						_mm512_mask_storeu_ps(pv_, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pv_), gv));
 					}
 			}
 		}

@@ -100,8 +100,8 @@ static AVX512 void s_swiglu(float *h, uint16_t *h16, const float *gate, const fl
 	}
 }
 
-// s_swiglu_back writes dgate and dup, and their bf16 casts in the same
-// pass when dgate16 (and so dup16) is non-NULL.
+// s_swiglu_back writes dgate and dup unless NULL, and their bf16 casts in
+// the same pass when dgate16 (and so dup16) is non-NULL.
 static AVX512 void s_swiglu_back(float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate, const float *up, long n) {
 	const __m512 one = _mm512_set1_ps(1.0f);
 	for (long i = 0; i < n; i += 16) {
@@ -109,10 +109,10 @@ static AVX512 void s_swiglu_back(float *dgate, float *dup, uint16_t *dgate16, ui
 		__m512 g = _mm512_maskz_loadu_ps(mk, gate + i), d = _mm512_maskz_loadu_ps(mk, dh + i);
 		__m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
 		__m512 du = _mm512_mul_ps(_mm512_mul_ps(d, g), sig);
-		_mm512_mask_storeu_ps(dup + i, mk, du);
+		if (dup) _mm512_mask_storeu_ps(dup + i, mk, du);
 		__m512 t = _mm512_add_ps(one, _mm512_mul_ps(g, _mm512_sub_ps(one, sig)));
 		__m512 dg = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(mk, up + i)), sig), t);
-		_mm512_mask_storeu_ps(dgate + i, mk, dg);
+		if (dgate) _mm512_mask_storeu_ps(dgate + i, mk, dg);
 		if (dgate16) {
 			store16(dgate16 + i, dg, mk);
 			store16(dup16 + i, du, mk);
@@ -225,9 +225,12 @@ static AVX512 void s_xent_row(float *out, uint16_t *out16, const float *row, lon
 		vm = _mm512_mask_max_ps(vm, mk, vm, _mm512_maskz_loadu_ps(mk, row + j));
 	}
 	float mx = _mm512_reduce_max_ps(vm);
-	long arg = 0;
-	for (long j = 0; j < vocab; j++)
-		if (row[j] == mx) { arg = j; break; }
+	long arg = 0; // the first lane equal to the max, 16 at a time
+	for (long j = 0; j < vocab; j += 16) {
+		__mmask16 mk = tailmask(vocab - j);
+		__mmask16 eq = _mm512_mask_cmp_ps_mask(mk, _mm512_maskz_loadu_ps(mk, row + j), _mm512_set1_ps(mx), _CMP_EQ_OQ);
+		if (eq) { arg = j + __builtin_ctz(eq); break; }
+	}
 	if (!(row[arg] == mx)) { // NaN logits: the first value, as the Go loop
 		mx = row[0];
 		arg = 0;
@@ -410,7 +413,7 @@ func simdSwiGLU(h []float32, h16 []uint16, gate, up []float32) {
 }
 
 func simdSwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, dh, gate, up []float32) {
-	C.s_swiglu_back(fp(dgate), fp(dup), hp(dgate16), hp(dup16), fp(dh), fp(gate), fp(up), C.long(len(dgate)))
+	C.s_swiglu_back(fp(dgate), fp(dup), hp(dgate16), hp(dup16), fp(dh), fp(gate), fp(up), C.long(len(dh)))
 }
 
 func simdRMSNorm(out []float32, out16 []uint16, rstd, x, w []float32, lo, hi, dim int, eps float32) {

@@ -37,22 +37,27 @@ func (d *Device) SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, d
 	d.parallel((n+swigluBlock-1)/swigluBlock, func(lo, hi int) {
 		lo, hi = lo*swigluBlock, min(hi*swigluBlock, n)
 		var g16, u16 []uint16
+		var g32, u32 []float32
 		if dgate16 != nil {
 			g16, u16 = dgate16[lo:hi], dup16[lo:hi]
 		}
+		if dgate != nil {
+			g32, u32 = dgate[lo:hi], dup[lo:hi]
+		}
 		if simd {
-			simdSwiGLUBackward(dgate[lo:hi], dup[lo:hi], g16, u16, dh[lo:hi], gate[lo:hi], up[lo:hi])
+			simdSwiGLUBackward(g32, u32, g16, u16, dh[lo:hi], gate[lo:hi], up[lo:hi])
 			return
 		}
 		for i := lo; i < hi; i++ {
 			g := gate[i]
 			sig := 1 / (1 + exp32(-g))
-			dup[i] = dh[i] * g * sig
-			dgate[i] = dh[i] * up[i] * sig * (1 + g*(1-sig))
-		}
-		if g16 != nil {
-			for i := range g16 {
-				g16[i], u16[i] = toBF16(dgate[lo+i]), toBF16(dup[lo+i])
+			du := dh[i] * g * sig
+			dg := dh[i] * up[i] * sig * (1 + g*(1-sig))
+			if g32 != nil {
+				g32[i-lo], u32[i-lo] = dg, du
+			}
+			if g16 != nil {
+				g16[i-lo], u16[i-lo] = toBF16(dg), toBF16(du)
 			}
 		}
 	})

@@ -178,10 +178,12 @@ func (d *Device) SwiGLUBackward(dgate, dup []float32, dgate16, dup16 []uint16, d
 	DG16, DU16 := d.b16.data(dgate16), d.b16.data(dup16)
 	for i := 0; i < n; i++ {
 		s := 1 / (1 + float32(math.Exp(float64(-G[i]))))
-		DG[i] = DH[i] * U[i] * s * (1 + G[i]*(1-s))
-		DU[i] = DH[i] * G[i] * s
+		dg, du := DH[i]*U[i]*s*(1+G[i]*(1-s)), DH[i]*G[i]*s
+		if DG != nil { // nil: only the bf16 casts
+			DG[i], DU[i] = dg, du
+		}
 		if DG16 != nil {
-			DG16[i], DU16[i] = toBF16(DG[i]), toBF16(DU[i])
+			DG16[i], DU16[i] = toBF16(dg), toBF16(du)
 		}
 	}
 }
