@@ -111,7 +111,6 @@ func (o Options) optimizerStates() int64 {
 	return int64(o.OptimizerStates)
 }
 
-// frozenBase says the base takes no gradients, so none are allocated.
 // defaultLogitsBytes bounds the fp32 logits of a default loss chunk.
 const defaultLogitsBytes = 128 << 20
 
@@ -127,6 +126,7 @@ func (o Options) lossChunk(c *Config) int {
 	return max(256, defaultLogitsBytes/(4*max(c.VocabSize, 1))/256*256)
 }
 
+// frozenBase says the base takes no gradients, so none are allocated.
 func (o Options) frozenBase() bool { return o.FrozenBF16 || o.LoRA != nil || o.QuantizeBase != "" }
 
 // Model holds parameters, gradients and activation buffers for one config.

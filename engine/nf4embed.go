@@ -51,14 +51,6 @@ func (c *Config) nf4HeadRows(opt Options) int {
 	return max(1, min(r, c.VocabSize, (hi-lo)/c.HiddenSize))
 }
 
-// lossChunk is Options.LossChunk with its default, as New sets it.
-func (o Options) lossChunk() int {
-	if o.LossChunk <= 0 {
-		return 256
-	}
-	return o.LossChunk
-}
-
 // headGradChunk is the rows of the logits' bf16 gradient the first bf16
 // scratch holds: a loss chunk's, or none for an NF4 head, which gathers
 // it a tile at a time into its own buffer (headGrad16).
@@ -85,7 +77,7 @@ func newNF4Rows(c *Config, dev Device, opt Options) *nf4Rows {
 	if !c.TieWordEmbeddings {
 		q.head = make([]*nf4.Tensor, chunks)
 	}
-	n := opt.lossChunk() * q.rows
+	n := opt.lossChunk(c) * q.rows
 	q.out = dev.Alloc(n)
 	if opt.BF16 {
 		q.out16 = dev.AllocBF16(n)
@@ -109,7 +101,7 @@ func (c *Config) nf4RowsBytes(opt Options) int64 {
 		b += nf4.StorageBytes(int64(min(rows, V-r0))*C, !opt.NF4SingleScale)
 	}
 	b *= int64(len(c.nf4RowsNames()))
-	tile := int64(opt.lossChunk() * rows)
+	tile := int64(opt.lossChunk(c) * rows)
 	b += 4 * tile
 	if opt.BF16 {
 		b += 2 * tile
