@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -39,6 +40,11 @@ func GGUF(ctx context.Context, dir, out string, opt GGUFOptions) error {
 	}
 	if opt.Name == "" {
 		opt.Name = filepath.Base(filepath.Clean(dir))
+	}
+	// The README's `--out bot/bot.gguf`: the file's folder (with its
+	// Modelfile) need not exist yet.
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fmt.Errorf("export %s: %w", dir, err)
 	}
 	dir, cleanup, err := mergedSource(dir, out)
 	if err != nil {

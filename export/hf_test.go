@@ -101,7 +101,7 @@ func TestHFExport(t *testing.T) {
 func TestModelfile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "model")
 	testmodel.Write(t, dir, testmodel.Llama3Tiny, 1)
-	outDir := t.TempDir()
+	outDir := filepath.Join(t.TempDir(), "bot") // created by the export
 	if err := export.GGUF(context.Background(), dir, filepath.Join(outDir, "bot.gguf"), export.GGUFOptions{DType: "f16"}); err != nil {
 		t.Fatal(err)
 	}
