@@ -149,12 +149,9 @@ func (g *Reducer) reduceOwned(lo int, buf []float32, scratch []float32) ([]float
 			if err := g.c.Broadcast(g.ctx, other, 1-me); err != nil {
 				return scratch, err
 			}
-			// Rank 0's gradient first, as an allreduce adds them.
-			if me == 0 {
-				addTo(piece, other)
-			} else {
-				addFrom(piece, other)
-			}
+			// Either order gives the allreduce's sum: a two-term fp32 sum
+			// is the same whichever operand comes first.
+			addTo(piece, other)
 		}
 		a = b
 	}
@@ -173,20 +170,6 @@ func addTo(y, x []float32) {
 	}
 	for ; i < len(y); i++ {
 		y[i] += x[i]
-	}
-}
-
-// addFrom sets y[i] = x[i] + y[i]: the same sum, x first.
-func addFrom(y, x []float32) {
-	x = x[:len(y)]
-	i := 0
-	for ; i+8 <= len(y); i += 8 {
-		a, b := (*[8]float32)(y[i:]), (*[8]float32)(x[i:])
-		a[0], a[1], a[2], a[3] = b[0]+a[0], b[1]+a[1], b[2]+a[2], b[3]+a[3]
-		a[4], a[5], a[6], a[7] = b[4]+a[4], b[5]+a[5], b[6]+a[6], b[7]+a[7]
-	}
-	for ; i < len(y); i++ {
-		y[i] = x[i] + y[i]
 	}
 }
 
