@@ -341,7 +341,10 @@ func maxWeightDiff(t *testing.T, a, b string) float64 {
 // steps of 2 unsharded ones, and the checkpoints' fp32 weights (written
 // mid-run, at step 3, and at the end) agree; a lagging shard would differ
 // by about the learning rate. No clipping, whose norm the shards sum in
-// another order. (Two unsharded bf16 runs themselves differ at 1e-6.)
+// another order. (Two runs of one layout are bit-identical, see
+// TestRepeatedRunsAreBitwiseIdentical; a one-process bf16 run and an
+// unsharded 2-rank one add the micro-batches' gradients in another order
+// and differ at 1e-6.)
 func TestShardedOptimizerBF16MatchesUnsharded(t *testing.T) {
 	model, data := tinyModel(t), chatData(t)
 	s := spec(model, data)
