@@ -114,6 +114,9 @@ type TrainResult struct {
 	MFU           float64 `json:"mfu,omitempty"`
 	CeilingGFLOPs float64 `json:"ceiling_gflop_per_s,omitempty"`
 	ISA           string  `json:"isa,omitempty"`
+	// StepCollective is what this rank handed the collective in the last
+	// timed step (with ranks): the scaling model's StepTraffic predicts it.
+	StepCollective *collective.Traffic `json:"step_collective,omitempty"`
 }
 
 // FLOPsPerToken is 6·params (forward and backward of every matmul; with
@@ -148,6 +151,11 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	global, err := s.splitBatch()
 	if err != nil {
 		return nil, err
+	}
+	var counter *collective.Counting
+	if s.Coll != nil {
+		counter = collective.NewCounting(s.Coll)
+		s.Coll = counter
 	}
 	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
 	if err != nil {
@@ -204,9 +212,17 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			return nil, err
 		}
 		start, startCPU := time.Now(), cpuSeconds()
+		var before collective.Traffic
+		if counter != nil {
+			before = counter.Traffic()
+		}
 		sum, n, err := step(bt, scale)
 		if err != nil {
 			return nil, err
+		}
+		if counter != nil {
+			t := counter.Traffic().Sub(before)
+			res.StepCollective = &t
 		}
 		dev.Sync()
 		if s.Progress != nil {
@@ -332,15 +348,38 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 
 // randomBatch is s.Batch rows of s.Seq random tokens, every one scored.
 func randomBatch(s TrainSpec) (*engine.Batch, error) {
-	r := rand.New(rand.NewPCG(s.Seed, 1+uint64(s.rank())))
-	ids := make([][]int, s.Batch)
+	ids := randomIDs(s.Seed, s.rank(), s.Batch, s.Seq, s.Config.VocabSize)
+	return engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+}
+
+// randomIDs are rank's rows of random token ids.
+func randomIDs(seed uint64, rank, rows, seq, vocab int) [][]int {
+	r := rand.New(rand.NewPCG(seed, 1+uint64(rank)))
+	ids := make([][]int, rows)
 	for i := range ids {
-		ids[i] = make([]int, s.Seq)
+		ids[i] = make([]int, seq)
 		for j := range ids[i] {
-			ids[i][j] = r.IntN(s.Config.VocabSize)
+			ids[i][j] = r.IntN(vocab)
 		}
 	}
-	return engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+	return ids
+}
+
+// RandomDistinctIDs is the number of distinct token ids that get an
+// embedding gradient in the random batches of `hone bench train` over
+// ranks, rows per rank: the embedding rows its gradient reduction moves.
+// A row's last position scores nothing (its target would be the next
+// row's), so its token gets no gradient from it.
+func RandomDistinctIDs(seed uint64, ranks, rows, seq, vocab int) int {
+	seen := map[int]bool{}
+	for q := range ranks {
+		for _, row := range randomIDs(seed, q, rows, seq, vocab) {
+			for _, id := range row[:seq-1] {
+				seen[id] = true
+			}
+		}
+	}
+	return len(seen)
 }
 
 func median(x []float64) float64 {

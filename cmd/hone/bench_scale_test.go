@@ -1,0 +1,81 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"hone/bench"
+	"hone/engine"
+)
+
+// The scaling model's traffic (bench.StepTraffic) is what a real run's
+// ranks hand the collective: `hone bench train --ranks N` counts each
+// rank's calls and bytes over its last step (a collective.Counting around
+// Gloo), and they must equal the model's, call for call and byte for byte.
+func TestStepTrafficMatchesRanks(t *testing.T) {
+	path := filepath.Join("..", "..", "bench", "configs", "llama-small.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const seq = 32
+	for _, tc := range []struct {
+		name      string
+		ranks     int
+		precision string
+		sharding  string
+		lora      int
+		recompute bool
+	}{
+		{"none fp32", 2, "fp32", bench.ShardNone, 0, false},
+		{"zero1 fp32", 2, "fp32", bench.ShardOptimizer, 0, false},
+		{"zero1 bf16 3 ranks", 3, "bf16", bench.ShardOptimizer, 0, false},
+		{"zero3 fp32", 2, "fp32", bench.ShardParameters, 0, true},
+		{"zero3 bf16 3 ranks", 3, "bf16", bench.ShardParameters, 0, false},
+		{"zero3 lora bf16", 2, "bf16", bench.ShardParameters, 4, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"train", "--config", path, "--seq", strconv.Itoa(seq), "--batch", strconv.Itoa(tc.ranks), "--steps", "1",
+				"--precision", tc.precision, "--threads", "1", "--ranks", strconv.Itoa(tc.ranks), "--json"}
+			switch tc.sharding {
+			case bench.ShardNone:
+				args = append(args, "--shard-optimizer=false")
+			case bench.ShardParameters:
+				args = append(args, "--shard-parameters")
+			}
+			if tc.lora > 0 {
+				args = append(args, "--lora-rank", strconv.Itoa(tc.lora))
+			}
+			if tc.recompute {
+				args = append(args, "--recompute")
+			}
+			line := runBench(t, args...)
+			var res bench.TrainResult
+			if err := json.Unmarshal([]byte(line), &res); err != nil || res.StepCollective == nil {
+				t.Fatalf("last line %q (%v): want a step_collective", line, err)
+			}
+			o := engine.Options{BF16: tc.precision == "bf16", Recompute: res.Recompute, CompactBF16: res.CompactBF16}
+			if tc.lora > 0 {
+				o.LoRA = &engine.LoRAConfig{Rank: tc.lora}
+			}
+			rows := bench.RandomDistinctIDs(0, tc.ranks, 1, seq, cfg.VocabSize)
+			want, err := bench.StepTraffic(cfg, o, tc.sharding, tc.ranks, 1, rows, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := *res.StepCollective; got != want {
+				t.Errorf("counted %+v\nmodel   %+v", got, want)
+			}
+			if want.AllGather.Bytes+want.ReduceScatter.Bytes+want.Broadcast.Bytes+want.AllReduce.Bytes == 0 {
+				t.Error("the model predicts no traffic")
+			}
+		})
+	}
+}
