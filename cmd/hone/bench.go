@@ -50,7 +50,7 @@ tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is pr
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
 	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
 	cmd.Flags().BoolVar(&loraOnly, "lora-only", false, "run only the LoRA case and the full bf16 case of its shape")
-	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd(), benchCollectiveCmd(), benchCeilingCmd())
+	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd(), benchCollectiveCmd(), benchCeilingCmd(), benchScaleCmd())
 	return cmd
 }
 
