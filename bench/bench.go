@@ -30,8 +30,11 @@ type TrainSpec struct {
 	Precision string
 	Threads   int
 	Recompute bool
-	Compact   bool // bf16 weights converted per layer (engine.Options.CompactBF16)
-	Seed      uint64
+	// CheckpointEvery k > 1 (with Recompute) keeps residual checkpoints,
+	// segments of at most k layers (engine.Options.CheckpointEvery).
+	CheckpointEvery int
+	Compact         bool // bf16 weights converted per layer (engine.Options.CompactBF16)
+	Seed            uint64
 	// LoRARank > 0 trains a LoRA adapter of this rank (alpha LoRAAlpha,
 	// default 2·rank) on LoRATargets (default the architecture's) instead of
 	// the whole model; with bf16 precision the frozen base is held in bf16
@@ -97,14 +100,16 @@ type TrainResult struct {
 	// StepCPUSeconds is the median step's CPU time (user and system, all
 	// threads; with ranks, summed over the ranks): on a machine others
 	// share it moves less than the wall-clock time.
-	StepCPUSeconds float64   `json:"step_cpu_seconds"`
-	GFLOPs         float64   `json:"gflop_per_s"`
-	PeakRSSBytes   int64     `json:"peak_rss_bytes"`
-	Recompute      bool      `json:"recompute"`
-	CompactBF16    bool      `json:"compact_bf16"`
-	Notes          []string  `json:"notes,omitempty"`
-	Losses         []float64 `json:"losses"`
-	Ranks          int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
+	StepCPUSeconds float64 `json:"step_cpu_seconds"`
+	GFLOPs         float64 `json:"gflop_per_s"`
+	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
+	Recompute      bool    `json:"recompute"`
+	// CheckpointEvery is the residual checkpoints' segment length (0: none).
+	CheckpointEvery int       `json:"checkpoint_every,omitempty"`
+	CompactBF16     bool      `json:"compact_bf16"`
+	Notes           []string  `json:"notes,omitempty"`
+	Losses          []float64 `json:"losses"`
+	Ranks           int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
 	// ShardOptimizer: the ranks shard the AdamW state (ZeRO stage 1).
 	ShardOptimizer bool `json:"shard_optimizer,omitempty"`
 
@@ -195,7 +200,8 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
 		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
-		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), NF4Embed: opts.NF4Embeddings, Notes: notes}
+		CheckpointEvery: opts.CheckpointEvery,
+		FrozenBF16:      opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), NF4Embed: opts.NF4Embeddings, Notes: notes}
 	step, err := s.stepper(m, res)
 	if err != nil {
 		return nil, err
@@ -260,7 +266,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 
 // options are the engine options the spec asks for, before Fit.
 func (s TrainSpec) options() engine.Options {
-	o := engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
+	o := engine.Options{Recompute: s.Recompute, CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
 	if s.LoRARank > 0 {
 		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets, Dropout: s.LoRADropout}
 		if lc.Alpha == 0 {

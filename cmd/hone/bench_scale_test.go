@@ -33,13 +33,15 @@ func TestStepTrafficMatchesRanks(t *testing.T) {
 		sharding  string
 		lora      int
 		recompute bool
+		every     int // residual checkpoints
 	}{
-		{"none fp32", 2, "fp32", bench.ShardNone, 0, false},
-		{"zero1 fp32", 2, "fp32", bench.ShardOptimizer, 0, false},
-		{"zero1 bf16 3 ranks", 3, "bf16", bench.ShardOptimizer, 0, false},
-		{"zero3 fp32", 2, "fp32", bench.ShardParameters, 0, true},
-		{"zero3 bf16 3 ranks", 3, "bf16", bench.ShardParameters, 0, false},
-		{"zero3 lora bf16", 2, "bf16", bench.ShardParameters, 4, false},
+		{"none fp32", 2, "fp32", bench.ShardNone, 0, false, 0},
+		{"zero1 fp32", 2, "fp32", bench.ShardOptimizer, 0, false, 0},
+		{"zero1 bf16 3 ranks", 3, "bf16", bench.ShardOptimizer, 0, false, 0},
+		{"zero3 fp32", 2, "fp32", bench.ShardParameters, 0, true, 0},
+		{"zero3 fp32 checkpoints", 2, "fp32", bench.ShardParameters, 0, true, 2},
+		{"zero3 bf16 3 ranks", 3, "bf16", bench.ShardParameters, 0, false, 0},
+		{"zero3 lora bf16", 2, "bf16", bench.ShardParameters, 4, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"train", "--config", path, "--seq", strconv.Itoa(seq), "--batch", strconv.Itoa(tc.ranks), "--steps", "1",
@@ -56,12 +58,18 @@ func TestStepTrafficMatchesRanks(t *testing.T) {
 			if tc.recompute {
 				args = append(args, "--recompute")
 			}
+			if tc.every > 0 {
+				args = append(args, "--checkpoint-every", strconv.Itoa(tc.every))
+			}
 			line := runBench(t, args...)
 			var res bench.TrainResult
 			if err := json.Unmarshal([]byte(line), &res); err != nil || res.StepCollective == nil {
 				t.Fatalf("last line %q (%v): want a step_collective", line, err)
 			}
-			o := engine.Options{BF16: tc.precision == "bf16", Recompute: res.Recompute, CompactBF16: res.CompactBF16}
+			if res.CheckpointEvery != tc.every {
+				t.Fatalf("ran with checkpoint_every %d, want %d", res.CheckpointEvery, tc.every)
+			}
+			o := engine.Options{BF16: tc.precision == "bf16", Recompute: res.Recompute, CompactBF16: res.CompactBF16, CheckpointEvery: res.CheckpointEvery}
 			if tc.lora > 0 {
 				o.LoRA = &engine.LoRAConfig{Rank: tc.lora}
 			}
