@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"hone/bench"
@@ -85,5 +87,36 @@ func TestStepTrafficMatchesRanks(t *testing.T) {
 				t.Error("the model predicts no traffic")
 			}
 		})
+	}
+}
+
+// `hone bench scale --json` prints one case per ranks × bandwidth; a
+// step's compute is the ranks' share of its model FLOPs at the rate, and
+// the faster link takes a quarter of the slower's transfer time.
+func TestBenchScale(t *testing.T) {
+	cfg := filepath.Join("..", "..", "bench", "configs", "llama-3.1-8b.json")
+	cmd := benchCmd()
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"scale", "--config", cfg, "--gflops", "300", "--ranks", "8", "--gbps", "25,100", "--latency-us", "0", "--json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", len(lines), out.String())
+	}
+	var rs [2]bench.ScaleResult
+	for i, l := range lines {
+		if err := json.Unmarshal([]byte(l), &rs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := rs[0]
+	if r.Ranks != 8 || r.Tokens != 64*8192 || r.Passes != 8 || math.Abs(r.ComputeS*8*300e9/r.ModelFLOPs-1) > 1e-9 {
+		t.Errorf("ranks %d, tokens %d, passes %d, compute %g s for %g FLOPs", r.Ranks, r.Tokens, r.Passes, r.ComputeS, r.ModelFLOPs)
+	}
+	if math.Abs(rs[1].CommS*4/r.CommS-1) > 1e-9 || r.TodayS != r.ComputeS+r.CommS || !r.Fits {
+		t.Errorf("comm %g s at 25 Gb/s, %g at 100; step %g s today (compute %g); fits %v", r.CommS, rs[1].CommS, r.TodayS, r.ComputeS, r.Fits)
 	}
 }
