@@ -445,7 +445,7 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 	res.SentBytes, res.CommS = WireTime(traffic, s.Ranks, s.GbitPerS, s.Latency)
 	res.SerialS = res.ComputeS + res.CommS
 	res.OverlapS = max(res.ComputeS, res.CommS)
-	res.TodayS = todaySeconds(s, res, opts)
+	res.TodayS = todaySeconds(s, res)
 	res.TokensPS = float64(res.Tokens) / res.TodayS
 	res.CommShare = (res.TodayS - res.ComputeS) / res.TodayS
 	return res, nil
@@ -457,7 +457,7 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 // the gradients of the last micro-batch are reduced while its backward
 // pass runs (taken as 2/3 of its compute), and a sharded optimizer's
 // weight exchange runs after (it overlaps only the optimizer's update).
-func todaySeconds(s ScaleSpec, r *ScaleResult, o engine.Options) float64 {
+func todaySeconds(s ScaleSpec, r *ScaleResult) float64 {
 	if s.Sharding == ShardParameters || s.Ranks < 2 {
 		return r.SerialS
 	}
