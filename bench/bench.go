@@ -30,8 +30,11 @@ type TrainSpec struct {
 	Precision string
 	Threads   int
 	Recompute bool
-	Compact   bool // bf16 weights converted per layer (engine.Options.CompactBF16)
-	Seed      uint64
+	// CheckpointEvery k > 1 (with Recompute) keeps residual checkpoints,
+	// segments of at most k layers (engine.Options.CheckpointEvery).
+	CheckpointEvery int
+	Compact         bool // bf16 weights converted per layer (engine.Options.CompactBF16)
+	Seed            uint64
 	// LoRARank > 0 trains a LoRA adapter of this rank (alpha LoRAAlpha,
 	// default 2·rank) on LoRATargets (default the architecture's) instead of
 	// the whole model; with bf16 precision the frozen base is held in bf16
@@ -97,14 +100,16 @@ type TrainResult struct {
 	// StepCPUSeconds is the median step's CPU time (user and system, all
 	// threads; with ranks, summed over the ranks): on a machine others
 	// share it moves less than the wall-clock time.
-	StepCPUSeconds float64   `json:"step_cpu_seconds"`
-	GFLOPs         float64   `json:"gflop_per_s"`
-	PeakRSSBytes   int64     `json:"peak_rss_bytes"`
-	Recompute      bool      `json:"recompute"`
-	CompactBF16    bool      `json:"compact_bf16"`
-	Notes          []string  `json:"notes,omitempty"`
-	Losses         []float64 `json:"losses"`
-	Ranks          int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
+	StepCPUSeconds float64 `json:"step_cpu_seconds"`
+	GFLOPs         float64 `json:"gflop_per_s"`
+	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
+	Recompute      bool    `json:"recompute"`
+	// CheckpointEvery is the residual checkpoints' segment length (0: none).
+	CheckpointEvery int       `json:"checkpoint_every,omitempty"`
+	CompactBF16     bool      `json:"compact_bf16"`
+	Notes           []string  `json:"notes,omitempty"`
+	Losses          []float64 `json:"losses"`
+	Ranks           int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
 	// ShardOptimizer: the ranks shard the AdamW state (ZeRO stage 1).
 	ShardOptimizer bool `json:"shard_optimizer,omitempty"`
 
@@ -114,6 +119,9 @@ type TrainResult struct {
 	MFU           float64 `json:"mfu,omitempty"`
 	CeilingGFLOPs float64 `json:"ceiling_gflop_per_s,omitempty"`
 	ISA           string  `json:"isa,omitempty"`
+	// StepCollective is what this rank handed the collective in the last
+	// timed step (with ranks): the scaling model's StepTraffic predicts it.
+	StepCollective *collective.Traffic `json:"step_collective,omitempty"`
 }
 
 // FLOPsPerToken is 6·params (forward and backward of every matmul; with
@@ -148,6 +156,11 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	global, err := s.splitBatch()
 	if err != nil {
 		return nil, err
+	}
+	var counter *collective.Counting
+	if s.Coll != nil {
+		counter = collective.NewCounting(s.Coll)
+		s.Coll = counter
 	}
 	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
 	if err != nil {
@@ -187,7 +200,8 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
 		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
-		FrozenBF16: opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), NF4Embed: opts.NF4Embeddings, Notes: notes}
+		CheckpointEvery: opts.CheckpointEvery,
+		FrozenBF16:      opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), NF4Embed: opts.NF4Embeddings, Notes: notes}
 	step, err := s.stepper(m, res)
 	if err != nil {
 		return nil, err
@@ -204,9 +218,17 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			return nil, err
 		}
 		start, startCPU := time.Now(), cpuSeconds()
+		var before collective.Traffic
+		if counter != nil {
+			before = counter.Traffic()
+		}
 		sum, n, err := step(bt, scale)
 		if err != nil {
 			return nil, err
+		}
+		if counter != nil {
+			t := counter.Traffic().Sub(before)
+			res.StepCollective = &t
 		}
 		dev.Sync()
 		if s.Progress != nil {
@@ -244,7 +266,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 
 // options are the engine options the spec asks for, before Fit.
 func (s TrainSpec) options() engine.Options {
-	o := engine.Options{Recompute: s.Recompute, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
+	o := engine.Options{Recompute: s.Recompute, CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
 	if s.LoRARank > 0 {
 		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets, Dropout: s.LoRADropout}
 		if lc.Alpha == 0 {
@@ -332,15 +354,38 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 
 // randomBatch is s.Batch rows of s.Seq random tokens, every one scored.
 func randomBatch(s TrainSpec) (*engine.Batch, error) {
-	r := rand.New(rand.NewPCG(s.Seed, 1+uint64(s.rank())))
-	ids := make([][]int, s.Batch)
+	ids := randomIDs(s.Seed, s.rank(), s.Batch, s.Seq, s.Config.VocabSize)
+	return engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+}
+
+// randomIDs are rank's rows of random token ids.
+func randomIDs(seed uint64, rank, rows, seq, vocab int) [][]int {
+	r := rand.New(rand.NewPCG(seed, 1+uint64(rank)))
+	ids := make([][]int, rows)
 	for i := range ids {
-		ids[i] = make([]int, s.Seq)
+		ids[i] = make([]int, seq)
 		for j := range ids[i] {
-			ids[i][j] = r.IntN(s.Config.VocabSize)
+			ids[i][j] = r.IntN(vocab)
 		}
 	}
-	return engine.NewBatch(ids, ids, nil, s.Config.VocabSize)
+	return ids
+}
+
+// RandomDistinctIDs is the number of distinct token ids that get an
+// embedding gradient in the random batches of `hone bench train` over
+// ranks, rows per rank: the embedding rows its gradient reduction moves.
+// A row's last position scores nothing (its target would be the next
+// row's), so its token gets no gradient from it.
+func RandomDistinctIDs(seed uint64, ranks, rows, seq, vocab int) int {
+	seen := map[int]bool{}
+	for q := range ranks {
+		for _, row := range randomIDs(seed, q, rows, seq, vocab) {
+			for _, id := range row[:seq-1] {
+				seen[id] = true
+			}
+		}
+	}
+	return len(seen)
 }
 
 func median(x []float64) float64 {

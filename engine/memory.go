@@ -44,6 +44,11 @@ const (
 // without gradients or moments, and the adapter's weights, gradients,
 // AdamW moments and scratch.
 func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
+	if opt.ShardRanks > 0 && opt.QuantizeBase == "" {
+		// As New builds it: a sharded (LoRA) base is fp32 shards, its
+		// gathered part converted to bf16 part by part.
+		opt.FrozenBF16, opt.CompactBF16 = false, opt.BF16
+	}
 	N := int64(B * T)
 	parts := c.weightParts(opt)
 	if opt.LoRA != nil {

@@ -50,7 +50,7 @@ tools/bench/torch_lora.py, and the LoRA/full tokens/s ratio of each engine is pr
 	cmd.Flags().StringVar(&configs, "configs", "bench/configs", "directory of bench configs")
 	cmd.Flags().IntVar(&loraRank, "lora-rank", 16, "rank of the LoRA case (llama-125m, bf16, against tools/bench/torch_lora.py); 0 = none")
 	cmd.Flags().BoolVar(&loraOnly, "lora-only", false, "run only the LoRA case and the full bf16 case of its shape")
-	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd(), benchCollectiveCmd(), benchCeilingCmd())
+	cmd.AddCommand(benchTrainCmd(), benchGenerateCmd(), benchCollectiveCmd(), benchCeilingCmd(), benchScaleCmd())
 	return cmd
 }
 
@@ -163,6 +163,7 @@ func benchTrainCmd() *cobra.Command {
 	f.StringVar(&s.Precision, "precision", "bf16", "bf16 (bf16 matmuls, fp32 master weights) or fp32")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
+	f.IntVar(&s.CheckpointEvery, "checkpoint-every", 0, "with --recompute: keep residual checkpoints, segments of at most this many layers (less memory, one more forward pass of most layers)")
 	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
