@@ -94,7 +94,8 @@ type Options struct {
 	OptimizerStates int
 	// ShardRanks N > 0 shards the parameters over N ranks (ZeRO stage 3,
 	// see sharded.go): the model holds one part's parameters and
-	// gradients at a time, which its Shards hooks gather and take; fp32
+	// gradients at a time (and the next part's parameters, prefetched),
+	// which its Shards hooks gather and take; fp32
 	// full fine-tuning of a config CheckShardable accepts only. For
 	// MemoryEstimate and Fit the parameters, gradients and optimizer
 	// state count 1/N. With LoRA the frozen base is sharded the same way
