@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 
 	"hone/collective"
 	"hone/engine"
@@ -16,11 +17,17 @@ import (
 // shorter; rank q keeps chunk q of every part: its fp32 parameters, its
 // gradient and its AdamW moments, concatenated in part order. The model
 // (engine.Options.ShardRanks) asks for one part at a time: Gather
-// all-gathers the chunks into the model's gather buffer, Release
+// all-gathers the chunks into one of the model's gather buffers, Release
 // reduce-scatters the part's gradient so each rank adds the sum of its
 // chunk to its own gradient shard. A step's gradient is therefore the sum
 // over ranks and micro-batches, as with Reducer, and the optimizer steps
 // each rank's shard with the norm of the whole gradient.
+//
+// The collectives run on one goroutine, in the order the model asks for
+// them (the same on every rank): a Prefetch's all-gather and a Release's
+// reduce-scatter run while the model computes, and a Gather waits only
+// for what its buffers still take part in. Err waits for all of them, so
+// the caller's own collectives (the loss, the norm) never run beside them.
 
 // Sharded is one rank's shard of a model's parameters, and the model's
 // engine.ShardHooks.
@@ -32,11 +39,27 @@ type Sharded struct {
 	// P and G are this rank's parameters and gradients, every part's
 	// chunk in part order (see Chunks).
 	P, G []float32
-	pad  []float32 // a whole chunk, for a rank whose chunk is short
-	err  error
+	pad  []float32 // a whole chunk, for a rank whose chunk is short (the comm goroutine's)
 	// frozen: the model trains a LoRA adapter on the sharded base, which
 	// takes no gradients (G is nil; the adapter's are reduced by Reducer).
 	frozen bool
+	// The comm goroutine's queue: ops run in order; issued and done
+	// count them; err is the first op's error (later ops are skipped).
+	mu           sync.Mutex
+	cond         *sync.Cond
+	queue        []func() error
+	issued, done int
+	running      bool
+	err          error
+	pre          *prefetch        // the Prefetch the next Gather must match
+	gradBusy     map[*float32]int // per gradient buffer, the op of the last Release that passed it
+}
+
+// prefetch is an all-gather in flight: part p into params, op number seq.
+type prefetch struct {
+	p      int
+	params []float32
+	seq    int
 }
 
 // shardPart is one part's place: its full-arena range, the chunk size,
@@ -64,7 +87,8 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 	if err := cfg.CheckShardable(); err != nil {
 		return nil, err
 	}
-	s := &Sharded{c: c, m: m, ctx: context.Background(), frozen: m.Opt.LoRA != nil}
+	s := &Sharded{c: c, m: m, ctx: context.Background(), frozen: m.Opt.LoRA != nil, gradBusy: map[*float32]int{}}
+	s.cond = sync.NewCond(&s.mu)
 	total, maxChunk := 0, 0
 	for p := range cfg.NumParts() {
 		lo, hi := cfg.PartRange(p)
@@ -134,74 +158,162 @@ func (s *Sharded) Specs() []engine.ParamSpec {
 // make; call it before a step.
 func (s *Sharded) Begin(ctx context.Context) { s.ctx = ctx }
 
-// Err is the first error of a collective the hooks made.
-func (s *Sharded) Err() error { return s.err }
+// Err waits for the collectives the hooks started and returns the first
+// one's error. Call it after the model's passes, before anything else
+// uses the group or reads G or P.
+func (s *Sharded) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.done < s.issued {
+		s.cond.Wait()
+	}
+	return s.err
+}
 
 // ZeroGrad clears this rank's gradient shard.
 func (s *Sharded) ZeroGrad() {
+	_ = s.Err() // no reduce-scatter still adds to it
 	if s.G != nil {
 		s.m.Dev.Zero(s.G)
 	}
 }
 
-// Gather is engine.ShardHooks.Gather: all-gather part p's chunks.
-func (s *Sharded) Gather(p int, use engine.Use) {
-	sp := s.parts[p]
-	n := s.c.Size()
-	if use&engine.UseGrads != 0 && !s.frozen {
-		last := sp.segs[len(sp.segs)-1]
-		clear(s.m.Grads.Arena[:last.at+n*last.chunk]) // the padding too: Release reduces it
+// enqueue hands op to the comm goroutine (starting it when idle) and
+// returns its number.
+func (s *Sharded) enqueue(op func() error) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queue = append(s.queue, op)
+	s.issued++
+	if !s.running {
+		s.running = true
+		go s.serve()
 	}
-	if use&engine.UseParams == 0 {
-		return
+	return s.issued
+}
+
+// serve runs the queued ops in order until the queue is empty; after an
+// error it only counts them (the group is broken).
+func (s *Sharded) serve() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) > 0 {
+		op := s.queue[0]
+		s.queue = s.queue[1:]
+		failed := s.err != nil
+		s.mu.Unlock()
+		var err error
+		if !failed {
+			err = op()
+		}
+		s.mu.Lock()
+		if err != nil && s.err == nil {
+			s.err = err
+		}
+		s.done++
+		s.cond.Broadcast()
 	}
-	for _, sg := range sp.segs {
-		if s.err != nil {
-			return
-		}
-		in := s.P[sg.off : sg.off+sg.n]
-		if sg.n < sg.chunk {
-			copy(s.pad, in)
-			clear(s.pad[sg.n:sg.chunk])
-			in = s.pad[:sg.chunk]
-		}
-		if err := s.c.AllGather(s.ctx, s.m.Params.Arena[sg.at:sg.at+n*sg.chunk], in); err != nil {
-			s.err = fmt.Errorf("gather part %d of the parameters: %w", p, err)
-		}
+	s.running = false
+}
+
+// wait returns once op seq has run.
+func (s *Sharded) wait(seq int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.done < seq {
+		s.cond.Wait()
 	}
 }
 
-// Release is engine.ShardHooks.Release: reduce-scatter part p's gradient
-// and add this rank's chunk of the sum to G (a tied head's embedding
-// gradient to the embeddings' chunk).
-func (s *Sharded) Release(p int, use engine.Use) {
+// gatherOp is the all-gather of part p's chunks into params.
+func (s *Sharded) gatherOp(ctx context.Context, p int, params []float32) func() error {
+	return func() error {
+		n := s.c.Size()
+		for _, sg := range s.parts[p].segs {
+			in := s.P[sg.off : sg.off+sg.n]
+			if sg.n < sg.chunk {
+				copy(s.pad, in)
+				clear(s.pad[sg.n:sg.chunk])
+				in = s.pad[:sg.chunk]
+			}
+			if err := s.c.AllGather(ctx, params[sg.at:sg.at+n*sg.chunk], in); err != nil {
+				return fmt.Errorf("gather part %d of the parameters: %w", p, err)
+			}
+		}
+		return nil
+	}
+}
+
+// Gather is engine.ShardHooks.Gather: all-gather part p's chunks (or
+// wait for their Prefetch) and zero its gradient buffer.
+func (s *Sharded) Gather(p int, use engine.Use, params, grads []float32) {
+	pre := s.pre
+	s.pre = nil
+	if pre != nil && (pre.p != p || use&engine.UseParams == 0 || &pre.params[0] != &params[0]) {
+		panic(fmt.Sprintf("dataparallel: part %d prefetched, part %d gathered", pre.p, p))
+	}
+	seq := 0
+	grad := use&engine.UseGrads != 0 && !s.frozen
+	if grad {
+		seq = s.gradBusy[&grads[0]] // its last reduce-scatter still reads it
+	}
+	if use&engine.UseParams != 0 {
+		if pre == nil {
+			pre = &prefetch{p: p, params: params, seq: s.enqueue(s.gatherOp(s.ctx, p, params))}
+		}
+		seq = max(seq, pre.seq)
+	}
+	s.wait(seq)
+	if grad {
+		sp := s.parts[p]
+		last := sp.segs[len(sp.segs)-1]
+		clear(grads[:last.at+s.c.Size()*last.chunk]) // the padding too: Release reduces it
+	}
+}
+
+// Prefetch is engine.ShardHooks.Prefetch: start all-gathering part p's
+// chunks into params.
+func (s *Sharded) Prefetch(p int, params []float32) {
+	if s.pre != nil {
+		panic(fmt.Sprintf("dataparallel: part %d prefetched while part %d's prefetch is not gathered", p, s.pre.p))
+	}
+	s.pre = &prefetch{p: p, params: params, seq: s.enqueue(s.gatherOp(s.ctx, p, params))}
+}
+
+// Release is engine.ShardHooks.Release: start reduce-scattering part p's
+// gradient in grads, adding this rank's chunk of the sum to G (a tied
+// head's embedding gradient to the embeddings' chunk).
+func (s *Sharded) Release(p int, use engine.Use, grads []float32) {
 	if use&engine.UseGrads == 0 || s.frozen {
 		return
 	}
-	n, me := s.c.Size(), s.c.Rank()
-	for _, sg := range s.parts[p].segs {
-		if s.err != nil {
-			return
+	ctx := s.ctx
+	s.gradBusy[&grads[0]] = s.enqueue(func() error {
+		n, me := s.c.Size(), s.c.Rank()
+		for _, sg := range s.parts[p].segs {
+			buf := grads[sg.at : sg.at+n*sg.chunk]
+			counts := make([]int, n)
+			for i := range counts {
+				counts[i] = sg.chunk
+			}
+			if err := s.c.ReduceScatter(ctx, buf, counts); err != nil {
+				return fmt.Errorf("reduce-scatter the gradients of part %d: %w", p, err)
+			}
+			g, sum := s.G[sg.off:sg.off+sg.n], buf[me*sg.chunk:me*sg.chunk+sg.n]
+			for i, x := range sum {
+				g[i] += x
+			}
 		}
-		buf := s.m.Grads.Arena[sg.at : sg.at+n*sg.chunk]
-		counts := make([]int, n)
-		for i := range counts {
-			counts[i] = sg.chunk
-		}
-		if err := s.c.ReduceScatter(s.ctx, buf, counts); err != nil {
-			s.err = fmt.Errorf("reduce-scatter the gradients of part %d: %w", p, err)
-			return
-		}
-		g, sum := s.G[sg.off:sg.off+sg.n], buf[me*sg.chunk:me*sg.chunk+sg.n]
-		for i, x := range sum {
-			g[i] += x
-		}
-	}
+		return nil
+	})
 }
 
 // GradNorm is the L2 norm of the whole gradient: every rank's shard's sum
 // of squares, summed across ranks (as an fp32 pair, high and low parts).
 func (s *Sharded) GradNorm(ctx context.Context) (float64, error) {
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
 	sq := s.m.Dev.SumSquares(s.G)
 	hi := float32(sq)
 	pair := []float32{hi, float32(sq - float64(hi))}
@@ -246,14 +358,15 @@ func SumLoss(ctx context.Context, c collective.Collective, sum float64) (float64
 // saving a sharded model. Every rank calls it.
 func (s *Sharded) GatherTo(ctx context.Context, root int, dst []float32) error {
 	s.ctx = ctx
+	buf := s.m.GatherBuffer()
 	for p, sp := range s.parts {
-		s.Gather(p, engine.UseParams)
-		if s.err != nil {
-			return s.err
+		s.Gather(p, engine.UseParams, buf, nil)
+		if err := s.Err(); err != nil {
+			return err
 		}
 		if s.c.Rank() == root {
 			at := sp.segs[len(sp.segs)-1].at // the part's own range is its last segment
-			copy(dst[sp.lo:sp.hi], s.m.Params.Arena[at:at+sp.hi-sp.lo])
+			copy(dst[sp.lo:sp.hi], buf[at:at+sp.hi-sp.lo])
 		}
 	}
 	return nil

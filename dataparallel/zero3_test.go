@@ -290,13 +290,16 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 }
 
 // The memory plan of a sharded rank (Options.ShardRanks) matches what the
-// rank allocates: its shards, the moments, the gather buffers and the
-// activations, at their peak.
+// rank allocates: its shards, the moments, the gather buffers (a part's
+// and a layer's, for parameters and gradients; a LoRA base has one for
+// gradients) and the activations, at their peak.
 func TestShardedMemoryMatchesPlan(t *testing.T) {
 	const n, B, T = 2, 2, 32
 	for i, opt := range []engine.Options{{ShardRanks: n}, {ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}},
 		{ShardRanks: n, BF16: true, Recompute: true}, {ShardRanks: n},
-		{ShardRanks: n, Recompute: true, CheckpointEvery: 2, LossChunk: 8}} {
+		{ShardRanks: n, Recompute: true, CheckpointEvery: 2, LossChunk: 8},
+		{ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}, Recompute: true, CheckpointEvery: 2},
+		{ShardRanks: n, BF16: true, CompactBF16: true}} {
 		cfg := testCfg(t, i == 3)
 		h := newHub(n)
 		peaks := make([]int64, n)

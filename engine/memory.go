@@ -122,19 +122,22 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartGradients] = 4 * vec
 		return parts
 	}
-	if n := int64(opt.ShardRanks); n > 0 { // this rank's shards, and the gathered part
+	if n := int64(opt.ShardRanks); n > 0 { // this rank's shards, and the gather buffers
 		var shard int64 // rank 0's: the largest
 		for _, rg := range c.ShardRanges(int(n), 0) {
 			shard += int64(rg[1] - rg[0])
 		}
-		slot, chunk := int64(c.shardSlot(int(n))), int64(0)
+		// The gather buffers: one any part fits in, one for a layer
+		// (the next part is prefetched into the other; sharded.go).
+		slot, chunk := int64(c.shardSlot(int(n)))+int64(c.layerSlot(int(n))), int64(0)
 		for p := range c.NumParts() {
 			chunk = max(chunk, int64(c.ShardChunk(p, int(n))))
 		}
 		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
 		parts[PartGradients] = 4*shard + 4*slot
 		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
-		if opt.LoRA != nil { // a frozen base: the gather buffer of the norms' unused gradients only
+		if opt.LoRA != nil { // a frozen base: one gradient buffer, for the norms' unused gradients only
+			slot = int64(c.shardSlot(int(n)))
 			parts[PartGradients], parts[PartOptimizer] = 4*slot, 0
 		}
 		if opt.BF16 { // converted part by part (New turns CompactBF16 on)

@@ -94,7 +94,8 @@ type Options struct {
 	OptimizerStates int
 	// ShardRanks N > 0 shards the parameters over N ranks (ZeRO stage 3,
 	// see sharded.go): the model holds one part's parameters and
-	// gradients at a time, which its Shards hooks gather and take; fp32
+	// gradients at a time (and the next part's parameters, prefetched),
+	// which its Shards hooks gather and take; fp32
 	// full fine-tuning of a config CheckShardable accepts only. For
 	// MemoryEstimate and Fit the parameters, gradients and optimizer
 	// state count 1/N. With LoRA the frozen base is sharded the same way
@@ -157,6 +158,7 @@ type Model struct {
 	// parameters (Options.ShardRanks); it must be set before the model
 	// runs.
 	Shards ShardHooks
+	shard  shardState // a sharded model's gather buffers (sharded.go)
 	// gnorm is the gradient norm fused into the backward pass (FuseGradNorm).
 	gnorm gradNorm
 	// gradFresh: the pass under way writes the gradients of the weight
@@ -266,8 +268,8 @@ func New(c *Config, dev Device, opt Options) *Model {
 	m.bf16, m.w16Stale, m.layer16Of = opt.BF16, !opt.FrozenBF16, -1
 	vectors := func() *Weights { v := c.vectorSpecs(); return weightSetOf(c, v, dev.Alloc(specsSize(v))) }
 	if opt.ShardRanks > 0 {
-		slot := c.shardSlot(opt.ShardRanks)
-		m.Params, m.Grads = newShardedWeights(c, dev.Alloc(slot), opt.ShardRanks), newShardedWeights(c, dev.Alloc(slot), opt.ShardRanks)
+		m.shard = newShardState(c, dev, opt.ShardRanks, opt.LoRA != nil)
+		m.Params, m.Grads = m.shard.params[0], m.shard.grads[0]
 	} else if opt.FrozenBF16 {
 		m.Params = vectors()
 	} else {
@@ -437,7 +439,12 @@ func (m *Model) Close() {
 	d := m.Dev
 	m.freeActs()
 	m.step.free(d)
-	freeAll(d, m.Params.Arena, m.Grads.Arena, m.ropeCos, m.ropeSin)
+	if m.sharded() {
+		freeAll(d, m.shard.buffers()...)
+	} else {
+		freeAll(d, m.Params.Arena, m.Grads.Arena)
+	}
+	freeAll(d, m.ropeCos, m.ropeSin)
 	for _, x := range [][]uint16{m.lm16, m.layer16b} {
 		if x != nil {
 			d.FreeBF16(x)
@@ -606,7 +613,7 @@ func (m *Model) w16Layer(l int) *Layer[uint16] {
 	case m.bf16:
 		if m.layer16Of != l {
 			lo, hi := m.Config.layerRange(l)
-			if m.sharded() { // the gathered layer sits at the start of the gather buffer
+			if m.sharded() { // the gathered layer sits at the start of its gather buffer (Params')
 				lo, hi = 0, hi-lo
 			}
 			src := m.Params.Arena[lo:hi]
@@ -778,6 +785,9 @@ func (m *Model) embed(bt *Batch) {
 func (m *Model) forwardTrunk(bt *Batch, headUse Use) {
 	c := m.Config
 	m.refresh16()
+	if m.sharded() {
+		m.planShardPass(headUse&UseGrads != 0)
+	}
 	m.embed(bt)
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		m.gather(l, UseParams)

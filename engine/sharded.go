@@ -9,14 +9,17 @@ import (
 
 // Sharded parameters (ZeRO stage 3 / FSDP style). With Options.ShardRanks
 // N > 0 the model holds no copy of its parameters or gradients of its
-// own: Params and Grads are views of one gather buffer each, big enough
+// own: Params and Grads are views of gather buffers, one pair big enough
 // for the largest part (the embeddings, one decoder layer, or the final
-// norm with the output head), and every part's views alias the start of
-// that buffer. Before a part runs the model calls its ShardHooks'
-// Gather, which fills the views (all-gathering the ranks' shards); after
-// it, Release, which takes the part's gradients (reduce-scattering them
-// into the ranks' shards). The model knows nothing about ranks or
-// collectives: the hooks (train's) do.
+// norm with the output head) and one pair for a decoder layer. Before a
+// part runs the model calls its ShardHooks' Gather, which fills the views
+// (all-gathering the ranks' shards); after it, Release, which takes the
+// part's gradients (reduce-scattering them into the ranks' shards).
+// Consecutive parts of a pass use different buffers where they can, so
+// the model asks the hooks to Prefetch the next part into the other
+// buffer as soon as it has gathered one, and the hooks may take a part's
+// gradients while the next part computes. The model knows nothing about
+// ranks or collectives: the hooks (train's) do.
 
 // PartEmbed and PartHead are the part numbers of the embeddings and of the
 // final norm with the output head for a config of L layers (layers are
@@ -111,17 +114,179 @@ const (
 
 // ShardHooks supply a sharded model's parameters part by part and take its
 // gradients (see Options.ShardRanks). The model calls them from the
-// goroutine running it, in the same order on every rank for the same
-// batches. They cannot fail the model's call: an implementation keeps its
-// first error for its caller to check.
+// goroutine running it, in an order that depends only on the config, the
+// options and the kind of pass (the same on every rank): Gather(p), maybe
+// Prefetch(q), Release(p), Gather(q), ... where the q of a Prefetch is
+// always the next Gather's part and buffer. They cannot fail the model's
+// call: an implementation keeps its first error for its caller to check.
 type ShardHooks interface {
-	// Gather makes part p's views of Params hold the part's parameters
-	// (with UseParams) and zeroes its views of Grads (with UseGrads).
-	Gather(p int, use Use)
-	// Release ends the use of part p: with UseGrads, its views of Grads
-	// hold this pass's gradients of the part, which must be taken now
-	// (the views are reused by the next part).
-	Release(p int, use Use)
+	// Gather makes params hold part p's parameters, each of its segments
+	// (PartSegments) at its offset (with UseParams), and zeroes the
+	// part's gradients in grads (with UseGrads). It returns once they
+	// are there: after the Prefetch of p into params if one came first,
+	// and after the last Release that passed grads has taken them.
+	Gather(p int, use Use, params, grads []float32)
+	// Prefetch starts gathering part p's parameters into params and may
+	// return before they are there; the model's next Gather is of p
+	// into params. No part in use occupies params meanwhile.
+	Prefetch(p int, params []float32)
+	// Release ends the use of part p: with UseGrads, grads holds this
+	// pass's gradients of the part. The hooks may take them after
+	// returning; the model writes grads again only after a Gather that
+	// passes it.
+	Release(p int, use Use, grads []float32)
+}
+
+// shardState is a sharded model's gather buffers and its pass's plan.
+// Buffer 0 holds any part, buffer 1 a decoder layer; a frozen base
+// (LoRA) has one gradient buffer, which nothing reads (grads[1] is
+// grads[0]).
+type shardState struct {
+	params, grads [2]*Weights
+	plan          []shardStep // the pass's gathers in order
+	next          int         // plan's next gather
+	cur           int         // the buffer of the part in use
+}
+
+// shardStep is one gather of a pass: the part, its use and its buffer.
+type shardStep struct {
+	part int
+	use  Use
+	buf  int
+}
+
+// layerSlot is a layer gather buffer's size for n ranks: one layer
+// rounded up to n equal chunks (0 without layers).
+func (c *Config) layerSlot(n int) int {
+	if c.NumHiddenLayers == 0 {
+		return 0
+	}
+	return n * c.ShardChunk(0, n)
+}
+
+// newShardState allocates the gather buffers for n ranks.
+func newShardState(c *Config, dev Device, n int, frozen bool) shardState {
+	var s shardState
+	slot, layer := c.shardSlot(n), c.layerSlot(n)
+	s.params[0], s.grads[0] = newShardedWeights(c, dev.Alloc(slot), n), newShardedWeights(c, dev.Alloc(slot), n)
+	s.params[1], s.grads[1] = newLayerWeights(c, dev.Alloc(layer)), s.grads[0]
+	if !frozen {
+		s.grads[1] = newLayerWeights(c, dev.Alloc(layer))
+	}
+	return s
+}
+
+// buffers are the distinct gather buffers, for Close.
+func (s *shardState) buffers() [][]float32 {
+	out := [][]float32{s.params[0].Arena, s.params[1].Arena, s.grads[0].Arena}
+	if s.grads[1] != s.grads[0] {
+		out = append(out, s.grads[1].Arena)
+	}
+	return out
+}
+
+// GatherBuffer is the gather buffer every part fits in, for hooks that
+// gather parts outside a pass (saving a sharded model).
+func (m *Model) GatherBuffer() []float32 { return m.shard.params[0].Arena }
+
+// newLayerWeights views a layer-sized gather buffer as every decoder
+// layer (it holds no other part).
+func newLayerWeights(c *Config, buf []float32) *Weights {
+	w := &Weights{Arena: buf, Layers: make([]Layer[float32], c.NumHiddenLayers)}
+	if c.NumHiddenLayers > 0 {
+		one := oneLayerViews(c, buf)
+		for l := range w.Layers {
+			w.Layers[l] = one
+		}
+	}
+	return w
+}
+
+// planShardPass plans the gathers of a pass (ForwardBackward's with grad)
+// as forwardTrunk, backwardLayers and ForwardBackward make them, and
+// their buffers: consecutive gathers in different buffers, so each can be
+// prefetched while the one before computes. Where that is impossible (the
+// embeddings and the head fit only buffer 0, and an even number of layers
+// runs between them) a gather shares its predecessor's buffer and is not
+// prefetched: preferably the first layer's, after the embedding lookup,
+// which is too short to hide a gather behind anyway.
+func (m *Model) planShardPass(grad bool) {
+	c := m.Config
+	L, E, H := c.NumHiddenLayers, c.PartEmbed(), c.PartHead()
+	plan := []shardStep{{part: E, use: UseParams}}
+	for l := range L {
+		plan = append(plan, shardStep{part: l, use: UseParams})
+	}
+	if !grad {
+		m.shard.plan = assignShardBuffers(append(plan, shardStep{part: H, use: UseParams}), L)
+		m.shard.next = 0
+		return
+	}
+	both := UseParams | UseGrads
+	plan = append(plan, shardStep{part: H, use: both})
+	if p, ok := m.Opt.residualPlan(c); ok {
+		for j := len(p.ends) - 1; j >= 1; j-- {
+			start, end := p.ends[j-1], p.ends[j]
+			if j == 1 {
+				plan = append(plan, shardStep{part: E, use: UseParams})
+			}
+			for l := start; l < end-1; l++ {
+				plan = append(plan, shardStep{part: l, use: UseParams})
+			}
+			for l := end - 1; l >= start; l-- {
+				plan = append(plan, shardStep{part: l, use: both})
+			}
+		}
+	} else {
+		for l := L - 1; l >= 0; l-- {
+			plan = append(plan, shardStep{part: l, use: both})
+		}
+	}
+	if !m.frozen() {
+		plan = append(plan, shardStep{part: E, use: UseGrads})
+	}
+	m.shard.plan, m.shard.next = assignShardBuffers(plan, L), 0
+}
+
+// assignShardBuffers gives each gather of plan a buffer (parts below L,
+// the layers, fit either; the others only buffer 0) so that as few
+// gathers as possible share their predecessor's buffer, not counting a
+// share after a forward embedding lookup (see planShardPass). A small
+// dynamic program over the two buffers.
+func assignShardBuffers(plan []shardStep, L int) []shardStep {
+	const inf = 1 << 30
+	cost := make([][2]int, len(plan))
+	from := make([][2]int, len(plan))
+	for i, st := range plan {
+		for b := range 2 {
+			cost[i][b] = inf
+			if b == 1 && st.part >= L {
+				continue
+			}
+			if i == 0 {
+				cost[i][b] = 0
+				continue
+			}
+			for pb := range 2 {
+				x := cost[i-1][pb]
+				if pb == b && !(plan[i-1].part == L && plan[i-1].use == UseParams) {
+					x++ // shares the buffer: not prefetched
+				}
+				if x < cost[i][b] {
+					cost[i][b], from[i][b] = x, pb
+				}
+			}
+		}
+	}
+	b := 0
+	if n := len(plan); cost[n-1][1] < cost[n-1][0] {
+		b = 1
+	}
+	for i := len(plan) - 1; i >= 0; i-- {
+		plan[i].buf = b
+		b = from[i][b]
+	}
+	return plan
 }
 
 // newShardedWeights views one gather buffer as every part of a weight set
@@ -146,13 +311,28 @@ func newShardedWeights(c *Config, slot []float32, n int) *Weights {
 // sharded says whether the model's parameters are sharded.
 func (m *Model) sharded() bool { return m.Opt.ShardRanks > 0 }
 
-// gather and release call the hooks on a sharded model.
+// gather and release call the hooks on a sharded model, following the
+// pass's plan (planShardPass): gather points Params and Grads at the
+// part's buffers and prefetches the next planned part.
 func (m *Model) gather(p int, use Use) {
 	if !m.sharded() {
 		return
 	}
+	s := &m.shard
+	if s.next >= len(s.plan) || s.plan[s.next].part != p || s.plan[s.next].use != use {
+		panic(fmt.Sprintf("engine: a sharded pass gathers part %d (use %d) out of its planned order", p, use))
+	}
+	st := s.plan[s.next]
+	s.next++
 	m.Dev.Sync()
-	m.Shards.Gather(p, use)
+	s.cur = st.buf
+	m.Params, m.Grads = s.params[st.buf], s.grads[st.buf]
+	m.Shards.Gather(p, use, m.Params.Arena, m.Grads.Arena)
+	if s.next < len(s.plan) {
+		if nx := s.plan[s.next]; nx.use&UseParams != 0 && nx.buf != st.buf {
+			m.Shards.Prefetch(nx.part, s.params[nx.buf].Arena)
+		}
+	}
 	if use&UseParams != 0 && m.bf16 { // the bf16 copies are of the part the buffer held before
 		m.layer16Of = -1
 		if p == m.Config.PartHead() {
@@ -164,7 +344,7 @@ func (m *Model) gather(p int, use Use) {
 func (m *Model) release(p int, use Use) {
 	if m.sharded() {
 		m.Dev.Sync()
-		m.Shards.Release(p, use)
+		m.Shards.Release(p, use, m.shard.grads[m.shard.cur].Arena)
 	}
 }
 

@@ -1,0 +1,240 @@
+package dataparallel
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"hone/engine"
+	"hone/optim"
+)
+
+// slowRank is a hub rank whose all-gathers first poison their output
+// with NaN and whose collectives take a moment: a part used before its
+// gather finished, a prefetch into a buffer still in use, or a gradient
+// buffer written before its reduce-scatter read it shows in the results.
+type slowRank struct{ hubRank }
+
+func (r slowRank) AllGather(ctx context.Context, out, in []float32) error {
+	nan := float32(math.NaN())
+	for i := range out {
+		out[i] = nan
+	}
+	time.Sleep(200 * time.Microsecond)
+	return r.hubRank.AllGather(ctx, out, in)
+}
+
+func (r slowRank) ReduceScatter(ctx context.Context, buf []float32, counts []int) error {
+	time.Sleep(200 * time.Microsecond)
+	return r.hubRank.ReduceScatter(ctx, buf, counts)
+}
+
+// syncHooks are the hooks without overlap: no prefetch, and each
+// reduce-scatter waited for as it is started (the synchronous schedule).
+type syncHooks struct{ *Sharded }
+
+func (h syncHooks) Prefetch(int, []float32) {}
+func (h syncHooks) Release(p int, use engine.Use, grads []float32) {
+	h.Sharded.Release(p, use, grads)
+	_ = h.Sharded.Err()
+}
+
+// countHooks counts the prefetches the model asks for.
+type countHooks struct {
+	*Sharded
+	n *atomic.Int64
+}
+
+func (h countHooks) Prefetch(p int, params []float32) {
+	h.n.Add(1)
+	h.Sharded.Prefetch(p, params)
+}
+
+// Sharded steps with the gathers prefetched and the reduce-scatters
+// overlapped equal, bit for bit, the same steps run synchronously: the
+// same collectives on the same buffers, only their timing differs. The
+// ranks' collectives are slowed and the gathers poisoned, so a use before
+// a gather finished or a prefetch of the wrong part would differ (or be
+// NaN). Every layer order, tied embeddings, bf16 and a LoRA base.
+func TestShardedOverlapMatchesSynchronous(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int
+		opt  engine.Options
+		tied bool
+		lora bool
+	}{
+		{"plain", 2, engine.Options{}, false, false},
+		{"recompute", 3, engine.Options{Recompute: true}, false, false},
+		{"checkpoints", 2, engine.Options{Recompute: true, CheckpointEvery: 2, MLPChunk: 8}, false, false},
+		{"tied", 3, engine.Options{}, true, false},
+		{"checkpoints-tied", 2, engine.Options{Recompute: true, CheckpointEvery: 3, LossChunk: 8}, true, false},
+		{"bf16", 2, engine.Options{BF16: true, CompactBF16: true}, false, false},
+		{"lora", 2, engine.Options{}, false, true},
+		{"lora-checkpoints-tied", 3, engine.Options{Recompute: true, CheckpointEvery: 2}, true, true},
+	} {
+		t.Run(fmt.Sprintf("%s/%d-ranks", tc.name, tc.n), func(t *testing.T) {
+			cfg := testCfg(t, tc.tied)
+			r := rand.New(rand.NewPCG(5, 6))
+			const micro, steps, lr = 2, 3, 1e-2
+			batches := make([][]*engine.Batch, tc.n)
+			scored := 0
+			for q := range batches {
+				for range micro {
+					bt := testBatch(t, r, 2, 16, cfg.VocabSize)
+					batches[q] = append(batches[q], bt)
+					scored += bt.Scored()
+				}
+			}
+			// run trains on n slowed ranks and returns rank 0's losses,
+			// every rank's trained state (parameter shards or adapter)
+			// and rank 0's logits after training.
+			run := func(overlap bool) ([]float64, [][]float32, []float32, int64) {
+				h := newHub(tc.n)
+				losses := make([]float64, steps)
+				state := make([][]float32, tc.n)
+				var logits []float32
+				var prefetches atomic.Int64
+				errs := make([]error, tc.n)
+				var wg sync.WaitGroup
+				for q := range tc.n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs[q] = func() error {
+							c := slowRank{hubRank{h, q}}
+							opt := tc.opt
+							opt.ShardRanks = tc.n
+							var lc *engine.LoRAConfig
+							if tc.lora {
+								lc = &engine.LoRAConfig{Rank: 4, Alpha: 8}
+								opt.LoRA = lc
+							}
+							m := engine.New(cfg, openCPU(t, nil), opt)
+							sh, err := NewSharded(c, m)
+							if err != nil {
+								return err
+							}
+							if overlap {
+								m.Shards = countHooks{sh, &prefetches}
+							} else {
+								m.Shards = syncHooks{sh}
+							}
+							engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
+							ctx := context.Background()
+							var a *engine.Adapter
+							var step func() error
+							if lc != nil {
+								if a, err = engine.NewAdapter(cfg, m.Dev, *lc); err != nil {
+									return err
+								}
+								a.InitPEFT(3)
+								if err := m.Attach(a); err != nil {
+									return err
+								}
+								o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+								if err != nil {
+									return err
+								}
+								step = func() error { _, err := o.StepAdapter(a, lr); return err }
+							} else {
+								o, err := sh.NewAdamW(optim.DefaultAdamW)
+								if err != nil {
+									return err
+								}
+								step = func() error { _, err := sh.Step(ctx, o, lr); return err }
+							}
+							for s := range steps {
+								sh.Begin(ctx)
+								sh.ZeroGrad()
+								var red *Reducer
+								if a != nil {
+									a.ZeroGrad()
+									red = Start(ctx, c, m, a)
+								}
+								var sum float64
+								for _, bt := range batches[q] {
+									l, _ := m.ForwardBackward(bt, 1/float32(scored))
+									sum += l
+									if err := sh.Err(); err != nil {
+										return err
+									}
+								}
+								if red != nil {
+									sum, err = red.Finish(sum)
+								} else {
+									sum, err = SumLoss(ctx, c, sum)
+								}
+								if err != nil {
+									return err
+								}
+								if q == 0 {
+									losses[s] = sum
+								}
+								if err := step(); err != nil {
+									return err
+								}
+							}
+							l := m.Logits(batches[0][0])
+							if err := sh.Err(); err != nil {
+								return err
+							}
+							if q == 0 {
+								logits = l
+							}
+							if a != nil {
+								state[q] = engine.HostView(m.Dev, a.Params)
+							} else {
+								state[q] = append([]float32(nil), sh.P...)
+							}
+							return nil
+						}()
+					}()
+				}
+				wg.Wait()
+				for q, err := range errs {
+					if err != nil {
+						t.Fatalf("overlap %v, rank %d: %v", overlap, q, err)
+					}
+				}
+				return losses, state, logits, prefetches.Load()
+			}
+			wantLoss, wantState, wantLogits, _ := run(false)
+			gotLoss, gotState, gotLogits, prefetched := run(true)
+			if prefetched == 0 {
+				t.Fatal("the model prefetched no part")
+			}
+			for s := range steps {
+				if math.IsNaN(gotLoss[s]) || math.Float64bits(gotLoss[s]) != math.Float64bits(wantLoss[s]) {
+					t.Errorf("step %d: loss %.17g overlapped, %.17g synchronous", s+1, gotLoss[s], wantLoss[s])
+				}
+			}
+			for q := range tc.n {
+				if i := firstBitDiff(gotState[q], wantState[q]); i >= 0 {
+					t.Errorf("rank %d: trained state differs at %d: %g overlapped, %g synchronous", q, i, gotState[q][i], wantState[q][i])
+				}
+			}
+			if i := firstBitDiff(gotLogits, wantLogits); i >= 0 {
+				t.Errorf("logits differ at %d: %g overlapped, %g synchronous", i, gotLogits[i], wantLogits[i])
+			}
+		})
+	}
+}
+
+// firstBitDiff is the first index where a and b differ in bits (-1: none).
+func firstBitDiff(a, b []float32) int {
+	if len(a) != len(b) {
+		return 0
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return i
+		}
+	}
+	return -1
+}
