@@ -120,6 +120,8 @@ type TrainResult struct {
 	CeilingGFLOPs float64       `json:"ceiling_gflop_per_s,omitempty"`
 	Ceiling       *TrainCeiling `json:"ceiling,omitempty"`
 	ISA           string        `json:"isa,omitempty"`
+	// BLAS is set by the PyTorch peer only (tools/bench/torch_blas.py).
+	BLAS *PeerBLAS `json:"blas,omitempty"`
 }
 
 // FLOPsPerToken is 6·params (forward and backward of every matmul; with

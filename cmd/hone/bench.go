@@ -234,6 +234,11 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 			if err != nil {
 				return err
 			}
+			for _, p := range res.Peers {
+				if p.BLAS != nil && p.BLAS.Reference {
+					fmt.Fprintln(cmd.ErrOrStderr(), p.BLAS)
+				}
+			}
 			if asJSON {
 				b, _ := json.Marshal(res)
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
@@ -244,6 +249,9 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 				res.PrefillTokS, float64(res.PeakRSSBytes)/(1<<30))
 			for _, p := range res.Peers {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
+				if p.BLAS != nil {
+					fmt.Fprintln(cmd.OutOrStdout(), p.BLAS)
+				}
 			}
 			return nil
 		},
