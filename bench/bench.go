@@ -168,7 +168,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	var before Ceiling
 	raw := dev // the ceiling's products stay out of --kernel-times
 	if s.MFU {
-		if before, err = s.measureCeiling(ctx, raw); err != nil {
+		if before, err = s.measureCeiling(ctx, raw, true); err != nil {
 			return nil, err
 		}
 	}
@@ -238,7 +238,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	res.GFLOPs = res.TokensPerS * flops / 1e9
 	if s.MFU {
-		after, err := s.measureCeiling(ctx, raw)
+		after, err := s.measureCeiling(ctx, raw, false)
 		if err != nil {
 			return nil, err
 		}
@@ -254,13 +254,13 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 // measureCeiling times dev's products in the spec's precision. Ranks
 // start together, so that each one's products share the machine with the
 // others' as their steps do.
-func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device) (Ceiling, error) {
+func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device, peak bool) (Ceiling, error) {
 	if s.Coll != nil {
 		if err := s.Coll.Barrier(ctx); err != nil {
 			return Ceiling{}, fmt.Errorf("bench: ranks meet to time the ceiling: %w", err)
 		}
 	}
-	c, err := MeasureCeiling(ctx, dev, CeilingSpec{MinTime: s.CeilingTime, Precisions: []string{s.Precision}})
+	c, err := MeasureCeiling(ctx, dev, CeilingSpec{MinTime: s.CeilingTime, Precisions: []string{s.Precision}, Peak: peak})
 	if err != nil {
 		return c, fmt.Errorf("bench: ceiling: %w", err)
 	}

@@ -24,6 +24,19 @@ type Ceiling struct {
 	MinSeconds   float64 `json:"min_seconds"`
 	BF16Products int     `json:"bf16_products,omitempty"`
 	FP32Products int     `json:"fp32_products,omitempty"`
+	// PeakBF16 and PeakFP32 are the vector units' measured throughput on
+	// the same threads with operands in registers (the device's
+	// PeakGFLOPs; absent where it has none or the CPU lacks the
+	// instructions): what no product can exceed, measured rather than
+	// derived from a clock rate. The ceiling over it is how close the
+	// device's matmul comes.
+	PeakBF16 float64 `json:"peak_bf16_gflop_per_s,omitempty"`
+	PeakFP32 float64 `json:"peak_fp32_gflop_per_s,omitempty"`
+}
+
+// peaker is a device that measures its vector peak (cpu.Device).
+type peaker interface {
+	PeakGFLOPs(precision string, minTime time.Duration) (float64, bool)
 }
 
 // CeilingSize is the side of the square products Ceiling times: large
@@ -42,6 +55,7 @@ type CeilingSpec struct {
 	MinTime     time.Duration // each precision is timed at least this long; CeilingTime when 0
 	MinProducts int           // and at least this many products; 3 when 0
 	Precisions  []string      // "bf16", "fp32"; both when empty
+	Peak        bool          // also time the vector peak (Ceiling.PeakBF16, PeakFP32)
 
 	now func() time.Time // the clock; time.Now when nil (tests inject one)
 }
@@ -109,6 +123,14 @@ func MeasureCeiling(ctx context.Context, dev engine.Device, spec CeilingSpec) (C
 	}
 	var err error
 	for _, p := range precisions {
+		if pk, ok := dev.(peaker); ok && spec.Peak && spec.now == nil {
+			g, _ := pk.PeakGFLOPs(p, minTime/5)
+			if p == "bf16" {
+				c.PeakBF16 = g
+			} else {
+				c.PeakFP32 = g
+			}
+		}
 		switch p {
 		case "bf16":
 			a16, b16 := dev.AllocBF16(n*n), dev.AllocBF16(n*n)
@@ -127,13 +149,13 @@ func MeasureCeiling(ctx context.Context, dev engine.Device, spec CeilingSpec) (C
 	return c, nil
 }
 
-// GFLOPs is the ceiling of precision ("bf16" or "fp32") and how many
-// products were timed for it.
-func (c Ceiling) GFLOPs(precision string) (float64, int) {
+// GFLOPs is the ceiling of precision ("bf16" or "fp32"), how many
+// products were timed for it, and the vector peak (0 if not measured).
+func (c Ceiling) GFLOPs(precision string) (gflops float64, products int, peak float64) {
 	if precision == "bf16" {
-		return c.BF16, c.BF16Products
+		return c.BF16, c.BF16Products, c.PeakBF16
 	}
-	return c.FP32, c.FP32Products
+	return c.FP32, c.FP32Products, c.PeakFP32
 }
 
 // TrainCeiling is the ceiling a training benchmark's MFU is measured
@@ -152,15 +174,16 @@ type TrainCeiling struct {
 	BeforeGFLOPs float64   `json:"before_gflop_per_s"`
 	AfterGFLOPs  float64   `json:"after_gflop_per_s"`
 	Products     int       `json:"products"`                   // timed, both measurements, all ranks
+	PeakGFLOPs   float64   `json:"peak_gflop_per_s,omitempty"` // Ceiling.PeakBF16 or PeakFP32, before the steps
 	RankGFLOPs   []float64 `json:"rank_gflop_per_s,omitempty"` // with ranks: each rank's ceiling
 }
 
 // trainCeiling is the ceiling of one process from its two measurements.
 func trainCeiling(precision string, before, after Ceiling) *TrainCeiling {
-	b, nb := before.GFLOPs(precision)
-	a, na := after.GFLOPs(precision)
+	b, nb, peak := before.GFLOPs(precision)
+	a, na, _ := after.GFLOPs(precision)
 	return &TrainCeiling{GFLOPs: max(b, a), Precision: precision, Threads: before.Threads, Size: before.Size,
-		MinSeconds: before.MinSeconds, BeforeGFLOPs: b, AfterGFLOPs: a, Products: nb + na}
+		MinSeconds: before.MinSeconds, BeforeGFLOPs: b, AfterGFLOPs: a, Products: nb + na, PeakGFLOPs: peak}
 }
 
 // setMFU fills r's MFU fields from this process's ceiling. r.GFLOPs counts
@@ -187,7 +210,7 @@ func mergeCeilings(results []*TrainResult) *TrainCeiling {
 		return nil
 	}
 	out := *results[0].Ceiling
-	out.GFLOPs, out.BeforeGFLOPs, out.AfterGFLOPs, out.Products = 0, 0, 0, 0
+	out.GFLOPs, out.BeforeGFLOPs, out.AfterGFLOPs, out.Products, out.PeakGFLOPs = 0, 0, 0, 0, 0
 	out.RankGFLOPs = nil
 	for _, r := range results {
 		c := r.Ceiling
@@ -198,6 +221,7 @@ func mergeCeilings(results []*TrainResult) *TrainCeiling {
 		out.BeforeGFLOPs += c.BeforeGFLOPs
 		out.AfterGFLOPs += c.AfterGFLOPs
 		out.Products += c.Products
+		out.PeakGFLOPs += c.PeakGFLOPs
 		out.RankGFLOPs = append(out.RankGFLOPs, c.GFLOPs)
 	}
 	return &out

@@ -28,7 +28,7 @@ the step's threads, before and after the steps).`,
 			if err != nil {
 				return err
 			}
-			c, err := bench.MeasureCeiling(cmd.Context(), dev, bench.CeilingSpec{Size: size, MinTime: minTime, MinProducts: reps})
+			c, err := bench.MeasureCeiling(cmd.Context(), dev, bench.CeilingSpec{Size: size, MinTime: minTime, MinProducts: reps, Peak: true})
 			if err != nil {
 				return err
 			}
@@ -39,6 +39,9 @@ the step's threads, before and after the steps).`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d×%d×%d products, %d threads: bf16 %.0f GFLOP/s (best of %d), fp32 %.0f GFLOP/s (best of %d) (%s)\n",
 				size, size, size, c.Threads, c.BF16, c.BF16Products, c.FP32, c.FP32Products, c.ISA)
+			if c.PeakBF16 > 0 || c.PeakFP32 > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "vector peak, operands in registers: bf16 %.0f GFLOP/s, fp32 %.0f GFLOP/s\n", c.PeakBF16, c.PeakFP32)
+			}
 			return nil
 		},
 	}

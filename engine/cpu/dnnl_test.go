@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 
 	"hone/engine"
 )
@@ -207,6 +208,20 @@ func TestMatMulUsesDeviceThreads(t *testing.T) {
 		}
 		if d.Threads() != threads {
 			t.Errorf("Threads() = %d, want %d", d.Threads(), threads)
+		}
+	}
+}
+
+// The vector peak is measured exactly where the CPU has the instructions.
+func TestPeakGFLOPs(t *testing.T) {
+	d := New(1)
+	for _, prec := range []string{"fp32", "bf16"} {
+		g, ok := d.PeakGFLOPs(prec, time.Millisecond)
+		if want := peakISA >= map[string]int{"fp32": 1, "bf16": 2}[prec]; ok != want {
+			t.Fatalf("%s: ok %v, want %v (peakISA %d)", prec, ok, want, peakISA)
+		}
+		if ok && !(g > 0) {
+			t.Errorf("%s: peak %g GFLOP/s", prec, g)
 		}
 	}
 }
