@@ -72,9 +72,13 @@ type TrainSpec struct {
 	// PlanRanks is the number of ranks --plan plans for (each rank's
 	// share of Batch; with ShardParameters, its shard of the state).
 	PlanRanks int
-	// MFU times the device's matmul ceiling (MeasureCeiling) before the
-	// run and reports the step's model FLOPs/s as a fraction of it.
+	// MFU times the device's matmul ceiling (MeasureCeiling) before and
+	// after the steps and reports the step's model FLOPs/s as a fraction
+	// of it (TrainCeiling).
 	MFU bool
+	// CeilingTime is how long each ceiling measurement times products
+	// (CeilingTime when 0).
+	CeilingTime time.Duration
 }
 
 // TrainResult is what `hone bench train --json` prints.
@@ -114,11 +118,15 @@ type TrainResult struct {
 	ShardOptimizer bool `json:"shard_optimizer,omitempty"`
 
 	// MFU is GFLOPs over the device's measured matrix-product ceiling in
-	// this precision (CeilingGFLOPs, timed in the same process); set when
-	// TrainSpec.MFU asks for it.
-	MFU           float64 `json:"mfu,omitempty"`
-	CeilingGFLOPs float64 `json:"ceiling_gflop_per_s,omitempty"`
-	ISA           string  `json:"isa,omitempty"`
+	// this precision (CeilingGFLOPs, timed in the same process on the
+	// same threads; Ceiling says how); set when TrainSpec.MFU asks for
+	// it. With ranks: all ranks' FLOPs over the sum of their ceilings.
+	MFU           float64       `json:"mfu,omitempty"`
+	CeilingGFLOPs float64       `json:"ceiling_gflop_per_s,omitempty"`
+	Ceiling       *TrainCeiling `json:"ceiling,omitempty"`
+	ISA           string        `json:"isa,omitempty"`
+	// BLAS is set by the PyTorch peer only (tools/bench/torch_blas.py).
+	BLAS *PeerBLAS `json:"blas,omitempty"`
 	// StepCollective is what this rank handed the collective in the last
 	// timed step (with ranks): the scaling model's StepTraffic predicts it.
 	StepCollective *collective.Traffic `json:"step_collective,omitempty"`
@@ -170,9 +178,10 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	var ceiling Ceiling
+	var before Ceiling
+	raw := dev // the ceiling's products stay out of --kernel-times
 	if s.MFU {
-		if ceiling, err = MeasureCeiling(ctx, dev, CeilingSize, 5, s.Precision); err != nil {
+		if before, err = s.measureCeiling(ctx, raw, true); err != nil {
 			return nil, err
 		}
 	}
@@ -251,17 +260,33 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	res.GFLOPs = res.TokensPerS * flops / 1e9
 	if s.MFU {
-		res.CeilingGFLOPs, res.ISA = ceiling.FP32, ceiling.ISA
-		if s.Precision == "bf16" {
-			res.CeilingGFLOPs = ceiling.BF16
+		after, err := s.measureCeiling(ctx, raw, false)
+		if err != nil {
+			return nil, err
 		}
-		res.MFU = res.GFLOPs / res.CeilingGFLOPs
+		res.setMFU(trainCeiling(s.Precision, before, after), before.ISA, s.ranks())
 	}
 	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
 		s.KernelTimes(append(timed.Report(), timed.PassReport(s.Steps)...))
 	}
 	return res, nil
+}
+
+// measureCeiling times dev's products in the spec's precision. Ranks
+// start together, so that each one's products share the machine with the
+// others' as their steps do.
+func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device, peak bool) (Ceiling, error) {
+	if s.Coll != nil {
+		if err := s.Coll.Barrier(ctx); err != nil {
+			return Ceiling{}, fmt.Errorf("bench: ranks meet to time the ceiling: %w", err)
+		}
+	}
+	c, err := MeasureCeiling(ctx, dev, CeilingSpec{MinTime: s.CeilingTime, Precisions: []string{s.Precision}, Peak: peak})
+	if err != nil {
+		return c, fmt.Errorf("bench: ceiling: %w", err)
+	}
+	return c, nil
 }
 
 // options are the engine options the spec asks for, before Fit.

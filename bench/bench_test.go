@@ -108,3 +108,20 @@ func TestWriteLoRASpeedups(t *testing.T) {
 		t.Errorf("lora args %q", got)
 	}
 }
+
+// The table says which BLAS PyTorch's fp32 products ran on, loudly when it
+// is the reference one (Debian's default: its fp32 figures then measure
+// that library).
+func TestWriteTableBLAS(t *testing.T) {
+	c := Case{ConfigPath: "configs/llama-125m.json", Seq: 256, Batch: 4, Precision: "fp32", Threads: 2}
+	for _, ref := range []bool{false, true} {
+		lib := map[bool]string{false: "openblas-pthread", true: "reference"}[ref]
+		blas := &PeerBLAS{Library: lib, Path: "/usr/lib/x86_64-linux-gnu/" + lib + "/libblas.so.3", GFLOPs512: 5, Reference: ref}
+		var b bytes.Buffer
+		WriteTable(&b, []Row{{Case: c, Hone: &TrainResult{TokensPerS: 2}, Torch: &TrainResult{TokensPerS: 1, BLAS: blas}}})
+		line := "pytorch's fp32 products run on " + lib + " BLAS (" + blas.Path + "): 5.0 GFLOP/s on a 512² product"
+		if !strings.Contains(b.String(), line) || strings.Contains(b.String(), "WARNING") != ref {
+			t.Errorf("reference %v: table\n%s\nwant %q, a warning only for the reference BLAS", ref, b.String(), line)
+		}
+	}
+}

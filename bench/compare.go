@@ -84,6 +84,9 @@ func Compare(ctx context.Context, exe, python, torchScript string, cases []Case,
 			row.TorchErr = err.Error()
 		} else {
 			row.Torch = t
+			if t.BLAS != nil && t.BLAS.Reference {
+				fmt.Fprintln(log, t.BLAS)
+			}
 		}
 		rows = append(rows, row)
 	}
@@ -127,12 +130,39 @@ func WriteTable(w io.Writer, rows []Row) {
 			r.Hone.TokensPerS, tt, sr, r.Hone.GFLOPs, gib(r.Hone.PeakRSSBytes), tr, rr)
 	}
 	tw.Flush()
+	for _, r := range rows {
+		if r.Torch != nil && r.Torch.BLAS != nil { // one machine, one BLAS: say it once
+			fmt.Fprintln(w, r.Torch.BLAS)
+			break
+		}
+	}
 	writeLoRASpeedups(w, rows)
 	for _, r := range rows {
 		if r.TorchErr != "" {
 			fmt.Fprintf(w, "pytorch did not run for %s %s: %s\n", filepath.Base(r.Case.ConfigPath), r.Case.Precision, r.TorchErr)
 		}
 	}
+}
+
+// PeerBLAS is what a PyTorch peer script says of the BLAS behind its fp32
+// matrix products (tools/bench/torch_blas.py): Debian's python3-torch runs
+// them on whatever libblas.so.3 update-alternatives points at, which is
+// the reference BLAS (about 5 GFLOP/s) unless an optimized one is installed.
+type PeerBLAS struct {
+	Library     string  `json:"library"`     // "openblas-pthread", "reference", ...
+	Path        string  `json:"path"`        // the libblas.so.3 the peer loaded, resolved
+	Alternative string  `json:"alternative"` // where /etc/alternatives points libblas.so.3
+	GFLOPs512   float64 `json:"fp32_512_gflop_per_s"`
+	Reference   bool    `json:"reference"`
+}
+
+// String is one line about the BLAS, loud when it is the reference one.
+func (b *PeerBLAS) String() string {
+	s := fmt.Sprintf("pytorch's fp32 products run on %s BLAS (%s): %.1f GFLOP/s on a 512² product", b.Library, b.Path, b.GFLOPs512)
+	if b.Reference {
+		s = "WARNING: " + s + "; its fp32 figures measure the reference BLAS, not PyTorch (tools/bench/install-peers.sh installs OpenBLAS)"
+	}
+	return s
 }
 
 func gib(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }

@@ -28,6 +28,8 @@ type PeerResult struct {
 	TokensPerS float64 `json:"tokens_per_s"`
 	Ratio      float64 `json:"ratio"` // hone's tokens/s over the peer's: above 1, hone is faster
 	Command    string  `json:"command"`
+	// BLAS: the PyTorch peer's (its fp32 products'; tools/bench/torch_blas.py).
+	BLAS *PeerBLAS `json:"blas,omitempty"`
 }
 
 // runPeer decodes NewTokens greedy tokens after prompt in peer name with

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"testing"
+	"time"
 
 	"hone/engine"
 )
@@ -48,17 +49,18 @@ func TestBF16LossFollowsFP32(t *testing.T) {
 	t.Logf("loss %.4f → %.4f (fp32), %.4f → %.4f (bf16)", losses[0][0], losses[0][49], losses[1][0], losses[1][49])
 }
 
-// The ceiling times both precisions through the device and names its ISA.
+// The ceiling times both precisions through the device, on its threads,
+// and names its ISA.
 func TestMeasureCeiling(t *testing.T) {
 	dev, err := engine.OpenDevice("cpu", engine.DeviceOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := MeasureCeiling(context.Background(), dev, 128, 2)
+	c, err := MeasureCeiling(context.Background(), dev, CeilingSpec{Size: 128, MinTime: time.Millisecond, MinProducts: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !(c.BF16 > 0) || !(c.FP32 > 0) || c.ISA == "" {
-		t.Fatalf("ceiling %+v: want positive throughputs and an ISA", c)
+	if !(c.BF16 > 0) || !(c.FP32 > 0) || c.ISA == "" || c.Threads != 1 || c.BF16Products < 2 || c.FP32Products < 2 {
+		t.Fatalf("ceiling %+v: want positive throughputs, an ISA, 1 thread, at least 2 products each", c)
 	}
 }

@@ -41,12 +41,17 @@ func (s *TrainSpec) splitBatch() (int, error) {
 
 // MergeRanks combines the ranks' results: throughput is rank 0's (every
 // rank steps together, and Batch is the global batch), memory the
-// largest rank's, CPU time the ranks' sum.
+// largest rank's, CPU time the ranks' sum, and MFU all ranks' FLOPs over
+// the sum of the ranks' ceilings.
 func MergeRanks(results []*TrainResult) *TrainResult {
 	out := *results[0]
 	for _, r := range results[1:] {
 		out.PeakRSSBytes = max(out.PeakRSSBytes, r.PeakRSSBytes)
 		out.StepCPUSeconds += r.StepCPUSeconds
+	}
+	if c := mergeCeilings(results); c != nil {
+		out.Ceiling, out.CeilingGFLOPs = c, c.GFLOPs
+		out.MFU = mfu(out.GFLOPs, c.GFLOPs)
 	}
 	return &out
 }

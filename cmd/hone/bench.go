@@ -179,6 +179,7 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW state across the ranks (ZeRO stage 1; each rank receives its shard's gradients and sends its updated weights); default on with --ranks > 1, --shard-optimizer=false for plain data parallelism")
 	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and AdamW moments across the ranks, gathering one layer at a time (ZeRO stage 3; fp32 full fine-tuning)")
+	f.DurationVar(&s.CeilingTime, "ceiling-time", bench.CeilingTime, "time the matmul ceiling (mfu's denominator) for at least this long before and after the steps")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
 	return cmd
@@ -235,6 +236,11 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 			if err != nil {
 				return err
 			}
+			for _, p := range res.Peers {
+				if p.BLAS != nil && p.BLAS.Reference {
+					fmt.Fprintln(cmd.ErrOrStderr(), p.BLAS)
+				}
+			}
 			if asJSON {
 				b, _ := json.Marshal(res)
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
@@ -245,6 +251,9 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 				res.PrefillTokS, float64(res.PeakRSSBytes)/(1<<30))
 			for _, p := range res.Peers {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
+				if p.BLAS != nil {
+					fmt.Fprintln(cmd.OutOrStdout(), p.BLAS)
+				}
 			}
 			return nil
 		},

@@ -64,15 +64,28 @@ func TestBenchTrainRanks(t *testing.T) {
 		Tokens  float64   `json:"tokens_per_s"`
 		PeakRSS int64     `json:"peak_rss_bytes"`
 		Losses  []float64 `json:"losses"`
+		MFU     float64   `json:"mfu"`
+		GFLOPs  float64   `json:"gflop_per_s"`
+		Ceiling struct {
+			GFLOPs float64   `json:"gflop_per_s"`
+			Ranks  []float64 `json:"rank_gflop_per_s"`
+			Thr    int       `json:"threads"`
+		} `json:"ceiling"`
 	}
 	var runs [3]result
 	for i, extra := range [][]string{{"--shard-optimizer=false"}, nil, {"--shard-parameters"}} {
 		args := append([]string{"train", "--config", cfg, "--seq", "32", "--batch", "2", "--steps", "2", "--precision", "fp32",
-			"--threads", "1", "--ranks", "2", "--json"}, extra...)
+			"--threads", "1", "--ranks", "2", "--ceiling-time", "1ms", "--json"}, extra...)
 		line := runBench(t, args...)
 		res := &runs[i]
 		if err := json.Unmarshal([]byte(line), res); err != nil || res.Ranks != 2 || res.Batch != 2 || !(res.Tokens > 0) || res.PeakRSS <= 0 || len(res.Losses) != 2 {
 			t.Errorf("%v: last line %q (%v), want ranks 2, batch 2, tokens_per_s > 0, peak_rss_bytes > 0, 2 losses", extra, line, err)
+		}
+		// MFU: all ranks' FLOPs over the sum of their 1-thread ceilings.
+		c := res.Ceiling
+		if len(c.Ranks) != 2 || c.Thr != 1 || math.Abs(c.GFLOPs-(c.Ranks[0]+c.Ranks[1])) > 1e-9*c.GFLOPs ||
+			math.Abs(res.MFU-res.GFLOPs/c.GFLOPs) > 1e-9*res.MFU {
+			t.Errorf("%v: mfu %g of %g GFLOP/s, ceiling %+v: want the GFLOP/s over the sum of two 1-thread ranks' ceilings", extra, res.MFU, res.GFLOPs, c)
 		}
 	}
 	// The sharded optimizer (the default) and sharded parameters take the

@@ -44,7 +44,7 @@ times --mfu. README "Scaling model" states the assumptions.`,
 				if err != nil {
 					return err
 				}
-				c, err := bench.MeasureCeiling(cmd.Context(), dev, bench.CeilingSize, 5, precision)
+				c, err := bench.MeasureCeiling(cmd.Context(), dev, bench.CeilingSpec{Precisions: []string{precision}})
 				if err != nil {
 					return err
 				}

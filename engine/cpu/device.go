@@ -39,15 +39,16 @@ func init() {
 }
 
 // New returns a CPU device using up to threads goroutines for Go kernels
-// and threads OpenMP threads for oneDNN (0 = GOMAXPROCS). The OpenMP
-// setting is process-wide: the last device created sets it.
+// and threads OpenMP threads for its oneDNN products (0 = GOMAXPROCS).
 func New(threads int) *Device {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	setMatmulThreads(threads)
-	return &Device{threads: threads, flash: flashISA, flash32: flash32ISA}
+	return &Device{threads: threads, mm: matmuls{threads: threads}, flash: flashISA, flash32: flash32ISA}
 }
+
+// Threads is how many threads the device's kernels and products use.
+func (d *Device) Threads() int { return d.threads }
 
 func (d *Device) Name() string { return "cpu (oneDNN matmul)" }
 

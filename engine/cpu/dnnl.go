@@ -7,6 +7,17 @@ package cpu
 
 // From libgomp, which Debian's oneDNN uses for its threads.
 extern void omp_set_num_threads(int);
+extern int omp_get_max_threads(void);
+
+// hone_threads makes the calling OS thread's OpenMP parallel regions use
+// n threads. The setting is per OS thread, and Go runs cgo calls on
+// whichever thread the goroutine is on: a thread that never set it uses
+// OpenMP's default (OMP_NUM_THREADS, else all cores), so every call sets
+// it first. oneDNN reads
+// it when it creates a primitive and when it runs one.
+static void hone_threads(int n) {
+	if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
+}
 
 // A matmul primitive for one shape, with memory objects whose data handles
 // are swapped per call, so nothing is allocated on the hot path.
@@ -130,9 +141,10 @@ const primCacheCap = 256
 // matmuls caches oneDNN primitives by shape, least recently used evicted
 // past cap: creating one costs far more than running a small one.
 type matmuls struct {
-	cap   int // 0 means primCacheCap
-	prims map[mmKey]*list.Element
-	lru   list.List // of *primEntry, most recently used first
+	threads int // OpenMP threads of every call (hone_threads); 0 leaves the thread's setting
+	cap     int // 0 means primCacheCap
+	prims   map[mmKey]*list.Element
+	lru     list.List // of *primEntry, most recently used first
 }
 
 type primEntry struct {
@@ -205,8 +217,11 @@ func (mm *matmuls) cached() int {
 	return mm.lru.Len()
 }
 
-// setMatmulThreads sets how many threads oneDNN's OpenMP pool uses.
-func setMatmulThreads(n int) { C.omp_set_num_threads(C.int(n)) }
+// ompThreads is the calling OS thread's OpenMP thread count (what a
+// primitive created or run on it now would use); setOMPThreads sets it.
+// Tests lock the goroutine to its thread around them.
+func ompThreads() int     { return int(C.omp_get_max_threads()) }
+func setOMPThreads(n int) { C.omp_set_num_threads(C.int(n)) }
 
 func cbool(b bool) C.int {
 	if b {
@@ -220,6 +235,7 @@ func cbool(b bool) C.int {
 func (mm *matmuls) run(key mmKey, c, a, b unsafe.Pointer) {
 	dnnlMu.Lock()
 	defer dnnlMu.Unlock()
+	C.hone_threads(C.int(mm.threads))
 	p := mm.get(key)
 	if s := C.hone_mm_exec(p, a, b, c); s != 0 {
 		panic(fmt.Sprintf("oneDNN: execute matmul %+v: status %d", key, int(s)))

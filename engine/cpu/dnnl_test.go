@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
+	"time"
 
 	"hone/engine"
 )
@@ -184,3 +186,42 @@ func TestMatMulBF16LongKSlices(t *testing.T) {
 }
 
 func bf16Value(x uint16) float32 { return math.Float32frombits(uint32(x) << 16) }
+
+// OpenMP's thread count is per OS thread, and a goroutine's cgo calls run
+// on whichever thread it is on: a device's products must run on the
+// device's threads whatever the calling thread had set (a --threads 1
+// rank ran some products on every core before).
+func TestMatMulUsesDeviceThreads(t *testing.T) {
+	for _, threads := range []int{1, 3} {
+		d := New(threads)
+		done := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			setOMPThreads(threads + 1) // what another device or OpenMP's default left on this thread
+			a := make([]float32, 64*64)
+			d.MatMul(make([]float32, 64*64), a, a, 64, 64, 64, engine.MatMulFlags{})
+			done <- ompThreads()
+		}()
+		if got := <-done; got != threads {
+			t.Errorf("device of %d threads: its product ran with %d OpenMP threads", threads, got)
+		}
+		if d.Threads() != threads {
+			t.Errorf("Threads() = %d, want %d", d.Threads(), threads)
+		}
+	}
+}
+
+// The vector peak is measured exactly where the CPU has the instructions.
+func TestPeakGFLOPs(t *testing.T) {
+	d := New(1)
+	for _, prec := range []string{"fp32", "bf16"} {
+		g, ok := d.PeakGFLOPs(prec, time.Millisecond)
+		if want := peakISA >= map[string]int{"fp32": 1, "bf16": 2}[prec]; ok != want {
+			t.Fatalf("%s: ok %v, want %v (peakISA %d)", prec, ok, want, peakISA)
+		}
+		if ok && !(g > 0) {
+			t.Errorf("%s: peak %g GFLOP/s", prec, g)
+		}
+	}
+}

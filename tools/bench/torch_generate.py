@@ -8,10 +8,13 @@ Prints one JSON line.
 Run with Debian's python3-torch: /usr/bin/python3 tools/bench/torch_generate.py
 --config CONFIG.json --prompt-tokens 32 --new-tokens 64 --threads 2
 """
-import argparse, json, math, os, time
+import argparse, json, math, os, sys, time
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_blas import blas_report  # noqa: E402
 
 
 class Layer:
@@ -90,6 +93,7 @@ def main():
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    blas = blas_report()  # which BLAS this process's fp32 products run on
     c = json.load(open(a.config))
     dt = torch.bfloat16 if a.precision == "bf16" else torch.float32
     m = Model(c, a.prompt_tokens + a.new_tokens + 2, dt)
@@ -108,7 +112,7 @@ def main():
             n += 1
         dur = time.perf_counter() - t0
     print(json.dumps({
-        "engine": "pytorch " + torch.__version__, "precision": a.precision, "threads": a.threads,
+        "engine": "pytorch " + torch.__version__, "blas": blas, "precision": a.precision, "threads": a.threads,
         "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "tokens_per_s": a.new_tokens / dur,
         "decode_seconds": dur, "prefill_seconds": prefill, "token_ids": ids,
     }))

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_blas import blas_report  # noqa: E402
 from torch_train import Model  # noqa: E402
 
 # hone's (PEFT's) target names and the attribute of torch_train's Layer.
@@ -56,6 +57,7 @@ def main():
         if t not in TARGETS:
             sys.exit("unknown LoRA target %r (want %s)" % (t, ",".join(TARGETS)))
     torch.set_num_threads(a.threads)
+    blas = blas_report()  # which BLAS this process's fp32 products run on
     torch.manual_seed(0)
     c = json.load(open(a.config))
     m = Model(c)
@@ -84,7 +86,7 @@ def main():
             losses.append(loss.item())
     med = statistics.median(times)
     print(json.dumps({
-        "engine": "pytorch " + torch.__version__, "method": "lora", "precision": a.precision, "threads": a.threads,
+        "engine": "pytorch " + torch.__version__, "blas": blas, "method": "lora", "precision": a.precision, "threads": a.threads,
         "params": sum(p.numel() for p in m.parameters() if not p.requires_grad), "trainable_params": sum(p.numel() for p in params),
         "lora_rank": a.lora_rank, "lora_targets": targets, "frozen_bf16": base16,
         "seq": a.seq, "batch": a.batch, "steps": a.steps,

@@ -6,11 +6,14 @@ batch, one warm-up step, median step time. Prints one JSON line.
 Run with Debian's python3-torch: /usr/bin/python3 tools/bench/torch_train.py
 --config CONFIG.json --seq 256 --batch 4 --steps 10 --precision fp32|bf16
 """
-import argparse, json, math, os, resource, statistics, time
+import argparse, json, math, os, sys, resource, statistics, time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_blas import blas_report  # noqa: E402
 
 
 class RMSNorm(nn.Module):
@@ -98,6 +101,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    blas = blas_report()  # which BLAS this process's fp32 products run on
     torch.manual_seed(0)
     c = json.load(open(a.config))
     m = Model(c)
@@ -117,7 +121,7 @@ def main():
             losses.append(loss.item())
     med = statistics.median(times)
     print(json.dumps({
-        "engine": "pytorch " + torch.__version__, "precision": a.precision, "threads": a.threads,
+        "engine": "pytorch " + torch.__version__, "blas": blas, "precision": a.precision, "threads": a.threads,
         "params": sum(p.numel() for p in m.parameters()), "seq": a.seq, "batch": a.batch, "steps": a.steps,
         "tokens_per_s": a.seq * a.batch / med, "step_seconds": times,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "losses": losses,
