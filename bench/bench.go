@@ -132,12 +132,23 @@ type TrainResult struct {
 	StepCollective *collective.Traffic `json:"step_collective,omitempty"`
 }
 
-// FLOPsPerToken is 6·params (forward and backward of every matmul; with
-// experts, only the routed ones) plus the attention products (QKᵀ and PV,
-// causal so half of T², three passes).
+// FLOPsPerToken is 6 per weight a token multiplies (forward and backward
+// of every matmul; with experts, only the routed ones) plus the attention
+// products (QKᵀ and PV, causal so half of T², three passes).
 func FLOPsPerToken(c *engine.Config, seq int) float64 {
 	attn := 6 * float64(c.NumHiddenLayers) * float64(seq) * float64(c.QDim())
-	return 6*float64(c.ActiveParams()) + attn
+	return 6*float64(matmulParams(c)) + attn
+}
+
+// matmulParams are the weights a token multiplies: the active parameters
+// less an untied input embedding, which is a row lookup, not a product
+// (a tied one is the output head's matrix and counts once).
+func matmulParams(c *engine.Config) int64 {
+	n := c.ActiveParams()
+	if !c.TieWordEmbeddings {
+		n -= int64(c.VocabSize) * int64(c.HiddenSize)
+	}
+	return n
 }
 
 // Train runs the benchmark: random tokens, AdamW with clipping, one optimizer
