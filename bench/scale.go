@@ -451,15 +451,32 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 	return res, nil
 }
 
-// todaySeconds is the step time with the overlap hone has today: with
-// sharded parameters none (each gather and reduce-scatter blocks the
-// pass; a LoRA adapter's gradients are summed after the passes); without,
-// the gradients of the last micro-batch are reduced while its backward
-// pass runs (taken as 2/3 of its compute), and a sharded optimizer's
-// weight exchange runs after (it overlaps only the optimizer's update).
+// todaySeconds is the step time with the overlap hone has today. With
+// sharded parameters each part's gather is prefetched while the part
+// before it computes and reduce-scatters run behind the next part's
+// backward, so a pass takes the larger of its compute and its
+// communication, plus the gathers nothing hides: the embeddings' at the
+// start of the pass, layer 0's after them and, where the layers cannot
+// alternate their two buffers, one in the backward pass (taken as two
+// layers' gathers). Without, the gradients of the last micro-batch are
+// reduced while its backward pass runs (taken as 2/3 of its compute), and
+// a sharded optimizer's weight exchange runs after (it overlaps only the
+// optimizer's update).
 func todaySeconds(s ScaleSpec, r *ScaleResult) float64 {
-	if s.Sharding == ShardParameters || s.Ranks < 2 {
+	if s.Ranks < 2 {
 		return r.SerialS
+	}
+	if s.Sharding == ShardParameters {
+		var first collective.Traffic
+		for _, p := range []int{s.Config.PartEmbed(), 0, 0} {
+			for _, sg := range s.Config.PartSegments(p, s.Ranks) {
+				addCalls(&first.AllGather, s.Ranks*((sg.Hi-sg.Lo+s.Ranks-1)/s.Ranks))
+			}
+		}
+		_, unhidden := WireTime(first, s.Ranks, s.GbitPerS, s.Latency)
+		passes := float64(r.Passes)
+		compute, comm := r.ComputeS/passes, r.CommS/passes
+		return passes * (unhidden + max(compute, comm-unhidden))
 	}
 	grads := collective.Traffic{AllReduce: r.Traffic.AllReduce}
 	if s.Sharding == ShardOptimizer { // the gradients' broadcasts, not the weights'

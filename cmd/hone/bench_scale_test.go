@@ -116,7 +116,9 @@ func TestBenchScale(t *testing.T) {
 	if r.Ranks != 8 || r.Tokens != 64*8192 || r.Passes != 8 || math.Abs(r.ComputeS*8*300e9/r.ModelFLOPs-1) > 1e-9 {
 		t.Errorf("ranks %d, tokens %d, passes %d, compute %g s for %g FLOPs", r.Ranks, r.Tokens, r.Passes, r.ComputeS, r.ModelFLOPs)
 	}
-	if math.Abs(rs[1].CommS*4/r.CommS-1) > 1e-9 || r.TodayS != r.ComputeS+r.CommS || !r.Fits {
+	// Sharded parameters (the default): the gathers are prefetched, so at
+	// 300 GFLOP/s only the pass's first gathers add to its compute.
+	if math.Abs(rs[1].CommS*4/r.CommS-1) > 1e-9 || r.TodayS <= r.ComputeS || r.TodayS >= r.ComputeS+r.CommS/10 || !r.Fits {
 		t.Errorf("comm %g s at 25 Gb/s, %g at 100; step %g s today (compute %g); fits %v", r.CommS, rs[1].CommS, r.TodayS, r.ComputeS, r.Fits)
 	}
 }
