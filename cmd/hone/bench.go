@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"hone/bench"
+	"hone/collective"
 	"hone/engine"
 	"hone/modelref"
 	"hone/settings"
@@ -120,6 +121,9 @@ func benchTrainCmd() *cobra.Command {
 				defer s.Coll.Close()
 			}
 			if profile != "" {
+				if r := os.Getenv(collective.EnvRank); r != "" {
+					profile += ".rank" + r // a launched rank: one profile each
+				}
 				f, err := os.Create(profile)
 				if err != nil {
 					return err
