@@ -27,6 +27,7 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/address.h>
 #include <gloo/transport/tcp/device.h>
+#include <gloo/types.h>
 
 // Exported by gloo.go (cgo //export). Each returns NULL or a malloc'd error.
 extern "C" {
@@ -308,6 +309,27 @@ int hone_gloo_allgather(hone_gloo* g, float* out, const float* in, size_t n, int
 int hone_gloo_broadcast(hone_gloo* g, float* buf, size_t n, int root, int64_t timeout_ms, char** err) {
   if (!g->ctx) return broken(err);
   try {
+    if (g->ctx->size == 2) {
+      // Two ranks: one send, posted before the receiver asks for it. The
+      // receiver's recv waits for the root's send notice (a recv "from
+      // any" of {root}) so that the root's device thread writes the data
+      // when the receiver's ready notice arrives. Otherwise the root's
+      // calling thread writes it under the pair's lock, and for the whole
+      // transfer the device thread spins on epoll, failing to take that
+      // lock to read what the peer sent meanwhile (measured: tens of
+      // thousands of empty wakeups a training step).
+      auto ub = g->ctx->createUnboundBuffer(buf, n * sizeof(float));
+      auto slot = gloo::Slot::build(gloo::kBroadcastSlotPrefix, g->tag++);
+      std::chrono::milliseconds timeout(timeout_ms);
+      if (g->ctx->rank == root) {
+        ub->send(1 - root, slot);
+        ub->waitSend(timeout);
+      } else {
+        ub->recv(std::vector<int>{root}, slot);
+        ub->waitRecv(timeout);
+      }
+      return 0;
+    }
     gloo::BroadcastOptions opts(g->ctx);
     opts.setOutput(buf, n);
     opts.setRoot(root);
