@@ -27,7 +27,6 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/address.h>
 #include <gloo/transport/tcp/device.h>
-#include <gloo/types.h>
 
 // Exported by gloo.go (cgo //export). Each returns NULL or a malloc'd error.
 extern "C" {
@@ -40,7 +39,6 @@ struct hone_gloo {
   std::shared_ptr<gloo::transport::Device> dev;
   std::shared_ptr<gloo::Context> ctx;
   uint32_t tag = 0;
-  std::vector<float> scratch;  // allreduce2's received half, kept across calls
 };
 
 namespace {
@@ -223,57 +221,6 @@ class AdmitContext : public gloo::rendezvous::Context {
   }
 };
 
-// Two ranks move data with single sends whose receiver first waits for
-// the sender's notice (a recv "from any" of the one peer): the data is then
-// written by the sender's device thread when the receiver's ready notice
-// arrives. When instead the calling thread writes it (Gloo's algorithms,
-// or a send posted after the peer's recv), it holds the pair's lock for
-// the whole transfer, and the device thread spins on epoll, failing to
-// take that lock to read what the peer sent meanwhile (measured: tens of
-// thousands of empty wakeups a training step).
-
-// allreduce2 is a two-rank allreduce moving what Gloo's ring moves: rank
-// 0 sums the first half and rank 1 the second (rank 0's term first on
-// both, so the ranks agree on every bit, NaNs included), then each sends
-// its summed half to the other.
-void allreduce2(hone_gloo* g, float* buf, size_t n, std::chrono::milliseconds timeout) {
-  const int rank = g->ctx->rank;
-  const size_t half = n / 2;
-  float* mine = rank == 0 ? buf : buf + half;
-  float* theirs = rank == 0 ? buf + half : buf;
-  const size_t nmine = rank == 0 ? half : n - half, ntheirs = n - nmine;
-  if (g->scratch.size() < n - half) g->scratch.resize(n - half);
-  float* tmp = g->scratch.data();
-  const auto s1 = gloo::Slot::build(gloo::kAllreduceSlotPrefix, g->tag++);
-  const auto s2 = gloo::Slot::build(gloo::kAllreduceSlotPrefix, g->tag++);
-  // Phase 1: my half of the peer's terms arrives while the peer's half of
-  // mine leaves.
-  {
-    const int peer = 1 - rank;
-    auto tx = g->ctx->createUnboundBuffer(theirs, ntheirs * sizeof(float));
-    auto rx = g->ctx->createUnboundBuffer(tmp, nmine * sizeof(float));
-    if (ntheirs > 0) tx->send(peer, s1);
-    if (nmine > 0) rx->recv(std::vector<int>{peer}, s1);
-    if (ntheirs > 0) tx->waitSend(timeout);
-    if (nmine > 0) rx->waitRecv(timeout);
-  }
-  if (rank == 0) {
-    for (size_t i = 0; i < nmine; i++) mine[i] = mine[i] + tmp[i];
-  } else {
-    for (size_t i = 0; i < nmine; i++) mine[i] = tmp[i] + mine[i];
-  }
-  // Phase 2: the summed halves swap.
-  {
-    const int peer = 1 - rank;
-    auto tx = g->ctx->createUnboundBuffer(mine, nmine * sizeof(float));
-    auto rx = g->ctx->createUnboundBuffer(theirs, ntheirs * sizeof(float));
-    if (nmine > 0) tx->send(peer, s2);
-    if (ntheirs > 0) rx->recv(std::vector<int>{peer}, s2);
-    if (nmine > 0) tx->waitSend(timeout);
-    if (ntheirs > 0) rx->waitRecv(timeout);
-  }
-}
-
 int fail(hone_gloo* g, char** err, const char* what) {
   *err = strdup(what);
   // Drop the connections: a failed operation may still have transfers
@@ -316,10 +263,6 @@ int hone_gloo_connect(uintptr_t store, int rank, int size, const char* host, int
 int hone_gloo_allreduce(hone_gloo* g, float* buf, size_t n, int64_t timeout_ms, char** err) {
   if (!g->ctx) return broken(err);
   try {
-    if (g->ctx->size == 2) {
-      allreduce2(g, buf, n, std::chrono::milliseconds(timeout_ms));
-      return 0;
-    }
     gloo::AllreduceOptions opts(g->ctx);
     opts.setOutput(buf, n);
     opts.setReduceFunction(
@@ -365,20 +308,6 @@ int hone_gloo_allgather(hone_gloo* g, float* out, const float* in, size_t n, int
 int hone_gloo_broadcast(hone_gloo* g, float* buf, size_t n, int root, int64_t timeout_ms, char** err) {
   if (!g->ctx) return broken(err);
   try {
-    if (g->ctx->size == 2) {
-      // One send, the receiver waiting for its notice (see allreduce2).
-      auto ub = g->ctx->createUnboundBuffer(buf, n * sizeof(float));
-      auto slot = gloo::Slot::build(gloo::kBroadcastSlotPrefix, g->tag++);
-      std::chrono::milliseconds timeout(timeout_ms);
-      if (g->ctx->rank == root) {
-        ub->send(1 - root, slot);
-        ub->waitSend(timeout);
-      } else {
-        ub->recv(std::vector<int>{root}, slot);
-        ub->waitRecv(timeout);
-      }
-      return 0;
-    }
     gloo::BroadcastOptions opts(g->ctx);
     opts.setOutput(buf, n);
     opts.setRoot(root);
