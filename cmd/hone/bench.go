@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"hone/bench"
+	"hone/collective"
 	"hone/engine"
 	"hone/modelref"
 	"hone/settings"
@@ -120,6 +121,9 @@ func benchTrainCmd() *cobra.Command {
 				defer s.Coll.Close()
 			}
 			if profile != "" {
+				if r := os.Getenv(collective.EnvRank); r != "" {
+					profile += ".rank" + r // a launched rank: one profile each
+				}
 				f, err := os.Create(profile)
 				if err != nil {
 					return err
@@ -172,7 +176,7 @@ func benchTrainCmd() *cobra.Command {
 	f.StringSliceVar(&s.LoRATargets, "lora-targets", nil, "modules the adapter wraps (default the architecture's: Llama's seven projections; Mixtral's attention and experts w1,w2,w3; DBRX's Wqkv,out_proj)")
 	f.BoolVar(&s.NF4Embeddings, "nf4-embeddings", false, "with --quantize-base nf4: hold the embeddings and output head in NF4 too (QLoRA keeps them in bf16)")
 	f.StringVar(&s.QuantizeBase, "quantize-base", "", `with --lora-rank: hold the frozen base's layer matrices in "nf4" (QLoRA: 4-bit NormalFloat, double-quantized scales)`)
-	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo)")
+	f.StringVar(&profile, "cpuprofile", "", "write a Go CPU profile (Go kernels only; oneDNN time shows as cgo; with --ranks one a rank, PATH.rankN)")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts, with the savings this machine's memory needs) without training")
 	f.Var(&planMemory, "plan-memory", "with --plan: the memory to plan against, e.g. 24GiB (default: what this machine has available)")

@@ -95,21 +95,24 @@ func value(r, i int) float32 { return float32((r+1)*1000 + i%997) }
 func checkOps(g *Group) error {
 	ctx := context.Background()
 	r, n := g.Rank(), g.Size()
-	const count = 1<<20 + 3 // not a multiple of anything: exercises the ragged tails
-	buf := make([]float32, count)
-	for i := range buf {
-		buf[i] = value(r, i)
-	}
-	if err := g.AllReduce(ctx, buf); err != nil {
-		return err
-	}
-	for i, v := range buf {
-		var want float32
-		for q := 0; q < n; q++ {
-			want += value(q, i)
+	// Not multiples of anything: ragged tails, and halves of one element
+	// or none (two ranks split the sum in halves).
+	for _, count := range []int{1<<20 + 3, 1, 2, 3} {
+		buf := make([]float32, count)
+		for i := range buf {
+			buf[i] = value(r, i)
 		}
-		if v != want {
-			return fmt.Errorf("allreduce: element %d = %v, want %v", i, v, want)
+		if err := g.AllReduce(ctx, buf); err != nil {
+			return err
+		}
+		for i, v := range buf {
+			var want float32
+			for q := 0; q < n; q++ {
+				want += value(q, i)
+			}
+			if v != want {
+				return fmt.Errorf("allreduce of %d: element %d = %v, want %v", count, i, v, want)
+			}
 		}
 	}
 
