@@ -44,6 +44,10 @@ const (
 // without gradients or moments, and the adapter's weights, gradients,
 // AdamW moments and scratch.
 func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
+	if opt.ShardRanks > 0 && opt.QuantizeBase == "" { // as New builds it: a sharded base is converted part by part, never held whole in bf16
+		opt.BF16 = opt.BF16 || opt.FrozenBF16
+		opt.FrozenBF16, opt.CompactBF16 = false, opt.BF16
+	}
 	N := int64(B * T)
 	parts := c.weightParts(opt)
 	if opt.LoRA != nil {
@@ -230,8 +234,7 @@ func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 	if ok {
 		return got, notes, nil
 	}
-	return got, notes, fmt.Errorf("not enough memory: training needs about %.1f GiB (%d rows × %d tokens, %d parameters, with the savings above) and %.1f GiB is available (%.1f GiB usable); what fits: %s",
-		gib(need), B, T, c.NumParams(), gib(avail), gib(MemoryBudget(avail)), c.fitAdvice(dev, opts, B, T, avail))
+	return got, notes, &FitError{Need: need, Avail: avail, Rows: B, Tokens: T, Params: c.NumParams(), Fits: c.fitAdvice(dev, opts, B, T, avail)}
 }
 
 // fit is Fit without the advice: the options, what it turned on, the
