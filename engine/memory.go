@@ -122,14 +122,7 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		return parts
 	}
 	if n := int64(opt.ShardRanks); n > 0 { // this rank's shards, and the gathered part
-		var shard int64 // rank 0's: the largest
-		for _, rg := range c.ShardRanges(int(n), 0) {
-			shard += int64(rg[1] - rg[0])
-		}
-		slot, chunk := int64(c.shardSlot(int(n))), int64(0)
-		for p := range c.NumParts() {
-			chunk = max(chunk, int64(c.ShardChunk(p, int(n))))
-		}
+		shard, slot, chunk := c.shardSizes(n)
 		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
 		parts[PartGradients] = 4*shard + 4*slot
 		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
@@ -154,6 +147,30 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartWeights] += c.compactBF16Bytes()
 	}
 	return parts
+}
+
+// shardSizes are, for n ranks, rank 0's shard (the largest: the sum of
+// every part's chunk), the gather buffer (shardSlot) and the largest
+// chunk. Every layer is as large as the first, so they come from the
+// sizes of the embeddings, one layer and the head (ShardRanges and
+// shardSlot walk every part, each looking up its range in ParamSpecs:
+// quadratic in the layers, seconds for a plan of hundreds of layers,
+// which RanksNeeded makes dozens of).
+func (c *Config) shardSizes(n int64) (shard, slot, chunk int64) {
+	up := func(size int64) int64 { return (size + n - 1) / n }
+	lo0, hi0 := c.layerRange(0)
+	embed, layer := int64(c.VocabSize*c.HiddenSize), int64(hi0-lo0)
+	head := c.NumParams() - int64(lo0) - int64(c.NumHiddenLayers)*layer
+	shard = up(embed) + int64(c.NumHiddenLayers)*up(layer) + up(head)
+	chunk = max(up(embed), up(head))
+	slot = max(n*up(embed), n*up(head))
+	if c.NumHiddenLayers > 0 {
+		chunk, slot = max(chunk, up(layer)), max(slot, n*up(layer))
+	}
+	if c.TieWordEmbeddings { // the head gathers the embeddings first
+		slot = max(slot, n*up(embed)+n*up(head))
+	}
+	return shard, slot, chunk
 }
 
 // compactBF16Bytes is the bf16 output head and one layer of CompactBF16.
