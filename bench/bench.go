@@ -212,6 +212,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	opts, notes, err := s.Config.Fit(dev, base, s.Batch, s.Seq, 0)
 	if err != nil {
+		s.adviseRanks(err, dev, base, global, s.ranks(), 0)
 		return nil, err
 	}
 	m := engine.New(s.Config, dev, opts)

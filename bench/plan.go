@@ -37,7 +37,8 @@ type PlanResult struct {
 	// Ranks is the ranks planned for (TrainSpec.PlanRanks): the plan is
 	// one rank's, for its share of the batch, with the state divided by
 	// Ranks when ShardedParameters. RanksNeeded is the fewest ranks with
-	// sharded parameters whose plan fits, 0 when none up to 4096 does.
+	// sharded parameters whose plan fits (with --batch raised to it when
+	// it exceeds the batch), 0 when none up to 4096 does.
 	Ranks             int  `json:"ranks,omitempty"`
 	ShardedParameters bool `json:"sharded_parameters,omitempty"`
 	RanksNeeded       int  `json:"ranks_needed,omitempty"`
@@ -84,9 +85,7 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	if ranks > 1 {
 		res.Ranks, res.ShardedParameters = ranks, sharded
 	}
-	if opts.QuantizeBase == "" && s.Config.CheckShardable() == nil {
-		res.RanksNeeded = ranksNeeded(s.Config, dev, opts, global, s.Seq, avail)
-	}
+	res.RanksNeeded, _ = s.ranksNeeded(dev, opts, global, 1, avail)
 	res.LongestSeq = s.Config.LongestContext(dev, opts, s.Batch, s.Config.MaxPositionEmbeddings, avail)
 	fitted, notes, err := s.Config.Fit(dev, opts, s.Batch, s.Seq, avail)
 	res.Notes = notes
@@ -97,26 +96,10 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 		res.CheckpointEvery = fitted.CheckpointEvery
 	}
 	if err != nil {
+		s.adviseRanks(err, dev, opts, global, ranks, avail)
 		res.Refusal = err.Error()
 		return res, nil
 	}
 	res.Fits = true
 	return res, nil
-}
-
-// ranksNeeded is the fewest ranks (powers of two up to 4096) whose rank
-// fits avail with sharded parameters and Fit's savings, each rank taking
-// its share of the global batch (at least one row); 0 when none does.
-func ranksNeeded(c *engine.Config, dev engine.Device, opts engine.Options, global, seq int, avail int64) int {
-	for n := 1; n <= 4096; n *= 2 {
-		o := opts
-		o.ShardRanks = 0
-		if n > 1 {
-			o.ShardRanks = n
-		}
-		if _, _, err := c.Fit(dev, o, max(1, global/n), seq, avail); err == nil {
-			return n
-		}
-	}
-	return 0
 }

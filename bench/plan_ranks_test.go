@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"hone/engine"
@@ -60,5 +62,23 @@ func TestPlanRanks(t *testing.T) {
 	}
 	if !plan(need, true, small).Fits || plan(need/2, need/2 > 1, small).Fits {
 		t.Errorf("ranks needed %d: its plan does not fit, or half as many ranks fit too", need)
+	}
+	t.Logf("ranks needed: %d; refusal: %s", need, plan(1, false, small).Refusal)
+	// The refusal names them, and how many more than a sharded plan has.
+	if r := plan(1, false, small).Refusal; !strings.Contains(r, fmt.Sprintf("--ranks %d --shard-parameters (", need)) {
+		t.Errorf("refusal %q does not name --ranks %d --shard-parameters", r, need)
+	}
+	if need > 2 {
+		if r := plan(2, true, small).Refusal; !strings.Contains(r, fmt.Sprintf("--ranks %d --shard-parameters (%d more ranks; ", need, need-2)) {
+			t.Errorf("2 sharded ranks' refusal %q does not name --ranks %d, %d more", r, need, need-2)
+		}
+	}
+	// Not a combination bench train refuses: an NF4 base is not sharded.
+	nf4, err := Plan(TrainSpec{Config: c, Seq: 256, Batch: 4, Precision: "bf16", LoRARank: 8, QuantizeBase: "nf4"}, 2<<30+64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nf4.Fits || nf4.RanksNeeded != 0 || strings.Contains(nf4.Refusal, "--ranks") {
+		t.Errorf("NF4 base in 64 MiB: %v, fits %v, ranks needed %d, refusal %q; want refused without ranks", err, nf4.Fits, nf4.RanksNeeded, nf4.Refusal)
 	}
 }

@@ -46,7 +46,8 @@ const (
 func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	if opt.ShardRanks > 0 && opt.QuantizeBase == "" {
 		// As New builds it: a sharded (LoRA) base is fp32 shards, its
-		// gathered part converted to bf16 part by part.
+		// gathered part converted to bf16 part by part, never held whole.
+		opt.BF16 = opt.BF16 || opt.FrozenBF16
 		opt.FrozenBF16, opt.CompactBF16 = false, opt.BF16
 	}
 	N := int64(B * T)
@@ -123,22 +124,15 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		return parts
 	}
 	if n := int64(opt.ShardRanks); n > 0 { // this rank's shards, and the gather buffers
-		var shard int64 // rank 0's: the largest
-		for _, rg := range c.ShardRanges(int(n), 0) {
-			shard += int64(rg[1] - rg[0])
-		}
-		// The gather buffers: one any part fits in, one for a layer
-		// (the next part is prefetched into the other; sharded.go).
-		slot, chunk := int64(c.shardSlot(int(n)))+int64(c.layerSlot(int(n))), int64(0)
-		for p := range c.NumParts() {
-			chunk = max(chunk, int64(c.ShardChunk(p, int(n))))
-		}
+		// The gather buffers: one any part fits in (anySlot), one for a
+		// layer (the next part is prefetched into the other; sharded.go).
+		shard, anySlot, chunk := c.shardSizes(n)
+		slot := anySlot + int64(c.layerSlot(int(n)))
 		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
 		parts[PartGradients] = 4*shard + 4*slot
 		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
 		if opt.LoRA != nil { // a frozen base: one gradient buffer, for the norms' unused gradients only
-			slot = int64(c.shardSlot(int(n)))
-			parts[PartGradients], parts[PartOptimizer] = 4*slot, 0
+			parts[PartGradients], parts[PartOptimizer] = 4*anySlot, 0
 		}
 		if opt.BF16 { // converted part by part (New turns CompactBF16 on)
 			parts[PartWeights] += c.compactBF16Bytes()
@@ -158,6 +152,30 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartWeights] += c.compactBF16Bytes()
 	}
 	return parts
+}
+
+// shardSizes are, for n ranks, rank 0's shard (the largest: the sum of
+// every part's chunk), the gather buffer (shardSlot) and the largest
+// chunk. Every layer is as large as the first, so they come from the
+// sizes of the embeddings, one layer and the head (ShardRanges and
+// shardSlot walk every part, each looking up its range in ParamSpecs:
+// quadratic in the layers, seconds for a plan of hundreds of layers,
+// which RanksNeeded makes dozens of).
+func (c *Config) shardSizes(n int64) (shard, slot, chunk int64) {
+	up := func(size int64) int64 { return (size + n - 1) / n }
+	lo0, hi0 := c.layerRange(0)
+	embed, layer := int64(c.VocabSize*c.HiddenSize), int64(hi0-lo0)
+	head := c.NumParams() - int64(lo0) - int64(c.NumHiddenLayers)*layer
+	shard = up(embed) + int64(c.NumHiddenLayers)*up(layer) + up(head)
+	chunk = max(up(embed), up(head))
+	slot = max(n*up(embed), n*up(head))
+	if c.NumHiddenLayers > 0 {
+		chunk, slot = max(chunk, up(layer)), max(slot, n*up(layer))
+	}
+	if c.TieWordEmbeddings { // the head gathers the embeddings first
+		slot = max(slot, n*up(embed)+n*up(head))
+	}
+	return shard, slot, chunk
 }
 
 // compactBF16Bytes is the bf16 output head and one layer of CompactBF16.
@@ -238,8 +256,7 @@ func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 	if ok {
 		return got, notes, nil
 	}
-	return got, notes, fmt.Errorf("not enough memory: training needs about %.1f GiB (%d rows × %d tokens, %d parameters, with the savings above) and %.1f GiB is available (%.1f GiB usable); what fits: %s",
-		gib(need), B, T, c.NumParams(), gib(avail), gib(MemoryBudget(avail)), c.fitAdvice(dev, opts, B, T, avail))
+	return got, notes, &FitError{Need: need, Avail: avail, Rows: B, Tokens: T, Params: c.NumParams(), Fits: c.fitAdvice(dev, opts, B, T, avail)}
 }
 
 // fit is Fit without the advice: the options, what it turned on, the

@@ -153,12 +153,14 @@ func distOptions(req *client.CreateRunRequest) train.DistOptions {
 
 // planned is the run's spec as one rank plans its memory: with sharded
 // parameters, a rank holds 1/nodes of the state, so the data check (and
-// its choice of context length) admits what fits on the ranks together.
+// its choice of context length) admits what fits on the ranks together;
+// a refusal says how many more nodes would fit.
 func (p *params) planned() train.Spec {
+	s := p.Spec.OnNodes(p.Request.Nodes)
 	if p.Request.Sharding == "parameters" && p.Request.Nodes > 1 {
-		return p.Spec.ShardedOver(p.Request.Nodes)
+		return s.ShardedOver(p.Request.Nodes)
 	}
-	return p.Spec
+	return s
 }
 
 // shardingNote says what each rank of the run holds, for its events.

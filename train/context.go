@@ -50,6 +50,7 @@ func chooseContext(spec Spec, cfg *engine.Config, dev engine.Device, workDir str
 				n, max, filepath.Join(spec.ModelDir, "config.json"), max)
 		}
 		if _, _, err := cfg.Fit(dev, opts, spec.BatchRows, n, avail); err != nil {
+			adviseNodes(err, spec, cfg, dev, opts, n, avail)
 			return contextChoice{}, fmt.Errorf("context_length %d, batch_rows %d: %w", n, spec.BatchRows, err)
 		}
 		return contextChoice{Length: n, Why: "as set"}, nil
@@ -87,14 +88,15 @@ func chooseContext(spec Spec, cfg *engine.Config, dev engine.Device, workDir str
 		c = contextChoice{Length: max, Why: fmt.Sprintf("the model's maximum (max_position_embeddings %d)", max)}
 	case n < 2:
 		_, _, err := cfg.Fit(dev, opts, spec.BatchRows, 2, avail)
+		adviseNodes(err, spec, cfg, dev, opts, 2, avail)
 		return contextChoice{}, fmt.Errorf("context_length: not even 2 tokens per row fit: %w", err)
 	default:
 		if n > 256 { // whole blocks of 128 read better and cost nothing
 			n = n / 128 * 128
 		}
 		full := cfg.FittedMemory(dev, opts, spec.BatchRows, max, avail)
-		c = contextChoice{Length: n, Why: fmt.Sprintf("the longest that fits: the model's maximum %d needs %.1f GiB at %d rows per micro-batch (%s, with every memory saving), %.1f GiB is available",
-			max, gib(full), spec.BatchRows, describe(opts), gib(avail))}
+		c = contextChoice{Length: n, Why: fmt.Sprintf("the longest that fits: the model's maximum %d needs %.1f GiB at %d rows per micro-batch (%s, with every memory saving), %.1f GiB is available%s",
+			max, gib(full), spec.BatchRows, describe(opts), gib(avail), longerOnNodes(spec, cfg, dev, opts, n, max, avail))}
 	}
 	if workDir != "" {
 		return c, saveContext(workDir, c)

@@ -164,6 +164,9 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	if err := spec.checkAdapter(); err != nil {
 		return nil, err
 	}
+	if coll != nil {
+		spec.nodes = coll.Size() // a refusal for memory says how many more would fit
+	}
 	if dopt.ShardParameters && coll != nil && coll.Size() > 1 {
 		spec.shardRanks = coll.Size() // the context length is chosen for a rank's share of the state
 	}
@@ -288,6 +291,9 @@ func prepareData(ctx context.Context, spec Spec, task dataset.Task, workDir stri
 // newRunner loads the model and its optimizer (this rank's shard of it
 // when dopt shards it) and plans the steps.
 func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective, dopt DistOptions) (*runner, error) {
+	if coll != nil {
+		spec.nodes = coll.Size() // a refusal for memory says how many more would fit
+	}
 	if dopt.ShardParameters && coll != nil && coll.Size() > 1 {
 		return newShardedRunner(spec, prep, workDir, obs, coll)
 	}
@@ -391,7 +397,9 @@ func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, a
 	if err != nil {
 		return opts, nil, err
 	}
-	return cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
+	got, notes, err := cfg.Fit(dev, opts, spec.BatchRows, ctxLen, avail)
+	adviseNodes(err, spec, cfg, dev, opts, ctxLen, avail)
+	return got, notes, err
 }
 
 // baseOptions are the model's options for the run before Fit.

@@ -124,6 +124,9 @@ type Spec struct {
 	// spreads its state over (DistOptions.ShardParameters), for planning
 	// its memory; not part of the spec's JSON or fingerprint.
 	shardRanks int
+	// nodes is the number of ranks the run trains on (OnNodes), for the
+	// advice of a refusal for memory; not part of the JSON either.
+	nodes int
 }
 
 // ShardedOver returns s planned as one of n ranks with sharded parameters

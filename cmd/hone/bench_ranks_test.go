@@ -13,8 +13,13 @@ import (
 )
 
 // Commands that start ranks re-run the executable, here the test binary:
-// TestMain plays the rank (the arguments after "bench").
+// TestMain plays the rank (the arguments after "bench"). With envMain set
+// it plays the whole command, main and its signal handling included.
 func TestMain(m *testing.M) {
+	if os.Getenv(envMain) != "" {
+		main()
+		os.Exit(0)
+	}
 	if os.Getenv(collective.EnvRank) != "" && len(os.Args) > 2 && os.Args[1] == "bench" {
 		cmd := benchCmd()
 		cmd.SetArgs(os.Args[2:])

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -16,11 +17,13 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := interruptible(context.Background(), os.Stderr)
 	root := &cobra.Command{
-		Use:           "hone",
-		Short:         "Self-hosted fine-tuning of Llama-family models",
+		Use:   "hone",
+		Short: "Self-hosted fine-tuning of Llama-family models",
+		Long: "Self-hosted fine-tuning of Llama-family models.\n\n" +
+			"The first SIGINT or SIGTERM stops a command gracefully (a run saves a stop checkpoint, serve and worker drain); " +
+			"a second one exits at once.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -30,6 +33,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hone:", err)
 		os.Exit(1)
 	}
+}
+
+// interruptible is ctx cancelled by the first SIGINT or SIGTERM, so that
+// commands stop gracefully; it then restores the signals' default action,
+// so that a second one ends the process at once, even in the middle of a
+// training step that would take an hour, and says so on w.
+func interruptible(ctx context.Context, w io.Writer) context.Context {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // no channel wants them any more: the runtime's default, exit by the signal
+		fmt.Fprintln(w, "hone: stopping gracefully; a second interrupt (SIGINT or SIGTERM) exits immediately")
+	}()
+	return ctx
 }
 
 func logger() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, nil)) }
