@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -81,6 +82,57 @@ func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
 						}
 					}
 				})
+			}
+		}
+	}
+}
+
+// TestFlashAVXKernelsMatchShared: the AVX-512 BF16 path's own kernels
+// (scores kept in registers, dQ's product once per sweep, Qᵀ and dOᵀ
+// packed by block) do the same fp32 operations in the same order as the
+// kernels it shares with AMX, so every output must be bit-identical, on
+// the shapes of TestFlashAttentionMatchesFP32OnRoundedInputs.
+func TestFlashAVXKernelsMatchShared(t *testing.T) {
+	if flashISA < 1 {
+		t.Skip("the CPU (or HONE_CPU_KERNELS) does not allow the avx512bf16 path")
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	const B, T, nh, nkv = 2, 150, 4, 2
+	docStart := make([]int32, B*T)
+	for i := range docStart {
+		if p := i % T; i < T && p >= 100 {
+			docStart[i] = 100
+		} else if i < T && p >= 37 {
+			docStart[i] = 37
+		}
+	}
+	for _, tc := range []struct{ hd, qscale int }{{64, 1}, {16, 1}, {64, 12}} {
+		hd := tc.hd
+		q := randSlice(r, B*T*nh*hd)
+		for i := range q {
+			q[i] *= float32(tc.qscale)
+		}
+		k, v, dout := randSlice(r, B*T*nkv*hd), randSlice(r, B*T*nkv*hd), randSlice(r, B*T*nh*hd)
+		for _, window := range []int{0, 50} {
+			run := func(shared bool) [][]float32 {
+				flashShared = shared
+				defer func() { flashShared = false }()
+				d := New(2)
+				d.flash = 1
+				out, lse := make([]float32, len(q)), make([]float32, B*nh*T)
+				dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+				d.AttentionBF16(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+				d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+				return [][]float32{out, lse, dq, dk, dv}
+			}
+			want, got := run(true), run(false)
+			for i, name := range []string{"out", "lse", "dq", "dk", "dv"} {
+				for j := range want[i] {
+					if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
+						t.Errorf("hd%d q×%d window%d: %s[%d] = %g, the shared kernels give %g", hd, tc.qscale, window, name, j, got[i][j], want[i][j])
+						break
+					}
+				}
 			}
 		}
 	}
