@@ -87,10 +87,10 @@ func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
 	}
 }
 
-// TestFlashAVXKernelsMatchShared: the AVX-512 BF16 path's own kernels
-// (scores kept in registers, dQ's product once per sweep, Qᵀ and dOᵀ
-// packed by block) do the same fp32 operations in the same order as the
-// kernels it shares with AMX, so every output must be bit-identical, on
+// TestFlashAVXKernelsMatchShared: the AVX-512 BF16 path's own backward
+// (S and dP kept in registers, dQ's product once per sweep, Qᵀ and dOᵀ
+// packed by block) does the same fp32 operations in the same order as the
+// kernel it shares with AMX, so every gradient must be bit-identical, on
 // the shapes of TestFlashAttentionMatchesFP32OnRoundedInputs.
 func TestFlashAVXKernelsMatchShared(t *testing.T) {
 	if flashISA < 1 {
