@@ -20,6 +20,10 @@ static void flash_fwd(int amx, float *out, float *lse, const float *q, long ld, 
 static void flash_bwd(int amx, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
 	const float *q, const float *k, const float *v, const int32_t *ds, long T, long qd, long kvd, long hd, long hp,
 	long group, long window, float scale, uint16_t *ws) {}
+static long flash_bwd_avx_ws(long Tp, long hp) { return 0; }
+static void flash_bwd_avx(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+	const float *q, const float *k, const float *v, const int32_t *ds, long T, long qd, long kvd, long hd, long hp,
+	long group, long window, float scale, uint16_t *ws) {}
 #endif
 */
 import "C"
@@ -56,6 +60,11 @@ var flashISA = func() int {
 	return isa
 }()
 
+// flashShared (tests only) runs the AVX-512 BF16 path's backward through
+// flash_bwd, the kernel it shares with AMX, instead of its own
+// flash_bwd_avx, which must give the same bits.
+var flashShared bool
+
 // flashGeom is the padded sizes of a flash call: Tp rows (a multiple of
 // the block), hp columns per head (a multiple of 32, zero padded).
 func flashGeom(T, hd int) (Tp, hp int) {
@@ -70,7 +79,11 @@ func (d *Device) flashScratch(B, T, nh, nkv, hd int) (kv, fwd, bwd int) {
 	Tp, hpad := flashGeom(T, hd)
 	fw := min(d.threads, B*nkv*(Tp/flashBlock))
 	bw := min(d.threads, B*nkv)
-	return B * nkv * Tp * hpad, fw * int(C.flash_fwd_ws(C.long(hpad), C.long(nh/nkv))), bw * int(C.flash_bwd_ws(C.long(Tp), C.long(hpad)))
+	bws := int(C.flash_bwd_ws(C.long(Tp), C.long(hpad)))
+	if d.flash == 1 && !flashShared {
+		bws = int(C.flash_bwd_avx_ws(C.long(Tp), C.long(hpad)))
+	}
+	return B * nkv * Tp * hpad, fw * int(C.flash_fwd_ws(C.long(hpad), C.long(nh/nkv))), bw * bws
 }
 
 // flashBytes is flashScratch in bytes.
@@ -106,13 +119,12 @@ func (d *Device) flashForward(out, lse, q, k, v []float32, docStart []int32, B, 
 	})
 	nb := Tp / flashBlock
 	wsN := fwdN / min(d.threads, B*nkv*nb)
-	amx := C.int(d.flash - 1)
 	// One task per (row, kv head, query block), its group's query heads
 	// together; later query blocks see more keys: hand them out first.
 	d.dynamicW(B*nkv*nb, func(w, i int) {
 		blk, bk := nb-1-i/(B*nkv), i%(B*nkv)
 		b, h0 := bk/nkv, bk%nkv*g.group
-		C.flash_fwd(amx, fp(out[b*T*g.qd+h0*hd:]), fp(lse[(b*nh+h0)*T:]), fp(q[b*T*g.qd+h0*hd:]), C.long(g.qd),
+		C.flash_fwd(C.int(d.flash-1), fp(out[b*T*g.qd+h0*hd:]), fp(lse[(b*nh+h0)*T:]), fp(q[b*T*g.qd+h0*hd:]), C.long(g.qd),
 			hp(kt[bk*per:]), hp(vv[bk*per:]), ip(docStart[b*T:]), C.long(T), C.long(hd), C.long(hpad),
 			C.long(g.group), C.long(window), C.float(g.scale), C.long(blk*flashBlock), hp(ws[w*wsN:]))
 	})
@@ -131,12 +143,17 @@ func (d *Device) flashBackward(dq, dk, dv, dout, out, lse, q, k, v []float32, do
 	wsN := bwdN / min(d.threads, B*nkv)
 	d.Zero(dk[:B*T*g.kvd])
 	d.Zero(dv[:B*T*g.kvd])
-	amx := C.int(d.flash - 1)
 	d.dynamicW(B*nkv, func(w, i int) {
 		b, kh := i/nkv, i%nkv
 		h0 := kh * g.group
 		qo, ko := b*T*g.qd+h0*hd, b*T*g.kvd+kh*hd
-		C.flash_bwd(amx, fp(dq[qo:]), fp(dk[ko:]), fp(dv[ko:]), fp(dout[qo:]), fp(out[qo:]), fp(lse[(b*nh+h0)*T:]),
+		if d.flash == 2 || flashShared {
+			C.flash_bwd(C.int(d.flash-1), fp(dq[qo:]), fp(dk[ko:]), fp(dv[ko:]), fp(dout[qo:]), fp(out[qo:]), fp(lse[(b*nh+h0)*T:]),
+				fp(q[qo:]), fp(k[ko:]), fp(v[ko:]), ip(docStart[b*T:]), C.long(T), C.long(g.qd), C.long(g.kvd),
+				C.long(hd), C.long(hpad), C.long(g.group), C.long(window), C.float(g.scale), hp(ws[w*wsN:]))
+			return
+		}
+		C.flash_bwd_avx(fp(dq[qo:]), fp(dk[ko:]), fp(dv[ko:]), fp(dout[qo:]), fp(out[qo:]), fp(lse[(b*nh+h0)*T:]),
 			fp(q[qo:]), fp(k[ko:]), fp(v[ko:]), ip(docStart[b*T:]), C.long(T), C.long(g.qd), C.long(g.kvd),
 			C.long(hd), C.long(hpad), C.long(g.group), C.long(window), C.float(g.scale), hp(ws[w*wsN:]))
 	})

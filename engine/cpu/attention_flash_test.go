@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -86,38 +87,92 @@ func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
 	}
 }
 
+// TestFlashAVXKernelsMatchShared: the AVX-512 BF16 path's own backward
+// (S and dP kept in registers, dQ's product once per sweep, Qᵀ and dOᵀ
+// packed by block) does the same fp32 operations in the same order as the
+// kernel it shares with AMX, so every gradient must be bit-identical, on
+// the shapes of TestFlashAttentionMatchesFP32OnRoundedInputs.
+func TestFlashAVXKernelsMatchShared(t *testing.T) {
+	if flashISA < 1 {
+		t.Skip("the CPU (or HONE_CPU_KERNELS) does not allow the avx512bf16 path")
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	const B, T, nh, nkv = 2, 150, 4, 2
+	docStart := make([]int32, B*T)
+	for i := range docStart {
+		if p := i % T; i < T && p >= 100 {
+			docStart[i] = 100
+		} else if i < T && p >= 37 {
+			docStart[i] = 37
+		}
+	}
+	for _, tc := range []struct{ hd, qscale int }{{64, 1}, {16, 1}, {64, 12}} {
+		hd := tc.hd
+		q := randSlice(r, B*T*nh*hd)
+		for i := range q {
+			q[i] *= float32(tc.qscale)
+		}
+		k, v, dout := randSlice(r, B*T*nkv*hd), randSlice(r, B*T*nkv*hd), randSlice(r, B*T*nh*hd)
+		for _, window := range []int{0, 50} {
+			run := func(shared bool) [][]float32 {
+				flashShared = shared
+				defer func() { flashShared = false }()
+				d := New(2)
+				d.flash = 1
+				out, lse := make([]float32, len(q)), make([]float32, B*nh*T)
+				dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+				d.AttentionBF16(out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+				d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, docStart, B, T, nh, nkv, hd, window)
+				return [][]float32{out, lse, dq, dk, dv}
+			}
+			want, got := run(true), run(false)
+			for i, name := range []string{"out", "lse", "dq", "dk", "dv"} {
+				for j := range want[i] {
+					if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
+						t.Errorf("hd%d q×%d window%d: %s[%d] = %g, the shared kernels give %g", hd, tc.qscale, window, name, j, got[i][j], want[i][j])
+						break
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkAttentionBF16Paths compares the bf16 attention paths (the
 // oneDNN blocked one, flash on AVX-512 BF16, flash on AMX) on the 125M
-// bench model's heads at one long row, forward and backward, reporting
-// causal GFLOP/s (QKᵀ and PV: 2·nh·hd·T² forward, 2.5 times that back).
+// bench model's heads at one long row (2048 tokens, and 8192 for the flash
+// paths: the long-context step), forward and backward, reporting causal
+// GFLOP/s (QKᵀ and PV: 2·nh·hd·T² forward, 2.5 times that back).
 func BenchmarkAttentionBF16Paths(b *testing.B) {
-	const B, T = 1, 2048
-	r := rand.New(rand.NewPCG(1, 1))
-	q, k, v := randSlice(r, B*T*benchNH*benchHD), randSlice(r, B*T*benchKV*benchHD), randSlice(r, B*T*benchKV*benchHD)
-	out, lse, ds := make([]float32, len(q)), make([]float32, B*benchNH*T), make([]int32, B*T)
-	dout := randSlice(r, len(q))
-	dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-	fwd := 2 * float64(B*benchNH*benchHD) * T * T
-	for _, p := range []struct {
-		name string
-		isa  int
-	}{{"onednn", 0}, {"avx512bf16", 1}, {"amx", 2}} {
-		if flashISA < p.isa {
-			continue
+	for _, T := range []int{2048, 8192} {
+		const B = 1
+		r := rand.New(rand.NewPCG(1, 1))
+		q, k, v := randSlice(r, B*T*benchNH*benchHD), randSlice(r, B*T*benchKV*benchHD), randSlice(r, B*T*benchKV*benchHD)
+		out, lse, ds := make([]float32, len(q)), make([]float32, B*benchNH*T), make([]int32, B*T)
+		dout := randSlice(r, len(q))
+		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+		fwd := 2 * float64(B*benchNH*benchHD) * float64(T) * float64(T)
+		for _, p := range []struct {
+			name string
+			isa  int
+		}{{"onednn", 0}, {"avx512bf16", 1}, {"amx", 2}} {
+			if flashISA < p.isa || (p.isa == 0 && T > 2048) {
+				continue
+			}
+			d := New(0)
+			d.flash = p.isa
+			b.Run(fmt.Sprintf("T%d/%s/forward", T, p.name), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					d.AttentionBF16(out, lse, q, k, v, ds, B, T, benchNH, benchKV, benchHD, 0)
+				}
+				b.ReportMetric(fwd*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+			b.Run(fmt.Sprintf("T%d/%s/backward", T, p.name), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, ds, B, T, benchNH, benchKV, benchHD, 0)
+				}
+				b.ReportMetric(2.5*fwd*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
 		}
-		d := New(0)
-		d.flash = p.isa
-		b.Run(p.name+"/forward", func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				d.AttentionBF16(out, lse, q, k, v, ds, B, T, benchNH, benchKV, benchHD, 0)
-			}
-			b.ReportMetric(fwd*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		})
-		b.Run(p.name+"/backward", func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, ds, B, T, benchNH, benchKV, benchHD, 0)
-			}
-			b.ReportMetric(2.5*fwd*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		})
 	}
 }

@@ -72,28 +72,35 @@ func cpuTime() time.Duration {
 }
 
 // TestAttentionCPUTime (HONE_SHAPES=1) reports the fastest CPU time of the
-// bf16 attention forward and backward at the 125M bench shapes.
+// bf16 attention forward and backward at the 125M bench shapes (seq 256 ×
+// batch 4) and at one 8192-token row, with the causal products' rate per
+// CPU second (2·nh·hd·T² per row forward, 2.5 times that back).
 func TestAttentionCPUTime(t *testing.T) {
 	if os.Getenv("HONE_SHAPES") == "" {
 		t.Skip("set HONE_SHAPES=1")
 	}
-	d, r := New(0), rand.New(rand.NewPCG(1, 1))
-	q, k, v := randSlice(r, benchN*benchNH*benchHD), randSlice(r, benchN*benchKV*benchHD), randSlice(r, benchN*benchKV*benchHD)
-	out, lse, ds := make([]float32, len(q)), make([]float32, benchB*benchNH*benchT), make([]int32, benchN)
-	dout := randSlice(r, len(q))
-	dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-	var fwd, bwd time.Duration
-	for i := 0; i < 30; i++ {
-		st := cpuTime()
-		d.AttentionBF16(out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
-		if e := cpuTime() - st; fwd == 0 || e < fwd {
-			fwd = e
+	for _, c := range []struct{ B, T, reps int }{{benchB, benchT, 30}, {1, 8192, 3}} {
+		d, r := New(0), rand.New(rand.NewPCG(1, 1))
+		n := c.B * c.T
+		q, k, v := randSlice(r, n*benchNH*benchHD), randSlice(r, n*benchKV*benchHD), randSlice(r, n*benchKV*benchHD)
+		out, lse, ds := make([]float32, len(q)), make([]float32, c.B*benchNH*c.T), make([]int32, n)
+		dout := randSlice(r, len(q))
+		dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+		var fwd, bwd time.Duration
+		for i := 0; i < c.reps; i++ {
+			st := cpuTime()
+			d.AttentionBF16(out, lse, q, k, v, ds, c.B, c.T, benchNH, benchKV, benchHD, 0)
+			if e := cpuTime() - st; fwd == 0 || e < fwd {
+				fwd = e
+			}
+			st = cpuTime()
+			d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, ds, c.B, c.T, benchNH, benchKV, benchHD, 0)
+			if e := cpuTime() - st; bwd == 0 || e < bwd {
+				bwd = e
+			}
 		}
-		st = cpuTime()
-		d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, ds, benchB, benchT, benchNH, benchKV, benchHD, 0)
-		if e := cpuTime() - st; bwd == 0 || e < bwd {
-			bwd = e
-		}
+		fl := 2 * float64(c.B*benchNH*benchHD) * float64(c.T) * float64(c.T)
+		t.Logf("attention bf16 B%d T%d: forward %.3f cpu-ms (%.0f GFLOP/cpu-s), backward %.3f cpu-ms (%.0f GFLOP/cpu-s)", c.B, c.T,
+			fwd.Seconds()*1e3, fl/fwd.Seconds()/1e9, bwd.Seconds()*1e3, 2.5*fl/bwd.Seconds()/1e9)
 	}
-	t.Logf("attention bf16 forward %.3f cpu-ms, backward %.3f cpu-ms", fwd.Seconds()*1e3, bwd.Seconds()*1e3)
 }
