@@ -331,6 +331,52 @@ static inline BF16T void pairs2(uint16_t *dst, __m512 a0, __m512 a1, __m512i idx
 	_mm512_storeu_si512(dst, _mm512_permutexvar_epi16(idx, w));
 }
 
+// pair_idx interleaves two 16-lane rows into bf16 pairs (pairs2's index).
+static BF16T __m512i pair_idx(void) {
+	uint16_t ix[32];
+	for (int i = 0; i < 16; i++) {
+		ix[2 * i] = i;
+		ix[2 * i + 1] = 16 + i;
+	}
+	return _mm512_loadu_si512(ix);
+}
+
+// bwd_delta writes δ = rowsum(dO∘O) and the rows' log-sum-exp (0 past T)
+// for Tp rows: δ in 16 lanes over e, then their sum, a reordering of the
+// fp32 sum whose error (≤ hd·2⁻²⁴·Σ|dO∘O| either way) is far under the
+// bf16 rounding of dS that δ feeds.
+static BF16T void bwd_delta(float *delta, float *lv, const float *doh, const float *oh, const float *lh, long qd, long T, long Tp, long hd) {
+	for (long t = 0; t < Tp; t++) {
+		__m512 acc = _mm512_setzero_ps();
+		if (t < T)
+			for (long e = 0; e < hd; e += 16) {
+				__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
+				acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, doh + t * qd + e), _mm512_maskz_loadu_ps(mk, oh + t * qd + e), acc);
+			}
+		delta[t] = _mm512_reduce_add_ps(acc);
+		lv[t] = t < T ? lh[t] : 0;
+	}
+}
+
+// bwd_add_kv adds the sweep's nj transposed dK, dV blocks (from key J0)
+// into dk and dv.
+static BF16T void bwd_add_kv(float *dk, float *dv, const float *dkT0, const float *dvT0, long J0, long nj, long T, long kvd, long hd, long hp) {
+	__m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(FB));
+	for (long jj = 0; jj < nj; jj++) {
+		long j0 = J0 + jj * FB;
+		const float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
+		for (long c = 0; c < FB && j0 + c < T; c++)
+			for (long e = 0; e < hd; e += 16) {
+				__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
+				float *pk = dk + (j0 + c) * kvd + e, *pv = dv + (j0 + c) * kvd + e;
+				__m512 gk = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dkT + e * FB + c, 4);
+				__m512 gv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dvT + e * FB + c, 4);
+				_mm512_mask_storeu_ps(pk, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pk), gk));
+				_mm512_mask_storeu_ps(pv, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pv), gv));
+			}
+	}
+}
+
 // flash_bwd is the whole backward of one (row, kv head): for each of its
 // group's query heads, key blocks in turn, each against the query blocks
 // that see it: S = QKᵀ, P = exp(S·scale − lse), dP = dO·Vᵀ,
@@ -350,34 +396,14 @@ static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const floa
 	pack_bt(vt, v, kvd, T, Tp, hd, hp);
 	pack_vnni(kv, k, kvd, T, Tp, hd, hp);
 	const __m512 vs = _mm512_set1_ps(scale);
-	__m512i idx;
-	{
-		uint16_t ix[32];
-		for (int i = 0; i < 16; i++) {
-			ix[2 * i] = i;
-			ix[2 * i + 1] = 16 + i;
-		}
-		idx = _mm512_loadu_si512(ix);
-	}
+	const __m512i idx = pair_idx();
 	for (long g = 0; g < group; g++) {
 		const float *qh = q + g * hd, *doh = dout + g * hd, *oh = out + g * hd, *lh = lse + g * T;
 		pack_rows(qa, qh, qd, T, Tp, hd, hp);
 		pack_cols(qT, qh, qd, T, Tp, hd, hp);
 		pack_rows(da, doh, qd, T, Tp, hd, hp);
 		pack_cols(dT, doh, qd, T, Tp, hd, hp);
-		// δ in 16 lanes over e, then their sum: a reordering of the fp32
-		// sum whose error (≤ hd·2⁻²⁴·Σ|dO∘O| either way) is far under the
-		// bf16 rounding of dS that δ feeds.
-		for (long t = 0; t < Tp; t++) {
-			__m512 acc = _mm512_setzero_ps();
-			if (t < T)
-				for (long e = 0; e < hd; e += 16) {
-					__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
-					acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, doh + t * qd + e), _mm512_maskz_loadu_ps(mk, oh + t * qd + e), acc);
-				}
-			delta[t] = _mm512_reduce_add_ps(acc);
-			lv[t] = t < T ? lh[t] : 0;
-		}
+		bwd_delta(delta, lv, doh, oh, lh, qd, T, Tp, hd);
 		memset(dqa, 0, Tp * hp * 4);
 		if (amx) amx_begin();
 		// SB key blocks at a time, so each query block's operands, once
@@ -422,20 +448,7 @@ static BF16T void flash_bwd(int amx, float *dq, float *dk, float *dv, const floa
 					mm(amx, dqa + i0 * hp, hp, dsb, FB, kv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
 				}
 			}
-			for (long jj = 0; jj < nj; jj++) {
-				long j0 = J0 + jj * FB;
-				float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
-				__m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(FB));
-				for (long c = 0; c < FB && j0 + c < T; c++)
-					for (long e = 0; e < hd; e += 16) {
-						__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
-						float *pk = dk + (j0 + c) * kvd + e, *pv_ = dv + (j0 + c) * kvd + e;
-						__m512 gk = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dkT + e * FB + c, 4);
-						__m512 gv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dvT + e * FB + c, 4);
-						_mm512_mask_storeu_ps(pk, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pk), gk));
-						_mm512_mask_storeu_ps(pv_, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pv_), gv));
-					}
-			}
+			bwd_add_kv(dk, dv, dkT0, dvT0, J0, nj, T, kvd, hd, hp);
 		}
 		if (amx) amx_end();
 		for (long t = 0; t < T; t++)
@@ -530,34 +543,14 @@ static BF16T void flash_bwd_avx(float *dq, float *dk, float *dv, const float *do
 	pack_bt(vt, v, kvd, T, Tp, hd, hp);
 	pack_vnni(kv, k, kvd, T, Tp, hd, hp);
 	const __m512 vs = _mm512_set1_ps(scale);
-	__m512i idx;
-	{
-		uint16_t ix[32];
-		for (int i = 0; i < 16; i++) {
-			ix[2 * i] = i;
-			ix[2 * i + 1] = 16 + i;
-		}
-		idx = _mm512_loadu_si512(ix);
-	}
+	const __m512i idx = pair_idx();
 	for (long g = 0; g < group; g++) {
 		const float *qh = q + g * hd, *doh = dout + g * hd, *oh = out + g * hd, *lh = lse + g * T;
 		pack_rows(qa, qh, qd, T, Tp, hd, hp);
 		pack_colblocks(qT, qh, qd, T, Tp, hd, hp);
 		pack_rows(da, doh, qd, T, Tp, hd, hp);
 		pack_colblocks(dT, doh, qd, T, Tp, hd, hp);
-		// δ in 16 lanes over e, then their sum: a reordering of the fp32
-		// sum whose error (≤ hd·2⁻²⁴·Σ|dO∘O| either way) is far under the
-		// bf16 rounding of dS that δ feeds.
-		for (long t = 0; t < Tp; t++) {
-			__m512 acc = _mm512_setzero_ps();
-			if (t < T)
-				for (long e = 0; e < hd; e += 16) {
-					__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
-					acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, doh + t * qd + e), _mm512_maskz_loadu_ps(mk, oh + t * qd + e), acc);
-				}
-			delta[t] = _mm512_reduce_add_ps(acc);
-			lv[t] = t < T ? lh[t] : 0;
-		}
+		bwd_delta(delta, lv, doh, oh, lh, qd, T, Tp, hd);
 		memset(dqa, 0, Tp * hp * 4);
 		// SB key blocks at a time, so each query block's operands, once
 		// loaded, serve several key blocks.
@@ -587,20 +580,7 @@ static BF16T void flash_bwd_avx(float *dq, float *dk, float *dv, const float *do
 					avx_mm(dqa + i0 * hp, hp, dsb + jlo * FB, SB * FB, (const char *)(kv + (J0 + jlo * FB) * hp), hp * 4, 64, FB, hp,
 						(jhi - jlo + 1) * FB, 1);
 			}
-			for (long jj = 0; jj < nj; jj++) {
-				long j0 = J0 + jj * FB;
-				float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
-				__m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(FB));
-				for (long c = 0; c < FB && j0 + c < T; c++)
-					for (long e = 0; e < hd; e += 16) {
-						__mmask16 mk = hd - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - e)) - 1);
-						float *pk = dk + (j0 + c) * kvd + e, *pv_ = dv + (j0 + c) * kvd + e;
-						__m512 gk = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dkT + e * FB + c, 4);
-						__m512 gv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, dvT + e * FB + c, 4);
-						_mm512_mask_storeu_ps(pk, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pk), gk));
-						_mm512_mask_storeu_ps(pv_, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, pv_), gv));
-					}
-			}
+			bwd_add_kv(dk, dv, dkT0, dvT0, J0, nj, T, kvd, hd, hp);
 		}
 		for (long t = 0; t < T; t++)
 			for (long e = 0; e < hd; e++) dq[t * qd + g * hd + e] = dqa[t * hp + e];
