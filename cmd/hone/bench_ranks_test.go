@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,9 +16,17 @@ import (
 
 // Commands that start ranks re-run the executable, here the test binary:
 // TestMain plays the rank (the arguments after "bench"). With envMain set
-// it plays the whole command, main and its signal handling included.
+// it plays the whole command, main and its signal handling included, or
+// ("stuck") a command whose work ignores its context.
 func TestMain(m *testing.M) {
-	if os.Getenv(envMain) != "" {
+	switch os.Getenv(envMain) {
+	case "":
+	case "stuck": // a command whose work never looks at its context
+		ctx := interruptible(context.Background(), os.Stderr)
+		fmt.Fprintln(os.Stderr, "working")
+		<-ctx.Done()
+		select {}
+	default:
 		main()
 		os.Exit(0)
 	}
