@@ -13,8 +13,8 @@ extern int omp_get_max_threads(void);
 // n threads. The setting is per OS thread, and Go runs cgo calls on
 // whichever thread the goroutine is on: a thread that never set it uses
 // OpenMP's default (OMP_NUM_THREADS, else all cores), so every call sets
-// it first. oneDNN reads
-// it when it creates a primitive and when it runs one.
+// it first. oneDNN reads it when it creates a primitive and when it runs
+// one.
 static void hone_threads(int n) {
 	if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
 }
