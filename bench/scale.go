@@ -90,6 +90,14 @@ func addCalls(op *collective.OpTraffic, floats int) {
 	op.Bytes += 4 * int64(floats)
 }
 
+// addPart adds the calls of part p's gather or reduce-scatter over n
+// ranks: one per segment, each padded to n equal chunks.
+func addPart(op *collective.OpTraffic, c *engine.Config, p, n int) {
+	for _, sg := range c.PartSegments(p, n) {
+		addCalls(op, n*((sg.Hi-sg.Lo+n-1)/n))
+	}
+}
+
 // addBuckets adds the calls of a buffer of floats sent in buckets of
 // dataparallel.Bucket (no call for an empty one).
 func addBuckets(op *collective.OpTraffic, floats int) {
@@ -253,11 +261,7 @@ func zero1Offsets(c *engine.Config, n int) []int {
 // its backward.
 func shardedPass(t *collective.Traffic, c *engine.Config, o engine.Options, n int) {
 	frozen := o.LoRA != nil
-	part := func(op *collective.OpTraffic, p int) {
-		for _, sg := range c.PartSegments(p, n) {
-			addCalls(op, n*((sg.Hi-sg.Lo+n-1)/n))
-		}
-	}
+	part := func(op *collective.OpTraffic, p int) { addPart(op, c, p, n) }
 	L := c.NumHiddenLayers
 	part(&t.AllGather, c.PartEmbed())
 	for l := range L {
@@ -469,9 +473,7 @@ func todaySeconds(s ScaleSpec, r *ScaleResult) float64 {
 	if s.Sharding == ShardParameters {
 		var first collective.Traffic
 		for _, p := range []int{s.Config.PartEmbed(), 0, 0} {
-			for _, sg := range s.Config.PartSegments(p, s.Ranks) {
-				addCalls(&first.AllGather, s.Ranks*((sg.Hi-sg.Lo+s.Ranks-1)/s.Ranks))
-			}
+			addPart(&first.AllGather, s.Config, p, s.Ranks)
 		}
 		_, unhidden := WireTime(first, s.Ranks, s.GbitPerS, s.Latency)
 		passes := float64(r.Passes)
