@@ -54,7 +54,7 @@ func StepTraffic(c *engine.Config, o engine.Options, sharding string, n, passes,
 				return t, err
 			}
 		} else {
-			reducerTraffic(&t, c, n, nil, embedRows)
+			reducerTraffic(&t, c, false, embedRows)
 		}
 		addCalls(&t.AllReduce, 2) // the loss, as an fp32 pair
 	case ShardOptimizer:
@@ -138,118 +138,49 @@ func layout(c *engine.Config) (embed [2]int, layers [][2]int, head [2]int) {
 
 // reducerTraffic adds a full model's gradient reduction (Reducer): the
 // head, the layers last first, then the embeddings, by rows when they are
-// untied. owners are Zero1's shard bounds (nil: allreduce everything).
-func reducerTraffic(t *collective.Traffic, c *engine.Config, n int, owners []int, embedRows int) {
+// untied. With zero1 (dataparallel.Zero1) every range after the untied
+// embeddings is reduce-scattered in buckets instead of allreduced.
+func reducerTraffic(t *collective.Traffic, c *engine.Config, zero1 bool, embedRows int) {
 	embed, layers, head := layout(c)
+	op := &t.AllReduce
+	if zero1 {
+		op = &t.ReduceScatter
+	}
 	ranges := [][2]int{head}
 	for l := len(layers) - 1; l >= 0; l-- {
 		ranges = append(ranges, layers[l])
 	}
 	for _, rg := range ranges {
-		reduceRange(t, rg, n, owners)
+		addBuckets(op, rg[1]-rg[0])
 	}
 	if c.TieWordEmbeddings {
-		reduceRange(t, embed, n, owners)
+		addBuckets(op, embed[1]-embed[0])
 		return
 	}
 	addCalls(&t.AllReduce, c.VocabSize) // the mask of rows in use
 	addBuckets(&t.AllReduce, min(embedRows, c.VocabSize)*c.HiddenSize)
 }
 
-// reduceRange adds the reduction of one arena range: with two ranks and
-// shard owners, each piece of it (at most a bucket, within one shard) is
-// broadcast by the rank that does not own it; otherwise an allreduce.
-func reduceRange(t *collective.Traffic, rg [2]int, n int, owners []int) {
-	if owners == nil || n != 2 || rg[0] < owners[0] {
-		addBuckets(&t.AllReduce, rg[1]-rg[0])
-		return
-	}
-	for a := rg[0]; a < rg[1]; {
-		q := 0
-		for q+1 < len(owners)-1 && owners[q+1] <= a {
-			q++
-		}
-		b := min(rg[1], owners[q+1], a+dataparallel.Bucket)
-		addCalls(&t.Broadcast, b-a)
-		a = b
-	}
-}
-
-// zero1Traffic adds a step of dataparallel.Zero1: the gradients reduced
-// to their shards' owners, the norm's terms gathered, and every shard's
-// updated weights broadcast by its owner (the bf16 copy and the fp32
-// tensors the passes read in fp32, or the fp32 shard without a bf16 copy).
+// zero1Traffic adds a step of dataparallel.Zero1: the gradients
+// reduce-scattered to the ranks' pieces, the norm's terms gathered, and
+// every bucket's updated pieces all-gathered, each rank's part padded to
+// the bucket's slot (the bf16 copy two halves a float and the fp32
+// tensors the passes read in fp32, or the fp32 piece without a bf16
+// copy).
 func zero1Traffic(t *collective.Traffic, c *engine.Config, o engine.Options, n, embedRows int) {
-	embed, _, _ := layout(c)
-	off := zero1Offsets(c, n)
-	front := off[0]
-	reducerTraffic(t, c, n, off, embedRows)
+	reducerTraffic(t, c, true, embedRows)
 	addCalls(&t.AllReduce, 2)   // the loss pair
 	addCalls(&t.AllGather, 2*n) // the norm's terms, float64 as two floats
-	p16 := o.BF16 && !o.CompactBF16 && !o.FrozenBF16
-	for q := range n {
-		for lo := off[q]; lo < off[q+1]; lo += dataparallel.Bucket {
-			k := min(dataparallel.Bucket, off[q+1]-lo)
-			if !p16 {
-				addCalls(&t.Broadcast, k)
-				continue
-			}
-			if k >= 2 {
-				addCalls(&t.Broadcast, k/2) // two bf16 halves a float
-			}
-			if k%2 != 0 {
-				addCalls(&t.Broadcast, 1)
-			}
-		}
-	}
-	if !p16 {
-		return
-	}
-	// The tensors read in fp32, cut at shard bounds, touching pieces of
-	// one shard merged (Zero1's fp32 ranges).
-	var fp32 [][2]int
-	owner := func(i int) int {
-		q := 0
-		for q+1 < n && off[q+1] <= i {
-			q++
-		}
-		return q
-	}
-	for _, s := range c.ParamSpecs() {
-		lo, hi := s.Offset, s.Offset+s.Size()
-		if hi <= front || (len(s.Shape) == 2 && lo != embed[0]) {
-			continue
-		}
-		for q := range n {
-			a, b := max(lo, off[q]), min(hi, off[q+1])
-			if a >= b {
-				continue
-			}
-			if k := len(fp32); k > 0 && fp32[k-1][1] == a && owner(a) == owner(fp32[k-1][0]) {
-				fp32[k-1][1] = b
-			} else {
-				fp32 = append(fp32, [2]int{a, b})
-			}
-		}
-	}
-	for _, rg := range fp32 {
-		addBuckets(&t.Broadcast, rg[1]-rg[0])
+	for _, b := range zero1Layout(c, o, n).Buckets {
+		addCalls(&t.AllGather, n*b.Slot)
 	}
 }
 
-// zero1Offsets are Zero1's shard bounds: the arena after the untied
-// embeddings split evenly, at even indices.
-func zero1Offsets(c *engine.Config, n int) []int {
-	total, front := int(c.NumParams()), 0
-	if !c.TieWordEmbeddings {
-		front = c.VocabSize * c.HiddenSize
-	}
-	off := dataparallel.Shards(total-front, n)
-	for q := range off {
-		off[q] = min(total, front+(off[q]+1)&^1)
-	}
-	off[0], off[n] = front, total
-	return off
+// zero1Layout is Zero1's cut of c's arena over n ranks.
+func zero1Layout(c *engine.Config, o engine.Options, n int) *dataparallel.Zero1Layout {
+	embed, _, _ := layout(c)
+	p16 := o.BF16 && !o.CompactBF16 && !o.FrozenBF16
+	return dataparallel.NewZero1Layout(c.ParamSpecs(), int(c.NumParams()), c.NumHiddenLayers, embed, c.TieWordEmbeddings, p16, n, dataparallel.Bucket)
 }
 
 // shardedPass adds one training pass of a sharded model (engine's
@@ -294,9 +225,8 @@ func shardedPass(t *collective.Traffic, c *engine.Config, o engine.Options, n in
 // seconds per algorithm step, for the algorithms Gloo runs (collective/
 // gloo): allreduce a ring (each rank sends 2(n-1)/n of the buffer, 2(n-1)
 // steps), allgather a ring ((n-1)/n of the output, n-1 steps),
-// reduce-scatter halving-doubling (taken as the ring's (n-1)/n and n-1
-// steps; Gloo's sends up to 1/n more to put the chunks in rank order), and
-// broadcast a binomial tree: ceil(log2 n) rounds, each moving the whole
+// reduce-scatter the shim's ring ((n-1)/n of the buffer for equal parts,
+// n-1 steps), and broadcast a binomial tree: ceil(log2 n) rounds, each moving the whole
 // buffer, so a broadcast takes ceil(log2 n) buffer times while the ranks
 // send (n-1)/n of the buffer on average. Calls do not overlap each other.
 func WireTime(t collective.Traffic, n int, gbps, latency float64) (sentBytes, seconds float64) {
@@ -480,12 +410,9 @@ func todaySeconds(s ScaleSpec, r *ScaleResult) float64 {
 		compute, comm := r.ComputeS/passes, r.CommS/passes
 		return passes * (unhidden + max(compute, comm-unhidden))
 	}
-	grads := collective.Traffic{AllReduce: r.Traffic.AllReduce}
-	if s.Sharding == ShardOptimizer { // the gradients' broadcasts, not the weights'
-		var t collective.Traffic
-		reducerTraffic(&t, s.Config, s.Ranks, zero1Offsets(s.Config, s.Ranks), 0)
-		grads.Broadcast = t.Broadcast
-	}
+	// The gradients' reduction (ZeRO-1: its reduce-scatters), not the
+	// weights' all-gathers.
+	grads := collective.Traffic{AllReduce: r.Traffic.AllReduce, ReduceScatter: r.Traffic.ReduceScatter}
 	_, gradS := WireTime(grads, s.Ranks, s.GbitPerS, s.Latency)
 	backward := 2.0 / 3 * r.ComputeS / float64(r.Passes)
 	return r.ComputeS + max(0, gradS-backward) + (r.CommS - gradS)

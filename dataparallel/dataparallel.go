@@ -72,9 +72,9 @@ type Reducer struct {
 	rest   [][2]int // the ranges before the layers (all of the arena when layers is nil)
 	rows   int      // > 0: rest is one embedding matrix of rows × cols, reduced by rows
 	cols   int
-	owners []int // set by Zero1.Start: reduce [owners[q], owners[q+1]) to rank q only
-	sent   bool  // head handed over
-	next   int   // the next layer to hand over, counting down
+	zero   *Zero1 // set by Zero1.Start: reduce-scatter each bucket to its pieces' ranks
+	sent   bool   // head handed over
+	next   int    // the next layer to hand over, counting down
 	work   chan reduceWork
 	done   chan error
 }
@@ -134,8 +134,8 @@ func (g *Reducer) run() {
 		case err != nil:
 		case w.rows > 0:
 			scratch, err = g.reduceRows(g.grads[w.rg[0]:w.rg[1]], w.rows, w.cols, scratch)
-		case g.owners != nil:
-			scratch, err = g.reduceOwned(w.rg[0], g.grads[w.rg[0]:w.rg[1]], scratch)
+		case g.zero != nil:
+			err = g.reduceScatter(w.rg[0], w.rg[1])
 		default:
 			err = allReduce(g.ctx, g.c, g.grads[w.rg[0]:w.rg[1]])
 		}

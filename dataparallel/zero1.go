@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"sort"
 	"unsafe"
 
 	"hone/collective"
@@ -14,31 +16,141 @@ import (
 
 // Zero1 shards the optimizer state of a full fine-tune (ZeRO stage 1)
 // so that it also moves fewer bytes than an allreduce of the gradients.
-// The arena after the embeddings is split into one contiguous shard per
-// rank. Each rank receives only its shard's summed gradients, updates
-// its shard (AdamW, clipping by the whole gradient's norm) and sends the
-// result to the others: the bf16 copy that the matrix products read, and
-// the fp32 values only of the tensors that the passes read in fp32 (norms,
-// biases; all of them without a bf16 copy). An untied embedding matrix,
-// whose gradient is sparse (Reducer reduces it by rows), is not sharded:
-// every rank updates it, so no rank sends it.
+// The arena after the embeddings is cut into buckets (each range the
+// Reducer hands over, the head, each layer, the rest, in pieces of at most
+// Bucket floats), and each bucket into one piece per rank, split evenly at
+// even offsets (Zero1Layout); a rank's shard is its piece of every bucket.
+// Each bucket's gradient is reduce-scattered as soon as the backward pass
+// has finished it: each rank receives only its piece's sum. Each rank
+// updates the embeddings and its shard (AdamW, clipping by the whole
+// gradient's norm), piece by piece, and each bucket is all-gathered as
+// soon as the ranks have updated their pieces of it (they update them in
+// the same order and at about the same time): the bf16 copy that the
+// matrix products read, two halves a float, and the fp32 values only of
+// the tensors that the passes read in fp32 (norms, biases; all of them
+// without a bf16 copy), every rank's part padded to the largest (Gloo's
+// all-gather takes equal parts). An untied embedding matrix, whose
+// gradient is sparse (Reducer reduces it by rows), is not sharded: every
+// rank updates it, so no rank sends it.
 //
 // With a bf16 copy, the fp32 matrices outside a rank's shard are therefore
 // stale after a step: call SyncParams before reading them (a checkpoint,
-// the final model). Two ranks receive their half of the gradient from the
-// other with one broadcast per bucket; more ranks allreduce it.
+// the final model).
+//
+// Numerics: every gradient element is summed once, on the rank whose piece
+// holds it, and its updated weight is copied to the others, so every rank
+// holds the same weights. The sum's order is the reduce-scatter's (Gloo:
+// see collective/gloo), which for more than two ranks need not be the
+// allreduce's: the weights are those of plain data parallelism with the
+// gradients summed in another order.
 type Zero1 struct {
-	c collective.Collective
-	m *engine.Model
-	// front is [0, front): the embeddings every rank updates (0 when
+	c   collective.Collective
+	m   *engine.Model
+	lay *Zero1Layout
+	// byLo finds a bucket by its start; mine is this rank's pieces, one
+	// per bucket (some possibly empty), in arena order.
+	byLo map[int]int
+	mine [][2]int
+	// in and out are the all-gathers' scratch: one rank's part, and all.
+	in, out []float32
+	O       *optim.AdamW
+}
+
+// Zero1Layout is how Zero1 cuts an arena over its ranks.
+type Zero1Layout struct {
+	// Front is [0, Front): the embeddings every rank updates (0 when
 	// they are tied or the layout is not known).
-	front int
-	off   []int    // rank q's shard is [off[q], off[q+1])
-	fp32  [][2]int // ranges the passes read in fp32, each within one shard
-	// pieces are each rank's shard in buckets: the optimizer updates
-	// this rank's one at a time and the exchange sends each as it is done.
-	pieces [][][2]int
-	O      *optim.AdamW
+	Front int
+	// Buckets cover [Front, arena), in arena order.
+	Buckets []Zero1Bucket
+}
+
+// Zero1Bucket is one bucket, [Lo, Hi) of the arena: rank q's piece is
+// [Lo+At[q], Lo+At[q+1]), Counts[q] floats (the reduce-scatter's counts).
+type Zero1Bucket struct {
+	Lo, Hi     int
+	Counts, At []int
+	// Max is the largest piece; FP32[q] the ranges of rank q's piece that
+	// the passes read in fp32 (with a bf16 copy).
+	Max  int
+	FP32 [][][2]int
+	// Slot is the floats each rank hands the step's all-gather of the
+	// bucket: with a bf16 copy, the largest piece's halves packed two a
+	// float (W16 floats), then the largest of the ranks' fp32 ranges;
+	// without, the largest piece.
+	Slot, W16 int
+}
+
+// NewZero1Layout cuts an arena of n floats laid out by specs (a model of
+// layers decoder layers, its embedding matrix at embed, tied or not to
+// the output head, with a bf16 copy or not) over ranks ranks, in buckets
+// of at most bucket floats.
+func NewZero1Layout(specs []engine.ParamSpec, n, layers int, embed [2]int, tied, p16 bool, ranks, bucket int) *Zero1Layout {
+	lr, rest := layerRanges(specs, n, layers)
+	lay := &Zero1Layout{}
+	if len(lr) > 0 && !tied && len(rest) > 0 && rest[0] == embed && embed[0] == 0 {
+		lay.Front = embed[1]
+	}
+	// The tensors read in fp32 (their part after the front), sorted.
+	var f32 [][2]int
+	for _, s := range specs {
+		lo, hi := s.Offset, s.Offset+s.Size()
+		if p16 && hi > lay.Front && (len(s.Shape) != 2 || lo == embed[0]) {
+			f32 = append(f32, [2]int{max(lo, lay.Front), hi})
+		}
+	}
+	slices.SortFunc(f32, func(a, b [2]int) int { return a[0] - b[0] })
+	ranges := append(slices.Clone(rest), lr...)
+	slices.SortFunc(ranges, func(a, b [2]int) int { return a[0] - b[0] })
+	for _, rg := range ranges {
+		for lo := max(rg[0], lay.Front); lo < rg[1]; lo += bucket {
+			hi := min(lo+bucket, rg[1])
+			b := Zero1Bucket{Lo: lo, Hi: hi, Counts: pieceCounts(hi-lo, ranks), FP32: make([][][2]int, ranks)}
+			b.At = collective.Offsets(b.Counts)
+			b.Max = slices.Max(b.Counts)
+			b.Slot = b.Max
+			if p16 {
+				most := 0
+				for q := range ranks {
+					a, z := lo+b.At[q], lo+b.At[q+1]
+					k, size := sort.Search(len(f32), func(i int) bool { return f32[i][1] > a }), 0
+					for ; k < len(f32) && f32[k][0] < z; k++ {
+						x, y := max(a, f32[k][0]), min(z, f32[k][1])
+						b.FP32[q] = append(b.FP32[q], [2]int{x, y})
+						size += y - x
+					}
+					most = max(most, size)
+				}
+				b.W16 = (b.Max + 1) / 2
+				b.Slot = b.W16 + most
+			}
+			lay.Buckets = append(lay.Buckets, b)
+		}
+	}
+	return lay
+}
+
+// pieceCounts splits a bucket of n floats over ranks ranks evenly in
+// pairs (so pieces start at even offsets), the last rank taking an odd
+// float.
+func pieceCounts(n, ranks int) []int {
+	c := collective.EvenCounts(n/2, ranks)
+	for q := range c {
+		c[q] *= 2
+	}
+	c[ranks-1] += n % 2
+	return c
+}
+
+// Pieces are rank q's pieces, one per bucket (possibly empty), in arena
+// order: its shard. Its moments (O.M, O.V) hold the embeddings' [0,
+// Front()) and then these, one after another.
+func (l *Zero1Layout) Pieces(q int) [][2]int {
+	out := make([][2]int, len(l.Buckets))
+	for i, b := range l.Buckets {
+		out[i] = [2]int{b.Lo + b.At[q], b.Lo + b.At[q+1]}
+	}
+	return out
 }
 
 // NewZero1 shards the optimizer state of m (full fine-tuning with AdamW)
@@ -47,142 +159,82 @@ func NewZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (
 	return newZero1(c, m, cfg, Bucket)
 }
 
-// newZero1 is NewZero1 with shards sent in buckets of bucket weights.
+// newZero1 is NewZero1 with buckets of bucket floats.
 func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, bucket int) (*Zero1, error) {
 	if m.Opt.LoRA != nil || m.Opt.FrozenBF16 || m.Opt.ShardRanks > 1 {
 		return nil, errors.New("zero1: full fine-tuning of an unsharded model only")
 	}
 	specs := m.Config.ParamSpecs()
-	n := len(m.Params.Arena)
-	z := &Zero1{c: c, m: m}
-	layers, rest := layerRanges(specs, n, m.Config.NumHiddenLayers)
-	emb := embedRange(m)
-	if len(layers) > 0 && !m.Config.TieWordEmbeddings && len(rest) > 0 && rest[0] == emb && emb[0] == 0 {
-		z.front = emb[1]
+	lay := NewZero1Layout(specs, len(m.Params.Arena), m.Config.NumHiddenLayers, embedRange(m), m.Config.TieWordEmbeddings,
+		m.LowPrecisionParams() != nil, c.Size(), bucket)
+	z := &Zero1{c: c, m: m, lay: lay, byLo: map[int]int{}, mine: lay.Pieces(c.Rank())}
+	slot := 0
+	for i, b := range lay.Buckets {
+		z.byLo[b.Lo] = i
+		slot = max(slot, b.Slot, b.Max)
 	}
-	// Shard boundaries even, so a shard's bf16 halves pack into floats.
-	z.off = Shards(n-z.front, c.Size())
-	for q := range z.off {
-		z.off[q] = min(n, z.front+(z.off[q]+1)&^1)
-	}
-	z.off[0], z.off[c.Size()] = z.front, n
-	p16 := m.LowPrecisionParams()
-	for _, s := range specs {
-		lo, hi := s.Offset, s.Offset+s.Size()
-		if hi <= z.front || (p16 != nil && len(s.Shape) == 2 && lo != emb[0]) {
-			continue // updated everywhere, or read through the bf16 copy
-		}
-		for q := range c.Size() {
-			if a, b := max(lo, z.off[q]), min(hi, z.off[q+1]); a < b {
-				z.fp32 = appendRange(z.fp32, [2]int{a, b}, z.off)
-			}
-		}
-	}
-	z.pieces = make([][][2]int, c.Size())
-	for q := range z.pieces {
-		for lo := z.off[q]; lo < z.off[q+1]; lo += bucket {
-			z.pieces[q] = append(z.pieces[q], [2]int{lo, min(lo+bucket, z.off[q+1])})
-		}
-	}
+	z.in, z.out = make([]float32, slot), make([]float32, slot*c.Size())
 	var err error
-	z.O, err = optim.NewAdamWRanges(m.Dev, specs, append([][2]int{{0, z.front}}, z.pieces[c.Rank()]...), cfg)
+	z.O, err = optim.NewAdamWRanges(m.Dev, specs, append([][2]int{{0, lay.Front}}, z.mine...), cfg)
 	return z, err
 }
 
-// appendRange appends rg to rs, merged with the last range when they touch
-// within one shard.
-func appendRange(rs [][2]int, rg [2]int, off []int) [][2]int {
-	if k := len(rs); k > 0 && rs[k-1][1] == rg[0] && ownerOf(off, rg[0]) == ownerOf(off, rs[k-1][0]) {
-		rs[k-1][1] = rg[1]
-		return rs
-	}
-	return append(rs, rg)
-}
+// Front is [0, Front()): the embeddings every rank updates.
+func (z *Zero1) Front() int { return z.lay.Front }
 
-// ownerOf is the rank whose shard holds arena index i.
-func ownerOf(off []int, i int) int {
-	q := 0
-	for q+1 < len(off)-1 && off[q+1] <= i {
-		q++
-	}
-	return q
-}
-
-// Offsets are the shards' bounds: rank q's shard is [off[q], off[q+1]),
-// and [0, off[0]) are the embeddings every rank updates. This rank's
-// moments (O.M, O.V) hold [0, off[0]) and then its shard.
-func (z *Zero1) Offsets() []int { return z.off }
-
-// Shard is this rank's shard, [lo, hi) of the arena.
-func (z *Zero1) Shard() (lo, hi int) { return z.off[z.c.Rank()], z.off[z.c.Rank()+1] }
+// Pieces are rank q's shard (see Zero1Layout.Pieces).
+func (z *Zero1) Pieces(q int) [][2]int { return z.lay.Pieces(q) }
 
 // Start starts the reduction of one step's gradients (see Reducer): the
-// embeddings' to every rank, the rest to the rank whose shard holds it.
+// embeddings' to every rank, each bucket's pieces to their ranks.
 func (z *Zero1) Start(ctx context.Context) *Reducer {
 	g := Start(ctx, z.c, z.m, nil)
 	if g != nil {
-		g.owners = z.off
+		g.zero = z
 	}
 	return g
 }
 
-// reduceOwned sums buf (the arena range [lo, lo+len(buf))) across ranks
-// into the ranks whose shards hold it; elsewhere buf is left as it was.
-func (g *Reducer) reduceOwned(lo int, buf []float32, scratch []float32) ([]float32, error) {
-	if g.c.Size() != 2 || lo < g.owners[0] {
-		return scratch, allReduce(g.ctx, g.c, buf)
-	}
-	me := g.c.Rank()
-	for a := 0; a < len(buf); {
-		q := ownerOf(g.owners, lo+a)
-		b := min(len(buf), g.owners[q+1]-lo, a+Bucket)
-		piece := buf[a:b]
-		if q != me {
-			if err := g.c.Broadcast(g.ctx, piece, me); err != nil {
-				return scratch, err
-			}
-		} else {
-			if cap(scratch) < len(piece) {
-				scratch = make([]float32, Bucket)
-			}
-			other := scratch[:len(piece)]
-			if err := g.c.Broadcast(g.ctx, other, 1-me); err != nil {
-				return scratch, err
-			}
-			// Either order gives the allreduce's sum: a two-term fp32 sum
-			// is the same whichever operand comes first.
-			addTo(piece, other)
+// reduceScatter sums the gradients [lo, hi) across ranks, Zero1's buckets
+// reduce-scattered so that each rank receives its pieces' sums (the rest
+// of the range is scratch afterwards); the embeddings before the front
+// are allreduced.
+func (g *Reducer) reduceScatter(lo, hi int) error {
+	z := g.zero
+	if f := min(hi, z.lay.Front); lo < f {
+		if err := allReduce(g.ctx, g.c, g.grads[lo:f]); err != nil {
+			return err
 		}
-		a = b
+		lo = f
 	}
-	return scratch, nil
-}
-
-// addTo adds x into y: y[i] = y[i] + x[i] (eight at a time, without
-// bounds checks in the loop).
-func addTo(y, x []float32) {
-	x = x[:len(y)]
-	i := 0
-	for ; i+8 <= len(y); i += 8 {
-		a, b := (*[8]float32)(y[i:]), (*[8]float32)(x[i:])
-		a[0], a[1], a[2], a[3] = a[0]+b[0], a[1]+b[1], a[2]+b[2], a[3]+b[3]
-		a[4], a[5], a[6], a[7] = a[4]+b[4], a[5]+b[5], a[6]+b[6], a[7]+b[7]
+	for lo < hi {
+		i, ok := z.byLo[lo]
+		if !ok || z.lay.Buckets[i].Hi > hi {
+			return fmt.Errorf("zero1: no bucket of the shards starts at %d (reducing [%d, %d))", lo, lo, hi)
+		}
+		b := &z.lay.Buckets[i]
+		if err := g.c.ReduceScatter(g.ctx, g.grads[b.Lo:b.Hi], b.Counts); err != nil {
+			return err
+		}
+		lo = b.Hi
 	}
-	for ; i < len(y); i++ {
-		y[i] += x[i]
-	}
+	return nil
 }
 
 // GradNorm is the whole gradient's L2 norm after the reduction: every
-// shard's sum of squares, rank 0's with the embeddings' term (which every
-// rank holds) added first, gathered and added in float64 in rank order on
-// every rank.
+// shard's sum of squares (piece by piece, added in float64), rank 0's with
+// the embeddings' term (which every rank holds) added first, gathered and
+// added in float64 in rank order on every rank.
 func (z *Zero1) GradNorm(ctx context.Context) (float64, error) {
 	g := z.m.Grads.Arena
-	lo, hi := z.Shard()
-	sq := z.m.Dev.SumSquares(g[lo:hi])
-	if z.c.Rank() == 0 && z.front > 0 {
-		sq = z.m.Dev.SumSquares(g[:z.front]) + sq
+	sq := 0.0
+	if z.c.Rank() == 0 && z.lay.Front > 0 {
+		sq = z.m.Dev.SumSquares(g[:z.lay.Front])
+	}
+	for _, pc := range z.mine {
+		if pc[0] < pc[1] {
+			sq += z.m.Dev.SumSquares(g[pc[0]:pc[1]])
+		}
 	}
 	terms, err := allGather64(ctx, z.c, sq)
 	if err != nil {
@@ -212,10 +264,10 @@ func allGather64(ctx context.Context, c collective.Collective, x float64) ([]flo
 }
 
 // Step updates the embeddings and this rank's shard, clipping by the
-// whole gradient's norm, and sends every shard to every rank (the bf16
-// copy and the fp32 tensors read in fp32; see Zero1): a goroutine sends
-// each bucket of this rank's shard as soon as the optimizer has updated
-// it, and receives the other ranks' meanwhile.
+// whole gradient's norm, and gives every rank every shard (the bf16 copy
+// and the fp32 tensors read in fp32; see Zero1): a goroutine all-gathers
+// each bucket as soon as the optimizer has updated this rank's piece of
+// it.
 func (z *Zero1) Step(ctx context.Context, lr float64) (optim.StepResult, error) {
 	norm, err := z.GradNorm(ctx)
 	if err != nil || math.IsNaN(norm) || math.IsInf(norm, 0) {
@@ -225,7 +277,7 @@ func (z *Zero1) Step(ctx context.Context, lr float64) (optim.StepResult, error) 
 	}
 	m := z.m
 	p16 := m.LowPrecisionParams()
-	ready := make(chan int, len(z.pieces[z.c.Rank()]))
+	ready := make(chan int, len(z.mine))
 	sent := make(chan error, 1)
 	go func() { sent <- z.exchange(ctx, p16, ready) }()
 	res, err := z.O.StepRangesEach(m.Dev, m.Params.Arena, m.Grads.Arena, p16, norm, lr, func(k int) {
@@ -244,64 +296,80 @@ func (z *Zero1) Step(ctx context.Context, lr float64) (optim.StepResult, error) 
 	return res, err
 }
 
-// exchange sends every rank's updated shard to every rank, bucket by
-// bucket in rank order; this rank's buckets as ready hands them over.
+// exchange all-gathers every bucket in arena order, each once ready has
+// handed over this rank's piece of it (the optimizer does not report an
+// empty piece).
 func (z *Zero1) exchange(ctx context.Context, p16 []uint16, ready <-chan int) error {
-	me := z.c.Rank()
-	for q, pieces := range z.pieces {
-		for j, pc := range pieces {
-			if q == me {
-				if k, ok := <-ready; !ok || k != j {
-					return fmt.Errorf("zero1: bucket %d of this rank's shard was not updated (got %d, %v)", j, k, ok)
-				}
-			}
-			var err error
-			if p16 != nil {
-				err = z.broadcast16(ctx, p16[pc[0]:pc[1]], q)
-			} else {
-				err = Broadcast(ctx, z.c, z.m.Params.Arena[pc[0]:pc[1]], q)
-			}
-			if err != nil {
-				return err
+	for j := range z.lay.Buckets {
+		if pc := z.mine[j]; pc[0] < pc[1] {
+			if k, ok := <-ready; !ok || k != j {
+				return fmt.Errorf("zero1: piece %d of this rank's shard was not updated (got %d, %v)", j, k, ok)
 			}
 		}
-	}
-	if p16 == nil {
-		return nil
-	}
-	for _, rg := range z.fp32 {
-		if err := Broadcast(ctx, z.c, z.m.Params.Arena[rg[0]:rg[1]], ownerOf(z.off, rg[0])); err != nil {
+		if err := z.gather(ctx, &z.lay.Buckets[j], p16); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// broadcast16 sends buf (bf16) from root to every rank, packed two halves
-// a float, in buckets.
-func (z *Zero1) broadcast16(ctx context.Context, buf []uint16, root int) error {
-	if len(buf) >= 2 {
-		f := unsafe.Slice((*float32)(unsafe.Pointer(&buf[0])), len(buf)/2)
-		if err := Broadcast(ctx, z.c, f, root); err != nil {
-			return err
+// gather all-gathers bucket b: each rank's piece of p16 (the bf16 copy,
+// two halves a float) followed by its ranges read in fp32, or with p16
+// nil its fp32 piece, each rank's part padded to the same size.
+func (z *Zero1) gather(ctx context.Context, b *Zero1Bucket, p16 []uint16) error {
+	n, me := z.c.Size(), z.c.Rank()
+	w := z.m.Params.Arena
+	slot := b.Max
+	if p16 != nil {
+		slot = b.Slot
+	}
+	in, out := z.in[:slot], z.out[:n*slot]
+	lo, hi := b.Lo+b.At[me], b.Lo+b.At[me+1]
+	if p16 == nil {
+		copy(in, w[lo:hi])
+	} else {
+		copy(halves(in), p16[lo:hi])
+		at := b.W16
+		for _, rg := range b.FP32[me] {
+			at += copy(in[at:], w[rg[0]:rg[1]])
 		}
 	}
-	if len(buf)%2 != 0 { // the last shard may end on an odd index
-		last := []float32{math.Float32frombits(uint32(buf[len(buf)-1]))}
-		if err := z.c.Broadcast(ctx, last, root); err != nil {
-			return err
+	if err := z.c.AllGather(ctx, out, in); err != nil {
+		return err
+	}
+	for q := range n {
+		if q == me {
+			continue
 		}
-		buf[len(buf)-1] = uint16(math.Float32bits(last[0]))
+		part := out[q*slot : (q+1)*slot]
+		lo, hi := b.Lo+b.At[q], b.Lo+b.At[q+1]
+		if p16 == nil {
+			copy(w[lo:hi], part)
+			continue
+		}
+		copy(p16[lo:hi], halves(part))
+		at := b.W16
+		for _, rg := range b.FP32[q] {
+			at += copy(w[rg[0]:rg[1]], part[at:])
+		}
 	}
 	return nil
+}
+
+// halves views f's bytes as bf16 halves, two a float.
+func halves(f []float32) []uint16 {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&f[0])), 2*len(f))
 }
 
 // SyncParams gives every rank every shard's fp32 parameters (stale
 // outside its own shard after Step when the model holds a bf16 copy).
 func (z *Zero1) SyncParams(ctx context.Context) error {
 	z.m.Dev.Sync()
-	for q := range z.c.Size() {
-		if err := Broadcast(ctx, z.c, z.m.Params.Arena[z.off[q]:z.off[q+1]], q); err != nil {
+	for j := range z.lay.Buckets {
+		if err := z.gather(ctx, &z.lay.Buckets[j], nil); err != nil {
 			return fmt.Errorf("gather the parameters: %w", err)
 		}
 	}

@@ -14,14 +14,19 @@ import (
 )
 
 // Three steps with the optimizer state sharded over n in-process ranks
-// (Zero1: rank q runs micro-batch q, each shard's gradients are reduced to
-// its rank, the bf16 copy and the fp32 tensors read in fp32 go back) take
-// the steps of the unsharded data-parallel ranks (Reducer, every rank
-// updating everything): the same losses, and bit for bit the same weights
-// (the bf16 copy the passes read and, after SyncParams, every fp32
-// weight) when nothing clips. With clipping, the norm summed from the
-// shards groups its terms otherwise, so the weights agree to rounding.
-// The batches leave embedding rows untouched.
+// (Zero1: rank q runs micro-batch q, each bucket's gradients are
+// reduce-scattered to the ranks' pieces, the bf16 copy and the fp32
+// tensors read in fp32 are all-gathered back) take the steps of the
+// unsharded data-parallel ranks (Reducer, every rank updating
+// everything): the same losses, and bit for bit the same weights (the
+// bf16 copy the passes read and, after SyncParams, every fp32 weight) on
+// every rank when nothing clips; the test group sums a reduce-scatter in
+// the allreduce's order (rank order) and leaves NaN outside a rank's
+// part, and a piece unpacked at another rank's place would leave weights
+// stale. With clipping, the norm summed from the shards groups its terms
+// otherwise, so the weights agree to rounding. Buckets of 999 floats cut
+// pieces of unequal sizes (the last rank's odd) at odd offsets. The
+// batches leave embedding rows untouched.
 func TestZero1MatchesDataParallel(t *testing.T) {
 	for _, tc := range []struct {
 		n          int
@@ -34,7 +39,13 @@ func TestZero1MatchesDataParallel(t *testing.T) {
 		{2, engine.Options{}, false, false},
 		{3, engine.Options{BF16: true}, false, true},
 		{3, engine.Options{BF16: true}, false, false},
+		{3, engine.Options{BF16: true}, true, false},
+		{3, engine.Options{}, false, false},
+		{4, engine.Options{BF16: true}, false, false},
+		{4, engine.Options{}, true, false},
+		{5, engine.Options{BF16: true}, true, true},
 		{2, engine.Options{BF16: true, CompactBF16: true}, false, false},
+		{3, engine.Options{BF16: true, CompactBF16: true}, false, false},
 	} {
 		t.Run(fmt.Sprintf("%d-ranks/bf16-%v/compact-%v/tied-%v/clip-%v", tc.n, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.clip), func(t *testing.T) {
 			cfg := testCfg(t, tc.tied)
@@ -154,5 +165,75 @@ func TestZero1MatchesDataParallel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Zero1Layout's pieces cover the arena after the front exactly once, each
+// at an even offset of its bucket, no bucket straddling two of the
+// ranges the Reducer hands over; the ranges sent in fp32 lie in their
+// rank's piece and cover every tensor the passes read in fp32.
+func TestZero1LayoutCoversTheArena(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		cfg := testCfg(t, tied)
+		m := engine.New(cfg, openCPU(t, nil), engine.Options{BF16: true})
+		specs, n := cfg.ParamSpecs(), len(m.Params.Arena)
+		layers, rest := layerRanges(specs, n, cfg.NumHiddenLayers)
+		ranges := append(append([][2]int{}, layers...), rest...)
+		for _, ranks := range []int{2, 3, 4, 5} {
+			for _, bucket := range []int{999, Bucket} {
+				lay := NewZero1Layout(specs, n, cfg.NumHiddenLayers, embedRange(m), tied, true, ranks, bucket)
+				if front := lay.Front; front != 0 && (tied || front != len(m.Params.Embed)) {
+					t.Fatalf("tied %v: front %d", tied, front)
+				}
+				seen := make([]int, n)
+				fp32 := make([]bool, n)
+				for _, b := range lay.Buckets {
+					inside := false
+					for _, rg := range ranges {
+						inside = inside || (rg[0] <= b.Lo && b.Hi <= rg[1])
+					}
+					if !inside || b.Hi-b.Lo > bucket {
+						t.Fatalf("tied %v, %d ranks: bucket [%d, %d) is not within one reduced range of at most %d", tied, ranks, b.Lo, b.Hi, bucket)
+					}
+					for q := range ranks {
+						lo, hi := b.Lo+b.At[q], b.Lo+b.At[q+1]
+						if b.At[q]%2 != 0 || hi-lo != b.Counts[q] {
+							t.Fatalf("tied %v, %d ranks: rank %d's piece [%d, %d) of bucket [%d, %d)", tied, ranks, q, lo, hi, b.Lo, b.Hi)
+						}
+						for i := lo; i < hi; i++ {
+							seen[i]++
+						}
+						for _, rg := range b.FP32[q] {
+							if rg[0] < lo || rg[1] > hi {
+								t.Fatalf("tied %v, %d ranks: fp32 range %v outside rank %d's piece [%d, %d)", tied, ranks, rg, q, lo, hi)
+							}
+							for i := rg[0]; i < rg[1]; i++ {
+								fp32[i] = true
+							}
+						}
+					}
+				}
+				for i, c := range seen {
+					if want := 1; i < lay.Front {
+						want = 0
+						if c != want {
+							t.Fatalf("tied %v, %d ranks: front element %d is in %d pieces", tied, ranks, i, c)
+						}
+					} else if c != want {
+						t.Fatalf("tied %v, %d ranks: element %d is in %d pieces", tied, ranks, i, c)
+					}
+				}
+				for _, s := range specs {
+					if len(s.Shape) == 2 && !(tied && s.Offset == embedRange(m)[0]) {
+						continue
+					}
+					for i := max(s.Offset, lay.Front); i < s.Offset+s.Size(); i++ {
+						if !fp32[i] {
+							t.Fatalf("tied %v, %d ranks: %s element %d is read in fp32 but not sent", tied, ranks, s.Name, i)
+						}
+					}
+				}
+			}
+		}
 	}
 }

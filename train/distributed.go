@@ -139,8 +139,8 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 		params = r.a.Params
 	}
 	moments, optSteps := len(r.o.State()[0].Buf), r.o.StepCount()
-	if r.shard != nil {
-		moments = r.shard[len(r.shard)-1]
+	if r.zero1 != nil {
+		moments = len(r.m.Params.Arena)
 	}
 	if r.resumed != nil {
 		optSteps = r.resumed.Steps
@@ -166,7 +166,7 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 	}
 	r.m.Dev.Sync()
 	bufs := [][]float32{params}
-	if r.shard == nil {
+	if r.zero1 == nil {
 		for _, s := range r.o.State() {
 			bufs = append(bufs, s.Buf)
 		}
@@ -176,7 +176,7 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 			return fmt.Errorf("receive the resumed weights from rank 0: %w", err)
 		}
 	}
-	if r.shard != nil {
+	if r.zero1 != nil {
 		if err := r.scatterMoments(ctx); err != nil {
 			return err
 		}
@@ -200,7 +200,7 @@ func broadcastFrom(ctx context.Context, c collective.Collective, buf []float32, 
 func (r *runner) scatterMoments(ctx context.Context) error {
 	me := r.coll.Rank()
 	so := r.shardOpt()
-	front := r.shard[0]
+	front := r.zero1.Front()
 	scratch := make([]float32, r.largestShard())
 	var all [2][]float32
 	if r.leader() {
@@ -208,7 +208,8 @@ func (r *runner) scatterMoments(ctx context.Context) error {
 	}
 	for k, mine := range [][]float32{so.M, so.V} {
 		if r.leader() {
-			copy(mine, all[k][:r.shard[1]]) // the embeddings', then rank 0's shard
+			copy(mine, all[k][:front])
+			packPieces(mine[front:], all[k], r.zero1.Pieces(0))
 		}
 		if err := broadcastFrom(ctx, r.coll, mine[:front], 0); err != nil {
 			return fmt.Errorf("receive the embeddings' optimizer state from rank 0: %w", err)
@@ -225,7 +226,8 @@ func (r *runner) scatterMoments(ctx context.Context) error {
 // leader, for a checkpoint of a sharded run.
 func (r *runner) gatherMoments(ctx context.Context) error {
 	me := r.coll.Rank()
-	n := r.shard[r.coll.Size()]
+	n := len(r.m.Params.Arena)
+	front := r.zero1.Front()
 	so := r.shardOpt()
 	var all [2][]float32
 	if r.leader() {
@@ -235,7 +237,8 @@ func (r *runner) gatherMoments(ctx context.Context) error {
 	scratch := make([]float32, r.largestShard())
 	for k, mine := range [][]float32{so.M, so.V} {
 		if r.leader() {
-			copy(all[k], mine) // the embeddings', then rank 0's shard
+			copy(all[k], mine[:front])
+			unpackPieces(all[k], mine[front:], r.zero1.Pieces(0))
 		}
 		if err := r.exchangeShards(ctx, mine, all[k], scratch, me, false); err != nil {
 			r.gathered = nil
@@ -246,18 +249,19 @@ func (r *runner) gatherMoments(ctx context.Context) error {
 }
 
 // exchangeShards moves the shards of ranks 1..N-1 between the leader's
-// whole buffer all and each rank's own mine (the embeddings' part, then
-// its shard): from the leader (toRanks) or to it.
+// whole buffer all (arena order) and each rank's own mine (the
+// embeddings' part, then its shard's pieces one after another): from the
+// leader (toRanks) or to it.
 func (r *runner) exchangeShards(ctx context.Context, mine, all, scratch []float32, me int, toRanks bool) error {
-	front := r.shard[0]
+	front := r.zero1.Front()
 	for q := 1; q < r.coll.Size(); q++ {
-		lo, hi := r.shard[q], r.shard[q+1]
-		buf := scratch[:hi-lo]
+		pieces := r.zero1.Pieces(q)
+		buf := scratch[:shardSize(pieces)]
 		switch {
 		case me == q:
-			buf = mine[front : front+hi-lo]
-		case r.leader():
-			buf = all[lo:hi]
+			buf = mine[front : front+len(buf)]
+		case r.leader() && toRanks:
+			packPieces(buf, all, pieces)
 		}
 		root := q
 		if toRanks {
@@ -266,15 +270,43 @@ func (r *runner) exchangeShards(ctx context.Context, mine, all, scratch []float3
 		if err := broadcastFrom(ctx, r.coll, buf, root); err != nil {
 			return err
 		}
+		if r.leader() && !toRanks {
+			unpackPieces(all, buf, pieces)
+		}
 	}
 	return nil
+}
+
+// packPieces copies the pieces of the arena-ordered all into dst, one
+// after another; unpackPieces copies them back.
+func packPieces(dst, all []float32, pieces [][2]int) {
+	at := 0
+	for _, pc := range pieces {
+		at += copy(dst[at:], all[pc[0]:pc[1]])
+	}
+}
+
+func unpackPieces(all, src []float32, pieces [][2]int) {
+	at := 0
+	for _, pc := range pieces {
+		at += copy(all[pc[0]:pc[1]], src[at:])
+	}
+}
+
+// shardSize is the floats of a shard's pieces.
+func shardSize(pieces [][2]int) int {
+	n := 0
+	for _, pc := range pieces {
+		n += pc[1] - pc[0]
+	}
+	return n
 }
 
 // largestShard is the size of the largest rank's shard.
 func (r *runner) largestShard() int {
 	n := 0
 	for q := range r.coll.Size() {
-		n = max(n, r.shard[q+1]-r.shard[q])
+		n = max(n, shardSize(r.zero1.Pieces(q)))
 	}
 	return n
 }
@@ -285,7 +317,7 @@ func (r *runner) saveAll(ctx context.Context, st *ckptState) error {
 	if r.sh != nil && r.a == nil {
 		return r.saveSharded(ctx, st)
 	}
-	if r.shard != nil {
+	if r.zero1 != nil {
 		if err := r.syncZero1(ctx); err != nil {
 			return err
 		}
@@ -331,7 +363,7 @@ func broadcastBytes(ctx context.Context, c collective.Collective, b []byte) ([]b
 // to checkpointWait) to hear whether it succeeded.
 func (r *runner) checkpointAll(ctx context.Context, st *ckptState) error {
 	var err error
-	if r.shard != nil {
+	if r.zero1 != nil {
 		if err := r.syncZero1(ctx); err != nil {
 			return err
 		}

@@ -303,7 +303,6 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	}
 	var a *engine.Adapter
 	var o optim.Optimizer
-	var shard []int
 	var z *dataparallel.Zero1
 	switch {
 	case spec.Method == "lora":
@@ -313,7 +312,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 			err = fmt.Errorf("sharding the optimizer state (--shard-optimizer) supports AdamW only: run LionW unsharded")
 		} else {
 			if z, err = dataparallel.NewZero1(coll, m, spec.AdamW); err == nil {
-				o, shard = z.O, z.Offsets()
+				o = z.O
 			}
 		}
 	default:
@@ -322,7 +321,7 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{spec: spec, m: m, a: a, o: o, coll: coll, shard: shard, zero1: z}
+	r := &runner{spec: spec, m: m, a: a, o: o, coll: coll, zero1: z}
 	return r, r.start(prep, workDir, obs)
 }
 
@@ -466,9 +465,9 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 		return got, err
 	}
 	o := r.o
-	if r.shard != nil {
+	if r.zero1 != nil {
 		// The checkpoint holds every moment; syncFromLeader deals them out.
-		n := r.shard[len(r.shard)-1]
+		n := len(r.m.Params.Arena)
 		r.resumed = &optim.AdamW{Config: r.shardOpt().Config, M: make([]float32, n), V: make([]float32, n)}
 		o = r.resumed
 	}
@@ -567,14 +566,12 @@ type runner struct {
 	orders     map[int][]int // epoch → row order
 	lastEval   float64
 	coll       collective.Collective // the data-parallel group; nil in a one-process run
-	// zero1 shards the optimizer state (DistOptions.ShardOptimizer).
-	zero1 *dataparallel.Zero1
-	// shard, when the optimizer is sharded, holds each rank's arena range
-	// (rank q's is [shard[q], shard[q+1]); every rank updates [0,
-	// shard[0]), the embeddings, and holds their moments before its
-	// shard's); resumed and gathered are the
-	// leader's whole optimizer state while it resumes or saves.
-	shard             []int
+	// zero1 shards the optimizer state (DistOptions.ShardOptimizer):
+	// every rank updates [0, zero1.Front()), the embeddings, and holds
+	// their moments before its shard's (zero1.Pieces); resumed and
+	// gathered are the leader's whole optimizer state while it resumes
+	// or saves.
+	zero1             *dataparallel.Zero1
 	resumed, gathered *optim.AdamW
 	// sh, when the parameters are sharded (ZeRO stage 3), is this rank's
 	// shard of them; resumeDir the checkpoint the leader resumes from.

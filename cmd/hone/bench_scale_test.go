@@ -39,6 +39,7 @@ func TestStepTrafficMatchesRanks(t *testing.T) {
 	}{
 		{"none fp32", 2, "fp32", bench.ShardNone, 0, false, 0},
 		{"zero1 fp32", 2, "fp32", bench.ShardOptimizer, 0, false, 0},
+		{"zero1 fp32 3 ranks", 3, "fp32", bench.ShardOptimizer, 0, false, 0},
 		{"zero1 bf16 3 ranks", 3, "bf16", bench.ShardOptimizer, 0, false, 0},
 		{"zero3 fp32", 2, "fp32", bench.ShardParameters, 0, true, 0},
 		{"zero3 fp32 checkpoints", 2, "fp32", bench.ShardParameters, 0, true, 2},

@@ -139,8 +139,8 @@ func (g *Group) AllReduce(ctx context.Context, buf []float32) error {
 	})
 }
 
-// ReduceScatter uses Gloo's halving-doubling reduce-scatter, which runs on
-// the group's connections: the group's timeout bounds it, not ctx's.
+// ReduceScatter is the shim's ring reduce-scatter (shim.cc): each part
+// travels the ring once, summed on the way, and ends in place.
 func (g *Group) ReduceScatter(ctx context.Context, buf []float32, counts []int) error {
 	if len(counts) != g.size {
 		return fmt.Errorf("reduce-scatter: %d counts for %d ranks", len(counts), g.size)
@@ -148,20 +148,17 @@ func (g *Group) ReduceScatter(ctx context.Context, buf []float32, counts []int) 
 	if off := collective.Offsets(counts); off[g.size] != len(buf) {
 		return fmt.Errorf("reduce-scatter: counts sum to %d, buffer holds %d", off[g.size], len(buf))
 	}
+	if len(buf) == 0 {
+		return nil
+	}
 	cc := make([]C.int, len(counts))
 	for i, c := range counts {
 		cc[i] = C.int(c)
 	}
-	err := g.call("reduce-scatter", func() (C.int, *C.char) {
+	return g.call("reduce-scatter", func() (C.int, *C.char) {
 		var e *C.char
-		return C.hone_gloo_reduce_scatter(g.g, fptr(buf), C.size_t(len(buf)), &cc[0], &e), e
+		return C.hone_gloo_reduce_scatter(g.g, fptr(buf), C.size_t(len(buf)), &cc[0], g.ms(ctx), &e), e
 	})
-	if err == nil {
-		// Gloo leaves this rank's part at the front of the buffer.
-		off := collective.Offsets(counts)
-		copy(buf[off[g.rank]:off[g.rank+1]], buf[:counts[g.rank]])
-	}
-	return err
 }
 
 func (g *Group) AllGather(ctx context.Context, out, in []float32) error {

@@ -116,25 +116,59 @@ func checkOps(g *Group) error {
 		}
 	}
 
+	// Uneven parts, a rank with none, one large buffer after smaller
+	// ones (the scratch grows) and a small one after it.
+	for _, part := range []func(q int) int{
+		func(q int) int { return 1000 + 37*q },
+		func(q int) int { return (q % 2) * 4099 },
+		func(q int) int { return 1<<19 + 3*q },
+		func(q int) int { return q + 1 },
+	} {
+		counts := make([]int, n)
+		for q := range counts {
+			counts[q] = part(q)
+		}
+		off := collective.Offsets(counts)
+		rs := make([]float32, off[n])
+		for i := range rs {
+			rs[i] = value(r, i)
+		}
+		if err := g.ReduceScatter(ctx, rs, counts); err != nil {
+			return err
+		}
+		for i := off[r]; i < off[r+1]; i++ {
+			var want float32
+			for q := 0; q < n; q++ {
+				want += value(q, i)
+			}
+			if rs[i] != want {
+				return fmt.Errorf("reduce-scatter %v: element %d = %v, want %v", counts, i, rs[i], want)
+			}
+		}
+	}
+
+	// Inexact sums follow the documented order: part k's starts as rank
+	// k+1's values, and each rank after it adds its own.
+	inexact := func(q, i int) float32 { return (1 + float32(i%5)*1e-3) / float32(3+q+i%7) }
 	counts := make([]int, n)
 	for q := range counts {
-		counts[q] = 1000 + 37*q // uneven parts
+		counts[q] = 100 + q
 	}
 	off := collective.Offsets(counts)
 	rs := make([]float32, off[n])
 	for i := range rs {
-		rs[i] = value(r, i)
+		rs[i] = inexact(r, i)
 	}
 	if err := g.ReduceScatter(ctx, rs, counts); err != nil {
 		return err
 	}
 	for i := off[r]; i < off[r+1]; i++ {
-		var want float32
-		for q := 0; q < n; q++ {
-			want += value(q, i)
+		want := inexact((r+1)%n, i)
+		for j := 2; j <= n; j++ {
+			want = inexact((r+j)%n, i) + want
 		}
 		if rs[i] != want {
-			return fmt.Errorf("reduce-scatter: element %d = %v, want %v", i, rs[i], want)
+			return fmt.Errorf("reduce-scatter, inexact: element %d = %v, want %v (the ring's order)", i, rs[i], want)
 		}
 	}
 
@@ -211,7 +245,7 @@ func runRanks(t *testing.T, scenario string, size int, start []int) []error {
 }
 
 func TestCollectivesAcrossProcesses(t *testing.T) {
-	for _, size := range []int{2, 3} {
+	for _, size := range []int{2, 3, 4} {
 		t.Run(fmt.Sprintf("ranks=%d", size), func(t *testing.T) {
 			ranks := make([]int, size)
 			for i := range ranks {

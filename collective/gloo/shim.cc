@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -22,7 +23,6 @@
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/math.h>
-#include <gloo/reduce_scatter.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/address.h>
@@ -39,7 +39,13 @@ struct hone_gloo {
   std::shared_ptr<gloo::transport::Device> dev;
   std::shared_ptr<gloo::Context> ctx;
   uint32_t tag = 0;
+  // The reduce-scatter's receive buffer, kept between calls.
+  std::vector<float> scratch;
 };
+
+// Slot prefix of the ring reduce-scatter; Gloo's own collectives use
+// 0x01-0x08 (gloo/types.h).
+constexpr uint8_t kReduceScatterSlotPrefix = 0x20;
 
 namespace {
 
@@ -276,14 +282,49 @@ int hone_gloo_allreduce(hone_gloo* g, float* buf, size_t n, int64_t timeout_ms, 
   }
 }
 
-int hone_gloo_reduce_scatter(hone_gloo* g, float* buf, size_t n, const int* counts, char** err) {
+// A ring reduce-scatter with a part per rank (counts). Gloo's
+// ReduceScatterHalvingDoubling is an algorithm object that allocates and
+// zeroes two buffer-sized vectors and registers its buffers on every pair
+// each time it is built, and then sends up to 1/N of the buffer more to
+// put the parts in rank order; this sends each part straight around the
+// ring. Step s (of N-1): rank r sends its partial sum of part r-s-1 to
+// rank r+1 and receives part r-s-2 from rank r-1, adding it to its own;
+// after the last step it holds the whole sum of part r, in place. Each
+// rank sends (N-1)/N of the buffer for equal parts. Part k's sum is
+// x[k] + (x[k-1] + (... + x[k+1])): every element is added once, on one
+// rank, in a fixed order (two ranks: the allreduce's sum, as addition
+// commutes).
+int hone_gloo_reduce_scatter(hone_gloo* g, float* buf, size_t n, const int* counts, int64_t timeout_ms, char** err) {
   if (!g->ctx) return broken(err);
   try {
-    std::vector<int> recv(counts, counts + g->ctx->size);
-    // The halving-doubling algorithm runs on the context's pairs, so the
-    // group's timeout (set at connect) bounds it.
-    gloo::ReduceScatterHalvingDoubling<float> alg(g->ctx, std::vector<float*>{buf}, (int)n, recv);
-    alg.run();
+    const int size = g->ctx->size, rank = g->ctx->rank;
+    std::vector<size_t> off(size + 1, 0);
+    size_t most = 1;
+    for (int q = 0; q < size; q++) {
+      off[q + 1] = off[q] + size_t(counts[q]);
+      most = std::max(most, size_t(counts[q]));
+    }
+    if (off[size] != n) throw std::runtime_error("reduce-scatter: the counts do not sum to the buffer's length");
+    if (g->scratch.size() < most) g->scratch.resize(most);
+    float* tmp = g->scratch.data();
+    const auto slot = gloo::Slot::build(kReduceScatterSlotPrefix, g->tag++);
+    const auto timeout = std::chrono::milliseconds(timeout_ms);
+    auto data = g->ctx->createUnboundBuffer(buf, std::max<size_t>(n, 1) * sizeof(float));
+    auto recv = g->ctx->createUnboundBuffer(tmp, most * sizeof(float));
+    const int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+    for (int s = 0; s < size - 1; s++) {
+      const int sp = ((rank - s - 1) % size + size) % size, rp = ((rank - s - 2) % size + size) % size;
+      const size_t sn = size_t(counts[sp]), rn = size_t(counts[rp]);
+      if (rn > 0) recv->recv(prev, slot, 0, rn * sizeof(float));
+      if (sn > 0) data->send(next, slot, off[sp] * sizeof(float), sn * sizeof(float));
+      if (rn > 0) {
+        if (!recv->waitRecv(timeout)) throw std::runtime_error("reduce-scatter: receive aborted");
+        float* dst = buf + off[rp];
+        for (size_t i = 0; i < rn; i++) dst[i] += tmp[i];
+      }
+      // The part sent is added to in a later step (or is the result).
+      if (sn > 0 && !data->waitSend(timeout)) throw std::runtime_error("reduce-scatter: send aborted");
+    }
     return 0;
   } catch (const std::exception& e) {
     return fail(g, err, e.what());

@@ -20,7 +20,7 @@ typedef struct hone_gloo hone_gloo;
 // the store.
 int hone_gloo_connect(uintptr_t store, int rank, int size, const char* host, int64_t timeout_ms, hone_gloo** out, char** err);
 int hone_gloo_allreduce(hone_gloo* g, float* buf, size_t n, int64_t timeout_ms, char** err);
-int hone_gloo_reduce_scatter(hone_gloo* g, float* buf, size_t n, const int* counts, char** err);
+int hone_gloo_reduce_scatter(hone_gloo* g, float* buf, size_t n, const int* counts, int64_t timeout_ms, char** err);
 int hone_gloo_allgather(hone_gloo* g, float* out, const float* in, size_t n, int64_t timeout_ms, char** err);
 int hone_gloo_broadcast(hone_gloo* g, float* buf, size_t n, int root, int64_t timeout_ms, char** err);
 int hone_gloo_barrier(hone_gloo* g, int64_t timeout_ms, char** err);
