@@ -117,3 +117,31 @@ func TestBenchTrainRanks(t *testing.T) {
 		}
 	}
 }
+
+// Over Gloo, three ranks with the sharded optimizer (the gradients
+// reduce-scattered by the shim's ring, the updated weights all-gathered)
+// take the steps of plain data parallelism (allreduced): the sums add the
+// ranks' terms in another order, so the losses agree to rounding, fp32
+// and bf16.
+func TestBenchTrainThreeRanksZero1MatchesPlain(t *testing.T) {
+	cfg := filepath.Join("..", "..", "bench", "configs", "llama-small.json")
+	for _, precision := range []string{"fp32", "bf16"} {
+		var losses [2][]float64
+		for i, shard := range []string{"--shard-optimizer=false", "--shard-optimizer=true"} {
+			line := runBench(t, "train", "--config", cfg, "--seq", "32", "--batch", "3", "--steps", "3", "--precision", precision,
+				"--threads", "1", "--ranks", "3", "--ceiling-time", "1ms", "--json", shard)
+			var res struct {
+				Losses []float64 `json:"losses"`
+			}
+			if err := json.Unmarshal([]byte(line), &res); err != nil || len(res.Losses) != 3 {
+				t.Fatalf("%s %s: last line %q (%v), want 3 losses", precision, shard, line, err)
+			}
+			losses[i] = res.Losses
+		}
+		for i, a := range losses[0] {
+			if b := losses[1][i]; math.Abs(a-b) > 1e-6*math.Abs(a) {
+				t.Errorf("%s: loss %d: %v with the optimizer sharded over 3 ranks, %v without", precision, i, b, a)
+			}
+		}
+	}
+}
