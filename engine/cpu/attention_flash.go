@@ -21,6 +21,8 @@ static void flash_bwd(int amx, float *dq, float *dk, float *dv, const float *dou
 	const float *q, const float *k, const float *v, const int32_t *ds, long T, long qd, long kvd, long hd, long hp,
 	long group, long window, float scale, uint16_t *ws) {}
 static long flash_bwd_avx_ws(long Tp, long hp) { return 0; }
+static void flash_fwd_avx(float *out, float *lse, const float *q, long ld, const uint16_t *kt, const uint16_t *vv,
+	const int32_t *ds, long T, long hd, long hp, long group, long window, float scale, long i0, uint16_t *ws) {}
 static void flash_bwd_avx(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
 	const float *q, const float *k, const float *v, const int32_t *ds, long T, long qd, long kvd, long hd, long hp,
 	long group, long window, float scale, uint16_t *ws) {}
@@ -60,9 +62,10 @@ var flashISA = func() int {
 	return isa
 }()
 
-// flashShared (tests only) runs the AVX-512 BF16 path's backward through
-// flash_bwd, the kernel it shares with AMX, instead of its own
-// flash_bwd_avx, which must give the same bits.
+// flashShared (tests and benchmarks only) runs the AVX-512 BF16 path
+// through flash_fwd and flash_bwd, the kernels it shares with AMX, instead
+// of its own flash_fwd_avx and flash_bwd_avx, which must give the same
+// bits.
 var flashShared bool
 
 // flashGeom is the padded sizes of a flash call: Tp rows (a multiple of
@@ -121,9 +124,16 @@ func (d *Device) flashForward(out, lse, q, k, v []float32, docStart []int32, B, 
 	wsN := fwdN / min(d.threads, B*nkv*nb)
 	// One task per (row, kv head, query block), its group's query heads
 	// together; later query blocks see more keys: hand them out first.
+	own := d.flash == 1 && !flashShared
 	d.dynamicW(B*nkv*nb, func(w, i int) {
 		blk, bk := nb-1-i/(B*nkv), i%(B*nkv)
 		b, h0 := bk/nkv, bk%nkv*g.group
+		if own {
+			C.flash_fwd_avx(fp(out[b*T*g.qd+h0*hd:]), fp(lse[(b*nh+h0)*T:]), fp(q[b*T*g.qd+h0*hd:]), C.long(g.qd),
+				hp(kt[bk*per:]), hp(vv[bk*per:]), ip(docStart[b*T:]), C.long(T), C.long(hd), C.long(hpad),
+				C.long(g.group), C.long(window), C.float(g.scale), C.long(blk*flashBlock), hp(ws[w*wsN:]))
+			return
+		}
 		C.flash_fwd(C.int(d.flash-1), fp(out[b*T*g.qd+h0*hd:]), fp(lse[(b*nh+h0)*T:]), fp(q[b*T*g.qd+h0*hd:]), C.long(g.qd),
 			hp(kt[bk*per:]), hp(vv[bk*per:]), ip(docStart[b*T:]), C.long(T), C.long(hd), C.long(hpad),
 			C.long(g.group), C.long(window), C.float(g.scale), C.long(blk*flashBlock), hp(ws[w*wsN:]))

@@ -87,17 +87,20 @@ func TestFlashAttentionMatchesFP32OnRoundedInputs(t *testing.T) {
 	}
 }
 
-// TestFlashAVXKernelsMatchShared: the AVX-512 BF16 path's own backward
-// (S and dP kept in registers, dQ's product once per sweep, Qᵀ and dOᵀ
-// packed by block) does the same fp32 operations in the same order as the
-// kernel it shares with AMX, so every gradient must be bit-identical, on
-// the shapes of TestFlashAttentionMatchesFP32OnRoundedInputs.
+// TestFlashAVXKernelsMatchShared: the AVX-512 BF16 path's own forward
+// (four query rows at a time from S through O += P·V) and backward (S and
+// dP kept in registers, dQ's product once per sweep, Qᵀ and dOᵀ packed by
+// block) do the same fp32 operations in the same order as the kernels
+// they share with AMX, so the output, log-sum-exp and every gradient must
+// be bit-identical, on the shapes of
+// TestFlashAttentionMatchesFP32OnRoundedInputs plus a head size of 96
+// (O's columns as 64 + 32) with 4 query heads per kv head.
 func TestFlashAVXKernelsMatchShared(t *testing.T) {
 	if flashISA < 1 {
 		t.Skip("the CPU (or HONE_CPU_KERNELS) does not allow the avx512bf16 path")
 	}
 	r := rand.New(rand.NewPCG(13, 14))
-	const B, T, nh, nkv = 2, 150, 4, 2
+	const B, T = 2, 150
 	docStart := make([]int32, B*T)
 	for i := range docStart {
 		if p := i % T; i < T && p >= 100 {
@@ -106,8 +109,8 @@ func TestFlashAVXKernelsMatchShared(t *testing.T) {
 			docStart[i] = 37
 		}
 	}
-	for _, tc := range []struct{ hd, qscale int }{{64, 1}, {16, 1}, {64, 12}} {
-		hd := tc.hd
+	for _, tc := range []struct{ hd, qscale, nh, nkv int }{{64, 1, 4, 2}, {16, 1, 4, 2}, {64, 12, 4, 2}, {96, 1, 8, 2}} {
+		hd, nh, nkv := tc.hd, tc.nh, tc.nkv
 		q := randSlice(r, B*T*nh*hd)
 		for i := range q {
 			q[i] *= float32(tc.qscale)
@@ -173,6 +176,65 @@ func BenchmarkAttentionBF16Paths(b *testing.B) {
 				}
 				b.ReportMetric(2.5*fwd*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
+		}
+	}
+}
+
+// BenchmarkFlashAVX times the AVX-512 BF16 flash kernels against the ones
+// they share with AMX (flashShared: the same bits, so the ratio is the
+// speed-up alone), sub-benchmarks alternating, on one long row: the 125M
+// bench model's heads (12 heads, 4 kv heads) and Llama-3.2-1B's GQA
+// group of 4 (8 query heads over 2 kv heads, a quarter of its 32/8: the
+// rate per head is the same, and 2 kv heads keep 2 threads busy in the
+// backward), head size 64, at 8192 and 32768 tokens. GFLOP/s count the
+// causal half, as BenchmarkAttentionBF16Paths.
+// go test ./engine/cpu -run X -bench FlashAVX/T8192 -benchtime 1x -count 3
+func BenchmarkFlashAVX(b *testing.B) {
+	if flashISA < 1 {
+		b.Skip("the CPU (or HONE_CPU_KERNELS) does not allow the avx512bf16 path")
+	}
+	for _, T := range []int{8192, 32768} {
+		for _, sh := range []struct {
+			name    string
+			nh, nkv int
+		}{{"125m", 12, 4}, {"1b", 8, 2}} {
+			const B, hd = 1, 64
+			r := rand.New(rand.NewPCG(1, 1))
+			q, k, v := randSlice(r, B*T*sh.nh*hd), randSlice(r, B*T*sh.nkv*hd), randSlice(r, B*T*sh.nkv*hd)
+			out, lse, ds := make([]float32, len(q)), make([]float32, B*sh.nh*T), make([]int32, B*T)
+			dout := randSlice(r, len(q))
+			dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
+			fwd := 2 * float64(B*sh.nh*hd) * float64(T) * float64(T)
+			d := New(0)
+			d.flash = 1
+			ready := false // out and lse hold a forward's (the backward reads them)
+			for _, pass := range []string{"forward", "backward"} {
+				for _, shared := range []bool{true, false} {
+					kern := "avx"
+					if shared {
+						kern = "shared"
+					}
+					b.Run(fmt.Sprintf("T%d/%s/%s/%s", T, sh.name, pass, kern), func(b *testing.B) {
+						flashShared = shared
+						defer func() { flashShared = false }()
+						flops := fwd
+						if pass == "backward" && !ready {
+							d.AttentionBF16(out, lse, q, k, v, ds, B, T, sh.nh, sh.nkv, hd, 0)
+							b.ResetTimer()
+						}
+						ready = true
+						for i := 0; i < b.N; i++ {
+							if pass == "forward" {
+								d.AttentionBF16(out, lse, q, k, v, ds, B, T, sh.nh, sh.nkv, hd, 0)
+							} else {
+								flops = 2.5 * fwd
+								d.AttentionBackwardBF16(dq, dk, dv, dout, out, lse, q, k, v, ds, B, T, sh.nh, sh.nkv, hd, 0)
+							}
+						}
+						b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+					})
+				}
+			}
 		}
 	}
 }

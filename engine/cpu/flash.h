@@ -126,6 +126,34 @@ static BF16T void avx_mm(float *c, long ldc, const uint16_t *a, long lda, const 
 		}
 }
 
+// avx_mm64 is avx_mm with 4 rows × 64 columns of accumulators (4 B
+// loads and 4 A broadcasts per 16 VDPBF16PS instead of 2 and 8), columns
+// past a multiple of 64 left to avx_mm: each element the same chain over
+// K, so the same bits. M a multiple of 8; only flash_bwd_avx calls it.
+static BF16T void avx_mm64(float *c, long ldc, const uint16_t *a, long lda, const char *b, long rs, long ps, long M, long N, long K, int acc) {
+	long N64 = N / 64 * 64;
+	if (N64 < N) avx_mm(c + N64, ldc, a, lda, b + (N64 / 16) * ps, rs, ps, M, N - N64, K, acc);
+	for (long n = 0; n < N64; n += 64)
+		for (long m = 0; m < M; m += 4) {
+			__m512 s[4][4];
+			for (int i = 0; i < 4; i++)
+				for (int v = 0; v < 4; v++) s[i][v] = acc ? _mm512_loadu_ps(c + (m + i) * ldc + n + 16 * v) : _mm512_setzero_ps();
+			const char *bp = b + (n / 16) * ps;
+			for (long r = 0; r < K / 2; r++) {
+				__m512bh bv[4];
+				for (int v = 0; v < 4; v++) bv[v] = (__m512bh)_mm512_loadu_si512(bp + v * ps + r * rs);
+				for (int i = 0; i < 4; i++) {
+					int32_t pair;
+					memcpy(&pair, a + (m + i) * lda + 2 * r, 4);
+					__m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+					for (int v = 0; v < 4; v++) s[i][v] = _mm512_dpbf16_ps(s[i][v], av, bv[v]);
+				}
+			}
+			for (int i = 0; i < 4; i++)
+				for (int v = 0; v < 4; v++) _mm512_storeu_ps(c + (m + i) * ldc + n + 16 * v, s[i][v]);
+		}
+}
+
 static BF16T void mm(int amx, float *c, long ldc, const uint16_t *a, long lda, const uint16_t *b, long rs, long ps, long M, long N, long K, int acc) {
 	if (amx)
 		amx_mm(c, ldc, a, lda, (const char *)b, rs, ps, M, N, K, acc);
@@ -308,6 +336,180 @@ static BF16T void flash_fwd(int amx, float *out, float *lse, const float *q, lon
 			mm(amx, o, hp, p, FB, vv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
 		}
 	if (amx) amx_end();
+	for (long g = 0; g < group; g++) {
+		float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
+		for (long r = 0; r < rows; r++) {
+			float inv = 1 / l[r];
+			for (long e = 0; e < hd; e++) out[(i0 + r) * ld + g * hd + e] = o[r * hp + e] * inv;
+			lse[g * T + i0 + r] = mx[r] + logf(l[r]);
+		}
+	}
+}
+
+// flash_fwd_avx is flash_fwd for the VDPBF16PS path, with the same fp32
+// operations in the same order (so the same results, bit for bit) and a
+// working set that stays in L1: four query rows at a time go through S =
+// QKᵀ (4 × 64 scores in 16 registers), the softmax and O += P·V (the four
+// O rows in registers, rescaled there), so S, P and the O rows touched
+// are 1 KiB each instead of flash_fwd's 16 KiB blocks of S and O per
+// head. Each S and O element is the same VDPBF16PS chain over hd and over
+// keys as avx_mm's. The strips are software pipelined (S of the next
+// strip is issued between this strip's softmax and its P·V, into a second
+// buffer), so the softmax's latency hides under independent products;
+// alpha = 1 skips expf (expf(0) is 1 exactly), which takes the call out of
+// the loop once a row's max settles. The AMX path keeps flash_fwd.
+
+// fwd_s is S for query rows qb (4, hp apart) over the 64 keys of kb
+// (pack_bt), into sb (4 rows of 64).
+INLINE BF16T void fwd_s(float *sb, const uint16_t *qb, const char *kb, long hp) {
+	__m512 sa[4][4];
+	for (int i = 0; i < 4; i++)
+		for (int c = 0; c < 4; c++) sa[i][c] = _mm512_setzero_ps();
+	for (long r = 0; r < hp / 2; r++) {
+		__m512bh kc[4];
+		for (int c = 0; c < 4; c++) kc[c] = (__m512bh)_mm512_loadu_si512(kb + c * hp * 32 + r * 64);
+		for (int i = 0; i < 4; i++) {
+			int32_t pair;
+			memcpy(&pair, qb + i * hp + 2 * r, 4);
+			__m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+			for (int c = 0; c < 4; c++) sa[i][c] = _mm512_dpbf16_ps(sa[i][c], av, kc[c]);
+		}
+	}
+	for (int i = 0; i < 4; i++)
+		for (int c = 0; c < 4; c++) _mm512_storeu_ps(sb + i * FB + 16 * c, sa[i][c]);
+}
+
+// red4_max and red4_add reduce four rows of 16 lanes each to lanes 0-3
+// (row i's result in lane i): for the sum the tree of
+// _mm512_reduce_add_ps (lane j with j + 8, then j + 4, j + 2, j + 1), so
+// each row's sum is the same fp32 additions on the same operands.
+#define RED4(name, op)                                                                                         \
+	INLINE BF16T __m128 name(__m512 r0, __m512 r1, __m512 r2, __m512 r3) {                                     \
+		__m512 a = op(_mm512_shuffle_f32x4(r0, r1, 0xEE), _mm512_shuffle_f32x4(r0, r1, 0x44));                 \
+		__m512 b = op(_mm512_shuffle_f32x4(r2, r3, 0xEE), _mm512_shuffle_f32x4(r2, r3, 0x44));                 \
+		__m512 c = op(_mm512_shuffle_f32x4(a, b, 0xDD), _mm512_shuffle_f32x4(a, b, 0x88));                     \
+		c = op(c, _mm512_permute_ps(c, 0x4E));                                                                 \
+		c = op(c, _mm512_permute_ps(c, 0xB1));                                                                 \
+		return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), c)); \
+	}
+RED4(red4_max, _mm512_max_ps)
+RED4(red4_add, _mm512_add_ps)
+
+// fwd_softmax is flash_fwd's softmax step for rows i0+m..i0+m+3 of key
+// block j0, the four rows' reductions side by side in lanes (flash_fwd's
+// scalar steps on each lane, expf only where a row's max grew): scores
+// sb, probabilities into pb (4 rows of 64 bf16), the rows' running max mx
+// and sum l updated, their rescaling into alpha (1 for a row with no key
+// here, which flash_fwd leaves alone). It returns whether any alpha is
+// not 1.
+INLINE BF16T int fwd_softmax(uint16_t *pb, float *alpha, float *mx, float *l, const float *sb, const int32_t *ds, long window,
+		long i0, long j0, long m, long rows, __m512 vs) {
+	uint64_t km[4];
+	__m512 x[4][FB / 16], vm[4];
+	__mmask8 live = 0;
+	for (int i = 0; i < 4; i++) {
+		long rr = m + i, t = i0 + rr;
+		km[i] = rr < rows ? keymask(first_key(ds, t, window) - j0, t - j0 + 1) : 0;
+		live |= (km[i] != 0) << i;
+		vm[i] = _mm512_set1_ps(-INFINITY);
+		for (int c = 0; c < FB / 16; c++) {
+			__mmask16 k = (__mmask16)(km[i] >> (16 * c));
+			x[i][c] = _mm512_mul_ps(_mm512_loadu_ps(sb + i * FB + 16 * c), vs);
+			vm[i] = _mm512_mask_max_ps(vm[i], k, vm[i], x[i][c]);
+		}
+	}
+	__m128 mo = _mm_loadu_ps(mx + m), mn = _mm_max_ps(mo, red4_max(vm[0], vm[1], vm[2], vm[3])); // mo > max ? mo : max
+	__mmask8 neg = _mm_cmp_ps_mask(mo, _mm_set1_ps(-INFINITY), _CMP_EQ_OQ), same = _mm_cmp_ps_mask(mo, mn, _CMP_EQ_OQ);
+	__m128 a = _mm_mask_mov_ps(_mm_mask_mov_ps(_mm_setzero_ps(), same & ~neg, _mm_set1_ps(1)), ~live, _mm_set1_ps(1));
+	__mmask8 grow = live & ~neg & ~same & 0xf;
+	float mnv[4];
+	_mm_storeu_ps(mnv, mn);
+	_mm_storeu_ps(alpha, a);
+	if (grow) {
+		float d[4];
+		_mm_storeu_ps(d, _mm_sub_ps(mo, mn));
+		for (int i = 0; i < 4; i++)
+			if (grow >> i & 1) alpha[i] = expf(d[i]);
+		a = _mm_loadu_ps(alpha);
+	}
+	__m512 sum[4];
+	for (int i = 0; i < 4; i++) {
+		__m512 vmn = _mm512_set1_ps(mnv[i]);
+		sum[i] = _mm512_setzero_ps();
+		for (int c = 0; c < FB / 16; c++) {
+			__mmask16 k = (__mmask16)(km[i] >> (16 * c));
+			__m512 e = _mm512_maskz_mov_ps(k, ex16(_mm512_sub_ps(x[i][c], vmn)));
+			sum[i] = _mm512_add_ps(sum[i], e);
+			_mm256_storeu_si256((__m256i *)(pb + i * FB + 16 * c), (__m256i)_mm512_cvtneps_pbh(e));
+		}
+	}
+	__m128 lo = _mm_loadu_ps(l + m);
+	_mm_storeu_ps(l + m, _mm_mask_fmadd_ps(lo, live, a, red4_add(sum[0], sum[1], sum[2], sum[3]))); // l·alpha + sum where live
+	_mm_storeu_ps(mx + m, _mm_mask_mov_ps(mo, live, mn));
+	return _mm_cmp_ps_mask(a, _mm_set1_ps(1), _CMP_NEQ_UQ) != 0;
+}
+
+// fwd_pv is O rows o (4, hp apart), columns n..n+16·NV-1 (+)= P·V over
+// one 64-key block (vb, pack_vnni), the rows scaled by alpha first where
+// scaled is set.
+INLINE BF16T void fwd_pv(const int NV, float *o, long hp, const uint16_t *pb, const char *vb, long n, const float *alpha, int scaled) {
+	__m512 oa[4][4];
+	for (int i = 0; i < 4; i++) {
+		__m512 va = _mm512_set1_ps(alpha[i]);
+		for (int v = 0; v < NV; v++) {
+			oa[i][v] = _mm512_loadu_ps(o + i * hp + n + 16 * v);
+			if (scaled) oa[i][v] = _mm512_mul_ps(oa[i][v], va);
+		}
+	}
+	for (long r = 0; r < FB / 2; r++) {
+		__m512bh b[4];
+		for (int v = 0; v < NV; v++) b[v] = (__m512bh)_mm512_loadu_si512(vb + r * hp * 4 + (n + 16 * v) * 4);
+		for (int i = 0; i < 4; i++) {
+			int32_t pair;
+			memcpy(&pair, pb + i * FB + 2 * r, 4);
+			__m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+			for (int v = 0; v < NV; v++) oa[i][v] = _mm512_dpbf16_ps(oa[i][v], av, b[v]);
+		}
+	}
+	for (int i = 0; i < 4; i++)
+		for (int v = 0; v < NV; v++) _mm512_storeu_ps(o + i * hp + n + 16 * v, oa[i][v]);
+}
+
+static BF16T void flash_fwd_avx(float *out, float *lse, const float *q, long ld, const uint16_t *kt, const uint16_t *vv,
+		const int32_t *ds, long T, long hd, long hp, long group, long window, float scale, long i0, uint16_t *ws) {
+	uint16_t *p = ws, *qb0 = p + AL(FB * FB);
+	float *s = (float *)(qb0 + group * AL(FB * hp)), *o0 = s + AL(FB * FB), *mx0 = o0 + group * AL(FB * hp), *l0 = mx0 + group * AL(FB);
+	long rows = T - i0 < FB ? T - i0 : FB;
+	for (long g = 0; g < group; g++) {
+		pack_rows(qb0 + g * AL(FB * hp), q + g * hd + i0 * ld, ld, rows, FB, hd, hp);
+		memset(o0 + g * AL(FB * hp), 0, FB * hp * 4);
+		for (long r = 0; r < FB; r++) {
+			mx0[g * AL(FB) + r] = -INFINITY;
+			l0[g * AL(FB) + r] = 0;
+		}
+	}
+	const __m512 vs = _mm512_set1_ps(scale);
+	// Strip u is rows 4·(u % 16).. of head u / 16; S and P alternate
+	// between two 4-row buffers.
+	const long strips = group * (FB / 4);
+	float alpha[2][4];
+	for (long j0 = first_key(ds, i0, window) / FB * FB; j0 <= i0; j0 += FB) {
+		const char *kb = (const char *)(kt + j0 * hp), *vb = (const char *)(vv + j0 * hp);
+		fwd_s(s, qb0, kb, hp);
+		for (long u = 0; u < strips; u++) {
+			long g = u / (FB / 4), m = u % (FB / 4) * 4, b = u & 1;
+			float *o = o0 + g * AL(FB * hp);
+			uint16_t *pb = p + b * 4 * FB;
+			int scaled = fwd_softmax(pb, alpha[b], mx0 + g * AL(FB), l0 + g * AL(FB), s + b * 4 * FB, ds, window, i0, j0, m, rows, vs);
+			if (u + 1 < strips) {
+				long g1 = (u + 1) / (FB / 4), m1 = (u + 1) % (FB / 4) * 4;
+				fwd_s(s + (1 - b) * 4 * FB, qb0 + g1 * AL(FB * hp) + m1 * hp, kb, hp);
+			}
+			long n = 0;
+			for (; n + 64 <= hp; n += 64) fwd_pv(4, o + m * hp, hp, pb, vb, n, alpha[b], scaled);
+			if (n < hp) fwd_pv(2, o + m * hp, hp, pb, vb, n, alpha[b], scaled);
+		}
+	}
 	for (long g = 0; g < group; g++) {
 		float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
 		for (long r = 0; r < rows; r++) {
@@ -571,13 +773,13 @@ static BF16T void flash_bwd_avx(float *dq, float *dk, float *dv, const float *do
 					float *dkT = dkT0 + jj * AL(hp * FB), *dvT = dvT0 + jj * AL(hp * FB);
 					bwd_sdp(qa + i0 * hp, da + i0 * hp, (const char *)(kt + j0 * hp), (const char *)(vt + j0 * hp), hp, lv + i0, delta + i0, ds,
 						T, window, i0, j0, vs, dsb + jj * FB, SB * FB, pv, dsv, idx);
-					avx_mm(dvT, FB, dT + i0 * hp, FB, (const char *)pv, FB * 4, 64, hp, FB, FB, 1);
-					avx_mm(dkT, FB, qT + i0 * hp, FB, (const char *)dsv, FB * 4, 64, hp, FB, FB, 1);
+					avx_mm64(dvT, FB, dT + i0 * hp, FB, (const char *)pv, FB * 4, 64, hp, FB, FB, 1);
+					avx_mm64(dkT, FB, qT + i0 * hp, FB, (const char *)dsv, FB * 4, 64, hp, FB, FB, 1);
 				}
 				// dQ += dS·K over the key blocks just done in one product:
 				// the same fp32 chain per element as one product per block.
 				if (jlo >= 0)
-					avx_mm(dqa + i0 * hp, hp, dsb + jlo * FB, SB * FB, (const char *)(kv + (J0 + jlo * FB) * hp), hp * 4, 64, FB, hp,
+					avx_mm64(dqa + i0 * hp, hp, dsb + jlo * FB, SB * FB, (const char *)(kv + (J0 + jlo * FB) * hp), hp * 4, 64, FB, hp,
 						(jhi - jlo + 1) * FB, 1);
 			}
 			bwd_add_kv(dk, dv, dkT0, dvT0, J0, nj, T, kvd, hd, hp);
