@@ -30,6 +30,9 @@ type TrainSpec struct {
 	Precision string
 	Threads   int
 	Recompute bool
+	// KeepAttention (with Recompute) keeps the attention outputs for the
+	// recomputation (engine.Options.KeepAttention).
+	KeepAttention bool
 	// CheckpointEvery k > 1 (with Recompute) keeps residual checkpoints,
 	// segments of at most k layers (engine.Options.CheckpointEvery).
 	CheckpointEvery int
@@ -108,6 +111,9 @@ type TrainResult struct {
 	GFLOPs         float64 `json:"gflop_per_s"`
 	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
 	Recompute      bool    `json:"recompute"`
+	// KeepAttention: the recomputation reused the attention outputs kept
+	// from the forward pass (engine.Options.KeepAttention).
+	KeepAttention bool `json:"keep_attention,omitempty"`
 	// CheckpointEvery is the residual checkpoints' segment length (0: none).
 	CheckpointEvery int       `json:"checkpoint_every,omitempty"`
 	CompactBF16     bool      `json:"compact_bf16"`
@@ -227,6 +233,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.KeepAttention = opts.Recompute && opts.KeepAttention
 	res.ShardOptimizer = s.ShardOptimizer && s.ranks() > 1 && !s.sharded() && res.Method == "full"
 	bt, err := randomBatch(s)
 	if err != nil {
@@ -303,7 +310,7 @@ func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device, peak b
 
 // options are the engine options the spec asks for, before Fit.
 func (s TrainSpec) options() engine.Options {
-	o := engine.Options{Recompute: s.Recompute, CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
+	o := engine.Options{Recompute: s.Recompute, KeepAttention: s.KeepAttention, CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
 	if s.LoRARank > 0 {
 		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets, Dropout: s.LoRADropout}
 		if lc.Alpha == 0 {

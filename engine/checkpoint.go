@@ -13,7 +13,10 @@ package engine
 // the first: segments near the end, taken first while more checkpoints
 // live, are shorter, and with B buffers L can reach B + B + (B-1) + … + 3.
 // The cost is one more forward pass of the layers that do not end a
-// segment, whatever B.
+// segment, whatever B: their attention runs forward three times (the
+// forward pass, the re-forward, the recomputation), the segments' last
+// layers' twice. With KeepAttention the recomputation reuses the
+// re-forward's attention outputs, so at most twice (keepatt.go).
 
 // residualPlan is the segment boundaries ends (0 = ends[0] < … <
 // ends[m] = L) and the number of (N,C) buffers the streams take.

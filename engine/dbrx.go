@@ -236,15 +236,15 @@ func (m *Model) clipQKVBackward(l int, la *layerActs, dq, dk, dv, tmp []float32,
 	lim := float32(*c.ClipQKV)
 	p, h := &m.Params.Layers[l], m.w16Layer(l)
 	C := c.HiddenSize
-	x16 := m.cast(m.acts.b16, la.ln1[:n*C])
+	x16 := m.cast(m.acts.b16, la.ln1b[:n*C])
 	for j, pr := range []struct {
 		d, w []float32
 		w16  []uint16
 		out  int
 	}{{dq, p.WQ, h.WQ, c.QDim()}, {dk, p.WK, h.WK, c.KVDim()}, {dv, p.WV, h.WV, c.KVDim()}} {
 		pre := tmp[:n*pr.out]
-		m.linear(pre, la.ln1, x16, pr.w, pr.w16, nil, n, C, pr.out, overwrite)
-		m.adaptQKVBlock(l, j, pre, la.ln1, n)
+		m.linear(pre, la.ln1b, x16, pr.w, pr.w16, nil, n, C, pr.out, overwrite)
+		m.adaptQKVBlock(l, j, pre, la.ln1b, n)
 		m.Dev.ClampBackward(pr.d[:n*pr.out], pre, lim)
 	}
 }

@@ -37,7 +37,8 @@ func loadLoRA(t *testing.T, dev engine.Device, name string, opt engine.Options) 
 func TestLoRAParityWithReference(t *testing.T) {
 	for _, dev := range parityDevices {
 		for _, name := range loraCases {
-			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}, {Recompute: true, MLPChunk: 3}, {Recompute: true, CheckpointEvery: 2}} {
+			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}, {Recompute: true, MLPChunk: 3}, {Recompute: true, CheckpointEvery: 2},
+				{Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
 				t.Run(dev+"/"+name, func(t *testing.T) { checkLoRAParity(t, openDevice(t, dev), name, opt) })
 			}
 		}

@@ -80,6 +80,9 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	if opt.Recompute {
 		layers = 1
 	}
+	if k := int64(opt.keptSlots(c)); k > 0 { // the shared entry's att = ln1 and lse are the slots' (keepatt.go)
+		perLayer += (k - 1) * N * (W + NH)
+	}
 	chunk := min(int64(opt.lossChunk(c)), N)
 	nres := opt.residualBuffers(c)
 	// The residual streams; the final norm of one loss chunk and every
@@ -238,8 +241,10 @@ func (m *Model) Reserve(B, T int) { m.ensure(B, T) }
 // Fit adjusts opts so that training micro-batches of B rows of T tokens on
 // dev fits in avail bytes (0: the machine's MemAvailable), keeping 10% and at least
 // 2 GiB for everything else on the machine. It
-// turns on the cheapest savings first, activation recomputation and then
-// per-layer bf16 weights, and says what it turned on. When nothing fits it
+// turns on the cheapest savings first, activation recomputation keeping
+// the attention outputs, per-layer bf16 weights, recomputing the attention
+// too, then residual checkpoints (keeping a segment's attention outputs,
+// then not), and says what it turned on. When nothing fits it
 // fails with the numbers, before anything is allocated.
 func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, []string, error) {
 	if avail <= 0 {
@@ -280,18 +285,33 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 			o.FrozenBF16 = o.FrozenBF16 || r
 			return r
 		}},
-		{"activation recomputation", func(o *Options) bool { r := !o.Recompute; o.Recompute = true; return r }},
+		// Recomputation first keeps the attention outputs, so the
+		// attention (most of a long-context step) runs forward once.
+		{"activation recomputation keeping the attention outputs", func(o *Options) bool {
+			r := !o.Recompute
+			o.Recompute, o.KeepAttention = true, o.KeepAttention || r
+			return r
+		}},
 		{"per-layer bf16 weights", func(o *Options) bool {
 			r := o.BF16 && !o.CompactBF16 && !o.FrozenBF16 && o.ShardRanks == 0
 			o.CompactBF16 = o.CompactBF16 || r
 			return r
 		}},
-		// One more forward pass of most layers: the costliest, so last.
-		{"residual checkpoints", func(o *Options) bool {
+		// The attention forward twice per layer: dearer than per-layer
+		// bf16 weights (a few percent) at any length where it matters.
+		{"recomputation of the attention outputs too", func(o *Options) bool { r := o.KeepAttention; o.KeepAttention = false; return r }},
+		// One more forward pass of most layers: the costliest, so last;
+		// first keeping the segment's attention outputs (keepatt.go).
+		{"residual checkpoints keeping the segment's attention outputs", func(o *Options) bool {
 			r := o.CheckpointEvery <= 1 && c.NumHiddenLayers > 2
 			if r {
-				o.CheckpointEvery = c.CheckpointSpacing()
+				o.CheckpointEvery, o.KeepAttention = c.CheckpointSpacing(), true
 			}
+			return r
+		}},
+		{"residual checkpoints recomputing the attention outputs", func(o *Options) bool {
+			r := o.KeepAttention && o.CheckpointEvery > 1
+			o.KeepAttention = false
 			return r
 		}},
 	} {
@@ -315,13 +335,24 @@ func Savings(asked, fitted Options) []string {
 		out = append(out, "a frozen bf16 base")
 	}
 	if fitted.Recompute && !asked.Recompute {
-		out = append(out, "activation recomputation")
+		if fitted.KeepAttention && fitted.CheckpointEvery <= 1 {
+			out = append(out, "activation recomputation keeping the attention outputs")
+		} else {
+			out = append(out, "activation recomputation")
+		}
+	}
+	if asked.keepAttention() && !fitted.KeepAttention {
+		out = append(out, "recomputation of the attention outputs too")
 	}
 	if fitted.CompactBF16 && !asked.CompactBF16 {
 		out = append(out, "per-layer bf16 weights")
 	}
 	if fitted.Recompute && fitted.CheckpointEvery > 1 && !(asked.Recompute && asked.CheckpointEvery > 1) {
-		out = append(out, fmt.Sprintf("residual checkpoints (segments of at most %d layers)", fitted.CheckpointEvery))
+		keep := ""
+		if fitted.KeepAttention {
+			keep = ", each keeping its attention outputs"
+		}
+		out = append(out, fmt.Sprintf("residual checkpoints (segments of at most %d layers%s)", fitted.CheckpointEvery, keep))
 	}
 	return out
 }

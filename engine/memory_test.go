@@ -36,6 +36,7 @@ func TestMemoryEstimateMatchesAllocations(t *testing.T) {
 		{engine.Options{BF16: true}, 2, 96},
 		{engine.Options{BF16: true, CompactBF16: true, Recompute: true}, 2, 96},
 		{engine.Options{Recompute: true}, 1, 1536}, // 4·T² > 8M scores: blocked attention
+		{engine.Options{Recompute: true, KeepAttention: true}, 1, 1536},
 	} {
 		t.Run(fmt.Sprintf("%+v/B%dT%d", tc.opt, tc.B, tc.T), func(t *testing.T) {
 			dev := engine.NewCountingDevice(openCPU(t))
@@ -104,7 +105,8 @@ func TestMemoryEstimateMoE(t *testing.T) {
 }
 
 func checkMoEMemory(t *testing.T, c *engine.Config) {
-	for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 32}, {BF16: true}, {BF16: true, CompactBF16: true, Recompute: true}} {
+	for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 32}, {BF16: true}, {BF16: true, CompactBF16: true, Recompute: true},
+		{Recompute: true, KeepAttention: true}, {BF16: true, Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
 		t.Run(fmt.Sprintf("%s/%+v", c.ModelType, opt), func(t *testing.T) {
 			const B, T = 2, 64
 			dev := engine.NewCountingDevice(openCPU(t))

@@ -74,8 +74,14 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 64}, 1, 160}, // the MLP in chunks
 		{engine.Options{Recompute: true, CheckpointEvery: 2}, 2, 64},                          // residual checkpoints
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96},
+		// Attention outputs kept for the recomputation: every layer's, or a segment's.
+		{engine.Options{Recompute: true, KeepAttention: true}, 2, 64},
+		{engine.Options{BF16: true, Recompute: true, KeepAttention: true}, 1, 128},
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, KeepAttention: true, MLPChunk: 64}, 1, 160},
+		{engine.Options{Recompute: true, KeepAttention: true, CheckpointEvery: 2}, 2, 64},
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, KeepAttention: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96},
 	} {
-		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.B, tc.T), func(t *testing.T) {
+		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/keep=%v/every%d/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.opt.KeepAttention, tc.opt.CheckpointEvery, tc.B, tc.T), func(t *testing.T) {
 			checkPlanEqualsCounted(t, c, tc.opt, tc.B, tc.T)
 		})
 	}
@@ -85,9 +91,21 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 	if err != nil || wide.QDim() <= wide.HiddenSize {
 		t.Fatalf("wide config: %v (q dim %d)", err, wide.QDim())
 	}
-	for _, opt := range []engine.Options{{}, {Recompute: true, CheckpointEvery: 2}, {LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 40}} {
-		t.Run(fmt.Sprintf("wide/lora=%v/recompute=%v", opt.LoRA != nil, opt.Recompute), func(t *testing.T) {
+	for _, opt := range []engine.Options{{}, {Recompute: true, CheckpointEvery: 2}, {LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 40},
+		{Recompute: true, KeepAttention: true}, {Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
+		t.Run(fmt.Sprintf("wide/lora=%v/recompute=%v/keep=%v/every%d", opt.LoRA != nil, opt.Recompute, opt.KeepAttention, opt.CheckpointEvery), func(t *testing.T) {
 			checkPlanEqualsCounted(t, wide, opt, 1, 96)
+		})
+	}
+	// And narrower (head_dim 8 × 4 heads = 32 < 64): the kept att's buffer
+	// is hidden-wide, for ln1 in the backward pass.
+	narrow, err := engine.ParseConfig([]byte(strings.Replace(memTestConfig, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 8,`, 1)))
+	if err != nil || narrow.QDim() >= narrow.HiddenSize {
+		t.Fatalf("narrow config: %v (q dim %d)", err, narrow.QDim())
+	}
+	for _, opt := range []engine.Options{{Recompute: true}, {Recompute: true, KeepAttention: true}, {Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
+		t.Run(fmt.Sprintf("narrow/keep=%v/every%d", opt.KeepAttention, opt.CheckpointEvery), func(t *testing.T) {
+			checkPlanEqualsCounted(t, narrow, opt, 1, 96)
 		})
 	}
 }
@@ -112,8 +130,9 @@ func TestLoRADropoutPlanEqualsCountedPeak(t *testing.T) {
 		{engine.Options{LoRA: lora}, 2, 48, 2 * 48 * F},
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 8}, 1, 160, max(160*C, 8*F)},
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96, max(96*C, 40*F)},
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, KeepAttention: true, MLPChunk: 8}, 1, 160, max(160*C, 8*F)},
 	} {
-		t.Run(fmt.Sprintf("recompute=%v/chunk=%d/B%dT%d", tc.opt.Recompute, tc.opt.MLPChunk, tc.B, tc.T), func(t *testing.T) {
+		t.Run(fmt.Sprintf("recompute=%v/keep=%v/chunk=%d/B%dT%d", tc.opt.Recompute, tc.opt.KeepAttention, tc.opt.MLPChunk, tc.B, tc.T), func(t *testing.T) {
 			plan := c.MemoryPlan(openCPU(t), tc.opt, tc.B, tc.T)
 			peak, _ := countedPeak(t, c, tc.opt, tc.B, tc.T)
 			if want := peak + 4*tc.mask; plan.PeakBytes != want {
@@ -155,7 +174,9 @@ func TestTrainingMemoryLinearInT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, opt := range []engine.Options{{Recompute: true}, {LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}, FrozenBF16: true}} {
+	lora := &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}
+	for _, opt := range []engine.Options{{Recompute: true}, {LoRA: lora, FrozenBF16: true},
+		{Recompute: true, KeepAttention: true}, {LoRA: lora, FrozenBF16: true, Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
 		const T = 256 // from the loss chunk (256 tokens) on, the logits chunk stays put
 		var peaks [3]int64
 		for i := range peaks {
@@ -164,7 +185,7 @@ func TestTrainingMemoryLinearInT(t *testing.T) {
 			peaks[i] = p - engine.AttentionScratchFor(dev, opt.BF16, 1, (i+1)*T, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 		}
 		if d1, d2 := peaks[1]-peaks[0], peaks[2]-peaks[1]; d1 != d2 {
-			t.Errorf("lora=%v: counted peaks at T=%d,%d,%d are %v: steps %d and %d, want equal (memory linear in T)", opt.LoRA != nil, T, 2*T, 3*T, peaks, d1, d2)
+			t.Errorf("lora=%v/keep=%v: counted peaks at T=%d,%d,%d are %v: steps %d and %d, want equal (memory linear in T)", opt.LoRA != nil, opt.KeepAttention, T, 2*T, 3*T, peaks, d1, d2)
 		}
 	}
 }
@@ -190,8 +211,8 @@ func TestFitRefusalNamesWhatFits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "context length 1000 at 1 row") || !strings.Contains(err.Error(), "1 row per micro-batch") {
 		t.Errorf("Fit at 4×1000 = %v, want a refusal naming 1 row per micro-batch and context length 1000 at 1 row", err)
 	}
-	if len(notes) != 3 {
-		t.Errorf("notes %q, want recomputation, per-layer bf16 and residual checkpoints turned on", notes)
+	if len(notes) != 5 {
+		t.Errorf("notes %q, want recomputation keeping the attention outputs, per-layer bf16, recomputing them, and residual checkpoints keeping them and not turned on", notes)
 	}
 	if got := c.LongestContext(dev, opt, 1, 900, avail); got != 900 {
 		t.Errorf("LongestContext capped at 900 = %d", got)
@@ -228,17 +249,22 @@ func TestCheckpointsSameGradients(t *testing.T) {
 	}
 	for _, base := range []engine.Options{{Recompute: true}, {Recompute: true, BF16: true, MLPChunk: 40}} {
 		wantLoss, want := grads(base)
-		for _, k := range []int{2, 3} {
-			opt := base
-			opt.CheckpointEvery = k
-			loss, got := grads(opt)
-			if loss != wantLoss {
-				t.Errorf("bf16=%v, every %d layers: loss %v, without checkpoints %v", base.BF16, k, loss, wantLoss)
-			}
-			for i := range got {
-				if got[i] != want[i] {
-					t.Errorf("bf16=%v, every %d layers: gradient %d = %v, without checkpoints %v", base.BF16, k, i, got[i], want[i])
-					break
+		for _, keep := range []bool{false, true} { // keeping the (segment's) attention outputs too
+			for _, k := range []int{0, 2, 3} {
+				if k == 0 && !keep {
+					continue
+				}
+				opt := base
+				opt.CheckpointEvery, opt.KeepAttention = k, keep
+				loss, got := grads(opt)
+				if loss != wantLoss {
+					t.Errorf("bf16=%v, keep=%v, every %d layers: loss %v, without checkpoints %v", base.BF16, keep, k, loss, wantLoss)
+				}
+				for i := range got {
+					if got[i] != want[i] {
+						t.Errorf("bf16=%v, keep=%v, every %d layers: gradient %d = %v, without checkpoints %v", base.BF16, keep, k, i, got[i], want[i])
+						break
+					}
 				}
 			}
 		}
@@ -255,8 +281,10 @@ func TestCheckpointsSameGradients(t *testing.T) {
 // sides; the parity tests hold them to the float64 reference.
 func TestLongContextSavingsSameGradients(t *testing.T) {
 	five := strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)
-	// And attention wider than the hidden size, whose buffers share.
-	for _, js := range []string{five, strings.Replace(five, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 32,`, 1)} {
+	// And attention wider than the hidden size, whose buffers share, and
+	// narrower (the kept att's buffer is hidden-wide, for ln1).
+	for _, js := range []string{five, strings.Replace(five, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 32,`, 1),
+		strings.Replace(five, `"num_key_value_heads": 2,`, `"num_key_value_heads": 2, "head_dim": 8,`, 1)} {
 		c, err := engine.ParseConfig([]byte(js))
 		if err != nil {
 			t.Fatal(err)
@@ -299,16 +327,21 @@ func checkSavingsSameGradients(t *testing.T, c *engine.Config) {
 	lora := &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}
 	for _, base := range []engine.Options{{}, {LoRA: lora, FrozenBF16: true}} {
 		wantLoss, want := grads(base)
-		opt := base
-		opt.Recompute, opt.CheckpointEvery = true, 2
-		loss, got := grads(opt)
-		if loss != wantLoss {
-			t.Errorf("q dim %d, lora=%v: loss %v with the savings, %v without", c.QDim(), base.LoRA != nil, loss, wantLoss)
-		}
-		for i := range got {
-			if got[i] != want[i] {
-				t.Errorf("q dim %d, lora=%v: gradient %d = %v with the savings, %v without", c.QDim(), base.LoRA != nil, i, got[i], want[i])
-				break
+		// Recomputation, keeping the attention outputs, checkpoints (each
+		// segment keeping its attention outputs).
+		for _, saving := range []engine.Options{{Recompute: true}, {Recompute: true, KeepAttention: true}, {Recompute: true, CheckpointEvery: 2},
+			{Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
+			opt := base
+			opt.Recompute, opt.KeepAttention, opt.CheckpointEvery = saving.Recompute, saving.KeepAttention, saving.CheckpointEvery
+			loss, got := grads(opt)
+			if loss != wantLoss {
+				t.Errorf("q dim %d, lora=%v, %+v: loss %v with the savings, %v without", c.QDim(), base.LoRA != nil, saving, loss, wantLoss)
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Errorf("q dim %d, lora=%v, %+v: gradient %d = %v with the savings, %v without", c.QDim(), base.LoRA != nil, saving, i, got[i], want[i])
+					break
+				}
 			}
 		}
 	}

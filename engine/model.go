@@ -62,6 +62,12 @@ type Options struct {
 	// layers (checkpoint.go). Fit turns it on (CheckpointSpacing) when
 	// nothing else fits.
 	CheckpointEvery int
+	// KeepAttention (with Recompute) keeps each layer's attention output
+	// and log-sum-exp, (N,QD) and (B,NH,T) floats a layer, so the
+	// recomputation skips the attention, two of its T² products; with
+	// CheckpointEvery only a segment's layers' (keepatt.go). Fit turns it
+	// on with Recompute where it fits.
+	KeepAttention bool
 	// MLPChunk (with Recompute, dense models) is how many token rows the
 	// MLP works on at once: its (rows, intermediate) buffers then do not
 	// grow with the context. Default DefaultMLPChunk.
@@ -219,15 +225,23 @@ type activations struct {
 	routes  []moeRoute
 	moe     moeScratch
 	auxGrad []float64
+	// With KeepAttention the shared entry's att and lse are a slot of
+	// kept (keepatt.go); keptOf is each layer's slot.
+	kept   []keptAttention
+	keptOf []int
 }
 
 // ln1 and att share one buffer (N, max(C,QD)): ln1 is dead once q, k and
 // v are computed, before the attention writes att, and layerBackward
 // recomputes it (the same norm of the same input) once att is dead. With
-// the MLP in chunks, ln2 holds one chunk's rows, normalised chunk by chunk
-// as the MLP runs (mlpchunk.go).
+// KeepAttention att is kept past the recomputation, so the forward passes
+// put ln1 in mid's buffer (dead until the output projection) and the
+// backward pass in the kept att's (ln1b). With the MLP in chunks, ln2
+// holds one chunk's rows, normalised chunk by chunk as the MLP runs
+// (mlpchunk.go).
 type layerActs struct {
-	ln1, rstd1 []float32 // (N,C) (N); ln1 is att's buffer
+	ln1, rstd1 []float32 // (N,C) (N); ln1 is att's buffer (mid's with KeepAttention)
+	ln1b       []float32 // (N,C) ln1 normalised again in the backward pass: ln1, or with KeepAttention the kept att's buffer
 	q, k, v    []float32 // (N,QD) (N,KVD) (N,KVD), after RoPE
 	att, lse   []float32 // (N,QD) (B,NH,T)
 	mid        []float32 // (N,C) residual after attention; with Recompute (N, max(C,QD)), scr.dq's buffer too
@@ -341,14 +355,20 @@ func (m *Model) allocActs(N int) *activations {
 		midW = W
 	}
 	a.mlpShared = m.Opt.shareMLPInputs(c)
+	a.allocKept(d, m.Opt, c, N)
 	for i := range a.layer {
-		att := d.Alloc(N * W)
 		a.layer[i] = layerActs{
-			ln1: att[:N*C], rstd1: d.Alloc(N),
-			q: d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
-			att: att[:N*QD], lse: d.Alloc(N * c.NumAttentionHeads),
+			rstd1: d.Alloc(N),
+			q:     d.Alloc(N * QD), k: d.Alloc(N * KVD), v: d.Alloc(N * KVD),
 			mid: d.Alloc(N * midW)[:N*C], rstd2: d.Alloc(N),
 			gate: d.Alloc(NF), up: d.Alloc(NF),
+		}
+		if a.kept != nil { // att and lse are the layer's slot's (layerActs)
+			a.layer[i].ln1 = a.layer[i].mid
+		} else {
+			att := d.Alloc(N * W)
+			a.layer[i].ln1, a.layer[i].att, a.layer[i].lse = att[:N*C], att[:N*QD], d.Alloc(N*c.NumAttentionHeads)
+			a.layer[i].ln1b = a.layer[i].ln1
 		}
 		if !a.mlpShared {
 			a.layer[i].ln2, a.layer[i].h = d.Alloc(m.Opt.mlpRows(c, N)*C), d.Alloc(NF)
@@ -395,14 +415,18 @@ func (m *Model) freeActs() {
 	for _, x := range a.resBufs {
 		d.Free(x)
 	}
-	for _, la := range a.layer { // ln1 is att's buffer
-		freeAll(d, la.rstd1, la.q, la.k, la.v, la.att, la.lse, la.mid, la.rstd2, la.gate, la.up)
+	for _, la := range a.layer { // ln1 is att's buffer, or mid's
+		freeAll(d, la.rstd1, la.q, la.k, la.v, la.mid, la.rstd2, la.gate, la.up)
+		if a.kept == nil { // else att and lse are a slot's
+			freeAll(d, la.att, la.lse)
+		}
 		if !a.mlpShared {
 			freeAll(d, la.ln2, la.h)
 		}
 		la.moe.free(d)
 	}
 	a.moe.free(d)
+	a.freeKept(d)
 	s := a.scr
 	// datt is dln's buffer, which may be the longer of the two.
 	dln := s.dln
@@ -484,10 +508,15 @@ func (m *Model) buildRope(T int) {
 }
 
 func (m *Model) layerActs(l int) *layerActs {
-	if m.Opt.Recompute {
-		return &m.acts.layer[0]
+	a := m.acts
+	if !m.Opt.Recompute {
+		return &a.layer[l]
 	}
-	return &m.acts.layer[l]
+	la := &a.layer[0]
+	if s := a.keptFor(l); s != nil {
+		la.att, la.lse, la.ln1b = s.att, s.lse, s.buf[:len(la.ln1)]
+	}
+	return la
 }
 
 // cast rounds x to bf16 into dst in BF16 mode; in fp32 mode it returns nil
@@ -673,7 +702,12 @@ func (m *Model) layerForward(l int, bt *Batch) {
 	m.clipQKV(la.q, la.k, la.v, N)
 	d.RoPE(la.q, a.pos, m.ropeCos, m.ropeSin, N, c.NumAttentionHeads, c.HeadDim)
 	d.RoPE(la.k, a.pos, m.ropeCos, m.ropeSin, N, c.NumKeyValueHeads, c.HeadDim)
-	m.attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
+	if s := a.keptFor(l); s == nil || s.layer != l { // else att and lse are kept from a forward pass over this batch (keepatt.go)
+		m.attention(la.att, la.lse, la.q, la.k, la.v, a.docStart, bt.B, bt.T)
+		if s != nil {
+			s.layer = l
+		}
+	}
 	// The residual add is fused into the projection: mid = in + att·Woᵀ.
 	d.Copy(la.mid[:N*C], in)
 	m.linear(la.mid, la.att, m.cast(a.a16, la.att[:N*QD]), p.WO, h.WO, p.BO, N, QD, C, accumulate)
@@ -750,12 +784,15 @@ func (m *Model) layerBackward(l int, bt *Batch) {
 	if m.bf16 && !m.frozen() {
 		ln16 = a.b16[:N*C]
 	}
-	m.norm(la.ln1, ln16, la.rstd1, a.res[l][:N*C], p.LN1, N, C, float32(c.RMSNormEps))
+	if k := a.keptFor(l); k != nil { // its att is gone now
+		k.layer = -1
+	}
+	m.norm(la.ln1b, ln16, la.rstd1, a.res[l][:N*C], p.LN1, N, C, float32(c.RMSNormEps))
 	m.clipQKVBackward(l, la, s.dq, s.dk, s.dv, s.datt, N)
-	x16 := m.linearBackward16(s.dln, g.WQ, g.BQ, s.dq, nil, la.ln1, ln16, p.WQ, h.WQ, N, C, QD, overwrite)
-	x16 = m.linearBackward16(s.dln, g.WK, g.BK, s.dk, nil, la.ln1, x16, p.WK, h.WK, N, C, KVD, accumulate)
-	m.linearBackward16(s.dln, g.WV, g.BV, s.dv, nil, la.ln1, x16, p.WV, h.WV, N, C, KVD, accumulate)
-	m.adaptQKVBackward(l, s.dln, s.dq, s.dk, s.dv, la.ln1, N)
+	x16 := m.linearBackward16(s.dln, g.WQ, g.BQ, s.dq, nil, la.ln1b, ln16, p.WQ, h.WQ, N, C, QD, overwrite)
+	x16 = m.linearBackward16(s.dln, g.WK, g.BK, s.dk, nil, la.ln1b, x16, p.WK, h.WK, N, C, KVD, accumulate)
+	m.linearBackward16(s.dln, g.WV, g.BV, s.dv, nil, la.ln1b, x16, p.WV, h.WV, N, C, KVD, accumulate)
+	m.adaptQKVBackward(l, s.dln, s.dq, s.dk, s.dv, la.ln1b, N)
 	m.normBackward(dres, nil, g.LN1, s.dln, a.res[l][:N*C], p.LN1, la.rstd1, N, C)
 }
 
@@ -785,6 +822,7 @@ func (m *Model) embed(bt *Batch) {
 func (m *Model) forwardTrunk(bt *Batch, headUse Use) {
 	c := m.Config
 	m.refresh16()
+	m.acts.forgetKept()
 	if m.sharded() {
 		m.planShardPass(headUse&UseGrads != 0)
 	}

@@ -86,7 +86,8 @@ func TestParityWithReference(t *testing.T) {
 	for _, dev := range parityDevices {
 		for _, name := range parityCases {
 			// MLPChunk 3: the MLP in chunks of 3 rows (with recomputation).
-			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}, {Recompute: true, MLPChunk: 3}, {Recompute: true, CheckpointEvery: 2}} {
+			for _, opt := range []engine.Options{{}, {Recompute: true, LossChunk: 5}, {Recompute: true, MLPChunk: 3}, {Recompute: true, CheckpointEvery: 2},
+				{Recompute: true, KeepAttention: true}, {Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
 				t.Run(dev+"/"+name, func(t *testing.T) { checkParity(t, openDevice(t, dev), name, opt) })
 			}
 		}

@@ -28,6 +28,9 @@ func printPlan(w io.Writer, s bench.TrainSpec, avail int64, asJSON bool) error {
 		return nil
 	}
 	fmt.Fprintf(w, "%s %s, seq %d × batch %d, recompute %v", res.Method, res.Precision, res.Seq, res.Batch, res.Recompute)
+	if res.KeepAttention {
+		fmt.Fprint(w, " keeping the attention outputs")
+	}
 	if res.CheckpointEvery > 1 {
 		fmt.Fprintf(w, ", residual checkpoints (segments of at most %d layers)", res.CheckpointEvery)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,6 +18,7 @@ func TestBenchTrainPlan(t *testing.T) {
 		Asked           int64            `json:"asked_peak_bytes"`
 		Savings         []string         `json:"savings"`
 		Recompute       bool             `json:"recompute"`
+		KeepAttention   bool             `json:"keep_attention"`
 		CheckpointEvery int              `json:"checkpoint_every"`
 		Fits            bool             `json:"fits"`
 	}
@@ -60,6 +62,13 @@ func TestBenchTrainPlan(t *testing.T) {
 	saved := full.Parts["activations"] - rec.Parts["activations"] + full.Parts["bf16_scratch"] - rec.Parts["bf16_scratch"]
 	if rec.Parts["activations"] >= full.Parts["activations"] || rec.Parts["weights"] != full.Parts["weights"] || full.Peak-rec.Peak != saved {
 		t.Errorf("recompute: parts %v, without %v: want only the activations and bf16 scratch smaller", rec.Parts, full.Parts)
+	}
+	// In 24 GiB recomputation keeps the attention outputs (they fit), and
+	// the savings say so.
+	roomy := plan("--plan-memory", "24GiB")
+	if !roomy.Fits || !roomy.Recompute || !roomy.KeepAttention || roomy.CheckpointEvery > 1 || roomy.Peak <= rec.Peak ||
+		!slices.Equal(roomy.Savings, []string{"activation recomputation keeping the attention outputs"}) {
+		t.Errorf("in 24 GiB: %+v, want recomputation keeping the attention outputs named, its plan above plain recomputation's %d", roomy, rec.Peak)
 	}
 	// Planned against less than that, the plan printed is the one that
 	// runs: with the savings it names, smaller than the plan asked for.

@@ -1,0 +1,117 @@
+package engine
+
+// Kept attention outputs (Options.KeepAttention, with Recompute).
+//
+// A layer's attention output att (N,QD) and log-sum-exp lse (B,NH,T) are
+// O(T), while computing them is two of the attention's T² products, and
+// at long context the attention is most of a step. Recomputation runs the
+// attention forward again in the backward pass only for the backward to
+// read att and lse (and q, k, v, which are cheap to recompute: three
+// products linear in T). Keeping att and lse from the forward pass instead
+// lets the recomputation skip the attention: each layer's attention runs
+// forward once and backward once, where plain recomputation runs it
+// forward twice.
+//
+// Without residual checkpoints every layer keeps its own slot (L slots).
+// With checkpoints (checkpoint.go) the backward pass runs a segment's
+// layers but its last forward once more to rebuild its residual streams,
+// and then each layer's recomputation: the slots hold one segment's layers
+// (as many slots as the longest segment), written by the forward pass and
+// by that re-forward, so the recomputation reuses what the re-forward
+// computed. A layer's attention then runs forward at most twice where it
+// ran three times (the forward pass, the segment's re-forward, the
+// recomputation); the last segment's layers, whose slots the forward pass
+// left intact, once.
+//
+// A slot says which layer's outputs on the current batch it holds (-1:
+// none): every forward pass over a batch clears them, the attention sets
+// them, and a layer's backward pass, which writes ln1 into its slot once
+// att is dead, clears its own. A layer's forward runs the attention
+// unless its slot holds its outputs, so a slot can never serve another
+// layer's, or another batch's.
+//
+// The slot's buffer is (N, max(C,QD)): att is its first N·QD floats and
+// the backward pass normalises ln1 into its first N·C (mid's buffer, where
+// the forward passes put ln1, is dq's in the backward pass).
+type keptAttention struct {
+	buf   []float32 // (N, max(C,QD)): att, then the backward pass's ln1
+	att   []float32 // (N,QD), buf's start
+	lse   []float32 // (B,NH,T)
+	layer int       // the layer whose outputs on this batch it holds; -1 none
+}
+
+// keepAttention says the model keeps attention outputs (KeepAttention
+// takes effect with Recompute only).
+func (o Options) keepAttention() bool { return o.Recompute && o.KeepAttention }
+
+// keptSlots is how many layers' attention outputs KeepAttention keeps at
+// once (0 without it): every layer's, or with residual checkpoints the
+// longest segment's.
+func (o Options) keptSlots(c *Config) int {
+	if !o.keepAttention() {
+		return 0
+	}
+	p, ok := o.residualPlan(c)
+	if !ok {
+		return c.NumHiddenLayers
+	}
+	n := 0
+	for j := 1; j < len(p.ends); j++ {
+		n = max(n, p.ends[j]-p.ends[j-1])
+	}
+	return n
+}
+
+// keptSlotOf is the slot of each layer: its index, or with checkpoints
+// its index in its segment.
+func (o Options) keptSlotOf(c *Config) []int {
+	slot := make([]int, c.NumHiddenLayers)
+	for l := range slot {
+		slot[l] = l
+	}
+	if p, ok := o.residualPlan(c); ok {
+		for j := 1; j < len(p.ends); j++ {
+			for l := p.ends[j-1]; l < p.ends[j]; l++ {
+				slot[l] = l - p.ends[j-1]
+			}
+		}
+	}
+	return slot
+}
+
+// allocKept allocates KeepAttention's slots for N tokens (none without it).
+func (a *activations) allocKept(d Device, o Options, c *Config, N int) {
+	n := o.keptSlots(c)
+	if n == 0 {
+		return
+	}
+	a.kept, a.keptOf = make([]keptAttention, n), o.keptSlotOf(c)
+	W := max(c.HiddenSize, c.QDim())
+	for i := range a.kept {
+		buf := d.Alloc(N * W)
+		a.kept[i] = keptAttention{buf: buf, att: buf[:N*c.QDim()], lse: d.Alloc(N * c.NumAttentionHeads), layer: -1}
+	}
+}
+
+// freeKept frees the slots.
+func (a *activations) freeKept(d Device) {
+	for _, s := range a.kept {
+		freeAll(d, s.buf, s.lse)
+	}
+	a.kept = nil
+}
+
+// keptFor is layer l's slot, nil without KeepAttention.
+func (a *activations) keptFor(l int) *keptAttention {
+	if a.kept == nil {
+		return nil
+	}
+	return &a.kept[a.keptOf[l]]
+}
+
+// forgetKept clears every slot: a forward pass over a new batch starts.
+func (a *activations) forgetKept() {
+	for i := range a.kept {
+		a.kept[i].layer = -1
+	}
+}
