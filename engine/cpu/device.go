@@ -24,6 +24,7 @@ type Device struct {
 	bufs    [][]float32 // kernel scratch, see scratch
 	bufs16  [][]uint16  // bf16 kernel scratch, see scratch16
 
+	kSlice32  int // fp32 products' longest k in one oneDNN call (kSlice; 0 = no limit)
 	attnBlock int // query block of Attention; 0 = chosen by size
 	flash     int // bf16 attention: flashISA's values (a field, so tests pick the path)
 	flash32   int // fp32 attention: flash32ISA's values
@@ -44,7 +45,7 @@ func New(threads int) *Device {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	return &Device{threads: threads, mm: matmuls{threads: threads}, flash: flashISA, flash32: flash32ISA}
+	return &Device{threads: threads, mm: matmuls{threads: threads}, kSlice32: kSlice, flash: flashISA, flash32: flash32ISA}
 }
 
 // Threads is how many threads the device's kernels and products use.
@@ -80,6 +81,10 @@ func (d *Device) MatMul(c, a, b []float32, m, n, k int, f engine.MatMulFlags) {
 	}
 	_, _ = a[m*k-1], b[k*n-1] // bounds: fail in Go, not in C
 	_ = c[m*n-1]
+	if d.kSlice32 > 0 && k >= 2*d.kSlice32 && !f.TransA {
+		matMulSlices(d, c, a, b, m, n, k, d.kSlice32, f)
+		return
+	}
 	d.mm.run(key2D(m, n, k, f, false), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
 }
 
@@ -223,29 +228,34 @@ func (d *Device) MatMulBF16(c []float32, a, b []uint16, m, n, k int, f engine.Ma
 	}
 	_, _, _ = a[m*k-1], b[k*n-1], c[m*n-1]
 	if k >= 2*kSlice && !f.TransA {
-		d.matMulBF16Slices(c, a, b, m, n, k, f)
+		matMulSlices(d, c, a, b, m, n, k, kSlice, f)
 		return
 	}
 	d.mm.run(key2D(m, n, k, f, true), unsafe.Pointer(&c[0]), unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0]))
 }
 
-// kSlice is the longest inner dimension a bf16 product runs in one oneDNN
-// call. oneDNN runs the output head's input gradient (256, 768, 32000) at
-// about 2/3 the rate of the same product cut into 4000-long slices added
-// up (TestTrainShapeRates, HONE_SHAPES=1), so longer ones are cut.
+// kSlice is the longest inner dimension a product runs in one oneDNN
+// call. oneDNN runs the output head's input gradient (256, 768, 32000) in
+// bf16 at about 2/3 the rate of the same product cut into 4000-long
+// slices added up (TestTrainShapeRates, HONE_SHAPES=1), so longer ones are
+// cut; in fp32 (256, 768, 128256) at 0.73 of the 2048³ product's rate
+// against 0.9 and more for the step's other shapes (BenchmarkStepShapes).
 const kSlice = 4096
 
-// matMulBF16Slices is MatMulBF16 over slices of k of equal length (a
-// multiple of 32, the last one shorter), each added into c after the
-// first. Each slice sums in fp32 as one call does; the slices' fp32 sums
-// are then added in order: a regrouping of the same fp32 sum, within its
-// usual bound (k·2⁻²⁴ of Σ|a·b|).
-func (d *Device) matMulBF16Slices(c []float32, a, b []uint16, m, n, k int, f engine.MatMulFlags) {
-	parts := (k + kSlice - 1) / kSlice
+// matMulSlices is MatMulBF16 (a, b bf16) or MatMul (fp32) over slices of
+// k of equal length at most slice (a multiple of 32, the last one
+// shorter), each added into c after the first. Each slice sums in fp32 as
+// one call does; the slices' fp32 sums are then added in order: a
+// regrouping of the same fp32 sum, within its usual bound (k·2⁻²⁴ of
+// Σ|a·b|).
+func matMulSlices[T uint16 | float32](d *Device, c []float32, a, b []T, m, n, k, slice int, f engine.MatMulFlags) {
+	var zero T
+	b16 := unsafe.Sizeof(zero) == 2
+	parts := (k + slice - 1) / slice
 	step := ((k+parts-1)/parts + 31) &^ 31
 	for k0 := 0; k0 < k; k0 += step {
 		kk := min(step, k-k0)
-		key := key2D(m, n, kk, engine.MatMulFlags{TransB: f.TransB, Acc: f.Acc || k0 > 0}, true)
+		key := key2D(m, n, kk, engine.MatMulFlags{TransB: f.TransB, Acc: f.Acc || k0 > 0}, b16)
 		key.as = [4]int{k, 1} // a's rows stay k long
 		bo := k0 * n          // b(k,n): rows k0..
 		if f.TransB {

@@ -225,3 +225,50 @@ func TestPeakGFLOPs(t *testing.T) {
 		}
 	}
 }
+
+// An fp32 product with a long inner dimension (the head's input gradient,
+// k = vocabulary) runs as slices of at most kSlice, as in bf16: oneDNN
+// runs (256, 768, 128256) whole at about 0.75 of its 2048³ rate per CPU
+// second, sliced at 0.97–1.05 (BenchmarkStepShapes). Each layout matches
+// the float64 product within fp32 summation's bound, also when k is no
+// multiple of the slice or of 32, and adds into c with Acc.
+func TestMatMulLongKSlices(t *testing.T) {
+	d, r := New(0), rand.New(rand.NewPCG(5, 6))
+	const m, n = 5, 7
+	for _, k := range []int{2 * kSlice, 3*kSlice - 17} {
+		for _, f := range []engine.MatMulFlags{{}, {TransB: true}, {Acc: true}, {TransB: true, Acc: true}} {
+			a, b, c := randSlice(r, m*k), randSlice(r, k*n), randSlice(r, m*n)
+			want, bound := make([]float64, m*n), make([]float64, m*n)
+			for i := 0; i < m; i++ {
+				for j := 0; j < n; j++ {
+					var s, abs float64
+					for p := 0; p < k; p++ {
+						bi := p*n + j
+						if f.TransB {
+							bi = j*k + p
+						}
+						x := float64(a[i*k+p]) * float64(b[bi])
+						s, abs = s+x, abs+math.Abs(x)
+					}
+					if f.Acc {
+						s += float64(c[i*n+j])
+					}
+					want[i*n+j], bound[i*n+j] = s, float64(k)*0x1p-24*(abs+math.Abs(float64(c[i*n+j])))
+				}
+			}
+			d.MatMul(c, a, b, m, n, k, f)
+			for i, w := range want {
+				if tol := bound[i]; math.Abs(float64(c[i])-w) > tol {
+					t.Fatalf("MatMul(k=%d, %+v)[%d] = %v, want %v (±%.3g)", k, f, i, c[i], w, tol)
+				}
+			}
+		}
+	}
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	for key := range d.mm.prims {
+		if key.a[1] > kSlice {
+			t.Errorf("a product of k=%d ran in one oneDNN call, want slices of at most %d", key.a[1], kSlice)
+		}
+	}
+}
