@@ -276,6 +276,39 @@ static inline uint64_t keymask(long lo, long hi) {
 // flash_fwd_ws: uint16 units of one forward worker's workspace.
 static long flash_fwd_ws(long hp, long group) { return 3 * AL(FB * FB) + group * (3 * AL(FB * hp) + 4 * AL(FB)); }
 
+// fwd_begin carves a forward worker's workspace (P, the group's packed Q
+// blocks, S, and per head O, the running max and sum), packs the query
+// block starting at i0 and resets the softmax state; it returns the
+// block's rows.
+static BF16T long fwd_begin(uint16_t *ws, const float *q, long ld, long T, long hd, long hp, long group, long i0,
+		uint16_t **p, uint16_t **qb0, float **s, float **o0, float **mx0, float **l0) {
+	*p = ws, *qb0 = ws + AL(FB * FB);
+	*s = (float *)(*qb0 + group * AL(FB * hp)), *o0 = *s + AL(FB * FB), *mx0 = *o0 + group * AL(FB * hp), *l0 = *mx0 + group * AL(FB);
+	long rows = T - i0 < FB ? T - i0 : FB;
+	for (long g = 0; g < group; g++) {
+		pack_rows(*qb0 + g * AL(FB * hp), q + g * hd + i0 * ld, ld, rows, FB, hd, hp);
+		memset(*o0 + g * AL(FB * hp), 0, FB * hp * 4);
+		for (long r = 0; r < FB; r++) {
+			(*mx0)[g * AL(FB) + r] = -INFINITY;
+			(*l0)[g * AL(FB) + r] = 0;
+		}
+	}
+	return rows;
+}
+
+// fwd_end writes the block's outputs O / l and log-sum-exps mx + log l.
+static BF16T void fwd_end(float *out, float *lse, const float *o0, const float *mx0, const float *l0, long ld, long T,
+		long hd, long hp, long group, long i0, long rows) {
+	for (long g = 0; g < group; g++) {
+		const float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
+		for (long r = 0; r < rows; r++) {
+			float inv = 1 / l[r];
+			for (long e = 0; e < hd; e++) out[(i0 + r) * ld + g * hd + e] = o[r * hp + e] * inv;
+			lse[g * T + i0 + r] = mx[r] + logf(l[r]);
+		}
+	}
+}
+
 // flash_fwd does query block [i0, i0+FB) of the group query heads that
 // share one kv head, in one (row): each key block is read once for all of
 // them. q, out point at the first head's first element of the row's first
@@ -284,17 +317,9 @@ static long flash_fwd_ws(long hp, long group) { return 3 * AL(FB * FB) + group *
 // pack_vnni; ds the row's document starts.
 static BF16T void flash_fwd(int amx, float *out, float *lse, const float *q, long ld, const uint16_t *kt, const uint16_t *vv,
 		const int32_t *ds, long T, long hd, long hp, long group, long window, float scale, long i0, uint16_t *ws) {
-	uint16_t *p = ws, *qb0 = p + AL(FB * FB);
-	float *s = (float *)(qb0 + group * AL(FB * hp)), *o0 = s + AL(FB * FB), *mx0 = o0 + group * AL(FB * hp), *l0 = mx0 + group * AL(FB);
-	long rows = T - i0 < FB ? T - i0 : FB;
-	for (long g = 0; g < group; g++) {
-		pack_rows(qb0 + g * AL(FB * hp), q + g * hd + i0 * ld, ld, rows, FB, hd, hp);
-		memset(o0 + g * AL(FB * hp), 0, FB * hp * 4);
-		for (long r = 0; r < FB; r++) {
-			mx0[g * AL(FB) + r] = -INFINITY;
-			l0[g * AL(FB) + r] = 0;
-		}
-	}
+	uint16_t *p, *qb0;
+	float *s, *o0, *mx0, *l0;
+	long rows = fwd_begin(ws, q, ld, T, hd, hp, group, i0, &p, &qb0, &s, &o0, &mx0, &l0);
 	if (amx) amx_begin();
 	const __m512 vs = _mm512_set1_ps(scale);
 	for (long j0 = first_key(ds, i0, window) / FB * FB; j0 <= i0; j0 += FB)
@@ -336,14 +361,7 @@ static BF16T void flash_fwd(int amx, float *out, float *lse, const float *q, lon
 			mm(amx, o, hp, p, FB, vv + j0 * hp, hp * 4, 64, FB, hp, FB, 1);
 		}
 	if (amx) amx_end();
-	for (long g = 0; g < group; g++) {
-		float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
-		for (long r = 0; r < rows; r++) {
-			float inv = 1 / l[r];
-			for (long e = 0; e < hd; e++) out[(i0 + r) * ld + g * hd + e] = o[r * hp + e] * inv;
-			lse[g * T + i0 + r] = mx[r] + logf(l[r]);
-		}
-	}
+	fwd_end(out, lse, o0, mx0, l0, ld, T, hd, hp, group, i0, rows);
 }
 
 // flash_fwd_avx is flash_fwd for the VDPBF16PS path, with the same fp32
@@ -477,17 +495,9 @@ INLINE BF16T void fwd_pv(const int NV, float *o, long hp, const uint16_t *pb, co
 
 static BF16T void flash_fwd_avx(float *out, float *lse, const float *q, long ld, const uint16_t *kt, const uint16_t *vv,
 		const int32_t *ds, long T, long hd, long hp, long group, long window, float scale, long i0, uint16_t *ws) {
-	uint16_t *p = ws, *qb0 = p + AL(FB * FB);
-	float *s = (float *)(qb0 + group * AL(FB * hp)), *o0 = s + AL(FB * FB), *mx0 = o0 + group * AL(FB * hp), *l0 = mx0 + group * AL(FB);
-	long rows = T - i0 < FB ? T - i0 : FB;
-	for (long g = 0; g < group; g++) {
-		pack_rows(qb0 + g * AL(FB * hp), q + g * hd + i0 * ld, ld, rows, FB, hd, hp);
-		memset(o0 + g * AL(FB * hp), 0, FB * hp * 4);
-		for (long r = 0; r < FB; r++) {
-			mx0[g * AL(FB) + r] = -INFINITY;
-			l0[g * AL(FB) + r] = 0;
-		}
-	}
+	uint16_t *p, *qb0;
+	float *s, *o0, *mx0, *l0;
+	long rows = fwd_begin(ws, q, ld, T, hd, hp, group, i0, &p, &qb0, &s, &o0, &mx0, &l0);
 	const __m512 vs = _mm512_set1_ps(scale);
 	// Strip u is rows 4·(u % 16).. of head u / 16; S and P alternate
 	// between two 4-row buffers.
@@ -510,14 +520,7 @@ static BF16T void flash_fwd_avx(float *out, float *lse, const float *q, long ld,
 			if (n < hp) fwd_pv(2, o + m * hp, hp, pb, vb, n, alpha[b], scaled);
 		}
 	}
-	for (long g = 0; g < group; g++) {
-		float *o = o0 + g * AL(FB * hp), *mx = mx0 + g * AL(FB), *l = l0 + g * AL(FB);
-		for (long r = 0; r < rows; r++) {
-			float inv = 1 / l[r];
-			for (long e = 0; e < hd; e++) out[(i0 + r) * ld + g * hd + e] = o[r * hp + e] * inv;
-			lse[g * T + i0 + r] = mx[r] + logf(l[r]);
-		}
-	}
+	fwd_end(out, lse, o0, mx0, l0, ld, T, hd, hp, group, i0, rows);
 }
 
 #define SB 4 // key blocks per sweep of the backward over query blocks
