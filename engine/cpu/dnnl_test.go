@@ -138,7 +138,7 @@ func TestAttentionScratchStated(t *testing.T) {
 }
 
 // A bf16 product with a long inner dimension runs as slices of it
-// (matMulBF16Slices): for every operand layout it must match the float64
+// (matMulSlices): for every operand layout it must match the float64
 // product of the same bf16 values within fp32 summation's bound, also
 // when k is no multiple of the slice or of 32, and add into c with Acc.
 func TestMatMulBF16LongKSlices(t *testing.T) {
@@ -157,35 +157,49 @@ func TestMatMulBF16LongKSlices(t *testing.T) {
 			for i := range c {
 				c[i] = float32(i)
 			}
-			want, bound := make([]float64, m*n), make([]float64, m*n)
-			for i := 0; i < m; i++ {
-				for j := 0; j < n; j++ {
-					var s, abs float64
-					for p := 0; p < k; p++ {
-						bi := p*n + j
-						if f.TransB {
-							bi = j*k + p
-						}
-						x := float64(bf16Value(a[i*k+p])) * float64(bf16Value(b[bi]))
-						s, abs = s+x, abs+math.Abs(x)
-					}
-					if f.Acc {
-						s += float64(c[i*n+j])
-					}
-					want[i*n+j], bound[i*n+j] = s, float64(k)*0x1p-24*(abs+math.Abs(float64(c[i*n+j])))
-				}
-			}
+			want, bound := refProduct(m, n, k, f, func(i int) float64 { return float64(bf16Value(a[i])) }, func(i int) float64 { return float64(bf16Value(b[i])) }, c)
 			d.MatMulBF16(c, a, b, m, n, k, f)
-			for i, w := range want {
-				if tol := bound[i]; math.Abs(float64(c[i])-w) > tol {
-					t.Fatalf("MatMulBF16(k=%d, %+v)[%d] = %v, want %v (±%.3g)", k, f, i, c[i], w, tol)
-				}
-			}
+			checkProduct(t, "MatMulBF16", k, f, c, want, bound)
 		}
 	}
 }
 
 func bf16Value(x uint16) float32 { return math.Float32frombits(uint32(x) << 16) }
+
+// refProduct is the float64 product of a and b (values by index, in the
+// layout f says), plus c's values with Acc, and fp32 summation's bound on
+// each element's error: k·2⁻²⁴ of Σ|a·b| (+|c|).
+func refProduct(m, n, k int, f engine.MatMulFlags, a, b func(int) float64, c []float32) (want, bound []float64) {
+	want, bound = make([]float64, m*n), make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s, abs float64
+			for p := 0; p < k; p++ {
+				bi := p*n + j
+				if f.TransB {
+					bi = j*k + p
+				}
+				x := a(i*k+p) * b(bi)
+				s, abs = s+x, abs+math.Abs(x)
+			}
+			if f.Acc {
+				s += float64(c[i*n+j])
+			}
+			want[i*n+j], bound[i*n+j] = s, float64(k)*0x1p-24*(abs+math.Abs(float64(c[i*n+j])))
+		}
+	}
+	return want, bound
+}
+
+// checkProduct fails t where c is farther from want than bound.
+func checkProduct(t *testing.T, name string, k int, f engine.MatMulFlags, c []float32, want, bound []float64) {
+	t.Helper()
+	for i, w := range want {
+		if tol := bound[i]; math.Abs(float64(c[i])-w) > tol {
+			t.Fatalf("%s(k=%d, %+v)[%d] = %v, want %v (±%.3g)", name, k, f, i, c[i], w, tol)
+		}
+	}
+}
 
 // OpenMP's thread count is per OS thread, and a goroutine's cgo calls run
 // on whichever thread it is on: a device's products must run on the
@@ -238,30 +252,9 @@ func TestMatMulLongKSlices(t *testing.T) {
 	for _, k := range []int{2 * kSlice, 3*kSlice - 17} {
 		for _, f := range []engine.MatMulFlags{{}, {TransB: true}, {Acc: true}, {TransB: true, Acc: true}} {
 			a, b, c := randSlice(r, m*k), randSlice(r, k*n), randSlice(r, m*n)
-			want, bound := make([]float64, m*n), make([]float64, m*n)
-			for i := 0; i < m; i++ {
-				for j := 0; j < n; j++ {
-					var s, abs float64
-					for p := 0; p < k; p++ {
-						bi := p*n + j
-						if f.TransB {
-							bi = j*k + p
-						}
-						x := float64(a[i*k+p]) * float64(b[bi])
-						s, abs = s+x, abs+math.Abs(x)
-					}
-					if f.Acc {
-						s += float64(c[i*n+j])
-					}
-					want[i*n+j], bound[i*n+j] = s, float64(k)*0x1p-24*(abs+math.Abs(float64(c[i*n+j])))
-				}
-			}
+			want, bound := refProduct(m, n, k, f, func(i int) float64 { return float64(a[i]) }, func(i int) float64 { return float64(b[i]) }, c)
 			d.MatMul(c, a, b, m, n, k, f)
-			for i, w := range want {
-				if tol := bound[i]; math.Abs(float64(c[i])-w) > tol {
-					t.Fatalf("MatMul(k=%d, %+v)[%d] = %v, want %v (±%.3g)", k, f, i, c[i], w, tol)
-				}
-			}
+			checkProduct(t, "MatMul", k, f, c, want, bound)
 		}
 	}
 	dnnlMu.Lock()
