@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 
+	"hone/dataparallel"
 	"hone/engine"
 )
 
@@ -43,6 +44,10 @@ type PlanResult struct {
 	Ranks             int  `json:"ranks,omitempty"`
 	ShardedParameters bool `json:"sharded_parameters,omitempty"`
 	RanksNeeded       int  `json:"ranks_needed,omitempty"`
+	// ShardedOptimizer: with TrainSpec.ShardOptimizer the plan is a
+	// ZeRO-1 rank's (dataparallel.Zero1Plan: its AdamW moments, the
+	// exchange's buffers).
+	ShardedOptimizer bool `json:"sharded_optimizer,omitempty"`
 }
 
 // Plan computes the training memory plan of s without allocating anything.
@@ -92,6 +97,13 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	res.Notes = notes
 	res.Savings = append(res.Savings, engine.Savings(opts, fitted)...)
 	res.MemoryPlan = s.Config.MemoryPlan(dev, fitted, s.Batch, s.Seq)
+	if ranks > 1 && !sharded && s.ShardOptimizer && opts.LoRA == nil {
+		// Fit (above) planned every moment, so it may turn on a saving
+		// that a rank's shard does not need.
+		res.ShardedOptimizer = true
+		res.AskedBytes = dataparallel.Zero1Plan(dev, s.Config, opts, s.Batch, s.Seq, ranks).PeakBytes
+		res.MemoryPlan = dataparallel.Zero1Plan(dev, s.Config, fitted, s.Batch, s.Seq, ranks)
+	}
 	res.Recompute, res.CompactBF16, res.FrozenBF16 = fitted.Recompute, fitted.CompactBF16, fitted.FrozenBF16
 	res.KeepAttention = fitted.Recompute && fitted.KeepAttention
 	if fitted.Recompute && fitted.CheckpointEvery > 1 {

@@ -171,16 +171,9 @@ func zero1Traffic(t *collective.Traffic, c *engine.Config, o engine.Options, n, 
 	reducerTraffic(t, c, true, embedRows)
 	addCalls(&t.AllReduce, 2)   // the loss pair
 	addCalls(&t.AllGather, 2*n) // the norm's terms, float64 as two floats
-	for _, b := range zero1Layout(c, o, n).Buckets {
+	for _, b := range dataparallel.Zero1LayoutFor(c, o, n, dataparallel.Bucket).Buckets {
 		addCalls(&t.AllGather, n*b.Slot)
 	}
-}
-
-// zero1Layout is Zero1's cut of c's arena over n ranks.
-func zero1Layout(c *engine.Config, o engine.Options, n int) *dataparallel.Zero1Layout {
-	embed, _, _ := layout(c)
-	p16 := o.BF16 && !o.CompactBF16 && !o.FrozenBF16
-	return dataparallel.NewZero1Layout(c.ParamSpecs(), int(c.NumParams()), c.NumHiddenLayers, embed, c.TieWordEmbeddings, p16, n, dataparallel.Bucket)
 }
 
 // shardedPass adds one training pass of a sharded model (engine's
@@ -334,7 +327,7 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 	c := s.Config
 	passes := s.GlobalRows / s.MicroRows / s.Ranks
 	ts := TrainSpec{Config: c, Seq: s.Seq, Batch: s.MicroRows * s.Ranks, Precision: s.Precision, LoRARank: s.LoRARank,
-		ShardParameters: s.Sharding == ShardParameters, PlanRanks: s.Ranks}
+		ShardParameters: s.Sharding == ShardParameters, ShardOptimizer: s.Sharding == ShardOptimizer, PlanRanks: s.Ranks}
 	plan, err := Plan(ts, s.MemoryBytes)
 	if err != nil {
 		return nil, err
@@ -363,16 +356,7 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 		res.Method, res.LoRARank, res.Trainable = "lora", s.LoRARank, size
 		flops = loraFLOPsPerToken(c, s.Seq, int(size))
 	}
-	if s.Sharding == ShardOptimizer && s.Ranks > 1 {
-		// Plan holds every moment; Zero1 holds the untied embeddings'
-		// and its shard's.
-		all := plan.Parts[engine.PartOptimizer]
-		front := int64(0)
-		if !c.TieWordEmbeddings {
-			front = int64(c.VocabSize * c.HiddenSize)
-		}
-		mine := all * (front + (c.NumParams()-front+int64(s.Ranks)-1)/int64(s.Ranks)) / c.NumParams()
-		res.PeakBytes -= all - mine
+	if plan.ShardedOptimizer { // Fit planned every moment
 		res.Fits = res.PeakBytes <= engine.MemoryBudget(plan.AvailableBytes)
 	}
 	res.ModelFLOPs = flops * float64(res.Tokens)

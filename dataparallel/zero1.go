@@ -51,7 +51,8 @@ type Zero1 struct {
 	// per bucket (some possibly empty), in arena order.
 	byLo map[int]int
 	mine [][2]int
-	// in and out are the all-gathers' scratch: one rank's part, and all.
+	// in and out are the all-gathers' scratch: one rank's part, and all
+	// (Zero1Plan counts them).
 	in, out []float32
 	O       *optim.AdamW
 }
@@ -153,6 +154,58 @@ func (l *Zero1Layout) Pieces(q int) [][2]int {
 	return out
 }
 
+// slot is the floats of a rank's part of the largest all-gather (Step's,
+// or SyncParams' fp32 pieces).
+func (l *Zero1Layout) slot() int {
+	slot := 0
+	for _, b := range l.Buckets {
+		slot = max(slot, b.Slot, b.Max)
+	}
+	return slot
+}
+
+// Zero1LayoutFor is NewZero1's layout for a model of config c built with
+// opt, over ranks ranks in buckets of bucket floats.
+func Zero1LayoutFor(c *engine.Config, opt engine.Options, ranks, bucket int) *Zero1Layout {
+	lo, hi := c.PartRange(c.PartEmbed())
+	p16 := opt.BF16 && !opt.CompactBF16 && !opt.FrozenBF16 // the model holds a whole bf16 copy
+	return NewZero1Layout(c.ParamSpecs(), int(c.NumParams()), c.NumHiddenLayers, [2]int{lo, hi}, c.TieWordEmbeddings, p16, ranks, bucket)
+}
+
+// Zero1Plan is the memory plan of the largest rank of Zero1 over ranks
+// ranks (full fine-tuning with AdamW of a model of config c built with
+// opt, micro-batches of B rows of T tokens): c's MemoryPlan with the
+// AdamW moments of the embeddings and the rank's pieces instead of all,
+// and the collectives' buffers: the all-gathers' scratch, one rank's
+// part of the largest and every rank's (exchange_scratch), and the Gloo
+// shim's reduce-scatter receive buffer, the largest piece
+// (collective_scratch; collective/gloo).
+func Zero1Plan(dev engine.Device, c *engine.Config, opt engine.Options, B, T, ranks int) engine.MemoryPlan {
+	return zero1Plan(dev, c, opt, B, T, ranks, Bucket)
+}
+
+func zero1Plan(dev engine.Device, c *engine.Config, opt engine.Options, B, T, ranks, bucket int) engine.MemoryPlan {
+	plan := c.MemoryPlan(dev, opt, B, T)
+	lay := Zero1LayoutFor(c, opt, ranks, bucket)
+	shard, piece := 0, 0
+	for q := range ranks {
+		n := 0
+		for _, b := range lay.Buckets {
+			n += b.Counts[q]
+		}
+		shard = max(shard, n)
+	}
+	for _, b := range lay.Buckets {
+		piece = max(piece, b.Max)
+	}
+	plan.PeakBytes -= plan.Parts[engine.PartOptimizer]
+	plan.Parts[engine.PartOptimizer] = 8 * int64(lay.Front+shard) // M and V
+	plan.Parts[engine.PartExchangeScratch] = 4 * int64(ranks+1) * int64(lay.slot())
+	plan.Parts[engine.PartCollectiveScratch] = 4 * int64(piece)
+	plan.PeakBytes += plan.Parts[engine.PartOptimizer] + plan.Parts[engine.PartExchangeScratch] + plan.Parts[engine.PartCollectiveScratch]
+	return plan
+}
+
 // NewZero1 shards the optimizer state of m (full fine-tuning with AdamW)
 // over c's ranks.
 func NewZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (*Zero1, error) {
@@ -168,12 +221,11 @@ func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, b
 	lay := NewZero1Layout(specs, len(m.Params.Arena), m.Config.NumHiddenLayers, embedRange(m), m.Config.TieWordEmbeddings,
 		m.LowPrecisionParams() != nil, c.Size(), bucket)
 	z := &Zero1{c: c, m: m, lay: lay, byLo: map[int]int{}, mine: lay.Pieces(c.Rank())}
-	slot := 0
 	for i, b := range lay.Buckets {
 		z.byLo[b.Lo] = i
-		slot = max(slot, b.Slot, b.Max)
 	}
-	z.in, z.out = make([]float32, slot), make([]float32, slot*c.Size())
+	slot := lay.slot()
+	z.in, z.out = m.Dev.Alloc(slot), m.Dev.Alloc(slot*c.Size())
 	var err error
 	z.O, err = optim.NewAdamWRanges(m.Dev, specs, append([][2]int{{0, lay.Front}}, z.mine...), cfg)
 	return z, err

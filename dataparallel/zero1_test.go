@@ -237,3 +237,86 @@ func TestZero1LayoutCoversTheArena(t *testing.T) {
 		}
 	}
 }
+
+// The memory plan of a Zero1 rank (Zero1Plan) is what the largest rank
+// allocates through a counting device, exactly: the model, its
+// activations, the AdamW moments of the embeddings and its pieces, and
+// the all-gathers' scratch (exchange_scratch), plus the buffers the
+// device and the collective keep themselves (attention scratch; the Gloo
+// shim's reduce-scatter buffer, which the test group has not), after a
+// step and a SyncParams. Buckets of 999 floats pad ranks' parts unevenly.
+func TestZero1MemoryMatchesPlan(t *testing.T) {
+	const B, T = 2, 12
+	for _, tc := range []struct {
+		n, bucket int
+		opt       engine.Options
+		tied      bool
+	}{
+		{2, 999, engine.Options{BF16: true}, false},
+		{3, 999, engine.Options{BF16: true}, true},
+		{3, 999, engine.Options{}, false},
+		{2, Bucket, engine.Options{BF16: true}, false},
+		{3, 999, engine.Options{BF16: true, CompactBF16: true}, false},
+		{2, 999, engine.Options{BF16: true, Recompute: true}, false},
+	} {
+		t.Run(fmt.Sprintf("%d-ranks/bucket-%d/bf16-%v/compact-%v/tied-%v/recompute-%v", tc.n, tc.bucket, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.opt.Recompute), func(t *testing.T) {
+			cfg := testCfg(t, tc.tied)
+			h := newHub(tc.n)
+			peaks := make([]int64, tc.n)
+			errs := make([]error, tc.n)
+			var wg sync.WaitGroup
+			for q := range tc.n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					dev := engine.NewCountingDevice(openCPU(t, nil))
+					errs[q] = func() error {
+						m := engine.New(cfg, dev, tc.opt)
+						m.InitRandom(7)
+						z, err := newZero1(hubRank{h, q}, m, optim.DefaultAdamW, tc.bucket)
+						if err != nil {
+							return err
+						}
+						ctx := context.Background()
+						bt := testBatch(t, rand.New(rand.NewPCG(3, uint64(q))), B, T, cfg.VocabSize)
+						m.OverwriteGrads()
+						red := z.Start(ctx)
+						red.Attach()
+						l, _ := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+						if _, err := red.Finish(l); err != nil {
+							return err
+						}
+						if _, err := z.Step(ctx, 1e-3); err != nil {
+							return err
+						}
+						return z.SyncParams(ctx)
+					}()
+					peaks[q] = dev.Memory().Peak
+				}()
+			}
+			wg.Wait()
+			for q, err := range errs {
+				if err != nil {
+					t.Fatalf("rank %d: %v", q, err)
+				}
+			}
+			dev := openCPU(t, nil)
+			plan := zero1Plan(dev, cfg, tc.opt, B, T, tc.n, tc.bucket)
+			var sum int64
+			for _, b := range plan.Parts {
+				sum += b
+			}
+			if sum != plan.PeakBytes {
+				t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
+			}
+			kept := plan.Parts[engine.PartCollectiveScratch] + engine.AttentionScratchFor(dev, tc.opt.BF16, B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
+			if want := plan.PeakBytes - kept; slices.Max(peaks) != want {
+				t.Errorf("ranks allocated at most %d bytes (%v), the plan %d less %d kept by the device and the collective = %d (parts %v)",
+					slices.Max(peaks), peaks, plan.PeakBytes, kept, want, plan.Parts)
+			}
+			if plan.Parts[engine.PartExchangeScratch] == 0 || plan.Parts[engine.PartCollectiveScratch] == 0 {
+				t.Errorf("no collective scratch planned: %v", plan.Parts)
+			}
+		})
+	}
+}

@@ -35,6 +35,12 @@ const (
 	PartRope             = "rope_tables"       // cos and sin for T positions
 	PartBatch            = "batch"             // token ids, targets, positions, document starts
 	PartBF16Scratch      = "bf16_scratch"      // bf16 operands of the matmuls
+	// A rank's collective buffers: a sharded optimizer's all-gather
+	// scratch (dataparallel.Zero1Plan), and the receive buffer the Gloo
+	// shim's reduce-scatter keeps between calls (the largest part;
+	// collective/gloo), which a counting device does not see.
+	PartExchangeScratch   = "exchange_scratch"
+	PartCollectiveScratch = "collective_scratch"
 )
 
 // MemoryPlan returns MemoryEstimate's bytes part by part: parameters,
@@ -134,8 +140,11 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
 		parts[PartGradients] = 4*shard + 4*slot
 		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
-		if opt.LoRA != nil { // a frozen base: one gradient buffer, for the norms' unused gradients only
-			parts[PartGradients], parts[PartOptimizer] = 4*anySlot, 0
+		parts[PartCollectiveScratch] = 4 * chunk // gradients are reduce-scattered a chunk a rank
+		// A frozen base: one gradient buffer, for the norms' unused
+		// gradients only, and nothing reduce-scattered.
+		if opt.LoRA != nil {
+			parts[PartGradients], parts[PartOptimizer], parts[PartCollectiveScratch] = 4*anySlot, 0, 0
 		}
 		if opt.BF16 { // converted part by part (New turns CompactBF16 on)
 			parts[PartWeights] += c.compactBF16Bytes()

@@ -110,6 +110,13 @@ func benchTrainCmd() *cobra.Command {
 			if s.Config, err = engine.ParseConfig(raw); err != nil {
 				return fmt.Errorf("%s: %w", configPath, err)
 			}
+			if ranks > 1 && !cmd.Flags().Changed("shard-optimizer") && !s.ShardParameters {
+				// Exact like plain data parallelism, and it moves fewer bytes
+				// and runs 1/N of AdamW (README, "Several machines").
+				if err := cmd.Flags().Set("shard-optimizer", "true"); err != nil {
+					return err
+				}
+			}
 			if planOnly {
 				s.PlanRanks = ranks
 				return printPlan(cmd.OutOrStdout(), s, int64(planMemory), asJSON)

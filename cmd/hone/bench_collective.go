@@ -99,13 +99,6 @@ func benchTrainRanks(cmd *cobra.Command, s *bench.TrainSpec, ranks int, asJSON b
 	if ranks <= 1 {
 		return false, nil
 	}
-	if !cmd.Flags().Changed("shard-optimizer") && !s.ShardParameters {
-		// Exact like plain data parallelism, and it moves fewer bytes
-		// and runs 1/N of AdamW (README, "Several machines").
-		if err := cmd.Flags().Set("shard-optimizer", "true"); err != nil {
-			return true, err
-		}
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return true, err

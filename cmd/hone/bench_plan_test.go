@@ -105,3 +105,38 @@ func TestBenchGeneratePrefill(t *testing.T) {
 		t.Errorf("last line %q: want prefill_chunk 64 and prefill_tokens_per_s = 400 prompt tokens / prefill_seconds", lines[len(lines)-1])
 	}
 }
+
+// `--ranks N --plan` plans a ZeRO-1 rank by default, as `--ranks N` runs
+// one (dataparallel.Zero1Plan: its shard's moments, the exchange's
+// buffers); `--shard-optimizer=false` plans plain data parallelism.
+func TestBenchTrainPlanZero1(t *testing.T) {
+	plan := func(args ...string) (res struct {
+		Peak    int64            `json:"peak_bytes"`
+		Parts   map[string]int64 `json:"parts"`
+		Sharded bool             `json:"sharded_optimizer"`
+	}) {
+		t.Helper()
+		cmd := benchCmd()
+		var stdout bytes.Buffer
+		cmd.SetOut(&stdout)
+		cmd.SetArgs(append([]string{"train", "--config", "../../bench/configs/llama-125m.json", "--plan", "--json", "--plan-memory", "1TiB",
+			"--seq", "256", "--batch", "4", "--precision", "bf16", "--ranks", "2"}, args...))
+		if err := cmd.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+			t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+		}
+		return res
+	}
+	zero, plain := plan(), plan("--shard-optimizer=false")
+	if !zero.Sharded || zero.Parts["exchange_scratch"] <= 0 || zero.Parts["collective_scratch"] <= 0 ||
+		zero.Parts["optimizer_state"] >= plain.Parts["optimizer_state"] {
+		t.Errorf("ZeRO-1 plan: sharded %v, parts %v; plain parts %v", zero.Sharded, zero.Parts, plain.Parts)
+	}
+	if plain.Sharded || plain.Parts["exchange_scratch"] != 0 {
+		t.Errorf("plain plan: sharded %v, parts %v", plain.Sharded, plain.Parts)
+	}
+	t.Logf("ZeRO-1 rank: %d bytes (%v); plain: %d", zero.Peak, zero.Parts, plain.Peak)
+}

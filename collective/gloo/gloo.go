@@ -198,6 +198,18 @@ func (g *Group) Barrier(ctx context.Context) error {
 	})
 }
 
+// ScratchBytes is the memory the group keeps between calls: the ring
+// reduce-scatter's receive buffer, as large as the largest part of any
+// call so far (a memory plan counts it: engine.PartCollectiveScratch).
+func (g *Group) ScratchBytes() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.g == nil {
+		return 0
+	}
+	return 4 * int64(C.hone_gloo_scratch_floats(g.g))
+}
+
 func (g *Group) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()

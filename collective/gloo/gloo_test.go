@@ -117,7 +117,9 @@ func checkOps(g *Group) error {
 	}
 
 	// Uneven parts, a rank with none, one large buffer after smaller
-	// ones (the scratch grows) and a small one after it.
+	// ones (the scratch grows) and a small one after it: the scratch
+	// kept is the largest part so far (what memory plans count).
+	most := 0
 	for _, part := range []func(q int) int{
 		func(q int) int { return 1000 + 37*q },
 		func(q int) int { return (q % 2) * 4099 },
@@ -127,6 +129,7 @@ func checkOps(g *Group) error {
 		counts := make([]int, n)
 		for q := range counts {
 			counts[q] = part(q)
+			most = max(most, counts[q])
 		}
 		off := collective.Offsets(counts)
 		rs := make([]float32, off[n])
@@ -144,6 +147,9 @@ func checkOps(g *Group) error {
 			if rs[i] != want {
 				return fmt.Errorf("reduce-scatter %v: element %d = %v, want %v", counts, i, rs[i], want)
 			}
+		}
+		if got := g.ScratchBytes(); got != 4*int64(most) {
+			return fmt.Errorf("reduce-scatter %v: the group keeps %d bytes, want the largest part's %d", counts, got, 4*most)
 		}
 	}
 

@@ -374,6 +374,8 @@ int hone_gloo_barrier(hone_gloo* g, int64_t timeout_ms, char** err) {
   }
 }
 
+size_t hone_gloo_scratch_floats(hone_gloo* g) { return g->scratch.size(); }
+
 void hone_gloo_close(hone_gloo* g) { delete g; }
 
 }  // extern "C"

@@ -24,6 +24,9 @@ int hone_gloo_reduce_scatter(hone_gloo* g, float* buf, size_t n, const int* coun
 int hone_gloo_allgather(hone_gloo* g, float* out, const float* in, size_t n, int64_t timeout_ms, char** err);
 int hone_gloo_broadcast(hone_gloo* g, float* buf, size_t n, int root, int64_t timeout_ms, char** err);
 int hone_gloo_barrier(hone_gloo* g, int64_t timeout_ms, char** err);
+// hone_gloo_scratch_floats is the reduce-scatter's receive buffer, kept
+// between calls: as large as the largest part of any call so far.
+size_t hone_gloo_scratch_floats(hone_gloo* g);
 void hone_gloo_close(hone_gloo* g);
 
 #ifdef __cplusplus
