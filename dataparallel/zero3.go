@@ -51,8 +51,9 @@ type Sharded struct {
 	issued, done int
 	running      bool
 	err          error
-	pre          *prefetch        // the Prefetch the next Gather must match
+	pre          *prefetch        // the Prefetch the next Gather of parameters must match
 	gradBusy     map[*float32]int // per gradient buffer, the op of the last Release that passed it
+	ahead        int              // passes still to come on the same parameters (Passes)
 }
 
 // prefetch is an all-gather in flight: part p into params, op number seq.
@@ -158,6 +159,11 @@ func (s *Sharded) Specs() []engine.ParamSpec {
 // make; call it before a step.
 func (s *Sharded) Begin(ctx context.Context) { s.ctx = ctx }
 
+// Passes says that the model's next n training passes run on the same
+// parameters (a step's micro-batches): each but the last starts the next
+// one's first gather while its own last parts compute (PrefetchNext).
+func (s *Sharded) Passes(n int) { s.ahead = n - 1 }
+
 // Err waits for the collectives the hooks started and returns the first
 // one's error. Call it after the model's passes, before anything else
 // uses the group or reads G or P.
@@ -247,9 +253,11 @@ func (s *Sharded) gatherOp(ctx context.Context, p int, params []float32) func() 
 // Gather is engine.ShardHooks.Gather: all-gather part p's chunks (or
 // wait for their Prefetch) and zero its gradient buffer.
 func (s *Sharded) Gather(p int, use engine.Use, params, grads []float32) {
-	pre := s.pre
-	s.pre = nil
-	if pre != nil && (pre.p != p || use&engine.UseParams == 0 || &pre.params[0] != &params[0]) {
+	var pre *prefetch
+	if use&engine.UseParams != 0 { // a Gather of gradients only leaves the next pass's prefetch
+		pre, s.pre = s.pre, nil
+	}
+	if pre != nil && (pre.p != p || &pre.params[0] != &params[0]) {
 		panic(fmt.Sprintf("dataparallel: part %d prefetched, part %d gathered", pre.p, p))
 	}
 	seq := 0
@@ -278,6 +286,15 @@ func (s *Sharded) Prefetch(p int, params []float32) {
 		panic(fmt.Sprintf("dataparallel: part %d prefetched while part %d's prefetch is not gathered", p, s.pre.p))
 	}
 	s.pre = &prefetch{p: p, params: params, seq: s.enqueue(s.gatherOp(s.ctx, p, params))}
+}
+
+// PrefetchNext is engine.ShardHooks.PrefetchNext: Prefetch, when
+// another pass on the same parameters follows (Passes).
+func (s *Sharded) PrefetchNext(p int, params []float32) {
+	if s.ahead > 0 {
+		s.ahead--
+		s.Prefetch(p, params)
+	}
 }
 
 // Release is engine.ShardHooks.Release: start reduce-scattering part p's
@@ -336,6 +353,7 @@ func (s *Sharded) Step(ctx context.Context, o *optim.AdamW, lr float64) (optim.S
 	if err != nil {
 		return optim.StepResult{}, err
 	}
+	s.ahead, s.pre = 0, nil // a prefetch left over (more Passes than ran) is stale now
 	return o.StepRange(s.m.Dev, s.P, s.G, norm, lr)
 }
 

@@ -38,21 +38,44 @@ func (r slowRank) ReduceScatter(ctx context.Context, buf []float32, counts []int
 // reduce-scatter waited for as it is started (the synchronous schedule).
 type syncHooks struct{ *Sharded }
 
-func (h syncHooks) Prefetch(int, []float32) {}
+func (h syncHooks) Prefetch(int, []float32)     {}
+func (h syncHooks) PrefetchNext(int, []float32) {}
 func (h syncHooks) Release(p int, use engine.Use, grads []float32) {
 	h.Sharded.Release(p, use, grads)
 	_ = h.Sharded.Err()
 }
 
-// countHooks counts the prefetches the model asks for.
+// countHooks counts the prefetches the model asks for, and the passes
+// whose first gather (the embeddings') was issued by the pass before,
+// before that pass's last reduce-scatter (the embeddings' gradient; a
+// LoRA base has none), and so before the pass waited on it.
 type countHooks struct {
 	*Sharded
-	n *atomic.Int64
+	n, early *atomic.Int64
+	start    bool // the model's next Gather is a pass's first
+	released int  // the op number of the last reduce-scatter
 }
 
-func (h countHooks) Prefetch(p int, params []float32) {
+func (h *countHooks) Prefetch(p int, params []float32) {
 	h.n.Add(1)
 	h.Sharded.Prefetch(p, params)
+}
+
+func (h *countHooks) Gather(p int, use engine.Use, params, grads []float32) {
+	if h.start {
+		h.start = false
+		if pre := h.pre; pre != nil && pre.p == p && (h.frozen || pre.seq < h.released) {
+			h.early.Add(1)
+		}
+	}
+	h.Sharded.Gather(p, use, params, grads)
+}
+
+func (h *countHooks) Release(p int, use engine.Use, grads []float32) {
+	h.Sharded.Release(p, use, grads)
+	if use&engine.UseGrads != 0 && !h.frozen {
+		h.released = h.issued
+	}
 }
 
 // Sharded steps with the gathers prefetched and the reduce-scatters
@@ -60,7 +83,9 @@ func (h countHooks) Prefetch(p int, params []float32) {
 // same collectives on the same buffers, only their timing differs. The
 // ranks' collectives are slowed and the gathers poisoned, so a use before
 // a gather finished or a prefetch of the wrong part would differ (or be
-// NaN). Every layer order, tied embeddings, bf16 and a LoRA base.
+// NaN). Every layer order, tied embeddings, bf16 and a LoRA base. Each
+// step's second pass finds its first gather started by the first pass
+// (countHooks).
 func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -94,12 +119,12 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 			// run trains on n slowed ranks and returns rank 0's losses,
 			// every rank's trained state (parameter shards or adapter)
 			// and rank 0's logits after training.
-			run := func(overlap bool) ([]float64, [][]float32, []float32, int64) {
+			run := func(overlap bool) ([]float64, [][]float32, []float32, int64, int64) {
 				h := newHub(tc.n)
 				losses := make([]float64, steps)
 				state := make([][]float32, tc.n)
 				var logits []float32
-				var prefetches atomic.Int64
+				var prefetches, early atomic.Int64
 				errs := make([]error, tc.n)
 				var wg sync.WaitGroup
 				for q := range tc.n {
@@ -120,8 +145,10 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 							if err != nil {
 								return err
 							}
+							var count *countHooks
 							if overlap {
-								m.Shards = countHooks{sh, &prefetches}
+								count = &countHooks{Sharded: sh, n: &prefetches, early: &early}
+								m.Shards = count
 							} else {
 								m.Shards = syncHooks{sh}
 							}
@@ -151,6 +178,7 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 							}
 							for s := range steps {
 								sh.Begin(ctx)
+								sh.Passes(len(batches[q]))
 								sh.ZeroGrad()
 								var red *Reducer
 								if a != nil {
@@ -159,6 +187,9 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 								}
 								var sum float64
 								for _, bt := range batches[q] {
+									if count != nil {
+										count.start = true
+									}
 									l, _ := m.ForwardBackward(bt, 1/float32(scored))
 									sum += l
 									if err := sh.Err(); err != nil {
@@ -202,12 +233,15 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 						t.Fatalf("overlap %v, rank %d: %v", overlap, q, err)
 					}
 				}
-				return losses, state, logits, prefetches.Load()
+				return losses, state, logits, prefetches.Load(), early.Load()
 			}
-			wantLoss, wantState, wantLogits, _ := run(false)
-			gotLoss, gotState, gotLogits, prefetched := run(true)
+			wantLoss, wantState, wantLogits, _, _ := run(false)
+			gotLoss, gotState, gotLogits, prefetched, early := run(true)
 			if prefetched == 0 {
 				t.Fatal("the model prefetched no part")
+			}
+			if want := int64(tc.n * steps * (micro - 1)); early != want {
+				t.Errorf("%d passes found their first gather issued by the pass before, want %d", early, want)
 			}
 			for s := range steps {
 				if math.IsNaN(gotLoss[s]) || math.Float64bits(gotLoss[s]) != math.Float64bits(wantLoss[s]) {

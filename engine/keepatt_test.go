@@ -175,6 +175,7 @@ func (h *oneRank) Gather(p int, use engine.Use, params, grads []float32) {
 }
 
 func (h *oneRank) Prefetch(p int, params []float32) { h.Gather(p, engine.UseParams, params, nil) }
+func (h *oneRank) PrefetchNext(int, []float32)      {} // the next pass's Gather copies
 
 func (h *oneRank) Release(p int, use engine.Use, grads []float32) {
 	if use&engine.UseGrads == 0 {

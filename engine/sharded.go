@@ -117,8 +117,9 @@ const (
 // goroutine running it, in an order that depends only on the config, the
 // options and the kind of pass (the same on every rank): Gather(p), maybe
 // Prefetch(q), Release(p), Gather(q), ... where the q of a Prefetch is
-// always the next Gather's part and buffer. They cannot fail the model's
-// call: an implementation keeps its first error for its caller to check.
+// always the part and buffer of the next Gather of parameters. They cannot
+// fail the model's call: an implementation keeps its first error for its
+// caller to check.
 type ShardHooks interface {
 	// Gather makes params hold part p's parameters, each of its segments
 	// (PartSegments) at its offset (with UseParams), and zeroes the
@@ -127,9 +128,16 @@ type ShardHooks interface {
 	// and after the last Release that passed grads has taken them.
 	Gather(p int, use Use, params, grads []float32)
 	// Prefetch starts gathering part p's parameters into params and may
-	// return before they are there; the model's next Gather is of p
-	// into params. No part in use occupies params meanwhile.
+	// return before they are there; the model's next Gather with
+	// UseParams is of p into params. No part in use occupies params
+	// meanwhile.
 	Prefetch(p int, params []float32)
+	// PrefetchNext comes once a training pass no longer reads
+	// parameters: the next pass's first Gather will be of part p into
+	// params, which nothing occupies until then. The hooks may start
+	// it now, when the parameters do not change before that pass (a
+	// step's next micro-batch), or ignore it.
+	PrefetchNext(p int, params []float32)
 	// Release ends the use of part p: with UseGrads, grads holds this
 	// pass's gradients of the part. The hooks may take them after
 	// returning; the model writes grads again only after a Gather that
@@ -146,6 +154,7 @@ type shardState struct {
 	plan          []shardStep // the pass's gathers in order
 	next          int         // plan's next gather
 	cur           int         // the buffer of the part in use
+	last          int         // a training pass's last gather of parameters (-1: not one)
 }
 
 // shardStep is one gather of a pass: the part, its use and its buffer.
@@ -219,7 +228,7 @@ func (m *Model) planShardPass(grad bool) {
 	}
 	if !grad {
 		m.shard.plan = assignShardBuffers(append(plan, shardStep{part: H, use: UseParams}), L)
-		m.shard.next = 0
+		m.shard.next, m.shard.last = 0, -1
 		return
 	}
 	both := UseParams | UseGrads
@@ -246,6 +255,11 @@ func (m *Model) planShardPass(grad bool) {
 		plan = append(plan, shardStep{part: E, use: UseGrads})
 	}
 	m.shard.plan, m.shard.next = assignShardBuffers(plan, L), 0
+	for i, st := range plan {
+		if st.use&UseParams != 0 {
+			m.shard.last = i
+		}
+	}
 }
 
 // assignShardBuffers gives each gather of plan a buffer (parts below L,
@@ -313,7 +327,10 @@ func (m *Model) sharded() bool { return m.Opt.ShardRanks > 0 }
 
 // gather and release call the hooks on a sharded model, following the
 // pass's plan (planShardPass): gather points Params and Grads at the
-// part's buffers and prefetches the next planned part.
+// part's buffers and prefetches the next planned part. Once a training
+// pass's last part that reads parameters no longer needs buffer 0 (at its
+// gather when it uses the other buffer, else at its release), they offer
+// the hooks the next pass's first gather, the embeddings into buffer 0.
 func (m *Model) gather(p int, use Use) {
 	if !m.sharded() {
 		return
@@ -333,6 +350,9 @@ func (m *Model) gather(p int, use Use) {
 			m.Shards.Prefetch(nx.part, s.params[nx.buf].Arena)
 		}
 	}
+	if s.next-1 == s.last && st.buf != 0 {
+		m.Shards.PrefetchNext(m.Config.PartEmbed(), s.params[0].Arena)
+	}
 	if use&UseParams != 0 && m.bf16 { // the bf16 copies are of the part the buffer held before
 		m.layer16Of = -1
 		if p == m.Config.PartHead() {
@@ -342,9 +362,14 @@ func (m *Model) gather(p int, use Use) {
 }
 
 func (m *Model) release(p int, use Use) {
-	if m.sharded() {
-		m.Dev.Sync()
-		m.Shards.Release(p, use, m.shard.grads[m.shard.cur].Arena)
+	if !m.sharded() {
+		return
+	}
+	s := &m.shard
+	m.Dev.Sync()
+	m.Shards.Release(p, use, s.grads[s.cur].Arena)
+	if s.next-1 == s.last && s.cur == 0 {
+		m.Shards.PrefetchNext(m.Config.PartEmbed(), s.params[0].Arena)
 	}
 }
 

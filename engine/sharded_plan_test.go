@@ -46,6 +46,20 @@ func TestShardPlanAlternates(t *testing.T) {
 					if shared != want {
 						t.Errorf("grad %v: %d gathers share their predecessor's buffer, want %d (plan %v)", grad, shared, want, m.shard.plan)
 					}
+					// The next pass's embeddings are offered once the last
+					// gather of parameters is done with buffer 0: at once
+					// when it runs in the layer buffer.
+					last := -1
+					for i, st := range m.shard.plan {
+						if grad && st.use&UseParams != 0 {
+							last = i
+						}
+					}
+					_, segments := m.Opt.residualPlan(c)
+					if m.shard.last != last || (grad && (L%2 == 1 || segments) && m.shard.plan[last].buf != 1) {
+						t.Errorf("grad %v: last gather of parameters %d, want %d, in the layer buffer with %d layers, segments %v (plan %v)",
+							grad, m.shard.last, last, L, segments, m.shard.plan)
+					}
 				}
 			})
 		}

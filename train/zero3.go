@@ -118,6 +118,7 @@ func (r *runner) stepSharded(ctx context.Context, batches []*engine.Batch, start
 	micro := int((last - first + rows - 1) / rows)
 	passes := (micro + r.coll.Size() - 1) / r.coll.Size()
 	r.sh.Begin(ctx)
+	r.sh.Passes(passes)
 	r.sh.ZeroGrad()
 	var red *dataparallel.Reducer
 	if r.a != nil {
