@@ -84,3 +84,34 @@ func TestStepTrafficShardedByHand(t *testing.T) {
 		t.Errorf("allreduce %+v: want the counts, the loss and the norm", tr.AllReduce)
 	}
 }
+
+// The scaling model's ZeRO-1 rank holds the untied embeddings' moments
+// and 1/N of the rest's (8 bytes a parameter), as its plan says: on an
+// 8B model at 8 ranks, where a product of bytes and parameters overflows
+// int64.
+func TestScaleZero1RankMoments(t *testing.T) {
+	raw, err := os.ReadFile("configs/llama-3.1-8b.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	spec := ScaleSpec{Config: c, Ranks: n, Seq: 8192, GlobalRows: 64, MicroRows: 1, Precision: "bf16", GFLOPs: 235, GbitPerS: 25,
+		Sharding: ShardOptimizer, MemoryBytes: 256 << 30}
+	res, err := Scale(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Plan(TrainSpec{Config: c, Seq: 8192, Batch: n, Precision: "bf16", ShardOptimizer: true, PlanRanks: n}, 256<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := int64(c.VocabSize * c.HiddenSize)
+	want, got := 8*(front+(c.NumParams()-front)/n), plan.Parts[engine.PartOptimizer]
+	if !plan.ShardedOptimizer || got < want || got > want+1<<20 || res.PeakBytes != plan.PeakBytes {
+		t.Errorf("moments %d bytes, want %d; scale's rank %d bytes, plan %d (sharded optimizer %v)", got, want, res.PeakBytes, plan.PeakBytes, plan.ShardedOptimizer)
+	}
+}
