@@ -215,6 +215,8 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			return nil, err
 		}
 		base.ShardRanks = s.ranks()
+	} else if s.ShardOptimizer && s.ranks() > 1 && base.LoRA == nil {
+		base.Rank = dataparallel.Zero1Rank(s.ranks()) // a rank's moments and exchange buffers
 	}
 	opts, notes, err := s.Config.Fit(dev, base, s.Batch, s.Seq, 0)
 	if err != nil {
@@ -234,7 +236,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		return nil, err
 	}
 	res.KeepAttention = opts.Recompute && opts.KeepAttention
-	res.ShardOptimizer = s.ShardOptimizer && s.ranks() > 1 && !s.sharded() && res.Method == "full"
+	res.ShardOptimizer = base.Rank != nil
 	bt, err := randomBatch(s)
 	if err != nil {
 		return nil, err

@@ -44,9 +44,9 @@ type PlanResult struct {
 	Ranks             int  `json:"ranks,omitempty"`
 	ShardedParameters bool `json:"sharded_parameters,omitempty"`
 	RanksNeeded       int  `json:"ranks_needed,omitempty"`
-	// ShardedOptimizer: with TrainSpec.ShardOptimizer the plan is a
-	// ZeRO-1 rank's (dataparallel.Zero1Plan: its AdamW moments, the
-	// exchange's buffers).
+	// ShardedOptimizer: with TrainSpec.ShardOptimizer the plan, its
+	// savings and LongestSeq are a ZeRO-1 rank's (dataparallel.Zero1Rank:
+	// its AdamW moments, the exchange's buffers).
 	ShardedOptimizer bool `json:"sharded_optimizer,omitempty"`
 }
 
@@ -83,13 +83,16 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 		}
 		opts.ShardRanks = ranks
 	}
+	if ranks > 1 && !sharded && s.ShardOptimizer && opts.LoRA == nil {
+		opts.Rank = dataparallel.Zero1Rank(ranks) // Fit turns on only what a rank needs
+	}
 	res := &PlanResult{Seq: s.Seq, Batch: s.Batch, Precision: s.Precision, Method: "full", AvailableBytes: avail,
 		AskedBytes: s.Config.MemoryEstimate(dev, opts, s.Batch, s.Seq), Savings: []string{}}
 	if opts.LoRA != nil {
 		res.Method = "lora"
 	}
 	if ranks > 1 {
-		res.Ranks, res.ShardedParameters = ranks, sharded
+		res.Ranks, res.ShardedParameters, res.ShardedOptimizer = ranks, sharded, opts.Rank != nil
 	}
 	res.RanksNeeded, _ = s.ranksNeeded(dev, opts, global, 1, avail)
 	res.LongestSeq = s.Config.LongestContext(dev, opts, s.Batch, s.Config.MaxPositionEmbeddings, avail)
@@ -97,13 +100,6 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	res.Notes = notes
 	res.Savings = append(res.Savings, engine.Savings(opts, fitted)...)
 	res.MemoryPlan = s.Config.MemoryPlan(dev, fitted, s.Batch, s.Seq)
-	if ranks > 1 && !sharded && s.ShardOptimizer && opts.LoRA == nil {
-		// Fit (above) planned every moment, so it may turn on a saving
-		// that a rank's shard does not need.
-		res.ShardedOptimizer = true
-		res.AskedBytes = dataparallel.Zero1Plan(dev, s.Config, opts, s.Batch, s.Seq, ranks).PeakBytes
-		res.MemoryPlan = dataparallel.Zero1Plan(dev, s.Config, fitted, s.Batch, s.Seq, ranks)
-	}
 	res.Recompute, res.CompactBF16, res.FrozenBF16 = fitted.Recompute, fitted.CompactBF16, fitted.FrozenBF16
 	res.KeepAttention = fitted.Recompute && fitted.KeepAttention
 	if fitted.Recompute && fitted.CheckpointEvery > 1 {

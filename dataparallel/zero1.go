@@ -52,7 +52,7 @@ type Zero1 struct {
 	byLo map[int]int
 	mine [][2]int
 	// in and out are the all-gathers' scratch: one rank's part, and all
-	// (Zero1Plan counts them).
+	// (Zero1Rank plans them).
 	in, out []float32
 	O       *optim.AdamW
 }
@@ -172,23 +172,27 @@ func Zero1LayoutFor(c *engine.Config, opt engine.Options, ranks, bucket int) *Ze
 	return NewZero1Layout(c.ParamSpecs(), int(c.NumParams()), c.NumHiddenLayers, [2]int{lo, hi}, c.TieWordEmbeddings, p16, ranks, bucket)
 }
 
-// Zero1Plan is the memory plan of the largest rank of Zero1 over ranks
-// ranks (full fine-tuning with AdamW of a model of config c built with
-// opt, micro-batches of B rows of T tokens): c's MemoryPlan with the
+// Zero1Rank plans (engine.Options.Rank) the largest rank of Zero1 over
+// ranks ranks (full fine-tuning with AdamW): the model's plan with the
 // AdamW moments of the embeddings and the rank's pieces instead of all,
 // and the collectives' buffers: the all-gathers' scratch, one rank's
 // part of the largest and every rank's (exchange_scratch), and the Gloo
 // shim's reduce-scatter receive buffer, the largest piece
-// (collective_scratch; collective/gloo).
-func Zero1Plan(dev engine.Device, c *engine.Config, opt engine.Options, B, T, ranks int) engine.MemoryPlan {
-	return zero1Plan(dev, c, opt, B, T, ranks, Bucket)
-}
+// (collective_scratch; collective/gloo). Fit with it turns on only the
+// savings a rank needs. A LoRA run (Zero1 does not shard its state) and
+// sharded parameters (ShardRanks: the model plans its shard) keep the
+// model's plan.
+func Zero1Rank(ranks int) engine.RankPlanner { return zero1Rank{ranks, Bucket} }
 
-func zero1Plan(dev engine.Device, c *engine.Config, opt engine.Options, B, T, ranks, bucket int) engine.MemoryPlan {
-	plan := c.MemoryPlan(dev, opt, B, T)
-	lay := Zero1LayoutFor(c, opt, ranks, bucket)
+type zero1Rank struct{ ranks, bucket int }
+
+func (z zero1Rank) RankPlan(c *engine.Config, opt engine.Options, plan engine.MemoryPlan) engine.MemoryPlan {
+	if z.ranks <= 1 || opt.LoRA != nil || opt.ShardRanks > 0 {
+		return plan
+	}
+	lay := Zero1LayoutFor(c, opt, z.ranks, z.bucket)
 	shard, piece := 0, 0
-	for q := range ranks {
+	for q := range z.ranks {
 		n := 0
 		for _, b := range lay.Buckets {
 			n += b.Counts[q]
@@ -200,7 +204,7 @@ func zero1Plan(dev engine.Device, c *engine.Config, opt engine.Options, B, T, ra
 	}
 	plan.PeakBytes -= plan.Parts[engine.PartOptimizer]
 	plan.Parts[engine.PartOptimizer] = 8 * int64(lay.Front+shard) // M and V
-	plan.Parts[engine.PartExchangeScratch] = 4 * int64(ranks+1) * int64(lay.slot())
+	plan.Parts[engine.PartExchangeScratch] = 4 * int64(z.ranks+1) * int64(lay.slot())
 	plan.Parts[engine.PartCollectiveScratch] = 4 * int64(piece)
 	plan.PeakBytes += plan.Parts[engine.PartOptimizer] + plan.Parts[engine.PartExchangeScratch] + plan.Parts[engine.PartCollectiveScratch]
 	return plan

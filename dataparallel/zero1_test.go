@@ -238,7 +238,7 @@ func TestZero1LayoutCoversTheArena(t *testing.T) {
 	}
 }
 
-// The memory plan of a Zero1 rank (Zero1Plan) is what the largest rank
+// The memory plan of a Zero1 rank (Zero1Rank) is what the largest rank
 // allocates through a counting device, exactly: the model, its
 // activations, the AdamW moments of the embeddings and its pieces, and
 // the all-gathers' scratch (exchange_scratch), plus the buffers the
@@ -246,7 +246,6 @@ func TestZero1LayoutCoversTheArena(t *testing.T) {
 // shim's reduce-scatter buffer, which the test group has not), after a
 // step and a SyncParams. Buckets of 999 floats pad ranks' parts unevenly.
 func TestZero1MemoryMatchesPlan(t *testing.T) {
-	const B, T = 2, 12
 	for _, tc := range []struct {
 		n, bucket int
 		opt       engine.Options
@@ -260,63 +259,102 @@ func TestZero1MemoryMatchesPlan(t *testing.T) {
 		{2, 999, engine.Options{BF16: true, Recompute: true}, false},
 	} {
 		t.Run(fmt.Sprintf("%d-ranks/bucket-%d/bf16-%v/compact-%v/tied-%v/recompute-%v", tc.n, tc.bucket, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.opt.Recompute), func(t *testing.T) {
-			cfg := testCfg(t, tc.tied)
-			h := newHub(tc.n)
-			peaks := make([]int64, tc.n)
-			errs := make([]error, tc.n)
-			var wg sync.WaitGroup
-			for q := range tc.n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					dev := engine.NewCountingDevice(openCPU(t, nil))
-					errs[q] = func() error {
-						m := engine.New(cfg, dev, tc.opt)
-						m.InitRandom(7)
-						z, err := newZero1(hubRank{h, q}, m, optim.DefaultAdamW, tc.bucket)
-						if err != nil {
-							return err
-						}
-						ctx := context.Background()
-						bt := testBatch(t, rand.New(rand.NewPCG(3, uint64(q))), B, T, cfg.VocabSize)
-						m.OverwriteGrads()
-						red := z.Start(ctx)
-						red.Attach()
-						l, _ := m.ForwardBackward(bt, 1/float32(bt.Scored()))
-						if _, err := red.Finish(l); err != nil {
-							return err
-						}
-						if _, err := z.Step(ctx, 1e-3); err != nil {
-							return err
-						}
-						return z.SyncParams(ctx)
-					}()
-					peaks[q] = dev.Memory().Peak
-				}()
-			}
-			wg.Wait()
-			for q, err := range errs {
-				if err != nil {
-					t.Fatalf("rank %d: %v", q, err)
-				}
-			}
-			dev := openCPU(t, nil)
-			plan := zero1Plan(dev, cfg, tc.opt, B, T, tc.n, tc.bucket)
-			var sum int64
-			for _, b := range plan.Parts {
-				sum += b
-			}
-			if sum != plan.PeakBytes {
-				t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
-			}
-			kept := plan.Parts[engine.PartCollectiveScratch] + engine.AttentionScratchFor(dev, tc.opt.BF16, B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
-			if want := plan.PeakBytes - kept; slices.Max(peaks) != want {
-				t.Errorf("ranks allocated at most %d bytes (%v), the plan %d less %d kept by the device and the collective = %d (parts %v)",
-					slices.Max(peaks), peaks, plan.PeakBytes, kept, want, plan.Parts)
-			}
-			if plan.Parts[engine.PartExchangeScratch] == 0 || plan.Parts[engine.PartCollectiveScratch] == 0 {
-				t.Errorf("no collective scratch planned: %v", plan.Parts)
-			}
+			tc.opt.Rank = zero1Rank{tc.n, tc.bucket}
+			checkZero1Plan(t, testCfg(t, tc.tied), tc.opt)
 		})
+	}
+}
+
+// Fit plans a Zero1 rank with Zero1Rank: where a rank's plan fits without
+// recomputation and the whole state's does not, it turns on nothing (it
+// turns on recomputation for the whole state), and the rank it fitted
+// allocates what its plan says.
+func TestZero1Fit(t *testing.T) {
+	const B, T, n = 2, 12, 2
+	cfg, dev := testCfg(t, false), openCPU(t, nil)
+	opt := engine.Options{BF16: true}
+	rank := opt
+	rank.Rank = Zero1Rank(n)
+	need := cfg.MemoryEstimate(dev, rank, B, T)
+	if whole := cfg.MemoryEstimate(dev, opt, B, T); whole <= need {
+		t.Fatalf("the whole state's plan %d bytes, a rank's %d: want more", whole, need)
+	}
+	avail := 2<<30 + need // the budget keeps 2 GiB
+	if got, _, err := cfg.Fit(dev, opt, B, T, avail); err != nil || !got.Recompute {
+		t.Fatalf("Fit of the whole state: recompute %v, %v; want recomputation", got.Recompute, err)
+	}
+	got, notes, err := cfg.Fit(dev, rank, B, T, avail)
+	if err != nil || len(notes) > 0 || got != rank {
+		t.Fatalf("Fit of a rank = %+v, %v, %v; want it as asked", got, notes, err)
+	}
+	if got, _, err = cfg.Fit(dev, rank, B, T, avail-1); err != nil || !got.Recompute {
+		t.Fatalf("Fit of a rank a byte short: recompute %v, %v; want recomputation", got.Recompute, err)
+	}
+	checkZero1Plan(t, cfg, got)
+}
+
+// checkZero1Plan runs a step of Zero1 (opt.Rank: a zero1Rank) with
+// micro-batches of 2×12 tokens on counting devices and checks that the
+// largest rank's peak is opt's plan, less what the device and the
+// collective keep themselves.
+func checkZero1Plan(t *testing.T, cfg *engine.Config, opt engine.Options) {
+	t.Helper()
+	const B, T = 2, 12
+	z1 := opt.Rank.(zero1Rank)
+	h := newHub(z1.ranks)
+	peaks := make([]int64, z1.ranks)
+	errs := make([]error, z1.ranks)
+	var wg sync.WaitGroup
+	for q := range z1.ranks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dev := engine.NewCountingDevice(openCPU(t, nil))
+			errs[q] = func() error {
+				m := engine.New(cfg, dev, opt)
+				m.InitRandom(7)
+				z, err := newZero1(hubRank{h, q}, m, optim.DefaultAdamW, z1.bucket)
+				if err != nil {
+					return err
+				}
+				ctx := context.Background()
+				bt := testBatch(t, rand.New(rand.NewPCG(3, uint64(q))), B, T, cfg.VocabSize)
+				m.OverwriteGrads()
+				red := z.Start(ctx)
+				red.Attach()
+				l, _ := m.ForwardBackward(bt, 1/float32(bt.Scored()))
+				if _, err := red.Finish(l); err != nil {
+					return err
+				}
+				if _, err := z.Step(ctx, 1e-3); err != nil {
+					return err
+				}
+				return z.SyncParams(ctx)
+			}()
+			peaks[q] = dev.Memory().Peak
+		}()
+	}
+	wg.Wait()
+	for q, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", q, err)
+		}
+	}
+	dev := openCPU(t, nil)
+	plan := cfg.MemoryPlan(dev, opt, B, T)
+	var sum int64
+	for _, b := range plan.Parts {
+		sum += b
+	}
+	if sum != plan.PeakBytes {
+		t.Errorf("parts add up to %d bytes, peak_bytes is %d", sum, plan.PeakBytes)
+	}
+	kept := plan.Parts[engine.PartCollectiveScratch] + engine.AttentionScratchFor(dev, opt.BF16, B, T, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
+	if want := plan.PeakBytes - kept; slices.Max(peaks) != want {
+		t.Errorf("ranks allocated at most %d bytes (%v), the plan %d less %d kept by the device and the collective = %d (parts %v)",
+			slices.Max(peaks), peaks, plan.PeakBytes, kept, want, plan.Parts)
+	}
+	if plan.Parts[engine.PartExchangeScratch] == 0 || plan.Parts[engine.PartCollectiveScratch] == 0 {
+		t.Errorf("no collective scratch planned: %v", plan.Parts)
 	}
 }

@@ -44,7 +44,7 @@ func (c *Config) RanksNeeded(dev Device, opts Options, T int, avail int64, from 
 			return 0, false
 		}
 		o := opts
-		o.ShardRanks = 0
+		o.ShardRanks, o.Rank = 0, nil // n ranks shard everything, 1 nothing
 		if n > 1 {
 			o.ShardRanks = n
 		}

@@ -36,7 +36,7 @@ const (
 	PartBatch            = "batch"             // token ids, targets, positions, document starts
 	PartBF16Scratch      = "bf16_scratch"      // bf16 operands of the matmuls
 	// A rank's collective buffers: a sharded optimizer's all-gather
-	// scratch (dataparallel.Zero1Plan), and the receive buffer the Gloo
+	// scratch (dataparallel.Zero1Rank), and the receive buffer the Gloo
 	// shim's reduce-scatter keeps between calls (the largest part;
 	// collective/gloo), which a counting device does not see.
 	PartExchangeScratch   = "exchange_scratch"
@@ -112,6 +112,9 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 	var total int64
 	for _, b := range parts {
 		total += b
+	}
+	if opt.Rank != nil {
+		return opt.Rank.RankPlan(c, opt, MemoryPlan{PeakBytes: total, Parts: parts})
 	}
 	return MemoryPlan{PeakBytes: total, Parts: parts}
 }
@@ -254,7 +257,9 @@ func (m *Model) Reserve(B, T int) { m.ensure(B, T) }
 // the attention outputs, per-layer bf16 weights, recomputing the attention
 // too, then residual checkpoints (keeping a segment's attention outputs,
 // then not), and says what it turned on. When nothing fits it
-// fails with the numbers, before anything is allocated.
+// fails with the numbers, before anything is allocated. With opts.Rank
+// it plans that rank (a ZeRO-1 rank: its shard of the moments), so it
+// turns on only what the rank needs.
 func (c *Config) Fit(dev Device, opts Options, B, T int, avail int64) (Options, []string, error) {
 	if avail <= 0 {
 		if avail = MemAvailable(); avail <= 0 {

@@ -108,6 +108,17 @@ type Options struct {
 	// and takes no gradients. With BF16 the bf16 weights are converted
 	// part by part (New turns CompactBF16 on and FrozenBF16 off).
 	ShardRanks int
+	// Rank, when set, plans one rank of a data-parallel run that shards
+	// its state outside the model (dataparallel.Zero1Rank: ZeRO-1's AdamW
+	// moments and exchange buffers): MemoryPlan, and so Fit, count that
+	// rank's memory. The model does not read it.
+	Rank RankPlanner
+}
+
+// A RankPlanner turns whole, a MemoryPlan of c with opt, into one
+// rank's (Options.Rank).
+type RankPlanner interface {
+	RankPlan(c *Config, opt Options, whole MemoryPlan) MemoryPlan
 }
 
 // optimizerStates is OptimizerStates with its default.

@@ -152,13 +152,18 @@ func distOptions(req *client.CreateRunRequest) train.DistOptions {
 }
 
 // planned is the run's spec as one rank plans its memory: with sharded
-// parameters, a rank holds 1/nodes of the state, so the data check (and
-// its choice of context length) admits what fits on the ranks together;
-// a refusal says how many more nodes would fit.
+// parameters, a rank holds 1/nodes of the state (with a sharded
+// optimizer, of the AdamW moments), so the data check (and its choice of
+// context length) admits what fits on the ranks together; a refusal says
+// how many more nodes would fit.
 func (p *params) planned() train.Spec {
 	s := p.Spec.OnNodes(p.Request.Nodes)
-	if p.Request.Sharding == "parameters" && p.Request.Nodes > 1 {
+	switch {
+	case p.Request.Nodes <= 1:
+	case p.Request.Sharding == "parameters":
 		return s.ShardedOver(p.Request.Nodes)
+	case p.Request.Sharding == "optimizer": // a rank holds 1/nodes of the moments
+		return s.OptimizerShardedOver(p.Request.Nodes)
 	}
 	return s
 }

@@ -117,3 +117,57 @@ func TestChooseContextShardedOver(t *testing.T) {
 		t.Errorf("sharded over 4 ranks: %+v, %v; want 512 tokens admitted", got, err)
 	}
 }
+
+// A spec planned as one of N ranks with a sharded optimizer
+// (OptimizerShardedOver, as a ZeRO-1 run plans itself) chooses its
+// default context length for a rank's share of the AdamW moments: full
+// fine-tuning of 1B in bf16 (18 bytes a parameter, ~21 GiB of state) in
+// 24 GiB fits longer rows over 2 ranks (a rank holds 4 bytes a parameter
+// of moments instead of 8) than unsharded, the longest the rank's plan
+// (dataparallel.Zero1Rank) fits.
+func TestChooseContextOptimizerShardedOver(t *testing.T) {
+	c := llama1B(t)
+	dev := cpu.New(0)
+	spec, err := Spec{Precision: "bf16", BatchRows: 1}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const avail = 26 << 30
+	whole, err := chooseContext(spec, c, dev, "", avail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rank, err := chooseContext(spec.OptimizerShardedOver(2), c, dev, "", avail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, _ := baseOptions(spec.OptimizerShardedOver(2), c)
+	want := c.LongestContext(dev, opts, 1, c.MaxPositionEmbeddings, avail) / 128 * 128
+	t.Logf("unsharded %d tokens, a ZeRO-1 rank of 2 %d", whole.Length, rank.Length)
+	if rank.Length <= whole.Length || rank.Length != want {
+		t.Errorf("over 2 ranks with a sharded optimizer: %d tokens (%s); unsharded %d, want %d", rank.Length, rank.Why, whole.Length, want)
+	}
+}
+
+// A ZeRO-1 rank's run plan (planOptions) turns on only the savings the
+// rank needs: at 4096 tokens in the memory of the rank's plan without
+// savings, none, where the unsharded plan needs recomputation.
+func TestPlanOptionsOptimizerShardedOver(t *testing.T) {
+	c := llama1B(t)
+	dev := cpu.New(0)
+	spec, err := Spec{Precision: "bf16", BatchRows: 1}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const T = 4096
+	rank := spec.OptimizerShardedOver(2)
+	opts, _ := baseOptions(rank, c)
+	need := c.MemoryEstimate(dev, opts, 1, T)
+	avail := max(2<<30+need, (need+8)/9*10) // the budget keeps 10% and at least 2 GiB
+	if got, _, err := planOptions(spec, c, dev, T, avail); err == nil && !got.Recompute {
+		t.Fatalf("unsharded: %+v, %v; want recomputation or a refusal", got, err)
+	}
+	if got, notes, err := planOptions(rank, c, dev, T, avail); err != nil || len(notes) > 0 || got.Recompute {
+		t.Errorf("a ZeRO-1 rank of 2: %+v, %v, %v; want no savings", got, notes, err)
+	}
+}

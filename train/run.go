@@ -170,6 +170,9 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	if dopt.ShardParameters && coll != nil && coll.Size() > 1 {
 		spec.shardRanks = coll.Size() // the context length is chosen for a rank's share of the state
 	}
+	if dopt.ShardOptimizer && coll != nil && coll.Size() > 1 {
+		spec.zero1Ranks = coll.Size() // and for a rank's share of the moments
+	}
 	task, err := dataset.ParseTask(spec.Task)
 	if err != nil {
 		return nil, err
@@ -346,7 +349,8 @@ func newLoRA(spec Spec, m *engine.Model) (*engine.Adapter, optim.Optimizer, erro
 }
 
 // planModel opens the device and plans the model's options for spec
-// (for one rank's share of the state when spec.shardRanks > 1), fitted
+// (for one rank's share of the state when spec.shardRanks > 1, of the
+// moments when spec.zero1Ranks > 1), fitted
 // to memory for ctxLen-token rows; it logs the plan's notes.
 func planModel(spec Spec, ctxLen int, obs Observer) (*engine.Config, engine.Device, engine.Options, error) {
 	cfg, err := engine.LoadConfig(spec.ModelDir)
@@ -406,6 +410,9 @@ func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16", ShardRanks: spec.shardRanks}
 	if spec.Optimizer == "lionw" {
 		opts.OptimizerStates = 1
+	}
+	if spec.zero1Ranks > 1 && spec.Method != "lora" { // ZeRO-1: a rank's moments and exchange buffers
+		opts.Rank = dataparallel.Zero1Rank(spec.zero1Ranks)
 	}
 	if spec.Method == "lora" {
 		lc := spec.loraConfig()

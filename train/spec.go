@@ -124,6 +124,10 @@ type Spec struct {
 	// spreads its state over (DistOptions.ShardParameters), for planning
 	// its memory; not part of the spec's JSON or fingerprint.
 	shardRanks int
+	// zero1Ranks is the number of ranks a run with a sharded optimizer
+	// spreads its AdamW moments over (DistOptions.ShardOptimizer), for
+	// planning a rank's memory; not in the JSON or fingerprint either.
+	zero1Ranks int
 	// nodes is the number of ranks the run trains on (OnNodes), for the
 	// advice of a refusal for memory; not part of the JSON either.
 	nodes int
@@ -134,6 +138,14 @@ type Spec struct {
 // of the state, not the whole of it, fits in memory with its rows.
 func (s Spec) ShardedOver(n int) Spec {
 	s.shardRanks = n
+	return s
+}
+
+// OptimizerShardedOver returns s planned as one of n ranks with a
+// sharded optimizer (DistOptions.ShardOptimizer): its context length and
+// memory savings are then chosen for a rank's share of the moments.
+func (s Spec) OptimizerShardedOver(n int) Spec {
+	s.zero1Ranks = n
 	return s
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -107,20 +108,28 @@ func TestBenchGeneratePrefill(t *testing.T) {
 }
 
 // `--ranks N --plan` plans a ZeRO-1 rank by default, as `--ranks N` runs
-// one (dataparallel.Zero1Plan: its shard's moments, the exchange's
-// buffers); `--shard-optimizer=false` plans plain data parallelism.
+// one (dataparallel.Zero1Rank: its shard's moments, the exchange's
+// buffers); `--shard-optimizer=false` plans plain data parallelism. In
+// the memory of the rank's plan as asked, the rank fits with no saving
+// where plain data parallelism needs recomputation.
 func TestBenchTrainPlanZero1(t *testing.T) {
-	plan := func(args ...string) (res struct {
-		Peak    int64            `json:"peak_bytes"`
-		Parts   map[string]int64 `json:"parts"`
-		Sharded bool             `json:"sharded_optimizer"`
-	}) {
+	type planJSON struct {
+		Peak      int64            `json:"peak_bytes"`
+		Parts     map[string]int64 `json:"parts"`
+		Asked     int64            `json:"asked_peak_bytes"`
+		Savings   []string         `json:"savings"`
+		Recompute bool             `json:"recompute"`
+		Fits      bool             `json:"fits"`
+		Sharded   bool             `json:"sharded_optimizer"`
+	}
+	memory := "1TiB"
+	plan := func(args ...string) (res planJSON) {
 		t.Helper()
 		cmd := benchCmd()
 		var stdout bytes.Buffer
 		cmd.SetOut(&stdout)
-		cmd.SetArgs(append([]string{"train", "--config", "../../bench/configs/llama-125m.json", "--plan", "--json", "--plan-memory", "1TiB",
-			"--seq", "256", "--batch", "4", "--precision", "bf16", "--ranks", "2"}, args...))
+		cmd.SetArgs(append([]string{"train", "--config", "../../bench/configs/llama-125m.json", "--plan", "--json", "--plan-memory", memory,
+			"--seq", "4096", "--batch", "4", "--precision", "bf16", "--ranks", "2"}, args...))
 		if err := cmd.Execute(); err != nil {
 			t.Fatal(err)
 		}
@@ -139,4 +148,13 @@ func TestBenchTrainPlanZero1(t *testing.T) {
 		t.Errorf("plain plan: sharded %v, parts %v", plain.Sharded, plain.Parts)
 	}
 	t.Logf("ZeRO-1 rank: %d bytes (%v); plain: %d", zero.Peak, zero.Parts, plain.Peak)
+	need := zero.Peak
+	memory = strconv.FormatInt(max(2<<30+need, (need+8)/9*10), 10) // the budget keeps 10% and at least 2 GiB
+	zero, plain = plan(), plan("--shard-optimizer=false")
+	if !zero.Fits || len(zero.Savings) > 0 || zero.Recompute || zero.Peak != need || zero.Asked != need {
+		t.Errorf("ZeRO-1 rank in %s bytes: %+v; want it as asked, %d bytes", memory, zero, need)
+	}
+	if !plain.Recompute || !slices.Contains(plain.Savings, "activation recomputation keeping the attention outputs") {
+		t.Errorf("plain rank in %s bytes: %+v; want recomputation", memory, plain)
+	}
 }
