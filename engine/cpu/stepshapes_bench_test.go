@@ -50,9 +50,9 @@ func stepShapes(layers, rows, c, ff, qd, kvd, v, chunk int) []stepShape {
 // BenchmarkStepShapes times, shape by shape, the products of one 125M
 // (llama-125m-128k: 12 layers, 768 hidden, 2048 intermediate, 4 of 12
 // heads for keys and values, vocabulary 128256, loss chunks of 256 or
-// HONE_BENCH_LOSS_CHUNK) bf16
-// and fp32 training step at sequence 8192 × batch 1 and 256 × 4, through
-// MatMulBF16 and MatMul as the model calls them. Each reports, from its
+// HONE_BENCH_LOSS_CHUNK rows) bf16 and fp32 training step at sequence
+// 8192 × batch 1 and 256 × 4, through MatMulBF16 and MatMul as the
+// model calls them. Each reports, from its
 // fastest run, its rate (GFLOP/s), its rate per CPU second of the device's
 // threads (GFLOP/cpu-s, which other processes' time slices lower less),
 // that over the same rate of the 2048³ product ("ceil": the bench's MFU
