@@ -15,14 +15,7 @@ import (
 // A LoRA benchmark trains only the adapter on a frozen base (bf16-only in
 // bf16 precision), reports the adapter's size and learns on its batch.
 func TestTrainLoRA(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	dev, err := engine.OpenDevice("cpu", engine.DeviceOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -51,14 +44,7 @@ func TestTrainLoRA(t *testing.T) {
 // (the first step's loss differs from the exact one's, as the masks change
 // the forward pass) and the plan counts its buffers.
 func TestTrainLoRADropout(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	spec := TrainSpec{Config: c, Seq: 32, Batch: 2, Steps: 1, Precision: "fp32", Threads: 1, LoRARank: 4}
 	exact, err := Train(context.Background(), spec)
 	if err != nil {
@@ -131,14 +117,7 @@ func TestWriteTableBLAS(t *testing.T) {
 // step's loss is the same up to the regrouping of sums across chunks (the
 // warm-up step's head gradient, the loss): 1e-8 relative, measured 1.5e-10.
 func TestTrainLossChunk(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	spec := TrainSpec{Config: c, Seq: 32, Batch: 2, Steps: 1, Precision: "fp32", Threads: 1}
 	def, err := Train(context.Background(), spec)
 	if err != nil {
@@ -162,4 +141,18 @@ func TestTrainLossChunk(t *testing.T) {
 	if got, want := plan.Parts[engine.PartLogitsChunk], int64(4*16*c.VocabSize); got != want {
 		t.Errorf("plan's logits chunk %d bytes, want 16 rows' %d", got, want)
 	}
+}
+
+// smallConfig is configs/llama-small.json.
+func smallConfig(t *testing.T) *engine.Config {
+	t.Helper()
+	raw, err := os.ReadFile("configs/llama-small.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
