@@ -37,7 +37,10 @@ type TrainSpec struct {
 	// segments of at most k layers (engine.Options.CheckpointEvery).
 	CheckpointEvery int
 	Compact         bool // bf16 weights converted per layer (engine.Options.CompactBF16)
-	Seed            uint64
+	// LossChunk is the loss's rows per chunk (engine.Options.LossChunk;
+	// 0: the engine's default for the vocabulary).
+	LossChunk int
+	Seed      uint64
 	// LoRARank > 0 trains a LoRA adapter of this rank (alpha LoRAAlpha,
 	// default 2·rank) on LoRATargets (default the architecture's) instead of
 	// the whole model; with bf16 precision the frozen base is held in bf16
@@ -117,6 +120,7 @@ type TrainResult struct {
 	// CheckpointEvery is the residual checkpoints' segment length (0: none).
 	CheckpointEvery int       `json:"checkpoint_every,omitempty"`
 	CompactBF16     bool      `json:"compact_bf16"`
+	LossChunk       int       `json:"loss_chunk"` // rows per loss chunk the run used
 	Notes           []string  `json:"notes,omitempty"`
 	Losses          []float64 `json:"losses"`
 	Ranks           int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
@@ -235,7 +239,7 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.KeepAttention = opts.Recompute && opts.KeepAttention
+	res.KeepAttention, res.LossChunk = opts.Recompute && opts.KeepAttention, m.Opt.LossChunk
 	res.ShardOptimizer = base.Rank != nil
 	bt, err := randomBatch(s)
 	if err != nil {
@@ -312,7 +316,8 @@ func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device, peak b
 
 // options are the engine options the spec asks for, before Fit.
 func (s TrainSpec) options() engine.Options {
-	o := engine.Options{Recompute: s.Recompute, KeepAttention: s.KeepAttention, CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact}
+	o := engine.Options{Recompute: s.Recompute, KeepAttention: s.KeepAttention, CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact,
+		LossChunk: s.LossChunk}
 	if s.LoRARank > 0 {
 		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets, Dropout: s.LoRADropout}
 		if lc.Alpha == 0 {

@@ -15,14 +15,7 @@ import (
 // A LoRA benchmark trains only the adapter on a frozen base (bf16-only in
 // bf16 precision), reports the adapter's size and learns on its batch.
 func TestTrainLoRA(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	dev, err := engine.OpenDevice("cpu", engine.DeviceOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -51,14 +44,7 @@ func TestTrainLoRA(t *testing.T) {
 // (the first step's loss differs from the exact one's, as the masks change
 // the forward pass) and the plan counts its buffers.
 func TestTrainLoRADropout(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	spec := TrainSpec{Config: c, Seq: 32, Batch: 2, Steps: 1, Precision: "fp32", Threads: 1, LoRARank: 4}
 	exact, err := Train(context.Background(), spec)
 	if err != nil {
@@ -124,4 +110,49 @@ func TestWriteTableBLAS(t *testing.T) {
 			t.Errorf("reference %v: table\n%s\nwant %q, a warning only for the reference BLAS", ref, b.String(), line)
 		}
 	}
+}
+
+// --loss-chunk runs the loss in chunks of that many rows (0: the engine's
+// default), which the result reports and the plan counts. The timed
+// step's loss is the same up to the regrouping of sums across chunks (the
+// warm-up step's head gradient, the loss): 1e-8 relative, measured 1.5e-10.
+func TestTrainLossChunk(t *testing.T) {
+	c := smallConfig(t)
+	spec := TrainSpec{Config: c, Seq: 32, Batch: 2, Steps: 1, Precision: "fp32", Threads: 1}
+	def, err := Train(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.LossChunk = 16
+	chunked, err := Train(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.LossChunk <= 64 || chunked.LossChunk != 16 {
+		t.Errorf("loss chunks of %d rows by default, %d with LossChunk 16; want the default to cover the 64 rows", def.LossChunk, chunked.LossChunk)
+	}
+	if d := math.Abs(chunked.Losses[0] - def.Losses[0]); d > 1e-8*def.Losses[0] {
+		t.Errorf("loss %v in chunks of 16 rows, %v in one", chunked.Losses[0], def.Losses[0])
+	}
+	plan, err := Plan(spec, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := plan.Parts[engine.PartLogitsChunk], int64(4*16*c.VocabSize); got != want {
+		t.Errorf("plan's logits chunk %d bytes, want 16 rows' %d", got, want)
+	}
+}
+
+// smallConfig is configs/llama-small.json.
+func smallConfig(t *testing.T) *engine.Config {
+	t.Helper()
+	raw, err := os.ReadFile("configs/llama-small.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

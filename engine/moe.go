@@ -120,12 +120,13 @@ func (c *Config) bf16Scratch(N, chunk, mlpRows int, pair bool) int {
 }
 
 // bf16ScratchB is the length of the second bf16 scratch (b16), which
-// holds the inputs of weight gradients besides: a frozen dense base
-// without clip_qkv takes none, leaving the casts of one loss chunk's final
-// norm and of one MLP chunk's h.
+// holds the inputs of weight gradients besides, never the logits'
+// gradient (a16's): the loss chunk's final norm is at most (N,C). A
+// frozen dense base without clip_qkv takes no weight gradients, leaving
+// the casts of one loss chunk's final norm and of one MLP chunk's h.
 func (c *Config) bf16ScratchB(o Options, N, chunk, mlpRows int) int {
 	if !o.frozenBase() || c.MoE() || c.ClipQKV != nil {
-		return c.bf16Scratch(N, chunk, mlpRows, false)
+		return c.bf16Scratch(N, 0, mlpRows, false)
 	}
 	n := chunk * c.HiddenSize
 	if mlpRows < N {

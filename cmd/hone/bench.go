@@ -177,6 +177,7 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&s.KeepAttention, "keep-attention", false, "with --recompute: keep each layer's attention output and log-sum-exp so the recomputation skips the attention (more memory; a plan without --recompute turns it on where it fits)")
 	f.IntVar(&s.CheckpointEvery, "checkpoint-every", 0, "with --recompute: keep residual checkpoints, segments of at most this many layers (less memory, one more forward pass of most layers)")
 	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
+	f.IntVar(&s.LossChunk, "loss-chunk", 0, "token rows the output head and cross-entropy run on at once (0 = the default for the vocabulary)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
 	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")

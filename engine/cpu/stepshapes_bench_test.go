@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,9 +49,10 @@ func stepShapes(layers, rows, c, ff, qd, kvd, v, chunk int) []stepShape {
 
 // BenchmarkStepShapes times, shape by shape, the products of one 125M
 // (llama-125m-128k: 12 layers, 768 hidden, 2048 intermediate, 4 of 12
-// heads for keys and values, vocabulary 128256, loss chunks of 256) bf16
-// and fp32 training step at sequence 8192 × batch 1 and 256 × 4, through
-// MatMulBF16 and MatMul as the model calls them. Each reports, from its
+// heads for keys and values, vocabulary 128256, loss chunks of 256 or
+// HONE_BENCH_LOSS_CHUNK rows) bf16 and fp32 training step at sequence
+// 8192 × batch 1 and 256 × 4, through MatMulBF16 and MatMul as the
+// model calls them. Each reports, from its
 // fastest run, its rate (GFLOP/s), its rate per CPU second of the device's
 // threads (GFLOP/cpu-s, which other processes' time slices lower less),
 // that over the same rate of the 2048³ product ("ceil": the bench's MFU
@@ -63,6 +65,10 @@ func BenchmarkStepShapes(b *testing.B) {
 	if os.Getenv("HONE_BENCH_FP32_WHOLE") != "" { // fp32 long k in one call, as before kSlice32
 		d.kSlice32 = 0
 	}
+	chunk := 256 // HONE_BENCH_LOSS_CHUNK=n: the head's products on loss chunks of n rows
+	if n, err := strconv.Atoi(os.Getenv("HONE_BENCH_LOSS_CHUNK")); err == nil && n > 0 {
+		chunk = n
+	}
 	ceil := map[bool]float64{}
 	for _, bf := range []bool{true, false} {
 		prec := map[bool]string{true: "bf16", false: "fp32"}[bf]
@@ -71,7 +77,7 @@ func BenchmarkStepShapes(b *testing.B) {
 			rows int
 		}{{"T8192", 8192}, {"T256x4", 1024}} {
 			shapes := append([]stepShape{{"ceil", 2048, 2048, 2048, engine.MatMulFlags{TransB: true}, 0}},
-				stepShapes(12, run.rows, 768, 2048, 768, 256, 128256, 256)...)
+				stepShapes(12, run.rows, 768, 2048, 768, 256, 128256, chunk)...)
 			for _, s := range shapes {
 				name := fmt.Sprintf("%s/%s/%s_%dx%dx%d", prec, run.name, s.name, s.m, s.n, s.k)
 				b.Run(name, func(b *testing.B) {
