@@ -12,7 +12,8 @@ package engine
 // forward once and backward once, where plain recomputation runs it
 // forward twice.
 //
-// Without residual checkpoints every layer keeps its own slot (L slots).
+// Without residual checkpoints every layer keeps its own slot (L slots;
+// fewer with KeepAttentionLayers, below).
 // With checkpoints (checkpoint.go) the backward pass runs a segment's
 // layers but its last forward once more to rebuild its residual streams,
 // and then each layer's recomputation: the slots hold one segment's layers
