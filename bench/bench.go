@@ -33,6 +33,9 @@ type TrainSpec struct {
 	// KeepAttention (with Recompute) keeps the attention outputs for the
 	// recomputation (engine.Options.KeepAttention).
 	KeepAttention bool
+	// KeepAttentionLayers k > 0 keeps only k layers' attention outputs
+	// (engine.Options.KeepAttentionLayers; it implies KeepAttention).
+	KeepAttentionLayers int
 	// CheckpointEvery k > 1 (with Recompute) keeps residual checkpoints,
 	// segments of at most k layers (engine.Options.CheckpointEvery).
 	CheckpointEvery int
@@ -117,6 +120,9 @@ type TrainResult struct {
 	// KeepAttention: the recomputation reused the attention outputs kept
 	// from the forward pass (engine.Options.KeepAttention).
 	KeepAttention bool `json:"keep_attention,omitempty"`
+	// KeepAttentionLayers: only so many layers' (a segment's, with
+	// checkpoints) were kept; 0 every layer's.
+	KeepAttentionLayers int `json:"keep_attention_layers,omitempty"`
 	// CheckpointEvery is the residual checkpoints' segment length (0: none).
 	CheckpointEvery int       `json:"checkpoint_every,omitempty"`
 	CompactBF16     bool      `json:"compact_bf16"`
@@ -240,6 +246,9 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		return nil, err
 	}
 	res.KeepAttention, res.LossChunk = opts.Recompute && opts.KeepAttention, m.Opt.LossChunk
+	if res.KeepAttention {
+		res.KeepAttentionLayers = opts.KeepAttentionLayers
+	}
 	res.ShardOptimizer = base.Rank != nil
 	bt, err := randomBatch(s)
 	if err != nil {
@@ -316,8 +325,8 @@ func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device, peak b
 
 // options are the engine options the spec asks for, before Fit.
 func (s TrainSpec) options() engine.Options {
-	o := engine.Options{Recompute: s.Recompute, KeepAttention: s.KeepAttention, CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact,
-		LossChunk: s.LossChunk}
+	o := engine.Options{Recompute: s.Recompute, KeepAttention: s.KeepAttention || s.KeepAttentionLayers > 0, KeepAttentionLayers: s.KeepAttentionLayers,
+		CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact, LossChunk: s.LossChunk}
 	if s.LoRARank > 0 {
 		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets, Dropout: s.LoRADropout}
 		if lc.Alpha == 0 {

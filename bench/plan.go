@@ -20,11 +20,12 @@ type PlanResult struct {
 	Precision string `json:"precision"`
 	Method    string `json:"method"`
 	// The memory options the plan is for (with Fit's savings).
-	Recompute       bool `json:"recompute"`
-	KeepAttention   bool `json:"keep_attention,omitempty"`   // the recomputation reuses the attention outputs of the forward pass (a segment's, with checkpoints)
-	CheckpointEvery int  `json:"checkpoint_every,omitempty"` // residual checkpoints: segments of at most k layers
-	CompactBF16     bool `json:"compact_bf16,omitempty"`
-	FrozenBF16      bool `json:"frozen_bf16,omitempty"`
+	Recompute           bool `json:"recompute"`
+	KeepAttention       bool `json:"keep_attention,omitempty"`        // the recomputation reuses the attention outputs of the forward pass (a segment's, with checkpoints)
+	KeepAttentionLayers int  `json:"keep_attention_layers,omitempty"` // of only so many layers (a segment's, with checkpoints); 0 every layer's
+	CheckpointEvery     int  `json:"checkpoint_every,omitempty"`      // residual checkpoints: segments of at most k layers
+	CompactBF16         bool `json:"compact_bf16,omitempty"`
+	FrozenBF16          bool `json:"frozen_bf16,omitempty"`
 	// Savings names what Fit turned on beyond the options asked for.
 	Savings        []string `json:"savings"`
 	AskedBytes     int64    `json:"asked_peak_bytes"` // the plan of the options as asked
@@ -102,6 +103,9 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	res.MemoryPlan = s.Config.MemoryPlan(dev, fitted, s.Batch, s.Seq)
 	res.Recompute, res.CompactBF16, res.FrozenBF16 = fitted.Recompute, fitted.CompactBF16, fitted.FrozenBF16
 	res.KeepAttention = fitted.Recompute && fitted.KeepAttention
+	if res.KeepAttention {
+		res.KeepAttentionLayers = fitted.KeepAttentionLayers
+	}
 	if fitted.Recompute && fitted.CheckpointEvery > 1 {
 		res.CheckpointEvery = fitted.CheckpointEvery
 	}

@@ -334,7 +334,7 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 	}
 	opts := ts.options()
 	opts.Recompute, opts.CheckpointEvery, opts.CompactBF16, opts.FrozenBF16 = plan.Recompute, plan.CheckpointEvery, plan.CompactBF16, plan.FrozenBF16
-	opts.KeepAttention = plan.KeepAttention
+	opts.KeepAttention, opts.KeepAttentionLayers = plan.KeepAttention, plan.KeepAttentionLayers
 	embedRows := s.EmbedRows
 	if embedRows <= 0 {
 		embedRows = c.VocabSize

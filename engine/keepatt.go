@@ -12,7 +12,8 @@ package engine
 // forward once and backward once, where plain recomputation runs it
 // forward twice.
 //
-// Without residual checkpoints every layer keeps its own slot (L slots).
+// Without residual checkpoints every layer keeps its own slot (L slots;
+// fewer with KeepAttentionLayers, below).
 // With checkpoints (checkpoint.go) the backward pass runs a segment's
 // layers but its last forward once more to rebuild its residual streams,
 // and then each layer's recomputation: the slots hold one segment's layers
@@ -22,6 +23,25 @@ package engine
 // ran three times (the forward pass, the segment's re-forward, the
 // recomputation); the last segment's layers, whose slots the forward pass
 // left intact, once.
+//
+// KeepAttentionLayers k keeps k slots, fewer than the layers (or than a
+// segment's), which the layers take in turn: layer l (with checkpoints,
+// the l-th of its segment) has slot l mod k. A slot holds the outputs of
+// the last layer that ran the attention into it, so after the forward
+// pass the slots hold the last k layers', and the backward pass, which
+// takes the layers last first, reaches those layers before any other
+// writes their slots: they skip the recomputation, and every other layer
+// recomputes its attention into its slot as plain recomputation does.
+// Which layers keep does not change the saving: every layer's attention
+// is the same work (the same tokens, heads, head size and window), so each
+// kept layer saves one attention forward, and no choice keeps more than
+// one layer a slot. Plain recomputation's one att and lse are a slot's
+// size, so k slots cost k-1 slots more than it (one slot: nothing more,
+// and the last layer keeps). With checkpoints each segment's re-forward
+// leaves its last k layers before the segment's last in the slots, and
+// the segment's last layer, which the re-forward does not run, recomputes
+// into one of them: k-1 of its layers keep (all but its last, as with
+// every slot, when the segment has at most k layers).
 //
 // A slot says which layer's outputs on the current batch it holds (-1:
 // none): every forward pass over a batch clears them, the attention sets
@@ -46,33 +66,35 @@ func (o Options) keepAttention() bool { return o.Recompute && o.KeepAttention }
 
 // keptSlots is how many layers' attention outputs KeepAttention keeps at
 // once (0 without it): every layer's, or with residual checkpoints the
-// longest segment's.
+// longest segment's, at most KeepAttentionLayers.
 func (o Options) keptSlots(c *Config) int {
 	if !o.keepAttention() {
 		return 0
 	}
-	p, ok := o.residualPlan(c)
-	if !ok {
-		return c.NumHiddenLayers
+	n := c.NumHiddenLayers
+	if p, ok := o.residualPlan(c); ok {
+		n = 0
+		for j := 1; j < len(p.ends); j++ {
+			n = max(n, p.ends[j]-p.ends[j-1])
+		}
 	}
-	n := 0
-	for j := 1; j < len(p.ends); j++ {
-		n = max(n, p.ends[j]-p.ends[j-1])
+	if o.KeepAttentionLayers > 0 {
+		n = min(n, o.KeepAttentionLayers)
 	}
 	return n
 }
 
-// keptSlotOf is the slot of each layer: its index, or with checkpoints
-// its index in its segment.
-func (o Options) keptSlotOf(c *Config) []int {
+// keptSlotOf is the slot of each layer among n: its index, or with
+// checkpoints its index in its segment, modulo n.
+func (o Options) keptSlotOf(c *Config, n int) []int {
 	slot := make([]int, c.NumHiddenLayers)
 	for l := range slot {
-		slot[l] = l
+		slot[l] = l % n
 	}
 	if p, ok := o.residualPlan(c); ok {
 		for j := 1; j < len(p.ends); j++ {
 			for l := p.ends[j-1]; l < p.ends[j]; l++ {
-				slot[l] = l - p.ends[j-1]
+				slot[l] = (l - p.ends[j-1]) % n
 			}
 		}
 	}
@@ -85,7 +107,7 @@ func (a *activations) allocKept(d Device, o Options, c *Config, N int) {
 	if n == 0 {
 		return
 	}
-	a.kept, a.keptOf = make([]keptAttention, n), o.keptSlotOf(c)
+	a.kept, a.keptOf = make([]keptAttention, n), o.keptSlotOf(c, n)
 	W := max(c.HiddenSize, c.QDim())
 	for i := range a.kept {
 		buf := d.Alloc(N * W)

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -254,9 +255,10 @@ func (m *Model) Reserve(B, T int) { m.ensure(B, T) }
 // dev fits in avail bytes (0: the machine's MemAvailable), keeping 10% and at least
 // 2 GiB for everything else on the machine. It
 // turns on the cheapest savings first, activation recomputation keeping
-// the attention outputs, per-layer bf16 weights, recomputing the attention
-// too, then residual checkpoints (keeping a segment's attention outputs,
-// then not), and says what it turned on. When nothing fits it
+// the attention outputs, per-layer bf16 weights, keeping only as many
+// layers' attention outputs as fit, recomputing the attention too, then
+// residual checkpoints (keeping a segment's attention outputs, as many as
+// fit, then none), and says what it turned on. When nothing fits it
 // fails with the numbers, before anything is allocated. With opts.Rank
 // it plans that rank (a ZeRO-1 rank: its shard of the moments), so it
 // turns on only what the rank needs.
@@ -311,6 +313,10 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 			o.CompactBF16 = o.CompactBF16 || r
 			return r
 		}},
+		// Then as many layers' outputs as fit (keepatt.go): one slot
+		// costs what plain recomputation does, so this rung fails only
+		// where plain recomputation does too.
+		{"", func(o *Options) bool { return c.fitKept(dev, o, B, T, limit) }},
 		// The attention forward twice per layer: dearer than per-layer
 		// bf16 weights (a few percent) at any length where it matters.
 		{"recomputation of the attention outputs too", func(o *Options) bool { r := o.KeepAttention; o.KeepAttention = false; return r }},
@@ -319,10 +325,11 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		{"residual checkpoints keeping the segment's attention outputs", func(o *Options) bool {
 			r := o.CheckpointEvery <= 1 && c.NumHiddenLayers > 2
 			if r {
-				o.CheckpointEvery, o.KeepAttention = c.CheckpointSpacing(), true
+				o.CheckpointEvery, o.KeepAttention, o.KeepAttentionLayers = c.CheckpointSpacing(), true, 0
 			}
 			return r
 		}},
+		{"", func(o *Options) bool { return c.fitKept(dev, o, B, T, limit) }},
 		{"residual checkpoints recomputing the attention outputs", func(o *Options) bool {
 			r := o.KeepAttention && o.CheckpointEvery > 1
 			o.KeepAttention = false
@@ -332,12 +339,44 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		if !try.apply(&opts) {
 			continue
 		}
-		notes = append(notes, fmt.Sprintf("turned on %s: %.1f GiB needed without it, %.1f GiB available", try.what, gib(need), gib(avail)))
+		what := try.what
+		if what == "" { // fitKept's
+			what = "keeping the attention outputs" + opts.keptLayers()
+			if opts.CheckpointEvery <= 1 {
+				what = fmt.Sprintf("keeping the attention outputs of only %d of %d layers", opts.KeepAttentionLayers, c.NumHiddenLayers)
+			}
+		}
+		notes = append(notes, fmt.Sprintf("turned on %s: %.1f GiB needed without it, %.1f GiB available", what, gib(need), gib(avail)))
 		if need = c.MemoryEstimate(dev, opts, B, T); need <= limit {
 			return opts, notes, need, true
 		}
 	}
 	return opts, notes, need, false
+}
+
+// fitKept lowers o's attention slots (keepatt.go) to the most whose plan
+// fits limit, and says whether it did: not when o keeps no attention
+// outputs or already keeps the fewest worth keeping, nor when that many
+// do not fit. The fewest is one slot without checkpoints (plain
+// recomputation's memory, keeping the last layer's outputs), two with
+// them (one slot a segment keeps hardly any).
+func (c *Config) fitKept(dev Device, o *Options, B, T int, limit int64) bool {
+	lo := 1
+	if o.CheckpointEvery > 1 {
+		lo = 2
+	}
+	n := o.keptSlots(c)
+	fits := func(k int) bool {
+		t := *o
+		t.KeepAttentionLayers = k
+		return c.MemoryEstimate(dev, t, B, T) <= limit
+	}
+	if n <= lo || !fits(lo) {
+		return false
+	}
+	// The plan grows with the slots: the most that fit.
+	o.KeepAttentionLayers = lo + sort.Search(n-1-lo, func(i int) bool { return !fits(lo + 1 + i) })
+	return true
 }
 
 // Savings names the savings fitted has on that asked has not, in the
@@ -350,10 +389,12 @@ func Savings(asked, fitted Options) []string {
 	}
 	if fitted.Recompute && !asked.Recompute {
 		if fitted.KeepAttention && fitted.CheckpointEvery <= 1 {
-			out = append(out, "activation recomputation keeping the attention outputs")
+			out = append(out, "activation recomputation keeping the attention outputs"+fitted.keptLayers())
 		} else {
 			out = append(out, "activation recomputation")
 		}
+	} else if asked.keepAttention() && fitted.keepAttention() && fitted.KeepAttentionLayers != asked.KeepAttentionLayers && (fitted.CheckpointEvery <= 1 || asked.CheckpointEvery > 1) {
+		out = append(out, "keeping the attention outputs"+fitted.keptLayers())
 	}
 	if asked.keepAttention() && !fitted.KeepAttention {
 		out = append(out, "recomputation of the attention outputs too")
@@ -365,10 +406,30 @@ func Savings(asked, fitted Options) []string {
 		keep := ""
 		if fitted.KeepAttention {
 			keep = ", each keeping its attention outputs"
+			if fitted.KeepAttentionLayers > 0 {
+				keep = ", keeping the attention outputs" + fitted.keptLayers()
+			}
 		}
 		out = append(out, fmt.Sprintf("residual checkpoints (segments of at most %d layers%s)", fitted.CheckpointEvery, keep))
 	}
 	return out
+}
+
+// keptLayers says how many layers keep their attention outputs, for
+// Savings and Fit's notes: nothing when every layer does.
+func (o Options) keptLayers() string {
+	k := o.KeepAttentionLayers
+	if k <= 0 {
+		return ""
+	}
+	s := fmt.Sprintf(" of only %d layer", k)
+	if k > 1 {
+		s += "s"
+	}
+	if o.CheckpointEvery > 1 {
+		s += " a segment"
+	}
+	return s
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }

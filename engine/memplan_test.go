@@ -80,8 +80,13 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, KeepAttention: true, MLPChunk: 64}, 1, 160},
 		{engine.Options{Recompute: true, KeepAttention: true, CheckpointEvery: 2}, 2, 64},
 		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, KeepAttention: true, CheckpointEvery: 2, MLPChunk: 40}, 1, 96},
+		// Only some layers' (3 layers; segments 0-1, 2).
+		{engine.Options{Recompute: true, KeepAttention: true, KeepAttentionLayers: 2}, 2, 64},
+		{engine.Options{BF16: true, Recompute: true, KeepAttention: true, KeepAttentionLayers: 1}, 1, 128},
+		{engine.Options{LoRA: lora, FrozenBF16: true, Recompute: true, KeepAttention: true, KeepAttentionLayers: 2, MLPChunk: 64}, 1, 160},
+		{engine.Options{Recompute: true, KeepAttention: true, KeepAttentionLayers: 1, CheckpointEvery: 2}, 2, 64},
 	} {
-		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/keep=%v/every%d/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.opt.KeepAttention, tc.opt.CheckpointEvery, tc.B, tc.T), func(t *testing.T) {
+		t.Run(fmt.Sprintf("lora=%v/bf16=%v/frozen=%v/recompute=%v/keep=%v,%d/every%d/B%dT%d", tc.opt.LoRA != nil, tc.opt.BF16, tc.opt.FrozenBF16, tc.opt.Recompute, tc.opt.KeepAttention, tc.opt.KeepAttentionLayers, tc.opt.CheckpointEvery, tc.B, tc.T), func(t *testing.T) {
 			checkPlanEqualsCounted(t, c, tc.opt, tc.B, tc.T)
 		})
 	}
@@ -92,8 +97,8 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 		t.Fatalf("wide config: %v (q dim %d)", err, wide.QDim())
 	}
 	for _, opt := range []engine.Options{{}, {Recompute: true, CheckpointEvery: 2}, {LoRA: lora, FrozenBF16: true, Recompute: true, MLPChunk: 40},
-		{Recompute: true, KeepAttention: true}, {Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
-		t.Run(fmt.Sprintf("wide/lora=%v/recompute=%v/keep=%v/every%d", opt.LoRA != nil, opt.Recompute, opt.KeepAttention, opt.CheckpointEvery), func(t *testing.T) {
+		{Recompute: true, KeepAttention: true}, {Recompute: true, KeepAttention: true, CheckpointEvery: 2}, {Recompute: true, KeepAttention: true, KeepAttentionLayers: 2}} {
+		t.Run(fmt.Sprintf("wide/lora=%v/recompute=%v/keep=%v,%d/every%d", opt.LoRA != nil, opt.Recompute, opt.KeepAttention, opt.KeepAttentionLayers, opt.CheckpointEvery), func(t *testing.T) {
 			checkPlanEqualsCounted(t, wide, opt, 1, 96)
 		})
 	}
@@ -103,8 +108,9 @@ func TestMemoryPlanEqualsCountedPeak(t *testing.T) {
 	if err != nil || narrow.QDim() >= narrow.HiddenSize {
 		t.Fatalf("narrow config: %v (q dim %d)", err, narrow.QDim())
 	}
-	for _, opt := range []engine.Options{{Recompute: true}, {Recompute: true, KeepAttention: true}, {Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
-		t.Run(fmt.Sprintf("narrow/keep=%v/every%d", opt.KeepAttention, opt.CheckpointEvery), func(t *testing.T) {
+	for _, opt := range []engine.Options{{Recompute: true}, {Recompute: true, KeepAttention: true}, {Recompute: true, KeepAttention: true, CheckpointEvery: 2},
+		{Recompute: true, KeepAttention: true, KeepAttentionLayers: 2}} {
+		t.Run(fmt.Sprintf("narrow/keep=%v,%d/every%d", opt.KeepAttention, opt.KeepAttentionLayers, opt.CheckpointEvery), func(t *testing.T) {
 			checkPlanEqualsCounted(t, narrow, opt, 1, 96)
 		})
 	}
@@ -157,6 +163,13 @@ func checkPlanEqualsCounted(t *testing.T, c *engine.Config, opt engine.Options, 
 	peak, weights := countedPeak(t, c, opt, B, T)
 	if plan.PeakBytes != peak {
 		t.Errorf("plan peak %d bytes, counted %d (parts %v)", plan.PeakBytes, peak, plan.Parts)
+	}
+	if opt.KeepAttentionLayers > 0 { // fewer slots than keeping them all (in these configs)
+		all := opt
+		all.KeepAttentionLayers = 0
+		if allPeak, _ := countedPeak(t, c, all, B, T); peak >= allPeak {
+			t.Errorf("keeping %d layers' attention outputs: counted %d bytes, keeping every layer's %d", opt.KeepAttentionLayers, peak, allPeak)
+		}
 	}
 	// New and NewAdapter allocate the weights and the gradients; the
 	// optimizer's moments come later.
@@ -249,13 +262,13 @@ func TestCheckpointsSameGradients(t *testing.T) {
 	}
 	for _, base := range []engine.Options{{Recompute: true}, {Recompute: true, BF16: true, MLPChunk: 40}} {
 		wantLoss, want := grads(base)
-		for _, keep := range []bool{false, true} { // keeping the (segment's) attention outputs too
+		for _, keep := range []int{-1, 0, 2} { // keeping the (segment's) attention outputs too, every layer's or 2 slots'
 			for _, k := range []int{0, 2, 3} {
-				if k == 0 && !keep {
+				if k == 0 && keep < 0 {
 					continue
 				}
 				opt := base
-				opt.CheckpointEvery, opt.KeepAttention = k, keep
+				opt.CheckpointEvery, opt.KeepAttention, opt.KeepAttentionLayers = k, keep >= 0, max(keep, 0)
 				loss, got := grads(opt)
 				if loss != wantLoss {
 					t.Errorf("bf16=%v, keep=%v, every %d layers: loss %v, without checkpoints %v", base.BF16, keep, k, loss, wantLoss)
@@ -330,9 +343,10 @@ func checkSavingsSameGradients(t *testing.T, c *engine.Config) {
 		// Recomputation, keeping the attention outputs, checkpoints (each
 		// segment keeping its attention outputs).
 		for _, saving := range []engine.Options{{Recompute: true}, {Recompute: true, KeepAttention: true}, {Recompute: true, CheckpointEvery: 2},
-			{Recompute: true, KeepAttention: true, CheckpointEvery: 2}} {
+			{Recompute: true, KeepAttention: true, CheckpointEvery: 2}, {Recompute: true, KeepAttention: true, KeepAttentionLayers: 2},
+			{Recompute: true, KeepAttention: true, KeepAttentionLayers: 1, CheckpointEvery: 2}} {
 			opt := base
-			opt.Recompute, opt.KeepAttention, opt.CheckpointEvery = saving.Recompute, saving.KeepAttention, saving.CheckpointEvery
+			opt.Recompute, opt.KeepAttention, opt.CheckpointEvery, opt.KeepAttentionLayers = saving.Recompute, saving.KeepAttention, saving.CheckpointEvery, saving.KeepAttentionLayers
 			loss, got := grads(opt)
 			if loss != wantLoss {
 				t.Errorf("q dim %d, lora=%v, %+v: loss %v with the savings, %v without", c.QDim(), base.LoRA != nil, saving, loss, wantLoss)

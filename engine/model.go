@@ -68,6 +68,13 @@ type Options struct {
 	// CheckpointEvery only a segment's layers' (keepatt.go). Fit turns it
 	// on with Recompute where it fits.
 	KeepAttention bool
+	// KeepAttentionLayers k > 0 (with KeepAttention) keeps only k slots
+	// of attention outputs, which the layers take in turn, so that the
+	// last k layers (with CheckpointEvery, about k-1 of each segment's)
+	// skip the attention's recomputation: k-1 slots' memory more than
+	// plain recomputation, whose att and lse take a slot's (keepatt.go).
+	// 0 keeps them all. Fit lowers it to the most that fit.
+	KeepAttentionLayers int
 	// MLPChunk (with Recompute, dense models) is how many token rows the
 	// MLP works on at once: its (rows, intermediate) buffers then do not
 	// grow with the context. Default DefaultMLPChunk.

@@ -175,6 +175,7 @@ func benchTrainCmd() *cobra.Command {
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
 	f.BoolVar(&s.KeepAttention, "keep-attention", false, "with --recompute: keep each layer's attention output and log-sum-exp so the recomputation skips the attention (more memory; a plan without --recompute turns it on where it fits)")
+	f.IntVar(&s.KeepAttentionLayers, "keep-attention-layers", 0, "with --recompute: keep the attention outputs of only this many layers (with --checkpoint-every, of a segment), the last ones; implies --keep-attention (0: every layer's)")
 	f.IntVar(&s.CheckpointEvery, "checkpoint-every", 0, "with --recompute: keep residual checkpoints, segments of at most this many layers (less memory, one more forward pass of most layers)")
 	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
 	f.IntVar(&s.LossChunk, "loss-chunk", 0, "token rows the output head and cross-entropy run on at once (0 = the default for the vocabulary)")

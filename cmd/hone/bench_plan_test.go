@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ func TestBenchTrainPlan(t *testing.T) {
 		Savings         []string         `json:"savings"`
 		Recompute       bool             `json:"recompute"`
 		KeepAttention   bool             `json:"keep_attention"`
+		KeptLayers      int              `json:"keep_attention_layers"`
 		CheckpointEvery int              `json:"checkpoint_every"`
 		Fits            bool             `json:"fits"`
 	}
@@ -79,6 +81,14 @@ func TestBenchTrainPlan(t *testing.T) {
 	if !tight.Fits || !tight.Recompute || tight.CheckpointEvery < 2 || len(tight.Savings) != 2 ||
 		tight.Peak >= tight.Asked || tight.Asked != full.Peak || tight.Parts["activations"] >= rec.Parts["activations"] {
 		t.Errorf("in 10 GiB: %+v, want recomputation and residual checkpoints named and their plan printed (asked %d)", tight, full.Peak)
+	}
+	// In 14 GiB with LoRA dropout every layer's attention outputs do not
+	// fit (a 13.6 GiB plan) and plain recomputation does (9.8): only some
+	// of the 16 layers keep theirs, and the plan and savings say how many.
+	part := plan("--plan-memory", "14GiB", "--lora-dropout", "0.05")
+	if k := part.KeptLayers; !part.Fits || !part.KeepAttention || part.CheckpointEvery > 1 || k < 2 || k > 15 ||
+		!slices.Equal(part.Savings, []string{fmt.Sprintf("activation recomputation keeping the attention outputs of only %d layers", k)}) {
+		t.Errorf("in 14 GiB with dropout: %+v, want recomputation keeping the attention outputs of some layers, named", part)
 	}
 }
 
