@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"math"
-	"os"
 	"testing"
 	"time"
 
@@ -116,14 +115,7 @@ func TestMergeRanksMFU(t *testing.T) {
 // bench train's MFU compares the step with products timed on the step's
 // own threads, before and after the steps, the larger counting.
 func TestTrainMFU(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	res, err := Train(context.Background(), TrainSpec{Config: c, Seq: 16, Batch: 1, Steps: 1, Precision: "bf16", Threads: 1,
 		MFU: true, CeilingTime: time.Millisecond})
 	if err != nil {

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"math"
-	"os"
 	"testing"
 	"time"
 
@@ -18,14 +17,7 @@ import (
 // the same code paths and shape. (Much smaller batches learn their one
 // batch so fast that bf16's rounding noise moves the loss by over 1%.)
 func TestBF16LossFollowsFP32(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	var losses [2][]float64
 	for i, prec := range []string{"fp32", "bf16"} {
 		res, err := Train(context.Background(), TrainSpec{Config: c, Seq: 256, Batch: 4, Steps: 50, Precision: prec, Seed: 7})

@@ -60,14 +60,7 @@ func TestWireTime(t *testing.T) {
 // gathers the embeddings and head once and each layer twice, and
 // reduce-scatters every part once.
 func TestStepTrafficShardedByHand(t *testing.T) {
-	raw, err := os.ReadFile("configs/llama-small.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := engine.ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := smallConfig(t)
 	V, C, F, KV, L := 8000, 256, 704, 64, 4
 	embed, head := V*C, C+V*C
 	layer := 2*C + C*C + 2*C*KV + C*C + 3*C*F

@@ -10,36 +10,45 @@ import (
 	"testing"
 )
 
+// planJSON is the last line of `hone bench train --plan --json`.
+type planJSON struct {
+	Peak            int64            `json:"peak_bytes"`
+	Parts           map[string]int64 `json:"parts"`
+	Asked           int64            `json:"asked_peak_bytes"`
+	Savings         []string         `json:"savings"`
+	Recompute       bool             `json:"recompute"`
+	KeepAttention   bool             `json:"keep_attention"`
+	KeptLayers      int              `json:"keep_attention_layers"`
+	CheckpointEvery int              `json:"checkpoint_every"`
+	Fits            bool             `json:"fits"`
+	Sharded         bool             `json:"sharded_optimizer"`
+}
+
+// runPlan runs `hone bench train --plan --json ARGS` and decodes its last line.
+func runPlan(t *testing.T, args ...string) (res planJSON) {
+	t.Helper()
+	cmd := benchCmd()
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetArgs(append([]string{"train", "--plan", "--json"}, args...))
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+	}
+	return res
+}
+
 // `hone bench train --plan --json` prints the memory plan without training:
 // the last line holds peak_bytes and its parts, which add up to it, and
 // recomputation shrinks only the activations.
 func TestBenchTrainPlan(t *testing.T) {
-	type planJSON struct {
-		Peak            int64            `json:"peak_bytes"`
-		Parts           map[string]int64 `json:"parts"`
-		Asked           int64            `json:"asked_peak_bytes"`
-		Savings         []string         `json:"savings"`
-		Recompute       bool             `json:"recompute"`
-		KeepAttention   bool             `json:"keep_attention"`
-		KeptLayers      int              `json:"keep_attention_layers"`
-		CheckpointEvery int              `json:"checkpoint_every"`
-		Fits            bool             `json:"fits"`
-	}
 	plan := func(args ...string) planJSON {
 		t.Helper()
-		cmd := benchCmd()
-		var stdout bytes.Buffer
-		cmd.SetOut(&stdout)
-		cmd.SetArgs(append([]string{"train", "--config", "../../bench/configs/llama-3.2-1b.json", "--plan", "--json",
-			"--seq", "32768", "--batch", "1", "--lora-rank", "16", "--precision", "bf16"}, args...))
-		if err := cmd.Execute(); err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-		var res planJSON
-		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-			t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
-		}
+		res := runPlan(t, append([]string{"--config", "../../bench/configs/llama-3.2-1b.json",
+			"--seq", "32768", "--batch", "1", "--lora-rank", "16", "--precision", "bf16"}, args...)...)
 		var sum int64
 		for _, b := range res.Parts {
 			sum += b
@@ -123,31 +132,11 @@ func TestBenchGeneratePrefill(t *testing.T) {
 // the memory of the rank's plan as asked, the rank fits with no saving
 // where plain data parallelism needs recomputation.
 func TestBenchTrainPlanZero1(t *testing.T) {
-	type planJSON struct {
-		Peak      int64            `json:"peak_bytes"`
-		Parts     map[string]int64 `json:"parts"`
-		Asked     int64            `json:"asked_peak_bytes"`
-		Savings   []string         `json:"savings"`
-		Recompute bool             `json:"recompute"`
-		Fits      bool             `json:"fits"`
-		Sharded   bool             `json:"sharded_optimizer"`
-	}
 	memory := "1TiB"
-	plan := func(args ...string) (res planJSON) {
+	plan := func(args ...string) planJSON {
 		t.Helper()
-		cmd := benchCmd()
-		var stdout bytes.Buffer
-		cmd.SetOut(&stdout)
-		cmd.SetArgs(append([]string{"train", "--config", "../../bench/configs/llama-125m.json", "--plan", "--json", "--plan-memory", memory,
-			"--seq", "4096", "--batch", "4", "--precision", "bf16", "--ranks", "2"}, args...))
-		if err := cmd.Execute(); err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-			t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
-		}
-		return res
+		return runPlan(t, append([]string{"--config", "../../bench/configs/llama-125m.json", "--plan-memory", memory,
+			"--seq", "4096", "--batch", "4", "--precision", "bf16", "--ranks", "2"}, args...)...)
 	}
 	zero, plain := plan(), plan("--shard-optimizer=false")
 	if !zero.Sharded || zero.Parts["exchange_scratch"] <= 0 || zero.Parts["collective_scratch"] <= 0 ||
