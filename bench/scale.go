@@ -356,9 +356,6 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 		res.Method, res.LoRARank, res.Trainable = "lora", s.LoRARank, size
 		flops = loraFLOPsPerToken(c, s.Seq, int(size))
 	}
-	if plan.ShardedOptimizer { // Fit planned every moment
-		res.Fits = res.PeakBytes <= engine.MemoryBudget(plan.AvailableBytes)
-	}
 	res.ModelFLOPs = flops * float64(res.Tokens)
 	res.ComputeS = flops * float64(passes*s.MicroRows*s.Seq) / (s.GFLOPs * 1e9)
 	res.SentBytes, res.CommS = WireTime(traffic, s.Ranks, s.GbitPerS, s.Latency)
