@@ -215,7 +215,7 @@ func (s *Service) checkNodes(ctx context.Context, req *client.CreateRunRequest) 
 
 // gangLoop reports this worker alive and joins open rendezvous as a rank
 // while it has a free slot.
-func (s *Service) gangLoop(ctx context.Context, wg *sync.WaitGroup) {
+func (s *Service) gangLoop(ctx context.Context) {
 	started := s.clock()
 	see := func() {
 		if err := s.st.SeeWorker(ctx, store.Worker{ID: s.cfg.WorkerID, Host: s.cfg.Gang.host, StartedAt: started, SeenAt: s.clock()}); err != nil && ctx.Err() == nil {
@@ -239,20 +239,9 @@ func (s *Service) gangLoop(ctx context.Context, wg *sync.WaitGroup) {
 		if !s.takeSlot() {
 			continue
 		}
-		k, g, err := s.joinOpenGang(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("look for runs to join", "err", err)
-		}
-		if k == nil {
+		if !s.joinOpenGang(ctx) {
 			s.freeSlot()
-			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer s.freeSlot()
-			s.follow(ctx, *g, *k)
-		}()
 	}
 }
 
@@ -273,26 +262,56 @@ func (s *Service) waitRanks(ctx context.Context) error {
 	}
 }
 
-// joinOpenGang takes the first free rank of an open rendezvous this worker
-// is not part of yet.
-func (s *Service) joinOpenGang(ctx context.Context) (*store.Rank, *store.Gang, error) {
-	gs, err := s.st.OpenGangs(ctx)
+// joinOpenGang takes the first free rank of the oldest open rendezvous
+// this worker is not part of yet (of a run created before the run named
+// before, if given) and works it with the slot the caller took, which the
+// rank frees when it leaves. It reports whether it joined one; if not, the
+// slot is still the caller's.
+func (s *Service) joinOpenGang(ctx context.Context, before ...string) bool {
+	gs, err := s.st.OpenGangs(ctx, before...)
 	if err != nil {
-		return nil, nil, err
+		if ctx.Err() == nil {
+			s.log.Warn("look for runs to join", "err", err)
+		}
+		return false
 	}
 	for _, g := range gs {
 		for r := 1; r < g.Size; r++ {
 			k := store.Rank{Run: g.Run, Epoch: g.Epoch, Rank: r, Worker: s.cfg.WorkerID, Host: s.cfg.Gang.host, JoinedAt: s.clock()}
 			ok, err := s.st.JoinRank(ctx, k)
 			if err != nil {
-				return nil, nil, err
+				if ctx.Err() == nil {
+					s.log.Warn("join a multi-node run", "run", g.Run, "err", err)
+				}
+				return false
 			}
 			if ok {
-				return &k, &g, nil
+				s.gangs.Add(1)
+				go func() {
+					defer s.gangs.Done()
+					defer s.freeSlot()
+					s.follow(s.workCtx, g, k)
+				}()
+				return true
 			}
 		}
 	}
-	return nil, nil, nil
+	return false
+}
+
+// joinOlderGang is a worker's choice before and after it works a job of
+// the multi-node run name: with a slot free, it joins an older run's open
+// rendezvous rather than open one of its own (which would compete for the
+// same workers) and reports whether it did (the rank holds the slot then).
+func (s *Service) joinOlderGang(ctx context.Context, name string) bool {
+	run, err := s.st.GetRun(ctx, name)
+	if err != nil || run.Status.Terminal() {
+		return false
+	}
+	if p, err := decodeParams(run); err != nil || p.Request.Nodes <= 1 {
+		return false
+	}
+	return s.joinOpenGang(ctx, name)
 }
 
 // heartbeat records every PollEvery that rank k is alive, until stop.
@@ -360,7 +379,22 @@ func (s *Service) followRun(ctx context.Context, g store.Gang, k store.Rank) (st
 	if err := os.MkdirAll(workDir, 0o755); err != nil {
 		return "", fmt.Errorf("create the rank's work directory: %w", err)
 	}
-	coll, err := s.connect(ctx, g, k.Rank)
+	// Rank 0 closes the rendezvous when it gives up or yields: then stop
+	// waiting for it, to be free for another run at once.
+	coll, closed, err := s.connectUnless(ctx, g, k.Rank, func(ctx context.Context) bool {
+		open, err := s.st.GangOpen(ctx, g.Run, g.Epoch)
+		return err == nil && !open
+	})
+	if closed {
+		why := "rank 0 closed the rendezvous before it completed"
+		ranks, _ := s.st.ListRanks(ctx, g.Run)
+		for _, r := range ranks {
+			if r.Epoch == k.Epoch && r.Rank == k.Rank && !r.LeftAt.IsZero() {
+				why = r.Note
+			}
+		}
+		return why, nil
+	}
 	if err != nil {
 		// The store's address stays in the rendezvous record.
 		return "", fmt.Errorf("the rendezvous did not complete: %s", strings.ReplaceAll(err.Error(), g.StoreAddr, "rank 0's store"))
@@ -379,6 +413,40 @@ func (s *Service) connect(ctx context.Context, g store.Gang, rank int) (collecti
 	defer cancel()
 	return gloo.New(rctx, collective.Config{Rank: rank, Size: g.Size, StoreAddr: g.StoreAddr, Secret: g.Secret,
 		ListenHost: s.cfg.Gang.host, Timeout: s.cfg.Gang.CollectiveTimeout, Prefix: fmt.Sprintf("%s/%d", g.Run, g.Epoch)})
+}
+
+// connectUnless is connect, given up when stop (called every FetchPoll
+// while the rendezvous lasts) says so: it reports whether it did, and
+// then returns no collective.
+func (s *Service) connectUnless(ctx context.Context, g store.Gang, rank int, stop func(context.Context) bool) (collective.Collective, bool, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	stopped, done := false, make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.cfg.FetchPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			// Not under wctx: a decision taken is seen through.
+			if stop(context.WithoutCancel(wctx)) {
+				stopped = true
+				cancel()
+				return
+			}
+		}
+	}()
+	coll, err := s.connect(wctx, g, rank)
+	cancel()
+	<-done
+	if stopped && err == nil {
+		coll.Close()
+		coll = nil
+	}
+	return coll, stopped, err
 }
 
 // errRequeue is a multi-node run's failure that is not the run's fault:
@@ -423,7 +491,24 @@ func (s *Service) lead(ctx context.Context, run *store.Run, p *params, workDir s
 		s.cfg.WorkerID, nodes, me.Host, s.cfg.Gang.RendezvousTimeout, nodes-1)
 	stopBeat := s.heartbeat(bg, me)
 	defer stopBeat()
-	coll, err := s.connect(ctx, g, 0)
+	// While it waits, an older run's rendezvous may need this one's
+	// workers: then it closes its own and the run goes back to the queue.
+	var olderRun string
+	coll, yielded, err := s.connectUnless(ctx, g, 0, func(ctx context.Context) bool {
+		now := s.clock()
+		to, err := s.st.YieldGang(ctx, run.Name, run.LeaseEpoch, now, now.Add(-s.cfg.LeaseTTL))
+		if err != nil {
+			s.log.Warn("decide whether to yield to an older multi-node run", "run", run.Name, "err", err)
+		}
+		olderRun = to
+		return to != ""
+	})
+	if yielded {
+		why := "the run yielded its workers to older run " + olderRun + ", whose rendezvous needed them"
+		s.leave(bg, me, why)
+		return nil, &errRequeue{why + "; re-queued (nothing was lost: the run resumes from its last checkpoint when " +
+			strconv.Itoa(nodes) + " workers are free)"}
+	}
 	if err != nil {
 		ranks, _ := s.st.ListRanks(bg, run.Name)
 		joined := map[int]store.Rank{}

@@ -129,7 +129,10 @@ type Service struct {
 	val validators
 
 	slots chan struct{} // see takeSlot
-	gangs sync.WaitGroup
+	// gangs counts the ranks this worker holds in others' runs; they run
+	// under workCtx, which ends when the service stops.
+	gangs   sync.WaitGroup
+	workCtx context.Context
 }
 
 // New validates cfg, fills defaults and prepares the queue (migrating its
@@ -239,17 +242,19 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.started || !s.cfg.Work {
 		return nil
 	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.workCtx = bg
 	if err := s.q.start(ctx); err != nil {
+		cancel()
 		return fmt.Errorf("runs: start queue: %w", err)
 	}
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopBG, s.bgDone, s.started = cancel, make(chan struct{}), true
 	go func() {
 		defer close(s.bgDone)
 		gangDone := make(chan struct{})
 		go func() {
 			defer close(gangDone)
-			s.gangLoop(bg, &s.gangs)
+			s.gangLoop(bg)
 		}()
 		s.reapLoop(bg)
 		<-gangDone

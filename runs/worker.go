@@ -40,11 +40,26 @@ func (w *trainWorker) Work(ctx context.Context, job *river.Job[TrainArgs]) (err 
 		}
 	}()
 	// A slot held by a rank of another worker's run: try again later.
+	later := river.JobSnooze(max(s.cfg.FetchPoll, time.Second))
 	if !s.takeSlot() {
-		return river.JobSnooze(max(s.cfg.FetchPoll, time.Second))
+		return later
 	}
-	defer s.freeSlot()
-	return s.execute(ctx, job.ID, job.Attempt, job.Args.Run)
+	// A multi-node run defers to older ones whose rendezvous need workers:
+	// this worker joins one instead of opening a rendezvous of its own, and
+	// again when its run went back to the queue (it yielded, or its
+	// rendezvous did not complete). The rank keeps the slot then.
+	handed := false
+	defer func() {
+		if !handed {
+			s.freeSlot()
+		}
+	}()
+	if handed = s.joinOlderGang(ctx, job.Args.Run); handed {
+		return later
+	}
+	err = s.execute(ctx, job.ID, job.Attempt, job.Args.Run)
+	handed = err != nil && s.joinOlderGang(ctx, job.Args.Run)
+	return err
 }
 
 var (

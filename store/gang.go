@@ -116,12 +116,20 @@ func (o ops) CloseGang(ctx context.Context, run string, epoch int64) error {
 
 // OpenGangs lists the rendezvous that still want ranks: their run is
 // STARTING under the same claim and fewer than Size ranks have joined.
-func (o ops) OpenGangs(ctx context.Context) ([]Gang, error) {
-	var out []Gang
-	err := o.all(ctx, `SELECT g.run_name, g.epoch, g.size, g.store_addr, g.secret, g.created_at
+// The oldest run comes first (creation time, then name): workers fill the
+// rendezvous in that order, and a younger one yields to an older one
+// (YieldGang), so runs competing for the same workers always progress.
+// With before set, only the runs created before that run are listed.
+func (o ops) OpenGangs(ctx context.Context, before ...string) ([]Gang, error) {
+	q, args := `SELECT g.run_name, g.epoch, g.size, g.store_addr, g.secret, g.created_at
 		FROM hone_run_gangs g JOIN hone_runs r ON r.name = g.run_name AND r.lease_epoch = g.epoch
-		WHERE r.status = ? AND (SELECT COUNT(*) FROM hone_run_ranks k WHERE k.run_name = g.run_name AND k.epoch = g.epoch) < g.size
-		ORDER BY g.created_at`, []any{string(StatusStarting)}, func(r rows) error {
+		WHERE r.status = ? AND `+gangShort, []any{string(StatusStarting)}
+	if len(before) > 0 {
+		q += ` AND EXISTS (SELECT 1 FROM hone_runs me WHERE me.name = ? AND ` + olderThanMe + `)`
+		args = append(args, before[0])
+	}
+	var out []Gang
+	err := o.all(ctx, q+` ORDER BY r.created_at, r.name`, args, func(r rows) error {
 		var g Gang
 		var t int64
 		err := r.Scan(&g.Run, &g.Epoch, &g.Size, &g.StoreAddr, &g.Secret, &t)
@@ -135,15 +143,104 @@ func (o ops) OpenGangs(ctx context.Context) ([]Gang, error) {
 	return out, nil
 }
 
+// gangShort: rendezvous g has fewer ranks than it needs. olderThanMe: run
+// r was created before run me (the seniority OpenGangs orders by).
+const (
+	gangShort   = `(SELECT COUNT(*) FROM hone_run_ranks k WHERE k.run_name = g.run_name AND k.epoch = g.epoch) < g.size`
+	olderThanMe = `(r.created_at < me.created_at OR (r.created_at = me.created_at AND r.name < me.name))`
+)
+
+// GangOpen reports whether the claim's rendezvous is still open: rank 0
+// has neither closed it (given up, yielded, finished) nor lost the run.
+func (o ops) GangOpen(ctx context.Context, run string, epoch int64) (bool, error) {
+	var n int
+	err := o.one(ctx, `SELECT COUNT(*) FROM hone_run_gangs g JOIN hone_runs r ON r.name = g.run_name AND r.lease_epoch = g.epoch
+		WHERE g.run_name = ? AND g.epoch = ? AND r.status IN (?, ?)`,
+		[]any{run, epoch, string(StatusStarting), string(StatusRunning)}, &n)
+	if err != nil {
+		return false, fmt.Errorf("store: read the rendezvous of run %s: %w", run, err)
+	}
+	return n > 0, nil
+}
+
+// lockShortGang locks the claim's rendezvous row (so that joining it and
+// closing it are serialized) and reports whether it is there and short of
+// ranks.
+func (o ops) lockShortGang(ctx context.Context, run string, epoch int64) (bool, error) {
+	n, err := o.q.exec(ctx, `UPDATE hone_run_gangs SET size = size WHERE run_name = ? AND epoch = ?`, run, epoch)
+	if err != nil || n == 0 {
+		return false, err
+	}
+	var short int
+	err = o.one(ctx, `SELECT COUNT(*) FROM hone_run_gangs g WHERE g.run_name = ? AND g.epoch = ? AND `+gangShort,
+		[]any{run, epoch}, &short)
+	return short > 0, err
+}
+
 // JoinRank takes rank k.Rank of the claim for k.Worker; false when the
-// rank is taken or the worker already holds one.
-func (o ops) JoinRank(ctx context.Context, k Rank) (bool, error) {
-	n, err := o.q.exec(ctx, `INSERT INTO hone_run_ranks (run_name, epoch, rank_no, worker, host, joined_at, seen_at) VALUES (?,?,?,?,?,?,?)
-		ON CONFLICT DO NOTHING`, k.Run, k.Epoch, k.Rank, k.Worker, k.Host, micros(k.JoinedAt), micros(k.JoinedAt))
+// rank is taken or the worker already holds one, or (ranks other than 0,
+// which opens the rendezvous) when the rendezvous is closed or full.
+func (s *Store) JoinRank(ctx context.Context, k Rank) (bool, error) {
+	var ok bool
+	err := s.InTx(ctx, func(tx *Tx) error {
+		if k.Rank > 0 {
+			short, err := tx.lockShortGang(ctx, k.Run, k.Epoch)
+			if err != nil || !short {
+				return err
+			}
+		}
+		n, err := tx.q.exec(ctx, `INSERT INTO hone_run_ranks (run_name, epoch, rank_no, worker, host, joined_at, seen_at) VALUES (?,?,?,?,?,?,?)
+			ON CONFLICT DO NOTHING`, k.Run, k.Epoch, k.Rank, k.Worker, k.Host, micros(k.JoinedAt), micros(k.JoinedAt))
+		ok = n > 0
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("store: join run %s as rank %d: %w", k.Run, k.Rank, err)
 	}
-	return n > 0, nil
+	return ok, nil
+}
+
+// YieldGang closes the claim's rendezvous when an older run's rendezvous
+// needs the workers this one holds, and returns that run ("" when it does
+// not yield). It yields only while it is short of ranks (a complete one
+// trains), to the oldest open rendezvous (OpenGangs' order) whose rank 0
+// still holds its lease at now, that needs no more workers than were seen
+// since liveSince (one that cannot complete would take the workers for
+// nothing), and that some worker of this one is not part of yet. The ranks
+// that joined are recorded as left, so that their workers leave and are
+// free for the older run. The oldest open rendezvous never yields: runs
+// competing for the same workers complete one after another instead of
+// each holding some and timing out.
+func (s *Store) YieldGang(ctx context.Context, run string, epoch int64, now, liveSince time.Time) (string, error) {
+	var to string
+	err := s.InTx(ctx, func(tx *Tx) error {
+		short, err := tx.lockShortGang(ctx, run, epoch)
+		if err != nil || !short {
+			return err
+		}
+		err = tx.all(ctx, `SELECT g.run_name FROM hone_run_gangs g
+			JOIN hone_runs r ON r.name = g.run_name AND r.lease_epoch = g.epoch
+			JOIN hone_runs me ON me.name = ?
+			WHERE r.status = ? AND r.lease_until > ? AND `+gangShort+` AND `+olderThanMe+`
+			AND g.size <= (SELECT COUNT(*) FROM hone_workers w WHERE w.seen_at >= ?)
+			AND EXISTS (SELECT 1 FROM hone_run_ranks m WHERE m.run_name = ? AND m.epoch = ? AND m.left_at = 0
+				AND NOT EXISTS (SELECT 1 FROM hone_run_ranks o WHERE o.run_name = g.run_name AND o.epoch = g.epoch AND o.worker = m.worker))
+			ORDER BY r.created_at, r.name LIMIT 1`,
+			[]any{run, string(StatusStarting), micros(now), micros(liveSince), run, epoch}, func(r rows) error { return r.Scan(&to) })
+		if err != nil || to == "" {
+			return err
+		}
+		if _, err := tx.q.exec(ctx, `DELETE FROM hone_run_gangs WHERE run_name = ? AND epoch = ?`, run, epoch); err != nil {
+			return err
+		}
+		_, err = tx.q.exec(ctx, `UPDATE hone_run_ranks SET left_at = ?, note = ? WHERE run_name = ? AND epoch = ? AND left_at = 0`,
+			micros(now), "the run yielded its workers to older run "+to+", whose rendezvous needed them", run, epoch)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("store: yield the rendezvous of run %s: %w", run, err)
+	}
+	return to, nil
 }
 
 // TouchRank records that a rank is still alive.

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +94,95 @@ func TestGang(t *testing.T) {
 		if gs, _ := s.OpenGangs(ctx); len(gs) != 0 {
 			t.Fatalf("OpenGangs after close = %+v", gs)
 		}
+	})
+}
+
+// TestGangYield: a younger run's rendezvous that is short of ranks yields
+// to the oldest open one that needs its workers (closing it to joiners and
+// recording its ranks as left), and only then: never the oldest, never a
+// complete one, never to a rendezvous whose rank 0 lost its lease, that
+// needs more workers than are alive, or that its workers are all part of
+// already; on both backends.
+func TestGangYield(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store, _ string) {
+		ctx := context.Background()
+		now, live := t0.Add(time.Minute), t0
+		for _, id := range []string{"w1", "w2", "w3"} {
+			if err := s.SeeWorker(ctx, store.Worker{ID: id, Host: "10.0.0.1", StartedAt: t0, SeenAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// gang opens run name (created at created) of size, with its ranks
+		// held by workers, in that order.
+		gang := func(name string, created time.Time, size int, workers ...string) {
+			t.Helper()
+			r := &store.Run{Name: name, User: "ann", ExperimentPath: "/x", Status: store.StatusStarting, Params: `{}`,
+				RegisterTo: "main.demo", JobID: 1, LeaseOwner: workers[0], LeaseUntil: now.Add(time.Minute), LeaseEpoch: 1, CreatedAt: created}
+			if err := s.InsertRun(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.OpenGang(ctx, store.Gang{Run: name, Epoch: 1, Size: size, StoreAddr: "10.0.0.1:4000", Secret: "s", CreatedAt: now}); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range workers {
+				if ok, err := s.JoinRank(ctx, store.Rank{Run: name, Epoch: 1, Rank: i, Worker: w, Host: "10.0.0.1", JoinedAt: now}); err != nil || !ok {
+					t.Fatalf("JoinRank(%s, %d, %s) = %v, %v", name, i, w, ok, err)
+				}
+			}
+		}
+		yield := func(name, want string) {
+			t.Helper()
+			if to, err := s.YieldGang(ctx, name, 1, now, live); err != nil || to != want {
+				t.Fatalf("YieldGang(%s) = %q, %v; want %q", name, to, err, want)
+			}
+		}
+		gang("b-old", t0, 2, "w1")
+		gang("a-young", t0.Add(time.Second), 2, "w2")  // younger, though its name sorts first
+		gang("c-full", t0.Add(2*time.Second), 1, "w3") // complete: it trains
+		yield("b-old", "")                             // the oldest never yields
+		yield("c-full", "")
+		if gs, err := s.OpenGangs(ctx, "a-young"); err != nil || len(gs) != 1 || gs[0].Run != "b-old" {
+			t.Fatalf("OpenGangs before a-young = %+v, %v; want b-old", gs, err)
+		}
+		// An older rendezvous whose workers are gone, or whose rank 0 lost
+		// its lease, is not worth yielding to.
+		yield2 := func(liveSince, at time.Time, want string) {
+			t.Helper()
+			if to, err := s.YieldGang(ctx, "a-young", 1, at, liveSince); err != nil || to != want {
+				t.Fatalf("YieldGang(a-young) at %v, workers since %v = %q, %v; want %q", at, liveSince, to, err, want)
+			}
+		}
+		yield2(t0.Add(time.Second), now, "")
+		yield2(live, now.Add(2*time.Minute), "")
+		yield("a-young", "b-old")
+		if open, err := s.GangOpen(ctx, "a-young", 1); err != nil || open {
+			t.Fatalf("GangOpen(a-young) after yielding = %v, %v", open, err)
+		}
+		if ok, err := s.JoinRank(ctx, store.Rank{Run: "a-young", Epoch: 1, Rank: 1, Worker: "w3", Host: "10.0.0.1", JoinedAt: now}); err != nil || ok {
+			t.Fatalf("JoinRank into a yielded rendezvous = %v, %v", ok, err)
+		}
+		ks, err := s.ListRanks(ctx, "a-young")
+		if err != nil || len(ks) != 1 || !ks[0].LeftAt.Equal(now) || !strings.Contains(ks[0].Note, "yielded its workers to older run b-old") {
+			t.Fatalf("a-young's ranks after yielding = %+v, %v", ks, err)
+		}
+		yield("a-young", "") // closed already
+		if ok, err := s.JoinRank(ctx, store.Rank{Run: "b-old", Epoch: 1, Rank: 1, Worker: "w2", Host: "10.0.0.1", JoinedAt: now}); err != nil || !ok {
+			t.Fatalf("JoinRank(b-old, 1, w2) = %v, %v", ok, err)
+		}
+		if open, err := s.GangOpen(ctx, "b-old", 1); err != nil || !open {
+			t.Fatalf("GangOpen(b-old) = %v, %v", open, err)
+		}
+		// A worker already in the older rendezvous cannot help it by
+		// yielding (it is busy there: another of its slots).
+		gang("d-old", t0.Add(3*time.Second), 3, "w1")
+		gang("e-young", t0.Add(4*time.Second), 2, "w2")
+		if ok, err := s.JoinRank(ctx, store.Rank{Run: "d-old", Epoch: 1, Rank: 1, Worker: "w2", Host: "10.0.0.1", JoinedAt: now}); err != nil || !ok {
+			t.Fatalf("JoinRank(d-old, 1, w2) = %v, %v", ok, err)
+		}
+		yield("e-young", "")
+		if ok, err := s.JoinRank(ctx, store.Rank{Run: "e-young", Epoch: 1, Rank: 1, Worker: "w3", Host: "10.0.0.1", JoinedAt: now}); err != nil || !ok {
+			t.Fatalf("JoinRank(e-young, 1, w3) = %v, %v", ok, err)
+		}
+		yield("e-young", "") // complete now
 	})
 }

@@ -54,7 +54,7 @@ type store struct {
 // New joins the group cfg describes: it connects to the rendezvous store
 // (hosted by rank 0, see collective.ServeStore), publishes this rank's
 // transport address and connects to every peer, failing after cfg.Timeout
-// (or ctx's deadline) if some rank does not arrive.
+// (or ctx's deadline) if some rank does not arrive, or when ctx ends.
 func New(ctx context.Context, cfg collective.Config) (*Group, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -71,8 +71,10 @@ func New(ctx context.Context, cfg collective.Config) (*Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rank %d: join the rendezvous: %w", cfg.Rank, err)
 	}
-	// The store connection is needed only for the rendezvous.
+	// The store connection is needed only for the rendezvous. Dropping it
+	// when ctx ends fails a wait for ranks that may never come at once.
 	defer sc.Close()
+	defer context.AfterFunc(ctx, func() { sc.Close() })()
 	h := cgo.NewHandle(&store{c: sc, prefix: cfg.Prefix + "/"})
 	defer h.Delete()
 	host := C.CString(cfg.ListenHost)
