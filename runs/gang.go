@@ -9,9 +9,18 @@ package runs
 // rendezvous (hone_run_gangs, under the claim's lease epoch) and waits, up
 // to the rendezvous timeout, for N-1 other workers. Every working process
 // polls the open rendezvous (gangLoop) and, when it has a free slot, joins
-// one as the next free rank (hone_run_ranks; a worker holds at most one
-// rank of a claim). The store admits a rank only with the secret and from
-// the host its rank record names.
+// the oldest (by the run's creation) as the next free rank (hone_run_ranks;
+// a worker holds at most one rank of a claim). The store admits a rank
+// only with the secret and from the host its rank record names.
+//
+// Runs competing for the same workers (two 2-node runs on two workers,
+// each leading one) would each hold some and wait in vain. Instead a
+// rendezvous short of ranks yields to an older open one that needs its
+// workers (store.YieldGang, serialized with joins on the rendezvous row):
+// it closes, its ranks leave at once, its run goes back to the queue, and
+// its workers join the older one. A worker about to claim a multi-node run
+// joins an older open rendezvous instead. The oldest never yields, so it
+// completes when enough workers are alive.
 //
 // A rank that leaves (its process died, its network went away) breaks the
 // collective; the others leave it within the collective timeout. Rank 0
@@ -305,7 +314,7 @@ func (s *Service) joinOpenGang(ctx context.Context, before ...string) bool {
 // same workers) and reports whether it did (the rank holds the slot then).
 func (s *Service) joinOlderGang(ctx context.Context, name string) bool {
 	run, err := s.st.GetRun(ctx, name)
-	if err != nil || run.Status.Terminal() {
+	if err != nil || run.Status != store.StatusQueued {
 		return false
 	}
 	if p, err := decodeParams(run); err != nil || p.Request.Nodes <= 1 {
@@ -381,11 +390,12 @@ func (s *Service) followRun(ctx context.Context, g store.Gang, k store.Rank) (st
 	}
 	// Rank 0 closes the rendezvous when it gives up or yields: then stop
 	// waiting for it, to be free for another run at once.
-	coll, closed, err := s.connectUnless(ctx, g, k.Rank, func(ctx context.Context) bool {
+	closed := func(ctx context.Context) bool {
 		open, err := s.st.GangOpen(ctx, g.Run, g.Epoch)
 		return err == nil && !open
-	})
-	if closed {
+	}
+	coll, stopped, err := s.connectUnless(ctx, g, k.Rank, closed)
+	if stopped || err != nil && closed(ctx) {
 		why := "rank 0 closed the rendezvous before it completed"
 		ranks, _ := s.st.ListRanks(ctx, g.Run)
 		for _, r := range ranks {
@@ -504,7 +514,7 @@ func (s *Service) lead(ctx context.Context, run *store.Run, p *params, workDir s
 		return to != ""
 	})
 	if yielded {
-		why := "the run yielded its workers to older run " + olderRun + ", whose rendezvous needed them"
+		why := store.YieldNote(olderRun)
 		s.leave(bg, me, why)
 		return nil, &errRequeue{why + "; re-queued (nothing was lost: the run resumes from its last checkpoint when " +
 			strconv.Itoa(nodes) + " workers are free)"}

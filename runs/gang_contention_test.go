@@ -79,17 +79,17 @@ func TestGangRunsCompetingForWorkers(t *testing.T) {
 		}
 
 		deadline := time.Now().Add(4 * time.Minute)
-		for done := 0; done < len(names); {
-			done = 0
-			var report []string
+		var events []string
+		for done := 0; done < len(names); time.Sleep(100 * time.Millisecond) {
+			done, events = 0, nil
 			for _, name := range names {
 				r, err := c.GetRun(ctx, name)
 				if err != nil {
 					t.Fatal(err)
 				}
 				for _, e := range r.Events {
-					report = append(report, name+": "+e.Type+" "+e.Message)
-					if strings.Contains(e.Message, "did not complete") {
+					events = append(events, name+": "+e.Type+" "+e.Message)
+					if e.Type == client.StatusQueued && strings.Contains(e.Message, "did not complete within") {
 						t.Fatalf("run %s: a rendezvous timed out: %s", name, e.Message)
 					}
 				}
@@ -101,16 +101,13 @@ func TestGangRunsCompetingForWorkers(t *testing.T) {
 				}
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("runs did not complete; events:\n%s", strings.Join(report, "\n"))
+				t.Fatalf("runs did not complete; events:\n%s", strings.Join(events, "\n"))
 			}
-			if done == len(names) {
-				for _, l := range report {
-					if strings.Contains(l, "yielded") {
-						t.Log(l)
-					}
-				}
+		}
+		for _, e := range events {
+			if strings.Contains(e, "yielded") {
+				t.Log(e)
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
 	})
 }

@@ -200,6 +200,11 @@ func (s *Store) JoinRank(ctx context.Context, k Rank) (bool, error) {
 	return ok, nil
 }
 
+// YieldNote says why a rendezvous closed that yielded to run to.
+func YieldNote(to string) string {
+	return "the run yielded its workers to older run " + to + ", whose rendezvous needed them"
+}
+
 // YieldGang closes the claim's rendezvous when an older run's rendezvous
 // needs the workers this one holds, and returns that run ("" when it does
 // not yield). It yields only while it is short of ranks (a complete one
@@ -234,7 +239,7 @@ func (s *Store) YieldGang(ctx context.Context, run string, epoch int64, now, liv
 			return err
 		}
 		_, err = tx.q.exec(ctx, `UPDATE hone_run_ranks SET left_at = ?, note = ? WHERE run_name = ? AND epoch = ? AND left_at = 0`,
-			micros(now), "the run yielded its workers to older run "+to+", whose rendezvous needed them", run, epoch)
+			micros(now), YieldNote(to), run, epoch)
 		return err
 	})
 	if err != nil {
