@@ -452,11 +452,14 @@ func (s *Service) connectUnless(ctx context.Context, g store.Gang, rank int, sto
 	coll, err := s.connect(wctx, g, rank)
 	cancel()
 	<-done
-	if stopped && err == nil {
-		coll.Close()
-		coll = nil
+	if err != nil {
+		return nil, stopped, err
 	}
-	return coll, stopped, err
+	if stopped {
+		coll.Close()
+		return nil, true, nil
+	}
+	return coll, false, nil
 }
 
 // errRequeue is a multi-node run's failure that is not the run's fault:
