@@ -109,12 +109,19 @@ func serveInProcess(t *testing.T, st *store.Store, home, data string) *client.Cl
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Stop(ctx) })
+	return serveAPI(t, svc, cat)
+}
+
+// serveAPI serves svc's and cat's API in-process, creates the catalog
+// main.demo, and returns a client of it.
+func serveAPI(t *testing.T, svc *runs.Service, cat *catalog.Catalog) *client.Client {
+	t.Helper()
 	srv, _ := server.New(server.Config{Runs: svc, Catalog: cat})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	c, _ := client.New(client.Config{Server: ts.URL})
 	for _, n := range []string{"main", "main.demo"} {
-		if err := c.CreateCatalog(ctx, n, ""); err != nil {
+		if err := c.CreateCatalog(context.Background(), n, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,7 +3,6 @@ package runs_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"hone/client"
 	"hone/modelref"
 	"hone/runs"
-	"hone/server"
 	"hone/store"
 	"hone/store/storetest"
 )
@@ -51,15 +49,7 @@ func TestGangRunsCompetingForWorkers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		srv, _ := server.New(server.Config{Runs: svcs[0], Catalog: cat})
-		ts := httptest.NewServer(srv)
-		t.Cleanup(ts.Close)
-		c, _ := client.New(client.Config{Server: ts.URL})
-		for _, n := range []string{"main", "main.demo"} {
-			if err := c.CreateCatalog(ctx, n, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
+		c := serveAPI(t, svcs[0], cat)
 		req := request(data, model)
 		req.TrainingDuration, req.BatchRows, req.GradAccum, req.Nodes = "4ba", 1, 2, 2
 		req.EvalPrompts = nil
