@@ -26,28 +26,40 @@ import (
 // stale. With clipping, the norm summed from the shards groups its terms
 // otherwise, so the weights agree to rounding. Buckets of 999 floats cut
 // pieces of unequal sizes (the last rank's odd) at odd offsets. The
-// batches leave embedding rows untouched.
+// batches leave embedding rows untouched. With LionW (its one moment,
+// weight decay scaled by lr/peak) as with AdamW: every rank's pieces, the
+// embeddings included, take unsharded LionW's steps bit for bit.
 func TestZero1MatchesDataParallel(t *testing.T) {
 	for _, tc := range []struct {
 		n          int
 		opt        engine.Options
 		tied, clip bool
+		lionw      bool
 	}{
-		{2, engine.Options{BF16: true}, false, false},
-		{2, engine.Options{BF16: true}, false, true},
-		{2, engine.Options{BF16: true}, true, false},
-		{2, engine.Options{}, false, false},
-		{3, engine.Options{BF16: true}, false, true},
-		{3, engine.Options{BF16: true}, false, false},
-		{3, engine.Options{BF16: true}, true, false},
-		{3, engine.Options{}, false, false},
-		{4, engine.Options{BF16: true}, false, false},
-		{4, engine.Options{}, true, false},
-		{5, engine.Options{BF16: true}, true, true},
-		{2, engine.Options{BF16: true, CompactBF16: true}, false, false},
-		{3, engine.Options{BF16: true, CompactBF16: true}, false, false},
+		{2, engine.Options{BF16: true}, false, false, false},
+		{2, engine.Options{BF16: true}, false, true, false},
+		{2, engine.Options{BF16: true}, true, false, false},
+		{2, engine.Options{}, false, false, false},
+		{3, engine.Options{BF16: true}, false, true, false},
+		{3, engine.Options{BF16: true}, false, false, false},
+		{3, engine.Options{BF16: true}, true, false, false},
+		{3, engine.Options{}, false, false, false},
+		{4, engine.Options{BF16: true}, false, false, false},
+		{4, engine.Options{}, true, false, false},
+		{5, engine.Options{BF16: true}, true, true, false},
+		{2, engine.Options{BF16: true, CompactBF16: true}, false, false, false},
+		{3, engine.Options{BF16: true, CompactBF16: true}, false, false, false},
+		{2, engine.Options{BF16: true}, false, false, true},
+		{2, engine.Options{}, false, false, true},
+		{3, engine.Options{BF16: true}, false, false, true},
+		{3, engine.Options{}, true, false, true},
+		{3, engine.Options{BF16: true}, false, true, true},
 	} {
-		t.Run(fmt.Sprintf("%d-ranks/bf16-%v/compact-%v/tied-%v/clip-%v", tc.n, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.clip), func(t *testing.T) {
+		name := "adamw"
+		if tc.lionw {
+			name = "lionw"
+		}
+		t.Run(fmt.Sprintf("%s/%d-ranks/bf16-%v/compact-%v/tied-%v/clip-%v", name, tc.n, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.clip), func(t *testing.T) {
 			cfg := testCfg(t, tc.tied)
 			r := rand.New(rand.NewPCG(3, 4))
 			batches := make([]*engine.Batch, tc.n)
@@ -56,12 +68,22 @@ func TestZero1MatchesDataParallel(t *testing.T) {
 				batches[i] = testBatch(t, r, 2, 12, cfg.VocabSize/2)
 				scored += batches[i].Scored()
 			}
-			ocfg := optim.DefaultAdamW
+			const steps, lr = 3, 1e-2
+			ocfg, lcfg := optim.DefaultAdamW, optim.LionWConfig{Beta1: 0.9, Beta2: 0.99, WeightDecay: 0.1}
 			ocfg.MaxGradNorm = 0
 			if tc.clip {
-				ocfg.MaxGradNorm = 1e-3 // every step clips
+				ocfg.MaxGradNorm, lcfg.MaxGradNorm = 1e-3, 1e-3 // every step clips
 			}
-			const steps, lr = 3, 1e-2
+			newRanges := optim.AdamWRanges(ocfg)
+			if tc.lionw {
+				newRanges = optim.LionWRanges(lcfg, 2*lr)
+			}
+			whole := func(m *engine.Model) (optim.Optimizer, error) { // unsharded
+				if tc.lionw {
+					return optim.NewLionW(m, lcfg, 2*lr)
+				}
+				return optim.NewAdamW(m, ocfg)
+			}
 			type result struct {
 				losses, norms [steps]float64
 				w             []float32
@@ -82,14 +104,14 @@ func TestZero1MatchesDataParallel(t *testing.T) {
 							m.InitRandom(7)
 							ctx := context.Background()
 							var z *Zero1
-							var o *optim.AdamW
+							var o optim.Optimizer
 							var err error
 							if zero {
 								// Odd buckets: each rank sends its shard in
 								// several, at odd offsets.
-								z, err = newZero1(c, m, ocfg, 999)
+								z, err = newZero1(c, m, newRanges, 999)
 							} else {
-								o, err = optim.NewAdamW(m, ocfg)
+								o, err = whole(m)
 							}
 							if err != nil {
 								return err
@@ -313,7 +335,7 @@ func checkZero1Plan(t *testing.T, cfg *engine.Config, opt engine.Options) {
 			errs[q] = func() error {
 				m := engine.New(cfg, dev, opt)
 				m.InitRandom(7)
-				z, err := newZero1(hubRank{h, q}, m, optim.DefaultAdamW, z1.bucket)
+				z, err := newZero1(hubRank{h, q}, m, optim.AdamWRanges(optim.DefaultAdamW), z1.bucket)
 				if err != nil {
 					return err
 				}

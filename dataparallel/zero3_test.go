@@ -223,7 +223,7 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 							return err
 						}
 						engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
-						o, err := sh.NewAdamW(optim.DefaultAdamW)
+						o, err := sh.NewOptimizer(optim.AdamWRanges(optim.DefaultAdamW))
 						if err != nil {
 							return err
 						}
@@ -347,7 +347,7 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 						}
 						step = func() error { _, err := o.StepAdapter(a, 1e-3); return err }
 					} else {
-						o, err := sh.NewAdamW(optim.DefaultAdamW)
+						o, err := sh.NewOptimizer(optim.AdamWRanges(optim.DefaultAdamW))
 						if err != nil {
 							return err
 						}
