@@ -262,7 +262,8 @@ func TestZero1LayoutCoversTheArena(t *testing.T) {
 
 // The memory plan of a Zero1 rank (Zero1Rank) is what the largest rank
 // allocates through a counting device, exactly: the model, its
-// activations, the AdamW moments of the embeddings and its pieces, and
+// activations, the optimizer state of the embeddings and its pieces
+// (AdamW's two moments; LionW's one, OptimizerStates 1), and
 // the all-gathers' scratch (exchange_scratch), plus the buffers the
 // device and the collective keep themselves (attention scratch; the Gloo
 // shim's reduce-scatter buffer, which the test group has not), after a
@@ -279,8 +280,10 @@ func TestZero1MemoryMatchesPlan(t *testing.T) {
 		{2, Bucket, engine.Options{BF16: true}, false},
 		{3, 999, engine.Options{BF16: true, CompactBF16: true}, false},
 		{2, 999, engine.Options{BF16: true, Recompute: true}, false},
+		{2, 999, engine.Options{BF16: true, OptimizerStates: 1}, false},
+		{3, 999, engine.Options{OptimizerStates: 1}, true},
 	} {
-		t.Run(fmt.Sprintf("%d-ranks/bucket-%d/bf16-%v/compact-%v/tied-%v/recompute-%v", tc.n, tc.bucket, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.opt.Recompute), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d-ranks/bucket-%d/bf16-%v/compact-%v/tied-%v/recompute-%v/states-%d", tc.n, tc.bucket, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.opt.Recompute, tc.opt.OptimizerBuffers()), func(t *testing.T) {
 			tc.opt.Rank = zero1Rank{tc.n, tc.bucket}
 			checkZero1Plan(t, testCfg(t, tc.tied), tc.opt)
 		})
@@ -315,14 +318,18 @@ func TestZero1Fit(t *testing.T) {
 	checkZero1Plan(t, cfg, got)
 }
 
-// checkZero1Plan runs a step of Zero1 (opt.Rank: a zero1Rank) with
-// micro-batches of 2×12 tokens on counting devices and checks that the
-// largest rank's peak is opt's plan, less what the device and the
-// collective keep themselves.
+// checkZero1Plan runs a step of Zero1 (opt.Rank: a zero1Rank; LionW
+// when opt.OptimizerStates is 1, else AdamW) with micro-batches of 2×12
+// tokens on counting devices and checks that the largest rank's peak is
+// opt's plan, less what the device and the collective keep themselves.
 func checkZero1Plan(t *testing.T, cfg *engine.Config, opt engine.Options) {
 	t.Helper()
 	const B, T = 2, 12
 	z1 := opt.Rank.(zero1Rank)
+	newRanges := optim.AdamWRanges(optim.DefaultAdamW)
+	if opt.OptimizerStates == 1 {
+		newRanges = optim.LionWRanges(optim.DefaultLionW, 1e-4)
+	}
 	h := newHub(z1.ranks)
 	peaks := make([]int64, z1.ranks)
 	errs := make([]error, z1.ranks)
@@ -335,7 +342,7 @@ func checkZero1Plan(t *testing.T, cfg *engine.Config, opt engine.Options) {
 			errs[q] = func() error {
 				m := engine.New(cfg, dev, opt)
 				m.InitRandom(7)
-				z, err := newZero1(hubRank{h, q}, m, optim.AdamWRanges(optim.DefaultAdamW), z1.bucket)
+				z, err := newZero1(hubRank{h, q}, m, newRanges, z1.bucket)
 				if err != nil {
 					return err
 				}
