@@ -311,12 +311,8 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	case spec.Method == "lora":
 		a, o, err = newLoRA(spec, m)
 	case dopt.ShardOptimizer && coll != nil && coll.Size() > 1:
-		if spec.Optimizer == "lionw" {
-			err = fmt.Errorf("sharding the optimizer state (--shard-optimizer) supports AdamW only: run LionW unsharded")
-		} else {
-			if z, err = dataparallel.NewZero1(coll, m, spec.AdamW); err == nil {
-				o = z.O
-			}
+		if z, err = dataparallel.NewZero1(coll, m, spec.newRanges()); err == nil {
+			o = z.O
 		}
 	default:
 		o, err = newOptimizer(spec, m, nil)
@@ -474,8 +470,9 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 	o := r.o
 	if r.zero1 != nil {
 		// The checkpoint holds every moment; syncFromLeader deals them out.
-		n := len(r.m.Params.Arena)
-		r.resumed = &optim.AdamW{Config: r.shardOpt().Config, M: make([]float32, n), V: make([]float32, n)}
+		if r.resumed, err = r.wholeState(); err != nil {
+			return st, err
+		}
 		o = r.resumed
 	}
 	got, err := loadCheckpoint(last, r.m, r.a, o)
@@ -579,7 +576,7 @@ type runner struct {
 	// gathered are the leader's whole optimizer state while it resumes
 	// or saves.
 	zero1             *dataparallel.Zero1
-	resumed, gathered *optim.AdamW
+	resumed, gathered optim.RangeOptimizer
 	// sh, when the parameters are sharded (ZeRO stage 3), is this rank's
 	// shard of them; resumeDir the checkpoint the leader resumes from.
 	sh        *dataparallel.Sharded
