@@ -180,15 +180,28 @@ func Zero1LayoutFor(c *engine.Config, opt engine.Options, ranks, bucket int) *Ze
 // part of the largest and every rank's (exchange_scratch), and the Gloo
 // shim's reduce-scatter receive buffer, the largest piece
 // (collective_scratch; collective/gloo). Fit with it turns on only the
-// savings a rank needs. A LoRA run (Zero1 does not shard its state) and
-// sharded parameters (ShardRanks: the model plans its shard) keep the
-// model's plan.
-func Zero1Rank(ranks int) engine.RankPlanner { return zero1Rank{ranks, Bucket} }
+// savings a rank needs. It is nil where a run of a model built with opt
+// does not use Zero1 (zero1Shards), so a run that asks for a sharded
+// optimizer uses Zero1 exactly when its plan's Rank is set.
+func Zero1Rank(ranks int, opt engine.Options) engine.RankPlanner {
+	if !zero1Shards(ranks, opt) {
+		return nil
+	}
+	return zero1Rank{ranks, Bucket}
+}
+
+// zero1Shards says whether Zero1 shards the optimizer state of a model
+// built with opt over ranks ranks: full fine-tuning over 2 or more. A
+// LoRA run's state is small and whole on every rank; with sharded
+// parameters (ShardRanks) the model plans its shard of the state.
+func zero1Shards(ranks int, opt engine.Options) bool {
+	return ranks > 1 && opt.LoRA == nil && opt.ShardRanks == 0
+}
 
 type zero1Rank struct{ ranks, bucket int }
 
 func (z zero1Rank) RankPlan(c *engine.Config, opt engine.Options, plan engine.MemoryPlan) engine.MemoryPlan {
-	if z.ranks <= 1 || opt.LoRA != nil || opt.ShardRanks > 0 {
+	if !zero1Shards(z.ranks, opt) {
 		return plan
 	}
 	lay := Zero1LayoutFor(c, opt, z.ranks, z.bucket)

@@ -299,7 +299,7 @@ func TestZero1Fit(t *testing.T) {
 	cfg, dev := testCfg(t, false), openCPU(t, nil)
 	opt := engine.Options{BF16: true}
 	rank := opt
-	rank.Rank = Zero1Rank(n)
+	rank.Rank = Zero1Rank(n, opt)
 	need := cfg.MemoryEstimate(dev, rank, B, T)
 	if whole := cfg.MemoryEstimate(dev, opt, B, T); whole <= need {
 		t.Fatalf("the whole state's plan %d bytes, a rank's %d: want more", whole, need)

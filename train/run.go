@@ -407,9 +407,6 @@ func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 	if spec.Optimizer == "lionw" {
 		opts.OptimizerStates = 1
 	}
-	if spec.zero1Ranks > 1 && spec.Method != "lora" { // ZeRO-1: a rank's moments and exchange buffers
-		opts.Rank = dataparallel.Zero1Rank(spec.zero1Ranks)
-	}
 	if spec.Method == "lora" {
 		lc := spec.loraConfig()
 		opts.LoRA = &lc
@@ -419,6 +416,7 @@ func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 		}
 		opts.QuantizeBase, opts.NF4Embeddings = spec.LoRA.QuantizeBase, spec.LoRA.QuantizeEmbeddings
 	}
+	opts.Rank = dataparallel.Zero1Rank(spec.zero1Ranks, opts) // ZeRO-1: a rank's moments and exchange buffers
 	return opts, nil
 }
 
