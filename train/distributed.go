@@ -35,7 +35,8 @@ type DistOptions struct {
 	// ShardOptimizer keeps on each rank the optimizer state (AdamW's
 	// moments or LionW's moment) of its own range of the parameters only
 	// (ZeRO stage 1: AdamW's 8 bytes a parameter become 8/N, LionW's 4
-	// 4/N): each rank updates its range, then sends it to the others.
+	// become 4/N): each rank updates its range, then sends it to the
+	// others.
 	// Checkpoints still hold the whole state (gathered on rank 0), so a
 	// run resumes with any number of ranks, sharded or not. Full
 	// fine-tuning only; a LoRA run ignores it (its state is small).
