@@ -225,8 +225,9 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 			return nil, err
 		}
 		base.ShardRanks = s.ranks()
-	} else if s.ShardOptimizer && s.ranks() > 1 && base.LoRA == nil {
-		base.Rank = dataparallel.Zero1Rank(s.ranks()) // a rank's moments and exchange buffers
+	}
+	if s.ShardOptimizer {
+		base.Rank = dataparallel.Zero1Rank(s.ranks(), base) // a rank's moments and exchange buffers, when it uses Zero1
 	}
 	opts, notes, err := s.Config.Fit(dev, base, s.Batch, s.Seq, 0)
 	if err != nil {
@@ -382,7 +383,7 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 			return sum, n, err
 		}, nil
 	}
-	if s.ShardOptimizer && s.ranks() > 1 {
+	if m.Opt.Rank != nil { // planned as a Zero1 rank
 		return s.zero1Stepper(m)
 	}
 	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)

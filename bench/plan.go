@@ -84,8 +84,8 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 		}
 		opts.ShardRanks = ranks
 	}
-	if ranks > 1 && !sharded && s.ShardOptimizer && opts.LoRA == nil {
-		opts.Rank = dataparallel.Zero1Rank(ranks) // Fit turns on only what a rank needs
+	if s.ShardOptimizer {
+		opts.Rank = dataparallel.Zero1Rank(ranks, opts) // Fit turns on only what a rank needs
 	}
 	res := &PlanResult{Seq: s.Seq, Batch: s.Batch, Precision: s.Precision, Method: "full", AvailableBytes: avail,
 		AskedBytes: s.Config.MemoryEstimate(dev, opts, s.Batch, s.Seq), Savings: []string{}}

@@ -59,7 +59,7 @@ func MergeRanks(results []*TrainResult) *TrainResult {
 // zero1Stepper is full fine-tuning with the AdamW state sharded across
 // the ranks (dataparallel.Zero1, as train.DistOptions.ShardOptimizer).
 func (s TrainSpec) zero1Stepper(m *engine.Model) (func(*engine.Batch, float32) (float64, int, error), error) {
-	z, err := dataparallel.NewZero1(s.Coll, m, optim.DefaultAdamW)
+	z, err := dataparallel.NewZero1(s.Coll, m, optim.AdamWRanges(optim.DefaultAdamW))
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +123,7 @@ func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engi
 			return sum, n, err
 		}, nil
 	}
-	opt, err := sh.NewAdamW(optim.DefaultAdamW)
+	opt, err := sh.NewOptimizer(optim.AdamWRanges(optim.DefaultAdamW))
 	if err != nil {
 		return nil, err
 	}

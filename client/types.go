@@ -72,9 +72,10 @@ type CreateRunRequest struct {
 	// (data parallel over Gloo); default 1.
 	Nodes int `json:"nodes,omitempty"`
 	// Sharding (nodes > 1) is what each rank holds 1/N of: "none"
-	// (default: every rank holds the whole state), "optimizer" (the AdamW
-	// moments, ZeRO stage 1) or "parameters" (the fp32 parameters,
-	// gradients and moments, ZeRO stage 3). The results are those of an
+	// (default: every rank holds the whole state), "optimizer" (the
+	// optimizer state, AdamW's or LionW's moments, ZeRO stage 1) or
+	// "parameters" (the fp32 parameters, gradients and moments, ZeRO
+	// stage 3). The results are those of an
 	// unsharded run; the memory per rank is smaller.
 	Sharding string `json:"sharding,omitempty"`
 }

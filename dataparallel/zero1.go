@@ -22,10 +22,10 @@ import (
 // even offsets (Zero1Layout); a rank's shard is its piece of every bucket.
 // Each bucket's gradient is reduce-scattered as soon as the backward pass
 // has finished it: each rank receives only its piece's sum. Each rank
-// updates the embeddings and its shard (AdamW, clipping by the whole
-// gradient's norm), piece by piece, and each bucket is all-gathered as
-// soon as the ranks have updated their pieces of it (they update them in
-// the same order and at about the same time): the bf16 copy that the
+// updates the embeddings and its shard (AdamW or LionW, clipping by the
+// whole gradient's norm), piece by piece, and each bucket is all-gathered
+// as soon as the ranks have updated their pieces of it (they update them
+// in the same order and at about the same time): the bf16 copy that the
 // matrix products read, two halves a float, and the fp32 values only of
 // the tensors that the passes read in fp32 (norms, biases; all of them
 // without a bf16 copy), every rank's part padded to the largest (Gloo's
@@ -54,7 +54,7 @@ type Zero1 struct {
 	// in and out are the all-gathers' scratch: one rank's part, and all
 	// (Zero1Rank plans them).
 	in, out []float32
-	O       *optim.AdamW
+	O       optim.RangeOptimizer
 }
 
 // Zero1Layout is how Zero1 cuts an arena over its ranks.
@@ -144,8 +144,8 @@ func pieceCounts(n, ranks int) []int {
 }
 
 // Pieces are rank q's pieces, one per bucket (possibly empty), in arena
-// order: its shard. Its moments (O.M, O.V) hold the embeddings' [0,
-// Front()) and then these, one after another.
+// order: its shard. Its optimizer state (O.State()) holds the
+// embeddings' [0, Front()) and then these, one after another.
 func (l *Zero1Layout) Pieces(q int) [][2]int {
 	out := make([][2]int, len(l.Buckets))
 	for i, b := range l.Buckets {
@@ -173,21 +173,35 @@ func Zero1LayoutFor(c *engine.Config, opt engine.Options, ranks, bucket int) *Ze
 }
 
 // Zero1Rank plans (engine.Options.Rank) the largest rank of Zero1 over
-// ranks ranks (full fine-tuning with AdamW): the model's plan with the
-// AdamW moments of the embeddings and the rank's pieces instead of all,
+// ranks ranks (full fine-tuning): the model's plan with the optimizer
+// state (engine.Options.OptimizerStates buffers: AdamW's two moments,
+// LionW's one) of the embeddings and the rank's pieces instead of all,
 // and the collectives' buffers: the all-gathers' scratch, one rank's
 // part of the largest and every rank's (exchange_scratch), and the Gloo
 // shim's reduce-scatter receive buffer, the largest piece
 // (collective_scratch; collective/gloo). Fit with it turns on only the
-// savings a rank needs. A LoRA run (Zero1 does not shard its state) and
-// sharded parameters (ShardRanks: the model plans its shard) keep the
-// model's plan.
-func Zero1Rank(ranks int) engine.RankPlanner { return zero1Rank{ranks, Bucket} }
+// savings a rank needs. It is nil where a run of a model built with opt
+// does not use Zero1 (zero1Shards), so a run that asks for a sharded
+// optimizer uses Zero1 exactly when its plan's Rank is set.
+func Zero1Rank(ranks int, opt engine.Options) engine.RankPlanner {
+	if !zero1Shards(ranks, opt) {
+		return nil
+	}
+	return zero1Rank{ranks, Bucket}
+}
+
+// zero1Shards says whether Zero1 shards the optimizer state of a model
+// built with opt over ranks ranks: full fine-tuning over 2 or more. A
+// LoRA run's state is small and whole on every rank; with sharded
+// parameters (ShardRanks) the model plans its shard of the state.
+func zero1Shards(ranks int, opt engine.Options) bool {
+	return ranks > 1 && opt.LoRA == nil && opt.ShardRanks == 0
+}
 
 type zero1Rank struct{ ranks, bucket int }
 
 func (z zero1Rank) RankPlan(c *engine.Config, opt engine.Options, plan engine.MemoryPlan) engine.MemoryPlan {
-	if z.ranks <= 1 || opt.LoRA != nil || opt.ShardRanks > 0 {
+	if !zero1Shards(z.ranks, opt) {
 		return plan
 	}
 	lay := Zero1LayoutFor(c, opt, z.ranks, z.bucket)
@@ -203,21 +217,21 @@ func (z zero1Rank) RankPlan(c *engine.Config, opt engine.Options, plan engine.Me
 		piece = max(piece, b.Max)
 	}
 	plan.PeakBytes -= plan.Parts[engine.PartOptimizer]
-	plan.Parts[engine.PartOptimizer] = 8 * int64(lay.Front+shard) // M and V
+	plan.Parts[engine.PartOptimizer] = 4 * opt.OptimizerBuffers() * int64(lay.Front+shard)
 	plan.Parts[engine.PartExchangeScratch] = 4 * int64(z.ranks+1) * int64(lay.slot())
 	plan.Parts[engine.PartCollectiveScratch] = 4 * int64(piece)
 	plan.PeakBytes += plan.Parts[engine.PartOptimizer] + plan.Parts[engine.PartExchangeScratch] + plan.Parts[engine.PartCollectiveScratch]
 	return plan
 }
 
-// NewZero1 shards the optimizer state of m (full fine-tuning with AdamW)
-// over c's ranks.
-func NewZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig) (*Zero1, error) {
-	return newZero1(c, m, cfg, Bucket)
+// NewZero1 shards the optimizer state of m (full fine-tuning) over c's
+// ranks: newOpt (optim.AdamWRanges, optim.LionWRanges) makes this rank's.
+func NewZero1(c collective.Collective, m *engine.Model, newOpt optim.NewRanges) (*Zero1, error) {
+	return newZero1(c, m, newOpt, Bucket)
 }
 
 // newZero1 is NewZero1 with buckets of bucket floats.
-func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, bucket int) (*Zero1, error) {
+func newZero1(c collective.Collective, m *engine.Model, newOpt optim.NewRanges, bucket int) (*Zero1, error) {
 	if m.Opt.LoRA != nil || m.Opt.FrozenBF16 || m.Opt.ShardRanks > 1 {
 		return nil, errors.New("zero1: full fine-tuning of an unsharded model only")
 	}
@@ -231,7 +245,7 @@ func newZero1(c collective.Collective, m *engine.Model, cfg optim.AdamWConfig, b
 	slot := lay.slot()
 	z.in, z.out = m.Dev.Alloc(slot), m.Dev.Alloc(slot*c.Size())
 	var err error
-	z.O, err = optim.NewAdamWRanges(m.Dev, specs, append([][2]int{{0, lay.Front}}, z.mine...), cfg)
+	z.O, err = newOpt(m.Dev, specs, append([][2]int{{0, lay.Front}}, z.mine...))
 	return z, err
 }
 
@@ -328,7 +342,7 @@ func (z *Zero1) Step(ctx context.Context, lr float64) (optim.StepResult, error) 
 	norm, err := z.GradNorm(ctx)
 	if err != nil || math.IsNaN(norm) || math.IsInf(norm, 0) {
 		// The norm is the same on every rank: all skip the exchange.
-		res, serr := z.O.StepRanges(z.m.Dev, z.m.Params.Arena, z.m.Grads.Arena, nil, norm, lr)
+		res, serr := z.O.StepRangesEach(z.m.Dev, z.m.Params.Arena, z.m.Grads.Arena, nil, norm, lr, nil)
 		return res, errors.Join(err, serr)
 	}
 	m := z.m

@@ -26,28 +26,40 @@ import (
 // stale. With clipping, the norm summed from the shards groups its terms
 // otherwise, so the weights agree to rounding. Buckets of 999 floats cut
 // pieces of unequal sizes (the last rank's odd) at odd offsets. The
-// batches leave embedding rows untouched.
+// batches leave embedding rows untouched. With LionW (its one moment,
+// weight decay scaled by lr/peak) as with AdamW: every rank's pieces, the
+// embeddings included, take unsharded LionW's steps bit for bit.
 func TestZero1MatchesDataParallel(t *testing.T) {
 	for _, tc := range []struct {
 		n          int
 		opt        engine.Options
 		tied, clip bool
+		lionw      bool
 	}{
-		{2, engine.Options{BF16: true}, false, false},
-		{2, engine.Options{BF16: true}, false, true},
-		{2, engine.Options{BF16: true}, true, false},
-		{2, engine.Options{}, false, false},
-		{3, engine.Options{BF16: true}, false, true},
-		{3, engine.Options{BF16: true}, false, false},
-		{3, engine.Options{BF16: true}, true, false},
-		{3, engine.Options{}, false, false},
-		{4, engine.Options{BF16: true}, false, false},
-		{4, engine.Options{}, true, false},
-		{5, engine.Options{BF16: true}, true, true},
-		{2, engine.Options{BF16: true, CompactBF16: true}, false, false},
-		{3, engine.Options{BF16: true, CompactBF16: true}, false, false},
+		{2, engine.Options{BF16: true}, false, false, false},
+		{2, engine.Options{BF16: true}, false, true, false},
+		{2, engine.Options{BF16: true}, true, false, false},
+		{2, engine.Options{}, false, false, false},
+		{3, engine.Options{BF16: true}, false, true, false},
+		{3, engine.Options{BF16: true}, false, false, false},
+		{3, engine.Options{BF16: true}, true, false, false},
+		{3, engine.Options{}, false, false, false},
+		{4, engine.Options{BF16: true}, false, false, false},
+		{4, engine.Options{}, true, false, false},
+		{5, engine.Options{BF16: true}, true, true, false},
+		{2, engine.Options{BF16: true, CompactBF16: true}, false, false, false},
+		{3, engine.Options{BF16: true, CompactBF16: true}, false, false, false},
+		{2, engine.Options{BF16: true}, false, false, true},
+		{2, engine.Options{}, false, false, true},
+		{3, engine.Options{BF16: true}, false, false, true},
+		{3, engine.Options{}, true, false, true},
+		{3, engine.Options{BF16: true}, false, true, true},
 	} {
-		t.Run(fmt.Sprintf("%d-ranks/bf16-%v/compact-%v/tied-%v/clip-%v", tc.n, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.clip), func(t *testing.T) {
+		name := "adamw"
+		if tc.lionw {
+			name = "lionw"
+		}
+		t.Run(fmt.Sprintf("%s/%d-ranks/bf16-%v/compact-%v/tied-%v/clip-%v", name, tc.n, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.clip), func(t *testing.T) {
 			cfg := testCfg(t, tc.tied)
 			r := rand.New(rand.NewPCG(3, 4))
 			batches := make([]*engine.Batch, tc.n)
@@ -56,12 +68,22 @@ func TestZero1MatchesDataParallel(t *testing.T) {
 				batches[i] = testBatch(t, r, 2, 12, cfg.VocabSize/2)
 				scored += batches[i].Scored()
 			}
-			ocfg := optim.DefaultAdamW
+			const steps, lr = 3, 1e-2
+			ocfg, lcfg := optim.DefaultAdamW, optim.LionWConfig{Beta1: 0.9, Beta2: 0.99, WeightDecay: 0.1}
 			ocfg.MaxGradNorm = 0
 			if tc.clip {
-				ocfg.MaxGradNorm = 1e-3 // every step clips
+				ocfg.MaxGradNorm, lcfg.MaxGradNorm = 1e-3, 1e-3 // every step clips
 			}
-			const steps, lr = 3, 1e-2
+			newRanges := optim.AdamWRanges(ocfg)
+			if tc.lionw {
+				newRanges = optim.LionWRanges(lcfg, 2*lr)
+			}
+			whole := func(m *engine.Model) (optim.Optimizer, error) { // unsharded
+				if tc.lionw {
+					return optim.NewLionW(m, lcfg, 2*lr)
+				}
+				return optim.NewAdamW(m, ocfg)
+			}
 			type result struct {
 				losses, norms [steps]float64
 				w             []float32
@@ -82,14 +104,14 @@ func TestZero1MatchesDataParallel(t *testing.T) {
 							m.InitRandom(7)
 							ctx := context.Background()
 							var z *Zero1
-							var o *optim.AdamW
+							var o optim.Optimizer
 							var err error
 							if zero {
 								// Odd buckets: each rank sends its shard in
 								// several, at odd offsets.
-								z, err = newZero1(c, m, ocfg, 999)
+								z, err = newZero1(c, m, newRanges, 999)
 							} else {
-								o, err = optim.NewAdamW(m, ocfg)
+								o, err = whole(m)
 							}
 							if err != nil {
 								return err
@@ -240,7 +262,8 @@ func TestZero1LayoutCoversTheArena(t *testing.T) {
 
 // The memory plan of a Zero1 rank (Zero1Rank) is what the largest rank
 // allocates through a counting device, exactly: the model, its
-// activations, the AdamW moments of the embeddings and its pieces, and
+// activations, the optimizer state of the embeddings and its pieces
+// (AdamW's two moments; LionW's one, OptimizerStates 1), and
 // the all-gathers' scratch (exchange_scratch), plus the buffers the
 // device and the collective keep themselves (attention scratch; the Gloo
 // shim's reduce-scatter buffer, which the test group has not), after a
@@ -257,8 +280,10 @@ func TestZero1MemoryMatchesPlan(t *testing.T) {
 		{2, Bucket, engine.Options{BF16: true}, false},
 		{3, 999, engine.Options{BF16: true, CompactBF16: true}, false},
 		{2, 999, engine.Options{BF16: true, Recompute: true}, false},
+		{2, 999, engine.Options{BF16: true, OptimizerStates: 1}, false},
+		{3, 999, engine.Options{OptimizerStates: 1}, true},
 	} {
-		t.Run(fmt.Sprintf("%d-ranks/bucket-%d/bf16-%v/compact-%v/tied-%v/recompute-%v", tc.n, tc.bucket, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.opt.Recompute), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d-ranks/bucket-%d/bf16-%v/compact-%v/tied-%v/recompute-%v/states-%d", tc.n, tc.bucket, tc.opt.BF16, tc.opt.CompactBF16, tc.tied, tc.opt.Recompute, tc.opt.OptimizerBuffers()), func(t *testing.T) {
 			tc.opt.Rank = zero1Rank{tc.n, tc.bucket}
 			checkZero1Plan(t, testCfg(t, tc.tied), tc.opt)
 		})
@@ -274,7 +299,7 @@ func TestZero1Fit(t *testing.T) {
 	cfg, dev := testCfg(t, false), openCPU(t, nil)
 	opt := engine.Options{BF16: true}
 	rank := opt
-	rank.Rank = Zero1Rank(n)
+	rank.Rank = Zero1Rank(n, opt)
 	need := cfg.MemoryEstimate(dev, rank, B, T)
 	if whole := cfg.MemoryEstimate(dev, opt, B, T); whole <= need {
 		t.Fatalf("the whole state's plan %d bytes, a rank's %d: want more", whole, need)
@@ -293,14 +318,18 @@ func TestZero1Fit(t *testing.T) {
 	checkZero1Plan(t, cfg, got)
 }
 
-// checkZero1Plan runs a step of Zero1 (opt.Rank: a zero1Rank) with
-// micro-batches of 2×12 tokens on counting devices and checks that the
-// largest rank's peak is opt's plan, less what the device and the
-// collective keep themselves.
+// checkZero1Plan runs a step of Zero1 (opt.Rank: a zero1Rank; LionW
+// when opt.OptimizerStates is 1, else AdamW) with micro-batches of 2×12
+// tokens on counting devices and checks that the largest rank's peak is
+// opt's plan, less what the device and the collective keep themselves.
 func checkZero1Plan(t *testing.T, cfg *engine.Config, opt engine.Options) {
 	t.Helper()
 	const B, T = 2, 12
 	z1 := opt.Rank.(zero1Rank)
+	newRanges := optim.AdamWRanges(optim.DefaultAdamW)
+	if opt.OptimizerStates == 1 {
+		newRanges = optim.LionWRanges(optim.DefaultLionW, 1e-4)
+	}
 	h := newHub(z1.ranks)
 	peaks := make([]int64, z1.ranks)
 	errs := make([]error, z1.ranks)
@@ -313,7 +342,7 @@ func checkZero1Plan(t *testing.T, cfg *engine.Config, opt engine.Options) {
 			errs[q] = func() error {
 				m := engine.New(cfg, dev, opt)
 				m.InitRandom(7)
-				z, err := newZero1(hubRank{h, q}, m, optim.DefaultAdamW, z1.bucket)
+				z, err := newZero1(hubRank{h, q}, m, newRanges, z1.bucket)
 				if err != nil {
 					return err
 				}

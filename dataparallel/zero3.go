@@ -15,13 +15,14 @@ import (
 // embeddings, each decoder layer, the final norm with the output head;
 // engine.Config.PartRange) is cut into Size equal chunks, the last ones
 // shorter; rank q keeps chunk q of every part: its fp32 parameters, its
-// gradient and its AdamW moments, concatenated in part order. The model
-// (engine.Options.ShardRanks) asks for one part at a time: Gather
-// all-gathers the chunks into one of the model's gather buffers, Release
-// reduce-scatters the part's gradient so each rank adds the sum of its
-// chunk to its own gradient shard. A step's gradient is therefore the sum
-// over ranks and micro-batches, as with Reducer, and the optimizer steps
-// each rank's shard with the norm of the whole gradient.
+// gradient and its optimizer state (AdamW's moments or LionW's moment),
+// concatenated in part order. The model (engine.Options.ShardRanks) asks
+// for one part at a time: Gather all-gathers the chunks into one of the
+// model's gather buffers, Release reduce-scatters the part's gradient so
+// each rank adds the sum of its chunk to its own gradient shard. A step's
+// gradient is therefore the sum over ranks and micro-batches, as with
+// Reducer, and the optimizer steps each rank's shard with the norm of the
+// whole gradient.
 //
 // The collectives run on one goroutine, in the order the model asks for
 // them (the same on every rank): a Prefetch's all-gather and a Release's
@@ -340,21 +341,22 @@ func (s *Sharded) GradNorm(ctx context.Context) (float64, error) {
 	return math.Sqrt(float64(pair[0]) + float64(pair[1])), nil
 }
 
-// NewAdamW is the optimizer of this rank's shard.
-func (s *Sharded) NewAdamW(cfg optim.AdamWConfig) (*optim.AdamW, error) {
-	return optim.NewAdamWRange(s.m.Dev, s.Specs(), 0, len(s.P), cfg)
+// NewOptimizer is the optimizer of this rank's shard, made by newOpt
+// (optim.AdamWRanges, optim.LionWRanges).
+func (s *Sharded) NewOptimizer(newOpt optim.NewRanges) (optim.RangeOptimizer, error) {
+	return newOpt(s.m.Dev, s.Specs(), [][2]int{{0, len(s.P)}})
 }
 
-// Step updates this rank's shard with o (made by NewAdamW), clipping by
-// the whole gradient's norm. No parameters move: the next pass gathers
+// Step updates this rank's shard with o (made by NewOptimizer), clipping
+// by the whole gradient's norm. No parameters move: the next pass gathers
 // them.
-func (s *Sharded) Step(ctx context.Context, o *optim.AdamW, lr float64) (optim.StepResult, error) {
+func (s *Sharded) Step(ctx context.Context, o optim.RangeOptimizer, lr float64) (optim.StepResult, error) {
 	norm, err := s.GradNorm(ctx)
 	if err != nil {
 		return optim.StepResult{}, err
 	}
 	s.ahead, s.pre = 0, nil // a prefetch left over (more Passes than ran) is stale now
-	return o.StepRange(s.m.Dev, s.P, s.G, norm, lr)
+	return o.StepRangesEach(s.m.Dev, s.P, s.G, nil, norm, lr, nil)
 }
 
 // SumLoss sums a rank's loss across ranks (as an fp32 pair, high and low

@@ -95,7 +95,7 @@ func TestShardedOverwriteGradsFusedNormMatchUnsharded(t *testing.T) {
 							return err
 						}
 						engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
-						o, err := sh.NewAdamW(ocfg)
+						o, err := sh.NewOptimizer(optim.AdamWRanges(ocfg))
 						if err != nil {
 							return err
 						}

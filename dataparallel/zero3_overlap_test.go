@@ -170,7 +170,7 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 								}
 								step = func() error { _, err := o.StepAdapter(a, lr); return err }
 							} else {
-								o, err := sh.NewAdamW(optim.DefaultAdamW)
+								o, err := sh.NewOptimizer(optim.AdamWRanges(optim.DefaultAdamW))
 								if err != nil {
 									return err
 								}

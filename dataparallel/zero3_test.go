@@ -156,22 +156,26 @@ func openCPU(t *testing.T, dev engine.Device) engine.Device {
 // checkpoints, whose first segment embeds the batch again in the
 // backward; the head's final norm per loss chunk). Then the sharded
 // model's logits (Logits, the final norm per loss chunk) equal the
-// unsharded model's.
+// unsharded model's. LionW on the shards takes unsharded LionW's steps.
 func TestShardedStepsMatchUnsharded(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		n    int
-		opt  engine.Options
-		tied bool
+		name  string
+		n     int
+		opt   engine.Options
+		tied  bool
+		lionw bool
 	}{
-		{"plain", 2, engine.Options{}, false},
-		{"recompute", 3, engine.Options{Recompute: true}, false},
-		{"checkpoints", 2, engine.Options{Recompute: true, CheckpointEvery: 2, MLPChunk: 8}, false},
-		{"bf16", 2, engine.Options{BF16: true, CompactBF16: true, Recompute: true}, false},
-		{"tied", 3, engine.Options{}, true},
-		{"tied-bf16", 2, engine.Options{BF16: true, CompactBF16: true}, true},
-		{"checkpoints-tied", 3, engine.Options{Recompute: true, CheckpointEvery: 2, LossChunk: 8}, true},
-		{"checkpoints-bf16", 2, engine.Options{BF16: true, CompactBF16: true, Recompute: true, CheckpointEvery: 3, LossChunk: 8}, false},
+		{"plain", 2, engine.Options{}, false, false},
+		{"recompute", 3, engine.Options{Recompute: true}, false, false},
+		{"checkpoints", 2, engine.Options{Recompute: true, CheckpointEvery: 2, MLPChunk: 8}, false, false},
+		{"bf16", 2, engine.Options{BF16: true, CompactBF16: true, Recompute: true}, false, false},
+		{"tied", 3, engine.Options{}, true, false},
+		{"tied-bf16", 2, engine.Options{BF16: true, CompactBF16: true}, true, false},
+		{"checkpoints-tied", 3, engine.Options{Recompute: true, CheckpointEvery: 2, LossChunk: 8}, true, false},
+		{"checkpoints-bf16", 2, engine.Options{BF16: true, CompactBF16: true, Recompute: true, CheckpointEvery: 3, LossChunk: 8}, false, false},
+		{"lionw", 2, engine.Options{}, false, true},
+		{"lionw-tied", 3, engine.Options{Recompute: true}, true, true},
+		{"lionw-bf16", 2, engine.Options{BF16: true, CompactBF16: true}, false, true},
 	} {
 		t.Run(fmt.Sprintf("%s/%d-ranks", tc.name, tc.n), func(t *testing.T) {
 			cfg := testCfg(t, tc.tied)
@@ -185,7 +189,16 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 			const steps, lr = 3, 1e-2
 			ref := engine.New(cfg, openCPU(t, nil), tc.opt)
 			ref.InitRandom(7)
-			o, err := optim.NewAdamW(ref, optim.DefaultAdamW)
+			lcfg := optim.LionWConfig{Beta1: 0.9, Beta2: 0.99, WeightDecay: 0.1, MaxGradNorm: 1}
+			newRanges := optim.AdamWRanges(optim.DefaultAdamW)
+			var o optim.Optimizer
+			var err error
+			if tc.lionw {
+				newRanges = optim.LionWRanges(lcfg, 2*lr)
+				o, err = optim.NewLionW(ref, lcfg, 2*lr)
+			} else {
+				o, err = optim.NewAdamW(ref, optim.DefaultAdamW)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -223,7 +236,7 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 							return err
 						}
 						engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
-						o, err := sh.NewAdamW(optim.DefaultAdamW)
+						o, err := sh.NewOptimizer(newRanges)
 						if err != nil {
 							return err
 						}
@@ -266,8 +279,13 @@ func TestShardedStepsMatchUnsharded(t *testing.T) {
 			// losses must agree closely, later ones and the weights
 			// within what such flips explain (a wrong part gathered or
 			// converted would be off by far more).
+			// LionW's update is lr·sign(…): the gradients' rounding
+			// leaves its weights bit for bit those of one process.
 			lossTol, weightTol := []float64{1e-6, 1e-6, 1e-6}, 1e-5
-			if tc.opt.BF16 {
+			switch {
+			case tc.lionw:
+				weightTol = 0
+			case tc.opt.BF16:
 				lossTol, weightTol = []float64{1e-6, 1e-6, 1e-4}, lr
 			}
 			for s := range steps {
@@ -347,7 +365,7 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 						}
 						step = func() error { _, err := o.StepAdapter(a, 1e-3); return err }
 					} else {
-						o, err := sh.NewAdamW(optim.DefaultAdamW)
+						o, err := sh.NewOptimizer(optim.AdamWRanges(optim.DefaultAdamW))
 						if err != nil {
 							return err
 						}

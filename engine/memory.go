@@ -64,7 +64,7 @@ func (c *Config) MemoryPlan(dev Device, opt Options, B, T int) MemoryPlan {
 		r := int64(opt.LoRA.Rank)
 		parts[PartWeights] += 4*pa + 4*r*r // params; scale matrix
 		parts[PartGradients] += 4 * pa
-		parts[PartOptimizer] += opt.optimizerStates() * 4 * pa
+		parts[PartOptimizer] += opt.OptimizerBuffers() * 4 * pa
 		parts[PartActivations] += 4 * 3 * N * r // (N,r) scratch ×3
 		if opt.LoRA.Dropout > 0 {               // the dropped input and its gradient, and the host mask
 			parts[PartActivations] += 4 * 3 * int64(c.dropoutSize(*opt.LoRA, B*T, opt.mlpRows(c, B*T)))
@@ -143,7 +143,7 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		slot := anySlot + int64(c.layerSlot(int(n)))
 		parts[PartWeights] = 4*shard + 4*slot + 4*chunk // the last: a short chunk padded for the gather
 		parts[PartGradients] = 4*shard + 4*slot
-		parts[PartOptimizer] = opt.optimizerStates() * 4 * shard
+		parts[PartOptimizer] = opt.OptimizerBuffers() * 4 * shard
 		parts[PartCollectiveScratch] = 4 * chunk // gradients are reduce-scattered a chunk a rank
 		// A frozen base: one gradient buffer, for the norms' unused
 		// gradients only, and nothing reduce-scattered.
@@ -160,7 +160,7 @@ func (c *Config) weightParts(opt Options) map[string]int64 {
 		parts[PartGradients] = 4 * vec // a frozen base: gradients of the norms and biases only, no moments
 	} else {
 		parts[PartGradients] = 4 * P
-		parts[PartOptimizer] = opt.optimizerStates() * 4 * P // AdamW m and v, LionW m
+		parts[PartOptimizer] = opt.OptimizerBuffers() * 4 * P // AdamW m and v, LionW m
 	}
 	if opt.BF16 && !opt.CompactBF16 {
 		parts[PartWeights] += 2 * P

@@ -128,8 +128,8 @@ type RankPlanner interface {
 	RankPlan(c *Config, opt Options, whole MemoryPlan) MemoryPlan
 }
 
-// optimizerStates is OptimizerStates with its default.
-func (o Options) optimizerStates() int64 {
+// OptimizerBuffers is OptimizerStates with its default.
+func (o Options) OptimizerBuffers() int64 {
 	if o.OptimizerStates <= 0 {
 		return 2
 	}

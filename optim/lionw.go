@@ -58,8 +58,8 @@ type LionW struct {
 	Steps  int       // optimizer steps taken
 	// Peak is the schedule's peak learning rate (DecoupledLionW's
 	// initial_lr): the weight decay of a step is scaled by lr/Peak.
-	Peak   float64
-	groups []group
+	Peak float64
+	lay  layout
 }
 
 // NewLionW allocates LionW state for m; peak is the schedule's peak
@@ -74,30 +74,7 @@ func NewLionWAdapter(a *engine.Adapter, cfg LionWConfig, peak float64) (*LionW, 
 }
 
 func newLionW(dev engine.Device, specs []engine.ParamSpec, n int, cfg LionWConfig, peak float64) (*LionW, error) {
-	if cfg == (LionWConfig{}) {
-		cfg = DefaultLionW
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if !(peak > 0) || math.IsInf(peak, 0) {
-		return nil, fmt.Errorf("lionw: peak learning rate %g is not positive", peak)
-	}
-	return &LionW{Config: cfg, M: dev.Alloc(n), Peak: peak, groups: decayGroups(specs, cfg.DecayAll)}, nil
-}
-
-// decayGroups merges adjacent parameters sharing a decay setting.
-func decayGroups(specs []engine.ParamSpec, all bool) []group {
-	var gs []group
-	for _, s := range specs {
-		decay := s.Decay || all
-		if k := len(gs); k > 0 && gs[k-1].decay == decay && gs[k-1].hi == s.Offset {
-			gs[k-1].hi = s.Offset + s.Size()
-			continue
-		}
-		gs = append(gs, group{lo: s.Offset, hi: s.Offset + s.Size(), decay: decay})
-	}
-	return gs
+	return NewLionWRanges(dev, specs, [][2]int{{0, n}}, cfg, peak)
 }
 
 // Step clips m's gradients to MaxGradNorm and applies one LionW update at
@@ -120,19 +97,15 @@ func (o *LionW) step(dev engine.Device, params, grads []float32, p16 []uint16, n
 	var gradScale float32
 	gradScale, res.Clipped = clipScale(norm, o.Config.MaxGradNorm)
 	o.Steps++
-	for _, g := range o.groups {
-		var g16 []uint16
-		if p16 != nil {
-			g16 = p16[g.lo:g.hi]
-		}
+	o.lay.each(params, grads, p16, func(g group, p, gr []float32, p16 []uint16) {
 		decay := 1.0
 		if g.decay && o.Config.WeightDecay != 0 {
 			decay = 1 - lr/o.Peak*o.Config.WeightDecay
 		}
-		dev.LionW(params[g.lo:g.hi], grads[g.lo:g.hi], o.M[g.lo:g.hi], g16, engine.LionWStep{
+		dev.LionW(p, gr, o.M[g.lo:g.hi], p16, engine.LionWStep{
 			LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
 			Decay: float32(decay), GradScale: gradScale,
 		})
-	}
+	})
 	return res, nil
 }

@@ -55,26 +55,13 @@ func (c AdamWConfig) String() string {
 }
 
 // AdamW keeps the first and second moments of every parameter in two
-// contiguous buffers laid out like the parameter arena.
+// contiguous buffers laid out like the parameter arena (or like its
+// ranges, NewAdamWRanges).
 type AdamW struct {
 	Config AdamWConfig
 	M, V   []float32
 	Steps  int // optimizer steps taken
-	groups []group
-	// rangeDone, during StepRangesEach, is told each range's index once
-	// the step has updated it.
-	rangeDone func(k int)
-}
-
-// group is a contiguous arena range sharing one decay setting.
-type group struct {
-	lo, hi int
-	decay  bool
-	// shift moves the group's parameters, gradients and bf16 copy to
-	// [lo+shift, hi+shift) of the arrays stepped, its state staying at
-	// [lo, hi) (NewAdamWRanges); 0 elsewhere.
-	shift int
-	rng   int // NewAdamWRanges: the index of the range the group is in
+	lay    layout
 }
 
 // NewAdamW allocates optimizer state for m.
@@ -89,22 +76,7 @@ func NewAdamWAdapter(a *engine.Adapter, cfg AdamWConfig) (*AdamW, error) {
 }
 
 func newAdamW(dev engine.Device, specs []engine.ParamSpec, n int, cfg AdamWConfig) (*AdamW, error) {
-	if cfg == (AdamWConfig{}) {
-		cfg = DefaultAdamW
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	o := &AdamW{Config: cfg, M: dev.Alloc(n), V: dev.Alloc(n)}
-	for _, s := range specs {
-		decay := s.Decay || cfg.DecayAll
-		if k := len(o.groups); k > 0 && o.groups[k-1].decay == decay && o.groups[k-1].hi == s.Offset {
-			o.groups[k-1].hi = s.Offset + s.Size()
-			continue
-		}
-		o.groups = append(o.groups, group{lo: s.Offset, hi: s.Offset + s.Size(), decay: decay})
-	}
-	return o, nil
+	return NewAdamWRanges(dev, specs, [][2]int{{0, n}}, cfg)
 }
 
 // StepResult reports what one optimizer step saw.
@@ -147,31 +119,20 @@ func (o *AdamW) step(dev engine.Device, params, grads []float32, p16 []uint16, n
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return res, fmt.Errorf("adamw: gradient norm is %v; update skipped", norm)
 	}
-	gradScale := float32(1)
-	if c := o.Config.MaxGradNorm; c > 0 && norm > c {
-		// As torch.nn.utils.clip_grad_norm_, applied as the update reads
-		// each gradient (the gradients themselves are left as computed).
-		gradScale = float32(c / (norm + 1e-6))
-		res.Clipped = true
-	}
+	// As torch.nn.utils.clip_grad_norm_, applied as the update reads each
+	// gradient (the gradients themselves are left as computed).
+	var gradScale float32
+	gradScale, res.Clipped = clipScale(norm, o.Config.MaxGradNorm)
 	o.Steps++
-	for i, g := range o.groups {
-		lo, hi := g.lo+g.shift, g.hi+g.shift
-		var g16 []uint16
-		if p16 != nil {
-			g16 = p16[lo:hi]
-		}
+	o.lay.each(params, grads, p16, func(g group, p, gr []float32, p16 []uint16) {
 		wd := 0.0
 		if g.decay {
 			wd = o.Config.WeightDecay
 		}
-		dev.AdamW(params[lo:hi], grads[lo:hi], o.M[g.lo:g.hi], o.V[g.lo:g.hi], g16, engine.AdamWStep{
+		dev.AdamW(p, gr, o.M[g.lo:g.hi], o.V[g.lo:g.hi], p16, engine.AdamWStep{
 			LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
 			Eps: float32(o.Config.Eps), WeightDecay: float32(wd), Step: o.Steps, GradScale: gradScale,
 		})
-		if o.rangeDone != nil && (i == len(o.groups)-1 || o.groups[i+1].rng != g.rng) {
-			o.rangeDone(g.rng)
-		}
-	}
+	})
 	return res, nil
 }

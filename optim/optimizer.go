@@ -17,6 +17,43 @@ type Optimizer interface {
 	String() string
 }
 
+// RangeOptimizer is an optimizer of ranges of a parameter arena
+// (NewAdamWRanges, NewLionWRanges): a data-parallel rank's shard.
+type RangeOptimizer interface {
+	Optimizer
+	// StepRangesEach updates the optimizer's ranges of params (and of
+	// p16, the bf16 copy, when not nil), whole arenas, from grads, clipping
+	// by norm, the whole gradient's norm, and tells done (when not nil)
+	// each range's index as soon as it is updated.
+	StepRangesEach(dev engine.Device, params, grads []float32, p16 []uint16, norm, lr float64, done func(k int)) (StepResult, error)
+}
+
+// NewRanges makes the RangeOptimizer of the arena ranges ranges (sorted,
+// disjoint) of parameters laid out by specs.
+type NewRanges func(dev engine.Device, specs []engine.ParamSpec, ranges [][2]int) (RangeOptimizer, error)
+
+// AdamWRanges is NewAdamWRanges with cfg.
+func AdamWRanges(cfg AdamWConfig) NewRanges {
+	return func(dev engine.Device, specs []engine.ParamSpec, ranges [][2]int) (RangeOptimizer, error) {
+		o, err := NewAdamWRanges(dev, specs, ranges, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return o, nil
+	}
+}
+
+// LionWRanges is NewLionWRanges with cfg and peak.
+func LionWRanges(cfg LionWConfig, peak float64) NewRanges {
+	return func(dev engine.Device, specs []engine.ParamSpec, ranges [][2]int) (RangeOptimizer, error) {
+		o, err := NewLionWRanges(dev, specs, ranges, cfg, peak)
+		if err != nil {
+			return nil, err
+		}
+		return o, nil
+	}
+}
+
 // State is one named per-parameter buffer, laid out like the trained
 // parameters, on the model's device.
 type State struct {

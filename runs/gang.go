@@ -143,13 +143,13 @@ func (trainPackage) RunDistributed(ctx context.Context, spec train.Spec, workDir
 }
 
 // checkSharding checks the request's sharding against its nodes and its
-// resolved method, optimizer and base quantization.
+// resolved base quantization.
 func checkSharding(req *client.CreateRunRequest, spec train.Spec) error {
 	quant := ""
 	if spec.LoRA != nil {
 		quant = spec.LoRA.QuantizeBase
 	}
-	if err := settings.CheckSharding(req.Sharding, req.Nodes, spec.Method, spec.Optimizer, quant); err != nil {
+	if err := settings.CheckSharding(req.Sharding, req.Nodes, quant); err != nil {
 		return invalidf("%v", err)
 	}
 	return nil
@@ -162,7 +162,7 @@ func distOptions(req *client.CreateRunRequest) train.DistOptions {
 
 // planned is the run's spec as one rank plans its memory: with sharded
 // parameters, a rank holds 1/nodes of the state (with a sharded
-// optimizer, of the AdamW moments), so the data check (and its choice of
+// optimizer, of the optimizer state), so the data check (and its choice of
 // context length) admits what fits on the ranks together; a refusal says
 // how many more nodes would fit.
 func (p *params) planned() train.Spec {
@@ -171,7 +171,7 @@ func (p *params) planned() train.Spec {
 	case p.Request.Nodes <= 1:
 	case p.Request.Sharding == "parameters":
 		return s.ShardedOver(p.Request.Nodes)
-	case p.Request.Sharding == "optimizer": // a rank holds 1/nodes of the moments
+	case p.Request.Sharding == "optimizer": // a rank holds 1/nodes of the optimizer state
 		return s.OptimizerShardedOver(p.Request.Nodes)
 	}
 	return s
@@ -181,9 +181,9 @@ func (p *params) planned() train.Spec {
 func shardingNote(req *client.CreateRunRequest) string {
 	switch req.Sharding {
 	case "optimizer":
-		return "sharding optimizer: each rank holds 1/" + strconv.Itoa(req.Nodes) + " of the AdamW moments"
+		return "sharding optimizer: each rank holds 1/" + strconv.Itoa(req.Nodes) + " of the optimizer state"
 	case "parameters":
-		return "sharding parameters: each rank holds 1/" + strconv.Itoa(req.Nodes) + " of the parameters, gradients and AdamW moments"
+		return "sharding parameters: each rank holds 1/" + strconv.Itoa(req.Nodes) + " of the parameters, gradients and optimizer state"
 	}
 	return "sharding none: each rank holds the whole model and optimizer state"
 }

@@ -38,7 +38,7 @@ const openAPIDoc = `{
         "adapter_path": {"type": "string", "description": "method lora: a PEFT adapter directory to continue training; its adapter_config.json sets rank, alpha and targets"},
         "register_adapter": {"type": "boolean", "default": false, "description": "method lora: register the adapter alone (a version naming its base version) instead of the merged model"},
         "nodes": {"type": "integer", "minimum": 1, "default": 1, "description": "workers that train the run together, one rank each (data parallel over Gloo); at most the workers that worked the queue recently"},
-        "sharding": {"type": "string", "enum": ["none", "optimizer", "parameters"], "default": "none", "description": "nodes > 1 only: what each rank holds 1/N of: none (the whole state on every rank), optimizer (the AdamW moments: ZeRO-1), parameters (fp32 parameters, gradients and moments, each layer gathered when used: ZeRO-3)"}}},
+        "sharding": {"type": "string", "enum": ["none", "optimizer", "parameters"], "default": "none", "description": "nodes > 1 only: what each rank holds 1/N of: none (the whole state on every rank), optimizer (the optimizer state, AdamW's or LionW's moments: ZeRO-1), parameters (fp32 parameters, gradients and moments, each layer gathered when used: ZeRO-3)"}}},
       "LoRA": {"type": "object", "description": "method lora's adapter settings; unset fields take the defaults", "properties": {
         "rank": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 16},
         "alpha": {"type": "number", "default": 32, "description": "the adapter's output is scaled by alpha/rank (alpha/sqrt(rank) with use_rslora)"},

@@ -52,9 +52,14 @@ func TestRunSettings(t *testing.T) {
 			{func(r *client.CreateRunRequest) { r.Nodes = 2 }, "nodes: 2 workers are needed (one rank each) but only"},
 			{func(r *client.CreateRunRequest) { r.Sharding = "parameters" }, `sharding: "parameters" splits the state across ranks, and the run has one node; set nodes to 2 or more`},
 			{func(r *client.CreateRunRequest) { r.Sharding, r.Nodes = "zero3", 2 }, `sharding: "zero3" is not a known value; use one of none, optimizer, parameters`},
+			// LionW full fine-tuning shards (ZeRO-1 and ZeRO-3): refused
+			// only for the workers this server lacks.
 			{func(r *client.CreateRunRequest) {
 				r.Sharding, r.Nodes, r.Optimizer = "optimizer", 2, &client.Optimizer{Name: "lionw"}
-			}, "sharding: \"optimizer\" splits AdamW's moments"},
+			}, "nodes: 2 workers are needed (one rank each) but only"},
+			{func(r *client.CreateRunRequest) {
+				r.Sharding, r.Nodes, r.Optimizer = "parameters", 2, &client.Optimizer{Name: "lionw"}
+			}, "nodes: 2 workers are needed (one rank each) but only"},
 			{func(r *client.CreateRunRequest) { r.KeepCheckpoints = -3 }, "keep_checkpoints"},
 			{func(r *client.CreateRunRequest) { r.Precision = "fp16" }, "precision"},
 			{func(r *client.CreateRunRequest) { r.LearningRate = 2 }, "learning_rate: 2 is outside (0, 1]"},

@@ -13,8 +13,9 @@ const Nodes = 1
 const Sharding = "none"
 
 // The accepted shardings, the default first: "optimizer" keeps on each
-// rank the AdamW moments of its 1/N of the parameters (ZeRO stage 1),
-// "parameters" also the fp32 parameters and gradients (ZeRO stage 3).
+// rank the optimizer state (AdamW's moments, LionW's moment) of its 1/N
+// of the parameters (ZeRO stage 1), "parameters" also the fp32
+// parameters and gradients (ZeRO stage 3).
 var shardings = []string{"none", "optimizer", "parameters"}
 
 // Shardings are the accepted values of "sharding", the default first.
@@ -22,7 +23,7 @@ func Shardings() []string { return slices.Clone(shardings) }
 
 func init() {
 	help["nodes"] = "workers that train the run together, one rank each (data parallel over Gloo); at most the workers that worked the queue recently"
-	help["sharding"] = "with nodes > 1, what each rank holds 1/N of: none (every rank the whole state), optimizer (the AdamW moments: ZeRO-1), " +
+	help["sharding"] = "with nodes > 1, what each rank holds 1/N of: none (every rank the whole state), optimizer (the optimizer state, AdamW's or LionW's moments: ZeRO-1), " +
 		"parameters (fp32 parameters, gradients and moments, each layer gathered when used: ZeRO-3)"
 }
 
@@ -35,11 +36,9 @@ func CheckNodes(v int) error {
 }
 
 // CheckSharding reports an unknown sharding, a sharding other than none
-// for a single-node run (nodes 0 means the default, 1), and a sharding
-// the run's optimizer or base cannot use: both shardings split AdamW's
-// moments (LionW is refused for full fine-tuning), and sharded parameters
-// need an unquantized base.
-func CheckSharding(v string, nodes int, method, optimizer, quantizeBase string) error {
+// for a single-node run (nodes 0 means the default, 1), and sharded
+// parameters on a quantized base (they shard an fp32 one).
+func CheckSharding(v string, nodes int, quantizeBase string) error {
 	const s = "sharding"
 	if v == "" || v == Sharding {
 		return nil
@@ -50,9 +49,6 @@ func CheckSharding(v string, nodes int, method, optimizer, quantizeBase string) 
 	if nodes <= 1 {
 		return errorf(s, fmt.Sprintf("set nodes to 2 or more, or leave %s unset (%s)", s, Sharding),
 			"%q splits the state across ranks, and the run has one node", v)
-	}
-	if optimizer == "lionw" && method != "lora" {
-		return errorf(s, `use optimizer.name "adamw", or sharding "none"`, "%q splits AdamW's moments; LionW full fine-tuning runs unsharded", v)
 	}
 	if v == "parameters" && quantizeBase != "" {
 		return errorf(s, `drop lora.quantize_base, or use sharding "none"`, "%q shards an fp32 base, and lora.quantize_base is %q", v, quantizeBase)

@@ -171,3 +171,33 @@ func TestPlanOptionsOptimizerShardedOver(t *testing.T) {
 		t.Errorf("a ZeRO-1 rank of 2: %+v, %v, %v; want no savings", got, notes, err)
 	}
 }
+
+// A LionW run with a sharded optimizer plans a rank's share of its one
+// moment, not AdamW's two: the rank's optimizer state is half an AdamW
+// rank's, and with memory where it matters (1B in bf16 over 2 ranks in
+// 22 GiB) it chooses longer rows than an AdamW rank would.
+func TestChooseContextLionWOptimizerShardedOver(t *testing.T) {
+	c := llama1B(t)
+	dev := cpu.New(0)
+	adam, err := Spec{Precision: "bf16", BatchRows: 1}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lion, err := Spec{Precision: "bf16", BatchRows: 1, Optimizer: "lionw"}.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	aopts, _ := baseOptions(adam.OptimizerShardedOver(2), c)
+	lopts, _ := baseOptions(lion.OptimizerShardedOver(2), c)
+	a, l := c.MemoryPlan(dev, aopts, 1, 512), c.MemoryPlan(dev, lopts, 1, 512)
+	if got, want := l.Parts[engine.PartOptimizer], a.Parts[engine.PartOptimizer]/2; got != want {
+		t.Errorf("a LionW ZeRO-1 rank of 2 plans %d bytes of optimizer state, want %d (half an AdamW rank's)", got, want)
+	}
+	const avail = 22 << 30
+	ac, aerr := chooseContext(adam.OptimizerShardedOver(2), c, dev, "", avail)
+	lc, lerr := chooseContext(lion.OptimizerShardedOver(2), c, dev, "", avail)
+	t.Logf("a ZeRO-1 rank of 2: AdamW %d tokens (%v), LionW %d (%v)", ac.Length, aerr, lc.Length, lerr)
+	if lerr != nil || lc.Length <= ac.Length {
+		t.Errorf("LionW over 2 ranks with a sharded optimizer: %d tokens, %v; want more than AdamW's %d", lc.Length, lerr, ac.Length)
+	}
+}

@@ -32,30 +32,30 @@ import (
 // DistOptions are the options of a data-parallel run that do not change
 // its results.
 type DistOptions struct {
-	// ShardOptimizer keeps on each rank the AdamW moments of its own
-	// range of the parameters only (ZeRO stage 1: 8 bytes a parameter
-	// become 8/N): each rank updates its range, then sends it to the
-	// others. Checkpoints still hold the whole state (gathered on rank 0),
-	// so a run resumes with any number of ranks, sharded or not. Full
+	// ShardOptimizer keeps on each rank the optimizer state (AdamW's
+	// moments or LionW's moment) of its own range of the parameters only
+	// (ZeRO stage 1: AdamW's 8 bytes a parameter become 8/N, LionW's 4
+	// become 4/N): each rank updates its range, then sends it to the
+	// others.
+	// Checkpoints still hold the whole state (gathered on rank 0), so a
+	// run resumes with any number of ranks, sharded or not. Full
 	// fine-tuning only; a LoRA run ignores it (its state is small).
 	ShardOptimizer bool
 	// ShardParameters shards the fp32 parameters, the gradients and the
-	// AdamW moments (ZeRO stage 3): each rank holds 1/N of them and the
+	// optimizer state (ZeRO stage 3): each rank holds 1/N of them and the
 	// model all-gathers one part (embeddings, a decoder layer, the head)
 	// before its forward and its backward and reduce-scatters its
 	// gradient after (see zero3.go for the checkpoint layout). Llama,
-	// Mistral and Mixtral models, full fine-tuning with AdamW or LoRA on
-	// the sharded base, fp32 or bf16; it implies ShardOptimizer's saving.
+	// Mistral and Mixtral models, full fine-tuning (AdamW or LionW) or
+	// LoRA on the sharded base, fp32 or bf16; it implies ShardOptimizer's
+	// saving.
 	ShardParameters bool
 }
 
 // CheckDistOptions reports options that a run of the resolved spec cannot
 // use, before any work: sharded parameters need a model whose parts hone
-// can gather one at a time, AdamW (or LoRA) and an unquantized base.
+// can gather one at a time and an unquantized base.
 func CheckDistOptions(spec Spec, opt DistOptions) error {
-	if opt.ShardOptimizer && spec.Optimizer == "lionw" && spec.Method != "lora" {
-		return errors.New("sharding the optimizer state supports AdamW only: run LionW unsharded")
-	}
 	if !opt.ShardParameters {
 		return nil
 	}
@@ -143,7 +143,7 @@ func (r *runner) syncFromLeader(ctx context.Context, st *ckptState) error {
 		moments = len(r.m.Params.Arena)
 	}
 	if r.resumed != nil {
-		optSteps = r.resumed.Steps
+		optSteps = r.resumed.StepCount()
 	}
 	h := header{State: *st, OptSteps: optSteps, Size: r.coll.Size(), Arena: len(params), Mo: moments}
 	var b []byte
@@ -199,22 +199,19 @@ func broadcastFrom(ctx context.Context, c collective.Collective, buf []float32, 
 // flight receive it into scratch.
 func (r *runner) scatterMoments(ctx context.Context) error {
 	me := r.coll.Rank()
-	so := r.shardOpt()
 	front := r.zero1.Front()
 	scratch := make([]float32, r.largestShard())
-	var all [2][]float32
-	if r.leader() {
-		all = [2][]float32{r.resumed.M, r.resumed.V}
-	}
-	for k, mine := range [][]float32{so.M, so.V} {
+	for k, st := range r.o.State() {
+		mine, all := st.Buf, []float32(nil)
 		if r.leader() {
-			copy(mine, all[k][:front])
-			packPieces(mine[front:], all[k], r.zero1.Pieces(0))
+			all = r.resumed.State()[k].Buf
+			copy(mine, all[:front])
+			packPieces(mine[front:], all, r.zero1.Pieces(0))
 		}
 		if err := broadcastFrom(ctx, r.coll, mine[:front], 0); err != nil {
 			return fmt.Errorf("receive the embeddings' optimizer state from rank 0: %w", err)
 		}
-		if err := r.exchangeShards(ctx, mine, all[k], scratch, me, true); err != nil {
+		if err := r.exchangeShards(ctx, mine, all, scratch, me, true); err != nil {
 			return fmt.Errorf("receive this rank's optimizer state from rank 0: %w", err)
 		}
 	}
@@ -226,21 +223,23 @@ func (r *runner) scatterMoments(ctx context.Context) error {
 // leader, for a checkpoint of a sharded run.
 func (r *runner) gatherMoments(ctx context.Context) error {
 	me := r.coll.Rank()
-	n := len(r.m.Params.Arena)
 	front := r.zero1.Front()
-	so := r.shardOpt()
-	var all [2][]float32
 	if r.leader() {
-		r.gathered = &optim.AdamW{Config: so.Config, Steps: so.Steps, M: make([]float32, n), V: make([]float32, n)}
-		all = [2][]float32{r.gathered.M, r.gathered.V}
+		var err error
+		if r.gathered, err = r.wholeState(); err != nil {
+			return err
+		}
+		r.gathered.SetStepCount(r.o.StepCount())
 	}
 	scratch := make([]float32, r.largestShard())
-	for k, mine := range [][]float32{so.M, so.V} {
+	for k, st := range r.o.State() {
+		mine, all := st.Buf, []float32(nil)
 		if r.leader() {
-			copy(all[k], mine[:front])
-			unpackPieces(all[k], mine[front:], r.zero1.Pieces(0))
+			all = r.gathered.State()[k].Buf
+			copy(all, mine[:front])
+			unpackPieces(all, mine[front:], r.zero1.Pieces(0))
 		}
-		if err := r.exchangeShards(ctx, mine, all[k], scratch, me, false); err != nil {
+		if err := r.exchangeShards(ctx, mine, all, scratch, me, false); err != nil {
 			r.gathered = nil
 			return fmt.Errorf("gather the optimizer state for a checkpoint: %w", err)
 		}
@@ -393,6 +392,8 @@ func (r *runner) checkpointAll(ctx context.Context, st *ckptState) error {
 	return err
 }
 
-// shardOpt is the optimizer of a sharded run: sharding supports AdamW only
-// (newRunner refuses others).
-func (r *runner) shardOpt() *optim.AdamW { return r.o.(*optim.AdamW) }
+// wholeState is the run's optimizer with the state of the whole arena:
+// the leader's while a run with a sharded optimizer resumes or saves.
+func (r *runner) wholeState() (optim.RangeOptimizer, error) {
+	return r.spec.newRanges()(r.m.Dev, r.m.Config.ParamSpecs(), [][2]int{{0, len(r.m.Params.Arena)}})
+}

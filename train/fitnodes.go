@@ -21,14 +21,14 @@ func (s Spec) OnNodes(n int) Spec {
 func (s Spec) runNodes() int { return max(1, s.nodes, s.shardRanks) }
 
 // shardable reports whether a run of s could shard its parameters over
-// nodes > 1: what settings.CheckSharding and the model allow (not LionW
-// full fine-tuning, not an NF4 base, not DBRX).
+// nodes > 1: what settings.CheckSharding and the model allow (not an NF4
+// base, not DBRX).
 func (s Spec) shardable(cfg *engine.Config) bool {
 	quant := ""
 	if s.Method == "lora" && s.LoRA != nil {
 		quant = s.LoRA.QuantizeBase
 	}
-	return settings.CheckSharding("parameters", 2, s.Method, s.Optimizer, quant) == nil && cfg.CheckShardable() == nil
+	return settings.CheckSharding("parameters", 2, quant) == nil && cfg.CheckShardable() == nil
 }
 
 // nodesFor is the fewest nodes, from `from`, whose rank fits avail at

@@ -12,8 +12,8 @@ import (
 
 // A run that fits only on several ranks is refused naming the fewest nodes
 // with sharded parameters that fit (fewer do not, those do), and how many
-// more than the run has; never a combination create refuses (LionW full
-// fine-tuning, an NF4 base).
+// more than the run has; LionW full fine-tuning (which shards) likewise,
+// by its one moment; never a combination create refuses (an NF4 base).
 func TestRefusalNamesNodes(t *testing.T) {
 	c := llama1B(t)
 	dev := cpu.New(0)
@@ -60,11 +60,19 @@ func TestRefusalNamesNodes(t *testing.T) {
 	if _, err := chooseContext(spec.OnNodes(n), c, dev, "", avail); err == nil || !strings.Contains(err.Error(), fmt.Sprintf(`"sharding": "parameters" on the run's %d nodes`, n)) {
 		t.Errorf("on %d unsharded nodes: %v; want sharding them named", n, err)
 	}
-	// Combinations create refuses are never named.
+	// LionW full fine-tuning (at less memory: it needs less): nodes that
+	// fit are named.
 	lion, err := Spec{BatchRows: 1, ContextLength: 512, Optimizer: "lionw"}.Resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, err = chooseContext(lion, c, dev, "", 8<<30)
+	if ln := nodesIn(err); ln < 2 {
+		t.Errorf("LionW refusal %v: %d nodes", err, ln)
+	} else if _, err := chooseContext(lion.ShardedOver(ln), c, dev, "", 8<<30); err != nil {
+		t.Errorf("LionW: %d nodes named, and refused sharded over them: %v", ln, err)
+	}
+	// Combinations create refuses are never named.
 	nf4, err := Spec{Method: "lora", Precision: "bf16", BatchRows: 1, ContextLength: 512, LoRA: &LoRASpec{QuantizeBase: "nf4"}}.Resolve()
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +80,7 @@ func TestRefusalNamesNodes(t *testing.T) {
 	for name, tc := range map[string]struct {
 		spec  Spec
 		avail int64
-	}{"lionw full": {lion, 8 << 30}, "nf4 base": {nf4, 2<<30 + 256<<20}} {
+	}{"nf4 base": {nf4, 2<<30 + 256<<20}} {
 		_, err := chooseContext(tc.spec, c, dev, "", tc.avail)
 		if err == nil || !strings.Contains(err.Error(), "not enough memory") {
 			t.Fatalf("%s: %v, want a refusal (make the memory smaller)", name, err)

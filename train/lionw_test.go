@@ -2,12 +2,16 @@ package train_test
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"hone/engine"
+	"hone/internal/testmodel"
 	"hone/optim"
 	"hone/safetensors"
 	"hone/settings"
@@ -115,4 +119,137 @@ func TestLionWResolve(t *testing.T) {
 			t.Errorf("Resolve(%+v) = %v, want an error naming %s", tc.spec, err, tc.want)
 		}
 	}
+}
+
+// LionW full fine-tuning takes the steps of one process with its
+// optimizer sharded (ZeRO-1; untied embeddings, which every rank updates)
+// or its parameters sharded (ZeRO-3), and its checkpoints resume on
+// another number of ranks and the other sharding: 2 ranks of one stopped
+// after step 3 and resumed on 3 ranks of the other, and one process
+// resumed from the ZeRO-3 checkpoint of step 3, end at the one-process
+// run's weights and moment (up to a few sign flips, below). A resume that
+// lost or misplaced the moment would move many weights by 2·lr (LionW's
+// update is lr·sign(…)).
+func TestShardedLionWMatchesOneProcess(t *testing.T) {
+	model := t.TempDir()
+	testmodel.Write(t, model, strings.Replace(testmodel.Llama3Tiny, `"tie_word_embeddings": true`, `"tie_word_embeddings": false`, 1), 1)
+	s := spec(model, chatData(t))
+	s.Duration = train.Duration{Batches: 6}
+	s.BatchRows, s.GradAccum = 1, 4
+	s.ContextLength = 128
+	s.Precision, s.Threads, s.CheckpointEvery = "fp32", 1, 3
+	s.EvalData = ""
+	s.Optimizer, s.LearningRate = "lionw", 1e-3
+	s.LionW = &optim.LionWConfig{Beta1: 0.9, Beta2: 0.99, WeightDecay: 0.1, MaxGradNorm: 1}
+	rec := &recorder{}
+	one := t.TempDir()
+	if _, err := train.Run(context.Background(), s, one, rec); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := engine.LoadConfig(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(cfg.NumParams())
+	want := readState(t, filepath.Join(one, "checkpoints", "step-00000006"), cfg)
+	check := func(name, ckpt string, losses []float64) {
+		t.Helper()
+		for i, l := range losses {
+			if w := rec.steps[len(rec.steps)-len(losses)+i].Loss; math.Abs(l-w) > 1e-6*w {
+				t.Errorf("%s: loss %.9g at its step %d, one process %.9g", name, l, i+1, w)
+			}
+		}
+		got := readState(t, ckpt, cfg)
+		for _, k := range []string{"params", "exp_avg"} {
+			if len(got[k]) != n {
+				t.Fatalf("%s: the checkpoint's %s holds %d values, want %d", name, k, len(got[k]), n)
+			}
+			// Summed in another order, the gradients flip the sign of
+			// an update near 0 here and there (plain data parallelism
+			// flips the same weights): a few weights may differ by lr.
+			flips := 0
+			for i := range want[k] {
+				if d := math.Abs(float64(want[k][i]) - float64(got[k][i])); d > 1e-5 {
+					if flips++; k != "params" || flips > 10 || d > 2*s.LearningRate {
+						t.Fatalf("%s: %s[%d] is %v, one process's %v", name, k, i, got[k][i], want[k][i])
+					}
+				}
+			}
+		}
+		if _, ok := got["exp_avg_sq"]; ok {
+			t.Errorf("%s: a LionW checkpoint holds exp_avg_sq", name)
+		}
+	}
+	for _, tc := range []struct{ name, first, then string }{
+		{"zero1-then-zero3", "1", "3"},
+		{"zero3-then-zero1", "3", "1"},
+	} {
+		base := t.TempDir()
+		var losses []float64
+		for _, run := range []struct {
+			ranks int
+			env   []string
+		}{{2, []string{envStopAt + "=1:3", envShard + "=" + tc.first}}, {3, []string{envShard + "=" + tc.then}}} {
+			outs, log, err := launch(t, s, run.ranks, base, run.env...)
+			if err != nil {
+				t.Fatalf("%s, %d ranks %v: %v\n%s", tc.name, run.ranks, run.env, err, log)
+			}
+			losses = append(losses, stepLosses(outs[0])...)
+		}
+		if len(losses) != 6 {
+			t.Fatalf("%s: %d steps, want 6", tc.name, len(losses))
+		}
+		check(tc.name, filepath.Join(base, "rank-0", "checkpoints", "step-00000006"), losses)
+		if tc.first != "3" {
+			continue
+		}
+		// One process resumes from the ZeRO-3 checkpoint of step 3.
+		alone := t.TempDir()
+		from := filepath.Join(base, "rank-0", "checkpoints", "step-00000003")
+		if err := os.CopyFS(filepath.Join(alone, "checkpoints", "step-00000003"), os.DirFS(from)); err != nil {
+			t.Fatal(err)
+		}
+		rec2 := &recorder{}
+		if _, err := train.Run(context.Background(), s, alone, rec2); err != nil {
+			t.Fatal(err)
+		}
+		var l2 []float64
+		for _, st := range rec2.steps {
+			l2 = append(l2, st.Loss)
+		}
+		if len(l2) != 3 {
+			t.Fatalf("one process resumed from a ZeRO-3 checkpoint: %d steps, want 3", len(l2))
+		}
+		check("one process from zero3", filepath.Join(alone, "checkpoints", "step-00000006"), l2)
+	}
+}
+
+// readState reads a checkpoint's fp32 weights ("params") and optimizer
+// state, sharded or whole, by name over the whole arena.
+func readState(t *testing.T, ckpt string, cfg *engine.Config) map[string][]float32 {
+	t.Helper()
+	n := int(cfg.NumParams())
+	out := map[string][]float32{}
+	if _, err := os.Stat(filepath.Join(ckpt, "shards")); err == nil {
+		for _, k := range []string{"params", "exp_avg", "exp_avg_sq"} {
+			if _, err := os.Stat(filepath.Join(ckpt, "shards", fmt.Sprintf("%s-00000-of-%05d.safetensors", k, readManifest(t, ckpt).Ranks))); err == nil {
+				out[k] = shardedState(t, ckpt, k, n)
+			}
+		}
+		return out
+	}
+	p := make([]float32, n)
+	for _, sp := range cfg.ParamSpecs() {
+		copy(p[sp.Offset:], readModelTensor(t, filepath.Join(ckpt, "model"), sp.Name, sp.Size()))
+	}
+	out["params"] = p
+	f, err := safetensors.Open(filepath.Join(ckpt, "optimizer.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, ti := range f.Tensors() {
+		out[ti.Name] = readTensor(t, filepath.Join(ckpt, "optimizer.safetensors"), ti.Name)
+	}
+	return out
 }

@@ -311,12 +311,8 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	case spec.Method == "lora":
 		a, o, err = newLoRA(spec, m)
 	case dopt.ShardOptimizer && coll != nil && coll.Size() > 1:
-		if spec.Optimizer == "lionw" {
-			err = fmt.Errorf("sharding the optimizer state (--shard-optimizer) supports AdamW only: run LionW unsharded")
-		} else {
-			if z, err = dataparallel.NewZero1(coll, m, spec.AdamW); err == nil {
-				o = z.O
-			}
+		if z, err = dataparallel.NewZero1(coll, m, spec.newRanges()); err == nil {
+			o = z.O
 		}
 	default:
 		o, err = newOptimizer(spec, m, nil)
@@ -411,9 +407,6 @@ func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 	if spec.Optimizer == "lionw" {
 		opts.OptimizerStates = 1
 	}
-	if spec.zero1Ranks > 1 && spec.Method != "lora" { // ZeRO-1: a rank's moments and exchange buffers
-		opts.Rank = dataparallel.Zero1Rank(spec.zero1Ranks)
-	}
 	if spec.Method == "lora" {
 		lc := spec.loraConfig()
 		opts.LoRA = &lc
@@ -423,6 +416,7 @@ func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
 		}
 		opts.QuantizeBase, opts.NF4Embeddings = spec.LoRA.QuantizeBase, spec.LoRA.QuantizeEmbeddings
 	}
+	opts.Rank = dataparallel.Zero1Rank(spec.zero1Ranks, opts) // ZeRO-1: a rank's moments and exchange buffers
 	return opts, nil
 }
 
@@ -474,8 +468,9 @@ func (r *runner) resume(dataFingerprint string) (ckptState, error) {
 	o := r.o
 	if r.zero1 != nil {
 		// The checkpoint holds every moment; syncFromLeader deals them out.
-		n := len(r.m.Params.Arena)
-		r.resumed = &optim.AdamW{Config: r.shardOpt().Config, M: make([]float32, n), V: make([]float32, n)}
+		if r.resumed, err = r.wholeState(); err != nil {
+			return st, err
+		}
 		o = r.resumed
 	}
 	got, err := loadCheckpoint(last, r.m, r.a, o)
@@ -579,7 +574,7 @@ type runner struct {
 	// gathered are the leader's whole optimizer state while it resumes
 	// or saves.
 	zero1             *dataparallel.Zero1
-	resumed, gathered *optim.AdamW
+	resumed, gathered optim.RangeOptimizer
 	// sh, when the parameters are sharded (ZeRO stage 3), is this rank's
 	// shard of them; resumeDir the checkpoint the leader resumes from.
 	sh        *dataparallel.Sharded

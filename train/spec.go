@@ -125,7 +125,7 @@ type Spec struct {
 	// its memory; not part of the spec's JSON or fingerprint.
 	shardRanks int
 	// zero1Ranks is the number of ranks a run with a sharded optimizer
-	// spreads its AdamW moments over (DistOptions.ShardOptimizer), for
+	// spreads its optimizer state over (DistOptions.ShardOptimizer), for
 	// planning a rank's memory; not in the JSON or fingerprint either.
 	zero1Ranks int
 	// nodes is the number of ranks the run trains on (OnNodes), for the
@@ -248,6 +248,16 @@ func (s *Spec) resolveLionW() error {
 		s.LionW = &c
 	}
 	return s.LionW.Validate()
+}
+
+// newRanges makes the spec's optimizer of ranges of the arena: a
+// data-parallel rank's shard of the state, or the whole state that the
+// leader of such a run resumes and saves.
+func (s Spec) newRanges() optim.NewRanges {
+	if s.Optimizer == "lionw" {
+		return optim.LionWRanges(*s.LionW, s.LearningRate)
+	}
+	return optim.AdamWRanges(s.AdamW)
 }
 
 // newOptimizer makes the spec's optimizer for m, or for the adapter a of

@@ -21,7 +21,7 @@ import (
 
 // Sharded parameters (ZeRO stage 3, DistOptions.ShardParameters). Each
 // rank holds only its shard of the fp32 parameters, of the gradients and
-// of the AdamW moments (dataparallel.Sharded): the model gathers one part
+// of the optimizer state (dataparallel.Sharded): the model gathers one part
 // (the embeddings, a decoder layer, the head) before its forward and
 // again before its backward, and reduce-scatters its gradient after.
 // Every rank takes part in every pass, so evaluation runs on all ranks
@@ -35,18 +35,16 @@ import (
 //	shards/manifest.json                  ranks N, parameter count, and each
 //	                                      rank's ranges of the full arena
 //	shards/params-QQQQQ-of-NNNNN.safetensors      rank Q's fp32 parameters,
-//	shards/exp_avg-QQQQQ-of-NNNNN.safetensors     AdamW moments, one flat
-//	shards/exp_avg_sq-QQQQQ-of-NNNNN.safetensors  tensor each, its ranges in
-//	                                      order (written atomically)
+//	shards/exp_avg-QQQQQ-of-NNNNN.safetensors     optimizer state (AdamW's
+//	shards/exp_avg_sq-QQQQQ-of-NNNNN.safetensors  moments, LionW's exp_avg
+//	                                      only), one flat tensor each, its
+//	                                      ranges in order (written atomically)
 //	state.json                            as in any checkpoint
 //
 // The leader writes each rank's shard as it arrives (ranks need not share
 // a file system). A run resumes from it with any number of ranks,
 // sharded or not, and a sharded run resumes from an unsharded checkpoint:
 // each rank's ranges are read from whatever layout was written.
-
-// shardKinds are the flat tensors of a sharded checkpoint.
-var shardKinds = []string{"params", "exp_avg", "exp_avg_sq"}
 
 // shardManifest is shards/manifest.json.
 type shardManifest struct {
@@ -59,14 +57,10 @@ func shardFile(kind string, q, n int) string {
 	return fmt.Sprintf("%s-%05d-of-%05d.safetensors", kind, q, n)
 }
 
-// checkShardable reports a method or optimizer that sharded parameters
-// cannot train.
+// checkShardable reports a base that sharded parameters cannot train.
 func checkShardable(spec Spec) error {
-	switch {
-	case spec.Method == "lora" && spec.LoRA != nil && spec.LoRA.QuantizeBase != "":
+	if spec.Method == "lora" && spec.LoRA != nil && spec.LoRA.QuantizeBase != "" {
 		return errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
-	case spec.Optimizer == "lionw" && spec.Method != "lora":
-		return errors.New("sharded parameters (--shard-parameters) support AdamW only: run LionW unsharded")
 	}
 	return nil
 }
@@ -96,7 +90,7 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 	if spec.Method == "lora" {
 		a, o, err = newLoRA(spec, m)
 	} else {
-		o, err = sh.NewAdamW(spec.AdamW)
+		o, err = sh.NewOptimizer(spec.newRanges())
 	}
 	if err != nil {
 		return nil, err
@@ -162,15 +156,15 @@ func (r *runner) stepSharded(ctx context.Context, batches []*engine.Batch, start
 	if r.a != nil {
 		res, err = r.o.StepAdapter(r.a, lr)
 	} else {
-		res, err = r.sh.Step(ctx, r.shardOpt(), lr)
+		res, err = r.sh.Step(ctx, r.o.(optim.RangeOptimizer), lr) // sh.NewOptimizer's
 	}
 	return loss, res, err
 }
 
-// shardBufs are this rank's buffers of each shardKinds entry.
-func (r *runner) shardBufs() [][]float32 {
-	o := r.shardOpt()
-	return [][]float32{r.sh.P, o.M, o.V}
+// shardBufs are this rank's shards of a checkpoint's flat tensors: the
+// parameters, then the optimizer state.
+func (r *runner) shardBufs() []optim.State {
+	return append([]optim.State{{Name: "params", Buf: r.sh.P}}, r.o.State()...)
 }
 
 // shardLen is the length of rank q's shard.
@@ -198,11 +192,11 @@ func (r *runner) writeShards(ctx context.Context, dir string) error {
 		werr = os.MkdirAll(filepath.Join(dir, "shards"), 0o755)
 	}
 	scratch := make([]float32, shardLen(man.Shards[0])) // rank 0's is the largest
-	for k, mine := range r.shardBufs() {
+	for _, mine := range r.shardBufs() {
 		for q := range n {
 			buf := scratch[:shardLen(man.Shards[q])]
 			if q == me {
-				buf = mine
+				buf = mine.Buf
 			}
 			if q != 0 {
 				if err := broadcastFrom(wctx, r.coll, buf, q); err != nil {
@@ -211,8 +205,8 @@ func (r *runner) writeShards(ctx context.Context, dir string) error {
 			}
 			if r.leader() && werr == nil {
 				rg, _ := json.Marshal(man.Shards[q])
-				werr = safetensors.WriteFile(filepath.Join(dir, "shards", shardFile(shardKinds[k], q, n)),
-					[]safetensors.Tensor{{Name: shardKinds[k], Shape: []int{len(buf)}, Data: buf}}, safetensors.F32,
+				werr = safetensors.WriteFile(filepath.Join(dir, "shards", shardFile(mine.Name, q, n)),
+					[]safetensors.Tensor{{Name: mine.Name, Shape: []int{len(buf)}, Data: buf}}, safetensors.F32,
 					map[string]string{"ranges": string(rg)})
 			}
 		}
@@ -313,17 +307,17 @@ func (r *runner) syncSharded(ctx context.Context, st *ckptState) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointWait)
 	defer cancel()
 	scratch := make([]float32, shardLen(cfg.ShardRanges(n, 0)))
-	for k, mine := range r.shardBufs() {
+	for _, mine := range r.shardBufs() {
 		for q := range n {
 			ranges := cfg.ShardRanges(n, q)
 			buf := scratch[:shardLen(ranges)]
 			if q == me {
-				buf = mine
+				buf = mine.Buf
 			}
 			if r.leader() && rerr == nil {
 				off := 0
 				for _, rg := range ranges {
-					if rerr = rd.read(shardKinds[k], rg[0], rg[1], buf[off:off+rg[1]-rg[0]]); rerr != nil {
+					if rerr = rd.read(mine.Name, rg[0], rg[1], buf[off:off+rg[1]-rg[0]]); rerr != nil {
 						break
 					}
 					off += rg[1] - rg[0]
@@ -352,16 +346,15 @@ func (r *runner) syncSharded(ctx context.Context, st *ckptState) error {
 		return errors.New("rank 0 failed to read the checkpoint")
 	}
 	*st = got
-	r.shardOpt().SetStepCount(got.Step)
+	r.o.SetStepCount(got.Step)
 	return nil
 }
 
 // saveFinalSharded gathers the weights on the leader, part by part, and
-// writes them as an HF model directory. The gradient and moment shards
-// are released first: training is over.
+// writes them as an HF model directory. The gradient and optimizer state
+// shards are released first: training is over.
 func (r *runner) saveFinalSharded(ctx context.Context) (string, error) {
-	o := r.shardOpt()
-	o.M, o.V, r.sh.G = nil, nil, nil
+	r.o, r.sh.G = nil, nil
 	runtime.GC()
 	var arena []float32
 	if r.leader() {
@@ -381,7 +374,7 @@ func (r *runner) saveFinalSharded(ctx context.Context) (string, error) {
 }
 
 // stateReader reads ranges of a checkpoint's full state, whatever its
-// layout: "params" and the AdamW moments, by full-arena offsets.
+// layout: "params" and the optimizer state, by full-arena offsets.
 type stateReader interface {
 	read(kind string, lo, hi int, dst []float32) error
 	Close() error
