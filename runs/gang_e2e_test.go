@@ -78,6 +78,9 @@ func TestGangRunSurvivesALostRank(t *testing.T) {
 	if done.Status != client.StatusCompleted {
 		t.Fatalf("run %s: %s\n%s", done.Status, done.Error, logs.String())
 	}
+	// Rank 1 records leaving after its last step, concurrently with rank
+	// 0 finishing the run: wait for both records.
+	done = waitRanksLeft(t, c, done)
 	attempts := map[int64][]client.RunRank{}
 	for _, k := range done.Ranks {
 		attempts[k.Attempt] = append(attempts[k.Attempt], k)
@@ -134,5 +137,30 @@ func waitRunEvent(t *testing.T, c *client.Client, name string, timeout time.Dura
 			t.Fatalf("run %s: no such event (%v); events:\n%s\nlogs:\n%s", name, err, strings.Join(evs, "\n"), logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitRanksLeft re-reads finished run r until every rank of its last
+// attempt has recorded leaving (each rank records it as it stops, which
+// may be after the run's status changed), for at most a minute.
+func waitRanksLeft(t *testing.T, c *client.Client, r *client.Run) *client.Run {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var last int64
+		for _, k := range r.Ranks {
+			last = max(last, k.Attempt)
+		}
+		left := true
+		for _, k := range r.Ranks {
+			left = left && (k.Attempt != last || k.LeftAt != nil)
+		}
+		if left || time.Now().After(deadline) {
+			return r
+		}
+		time.Sleep(100 * time.Millisecond)
+		if n, err := c.GetRun(context.Background(), r.Name); err == nil {
+			r = n
+		}
 	}
 }
