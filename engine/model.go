@@ -25,7 +25,10 @@ import (
 // Options tune memory use without changing the math.
 type Options struct {
 	// Recompute keeps only each layer's input during the forward pass and
-	// recomputes the layer's activations in the backward pass.
+	// recomputes the layer's activations in the backward pass; the last
+	// layer's attention outputs are kept (one slot, which costs nothing
+	// more; not with CheckpointEvery), so its recomputation skips the
+	// attention (keepatt.go).
 	Recompute bool
 	// LossChunk is how many tokens' logits exist at once in the loss; the
 	// full (N,V) logits matrix is never materialised. Default
