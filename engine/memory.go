@@ -321,15 +321,6 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		// Then as many layers' outputs as fit (keepatt.go), down to one
 		// slot: plain recomputation's memory.
 		func(o *Options) string { return c.fitKept(dev, o, B, T, limit) },
-		// With the caller's checkpoints, where two slots a segment do not
-		// fit: none (each layer's attention runs forward once more).
-		func(o *Options) string {
-			if !o.KeepAttention || o.CheckpointEvery <= 1 {
-				return ""
-			}
-			o.KeepAttention = false
-			return "recomputation of the attention outputs too"
-		},
 		// One more forward pass of most layers: the costliest, so last;
 		// first keeping the segment's attention outputs (keepatt.go).
 		func(o *Options) string {
@@ -340,12 +331,14 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 			return "residual checkpoints keeping the segment's attention outputs"
 		},
 		func(o *Options) string { return c.fitKept(dev, o, B, T, limit) },
+		// Where two slots a segment do not fit (Fit's checkpoints or the
+		// caller's), none: each layer's attention runs forward once more.
 		func(o *Options) string {
 			if !o.KeepAttention || o.CheckpointEvery <= 1 {
 				return ""
 			}
 			o.KeepAttention = false
-			return "residual checkpoints recomputing the attention outputs"
+			return "recomputation of the attention outputs too"
 		},
 	} {
 		what := rung(&opts)

@@ -225,7 +225,7 @@ func TestFitRefusalNamesWhatFits(t *testing.T) {
 		t.Errorf("Fit at 4×1000 = %v, want a refusal naming 1 row per micro-batch and context length 1000 at 1 row", err)
 	}
 	if len(notes) != 5 {
-		t.Errorf("notes %q, want recomputation keeping the attention outputs, per-layer bf16, recomputing them, and residual checkpoints keeping them and not turned on", notes)
+		t.Errorf("notes %q, want recomputation keeping the attention outputs, per-layer bf16, keeping only the last layer's, and residual checkpoints keeping them and recomputing them", notes)
 	}
 	if got := c.LongestContext(dev, opt, 1, 900, avail); got != 900 {
 		t.Errorf("LongestContext capped at 900 = %d", got)
