@@ -290,8 +290,9 @@ func TestCheckpointsSameGradients(t *testing.T) {
 // residual checkpoints every 2 layers (the first and last streams sharing
 // a buffer, the batch embedded again) and the final norm run per loss
 // chunk, the loss and gradients are equal bit for bit, for full
-// fine-tuning (fp32 and bf16) and a LoRA adapter on a frozen bf16 base. ln1 recomputed into mid's buffer and datt in dln's are on both
-// sides; the parity tests hold them to the float64 reference.
+// fine-tuning (fp32 and bf16) and a LoRA adapter on a frozen bf16 base.
+// ln1 recomputed into mid's buffer and datt in dln's are on both sides;
+// the parity tests hold them to the float64 reference.
 func TestLongContextSavingsSameGradients(t *testing.T) {
 	five := strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)
 	// And attention wider than the hidden size, whose buffers share, and
