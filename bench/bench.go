@@ -118,7 +118,8 @@ type TrainResult struct {
 	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
 	Recompute      bool    `json:"recompute"`
 	// KeepAttention: the recomputation reused the attention outputs kept
-	// from the forward pass (engine.Options.KeepAttention).
+	// from the forward pass (engine.Options.KeptAttention: plain
+	// recomputation keeps the last layer's).
 	KeepAttention bool `json:"keep_attention,omitempty"`
 	// KeepAttentionLayers: only so many layers' (a segment's, with
 	// checkpoints) were kept; 0 every layer's.
@@ -246,10 +247,8 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.KeepAttention, res.LossChunk = opts.Recompute && opts.KeepAttention, m.Opt.LossChunk
-	if res.KeepAttention {
-		res.KeepAttentionLayers = opts.KeepAttentionLayers
-	}
+	res.LossChunk = m.Opt.LossChunk
+	res.KeepAttention, res.KeepAttentionLayers = opts.KeptAttention()
 	res.ShardOptimizer = base.Rank != nil
 	bt, err := randomBatch(s)
 	if err != nil {

@@ -21,7 +21,7 @@ type PlanResult struct {
 	Method    string `json:"method"`
 	// The memory options the plan is for (with Fit's savings).
 	Recompute           bool `json:"recompute"`
-	KeepAttention       bool `json:"keep_attention,omitempty"`        // the recomputation reuses the attention outputs of the forward pass (a segment's, with checkpoints)
+	KeepAttention       bool `json:"keep_attention,omitempty"`        // the recomputation reuses the attention outputs of the forward pass (a segment's, with checkpoints; plain recomputation the last layer's)
 	KeepAttentionLayers int  `json:"keep_attention_layers,omitempty"` // of only so many layers (a segment's, with checkpoints); 0 every layer's
 	CheckpointEvery     int  `json:"checkpoint_every,omitempty"`      // residual checkpoints: segments of at most k layers
 	CompactBF16         bool `json:"compact_bf16,omitempty"`
@@ -102,10 +102,7 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	res.Savings = append(res.Savings, engine.Savings(opts, fitted)...)
 	res.MemoryPlan = s.Config.MemoryPlan(dev, fitted, s.Batch, s.Seq)
 	res.Recompute, res.CompactBF16, res.FrozenBF16 = fitted.Recompute, fitted.CompactBF16, fitted.FrozenBF16
-	res.KeepAttention = fitted.Recompute && fitted.KeepAttention
-	if res.KeepAttention {
-		res.KeepAttentionLayers = fitted.KeepAttentionLayers
-	}
+	res.KeepAttention, res.KeepAttentionLayers = fitted.KeptAttention()
 	if fitted.Recompute && fitted.CheckpointEvery > 1 {
 		res.CheckpointEvery = fitted.CheckpointEvery
 	}

@@ -36,12 +36,14 @@ package engine
 // is the same work (the same tokens, heads, head size and window), so each
 // kept layer saves one attention forward, and no choice keeps more than
 // one layer a slot. Plain recomputation's one att and lse are a slot's
-// size, so k slots cost k-1 slots more than it (one slot: nothing more,
-// and the last layer keeps). With checkpoints each segment's re-forward
-// leaves its last k layers before the segment's last in the slots, and
-// the segment's last layer, which the re-forward does not run, recomputes
+// size, so k slots cost k-1 slots more than it, and without checkpoints
+// plain recomputation takes one slot (KeptAttention): its last layer
+// keeps, for nothing. With checkpoints each segment's re-forward leaves
+// its last k layers before the segment's last in the slots, and the
+// segment's last layer, which the re-forward does not run, recomputes
 // into one of them: k-1 of its layers keep (all but its last, as with
-// every slot, when the segment has at most k layers).
+// every slot, when the segment has at most k layers), so there plain
+// recomputation takes none.
 //
 // A slot says which layer's outputs on the current batch it holds (-1:
 // none): every forward pass over a batch clears them, the attention sets
@@ -64,11 +66,32 @@ type keptAttention struct {
 // takes effect with Recompute only).
 func (o Options) keepAttention() bool { return o.Recompute && o.KeepAttention }
 
-// keptSlots is how many layers' attention outputs KeepAttention keeps at
-// once (0 without it): every layer's, or with residual checkpoints the
-// longest segment's, at most KeepAttentionLayers.
+// KeptAttention says whether the recomputation reuses attention outputs
+// kept from the forward pass, and of how many layers (0: every layer's; a
+// segment's with CheckpointEvery), as KeepAttention and
+// KeepAttentionLayers say it. Plain recomputation without checkpoints
+// keeps the last layer's: its att and lse are one slot, and a slot holds
+// the last layer's outputs when the backward pass starts (one slot a
+// segment keeps none).
+func (o Options) KeptAttention() (keep bool, layers int) {
+	switch {
+	case !o.Recompute:
+		return false, 0
+	case o.KeepAttention:
+		return true, o.KeepAttentionLayers
+	case o.CheckpointEvery > 1:
+		return false, 0
+	}
+	return true, 1
+}
+
+// keptSlots is how many layers' attention outputs the model keeps at
+// once (0: none, att and lse are the shared layer entry's): every
+// layer's, or with residual checkpoints the longest segment's, at most
+// KeptAttention's layers.
 func (o Options) keptSlots(c *Config) int {
-	if !o.keepAttention() {
+	keep, k := o.KeptAttention()
+	if !keep {
 		return 0
 	}
 	n := c.NumHiddenLayers
@@ -78,8 +101,8 @@ func (o Options) keptSlots(c *Config) int {
 			n = max(n, p.ends[j]-p.ends[j-1])
 		}
 	}
-	if o.KeepAttentionLayers > 0 {
-		n = min(n, o.KeepAttentionLayers)
+	if k > 0 {
+		n = min(n, k)
 	}
 	return n
 }
@@ -101,7 +124,7 @@ func (o Options) keptSlotOf(c *Config, n int) []int {
 	return slot
 }
 
-// allocKept allocates KeepAttention's slots for N tokens (none without it).
+// allocKept allocates the slots (keptSlots) for N tokens.
 func (a *activations) allocKept(d Device, o Options, c *Config, N int) {
 	n := o.keptSlots(c)
 	if n == 0 {
@@ -123,7 +146,7 @@ func (a *activations) freeKept(d Device) {
 	a.kept = nil
 }
 
-// keptFor is layer l's slot, nil without KeepAttention.
+// keptFor is layer l's slot, nil where the model keeps none.
 func (a *activations) keptFor(l int) *keptAttention {
 	if a.kept == nil {
 		return nil

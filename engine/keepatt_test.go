@@ -131,8 +131,9 @@ func (a *attentionCounter) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v
 // in what order with the backward calls (the backward pass takes layers
 // 4, 3, …, 0: a B right after a B is a layer that skipped its
 // recomputation). On 5 layers: recomputation runs it twice (the forward
-// pass and the recomputation), 10 calls; keeping the outputs, once;
-// keeping 2 slots, the last 2 layers once and the others twice. With
+// pass and the recomputation), but for the last layer, whose outputs its
+// one slot keeps: 9 calls; keeping the outputs, once; keeping 2 slots,
+// the last 2 layers once and the others twice. With
 // checkpoints every 2 layers (segments 0-1, 2-3, 4) the layers that do not
 // end a segment run it three times (the segment's re-forward too), 12
 // calls; keeping the segment's outputs, layers 0-2 twice and 3-4, whose
@@ -151,7 +152,7 @@ func TestKeepAttentionRunsAttentionOnce(t *testing.T) {
 		want  int
 		calls string // with the backward calls
 	}{
-		{engine.Options{Recompute: true}, 10, "FFFFF" + "FBFBFBFBFB"},
+		{engine.Options{Recompute: true}, 9, "FFFFF" + "B" + "FBFBFBFB"}, // as one slot
 		{engine.Options{Recompute: true, KeepAttention: true}, 5, "FFFFF" + "BBBBB"},
 		{engine.Options{Recompute: true, KeepAttention: true, KeepAttentionLayers: 2}, 8, "FFFFF" + "BB" + "FBFBFB"},
 		{engine.Options{Recompute: true, KeepAttention: true, KeepAttentionLayers: 1}, 9, "FFFFF" + "B" + "FBFBFBFB"},
@@ -318,5 +319,37 @@ func TestFitKeepsAttentionWhereItFits(t *testing.T) {
 		if s := engine.Savings(engine.Options{}, got); !slices.Equal(s, []string{"activation recomputation", tc.saving}) {
 			t.Errorf("5 layers in %d bytes: savings %q, want %q", tc.avail, s, tc.saving)
 		}
+	}
+}
+
+// Plain recomputation keeps the last layer's attention outputs in the
+// buffers it had for one layer's: its plan equals what a counting device
+// sees training allocate, and differs from the plan with checkpoints
+// every 2 layers (3 layers: 3 residual buffers instead of 4; one slot a
+// segment keeps none, so the shared entry's att and lse as before) by one
+// residual stream alone, as before it kept any. Full and LoRA, fp32 and
+// bf16.
+func TestRecomputeKeepsLastLayerForNothing(t *testing.T) {
+	c, err := engine.ParseConfig([]byte(memTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lora := &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}
+	const B, T = 1, 96
+	for _, opt := range []engine.Options{{Recompute: true}, {Recompute: true, BF16: true}, {Recompute: true, LoRA: lora},
+		{Recompute: true, LoRA: lora, FrozenBF16: true}} {
+		t.Run(fmt.Sprintf("lora=%v/bf16=%v", opt.LoRA != nil, opt.BF16 || opt.FrozenBF16), func(t *testing.T) {
+			if keep, k := opt.KeptAttention(); !keep || k != 1 {
+				t.Errorf("KeptAttention = %v, %d; want the last layer's", keep, k)
+			}
+			checkPlanEqualsCounted(t, c, opt, B, T)
+			ck := opt
+			ck.CheckpointEvery = 2
+			checkPlanEqualsCounted(t, c, ck, B, T)
+			stream := int64(4 * B * T * c.HiddenSize)
+			if p, q := c.MemoryEstimate(openCPU(t), opt, B, T), c.MemoryEstimate(openCPU(t), ck, B, T); p-q != stream {
+				t.Errorf("plan %d bytes, with checkpoints %d: differ by %d, want one residual stream, %d", p, q, p-q, stream)
+			}
+		})
 	}
 }

@@ -256,9 +256,10 @@ func (m *Model) Reserve(B, T int) { m.ensure(B, T) }
 // 2 GiB for everything else on the machine. It
 // turns on the cheapest savings first, activation recomputation keeping
 // the attention outputs, per-layer bf16 weights, keeping only as many
-// layers' attention outputs as fit, recomputing the attention too, then
-// residual checkpoints (keeping a segment's attention outputs, as many as
-// fit, then none), and says what it turned on. When nothing fits it
+// layers' attention outputs as fit (down to the last layer's: plain
+// recomputation's memory), then residual checkpoints (keeping a
+// segment's attention outputs, as many as fit, then none), and says what
+// it turned on. When nothing fits it
 // fails with the numbers, before anything is allocated. With opts.Rank
 // it plans that rank (a ZeRO-1 rank: its shard of the moments), so it
 // turns on only what the rank needs.
@@ -289,62 +290,60 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 		return opts, nil, need, true
 	}
 	var notes []string
-	for _, try := range []struct {
-		what  string
-		apply func(*Options) bool
-	}{
+	// Each rung turns a saving on and says which ("": none here).
+	for _, rung := range []func(*Options) string{
 		// A LoRA base already computed in bf16 loses only its fp32 copy.
 		// A sharded base (ShardRanks) is converted part by part already:
 		// New turns these two off and on, so Fit names neither.
-		{"a frozen bf16 base", func(o *Options) bool {
-			r := o.LoRA != nil && o.BF16 && !o.FrozenBF16 && o.ShardRanks == 0
-			o.FrozenBF16 = o.FrozenBF16 || r
-			return r
-		}},
+		func(o *Options) string {
+			if o.LoRA == nil || !o.BF16 || o.FrozenBF16 || o.ShardRanks != 0 {
+				return ""
+			}
+			o.FrozenBF16 = true
+			return "a frozen bf16 base"
+		},
 		// Recomputation first keeps the attention outputs, so the
 		// attention (most of a long-context step) runs forward once.
-		{"activation recomputation keeping the attention outputs", func(o *Options) bool {
-			r := !o.Recompute
-			o.Recompute, o.KeepAttention = true, o.KeepAttention || r
-			return r
-		}},
-		{"per-layer bf16 weights", func(o *Options) bool {
-			r := o.BF16 && !o.CompactBF16 && !o.FrozenBF16 && o.ShardRanks == 0
-			o.CompactBF16 = o.CompactBF16 || r
-			return r
-		}},
-		// Then as many layers' outputs as fit (keepatt.go): one slot
-		// costs what plain recomputation does, so this rung fails only
-		// where plain recomputation does too.
-		{"", func(o *Options) bool { return c.fitKept(dev, o, B, T, limit) }},
-		// The attention forward twice per layer: dearer than per-layer
-		// bf16 weights (a few percent) at any length where it matters.
-		{"recomputation of the attention outputs too", func(o *Options) bool { r := o.KeepAttention; o.KeepAttention = false; return r }},
+		func(o *Options) string {
+			if o.Recompute {
+				return ""
+			}
+			o.Recompute, o.KeepAttention = true, true
+			return "activation recomputation keeping the attention outputs"
+		},
+		func(o *Options) string {
+			if !o.BF16 || o.CompactBF16 || o.FrozenBF16 || o.ShardRanks != 0 {
+				return ""
+			}
+			o.CompactBF16 = true
+			return "per-layer bf16 weights"
+		},
+		// Then as many layers' outputs as fit (keepatt.go), down to one
+		// slot: plain recomputation's memory.
+		func(o *Options) string { return c.fitKept(dev, o, B, T, limit) },
 		// One more forward pass of most layers: the costliest, so last;
 		// first keeping the segment's attention outputs (keepatt.go).
-		{"residual checkpoints keeping the segment's attention outputs", func(o *Options) bool {
-			r := o.CheckpointEvery <= 1 && c.NumHiddenLayers > 2
-			if r {
-				o.CheckpointEvery, o.KeepAttention, o.KeepAttentionLayers = c.CheckpointSpacing(), true, 0
+		func(o *Options) string {
+			if o.CheckpointEvery > 1 || c.NumHiddenLayers <= 2 {
+				return ""
 			}
-			return r
-		}},
-		{"", func(o *Options) bool { return c.fitKept(dev, o, B, T, limit) }},
-		{"residual checkpoints recomputing the attention outputs", func(o *Options) bool {
-			r := o.KeepAttention && o.CheckpointEvery > 1
+			o.CheckpointEvery, o.KeepAttention, o.KeepAttentionLayers = c.CheckpointSpacing(), true, 0
+			return "residual checkpoints keeping the segment's attention outputs"
+		},
+		func(o *Options) string { return c.fitKept(dev, o, B, T, limit) },
+		// Where two slots a segment do not fit (Fit's checkpoints or the
+		// caller's), none: each layer's attention runs forward once more.
+		func(o *Options) string {
+			if !o.KeepAttention || o.CheckpointEvery <= 1 {
+				return ""
+			}
 			o.KeepAttention = false
-			return r
-		}},
+			return "recomputation of the attention outputs too"
+		},
 	} {
-		if !try.apply(&opts) {
+		what := rung(&opts)
+		if what == "" {
 			continue
-		}
-		what := try.what
-		if what == "" { // fitKept's
-			what = "keeping the attention outputs" + opts.keptLayers()
-			if opts.CheckpointEvery <= 1 {
-				what = fmt.Sprintf("keeping the attention outputs of only %d of %d layers", opts.KeepAttentionLayers, c.NumHiddenLayers)
-			}
 		}
 		notes = append(notes, fmt.Sprintf("turned on %s: %.1f GiB needed without it, %.1f GiB available", what, gib(need), gib(avail)))
 		if need = c.MemoryEstimate(dev, opts, B, T); need <= limit {
@@ -355,12 +354,12 @@ func (c *Config) fit(dev Device, opts Options, B, T int, avail int64) (Options, 
 }
 
 // fitKept lowers o's attention slots (keepatt.go) to the most whose plan
-// fits limit, and says whether it did: not when o keeps no attention
-// outputs or already keeps the fewest worth keeping, nor when that many
-// do not fit. The fewest is one slot without checkpoints (plain
-// recomputation's memory, keeping the last layer's outputs), two with
-// them (one slot a segment keeps hardly any).
-func (c *Config) fitKept(dev Device, o *Options, B, T int, limit int64) bool {
+// fits limit, and says so ("" where it changes nothing: o keeps no
+// attention outputs or already the fewest). The fewest is one slot
+// without checkpoints, plain recomputation's memory, so it lowers to one
+// where none fit; two with them (one slot a segment keeps none), and only
+// where two fit.
+func (c *Config) fitKept(dev Device, o *Options, B, T int, limit int64) string {
 	lo := 1
 	if o.CheckpointEvery > 1 {
 		lo = 2
@@ -371,12 +370,15 @@ func (c *Config) fitKept(dev Device, o *Options, B, T int, limit int64) bool {
 		t.KeepAttentionLayers = k
 		return c.MemoryEstimate(dev, t, B, T) <= limit
 	}
-	if n <= lo || !fits(lo) {
-		return false
+	if n <= lo || lo > 1 && !fits(lo) {
+		return ""
 	}
-	// The plan grows with the slots: the most that fit.
+	// The plan grows with the slots: the most that fit (one where none do).
 	o.KeepAttentionLayers = lo + sort.Search(n-1-lo, func(i int) bool { return !fits(lo + 1 + i) })
-	return true
+	if o.CheckpointEvery > 1 {
+		return "keeping the attention outputs" + o.keptLayers()
+	}
+	return fmt.Sprintf("keeping the attention outputs of only %d of %d layers", o.KeepAttentionLayers, c.NumHiddenLayers)
 }
 
 // Savings names the savings fitted has on that asked has not, in the

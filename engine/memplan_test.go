@@ -225,7 +225,7 @@ func TestFitRefusalNamesWhatFits(t *testing.T) {
 		t.Errorf("Fit at 4×1000 = %v, want a refusal naming 1 row per micro-batch and context length 1000 at 1 row", err)
 	}
 	if len(notes) != 5 {
-		t.Errorf("notes %q, want recomputation keeping the attention outputs, per-layer bf16, recomputing them, and residual checkpoints keeping them and not turned on", notes)
+		t.Errorf("notes %q, want recomputation keeping the attention outputs, per-layer bf16, keeping only the last layer's, and residual checkpoints keeping them and recomputing them", notes)
 	}
 	if got := c.LongestContext(dev, opt, 1, 900, avail); got != 900 {
 		t.Errorf("LongestContext capped at 900 = %d", got)
@@ -286,12 +286,13 @@ func TestCheckpointsSameGradients(t *testing.T) {
 
 // At a longer context the memory savings of recomputation change what is
 // kept, not the math: with every activation stored and nothing recomputed,
-// and with recomputation, residual checkpoints every 2 layers (the first
-// and last streams sharing a buffer, the batch embedded again) and the
-// final norm run per loss chunk, the loss and gradients are equal bit for
-// bit, for full fine-tuning (fp32) and a LoRA adapter on a frozen bf16
-// base. ln1 recomputed into mid's buffer and datt in dln's are on both
-// sides; the parity tests hold them to the float64 reference.
+// and with recomputation (whose last layer keeps its attention outputs),
+// residual checkpoints every 2 layers (the first and last streams sharing
+// a buffer, the batch embedded again) and the final norm run per loss
+// chunk, the loss and gradients are equal bit for bit, for full
+// fine-tuning (fp32 and bf16) and a LoRA adapter on a frozen bf16 base.
+// ln1 recomputed into mid's buffer and datt in dln's are on both sides;
+// the parity tests hold them to the float64 reference.
 func TestLongContextSavingsSameGradients(t *testing.T) {
 	five := strings.Replace(memTestConfig, `"num_hidden_layers": 3`, `"num_hidden_layers": 5`, 1)
 	// And attention wider than the hidden size, whose buffers share, and
@@ -338,7 +339,7 @@ func checkSavingsSameGradients(t *testing.T, c *engine.Config) {
 		return sum, append([]float32(nil), engine.HostView(dev, m.Grads.Arena)...)
 	}
 	lora := &engine.LoRAConfig{Rank: 4, Alpha: 8, Targets: engine.LoRATargets}
-	for _, base := range []engine.Options{{}, {LoRA: lora, FrozenBF16: true}} {
+	for _, base := range []engine.Options{{}, {BF16: true}, {LoRA: lora, FrozenBF16: true}} {
 		wantLoss, want := grads(base)
 		// Recomputation, keeping the attention outputs, checkpoints (each
 		// segment keeping its attention outputs).

@@ -25,7 +25,10 @@ import (
 // Options tune memory use without changing the math.
 type Options struct {
 	// Recompute keeps only each layer's input during the forward pass and
-	// recomputes the layer's activations in the backward pass.
+	// recomputes the layer's activations in the backward pass; the last
+	// layer's attention outputs are kept (one slot, which costs nothing
+	// more; not with CheckpointEvery), so its recomputation skips the
+	// attention (keepatt.go).
 	Recompute bool
 	// LossChunk is how many tokens' logits exist at once in the loss; the
 	// full (N,V) logits matrix is never materialised. Default
@@ -243,23 +246,24 @@ type activations struct {
 	routes  []moeRoute
 	moe     moeScratch
 	auxGrad []float64
-	// With KeepAttention the shared entry's att and lse are a slot of
-	// kept (keepatt.go); keptOf is each layer's slot.
+	// With slots (keepatt.go) the shared entry's att and lse are one of
+	// kept; keptOf is each layer's slot.
 	kept   []keptAttention
 	keptOf []int
 }
 
 // ln1 and att share one buffer (N, max(C,QD)): ln1 is dead once q, k and
 // v are computed, before the attention writes att, and layerBackward
-// recomputes it (the same norm of the same input) once att is dead. With
-// KeepAttention att is kept past the recomputation, so the forward passes
-// put ln1 in mid's buffer (dead until the output projection) and the
-// backward pass in the kept att's (ln1b). With the MLP in chunks, ln2
-// holds one chunk's rows, normalised chunk by chunk as the MLP runs
-// (mlpchunk.go).
+// recomputes it (the same norm of the same input) once att is dead. An
+// att kept in a slot (keepatt.go: with recomputation, but for plain
+// recomputation with checkpoints) outlives the recomputation, so the
+// forward passes put ln1 in mid's buffer (dead until the output
+// projection) and the backward pass in the kept att's (ln1b). With the
+// MLP in chunks, ln2 holds one chunk's rows, normalised chunk by chunk as
+// the MLP runs (mlpchunk.go).
 type layerActs struct {
-	ln1, rstd1 []float32 // (N,C) (N); ln1 is att's buffer (mid's with KeepAttention)
-	ln1b       []float32 // (N,C) ln1 normalised again in the backward pass: ln1, or with KeepAttention the kept att's buffer
+	ln1, rstd1 []float32 // (N,C) (N); ln1 is att's buffer (mid's with a kept slot)
+	ln1b       []float32 // (N,C) ln1 normalised again in the backward pass: ln1, or with a kept slot its att's buffer
 	q, k, v    []float32 // (N,QD) (N,KVD) (N,KVD), after RoPE
 	att, lse   []float32 // (N,QD) (B,NH,T)
 	mid        []float32 // (N,C) residual after attention; with Recompute (N, max(C,QD)), scr.dq's buffer too

@@ -173,7 +173,7 @@ func benchTrainCmd() *cobra.Command {
 	f.IntVar(&s.Steps, "steps", 5, "timed steps after one warm-up step")
 	f.StringVar(&s.Precision, "precision", "bf16", "bf16 (bf16 matmuls, fp32 master weights) or fp32")
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
-	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory)")
+	f.BoolVar(&s.Recompute, "recompute", false, "recompute activations in the backward pass (less memory; the last layer keeps its attention outputs)")
 	f.BoolVar(&s.KeepAttention, "keep-attention", false, "with --recompute: keep each layer's attention output and log-sum-exp so the recomputation skips the attention (more memory; a plan without --recompute turns it on where it fits)")
 	f.IntVar(&s.KeepAttentionLayers, "keep-attention-layers", 0, "with --recompute: keep the attention outputs of only this many layers (with --checkpoint-every, of a segment), the last ones; implies --keep-attention (0: every layer's)")
 	f.IntVar(&s.CheckpointEvery, "checkpoint-every", 0, "with --recompute: keep residual checkpoints, segments of at most this many layers (less memory, one more forward pass of most layers)")

@@ -30,8 +30,10 @@ func printPlan(w io.Writer, s bench.TrainSpec, avail int64, asJSON bool) error {
 	fmt.Fprintf(w, "%s %s, seq %d × batch %d, recompute %v", res.Method, res.Precision, res.Seq, res.Batch, res.Recompute)
 	if res.KeepAttention {
 		fmt.Fprint(w, " keeping the attention outputs")
-		if res.KeepAttentionLayers > 0 {
-			fmt.Fprintf(w, " of %d layers", res.KeepAttentionLayers)
+		if k := res.KeepAttentionLayers; k == 1 {
+			fmt.Fprint(w, " of 1 layer")
+		} else if k > 1 {
+			fmt.Fprintf(w, " of %d layers", k)
 		}
 	}
 	if res.CheckpointEvery > 1 {

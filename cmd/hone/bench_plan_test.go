@@ -69,6 +69,11 @@ func TestBenchTrainPlan(t *testing.T) {
 	if len(full.Savings) != 0 || full.Asked != full.Peak || full.Recompute || !rec.Recompute || !full.Fits {
 		t.Errorf("with a terabyte: %+v, want no savings and the plan as asked", full)
 	}
+	// Plain recomputation keeps the last layer's attention outputs (its
+	// one slot), and the plan says so.
+	if !rec.KeepAttention || rec.KeptLayers != 1 || full.KeepAttention {
+		t.Errorf("recompute: keep_attention %v of %d layers (without recomputation %v), want the last layer's", rec.KeepAttention, rec.KeptLayers, full.KeepAttention)
+	}
 	// Recomputation (with the MLP in chunks) shrinks the activations and the
 	// bf16 operand scratch, nothing else.
 	saved := full.Parts["activations"] - rec.Parts["activations"] + full.Parts["bf16_scratch"] - rec.Parts["bf16_scratch"]
