@@ -19,6 +19,8 @@ import (
 	"hone/dataparallel"
 	"hone/engine"
 	"hone/optim"
+	"hone/settings"
+	"hone/train"
 )
 
 // TrainSpec describes one training benchmark.
@@ -44,6 +46,9 @@ type TrainSpec struct {
 	// 0: the engine's default for the vocabulary).
 	LossChunk int
 	Seed      uint64
+	// Optimizer is "adamw" (the default, also when empty) or "lionw",
+	// made as a training run makes it (train.Spec).
+	Optimizer string
 	// LoRARank > 0 trains a LoRA adapter of this rank (alpha LoRAAlpha,
 	// default 2·rank) on LoRATargets (default the architecture's) instead of
 	// the whole model; with bf16 precision the frozen base is held in bf16
@@ -71,11 +76,11 @@ type TrainSpec struct {
 	// group: it trains Batch/Size rows a step and sums the gradients
 	// across ranks (see train_ranks.go).
 	Coll collective.Collective
-	// ShardOptimizer shards the AdamW moments across the ranks (ZeRO
+	// ShardOptimizer shards the optimizer state across the ranks (ZeRO
 	// stage 1, as train.DistOptions.ShardOptimizer).
 	ShardOptimizer bool
-	// ShardParameters shards the parameters, gradients and AdamW moments
-	// across the ranks (ZeRO stage 3, as train.DistOptions.ShardParameters);
+	// ShardParameters shards the parameters, gradients and optimizer
+	// state across the ranks (ZeRO stage 3, as train.DistOptions.ShardParameters);
 	// fp32 full fine-tuning only.
 	ShardParameters bool
 	// PlanRanks is the number of ranks --plan plans for (each rank's
@@ -94,6 +99,7 @@ type TrainSpec struct {
 type TrainResult struct {
 	Engine       string    `json:"engine"`
 	Method       string    `json:"method"` // full or lora
+	Optimizer    string    `json:"optimizer"`
 	Device       string    `json:"device,omitempty"`
 	Precision    string    `json:"precision"`
 	Threads      int       `json:"threads"`
@@ -131,7 +137,7 @@ type TrainResult struct {
 	Notes           []string  `json:"notes,omitempty"`
 	Losses          []float64 `json:"losses"`
 	Ranks           int       `json:"ranks,omitempty"` // data-parallel ranks (processes); Batch is the global batch
-	// ShardOptimizer: the ranks shard the AdamW state (ZeRO stage 1).
+	// ShardOptimizer: the ranks shard the optimizer state (ZeRO stage 1).
 	ShardOptimizer bool `json:"shard_optimizer,omitempty"`
 
 	// MFU is GFLOPs over the device's measured matrix-product ceiling in
@@ -168,8 +174,8 @@ func matmulParams(c *engine.Config) int64 {
 	return n
 }
 
-// Train runs the benchmark: random tokens, AdamW with clipping, one optimizer
-// step per batch.
+// Train runs the benchmark: random tokens, AdamW or LionW with clipping,
+// one optimizer step per batch.
 func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if s.Precision == "" {
 		s.Precision = "fp32"
@@ -188,6 +194,10 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	}
 	if err := s.Config.CheckQuantizeBase(s.QuantizeBase); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
+	}
+	ts, err := s.optimizer()
+	if err != nil {
+		return nil, err
 	}
 	global, err := s.splitBatch()
 	if err != nil {
@@ -239,11 +249,11 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 	if !s.sharded() {
 		m.InitRandom(s.Seed)
 	}
-	res := &TrainResult{Engine: "hone", Method: "full", Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
+	res := &TrainResult{Engine: "hone", Method: "full", Optimizer: ts.Optimizer, Device: dev.Name(), Precision: s.Precision, Threads: threads, Params: s.Config.NumParams(),
 		Trainable: s.Config.NumParams(), Seq: s.Seq, Batch: global, Ranks: s.ranks(), Steps: s.Steps, Recompute: opts.Recompute, CompactBF16: opts.CompactBF16,
 		CheckpointEvery: opts.CheckpointEvery,
 		FrozenBF16:      opts.FrozenBF16 && opts.QuantizeBase == "", QuantizeBase: opts.QuantizeBase, NF4Bytes: m.NF4Bytes(), NF4Embed: opts.NF4Embeddings, Notes: notes}
-	step, err := s.stepper(m, res)
+	step, err := s.stepper(m, ts, res)
 	if err != nil {
 		return nil, err
 	}
@@ -323,10 +333,32 @@ func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device, peak b
 	return c, nil
 }
 
+// optimizer is the spec's optimizer as a training run resolves it
+// (train.Spec): AdamW at this benchmark's learning rate of 1e-4, at which
+// the loss falls within a few steps, or LionW with a run's defaults, its
+// learning rate included.
+func (s TrainSpec) optimizer() (train.Spec, error) {
+	ts := train.Spec{Optimizer: s.Optimizer, Method: "full"}
+	if ts.Optimizer == "" {
+		ts.Optimizer = settings.Optimizer
+	}
+	if !slices.Contains(settings.Optimizers(), ts.Optimizer) {
+		return ts, fmt.Errorf("bench: --optimizer %q: want %s", s.Optimizer, strings.Join(settings.Optimizers(), " or "))
+	}
+	if s.LoRARank > 0 {
+		ts.Method = "lora"
+	}
+	if ts.Optimizer == "adamw" {
+		ts.LearningRate = 1e-4
+	}
+	return ts.Resolve()
+}
+
 // options are the engine options the spec asks for, before Fit.
 func (s TrainSpec) options() engine.Options {
 	o := engine.Options{Recompute: s.Recompute, KeepAttention: s.KeepAttention || s.KeepAttentionLayers > 0, KeepAttentionLayers: s.KeepAttentionLayers,
-		CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact, LossChunk: s.LossChunk}
+		CheckpointEvery: s.CheckpointEvery, BF16: s.Precision == "bf16", CompactBF16: s.Compact, LossChunk: s.LossChunk,
+		OptimizerStates: train.Spec{Optimizer: s.Optimizer}.OptimizerStates()}
 	if s.LoRARank > 0 {
 		lc := engine.LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets, Dropout: s.LoRADropout}
 		if lc.Alpha == 0 {
@@ -338,8 +370,8 @@ func (s TrainSpec) options() engine.Options {
 }
 
 // attachAdapter attaches a fresh PEFT-initialised adapter of lc to m and
-// returns it with its AdamW, filling res's LoRA fields.
-func (s TrainSpec) attachAdapter(m *engine.Model, lc engine.LoRAConfig, res *TrainResult) (*engine.Adapter, *optim.AdamW, error) {
+// returns it with ts's optimizer, filling res's LoRA fields.
+func (s TrainSpec) attachAdapter(m *engine.Model, lc engine.LoRAConfig, ts train.Spec, res *TrainResult) (*engine.Adapter, optim.Optimizer, error) {
 	a, err := engine.NewAdapter(m.Config, m.Dev, lc)
 	if err != nil {
 		return nil, nil, err
@@ -348,7 +380,7 @@ func (s TrainSpec) attachAdapter(m *engine.Model, lc engine.LoRAConfig, res *Tra
 	if err := m.Attach(a); err != nil {
 		return nil, nil, err
 	}
-	opt, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+	opt, err := ts.NewOptimizer(m, a)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -356,15 +388,15 @@ func (s TrainSpec) attachAdapter(m *engine.Model, lc engine.LoRAConfig, res *Tra
 	return a, opt, nil
 }
 
-// stepper returns one optimizer step on a batch: full fine-tuning with
-// optim.AdamW, or the adapter's step when the spec asks for LoRA (it then
+// stepper returns one optimizer step on a batch with ts's optimizer: full
+// fine-tuning, or the adapter's step when the spec asks for LoRA (it then
 // fills res's LoRA fields).
-func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
+func (s TrainSpec) stepper(m *engine.Model, ts train.Spec, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
 	if s.sharded() {
-		return s.shardedStepper(m, res)
+		return s.shardedStepper(m, ts, res)
 	}
 	if lc := m.Opt.LoRA; lc != nil {
-		a, opt, err := s.attachAdapter(m, *lc, res)
+		a, opt, err := s.attachAdapter(m, *lc, ts, res)
 		if err != nil {
 			return nil, err
 		}
@@ -378,14 +410,14 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 			if _, err := red.Finish(sum); err != nil {
 				return 0, 0, err
 			}
-			_, err := opt.StepAdapter(a, 1e-4)
+			_, err := opt.StepAdapter(a, ts.LearningRate)
 			return sum, n, err
 		}, nil
 	}
 	if m.Opt.Rank != nil { // planned as a Zero1 rank
-		return s.zero1Stepper(m)
+		return s.zero1Stepper(m, ts)
 	}
-	opt, err := optim.NewAdamW(m, optim.DefaultAdamW)
+	opt, err := ts.NewOptimizer(m, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -393,8 +425,9 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		td.Track("weights", m.Params.Arena)
 		td.Track("gradients", m.Grads.Arena)
 		td.Track("bf16 weights", m.LowPrecisionParams())
-		td.Track("AdamW m", opt.M)
-		td.Track("AdamW v", opt.V)
+		for _, st := range opt.State() {
+			td.Track(st.Name, st.Buf) // AdamW's exp_avg and exp_avg_sq, LionW's exp_avg
+		}
 	}
 	return func(bt *engine.Batch, scale float32) (float64, int, error) {
 		m.OverwriteGrads() // as train does
@@ -407,7 +440,7 @@ func (s TrainSpec) stepper(m *engine.Model, res *TrainResult) (func(*engine.Batc
 		if _, err := red.Finish(sum); err != nil {
 			return 0, 0, err
 		}
-		_, err := opt.Step(m, 1e-4)
+		_, err := opt.Step(m, ts.LearningRate)
 		return sum, n, err
 	}, nil
 }

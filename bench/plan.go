@@ -19,6 +19,7 @@ type PlanResult struct {
 	Batch     int    `json:"batch"`
 	Precision string `json:"precision"`
 	Method    string `json:"method"`
+	Optimizer string `json:"optimizer"` // its state is the plan's optimizer_state part
 	// The memory options the plan is for (with Fit's savings).
 	Recompute           bool `json:"recompute"`
 	KeepAttention       bool `json:"keep_attention,omitempty"`        // the recomputation reuses the attention outputs of the forward pass (a segment's, with checkpoints; plain recomputation the last layer's)
@@ -47,7 +48,7 @@ type PlanResult struct {
 	RanksNeeded       int  `json:"ranks_needed,omitempty"`
 	// ShardedOptimizer: with TrainSpec.ShardOptimizer the plan, its
 	// savings and LongestSeq are a ZeRO-1 rank's (dataparallel.Zero1Rank:
-	// its AdamW moments, the exchange's buffers).
+	// its optimizer state, the exchange's buffers).
 	ShardedOptimizer bool `json:"sharded_optimizer,omitempty"`
 }
 
@@ -62,6 +63,10 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	}
 	if s.Seq <= 0 || s.Batch <= 0 {
 		return nil, fmt.Errorf("bench: seq and batch must be positive")
+	}
+	ts, err := s.optimizer()
+	if err != nil {
+		return nil, err
 	}
 	dev, err := engine.OpenDevice(engine.DefaultDevice, engine.DeviceOptions{Threads: s.Threads})
 	if err != nil {
@@ -87,7 +92,7 @@ func Plan(s TrainSpec, avail int64) (*PlanResult, error) {
 	if s.ShardOptimizer {
 		opts.Rank = dataparallel.Zero1Rank(ranks, opts) // Fit turns on only what a rank needs
 	}
-	res := &PlanResult{Seq: s.Seq, Batch: s.Batch, Precision: s.Precision, Method: "full", AvailableBytes: avail,
+	res := &PlanResult{Seq: s.Seq, Batch: s.Batch, Precision: s.Precision, Method: "full", Optimizer: ts.Optimizer, AvailableBytes: avail,
 		AskedBytes: s.Config.MemoryEstimate(dev, opts, s.Batch, s.Seq), Savings: []string{}}
 	if opts.LoRA != nil {
 		res.Method = "lora"

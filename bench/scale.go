@@ -251,6 +251,7 @@ type ScaleSpec struct {
 	Config    *engine.Config
 	Precision string // bf16 or fp32
 	LoRARank  int    // > 0: a LoRA adapter on every layer's default targets
+	Optimizer string // "adamw" (also when empty) or "lionw": the state the memory plan counts
 	Sharding  string // ShardNone, ShardOptimizer or ShardParameters
 	Ranks     int
 	// GbitPerS is each machine's link bandwidth, each way; Latency the
@@ -277,6 +278,7 @@ type ScaleResult struct {
 	Model     string  `json:"model"`
 	Params    int64   `json:"params"`
 	Method    string  `json:"method"`
+	Optimizer string  `json:"optimizer"`
 	LoRARank  int     `json:"lora_rank,omitempty"`
 	Trainable int64   `json:"trainable_params"`
 	Precision string  `json:"precision"`
@@ -308,7 +310,7 @@ type ScaleResult struct {
 	TokensPS  float64 `json:"tokens_per_s_today"`
 	CommShare float64 `json:"comm_share_today"`
 	// The memory plan of one rank (Plan with PlanRanks; for a sharded
-	// optimizer the AdamW moments cut to the rank's share).
+	// optimizer the optimizer state cut to the rank's share).
 	PeakBytes   int64    `json:"peak_bytes_per_rank"`
 	MemoryBytes int64    `json:"memory_bytes"`
 	Fits        bool     `json:"fits"`
@@ -326,7 +328,7 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 	}
 	c := s.Config
 	passes := s.GlobalRows / s.MicroRows / s.Ranks
-	ts := TrainSpec{Config: c, Seq: s.Seq, Batch: s.MicroRows * s.Ranks, Precision: s.Precision, LoRARank: s.LoRARank,
+	ts := TrainSpec{Config: c, Seq: s.Seq, Batch: s.MicroRows * s.Ranks, Precision: s.Precision, LoRARank: s.LoRARank, Optimizer: s.Optimizer,
 		ShardParameters: s.Sharding == ShardParameters, ShardOptimizer: s.Sharding == ShardOptimizer, PlanRanks: s.Ranks}
 	plan, err := Plan(ts, s.MemoryBytes)
 	if err != nil {
@@ -343,7 +345,7 @@ func Scale(s ScaleSpec) (*ScaleResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &ScaleResult{Model: modelName(c), Params: c.NumParams(), Method: "full", Trainable: c.NumParams(), Precision: s.Precision, Sharding: s.Sharding,
+	res := &ScaleResult{Model: modelName(c), Params: c.NumParams(), Method: "full", Optimizer: plan.Optimizer, Trainable: c.NumParams(), Precision: s.Precision, Sharding: s.Sharding,
 		Ranks: s.Ranks, GbitPerS: s.GbitPerS, LatencyUS: s.Latency * 1e6, Seq: s.Seq, Rows: s.GlobalRows, MicroRows: s.MicroRows, Passes: passes,
 		Tokens: int64(s.GlobalRows) * int64(s.Seq), GFLOPs: s.GFLOPs, Traffic: traffic,
 		PeakBytes: plan.PeakBytes, MemoryBytes: plan.AvailableBytes, Fits: plan.Fits, Savings: plan.Savings, RanksNeeded: plan.RanksNeeded}

@@ -7,7 +7,7 @@ import (
 
 	"hone/dataparallel"
 	"hone/engine"
-	"hone/optim"
+	"hone/train"
 )
 
 // Data-parallel training benchmark: each rank (process) trains its share
@@ -56,10 +56,10 @@ func MergeRanks(results []*TrainResult) *TrainResult {
 	return &out
 }
 
-// zero1Stepper is full fine-tuning with the AdamW state sharded across
-// the ranks (dataparallel.Zero1, as train.DistOptions.ShardOptimizer).
-func (s TrainSpec) zero1Stepper(m *engine.Model) (func(*engine.Batch, float32) (float64, int, error), error) {
-	z, err := dataparallel.NewZero1(s.Coll, m, optim.AdamWRanges(optim.DefaultAdamW))
+// zero1Stepper is full fine-tuning with ts's optimizer state sharded
+// across the ranks (dataparallel.Zero1, as train.DistOptions.ShardOptimizer).
+func (s TrainSpec) zero1Stepper(m *engine.Model, ts train.Spec) (func(*engine.Batch, float32) (float64, int, error), error) {
+	z, err := dataparallel.NewZero1(s.Coll, m, ts.NewRanges())
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (s TrainSpec) zero1Stepper(m *engine.Model) (func(*engine.Batch, float32) (
 		if _, err := red.Finish(sum); err != nil {
 			return 0, 0, err
 		}
-		_, err := z.Step(ctx, 1e-4)
+		_, err := z.Step(ctx, ts.LearningRate)
 		return sum, n, err
 	}, nil
 }
@@ -91,7 +91,7 @@ func (s TrainSpec) checkSharded() error {
 // shardedStepper is full fine-tuning with the parameters, gradients and
 // moments sharded across the ranks (dataparallel.Sharded): each rank
 // initialises only its shards.
-func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
+func (s TrainSpec) shardedStepper(m *engine.Model, ts train.Spec, res *TrainResult) (func(*engine.Batch, float32) (float64, int, error), error) {
 	sh, err := dataparallel.NewSharded(s.Coll, m)
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engi
 	if lc := m.Opt.LoRA; lc != nil {
 		// The adapter is whole on every rank; its gradients are summed
 		// after the passes (the gathers use the group meanwhile).
-		a, opt, err := s.attachAdapter(m, *lc, res)
+		a, opt, err := s.attachAdapter(m, *lc, ts, res)
 		if err != nil {
 			return nil, err
 		}
@@ -119,11 +119,11 @@ func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engi
 			if _, err := red.Finish(sum); err != nil {
 				return 0, 0, err
 			}
-			_, err := opt.StepAdapter(a, 1e-4)
+			_, err := opt.StepAdapter(a, ts.LearningRate)
 			return sum, n, err
 		}, nil
 	}
-	opt, err := sh.NewOptimizer(optim.AdamWRanges(optim.DefaultAdamW))
+	opt, err := sh.NewOptimizer(ts.NewRanges())
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (s TrainSpec) shardedStepper(m *engine.Model, res *TrainResult) (func(*engi
 		if _, err := dataparallel.SumLoss(ctx, s.Coll, sum); err != nil {
 			return 0, 0, err
 		}
-		_, err := sh.Step(ctx, opt, 1e-4)
+		_, err := sh.Step(ctx, opt, ts.LearningRate)
 		return sum, n, err
 	}, nil
 }

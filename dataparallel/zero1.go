@@ -201,6 +201,8 @@ func zero1Shards(ranks int, opt engine.Options) bool {
 type zero1Rank struct{ ranks, bucket int }
 
 func (z zero1Rank) RankPlan(c *engine.Config, opt engine.Options, plan engine.MemoryPlan) engine.MemoryPlan {
+	// Zero1Rank checked the run's options, but a refusal's advice plans a
+	// LoRA run with them (Rank kept): its adapter's state is not sharded.
 	if !zero1Shards(z.ranks, opt) {
 		return plan
 	}

@@ -318,6 +318,20 @@ func TestZero1Fit(t *testing.T) {
 	checkZero1Plan(t, cfg, got)
 }
 
+// A Zero1 rank's planner leaves a LoRA plan whole: Fit's refusal advises
+// a LoRA run planned with the full run's options, Rank included.
+func TestZero1RankLeavesLoRAPlan(t *testing.T) {
+	cfg, dev := testCfg(t, false), openCPU(t, nil)
+	opt := engine.Options{BF16: true}
+	lora := opt
+	lora.LoRA = &engine.LoRAConfig{Rank: 4, Alpha: 8}
+	want := cfg.MemoryEstimate(dev, lora, 2, 12)
+	lora.Rank = Zero1Rank(2, opt)
+	if got := cfg.MemoryEstimate(dev, lora, 2, 12); got != want {
+		t.Errorf("LoRA plan with a Zero1 rank's planner: %d bytes, want the plan without it, %d", got, want)
+	}
+}
+
 // checkZero1Plan runs a step of Zero1 (opt.Rank: a zero1Rank; LionW
 // when opt.OptimizerStates is 1, else AdamW) with micro-batches of 2×12
 // tokens on counting devices and checks that the largest rank's peak is

@@ -395,5 +395,5 @@ func (r *runner) checkpointAll(ctx context.Context, st *ckptState) error {
 // wholeState is the run's optimizer with the state of the whole arena:
 // the leader's while a run with a sharded optimizer resumes or saves.
 func (r *runner) wholeState() (optim.RangeOptimizer, error) {
-	return r.spec.newRanges()(r.m.Dev, r.m.Config.ParamSpecs(), [][2]int{{0, len(r.m.Params.Arena)}})
+	return r.spec.NewRanges()(r.m.Dev, r.m.Config.ParamSpecs(), [][2]int{{0, len(r.m.Params.Arena)}})
 }

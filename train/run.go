@@ -311,11 +311,11 @@ func newRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, 
 	case spec.Method == "lora":
 		a, o, err = newLoRA(spec, m)
 	case dopt.ShardOptimizer && coll != nil && coll.Size() > 1:
-		if z, err = dataparallel.NewZero1(coll, m, spec.newRanges()); err == nil {
+		if z, err = dataparallel.NewZero1(coll, m, spec.NewRanges()); err == nil {
 			o = z.O
 		}
 	default:
-		o, err = newOptimizer(spec, m, nil)
+		o, err = spec.NewOptimizer(m, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -340,7 +340,7 @@ func newLoRA(spec Spec, m *engine.Model) (*engine.Adapter, optim.Optimizer, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	o, err := newOptimizer(spec, m, a)
+	o, err := spec.NewOptimizer(m, a)
 	return a, o, err
 }
 
@@ -403,10 +403,7 @@ func planOptions(spec Spec, cfg *engine.Config, dev engine.Device, ctxLen int, a
 
 // baseOptions are the model's options for the run before Fit.
 func baseOptions(spec Spec, cfg *engine.Config) (engine.Options, error) {
-	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16", ShardRanks: spec.shardRanks}
-	if spec.Optimizer == "lionw" {
-		opts.OptimizerStates = 1
-	}
+	opts := engine.Options{Recompute: spec.Recompute, BF16: spec.Precision == "bf16", ShardRanks: spec.shardRanks, OptimizerStates: spec.OptimizerStates()}
 	if spec.Method == "lora" {
 		lc := spec.loraConfig()
 		opts.LoRA = &lc

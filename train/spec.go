@@ -250,27 +250,38 @@ func (s *Spec) resolveLionW() error {
 	return s.LionW.Validate()
 }
 
-// newRanges makes the spec's optimizer of ranges of the arena: a
+// NewRanges makes the spec's optimizer of ranges of the arena: a
 // data-parallel rank's shard of the state, or the whole state that the
-// leader of such a run resumes and saves.
-func (s Spec) newRanges() optim.NewRanges {
+// leader of such a run resumes and saves. The spec is resolved; `hone
+// bench train` makes its optimizer here too.
+func (s Spec) NewRanges() optim.NewRanges {
 	if s.Optimizer == "lionw" {
 		return optim.LionWRanges(*s.LionW, s.LearningRate)
 	}
 	return optim.AdamWRanges(s.AdamW)
 }
 
-// newOptimizer makes the spec's optimizer for m, or for the adapter a of
-// a LoRA run.
-func newOptimizer(spec Spec, m *engine.Model, a *engine.Adapter) (optim.Optimizer, error) {
-	if spec.Optimizer == "lionw" {
+// NewOptimizer makes the resolved spec's optimizer for m, or for the
+// adapter a of a LoRA run.
+func (s Spec) NewOptimizer(m *engine.Model, a *engine.Adapter) (optim.Optimizer, error) {
+	if s.Optimizer == "lionw" {
 		if a != nil {
-			return optim.NewLionWAdapter(a, *spec.LionW, spec.LearningRate)
+			return optim.NewLionWAdapter(a, *s.LionW, s.LearningRate)
 		}
-		return optim.NewLionW(m, *spec.LionW, spec.LearningRate)
+		return optim.NewLionW(m, *s.LionW, s.LearningRate)
 	}
 	if a != nil {
-		return optim.NewAdamWAdapter(a, spec.AdamW)
+		return optim.NewAdamWAdapter(a, s.AdamW)
 	}
-	return optim.NewAdamW(m, spec.AdamW)
+	return optim.NewAdamW(m, s.AdamW)
+}
+
+// OptimizerStates is the fp32 buffers the spec's optimizer keeps per
+// trained parameter (engine.Options.OptimizerStates): LionW's one moment,
+// or 0 for AdamW's default two.
+func (s Spec) OptimizerStates() int {
+	if s.Optimizer == "lionw" {
+		return 1
+	}
+	return 0
 }

@@ -90,7 +90,7 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 	if spec.Method == "lora" {
 		a, o, err = newLoRA(spec, m)
 	} else {
-		o, err = sh.NewOptimizer(spec.newRanges())
+		o, err = sh.NewOptimizer(spec.NewRanges())
 	}
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -99,7 +100,7 @@ func benchTrainCmd() *cobra.Command {
 	var planMemory byteSize
 	var ranks int
 	cmd := &cobra.Command{
-		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--ranks R] [--plan] [--json]",
+		Use:   "train --config CONFIG.json --seq N --batch N --steps N --precision bf16|fp32 [--optimizer adamw|lionw] [--lora-rank R [--lora-targets ...] [--quantize-base nf4]] [--ranks R] [--plan] [--json]",
 		Short: "Train a random model of an HF config on random tokens and report tokens/s and peak RSS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -112,7 +113,7 @@ func benchTrainCmd() *cobra.Command {
 			}
 			if ranks > 1 && !cmd.Flags().Changed("shard-optimizer") && !s.ShardParameters {
 				// Exact like plain data parallelism, and it moves fewer bytes
-				// and runs 1/N of AdamW (README, "Several machines").
+				// and runs 1/N of the optimizer (README, "Several machines").
 				if err := cmd.Flags().Set("shard-optimizer", "true"); err != nil {
 					return err
 				}
@@ -160,8 +161,8 @@ func benchTrainCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s: %d params (%d trained), seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s (MFU %.2f of %.0f), peak RSS %.2f GiB, loss %.4f → %.4f\n",
-				configPath, res.Method, res.Precision, res.Params, res.Trainable, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s %s: %d params (%d trained), seq %d × batch %d, %d threads: %.1f tokens/s, %.0f GFLOP/s (MFU %.2f of %.0f), peak RSS %.2f GiB, loss %.4f → %.4f\n",
+				configPath, res.Method, res.Optimizer, res.Precision, res.Params, res.Trainable, res.Seq, res.Batch, res.Threads, res.TokensPerS, res.GFLOPs,
 				res.MFU, res.CeilingGFLOPs, float64(res.PeakRSSBytes)/(1<<30), res.Losses[0], res.Losses[len(res.Losses)-1])
 			return nil
 		},
@@ -180,6 +181,8 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&s.Compact, "compact", false, "bf16: convert weights per layer instead of keeping a bf16 copy (2 bytes/parameter less)")
 	f.IntVar(&s.LossChunk, "loss-chunk", 0, "token rows the output head and cross-entropy run on at once (0 = the default for the vocabulary)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
+	f.StringVar(&s.Optimizer, "optimizer", settings.Optimizer, fmt.Sprintf("%s, with a training run's defaults (LionW: one moment, half AdamW's state; learning rate %g full, %g LoRA; AdamW here at 1e-4)",
+		strings.Join(settings.Optimizers(), " or "), settings.LionWLearningRate, settings.LionWLoRALearningRate))
 	f.IntVar(&s.LoRARank, "lora-rank", 0, "train a LoRA adapter of this rank on a frozen base (bf16: base held in bf16 only) instead of the whole model")
 	f.Float64Var(&s.LoRAAlpha, "lora-alpha", 0, "LoRA alpha (0 = 2 × rank)")
 	f.Float64Var(&s.LoRADropout, "lora-dropout", 0, fmt.Sprintf("LoRA dropout (hone create's default is %g; its masks and buffers are in the plan)", settings.LoRADropout))
@@ -191,8 +194,8 @@ func benchTrainCmd() *cobra.Command {
 	f.BoolVar(&planOnly, "plan", false, "print the memory plan (peak_bytes and its parts, with the savings this machine's memory needs) without training")
 	f.Var(&planMemory, "plan-memory", "with --plan: the memory to plan against, e.g. 24GiB (default: what this machine has available)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
-	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the AdamW state across the ranks (ZeRO stage 1; each rank receives its shard's gradients and sends its updated weights); default on with --ranks > 1, --shard-optimizer=false for plain data parallelism")
-	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and AdamW moments across the ranks, gathering one layer at a time (ZeRO stage 3; fp32 full fine-tuning)")
+	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the optimizer state across the ranks (ZeRO stage 1; each rank receives its shard's gradients and sends its updated weights); default on with --ranks > 1, --shard-optimizer=false for plain data parallelism")
+	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and optimizer state across the ranks, gathering one layer at a time (ZeRO stage 3; fp32 full fine-tuning)")
 	f.DurationVar(&s.CeilingTime, "ceiling-time", bench.CeilingTime, "time the matmul ceiling (mfu's denominator) for at least this long before and after the steps")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")

@@ -132,7 +132,7 @@ func benchTrainRanks(cmd *cobra.Command, s *bench.TrainSpec, ranks int, asJSON b
 		fmt.Fprintln(cmd.OutOrStdout(), string(b))
 		return true, nil
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s %s, %d ranks × %d threads, seq %d × global batch %d: %.1f tokens/s (all ranks), %.0f GFLOP/s (MFU %.2f of the ranks' %.0f), peak RSS %.2f GiB (largest rank)\n",
-		res.Method, res.Precision, res.Ranks, res.Threads, res.Seq, res.Batch, res.TokensPerS, res.GFLOPs, res.MFU, res.CeilingGFLOPs, float64(res.PeakRSSBytes)/(1<<30))
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s, %d ranks × %d threads, seq %d × global batch %d: %.1f tokens/s (all ranks), %.0f GFLOP/s (MFU %.2f of the ranks' %.0f), peak RSS %.2f GiB (largest rank)\n",
+		res.Method, res.Optimizer, res.Precision, res.Ranks, res.Threads, res.Seq, res.Batch, res.TokensPerS, res.GFLOPs, res.MFU, res.CeilingGFLOPs, float64(res.PeakRSSBytes)/(1<<30))
 	return true, nil
 }

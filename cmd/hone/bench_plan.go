@@ -27,7 +27,7 @@ func printPlan(w io.Writer, s bench.TrainSpec, avail int64, asJSON bool) error {
 		fmt.Fprintln(w, string(b))
 		return nil
 	}
-	fmt.Fprintf(w, "%s %s, seq %d × batch %d, recompute %v", res.Method, res.Precision, res.Seq, res.Batch, res.Recompute)
+	fmt.Fprintf(w, "%s %s %s, seq %d × batch %d, recompute %v", res.Method, res.Optimizer, res.Precision, res.Seq, res.Batch, res.Recompute)
 	if res.KeepAttention {
 		fmt.Fprint(w, " keeping the attention outputs")
 		if k := res.KeepAttentionLayers; k == 1 {

@@ -10,10 +10,11 @@ import (
 
 	"hone/bench"
 	"hone/engine"
+	"hone/settings"
 )
 
 func benchScaleCmd() *cobra.Command {
-	var configPath, precision, sharding string
+	var configPath, precision, optimizer, sharding string
 	var loraRank, seq, rows, micro, embedRows int
 	var ranks []int
 	var gbps []float64
@@ -21,7 +22,7 @@ func benchScaleCmd() *cobra.Command {
 	var memory byteSize = 256 << 30
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "scale --config CONFIG.json [--lora-rank R] --sharding parameters|optimizer|none --ranks 8,64 --gbps 25,100 --seq N --rows N [--gflops G] [--json]",
+		Use:   "scale --config CONFIG.json [--lora-rank R] [--optimizer adamw|lionw] --sharding parameters|optimizer|none --ranks 8,64 --gbps 25,100 --seq N --rows N [--gflops G] [--json]",
 		Short: "Model one optimizer step on N machines: compute, collective traffic and time, memory per rank",
 		Long: `Computes, for each --ranks and --gbps, one optimizer step's model FLOPs and compute time at --gflops
 model FLOP/s per machine, the bytes each rank hands the collective (counted from what hone's ZeRO-1,
@@ -57,7 +58,7 @@ times --mfu. README "Scaling model" states the assumptions.`,
 			var out []*bench.ScaleResult
 			for _, n := range ranks {
 				for _, g := range gbps {
-					r, err := bench.Scale(bench.ScaleSpec{Config: cfg, Precision: precision, LoRARank: loraRank, Sharding: sharding, Ranks: n,
+					r, err := bench.Scale(bench.ScaleSpec{Config: cfg, Precision: precision, LoRARank: loraRank, Optimizer: optimizer, Sharding: sharding, Ranks: n,
 						GbitPerS: g, Latency: latencyUS * 1e-6, Seq: seq, GlobalRows: rows, MicroRows: micro, GFLOPs: gflops,
 						MemoryBytes: int64(memory), EmbedRows: embedRows})
 					if err != nil {
@@ -81,6 +82,7 @@ times --mfu. README "Scaling model" states the assumptions.`,
 	f.StringVar(&configPath, "config", "", "HF config.json (required)")
 	f.StringVar(&precision, "precision", "bf16", "bf16 or fp32")
 	f.IntVar(&loraRank, "lora-rank", 0, "train a LoRA adapter of this rank (every layer, the default targets) instead of the whole model")
+	f.StringVar(&optimizer, "optimizer", settings.Optimizer, "adamw or lionw: the optimizer state a rank's memory plan counts (LionW's one moment, AdamW's two)")
 	f.StringVar(&sharding, "sharding", bench.ShardParameters, "parameters (ZeRO-3, --shard-parameters), optimizer (ZeRO-1, --shard-optimizer) or none")
 	f.IntSliceVar(&ranks, "ranks", []int{8, 64}, "machines (one rank each)")
 	f.Float64SliceVar(&gbps, "gbps", []float64{25, 100}, "link bandwidth per machine, Gbit/s each way")
@@ -107,8 +109,8 @@ func writeScale(w interface{ Write([]byte) (int, error) }, rs []*bench.ScaleResu
 	if r0.LoRARank > 0 {
 		method = fmt.Sprintf("LoRA r%d", r0.LoRARank)
 	}
-	fmt.Fprintf(w, "%s (%d params), %s %s, sharding %s, seq %d × %d rows a step (%d-row passes), %.0f GFLOP/s per machine, %.0f µs a message\n",
-		r0.Model, r0.Params, method, r0.Precision, r0.Sharding, r0.Seq, r0.Rows, r0.MicroRows, r0.GFLOPs, r0.LatencyUS)
+	fmt.Fprintf(w, "%s (%d params), %s %s %s, sharding %s, seq %d × %d rows a step (%d-row passes), %.0f GFLOP/s per machine, %.0f µs a message\n",
+		r0.Model, r0.Params, method, r0.Optimizer, r0.Precision, r0.Sharding, r0.Seq, r0.Rows, r0.MicroRows, r0.GFLOPs, r0.LatencyUS)
 	fmt.Fprintf(w, "%6s %6s %11s %10s %10s %10s %10s %10s %8s %9s %s\n", "ranks", "Gb/s", "compute s", "sent GB", "comm s", "serial s", "overlap s", "today s", "comm %", "mem GiB", "fits")
 	for _, r := range rs {
 		fits := "yes"
