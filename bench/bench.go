@@ -4,6 +4,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -338,10 +339,7 @@ func (s TrainSpec) measureCeiling(ctx context.Context, dev engine.Device, peak b
 // the loss falls within a few steps, or LionW with a run's defaults, its
 // learning rate included.
 func (s TrainSpec) optimizer() (train.Spec, error) {
-	ts := train.Spec{Optimizer: s.Optimizer, Method: "full"}
-	if ts.Optimizer == "" {
-		ts.Optimizer = settings.Optimizer
-	}
+	ts := train.Spec{Optimizer: cmp.Or(s.Optimizer, settings.Optimizer), Method: "full"}
 	if !slices.Contains(settings.Optimizers(), ts.Optimizer) {
 		return ts, fmt.Errorf("bench: --optimizer %q: want %s", s.Optimizer, strings.Join(settings.Optimizers(), " or "))
 	}
