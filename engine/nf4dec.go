@@ -90,9 +90,14 @@ func (q *nf4Matrix) dotRows(t *nf4.Tensor, r0 int, y, x []float32, n, rows int, 
 	C := q.cols
 	if q.kern != nil && C%nf4.BlockSize == 0 {
 		nb := C / nf4.BlockSize
-		scales := make([]float32, rows*nb)
+		sp := scalesPool.Get().(*[]float32)
+		if cap(*sp) < rows*nb {
+			*sp = make([]float32, rows*nb)
+		}
+		scales := (*sp)[:rows*nb]
 		t.Scales(scales, r0*nb)
 		q.kern.MatVecNF4(y, q.rows, x, n, C, t.Packed[r0*C/2:(r0+rows)*C/2], scales, &nf4.Code, acc)
+		scalesPool.Put(sp)
 		return
 	}
 	for r := 0; r < n; r++ {
@@ -106,6 +111,10 @@ func (q *nf4Matrix) dotRows(t *nf4.Tensor, r0 int, y, x []float32, n, rows int, 
 		}
 	}
 }
+
+// scalesPool holds the block scales a kernel call reads, so that decode
+// steps make no garbage of them.
+var scalesPool = sync.Pool{New: func() any { return new([]float32) }}
 
 // nf4Decode is the NF4 base's decoding state: per layer, views like
 // Params.Layers' whose matrices are one-element stand-ins that quantFor

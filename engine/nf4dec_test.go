@@ -24,8 +24,9 @@ const nf4DecConfig = `{"architectures": ["LlamaForCausalLM"], "model_type": "lla
 // DequantizedTensors, what hone dev dequantize writes) with the same
 // adapter: a 20-token prompt (prefill, dequantized bands), 3 tokens at
 // once, then single tokens (the NF4 kernels), each within 1e-5 of the
-// largest logit. Decoding keeps no dequantized weights: the weights held
-// are the same before and after.
+// largest logit; in BF16 mode (bf16 embeddings and head) within 1e-2.
+// Decoding keeps no dequantized weights: the weights held are the same
+// before and after.
 func TestNF4DecodeMatchesDequantizedModel(t *testing.T) {
 	random := t.TempDir()
 	writeRandomModel(t, random, nf4DecConfig)
@@ -63,8 +64,18 @@ func checkNF4Decode(t *testing.T, src string, emb bool) {
 	for i := range ids {
 		ids[i] = r.IntN(q.Config.VocabSize)
 	}
-	var decs [2]*engine.Decoder
-	for i, m := range []*engine.Model{q, ref} {
+	// BF16 mode (a QLoRA run's) decodes the same NF4 matrices with the
+	// embeddings and head in bf16: within bf16's rounding.
+	q16, err := engine.Load(src, dev, engine.Options{QuantizeBase: "nf4", BF16: true, NF4Embeddings: emb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q16.Close()
+	if err := q16.Attach(testAdapter(t, q16, src)); err != nil {
+		t.Fatal(err)
+	}
+	var decs [3]*engine.Decoder
+	for i, m := range []*engine.Model{q, ref, q16} {
 		if decs[i], err = m.NewDecoder(T); err != nil {
 			t.Fatal(err)
 		}
@@ -88,6 +99,13 @@ func checkNF4Decode(t *testing.T, src string, emb bool) {
 		}
 		if e := relErr(got, want); e > 1e-5 {
 			t.Errorf("after token %d: logits off by %.3g of the largest against the fp32 decoder on the dequantized weights", pos+n-1, e)
+		}
+		got16, err := decs[2].Append(ids[pos : pos+n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(got16, want); e > 1e-2 {
+			t.Errorf("BF16 mode, after token %d: logits off by %.3g of the largest", pos+n-1, e)
 		}
 		pos += n
 	}
