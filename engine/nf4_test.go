@@ -3,13 +3,11 @@ package engine_test
 import (
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"hone/engine"
-	"hone/safetensors"
 )
 
 // MemoryEstimate of an NF4 base matches what New, the adapter and a
@@ -92,21 +90,7 @@ func testNF4BF16EqualsFrozenBF16(t *testing.T, emb bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tensors, err := q32.DequantizedTensors()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	raw, err := os.ReadFile(filepath.Join(src, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := safetensors.WriteFile(filepath.Join(dir, "model.safetensors"), tensors, safetensors.F32, nil); err != nil {
-		t.Fatal(err)
-	}
+	dir := writeDequantized(t, q32, src)
 	for _, recompute := range []bool{false, true} {
 		ref, err := engine.Load(dir, dev, engine.Options{FrozenBF16: true, Recompute: recompute})
 		if err != nil {

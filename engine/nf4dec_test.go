@@ -161,7 +161,8 @@ func writeDequantized(t *testing.T, q *engine.Model, src string) string {
 // model of src's config.
 func testAdapter(t *testing.T, m *engine.Model, src string) *engine.Adapter {
 	t.Helper()
-	if dir := filepath.Join(src, "adapter"); fileExists(dir) {
+	dir := filepath.Join(src, "adapter")
+	if _, err := os.Stat(dir); err == nil {
 		a, err := engine.LoadAdapter(dir, m)
 		if err != nil {
 			t.Fatal(err)
@@ -178,9 +179,4 @@ func testAdapter(t *testing.T, m *engine.Model, src string) *engine.Adapter {
 		p[i] = float32(0.1 * r.NormFloat64())
 	}
 	return a
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
