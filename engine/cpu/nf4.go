@@ -75,6 +75,7 @@ static void hone_nf4_bf16(uint16_t *dst, const uint8_t *packed, const float *sca
 static void hone_nf4_bf16_force_scalar(uint16_t *dst, const uint8_t *packed, const float *scales, long nblocks, const float *code) {
 	hone_nf4_bf16_scalar(dst, packed, scales, nblocks, code);
 }
+
 // hone_nf4_matvec_scalar is, for the n rows of x (cols each) and the
 // rows of W (cols/64 blocks each, a scale per block), y[r*ldy+o] (+)=
 // Σ_b scale(o,b)·Σ_j code[nibble]·x: each block's codes dotted with x
