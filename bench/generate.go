@@ -25,7 +25,11 @@ type GenerateSpec struct {
 	NewTokens    int // timed decode steps, after the prompt and one warm-up step
 	Threads      int
 	Seed         uint64
-	Precision    string // of the weights decoding reads: fp32 (default, as hone serve), bf16, or quantized (GGUF's Q8_0/Q4_K matrices)
+	// Precision is that of the weights decoding reads: fp32 (default, as
+	// hone serve), bf16, nf4 (a QLoRA run's base: layer matrices in NF4,
+	// embeddings and head in bf16) or quantized (GGUF's Q8_0/Q4_K
+	// matrices).
+	Precision string
 	// Temperature 0 decodes greedily; above it each stream samples (no
 	// top-k or top-p), seeded from Seed.
 	Temperature float64
@@ -58,6 +62,7 @@ type GenerateResult struct {
 	PrefillChunk  int     `json:"prefill_chunk,omitempty"`
 	DecodeS       float64 `json:"decode_seconds"`
 	PeakRSSBytes  int64   `json:"peak_rss_bytes"`
+	WeightBytes   int64   `json:"weight_bytes"` // the model's weights held in memory (engine.Model.HeldWeightBytes)
 	// Peers are other engines decoding the same model and prompt, one
 	// stream, same threads, each with hone's tokens/s over its own (ratio).
 	Peers []PeerResult `json:"peers,omitempty"`
@@ -72,8 +77,11 @@ func Generate(ctx context.Context, s GenerateSpec) (*GenerateResult, error) {
 	if s.Precision == "" {
 		s.Precision = "fp32" // what hone serve decodes with
 	}
-	if s.Precision != "bf16" && s.Precision != "fp32" && (s.Precision != "quantized" || s.GGUF == "") {
-		return nil, fmt.Errorf("bench generate: precision %q: want bf16, fp32, or quantized for a GGUF file", s.Precision)
+	if s.Precision != "bf16" && s.Precision != "fp32" && s.Precision != "nf4" && (s.Precision != "quantized" || s.GGUF == "") {
+		return nil, fmt.Errorf("bench generate: precision %q: want bf16, fp32, nf4, or quantized for a GGUF file", s.Precision)
+	}
+	if len(s.Peers) > 0 && s.Precision == "nf4" {
+		return nil, fmt.Errorf("bench generate: --peer decodes the same weights in another engine; none decodes hone's NF4 base (use --precision bf16 or fp32)")
 	}
 	if len(s.Peers) > 0 && s.Streams != 1 {
 		return nil, fmt.Errorf("bench generate: --peer compares single-stream decoding; use --streams 1 (got %d)", s.Streams)
@@ -105,9 +113,12 @@ func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int
 		dev = timed
 	}
 	var m *engine.Model
-	if s.Precision == "quantized" {
+	switch s.Precision {
+	case "quantized":
 		m, _, err = export.LoadQuantized(s.GGUF, s.Dir, dev, s.Threads)
-	} else {
+	case "nf4":
+		m, err = engine.Load(s.Dir, dev, engine.Options{QuantizeBase: engine.QuantizeNF4, BF16: true})
+	default:
 		m, err = engine.Load(s.Dir, dev, engine.Options{DecodeBF16: s.Precision == "bf16"})
 	}
 	if err != nil {
@@ -173,6 +184,7 @@ func generateHone(ctx context.Context, s GenerateSpec) (*GenerateResult, [][]int
 	res.TokensPerS = float64(s.Streams*s.NewTokens) / res.DecodeS
 	res.StreamTokensS = float64(s.NewTokens) / res.DecodeS
 	res.PeakRSSBytes = PeakRSS()
+	res.WeightBytes = m.HeldWeightBytes()
 	return res, prompts, nil
 }
 

@@ -11,7 +11,8 @@ const kvBlock = 256
 // layer's keys and values so each new token costs one token's forward pass
 // (plus attention over the cache) instead of the whole sequence's. It reads
 // the fp32 master weights, or their bf16 copy with Options.DecodeBF16, or
-// the bf16 weights of a frozen bf16 base (Options.FrozenBF16), and applies
+// the bf16 weights of a frozen bf16 base (Options.FrozenBF16), or the NF4
+// matrices of an NF4 base (nf4dec.go), and applies
 // an attached adapter (Attach) without dropout. A Decoder is not safe for
 // concurrent use; the model must not train while it is in use. Close
 // releases its device memory.
@@ -38,7 +39,9 @@ type stepBufs struct {
 // NewDecoder starts an empty sequence of at most max tokens.
 func (m *Model) NewDecoder(max int) (*Decoder, error) {
 	if m.nf4 != nil {
-		return nil, errNF4("decode")
+		if err := m.prepareNF4Decode(); err != nil {
+			return nil, err
+		}
 	}
 	if m.Opt.FrozenBF16 && m.Config.MoE() {
 		return nil, errFrozenBF16("decode a mixture of experts")
@@ -231,5 +234,9 @@ func (m *Model) logitsDec(logits, ln []float32, n int) {
 	if w := m.decodeWeights(); w != nil {
 		w16 = w.LMHead
 	}
-	m.linearDec(logits, ln, m.Params.LMHead, w16, nil, n, m.Config.HiddenSize, m.Config.VocabSize, overwrite)
+	head := m.Params.LMHead
+	if m.nf4Head() {
+		head = m.nf4.dec.head
+	}
+	m.linearDec(logits, ln, head, w16, nil, n, m.Config.HiddenSize, m.Config.VocabSize, overwrite)
 }

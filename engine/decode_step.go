@@ -86,6 +86,8 @@ func (m *Model) extend(b *stepBufs, decs []*Decoder, feeds [][]int) []float32 {
 	x := b.x[:R*C]
 	if q, ok := m.quantFor(m.Params.Embed); ok && q.only { // a host-memory device (LoadQuantized)
 		embedQuant(q.q, x, b.hostIDs[:R], C)
+	} else if m.nf4Head() {
+		m.nf4Embed(x, b.hostIDs[:R])
 	} else if m.Opt.FrozenBF16 {
 		dev.EmbeddingBF16(x, b.ids, m.w16.Embed, R, C)
 	} else {
@@ -118,7 +120,7 @@ func (m *Model) decodeLayer(b *stepBufs, decs []*Decoder, off []int, l int, eps 
 	c, dev := m.Config, m.Dev
 	R := off[len(decs)]
 	C, QD, KVD, HD := c.HiddenSize, c.QDim(), c.KVDim(), c.HeadDim
-	p, h := &m.Params.Layers[l], m.decodeLayer16(l)
+	p, h := m.decodeParams(l), m.decodeLayer16(l)
 	ln := b.ln[:R*C]
 	m.norm(ln, nil, b.rstd, b.x[:R*C], p.LN1, R, C, eps)
 	m.linearDec(b.q, ln, p.WQ, h.WQ, p.BQ, R, C, QD, overwrite)

@@ -42,6 +42,7 @@ type nf4Base struct {
 	// With Options.NF4Embeddings, the token embeddings and the output
 	// head (nf4embed.go); nil otherwise.
 	emb *nf4Rows
+	dec *nf4Decode // once the model has decoded (nf4dec.go)
 }
 
 func errNF4(what string) error {
@@ -333,14 +334,18 @@ func (m *Model) nf4Layer16(l int) *Layer[uint16] {
 	return &m.layer16
 }
 
-// NF4Kernels is an optional extra of a Device (see HostMemory): a fast
-// dequantization of whole NF4 blocks into bf16 on host memory. Without
-// it an NF4 base dequantizes with quant/nf4's Go code.
+// NF4Kernels is an optional extra of a Device (see HostMemory): fast
+// kernels on whole NF4 blocks in host memory. Without it an NF4 base
+// dequantizes and decodes with quant/nf4's Go code.
 type NF4Kernels interface {
 	// DequantizeNF4BF16 writes len(scales) blocks of 64 values, packed
 	// two to a byte (the first in the high nibble), into dst as
 	// bf16(code[index] * scale), rounded to nearest even.
 	DequantizeNF4BF16(dst []uint16, packed []byte, scales []float32, code *[16]float32)
+	// MatVecNF4 writes y[r*ldy+o] (+)= Σ_k W[o][k]·x[r*cols+k] in fp32
+	// for the n rows of x and the rows of W, cols/64 blocks each (packed
+	// as above, a scale per block), W[o][k] = code[index] * scale.
+	MatVecNF4(y []float32, ldy int, x []float32, n, cols int, packed []byte, scales []float32, code *[16]float32, acc bool)
 }
 
 // nf4Kernel is d's NF4Kernels extra, looking through a TimedDevice

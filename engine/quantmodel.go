@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 
 	"hone/safetensors"
 )
@@ -89,31 +90,47 @@ func (m *Model) matrixView(name string) *[]float32 {
 		return &m.Params.Embed
 	}
 	for l := range m.Params.Layers {
-		p, pre := &m.Params.Layers[l], m.Config.layerPrefix(l)
-		for suffix, f := range map[string]*[]float32{
-			"self_attn.q_proj.weight": &p.WQ, "self_attn.k_proj.weight": &p.WK, "self_attn.v_proj.weight": &p.WV,
-			"self_attn.o_proj.weight": &p.WO, "mlp.gate_proj.weight": &p.WGate, "mlp.up_proj.weight": &p.WUp,
-			"mlp.down_proj.weight": &p.WDown,
-		} {
-			if name == pre+suffix {
-				return f
-			}
+		if suffix, ok := strings.CutPrefix(name, m.Config.layerPrefix(l)); ok {
+			return layerMatrix(&m.Params.Layers[l], suffix)
 		}
 	}
 	panic("engine: no matrix " + name) // LoadQuantized checked the names
 }
 
+// layerMatrix is p's field of the matrix whose checkpoint name ends in
+// suffix (after the layer's prefix).
+func layerMatrix(p *Layer[float32], suffix string) *[]float32 {
+	switch suffix {
+	case "self_attn.q_proj.weight":
+		return &p.WQ
+	case "self_attn.k_proj.weight":
+		return &p.WK
+	case "self_attn.v_proj.weight":
+		return &p.WV
+	case "self_attn.o_proj.weight":
+		return &p.WO
+	case "mlp.gate_proj.weight":
+		return &p.WGate
+	case "mlp.up_proj.weight":
+		return &p.WUp
+	case "mlp.down_proj.weight":
+		return &p.WDown
+	}
+	panic("engine: no layer matrix " + suffix)
+}
+
 // HeldWeightBytes is the memory the model's weights occupy: the fp32 (and
-// bf16) arenas plus the quantized matrices held without an fp32 copy.
+// bf16) arenas plus the quantized matrices held without an fp32 copy (an
+// NF4 base's, NF4Bytes).
 func (m *Model) HeldWeightBytes() int64 {
-	n := int64(len(m.Params.Arena)) * 4
+	n := int64(len(m.Params.Arena))*4 + m.NF4Bytes()
 	for _, w := range []*WeightSet[uint16]{m.w16, m.dec16} {
 		if w != nil {
 			n += int64(len(w.Arena)) * 2
 		}
 	}
 	for _, q := range m.quant {
-		if q.only {
+		if _, nf := q.q.(*nf4Matrix); q.only && !nf {
 			n += int64(q.q.Bytes())
 		}
 	}

@@ -30,9 +30,8 @@ func (r *logRecorder) logged(part string) bool {
 }
 
 // A QLoRA run (lora.quantize_base nf4, bf16) trains its adapter on the NF4
-// base, skips the eval prompts (no decoding on NF4) and says so, and
-// registers the merge of its adapter into the unquantized base, saying so
-// too.
+// base, completes its eval prompts there with the adapter attached, and
+// registers the merge of its adapter into the unquantized base, saying so.
 func TestQLoRARunMergesIntoUnquantizedBase(t *testing.T) {
 	for _, emb := range []bool{false, true} {
 		t.Run(map[bool]string{false: "layers", true: "embeddings"}[emb], func(t *testing.T) { testQLoRARun(t, emb) })
@@ -56,7 +55,15 @@ func testQLoRARun(t *testing.T, emb bool) {
 	if first, last := rec.steps[0].Loss, rec.steps[len(rec.steps)-1].Loss; !(last < first) {
 		t.Errorf("loss did not fall: %.4f -> %.4f", first, last)
 	}
-	wants := []string{"base quantized to nf4", "eval prompts skipped", "merging the adapter into the unquantized base"}
+	if len(rec.prompts) == 0 || rec.logged("eval prompts skipped") {
+		t.Errorf("no eval prompt outputs (%+v); logs: %q", rec.prompts, rec.logs)
+	}
+	for step, outs := range rec.prompts {
+		if len(outs) != 1 || outs[0].Prompt != s.EvalPrompts[0] {
+			t.Errorf("prompt outputs at step %d: %+v", step, outs)
+		}
+	}
+	wants := []string{"base quantized to nf4", "merging the adapter into the unquantized base"}
 	if emb {
 		wants = append(wants, "base quantized to nf4 with its embeddings and head")
 	}

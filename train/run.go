@@ -208,8 +208,6 @@ func run(ctx context.Context, spec Spec, workDir string, obs Observer, coll coll
 	}
 	if len(spec.EvalPrompts) > 0 && r.sh != nil {
 		obs.OnLog("eval prompts skipped: no rank holds the whole model while its parameters are sharded; the registered model answers them")
-	} else if len(spec.EvalPrompts) > 0 && spec.Method == "lora" && spec.LoRA.QuantizeBase != "" {
-		obs.OnLog(fmt.Sprintf("eval prompts skipped: hone does not decode on a %s base; the registered model answers them", spec.LoRA.QuantizeBase))
 	} else if len(spec.EvalPrompts) > 0 {
 		if r.prompts, err = generate.NewPrompter(spec.ModelDir, task == dataset.Chat); err != nil {
 			return nil, err

@@ -213,7 +213,8 @@ func benchGenerateCmd() *cobra.Command {
 		Long: `Loads the model (a directory or a Hugging Face id in the local cache), starts S streams of P random
 prompt tokens and decodes N tokens for each (greedy, or sampled with --temperature), all streams in one batched step as hone serve does.
 tokens_per_s counts the tokens of every stream; stream_tokens_per_s is what one stream sees.
---precision bf16 decodes on bf16 weights (default fp32, as hone serve does). --peer llamacpp and --peer torch then decode the same
+--precision bf16 decodes on bf16 weights (default fp32, as hone serve does); --precision nf4 on the base a QLoRA
+run (lora.quantize_base nf4) decodes its eval prompts on: layer matrices in NF4, embeddings and head in bf16. --peer llamacpp and --peer torch then decode the same
 prompt, one stream, same threads and precision: llama.cpp on the GGUF hone export writes (the model
 directory needs its tokenizer), PyTorch on a model of the same config; "peers" in the JSON line holds
 each one's tokens/s and hone's ratio to it. REF may be a GGUF file hone export wrote (quantized or
@@ -263,9 +264,9 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), prefill %.1f tokens/s, peak RSS %.2f GiB\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d params, %d streams × %d new tokens after %d, %d threads: %.1f tokens/s (%.1f per stream), prefill %.1f tokens/s, weights %.2f GiB, peak RSS %.2f GiB\n",
 				ref, res.Params, res.Streams, res.NewTokens, res.PromptTokens, res.Threads, res.TokensPerS, res.StreamTokensS,
-				res.PrefillTokS, float64(res.PeakRSSBytes)/(1<<30))
+				res.PrefillTokS, float64(res.WeightBytes)/(1<<30), float64(res.PeakRSSBytes)/(1<<30))
 			for _, p := range res.Peers {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %.1f tokens/s; hone/peer %.2f\n", p.Engine, p.Precision, p.TokensPerS, p.Ratio)
 				if p.BLAS != nil {
@@ -285,7 +286,7 @@ all of it dequantized (--precision fp32), and the llama.cpp peer decodes the fil
 	f.IntVar(&s.Threads, "threads", 0, "threads (0 = all cores)")
 	f.Uint64Var(&s.Seed, "seed", 0, "random seed")
 	f.Float64Var(&s.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
-	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve) or bf16; activations and sums are fp32 either way")
+	f.StringVar(&s.Precision, "precision", "fp32", "weights decoding reads: fp32 (as hone serve), bf16 or nf4 (QLoRA's base); activations and sums are fp32 either way")
 	f.BoolVar(&kernelTimes, "kernel-times", false, "print time per device kernel over the timed steps on stderr")
 	f.StringSliceVar(&s.Peers, "peer", nil, "also decode the same prompt in llamacpp (node-llama-cpp on hone's GGUF export) and/or torch, one stream")
 	f.StringVar(&s.Tools.Node, "node", "node", "node, for the llama.cpp peer")

@@ -39,3 +39,32 @@ func TestBenchGenerate(t *testing.T) {
 		t.Errorf("bench generate past the context window = %v, want an error naming it", err)
 	}
 }
+
+// `hone bench generate --precision nf4` decodes on an NF4 base (QLoRA's)
+// and reports the weights it holds, fewer than the fp32 model's.
+func TestBenchGenerateNF4(t *testing.T) {
+	dir := filepath.Join("..", "..", "engine", "testdata", "parity", "tied_llama3")
+	var weights [2]int64
+	for i, p := range []string{"fp32", "nf4"} {
+		cmd := benchCmd()
+		var stdout bytes.Buffer
+		cmd.SetOut(&stdout)
+		cmd.SetArgs([]string{"generate", "--model", dir, "--new-tokens", "3", "--prompt-tokens", "20", "--precision", p, "--json"})
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("--precision %s: %v", p, err)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+		var res struct {
+			TokensPerS  float64 `json:"tokens_per_s"`
+			Precision   string  `json:"precision"`
+			WeightBytes int64   `json:"weight_bytes"`
+		}
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil || res.TokensPerS <= 0 || res.Precision != p || res.WeightBytes <= 0 {
+			t.Fatalf("--precision %s: last line %q (%v)", p, lines[len(lines)-1], err)
+		}
+		weights[i] = res.WeightBytes
+	}
+	if weights[1] >= weights[0] {
+		t.Errorf("weight_bytes: nf4 %d, fp32 %d", weights[1], weights[0])
+	}
+}

@@ -284,3 +284,35 @@ func (t *Tensor) DequantizeBF16(dst []uint16, lo int) {
 		}
 	}
 }
+
+// Dot is Σ_k W[lo+k]·x[k] for the tensor's values W (code value times
+// its block's scale) from lo on: one dot product of a matrix row held in
+// NF4 with fp32 x, the values never written out. lo need not start a
+// block. Each block's codes are summed against x first and the sum
+// multiplied by its scale once: a portable reference for faster kernels.
+func (t *Tensor) Dot(x []float32, lo int) float32 {
+	if lo < 0 || lo+len(x) > t.N {
+		panic(fmt.Sprintf("nf4: dot of values [%d, %d) of %d", lo, lo+len(x), t.N))
+	}
+	var sum float32
+	for k := 0; k < len(x); {
+		b := (lo + k) / BlockSize
+		end := min(len(x), (b+1)*BlockSize-lo)
+		var s float32
+		j := k
+		if (lo+j)%2 == 1 { // a low nibble first
+			s += Code[t.Packed[(lo+j)/2]&15] * x[j]
+			j++
+		}
+		for ; j+1 < end; j += 2 {
+			p := t.Packed[(lo+j)/2]
+			s += Code[p>>4]*x[j] + Code[p&15]*x[j+1]
+		}
+		if j < end {
+			s += Code[t.Packed[(lo+j)/2]>>4] * x[j]
+		}
+		sum += t.Scale(b) * s
+		k = end
+	}
+	return sum
+}

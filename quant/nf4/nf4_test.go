@@ -209,3 +209,36 @@ func TestIndexTableMatchesSearch(t *testing.T) {
 	check(-1)
 	check(1)
 }
+
+// Dot of any range, starting inside a block or on an odd value, is the
+// float64 dot product of the dequantized values with x up to fp32
+// rounding: |error| ≤ (len+4)·2⁻²⁴·Σ|w·x| (recursive summation's bound,
+// with the code×scale products), for both kinds of scales.
+func TestDotMatchesDequantized(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	src := make([]float32, 64*20+7)
+	for i := range src {
+		src[i] = float32(r.NormFloat64()) * float32(1+i%97) * 1e-2
+	}
+	for _, double := range []bool{false, true} {
+		q := Quantize(src, double)
+		w := make([]float32, len(src))
+		q.Dequantize(w, 0)
+		for _, span := range [][2]int{{0, 64 * 20}, {0, len(src)}, {32, 200}, {33, 1}, {33, 96}, {127, 130}, {64 * 19, 64 + 7}} {
+			lo, n := span[0], span[1]
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			var want, mag float64
+			for k, v := range x {
+				want += float64(w[lo+k]) * float64(v)
+				mag += math.Abs(float64(w[lo+k]) * float64(v))
+			}
+			got := q.Dot(x, lo)
+			if bound := float64(n+4) * 0x1p-24 * mag; math.Abs(float64(got)-want) > bound {
+				t.Errorf("double=%v: Dot of [%d, %d) = %v, dequantized gives %v (bound %.3g)", double, lo, lo+n, got, want, bound)
+			}
+		}
+	}
+}
