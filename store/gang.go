@@ -252,13 +252,13 @@ func (s *Store) YieldGang(ctx context.Context, run string, epoch int64, now, liv
 }
 
 // yieldTo is the run YieldGang would yield to ("" if none), while this
-// claim's rendezvous is open and short of ranks. An older
-// rendezvous g can complete when its ranks and the live workers that could
-// join it are at least its size. A worker could join when it is not part
-// of g yet and has a free slot, counting the slot this run holds (yielding
-// frees it): its slots exceed the leases it holds (runs it leads) and the
-// ranks it holds in others' runs (while their heartbeat is live). A worker
-// busy with other runs cannot join, so it must not make this run yield.
+// claim's rendezvous is open and short of ranks. An older rendezvous g can
+// complete when its ranks and the live workers that could join it are at
+// least its size. A worker could join when it is not part of g yet and
+// has a free slot, counting the slot this run holds (yielding frees it):
+// its slots exceed the leases it holds (runs it leads) and the ranks it
+// holds in others' runs (while their heartbeat is live). A worker busy
+// with other runs cannot join, so it must not make this run yield.
 func (o ops) yieldTo(ctx context.Context, run string, epoch int64, now, liveSince time.Time) (string, error) {
 	var to string
 	err := o.all(ctx, `SELECT g.run_name FROM hone_run_gangs g
