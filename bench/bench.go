@@ -122,7 +122,7 @@ type TrainResult struct {
 	// share it moves less than the wall-clock time.
 	StepCPUSeconds float64 `json:"step_cpu_seconds"`
 	GFLOPs         float64 `json:"gflop_per_s"`
-	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
+	PeakRSSBytes   int64   `json:"peak_rss_bytes"` // up to the steps' end
 	Recompute      bool    `json:"recompute"`
 	// KeepAttention: the recomputation reused the attention outputs kept
 	// from the forward pass (engine.Options.KeptAttention: plain
@@ -304,6 +304,9 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		flops = loraFLOPsPerToken(s.Config, s.Seq, int(res.Trainable))
 	}
 	res.GFLOPs = res.TokensPerS * flops / 1e9
+	// The steps' peak: the ceiling's products after them hold three more
+	// matrices (67 MB at CeilingSize) beside the model.
+	res.PeakRSSBytes = PeakRSS()
 	if s.MFU {
 		after, err := s.measureCeiling(ctx, raw, false)
 		if err != nil {
@@ -311,7 +314,6 @@ func Train(ctx context.Context, s TrainSpec) (*TrainResult, error) {
 		}
 		res.setMFU(trainCeiling(s.Precision, before, after), before.ISA, s.ranks())
 	}
-	res.PeakRSSBytes = PeakRSS()
 	if timed != nil {
 		s.KernelTimes(append(timed.Report(), timed.PassReport(s.Steps)...))
 	}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"math"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"hone/engine"
 	_ "hone/engine/cpu"
@@ -155,4 +157,27 @@ func smallConfig(t *testing.T) *engine.Config {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// peak_rss_bytes is the steps' peak: the ceiling's products timed after
+// the steps (three CeilingSize² matrices beside the model, 50 MB and
+// more) do not count.
+func TestTrainPeakRSSLeavesOutTheCeiling(t *testing.T) {
+	var steps int64
+	res, err := Train(context.Background(), TrainSpec{Config: smallConfig(t), Seq: 16, Batch: 1, Steps: 1, Precision: "fp32",
+		Threads: 1, MFU: true, CeilingTime: time.Millisecond, Progress: func(step int, _ float64, _ int64) {
+			if step == 0 { // the peak so far is the ceiling's before the steps, or an earlier test's
+				debug.FreeOSMemory() // and its matrices would be reused after the steps
+				if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+					t.Skipf("cannot reset the peak RSS: %v", err)
+				}
+			}
+			steps = PeakRSS()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slack := int64(8 << 20); res.PeakRSSBytes > steps+slack {
+		t.Errorf("peak RSS %d, the steps' %d: the ceiling after them counted", res.PeakRSSBytes, steps)
+	}
 }

@@ -52,7 +52,7 @@ type Sharded struct {
 	issued, done int
 	running      bool
 	err          error
-	pre          *prefetch        // the Prefetch the next Gather of parameters must match
+	pre          *prefetch        // the Prefetch the next Gather of parameters must match (or, spare, may)
 	gradBusy     map[*float32]int // per gradient buffer, the op of the last Release that passed it
 	ahead        int              // passes still to come on the same parameters (Passes)
 }
@@ -62,6 +62,7 @@ type prefetch struct {
 	p      int
 	params []float32
 	seq    int
+	spare  bool // Step's, for a next pass that may not come: another Gather drops it
 }
 
 // shardPart is one part's place: its full-arena range, the chunk size,
@@ -259,7 +260,10 @@ func (s *Sharded) Gather(p int, use engine.Use, params, grads []float32) {
 		pre, s.pre = s.pre, nil
 	}
 	if pre != nil && (pre.p != p || &pre.params[0] != &params[0]) {
-		panic(fmt.Sprintf("dataparallel: part %d prefetched, part %d gathered", pre.p, p))
+		if !pre.spare {
+			panic(fmt.Sprintf("dataparallel: part %d prefetched, part %d gathered", pre.p, p))
+		}
+		pre = nil // Step waited for it
 	}
 	seq := 0
 	grad := use&engine.UseGrads != 0 && !s.frozen
@@ -283,7 +287,7 @@ func (s *Sharded) Gather(p int, use engine.Use, params, grads []float32) {
 // Prefetch is engine.ShardHooks.Prefetch: start all-gathering part p's
 // chunks into params.
 func (s *Sharded) Prefetch(p int, params []float32) {
-	if s.pre != nil {
+	if s.pre != nil && !s.pre.spare {
 		panic(fmt.Sprintf("dataparallel: part %d prefetched while part %d's prefetch is not gathered", p, s.pre.p))
 	}
 	s.pre = &prefetch{p: p, params: params, seq: s.enqueue(s.gatherOp(s.ctx, p, params))}
@@ -342,21 +346,49 @@ func (s *Sharded) GradNorm(ctx context.Context) (float64, error) {
 }
 
 // NewOptimizer is the optimizer of this rank's shard, made by newOpt
-// (optim.AdamWRanges, optim.LionWRanges).
+// (optim.AdamWRanges, optim.LionWRanges): one range per part, the
+// embeddings' updated first (see Step).
 func (s *Sharded) NewOptimizer(newOpt optim.NewRanges) (optim.RangeOptimizer, error) {
-	return newOpt(s.m.Dev, s.Specs(), [][2]int{{0, len(s.P)}})
+	var ranges [][2]int
+	for _, p := range s.parts {
+		ranges = append(ranges, [2]int{p.off, p.off + p.n})
+	}
+	o, err := newOpt(s.m.Dev, s.Specs(), ranges)
+	if err == nil {
+		o.UpdateFirst(s.m.Config.PartEmbed())
+	}
+	return o, err
 }
 
 // Step updates this rank's shard with o (made by NewOptimizer), clipping
 // by the whole gradient's norm. No parameters move: the next pass gathers
-// them.
+// them. Its first gather, the embeddings' into the model's large buffer,
+// starts as soon as they are updated, while the other parts are, and
+// Step returns once it is done (the caller's collectives follow); a Gather
+// of another part drops it.
 func (s *Sharded) Step(ctx context.Context, o optim.RangeOptimizer, lr float64) (optim.StepResult, error) {
 	norm, err := s.GradNorm(ctx)
 	if err != nil {
 		return optim.StepResult{}, err
 	}
 	s.ahead, s.pre = 0, nil // a prefetch left over (more Passes than ran) is stale now
-	return o.StepRangesEach(s.m.Dev, s.P, s.G, nil, norm, lr, nil)
+	embed := s.m.Config.PartEmbed()
+	next := func() {
+		if s.pre == nil {
+			buf := s.m.GatherBuffer()
+			s.pre = &prefetch{p: embed, params: buf, seq: s.enqueue(s.gatherOp(ctx, embed, buf)), spare: true}
+		}
+	}
+	res, err := o.StepRangesEach(s.m.Dev, s.P, s.G, nil, norm, lr, func(k int) {
+		if k == embed {
+			next()
+		}
+	})
+	if err != nil {
+		return res, err
+	}
+	next() // this rank's chunk of the embeddings is empty: the others gather still
+	return res, s.Err()
 }
 
 // SumLoss sums a rank's loss across ranks (as an fp32 pair, high and low

@@ -14,13 +14,15 @@ import (
 	"hone/optim"
 )
 
-// slowRank is a hub rank whose all-gathers first poison their output
-// with NaN and whose collectives take a moment: a part used before its
-// gather finished, a prefetch into a buffer still in use, or a gradient
-// buffer written before its reduce-scatter read it shows in the results.
+// slowRank is a hub rank whose all-gathers read their input at once,
+// first poison their output with NaN and whose collectives take a moment:
+// a part used before its gather finished, a gather of parameters not yet
+// updated, a prefetch into a buffer still in use, or a gradient buffer
+// written before its reduce-scatter read it shows in the results.
 type slowRank struct{ hubRank }
 
 func (r slowRank) AllGather(ctx context.Context, out, in []float32) error {
+	in = append([]float32(nil), in...)
 	nan := float32(math.NaN())
 	for i := range out {
 		out[i] = nan
@@ -34,26 +36,32 @@ func (r slowRank) ReduceScatter(ctx context.Context, buf []float32, counts []int
 	return r.hubRank.ReduceScatter(ctx, buf, counts)
 }
 
-// syncHooks are the hooks without overlap: no prefetch, and each
-// reduce-scatter waited for as it is started (the synchronous schedule).
+// syncHooks are the hooks without overlap: no prefetch (Step's gathered
+// one is not used), and each reduce-scatter waited for as it is started
+// (the synchronous schedule).
 type syncHooks struct{ *Sharded }
 
 func (h syncHooks) Prefetch(int, []float32)     {}
 func (h syncHooks) PrefetchNext(int, []float32) {}
+func (h syncHooks) Gather(p int, use engine.Use, params, grads []float32) {
+	h.pre = nil
+	h.Sharded.Gather(p, use, params, grads)
+}
 func (h syncHooks) Release(p int, use engine.Use, grads []float32) {
 	h.Sharded.Release(p, use, grads)
 	_ = h.Sharded.Err()
 }
 
-// countHooks counts the prefetches the model asks for, and the passes
-// whose first gather (the embeddings') was issued by the pass before,
-// before that pass's last reduce-scatter (the embeddings' gradient; a
-// LoRA base has none), and so before the pass waited on it.
+// countHooks counts the prefetches the model asks for, the passes whose
+// first gather (the embeddings') was issued by the pass before, before
+// that pass's last reduce-scatter (the embeddings' gradient; a LoRA base
+// has none), and so before the pass waited on it, and the passes whose
+// first gather was issued after that, by the optimizer step before them.
 type countHooks struct {
 	*Sharded
-	n, early *atomic.Int64
-	start    bool // the model's next Gather is a pass's first
-	released int  // the op number of the last reduce-scatter
+	n, early, stepped *atomic.Int64
+	start             bool // the model's next Gather is a pass's first
+	released          int  // the op number of the last reduce-scatter
 }
 
 func (h *countHooks) Prefetch(p int, params []float32) {
@@ -66,6 +74,8 @@ func (h *countHooks) Gather(p int, use engine.Use, params, grads []float32) {
 		h.start = false
 		if pre := h.pre; pre != nil && pre.p == p && (h.frozen || pre.seq < h.released) {
 			h.early.Add(1)
+		} else if pre != nil && pre.p == p {
+			h.stepped.Add(1)
 		}
 	}
 	h.Sharded.Gather(p, use, params, grads)
@@ -84,8 +94,9 @@ func (h *countHooks) Release(p int, use engine.Use, grads []float32) {
 // ranks' collectives are slowed and the gathers poisoned, so a use before
 // a gather finished or a prefetch of the wrong part would differ (or be
 // NaN). Every layer order, tied embeddings, bf16 and a LoRA base. Each
-// step's second pass finds its first gather started by the first pass
-// (countHooks).
+// step's second pass finds its first gather started by the first pass,
+// and (parameters trained) each pass after a step finds it started by
+// the step (countHooks).
 func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -119,12 +130,12 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 			// run trains on n slowed ranks and returns rank 0's losses,
 			// every rank's trained state (parameter shards or adapter)
 			// and rank 0's logits after training.
-			run := func(overlap bool) ([]float64, [][]float32, []float32, int64, int64) {
+			run := func(overlap bool) ([]float64, [][]float32, []float32, int64, int64, int64) {
 				h := newHub(tc.n)
 				losses := make([]float64, steps)
 				state := make([][]float32, tc.n)
 				var logits []float32
-				var prefetches, early atomic.Int64
+				var prefetches, early, stepped atomic.Int64
 				errs := make([]error, tc.n)
 				var wg sync.WaitGroup
 				for q := range tc.n {
@@ -147,7 +158,7 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 							}
 							var count *countHooks
 							if overlap {
-								count = &countHooks{Sharded: sh, n: &prefetches, early: &early}
+								count = &countHooks{Sharded: sh, n: &prefetches, early: &early, stepped: &stepped}
 								m.Shards = count
 							} else {
 								m.Shards = syncHooks{sh}
@@ -211,6 +222,9 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 									return err
 								}
 							}
+							if count != nil {
+								count.start = true
+							}
 							l := m.Logits(batches[0][0])
 							if err := sh.Err(); err != nil {
 								return err
@@ -233,15 +247,23 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 						t.Fatalf("overlap %v, rank %d: %v", overlap, q, err)
 					}
 				}
-				return losses, state, logits, prefetches.Load(), early.Load()
+				return losses, state, logits, prefetches.Load(), early.Load(), stepped.Load()
 			}
-			wantLoss, wantState, wantLogits, _, _ := run(false)
-			gotLoss, gotState, gotLogits, prefetched, early := run(true)
+			wantLoss, wantState, wantLogits, _, _, _ := run(false)
+			gotLoss, gotState, gotLogits, prefetched, early, stepped := run(true)
 			if prefetched == 0 {
 				t.Fatal("the model prefetched no part")
 			}
 			if want := int64(tc.n * steps * (micro - 1)); early != want {
 				t.Errorf("%d passes found their first gather issued by the pass before, want %d", early, want)
+			}
+			if want := int64(tc.n * steps); tc.lora {
+				if stepped != 0 {
+					t.Errorf("%d passes found their first gather issued by a LoRA step (the base does not change)", stepped)
+				}
+			} else if stepped != want {
+				// Steps 2 to steps and the logits after the last.
+				t.Errorf("%d passes found their first gather issued by the step before, want %d", stepped, want)
 			}
 			for s := range steps {
 				if math.IsNaN(gotLoss[s]) || math.Float64bits(gotLoss[s]) != math.Float64bits(wantLoss[s]) {

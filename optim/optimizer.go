@@ -26,6 +26,8 @@ type RangeOptimizer interface {
 	// by norm, the whole gradient's norm, and tells done (when not nil)
 	// each range's index as soon as it is updated.
 	StepRangesEach(dev engine.Device, params, grads []float32, p16 []uint16, norm, lr float64, done func(k int)) (StepResult, error)
+	// UpdateFirst makes every step update range k before the others.
+	UpdateFirst(k int)
 }
 
 // NewRanges makes the RangeOptimizer of the arena ranges ranges (sorted,

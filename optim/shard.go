@@ -17,6 +17,7 @@ type layout struct {
 	// rangeDone, during StepRangesEach, is told each range's index once
 	// the step has updated it.
 	rangeDone func(k int)
+	first     int // the range a step updates first (UpdateFirst); the others follow in order
 }
 
 // group is a contiguous arena range sharing one decay setting.
@@ -62,18 +63,23 @@ func newLayout(name string, specs []engine.ParamSpec, ranges [][2]int, decayAll 
 }
 
 // each calls update with each group and its parameters, gradients and
-// bf16 copy (nil when p16 is), telling rangeDone (when set) each range's
-// index after its last group.
+// bf16 copy (nil when p16 is), those of range first before the others,
+// telling rangeDone (when set) each range's index after its last group.
 func (l *layout) each(params, grads []float32, p16 []uint16, update func(g group, p, gr []float32, p16 []uint16)) {
-	for i, g := range l.groups {
-		lo, hi := g.lo+g.shift, g.hi+g.shift
-		var g16 []uint16
-		if p16 != nil {
-			g16 = p16[lo:hi]
-		}
-		update(g, params[lo:hi], grads[lo:hi], g16)
-		if l.rangeDone != nil && (i == len(l.groups)-1 || l.groups[i+1].rng != g.rng) {
-			l.rangeDone(g.rng)
+	for _, firsts := range []bool{true, false} {
+		for i, g := range l.groups {
+			if (g.rng == l.first) != firsts {
+				continue
+			}
+			lo, hi := g.lo+g.shift, g.hi+g.shift
+			var g16 []uint16
+			if p16 != nil {
+				g16 = p16[lo:hi]
+			}
+			update(g, params[lo:hi], grads[lo:hi], g16)
+			if l.rangeDone != nil && (i == len(l.groups)-1 || l.groups[i+1].rng != g.rng) {
+				l.rangeDone(g.rng)
+			}
 		}
 	}
 }
@@ -126,6 +132,12 @@ func (o *AdamW) StepRangesEach(dev engine.Device, params, grads []float32, p16 [
 	return o.lay.stepRanges(o.step, dev, params, grads, p16, norm, lr, done)
 }
 
+// UpdateFirst makes every step update range k (an index into the ranges
+// given to NewAdamWRanges) before the others, so that StepRangesEach's
+// done hears of it first; the results are the same (the update is
+// elementwise).
+func (o *AdamW) UpdateFirst(k int) { o.lay.first = k }
+
 // NewLionWRanges is NewAdamWRanges for LionW (its one moment); peak is
 // the schedule's peak learning rate.
 func NewLionWRanges(dev engine.Device, specs []engine.ParamSpec, ranges [][2]int, cfg LionWConfig, peak float64) (*LionW, error) {
@@ -155,3 +167,7 @@ func (o *LionW) StepRanges(dev engine.Device, params, grads []float32, p16 []uin
 func (o *LionW) StepRangesEach(dev engine.Device, params, grads []float32, p16 []uint16, norm, lr float64, done func(k int)) (StepResult, error) {
 	return o.lay.stepRanges(o.step, dev, params, grads, p16, norm, lr, done)
 }
+
+// UpdateFirst is AdamW.UpdateFirst for an optimizer made by
+// NewLionWRanges.
+func (o *LionW) UpdateFirst(k int) { o.lay.first = k }

@@ -149,3 +149,52 @@ func TestLionWRangesMatchUnsharded(t *testing.T) {
 		})
 	}
 }
+
+// UpdateFirst moves one range to the front of every step, telling done of
+// it first, and changes no result: AdamW and LionW, bit for bit.
+func TestUpdateFirst(t *testing.T) {
+	for _, name := range []string{"adamw", "lionw"} {
+		t.Run(name, func(t *testing.T) {
+			var params, moment [2][]float32
+			var dones [2][]int
+			for v := range 2 {
+				m := tinyModel(t)
+				for i := range m.Grads.Arena {
+					m.Grads.Arena[i] = float32(math.Sin(float64(i))) * 1e-3
+				}
+				n := len(m.Params.Arena)
+				ranges := [][2]int{{0, n/3 + 5}, {n/3 + 5, 2*n/3 - 7}, {2*n/3 - 7, n}}
+				newOpt := optim.AdamWRanges(optim.DefaultAdamW)
+				if name == "lionw" {
+					newOpt = optim.LionWRanges(optim.DefaultLionW, 1e-2)
+				}
+				o, err := newOpt(m.Dev, m.Config.ParamSpecs(), ranges)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v == 1 {
+					o.UpdateFirst(1)
+				}
+				for range 2 {
+					if _, err := o.StepRangesEach(m.Dev, m.Params.Arena, m.Grads.Arena, nil, m.GradNorm(), 1e-2,
+						func(k int) { dones[v] = append(dones[v], k) }); err != nil {
+						t.Fatal(err)
+					}
+				}
+				params[v] = m.Params.Arena
+				moment[v] = o.State()[0].Buf
+			}
+			if want := []int{1, 0, 2, 1, 0, 2}; !slices.Equal(dones[1], want) {
+				t.Errorf("ranges done in order %v, want %v", dones[1], want)
+			}
+			for v, want := range [][]float32{params[0], moment[0]} {
+				got := [][]float32{params[1], moment[1]}[v]
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("element %d of %s differs: %g updated range 1 first, %g in order", i, []string{"the parameters", "the first moment"}[v], got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}

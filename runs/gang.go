@@ -227,7 +227,8 @@ func (s *Service) checkNodes(ctx context.Context, req *client.CreateRunRequest) 
 func (s *Service) gangLoop(ctx context.Context) {
 	started := s.clock()
 	see := func() {
-		if err := s.st.SeeWorker(ctx, store.Worker{ID: s.cfg.WorkerID, Host: s.cfg.Gang.host, StartedAt: started, SeenAt: s.clock()}); err != nil && ctx.Err() == nil {
+		if err := s.st.SeeWorker(ctx, store.Worker{ID: s.cfg.WorkerID, Host: s.cfg.Gang.host, StartedAt: started, SeenAt: s.clock(),
+			Slots: s.cfg.Concurrency}); err != nil && ctx.Err() == nil {
 			s.log.Warn("record this worker", "err", err)
 		}
 	}

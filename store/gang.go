@@ -15,7 +15,8 @@ var schemaGang = []string{
 		id TEXT PRIMARY KEY,
 		host TEXT NOT NULL,
 		started_at BIGINT NOT NULL,
-		seen_at BIGINT NOT NULL
+		seen_at BIGINT NOT NULL,
+		slots BIGINT NOT NULL DEFAULT 1
 	)`,
 	`CREATE TABLE IF NOT EXISTS hone_run_gangs (
 		run_name TEXT PRIMARY KEY,
@@ -39,6 +40,9 @@ var schemaGang = []string{
 	)`,
 	// A worker is one rank of a claim, never two.
 	`CREATE UNIQUE INDEX IF NOT EXISTS hone_run_ranks_worker ON hone_run_ranks (run_name, epoch, worker)`,
+	// What a worker holds (YieldGang counts its free slots).
+	`CREATE INDEX IF NOT EXISTS hone_run_ranks_held ON hone_run_ranks (worker, left_at)`,
+	`CREATE INDEX IF NOT EXISTS hone_runs_lease_owner ON hone_runs (lease_owner)`,
 }
 
 // Worker is a process working the queue, as it last reported itself.
@@ -47,6 +51,7 @@ type Worker struct {
 	Host      string // its collective address (host), where its ranks listen
 	StartedAt time.Time
 	SeenAt    time.Time
+	Slots     int // runs it trains at once (runs it leads and ranks it holds); 0 counts as 1
 }
 
 // Gang is the rendezvous of one claim (lease epoch) of a multi-node run.
@@ -76,9 +81,9 @@ type Rank struct {
 
 // SeeWorker records that worker w is alive (inserting it the first time).
 func (o ops) SeeWorker(ctx context.Context, w Worker) error {
-	_, err := o.q.exec(ctx, `INSERT INTO hone_workers (id, host, started_at, seen_at) VALUES (?,?,?,?)
-		ON CONFLICT (id) DO UPDATE SET host = excluded.host, seen_at = excluded.seen_at`,
-		w.ID, w.Host, micros(w.StartedAt), micros(w.SeenAt))
+	_, err := o.q.exec(ctx, `INSERT INTO hone_workers (id, host, started_at, seen_at, slots) VALUES (?,?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET host = excluded.host, seen_at = excluded.seen_at, slots = excluded.slots`,
+		w.ID, w.Host, micros(w.StartedAt), micros(w.SeenAt), max(w.Slots, 1))
 	if err != nil {
 		return fmt.Errorf("store: record worker %s: %w", w.ID, err)
 	}
@@ -209,43 +214,71 @@ func YieldNote(to string) string {
 // needs the workers this one holds, and returns that run ("" when it does
 // not yield). It yields only while it is short of ranks (a complete one
 // trains), to the oldest open rendezvous (OpenGangs' order) whose rank 0
-// still holds its lease at now, that needs no more workers than were seen
-// since liveSince (one that cannot complete would take the workers for
-// nothing), and that some worker of this one is not part of yet. The ranks
-// that joined are recorded as left, so that their workers leave and are
-// free for the older run. The oldest open rendezvous never yields: runs
-// competing for the same workers complete one after another instead of
-// each holding some and timing out.
+// still holds its lease at now, that the workers seen since liveSince can
+// complete (one that cannot would take the workers for nothing), and that
+// some worker of this one is not part of yet. The ranks that joined are
+// recorded as left, so that their workers leave and are free for the
+// older run. The oldest open rendezvous never yields: runs competing for
+// the same workers complete one after another instead of each holding
+// some and timing out.
+//
+// Rank 0 asks this every poll while it waits: the question is read
+// first, and the rendezvous row is locked (serialized with joins) and
+// asked again only when it would yield.
 func (s *Store) YieldGang(ctx context.Context, run string, epoch int64, now, liveSince time.Time) (string, error) {
-	var to string
-	err := s.InTx(ctx, func(tx *Tx) error {
-		short, err := tx.lockShortGang(ctx, run, epoch)
-		if err != nil || !short {
+	to, err := s.yieldTo(ctx, run, epoch, now, liveSince)
+	if err == nil && to != "" {
+		err = s.InTx(ctx, func(tx *Tx) error {
+			to = ""
+			short, err := tx.lockShortGang(ctx, run, epoch)
+			if err != nil || !short {
+				return err
+			}
+			if to, err = tx.yieldTo(ctx, run, epoch, now, liveSince); err != nil || to == "" {
+				return err
+			}
+			if _, err := tx.q.exec(ctx, `DELETE FROM hone_run_gangs WHERE run_name = ? AND epoch = ?`, run, epoch); err != nil {
+				return err
+			}
+			_, err = tx.q.exec(ctx, `UPDATE hone_run_ranks SET left_at = ?, note = ? WHERE run_name = ? AND epoch = ? AND left_at = 0`,
+				micros(now), YieldNote(to), run, epoch)
 			return err
-		}
-		err = tx.all(ctx, `SELECT g.run_name FROM hone_run_gangs g
-			JOIN hone_runs r ON r.name = g.run_name AND r.lease_epoch = g.epoch
-			JOIN hone_runs me ON me.name = ?
-			WHERE r.status = ? AND r.lease_until > ? AND `+gangShort+` AND `+olderThanMe+`
-			AND g.size <= (SELECT COUNT(*) FROM hone_workers w WHERE w.seen_at >= ?)
-			AND EXISTS (SELECT 1 FROM hone_run_ranks m WHERE m.run_name = ? AND m.epoch = ? AND m.left_at = 0
-				AND NOT EXISTS (SELECT 1 FROM hone_run_ranks o WHERE o.run_name = g.run_name AND o.epoch = g.epoch AND o.worker = m.worker))
-			ORDER BY r.created_at, r.name LIMIT 1`,
-			[]any{run, string(StatusStarting), micros(now), micros(liveSince), run, epoch}, func(r rows) error { return r.Scan(&to) })
-		if err != nil || to == "" {
-			return err
-		}
-		if _, err := tx.q.exec(ctx, `DELETE FROM hone_run_gangs WHERE run_name = ? AND epoch = ?`, run, epoch); err != nil {
-			return err
-		}
-		_, err = tx.q.exec(ctx, `UPDATE hone_run_ranks SET left_at = ?, note = ? WHERE run_name = ? AND epoch = ? AND left_at = 0`,
-			micros(now), YieldNote(to), run, epoch)
-		return err
-	})
+		})
+	}
 	if err != nil {
 		return "", fmt.Errorf("store: yield the rendezvous of run %s: %w", run, err)
 	}
 	return to, nil
+}
+
+// yieldTo is the run YieldGang would yield to ("" if none), while this
+// claim's rendezvous is open and short of ranks. An older rendezvous g can
+// complete when its ranks and the live workers that could join it are at
+// least its size. A worker could join when it is not part of g yet and
+// has a free slot, counting the slot this run holds (yielding frees it):
+// its slots exceed the leases it holds (runs it leads) and the ranks it
+// holds in others' runs (while their heartbeat is live). A worker busy
+// with other runs cannot join, so it must not make this run yield.
+func (o ops) yieldTo(ctx context.Context, run string, epoch int64, now, liveSince time.Time) (string, error) {
+	var to string
+	err := o.all(ctx, `SELECT g.run_name FROM hone_run_gangs g
+		JOIN hone_runs r ON r.name = g.run_name AND r.lease_epoch = g.epoch
+		JOIN hone_runs me ON me.name = ?
+		WHERE EXISTS (SELECT 1 FROM hone_run_gangs mg WHERE mg.run_name = me.name AND mg.epoch = ?
+			AND (SELECT COUNT(*) FROM hone_run_ranks k WHERE k.run_name = mg.run_name AND k.epoch = mg.epoch) < mg.size)
+		AND r.status = ? AND r.lease_until > ? AND `+gangShort+` AND `+olderThanMe+`
+		AND g.size <= (SELECT COUNT(*) FROM hone_run_ranks k WHERE k.run_name = g.run_name AND k.epoch = g.epoch)
+			+ (SELECT COUNT(*) FROM hone_workers w WHERE w.seen_at >= ?
+				AND NOT EXISTS (SELECT 1 FROM hone_run_ranks o WHERE o.run_name = g.run_name AND o.epoch = g.epoch AND o.worker = w.id)
+				AND w.slots > (SELECT COUNT(*) FROM hone_runs l WHERE l.lease_owner = w.id AND l.lease_until > ? AND l.name <> me.name)
+					+ (SELECT COUNT(*) FROM hone_run_ranks b WHERE b.worker = w.id AND b.left_at = 0 AND b.rank_no > 0
+						AND b.seen_at >= ? AND b.run_name <> me.name))
+		AND EXISTS (SELECT 1 FROM hone_run_ranks m WHERE m.run_name = me.name AND m.epoch = ? AND m.left_at = 0
+			AND NOT EXISTS (SELECT 1 FROM hone_run_ranks o WHERE o.run_name = g.run_name AND o.epoch = g.epoch AND o.worker = m.worker))
+		ORDER BY r.created_at, r.name LIMIT 1`,
+		[]any{run, epoch, string(StatusStarting), micros(now), micros(liveSince), micros(now), micros(liveSince), epoch},
+		func(r rows) error { return r.Scan(&to) })
+	return to, err
 }
 
 // TouchRank records that a rank is still alive.

@@ -186,3 +186,107 @@ func TestGangYield(t *testing.T) {
 		yield("e-young", "") // complete now
 	})
 }
+
+// TestGangYieldCountsFreeSlots: an older rendezvous that only busy workers
+// could complete (all their slots taken by runs they lead or ranks they
+// hold elsewhere) is not worth yielding to: its workers could not join, so
+// a younger run would wait in vain for it to time out. Once a worker has a
+// slot free, the younger run yields; on both backends.
+func TestGangYieldCountsFreeSlots(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store, _ string) {
+		ctx := context.Background()
+		now, live := t0.Add(time.Minute), t0
+		see := func(id string, slots int) {
+			t.Helper()
+			if err := s.SeeWorker(ctx, store.Worker{ID: id, Host: "10.0.0.1", StartedAt: t0, SeenAt: t0, Slots: slots}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		see("a", 1)
+		see("b", 2)
+		see("c", 1)
+		run := func(name string, created time.Time, status store.RunStatus, owner string) {
+			t.Helper()
+			r := &store.Run{Name: name, User: "ann", ExperimentPath: "/x", Status: status, Params: `{}`,
+				RegisterTo: "main.demo", JobID: 1, LeaseOwner: owner, LeaseUntil: now.Add(time.Minute), LeaseEpoch: 1, CreatedAt: created}
+			if err := s.InsertRun(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gang := func(name string, created time.Time, size int, workers ...string) {
+			t.Helper()
+			run(name, created, store.StatusStarting, workers[0])
+			if err := s.OpenGang(ctx, store.Gang{Run: name, Epoch: 1, Size: size, StoreAddr: "10.0.0.1:4000", Secret: "s", CreatedAt: now}); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range workers {
+				if ok, err := s.JoinRank(ctx, store.Rank{Run: name, Epoch: 1, Rank: i, Worker: w, Host: "10.0.0.1", JoinedAt: now}); err != nil || !ok {
+					t.Fatalf("JoinRank(%s, %d, %s) = %v, %v", name, i, w, ok, err)
+				}
+			}
+		}
+		yield := func(want string) {
+			t.Helper()
+			if to, err := s.YieldGang(ctx, "young", 1, now, live); err != nil || to != want {
+				t.Fatalf("YieldGang(young) = %q, %v; want %q", to, err, want)
+			}
+		}
+		run("solo", t0, store.StatusRunning, "a") // a's one slot: a long single-node run
+		gang("old", t0, 3, "b")                   // needs a and c; b has a slot free for young
+		gang("young", t0.Add(time.Second), 2, "c")
+		// Deciding not to yield writes nothing (rank 0 asks every poll).
+		exec(t, s, noGangWrites[s.Dialect()]...)
+		yield("") // three live workers, but a is busy: old cannot complete
+		exec(t, s, `DROP TRIGGER hone_test_no_write`+map[store.Dialect]string{store.Postgres: ` ON hone_run_gangs`}[s.Dialect()])
+		// a gets a second slot, taken by a rank of another run.
+		see("a", 2)
+		gang("other", t0.Add(2*time.Second), 3, "d", "a")
+		yield("")
+		if err := s.LeaveRank(ctx, "other", 1, 1, now, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		yield("old") // a and c (freed by yielding) complete old
+	})
+}
+
+// noGangWrites makes writing a rendezvous row fail (drop the trigger
+// hone_test_no_write to undo).
+var noGangWrites = map[store.Dialect][]string{
+	store.SQLite: {`CREATE TRIGGER hone_test_no_write BEFORE UPDATE ON hone_run_gangs BEGIN SELECT RAISE(ABORT, 'rendezvous row written'); END`},
+	store.Postgres: {`CREATE FUNCTION hone_test_no_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'rendezvous row written'; END $$`,
+		`CREATE TRIGGER hone_test_no_write BEFORE UPDATE ON hone_run_gangs FOR EACH ROW EXECUTE FUNCTION hone_test_no_write()`},
+}
+
+// exec runs statements on the store's database directly.
+func exec(t *testing.T, s *store.Store, stmts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, q := range stmts {
+		var err error
+		if s.Dialect() == store.Postgres {
+			_, err = s.PgxPool().Exec(ctx, q)
+		} else {
+			_, err = s.SQLDB().ExecContext(ctx, q)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// TestGangWorkerSlotsMigrate: a database whose hone_workers predates the
+// slots column gets it (default 1) when a store opens it; on both backends.
+func TestGangWorkerSlotsMigrate(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store, dsn string) {
+		ctx := context.Background()
+		exec(t, s, `ALTER TABLE hone_workers DROP COLUMN slots`)
+		s2, err := store.Open(ctx, store.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Close()
+		if err := s2.SeeWorker(ctx, store.Worker{ID: "w1", Host: "10.0.0.1", StartedAt: t0, SeenAt: t0, Slots: 3}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -144,10 +144,15 @@ var schemaV3 = []string{
 }
 
 // addedColumns are columns added to tables of an earlier schema; each is
-// added once (SQLite has no ADD COLUMN IF NOT EXISTS).
-var addedColumns = []struct{ table, column, decl string }{
-	{"hone_runs", "lease_epoch", "BIGINT NOT NULL DEFAULT 0"},
-	{"hone_run_events", "journal_key", "TEXT"},
+// added once (SQLite has no ADD COLUMN IF NOT EXISTS), after its table's
+// migration and before migration before (its index in migrations).
+var addedColumns = []struct {
+	table, column, decl string
+	before              int
+}{
+	{"hone_runs", "lease_epoch", "BIGINT NOT NULL DEFAULT 0", 2},
+	{"hone_run_events", "journal_key", "TEXT", 2},
+	{"hone_workers", "slots", "BIGINT NOT NULL DEFAULT 1", len(migrations)},
 }
 
 // migrations are applied in order, all of them at every start.
@@ -184,10 +189,8 @@ func (s *Store) migrateOnce(ctx context.Context) error {
 			}
 		}
 		for i, schema := range migrations {
-			if i == 2 {
-				if err := addColumns(ctx, tx); err != nil {
-					return err
-				}
+			if err := addColumns(ctx, tx, i); err != nil {
+				return err
 			}
 			for _, stmt := range schema {
 				if _, err := tx.q.exec(ctx, strings.ReplaceAll(stmt, "{{ID}}", id)); err != nil {
@@ -195,12 +198,16 @@ func (s *Store) migrateOnce(ctx context.Context) error {
 				}
 			}
 		}
-		return nil
+		return addColumns(ctx, tx, len(migrations))
 	})
 }
 
-func addColumns(ctx context.Context, tx *Tx) error {
+// addColumns adds the columns due before migration i.
+func addColumns(ctx context.Context, tx *Tx, i int) error {
 	for _, c := range addedColumns {
+		if c.before != i {
+			continue
+		}
 		if tx.d == Postgres {
 			if _, err := tx.q.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s", c.table, c.column, c.decl)); err != nil {
 				return fmt.Errorf("store: migrate: add %s.%s: %w", c.table, c.column, err)
