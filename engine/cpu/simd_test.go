@@ -160,8 +160,8 @@ func TestSIMDLionW(t *testing.T) {
 		m0[k], g[k] = z[0], z[1]
 		k++
 	}
-	// Cancelling lanes for step 1: for m, the g a few ulps around
-	// −β1·m/((1−β1)·GradScale) that makes the sum exactly 0.
+	// Lanes that cancel at step 1: for each m, a g within 8 ulps of
+	// −β1·m/((1−β1)·GradScale) whose term is exactly −β1·m.
 	s0 := steps[0]
 	c := func(m, g float32) float32 {
 		return float32(s0.Beta1*m) + float32((1-s0.Beta1)*float32(g*s0.GradScale))
