@@ -87,6 +87,26 @@ static AVX512 void s_adamw(float *p, const float *g, float *m, float *v, uint16_
 	}
 }
 
+// s_lionw is the LionW loop of lionw.go with the bf16 copy written in the
+// same pass: lr·sign(c) is lr's bits with c's sign bit, zeroed where c is
+// ±0 (a NaN c keeps its sign, as the Go loop's bit arithmetic does).
+static AVX512 void s_lionw(float *p, const float *g, float *m, uint16_t *p16, long n,
+		float gs, float b1, float c1, float b2, float c2, float decay, uint32_t lrbits) {
+	const __m512i sign = _mm512_set1_epi32((int)0x80000000u), lr = _mm512_set1_epi32((int)lrbits);
+	for (long i = 0; i < n; i += 16) {
+		__mmask16 mk = tailmask(n - i);
+		__m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, g + i), _mm512_set1_ps(gs));
+		__m512 mi = _mm512_maskz_loadu_ps(mk, m + i);
+		__m512i u = _mm512_castps_si512(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(b1), mi), _mm512_mul_ps(_mm512_set1_ps(c1), gi)));
+		__mmask16 nz = _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x7fffffff));
+		__m512i step = _mm512_maskz_or_epi32(nz, lr, _mm512_and_si512(u, sign));
+		__m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + i), _mm512_set1_ps(decay)), _mm512_castsi512_ps(step));
+		_mm512_mask_storeu_ps(p + i, mk, pi);
+		_mm512_mask_storeu_ps(m + i, mk, _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(b2), mi), _mm512_mul_ps(_mm512_set1_ps(c2), gi)));
+		if (p16) store16(p16 + i, pi, mk);
+	}
+}
+
 // s_swiglu: h = g/(1+e^-g)·u, and its bf16 copy in the same pass.
 static AVX512 void s_swiglu(float *h, uint16_t *h16, const float *gate, const float *up, long n) {
 	const __m512 one = _mm512_set1_ps(1.0f);
@@ -349,6 +369,8 @@ static void s_tobf16(uint16_t *dst, const float *src, long n) {}
 static void s_sumsq(double *part, const float *x, long n, long bs, long b0, long b1) {}
 static void s_adamw(float *p, const float *g, float *m, float *v, uint16_t *p16, long n,
 		float gs, float b1, float b2, float c1, float c2, float eps, float invbc2, float decay, float stepsize) {}
+static void s_lionw(float *p, const float *g, float *m, uint16_t *p16, long n,
+		float gs, float b1, float c1, float b2, float c2, float decay, uint32_t lrbits) {}
 static void s_swiglu(float *h, uint16_t *h16, const float *gate, const float *up, long n) {}
 static void s_swiglu_back(float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate, const float *up, long n) {}
 static void s_rmsnorm(float *out, uint16_t *out16, float *rstd, const float *x, const float *w, long lo, long hi, long dim, float eps) {}
@@ -406,6 +428,11 @@ func simdSumSquares(part []float64, x []float32, b0, b1 int) {
 func simdAdamW(p, g, m, v []float32, p16 []uint16, gs, b1, b2, c1, c2, eps, invSqrtBC2, decay, stepSize float32) {
 	C.s_adamw(fp(p), fp(g), fp(m), fp(v), hp(p16), C.long(len(p)), C.float(gs), C.float(b1), C.float(b2),
 		C.float(c1), C.float(c2), C.float(eps), C.float(invSqrtBC2), C.float(decay), C.float(stepSize))
+}
+
+func simdLionW(p, g, m []float32, p16 []uint16, gs, b1, c1, b2, c2, decay float32, lrBits uint32) {
+	C.s_lionw(fp(p), fp(g), fp(m), hp(p16), C.long(len(p)), C.float(gs), C.float(b1), C.float(c1),
+		C.float(b2), C.float(c2), C.float(decay), C.uint32_t(lrBits))
 }
 
 func simdSwiGLU(h []float32, h16 []uint16, gate, up []float32) {

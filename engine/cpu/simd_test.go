@@ -139,6 +139,66 @@ func TestSIMDAdamW(t *testing.T) {
 	}
 }
 
+// LionW and its fused bf16 copy: bit for bit, over several steps with
+// decay and clipping's gradient scale, on specials in g, m and p, on pairs
+// of signed zeros, and on lanes where β1·m + (1−β1)·g is exactly 0 (sign 0,
+// no step) though neither term is.
+func TestSIMDLionW(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	const n = blocks*2 + 37 // several threads' ranges and a vector tail
+	steps := []engine.LionWStep{
+		{LR: 1e-3, Beta1: 0.9, Beta2: 0.99, Decay: 1 - 1e-3, GradScale: 0.37},
+		{LR: 1e-3, Beta1: 0.9, Beta2: 0.99, Decay: 1},
+		{LR: 3e-4, Beta1: 0.95, Beta2: 0.98, Decay: 0.99, GradScale: 1.7},
+	}
+	p0, g, m0 := randSlice(r, n), randSlice(r, n), randSlice(r, n)
+	k := copy(g, specials)
+	k += copy(m0[k:], specials)
+	k += copy(p0[k:], specials)
+	negZero := float32(math.Copysign(0, -1))
+	for _, z := range [][2]float32{{0, 0}, {0, negZero}, {negZero, 0}, {negZero, negZero}, {1e-40, -1e-40}} {
+		m0[k], g[k] = z[0], z[1]
+		k++
+	}
+	// Lanes that cancel at step 1: for each m, a g within 8 ulps of
+	// −β1·m/((1−β1)·GradScale) whose term is exactly −β1·m.
+	s0 := steps[0]
+	c := func(m, g float32) float32 {
+		return float32(s0.Beta1*m) + float32((1-s0.Beta1)*float32(g*s0.GradScale))
+	}
+	zeros := 0
+	for i := k; i < k+500; i++ {
+		g0 := -s0.Beta1 * m0[i] / ((1 - s0.Beta1) * s0.GradScale)
+		for d := int32(-8); d <= 8; d++ {
+			if x := math.Float32frombits(uint32(int32(math.Float32bits(g0)) + d)); c(m0[i], x) == 0 {
+				g[i] = x
+				zeros++
+				break
+			}
+		}
+	}
+	if zeros < 100 {
+		t.Fatalf("only %d of 500 lanes cancel exactly: the test no longer covers sign(0)", zeros)
+	}
+	type state struct {
+		p, m []float32
+		p16  []uint16
+	}
+	var got [2]state
+	both(t, func(vec bool) {
+		d := New(2)
+		s := state{slices.Clone(p0), slices.Clone(m0), make([]uint16, n)}
+		for _, st := range steps {
+			d.LionW(s.p, g, s.m, s.p16, st)
+		}
+		d.LionW(s.p[:100], g[:100], s.m[:100], nil, steps[0]) // no bf16 copy, a tail of 4
+		got[b2i(vec)] = s
+	})
+	sameBits(t, "p", got[1].p, got[0].p)
+	sameBits(t, "m", got[1].m, got[0].m)
+	sameBF16(t, "p16", got[1].p16, got[0].p16)
+}
+
 func TestSIMDSwiGLU(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
 	const n = swigluBlock*3 + 5
