@@ -33,11 +33,13 @@ func (d *Device) AdamW(p, g, m, v []float32, p16 []uint16, s engine.AdamWStep) {
 		}
 		for i := range pp {
 			gi := gg[i] * gs
-			mi := b1*mm[i] + c1*gi
-			vi := b2*vv[i] + c2*gi*gi
+			// float32(...) around each product keeps Go from fusing it
+			// into an FMA (GOAMD64=v3), which the C kernel does not do.
+			mi := float32(b1*mm[i]) + float32(c1*gi)
+			vi := float32(b2*vv[i]) + float32(c2*gi*gi)
 			mm[i], vv[i] = mi, vi
-			denom := float32(math.Sqrt(float64(vi)))*invSqrtBC2 + eps
-			pp[i] = pp[i]*decay - stepSize*mi/denom
+			denom := float32(float32(math.Sqrt(float64(vi)))*invSqrtBC2) + eps
+			pp[i] = float32(pp[i]*decay) - stepSize*mi/denom
 		}
 		if p16 != nil {
 			for i, x := range pp {
