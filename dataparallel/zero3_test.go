@@ -501,3 +501,128 @@ func withLoRA(opt engine.Options, lc *engine.LoRAConfig, n int) engine.Options {
 	opt.LoRA, opt.ShardRanks = lc, n
 	return opt
 }
+
+// QLoRA on an NF4 base sharded over n in-process ranks (each layer's NF4
+// data gathered from the ranks' chunks, then dequantized as an unsharded
+// base dequantizes its own) takes bit for bit the steps of n data-parallel
+// ranks that each hold the whole NF4 base, in fp32 and bf16, with
+// recomputation and residual checkpoints (layers gathered again, out of
+// order), single or double quantized scales, NF4 embeddings; on one rank,
+// those of one unsharded process.
+func TestShardedNF4MatchesUnsharded(t *testing.T) {
+	lc := engine.LoRAConfig{Rank: 4, Alpha: 8}
+	nf4 := engine.Options{QuantizeBase: engine.QuantizeNF4, LoRA: &lc}
+	variant := func(f func(*engine.Options)) engine.Options { o := nf4; f(&o); return o }
+	for _, tc := range []struct {
+		name string
+		n    int
+		opt  engine.Options
+	}{
+		{"fp32", 2, nf4},
+		{"fp32", 3, nf4},
+		{"fp32", 1, nf4},
+		{"bf16", 2, variant(func(o *engine.Options) { o.BF16 = true })},
+		{"bf16-checkpoints", 3, variant(func(o *engine.Options) { o.BF16, o.Recompute, o.CheckpointEvery = true, true, 2 })},
+		{"recompute-single-scale", 2, variant(func(o *engine.Options) { o.Recompute, o.NF4SingleScale = true, true })},
+		{"nf4-embeddings", 2, variant(func(o *engine.Options) { o.NF4Embeddings, o.BF16 = true, true })},
+	} {
+		t.Run(fmt.Sprintf("%s-%d-ranks", tc.name, tc.n), func(t *testing.T) {
+			cfg := testCfg(t, false)
+			const steps, lr = 3, 1e-2
+			r := rand.New(rand.NewPCG(4, 5))
+			batches := make([]*engine.Batch, tc.n)
+			scored := 0
+			for i := range batches {
+				batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
+				scored += batches[i].Scored()
+			}
+			train := func(m *engine.Model, c collective.Collective, sh *Sharded, mine []*engine.Batch) ([]float32, error) {
+				a, err := engine.NewAdapter(cfg, m.Dev, lc)
+				if err != nil {
+					return nil, err
+				}
+				a.InitPEFT(3)
+				if err := m.Attach(a); err != nil {
+					return nil, err
+				}
+				o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+				if err != nil {
+					return nil, err
+				}
+				ctx := context.Background()
+				for range steps {
+					a.ZeroGrad()
+					if sh != nil {
+						sh.Begin(ctx)
+						sh.Passes(len(mine))
+					}
+					red := Start(ctx, c, m, a)
+					var sum float64
+					for _, bt := range mine {
+						l, _ := m.ForwardBackward(bt, 1/float32(scored))
+						sum += l
+					}
+					if sh != nil {
+						if err := sh.Err(); err != nil {
+							return nil, err
+						}
+					}
+					if _, err := red.Finish(sum); err != nil {
+						return nil, err
+					}
+					if _, err := o.StepAdapter(a, lr); err != nil {
+						return nil, err
+					}
+				}
+				return engine.HostView(m.Dev, a.Params), nil
+			}
+			// run trains on n ranks, sharded or each with the whole base.
+			run := func(n int, shard bool) [][]float32 {
+				h := newHub(n)
+				got := make([][]float32, n)
+				errs := make([]error, n)
+				var wg sync.WaitGroup
+				for q := range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						opt := tc.opt
+						var sh *Sharded
+						var c collective.Collective = hubRank{h, q}
+						mine := batches[q : q+1]
+						if n == 1 {
+							c, mine = nil, batches
+						}
+						if shard {
+							opt.ShardRanks = n
+						}
+						m := engine.New(cfg, openCPU(t, nil), opt)
+						defer m.Close()
+						if shard {
+							if sh, errs[q] = NewSharded(hubRank{h, q}, m); errs[q] != nil {
+								return
+							}
+						}
+						m.InitRandom(7)
+						got[q], errs[q] = train(m, c, sh, mine)
+					}()
+				}
+				wg.Wait()
+				for q, err := range errs {
+					if err != nil {
+						t.Fatalf("rank %d: %v", q, err)
+					}
+				}
+				return got
+			}
+			want, got := run(tc.n, false), run(tc.n, true)
+			for q := range tc.n {
+				for i := range want[q] {
+					if math.Float32bits(want[q][i]) != math.Float32bits(got[q][i]) {
+						t.Fatalf("rank %d: adapter weight %d after %d steps is %g sharded, %g with the whole base", q, i, steps, got[q][i], want[q][i])
+					}
+				}
+			}
+		})
+	}
+}

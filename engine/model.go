@@ -485,7 +485,7 @@ func (m *Model) Close() {
 	d := m.Dev
 	m.freeActs()
 	m.step.free(d)
-	if m.sharded() {
+	if m.sharded() && m.nf4 == nil {
 		freeAll(d, m.shard.buffers()...)
 	} else {
 		freeAll(d, m.Params.Arena, m.Grads.Arena)
@@ -847,6 +847,9 @@ func (m *Model) forwardTrunk(bt *Batch, headUse Use) {
 	m.acts.forgetKept()
 	if m.sharded() {
 		m.planShardPass(headUse&UseGrads != 0)
+		if m.nf4 != nil {
+			m.planNF4()
+		}
 	}
 	m.embed(bt)
 	for l := 0; l < c.NumHiddenLayers; l++ {
