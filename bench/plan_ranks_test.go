@@ -73,7 +73,8 @@ func TestPlanRanks(t *testing.T) {
 			t.Errorf("2 sharded ranks' refusal %q does not name --ranks %d, %d more", r, need, need-2)
 		}
 	}
-	// Not a combination bench train refuses: an NF4 base is not sharded.
+	// An NF4 base shards only its NF4 layers (its embeddings and head are
+	// whole on every rank): where no number of ranks fits, none is named.
 	nf4, err := Plan(TrainSpec{Config: c, Seq: 256, Batch: 4, Precision: "bf16", LoRARank: 8, QuantizeBase: "nf4"}, 2<<30+64<<20)
 	if err != nil {
 		t.Fatal(err)

@@ -323,7 +323,9 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 		{ShardRanks: n, BF16: true, Recompute: true}, {ShardRanks: n},
 		{ShardRanks: n, Recompute: true, CheckpointEvery: 2, LossChunk: 8},
 		{ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}, Recompute: true, CheckpointEvery: 2},
-		{ShardRanks: n, BF16: true, CompactBF16: true}} {
+		{ShardRanks: n, BF16: true, CompactBF16: true},
+		{ShardRanks: n, QuantizeBase: engine.QuantizeNF4, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}},
+		{ShardRanks: n, QuantizeBase: engine.QuantizeNF4, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}, BF16: true, Recompute: true, NF4SingleScale: true}} {
 		cfg := testCfg(t, i == 3)
 		h := newHub(n)
 		peaks := make([]int64, n)
@@ -347,7 +349,11 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					engine.InitRandomRanges(cfg, 1, sh.Ranges(), sh.Chunks(sh.P))
+					if opt.QuantizeBase != "" { // into this rank's chunks of the NF4 layers
+						m.InitRandom(1)
+					} else {
+						engine.InitRandomRanges(cfg, 1, sh.Ranges(), sh.Chunks(sh.P))
+					}
 					ctx := context.Background()
 					step := func() error { return nil }
 					if opt.LoRA != nil {
@@ -390,9 +396,14 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 			}
 		}
 		// Rank 0 holds the largest shard: the plan is its.
-		t.Logf("LoRA %v, bf16 %v, checkpoints %d: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, opt.BF16, opt.CheckpointEvery, est, peaks[0], peaks[1])
+		t.Logf("LoRA %v, NF4 %v, bf16 %v, checkpoints %d: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, opt.QuantizeBase != "", opt.BF16, opt.CheckpointEvery, est, peaks[0], peaks[1])
+		// An NF4 base's chunks and gather buffers are small beside the
+		// activations here: its plan is held to the byte.
+		if opt.QuantizeBase != "" && est != peaks[0] {
+			t.Errorf("NF4, bf16 %v: sharded plan %d bytes, rank 0 allocated %d", opt.BF16, est, peaks[0])
+		}
 		if rel := float64(est-peaks[0]) / float64(peaks[0]); math.Abs(rel) > 0.01 {
-			t.Errorf("LoRA %v, bf16 %v, checkpoints %d: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, opt.BF16, opt.CheckpointEvery, est, peaks[0], 100*rel)
+			t.Errorf("LoRA %v, NF4 %v, bf16 %v, checkpoints %d: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, opt.QuantizeBase != "", opt.BF16, opt.CheckpointEvery, est, peaks[0], 100*rel)
 		}
 	}
 }

@@ -35,10 +35,9 @@ func CheckNodes(v int) error {
 	return CheckCount("nodes", v, 1)
 }
 
-// CheckSharding reports an unknown sharding, a sharding other than none
-// for a single-node run (nodes 0 means the default, 1), and sharded
-// parameters on a quantized base (they shard an fp32 one).
-func CheckSharding(v string, nodes int, quantizeBase string) error {
+// CheckSharding reports an unknown sharding, and a sharding other than
+// none for a single-node run (nodes 0 means the default, 1).
+func CheckSharding(v string, nodes int) error {
 	const s = "sharding"
 	if v == "" || v == Sharding {
 		return nil
@@ -49,9 +48,6 @@ func CheckSharding(v string, nodes int, quantizeBase string) error {
 	if nodes <= 1 {
 		return errorf(s, fmt.Sprintf("set nodes to 2 or more, or leave %s unset (%s)", s, Sharding),
 			"%q splits the state across ranks, and the run has one node", v)
-	}
-	if v == "parameters" && quantizeBase != "" {
-		return errorf(s, `drop lora.quantize_base, or use sharding "none"`, "%q shards an fp32 base, and lora.quantize_base is %q", v, quantizeBase)
 	}
 	return nil
 }
