@@ -24,7 +24,7 @@ func Shardings() []string { return slices.Clone(shardings) }
 func init() {
 	help["nodes"] = "workers that train the run together, one rank each (data parallel over Gloo); at most the workers that worked the queue recently"
 	help["sharding"] = "with nodes > 1, what each rank holds 1/N of: none (every rank the whole state), optimizer (the optimizer state, AdamW's or LionW's moments: ZeRO-1), " +
-		"parameters (fp32 parameters, gradients and moments, each layer gathered when used: ZeRO-3)"
+		"parameters (fp32 parameters, gradients and moments, or a LoRA's frozen base, fp32 or NF4, each layer gathered when used: ZeRO-3)"
 }
 
 // CheckNodes reports a node count below 1 (0 means the default).
