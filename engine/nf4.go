@@ -429,10 +429,10 @@ func (m *Model) NF4Bytes() int64 {
 	if m.nf4 == nil {
 		return 0
 	}
-	var n int64
 	if s := m.nf4.shard; s != nil { // this rank's shard
 		return 4 * int64(len(s.own))
 	}
+	var n int64
 	for _, ts := range m.nf4.tensors {
 		for _, t := range ts {
 			if t != nil {
@@ -452,14 +452,15 @@ func (m *Model) NF4Bytes() int64 {
 // unused gradients and the scratch layer.
 func (c *Config) nf4WeightBytes(opt Options) int64 {
 	var q int64
-	for _, s := range c.ParamSpecs() {
-		if c.isLayerMatrix(s) {
-			q += nf4.StorageBytes(int64(s.Size()), !opt.NF4SingleScale)
-		}
-	}
 	if n := opt.ShardRanks; n > 0 { // this rank's chunks and the two gather buffers (nf4shard.go)
 		chunk := int64(c.NF4ShardChunk(opt, n))
 		q = 4*int64(c.NumHiddenLayers)*chunk + 2*4*int64(n)*chunk
+	} else {
+		for _, s := range c.ParamSpecs() {
+			if c.isLayerMatrix(s) {
+				q += nf4.StorageBytes(int64(s.Size()), !opt.NF4SingleScale)
+			}
+		}
 	}
 	if opt.NF4Embeddings {
 		q += c.nf4RowsBytes(opt)

@@ -150,8 +150,8 @@ func (m *Model) NF4Shard(rank int) []float32 {
 }
 
 // fillShard quantizes with quantize and writes into this rank's chunk of
-// layer l the part of matrix k's record that falls in it; it skips (false)
-// a matrix whose record does not.
+// layer l the part of matrix k's record that falls in it; a matrix whose
+// record does not is neither read nor quantized.
 func (s *nf4Shard) fillShard(l, k int, tmp []float32, quantize func() (*nf4.Tensor, error)) error {
 	r := s.recs[k]
 	lo, hi := max(r.at, s.rank*s.chunk), min(r.at+r.words, (s.rank+1)*s.chunk)

@@ -98,7 +98,7 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 		return nil, err
 	}
 	if opts.QuantizeBase != "" {
-		obs.OnLog(fmt.Sprintf("NF4 base sharded over %d ranks: this rank holds %d of its bytes, gathering one layer at a time", coll.Size(), m.NF4Bytes()))
+		obs.OnLog(fmt.Sprintf("NF4 base sharded over %d ranks: this rank holds %d bytes of its layers, gathering one layer at a time", coll.Size(), m.NF4Bytes()))
 	} else {
 		obs.OnLog(fmt.Sprintf("parameters sharded over %d ranks: this rank holds %d of %d parameters, gathering one layer at a time", coll.Size(), len(sh.P), cfg.NumParams()))
 	}
