@@ -426,49 +426,9 @@ func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
 				batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
 				scored += batches[i].Scored()
 			}
-			train := func(m *engine.Model, c collective.Collective, sh *Sharded, mine []*engine.Batch) ([]float32, error) {
-				a, err := engine.NewAdapter(cfg, m.Dev, lc)
-				if err != nil {
-					return nil, err
-				}
-				a.InitPEFT(3)
-				if err := m.Attach(a); err != nil {
-					return nil, err
-				}
-				o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
-				if err != nil {
-					return nil, err
-				}
-				ctx := context.Background()
-				for range steps {
-					a.ZeroGrad()
-					var red *Reducer
-					if sh != nil {
-						sh.Begin(ctx)
-						red = Start(ctx, c, m, a)
-					}
-					var sum float64
-					for _, bt := range mine {
-						l, _ := m.ForwardBackward(bt, 1/float32(scored))
-						sum += l
-					}
-					if sh != nil {
-						if err := sh.Err(); err != nil {
-							return nil, err
-						}
-					}
-					if _, err := red.Finish(sum); err != nil {
-						return nil, err
-					}
-					if _, err := o.StepAdapter(a, lr); err != nil {
-						return nil, err
-					}
-				}
-				return engine.HostView(m.Dev, a.Params), nil
-			}
 			ref := engine.New(cfg, openCPU(t, nil), withLoRA(opt, &lc, 0))
 			ref.InitRandom(7)
-			want, err := train(ref, nil, nil, batches)
+			want, err := trainAdapter(ref, lc, nil, nil, batches, scored, steps, lr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -487,7 +447,7 @@ func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
 						return
 					}
 					engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
-					got[q], errs[q] = train(m, hubRank{h, q}, sh, batches[q:q+1])
+					got[q], errs[q] = trainAdapter(m, lc, hubRank{h, q}, sh, batches[q:q+1], scored, steps, lr)
 				}()
 			}
 			wg.Wait()
@@ -505,6 +465,50 @@ func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// trainAdapter trains a fresh adapter of lc attached to m for steps on
+// the batches mine (over the group c, the base sharded by sh when not
+// nil; scored tokens in the whole step) and returns its weights.
+func trainAdapter(m *engine.Model, lc engine.LoRAConfig, c collective.Collective, sh *Sharded, mine []*engine.Batch, scored, steps int, lr float64) ([]float32, error) {
+	a, err := engine.NewAdapter(m.Config, m.Dev, lc)
+	if err != nil {
+		return nil, err
+	}
+	a.InitPEFT(3)
+	if err := m.Attach(a); err != nil {
+		return nil, err
+	}
+	o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	for range steps {
+		a.ZeroGrad()
+		if sh != nil {
+			sh.Begin(ctx)
+			sh.Passes(len(mine))
+		}
+		red := Start(ctx, c, m, a)
+		var sum float64
+		for _, bt := range mine {
+			l, _ := m.ForwardBackward(bt, 1/float32(scored))
+			sum += l
+		}
+		if sh != nil {
+			if err := sh.Err(); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := red.Finish(sum); err != nil {
+			return nil, err
+		}
+		if _, err := o.StepAdapter(a, lr); err != nil {
+			return nil, err
+		}
+	}
+	return engine.HostView(m.Dev, a.Params), nil
 }
 
 // withLoRA is opt with the adapter lc, sharded over n ranks.
@@ -547,46 +551,6 @@ func TestShardedNF4MatchesUnsharded(t *testing.T) {
 				batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
 				scored += batches[i].Scored()
 			}
-			train := func(m *engine.Model, c collective.Collective, sh *Sharded, mine []*engine.Batch) ([]float32, error) {
-				a, err := engine.NewAdapter(cfg, m.Dev, lc)
-				if err != nil {
-					return nil, err
-				}
-				a.InitPEFT(3)
-				if err := m.Attach(a); err != nil {
-					return nil, err
-				}
-				o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
-				if err != nil {
-					return nil, err
-				}
-				ctx := context.Background()
-				for range steps {
-					a.ZeroGrad()
-					if sh != nil {
-						sh.Begin(ctx)
-						sh.Passes(len(mine))
-					}
-					red := Start(ctx, c, m, a)
-					var sum float64
-					for _, bt := range mine {
-						l, _ := m.ForwardBackward(bt, 1/float32(scored))
-						sum += l
-					}
-					if sh != nil {
-						if err := sh.Err(); err != nil {
-							return nil, err
-						}
-					}
-					if _, err := red.Finish(sum); err != nil {
-						return nil, err
-					}
-					if _, err := o.StepAdapter(a, lr); err != nil {
-						return nil, err
-					}
-				}
-				return engine.HostView(m.Dev, a.Params), nil
-			}
 			// run trains on n ranks, sharded or each with the whole base.
 			run := func(n int, shard bool) [][]float32 {
 				h := newHub(n)
@@ -615,7 +579,7 @@ func TestShardedNF4MatchesUnsharded(t *testing.T) {
 							}
 						}
 						m.InitRandom(7)
-						got[q], errs[q] = train(m, c, sh, mine)
+						got[q], errs[q] = trainAdapter(m, lc, c, sh, mine, scored, steps, lr)
 					}()
 				}
 				wg.Wait()
