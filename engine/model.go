@@ -115,8 +115,10 @@ type Options struct {
 	// full fine-tuning of a config CheckShardable accepts only. For
 	// MemoryEstimate and Fit the parameters, gradients and optimizer
 	// state count 1/N. With LoRA the frozen base is sharded the same way
-	// and takes no gradients. With BF16 the bf16 weights are converted
-	// part by part (New turns CompactBF16 on and FrozenBF16 off).
+	// and takes no gradients; with QuantizeBase only its NF4 layers are,
+	// a chunk of each layer's NF4 data a rank (nf4shard.go). With BF16 the
+	// bf16 weights are converted part by part (New turns CompactBF16 on
+	// and FrozenBF16 off).
 	ShardRanks int
 	// Rank, when set, plans one rank of a data-parallel run that shards
 	// its state outside the model (dataparallel.Zero1Rank: ZeRO-1's AdamW
