@@ -73,12 +73,45 @@ func TestPlanRanks(t *testing.T) {
 			t.Errorf("2 sharded ranks' refusal %q does not name --ranks %d, %d more", r, need, need-2)
 		}
 	}
-	// Not a combination bench train refuses: an NF4 base is not sharded.
+	// An NF4 base shards only its NF4 layers (its embeddings and head are
+	// whole on every rank): where no number of ranks fits, none is named.
 	nf4, err := Plan(TrainSpec{Config: c, Seq: 256, Batch: 4, Precision: "bf16", LoRARank: 8, QuantizeBase: "nf4"}, 2<<30+64<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if nf4.Fits || nf4.RanksNeeded != 0 || strings.Contains(nf4.Refusal, "--ranks") {
 		t.Errorf("NF4 base in 64 MiB: %v, fits %v, ranks needed %d, refusal %q; want refused without ranks", err, nf4.Fits, nf4.RanksNeeded, nf4.Refusal)
+	}
+}
+
+// QLoRA on Llama-3.1-70B that one rank's memory cannot hold names the
+// ranks whose shard of the NF4 layers fits, and their plan fits.
+func TestPlanRanksNF4(t *testing.T) {
+	raw, err := os.ReadFile("configs/llama-3.1-70b.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const avail = 26 << 30
+	plan := func(ranks int) *PlanResult {
+		t.Helper()
+		res, err := Plan(TrainSpec{Config: c, Seq: 512, Batch: 8, Precision: "bf16", LoRARank: 16, QuantizeBase: "nf4",
+			PlanRanks: ranks, ShardParameters: ranks > 1}, avail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	one := plan(1)
+	need := one.RanksNeeded
+	t.Logf("one rank: %.1f GiB, ranks needed %d; refusal %s", float64(one.PeakBytes)/(1<<30), need, one.Refusal)
+	if one.Fits || need < 2 || !strings.Contains(one.Refusal, fmt.Sprintf("--ranks %d --shard-parameters", need)) {
+		t.Fatalf("one rank fits %v, ranks needed %d, refusal %q; want refused naming 2 or more sharded ranks", one.Fits, need, one.Refusal)
+	}
+	if !plan(need).Fits || need > 2 && plan(need/2).Fits {
+		t.Errorf("ranks needed %d: its plan does not fit, or half as many fit too", need)
 	}
 }

@@ -82,9 +82,6 @@ func (s TrainSpec) sharded() bool { return s.ShardParameters && s.ranks() > 1 }
 
 // checkSharded refuses what sharded parameters do not support.
 func (s TrainSpec) checkSharded() error {
-	if s.QuantizeBase != "" {
-		return fmt.Errorf("bench: --shard-parameters shards fp32 weights, not a --quantize-base %s base", s.QuantizeBase)
-	}
 	return s.Config.CheckShardable()
 }
 
@@ -96,7 +93,11 @@ func (s TrainSpec) shardedStepper(m *engine.Model, ts train.Spec, res *TrainResu
 	if err != nil {
 		return nil, err
 	}
-	engine.InitRandomRanges(m.Config, s.Seed, sh.Ranges(), sh.Chunks(sh.P))
+	if m.Opt.QuantizeBase != "" { // the unquantized tensors, and this rank's chunks of the NF4 layers
+		m.InitRandom(s.Seed)
+	} else {
+		engine.InitRandomRanges(m.Config, s.Seed, sh.Ranges(), sh.Chunks(sh.P))
+	}
 	debug.FreeOSMemory() // the whole tensors it filled from: not part of a rank's training footprint
 	ctx := context.Background()
 	if lc := m.Opt.LoRA; lc != nil {

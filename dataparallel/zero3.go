@@ -92,6 +92,10 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 	}
 	s := &Sharded{c: c, m: m, ctx: context.Background(), frozen: m.Opt.LoRA != nil, gradBusy: map[*float32]int{}}
 	s.cond = sync.NewCond(&s.mu)
+	if m.Opt.QuantizeBase != "" {
+		s.shardNF4()
+		return s, nil
+	}
 	total, maxChunk := 0, 0
 	for p := range cfg.NumParts() {
 		lo, hi := cfg.PartRange(p)
@@ -119,6 +123,22 @@ func NewSharded(c collective.Collective, m *engine.Model) (*Sharded, error) {
 	}
 	m.Shards = s
 	return s, nil
+}
+
+// shardNF4 sets s up for a sharded NF4 base (a QLoRA run): the parts
+// are the decoder layers, each this rank's equal chunk of the layer's NF4
+// data (engine.Model.NF4Shard), gathered into the model's NF4 gather
+// buffers; the unquantized tensors (and NF4 embeddings) are whole on
+// every rank.
+func (s *Sharded) shardNF4() {
+	cfg, m := s.m.Config, s.m
+	s.P = m.NF4Shard(s.c.Rank())
+	chunk := len(s.P) / max(cfg.NumHiddenLayers, 1)
+	s.parts = make([]shardPart, cfg.NumParts()) // the embeddings and head: nothing to gather
+	for l := range cfg.NumHiddenLayers {
+		s.parts[l] = shardPart{chunk: chunk, off: l * chunk, n: chunk, segs: []shardSeg{{chunk: chunk, off: l * chunk, n: chunk}}}
+	}
+	m.Shards = s
 }
 
 // Ranges are this rank's full-arena ranges, one per part.

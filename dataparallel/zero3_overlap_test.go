@@ -93,10 +93,11 @@ func (h *countHooks) Release(p int, use engine.Use, grads []float32) {
 // same collectives on the same buffers, only their timing differs. The
 // ranks' collectives are slowed and the gathers poisoned, so a use before
 // a gather finished or a prefetch of the wrong part would differ (or be
-// NaN). Every layer order, tied embeddings, bf16 and a LoRA base. Each
-// step's second pass finds its first gather started by the first pass,
-// and (parameters trained) each pass after a step finds it started by
-// the step (countHooks).
+// NaN). Every layer order, tied embeddings, bf16, a LoRA base and an NF4
+// one (QLoRA, its layers' NF4 data gathered). Each step's second pass
+// finds its first gather started by the first pass, and (parameters
+// trained) each pass after a step finds it started by the step
+// (countHooks).
 func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -113,6 +114,8 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 		{"bf16", 2, engine.Options{BF16: true, CompactBF16: true}, false, false},
 		{"lora", 2, engine.Options{}, false, true},
 		{"lora-checkpoints-tied", 3, engine.Options{Recompute: true, CheckpointEvery: 2}, true, true},
+		{"qlora", 2, engine.Options{QuantizeBase: engine.QuantizeNF4}, false, true},
+		{"qlora-bf16-checkpoints", 3, engine.Options{QuantizeBase: engine.QuantizeNF4, BF16: true, Recompute: true, CheckpointEvery: 3}, true, true},
 	} {
 		t.Run(fmt.Sprintf("%s/%d-ranks", tc.name, tc.n), func(t *testing.T) {
 			cfg := testCfg(t, tc.tied)
@@ -163,7 +166,11 @@ func TestShardedOverlapMatchesSynchronous(t *testing.T) {
 							} else {
 								m.Shards = syncHooks{sh}
 							}
-							engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
+							if opt.QuantizeBase != "" { // this rank's chunks of the NF4 layers
+								m.InitRandom(7)
+							} else {
+								engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
+							}
 							ctx := context.Background()
 							var a *engine.Adapter
 							var step func() error

@@ -323,7 +323,9 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 		{ShardRanks: n, BF16: true, Recompute: true}, {ShardRanks: n},
 		{ShardRanks: n, Recompute: true, CheckpointEvery: 2, LossChunk: 8},
 		{ShardRanks: n, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}, Recompute: true, CheckpointEvery: 2},
-		{ShardRanks: n, BF16: true, CompactBF16: true}} {
+		{ShardRanks: n, BF16: true, CompactBF16: true},
+		{ShardRanks: n, QuantizeBase: engine.QuantizeNF4, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}},
+		{ShardRanks: n, QuantizeBase: engine.QuantizeNF4, LoRA: &engine.LoRAConfig{Rank: 4, Alpha: 8}, BF16: true, Recompute: true, NF4SingleScale: true}} {
 		cfg := testCfg(t, i == 3)
 		h := newHub(n)
 		peaks := make([]int64, n)
@@ -347,7 +349,11 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					engine.InitRandomRanges(cfg, 1, sh.Ranges(), sh.Chunks(sh.P))
+					if opt.QuantizeBase != "" { // into this rank's chunks of the NF4 layers
+						m.InitRandom(1)
+					} else {
+						engine.InitRandomRanges(cfg, 1, sh.Ranges(), sh.Chunks(sh.P))
+					}
 					ctx := context.Background()
 					step := func() error { return nil }
 					if opt.LoRA != nil {
@@ -390,9 +396,14 @@ func TestShardedMemoryMatchesPlan(t *testing.T) {
 			}
 		}
 		// Rank 0 holds the largest shard: the plan is its.
-		t.Logf("LoRA %v, bf16 %v, checkpoints %d: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, opt.BF16, opt.CheckpointEvery, est, peaks[0], peaks[1])
+		t.Logf("LoRA %v, NF4 %v, bf16 %v, checkpoints %d: plan %d bytes, rank 0 allocated %d, rank 1 %d", opt.LoRA != nil, opt.QuantizeBase != "", opt.BF16, opt.CheckpointEvery, est, peaks[0], peaks[1])
+		// An NF4 base's chunks and gather buffers are small beside the
+		// activations here: its plan is held to the byte.
+		if opt.QuantizeBase != "" && est != peaks[0] {
+			t.Errorf("NF4, bf16 %v: sharded plan %d bytes, rank 0 allocated %d", opt.BF16, est, peaks[0])
+		}
 		if rel := float64(est-peaks[0]) / float64(peaks[0]); math.Abs(rel) > 0.01 {
-			t.Errorf("LoRA %v, bf16 %v, checkpoints %d: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, opt.BF16, opt.CheckpointEvery, est, peaks[0], 100*rel)
+			t.Errorf("LoRA %v, NF4 %v, bf16 %v, checkpoints %d: sharded plan %d bytes, rank 0 allocated %d: off by %.2f%%", opt.LoRA != nil, opt.QuantizeBase != "", opt.BF16, opt.CheckpointEvery, est, peaks[0], 100*rel)
 		}
 	}
 }
@@ -415,49 +426,9 @@ func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
 				batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
 				scored += batches[i].Scored()
 			}
-			train := func(m *engine.Model, c collective.Collective, sh *Sharded, mine []*engine.Batch) ([]float32, error) {
-				a, err := engine.NewAdapter(cfg, m.Dev, lc)
-				if err != nil {
-					return nil, err
-				}
-				a.InitPEFT(3)
-				if err := m.Attach(a); err != nil {
-					return nil, err
-				}
-				o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
-				if err != nil {
-					return nil, err
-				}
-				ctx := context.Background()
-				for range steps {
-					a.ZeroGrad()
-					var red *Reducer
-					if sh != nil {
-						sh.Begin(ctx)
-						red = Start(ctx, c, m, a)
-					}
-					var sum float64
-					for _, bt := range mine {
-						l, _ := m.ForwardBackward(bt, 1/float32(scored))
-						sum += l
-					}
-					if sh != nil {
-						if err := sh.Err(); err != nil {
-							return nil, err
-						}
-					}
-					if _, err := red.Finish(sum); err != nil {
-						return nil, err
-					}
-					if _, err := o.StepAdapter(a, lr); err != nil {
-						return nil, err
-					}
-				}
-				return engine.HostView(m.Dev, a.Params), nil
-			}
 			ref := engine.New(cfg, openCPU(t, nil), withLoRA(opt, &lc, 0))
 			ref.InitRandom(7)
-			want, err := train(ref, nil, nil, batches)
+			want, err := trainAdapter(ref, lc, nil, nil, batches, scored, steps, lr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -476,7 +447,7 @@ func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
 						return
 					}
 					engine.InitRandomRanges(cfg, 7, sh.Ranges(), sh.Chunks(sh.P))
-					got[q], errs[q] = train(m, hubRank{h, q}, sh, batches[q:q+1])
+					got[q], errs[q] = trainAdapter(m, lc, hubRank{h, q}, sh, batches[q:q+1], scored, steps, lr)
 				}()
 			}
 			wg.Wait()
@@ -496,8 +467,137 @@ func TestShardedLoRABaseMatchesUnsharded(t *testing.T) {
 	}
 }
 
+// trainAdapter trains a fresh adapter of lc attached to m for steps on
+// the batches mine (over the group c, the base sharded by sh when not
+// nil; scored tokens in the whole step) and returns its weights.
+func trainAdapter(m *engine.Model, lc engine.LoRAConfig, c collective.Collective, sh *Sharded, mine []*engine.Batch, scored, steps int, lr float64) ([]float32, error) {
+	a, err := engine.NewAdapter(m.Config, m.Dev, lc)
+	if err != nil {
+		return nil, err
+	}
+	a.InitPEFT(3)
+	if err := m.Attach(a); err != nil {
+		return nil, err
+	}
+	o, err := optim.NewAdamWAdapter(a, optim.DefaultAdamW)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	for range steps {
+		a.ZeroGrad()
+		if sh != nil {
+			sh.Begin(ctx)
+			sh.Passes(len(mine))
+		}
+		red := Start(ctx, c, m, a)
+		var sum float64
+		for _, bt := range mine {
+			l, _ := m.ForwardBackward(bt, 1/float32(scored))
+			sum += l
+		}
+		if sh != nil {
+			if err := sh.Err(); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := red.Finish(sum); err != nil {
+			return nil, err
+		}
+		if _, err := o.StepAdapter(a, lr); err != nil {
+			return nil, err
+		}
+	}
+	return engine.HostView(m.Dev, a.Params), nil
+}
+
 // withLoRA is opt with the adapter lc, sharded over n ranks.
 func withLoRA(opt engine.Options, lc *engine.LoRAConfig, n int) engine.Options {
 	opt.LoRA, opt.ShardRanks = lc, n
 	return opt
+}
+
+// QLoRA on an NF4 base sharded over n in-process ranks (each layer's NF4
+// data gathered from the ranks' chunks, then dequantized as an unsharded
+// base dequantizes its own) takes bit for bit the steps of n data-parallel
+// ranks that each hold the whole NF4 base, in fp32 and bf16, with
+// recomputation and residual checkpoints (layers gathered again, out of
+// order), single or double quantized scales, NF4 embeddings; on one rank,
+// those of one unsharded process.
+func TestShardedNF4MatchesUnsharded(t *testing.T) {
+	lc := engine.LoRAConfig{Rank: 4, Alpha: 8}
+	nf4 := engine.Options{QuantizeBase: engine.QuantizeNF4, LoRA: &lc}
+	variant := func(f func(*engine.Options)) engine.Options { o := nf4; f(&o); return o }
+	for _, tc := range []struct {
+		name string
+		n    int
+		opt  engine.Options
+	}{
+		{"fp32", 2, nf4},
+		{"fp32", 3, nf4},
+		{"fp32", 1, nf4},
+		{"bf16", 2, variant(func(o *engine.Options) { o.BF16 = true })},
+		{"bf16-checkpoints", 3, variant(func(o *engine.Options) { o.BF16, o.Recompute, o.CheckpointEvery = true, true, 2 })},
+		{"recompute-single-scale", 2, variant(func(o *engine.Options) { o.Recompute, o.NF4SingleScale = true, true })},
+		{"nf4-embeddings", 2, variant(func(o *engine.Options) { o.NF4Embeddings, o.BF16 = true, true })},
+	} {
+		t.Run(fmt.Sprintf("%s-%d-ranks", tc.name, tc.n), func(t *testing.T) {
+			cfg := testCfg(t, false)
+			const steps, lr = 3, 1e-2
+			r := rand.New(rand.NewPCG(4, 5))
+			batches := make([]*engine.Batch, tc.n)
+			scored := 0
+			for i := range batches {
+				batches[i] = testBatch(t, r, 2, 16, cfg.VocabSize)
+				scored += batches[i].Scored()
+			}
+			// run trains on n ranks, sharded or each with the whole base.
+			run := func(n int, shard bool) [][]float32 {
+				h := newHub(n)
+				got := make([][]float32, n)
+				errs := make([]error, n)
+				var wg sync.WaitGroup
+				for q := range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						opt := tc.opt
+						var sh *Sharded
+						var c collective.Collective = hubRank{h, q}
+						mine := batches[q : q+1]
+						if n == 1 {
+							c, mine = nil, batches
+						}
+						if shard {
+							opt.ShardRanks = n
+						}
+						m := engine.New(cfg, openCPU(t, nil), opt)
+						defer m.Close()
+						if shard {
+							if sh, errs[q] = NewSharded(hubRank{h, q}, m); errs[q] != nil {
+								return
+							}
+						}
+						m.InitRandom(7)
+						got[q], errs[q] = trainAdapter(m, lc, c, sh, mine, scored, steps, lr)
+					}()
+				}
+				wg.Wait()
+				for q, err := range errs {
+					if err != nil {
+						t.Fatalf("rank %d: %v", q, err)
+					}
+				}
+				return got
+			}
+			want, got := run(tc.n, false), run(tc.n, true)
+			for q := range tc.n {
+				for i := range want[q] {
+					if math.Float32bits(want[q][i]) != math.Float32bits(got[q][i]) {
+						t.Fatalf("rank %d: adapter weight %d after %d steps is %g sharded, %g with the whole base", q, i, steps, got[q][i], want[q][i])
+					}
+				}
+			}
+		})
+	}
 }

@@ -115,8 +115,10 @@ type Options struct {
 	// full fine-tuning of a config CheckShardable accepts only. For
 	// MemoryEstimate and Fit the parameters, gradients and optimizer
 	// state count 1/N. With LoRA the frozen base is sharded the same way
-	// and takes no gradients. With BF16 the bf16 weights are converted
-	// part by part (New turns CompactBF16 on and FrozenBF16 off).
+	// and takes no gradients; with QuantizeBase only its NF4 layers are,
+	// a chunk of each layer's NF4 data a rank (nf4shard.go). With BF16 the
+	// bf16 weights are converted part by part (New turns CompactBF16 on
+	// and FrozenBF16 off).
 	ShardRanks int
 	// Rank, when set, plans one rank of a data-parallel run that shards
 	// its state outside the model (dataparallel.Zero1Rank: ZeRO-1's AdamW
@@ -485,7 +487,7 @@ func (m *Model) Close() {
 	d := m.Dev
 	m.freeActs()
 	m.step.free(d)
-	if m.sharded() {
+	if m.sharded() && m.nf4 == nil {
 		freeAll(d, m.shard.buffers()...)
 	} else {
 		freeAll(d, m.Params.Arena, m.Grads.Arena)
@@ -847,6 +849,9 @@ func (m *Model) forwardTrunk(bt *Batch, headUse Use) {
 	m.acts.forgetKept()
 	if m.sharded() {
 		m.planShardPass(headUse&UseGrads != 0)
+		if m.nf4 != nil {
+			m.planNF4()
+		}
 	}
 	m.embed(bt)
 	for l := 0; l < c.NumHiddenLayers; l++ {

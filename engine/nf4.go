@@ -43,6 +43,10 @@ type nf4Base struct {
 	// head (nf4embed.go); nil otherwise.
 	emb *nf4Rows
 	dec *nf4Decode // once the model has decoded (nf4dec.go)
+	// With Options.ShardRanks, this rank's shard of the layers and the
+	// gather buffers (nf4shard.go); tensors[l] views a gather buffer
+	// once layer l is gathered.
+	shard *nf4Shard
 }
 
 func errNF4(what string) error {
@@ -128,6 +132,9 @@ func newNF4(c *Config, dev Device, opt Options) *Model {
 		widest = max(widest, q.emb.rows*c.HiddenSize)
 	}
 	q.scales = make([]float32, nf4.Blocks(widest))
+	if opt.ShardRanks > 0 {
+		q.shard = newNF4Shard(c, dev, opt)
+	}
 	if opt.BF16 {
 		if b := c.nf4Bf16Specs(opt); b != nil {
 			m.w16 = weightSetOf(c, b, dev.AllocBF16(specsSize(b)))
@@ -149,6 +156,9 @@ func (m *Model) freeNF4() {
 	}
 	if m.nf4 != nil && m.nf4.emb != nil {
 		m.nf4.emb.free(m.Dev)
+	}
+	if m.nf4 != nil && m.nf4.shard != nil {
+		m.nf4.shard.free(m.Dev)
 	}
 	m.nf4 = nil
 }
@@ -179,16 +189,30 @@ func (m *Model) quantizeAll(fill func(l, k int, dst []float32) error) error {
 		go func() {
 			defer wg.Done()
 			buf := make([]float32, widest)
+			var rec []float32 // a sharded base's record of one matrix
+			if q.shard != nil {
+				rec = make([]float32, q.shard.widest())
+			}
 			for j := range jobs {
 				dst := buf[:q.rel[j.k].Size()]
-				if err := fill(j.l, j.k, dst); err != nil {
+				quantize := func() (*nf4.Tensor, error) {
+					if err := fill(j.l, j.k, dst); err != nil {
+						return nil, err
+					}
+					return nf4.Quantize(dst, double), nil
+				}
+				var err error
+				if s := q.shard; s != nil {
+					err = s.fillShard(j.l, j.k, rec, quantize)
+				} else {
+					q.tensors[j.l][j.k], err = quantize()
+				}
+				if err != nil {
 					select {
 					case errs <- fmt.Errorf("quantize %s to NF4: %w", q.name(c, j.l, j.k), err):
 					default:
 					}
-					continue
 				}
-				q.tensors[j.l][j.k] = nf4.Quantize(dst, double)
 			}
 		}()
 	}
@@ -405,6 +429,9 @@ func (m *Model) NF4Bytes() int64 {
 	if m.nf4 == nil {
 		return 0
 	}
+	if s := m.nf4.shard; s != nil { // this rank's shard
+		return 4 * int64(len(s.own))
+	}
 	var n int64
 	for _, ts := range m.nf4.tensors {
 		for _, t := range ts {
@@ -419,14 +446,20 @@ func (m *Model) NF4Bytes() int64 {
 	return n
 }
 
-// nf4WeightBytes is weightBytes for an NF4 base: the quantized matrices,
-// the unquantized tensors (fp32, or bf16 embeddings and head in BF16
-// mode), the norms' and biases' unused gradients and the scratch layer.
+// nf4WeightBytes is weightBytes for an NF4 base: the quantized matrices
+// (a sharded base's chunks and gather buffers), the unquantized tensors
+// (fp32, or bf16 embeddings and head in BF16 mode), the norms' and biases'
+// unused gradients and the scratch layer.
 func (c *Config) nf4WeightBytes(opt Options) int64 {
 	var q int64
-	for _, s := range c.ParamSpecs() {
-		if c.isLayerMatrix(s) {
-			q += nf4.StorageBytes(int64(s.Size()), !opt.NF4SingleScale)
+	if n := opt.ShardRanks; n > 0 { // this rank's chunks and the two gather buffers (nf4shard.go)
+		chunk := int64(c.NF4ShardChunk(opt, n))
+		q = 4*int64(c.NumHiddenLayers)*chunk + 2*4*int64(n)*chunk
+	} else {
+		for _, s := range c.ParamSpecs() {
+			if c.isLayerMatrix(s) {
+				q += nf4.StorageBytes(int64(s.Size()), !opt.NF4SingleScale)
+			}
 		}
 	}
 	if opt.NF4Embeddings {
@@ -452,6 +485,8 @@ func (m *Model) DequantizedTensors() ([]safetensors.Tensor, error) {
 		return nil, fmt.Errorf("dequantize: the model has no quantized base (Options.QuantizeBase)")
 	case m.bf16:
 		return nil, fmt.Errorf("dequantize: the model computes in bf16; load it without BF16 for the fp32 values")
+	case q.shard != nil:
+		return nil, fmt.Errorf("dequantize: the model holds one rank's shard of its base (Options.ShardRanks); load it without ShardRanks")
 	}
 	data := map[string][]float32{}
 	host := HostView(m.Dev, m.Params.Arena)

@@ -335,6 +335,10 @@ func (m *Model) gather(p int, use Use) {
 	if !m.sharded() {
 		return
 	}
+	if m.nf4 != nil {
+		m.gatherNF4(p)
+		return
+	}
 	s := &m.shard
 	if s.next >= len(s.plan) || s.plan[s.next].part != p || s.plan[s.next].use != use {
 		panic(fmt.Sprintf("engine: a sharded pass gathers part %d (use %d) out of its planned order", p, use))
@@ -363,6 +367,10 @@ func (m *Model) gather(p int, use Use) {
 
 func (m *Model) release(p int, use Use) {
 	if !m.sharded() {
+		return
+	}
+	if m.nf4 != nil {
+		m.releaseNF4(p, use)
 		return
 	}
 	s := &m.shard

@@ -179,7 +179,7 @@ func (s *Service) prepare(ctx context.Context, req *client.CreateRunRequest) (*p
 	if spec, err = spec.Resolve(); err != nil {
 		return nil, invalidf("%v", err)
 	}
-	if err := checkSharding(req, spec); err != nil {
+	if err := checkSharding(req); err != nil {
 		return nil, err
 	}
 	if err := s.confinePaths(req, &spec); err != nil {

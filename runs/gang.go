@@ -142,14 +142,9 @@ func (trainPackage) RunDistributed(ctx context.Context, spec train.Spec, workDir
 	return train.RunDistributed(ctx, spec, workDir, obs, coll, opt)
 }
 
-// checkSharding checks the request's sharding against its nodes and its
-// resolved base quantization.
-func checkSharding(req *client.CreateRunRequest, spec train.Spec) error {
-	quant := ""
-	if spec.LoRA != nil {
-		quant = spec.LoRA.QuantizeBase
-	}
-	if err := settings.CheckSharding(req.Sharding, req.Nodes, quant); err != nil {
+// checkSharding checks the request's sharding against its nodes.
+func checkSharding(req *client.CreateRunRequest) error {
+	if err := settings.CheckSharding(req.Sharding, req.Nodes); err != nil {
 		return invalidf("%v", err)
 	}
 	return nil

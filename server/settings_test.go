@@ -60,6 +60,10 @@ func TestRunSettings(t *testing.T) {
 			{func(r *client.CreateRunRequest) {
 				r.Sharding, r.Nodes, r.Optimizer = "parameters", 2, &client.Optimizer{Name: "lionw"}
 			}, "nodes: 2 workers are needed (one rank each) but only"},
+			// QLoRA shards its NF4 base layer by layer: likewise.
+			{func(r *client.CreateRunRequest) {
+				r.Sharding, r.Nodes, r.Method, r.LoRA = "parameters", 2, "lora", &client.LoRA{QuantizeBase: "nf4"}
+			}, "nodes: 2 workers are needed (one rank each) but only"},
 			{func(r *client.CreateRunRequest) { r.KeepCheckpoints = -3 }, "keep_checkpoints"},
 			{func(r *client.CreateRunRequest) { r.Precision = "fp16" }, "precision"},
 			{func(r *client.CreateRunRequest) { r.LearningRate = 2 }, "learning_rate: 2 is outside (0, 1]"},

@@ -24,7 +24,7 @@ func Shardings() []string { return slices.Clone(shardings) }
 func init() {
 	help["nodes"] = "workers that train the run together, one rank each (data parallel over Gloo); at most the workers that worked the queue recently"
 	help["sharding"] = "with nodes > 1, what each rank holds 1/N of: none (every rank the whole state), optimizer (the optimizer state, AdamW's or LionW's moments: ZeRO-1), " +
-		"parameters (fp32 parameters, gradients and moments, each layer gathered when used: ZeRO-3)"
+		"parameters (fp32 parameters, gradients and moments, or a LoRA's frozen base, fp32 or NF4, each layer gathered when used: ZeRO-3)"
 }
 
 // CheckNodes reports a node count below 1 (0 means the default).
@@ -35,10 +35,9 @@ func CheckNodes(v int) error {
 	return CheckCount("nodes", v, 1)
 }
 
-// CheckSharding reports an unknown sharding, a sharding other than none
-// for a single-node run (nodes 0 means the default, 1), and sharded
-// parameters on a quantized base (they shard an fp32 one).
-func CheckSharding(v string, nodes int, quantizeBase string) error {
+// CheckSharding reports an unknown sharding, and a sharding other than
+// none for a single-node run (nodes 0 means the default, 1).
+func CheckSharding(v string, nodes int) error {
 	const s = "sharding"
 	if v == "" || v == Sharding {
 		return nil
@@ -49,9 +48,6 @@ func CheckSharding(v string, nodes int, quantizeBase string) error {
 	if nodes <= 1 {
 		return errorf(s, fmt.Sprintf("set nodes to 2 or more, or leave %s unset (%s)", s, Sharding),
 			"%q splits the state across ranks, and the run has one node", v)
-	}
-	if v == "parameters" && quantizeBase != "" {
-		return errorf(s, `drop lora.quantize_base, or use sharding "none"`, "%q shards an fp32 base, and lora.quantize_base is %q", v, quantizeBase)
 	}
 	return nil
 }

@@ -47,20 +47,17 @@ type DistOptions struct {
 	// before its forward and its backward and reduce-scatters its
 	// gradient after (see zero3.go for the checkpoint layout). Llama,
 	// Mistral and Mixtral models, full fine-tuning (AdamW or LionW) or
-	// LoRA on the sharded base, fp32 or bf16; it implies ShardOptimizer's
-	// saving.
+	// LoRA on the sharded base, fp32 or bf16 or NF4 (QLoRA: each rank
+	// holds 1/N of the NF4 layers); it implies ShardOptimizer's saving.
 	ShardParameters bool
 }
 
 // CheckDistOptions reports options that a run of the resolved spec cannot
 // use, before any work: sharded parameters need a model whose parts hone
-// can gather one at a time and an unquantized base.
+// can gather one at a time.
 func CheckDistOptions(spec Spec, opt DistOptions) error {
 	if !opt.ShardParameters {
 		return nil
-	}
-	if err := checkShardable(spec); err != nil {
-		return err
 	}
 	cfg, err := engine.LoadConfig(spec.ModelDir)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"hone/engine"
-	"hone/settings"
 )
 
 // OnNodes returns s planned as one of the n ranks (nodes) of a run: a
@@ -21,15 +20,8 @@ func (s Spec) OnNodes(n int) Spec {
 func (s Spec) runNodes() int { return max(1, s.nodes, s.shardRanks) }
 
 // shardable reports whether a run of s could shard its parameters over
-// nodes > 1: what settings.CheckSharding and the model allow (not an NF4
-// base, not DBRX).
-func (s Spec) shardable(cfg *engine.Config) bool {
-	quant := ""
-	if s.Method == "lora" && s.LoRA != nil {
-		quant = s.LoRA.QuantizeBase
-	}
-	return settings.CheckSharding("parameters", 2, quant) == nil && cfg.CheckShardable() == nil
-}
+// nodes > 1: what the model allows (not DBRX).
+func (s Spec) shardable(cfg *engine.Config) bool { return cfg.CheckShardable() == nil }
 
 // nodesFor is the fewest nodes, from `from`, whose rank fits avail at
 // T-token rows with the parameters sharded over them, and that rank's

@@ -13,7 +13,8 @@ import (
 // A run that fits only on several ranks is refused naming the fewest nodes
 // with sharded parameters that fit (fewer do not, those do), and how many
 // more than the run has; LionW full fine-tuning (which shards) likewise,
-// by its one moment; never a combination create refuses (an NF4 base).
+// by its one moment; never nodes that do not fit (an NF4 base shards only
+// its NF4 layers, its embeddings and head are whole on every node).
 func TestRefusalNamesNodes(t *testing.T) {
 	c := llama1B(t)
 	dev := cpu.New(0)
@@ -72,7 +73,7 @@ func TestRefusalNamesNodes(t *testing.T) {
 	} else if _, err := chooseContext(lion.ShardedOver(ln), c, dev, "", 8<<30); err != nil {
 		t.Errorf("LionW: %d nodes named, and refused sharded over them: %v", ln, err)
 	}
-	// Combinations create refuses are never named.
+	// Nodes that do not fit are never named.
 	nf4, err := Spec{Method: "lora", Precision: "bf16", BatchRows: 1, ContextLength: 512, LoRA: &LoRASpec{QuantizeBase: "nf4"}}.Resolve()
 	if err != nil {
 		t.Fatal(err)

@@ -27,8 +27,9 @@ import (
 // Every rank takes part in every pass, so evaluation runs on all ranks
 // (the leader reports it) and a rank with fewer micro-batches in a step
 // runs passes that score nothing. A LoRA run shards its frozen fp32 base
-// the same way; its adapter is whole on every rank and checkpointed as in
-// any LoRA run.
+// the same way, a QLoRA run its NF4 layers (each rank a chunk of every
+// layer's NF4 data; the unquantized tensors whole, engine/nf4shard.go);
+// the adapter is whole on every rank and checkpointed as in any LoRA run.
 //
 // Checkpoint layout (checkpoints/step-NNNNNNNN of the leader's work dir):
 //
@@ -57,14 +58,6 @@ func shardFile(kind string, q, n int) string {
 	return fmt.Sprintf("%s-%05d-of-%05d.safetensors", kind, q, n)
 }
 
-// checkShardable reports a base that sharded parameters cannot train.
-func checkShardable(spec Spec) error {
-	if spec.Method == "lora" && spec.LoRA != nil && spec.LoRA.QuantizeBase != "" {
-		return errors.New("sharded parameters (--shard-parameters) shard an fp32 base, not a quantized one: drop lora.quantize_base or the sharding")
-	}
-	return nil
-}
-
 // newShardedRunner is newRunner for sharded parameters.
 func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Observer, coll collective.Collective) (*runner, error) {
 	if err := CheckDistOptions(spec, DistOptions{ShardParameters: true}); err != nil {
@@ -80,7 +73,12 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 	if err != nil {
 		return nil, err
 	}
-	if err := engine.LoadRanges(spec.weightsDir(), cfg, sh.Ranges(), sh.Chunks(sh.P)); err != nil {
+	if opts.QuantizeBase != "" {
+		err = engine.LoadNF4Shard(spec.weightsDir(), m)
+	} else {
+		err = engine.LoadRanges(spec.weightsDir(), cfg, sh.Ranges(), sh.Chunks(sh.P))
+	}
+	if err != nil {
 		return nil, err
 	}
 	debug.FreeOSMemory() // the whole tensors the shards were cut from
@@ -99,7 +97,11 @@ func newShardedRunner(spec Spec, prep *dataset.Prepared, workDir string, obs Obs
 	if err := r.start(prep, workDir, obs); err != nil {
 		return nil, err
 	}
-	obs.OnLog(fmt.Sprintf("parameters sharded over %d ranks: this rank holds %d of %d parameters, gathering one layer at a time", coll.Size(), len(sh.P), cfg.NumParams()))
+	if opts.QuantizeBase != "" {
+		obs.OnLog(fmt.Sprintf("NF4 base sharded over %d ranks: this rank holds %d bytes of its layers, gathering one layer at a time", coll.Size(), m.NF4Bytes()))
+	} else {
+		obs.OnLog(fmt.Sprintf("parameters sharded over %d ranks: this rank holds %d of %d parameters, gathering one layer at a time", coll.Size(), len(sh.P), cfg.NumParams()))
+	}
 	return r, nil
 }
 

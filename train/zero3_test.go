@@ -268,3 +268,42 @@ func readModelTensorAll(t *testing.T, path string) map[string][]float32 {
 	}
 	return out
 }
+
+// A QLoRA run with its NF4 base sharded over 2 ranks (each holding half
+// of every layer's NF4 data, gathered over Gloo) takes the steps of one
+// process on the whole NF4 base, and rank 0 writes the adapter.
+func TestShardedQLoRAMatchesOneProcess(t *testing.T) {
+	s := spec(tinyModel(t), chatData(t))
+	s.Method = "lora"
+	s.LoRA = &train.LoRASpec{Rank: 4, QuantizeBase: "nf4"}
+	s.Duration = train.Duration{Batches: 4}
+	s.BatchRows, s.GradAccum = 1, 2
+	s.ContextLength = 128
+	s.Precision, s.Threads = "bf16", 1
+	rec := &recorder{}
+	res, err := train.Run(context.Background(), s, t.TempDir(), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	outs, log, err := launch(t, s, 2, base, envShard+"=3")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	losses := stepLosses(outs[0])
+	if len(losses) != 4 {
+		t.Fatalf("sharded QLoRA: %d steps, want 4", len(losses))
+	}
+	for i, l := range losses {
+		if want := rec.steps[i].Loss; math.Abs(l-want) > 1e-6*math.Abs(want) {
+			t.Errorf("sharded QLoRA, step %d: loss %.9g, one process %.9g", i+1, l, want)
+		}
+	}
+	a := readModelTensorAll(t, filepath.Join(res.AdapterDir, engine.AdapterWeightsFile))
+	b := readModelTensorAll(t, filepath.Join(base, "rank-0", "final-adapter", engine.AdapterWeightsFile))
+	for name, x := range a {
+		if d := maxDiff(x, b[name]); d > 1e-5 {
+			t.Errorf("sharded QLoRA: adapter %s differs by up to %g, want ≤ 1e-5", name, d)
+		}
+	}
+}

@@ -195,7 +195,7 @@ func benchTrainCmd() *cobra.Command {
 	f.Var(&planMemory, "plan-memory", "with --plan: the memory to plan against, e.g. 24GiB (default: what this machine has available)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object as the last stdout line")
 	f.BoolVar(&s.ShardOptimizer, "shard-optimizer", false, "with --ranks: shard the optimizer state across the ranks (ZeRO stage 1; each rank receives its shard's gradients and sends its updated weights); default on with --ranks > 1, --shard-optimizer=false for plain data parallelism")
-	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and optimizer state across the ranks, gathering one layer at a time (ZeRO stage 3; fp32 full fine-tuning)")
+	f.BoolVar(&s.ShardParameters, "shard-parameters", false, "with --ranks: shard the parameters, gradients and optimizer state across the ranks, gathering one layer at a time (ZeRO stage 3; full fine-tuning, or a LoRA on the sharded base, fp32 or --quantize-base nf4)")
 	f.DurationVar(&s.CeilingTime, "ceiling-time", bench.CeilingTime, "time the matmul ceiling (mfu's denominator) for at least this long before and after the steps")
 	f.IntVar(&ranks, "ranks", 1, "data-parallel ranks: separate local processes over Gloo (loopback), each --threads threads, splitting --batch")
 	cmd.MarkFlagRequired("config")
