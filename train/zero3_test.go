@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"hone/collective"
 	"hone/engine"
 	"hone/internal/testmodel"
 	"hone/safetensors"
@@ -230,24 +231,31 @@ func TestShardedLoRABaseMatchesOneProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
-	losses := stepLosses(outs[0])
+	matchOneProcess(t, "sharded LoRA", rec, res.AdapterDir, outs[0], base)
+	if _, err := engine.LoadConfig(filepath.Join(base, "rank-0", "final")); err != nil {
+		t.Errorf("rank 0's merged model: %v", err)
+	}
+}
+
+// matchOneProcess checks a sharded run's 4 step losses (rank 0's output)
+// and rank 0's final adapter against one process's (rec, adapterDir).
+func matchOneProcess(t *testing.T, what string, rec *recorder, adapterDir string, out0 collective.RankOutput, base string) {
+	t.Helper()
+	losses := stepLosses(out0)
 	if len(losses) != 4 {
-		t.Fatalf("sharded LoRA: %d steps, want 4", len(losses))
+		t.Fatalf("%s: %d steps, want 4", what, len(losses))
 	}
 	for i, l := range losses {
 		if want := rec.steps[i].Loss; math.Abs(l-want) > 1e-6*math.Abs(want) {
-			t.Errorf("sharded LoRA, step %d: loss %.9g, one process %.9g", i+1, l, want)
+			t.Errorf("%s, step %d: loss %.9g, one process %.9g", what, i+1, l, want)
 		}
 	}
-	a := readModelTensorAll(t, filepath.Join(res.AdapterDir, engine.AdapterWeightsFile))
+	a := readModelTensorAll(t, filepath.Join(adapterDir, engine.AdapterWeightsFile))
 	b := readModelTensorAll(t, filepath.Join(base, "rank-0", "final-adapter", engine.AdapterWeightsFile))
 	for name, x := range a {
 		if d := maxDiff(x, b[name]); d > 1e-5 {
-			t.Errorf("sharded LoRA: adapter %s differs by up to %g, want ≤ 1e-5", name, d)
+			t.Errorf("%s: adapter %s differs by up to %g, want ≤ 1e-5", what, name, d)
 		}
-	}
-	if _, err := engine.LoadConfig(filepath.Join(base, "rank-0", "final")); err != nil {
-		t.Errorf("rank 0's merged model: %v", err)
 	}
 }
 
@@ -290,20 +298,5 @@ func TestShardedQLoRAMatchesOneProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
-	losses := stepLosses(outs[0])
-	if len(losses) != 4 {
-		t.Fatalf("sharded QLoRA: %d steps, want 4", len(losses))
-	}
-	for i, l := range losses {
-		if want := rec.steps[i].Loss; math.Abs(l-want) > 1e-6*math.Abs(want) {
-			t.Errorf("sharded QLoRA, step %d: loss %.9g, one process %.9g", i+1, l, want)
-		}
-	}
-	a := readModelTensorAll(t, filepath.Join(res.AdapterDir, engine.AdapterWeightsFile))
-	b := readModelTensorAll(t, filepath.Join(base, "rank-0", "final-adapter", engine.AdapterWeightsFile))
-	for name, x := range a {
-		if d := maxDiff(x, b[name]); d > 1e-5 {
-			t.Errorf("sharded QLoRA: adapter %s differs by up to %g, want ≤ 1e-5", name, d)
-		}
-	}
+	matchOneProcess(t, "sharded QLoRA", rec, res.AdapterDir, outs[0], base)
 }
