@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"hone/safetensors"
 )
@@ -140,17 +141,29 @@ func (m *Model) HeldWeightBytes() int64 {
 // quantMatMul is y(n,rows) (+)= x(n,cols)·Wᵀ for a quantized W of a long
 // prompt: a band of W's rows at a time dequantized into a small fp32
 // scratch and multiplied on the device, so that W is expanded once per
-// call rather than once per prompt row (MatVec) and never whole.
+// call rather than once per prompt row (MatVec) and never whole. When one
+// band covers W and y is overwritten, the product goes straight to y;
+// otherwise through a band-wide scratch copied or added into y's columns
+// (the device's Acc need not round as one addition: oneDNN's matches it
+// here, but products sliced along k add into c slice by slice). Both
+// scratches are reused across calls rather than allocated and zeroed.
 func (m *Model) quantMatMul(q QuantMatrix, y, x []float32, n, in, out int, acc bool) {
 	band := max(1, min(out, (1<<20)/in)) // about 4 MiB of weights
-	w := make([]float32, band*in)
-	tmp := make([]float32, n*band)
+	w := getScratch(&bandWeights, band*in)
+	defer bandWeights.Put(w)
+	if band == out && !acc {
+		q.DequantizeRows(*w, 0, out)
+		m.Dev.MatMul(y[:n*out], x[:n*in], *w, n, out, in, MatMulFlags{TransB: true})
+		return
+	}
+	tmp := getScratch(&bandProducts, n*band)
+	defer bandProducts.Put(tmp)
 	for o0 := 0; o0 < out; o0 += band {
 		r := min(band, out-o0)
-		q.DequantizeRows(w[:r*in], o0, o0+r)
-		m.Dev.MatMul(tmp[:n*r], x[:n*in], w[:r*in], n, r, in, MatMulFlags{TransB: true})
+		q.DequantizeRows((*w)[:r*in], o0, o0+r)
+		m.Dev.MatMul((*tmp)[:n*r], x[:n*in], (*w)[:r*in], n, r, in, MatMulFlags{TransB: true})
 		for i := 0; i < n; i++ {
-			dst, src := y[i*out+o0:i*out+o0+r], tmp[i*r:(i+1)*r]
+			dst, src := y[i*out+o0:i*out+o0+r], (*tmp)[i*r:(i+1)*r]
 			if acc {
 				for j, v := range src {
 					dst[j] += v
@@ -160,6 +173,22 @@ func (m *Model) quantMatMul(q QuantMatrix, y, x []float32, n, in, out int, acc b
 			}
 		}
 	}
+}
+
+// bandWeights and bandProducts pool quantMatMul's scratches (*[]float32),
+// so that concurrent decoders each get their own and idle ones go with
+// the next collections.
+var bandWeights, bandProducts sync.Pool
+
+// getScratch returns a pooled slice of n elements (contents undefined).
+func getScratch(p *sync.Pool, n int) *[]float32 {
+	s, _ := p.Get().(*[]float32)
+	if s == nil || cap(*s) < n {
+		b := make([]float32, n)
+		return &b
+	}
+	*s = (*s)[:n]
+	return s
 }
 
 // embedQuant writes the embeddings of ids to x (C each) from the quantized
