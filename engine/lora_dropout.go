@@ -109,8 +109,16 @@ func dropoutMask(mask []float32, seed, stream uint64, row0, rows, in int, p floa
 }
 
 // parallelRows runs f over [0, n) in contiguous chunks, one per CPU.
-func parallelRows(n int, f func(lo, hi int)) {
-	w := min(runtime.GOMAXPROCS(0), n)
+func parallelRows(n int, f func(lo, hi int)) { parallelRowsOn(n, runtime.GOMAXPROCS(0), f) }
+
+// parallelRowsOn runs f over [0, n) in up to w contiguous chunks, one
+// goroutine each (f itself when w is 1).
+func parallelRowsOn(n, w int, f func(lo, hi int)) {
+	w = min(w, n)
+	if w <= 1 {
+		f(0, n)
+		return
+	}
 	var wg sync.WaitGroup
 	for k := 0; k < w; k++ {
 		wg.Add(1)

@@ -71,17 +71,9 @@ func (q *nf4Matrix) MatVec(y, x []float32, n int, acc bool, threads int) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	threads = max(1, min(threads, q.rows/64))
-	chunk := (q.rows + threads - 1) / threads
-	var wg sync.WaitGroup
-	for o := 0; o < q.rows; o += chunk {
-		wg.Add(1)
-		go func(o0, o1 int) {
-			defer wg.Done()
-			q.segments(o0, o1, func(t *nf4.Tensor, r0, a, b int) { q.dotRows(t, r0, y[a:], x, n, b-a, acc) })
-		}(o, min(q.rows, o+chunk))
-	}
-	wg.Wait()
+	parallelRowsOn(q.rows, max(1, min(threads, q.rows/64)), func(o0, o1 int) {
+		q.segments(o0, o1, func(t *nf4.Tensor, r0, a, b int) { q.dotRows(t, r0, y[a:], x, n, b-a, acc) })
+	})
 }
 
 // dotRows writes y[r*q.rows+i] (+)= row r0+i of t · row r of x for i <
@@ -90,13 +82,9 @@ func (q *nf4Matrix) dotRows(t *nf4.Tensor, r0 int, y, x []float32, n, rows int, 
 	C := q.cols
 	if q.kern != nil && C%nf4.BlockSize == 0 {
 		nb := C / nf4.BlockSize
-		sp := scalesPool.Get().(*[]float32)
-		if cap(*sp) < rows*nb {
-			*sp = make([]float32, rows*nb)
-		}
-		scales := (*sp)[:rows*nb]
-		t.Scales(scales, r0*nb)
-		q.kern.MatVecNF4(y, q.rows, x, n, C, t.Packed[r0*C/2:(r0+rows)*C/2], scales, &nf4.Code, acc)
+		sp := getScratch(&scalesPool, rows*nb)
+		t.Scales(*sp, r0*nb)
+		q.kern.MatVecNF4(y, q.rows, x, n, C, t.Packed[r0*C/2:(r0+rows)*C/2], *sp, &nf4.Code, acc)
 		scalesPool.Put(sp)
 		return
 	}
@@ -114,7 +102,7 @@ func (q *nf4Matrix) dotRows(t *nf4.Tensor, r0 int, y, x []float32, n, rows int, 
 
 // scalesPool holds the block scales a kernel call reads, so that decode
 // steps make no garbage of them.
-var scalesPool = sync.Pool{New: func() any { return new([]float32) }}
+var scalesPool sync.Pool
 
 // nf4Decode is the NF4 base's decoding state: per layer, views like
 // Params.Layers' whose matrices are one-element stand-ins that quantFor
